@@ -1,0 +1,41 @@
+"""Every error pollinate raises on purpose, under one root.
+
+The hierarchy::
+
+    PollinateError                 anything pollinate raises on purpose
+    ├── ConfigError                a bad config key, value or app layout: the user's to fix
+    ├── RecordError (TypeError)    a value of the wrong type or shape put into a record
+    ├── WireError (ValueError)     bytes that are not a valid encoded message
+    ├── AppError                   a ClientApp/ServerApp that cannot be loaded or dispatched
+    └── RoundError                 a round that ended with too few good replies
+
+Each message names the problem and, where there is one, the fix.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AppError", "ConfigError", "PollinateError", "RecordError", "RoundError", "WireError"]
+
+
+class PollinateError(Exception):
+    """The root of every error pollinate raises on purpose."""
+
+
+class ConfigError(PollinateError):
+    """A configuration key, value or app layout the user has to fix."""
+
+
+class RecordError(PollinateError, TypeError):
+    """A value that a record cannot hold: the message names the key and the accepted types."""
+
+
+class WireError(PollinateError, ValueError):
+    """Bytes that do not decode to a valid message (truncated, corrupt or hostile)."""
+
+
+class AppError(PollinateError):
+    """A ClientApp or ServerApp that cannot be imported, found or dispatched to."""
+
+
+class RoundError(PollinateError):
+    """A round that could not go on: too few nodes, or too few valid replies."""

@@ -1,0 +1,361 @@
+"""Records: the typed payloads a Message carries.
+
+``ArrayRecord`` holds named arrays (model weights), ``MetricRecord`` named numbers,
+``ConfigRecord`` named settings, and ``RecordDict`` groups records under names. Values are
+checked when they are set, so a wrong type fails at the line that put it there, with the key
+in the message.
+
+Arrays are read-only: in simulation a message travels by reference, so one node must not be
+able to change the weights another node (or the server) holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+
+import numpy as np
+
+from .errors import RecordError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "Array",
+    "ArrayRecord",
+    "ConfigRecord",
+    "ConfigValue",
+    "MetricRecord",
+    "MetricValue",
+    "Record",
+    "RecordDict",
+]
+
+MetricValue: TypeAlias = int | float | list[int] | list[float]
+ConfigScalar: TypeAlias = int | float | str | bytes | bool
+ConfigValue: TypeAlias = (
+    int
+    | float
+    | str
+    | bytes
+    | bool
+    | list[int]
+    | list[float]
+    | list[str]
+    | list[bytes]
+    | list[bool]
+)
+
+_NUMERIC_KINDS = "biufc"
+
+
+class Array:
+    """A read-only numpy array with a stable dtype and shape, the unit of model weights.
+
+    Built from a numpy array or a torch tensor without copying when the source is already
+    contiguous and on the CPU; ``numpy()`` returns a read-only view, never a copy.
+    """
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: np.ndarray[Any, Any] | Any) -> None:
+        if isinstance(data, Array):
+            self._data: np.ndarray[Any, Any] = data._data
+            return
+        if not isinstance(data, np.ndarray):
+            data = _tensor_to_numpy(data)
+        if data.dtype.kind not in _NUMERIC_KINDS:
+            raise RecordError(
+                f"Array needs a numeric or boolean dtype, got {data.dtype}: convert the data "
+                "to numbers first (object and string arrays cannot travel safely)"
+            )
+        view = np.ascontiguousarray(data).view()
+        view.flags.writeable = False
+        self._data = view
+
+    @classmethod
+    def from_numpy(cls, data: np.ndarray[Any, Any]) -> Array:
+        """Wrap a numpy array (no copy if it is contiguous)."""
+        return cls(data)
+
+    @classmethod
+    def from_torch(cls, tensor: torch.Tensor) -> Array:
+        """Wrap a torch tensor: detached and moved to the CPU, shared memory when possible."""
+        return cls(_tensor_to_numpy(tensor))
+
+    def numpy(self) -> np.ndarray[Any, Any]:
+        """The data as a read-only numpy array (``np.array(a.numpy())`` for a writable copy)."""
+        return self._data
+
+    def torch(self) -> torch.Tensor:
+        """The data as a new torch tensor (a copy: tensors are writable, Arrays are not)."""
+        import torch
+
+        return torch.from_numpy(np.array(self._data))
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The numpy dtype of the data."""
+        dtype: np.dtype[Any] = self._data.dtype
+        return dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the data."""
+        return tuple(self._data.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """The size of the data in bytes."""
+        return int(self._data.nbytes)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray[Any, Any]:
+        if dtype is None and not copy:
+            return self._data
+        return np.array(self._data, dtype=dtype, copy=True)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Array):
+            return NotImplemented
+        return (
+            self.dtype == other.dtype
+            and self.shape == other.shape
+            and bool(np.array_equal(self._data, other._data, equal_nan=self.dtype.kind in "fc"))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Array(shape={self.shape}, dtype={self.dtype})"
+
+
+def _tensor_to_numpy(value: Any) -> np.ndarray[Any, Any]:
+    """Turn a torch tensor (or anything numpy can read) into a numpy array."""
+    if type(value).__module__.startswith("torch"):
+        tensor = value.detach()
+        if tensor.device.type != "cpu":
+            tensor = tensor.cpu()
+        return tensor.numpy()  # type: ignore[no-any-return]
+    if isinstance(value, (list, tuple, int, float, bool, np.generic)):
+        return np.asarray(value)
+    raise RecordError(f"Array accepts numpy arrays and torch tensors, got {type(value).__name__}")
+
+
+V = TypeVar("V")
+
+
+class _TypedRecord(MutableMapping[str, V]):
+    """An ordered str -> value mapping that checks each value as it is set."""
+
+    __slots__ = ("_items",)
+    _kind = "record"
+
+    def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
+        self._items: dict[str, V] = {}
+        pairs = items.items() if isinstance(items, Mapping) else items
+        for key, value in pairs:
+            self[key] = value
+
+    def _check(self, key: str, value: Any) -> V:
+        raise NotImplementedError
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(key, str):
+            raise RecordError(f"{self._kind} keys must be str, got {type(key).__name__} {key!r}")
+        self._items[key] = self._check(key, value)
+
+    def __getitem__(self, key: str) -> V:
+        try:
+            return self._items[key]
+        except KeyError:
+            known = ", ".join(repr(k) for k in self._items) or "none"
+            raise KeyError(f"{self._kind} has no key {key!r} (keys: {known})") from None
+
+    def __delitem__(self, key: str) -> None:
+        del self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, _TypedRecord)
+        return list(self._items.items()) == list(other._items.items())
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._items!r})"
+
+
+class ArrayRecord(_TypedRecord[Array]):
+    """Ordered named arrays: a model's weights, a gradient, a control variate.
+
+    Build it from a dict of arrays, a list of numpy arrays (named "0", "1", ...) or a torch
+    ``state_dict``; get them back with ``to_numpy()`` or ``to_torch()``.
+    """
+
+    __slots__ = ()
+    _kind = "ArrayRecord"
+
+    def _check(self, key: str, value: Any) -> Array:
+        try:
+            return value if isinstance(value, Array) else Array(value)
+        except RecordError as err:
+            raise RecordError(f"ArrayRecord[{key!r}]: {err}") from None
+
+    @classmethod
+    def from_numpy(cls, arrays: Sequence[np.ndarray[Any, Any]]) -> ArrayRecord:
+        """Name a list of arrays by position ("0", "1", ...), as the classic API passes them."""
+        return cls((str(i), a) for i, a in enumerate(arrays))
+
+    @classmethod
+    def from_torch(cls, state_dict: Mapping[str, torch.Tensor]) -> ArrayRecord:
+        """Take a torch ``state_dict``, keeping its names and order."""
+        return cls((name, Array.from_torch(t)) for name, t in state_dict.items())
+
+    def to_numpy(self) -> list[np.ndarray[Any, Any]]:
+        """The arrays in order, as read-only numpy arrays."""
+        return [a.numpy() for a in self._items.values()]
+
+    def to_torch(self) -> OrderedDict[str, torch.Tensor]:
+        """A torch ``state_dict`` with the same names and order, ready for ``load_state_dict``."""
+        return OrderedDict((name, a.torch()) for name, a in self._items.items())
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of all arrays in bytes."""
+        return sum(a.nbytes for a in self._items.values())
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_float(value: Any) -> bool:
+    return isinstance(value, (float, np.floating))
+
+
+def _as_number(value: Any) -> int | float | None:
+    """A Python int or float for an int/float (numpy scalars included), else None."""
+    if _is_int(value):
+        return int(value)
+    if _is_float(value):
+        return float(value)
+    return None
+
+
+class MetricRecord(_TypedRecord[MetricValue]):
+    """Named numbers: an int, a float, or a list of either (numpy scalars are converted)."""
+
+    __slots__ = ()
+    _kind = "MetricRecord"
+
+    def _check(self, key: str, value: Any) -> MetricValue:
+        number = _as_number(value)
+        if number is not None:
+            return number
+        if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, str):
+            items = [_as_number(v) for v in value]
+            if all(v is not None for v in items):
+                if all(isinstance(v, int) for v in items):
+                    return [int(v) for v in items if v is not None]
+                return [float(v) for v in items if v is not None]
+        raise RecordError(
+            f"MetricRecord[{key!r}] must be an int, a float or a list of them, "
+            f"got {type(value).__name__} {_short(value)}"
+        )
+
+
+def _config_scalar(value: Any) -> ConfigScalar | None:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    number = _as_number(value)
+    if number is not None:
+        return number
+    if isinstance(value, (str, bytes)):
+        return value
+    return None
+
+
+class ConfigRecord(_TypedRecord[ConfigValue]):
+    """Named settings: int, float, str, bytes, bool, or a list of one of those types."""
+
+    __slots__ = ()
+    _kind = "ConfigRecord"
+
+    def _check(self, key: str, value: Any) -> ConfigValue:
+        scalar = _config_scalar(value)
+        if scalar is not None:
+            return scalar
+        if isinstance(value, (list, tuple)):
+            items = [_config_scalar(v) for v in value]
+            kinds = {_scalar_kind(v) for v in items}
+            if None not in items and len(kinds) <= 1:
+                return items  # type: ignore[return-value]
+            if None not in items and kinds == {int, float}:
+                return [float(v) for v in items]  # type: ignore[arg-type]
+        raise RecordError(
+            f"ConfigRecord[{key!r}] must be int, float, str, bytes, bool or a list of one of "
+            f"those, got {type(value).__name__} {_short(value)}"
+        )
+
+
+def _scalar_kind(value: ConfigScalar | None) -> type | None:
+    return None if value is None else type(value)
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+Record: TypeAlias = ArrayRecord | MetricRecord | ConfigRecord
+_RECORD_TYPES = (ArrayRecord, MetricRecord, ConfigRecord)
+
+
+class RecordDict(_TypedRecord[Record]):
+    """Records under names: the content of a Message, or a node's persistent state.
+
+    ``rd["arrays"] = ArrayRecord(...)``; the typed views ``array_records``,
+    ``metric_records`` and ``config_records`` list the records of one kind.
+    """
+
+    __slots__ = ()
+    _kind = "RecordDict"
+
+    def _check(self, key: str, value: Any) -> Record:
+        if isinstance(value, _RECORD_TYPES):
+            return value
+        raise RecordError(
+            f"RecordDict[{key!r}] must be an ArrayRecord, MetricRecord or ConfigRecord, "
+            f"got {type(value).__name__}"
+        )
+
+    @property
+    def array_records(self) -> dict[str, ArrayRecord]:
+        """The ArrayRecords, by name."""
+        return {k: v for k, v in self.items() if isinstance(v, ArrayRecord)}
+
+    @property
+    def metric_records(self) -> dict[str, MetricRecord]:
+        """The MetricRecords, by name."""
+        return {k: v for k, v in self.items() if isinstance(v, MetricRecord)}
+
+    @property
+    def config_records(self) -> dict[str, ConfigRecord]:
+        """The ConfigRecords, by name."""
+        return {k: v for k, v in self.items() if isinstance(v, ConfigRecord)}
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int or float that is neither NaN nor infinite."""
+    number = _as_number(value)
+    return number is not None and math.isfinite(number)

@@ -1,0 +1,120 @@
+import numpy as np
+import pytest
+import torch
+
+from pollinate import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from pollinate.errors import RecordError
+
+
+def test_array_wraps_numpy_without_copy():
+    data = np.arange(6, dtype=np.float32).reshape(2, 3)
+    array = Array(data)
+    assert np.shares_memory(array.numpy(), data)
+    assert array.shape == (2, 3) and array.dtype == np.float32 and array.nbytes == 24
+
+
+def test_array_is_read_only():
+    array = Array(np.zeros(3))
+    with pytest.raises(ValueError, match="read-only"):
+        array.numpy()[0] = 1.0
+
+
+def test_array_from_torch_shares_memory_and_to_torch_copies():
+    tensor = torch.arange(4, dtype=torch.float32)
+    array = Array.from_torch(tensor)
+    assert np.shares_memory(array.numpy(), tensor.numpy())
+    back = array.torch()
+    back[0] = 42.0
+    assert array.numpy()[0] == 0.0
+
+
+def test_array_rejects_object_dtype():
+    with pytest.raises(RecordError, match="numeric or boolean dtype"):
+        Array(np.array(["a", "b"], dtype=object))
+
+
+def test_array_rejects_unknown_type():
+    with pytest.raises(RecordError, match="numpy arrays and torch tensors"):
+        Array({"not": "an array"})
+
+
+def test_array_equality_compares_dtype_shape_and_values():
+    assert Array(np.array([1.0, np.nan])) == Array(np.array([1.0, np.nan]))
+    assert Array(np.zeros(2, np.float32)) != Array(np.zeros(2, np.float64))
+
+
+def test_array_record_from_numpy_names_by_position():
+    record = ArrayRecord.from_numpy([np.zeros(2), np.ones(3)])
+    assert list(record) == ["0", "1"]
+    np.testing.assert_array_equal(record.to_numpy()[1], np.ones(3))
+
+
+def test_array_record_round_trips_a_state_dict():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    record = ArrayRecord.from_torch(model.state_dict())
+    assert list(record) == list(model.state_dict())
+    clone = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.ReLU(), torch.nn.Linear(2, 1))
+    clone.load_state_dict(record.to_torch())
+    for a, b in zip(model.state_dict().values(), clone.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert record.nbytes == sum(t.numel() * 4 for t in model.state_dict().values())
+
+
+def test_array_record_error_names_the_key():
+    with pytest.raises(RecordError, match=r"ArrayRecord\['weights'\]"):
+        ArrayRecord({"weights": "not an array"})
+
+
+def test_metric_record_accepts_numbers_lists_and_numpy_scalars():
+    record = MetricRecord({"a": 1, "b": 0.5, "c": [1, 2], "d": [0.5, 1], "e": np.float32(2.0)})
+    assert record["e"] == 2.0 and isinstance(record["e"], float)
+    assert record["d"] == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("value", ["text", True, None, {"x": 1}, [1, "a"]])
+def test_metric_record_rejects_other_types_naming_the_key(value):
+    with pytest.raises(RecordError, match=r"MetricRecord\['acc'\]"):
+        MetricRecord({"acc": value})
+
+
+def test_config_record_accepts_every_config_type():
+    values = {
+        "i": 1,
+        "f": 0.1,
+        "s": "x",
+        "b": b"\x00",
+        "t": True,
+        "li": [1, 2],
+        "ls": ["a"],
+        "lb": [True, False],
+        "empty": [],
+    }
+    assert dict(ConfigRecord(values)) == values
+
+
+@pytest.mark.parametrize("value", [{"x": 1}, [1, "a"], None, [[1]]])
+def test_config_record_rejects_other_types_naming_the_key(value):
+    with pytest.raises(RecordError, match=r"ConfigRecord\['lr'\]"):
+        ConfigRecord({"lr": value})
+
+
+def test_record_keys_must_be_strings():
+    with pytest.raises(RecordError, match="keys must be str"):
+        MetricRecord({1: 2})
+
+
+def test_missing_key_error_lists_known_keys():
+    with pytest.raises(KeyError, match="'a'"):
+        MetricRecord({"a": 1})["b"]
+
+
+def test_record_dict_holds_records_and_lists_them_by_kind():
+    rd = RecordDict({"arrays": ArrayRecord(), "metrics": MetricRecord(), "config": ConfigRecord()})
+    assert list(rd.array_records) == ["arrays"]
+    assert list(rd.metric_records) == ["metrics"]
+    assert list(rd.config_records) == ["config"]
+
+
+def test_record_dict_rejects_plain_values_naming_the_key():
+    with pytest.raises(RecordError, match=r"RecordDict\['metrics'\]"):
+        RecordDict({"metrics": {"acc": 1.0}})
