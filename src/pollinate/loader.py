@@ -1,0 +1,45 @@
+"""Find an app object from a ``"package.module:attribute"`` string, with clear errors."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .errors import AppError
+
+__all__ = ["load_object"]
+
+T = TypeVar("T")
+
+
+def load_object(spec: str, expected: type[T], search_path: str | Path | None = None) -> T:
+    """Import ``spec`` (``"module:attr"``), with ``search_path`` first on ``sys.path``."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise AppError(f"app reference {spec!r} must look like 'package.module:attribute'")
+    if search_path is not None:
+        path = str(Path(search_path).resolve())
+        if path not in sys.path:
+            sys.path.insert(0, path)
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        if err.name is not None and module_name.startswith(err.name.split(".")[0]):
+            where = f" in {search_path}" if search_path else ""
+            raise AppError(f"cannot find module {module_name!r}{where} (for {spec!r})") from None
+        raise AppError(
+            f"importing {module_name!r} failed: {err}; install the missing package "
+            f"(e.g. pip install {err.name})"
+        ) from None
+    except Exception as err:
+        raise AppError(f"importing {module_name!r} raised {type(err).__name__}: {err}") from err
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise AppError(f"module {module_name!r} has no attribute {attr!r} (for {spec!r})")
+        obj = getattr(obj, part)
+    if not isinstance(obj, expected):
+        raise AppError(f"{spec!r} is a {type(obj).__name__}, expected a {expected.__name__}")
+    return obj

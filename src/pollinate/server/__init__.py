@@ -1,0 +1,37 @@
+"""The server side: ServerApp, the Grid interface, run results and observers."""
+
+from ._app import ServerApp as ServerApp
+from ._app import ServerMain as ServerMain
+from ._grid import Grid as Grid
+from ._history import Failure as Failure
+from ._history import PhaseResult as PhaseResult
+from ._history import Result as Result
+from ._history import RoundRecord as RoundRecord
+from ._history import load_arrays as load_arrays
+from ._history import save_arrays as save_arrays
+from ._observer import FileRecorder as FileRecorder
+from ._observer import LogReporter as LogReporter
+from ._observer import RunObserver as RunObserver
+from ._observer import observing as observing
+from ._observer import report_result as report_result
+from ._observer import report_round as report_round
+from ._observer import report_round_start as report_round_start
+
+__all__ = [
+    "Failure",
+    "FileRecorder",
+    "Grid",
+    "LogReporter",
+    "PhaseResult",
+    "Result",
+    "RoundRecord",
+    "RunObserver",
+    "ServerApp",
+    "ServerMain",
+    "load_arrays",
+    "observing",
+    "report_result",
+    "report_round",
+    "report_round_start",
+    "save_arrays",
+]

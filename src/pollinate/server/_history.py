@@ -1,0 +1,133 @@
+"""What a run produced: per-round metrics, failures, times, and the final model."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ..records import ArrayRecord
+
+__all__ = ["Failure", "PhaseResult", "Result", "RoundRecord", "load_arrays", "save_arrays"]
+
+Phase = Literal["train", "evaluate", "server"]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A reply set aside: which node, and why."""
+
+    node_id: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"node {self.node_id}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseResult:
+    """One phase (train or evaluate) of one round: aggregated metrics and reply accounting."""
+
+    metrics: Mapping[str, Any]
+    num_ok: int
+    failures: tuple[Failure, ...] = ()
+
+    @property
+    def num_failed(self) -> int:
+        """How many replies were set aside."""
+        return len(self.failures)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        return {
+            "ok": self.num_ok,
+            "failed": self.num_failed,
+            "metrics": dict(self.metrics),
+            "failures": [str(f) for f in self.failures],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RoundRecord:
+    """Everything one round produced. Round 0 holds only the initial centralized evaluation."""
+
+    server_round: int
+    train: PhaseResult | None = None
+    evaluate: PhaseResult | None = None
+    server_metrics: Mapping[str, Any] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict, one line of ``metrics.jsonl``."""
+        return {
+            "round": self.server_round,
+            "wall_time_s": round(self.wall_time_s, 6),
+            "train": self.train.to_json() if self.train else None,
+            "evaluate": self.evaluate.to_json() if self.evaluate else None,
+            "server": dict(self.server_metrics),
+        }
+
+
+@dataclass(slots=True)
+class Result:
+    """The history of a run and its final global model."""
+
+    arrays: ArrayRecord
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+    def metrics(self, phase: Phase) -> dict[int, dict[str, Any]]:
+        """Metrics per round of one phase: ``"train"``, ``"evaluate"`` (nodes) or ``"server"``."""
+        out: dict[int, dict[str, Any]] = {}
+        for record in self.rounds:
+            if phase == "server":
+                values: Mapping[str, Any] | None = record.server_metrics or None
+            else:
+                part = record.train if phase == "train" else record.evaluate
+                values = part.metrics if part else None
+            if values:
+                out[record.server_round] = dict(values)
+        return out
+
+    @property
+    def rounds_time_s(self) -> float:
+        """Wall time of the federated rounds, summed (round 0's evaluation excluded)."""
+        return sum(r.wall_time_s for r in self.rounds if r.server_round > 0)
+
+    def final_metrics(self) -> dict[str, Any]:
+        """The last round's metrics, prefixed by phase: ``evaluate.accuracy``, ``server.loss``."""
+        out: dict[str, Any] = {}
+        phases: tuple[Phase, ...] = ("train", "evaluate", "server")
+        for phase in phases:
+            per_round = self.metrics(phase)
+            if per_round:
+                last = per_round[max(per_round)]
+                out.update({f"{phase}.{k}": v for k, v in last.items()})
+        return out
+
+
+def save_arrays(arrays: ArrayRecord, path: Path) -> None:
+    """Save arrays as ``.npz`` (names kept, no pickle): loadable with ``numpy.load`` anywhere."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array.numpy(), allow_pickle=False)
+    tmp.replace(path)
+
+
+def load_arrays(path: str | Path) -> ArrayRecord:
+    """Load arrays saved by ``save_arrays`` (refusing pickled content)."""
+    with np.load(path, allow_pickle=False) as data:
+        return ArrayRecord((name, np.array(data[name])) for name in data.files)
+
+
+def write_jsonl_line(path: Path, payload: Mapping[str, Any]) -> None:
+    """Append one JSON line to ``path`` and flush, so a crash loses at most the line in flight."""
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(payload, allow_nan=True) + "\n")

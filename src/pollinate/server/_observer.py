@@ -1,0 +1,118 @@
+"""Run observers: who hears about each round as it finishes (files, progress view, logs).
+
+The runner installs observers for the duration of a ServerApp; ``Strategy.start`` reports
+to them, and so can a hand-written round loop via ``report_round`` / ``report_result``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from ._history import Result, RoundRecord, save_arrays, write_jsonl_line
+
+__all__ = [
+    "FileRecorder",
+    "LogReporter",
+    "RunObserver",
+    "observing",
+    "report_result",
+    "report_round",
+    "report_round_start",
+]
+
+log = logging.getLogger("pollinate.server")
+
+
+class RunObserver(Protocol):
+    """Receives a run's progress; every method is optional to act on."""
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        """A round begins."""
+
+    def on_round(self, record: RoundRecord) -> None:
+        """A round finished."""
+
+    def on_result(self, result: Result) -> None:
+        """The strategy finished with this result."""
+
+
+_observers: contextvars.ContextVar[tuple[RunObserver, ...]] = contextvars.ContextVar(
+    "pollinate_observers", default=()
+)
+
+
+@contextlib.contextmanager
+def observing(observers: Sequence[RunObserver]) -> Iterator[None]:
+    """Install ``observers`` for the code inside the ``with`` block."""
+    token = _observers.set(tuple(observers))
+    try:
+        yield
+    finally:
+        _observers.reset(token)
+
+
+def report_round_start(server_round: int, num_rounds: int) -> None:
+    """Tell the installed observers that a round begins."""
+    for observer in _observers.get():
+        observer.on_round_start(server_round, num_rounds)
+
+
+def report_round(record: RoundRecord) -> None:
+    """Tell the installed observers that a round finished."""
+    for observer in _observers.get():
+        observer.on_round(record)
+
+
+def report_result(result: Result) -> None:
+    """Tell the installed observers the final result."""
+    for observer in _observers.get():
+        observer.on_result(result)
+
+
+class FileRecorder:
+    """Writes ``metrics.jsonl`` (a line per round, as it ends) and ``model.npz`` (final model)."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.metrics_path = out_dir / "metrics.jsonl"
+        self.model_path = out_dir / "model.npz"
+        self.result: Result | None = None
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        """Nothing to write until the round ends."""
+
+    def on_round(self, record: RoundRecord) -> None:
+        """Append the round to ``metrics.jsonl``."""
+        write_jsonl_line(self.metrics_path, record.to_json())
+
+    def on_result(self, result: Result) -> None:
+        """Save the final model."""
+        self.result = result
+        save_arrays(result.arrays, self.model_path)
+
+
+class LogReporter:
+    """Logs one line per round, for runs without a live view (scripts, files, CI)."""
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        """Log the start of a round."""
+        log.info("round %d/%d started", server_round, num_rounds)
+
+    def on_round(self, record: RoundRecord) -> None:
+        """Log what the round produced."""
+        log.info("round %d: %s", record.server_round, _summary(record.to_json()))
+
+    def on_result(self, result: Result) -> None:
+        """Log the end of the run."""
+        log.info("finished %d rounds in %.2f s", len(result.rounds), result.rounds_time_s)
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in payload.items() if v}, default=str)

@@ -1,0 +1,198 @@
+"""FedAvg: the weighted average of the nodes' models (McMahan et al., 2017).
+
+"Communication-Efficient Learning of Deep Networks from Decentralized Data",
+https://arxiv.org/abs/1602.05629
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import numpy as np
+
+from ..errors import ConfigError, RoundError
+from ..message import Message, MessageType
+from ..records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from ..server import Grid
+from ._aggregate import MetricsAggregationFn, WeightedSum, weighted_mean
+from ._base import Strategy
+from ._validate import (
+    ARRAYS_KEY,
+    CONFIG_KEY,
+    METRICS_KEY,
+    check_evaluate_reply,
+    check_train_reply,
+)
+
+__all__ = ["FedAvg"]
+
+_TRAIN, _EVALUATE = 0, 1
+
+
+class FedAvg(Strategy):
+    """Federated averaging: sample nodes, train, average their models weighted by data size.
+
+    Args:
+        fraction_train: share of the available nodes sampled to train each round.
+        fraction_evaluate: share sampled to evaluate each round (0 skips federated evaluation).
+        min_train_nodes: fewest nodes to train, and fewest valid train replies to go on.
+        min_evaluate_nodes: the same for evaluation.
+        min_available_nodes: fewest connected nodes before a round starts (waits up to
+            ``wait_for_nodes_s`` seconds for them).
+        weight_key: the reply metric that weights each node (default ``"num-examples"``).
+        max_weight: replies whose weight exceeds this are set aside (None: no cap).
+        train_metrics_aggr_fn, evaluate_metrics_aggr_fn: how node metrics become one set
+            (default: mean weighted by ``weight_key``).
+        seed: seeds node sampling: the same seed picks the same nodes every run.
+    """
+
+    def __init__(
+        self,
+        *,
+        fraction_train: float = 1.0,
+        fraction_evaluate: float = 1.0,
+        min_train_nodes: int = 2,
+        min_evaluate_nodes: int = 2,
+        min_available_nodes: int = 2,
+        weight_key: str = "num-examples",
+        max_weight: float | None = None,
+        train_metrics_aggr_fn: MetricsAggregationFn = weighted_mean,
+        evaluate_metrics_aggr_fn: MetricsAggregationFn = weighted_mean,
+        seed: int = 0,
+        wait_for_nodes_s: float = 60.0,
+    ) -> None:
+        for name, value in (
+            ("fraction_train", fraction_train),
+            ("fraction_evaluate", fraction_evaluate),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"{name} must be between 0 and 1, got {value}")
+        for name, count in (
+            ("min_train_nodes", min_train_nodes),
+            ("min_evaluate_nodes", min_evaluate_nodes),
+            ("min_available_nodes", min_available_nodes),
+        ):
+            if count < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {count}")
+        if max_weight is not None and not max_weight > 0:
+            raise ConfigError(f"max_weight must be positive, got {max_weight}")
+        self.fraction_train = fraction_train
+        self.fraction_evaluate = fraction_evaluate
+        self.min_train_nodes = min_train_nodes
+        self.min_evaluate_nodes = min_evaluate_nodes
+        self.min_available_nodes = min_available_nodes
+        self.weight_key = weight_key
+        self.max_weight = max_weight
+        self.train_metrics_aggr_fn = train_metrics_aggr_fn
+        self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn
+        self.seed = seed
+        self.wait_for_nodes_s = wait_for_nodes_s
+        self.min_train_replies = max(1, min_train_nodes)
+        self.min_evaluate_replies = max(1, min_evaluate_nodes)
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(fraction_train={self.fraction_train}, "
+            f"fraction_evaluate={self.fraction_evaluate}, min_train_nodes={self.min_train_nodes}, "
+            f"min_evaluate_nodes={self.min_evaluate_nodes}, "
+            f"min_available_nodes={self.min_available_nodes}, seed={self.seed})"
+        )
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
+        """Send the global model and config to a seeded sample of nodes."""
+        nodes = self.sample_nodes(grid, server_round, _TRAIN)
+        return _messages(nodes, MessageType.TRAIN, arrays, config)
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> list[Message]:
+        """Send the new global model to a seeded sample of nodes for evaluation."""
+        if self.fraction_evaluate == 0.0:
+            return []
+        nodes = self.sample_nodes(grid, server_round, _EVALUATE)
+        return _messages(nodes, MessageType.EVALUATE, arrays, config)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord]:
+        """Weighted mean of the models, folded in as each reply arrives."""
+        total = WeightedSum()
+        metrics: list[MetricRecord] = []
+        for reply in replies:
+            assert reply.content is not None
+            record = reply.content[METRICS_KEY]
+            assert isinstance(record, MetricRecord)
+            arrays = reply.content[ARRAYS_KEY]
+            assert isinstance(arrays, ArrayRecord)
+            total.add(arrays, float(record[self.weight_key]))  # type: ignore[arg-type]
+            metrics.append(record)
+        return total.mean(), self.train_metrics_aggr_fn(metrics, self.weight_key)
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
+        """Weighted mean of the evaluation metrics."""
+        metrics = [_metrics(reply) for reply in replies]
+        return self.evaluate_metrics_aggr_fn(metrics, self.weight_key)
+
+    def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
+        """Set aside errors, mismatched or non-finite arrays, and bad weights or metrics."""
+        return check_train_reply(reply, arrays, self.weight_key, self.max_weight)
+
+    def check_evaluate_reply(self, reply: Message) -> str | None:
+        """Set aside errors and bad weights or metrics."""
+        return check_evaluate_reply(reply, self.weight_key, self.max_weight)
+
+    def sample_nodes(self, grid: Grid, server_round: int, phase: int) -> list[int]:
+        """A seeded sample: the same seed, round and phase always pick the same nodes."""
+        available = sorted(self._wait_for_nodes(grid))
+        fraction, minimum, name = (
+            (self.fraction_train, self.min_train_nodes, "min_train_nodes")
+            if phase == _TRAIN
+            else (self.fraction_evaluate, self.min_evaluate_nodes, "min_evaluate_nodes")
+        )
+        count = max(minimum, int(fraction * len(available)), 1)
+        if count > len(available):
+            raise RoundError(
+                f"{type(self).__name__} needs {name}={minimum} nodes but only {len(available)} "
+                f"are available: lower {name} or add nodes"
+            )
+        rng = np.random.default_rng([self.seed, server_round, phase])
+        chosen = rng.choice(len(available), size=count, replace=False)
+        return [available[i] for i in sorted(chosen)]
+
+    def _wait_for_nodes(self, grid: Grid) -> list[int]:
+        deadline = time.monotonic() + self.wait_for_nodes_s
+        while True:
+            nodes = grid.node_ids()
+            if len(nodes) >= self.min_available_nodes:
+                return nodes
+            if time.monotonic() >= deadline:
+                raise RoundError(
+                    f"{type(self).__name__} needs min_available_nodes={self.min_available_nodes} "
+                    f"but only {len(nodes)} nodes are available after {self.wait_for_nodes_s:g} s"
+                )
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
+
+def _messages(
+    nodes: list[int], message_type: str, arrays: ArrayRecord, config: ConfigRecord
+) -> list[Message]:
+    # Each message gets its own records (sharing the read-only arrays), so a node that edits
+    # its content cannot change what another node receives.
+    return [
+        Message.create(
+            RecordDict({ARRAYS_KEY: ArrayRecord(arrays), CONFIG_KEY: ConfigRecord(config)}),
+            node_id,
+            message_type,
+        )
+        for node_id in nodes
+    ]
+
+
+def _metrics(reply: Message) -> MetricRecord:
+    assert reply.content is not None
+    record = reply.content[METRICS_KEY]
+    assert isinstance(record, MetricRecord)
+    return record

@@ -1,0 +1,72 @@
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pollinate import ArrayRecord, MetricRecord
+from pollinate.strategy import WeightedSum, weighted_mean
+
+
+def record(value, dtype=np.float32):
+    return ArrayRecord({"w": np.full((2, 2), value, dtype), "b": np.full(3, value, dtype)})
+
+
+def test_weighted_sum_matches_the_hand_computed_mean():
+    total = WeightedSum()
+    total.add(record(1.0), 10)
+    total.add(record(4.0), 30)
+    mean = total.mean()
+    np.testing.assert_allclose(mean["w"].numpy(), np.full((2, 2), 3.25))
+    assert mean["w"].dtype == np.float32 and total.total_weight == 40
+
+
+def test_weighted_sum_of_nothing_is_none():
+    assert WeightedSum().mean() is None
+
+
+def test_integer_arrays_are_rounded_back_to_their_dtype():
+    total = WeightedSum()
+    total.add(ArrayRecord({"steps": np.array([1, 2], np.int64)}), 1)
+    total.add(ArrayRecord({"steps": np.array([2, 4], np.int64)}), 1)
+    mean = total.mean()["steps"]
+    assert mean.dtype == np.int64 and mean.numpy().tolist() == [2, 3]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.floats(-1e3, 1e3), st.integers(1, 10_000)), min_size=1, max_size=8))
+def test_streaming_mean_equals_batch_mean(updates):
+    total = WeightedSum()
+    for value, weight in updates:
+        total.add(record(value), weight)
+    values = np.array([v for v, _ in updates], dtype=np.float32).astype(np.float64)
+    weights = np.array([w for _, w in updates], dtype=np.float64)
+    expected = np.float32((values * weights).sum() / weights.sum())
+    np.testing.assert_allclose(total.mean()["b"].numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.floats(-1e3, 1e3, width=32), st.lists(st.integers(1, 1000), min_size=1, max_size=6))
+def test_mean_of_identical_updates_is_that_update(value, weights):
+    total = WeightedSum()
+    for weight in weights:
+        total.add(record(value), weight)
+    np.testing.assert_allclose(total.mean()["w"].numpy(), np.float32(value), rtol=1e-6)
+
+
+def test_weighted_mean_of_metrics():
+    records = [
+        MetricRecord({"num-examples": 10, "accuracy": 0.5, "per-class": [1.0, 0.0]}),
+        MetricRecord({"num-examples": 30, "accuracy": 0.9, "per-class": [0.0, 1.0]}),
+    ]
+    out = weighted_mean(records, "num-examples")
+    assert out["num-examples"] == 40
+    assert np.isclose(out["accuracy"], 0.8)
+    np.testing.assert_allclose(out["per-class"], [0.25, 0.75])
+
+
+def test_weighted_mean_averages_a_metric_only_over_the_records_that_have_it():
+    records = [
+        MetricRecord({"num-examples": 10, "loss": 1.0}),
+        MetricRecord({"num-examples": 30, "loss": 2.0, "extra": 4.0}),
+    ]
+    out = weighted_mean(records, "num-examples")
+    assert out["extra"] == 4.0 and np.isclose(out["loss"], 1.75)

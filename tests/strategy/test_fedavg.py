@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+
+from pollinate import FedAvg, MetricRecord
+from pollinate.errors import ConfigError, RoundError
+
+
+def test_fedavg_weights_models_by_num_examples(make_grid, global_arrays, good_reply):
+    def train(msg, context):
+        return good_reply(msg, value=float(context.node_id), num_examples=context.node_id * 10)
+
+    result = FedAvg(fraction_evaluate=0.0).start(make_grid(train), global_arrays, num_rounds=1)
+    expected = (1 * 10 + 2 * 20 + 3 * 30) / 60
+    np.testing.assert_allclose(result.arrays["w"].numpy(), expected, rtol=1e-6)
+    assert result.rounds[0].train.metrics["num-examples"] == 60
+
+
+def test_train_config_reaches_nodes_with_the_server_round(make_grid, global_arrays, good_reply):
+    seen = []
+
+    def train(msg, context):
+        seen.append(dict(msg.content["config"]))
+        return good_reply(msg)
+
+    FedAvg(fraction_evaluate=0.0).start(
+        make_grid(train, num_nodes=2), global_arrays, num_rounds=2, train_config={"lr": 0.1}
+    )
+    assert seen == [{"lr": 0.1, "server-round": r} for r in (1, 1, 2, 2)]
+
+
+def test_sampling_is_seeded(make_grid, good_reply):
+    grid = make_grid(good_reply, num_nodes=100)
+    picks = [FedAvg(fraction_train=0.1, seed=7).sample_nodes(grid, 3, 0) for _ in range(2)]
+    assert picks[0] == picks[1] and len(picks[0]) == 10
+    other = FedAvg(fraction_train=0.1, seed=8).sample_nodes(grid, 3, 0)
+    assert other != picks[0]
+    next_round = FedAvg(fraction_train=0.1, seed=7).sample_nodes(grid, 4, 0)
+    assert next_round != picks[0]
+
+
+def test_min_train_nodes_raises_the_sample_size(make_grid, good_reply):
+    grid = make_grid(good_reply, num_nodes=100)
+    assert len(FedAvg(fraction_train=0.01, min_train_nodes=5).sample_nodes(grid, 1, 0)) == 5
+
+
+def test_too_few_available_nodes_is_a_clear_error(make_grid, global_arrays, good_reply):
+    strategy = FedAvg(min_available_nodes=5, wait_for_nodes_s=0.0)
+    with pytest.raises(RoundError, match="min_available_nodes=5 but only 3 nodes"):
+        strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
+
+
+def test_min_train_nodes_above_the_federation_is_a_clear_error(make_grid, global_arrays, good_reply):
+    strategy = FedAvg(min_train_nodes=4, min_available_nodes=1)
+    with pytest.raises(RoundError, match="min_train_nodes=4 nodes but only 3 are available"):
+        strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"fraction_train": 1.5}, "fraction_train must be between 0 and 1"),
+        ({"fraction_evaluate": -0.1}, "fraction_evaluate must be between 0 and 1"),
+        ({"min_train_nodes": -1}, "min_train_nodes must be 0 or more"),
+        ({"max_weight": 0}, "max_weight must be positive"),
+    ],
+)
+def test_bad_parameters_fail_at_construction(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        FedAvg(**kwargs)
+
+
+def test_centralized_evaluation_runs_before_and_after_each_round(make_grid, global_arrays, good_reply):
+    calls = []
+
+    def evaluate_fn(server_round, arrays):
+        calls.append((server_round, float(arrays["w"].numpy()[0, 0])))
+        return {"score": float(server_round)}
+
+    result = FedAvg(fraction_evaluate=0.0).start(
+        make_grid(good_reply), global_arrays, num_rounds=2, evaluate_fn=evaluate_fn
+    )
+    assert calls == [(0, 0.0), (1, 1.0), (2, 1.0)]
+    assert result.metrics("server") == {0: {"score": 0.0}, 1: {"score": 1.0}, 2: {"score": 2.0}}
+
+
+def test_federated_evaluation_is_aggregated(make_grid, global_arrays, good_reply):
+    def evaluate(msg, context):
+        metrics = {"num-examples": context.node_id, "accuracy": float(context.node_id) / 10}
+        return msg.reply(msg.content.__class__({"metrics": MetricRecord(metrics)}))
+
+    result = FedAvg().start(make_grid(good_reply, evaluate=evaluate), global_arrays, num_rounds=1)
+    evaluate_phase = result.rounds[0].evaluate
+    assert evaluate_phase.num_ok == 3
+    assert np.isclose(evaluate_phase.metrics["accuracy"], (0.1 * 1 + 0.2 * 2 + 0.3 * 3) / 6)
+
+
+def test_custom_metric_aggregation(make_grid, global_arrays, good_reply):
+    def last_only(records, weight_key):
+        return MetricRecord({"count": len(records)})
+
+    strategy = FedAvg(fraction_evaluate=0.0, train_metrics_aggr_fn=last_only)
+    result = strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
+    assert result.rounds[0].train.metrics == {"count": 3}
+
+
+def test_num_rounds_must_be_positive(make_grid, global_arrays, good_reply):
+    with pytest.raises(RoundError, match="num_rounds must be at least 1"):
+        FedAvg().start(make_grid(good_reply), global_arrays, num_rounds=0)

@@ -1,0 +1,36 @@
+import pytest
+
+from pollinate import ClientApp
+from pollinate.errors import AppError
+from pollinate.loader import load_object
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    pkg = tmp_path / "loaderfixture"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "good.py").write_text("from pollinate import ClientApp\napp = ClientApp()\nother = 3\n")
+    (pkg / "broken.py").write_text("import not_a_real_package_xyz\n")
+    (pkg / "raises.py").write_text("raise RuntimeError('boom')\n")
+    return tmp_path
+
+
+def test_loads_an_object_by_import_string(app_dir):
+    assert isinstance(load_object("loaderfixture.good:app", ClientApp, app_dir), ClientApp)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("loaderfixture.good", "must look like 'package.module:attribute'"),
+        ("loaderfixture.missing:app", "cannot find module 'loaderfixture.missing'"),
+        ("loaderfixture.good:nope", "has no attribute 'nope'"),
+        ("loaderfixture.good:other", "is a int, expected a ClientApp"),
+        ("loaderfixture.broken:app", "pip install not_a_real_package_xyz"),
+        ("loaderfixture.raises:app", "raised RuntimeError: boom"),
+    ],
+)
+def test_bad_references_get_one_clear_error(app_dir, spec, message):
+    with pytest.raises(AppError, match=message):
+        load_object(spec, ClientApp, app_dir)
