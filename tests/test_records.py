@@ -13,6 +13,12 @@ def test_array_wraps_numpy_without_copy():
     assert array.shape == (2, 3) and array.dtype == np.float32 and array.nbytes == 24
 
 
+def test_array_keeps_zero_dim_and_makes_strided_data_contiguous():
+    assert Array(np.float32(3.0)).shape == ()
+    strided = Array(np.arange(10.0)[::2])
+    assert strided.numpy().flags.c_contiguous and strided.shape == (5,)
+
+
 def test_array_is_read_only():
     array = Array(np.zeros(3))
     with pytest.raises(ValueError, match="read-only"):

@@ -17,7 +17,15 @@ from enum import IntEnum
 from .errors import RecordError
 from .records import RecordDict
 
-__all__ = ["DEFAULT_TTL", "Error", "ErrorCode", "Message", "MessageType", "Metadata"]
+__all__ = [
+    "DEFAULT_TTL",
+    "Error",
+    "ErrorCode",
+    "Message",
+    "MessageType",
+    "Metadata",
+    "SERVER_NODE_ID",
+]
 
 DEFAULT_TTL = 12 * 3600.0
 SERVER_NODE_ID = 0

@@ -32,6 +32,7 @@ __all__ = [
     "MetricValue",
     "Record",
     "RecordDict",
+    "is_finite_number",
 ]
 
 MetricValue: TypeAlias = int | float | list[int] | list[float]
@@ -72,7 +73,9 @@ class Array:
                 f"Array needs a numeric or boolean dtype, got {data.dtype}: convert the data "
                 "to numbers first (object and string arrays cannot travel safely)"
             )
-        view = np.ascontiguousarray(data).view()
+        if not data.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d arrays 1-d)
+            data = data.copy(order="C")
+        view = data.view()
         view.flags.writeable = False
         self._data = view
 
@@ -144,22 +147,22 @@ def _tensor_to_numpy(value: Any) -> np.ndarray[Any, Any]:
     raise RecordError(f"Array accepts numpy arrays and torch tensors, got {type(value).__name__}")
 
 
-V = TypeVar("V")
+_V = TypeVar("_V")
 
 
-class _TypedRecord(MutableMapping[str, V]):
+class _TypedRecord(MutableMapping[str, _V]):
     """An ordered str -> value mapping that checks each value as it is set."""
 
     __slots__ = ("_items",)
     _kind = "record"
 
     def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
-        self._items: dict[str, V] = {}
+        self._items: dict[str, _V] = {}
         pairs = items.items() if isinstance(items, Mapping) else items
         for key, value in pairs:
             self[key] = value
 
-    def _check(self, key: str, value: Any) -> V:
+    def _check(self, key: str, value: Any) -> _V:
         raise NotImplementedError
 
     def __setitem__(self, key: str, value: Any) -> None:
@@ -167,12 +170,19 @@ class _TypedRecord(MutableMapping[str, V]):
             raise RecordError(f"{self._kind} keys must be str, got {type(key).__name__} {key!r}")
         self._items[key] = self._check(key, value)
 
-    def __getitem__(self, key: str) -> V:
+    def __getitem__(self, key: str) -> _V:
         try:
             return self._items[key]
         except KeyError:
             known = ", ".join(repr(k) for k in self._items) or "none"
             raise KeyError(f"{self._kind} has no key {key!r} (keys: {known})") from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._items
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``, or ``default`` if there is none."""
+        return self._items.get(key, default)
 
     def __delitem__(self, key: str) -> None:
         del self._items[key]

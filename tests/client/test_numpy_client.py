@@ -1,7 +1,15 @@
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, ClientApp, ConfigRecord, Context, Message, NumPyClient, RecordDict
+from pollinate import (
+    ArrayRecord,
+    ClientApp,
+    ConfigRecord,
+    Context,
+    Message,
+    NumPyClient,
+    RecordDict,
+)
 from pollinate.message import ErrorCode
 
 
@@ -17,11 +25,10 @@ class AddOne(NumPyClient):
         return float(parameters[0].sum()), 5, {"accuracy": 0.75}
 
 
-def send(client, message_type, arrays=(np.ones(2, np.float32),)):
+def send(client, message_type):
     app = ClientApp(client_fn=lambda context: client)
-    content = RecordDict(
-        {"arrays": ArrayRecord.from_numpy(list(arrays)), "config": ConfigRecord({"lr": 0.5})}
-    )
+    arrays = ArrayRecord.from_numpy([np.ones(2, np.float32)])
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"lr": 0.5})})
     message = Message.create(content, 3, message_type)
     return app(message, Context(run_id=1, node_id=3))
 

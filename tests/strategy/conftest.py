@@ -16,7 +16,9 @@ def good_reply(global_arrays):
     """A train handler answering with arrays of `value` and `num_examples` as the weight."""
 
     def reply(msg, context=None, value=1.0, num_examples=10):
-        arrays = ArrayRecord({k: np.full(a.shape, value, a.dtype) for k, a in global_arrays.items()})
+        arrays = ArrayRecord(
+            {k: np.full(a.shape, value, a.dtype) for k, a in global_arrays.items()}
+        )
         metrics = MetricRecord({"num-examples": num_examples, "loss": value})
         return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
 

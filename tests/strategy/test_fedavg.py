@@ -49,7 +49,9 @@ def test_too_few_available_nodes_is_a_clear_error(make_grid, global_arrays, good
         strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
 
 
-def test_min_train_nodes_above_the_federation_is_a_clear_error(make_grid, global_arrays, good_reply):
+def test_min_train_nodes_above_the_federation_is_a_clear_error(
+    make_grid, global_arrays, good_reply
+):
     strategy = FedAvg(min_train_nodes=4, min_available_nodes=1)
     with pytest.raises(RoundError, match="min_train_nodes=4 nodes but only 3 are available"):
         strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
@@ -69,7 +71,9 @@ def test_bad_parameters_fail_at_construction(kwargs, message):
         FedAvg(**kwargs)
 
 
-def test_centralized_evaluation_runs_before_and_after_each_round(make_grid, global_arrays, good_reply):
+def test_centralized_evaluation_runs_before_and_after_each_round(
+    make_grid, global_arrays, good_reply
+):
     calls = []
 
     def evaluate_fn(server_round, arrays):

@@ -8,7 +8,6 @@ import pytest
 from pollinate import ArrayRecord, FedAvg, MetricRecord, RecordDict
 from pollinate.errors import RoundError
 
-
 SHAPES = {"w": (2, 3), "b": (3,)}
 
 
@@ -21,7 +20,9 @@ def arrays_like(**overrides):
 def reply_with(arrays=None, metrics=None, drop=()):
     def train(msg, context):
         if context.node_id != 2:
-            return msg.reply(RecordDict({"arrays": arrays_like(), "metrics": MetricRecord({"num-examples": 10})}))
+            return msg.reply(
+                RecordDict({"arrays": arrays_like(), "metrics": MetricRecord({"num-examples": 10})})
+            )
         content = RecordDict(
             {
                 "arrays": arrays if arrays is not None else arrays_like(),
@@ -38,10 +39,19 @@ def reply_with(arrays=None, metrics=None, drop=()):
 BAD_REPLIES = {
     "missing key": (reply_with(arrays=arrays_like(b=None)), "missing ['b']"),
     "extra key": (reply_with(arrays=arrays_like(extra=np.ones(1, np.float32))), "extra ['extra']"),
-    "wrong shape": (reply_with(arrays=arrays_like(w=np.ones((3, 2), np.float32))), "has shape (3, 2)"),
+    "wrong shape": (
+        reply_with(arrays=arrays_like(w=np.ones((3, 2), np.float32))),
+        "has shape (3, 2)",
+    ),
     "wrong dtype": (reply_with(arrays=arrays_like(w=np.ones((2, 3), np.float64))), "dtype float64"),
-    "nan": (reply_with(arrays=arrays_like(b=np.array([0, np.nan, 0], np.float32))), "NaN or infinite"),
-    "inf": (reply_with(arrays=arrays_like(b=np.array([0, np.inf, 0], np.float32))), "NaN or infinite"),
+    "nan": (
+        reply_with(arrays=arrays_like(b=np.array([0, np.nan, 0], np.float32))),
+        "NaN or infinite",
+    ),
+    "inf": (
+        reply_with(arrays=arrays_like(b=np.array([0, np.inf, 0], np.float32))),
+        "NaN or infinite",
+    ),
     "no arrays": (reply_with(drop=("arrays",)), "no ArrayRecord under 'arrays'"),
     "no metrics": (reply_with(drop=("metrics",)), "no MetricRecord under 'metrics'"),
     "no weight": (reply_with(metrics={"loss": 1.0}), "no weight 'num-examples'"),
@@ -50,7 +60,10 @@ BAD_REPLIES = {
     "nan weight": (reply_with(metrics={"num-examples": float("nan")}), "positive finite number"),
     "inf weight": (reply_with(metrics={"num-examples": float("inf")}), "positive finite number"),
     "weight over cap": (reply_with(metrics={"num-examples": 10**9}), "above the cap"),
-    "nan metric": (reply_with(metrics={"num-examples": 10, "loss": float("nan")}), "metrics must be finite"),
+    "nan metric": (
+        reply_with(metrics={"num-examples": 10, "loss": float("nan")}),
+        "metrics must be finite",
+    ),
 }
 
 
@@ -80,7 +93,9 @@ def test_error_reply_is_set_aside_with_its_reason(make_grid, global_arrays, good
     assert "ValueError: out of memory" in failure.reason
 
 
-def test_round_fails_clearly_when_too_few_valid_replies_remain(make_grid, global_arrays, good_reply):
+def test_round_fails_clearly_when_too_few_valid_replies_remain(
+    make_grid, global_arrays, good_reply
+):
     def only_node_1_is_good(msg, context):
         if context.node_id == 1:
             return good_reply(msg)

@@ -37,7 +37,7 @@ class WeightedSum:
                 self._dtypes[name] = data.dtype
                 kind = np.complex128 if data.dtype.kind == "c" else np.float64
                 self._sums[name] = np.zeros(data.shape, dtype=kind)
-            self._sums[name] += w * data
+            _accumulate(self._sums[name].reshape(-1), data.reshape(-1), w)
         self.total_weight += float(weight)
         self.count += 1
 
@@ -47,9 +47,40 @@ class WeightedSum:
             return None
         scale = np.float64(1.0 / self.total_weight)
         return ArrayRecord(
-            (name, Array(_cast(total * scale, self._dtypes[name])))
+            (name, Array(_scaled(total, scale, self._dtypes[name])))
             for name, total in self._sums.items()
         )
+
+
+CHUNK = 1 << 18
+"""Elements folded per step: the temporaries stay in cache instead of growing with the model."""
+
+
+def _accumulate(total: np.ndarray[Any, Any], data: np.ndarray[Any, Any], w: np.float64) -> None:
+    """``total += w * data``, chunk by chunk, in ``total``'s precision."""
+    for start in range(0, data.size, CHUNK):
+        stop = start + CHUNK
+        total[start:stop] += w * data[start:stop]
+
+
+def all_finite(data: np.ndarray[Any, Any]) -> bool:
+    """True if no element is NaN or infinite (checked in chunks, without a model-sized mask)."""
+    if data.dtype.kind not in "fc":
+        return True
+    flat = data.reshape(-1)
+    return all(bool(np.isfinite(flat[i : i + CHUNK]).all()) for i in range(0, flat.size, CHUNK))
+
+
+def _scaled(
+    total: np.ndarray[Any, Any], scale: np.float64, dtype: np.dtype[Any]
+) -> np.ndarray[Any, Any]:
+    """``total * scale`` cast to ``dtype``, chunk by chunk."""
+    out = np.empty(total.shape, dtype=dtype)
+    flat_out, flat_total = out.reshape(-1), total.reshape(-1)
+    for start in range(0, flat_total.size, CHUNK):
+        stop = start + CHUNK
+        flat_out[start:stop] = _cast(flat_total[start:stop] * scale, dtype)
+    return out
 
 
 def _cast(mean: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numpy as np
-
 from ..message import ErrorCode, Message
 from ..records import ArrayRecord, MetricRecord, is_finite_number
+from ._aggregate import all_finite
 
 __all__ = ["ARRAYS_KEY", "CONFIG_KEY", "METRICS_KEY", "check_evaluate_reply", "check_train_reply"]
 
@@ -60,7 +59,7 @@ def _check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> str | None:
             return (
                 f"reply array {name!r} has dtype {got.dtype}, the global model has {expected.dtype}"
             )
-        if got.dtype.kind in "fc" and not np.isfinite(got.numpy()).all():
+        if not all_finite(got.numpy()):
             return f"reply array {name!r} contains NaN or infinite values"
     return None
 
