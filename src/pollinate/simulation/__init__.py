@@ -1,0 +1,29 @@
+"""Simulation: run an app on virtual nodes in one machine, with pluggable backends."""
+
+from . import _inline as _inline
+from . import _process as _process
+from ._backend import AppRef as AppRef
+from ._backend import Backend as Backend
+from ._backend import Task as Task
+from ._backend import TaskResult as TaskResult
+from ._backend import make_backend as make_backend
+from ._backend import register_backend as register_backend
+from ._grid import NodeConfigFn as NodeConfigFn
+from ._grid import SimulationGrid as SimulationGrid
+from ._inline import InlineBackend as InlineBackend
+from ._process import ProcessBackend as ProcessBackend
+from ._run import run_simulation as run_simulation
+
+__all__ = [
+    "AppRef",
+    "Backend",
+    "InlineBackend",
+    "NodeConfigFn",
+    "ProcessBackend",
+    "SimulationGrid",
+    "Task",
+    "TaskResult",
+    "make_backend",
+    "register_backend",
+    "run_simulation",
+]

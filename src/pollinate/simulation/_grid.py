@@ -1,0 +1,99 @@
+"""SimulationGrid: a Grid over virtual nodes that cost nothing until they are sampled."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+from ..context import Context, UserConfig
+from ..errors import PollinateError
+from ..message import SERVER_NODE_ID, ErrorCode, Message
+from ..records import RecordDict
+from ..server import Grid
+from ._backend import Backend, Task
+
+__all__ = ["NodeConfigFn", "SimulationGrid"]
+
+NodeConfigFn = Callable[[int, int], UserConfig]
+"""``(partition_id, num_partitions) -> node_config`` for a virtual node."""
+
+
+def default_node_config(partition_id: int, num_partitions: int) -> UserConfig:
+    """Each virtual node holds one partition of the data."""
+    return {"partition-id": partition_id, "num-partitions": num_partitions}
+
+
+class SimulationGrid(Grid):
+    """``num_nodes`` virtual nodes with ids 1..N; node ``i + 1`` holds partition ``i``.
+
+    A node's Context is made when it first receives a message, and its ``state`` is kept
+    here between rounds, so a federation of 100,000 nodes costs only what is sampled.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        num_nodes: int,
+        run_id: int,
+        run_config: UserConfig,
+        node_config_fn: NodeConfigFn = default_node_config,
+    ) -> None:
+        self._backend = backend
+        self._num_nodes = num_nodes
+        self._run_id = run_id
+        self._run_config = dict(run_config)
+        self._node_config_fn = node_config_fn
+        self._states: dict[int, RecordDict] = {}
+        self._pending: dict[str, Message] = {}
+
+    @property
+    def run_id(self) -> int:
+        """The id of the simulated run."""
+        return self._run_id
+
+    def node_ids(self) -> list[int]:
+        """Every virtual node: they are always available."""
+        return list(range(1, self._num_nodes + 1))
+
+    def node_state(self, node_id: int) -> RecordDict | None:
+        """The state a node kept so far (None if it never ran)."""
+        return self._states.get(node_id)
+
+    def send(self, messages: Iterable[Message]) -> list[str]:
+        """Queue messages; they run when their replies are received."""
+        ids = []
+        for message in messages:
+            stamped = message.with_metadata(run_id=self._run_id, src_node_id=SERVER_NODE_ID)
+            self._pending[stamped.metadata.message_id] = stamped
+            ids.append(stamped.metadata.message_id)
+        return ids
+
+    def receive(
+        self, message_ids: Sequence[str], timeout: float | None = None
+    ) -> Iterator[Message]:
+        """Run the queued messages on the backend and yield replies as they finish."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        tasks: list[Task] = []
+        for message_id in message_ids:
+            message = self._pending.pop(message_id, None)
+            if message is None:
+                raise PollinateError(
+                    f"message {message_id!r} was not sent, or was received already"
+                )
+            node_id = message.metadata.dst_node_id
+            if not 1 <= node_id <= self._num_nodes:
+                yield message.reply_error(
+                    ErrorCode.NODE_UNAVAILABLE,
+                    f"no node {node_id} in this simulation (nodes are 1..{self._num_nodes})",
+                )
+                continue
+            tasks.append(Task(message, self._context(node_id)))
+        for result in self._backend.run(tasks, deadline):
+            if result.state is not None:
+                self._states[tasks[result.index].context.node_id] = result.state
+            yield result.reply
+
+    def _context(self, node_id: int) -> Context:
+        state = self._states.setdefault(node_id, RecordDict())
+        node_config = self._node_config_fn(node_id - 1, self._num_nodes)
+        return Context(self._run_id, node_id, node_config, self._run_config, state)

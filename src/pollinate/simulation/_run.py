@@ -1,0 +1,158 @@
+"""``run_simulation``: one call that runs an app on virtual nodes and returns its history."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..client import ClientApp, ClientFn
+from ..context import Context, UserConfig
+from ..errors import AppError, ConfigError, RoundError
+from ..message import Message
+from ..records import ArrayRecord, ConfigRecord, RecordDict
+from ..server import FileRecorder, Grid, Result, RunObserver, ServerApp, observing
+from ..strategy import Strategy
+from ._backend import AppRef, Backend, make_backend
+from ._grid import NodeConfigFn, SimulationGrid, default_node_config
+
+__all__ = ["run_simulation"]
+
+log = logging.getLogger("pollinate.simulation")
+
+MAX_NODES = 1_000_000
+
+
+def run_simulation(
+    server_app: ServerApp | None = None,
+    client_app: ClientApp | str | None = None,
+    *,
+    num_nodes: int,
+    client_fn: ClientFn | None = None,
+    strategy: Strategy | None = None,
+    num_rounds: int | None = None,
+    initial_arrays: ArrayRecord | None = None,
+    backend: str | Backend = "inline",
+    backend_options: Mapping[str, object] | None = None,
+    run_config: UserConfig | None = None,
+    node_config_fn: NodeConfigFn = default_node_config,
+    app_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    observers: Sequence[RunObserver] = (),
+    run_id: int | None = None,
+) -> Result:
+    """Run a federated app on ``num_nodes`` virtual nodes and return its history.
+
+    Give the app either as a ``server_app`` and a ``client_app`` (the message API; the client
+    app may be an import string ``"module:app"``, which the process backend prefers), or in
+    the classic style as a ``client_fn`` plus a ``strategy`` and ``num_rounds``.
+
+    ``backend`` is ``"inline"`` (one process, messages by reference) or ``"process"`` (a
+    worker pool; ``backend_options`` such as ``num_workers``). With ``out_dir``, the run
+    writes ``metrics.jsonl`` and ``model.npz`` there.
+    """
+    if not 1 <= num_nodes <= MAX_NODES:
+        raise ConfigError(f"num-nodes must be between 1 and {MAX_NODES:,}, got {num_nodes}")
+    app_ref = _client_app_ref(client_app, client_fn, app_dir)
+    server = _server_app(server_app, strategy, num_rounds, initial_arrays)
+    chosen = (
+        backend
+        if isinstance(backend, Backend)
+        else make_backend(backend, **(backend_options or {}))
+    )
+    run_id = secrets.randbits(63) if run_id is None else run_id
+    config = dict(run_config or {})
+    grid = SimulationGrid(chosen, num_nodes, run_id, config, node_config_fn)
+    context = Context(run_id, 0, {}, config, RecordDict())
+    recorder = FileRecorder(Path(out_dir)) if out_dir is not None else None
+    all_observers = [*observers, *([recorder] if recorder else [])]
+    reported: list[Result] = []
+    all_observers.append(_Keep(reported))
+    chosen.start(app_ref)
+    try:
+        with observing(all_observers):
+            returned = server(grid, context)
+    finally:
+        chosen.close()
+    result = returned if isinstance(returned, Result) else (reported[-1] if reported else None)
+    if result is None:
+        raise AppError(
+            "the ServerApp finished without a result: return the Result of strategy.start() "
+            "from main, or call pollinate.server.report_result(result)"
+        )
+    if recorder is not None and recorder.result is not result:
+        recorder.on_result(result)
+    return result
+
+
+class _Keep:
+    """Keeps the last result a strategy reported."""
+
+    def __init__(self, sink: list[Result]) -> None:
+        self.sink = sink
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        """Nothing to keep yet."""
+
+    def on_round(self, record: object) -> None:
+        """Nothing to keep yet."""
+
+    def on_result(self, result: Result) -> None:
+        """Keep the result."""
+        self.sink.append(result)
+
+
+def _client_app_ref(
+    client_app: ClientApp | str | None, client_fn: ClientFn | None, app_dir: str | Path | None
+) -> AppRef:
+    search_path = str(app_dir) if app_dir is not None else None
+    if (client_app is None) == (client_fn is None):
+        raise ConfigError(
+            "give exactly one of client_app (a ClientApp or import string) or client_fn"
+        )
+    if isinstance(client_app, str):
+        return AppRef(spec=client_app, search_path=search_path)
+    if client_app is not None:
+        if not isinstance(client_app, ClientApp):
+            raise ConfigError(f"client_app must be a ClientApp, got {type(client_app).__name__}")
+        return AppRef(app=client_app, search_path=search_path)
+    assert client_fn is not None
+    return AppRef(app=ClientApp(client_fn=client_fn), search_path=search_path)
+
+
+def _server_app(
+    server_app: ServerApp | None,
+    strategy: Strategy | None,
+    num_rounds: int | None,
+    initial_arrays: ArrayRecord | None,
+) -> ServerApp:
+    if server_app is not None:
+        if strategy is not None or num_rounds is not None:
+            raise ConfigError("give either server_app, or strategy and num_rounds, not both")
+        return server_app
+    if strategy is None or num_rounds is None:
+        raise ConfigError("give a server_app, or a strategy and num_rounds")
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> Result:
+        arrays = initial_arrays if initial_arrays is not None else _initial_arrays(grid)
+        return strategy.start(grid, arrays, num_rounds=num_rounds)
+
+    return app
+
+
+def _initial_arrays(grid: Grid) -> ArrayRecord:
+    """Ask one node for its model's weights, as the classic API does without initial ones."""
+    node_id = min(grid.node_ids())
+    message = Message.create(
+        RecordDict({"config": ConfigRecord()}), node_id, "query.get-parameters"
+    )
+    (reply,) = grid.send_and_receive([message])
+    arrays = reply.content.get("arrays") if reply.content is not None else None
+    if not isinstance(arrays, ArrayRecord):
+        reason = reply.error.reason if reply.error else "its reply has no 'arrays'"
+        raise RoundError(f"could not get initial parameters from node {node_id}: {reason}")
+    log.info("initial parameters from node %d", node_id)
+    return arrays

@@ -1,0 +1,53 @@
+"""ClientApps the simulation tests run, importable by worker processes as 'fixture_apps:NAME'."""
+
+import os
+import time
+
+import numpy as np
+
+from pollinate import ArrayRecord, ClientApp, MetricRecord, RecordDict
+
+SHAPE = (4, 3)
+
+
+def _noisy_update(msg, context):
+    """A deterministic, node- and round-dependent update with float rounding in it."""
+    config = msg.content["config"]
+    rng = np.random.default_rng([context.node_id, config["server-round"]])
+    arrays = msg.content["arrays"]
+    new = {k: a.numpy() + rng.normal(size=a.shape).astype(a.dtype) / 3 for k, a in arrays.items()}
+    count = context.state.get("count", MetricRecord({"rounds": 0}))
+    count["rounds"] += 1
+    context.state["count"] = count
+    delay = config.get("delay", 0.0)
+    if delay:
+        time.sleep(delay * (context.node_id % 3))  # replies arrive out of order
+    metrics = MetricRecord({"num-examples": 10 + context.node_id, "rounds-seen": count["rounds"]})
+    return msg.reply(RecordDict({"arrays": ArrayRecord(new), "metrics": metrics}))
+
+
+noisy = ClientApp()
+noisy.train()(_noisy_update)
+
+crashing = ClientApp()
+
+
+@crashing.train()
+def _crash_on_node_2(msg, context):
+    if context.node_id == 2:
+        os._exit(3)
+    return _noisy_update(msg, context)
+
+
+stalling = ClientApp()
+
+
+@stalling.train()
+def _stall_on_node_2(msg, context):
+    if context.node_id == 2:
+        time.sleep(60)
+    return _noisy_update(msg, context)
+
+
+def initial_arrays():
+    return ArrayRecord({"w": np.zeros(SHAPE, np.float32), "b": np.zeros(3, np.float32)})

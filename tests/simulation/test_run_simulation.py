@@ -1,0 +1,169 @@
+import json
+import time
+
+import numpy as np
+import pytest
+
+from pollinate import ClientApp, FedAvg, Grid, Result, ServerApp, run_simulation
+from pollinate.errors import AppError, ConfigError
+from pollinate.server import load_arrays
+from pollinate.simulation import AppRef, InlineBackend, SimulationGrid
+
+from .fixture_apps import initial_arrays, noisy
+
+
+def fedavg_app(num_rounds=3, delay=0.0, timeout=None, min_train_nodes=2, fraction_train=0.5):
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context) -> Result:
+        strategy = FedAvg(
+            fraction_train=fraction_train, fraction_evaluate=0.0, min_train_nodes=min_train_nodes
+        )
+        return strategy.start(
+            grid,
+            initial_arrays(),
+            num_rounds=num_rounds,
+            timeout=timeout,
+            train_config={"delay": delay},
+        )
+
+    return app
+
+
+def test_same_seed_same_model_bit_for_bit():
+    first, second = (run_simulation(fedavg_app(), noisy, num_nodes=10) for _ in range(2))
+    for name in first.arrays:
+        assert first.arrays[name].numpy().tobytes() == second.arrays[name].numpy().tobytes()
+
+
+def test_node_state_persists_across_rounds():
+    result = run_simulation(fedavg_app(num_rounds=3), noisy, num_nodes=2)
+    assert [r.train.metrics["rounds-seen"] for r in result.rounds] == [1.0, 2.0, 3.0]
+
+
+def test_process_backend_equals_inline_bit_for_bit_despite_arrival_order(apps_dir):
+    inline = run_simulation(
+        fedavg_app(delay=0.05), "fixture_apps:noisy", num_nodes=6, app_dir=apps_dir
+    )
+    pooled = run_simulation(
+        fedavg_app(delay=0.05),
+        "fixture_apps:noisy",
+        num_nodes=6,
+        app_dir=apps_dir,
+        backend="process",
+        backend_options={"num_workers": 3},
+    )
+    for name in inline.arrays:
+        assert inline.arrays[name].numpy().tobytes() == pooled.arrays[name].numpy().tobytes()
+    assert [r.train.metrics for r in inline.rounds] == [r.train.metrics for r in pooled.rounds]
+
+
+def test_process_backend_survives_a_crashing_node(apps_dir):
+    result = run_simulation(
+        fedavg_app(num_rounds=2, min_train_nodes=1, fraction_train=1.0),
+        "fixture_apps:crashing",
+        num_nodes=4,
+        app_dir=apps_dir,
+        backend="process",
+        backend_options={"num_workers": 2},
+    )
+    crashed = [f for r in result.rounds for f in r.train.failures if f.node_id == 2]
+    assert crashed and all("died (exit code 3)" in f.reason for f in crashed)
+    assert all(r.train.num_ok >= 1 for r in result.rounds)
+
+
+def test_process_backend_times_out_a_stalled_node_and_goes_on(apps_dir):
+    result = run_simulation(
+        fedavg_app(num_rounds=2, timeout=3.0, min_train_nodes=1),
+        "fixture_apps:stalling",
+        num_nodes=4,
+        app_dir=apps_dir,
+        backend="process",
+        backend_options={"num_workers": 2},
+    )
+    stalled = [f for r in result.rounds for f in r.train.failures]
+    assert stalled and all(f.node_id == 2 and "TIMEOUT" in f.reason for f in stalled)
+    assert len(result.rounds) == 2
+
+
+def test_inline_timeout_sets_late_replies_aside():
+    app = ClientApp()
+
+    @app.train()
+    def slow_on_node_2(msg, context):
+        if context.node_id == 2:
+            time.sleep(0.3)
+        return noisy(msg, context)
+
+    server = fedavg_app(num_rounds=1, timeout=0.15, min_train_nodes=1, fraction_train=1.0)
+    phase = run_simulation(server, app, num_nodes=3).rounds[0].train
+    assert phase.num_ok == 1
+    assert [(f.node_id, "TIMEOUT" in f.reason) for f in phase.failures] == [(2, True), (3, True)]
+
+
+def test_a_hundred_thousand_nodes_cost_only_what_is_sampled():
+    backend = InlineBackend()
+    backend.start(AppRef(app=noisy))
+    grid = SimulationGrid(backend, 100_000, run_id=1, run_config={})
+    strategy = FedAvg(fraction_train=0.0001, fraction_evaluate=0.0)
+    result = strategy.start(grid, initial_arrays(), num_rounds=2)
+    assert [r.train.num_ok for r in result.rounds] == [10, 10]
+    touched = [n for n in grid.node_ids() if grid.node_state(n) is not None]
+    assert 10 <= len(touched) <= 20
+
+
+def test_out_dir_gets_metrics_lines_and_the_final_model(tmp_path):
+    result = run_simulation(fedavg_app(num_rounds=2), noisy, num_nodes=4, out_dir=tmp_path)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["round"] for line in lines] == [1, 2]
+    assert lines[0]["train"]["ok"] == 2
+    saved = load_arrays(tmp_path / "model.npz")
+    assert saved == result.arrays
+
+
+def test_classic_style_gets_initial_parameters_from_a_node():
+    from pollinate import NumPyClient
+
+    class Client(NumPyClient):
+        def get_parameters(self, config):
+            return [np.full(2, 5.0, np.float32)]
+
+        def fit(self, parameters, config):
+            return [parameters[0] + 1], 4, {}
+
+    result = run_simulation(
+        client_fn=lambda context: Client(),
+        strategy=FedAvg(fraction_evaluate=0.0),
+        num_rounds=2,
+        num_nodes=3,
+    )
+    np.testing.assert_array_equal(result.arrays["0"].numpy(), [7.0, 7.0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"num_nodes": 0}, ConfigError, "num-nodes must be between 1"),
+        ({"num_nodes": 3, "backend": "gpu-magic"}, ConfigError, "unknown backend 'gpu-magic'"),
+        ({"num_nodes": 3, "client_fn": lambda c: None}, ConfigError, "exactly one of client_app"),
+        ({"num_nodes": 3, "strategy": FedAvg()}, ConfigError, "not both"),
+    ],
+)
+def test_bad_arguments_get_clear_errors(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        run_simulation(fedavg_app(), noisy, **kwargs)
+
+
+def test_process_backend_needs_an_app_it_can_send():
+    app = ClientApp()
+    app.train()(lambda msg, context: msg)  # a lambda cannot be sent to a worker
+    with pytest.raises(AppError, match="Define the ClientApp"):
+        run_simulation(fedavg_app(), app, num_nodes=2, backend="process")
+
+
+def test_server_app_without_result_is_a_clear_error():
+    app = ServerApp()
+    app.main()(lambda grid, context: None)
+    with pytest.raises(AppError, match="finished without a result"):
+        run_simulation(app, noisy, num_nodes=2)
