@@ -12,6 +12,7 @@ def app_dir(tmp_path):
     (pkg / "__init__.py").write_text("")
     (pkg / "good.py").write_text("from pollinate import ClientApp\napp = ClientApp()\nother = 3\n")
     (pkg / "broken.py").write_text("import not_a_real_package_xyz\n")
+    (pkg / "prefixed.py").write_text("import loaderfix\n")  # a prefix of the app's own name
     (pkg / "raises.py").write_text("raise RuntimeError('boom')\n")
     return tmp_path
 
@@ -28,6 +29,7 @@ def test_loads_an_object_by_import_string(app_dir):
         ("loaderfixture.good:nope", "has no attribute 'nope'"),
         ("loaderfixture.good:other", "is a int, expected a ClientApp"),
         ("loaderfixture.broken:app", "pip install not_a_real_package_xyz"),
+        ("loaderfixture.prefixed:app", "pip install loaderfix"),
         ("loaderfixture.raises:app", "raised RuntimeError: boom"),
     ],
 )

@@ -83,6 +83,15 @@ def test_metric_record_rejects_other_types_naming_the_key(value):
         MetricRecord({"acc": value})
 
 
+def test_metric_record_takes_zero_dim_arrays_as_numbers():
+    assert MetricRecord({"acc": np.array(0.5)})["acc"] == 0.5
+
+
+def test_bfloat16_state_dict_error_names_the_key_and_the_fix():
+    with pytest.raises(RecordError, match=r"ArrayRecord\['fc.weight'\].*tensor.float\(\)"):
+        ArrayRecord.from_torch({"fc.weight": torch.zeros(2, dtype=torch.bfloat16)})
+
+
 def test_config_record_accepts_every_config_type():
     values = {
         "i": 1,

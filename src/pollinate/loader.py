@@ -26,7 +26,7 @@ def load_object(spec: str, expected: type[T], search_path: str | Path | None = N
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        if err.name is not None and module_name.startswith(err.name.split(".")[0]):
+        if err.name is not None and _is_part_of(module_name, err.name):
             where = f" in {search_path}" if search_path else ""
             raise AppError(f"cannot find module {module_name!r}{where} (for {spec!r})") from None
         raise AppError(
@@ -43,3 +43,8 @@ def load_object(spec: str, expected: type[T], search_path: str | Path | None = N
     if not isinstance(obj, expected):
         raise AppError(f"{spec!r} is a {type(obj).__name__}, expected a {expected.__name__}")
     return obj
+
+
+def _is_part_of(module_name: str, missing: str) -> bool:
+    """True when the missing module is ``module_name`` itself or one of its parent packages."""
+    return module_name == missing or module_name.startswith(missing + ".")

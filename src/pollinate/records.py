@@ -229,7 +229,17 @@ class ArrayRecord(_TypedRecord[Array]):
     @classmethod
     def from_torch(cls, state_dict: Mapping[str, torch.Tensor]) -> ArrayRecord:
         """Take a torch ``state_dict``, keeping its names and order."""
-        return cls((name, Array.from_torch(t)) for name, t in state_dict.items())
+        record = cls()
+        for name, tensor in state_dict.items():
+            try:
+                record[name] = Array.from_torch(tensor)
+            except RecordError:
+                raise
+            except TypeError as err:  # e.g. bfloat16, which numpy has no dtype for
+                raise RecordError(
+                    f"ArrayRecord[{name!r}]: {err}; convert the tensor first, e.g. tensor.float()"
+                ) from None
+        return record
 
     def to_numpy(self) -> list[np.ndarray[Any, Any]]:
         """The arrays in order, as read-only numpy arrays."""
@@ -254,7 +264,9 @@ def _is_float(value: Any) -> bool:
 
 
 def _as_number(value: Any) -> int | float | None:
-    """A Python int or float for an int/float (numpy scalars included), else None."""
+    """A Python int or float for an int/float (numpy scalars and 0-d arrays too), else None."""
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        value = value[()]
     if _is_int(value):
         return int(value)
     if _is_float(value):
@@ -272,7 +284,7 @@ class MetricRecord(_TypedRecord[MetricValue]):
         number = _as_number(value)
         if number is not None:
             return number
-        if isinstance(value, (list, tuple, np.ndarray)) and not isinstance(value, str):
+        if isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim == 1):
             items = [_as_number(v) for v in value]
             if all(v is not None for v in items):
                 if all(isinstance(v, int) for v in items):
@@ -368,4 +380,7 @@ class RecordDict(_TypedRecord[Record]):
 def is_finite_number(value: Any) -> bool:
     """True for an int or float that is neither NaN nor infinite."""
     number = _as_number(value)
-    return number is not None and math.isfinite(number)
+    try:
+        return number is not None and math.isfinite(number)
+    except OverflowError:  # an int too large for a float
+        return False

@@ -39,6 +39,25 @@ def test_fit_becomes_a_train_reply_with_num_examples():
     assert dict(reply.content["metrics"]) == {"node": 3, "num-examples": 10}
 
 
+def test_fit_reply_keeps_the_names_the_server_used():
+    app = ClientApp(client_fn=lambda context: AddOne())
+    arrays = ArrayRecord({"fc.weight": np.ones(2, np.float32)})
+    message = Message.create(
+        RecordDict({"arrays": arrays, "config": ConfigRecord({"lr": 1.0})}), 1, "train"
+    )
+    reply = app(message, Context(run_id=1, node_id=1))
+    assert list(reply.content["arrays"]) == ["fc.weight"]
+
+
+def test_fit_returning_the_wrong_number_of_arrays_is_a_clear_error():
+    class TooMany(AddOne):
+        def fit(self, parameters, config):
+            return [*parameters, parameters[0]], 1, {}
+
+    reply = send(TooMany(), "train")
+    assert "returned 2 arrays for a model of 1" in reply.error.reason
+
+
 def test_evaluate_becomes_an_evaluate_reply_with_loss():
     reply = send(AddOne(), "evaluate")
     assert dict(reply.content["metrics"]) == {"accuracy": 0.75, "num-examples": 5, "loss": 2.0}

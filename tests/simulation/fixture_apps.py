@@ -49,5 +49,30 @@ def _stall_on_node_2(msg, context):
     return _noisy_update(msg, context)
 
 
+dies_when_idle = ClientApp()
+
+
+@dies_when_idle.train()
+def _reply_then_exit_soon(msg, context):
+    """Node 1's worker exits 0.2 s after its first reply, while it waits for more work."""
+    import threading
+
+    if context.node_id == 1 and "exited" not in context.state:
+        context.state["exited"] = MetricRecord({"yes": 1})
+        threading.Timer(0.2, os._exit, args=(0,)).start()
+    return _noisy_update(msg, context)
+
+
+huge_metric = ClientApp()
+
+
+@huge_metric.train()
+def _huge_metric_on_node_2(msg, context):
+    reply = _noisy_update(msg, context)
+    if context.node_id == 2:
+        reply.content["metrics"]["big"] = 2**70  # fine in Python, too big for the wire
+    return reply
+
+
 def initial_arrays():
     return ArrayRecord({"w": np.zeros(SHAPE, np.float32), "b": np.zeros(3, np.float32)})

@@ -87,6 +87,73 @@ def test_process_backend_times_out_a_stalled_node_and_goes_on(apps_dir):
     assert len(result.rounds) == 2
 
 
+def test_process_backend_replaces_a_worker_that_died_while_idle(apps_dir):
+    server = ServerApp()
+
+    @server.main()
+    def main(grid, context):
+        strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=1)
+        first = strategy.start(grid, initial_arrays(), num_rounds=1)
+        time.sleep(1.0)  # node 1's worker exits now, between the rounds
+        return strategy.start(grid, first.arrays, num_rounds=2)
+
+    result = run_simulation(
+        server,
+        "fixture_apps:dies_when_idle",
+        num_nodes=2,
+        app_dir=apps_dir,
+        backend="process",
+        backend_options={"num_workers": 2},
+    )
+    assert len(result.rounds) == 2 and all(r.train.num_ok >= 1 for r in result.rounds)
+
+
+def test_process_backend_turns_an_unsendable_reply_into_a_failure(apps_dir):
+    result = run_simulation(
+        fedavg_app(num_rounds=1, min_train_nodes=1, fraction_train=1.0),
+        "fixture_apps:huge_metric",
+        num_nodes=3,
+        app_dir=apps_dir,
+        backend="process",
+        backend_options={"num_workers": 2},
+    )
+    (failure,) = result.rounds[0].train.failures
+    assert failure.node_id == 2 and "INVALID_REPLY" in failure.reason
+
+
+def test_nodes_cannot_change_the_shared_run_config():
+    app = ClientApp()
+
+    @app.train()
+    def greedy(msg, context):
+        context.run_config["lr"] = 10.0
+        return noisy(msg, context)
+
+    result = run_simulation(
+        fedavg_app(num_rounds=1, min_train_nodes=0, fraction_train=1.0),
+        app,
+        num_nodes=2,
+        run_config={"lr": 0.1},
+    )
+    assert all(
+        "does not support item assignment" in f.reason for f in result.rounds[0].train.failures
+    )
+
+
+def test_run_config_values_are_checked_up_front():
+    with pytest.raises(ConfigError, match=r"run_config\['layers'\] is list"):
+        run_simulation(fedavg_app(), noisy, num_nodes=2, run_config={"layers": [64, 64]})
+
+
+def test_a_second_run_into_the_same_folder_starts_a_fresh_history(tmp_path):
+    for _ in range(2):
+        run_simulation(fedavg_app(num_rounds=2), noisy, num_nodes=2, out_dir=tmp_path)
+    rounds = [
+        json.loads(line)["round"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert rounds == [1, 2]
+
+
 def test_inline_timeout_sets_late_replies_aside():
     app = ClientApp()
 

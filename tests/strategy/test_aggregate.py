@@ -11,7 +11,7 @@ def record(value, dtype=np.float32):
 
 
 def test_weighted_sum_matches_the_hand_computed_mean():
-    total = WeightedSum()
+    total = WeightedSum(record(0.0))
     total.add(record(1.0), 10)
     total.add(record(4.0), 30)
     mean = total.mean()
@@ -19,12 +19,26 @@ def test_weighted_sum_matches_the_hand_computed_mean():
     assert mean["w"].dtype == np.float32 and total.total_weight == 40
 
 
+def test_mean_keeps_the_template_order_whatever_the_reply_order():
+    total = WeightedSum(record(0.0))
+    total.add(ArrayRecord({"b": np.ones(3, np.float32), "w": np.ones((2, 2), np.float32)}), 1)
+    assert list(total.mean()) == ["w", "b"]
+
+
+def test_extreme_weights_cannot_overflow_the_mean():
+    for weight in (1e308, 5e-324):
+        total = WeightedSum(record(0.0))
+        for _ in range(3):
+            total.add(record(1.0), weight)
+        np.testing.assert_array_equal(total.mean()["b"].numpy(), np.ones(3, np.float32))
+
+
 def test_weighted_sum_of_nothing_is_none():
-    assert WeightedSum().mean() is None
+    assert WeightedSum(record(0.0)).mean() is None
 
 
 def test_integer_arrays_are_rounded_back_to_their_dtype():
-    total = WeightedSum()
+    total = WeightedSum(ArrayRecord({"steps": np.zeros(2, np.int64)}))
     total.add(ArrayRecord({"steps": np.array([1, 2], np.int64)}), 1)
     total.add(ArrayRecord({"steps": np.array([2, 4], np.int64)}), 1)
     mean = total.mean()["steps"]
@@ -34,7 +48,7 @@ def test_integer_arrays_are_rounded_back_to_their_dtype():
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.floats(-1e3, 1e3), st.integers(1, 10_000)), min_size=1, max_size=8))
 def test_streaming_mean_equals_batch_mean(updates):
-    total = WeightedSum()
+    total = WeightedSum(record(0.0))
     for value, weight in updates:
         total.add(record(value), weight)
     values = np.array([v for v, _ in updates], dtype=np.float32).astype(np.float64)
@@ -46,7 +60,7 @@ def test_streaming_mean_equals_batch_mean(updates):
 @settings(max_examples=50, deadline=None)
 @given(st.floats(-1e3, 1e3, width=32), st.lists(st.integers(1, 1000), min_size=1, max_size=6))
 def test_mean_of_identical_updates_is_that_update(value, weights):
-    total = WeightedSum()
+    total = WeightedSum(record(0.0))
     for weight in weights:
         total.add(record(value), weight)
     np.testing.assert_allclose(total.mean()["w"].numpy(), np.float32(value), rtol=1e-6)

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pollinate import FedAvg, MetricRecord
+from pollinate import ArrayRecord, FedAvg, MetricRecord, RecordDict
 from pollinate.errors import ConfigError, RoundError
 
 
@@ -43,9 +43,9 @@ def test_min_train_nodes_raises_the_sample_size(make_grid, good_reply):
     assert len(FedAvg(fraction_train=0.01, min_train_nodes=5).sample_nodes(grid, 1, 0)) == 5
 
 
-def test_too_few_available_nodes_is_a_clear_error(make_grid, global_arrays, good_reply):
-    strategy = FedAvg(min_available_nodes=5, wait_for_nodes_s=0.0)
-    with pytest.raises(RoundError, match="min_available_nodes=5 but only 3 nodes"):
+def test_too_few_simulated_nodes_is_a_clear_error_at_once(make_grid, global_arrays, good_reply):
+    strategy = FedAvg(min_available_nodes=5)  # would wait 60 s for nodes that cannot come
+    with pytest.raises(RoundError, match="min_available_nodes=5 but the simulation has 3 nodes"):
         strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
 
 
@@ -105,6 +105,58 @@ def test_custom_metric_aggregation(make_grid, global_arrays, good_reply):
     strategy = FedAvg(fraction_evaluate=0.0, train_metrics_aggr_fn=last_only)
     result = strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
     assert result.rounds[0].train.metrics == {"count": 3}
+
+
+def test_evaluation_minimum_of_zero_lets_the_run_go_on_when_every_evaluation_fails(
+    make_grid, global_arrays, good_reply
+):
+    def evaluate(msg, context):
+        raise RuntimeError("no test data here")
+
+    strategy = FedAvg(min_evaluate_nodes=0)
+    result = strategy.start(make_grid(good_reply, evaluate=evaluate), global_arrays, num_rounds=2)
+    assert [r.evaluate.num_failed for r in result.rounds] == [3, 3]
+
+
+def test_initial_arrays_are_copied_so_the_caller_cannot_change_them(make_grid, good_reply):
+    import torch
+
+    weights = torch.zeros(3)
+    initial = ArrayRecord.from_torch({"w": weights})
+    seen = []
+
+    def train(msg, context):
+        seen.append(float(msg.content["arrays"]["w"].numpy()[0]))
+        weights.add_(1.0)  # a client that trains the caller's module in place
+        return msg.reply(
+            RecordDict(
+                {
+                    "arrays": ArrayRecord({"w": np.ones(3, np.float32)}),
+                    "metrics": MetricRecord({"num-examples": 1}),
+                }
+            )
+        )
+
+    FedAvg(fraction_evaluate=0.0).start(make_grid(train), initial, num_rounds=1)
+    assert seen == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(
+    ("initial", "message"), [([np.zeros(2)], "initial_arrays must be an ArrayRecord")]
+)
+def test_initial_arrays_must_be_a_record(make_grid, good_reply, initial, message):
+    with pytest.raises(ConfigError, match=message):
+        FedAvg().start(make_grid(good_reply), initial, num_rounds=1)
+
+
+def test_evaluate_fn_returning_a_tuple_is_a_clear_error(make_grid, global_arrays, good_reply):
+    with pytest.raises(ConfigError, match="evaluate_fn must return a dict of metrics"):
+        FedAvg().start(
+            make_grid(good_reply),
+            global_arrays,
+            num_rounds=1,
+            evaluate_fn=lambda server_round, arrays: (0.5, {"accuracy": 0.9}),
+        )
 
 
 def test_num_rounds_must_be_positive(make_grid, global_arrays, good_reply):

@@ -81,6 +81,25 @@ def test_bad_reply_is_set_aside_and_the_round_goes_on(make_grid, global_arrays, 
     np.testing.assert_array_equal(result.arrays["w"].numpy(), np.ones((2, 3), np.float32))
 
 
+def test_huge_integer_weight_is_set_aside_not_a_crash(make_grid, global_arrays):
+    train = reply_with(metrics={"num-examples": 10**400})
+    result = FedAvg(fraction_evaluate=0.0).start(make_grid(train), global_arrays, num_rounds=1)
+    assert "positive finite number" in result.rounds[0].train.failures[0].reason
+
+
+def test_a_message_that_is_not_a_reply_is_set_aside(make_grid, global_arrays):
+    def train(msg, context):
+        reply = reply_with()(msg, context)
+        if context.node_id != 2:
+            return reply
+        return type(msg).create(reply.content, 0, "train")  # not built with msg.reply
+
+    result = FedAvg(fraction_evaluate=0.0).start(make_grid(train), global_arrays, num_rounds=1)
+    (failure,) = result.rounds[0].train.failures
+    assert failure.node_id == 2 and "INVALID_REPLY" in failure.reason
+    assert "msg.reply(content)" in failure.reason
+
+
 def test_error_reply_is_set_aside_with_its_reason(make_grid, global_arrays, good_reply):
     def train(msg, context):
         if context.node_id == 1:

@@ -94,10 +94,10 @@ class _Fit(_ClientMethod):
     __slots__ = ()
 
     def __call__(self, msg: Message, context: Context) -> Message:
-        arrays, config = _inputs(msg)
+        names, arrays, config = _inputs(msg)
         new_arrays, num_examples, metrics = _unpack("fit", self.client(context).fit(arrays, config))
         metrics_record = _metrics("fit", metrics, num_examples)
-        content = {"arrays": ArrayRecord.from_numpy(new_arrays), "metrics": metrics_record}
+        content = {"arrays": _named(names, new_arrays), "metrics": metrics_record}
         return msg.reply(RecordDict(content))
 
 
@@ -105,7 +105,7 @@ class _Evaluate(_ClientMethod):
     __slots__ = ()
 
     def __call__(self, msg: Message, context: Context) -> Message:
-        arrays, config = _inputs(msg)
+        _, arrays, config = _inputs(msg)
         result = self.client(context).evaluate(arrays, config)
         loss, num_examples, metrics = _unpack("evaluate", result)
         if not isinstance(loss, (int, float, np.number)) or not math.isfinite(float(loss)):
@@ -129,12 +129,24 @@ def _config(msg: Message) -> Config:
     return dict(record) if isinstance(record, ConfigRecord) else {}
 
 
-def _inputs(msg: Message) -> tuple[NDArrays, Config]:
+def _inputs(msg: Message) -> tuple[list[str], NDArrays, Config]:
     assert msg.content is not None
     arrays = msg.content.get("arrays")
     if not isinstance(arrays, ArrayRecord):
         raise AppError("message has no ArrayRecord under 'arrays' for the NumPyClient")
-    return arrays.to_numpy(), _config(msg)
+    return list(arrays), arrays.to_numpy(), _config(msg)
+
+
+def _named(names: list[str], arrays: Any) -> ArrayRecord:
+    """The client's arrays under the names the server used, so they match its model."""
+    if not isinstance(arrays, (list, tuple)):
+        raise AppError(f"NumPyClient.fit must return a list of arrays, got {type(arrays).__name__}")
+    if len(arrays) != len(names):
+        raise AppError(
+            f"NumPyClient.fit returned {len(arrays)} arrays for a model of {len(names)}: "
+            "return one array per parameter, in the order they came"
+        )
+    return ArrayRecord(zip(names, arrays, strict=True))
 
 
 def _unpack(method: str, result: Any) -> tuple[Any, int, Metrics]:

@@ -3,6 +3,7 @@
 from ._app import ServerApp as ServerApp
 from ._app import ServerMain as ServerMain
 from ._grid import Grid as Grid
+from ._grid import check_reply as check_reply
 from ._history import Failure as Failure
 from ._history import PhaseResult as PhaseResult
 from ._history import Result as Result
@@ -28,6 +29,7 @@ __all__ = [
     "RunObserver",
     "ServerApp",
     "ServerMain",
+    "check_reply",
     "load_arrays",
     "observing",
     "report_result",

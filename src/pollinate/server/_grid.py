@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 
-from ..message import Message
+from ..errors import RoundError
+from ..message import ErrorCode, Message
 
-__all__ = ["Grid"]
+__all__ = ["Grid", "check_reply"]
 
 
 class Grid(ABC):
@@ -37,8 +39,52 @@ class Grid(ABC):
     ) -> Iterator[Message]:
         """Yield one reply per message id as replies arrive; error replies after ``timeout`` s."""
 
+    def wait_for_nodes(self, count: int, timeout: float) -> list[int]:
+        """The available node ids, once at least ``count`` are there.
+
+        Raises ``RoundError`` after ``timeout`` seconds; transports whose nodes never change
+        answer at once.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            nodes = self.node_ids()
+            if len(nodes) >= count:
+                return nodes
+            if time.monotonic() >= deadline:
+                raise RoundError(
+                    f"needs min_available_nodes={count} but only {len(nodes)} nodes are "
+                    f"available after {timeout:g} s"
+                )
+            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+
     def send_and_receive(
         self, messages: Iterable[Message], timeout: float | None = None
     ) -> list[Message]:
         """Send messages and wait for all replies (or ``timeout`` seconds): arrival order."""
         return list(self.receive(self.send(messages), timeout))
+
+
+def check_reply(sent: Message, reply: Message) -> Message:
+    """``reply`` if it truly answers ``sent``, else an INVALID_REPLY error reply in its place.
+
+    Every transport runs this on what a node sends back, so a handler that returns the wrong
+    message (``Message.create`` instead of ``msg.reply``, or ``msg`` itself) is counted as a
+    failure of that node instead of vanishing.
+    """
+    want, got = sent.metadata, reply.metadata
+    problems = [
+        f"{field} is {mine!r}, expected {theirs!r}"
+        for field, mine, theirs in (
+            ("reply_to_message_id", got.reply_to_message_id, want.message_id),
+            ("src_node_id", got.src_node_id, want.dst_node_id),
+            ("message_type", got.message_type, want.message_type),
+        )
+        if mine != theirs
+    ]
+    if not problems:
+        return reply
+    return sent.reply_error(
+        ErrorCode.INVALID_REPLY,
+        "the reply does not answer the message (build it with msg.reply(content)): "
+        + "; ".join(problems),
+    )

@@ -84,6 +84,7 @@ class FileRecorder:
         self.model_path = out_dir / "model.npz"
         self.result: Result | None = None
         out_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_path.write_text("")  # a second run into the same folder starts afresh
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
         """Nothing to write until the round ends."""

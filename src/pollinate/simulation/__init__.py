@@ -1,7 +1,5 @@
 """Simulation: run an app on virtual nodes in one machine, with pluggable backends."""
 
-from . import _inline as _inline
-from . import _process as _process
 from ._backend import AppRef as AppRef
 from ._backend import Backend as Backend
 from ._backend import Task as Task

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from types import MappingProxyType
 
 from ..context import Context, UserConfig
-from ..errors import PollinateError
+from ..errors import PollinateError, RoundError
 from ..message import SERVER_NODE_ID, ErrorCode, Message
 from ..records import RecordDict
-from ..server import Grid
+from ..server import Grid, check_reply
 from ._backend import Backend, Task
 
 __all__ = ["NodeConfigFn", "SimulationGrid"]
@@ -41,10 +42,11 @@ class SimulationGrid(Grid):
         self._backend = backend
         self._num_nodes = num_nodes
         self._run_id = run_id
-        self._run_config = dict(run_config)
+        self._run_config = MappingProxyType(dict(run_config))  # one read-only view for all
         self._node_config_fn = node_config_fn
         self._states: dict[int, RecordDict] = {}
         self._pending: dict[str, Message] = {}
+        self._receiving = False
 
     @property
     def run_id(self) -> int:
@@ -54,6 +56,15 @@ class SimulationGrid(Grid):
     def node_ids(self) -> list[int]:
         """Every virtual node: they are always available."""
         return list(range(1, self._num_nodes + 1))
+
+    def wait_for_nodes(self, count: int, timeout: float) -> list[int]:
+        """Every node, at once: virtual nodes never come or go, so there is nothing to wait for."""
+        if count > self._num_nodes:
+            raise RoundError(
+                f"needs min_available_nodes={count} but the simulation has {self._num_nodes} "
+                "nodes: raise num-nodes or lower min_available_nodes"
+            )
+        return self.node_ids()
 
     def node_state(self, node_id: int) -> RecordDict | None:
         """The state a node kept so far (None if it never ran)."""
@@ -72,6 +83,17 @@ class SimulationGrid(Grid):
         self, message_ids: Sequence[str], timeout: float | None = None
     ) -> Iterator[Message]:
         """Run the queued messages on the backend and yield replies as they finish."""
+        if self._receiving:
+            raise PollinateError(
+                "SimulationGrid runs one receive() at a time: finish iterating the first"
+            )
+        self._receiving = True
+        try:
+            yield from self._receive(message_ids, timeout)
+        finally:
+            self._receiving = False
+
+    def _receive(self, message_ids: Sequence[str], timeout: float | None) -> Iterator[Message]:
         deadline = None if timeout is None else time.monotonic() + timeout
         tasks: list[Task] = []
         for message_id in message_ids:
@@ -89,11 +111,13 @@ class SimulationGrid(Grid):
                 continue
             tasks.append(Task(message, self._context(node_id)))
         for result in self._backend.run(tasks, deadline):
-            if result.state is not None:
-                self._states[tasks[result.index].context.node_id] = result.state
-            yield result.reply
+            task = tasks[result.index]
+            reply = check_reply(task.message, result.reply)
+            if result.state is not None and reply is result.reply:
+                self._states[task.context.node_id] = result.state
+            yield reply
 
     def _context(self, node_id: int) -> Context:
         state = self._states.setdefault(node_id, RecordDict())
-        node_config = self._node_config_fn(node_id - 1, self._num_nodes)
+        node_config = MappingProxyType(dict(self._node_config_fn(node_id - 1, self._num_nodes)))
         return Context(self._run_id, node_id, node_config, self._run_config, state)

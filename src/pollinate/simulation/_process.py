@@ -2,7 +2,8 @@
 
 Work crosses to the workers in pollinate's wire format over pipes: arrays travel as raw
 buffers and are decoded without copying, never pickled. A worker that dies or overruns the
-round's deadline is replaced; its node's task becomes an error reply.
+round's deadline is replaced (without stalling the others); its node's task becomes an error
+reply.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from multiprocessing.process import BaseProcess
 
 from .. import wire
 from ..client import ClientApp
-from ..errors import AppError, ConfigError
+from ..errors import AppError, ConfigError, PollinateError
 from ..message import ErrorCode
 from ._backend import AppRef, Backend, Task, TaskResult, register_backend, timeout_result
 
@@ -32,6 +33,7 @@ log = logging.getLogger("pollinate.simulation")
 _LENGTH = struct.Struct("<Q")
 _READY = b"ready"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+_Payload = tuple[str | None, str | None, bytes | None]
 
 
 @register_backend
@@ -39,63 +41,86 @@ class ProcessBackend(Backend):
     """Runs tasks in parallel on ``num_workers`` processes with ``threads_per_worker`` each.
 
     The defaults split the machine's cores evenly: one thread per worker, one worker per core.
+    ``ready_timeout`` bounds how long a worker may take to import the ClientApp.
     """
 
     name = "process"
 
-    def __init__(self, num_workers: int | None = None, threads_per_worker: int = 1) -> None:
-        cores = os.cpu_count() or 1
+    def __init__(
+        self,
+        num_workers: int | None = None,
+        threads_per_worker: int = 1,
+        ready_timeout: float = 300.0,
+    ) -> None:
         if threads_per_worker < 1:
             raise ConfigError(f"threads-per-worker must be at least 1, got {threads_per_worker}")
-        self.threads_per_worker = threads_per_worker
-        self.num_workers = num_workers or max(1, cores // threads_per_worker)
-        if self.num_workers < 1:
+        if num_workers is not None and num_workers < 1:
             raise ConfigError(f"num-workers must be at least 1, got {num_workers}")
-        self._payload: tuple[str | None, str | None, bytes | None] | None = None
+        cores = os.cpu_count() or 1
+        self.num_workers = num_workers or max(1, cores // threads_per_worker)
+        self.threads_per_worker = threads_per_worker
+        self.ready_timeout = ready_timeout
+        self._payload: _Payload | None = None
         self._workers: list[_Worker] = []
+        self._closed = False
 
     def start(self, app: AppRef) -> None:
         """Start the workers and wait until each has loaded the ClientApp."""
         self._payload = app.for_workers()
         self._workers = [self._spawn() for _ in range(self.num_workers)]
-        for worker in self._workers:
-            worker.wait_ready()
+        try:
+            for worker in self._workers:
+                worker.wait_ready(self.ready_timeout)
+        except BaseException:
+            self.close()
+            raise
 
     def run(self, tasks: Sequence[Task], deadline: float | None) -> Iterator[TaskResult]:
         """Hand tasks to idle workers in order; yield results as workers finish."""
         queue = deque(enumerate(tasks))
         busy: dict[Connection, tuple[_Worker, int, Task]] = {}
-        idle = list(self._workers)
+        if self._closed:
+            raise PollinateError("the process backend is closed")
+        starting = {w.conn: w for w in self._workers if not w.ready}
+        idle = [w for w in reversed(self._workers) if w.ready]
         try:
             while queue or busy:
+                if _past(deadline):
+                    break
                 while queue and idle:
                     worker = idle.pop()
                     index, task = queue.popleft()
-                    worker.send(task)
-                    busy[worker.conn] = (worker, index, task)
-                remaining = None if deadline is None else deadline - time.monotonic()
-                ready = wait(
-                    list(busy), timeout=max(0.0, remaining) if remaining is not None else None
-                )
-                if not ready:  # the deadline passed
-                    break
+                    if worker.send(task):
+                        busy[worker.conn] = (worker, index, task)
+                    else:  # it died while idle: replace it and put the task back
+                        queue.appendleft((index, task))
+                        fresh = self._replace(worker)
+                        starting[fresh.conn] = fresh
+                ready = wait([*busy, *starting], timeout=_remaining(deadline))
                 for conn in ready:
+                    if conn in starting:
+                        fresh = starting.pop(conn)
+                        fresh.confirm_ready()
+                        idle.append(fresh)
+                        continue
                     worker, index, task = busy.pop(conn)  # type: ignore[call-overload]
                     result = worker.receive(index, task)
-                    if result.reply.has_error and not worker.alive:
-                        worker = self._replace(worker)
-                    idle.append(worker)
+                    if worker.alive:
+                        idle.append(worker)
+                    else:
+                        fresh = self._replace(worker)
+                        starting[fresh.conn] = fresh
                     yield result
-            for index, task in queue:
-                yield timeout_result(index, task)
-            for _, index, task in list(busy.values()):
+            for index, task in [*queue, *((i, t) for _, i, t in busy.values())]:
                 yield timeout_result(index, task)
         finally:
-            for worker, _, _ in busy.values():  # stop work whose result nobody will read
+            # Work whose result nobody will read must not answer into a later round.
+            for worker, _, _ in busy.values():
                 self._replace(worker)
 
     def close(self) -> None:
-        """Stop every worker."""
+        """Stop every worker; later calls to run() fail."""
+        self._closed = True
         for worker in self._workers:
             worker.stop()
         self._workers = []
@@ -105,19 +130,31 @@ class ProcessBackend(Backend):
         return _Worker(self._payload, self.threads_per_worker)
 
     def _replace(self, worker: _Worker) -> _Worker:
+        """Stop ``worker`` and start a new one in its slot (ready later: see confirm_ready)."""
         worker.stop()
+        if self._closed:
+            return worker
         fresh = self._spawn()
-        fresh.wait_ready()
-        self._workers[self._workers.index(worker)] = fresh
+        if worker in self._workers:
+            self._workers[self._workers.index(worker)] = fresh
         return fresh
+
+
+def _past(deadline: float | None) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
 class _Worker:
     """One worker process and the parent's end of its pipe."""
 
-    def __init__(self, payload: tuple[str | None, str | None, bytes | None], threads: int) -> None:
+    def __init__(self, payload: _Payload, threads: int) -> None:
         context = mp.get_context("spawn")
         self.conn, child = context.Pipe(duplex=True)
+        self.pickled_from_main = payload[2] is not None and b"__main__" in payload[2]
         self.process: BaseProcess = context.Process(
             target=_worker_main,
             args=(child, payload, threads, list(sys.path)),
@@ -126,29 +163,46 @@ class _Worker:
         )
         self.process.start()
         child.close()
+        self.ready = False
 
     @property
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    def wait_ready(self) -> None:
+    def wait_ready(self, timeout: float) -> None:
+        if not self.conn.poll(timeout):
+            self.stop()
+            raise AppError(f"a worker process did not load the ClientApp within {timeout:g} s")
+        self.confirm_ready()
+
+    def confirm_ready(self) -> None:
         try:
             answer = self.conn.recv_bytes()
-        except EOFError:
+        except (EOFError, OSError):
             self.process.join(5)
+            hint = (
+                ": a script that runs a simulation with the process backend must do so under "
+                '`if __name__ == "__main__":`'
+                if self.pickled_from_main
+                else ""
+            )
             raise AppError(
                 f"a worker process exited (code {self.process.exitcode}) while loading the "
-                "ClientApp"
+                f"ClientApp{hint}"
             ) from None
         if answer != _READY:
             self.stop()
             raise AppError(f"a worker process could not load the ClientApp: {answer.decode()}")
+        self.ready = True
 
-    def send(self, task: Task) -> None:
+    def send(self, task: Task) -> bool:
         message = wire.encode(task.message)
-        self.conn.send_bytes(
-            _LENGTH.pack(len(message)) + message + wire.encode_context(task.context)
-        )
+        frame = _LENGTH.pack(len(message)) + message + wire.encode_context(task.context)
+        try:
+            self.conn.send_bytes(frame)
+        except OSError:
+            return False
+        return True
 
     def receive(self, index: int, task: Task) -> TaskResult:
         try:
@@ -162,12 +216,18 @@ class _Worker:
             log.warning(reason)
             return TaskResult(index, task.message.reply_error(ErrorCode.NODE_UNAVAILABLE, reason))
         reply, context = _split(data)
-        return TaskResult(index, wire.decode(reply), wire.decode_context(context).state)
+        # The state is decoded from its own copy: kept across rounds, it must not pin the
+        # buffer that also holds this reply's (model-sized) arrays.
+        state = wire.decode_context(bytes(context)).state if len(context) else None
+        return TaskResult(index, wire.decode(reply), state)
 
     def stop(self) -> None:
         if self.process.is_alive():
             self.process.terminate()
-        self.process.join(5)
+            self.process.join(3)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(3)
         self.conn.close()
 
 
@@ -178,12 +238,7 @@ def _split(data: bytes) -> tuple[memoryview, memoryview]:
     return view[start : start + size], view[start + size :]
 
 
-def _worker_main(
-    conn: Connection,
-    payload: tuple[str | None, str | None, bytes | None],
-    threads: int,
-    parent_path: list[str],
-) -> None:
+def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path: list[str]) -> None:
     """A worker's loop: load the app, then answer tasks until the pipe closes."""
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
@@ -199,15 +254,24 @@ def _worker_main(
             data = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        message_bytes, context_bytes = _split(data)
-        context = wire.decode_context(context_bytes)
-        reply = wire.encode(app(wire.decode(message_bytes), context))
-        conn.send_bytes(_LENGTH.pack(len(reply)) + reply + wire.encode_context(context))
+        conn.send_bytes(_answer(app, data))
 
 
-def _load_in_worker(
-    payload: tuple[str | None, str | None, bytes | None], threads: int
-) -> ClientApp:
+def _answer(app: ClientApp, data: bytes) -> bytes:
+    """Run one task; a reply that cannot be encoded becomes an INVALID_REPLY error reply."""
+    message_bytes, context_bytes = _split(data)
+    message = wire.decode(message_bytes)
+    context = wire.decode_context(context_bytes)
+    reply = app(message, context)
+    try:
+        encoded, state = wire.encode(reply), wire.encode_context(context)
+    except PollinateError as err:
+        error = message.reply_error(ErrorCode.INVALID_REPLY, f"the reply cannot be sent: {err}")
+        encoded, state = wire.encode(error), b""
+    return _LENGTH.pack(len(encoded)) + encoded + state
+
+
+def _load_in_worker(payload: _Payload, threads: int) -> ClientApp:
     spec, search_path, pickled = payload
     if spec is not None:
         app = AppRef(spec=spec, search_path=search_path).load()

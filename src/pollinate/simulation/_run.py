@@ -10,10 +10,10 @@ from pathlib import Path
 from ..client import ClientApp, ClientFn
 from ..context import Context, UserConfig
 from ..errors import AppError, ConfigError, RoundError
-from ..message import Message
+from ..message import SERVER_NODE_ID, Message
 from ..records import ArrayRecord, ConfigRecord, RecordDict
 from ..server import FileRecorder, Grid, Result, RunObserver, ServerApp, observing
-from ..strategy import Strategy
+from ..strategy import EvaluateFn, Strategy
 from ._backend import AppRef, Backend, make_backend
 from ._grid import NodeConfigFn, SimulationGrid, default_node_config
 
@@ -33,6 +33,7 @@ def run_simulation(
     strategy: Strategy | None = None,
     num_rounds: int | None = None,
     initial_arrays: ArrayRecord | None = None,
+    evaluate_fn: EvaluateFn | None = None,
     backend: str | Backend = "inline",
     backend_options: Mapping[str, object] | None = None,
     run_config: UserConfig | None = None,
@@ -45,8 +46,10 @@ def run_simulation(
     """Run a federated app on ``num_nodes`` virtual nodes and return its history.
 
     Give the app either as a ``server_app`` and a ``client_app`` (the message API; the client
-    app may be an import string ``"module:app"``, which the process backend prefers), or in
-    the classic style as a ``client_fn`` plus a ``strategy`` and ``num_rounds``.
+    app may be an import string ``"module:app"``, found in ``app_dir``, which the process
+    backend prefers), or in the classic style as a ``client_fn`` plus a ``strategy`` and
+    ``num_rounds`` (with optional ``initial_arrays``, else asked of a node, and a centralized
+    ``evaluate_fn``).
 
     ``backend`` is ``"inline"`` (one process, messages by reference) or ``"process"`` (a
     worker pool; ``backend_options`` such as ``num_workers``). With ``out_dir``, the run
@@ -54,43 +57,38 @@ def run_simulation(
     """
     if not 1 <= num_nodes <= MAX_NODES:
         raise ConfigError(f"num-nodes must be between 1 and {MAX_NODES:,}, got {num_nodes}")
+    config = _checked_run_config(run_config or {})
     app_ref = _client_app_ref(client_app, client_fn, app_dir)
-    server = _server_app(server_app, strategy, num_rounds, initial_arrays)
-    chosen = (
-        backend
-        if isinstance(backend, Backend)
-        else make_backend(backend, **(backend_options or {}))
-    )
+    server = _server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
+    if not isinstance(backend, Backend):
+        backend = make_backend(backend, **(backend_options or {}))
     run_id = secrets.randbits(63) if run_id is None else run_id
-    config = dict(run_config or {})
-    grid = SimulationGrid(chosen, num_nodes, run_id, config, node_config_fn)
-    context = Context(run_id, 0, {}, config, RecordDict())
+    grid = SimulationGrid(backend, num_nodes, run_id, config, node_config_fn)
+    context = Context(run_id, SERVER_NODE_ID, {}, config, RecordDict())
     recorder = FileRecorder(Path(out_dir)) if out_dir is not None else None
-    all_observers = [*observers, *([recorder] if recorder else [])]
-    reported: list[Result] = []
-    all_observers.append(_Keep(reported))
-    chosen.start(app_ref)
+    last = _LastResult()
     try:
-        with observing(all_observers):
+        backend.start(app_ref)
+        with observing([*observers, *([recorder] if recorder else []), last]):
             returned = server(grid, context)
     finally:
-        chosen.close()
-    result = returned if isinstance(returned, Result) else (reported[-1] if reported else None)
+        backend.close()
+    result = returned if isinstance(returned, Result) else last.result
     if result is None:
         raise AppError(
             "the ServerApp finished without a result: return the Result of strategy.start() "
             "from main, or call pollinate.server.report_result(result)"
         )
-    if recorder is not None and recorder.result is not result:
+    if recorder is not None and recorder.result is not result:  # a hand-written round loop
         recorder.on_result(result)
     return result
 
 
-class _Keep:
+class _LastResult:
     """Keeps the last result a strategy reported."""
 
-    def __init__(self, sink: list[Result]) -> None:
-        self.sink = sink
+    def __init__(self) -> None:
+        self.result: Result | None = None
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
         """Nothing to keep yet."""
@@ -100,7 +98,18 @@ class _Keep:
 
     def on_result(self, result: Result) -> None:
         """Keep the result."""
-        self.sink.append(result)
+        self.result = result
+
+
+def _checked_run_config(run_config: UserConfig) -> dict[str, bool | int | float | str]:
+    """The run config, refusing values a Context cannot carry to every backend."""
+    for key, value in run_config.items():
+        if not isinstance(key, str) or not isinstance(value, (bool, int, float, str)):
+            raise ConfigError(
+                f"run_config[{key!r}] is {type(value).__name__}; run config values must be "
+                "bool, int, float or str"
+            )
+    return dict(run_config)
 
 
 def _client_app_ref(
@@ -126,10 +135,13 @@ def _server_app(
     strategy: Strategy | None,
     num_rounds: int | None,
     initial_arrays: ArrayRecord | None,
+    evaluate_fn: EvaluateFn | None,
 ) -> ServerApp:
     if server_app is not None:
-        if strategy is not None or num_rounds is not None:
-            raise ConfigError("give either server_app, or strategy and num_rounds, not both")
+        if strategy is not None or num_rounds is not None or evaluate_fn is not None:
+            raise ConfigError(
+                "give either server_app, or strategy and num_rounds (and evaluate_fn), not both"
+            )
         return server_app
     if strategy is None or num_rounds is None:
         raise ConfigError("give a server_app, or a strategy and num_rounds")
@@ -138,7 +150,7 @@ def _server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> Result:
         arrays = initial_arrays if initial_arrays is not None else _initial_arrays(grid)
-        return strategy.start(grid, arrays, num_rounds=num_rounds)
+        return strategy.start(grid, arrays, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
 
     return app
 

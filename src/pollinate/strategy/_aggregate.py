@@ -16,39 +16,47 @@ MetricsAggregationFn: TypeAlias = Callable[[Sequence[MetricRecord], str], Metric
 
 
 class WeightedSum:
-    """A running weighted sum of ArrayRecords: O(model) memory however many replies come.
+    """A running weighted sum of ArrayRecords shaped like ``template``: O(model) memory.
 
     Sums in float64 (complex128 for complex arrays) and casts the mean back to each array's
-    own dtype; integer arrays are rounded, boolean arrays take the weighted majority.
+    own dtype, in the template's order; integer arrays are rounded, boolean arrays take the
+    weighted majority. Weights are taken relative to the first one, so huge or tiny weights
+    (1e308, 5e-324) cannot overflow the total.
     """
 
-    def __init__(self) -> None:
-        self._sums: dict[str, np.ndarray[Any, Any]] = {}
-        self._dtypes: dict[str, np.dtype[Any]] = {}
-        self.total_weight = 0.0
+    def __init__(self, template: ArrayRecord) -> None:
+        self._dtypes = {name: a.dtype for name, a in template.items()}
+        self._sums = {
+            name: np.zeros(a.shape, np.complex128 if a.dtype.kind == "c" else np.float64)
+            for name, a in template.items()
+        }
+        self._base_weight = 0.0
+        self._relative_total = 0.0
         self.count = 0
 
     def add(self, arrays: ArrayRecord, weight: float) -> None:
-        """Fold ``weight * arrays`` into the sum."""
-        w = np.float64(weight)
-        for name, array in arrays.items():
-            data = array.numpy()
-            if name not in self._sums:
-                self._dtypes[name] = data.dtype
-                kind = np.complex128 if data.dtype.kind == "c" else np.float64
-                self._sums[name] = np.zeros(data.shape, dtype=kind)
-            _accumulate(self._sums[name].reshape(-1), data.reshape(-1), w)
-        self.total_weight += float(weight)
+        """Fold ``weight * arrays`` into the sum (``arrays`` must match the template)."""
+        if self.count == 0:
+            self._base_weight = float(weight)
+        relative = np.float64(float(weight) / self._base_weight)
+        for name, total in self._sums.items():
+            _accumulate(total.reshape(-1), arrays[name].numpy().reshape(-1), relative)
+        self._relative_total += float(relative)
         self.count += 1
+
+    @property
+    def total_weight(self) -> float:
+        """The sum of the weights added so far."""
+        return self._relative_total * self._base_weight
 
     def mean(self) -> ArrayRecord | None:
         """The weighted mean, or None if nothing was added."""
         if self.count == 0:
             return None
-        scale = np.float64(1.0 / self.total_weight)
+        total = np.float64(self._relative_total)
         return ArrayRecord(
-            (name, Array(_scaled(total, scale, self._dtypes[name])))
-            for name, total in self._sums.items()
+            (name, Array(_divided(sums, total, self._dtypes[name])))
+            for name, sums in self._sums.items()
         )
 
 
@@ -57,10 +65,10 @@ CHUNK = 1 << 18
 
 
 def _accumulate(total: np.ndarray[Any, Any], data: np.ndarray[Any, Any], w: np.float64) -> None:
-    """``total += w * data``, chunk by chunk, in ``total``'s precision."""
+    """``total += w * data``, chunk by chunk, in ``total``'s precision (on NumPy 1 and 2)."""
     for start in range(0, data.size, CHUNK):
         stop = start + CHUNK
-        total[start:stop] += w * data[start:stop]
+        total[start:stop] += np.multiply(data[start:stop], w, dtype=total.dtype)
 
 
 def all_finite(data: np.ndarray[Any, Any]) -> bool:
@@ -71,15 +79,15 @@ def all_finite(data: np.ndarray[Any, Any]) -> bool:
     return all(bool(np.isfinite(flat[i : i + CHUNK]).all()) for i in range(0, flat.size, CHUNK))
 
 
-def _scaled(
-    total: np.ndarray[Any, Any], scale: np.float64, dtype: np.dtype[Any]
+def _divided(
+    sums: np.ndarray[Any, Any], total: np.float64, dtype: np.dtype[Any]
 ) -> np.ndarray[Any, Any]:
-    """``total * scale`` cast to ``dtype``, chunk by chunk."""
-    out = np.empty(total.shape, dtype=dtype)
-    flat_out, flat_total = out.reshape(-1), total.reshape(-1)
-    for start in range(0, flat_total.size, CHUNK):
+    """``sums / total`` cast to ``dtype``, chunk by chunk."""
+    out = np.empty(sums.shape, dtype=dtype)
+    flat_out, flat_sums = out.reshape(-1), sums.reshape(-1)
+    for start in range(0, flat_sums.size, CHUNK):
         stop = start + CHUNK
-        flat_out[start:stop] = _cast(flat_total[start:stop] * scale, dtype)
+        flat_out[start:stop] = _cast(flat_sums[start:stop] / total, dtype)
     return out
 
 

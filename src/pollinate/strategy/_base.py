@@ -8,7 +8,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeAlias
 
-from ..errors import RoundError
+import numpy as np
+
+from ..errors import ConfigError, RoundError
 from ..message import Message
 from ..records import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord
 from ..server import (
@@ -46,9 +48,9 @@ class Strategy(ABC):
 
     @abstractmethod
     def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+        self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord]:
-        """Fold valid train replies (in send order, as they arrive) into the next model."""
+        """Fold valid train replies (send order, as they arrive) into the model after ``arrays``."""
 
     @abstractmethod
     def configure_evaluate(
@@ -69,7 +71,9 @@ class Strategy(ABC):
         """Why an evaluate reply must be set aside (None to keep it)."""
 
     min_train_replies: int = 1
+    """Fewest valid train replies for the round to go on."""
     min_evaluate_replies: int = 1
+    """Fewest valid evaluate replies for the round to go on."""
 
     def start(
         self,
@@ -84,8 +88,15 @@ class Strategy(ABC):
         """Run ``num_rounds`` of train, federated evaluate and centralized evaluate."""
         if num_rounds < 1:
             raise RoundError(f"num_rounds must be at least 1, got {num_rounds}")
+        if not isinstance(initial_arrays, ArrayRecord):
+            raise ConfigError(
+                f"initial_arrays must be an ArrayRecord, got {type(initial_arrays).__name__}: "
+                "wrap weights with ArrayRecord.from_numpy(list) or ArrayRecord.from_torch(sd)"
+            )
         log.info("starting %s for %d rounds", self, num_rounds)
-        arrays = initial_arrays
+        # A private copy: arrays built from torch tensors stay writable through torch, and the
+        # user's model must not be able to change the global model behind the strategy's back.
+        arrays = ArrayRecord((name, np.array(a.numpy())) for name, a in initial_arrays.items())
         result = Result(arrays)
         if evaluate_fn is not None:
             record = RoundRecord(0, server_metrics=_call_evaluate_fn(evaluate_fn, 0, arrays))
@@ -118,7 +129,7 @@ class Strategy(ABC):
         tally = _Tally("train", server_round, self.min_train_replies)
         replies = _exchange(grid, messages, timeout)
         new_arrays, metrics = self.aggregate_train(
-            server_round, tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
+            server_round, arrays, tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
         )
         tally.require_enough()
         return new_arrays if new_arrays is not None else arrays, tally.result(metrics)
@@ -157,7 +168,14 @@ def _round_config(config: Mapping[str, ConfigValue] | None, server_round: int) -
 
 def _call_evaluate_fn(fn: EvaluateFn, server_round: int, arrays: ArrayRecord) -> dict[str, Any]:
     metrics = fn(server_round, arrays)
-    return dict(MetricRecord(metrics)) if metrics is not None else {}
+    if metrics is None:
+        return {}
+    if not isinstance(metrics, Mapping):
+        raise ConfigError(
+            f"evaluate_fn must return a dict of metrics (or None), got {type(metrics).__name__}: "
+            "return e.g. {'loss': loss, 'accuracy': accuracy}"
+        )
+    return dict(MetricRecord(metrics))
 
 
 class _Tally:
@@ -194,4 +212,9 @@ class _Tally:
         )
 
     def result(self, metrics: MetricRecord) -> PhaseResult:
+        if not isinstance(metrics, MetricRecord):
+            raise ConfigError(
+                f"the {self.phase} metrics aggregation returned {type(metrics).__name__}; "
+                "it must return a MetricRecord"
+            )
         return PhaseResult(dict(metrics), self.num_ok, tuple(self.failures))

@@ -6,7 +6,6 @@ https://arxiv.org/abs/1602.05629
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 import numpy as np
@@ -15,7 +14,7 @@ from ..errors import ConfigError, RoundError
 from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from ..server import Grid
-from ._aggregate import MetricsAggregationFn, WeightedSum, weighted_mean
+from ._aggregate import MetricsAggregationFn, WeightedSum, all_finite, weighted_mean
 from ._base import Strategy
 from ._validate import (
     ARRAYS_KEY,
@@ -88,8 +87,8 @@ class FedAvg(Strategy):
         self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn
         self.seed = seed
         self.wait_for_nodes_s = wait_for_nodes_s
-        self.min_train_replies = max(1, min_train_nodes)
-        self.min_evaluate_replies = max(1, min_evaluate_nodes)
+        self.min_train_replies = min_train_nodes
+        self.min_evaluate_replies = min_evaluate_nodes
 
     def __repr__(self) -> str:
         return (
@@ -116,20 +115,22 @@ class FedAvg(Strategy):
         return _messages(nodes, MessageType.EVALUATE, arrays, config)
 
     def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
+        self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord]:
         """Weighted mean of the models, folded in as each reply arrives."""
-        total = WeightedSum()
+        total = WeightedSum(arrays)
         metrics: list[MetricRecord] = []
         for reply in replies:
-            assert reply.content is not None
-            record = reply.content[METRICS_KEY]
-            assert isinstance(record, MetricRecord)
-            arrays = reply.content[ARRAYS_KEY]
-            assert isinstance(arrays, ArrayRecord)
-            total.add(arrays, float(record[self.weight_key]))  # type: ignore[arg-type]
+            record = _metrics(reply)
+            total.add(_arrays(reply), float(record[self.weight_key]))  # type: ignore[arg-type]
             metrics.append(record)
-        return total.mean(), self.train_metrics_aggr_fn(metrics, self.weight_key)
+        mean = total.mean()
+        if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
+            raise RoundError(
+                f"round {server_round}: the weighted mean is not finite (the weights span too "
+                "wide a range); set max_weight to cap them"
+            )
+        return mean, self.train_metrics_aggr_fn(metrics, self.weight_key)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Weighted mean of the evaluation metrics."""
@@ -146,7 +147,7 @@ class FedAvg(Strategy):
 
     def sample_nodes(self, grid: Grid, server_round: int, phase: int) -> list[int]:
         """A seeded sample: the same seed, round and phase always pick the same nodes."""
-        available = sorted(self._wait_for_nodes(grid))
+        available = sorted(grid.wait_for_nodes(self.min_available_nodes, self.wait_for_nodes_s))
         fraction, minimum, name = (
             (self.fraction_train, self.min_train_nodes, "min_train_nodes")
             if phase == _TRAIN
@@ -162,19 +163,6 @@ class FedAvg(Strategy):
         chosen = rng.choice(len(available), size=count, replace=False)
         return [available[i] for i in sorted(chosen)]
 
-    def _wait_for_nodes(self, grid: Grid) -> list[int]:
-        deadline = time.monotonic() + self.wait_for_nodes_s
-        while True:
-            nodes = grid.node_ids()
-            if len(nodes) >= self.min_available_nodes:
-                return nodes
-            if time.monotonic() >= deadline:
-                raise RoundError(
-                    f"{type(self).__name__} needs min_available_nodes={self.min_available_nodes} "
-                    f"but only {len(nodes)} nodes are available after {self.wait_for_nodes_s:g} s"
-                )
-            time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
-
 
 def _messages(
     nodes: list[int], message_type: str, arrays: ArrayRecord, config: ConfigRecord
@@ -189,6 +177,13 @@ def _messages(
         )
         for node_id in nodes
     ]
+
+
+def _arrays(reply: Message) -> ArrayRecord:
+    assert reply.content is not None
+    record = reply.content[ARRAYS_KEY]
+    assert isinstance(record, ArrayRecord)
+    return record
 
 
 def _metrics(reply: Message) -> MetricRecord:

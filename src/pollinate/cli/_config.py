@@ -1,0 +1,347 @@
+"""An app's ``pyproject.toml``: its components, its run config and its federations.
+
+::
+
+    [tool.pollinate.app.components]
+    serverapp = "myapp.server_app:app"      # import strings, relative to the app's folder
+    clientapp = "myapp.client_app:app"
+
+    [tool.pollinate.app.config]             # the run config: bool, int, float or string
+    num-server-rounds = 3
+
+    [tool.pollinate.federations]
+    default = "local-simulation"
+
+    [tool.pollinate.federations.local-simulation]
+    num-nodes = 10                          # required
+    backend = "inline"                      # or "process"
+    num-workers = 4                         # process backend only
+    client-resources = { num-cpus = 1, num-gpus = 0.0 }
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..context import UserConfigValue
+from ..errors import ConfigError
+from ._display import counted
+from ._overrides import (
+    Override,
+    format_value,
+    parse_toml,
+    type_phrase,
+    typed_value,
+    unknown_key,
+)
+
+__all__ = [
+    "DEFAULT_FEDERATION",
+    "AppConfig",
+    "Federation",
+    "load_app_config",
+    "resolve_federation",
+    "resolve_run_config",
+]
+
+PYPROJECT = "pyproject.toml"
+DEFAULT_FEDERATION = "local-simulation"
+BACKENDS = ("inline", "process")
+COMPONENTS_TABLE = "tool.pollinate.app.components"
+CONFIG_TABLE = "tool.pollinate.app.config"
+FEDERATIONS_TABLE = "tool.pollinate.federations"
+
+FEDERATION_KEYS: dict[str, type] = {
+    "num-nodes": int,
+    "backend": str,
+    "num-workers": int,
+    "client-resources.num-cpus": int,
+    "client-resources.num-gpus": float,
+}
+"""Every key a simulation federation may set (nested tables as dotted keys), and its type."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppConfig:
+    """What an app's ``pyproject.toml`` says under ``[tool.pollinate]``."""
+
+    app_dir: Path
+    name: str
+    serverapp: str
+    clientapp: str
+    run_config: Mapping[str, UserConfigValue] = field(default_factory=dict)
+    federations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    default_federation: str = DEFAULT_FEDERATION
+
+    @property
+    def pyproject(self) -> Path:
+        """The file this config was read from."""
+        return self.app_dir / PYPROJECT
+
+
+@dataclass(frozen=True, slots=True)
+class Federation:
+    """A simulation federation: how many virtual nodes, and which backend runs them."""
+
+    name: str
+    num_nodes: int
+    backend: str = "inline"
+    num_workers: int | None = None
+    num_cpus: int | None = None
+    num_gpus: float = 0.0
+
+    def backend_options(self) -> dict[str, object]:
+        """The keyword arguments of the backend's class."""
+        if self.backend != "process":
+            return {}
+        options: dict[str, object] = {}
+        if self.num_workers is not None:
+            options["num_workers"] = self.num_workers
+        if self.num_cpus is not None:
+            options["threads_per_worker"] = self.num_cpus
+        return options
+
+    def describe(self) -> str:
+        """``"10 nodes, process backend, 4 workers"``: the federation in a few words."""
+        parts = [counted(self.num_nodes, "node"), f"{self.backend} backend"]
+        if self.num_workers is not None:
+            parts.append(counted(self.num_workers, "worker"))
+        if self.num_cpus is not None:
+            parts.append(f"{counted(self.num_cpus, 'CPU')} per node")
+        return ", ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        """The federation as ``run.json`` records it, in pyproject.toml's spelling."""
+        return {
+            "name": self.name,
+            "num-nodes": self.num_nodes,
+            "backend": self.backend,
+            "num-workers": self.num_workers,
+            "client-resources": {"num-cpus": self.num_cpus, "num-gpus": self.num_gpus},
+        }
+
+
+def load_app_config(app_dir: Path) -> AppConfig:
+    """Read ``app_dir/pyproject.toml``; every missing or malformed part is a ConfigError."""
+    path = app_dir / PYPROJECT
+    if not app_dir.is_dir():
+        raise ConfigError(f"app directory {str(app_dir)!r} does not exist")
+    if not path.is_file():
+        raise ConfigError(
+            f"no {PYPROJECT} in {str(app_dir)!r}: give the folder of a pollinate app "
+            "(pollinate run APP_DIR), or create one with: pollinate new NAME"
+        )
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+    document = parse_toml(text, str(path))
+    components = _table(document, COMPONENTS_TABLE, path)
+    if components is None:
+        raise ConfigError(
+            f"{path} has no [{COMPONENTS_TABLE}] table; add one that names the apps:\n\n"
+            f"[{COMPONENTS_TABLE}]\n"
+            'serverapp = "mypackage.server_app:app"\n'
+            'clientapp = "mypackage.client_app:app"'
+        )
+    federations = _table(document, FEDERATIONS_TABLE, path) or {}
+    return AppConfig(
+        app_dir=app_dir,
+        name=_project_name(document, app_dir),
+        serverapp=_component(components, "serverapp", path),
+        clientapp=_component(components, "clientapp", path),
+        run_config=_run_config(_table(document, CONFIG_TABLE, path) or {}, path),
+        federations={k: v for k, v in federations.items() if k != "default"},
+        default_federation=_default_federation(federations, path),
+    )
+
+
+def _table(document: Mapping[str, Any], dotted: str, path: Path) -> dict[str, Any] | None:
+    """The table at ``dotted`` (e.g. ``tool.pollinate.app``), or None when it is absent."""
+    node: Any = document
+    for depth, part in enumerate(dotted.split(".")):
+        node = node.get(part)
+        if node is None:
+            return None
+        if not isinstance(node, dict):
+            where = ".".join(dotted.split(".")[: depth + 1])
+            raise ConfigError(f"{path}: [{where}] must be a table, got {format_value(node)}")
+    table: dict[str, Any] = node
+    return table
+
+
+def _project_name(document: Mapping[str, Any], app_dir: Path) -> str:
+    project = document.get("project")
+    name = project.get("name") if isinstance(project, dict) else None
+    return name if isinstance(name, str) else app_dir.resolve().name
+
+
+def _component(components: Mapping[str, Any], key: str, path: Path) -> str:
+    kind = "ServerApp" if key == "serverapp" else "ClientApp"
+    value = components.get(key)
+    if value is None:
+        raise ConfigError(
+            f"[{COMPONENTS_TABLE}] in {path} has no {key!r}: set it to the {kind}'s import "
+            f'string, e.g. {key} = "mypackage.{key[:6]}_app:app"'
+        )
+    if not isinstance(value, str):
+        raise ConfigError(
+            f"[{COMPONENTS_TABLE}] {key} in {path} must be a string like "
+            f'"mypackage.{key[:6]}_app:app", got {format_value(value)}'
+        )
+    return value
+
+
+def _run_config(table: Mapping[str, Any], path: Path) -> dict[str, UserConfigValue]:
+    config = {}
+    for key, value in _flatten(table):
+        if not isinstance(value, (bool, int, float, str)):
+            raise ConfigError(
+                f"[{CONFIG_TABLE}] {key} in {path}: a run config value must be a bool, int, "
+                f"float or string, got {format_value(value)}"
+            )
+        config[key] = value
+    return config
+
+
+def _default_federation(federations: Mapping[str, Any], path: Path) -> str:
+    default = federations.get("default", DEFAULT_FEDERATION)
+    if not isinstance(default, str):
+        raise ConfigError(
+            f"[{FEDERATIONS_TABLE}] default in {path} must be a federation's name, "
+            f"got {format_value(default)}"
+        )
+    return default
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """``(dotted key, value)`` for every value, nested tables included."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def resolve_run_config(app: AppConfig, overrides: Iterable[Override]) -> dict[str, UserConfigValue]:
+    """The app's run config with ``--run-config`` overrides, each typed like its default."""
+    config = dict(app.run_config)
+    for override in overrides:
+        if override.key not in app.run_config:
+            raise unknown_key(
+                "--run-config",
+                override.key,
+                app.run_config,
+                f"Add new keys to [{CONFIG_TABLE}] in {app.pyproject} first.",
+            )
+        default = app.run_config[override.key]
+        problem = f"--run-config: {override.key!r} (default {format_value(default)})"
+        config[override.key] = typed_value(override, type(default), problem)
+    return config
+
+
+def resolve_federation(
+    app: AppConfig, name: str | None, overrides: Iterable[Override]
+) -> Federation:
+    """The federation ``name`` (else the app's default) with ``--federation-config`` applied."""
+    name = name or app.default_federation
+    if name not in app.federations:
+        known = ", ".join(sorted(app.federations)) or "none"
+        raise ConfigError(
+            f"unknown federation {name!r}; {app.pyproject} defines: {known}. Define it as "
+            f"[{FEDERATIONS_TABLE}.{name}] with num-nodes = 10"
+        )
+    where = f"[{FEDERATIONS_TABLE}.{name}]"
+    values = _federation_values(app.federations[name], where, app.pyproject)
+    for override in overrides:
+        if override.key not in FEDERATION_KEYS:
+            raise unknown_key(
+                "--federation-config", override.key, FEDERATION_KEYS, "Nested keys are dotted."
+            )
+        problem = f"--federation-config: {override.key!r}"
+        values[override.key] = typed_value(override, FEDERATION_KEYS[override.key], problem)
+    return _federation(name, values)
+
+
+def _federation_values(table: Mapping[str, Any], where: str, path: Path) -> dict[str, Any]:
+    if "address" in table:
+        raise ConfigError(
+            f"{where} in {path} has an address: pollinate run cannot run on a deployed "
+            "federation yet; use a simulation federation (num-nodes = 10)"
+        )
+    values: dict[str, Any] = {}
+    for key, value in _flatten(table):
+        if key not in FEDERATION_KEYS:
+            raise unknown_key(f"{where} in {path}", key, FEDERATION_KEYS, "Nested keys are dotted.")
+        expected = FEDERATION_KEYS[key]
+        if not _has_type(value, expected):
+            raise ConfigError(
+                f"{where} {key} in {path} must be {type_phrase(expected)}, "
+                f"got {format_value(value)}"
+            )
+        values[key] = float(value) if expected is float else value
+    return values
+
+
+def _has_type(value: object, expected: type) -> bool:
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, expected)
+
+
+def _federation(name: str, values: Mapping[str, Any]) -> Federation:
+    where = f"federation {name!r}:"
+    if "num-nodes" not in values:
+        raise ConfigError(
+            f"federation {name!r} has no num-nodes: say how many virtual nodes it has "
+            "(num-nodes = 10)"
+        )
+    federation = Federation(
+        name=name,
+        num_nodes=values["num-nodes"],
+        backend=values.get("backend", "inline"),
+        num_workers=values.get("num-workers"),
+        num_cpus=values.get("client-resources.num-cpus"),
+        num_gpus=values.get("client-resources.num-gpus", 0.0),
+    )
+    _check(federation, where)
+    return federation
+
+
+def _check(federation: Federation, where: str) -> None:
+    """Ranges and combinations the types alone do not catch."""
+    if federation.num_nodes < 1:
+        raise ConfigError(f"{where} num-nodes must be at least 1, got {federation.num_nodes}")
+    if federation.backend not in BACKENDS:
+        raise ConfigError(
+            f"{where} backend must be one of {', '.join(map(repr, BACKENDS))}, "
+            f"got {federation.backend!r}"
+        )
+    if federation.num_workers is not None:
+        if federation.backend != "process":
+            raise ConfigError(
+                f'{where} num-workers applies to backend = "process" only; set that backend '
+                "or drop num-workers"
+            )
+        if federation.num_workers < 1:
+            raise ConfigError(
+                f"{where} num-workers must be at least 1, got {federation.num_workers}"
+            )
+    if federation.num_cpus is not None and federation.num_cpus < 1:
+        raise ConfigError(
+            f"{where} client-resources.num-cpus must be at least 1, got {federation.num_cpus}"
+        )
+    if federation.num_gpus < 0:
+        raise ConfigError(
+            f"{where} client-resources.num-gpus must be 0 or more, got {federation.num_gpus}"
+        )
+    if federation.num_gpus > 0:
+        raise ConfigError(
+            f"{where} client-resources.num-gpus = {federation.num_gpus:g}: GPU placement is not "
+            "implemented yet, so num-gpus must be 0 (a ClientApp may still use a GPU itself)"
+        )

@@ -1,0 +1,302 @@
+"""``pollinate run``: run an app on a simulation federation, live, and keep its results."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import secrets
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from .. import __version__
+from ..client import ClientApp
+from ..context import UserConfigValue
+from ..errors import ConfigError
+from ..loader import load_object
+from ..server import Result, ServerApp
+from ..simulation import run_simulation
+from ._config import (
+    AppConfig,
+    Federation,
+    load_app_config,
+    resolve_federation,
+    resolve_run_config,
+)
+from ._display import counted, shown
+from ._overrides import format_value, parse_overrides
+from ._progress import choose_columns, cli_logging, format_number, progress_view
+
+__all__ = ["VERBOSE", "RunPlan", "plan_run", "run_command"]
+
+VERBOSE = "pollinate.verbose"
+"""The ``click.Context.meta`` key that tells the error handler to show tracebacks."""
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True, slots=True)
+class RunPlan:
+    """Everything a run needs, checked before anything starts."""
+
+    app: AppConfig
+    federation: Federation
+    run_config: dict[str, UserConfigValue]
+    run_id: int
+    out_dir: Path
+
+    def overridden(self) -> dict[str, UserConfigValue]:
+        """The run config values that differ from the app's defaults."""
+        return {k: v for k, v in self.run_config.items() if self.app.run_config.get(k) != v}
+
+
+def plan_run(
+    app_dir: Path,
+    federation: str | None,
+    run_config: Sequence[str] = (),
+    federation_config: Sequence[str] = (),
+    out_dir: Path | None = None,
+) -> RunPlan:
+    """Read the app's config and apply the overrides: every mistake is a ConfigError here."""
+    run_overrides = parse_overrides(run_config, "--run-config")
+    federation_overrides = parse_overrides(federation_config, "--federation-config")
+    app = load_app_config(app_dir)
+    config = resolve_run_config(app, run_overrides)
+    chosen = resolve_federation(app, federation, federation_overrides)
+    run_id = secrets.randbits(63)
+    out = out_dir if out_dir is not None else _default_out_dir(app.app_dir, run_id)
+    if (out / RUN_FILE).exists() or (out / "metrics.jsonl").exists():
+        raise ConfigError(f"{str(out)!r} already holds a run's results: choose another --out")
+    return RunPlan(app, chosen, config, run_id, out.resolve())
+
+
+def _default_out_dir(app_dir: Path, run_id: int) -> Path:
+    """``APP_DIR/runs/<YYYYmmdd-HHMMSS>-<last 8 hex digits of the run id>``."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return app_dir / "runs" / f"{stamp}-{run_id & 0xFFFFFFFF:08x}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    result: Result
+    wall_time_s: float
+
+
+def execute(plan: RunPlan, stderr: Console) -> _Outcome:
+    """Load the apps, run them with a live view, and write ``run.json`` however it ends."""
+    began, started_at = time.perf_counter(), _now()
+    app_dir = plan.app.app_dir.resolve()
+    with contextlib.closing(progress_view(stderr)) as view:
+        view.status("loading the app")
+        server_app = load_object(plan.app.serverapp, ServerApp, app_dir)
+        if plan.federation.backend == "inline":  # fail before a run folder exists
+            load_object(plan.app.clientapp, ClientApp, app_dir)
+        view.status("starting the nodes" if plan.federation.backend != "inline" else "starting")
+        _write_run_file(plan, started_at, 0.0, None, None, status="running")
+        try:
+            result = run_simulation(
+                server_app,
+                plan.app.clientapp,
+                num_nodes=plan.federation.num_nodes,
+                backend=plan.federation.backend,
+                backend_options=plan.federation.backend_options(),
+                run_config=plan.run_config,
+                app_dir=app_dir,
+                out_dir=plan.out_dir,
+                observers=[view],
+                run_id=plan.run_id,
+            )
+        except BaseException as err:
+            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else _one_line(err)
+            _write_run_file(plan, started_at, time.perf_counter() - began, None, reason)
+            raise
+    outcome = _Outcome(result, time.perf_counter() - began)
+    _write_run_file(plan, started_at, outcome.wall_time_s, result, None)
+    return outcome
+
+
+def _write_run_file(
+    plan: RunPlan,
+    started_at: str,
+    wall_time_s: float,
+    result: Result | None,
+    error: str | None,
+    status: str | None = None,
+) -> None:
+    """``run.json``: what ran, where, with which config, and how it ended (or that it runs)."""
+    record = {
+        "run_id": plan.run_id,
+        "status": status or ("failed" if error is not None else "finished"),
+        "error": error,
+        "app_dir": str(plan.app.app_dir.resolve()),
+        "app": {
+            "name": plan.app.name,
+            "serverapp": plan.app.serverapp,
+            "clientapp": plan.app.clientapp,
+        },
+        "federation": plan.federation.to_json(),
+        "run_config": plan.run_config,
+        "started_at": started_at,
+        "wall_time_s": round(wall_time_s, 6),
+        "rounds_time_s": round(result.rounds_time_s, 6) if result else None,
+        "num_rounds": sum(r.server_round > 0 for r in result.rounds) if result else None,
+        "final": result.final_metrics() if result else {},
+        "pollinate_version": __version__,
+    }
+    plan.out_dir.mkdir(parents=True, exist_ok=True)
+    path = plan.out_dir / RUN_FILE
+    tmp = path.with_name(RUN_FILE + ".tmp")
+    tmp.write_text(json.dumps(finite(record), indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def json_summary(plan: RunPlan, outcome: _Outcome) -> str:
+    """The ``--json`` line: the run's id, folder, times, every round and the final metrics."""
+    result = outcome.result
+    payload = {
+        "run_id": plan.run_id,
+        "out_dir": str(plan.out_dir),
+        "wall_time_s": round(outcome.wall_time_s, 6),
+        "rounds_time_s": round(result.rounds_time_s, 6),
+        "rounds": [record.to_json() for record in result.rounds],
+        "final": result.final_metrics(),
+    }
+    return json.dumps(finite(payload), separators=(",", ":"))
+
+
+def finite(value: Any) -> Any:
+    """``value`` with NaN and infinite floats as None, so the JSON is strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    return value
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _one_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}".splitlines()[0]
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send what the app and its worker processes print to stderr, keeping stdout clean."""
+    sys.stdout.flush()
+    try:
+        saved: int | None = os.dup(1)
+        os.dup2(2, 1)
+    except OSError:
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _print_header(plan: RunPlan, stderr: Console) -> None:
+    run = f"{plan.run_id & 0xFFFFFFFF:08x}"
+    stderr.print(
+        f"[bold]{escape(plan.app.name)}[/] on [bold]{escape(plan.federation.name)}[/] "
+        f"({escape(plan.federation.describe())}), run {run}",
+        soft_wrap=True,
+    )
+    changed = plan.overridden()
+    if changed:
+        values = " ".join(f"{k}={format_value(v)}" for k, v in changed.items())
+        stderr.print(f"run config: {escape(values)}", soft_wrap=True, style="dim")
+
+
+def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
+    result = outcome.result
+    rounds = sum(r.server_round > 0 for r in result.rounds)
+    console.print(
+        f"[green]Finished[/] {counted(rounds, 'round')} in "
+        f"{result.rounds_time_s:.2f} s ({outcome.wall_time_s:.2f} s with start-up)",
+        soft_wrap=True,
+    )
+    final = {k: v for k, v in result.final_metrics().items() if isinstance(v, (int, float))}
+    columns = choose_columns(k for k in final if not k.startswith("train."))
+    if columns:
+        values = "  ".join(f"{k} {format_number(float(final[k]))}" for k in columns)
+        console.print(f"  {values}", soft_wrap=True)
+    files = ", ".join(p.name for p in sorted(plan.out_dir.iterdir()) if p.is_file())
+    console.print(f"  results: {escape(shown(plan.out_dir))} ({files})", soft_wrap=True)
+
+
+@click.command("run")
+@click.argument("app_dir", default=".", type=click.Path(path_type=Path))
+@click.argument("federation", required=False)
+@click.option(
+    "--run-config",
+    multiple=True,
+    metavar='"KEY=VALUE ..."',
+    help="Change run config values (keys of [tool.pollinate.app.config]), e.g. "
+    "\"num-server-rounds=5 learning-rate=0.05 name='a b'\".",
+)
+@click.option(
+    "--federation-config",
+    multiple=True,
+    metavar='"KEY=VALUE ..."',
+    help="Change the federation's settings, e.g. "
+    '"num-nodes=100 backend=process num-workers=4 client-resources.num-cpus=2".',
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the results (default: APP_DIR/runs/<date>-<time>-<run id>).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the results as one JSON line on stdout; everything else goes to stderr.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Show INFO logs, and tracebacks of errors.")
+@click.pass_context
+def run_command(
+    ctx: click.Context,
+    app_dir: Path,
+    federation: str | None,
+    run_config: tuple[str, ...],
+    federation_config: tuple[str, ...],
+    out_dir: Path | None,
+    as_json: bool,
+    verbose: bool,
+) -> None:
+    """Run the app in APP_DIR (default: .) on FEDERATION (default: the app's default).
+
+    The app's pyproject.toml names its ServerApp and ClientApp, its run config and its
+    federations. Each round is shown as it finishes; the results (metrics.jsonl, model.npz,
+    run.json) go to APP_DIR/runs/ unless --out says otherwise.
+    """
+    ctx.meta[VERBOSE] = verbose
+    plan = plan_run(app_dir, federation, run_config, federation_config, out_dir)
+    stderr = Console(stderr=True, highlight=False)
+    _print_header(plan, stderr)
+    quiet_stdout = stdout_to_stderr() if as_json else contextlib.nullcontext()
+    with cli_logging(stderr, verbose), quiet_stdout:
+        outcome = execute(plan, stderr)
+    if as_json:
+        click.echo(json_summary(plan, outcome))
+    else:
+        _print_summary(plan, outcome, Console(highlight=False))

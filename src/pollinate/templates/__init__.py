@@ -1,0 +1,6 @@
+"""The apps ``pollinate new`` writes: one folder of ``.tmpl`` files per template.
+
+Each ``.tmpl`` file is filled in with :class:`string.Template` (``$name``, ``$package``,
+``$pollinate_version``) and written without its suffix; the folder ``package`` becomes the
+app's Python package and ``dot-gitignore`` becomes ``.gitignore``.
+"""

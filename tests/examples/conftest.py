@@ -1,0 +1,87 @@
+"""Fixtures for the example apps: each one ready to run on virtual nodes in this process."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from pollinate import Result, ServerApp, run_simulation
+from pollinate.loader import load_object
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+REPO = Path(__file__).resolve().parents[2]
+MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+FLOOR_SCRIPT = REPO.parent / "shared" / "bench" / "floor_skewed_mnist.py"
+
+
+@dataclass(frozen=True)
+class Example:
+    """An example app: its folder, its package and its default run config."""
+
+    app_dir: Path
+    package: str
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The ``[tool.pollinate.app.config]`` table of its pyproject.toml."""
+        with (self.app_dir / "pyproject.toml").open("rb") as f:
+            return dict(tomllib.load(f)["tool"]["pollinate"]["app"]["config"])
+
+    def module(self, name: str) -> ModuleType:
+        """One of the app's modules (``"task"``), imported with its folder on ``sys.path``."""
+        if str(self.app_dir) not in sys.path:
+            sys.path.insert(0, str(self.app_dir))
+        return importlib.import_module(f"{self.package}.{name}")
+
+    def run(self, overrides: Mapping[str, Any] | None = None, num_nodes: int = 3) -> Result:
+        """Run it inline with ``run_simulation``, as ``pollinate run`` would, keys overridden."""
+        server_app = load_object(f"{self.package}.server_app:app", ServerApp, self.app_dir)
+        return run_simulation(
+            server_app,
+            f"{self.package}.client_app:app",
+            num_nodes=num_nodes,
+            app_dir=self.app_dir,
+            run_config={**self.config, **(overrides or {})},
+        )
+
+
+@pytest.fixture(scope="session")
+def quickstart() -> Example:
+    return Example(REPO / "examples" / "quickstart", "quickstart")
+
+
+@pytest.fixture(scope="session")
+def skewed_mnist() -> Example:
+    return Example(REPO / "examples" / "skewed-mnist", "skewed_mnist")
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    """The real MNIST files beside the repository; the test skips when they are absent."""
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"real MNIST not found at {MNIST_DIR} (only CI and dev machines have it)")
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def floor() -> ModuleType:
+    """The W1 floor script (beside the repository), imported as a module; skips when absent."""
+    if not FLOOR_SCRIPT.is_file():
+        pytest.skip(f"the W1 floor script is not at {FLOOR_SCRIPT}")
+    spec = importlib.util.spec_from_file_location("floor_skewed_mnist", FLOOR_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
