@@ -16,6 +16,7 @@ PACKAGES = [
     "pollinate.context",
     "pollinate.errors",
     "pollinate.wire",
+    "pollinate.cli",
 ]
 
 

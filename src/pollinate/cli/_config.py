@@ -127,6 +127,10 @@ class Federation:
 def load_app_config(app_dir: Path) -> AppConfig:
     """Read ``app_dir/pyproject.toml``; every missing or malformed part is a ConfigError."""
     path = app_dir / PYPROJECT
+    if app_dir.is_file():
+        raise ConfigError(
+            f"{str(app_dir)!r} is a file: give the app's folder, the one that holds it"
+        )
     if not app_dir.is_dir():
         raise ConfigError(f"app directory {str(app_dir)!r} does not exist")
     if not path.is_file():
@@ -259,7 +263,10 @@ def resolve_federation(
     for override in overrides:
         if override.key not in FEDERATION_KEYS:
             raise unknown_key(
-                "--federation-config", override.key, FEDERATION_KEYS, "Nested keys are dotted."
+                "--federation-config",
+                override.key,
+                FEDERATION_KEYS,
+                "Nested keys are dotted: client-resources.num-cpus=2.",
             )
         problem = f"--federation-config: {override.key!r}"
         values[override.key] = typed_value(override, FEDERATION_KEYS[override.key], problem)
@@ -275,7 +282,7 @@ def _federation_values(table: Mapping[str, Any], where: str, path: Path) -> dict
     values: dict[str, Any] = {}
     for key, value in _flatten(table):
         if key not in FEDERATION_KEYS:
-            raise unknown_key(f"{where} in {path}", key, FEDERATION_KEYS, "Nested keys are dotted.")
+            raise unknown_key(f"{where} in {path}", key, FEDERATION_KEYS, "Remove or rename it.")
         expected = FEDERATION_KEYS[key]
         if not _has_type(value, expected):
             raise ConfigError(

@@ -28,10 +28,11 @@ from ._run import VERBOSE, run_command
 
 __all__ = ["cli", "main"]
 
-_HIDDEN_FRAMES = tuple(
-    str(Path(module.__file__).parent)  # type: ignore[arg-type]
-    for module in (pollinate, click, importlib)
-) + ("<frozen importlib",)
+_HIDDEN_FRAMES = (
+    *(str(Path(module.__file__ or "").parent) for module in (pollinate, click, importlib)),
+    "<frozen importlib",
+)
+"""Where frames come from that the user did not write: tracebacks skip or shorten them."""
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130

@@ -115,7 +115,7 @@ def _minimum_version() -> str:
     return match.group(0) if match else "0.1"
 
 
-@click.command("new")
+@click.command("new", short_help="Write a new app from a template.")
 @click.argument("name")
 @click.option(
     "--template",
@@ -143,14 +143,11 @@ def new_command(name: str, template: str, parent: Path) -> None:
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"Created [bold]{escape(shown(app_dir))}[/], a {template} app:\n")
     order = list(_DESCRIPTIONS)
-    listed = [
-        (path.relative_to(app_dir).as_posix(), _DESCRIPTIONS[path.name])
-        for path in sorted(files, key=lambda p: order.index(p.name) if p.name in order else -1)
-        if path.name in _DESCRIPTIONS
-    ]
-    width = max(len(name) for name, _ in listed) + 3
-    for name, description in listed:
-        console.print(f"  {escape(name):<{width}}{description}")
+    listed = sorted((p for p in files if p.name in order), key=lambda p: order.index(p.name))
+    relative = [path.relative_to(app_dir).as_posix() for path in listed]
+    width = max(map(len, relative)) + 3
+    for path, shown_path in zip(listed, relative, strict=True):
+        console.print(f"  {escape(shown_path):<{width}}{_DESCRIPTIONS[path.name]}")
     missing = [m for m in _DEPENDENCIES[template] if importlib.util.find_spec(m) is None]
     console.print("\nNext:")
     if missing:

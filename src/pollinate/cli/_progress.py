@@ -49,7 +49,7 @@ class ProgressView(Protocol):
     """A RunObserver that also shows what happens before round 1, and is closed at the end."""
 
     def status(self, text: str) -> None:
-        """Say what is happening now (loading the app, starting the nodes)."""
+        """Say what is happening before the first round (loading the app, starting)."""
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
         """A round begins."""
@@ -92,7 +92,7 @@ def choose_columns(keys: Iterable[str], limit: int = MAX_COLUMNS) -> list[str]:
 
 
 def format_number(value: float) -> str:
-    """Four significant digits: ``0.9028``, ``2.300``, ``1.235e+04``."""
+    """Four significant digits: ``0.9028``, ``2.300``, ``1.234e+04``."""
     if not math.isfinite(value):
         return str(value)
     return f"{value:#.4g}"

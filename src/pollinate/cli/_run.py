@@ -37,7 +37,7 @@ from ._display import counted, shown
 from ._overrides import format_value, parse_overrides
 from ._progress import choose_columns, cli_logging, format_number, progress_view
 
-__all__ = ["VERBOSE", "RunPlan", "plan_run", "run_command"]
+__all__ = ["VERBOSE", "RunPlan", "execute", "plan_run", "run_command"]
 
 VERBOSE = "pollinate.verbose"
 """The ``click.Context.meta`` key that tells the error handler to show tracebacks."""
@@ -94,15 +94,15 @@ class _Outcome:
 
 def execute(plan: RunPlan, stderr: Console) -> _Outcome:
     """Load the apps, run them with a live view, and write ``run.json`` however it ends."""
-    began, started_at = time.perf_counter(), _now()
+    run_file = _RunFile(plan)
     app_dir = plan.app.app_dir.resolve()
     with contextlib.closing(progress_view(stderr)) as view:
         view.status("loading the app")
         server_app = load_object(plan.app.serverapp, ServerApp, app_dir)
         if plan.federation.backend == "inline":  # fail before a run folder exists
             load_object(plan.app.clientapp, ClientApp, app_dir)
-        view.status("starting the nodes" if plan.federation.backend != "inline" else "starting")
-        _write_run_file(plan, started_at, 0.0, None, None, status="running")
+        view.status("starting")
+        run_file.write("running")
         try:
             result = run_simulation(
                 server_app,
@@ -117,47 +117,57 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
                 run_id=plan.run_id,
             )
         except BaseException as err:
-            reason = "interrupted" if isinstance(err, KeyboardInterrupt) else _one_line(err)
-            _write_run_file(plan, started_at, time.perf_counter() - began, None, reason)
+            run_file.write("failed", error=_reason(err))
             raise
-    outcome = _Outcome(result, time.perf_counter() - began)
-    _write_run_file(plan, started_at, outcome.wall_time_s, result, None)
-    return outcome
+    return _Outcome(result, run_file.write("finished", result))
 
 
-def _write_run_file(
-    plan: RunPlan,
-    started_at: str,
-    wall_time_s: float,
-    result: Result | None,
-    error: str | None,
-    status: str | None = None,
-) -> None:
-    """``run.json``: what ran, where, with which config, and how it ended (or that it runs)."""
-    record = {
-        "run_id": plan.run_id,
-        "status": status or ("failed" if error is not None else "finished"),
-        "error": error,
-        "app_dir": str(plan.app.app_dir.resolve()),
-        "app": {
-            "name": plan.app.name,
-            "serverapp": plan.app.serverapp,
-            "clientapp": plan.app.clientapp,
-        },
-        "federation": plan.federation.to_json(),
-        "run_config": plan.run_config,
-        "started_at": started_at,
-        "wall_time_s": round(wall_time_s, 6),
-        "rounds_time_s": round(result.rounds_time_s, 6) if result else None,
-        "num_rounds": sum(r.server_round > 0 for r in result.rounds) if result else None,
-        "final": result.final_metrics() if result else {},
-        "pollinate_version": __version__,
-    }
-    plan.out_dir.mkdir(parents=True, exist_ok=True)
-    path = plan.out_dir / RUN_FILE
-    tmp = path.with_name(RUN_FILE + ".tmp")
-    tmp.write_text(json.dumps(finite(record), indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+class _RunFile:
+    """``run.json``: what runs, where, with which config; rewritten when the run ends."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan = plan
+        self.started_at = dt.datetime.now(dt.timezone.utc).astimezone().isoformat("T", "seconds")
+        self.began = time.perf_counter()
+
+    def write(self, status: str, result: Result | None = None, error: str | None = None) -> float:
+        """Write the file with this status; returns the seconds since the run began."""
+        plan, wall_time_s = self.plan, time.perf_counter() - self.began
+        record = {
+            "run_id": plan.run_id,
+            "status": status,
+            "error": error,
+            "app_dir": str(plan.app.app_dir.resolve()),
+            "app": {
+                "name": plan.app.name,
+                "serverapp": plan.app.serverapp,
+                "clientapp": plan.app.clientapp,
+            },
+            "federation": plan.federation.to_json(),
+            "run_config": plan.run_config,
+            "started_at": self.started_at,
+            "wall_time_s": round(wall_time_s, 6),
+            "rounds_time_s": round(result.rounds_time_s, 6) if result else None,
+            "num_rounds": _num_rounds(result) if result else None,
+            "final": result.final_metrics() if result else {},
+            "pollinate_version": __version__,
+        }
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        tmp = plan.out_dir / (RUN_FILE + ".tmp")
+        tmp.write_text(json.dumps(finite(record), indent=2) + "\n", encoding="utf-8")
+        tmp.replace(plan.out_dir / RUN_FILE)
+        return wall_time_s
+
+
+def _num_rounds(result: Result) -> int:
+    """Federated rounds run (round 0, the initial evaluation, does not count)."""
+    return sum(record.server_round > 0 for record in result.rounds)
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
 def json_summary(plan: RunPlan, outcome: _Outcome) -> str:
@@ -183,14 +193,6 @@ def finite(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [finite(v) for v in value]
     return value
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
-
-
-def _one_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: {err}".splitlines()[0]
 
 
 @contextlib.contextmanager
@@ -227,9 +229,8 @@ def _print_header(plan: RunPlan, stderr: Console) -> None:
 
 def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
     result = outcome.result
-    rounds = sum(r.server_round > 0 for r in result.rounds)
     console.print(
-        f"[green]Finished[/] {counted(rounds, 'round')} in "
+        f"[green]Finished[/] {counted(_num_rounds(result), 'round')} in "
         f"{result.rounds_time_s:.2f} s ({outcome.wall_time_s:.2f} s with start-up)",
         soft_wrap=True,
     )
@@ -242,22 +243,30 @@ def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
     console.print(f"  results: {escape(shown(plan.out_dir))} ({files})", soft_wrap=True)
 
 
-@click.command("run")
+_EXAMPLES = """\b
+Examples:
+  pollinate run my-app --run-config "num-server-rounds=5 learning-rate=0.05"
+  pollinate run my-app --federation-config "num-nodes=100 backend=process"
+  pollinate run my-app --json | tail -n 1
+"""
+
+
+@click.command("run", short_help="Run an app on a simulation federation.", epilog=_EXAMPLES)
 @click.argument("app_dir", default=".", type=click.Path(path_type=Path))
 @click.argument("federation", required=False)
 @click.option(
     "--run-config",
     multiple=True,
     metavar='"KEY=VALUE ..."',
-    help="Change run config values (keys of [tool.pollinate.app.config]), e.g. "
-    "\"num-server-rounds=5 learning-rate=0.05 name='a b'\".",
+    help="Change values of the app's run config ([tool.pollinate.app.config]): "
+    "space-separated key=value pairs.",
 )
 @click.option(
     "--federation-config",
     multiple=True,
     metavar='"KEY=VALUE ..."',
-    help="Change the federation's settings, e.g. "
-    '"num-nodes=100 backend=process num-workers=4 client-resources.num-cpus=2".',
+    help="Change the federation's settings: num-nodes, backend, num-workers, "
+    "client-resources.num-cpus, client-resources.num-gpus.",
 )
 @click.option(
     "--out",
@@ -271,7 +280,9 @@ def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
     is_flag=True,
     help="Print the results as one JSON line on stdout; everything else goes to stderr.",
 )
-@click.option("-v", "--verbose", is_flag=True, help="Show INFO logs, and tracebacks of errors.")
+@click.option(
+    "-v", "--verbose", is_flag=True, help="Show INFO logs, and the traceback of an import error."
+)
 @click.pass_context
 def run_command(
     ctx: click.Context,

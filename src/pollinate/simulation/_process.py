@@ -12,6 +12,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import struct
 import sys
 import time
@@ -240,6 +241,7 @@ def _split(data: bytes) -> tuple[memoryview, memoryview]:
 
 def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path: list[str]) -> None:
     """A worker's loop: load the app, then answer tasks until the pipe closes."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
     sys.path[:] = parent_path

@@ -1,0 +1,213 @@
+import pytest
+
+from pollinate.cli._config import (
+    Federation,
+    load_app_config,
+    resolve_federation,
+    resolve_run_config,
+)
+from pollinate.cli._overrides import parse_overrides
+from pollinate.errors import ConfigError
+
+COMPONENTS = """
+[tool.pollinate.app.components]
+serverapp = "pkg.server_app:app"
+clientapp = "pkg.client_app:app"
+"""
+
+CONFIG = """
+[tool.pollinate.app.config]
+num-server-rounds = 3
+learning-rate = 0.1
+use-bias = true
+data-dir = "/data"
+[tool.pollinate.app.config.optimizer]
+momentum = 0.9
+"""
+
+FEDERATIONS = """
+[tool.pollinate.federations]
+default = "small"
+
+[tool.pollinate.federations.small]
+num-nodes = 4
+
+[tool.pollinate.federations.pool]
+num-nodes = 20
+backend = "process"
+num-workers = 2
+client-resources = { num-cpus = 2, num-gpus = 0.0 }
+"""
+
+
+@pytest.fixture
+def app_dir(tmp_path):
+    def write(text: str = COMPONENTS + CONFIG + FEDERATIONS):
+        (tmp_path / "pyproject.toml").write_text(text)
+        return tmp_path
+
+    return write
+
+
+def _federation(app_dir, name=None, overrides=()):
+    app = load_app_config(app_dir)
+    return resolve_federation(app, name, parse_overrides(overrides, "--federation-config"))
+
+
+def test_reads_components_run_config_and_federations(app_dir):
+    app = load_app_config(app_dir())
+    assert (app.serverapp, app.clientapp) == ("pkg.server_app:app", "pkg.client_app:app")
+    assert app.run_config == {
+        "num-server-rounds": 3,
+        "learning-rate": 0.1,
+        "use-bias": True,
+        "data-dir": "/data",
+        "optimizer.momentum": 0.9,
+    }
+    assert sorted(app.federations) == ["pool", "small"]
+    assert app.default_federation == "small"
+
+
+def test_run_config_overrides_are_typed_like_their_defaults(app_dir):
+    app = load_app_config(app_dir())
+    overrides = parse_overrides(
+        ["num-server-rounds=5 learning-rate=1 use-bias=false", "optimizer.momentum=0.5"],
+        "--run-config",
+    )
+    config = resolve_run_config(app, overrides)
+    assert config["num-server-rounds"] == 5
+    assert config["learning-rate"] == 1.0 and isinstance(config["learning-rate"], float)
+    assert config["use-bias"] is False
+    assert config["optimizer.momentum"] == 0.5
+    assert app.run_config["num-server-rounds"] == 3  # the defaults stay as they were
+
+
+def test_unknown_run_config_key_lists_the_known_ones(app_dir):
+    app = load_app_config(app_dir())
+    with pytest.raises(ConfigError) as err:
+        resolve_run_config(app, parse_overrides(["learning-rat=0.2"], "--run-config"))
+    message = str(err.value)
+    assert "unknown key 'learning-rat' (did you mean 'learning-rate'?)" in message
+    assert "known keys: data-dir, learning-rate, num-server-rounds" in message
+    assert "[tool.pollinate.app.config]" in message
+
+
+def test_wrong_type_names_key_expected_type_and_default(app_dir):
+    app = load_app_config(app_dir())
+    with pytest.raises(ConfigError) as err:
+        resolve_run_config(app, parse_overrides(["num-server-rounds=many"], "--run-config"))
+    assert str(err.value) == (
+        "--run-config: 'num-server-rounds' (default 3) must be an int, got 'many'"
+    )
+
+
+def test_federation_defaults_to_the_apps_default(app_dir):
+    assert _federation(app_dir()) == Federation("small", num_nodes=4)
+
+
+def test_federation_defaults_to_local_simulation_without_a_default(app_dir):
+    text = COMPONENTS + "[tool.pollinate.federations.local-simulation]\nnum-nodes = 2\n"
+    assert _federation(app_dir(text)).name == "local-simulation"
+
+
+def test_process_federation_maps_to_backend_options(app_dir):
+    federation = _federation(app_dir(), "pool")
+    assert federation == Federation("pool", 20, "process", num_workers=2, num_cpus=2)
+    assert federation.backend_options() == {"num_workers": 2, "threads_per_worker": 2}
+    assert federation.to_json()["client-resources"] == {"num-cpus": 2, "num-gpus": 0.0}
+
+
+def test_federation_overrides_use_dotted_keys(app_dir):
+    federation = _federation(
+        app_dir(),
+        overrides=["num-nodes=10 backend=process client-resources.num-cpus=3 num-workers=4"],
+    )
+    assert federation == Federation("small", 10, "process", num_workers=4, num_cpus=3)
+
+
+def test_inline_backend_takes_no_options(app_dir):
+    assert _federation(app_dir()).backend_options() == {}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["num-node=3"], "--federation-config: unknown key 'num-node' (did you mean 'num-nodes'?)"),
+        (["num-nodes=ten"], "--federation-config: 'num-nodes' must be an int, got 'ten'"),
+        (["num-nodes=0"], "num-nodes must be at least 1, got 0"),
+        (["backend=ray"], "backend must be one of 'inline', 'process', got 'ray'"),
+        (["num-workers=2"], 'num-workers applies to backend = "process" only'),
+        (["backend=process num-workers=0"], "num-workers must be at least 1"),
+        (["client-resources.num-cpus=0"], "client-resources.num-cpus must be at least 1"),
+        (["client-resources.num-gpus=-1"], "client-resources.num-gpus must be 0 or more"),
+        (["client-resources.num-gpus=0.5"], "GPU placement is not implemented yet"),
+    ],
+)
+def test_bad_federation_settings_are_clear_errors(app_dir, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        _federation(app_dir(), overrides=overrides)
+    assert message in str(err.value)
+
+
+def test_zero_gpus_are_accepted(app_dir):
+    federation = _federation(app_dir(), overrides=["client-resources.num-gpus=0"])
+    assert federation.num_gpus == 0.0
+
+
+def test_unknown_federation_lists_the_defined_ones(app_dir):
+    with pytest.raises(ConfigError, match=r"unknown federation 'big'; .* defines: pool, small"):
+        _federation(app_dir(), "big")
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("num-nodes = 2\nnodes = 3", "unknown key 'nodes'"),
+        ("num-nodes = 2\nclient-resources = { cpus = 1 }", "unknown key 'client-resources.cpus'"),
+        ('num-nodes = "2"', 'num-nodes in .* must be an int, got "2"'),
+        ("backend = 'inline'", "has no num-nodes"),
+        ('address = "127.0.0.1:9093"', "cannot run on a deployed federation yet"),
+    ],
+)
+def test_bad_federation_tables_are_clear_errors(app_dir, table, message):
+    text = COMPONENTS + f"[tool.pollinate.federations.local-simulation]\n{table}\n"
+    with pytest.raises(ConfigError, match=message):
+        _federation(app_dir(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[project]\nname = 'x'\n", r"has no \[tool.pollinate.app.components\] table"),
+        (
+            '[tool.pollinate.app.components]\nserverapp = "p.s:app"\n',
+            r"has no 'clientapp': set it to the ClientApp's import string",
+        ),
+        (
+            "[tool.pollinate.app.components]\nserverapp = 1\nclientapp = 'p.c:app'\n",
+            "serverapp in .* must be a string",
+        ),
+        ("[tool.pollinate.app]\ncomponents = 3\n", r"\[tool.pollinate.app.components\] must be"),
+        ("[tool.pollinate.app.components\n", "is not valid TOML"),
+        (COMPONENTS + "[tool.pollinate.app.config]\nlayers = [1, 2]\n", "must be a bool, int"),
+        (COMPONENTS + "[tool.pollinate.federations]\ndefault = 3\n", "must be a federation's"),
+    ],
+)
+def test_bad_pyproject_is_a_clear_error(app_dir, text, message):
+    with pytest.raises(ConfigError, match=message):
+        load_app_config(app_dir(text))
+
+
+def test_missing_pyproject_says_what_to_do(tmp_path):
+    with pytest.raises(ConfigError, match=r"no pyproject.toml in .*pollinate new NAME"):
+        load_app_config(tmp_path)
+
+
+def test_missing_app_dir(tmp_path):
+    with pytest.raises(ConfigError, match=r"app directory .* does not exist"):
+        load_app_config(tmp_path / "nowhere")
+
+
+def test_app_dir_that_is_a_file(app_dir):
+    with pytest.raises(ConfigError, match="is a file: give the app's folder"):
+        load_app_config(app_dir() / "pyproject.toml")

@@ -1,0 +1,143 @@
+import json
+import re
+import subprocess
+
+import pytest
+
+from pollinate.cli._new import TEMPLATES, create_app, package_name
+from pollinate.errors import ConfigError
+from pollinate.server import load_arrays
+
+EXPECTED_FILES = {
+    ".gitignore",
+    "README.md",
+    "pyproject.toml",
+    "{package}/__init__.py",
+    "{package}/client_app.py",
+    "{package}/server_app.py",
+    "{package}/task.py",
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "package"), [("demo", "demo"), ("My-App", "my_app"), ("fl_2", "fl_2")]
+)
+def test_package_name_is_the_name_lowercased_with_underscores(name, package):
+    assert package_name(name) == package
+
+
+@pytest.mark.parametrize("name", ["2fast", "my app", "app!", "", "-x", "../up"])
+def test_invalid_names_are_refused(name):
+    with pytest.raises(ConfigError, match="is not a valid app name"):
+        package_name(name)
+
+
+@pytest.mark.parametrize("name", ["json", "class", "torch", "pollinate"])
+def test_names_that_hide_a_module_are_refused(name):
+    with pytest.raises(ConfigError, match="hides the module of that name"):
+        package_name(name)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_new_writes_a_complete_app(tmp_path, template):
+    files = create_app("My-App", template, tmp_path)
+    app_dir = tmp_path / "My-App"
+    written = {p.relative_to(app_dir).as_posix() for p in files}
+    assert written == {f.format(package="my_app") for f in EXPECTED_FILES}
+    for path in files:
+        text = path.read_text()
+        assert "$" not in text, f"{path} has an unfilled placeholder"
+        if path.suffix == ".py":
+            compile(text, str(path), "exec")
+    pyproject = (app_dir / "pyproject.toml").read_text()
+    assert 'serverapp = "my_app.server_app:app"' in pyproject
+    assert 'name = "My-App"' in pyproject
+
+
+def test_new_fills_an_existing_empty_folder(tmp_path):
+    (tmp_path / "demo").mkdir()
+    assert create_app("demo", "numpy", tmp_path)
+
+
+def test_new_refuses_a_folder_that_is_not_empty(tmp_path, invoke):
+    (tmp_path / "demo").mkdir()
+    (tmp_path / "demo" / "notes.txt").write_text("mine")
+    result = invoke("new", "demo", "--dir", tmp_path)
+    assert result.exit_code == 1
+    assert "error: " in result.stderr and "already exists and is not empty" in result.stderr
+    assert "Traceback" not in result.output
+    assert (tmp_path / "demo" / "notes.txt").read_text() == "mine"
+
+
+def test_new_command_says_what_to_do_next(tmp_path, invoke):
+    result = invoke("new", "demo", "--template", "numpy", "--dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "demo/task.py" in result.stdout
+    assert "pollinate run " in result.stdout and result.stdout.rstrip().endswith("demo")
+
+
+def test_new_with_an_invalid_name_is_one_clear_error(tmp_path, invoke):
+    result = invoke("new", "2fast", "--dir", tmp_path)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: '2fast' is not a valid app name")
+    assert not (tmp_path / "2fast").exists()
+
+
+def _last_json_line(process: subprocess.CompletedProcess) -> dict:
+    assert process.returncode == 0, process.stderr
+    lines = process.stdout.strip().splitlines()
+    assert len(lines) == 1, process.stdout  # --json: nothing else on stdout
+    return json.loads(lines[-1])
+
+
+def _check_json_schema(summary: dict, num_rounds: int) -> None:
+    assert set(summary) == {"run_id", "out_dir", "wall_time_s", "rounds_time_s", "rounds", "final"}
+    assert [r["round"] for r in summary["rounds"]] == list(range(num_rounds + 1))
+    assert 0 < summary["rounds_time_s"] <= summary["wall_time_s"]
+    for record in summary["rounds"][1:]:
+        assert record["train"]["ok"] == 5 and record["train"]["failed"] == 0
+        assert record["evaluate"]["ok"] == 5
+        assert set(record["evaluate"]["metrics"]) == {"num-examples", "loss", "accuracy"}
+    assert {"server.accuracy", "evaluate.accuracy", "train.train-loss"} <= set(summary["final"])
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_new_app_runs_one_round_and_learns(tmp_path, run_cli, template):
+    assert run_cli("new", "demo", "--template", template, cwd=tmp_path).returncode == 0
+    process = run_cli("run", "demo", "--run-config", "num-server-rounds=1", "--json", cwd=tmp_path)
+    summary = _last_json_line(process)
+    _check_json_schema(summary, num_rounds=1)
+    assert summary["rounds"][0]["server"]["accuracy"] < 0.3  # the untrained model guesses
+    assert summary["final"]["server.accuracy"] > 0.5  # chance is 0.1
+    out_dir = tmp_path / "demo" / "runs" / summary["out_dir"].rsplit("/", 1)[-1]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["metrics.jsonl", "model.npz", "run.json"]
+    assert "round 1/1: train 5 ok, evaluate 5 ok" in process.stderr
+
+
+def test_pytorch_app_learns_on_the_process_backend_in_its_default_config(tmp_path, run_cli):
+    assert run_cli("new", "demo", cwd=tmp_path).returncode == 0
+    process = run_cli(
+        "run",
+        "demo",
+        "--federation-config",
+        "backend=process num-workers=2",
+        "--json",
+        cwd=tmp_path,
+    )
+    summary = _last_json_line(process)
+    _check_json_schema(summary, num_rounds=3)
+    assert summary["final"]["server.accuracy"] >= 0.8
+    run = json.loads((tmp_path / summary["out_dir"] / "run.json").read_text())
+    assert run["federation"]["backend"] == "process" and run["federation"]["num-workers"] == 2
+    model = load_arrays(tmp_path / summary["out_dir"] / "model.npz")
+    assert list(model) == ["hidden.weight", "hidden.bias", "output.weight", "output.bias"]
+
+
+def test_numpy_app_learns_in_its_default_config(tmp_path, invoke):
+    assert invoke("new", "demo", "--template", "numpy", "--dir", tmp_path).exit_code == 0
+    result = invoke("run", tmp_path / "demo", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    _check_json_schema(summary, num_rounds=3)
+    assert summary["final"]["server.accuracy"] >= 0.8
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{8}", summary["out_dir"].rsplit("/", 1)[-1])
