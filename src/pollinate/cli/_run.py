@@ -235,10 +235,9 @@ def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
         soft_wrap=True,
     )
     final = {k: v for k, v in result.final_metrics().items() if isinstance(v, (int, float))}
-    columns = choose_columns(k for k in final if not k.startswith("train."))
-    if columns:
-        values = "  ".join(f"{k} {format_number(float(final[k]))}" for k in columns)
-        console.print(f"  {values}", soft_wrap=True)
+    keys = [k for k in final if not k.startswith("train.") and not k.endswith("num-examples")]
+    for key in choose_columns(keys, limit=len(keys)):  # every metric, the key ones first
+        console.print(f"  {key:<32} {format_number(float(final[key]))}", soft_wrap=True)
     files = ", ".join(p.name for p in sorted(plan.out_dir.iterdir()) if p.is_file())
     console.print(f"  results: {escape(shown(plan.out_dir))} ({files})", soft_wrap=True)
 
