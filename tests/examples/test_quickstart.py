@@ -49,3 +49,10 @@ def test_each_partition_lacks_its_digits_and_shards_are_disjoint(quickstart) -> 
         rows = {tuple(row) for row in np.asarray(data.train.x).tolist()}
         assert not rows & seen
         seen |= rows
+
+
+def test_a_client_alone_never_learns_its_missing_digits(quickstart) -> None:
+    alone = quickstart.run(num_nodes=1)  # one partition: every digit but 1, 3 and 7
+    final = alone.final_metrics()
+    assert final["server.accuracy-missing-1-3-7"] == 0.0
+    assert final["server.accuracy-missing-2-5-8"] > 0.8

@@ -1,0 +1,1 @@
+"""quickstart: federated learning on scikit-learn's digits with three skewed clients."""

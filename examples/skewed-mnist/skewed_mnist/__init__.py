@@ -1,0 +1,1 @@
+"""skewed_mnist: workload W1, three MNIST clients that each never see three digits."""

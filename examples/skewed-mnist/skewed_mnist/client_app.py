@@ -1,0 +1,32 @@
+"""The ClientApp: W1's local training on this node's partition (no federated evaluation)."""
+
+from __future__ import annotations
+
+from pollinate import ArrayRecord, ClientApp, Context, Message, MetricRecord, RecordDict
+from skewed_mnist import task
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the received model for ``local-epochs`` epochs; shuffling is seeded by partition."""
+    settings = task.Settings.from_config(context.run_config)
+    settings.apply_threads()
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config["num-partitions"])
+    data = task.load_partitions(settings.data_dir, num_partitions)[partition_id]
+    net = task.Net()
+    net.load_state_dict(msg.content["arrays"].to_torch())  # type: ignore[index,union-attr]
+    task.train(
+        net,
+        data,
+        epochs=settings.local_epochs,
+        batch_size=settings.batch_size,
+        lr=settings.learning_rate,
+        momentum=settings.momentum,
+        seed=partition_id,
+    )
+    arrays = ArrayRecord.from_torch(net.state_dict())
+    metrics = MetricRecord({"num-examples": len(data)})
+    return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
