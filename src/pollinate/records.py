@@ -108,7 +108,8 @@ class Array:
     @property
     def shape(self) -> tuple[int, ...]:
         """The shape of the data."""
-        return tuple(self._data.shape)
+        shape: tuple[int, ...] = self._data.shape
+        return shape
 
     @property
     def nbytes(self) -> int:
@@ -158,6 +159,9 @@ class _TypedRecord(MutableMapping[str, _V]):
 
     def __init__(self, items: Mapping[str, Any] | Iterable[tuple[str, Any]] = ()) -> None:
         self._items: dict[str, _V] = {}
+        if type(items) is type(self):  # a copy: its values were checked when they were set
+            self._items.update(items._items)
+            return
         pairs = items.items() if isinstance(items, Mapping) else items
         for key, value in pairs:
             self[key] = value

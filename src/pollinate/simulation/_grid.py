@@ -74,7 +74,12 @@ class SimulationGrid(Grid):
         """Queue messages; they run when their replies are received."""
         ids = []
         for message in messages:
-            stamped = message.with_metadata(run_id=self._run_id, src_node_id=SERVER_NODE_ID)
+            md = message.metadata
+            stamped = (
+                message
+                if md.run_id == self._run_id and md.src_node_id == SERVER_NODE_ID
+                else message.with_metadata(run_id=self._run_id, src_node_id=SERVER_NODE_ID)
+            )
             self._pending[stamped.metadata.message_id] = stamped
             ids.append(stamped.metadata.message_id)
         return ids

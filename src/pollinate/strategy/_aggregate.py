@@ -66,6 +66,9 @@ CHUNK = 1 << 18
 
 def _accumulate(total: np.ndarray[Any, Any], data: np.ndarray[Any, Any], w: np.float64) -> None:
     """``total += w * data``, chunk by chunk, in ``total``'s precision (on NumPy 1 and 2)."""
+    if data.size <= CHUNK:
+        total += np.multiply(data, w, dtype=total.dtype)
+        return
     for start in range(0, data.size, CHUNK):
         stop = start + CHUNK
         total[start:stop] += np.multiply(data[start:stop], w, dtype=total.dtype)
@@ -75,6 +78,8 @@ def all_finite(data: np.ndarray[Any, Any]) -> bool:
     """True if no element is NaN or infinite (checked in chunks, without a model-sized mask)."""
     if data.dtype.kind not in "fc":
         return True
+    if data.size <= CHUNK:
+        return bool(np.isfinite(data).all())
     flat = data.reshape(-1)
     return all(bool(np.isfinite(flat[i : i + CHUNK]).all()) for i in range(0, flat.size, CHUNK))
 
@@ -85,9 +90,11 @@ def _divided(
     """``sums / total`` cast to ``dtype``, chunk by chunk."""
     out = np.empty(sums.shape, dtype=dtype)
     flat_out, flat_sums = out.reshape(-1), sums.reshape(-1)
+    floating = dtype.kind in "fc"
     for start in range(0, flat_sums.size, CHUNK):
         stop = start + CHUNK
-        flat_out[start:stop] = _cast(flat_sums[start:stop] / total, dtype)
+        mean = flat_sums[start:stop] / total
+        flat_out[start:stop] = mean if floating else _cast(mean, dtype)
     return out
 
 

@@ -103,7 +103,7 @@ class FedAvg(Strategy):
     ) -> list[Message]:
         """Send the global model and config to a seeded sample of nodes."""
         nodes = self.sample_nodes(grid, server_round, _TRAIN)
-        return _messages(nodes, MessageType.TRAIN, arrays, config)
+        return _messages(grid.run_id, nodes, MessageType.TRAIN, arrays, config)
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -112,7 +112,7 @@ class FedAvg(Strategy):
         if self.fraction_evaluate == 0.0:
             return []
         nodes = self.sample_nodes(grid, server_round, _EVALUATE)
-        return _messages(nodes, MessageType.EVALUATE, arrays, config)
+        return _messages(grid.run_id, nodes, MessageType.EVALUATE, arrays, config)
 
     def aggregate_train(
         self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
@@ -165,7 +165,7 @@ class FedAvg(Strategy):
 
 
 def _messages(
-    nodes: list[int], message_type: str, arrays: ArrayRecord, config: ConfigRecord
+    run_id: int, nodes: list[int], message_type: str, arrays: ArrayRecord, config: ConfigRecord
 ) -> list[Message]:
     # Each message gets its own records (sharing the read-only arrays), so a node that edits
     # its content cannot change what another node receives.
@@ -174,6 +174,7 @@ def _messages(
             RecordDict({ARRAYS_KEY: ArrayRecord(arrays), CONFIG_KEY: ConfigRecord(config)}),
             node_id,
             message_type,
+            run_id=run_id,
         )
         for node_id in nodes
     ]

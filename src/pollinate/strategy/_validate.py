@@ -45,9 +45,9 @@ def _error_reason(reply: Message) -> str:
 
 
 def _check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> str | None:
-    missing = [k for k in reference if k not in arrays]
-    extra = [k for k in arrays if k not in reference]
-    if missing or extra:
+    if len(arrays) != len(reference) or not all(k in arrays for k in reference):
+        missing = [k for k in reference if k not in arrays]
+        extra = [k for k in arrays if k not in reference]
         return f"reply arrays do not match the global model: missing {missing}, extra {extra}"
     for name, expected in reference.items():
         got = arrays[name]
