@@ -31,7 +31,7 @@ __all__ = ["ProcessBackend"]
 
 log = logging.getLogger("pollinate.simulation")
 
-_LENGTH = struct.Struct("<Q")
+_HEADER = struct.Struct("<QQ")
 _READY = b"ready"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _Payload = tuple[str | None, str | None, bytes | None]
@@ -197,17 +197,17 @@ class _Worker:
         self.ready = True
 
     def send(self, task: Task) -> bool:
-        message = wire.encode(task.message)
-        frame = _LENGTH.pack(len(message)) + message + wire.encode_context(task.context)
         try:
-            self.conn.send_bytes(frame)
+            _send_frame(
+                self.conn, wire.encode_parts(task.message), wire.encode_context(task.context)
+            )
         except OSError:
             return False
         return True
 
     def receive(self, index: int, task: Task) -> TaskResult:
         try:
-            data = self.conn.recv_bytes()
+            reply, context = _recv_frame(self.conn)
         except (EOFError, OSError):
             self.process.join(1)
             reason = (
@@ -216,7 +216,6 @@ class _Worker:
             )
             log.warning(reason)
             return TaskResult(index, task.message.reply_error(ErrorCode.NODE_UNAVAILABLE, reason))
-        reply, context = _split(data)
         # The state is decoded from its own copy: kept across rounds, it must not pin the
         # buffer that also holds this reply's (model-sized) arrays.
         state = wire.decode_context(bytes(context)).state if len(context) else None
@@ -232,11 +231,29 @@ class _Worker:
         self.conn.close()
 
 
-def _split(data: bytes) -> tuple[memoryview, memoryview]:
-    view = memoryview(data)
-    (size,) = _LENGTH.unpack_from(view)
-    start = _LENGTH.size
-    return view[start : start + size], view[start + size :]
+def _send_frame(conn: Connection, message_parts: list[bytes | memoryview], context: bytes) -> None:
+    """Send a message's parts and a context as one frame, without joining them first.
+
+    A small header says the frame's size and where the message ends; then each non-empty
+    part goes as it is (arrays straight from their buffers).
+    """
+    parts = [memoryview(p) for p in message_parts]
+    message_size = sum(p.nbytes for p in parts)
+    conn.send_bytes(_HEADER.pack(message_size + len(context), message_size))
+    for part in [*parts, memoryview(context)]:
+        if part.nbytes:
+            conn.send_bytes(part)
+
+
+def _recv_frame(conn: Connection) -> tuple[memoryview, memoryview]:
+    """Receive a frame into one buffer: (the message's bytes, the context's bytes)."""
+    total, message_size = _HEADER.unpack(conn.recv_bytes())
+    buffer = bytearray(total)
+    received = 0
+    while received < total:
+        received += conn.recv_bytes_into(buffer, received)
+    view = memoryview(buffer)
+    return view[:message_size], view[message_size:]
 
 
 def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path: list[str]) -> None:
@@ -253,24 +270,24 @@ def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path:
     conn.send_bytes(_READY)
     while True:
         try:
-            data = conn.recv_bytes()
+            message_bytes, context_bytes = _recv_frame(conn)
         except (EOFError, OSError):
             return
-        conn.send_bytes(_answer(app, data))
+        _send_frame(conn, *_answer(app, message_bytes, context_bytes))
 
 
-def _answer(app: ClientApp, data: bytes) -> bytes:
+def _answer(
+    app: ClientApp, message_bytes: memoryview, context_bytes: memoryview
+) -> tuple[list[bytes | memoryview], bytes]:
     """Run one task; a reply that cannot be encoded becomes an INVALID_REPLY error reply."""
-    message_bytes, context_bytes = _split(data)
     message = wire.decode(message_bytes)
     context = wire.decode_context(context_bytes)
     reply = app(message, context)
     try:
-        encoded, state = wire.encode(reply), wire.encode_context(context)
+        return wire.encode_parts(reply), wire.encode_context(context)
     except PollinateError as err:
         error = message.reply_error(ErrorCode.INVALID_REPLY, f"the reply cannot be sent: {err}")
-        encoded, state = wire.encode(error), b""
-    return _LENGTH.pack(len(encoded)) + encoded + state
+        return wire.encode_parts(error), b""
 
 
 def _load_in_worker(payload: _Payload, threads: int) -> ClientApp:
