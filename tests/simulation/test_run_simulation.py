@@ -31,6 +31,18 @@ def fedavg_app(num_rounds=3, delay=0.0, timeout=None, min_train_nodes=2, fractio
     return app
 
 
+def run_pooled(server, app_name, num_nodes, apps_dir, workers=2):
+    """Run a fixture app on the process backend."""
+    return run_simulation(
+        server,
+        f"fixture_apps:{app_name}",
+        num_nodes=num_nodes,
+        app_dir=apps_dir,
+        backend="process",
+        backend_options={"num_workers": workers},
+    )
+
+
 def test_same_seed_same_model_bit_for_bit():
     first, second = (run_simulation(fedavg_app(), noisy, num_nodes=10) for _ in range(2))
     for name in first.arrays:
@@ -46,27 +58,19 @@ def test_process_backend_equals_inline_bit_for_bit_despite_arrival_order(apps_di
     inline = run_simulation(
         fedavg_app(delay=0.05), "fixture_apps:noisy", num_nodes=6, app_dir=apps_dir
     )
-    pooled = run_simulation(
-        fedavg_app(delay=0.05),
-        "fixture_apps:noisy",
-        num_nodes=6,
-        app_dir=apps_dir,
-        backend="process",
-        backend_options={"num_workers": 3},
-    )
+    pooled = run_pooled(fedavg_app(delay=0.05), "noisy", 6, apps_dir, workers=3)
     for name in inline.arrays:
         assert inline.arrays[name].numpy().tobytes() == pooled.arrays[name].numpy().tobytes()
     assert [r.train.metrics for r in inline.rounds] == [r.train.metrics for r in pooled.rounds]
 
 
 def test_process_backend_survives_a_crashing_node(apps_dir):
-    result = run_simulation(
+    result = run_pooled(
         fedavg_app(num_rounds=2, min_train_nodes=1, fraction_train=1.0),
-        "fixture_apps:crashing",
-        num_nodes=4,
-        app_dir=apps_dir,
-        backend="process",
-        backend_options={"num_workers": 2},
+        "crashing",
+        4,
+        apps_dir,
+        workers=2,
     )
     crashed = [f for r in result.rounds for f in r.train.failures if f.node_id == 2]
     assert crashed and all("died (exit code 3)" in f.reason for f in crashed)
@@ -74,13 +78,8 @@ def test_process_backend_survives_a_crashing_node(apps_dir):
 
 
 def test_process_backend_times_out_a_stalled_node_and_goes_on(apps_dir):
-    result = run_simulation(
-        fedavg_app(num_rounds=2, timeout=3.0, min_train_nodes=1),
-        "fixture_apps:stalling",
-        num_nodes=4,
-        app_dir=apps_dir,
-        backend="process",
-        backend_options={"num_workers": 2},
+    result = run_pooled(
+        fedavg_app(num_rounds=2, timeout=3.0, min_train_nodes=1), "stalling", 4, apps_dir, workers=2
     )
     stalled = [f for r in result.rounds for f in r.train.failures]
     assert stalled and all(f.node_id == 2 and "TIMEOUT" in f.reason for f in stalled)
@@ -97,25 +96,17 @@ def test_process_backend_replaces_a_worker_that_died_while_idle(apps_dir):
         time.sleep(1.0)  # node 1's worker exits now, between the rounds
         return strategy.start(grid, first.arrays, num_rounds=2)
 
-    result = run_simulation(
-        server,
-        "fixture_apps:dies_when_idle",
-        num_nodes=2,
-        app_dir=apps_dir,
-        backend="process",
-        backend_options={"num_workers": 2},
-    )
+    result = run_pooled(server, "dies_when_idle", 2, apps_dir, workers=2)
     assert len(result.rounds) == 2 and all(r.train.num_ok >= 1 for r in result.rounds)
 
 
 def test_process_backend_turns_an_unsendable_reply_into_a_failure(apps_dir):
-    result = run_simulation(
+    result = run_pooled(
         fedavg_app(num_rounds=1, min_train_nodes=1, fraction_train=1.0),
-        "fixture_apps:huge_metric",
-        num_nodes=3,
-        app_dir=apps_dir,
-        backend="process",
-        backend_options={"num_workers": 2},
+        "huge_metric",
+        3,
+        apps_dir,
+        workers=2,
     )
     (failure,) = result.rounds[0].train.failures
     assert failure.node_id == 2 and "INVALID_REPLY" in failure.reason
