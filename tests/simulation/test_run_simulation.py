@@ -225,3 +225,14 @@ def test_server_app_without_result_is_a_clear_error():
     app.main()(lambda grid, context: None)
     with pytest.raises(AppError, match="finished without a result"):
         run_simulation(app, noisy, num_nodes=2)
+
+
+def test_process_backend_starts_no_more_workers_than_nodes(apps_dir):
+    from pollinate.simulation import ProcessBackend
+
+    backend = ProcessBackend(num_workers=8)
+    backend.start(AppRef(spec="fixture_apps:noisy", search_path=str(apps_dir)), num_nodes=2)
+    try:
+        assert backend.worker_count == 2
+    finally:
+        backend.close()

@@ -76,8 +76,8 @@ class Backend(ABC):
     name: str = ""
 
     @abstractmethod
-    def start(self, app: AppRef) -> None:
-        """Get ready to run ``app`` (load it, start workers)."""
+    def start(self, app: AppRef, num_nodes: int | None = None) -> None:
+        """Get ready to run ``app`` for up to ``num_nodes`` nodes (load it, start workers)."""
 
     @abstractmethod
     def run(self, tasks: Sequence[Task], deadline: float | None) -> Iterator[TaskResult]:

@@ -24,7 +24,7 @@ class InlineBackend(Backend):
     def __init__(self) -> None:
         self._app: ClientApp | None = None
 
-    def start(self, app: AppRef) -> None:
+    def start(self, app: AppRef, num_nodes: int | None = None) -> None:
         """Load the ClientApp in this process."""
         self._app = app.load()
 

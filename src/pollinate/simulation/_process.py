@@ -65,16 +65,22 @@ class ProcessBackend(Backend):
         self._workers: list[_Worker] = []
         self._closed = False
 
-    def start(self, app: AppRef) -> None:
-        """Start the workers and wait until each has loaded the ClientApp."""
+    def start(self, app: AppRef, num_nodes: int | None = None) -> None:
+        """Start the workers (no more than there are nodes) and wait until each is ready."""
         self._payload = app.for_workers()
-        self._workers = [self._spawn() for _ in range(self.num_workers)]
+        count = self.num_workers if num_nodes is None else min(self.num_workers, num_nodes)
+        self._workers = [self._spawn() for _ in range(count)]
         try:
             for worker in self._workers:
                 worker.wait_ready(self.ready_timeout)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def worker_count(self) -> int:
+        """How many worker processes the pool holds now."""
+        return len(self._workers)
 
     def run(self, tasks: Sequence[Task], deadline: float | None) -> Iterator[TaskResult]:
         """Hand tasks to idle workers in order; yield results as workers finish."""

@@ -68,7 +68,7 @@ def run_simulation(
     recorder = FileRecorder(Path(out_dir)) if out_dir is not None else None
     last = _LastResult()
     try:
-        backend.start(app_ref)
+        backend.start(app_ref, num_nodes)
         with observing([*observers, *([recorder] if recorder else []), last]):
             returned = server(grid, context)
     finally:
