@@ -39,9 +39,8 @@ app = ClientApp()
 @app.train()
 def echo(msg: Message, context: Context) -> Message:
     """Answer with the received arrays, weighted 1: no training, only the framework's cost."""
-    assert msg.content is not None
     metrics = MetricRecord({"num-examples": 1})
-    return msg.reply(RecordDict({"arrays": msg.content["arrays"], "metrics": metrics}))
+    return msg.reply(RecordDict({"arrays": msg.content.arrays(), "metrics": metrics}))
 
 
 @dataclass(frozen=True, slots=True)

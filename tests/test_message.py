@@ -1,6 +1,6 @@
 import pytest
 
-from pollinate import ConfigRecord, Message, RecordDict
+from pollinate import ArrayRecord, ConfigRecord, Error, Message, MetricRecord, RecordDict
 from pollinate.errors import RecordError
 from pollinate.message import ErrorCode, Metadata
 
@@ -36,8 +36,24 @@ def test_error_reply_carries_code_and_reason():
 
 def test_message_holds_content_or_error_not_both():
     md = Metadata(run_id=1, message_id="m", src_node_id=0, dst_node_id=1, message_type="train")
-    with pytest.raises(RecordError, match="exactly one"):
-        Message(md)
+    with pytest.raises(RecordError, match="not both"):
+        Message(md, RecordDict({"c": ConfigRecord({"a": 1})}), Error(1, "x"))
+
+
+def test_error_message_has_empty_content():
+    reply = make().reply_error(ErrorCode.TIMEOUT, "late")
+    assert reply.content == RecordDict() and reply.has_error
+
+
+def test_typed_getters_return_records_or_name_what_is_there():
+    content = RecordDict({"arrays": ArrayRecord(), "metrics": MetricRecord({"a": 1})})
+    assert content.arrays() == ArrayRecord() and content.metrics()["a"] == 1
+    with pytest.raises(RecordError, match=r"expected a ConfigRecord under 'config', found nothing"):
+        content.config()
+    with pytest.raises(
+        RecordError, match=r"expected an ArrayRecord under 'metrics', found a MetricRecord"
+    ):
+        content.arrays("metrics")
 
 
 def test_content_must_be_a_record_dict():

@@ -113,6 +113,16 @@ def test_config_record_rejects_other_types_naming_the_key(value):
         ConfigRecord({"lr": value})
 
 
+def test_config_value_is_typed_and_checked():
+    config = ConfigRecord({"lr": 1, "name": "x", "on": True})
+    assert config.value("lr", float) == 1.0 and isinstance(config.value("lr", float), float)
+    assert config.value("name", str) == "x" and config.value("on", bool) is True
+    with pytest.raises(RecordError, match=r"ConfigRecord\['name'\] is str 'x', expected int"):
+        config.value("name", int)
+    with pytest.raises(RecordError, match="expected int"):
+        config.value("on", int)
+
+
 def test_record_keys_must_be_strings():
     with pytest.raises(RecordError, match="keys must be str"):
         MetricRecord({1: 2})

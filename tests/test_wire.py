@@ -175,7 +175,7 @@ def test_error_reply_round_trip() -> None:
     reply = sample_message().reply_error(ErrorCode.TIMEOUT, "too slow")
     decoded = wire.decode(wire.encode(reply))
     assert decoded.error == Error(3, "too slow")
-    assert decoded.content is None
+    assert decoded.has_error and decoded.content == RecordDict()
     assert decoded.metadata == reply.metadata
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
 
 from .errors import RecordError
@@ -86,19 +86,23 @@ def _new_message_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """Metadata plus content or an error (exactly one of the two)."""
+    """Metadata plus content, or an error in place of content.
+
+    ``content`` is always a RecordDict (empty on an error message), so handlers can use it
+    without checking for None; ``has_error`` tells the two kinds apart.
+    """
 
     metadata: Metadata
-    content: RecordDict | None = None
+    content: RecordDict = field(default_factory=RecordDict)
     error: Error | None = None
 
     def __post_init__(self) -> None:
-        if (self.content is None) == (self.error is None):
-            raise RecordError("a Message holds either content or an error, exactly one of them")
-        if self.content is not None and not isinstance(self.content, RecordDict):
+        if not isinstance(self.content, RecordDict):
             raise RecordError(
                 f"Message content must be a RecordDict, got {type(self.content).__name__}"
             )
+        if self.error is not None and len(self.content):
+            raise RecordError("a Message holds content or an error, not both")
 
     @classmethod
     def create(
@@ -133,7 +137,7 @@ class Message:
     @property
     def has_content(self) -> bool:
         """True when the message carries content rather than an error."""
-        return self.content is not None
+        return self.error is None
 
     @property
     def has_error(self) -> bool:

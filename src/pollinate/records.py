@@ -149,6 +149,7 @@ def _tensor_to_numpy(value: Any) -> np.ndarray[Any, Any]:
 
 
 _V = TypeVar("_V")
+_S = TypeVar("_S", int, float, str, bytes, bool)
 
 
 class _TypedRecord(MutableMapping[str, _V]):
@@ -317,6 +318,22 @@ class ConfigRecord(_TypedRecord[ConfigValue]):
     __slots__ = ()
     _kind = "ConfigRecord"
 
+    def value(self, key: str, kind: type[_S]) -> _S:
+        """The value under ``key`` as a ``kind`` (int, float, str, bytes or bool), typed.
+
+        An int is accepted where a float is asked for; anything else that is not a ``kind``
+        is a RecordError naming the key.
+        """
+        value = self[key]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)  # type: ignore[return-value]
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        raise RecordError(
+            f"ConfigRecord[{key!r}] is {type(value).__name__} {_short(value)}, "
+            f"expected {kind.__name__}"
+        )
+
     def _check(self, key: str, value: Any) -> ConfigValue:
         scalar = _config_scalar(value)
         if scalar is not None:
@@ -338,12 +355,17 @@ def _scalar_kind(value: ConfigScalar | None) -> type | None:
     return None if value is None else type(value)
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[0] in "AEIOU" else f"a {noun}"
+
+
 def _short(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 Record: TypeAlias = ArrayRecord | MetricRecord | ConfigRecord
+_R = TypeVar("_R", ArrayRecord, MetricRecord, ConfigRecord)
 _RECORD_TYPES = (ArrayRecord, MetricRecord, ConfigRecord)
 
 
@@ -363,6 +385,28 @@ class RecordDict(_TypedRecord[Record]):
         raise RecordError(
             f"RecordDict[{key!r}] must be an ArrayRecord, MetricRecord or ConfigRecord, "
             f"got {type(value).__name__}"
+        )
+
+    def arrays(self, key: str = "arrays") -> ArrayRecord:
+        """The ArrayRecord under ``key`` (a clear RecordError if there is none)."""
+        return self._typed(key, ArrayRecord)
+
+    def metrics(self, key: str = "metrics") -> MetricRecord:
+        """The MetricRecord under ``key`` (a clear RecordError if there is none)."""
+        return self._typed(key, MetricRecord)
+
+    def config(self, key: str = "config") -> ConfigRecord:
+        """The ConfigRecord under ``key`` (a clear RecordError if there is none)."""
+        return self._typed(key, ConfigRecord)
+
+    def _typed(self, key: str, kind: type[_R]) -> _R:
+        value = self._items.get(key)
+        if isinstance(value, kind):
+            return value
+        found = _a(type(value).__name__) if value is not None else "nothing"
+        known = ", ".join(repr(k) for k in self._items) or "none"
+        raise RecordError(
+            f"expected {_a(kind.__name__)} under {key!r}, found {found} (keys: {known})"
         )
 
     @property

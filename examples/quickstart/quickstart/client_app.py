@@ -16,7 +16,7 @@ def train(msg: Message, context: Context) -> Message:
     partition_id = int(context.node_config["partition-id"])
     data = _data(context).train
     model = _received_model(msg)
-    server_round = int(msg.content["config"]["server-round"])  # type: ignore[index,arg-type]
+    server_round = msg.content.config().value("server-round", int)
     loss = task.train(
         model,
         data,
@@ -48,5 +48,5 @@ def _data(context: Context) -> task.ClientData:
 
 def _received_model(msg: Message) -> task.Net:
     model = task.Net()
-    model.load_state_dict(msg.content["arrays"].to_torch())  # type: ignore[index,union-attr]
+    model.load_state_dict(msg.content.arrays().to_torch())
     return model

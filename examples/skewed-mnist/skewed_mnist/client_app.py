@@ -17,7 +17,7 @@ def train(msg: Message, context: Context) -> Message:
     num_partitions = int(context.node_config["num-partitions"])
     data = task.load_partitions(settings.data_dir, num_partitions)[partition_id]
     net = task.Net()
-    net.load_state_dict(msg.content["arrays"].to_torch())  # type: ignore[index,union-attr]
+    net.load_state_dict(msg.content.arrays().to_torch())
     task.train(
         net,
         data,

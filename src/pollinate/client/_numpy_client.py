@@ -124,13 +124,11 @@ class _GetParameters(_ClientMethod):
 
 
 def _config(msg: Message) -> Config:
-    assert msg.content is not None
     record = msg.content.get("config")
     return dict(record) if isinstance(record, ConfigRecord) else {}
 
 
 def _inputs(msg: Message) -> tuple[list[str], NDArrays, Config]:
-    assert msg.content is not None
     arrays = msg.content.get("arrays")
     if not isinstance(arrays, ArrayRecord):
         raise AppError("message has no ArrayRecord under 'arrays' for the NumPyClient")

@@ -162,7 +162,7 @@ def _initial_arrays(grid: Grid) -> ArrayRecord:
         RecordDict({"config": ConfigRecord()}), node_id, "query.get-parameters"
     )
     (reply,) = grid.send_and_receive([message])
-    arrays = reply.content.get("arrays") if reply.content is not None else None
+    arrays = reply.content.get("arrays")
     if not isinstance(arrays, ArrayRecord):
         reason = reply.error.reason if reply.error else "its reply has no 'arrays'"
         raise RoundError(f"could not get initial parameters from node {node_id}: {reason}")

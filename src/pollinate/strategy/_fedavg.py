@@ -121,8 +121,8 @@ class FedAvg(Strategy):
         total = WeightedSum(arrays)
         metrics: list[MetricRecord] = []
         for reply in replies:
-            record = _metrics(reply)
-            total.add(_arrays(reply), float(record[self.weight_key]))  # type: ignore[arg-type]
+            record = reply.content.metrics(METRICS_KEY)
+            total.add(reply.content.arrays(ARRAYS_KEY), float(record[self.weight_key]))  # type: ignore[arg-type]
             metrics.append(record)
         mean = total.mean()
         if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
@@ -134,7 +134,7 @@ class FedAvg(Strategy):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Weighted mean of the evaluation metrics."""
-        metrics = [_metrics(reply) for reply in replies]
+        metrics = [reply.content.metrics(METRICS_KEY) for reply in replies]
         return self.evaluate_metrics_aggr_fn(metrics, self.weight_key)
 
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
@@ -178,17 +178,3 @@ def _messages(
         )
         for node_id in nodes
     ]
-
-
-def _arrays(reply: Message) -> ArrayRecord:
-    assert reply.content is not None
-    record = reply.content[ARRAYS_KEY]
-    assert isinstance(record, ArrayRecord)
-    return record
-
-
-def _metrics(reply: Message) -> MetricRecord:
-    assert reply.content is not None
-    record = reply.content[METRICS_KEY]
-    assert isinstance(record, MetricRecord)
-    return record

@@ -21,7 +21,6 @@ def check_train_reply(
     """Why a train reply cannot be aggregated with ``reference`` (None if it can)."""
     if reply.error is not None:
         return _error_reason(reply)
-    assert reply.content is not None
     arrays = reply.content.get(ARRAYS_KEY)
     if not isinstance(arrays, ArrayRecord):
         return f"reply has no ArrayRecord under {ARRAYS_KEY!r}"
@@ -65,7 +64,6 @@ def _check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> str | None:
 
 
 def _check_metrics(reply: Message, weight_key: str, max_weight: float | None) -> str | None:
-    assert reply.content is not None
     metrics = reply.content.get(METRICS_KEY)
     if not isinstance(metrics, MetricRecord):
         return f"reply has no MetricRecord under {METRICS_KEY!r}"

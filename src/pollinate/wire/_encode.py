@@ -74,11 +74,10 @@ def encode_parts(message: Message) -> list[bytes | memoryview]:
         w.pack(wf.METADATA, md.run_id, md.src_node_id, md.dst_node_id, md.ttl, md.created_at)
         for text in (md.message_id, md.message_type, md.reply_to_message_id, md.group_id):
             w.text(text)
-    if message.content is not None:
+    if message.error is None:
         w.pack(wf.U8, wf.CONTENT)
         _put_record_dict(w, message.content)
     else:
-        assert message.error is not None
         with _encoding("error"):
             w.pack(wf.U8, wf.ERROR)
             w.pack(wf.I64, message.error.code)
