@@ -110,7 +110,12 @@ def test_new_app_runs_one_round_and_learns(tmp_path, run_cli, template):
     assert summary["rounds"][0]["server"]["accuracy"] < 0.3  # the untrained model guesses
     assert summary["final"]["server.accuracy"] > 0.5  # chance is 0.1
     out_dir = tmp_path / "demo" / "runs" / summary["out_dir"].rsplit("/", 1)[-1]
-    assert sorted(p.name for p in out_dir.iterdir()) == ["metrics.jsonl", "model.npz", "run.json"]
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "checkpoints",
+        "metrics.jsonl",
+        "model.npz",
+        "run.json",
+    ]
     assert "round 1/1: train 5 ok, evaluate 5 ok" in process.stderr
 
 

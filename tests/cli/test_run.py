@@ -43,6 +43,13 @@ def test_run_json_line_has_every_round_and_the_final_metrics(make_app, invoke):
     }
 
 
+def test_no_checkpoints_flag_keeps_only_the_final_model(make_app, invoke):
+    app_dir = make_app()
+    summary = _summary(invoke("run", app_dir, "--json", "--no-checkpoints"))
+    out_dir = app_dir / "runs" / summary["out_dir"].rsplit("/", 1)[-1]
+    assert (out_dir / "model.npz").exists() and not (out_dir / "checkpoints").exists()
+
+
 def test_prints_from_the_app_go_to_stderr_in_json_mode(make_app, invoke):
     result = invoke("run", make_app(), "--json")
     _summary(result)
@@ -60,6 +67,9 @@ def test_out_dir_holds_metrics_model_and_run_record(make_app, invoke):
     assert [json.loads(line) for line in lines] == summary["rounds"]
     model = load_arrays(out_dir / "model.npz")
     np.testing.assert_array_equal(model["w"].numpy(), np.full((2, 3), 6.0, np.float32))
+    checkpoints = sorted(p.name for p in (out_dir / "checkpoints").iterdir())
+    assert checkpoints == ["round-0001.npz", "round-0002.npz", "round-0003.npz"]
+    assert load_arrays(out_dir / "checkpoints" / "round-0003.npz") == model
     run = json.loads((out_dir / "run.json").read_text())
     assert run["run_id"] == summary["run_id"]
     assert run["status"] == "finished" and run["error"] is None

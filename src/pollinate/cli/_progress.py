@@ -25,6 +25,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from ..records import ArrayRecord
 from ..server import PhaseResult, Result, RoundRecord
 
 __all__ = [
@@ -56,6 +57,9 @@ class ProgressView(Protocol):
 
     def on_round(self, record: RoundRecord) -> None:
         """A round finished."""
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The round's global model (nothing to show)."""
 
     def on_result(self, result: Result) -> None:
         """The strategy finished."""
@@ -135,6 +139,9 @@ class LineView:
         line = f"round {record.server_round}{total}: {phases}"
         self._write(f"{line}; {' '.join(values)}" if values else line)
 
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Nothing to show."""
+
     def on_result(self, result: Result) -> None:
         """Nothing more to write: the summary follows."""
 
@@ -180,6 +187,9 @@ class TableView:
         self._flush()
         if self._task is not None:
             self._update(completed=record.server_round)
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Nothing to show."""
 
     def on_result(self, result: Result) -> None:
         """The run is over: stop the progress bar."""

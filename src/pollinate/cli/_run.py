@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -54,6 +55,7 @@ class RunPlan:
     run_config: dict[str, UserConfigValue]
     run_id: int
     out_dir: Path
+    checkpoints: bool = True
 
     def overridden(self) -> dict[str, UserConfigValue]:
         """The run config values that differ from the app's defaults."""
@@ -113,6 +115,7 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
                 run_config=plan.run_config,
                 app_dir=app_dir,
                 out_dir=plan.out_dir,
+                checkpoints=plan.checkpoints,
                 observers=[view],
                 run_id=plan.run_id,
             )
@@ -238,7 +241,7 @@ def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
     keys = [k for k in final if not k.startswith("train.") and not k.endswith("num-examples")]
     for key in choose_columns(keys, limit=len(keys)):  # every metric, the key ones first
         console.print(f"  {key:<32} {format_number(float(final[key]))}", soft_wrap=True)
-    files = ", ".join(p.name for p in sorted(plan.out_dir.iterdir()) if p.is_file())
+    files = ", ".join(p.name + ("/" if p.is_dir() else "") for p in sorted(plan.out_dir.iterdir()))
     console.print(f"  results: {escape(shown(plan.out_dir))} ({files})", soft_wrap=True)
 
 
@@ -274,6 +277,11 @@ Examples:
     help="Where to write the results (default: APP_DIR/runs/<date>-<time>-<run id>).",
 )
 @click.option(
+    "--checkpoints/--no-checkpoints",
+    default=True,
+    help="Save the global model after every round under checkpoints/ (default: on).",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -290,6 +298,7 @@ def run_command(
     run_config: tuple[str, ...],
     federation_config: tuple[str, ...],
     out_dir: Path | None,
+    checkpoints: bool,
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -301,6 +310,7 @@ def run_command(
     """
     ctx.meta[VERBOSE] = verbose
     plan = plan_run(app_dir, federation, run_config, federation_config, out_dir)
+    plan = dataclasses.replace(plan, checkpoints=checkpoints)
     stderr = Console(stderr=True, highlight=False)
     _print_header(plan, stderr)
     quiet_stdout = stdout_to_stderr() if as_json else contextlib.nullcontext()

@@ -14,6 +14,7 @@ from ._observer import FileRecorder as FileRecorder
 from ._observer import LogReporter as LogReporter
 from ._observer import RunObserver as RunObserver
 from ._observer import observing as observing
+from ._observer import report_arrays as report_arrays
 from ._observer import report_result as report_result
 from ._observer import report_round as report_round
 from ._observer import report_round_start as report_round_start
@@ -32,6 +33,7 @@ __all__ = [
     "check_reply",
     "load_arrays",
     "observing",
+    "report_arrays",
     "report_result",
     "report_round",
     "report_round_start",

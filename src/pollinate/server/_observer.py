@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..records import ArrayRecord
 from ._history import Result, RoundRecord, save_arrays, write_jsonl_line
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "LogReporter",
     "RunObserver",
     "observing",
+    "report_arrays",
     "report_result",
     "report_round",
     "report_round_start",
@@ -37,6 +39,9 @@ class RunObserver(Protocol):
 
     def on_round(self, record: RoundRecord) -> None:
         """A round finished."""
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The global model after ``server_round`` (for checkpoints)."""
 
     def on_result(self, result: Result) -> None:
         """The strategy finished with this result."""
@@ -69,6 +74,12 @@ def report_round(record: RoundRecord) -> None:
         observer.on_round(record)
 
 
+def report_arrays(server_round: int, arrays: ArrayRecord) -> None:
+    """Tell the installed observers the global model after a round."""
+    for observer in _observers.get():
+        observer.on_arrays(server_round, arrays)
+
+
 def report_result(result: Result) -> None:
     """Tell the installed observers the final result."""
     for observer in _observers.get():
@@ -76,12 +87,17 @@ def report_result(result: Result) -> None:
 
 
 class FileRecorder:
-    """Writes ``metrics.jsonl`` (a line per round, as it ends) and ``model.npz`` (final model)."""
+    """Writes a run's files as it goes.
 
-    def __init__(self, out_dir: Path) -> None:
+    ``metrics.jsonl`` gets a line as each round ends; ``checkpoints/round-NNNN.npz`` the
+    global model after each round (unless ``checkpoints=False``); ``model.npz`` the final model.
+    """
+
+    def __init__(self, out_dir: Path, checkpoints: bool = True) -> None:
         self.out_dir = out_dir
         self.metrics_path = out_dir / "metrics.jsonl"
         self.model_path = out_dir / "model.npz"
+        self.checkpoints_dir = out_dir / "checkpoints" if checkpoints else None
         self.result: Result | None = None
         out_dir.mkdir(parents=True, exist_ok=True)
         self.metrics_path.write_text("")  # a second run into the same folder starts afresh
@@ -92,6 +108,11 @@ class FileRecorder:
     def on_round(self, record: RoundRecord) -> None:
         """Append the round to ``metrics.jsonl``."""
         write_jsonl_line(self.metrics_path, record.to_json())
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Save the round's global model as a checkpoint."""
+        if self.checkpoints_dir is not None:
+            save_arrays(arrays, self.checkpoints_dir / f"round-{server_round:04d}.npz")
 
     def on_result(self, result: Result) -> None:
         """Save the final model."""
@@ -109,6 +130,9 @@ class LogReporter:
     def on_round(self, record: RoundRecord) -> None:
         """Log what the round produced."""
         log.info("round %d: %s", record.server_round, _summary(record.to_json()))
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Nothing to log: the model is in the files."""
 
     def on_result(self, result: Result) -> None:
         """Log the end of the run."""

@@ -40,6 +40,7 @@ def run_simulation(
     node_config_fn: NodeConfigFn = default_node_config,
     app_dir: str | Path | None = None,
     out_dir: str | Path | None = None,
+    checkpoints: bool = True,
     observers: Sequence[RunObserver] = (),
     run_id: int | None = None,
 ) -> Result:
@@ -53,7 +54,8 @@ def run_simulation(
 
     ``backend`` is ``"inline"`` (one process, messages by reference) or ``"process"`` (a
     worker pool; ``backend_options`` such as ``num_workers``). With ``out_dir``, the run
-    writes ``metrics.jsonl`` and ``model.npz`` there.
+    writes ``metrics.jsonl``, ``model.npz`` and (unless ``checkpoints=False``) the global
+    model after every round under ``checkpoints/`` there.
     """
     if not 1 <= num_nodes <= MAX_NODES:
         raise ConfigError(f"num-nodes must be between 1 and {MAX_NODES:,}, got {num_nodes}")
@@ -65,7 +67,7 @@ def run_simulation(
     run_id = secrets.randbits(63) if run_id is None else run_id
     grid = SimulationGrid(backend, num_nodes, run_id, config, node_config_fn)
     context = Context(run_id, SERVER_NODE_ID, {}, config, RecordDict())
-    recorder = FileRecorder(Path(out_dir)) if out_dir is not None else None
+    recorder = FileRecorder(Path(out_dir), checkpoints) if out_dir is not None else None
     last = _LastResult()
     try:
         backend.start(app_ref, num_nodes)
@@ -94,6 +96,9 @@ class _LastResult:
         """Nothing to keep yet."""
 
     def on_round(self, record: object) -> None:
+        """Nothing to keep yet."""
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
         """Nothing to keep yet."""
 
     def on_result(self, result: Result) -> None:

@@ -19,6 +19,7 @@ from ..server import (
     PhaseResult,
     Result,
     RoundRecord,
+    report_arrays,
     report_result,
     report_round,
     report_round_start,
@@ -111,6 +112,7 @@ class Strategy(ABC):
             record = RoundRecord(server_round, train, evaluate, server, time.perf_counter() - began)
             result.rounds.append(record)
             report_round(record)
+            report_arrays(server_round, arrays)
         result.arrays = arrays
         report_result(result)
         return result
