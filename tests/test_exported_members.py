@@ -17,6 +17,7 @@ PACKAGES = [
     "pollinate.errors",
     "pollinate.wire",
     "pollinate.cli",
+    "pollinate.report",
 ]
 
 

@@ -24,6 +24,7 @@ import pollinate
 from ..errors import PollinateError
 from ._display import shown
 from ._new import new_command
+from ._report import report_command
 from ._run import VERBOSE, run_command
 
 __all__ = ["cli", "main"]
@@ -68,6 +69,7 @@ def cli() -> None:
 
 cli.add_command(new_command)
 cli.add_command(run_command)
+cli.add_command(report_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

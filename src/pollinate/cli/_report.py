@@ -1,0 +1,24 @@
+"""``pollinate report``: a run folder's curves as PNG and one self-contained HTML page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ._display import shown
+
+
+@click.command("report", short_help="Draw a run's curves and write an HTML report.")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def report_command(run_dir: Path) -> None:
+    """Write RUN_DIR/curves.png and RUN_DIR/report.html from the run's metrics.jsonl.
+
+    RUN_DIR is a run's folder, as `pollinate run` prints at the end
+    (APP_DIR/runs/<date>-<time>-<run id>).
+    """
+    from ..report import write_report  # matplotlib loads only for this command
+
+    files = write_report(run_dir)
+    click.echo(f"curves: {shown(files.curves)}")
+    click.echo(f"report: {shown(files.html)}")

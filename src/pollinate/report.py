@@ -1,0 +1,217 @@
+"""Run reports: a run folder's metrics as curves (PNG) and one self-contained HTML page.
+
+``write_report(run_dir)`` reads ``metrics.jsonl`` (and ``run.json`` when present), draws one
+panel per metric (accuracy, loss, ...) with a line per phase (centralized ``server``,
+federated ``evaluate``, ``train``), and writes ``curves.png`` and ``report.html`` (the PNG
+embedded, so the page can be mailed or archived as one file). matplotlib is imported only
+here.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["ReportFiles", "load_history", "metric_series", "write_report"]
+
+PHASES = ("server", "evaluate", "train")
+_COLORS = {"server": "tab:blue", "evaluate": "tab:orange", "train": "tab:green"}
+_HIDDEN = ("num-examples",)
+_MAX_PANELS = 9
+
+
+@dataclass(frozen=True, slots=True)
+class ReportFiles:
+    """Where the report went."""
+
+    curves: Path
+    html: Path
+
+
+def load_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rounds of a run folder's ``metrics.jsonl``, in order."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise ConfigError(
+            f"{path} does not exist: give the folder of a run (APP_DIR/runs/<run>), which "
+            "holds metrics.jsonl"
+        )
+    history = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            history.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"{path} line {number} is not JSON: {err.msg}") from None
+    return history
+
+
+def metric_series(history: list[dict[str, Any]]) -> dict[str, dict[str, list[tuple[int, float]]]]:
+    """``{metric: {phase: [(round, value), ...]}}`` for every numeric metric in the history."""
+    series: dict[str, dict[str, list[tuple[int, float]]]] = {}
+    for record in history:
+        for phase in PHASES:
+            for name, value in _phase_metrics(record, phase).items():
+                if name in _HIDDEN or not _is_number(value):
+                    continue
+                points = series.setdefault(name, {}).setdefault(phase, [])
+                points.append((int(record["round"]), float(value)))
+    return series
+
+
+def write_report(run_dir: str | Path) -> ReportFiles:
+    """Write ``curves.png`` and ``report.html`` into ``run_dir``."""
+    run_dir = Path(run_dir)
+    history = load_history(run_dir)
+    series = metric_series(history)
+    curves = run_dir / "curves.png"
+    _plot_curves(series, curves, _title(run_dir))
+    page = run_dir / "report.html"
+    page.write_text(_html(run_dir, history, series, curves), encoding="utf-8")
+    return ReportFiles(curves, page)
+
+
+def _phase_metrics(record: dict[str, Any], phase: str) -> dict[str, Any]:
+    if phase == "server":
+        return dict(record.get("server") or {})
+    part = record.get(phase) or {}
+    return dict(part.get("metrics") or {})
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _title(run_dir: Path) -> str:
+    run = _run_record(run_dir)
+    app = run.get("app", {}).get("name") if isinstance(run.get("app"), dict) else None
+    return f"{app or 'run'} {run_dir.name}"
+
+
+def _run_record(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "run.json"
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _ordered(names: list[str]) -> list[str]:
+    """Accuracy and loss panels first, then the rest alphabetically."""
+    first = [n for n in ("accuracy", "loss") if n in names]
+    return first + sorted(n for n in names if n not in first)
+
+
+def _plot_curves(
+    series: dict[str, dict[str, list[tuple[int, float]]]], path: Path, title: str
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    names = _ordered(list(series))[:_MAX_PANELS]
+    columns = min(3, max(1, len(names)))
+    rows = max(1, math.ceil(len(names) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        for phase, points in series[name].items():
+            rounds, values = zip(*points, strict=True)
+            ax.plot(rounds, values, marker="o", label=phase, color=_COLORS[phase])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_title(name)
+        ax.set_xlabel("round")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(title="measured on")
+    if not names:
+        axes.flat[0].set_visible(True)
+        axes.flat[0].text(0.5, 0.5, "no metrics recorded", ha="center", va="center")
+        axes.flat[0].set_axis_off()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _html(
+    run_dir: Path,
+    history: list[dict[str, Any]],
+    series: dict[str, dict[str, list[tuple[int, float]]]],
+    curves: Path,
+) -> str:
+    image = base64.b64encode(curves.read_bytes()).decode("ascii")
+    run = _run_record(run_dir)
+    summary_rows = [
+        (key, run[key])
+        for key in ("run_id", "status", "error", "num_rounds", "wall_time_s", "rounds_time_s")
+        if key in run
+    ]
+    return _PAGE.format(
+        title=html.escape(_title(run_dir)),
+        summary=_table(["", ""], [[k, v] for k, v in summary_rows]),
+        config=_table(["key", "value"], [[k, v] for k, v in run.get("run_config", {}).items()]),
+        image=image,
+        rounds=_rounds_table(history, series),
+    )
+
+
+def _rounds_table(
+    history: list[dict[str, Any]], series: dict[str, dict[str, list[tuple[int, float]]]]
+) -> str:
+    columns = [(phase, name) for name in _ordered(list(series)) for phase in series[name]]
+    header = ["round", "train ok/failed", "evaluate ok/failed"] + [f"{p}.{n}" for p, n in columns]
+    rows = []
+    for record in history:
+        cells: list[Any] = [record["round"], _counts(record, "train"), _counts(record, "evaluate")]
+        for phase, name in columns:
+            value = _phase_metrics(record, phase).get(name)
+            cells.append(f"{value:.4g}" if _is_number(value) else "")
+        rows.append(cells)
+    return _table(header, rows)
+
+
+def _counts(record: dict[str, Any], phase: str) -> str:
+    part = record.get(phase)
+    return f"{part['ok']}/{part['failed']}" if isinstance(part, dict) else ""
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }}
+th {{ background: #f3f3f3; }}
+img {{ max-width: 100%; }}
+</style></head>
+<body>
+<h1>{title}</h1>
+<h2>Run</h2>{summary}
+<h2>Run config</h2>{config}
+<h2>Curves</h2><img alt="metrics per round" src="data:image/png;base64,{image}">
+<h2>Rounds</h2>{rounds}
+</body></html>
+"""

@@ -1,0 +1,58 @@
+import json
+
+import matplotlib.image
+import pytest
+
+from pollinate.errors import ConfigError
+from pollinate.report import load_history, metric_series, write_report
+
+
+def round_line(server_round, accuracy, with_train=True):
+    metrics = {"num-examples": 30, "train-loss": 1 / max(server_round, 1)}
+    return {
+        "round": server_round,
+        "wall_time_s": 0.1,
+        "train": {"ok": 3, "failed": 0, "metrics": metrics} if with_train else None,
+        "evaluate": None,
+        "server": {"accuracy": accuracy, "loss": 1 - accuracy},
+    }
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    accuracies = {1: 0.3, 2: 0.6, 3: 0.9}
+    lines = [round_line(0, 0.1, with_train=False)]
+    lines += [round_line(r, accuracy) for r, accuracy in accuracies.items()]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run = {"run_id": 7, "status": "finished", "app": {"name": "demo"}, "run_config": {"lr": 0.1}}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    return tmp_path
+
+
+def test_series_group_metrics_by_name_and_phase(run_dir):
+    series = metric_series(load_history(run_dir))
+    assert series["accuracy"]["server"] == [(0, 0.1), (1, 0.3), (2, 0.6), (3, 0.9)]
+    assert series["train-loss"]["train"][0] == (1, 1.0)
+    assert "num-examples" not in series
+
+
+def test_report_writes_a_png_and_a_self_contained_page(run_dir):
+    files = write_report(run_dir)
+    assert files.curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    height, width, _ = matplotlib.image.imread(files.curves).shape
+    assert width > 500 and height > 300
+    page = files.html.read_text()
+    assert "data:image/png;base64," in page and "demo" in page
+    assert "<th>server.accuracy</th>" in page and "<td>0.9</td>" in page
+    assert "<td>lr</td><td>0.1</td>" in page
+
+
+def test_a_folder_without_metrics_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"metrics\.jsonl does not exist"):
+        write_report(tmp_path)
+
+
+def test_a_corrupt_metrics_line_is_a_clear_error(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n{oops\n')
+    with pytest.raises(ConfigError, match="line 2 is not JSON"):
+        load_history(tmp_path)
