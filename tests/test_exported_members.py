@@ -18,6 +18,8 @@ PACKAGES = [
     "pollinate.wire",
     "pollinate.cli",
     "pollinate.report",
+    "pollinate.datasets",
+    "pollinate.datasets.partition",
 ]
 
 
