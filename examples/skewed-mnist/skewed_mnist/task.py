@@ -9,7 +9,6 @@ process and kept as tensors: later rounds cost only the training itself.
 from __future__ import annotations
 
 import functools
-import gzip
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pollinate.datasets import read_idx
 from pollinate.errors import ConfigError
 
 EXCLUDED: tuple[tuple[int, ...], ...] = ((1, 3, 7), (2, 5, 8), (4, 6, 9))
@@ -87,15 +87,6 @@ def check_data_dir(data_dir: str) -> Path:
         if not (folder / name).is_file():
             raise ConfigError(f"MNIST file {folder / name} not found: {WHERE_TO_GET}")
     return folder
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzip-compressed) as a read-only uint8 array of its stated shape."""
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def _read_split(data_dir: str, name: str) -> Split:
