@@ -68,7 +68,7 @@ def test_out_dir_holds_metrics_model_and_run_record(make_app, invoke):
     model = load_arrays(out_dir / "model.npz")
     np.testing.assert_array_equal(model["w"].numpy(), np.full((2, 3), 6.0, np.float32))
     checkpoints = sorted(p.name for p in (out_dir / "checkpoints").iterdir())
-    assert checkpoints == ["round-0001.npz", "round-0002.npz", "round-0003.npz"]
+    assert checkpoints == [f"round-{r:04d}.npz" for r in range(4)]
     assert load_arrays(out_dir / "checkpoints" / "round-0003.npz") == model
     run = json.loads((out_dir / "run.json").read_text())
     assert run["run_id"] == summary["run_id"]

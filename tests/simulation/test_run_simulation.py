@@ -183,7 +183,7 @@ def test_out_dir_gets_metrics_lines_and_the_final_model(tmp_path):
 def test_the_global_model_is_checkpointed_after_every_round(tmp_path):
     result = run_simulation(fedavg_app(num_rounds=3), noisy, num_nodes=4, out_dir=tmp_path)
     saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
-    assert saved == ["round-0001.npz", "round-0002.npz", "round-0003.npz"]
+    assert saved == [f"round-{r:04d}.npz" for r in range(4)]
     assert load_arrays(tmp_path / "checkpoints" / "round-0003.npz") == result.arrays
     assert load_arrays(tmp_path / "checkpoints" / "round-0001.npz") != result.arrays
 

@@ -41,7 +41,7 @@ class RunObserver(Protocol):
         """A round finished."""
 
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
-        """The global model after ``server_round`` (for checkpoints)."""
+        """The global model after ``server_round``; round 0 is the initial model."""
 
     def on_result(self, result: Result) -> None:
         """The strategy finished with this result."""
@@ -90,7 +90,8 @@ class FileRecorder:
     """Writes a run's files as it goes.
 
     ``metrics.jsonl`` gets a line as each round ends; ``checkpoints/round-NNNN.npz`` the
-    global model after each round (unless ``checkpoints=False``); ``model.npz`` the final model.
+    global model after each round, ``round-0000.npz`` the initial one (unless
+    ``checkpoints=False``); ``model.npz`` the final model.
     """
 
     def __init__(self, out_dir: Path, checkpoints: bool = True) -> None:

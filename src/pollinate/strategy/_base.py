@@ -99,6 +99,7 @@ class Strategy(ABC):
         # user's model must not be able to change the global model behind the strategy's back.
         arrays = ArrayRecord((name, np.array(a.numpy())) for name, a in initial_arrays.items())
         result = Result(arrays)
+        report_arrays(0, arrays)
         if evaluate_fn is not None:
             record = RoundRecord(0, server_metrics=_call_evaluate_fn(evaluate_fn, 0, arrays))
             result.rounds.append(record)
