@@ -11,6 +11,7 @@ PACKAGES = [
     "pollinate.server",
     "pollinate.strategy",
     "pollinate.simulation",
+    "pollinate.compare",
     "pollinate.records",
     "pollinate.message",
     "pollinate.context",

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pollinate import Result, ServerApp, run_simulation
+from pollinate.compare import Comparison, run_comparison
 from pollinate.loader import load_object
 
 if sys.version_info >= (3, 11):
@@ -52,6 +53,19 @@ class Example:
             server_app,
             f"{self.package}.client_app:app",
             num_nodes=num_nodes,
+            app_dir=self.app_dir,
+            run_config={**self.config, **(overrides or {})},
+        )
+
+    def compare(self, overrides: Mapping[str, Any] | None = None) -> Comparison:
+        """Run ``pollinate compare``'s training inline, scored by the app's predict hook."""
+        server_app = load_object(f"{self.package}.server_app:app", ServerApp, self.app_dir)
+        predict = load_object(f"{self.package}.task:predict", object, self.app_dir)
+        return run_comparison(
+            server_app,
+            f"{self.package}.client_app:app",
+            predict,  # type: ignore[arg-type]
+            num_nodes=3,
             app_dir=self.app_dir,
             run_config={**self.config, **(overrides or {})},
         )

@@ -56,3 +56,15 @@ def test_a_client_alone_never_learns_its_missing_digits(quickstart) -> None:
     final = alone.final_metrics()
     assert final["server.accuracy-missing-1-3-7"] == 0.0
     assert final["server.accuracy-missing-2-5-8"] > 0.8
+
+
+def test_compare_shows_what_federation_adds(quickstart) -> None:
+    """Each isolated model misses its partition's digits entirely; the federated one learns them."""
+    comparison = quickstart.compare()
+    assert comparison.missing_labels() == {0: (1, 3, 7), 1: (2, 5, 8), 2: (4, 6, 9)}
+    for model in comparison.isolated:
+        assert 0.6 <= model.final.accuracy() <= 0.75
+        assert comparison.accuracy_on_missing(model)[model.partition] == 0.0
+    federated = comparison.federated
+    assert federated.final.accuracy() >= 0.93
+    assert min(comparison.accuracy_on_missing(federated).values()) >= 0.9

@@ -32,6 +32,20 @@ def test_one_round_matches_the_floor_loop(skewed_mnist, mnist_dir: Path, floor) 
     assert final["train.num-examples"] == 13729 + 14284 + 14185
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # ~1 min on a quiet 2-core machine: two full W1 trainings
+def test_compare_reproduces_the_known_w1_result(skewed_mnist, mnist_dir: Path) -> None:
+    """Isolated: 65-70% and 0% on its missing digits; federated: >= 95.5%, >= 93% on each."""
+    comparison = skewed_mnist.compare({"data-dir": str(mnist_dir)})
+    assert comparison.missing_labels() == {0: (1, 3, 7), 1: (2, 5, 8), 2: (4, 6, 9)}
+    for model in comparison.isolated:
+        assert 0.65 <= model.final.accuracy() <= 0.70, model.name
+        assert comparison.accuracy_on_missing(model)[model.partition] == 0.0
+    federated = comparison.federated
+    assert federated.final.accuracy() >= 0.955
+    assert min(comparison.accuracy_on_missing(federated).values()) >= 0.93
+
+
 def _floor_round(floor: ModuleType, mnist_dir: Path) -> dict[str, torch.Tensor]:
     """One federated round of one local epoch, computed by the floor script's own functions."""
     x, y, _, _ = floor.load(str(mnist_dir))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pollinate import ArrayRecord, ClientApp, Context, Message, MetricRecord, RecordDict
+from pollinate.compare import label_counts
 from quickstart import task
 
 app = ClientApp()
@@ -38,6 +39,13 @@ def evaluate(msg: Message, context: Context) -> Message:
     loss, accuracy = task.test(_received_model(msg), data)
     metrics = MetricRecord({"num-examples": len(data), "loss": loss, "accuracy": accuracy})
     return msg.reply(RecordDict({"metrics": metrics}))
+
+
+@app.query("label-counts")
+def count_labels(msg: Message, context: Context) -> Message:
+    """How many training examples of each digit this node holds (for ``pollinate compare``)."""
+    counts = label_counts(_data(context).train.y.numpy())
+    return msg.reply(RecordDict({"metrics": counts}))
 
 
 def _data(context: Context) -> task.ClientData:

@@ -15,6 +15,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
+from pollinate import ArrayRecord
+from pollinate.compare import Predictions
 from pollinate.errors import ConfigError
 
 EXCLUDED: tuple[tuple[int, ...], ...] = ((1, 3, 7), (2, 5, 8), (4, 6, 9))
@@ -157,6 +159,17 @@ def missing_digit_accuracies(model: nn.Module, data: Split) -> dict[str, float]:
         mask = torch.isin(data.y, torch.tensor(digits))
         out[missing_key(digits)] = float((predictions[mask] == data.y[mask]).float().mean())
     return out
+
+
+def predict(arrays: ArrayRecord, run_config: Mapping[str, object]) -> Predictions:
+    """The held-out test set's labels and a model's predictions: ``pollinate compare``'s hook."""
+    model = Net()
+    model.load_state_dict(arrays.to_torch())
+    _, test_set = load_split()
+    loss, _ = test(model, test_set)
+    with torch.no_grad():
+        predicted = model(test_set.x).argmax(1)
+    return Predictions(test_set.y.numpy(), predicted.numpy(), loss=loss)
 
 
 @dataclass(frozen=True, slots=True)

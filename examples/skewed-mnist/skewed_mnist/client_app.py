@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pollinate import ArrayRecord, ClientApp, Context, Message, MetricRecord, RecordDict
+from pollinate.compare import label_counts
 from skewed_mnist import task
 
 app = ClientApp()
@@ -14,8 +15,7 @@ def train(msg: Message, context: Context) -> Message:
     settings = task.Settings.from_config(context.run_config)
     settings.apply_threads()
     partition_id = int(context.node_config["partition-id"])
-    num_partitions = int(context.node_config["num-partitions"])
-    data = task.load_partitions(settings.data_dir, num_partitions)[partition_id]
+    data = _data(settings, context)
     net = task.Net()
     net.load_state_dict(msg.content.arrays().to_torch())
     task.train(
@@ -30,3 +30,16 @@ def train(msg: Message, context: Context) -> Message:
     arrays = ArrayRecord.from_torch(net.state_dict())
     metrics = MetricRecord({"num-examples": len(data)})
     return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
+
+
+@app.query("label-counts")
+def count_labels(msg: Message, context: Context) -> Message:
+    """How many training examples of each digit this node holds (for ``pollinate compare``)."""
+    data = _data(task.Settings.from_config(context.run_config), context)
+    return msg.reply(RecordDict({"metrics": label_counts(data.y.numpy())}))
+
+
+def _data(settings: task.Settings, context: Context) -> task.Split:
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config["num-partitions"])
+    return task.load_partitions(settings.data_dir, num_partitions)[partition_id]

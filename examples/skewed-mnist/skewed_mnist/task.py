@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from pollinate import ArrayRecord
+from pollinate.compare import Predictions
 from pollinate.datasets import read_idx
 from pollinate.errors import ConfigError
 
@@ -159,6 +161,17 @@ def scores(net: nn.Module, data: Split) -> dict[str, float]:
         mask = torch.isin(data.y, torch.tensor(digits))
         out[missing_key(digits)] = float(correct[mask].float().mean())
     return out
+
+
+@torch.no_grad()
+def predict(arrays: ArrayRecord, run_config: Mapping[str, object]) -> Predictions:
+    """The test set's labels and a model's predictions: ``pollinate compare``'s hook."""
+    net = Net()
+    net.load_state_dict(arrays.to_torch())
+    test_set = load_test(_get(run_config, "data-dir", str))
+    logits = net(test_set.x)
+    loss = float(nn.functional.cross_entropy(logits, test_set.y))
+    return Predictions(test_set.y.numpy(), logits.argmax(1).numpy(), loss=loss)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,6 +5,7 @@
     [tool.pollinate.app.components]
     serverapp = "myapp.server_app:app"      # import strings, relative to the app's folder
     clientapp = "myapp.client_app:app"
+    predict = "myapp.task:predict"          # optional: what `pollinate compare` scores with
 
     [tool.pollinate.app.config]             # the run config: bool, int, float or string
     num-server-rounds = 3
@@ -75,6 +76,8 @@ class AppConfig:
     run_config: Mapping[str, UserConfigValue] = field(default_factory=dict)
     federations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     default_federation: str = DEFAULT_FEDERATION
+    predict: str | None = None
+    """The ``predict`` hook ``pollinate compare`` scores models with, if the app has one."""
 
     @property
     def pyproject(self) -> Path:
@@ -160,7 +163,18 @@ def load_app_config(app_dir: Path) -> AppConfig:
         run_config=_run_config(_table(document, CONFIG_TABLE, path) or {}, path),
         federations={k: v for k, v in federations.items() if k != "default"},
         default_federation=_default_federation(federations, path),
+        predict=_optional_component(components, "predict", path),
     )
+
+
+def _optional_component(components: Mapping[str, Any], key: str, path: Path) -> str | None:
+    value = components.get(key)
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(
+            f"[{COMPONENTS_TABLE}] {key} in {path} must be an import string like "
+            f'"mypackage.task:{key}", got {format_value(value)}'
+        )
+    return value
 
 
 def _table(document: Mapping[str, Any], dotted: str, path: Path) -> dict[str, Any] | None:

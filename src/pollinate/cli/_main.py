@@ -22,6 +22,7 @@ from rich.traceback import Traceback
 import pollinate
 
 from ..errors import PollinateError
+from ._compare import compare_command
 from ._display import shown
 from ._new import new_command
 from ._report import report_command
@@ -70,6 +71,7 @@ def cli() -> None:
 cli.add_command(new_command)
 cli.add_command(run_command)
 cli.add_command(report_command)
+cli.add_command(compare_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,10 +11,10 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -38,12 +38,22 @@ from ._display import counted, shown
 from ._overrides import format_value, parse_overrides
 from ._progress import choose_columns, cli_logging, format_number, progress_view
 
-__all__ = ["VERBOSE", "RunPlan", "execute", "plan_run", "run_command"]
+__all__ = [
+    "VERBOSE",
+    "RunPlan",
+    "app_options",
+    "execute",
+    "plan_run",
+    "run_command",
+    "verbose_option",
+]
 
 VERBOSE = "pollinate.verbose"
 """The ``click.Context.meta`` key that tells the error handler to show tracebacks."""
 
 RUN_FILE = "run.json"
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,24 +78,29 @@ def plan_run(
     run_config: Sequence[str] = (),
     federation_config: Sequence[str] = (),
     out_dir: Path | None = None,
+    kind: str = "",
 ) -> RunPlan:
-    """Read the app's config and apply the overrides: every mistake is a ConfigError here."""
+    """Read the app's config and apply the overrides: every mistake is a ConfigError here.
+
+    ``kind`` ends the default folder's name (``compare`` for a comparison).
+    """
     run_overrides = parse_overrides(run_config, "--run-config")
     federation_overrides = parse_overrides(federation_config, "--federation-config")
     app = load_app_config(app_dir)
     config = resolve_run_config(app, run_overrides)
     chosen = resolve_federation(app, federation, federation_overrides)
     run_id = secrets.randbits(63)
-    out = out_dir if out_dir is not None else _default_out_dir(app.app_dir, run_id)
+    out = out_dir if out_dir is not None else _default_out_dir(app.app_dir, run_id, kind)
     if (out / RUN_FILE).exists() or (out / "metrics.jsonl").exists():
         raise ConfigError(f"{str(out)!r} already holds a run's results: choose another --out")
     return RunPlan(app, chosen, config, run_id, out.resolve())
 
 
-def _default_out_dir(app_dir: Path, run_id: int) -> Path:
-    """``APP_DIR/runs/<YYYYmmdd-HHMMSS>-<last 8 hex digits of the run id>``."""
+def _default_out_dir(app_dir: Path, run_id: int, kind: str = "") -> Path:
+    """``APP_DIR/runs/<YYYYmmdd-HHMMSS>-<last 8 hex digits of the run id>[-<kind>]``."""
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return app_dir / "runs" / f"{stamp}-{run_id & 0xFFFFFFFF:08x}"
+    suffix = f"-{kind}" if kind else ""
+    return app_dir / "runs" / f"{stamp}-{run_id & 0xFFFFFFFF:08x}{suffix}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +260,37 @@ def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
     console.print(f"  results: {escape(shown(plan.out_dir))} ({files})", soft_wrap=True)
 
 
+def app_options(command: F) -> F:
+    """The arguments and options every command that runs an app takes: what to run, how."""
+    for option in reversed(_APP_OPTIONS):
+        command = option(command)
+    return command
+
+
+_APP_OPTIONS = (
+    click.argument("app_dir", default=".", type=click.Path(path_type=Path)),
+    click.argument("federation", required=False),
+    click.option(
+        "--run-config",
+        multiple=True,
+        metavar='"KEY=VALUE ..."',
+        help="Change values of the app's run config ([tool.pollinate.app.config]): "
+        "space-separated key=value pairs.",
+    ),
+    click.option(
+        "--federation-config",
+        multiple=True,
+        metavar='"KEY=VALUE ..."',
+        help="Change the federation's settings: num-nodes, backend, num-workers, "
+        "client-resources.num-cpus, client-resources.num-gpus.",
+    ),
+)
+
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, help="Show INFO logs, and the traceback of an import error."
+)
+
+
 _EXAMPLES = """\b
 Examples:
   pollinate run my-app --run-config "num-server-rounds=5 learning-rate=0.05"
@@ -254,22 +300,7 @@ Examples:
 
 
 @click.command("run", short_help="Run an app on a simulation federation.", epilog=_EXAMPLES)
-@click.argument("app_dir", default=".", type=click.Path(path_type=Path))
-@click.argument("federation", required=False)
-@click.option(
-    "--run-config",
-    multiple=True,
-    metavar='"KEY=VALUE ..."',
-    help="Change values of the app's run config ([tool.pollinate.app.config]): "
-    "space-separated key=value pairs.",
-)
-@click.option(
-    "--federation-config",
-    multiple=True,
-    metavar='"KEY=VALUE ..."',
-    help="Change the federation's settings: num-nodes, backend, num-workers, "
-    "client-resources.num-cpus, client-resources.num-gpus.",
-)
+@app_options
 @click.option(
     "--out",
     "out_dir",
@@ -287,9 +318,7 @@ Examples:
     is_flag=True,
     help="Print the results as one JSON line on stdout; everything else goes to stderr.",
 )
-@click.option(
-    "-v", "--verbose", is_flag=True, help="Show INFO logs, and the traceback of an import error."
-)
+@verbose_option
 @click.pass_context
 def run_command(
     ctx: click.Context,

@@ -8,6 +8,7 @@ from ._backend import make_backend as make_backend
 from ._backend import register_backend as register_backend
 from ._grid import NodeConfigFn as NodeConfigFn
 from ._grid import SimulationGrid as SimulationGrid
+from ._grid import default_node_config as default_node_config
 from ._inline import InlineBackend as InlineBackend
 from ._process import ProcessBackend as ProcessBackend
 from ._run import run_simulation as run_simulation
@@ -21,6 +22,7 @@ __all__ = [
     "SimulationGrid",
     "Task",
     "TaskResult",
+    "default_node_config",
     "make_backend",
     "register_backend",
     "run_simulation",
