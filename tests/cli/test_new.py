@@ -1,10 +1,14 @@
+import importlib
+import importlib.util
 import json
 import re
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from pollinate.cli._new import TEMPLATES, create_app, package_name
+from pollinate.cli._new import _DEPENDENCIES, _PIP_NAMES, TEMPLATES, create_app, package_name
 from pollinate.errors import ConfigError
 from pollinate.server import load_arrays
 
@@ -17,6 +21,25 @@ EXPECTED_FILES = {
     "{package}/server_app.py",
     "{package}/task.py",
 }
+
+MODEL_ARRAYS = {
+    "pytorch": ["hidden.weight", "hidden.bias", "output.weight", "output.bias"],
+    "keras": ["mlp/hidden/kernel", "mlp/hidden/bias", "mlp/output/kernel", "mlp/output/bias"],
+    "numpy": ["weights", "bias"],
+    "sklearn": ["coef", "intercept"],
+    "jax": ["hidden.bias", "hidden.weight", "output.bias", "output.weight"],  # pytree order
+}
+"""The names, in order, of the arrays each template's model travels and is saved as."""
+
+FRAMEWORKS_DOC = Path(__file__).parents[2] / "docs" / "frameworks.md"
+
+
+def _skip_unless_installed(template: str) -> None:
+    """Skip a test that runs ``template``'s app where a module the app imports is missing."""
+    missing = [m for m in _DEPENDENCIES[template] if importlib.util.find_spec(m) is None]
+    if missing:
+        names = " ".join(_PIP_NAMES.get(m, m) for m in missing)
+        pytest.skip(f"the {template} template needs {names}, not installed: pip install {names}")
 
 
 @pytest.mark.parametrize(
@@ -32,7 +55,7 @@ def test_invalid_names_are_refused(name):
         package_name(name)
 
 
-@pytest.mark.parametrize("name", ["json", "class", "torch", "pollinate"])
+@pytest.mark.parametrize("name", ["json", "class", "torch", "pollinate", "keras", "jax"])
 def test_names_that_hide_a_module_are_refused(name):
     with pytest.raises(ConfigError, match="hides the module of that name"):
         package_name(name)
@@ -76,6 +99,16 @@ def test_new_command_says_what_to_do_next(tmp_path, invoke):
     assert "pollinate run " in result.stdout and result.stdout.rstrip().endswith("demo")
 
 
+def test_new_command_names_what_to_install_for_a_template(tmp_path, invoke, monkeypatch):
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name: None if name == "jax" else find_spec(name)
+    )
+    result = invoke("new", "demo", "--template", "jax", "--dir", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "pip install jax " in result.stdout
+
+
 def test_new_with_an_invalid_name_is_one_clear_error(tmp_path, invoke):
     result = invoke("new", "2fast", "--dir", tmp_path)
     assert result.exit_code == 1
@@ -103,6 +136,7 @@ def _check_json_schema(summary: dict, num_rounds: int) -> None:
 
 @pytest.mark.parametrize("template", TEMPLATES)
 def test_new_app_runs_one_round_and_learns(tmp_path, run_cli, template):
+    _skip_unless_installed(template)
     assert run_cli("new", "demo", "--template", template, cwd=tmp_path).returncode == 0
     process = run_cli("run", "demo", "--run-config", "num-server-rounds=1", "--json", cwd=tmp_path)
     summary = _last_json_line(process)
@@ -117,6 +151,41 @@ def test_new_app_runs_one_round_and_learns(tmp_path, run_cli, template):
         "run.json",
     ]
     assert "round 1/1: train 5 ok, evaluate 5 ok" in process.stderr
+    assert list(load_arrays(out_dir / "model.npz")) == MODEL_ARRAYS[template]
+
+
+def test_sklearn_node_lacking_some_digits_still_fits_all_ten(tmp_path, monkeypatch):
+    _skip_unless_installed("sklearn")
+    create_app("sk-app", "sklearn", tmp_path)
+    monkeypatch.syspath_prepend(tmp_path / "sk-app")
+    task = importlib.import_module("sk_app.task")
+    data, _ = task.load_partition(0, 10)
+    few = task.Dataset(data.x[data.y < 7], data.y[data.y < 7])
+    model = task.make_model(task.init_params())
+    task.train(model, few, epochs=3)  # too few to converge: the app silences that warning
+    assert model.coef_.shape == (10, 64) and list(model.classes_) == list(range(10))
+    assert set(model.predict(data.x)) <= set(range(7))
+
+
+def test_keras_checkpoint_loads_as_docs_frameworks_shows(tmp_path, run_cli):
+    _skip_unless_installed("keras")
+    assert run_cli("new", "demo", "--template", "keras", cwd=tmp_path).returncode == 0
+    process = run_cli("run", "demo", "--run-config", "num-server-rounds=1", "--json", cwd=tmp_path)
+    out_dir = tmp_path / _last_json_line(process)["out_dir"]
+    doc = FRAMEWORKS_DOC.read_text()
+    section = doc.split("## Loading a checkpoint into a Keras model", 1)[1]
+    (tmp_path / "demo" / "predict.py").write_text(section.split("```python\n")[1].split("```")[0])
+    checkpoint = out_dir / "checkpoints" / "round-0001.npz"
+    predicted = subprocess.run(
+        [sys.executable, "predict.py", str(checkpoint)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path / "demo",
+        timeout=120,
+        check=False,
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    assert re.fullmatch(r"true digit \d, predicted \d", predicted.stdout.strip()), predicted.stdout
 
 
 def test_pytorch_app_learns_on_the_process_backend_in_its_default_config(tmp_path, run_cli):

@@ -28,14 +28,21 @@ if TYPE_CHECKING:
 
 __all__ = ["TEMPLATES", "create_app", "new_command", "package_name"]
 
-TEMPLATES = ("pytorch", "numpy")
+TEMPLATES = ("pytorch", "keras", "numpy", "sklearn", "jax")
 """The templates, the default first."""
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
-_TAKEN = frozenset({"pollinate", "torch", "numpy", "sklearn", "scipy", "tests"})
+_TAKEN = frozenset({"pollinate", "torch", "keras", "jax", "numpy", "sklearn", "scipy", "tests"})
 """Packages an app must not hide (the standard library's are checked too)."""
 
-_DEPENDENCIES = {"pytorch": ("torch", "sklearn"), "numpy": ("sklearn",)}
+_DEPENDENCIES = {
+    "pytorch": ("torch", "sklearn"),
+    "keras": ("keras", "torch", "sklearn"),
+    "numpy": ("sklearn",),
+    "sklearn": ("sklearn",),
+    "jax": ("jax", "sklearn"),
+}
+"""The modules each template's app imports, beyond pollinate and numpy."""
 _PIP_NAMES = {"sklearn": "scikit-learn"}
 _DESCRIPTIONS = {
     "pyproject.toml": "components, run config, federations",
