@@ -1,5 +1,6 @@
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_an_app_without_predict_is_told_where_to_add_it(blobs_app, invoke):
     result = invoke("compare", blobs_app)
     assert result.exit_code == 1
     assert "error: pollinate compare needs the app's predict function" in result.stderr
-    assert 'predict = "blobs.task:predict"' in result.stderr
+    assert 'predict = "blobs:predict"' in result.stderr
     assert not (blobs_app / "runs").exists()
 
 
@@ -65,3 +66,11 @@ def test_a_folder_with_a_comparison_is_not_overwritten(blobs_app, invoke, tmp_pa
     (out / "comparison.json").write_text("{}")
     result = invoke("compare", blobs_app, "--out", out)
     assert result.exit_code == 1 and "already holds a comparison" in result.stderr
+
+
+def test_missing_matplotlib_is_reported_before_any_training(blobs_app, invoke, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if it were not installed
+    result = invoke("compare", blobs_app)
+    assert result.exit_code == 1
+    assert "pip install 'pollinate[plot]'" in result.stderr
+    assert not (blobs_app / "runs").exists()

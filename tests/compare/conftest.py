@@ -4,7 +4,12 @@ from pathlib import Path
 import pytest
 
 BLOBS_APP = Path(__file__).parent / "blobs_app"
-BLOBS_CONFIG = {"num-server-rounds": 4, "local-steps": 30, "label-counts": True}
+BLOBS_CONFIG = {
+    "num-server-rounds": 4,
+    "local-steps": 30,
+    "label-counts": True,
+    "fraction-train": 1.0,
+}
 
 
 @pytest.fixture(scope="session")

@@ -60,3 +60,8 @@ def test_a_failing_handler_or_a_malformed_reply_is_the_apps_error():
 def test_a_well_formed_reply_gives_counts_by_label():
     reply = _query().reply(RecordDict({"metrics": label_counts([0, 0, 4])}))
     assert read_label_counts(reply) == {0: 2, 4: 1}
+
+
+def test_a_node_without_training_examples_has_empty_counts():
+    reply = _query().reply(RecordDict({"metrics": label_counts(np.array([], dtype=np.int64))}))
+    assert read_label_counts(reply) == {}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pollinate import ArrayRecord, ClientApp, Result, ServerApp
+from pollinate import ArrayRecord, ClientApp, RecordDict, Result, ServerApp
 from pollinate.compare import Predictions, run_comparison, write_comparison
 from pollinate.errors import AppError, RoundError
 from pollinate.server import load_arrays
@@ -47,17 +47,54 @@ def test_every_model_has_a_score_per_round_from_the_same_initial_model(compariso
 
 def test_isolated_training_gets_the_same_local_budget_as_federation(blobs, comparison):
     """Isolated partition p is exactly `rounds` x local steps of SGD on p, from the same start."""
-    model = comparison.isolated[1]
-    arrays = load_initial(blobs)
-    x, y = blobs.partition(1)
-    for _ in range(comparison.num_rounds):
-        arrays = blobs.sgd(arrays, x, y, BLOBS_CONFIG["local-steps"])
-    for name in ("w", "b"):
-        np.testing.assert_allclose(model.arrays[name].numpy(), arrays[name].numpy(), rtol=1e-12)
+    for model in comparison.isolated:
+        assert model.rounds_trained == comparison.num_rounds
+        np.testing.assert_allclose(
+            model.arrays["w"].numpy(), replay(blobs, model.partition, model.rounds_trained)
+        )
 
 
 def load_initial(blobs):
     return ArrayRecord({"w": np.zeros((2, blobs.CLASSES)), "b": np.zeros(blobs.CLASSES)})
+
+
+def replay(blobs, partition, rounds):
+    """The weights ``rounds`` rounds of local training on ``partition`` alone give."""
+    arrays = load_initial(blobs)
+    x, y = blobs.partition(partition)
+    for _ in range(rounds):
+        arrays = blobs.sgd(arrays, x, y, BLOBS_CONFIG["local-steps"], blobs.LEARNING_RATE)
+    return arrays["w"].numpy()
+
+
+def test_with_sampling_each_node_trains_alone_only_in_the_rounds_it_was_sampled(blobs):
+    comparison = _compare(blobs, config={"fraction-train": 0.34, "num-server-rounds": 5})
+    rounds = [model.rounds_trained for model in comparison.isolated]
+    assert sum(rounds) == 5  # one node sampled per round
+    assert comparison.federated.rounds_trained == 5
+    for model in comparison.isolated:
+        assert len(model.curve) == model.rounds_trained + 1
+        np.testing.assert_allclose(
+            model.arrays["w"].numpy(), replay(blobs, model.partition, model.rounds_trained)
+        )
+    assert "rounds" in comparison.table().header
+
+
+def test_a_client_that_edits_its_message_in_place_cannot_touch_another_nodes_model(blobs):
+    client = ClientApp()
+
+    @client.train()
+    def train(msg, context):
+        reply = blobs.train(msg, context)
+        received = msg.content.arrays()
+        for name, array in reply.content.arrays().items():
+            received[name] = array.numpy()  # reuses the message's record for its reply
+        return msg.reply(RecordDict({"arrays": received, "metrics": reply.content.metrics()}))
+
+    client.query("label-counts")(blobs.count_labels)
+    comparison = _compare(blobs, client_app=client, config={"num-server-rounds": 2})
+    for model in comparison.isolated:
+        np.testing.assert_allclose(model.arrays["w"].numpy(), replay(blobs, model.partition, 2))
 
 
 def test_same_app_gives_the_same_table(blobs, comparison):
@@ -125,6 +162,34 @@ def test_a_server_app_that_reports_no_models_is_told_how_to(blobs):
 
     with pytest.raises(AppError, match="report_arrays"):
         _compare(blobs, server_app=silent)
+
+
+def test_a_server_app_running_two_round_sequences_is_refused(blobs):
+    twice = ServerApp()
+
+    @twice.main()
+    def main(grid, context):
+        strategy = blobs.FedAvg(fraction_evaluate=0.0, min_available_nodes=1, min_train_nodes=1)
+        config = {"lr": 0.5}
+        first = strategy.start(grid, load_initial(blobs), num_rounds=1, train_config=config)
+        return strategy.start(grid, first.arrays, num_rounds=1, train_config=config)
+
+    with pytest.raises(AppError, match=r"call strategy\.start once"):
+        _compare(blobs, server_app=twice)
+
+
+def test_loss_is_optional_even_for_some_models_only(blobs, tmp_path):
+    calls = []
+
+    def sometimes_loss(arrays, config):
+        calls.append(1)
+        full = blobs.predict(arrays, config)
+        return Predictions(full.labels, full.predicted, full.loss if len(calls) % 2 else None)
+
+    comparison = _compare(blobs, predict=sometimes_loss, config={"num-server-rounds": 2})
+    files = write_comparison(comparison, tmp_path)
+    with Image.open(files.curves) as png:
+        assert png.format == "PNG"
 
 
 def test_predict_must_return_predictions_on_one_test_set(blobs):

@@ -15,8 +15,7 @@ from rich.table import Table
 
 from .. import __version__
 from ..client import ClientApp
-from ..compare import Comparison, ModelRun, PredictFn, run_comparison, write_comparison
-from ..compare._table import percent
+from ..compare import Comparison, PredictFn, require_plotting, run_comparison, write_comparison
 from ..errors import AppError, ConfigError
 from ..loader import load_object
 from ..server import ServerApp
@@ -27,8 +26,6 @@ from ._run import VERBOSE, RunPlan, app_options, finite, plan_run, stdout_to_std
 __all__ = ["compare_command"]
 
 TABLE_FILE = "comparison.json"
-MAX_SUBSET_COLUMNS = 8
-"""The terminal table shows a column per node's missing labels up to this many nodes."""
 
 
 def _load_predict(plan: RunPlan) -> PredictFn:
@@ -36,7 +33,7 @@ def _load_predict(plan: RunPlan) -> PredictFn:
     if spec is None:
         raise ConfigError(
             f"pollinate compare needs the app's predict function: add "
-            f'predict = "{_package(plan)}.task:predict" under '
+            f'predict = "{_predict_module(plan)}:predict" under '
             f"[tool.pollinate.app.components] in {plan.app.pyproject} "
             "(docs/compare.md shows what it returns)"
         )
@@ -46,8 +43,12 @@ def _load_predict(plan: RunPlan) -> PredictFn:
     return cast(PredictFn, predict)
 
 
-def _package(plan: RunPlan) -> str:
-    return plan.app.serverapp.split(":")[0].split(".")[0]
+def _predict_module(plan: RunPlan) -> str:
+    """Where ``predict`` most likely belongs: the app's ``task`` module, if it has one."""
+    module = plan.app.serverapp.partition(":")[0]
+    package = module.rpartition(".")[0]
+    task = plan.app.app_dir / package.replace(".", "/") / "task.py"
+    return f"{package}.task" if package and task.is_file() else module
 
 
 def _compare(plan: RunPlan, stderr: Console) -> Comparison:
@@ -101,47 +102,22 @@ def _about(plan: RunPlan, wall_time_s: float) -> dict[str, Any]:
     }
 
 
-def _terminal_table(comparison: Comparison) -> Table:
-    missing = comparison.missing_labels()
-    per_subset = len(missing) <= MAX_SUBSET_COLUMNS
-    table = Table(title="Test accuracy: isolated vs federated", title_justify="left")
-    table.add_column("model")
-    table.add_column("examples", justify="right")
-    table.add_column("accuracy", justify="right")
-    if per_subset:
-        for partition, labels in missing.items():
-            table.add_column(
-                f"p{partition} never saw\n{','.join(map(str, labels))}", justify="right"
-            )
-    elif missing:
-        table.add_column("own missing\n(fed.: mean)", justify="right")
-    for model in comparison.models:
-        on_missing = comparison.accuracy_on_missing(model)
-        cells = [model.name, _examples(comparison, model), percent(model.final.accuracy())]
-        if per_subset:
-            for partition in missing:
-                cell = percent(on_missing[partition])
-                cells.append(f"[bold red]{cell}[/]" if partition == model.partition else cell)
-        elif missing:
-            values = (
-                list(on_missing.values())
-                if model.partition is None
-                else [on_missing.get(model.partition, float("nan"))]
-            )
-            cells.append(percent(sum(values) / len(values)))
-        style = "bold" if model.partition is None else None
-        table.add_row(*cells, style=style)
-    return table
-
-
-def _examples(comparison: Comparison, model: ModelRun) -> str:
-    partitions = [model.partition] if model.partition is not None else comparison.label_counts or []
-    sizes = [comparison.num_examples(p) for p in partitions]
-    return f"{sum(s for s in sizes if s):,}" if sizes and all(sizes) else "?"
+def _terminal_table(comparison: Comparison, width: int) -> Table:
+    """The comparison's table for a terminal: the federated row bold, own-missing cells red."""
+    table = comparison.table(max_subset_columns=max(1, (width - 32) // 15))
+    view = Table(title="Test accuracy: isolated vs federated", title_justify="left")
+    for number, name in enumerate(table.header):
+        view.add_column(
+            name.replace(" never saw ", " never saw\n"), justify="left" if number == 0 else "right"
+        )
+    for model, row in zip(comparison.models, table.rows, strict=True):
+        cells = [f"[bold red]{escape(c.text)}[/]" if c.own else escape(c.text) for c in row]
+        view.add_row(*cells, style="bold" if model.partition is None else None)
+    return view
 
 
 def _print_result(comparison: Comparison, plan: RunPlan, console: Console) -> None:
-    console.print(_terminal_table(comparison))
+    console.print(_terminal_table(comparison, console.width))
     if comparison.label_counts is None:
         console.print(
             "Accuracy on missing labels needs the ClientApp to answer query.label-counts "
@@ -151,7 +127,7 @@ def _print_result(comparison: Comparison, plan: RunPlan, console: Console) -> No
     elif comparison.missing_labels():
         console.print(
             "pN never saw: accuracy on the test labels partition N never trained on "
-            "(red: the model trained on partition N alone)",
+            "(red: a model on the labels it never trained on)",
             style="dim",
         )
     console.print(f"results: {escape(shown(plan.out_dir))}", soft_wrap=True)
@@ -203,6 +179,7 @@ def compare_command(
     folder gets comparison.md, comparison.json, curves.png and confusion/<model>.png.
     """
     ctx.meta[VERBOSE] = verbose
+    require_plotting()  # before the training, not after it
     plan = plan_run(app_dir, federation, run_config, federation_config, out_dir, kind="compare")
     if (plan.out_dir / TABLE_FILE).exists():
         raise ConfigError(f"{str(plan.out_dir)!r} already holds a comparison: choose another --out")

@@ -5,6 +5,7 @@ matplotlib is imported only here, when the files are written.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,13 +13,18 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
 from ._table import Comparison, ModelRun, percent
 
-__all__ = ["ComparisonFiles", "write_comparison"]
+__all__ = ["ComparisonFiles", "require_plotting", "write_comparison"]
 
-_FEDERATED_COLOR = "black"
 _MAX_ANNOTATED_CLASSES = 12
 """Confusion matrices with more classes than this show colours only, no numbers."""
+_MAX_LABELLED_CLASSES = 40
+"""... and with more than this, no tick labels either."""
+_MAX_FIGURE_INCHES = 16.0
+_MAX_COLORED_MODELS = 10
+"""With more isolated models than this, curves draw them all in grey."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,18 +40,16 @@ class ComparisonFiles:
 def write_comparison(
     comparison: Comparison, out_dir: str | Path, about: dict[str, Any] | None = None
 ) -> ComparisonFiles:
-    """Write ``comparison.md``, ``comparison.json``, ``curves.png`` and ``confusion/*.png``.
+    """Write ``comparison.md``, ``curves.png``, ``confusion/*.png`` and ``comparison.json``.
 
-    ``about`` (the app, federation and run config, say) is kept at the top of the JSON file.
+    ``about`` (the app, federation and run config, say) is kept at the top of the JSON file,
+    which is written last: its presence marks a finished comparison.
     """
+    plt = _pyplot()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table_md = out / "comparison.md"
     table_md.write_text(comparison.to_markdown(), encoding="utf-8")
-    table_json = out / "comparison.json"
-    record = {**(about or {}), **comparison.to_json(), "curves": comparison.curves_json()}
-    table_json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    plt = _pyplot()
     curves = out / "curves.png"
     _plot_curves(plt, comparison, curves)
     confusion_dir = out / "confusion"
@@ -54,10 +58,22 @@ def write_comparison(
         _plot_confusion(plt, comparison, model, confusion_dir / f"{model.name}.png")
         for model in comparison.models
     )
+    table_json = out / "comparison.json"
+    record = {**(about or {}), **comparison.to_json(), "curves": comparison.curves_json()}
+    table_json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return ComparisonFiles(table_md, table_json, curves, confusion)
 
 
+def require_plotting() -> None:
+    """Raise a ConfigError saying what to install if matplotlib is missing (check it early)."""
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ConfigError(
+            "writing the comparison's plots needs matplotlib: pip install 'pollinate[plot]'"
+        )
+
+
 def _pyplot() -> Any:
+    require_plotting()
     import matplotlib
 
     matplotlib.use("Agg")
@@ -67,26 +83,40 @@ def _pyplot() -> Any:
 
 
 def _plot_curves(plt: Any, comparison: Comparison, path: Path) -> None:
-    """Test accuracy (and loss, if known) per round: a line per model, federated in black."""
+    """Test accuracy (and loss, where known) per round: a line per model, federated in black.
+
+    With many isolated models they are drawn as thin grey lines under one legend entry.
+    """
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
-    has_loss = all(s.loss is not None for m in comparison.models for s in m.curve)
+    has_loss = any(s.loss is not None for m in comparison.models for s in m.curve)
     panels = ["accuracy", "loss"] if has_loss else ["accuracy"]
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
     colors = plt.get_cmap("tab10")
+    crowded = len(comparison.isolated) > _MAX_COLORED_MODELS
     for ax, panel in zip(axes.flat, panels, strict=True):
         for model in comparison.models:
-            rounds = [s.server_round for s in model.curve]
-            values = [s.accuracy if panel == "accuracy" else s.loss for s in model.curve]
-            federated = model.partition is None
+            label: str | None
+            points = [
+                (s.server_round, s.accuracy if panel == "accuracy" else s.loss) for s in model.curve
+            ]
+            rounds, values = zip(*[(r, v) for r, v in points if v is not None], strict=True)
+            if model.partition is None:
+                style = {"color": "black", "linewidth": 2.5, "marker": "o", "zorder": 3}
+                label = _legend(model)
+            elif crowded:
+                style = {"color": "grey", "linewidth": 0.8, "alpha": 0.5}
+                first = model is comparison.isolated[0]
+                label = f"isolated ({len(comparison.isolated)} models)" if first else None
+            else:
+                style = {"color": colors(model.partition % 10), "linewidth": 1.3, "marker": "o"}
+                label = _legend(model)
             ax.plot(
                 rounds,
                 values,
-                marker="o",
-                linewidth=2.5 if federated else 1.3,
-                linestyle="-" if federated else "--",
-                color=_FEDERATED_COLOR if model.partition is None else colors(model.partition % 10),
-                label=_legend(comparison, model),
+                linestyle="-" if model.partition is None else "--",
+                label=label,
+                **style,
             )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if panel == "accuracy":
@@ -103,7 +133,7 @@ def _plot_curves(plt: Any, comparison: Comparison, path: Path) -> None:
     plt.close(fig)
 
 
-def _legend(comparison: Comparison, model: ModelRun) -> str:
+def _legend(model: ModelRun) -> str:
     accuracy = percent(model.final.accuracy())
     if model.partition is None:
         return f"federated ({accuracy})"
@@ -116,39 +146,38 @@ def _plot_confusion(plt: Any, comparison: Comparison, model: ModelRun, path: Pat
     counts = comparison.confusion(model)
     totals = counts.sum(axis=1, keepdims=True)
     rates = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
-    never_seen = (
-        set(comparison.missing_labels().get(model.partition, ()))
-        if model.partition is not None
-        else set()
-    )
-    size = max(4.8, 0.45 * len(classes) + 2)
+    missing = comparison.missing_labels()
+    never_seen = set(missing.get(model.partition, ())) if model.partition is not None else set()
+    size = min(_MAX_FIGURE_INCHES, max(4.8, 0.45 * len(classes) + 2))
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="fraction of the true label's examples")
-    ticks = range(len(classes))
-    ax.set_xticks(ticks, [str(c) for c in classes])
-    ax.set_yticks(ticks, [str(c) for c in classes])
-    for tick in (*ax.get_xticklabels(), *ax.get_yticklabels()):
-        if int(tick.get_text()) in never_seen:
-            tick.set_color("red")
-            tick.set_fontweight("bold")
+    if len(classes) <= _MAX_LABELLED_CLASSES:
+        ticks = range(len(classes))
+        ax.set_xticks(ticks, [str(c) for c in classes])
+        ax.set_yticks(ticks, [str(c) for c in classes])
+        for label, x_tick, y_tick in zip(
+            classes, ax.get_xticklabels(), ax.get_yticklabels(), strict=True
+        ):
+            if label in never_seen:
+                for tick in (x_tick, y_tick):
+                    tick.set_color("red")
+                    tick.set_fontweight("bold")
     if len(classes) <= _MAX_ANNOTATED_CLASSES:
-        for row in ticks:
-            for col in ticks:
-                if counts[row, col]:
-                    ax.text(
-                        col,
-                        row,
-                        f"{rates[row, col]:.0%}",
-                        ha="center",
-                        va="center",
-                        fontsize=7,
-                        color="white" if rates[row, col] > 0.5 else "black",
-                    )
+        for row, col in zip(*np.nonzero(counts), strict=True):
+            ax.text(
+                col,
+                row,
+                f"{rates[row, col]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[row, col] > 0.5 else "black",
+            )
     ax.set_xlabel("predicted label")
     ax.set_ylabel("true label")
-    title = f"{_legend(comparison, model)}"
-    if never_seen:
+    title = _legend(model)
+    if never_seen and len(classes) <= _MAX_LABELLED_CLASSES:
         title += "\nred: labels it never trained on"
     ax.set_title(title)
     fig.tight_layout()

@@ -30,7 +30,7 @@ LABEL_COUNTS = "query.label-counts"
 """The message type asking a node how many training examples of each label it holds."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Predictions:
     """One model's answers on the test set: true ``labels``, ``predicted`` labels, mean ``loss``.
 
@@ -97,9 +97,11 @@ def read_label_counts(reply: Message) -> dict[int, int] | None:
         record = reply.content.metrics()
         counts = {int(label): count for label, count in record.items()}
     except (RecordError, ValueError):
-        counts = {}
-    if counts and all(isinstance(c, int) and c >= 0 for c in counts.values()):
-        return {label: count for label, count in counts.items() if isinstance(count, int)}
+        counts = None
+    if counts is not None:  # {} is a node with no training examples
+        valid = {k: v for k, v in counts.items() if isinstance(v, int) and v >= 0}
+        if len(valid) == len(counts):
+            return valid
     raise AppError(
         "the query.label-counts handler must reply with "
         "RecordDict({'metrics': pollinate.compare.label_counts(train_labels)})"

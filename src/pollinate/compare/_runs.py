@@ -1,15 +1,18 @@
 """Train the federated model and one isolated model per node, and score every round of each.
 
-The federated model is the app's own ServerApp, run unchanged. Each isolated model starts
-from the same initial weights and is trained by the same ClientApp on one node's data alone,
-for the same number of rounds, so every model gets the same local budget (rounds x local
-epochs). Isolated training is a federation without aggregation: each round, every node gets
-back its own model, so all nodes train side by side on any backend.
+The federated model is the app's own ServerApp, run unchanged, while a recorder notes which
+node trained in which round and with which config. Each isolated model then starts from the
+same initial weights and replays exactly that: the same ClientApp trains it on one node's
+data alone, in the rounds that node trained, with the config it got. So every isolated model
+gets the local budget its node had in the federation. Isolated training is a federation
+without aggregation: each node gets back its own model, so nodes train side by side on any
+backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +22,18 @@ from ..context import Context, UserConfig, UserConfigValue
 from ..errors import AppError, RoundError
 from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, RecordDict
-from ..server import Grid, Result, RunObserver, ServerApp, save_arrays
-from ..server import RoundRecord as _RoundRecord
-from ..simulation import NodeConfigFn, default_node_config, run_simulation
-from ..strategy._validate import ARRAYS_KEY, CONFIG_KEY
+from ..server import Grid, Result, RoundRecord, RunObserver, ServerApp, save_arrays
+from ..simulation import (
+    AppRef,
+    Backend,
+    NodeConfigFn,
+    Task,
+    TaskResult,
+    default_node_config,
+    make_backend,
+    run_simulation,
+)
+from ..strategy._validate import ARRAYS_KEY, CONFIG_KEY, check_arrays
 from ._hooks import LABEL_COUNTS, PredictFn, Predictions, call_predict, read_label_counts
 from ._table import Comparison, ModelRun, RoundScore
 
@@ -30,6 +41,8 @@ __all__ = ["run_comparison"]
 
 FEDERATED_DIR = "federated"
 ISOLATED_DIR = "isolated"
+ROUND_TIMEOUT_S = 3600.0
+"""How long an isolated round waits for its nodes, as ``Strategy.start`` does by default."""
 
 StatusFn = Callable[[str], None]
 
@@ -53,71 +66,110 @@ def run_comparison(
 
     ``predict(arrays, run_config)`` returns the test set's true and predicted labels for a
     model; the ClientApp may answer ``query.label-counts`` so each node's missing labels are
-    known (see ``pollinate.compare.label_counts``). With ``out_dir``, the federated run's files
-    go to ``out_dir/federated`` and each isolated model to ``out_dir/isolated``.
+    known (see ``pollinate.compare.label_counts``). Node ``i + 1`` holds partition ``i``, as
+    in every simulation. With ``out_dir``, the federated run's files go to
+    ``out_dir/federated`` and each isolated model to ``out_dir/isolated``.
     ``observers`` watch the federated run; ``status`` hears how isolated training goes.
     """
     config: dict[str, UserConfigValue] = dict(run_config or {})
-    say = status or (lambda text: None)
     out_root = Path(out_dir) if out_dir is not None else None
+    score = _Scorer(predict, config)
 
-    def simulate(app: ServerApp, out: Path | None, observers: Sequence[RunObserver]) -> None:
+    def simulate(
+        app: ServerApp, runner: Backend, out: Path | None, watchers: Sequence[RunObserver]
+    ) -> None:
         run_simulation(
             app,
             client_app,
             num_nodes=num_nodes,
-            backend=backend,
-            backend_options=backend_options,
+            backend=runner,
             run_config=config,
             node_config_fn=node_config_fn,
             app_dir=app_dir,
             out_dir=out,
-            observers=observers,
+            observers=watchers,
         )
 
-    scorer = _Scorer(predict, config)
-    simulate(server_app, out_root / FEDERATED_DIR if out_root else None, [*observers, scorer])
-    initial, federated = scorer.finished()
-    num_rounds = federated.curve[-1].server_round
-    isolated = _IsolatedTraining(predict, config, initial, num_rounds, say)
-    simulate(isolated.app(), None, ())
+    def new_backend() -> Backend:
+        return make_backend(backend, **(backend_options or {}))
+
+    federated = _FederatedWatch(score)
+    recorder = _Recorder(new_backend())
+    federated_out = out_root / FEDERATED_DIR if out_root is not None else None
+    simulate(server_app, recorder, federated_out, [*observers, federated, recorder])
+    initial, federated_run = federated.finished()
+    isolated = _IsolatedTraining(score, initial, federated_run.curve[0], recorder.trained)
+    isolated.status = status or (lambda text: None)
+    simulate(isolated.app(), new_backend(), None, ())
     if out_root is not None:
         for run in isolated.runs:
             save_arrays(run.arrays, out_root / ISOLATED_DIR / f"partition-{run.partition}.npz")
-    _check_same_test_set([*isolated.runs, federated])
     return Comparison(
-        models=(*isolated.runs, federated),
+        models=(*isolated.runs, federated_run),
         label_counts=isolated.label_counts,
-        num_rounds=num_rounds,
+        num_rounds=federated_run.rounds_trained,
     )
 
 
 class _Scorer:
-    """Observes the federated run: scores the global model after every round."""
+    """Calls ``predict`` and checks that every model is scored on the same test labels."""
 
     def __init__(self, predict: PredictFn, run_config: Mapping[str, UserConfigValue]) -> None:
         self.predict = predict
         self.run_config = run_config
+        self.labels: np.ndarray | None = None
+
+    def __call__(self, arrays: ArrayRecord) -> Predictions:
+        predictions = call_predict(self.predict, arrays, self.run_config)
+        if self.labels is None:
+            self.labels = predictions.labels
+        elif not np.array_equal(predictions.labels, self.labels):
+            raise AppError(
+                "the predict function returned different test labels for different models: "
+                "it must score every model on the same test set, in the same order (no "
+                "shuffling)"
+            )
+        return predictions
+
+
+class _Observer:
+    """A RunObserver that ignores what its subclass does not override."""
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        """A round begins."""
+
+    def on_round(self, record: RoundRecord) -> None:
+        """A round finished."""
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """The global model after a round."""
+
+    def on_result(self, result: Result) -> None:
+        """The run finished."""
+
+
+class _FederatedWatch(_Observer):
+    """Scores the federated run's global model after every round (round 0: the initial one)."""
+
+    def __init__(self, score: _Scorer) -> None:
+        self.score = score
         self.initial: ArrayRecord | None = None
         self.final: tuple[ArrayRecord, Predictions] | None = None
         self.curve: list[RoundScore] = []
 
-    def on_round_start(self, server_round: int, num_rounds: int) -> None:
-        """Nothing to score yet."""
-
-    def on_round(self, record: _RoundRecord) -> None:
-        """The model comes with ``on_arrays``."""
-
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
-        """Score the global model of this round (round 0: the initial model)."""
+        """Score this round's global model."""
+        if self.curve and server_round <= self.curve[-1].server_round:
+            raise AppError(
+                f"the ServerApp reported round {server_round} after round "
+                f"{self.curve[-1].server_round}: pollinate compare needs one sequence of "
+                "rounds (call strategy.start once)"
+            )
         if server_round == 0:
             self.initial = arrays
-        predictions = call_predict(self.predict, arrays, self.run_config)
+        predictions = self.score(arrays)
         self.curve.append(RoundScore.of(server_round, predictions))
         self.final = (arrays, predictions)
-
-    def on_result(self, result: Result) -> None:
-        """Nothing more to score."""
 
     def finished(self) -> tuple[ArrayRecord, ModelRun]:
         """The initial model and the federated model's run; an AppError if rounds are missing."""
@@ -129,26 +181,73 @@ class _Scorer:
                 "(round 0 for the initial model)"
             )
         arrays, predictions = self.final
-        run = ModelRun("federated", None, tuple(self.curve), predictions, arrays)
-        return self.initial, run
+        rounds = self.curve[-1].server_round
+        return self.initial, ModelRun(
+            "federated", None, tuple(self.curve), predictions, arrays, rounds
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A train message as the federated run sent it: its type and its config."""
+
+    message_type: str
+    config: ConfigRecord
+
+
+class _Recorder(Backend, _Observer):
+    """Wraps a backend: notes which node got a train message in which round, and its config."""
+
+    name = "recording"
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.server_round = 0
+        self.trained: dict[int, dict[int, _Sent]] = {}
+        """``{server_round: {node_id: what it was sent}}``."""
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        """Train messages from now on belong to ``server_round``."""
+        self.server_round = server_round
+
+    def start(self, app: AppRef, num_nodes: int | None = None) -> None:
+        """Start the wrapped backend."""
+        self.inner.start(app, num_nodes)
+
+    def run(self, tasks: Sequence[Task], deadline: float | None) -> Iterator[TaskResult]:
+        """Note the train tasks, then run everything on the wrapped backend."""
+        for task in tasks:
+            metadata = task.message.metadata
+            if metadata.message_type.partition(".")[0] != MessageType.TRAIN:
+                continue
+            found = task.message.content.get(CONFIG_KEY)
+            config = ConfigRecord(found) if isinstance(found, ConfigRecord) else ConfigRecord()
+            stated = config.get("server-round")  # what Strategy.start sends; else the observer's
+            server_round = stated if isinstance(stated, int) else self.server_round
+            sent = _Sent(metadata.message_type, config)
+            self.trained.setdefault(server_round, {})[metadata.dst_node_id] = sent
+        return self.inner.run(tasks, deadline)
+
+    def close(self) -> None:
+        """Close the wrapped backend."""
+        self.inner.close()
 
 
 class _IsolatedTraining:
-    """A ServerApp that trains each node's own model on its own data, with no aggregation."""
+    """A ServerApp that replays each node's federated training on its own model, alone."""
 
     def __init__(
         self,
-        predict: PredictFn,
-        run_config: Mapping[str, UserConfigValue],
+        score: _Scorer,
         initial: ArrayRecord,
-        num_rounds: int,
-        status: StatusFn,
+        initial_score: RoundScore,
+        trained: dict[int, dict[int, _Sent]],
     ) -> None:
-        self.predict = predict
-        self.run_config = run_config
+        self.score = score
         self.initial = initial
-        self.num_rounds = num_rounds
-        self.status = status
+        self.initial_score = initial_score
+        self.trained = trained
+        self.status: StatusFn = lambda text: None
         self.runs: list[ModelRun] = []
         self.label_counts: dict[int, dict[int, int]] | None = None
 
@@ -166,70 +265,82 @@ class _IsolatedTraining:
     def _train(self, grid: Grid) -> None:
         nodes = sorted(grid.node_ids())
         self.status("asking each node which labels it holds")
-        self.label_counts = self._ask_label_counts(grid, nodes)
-        first = RoundScore.of(0, call_predict(self.predict, self.initial, self.run_config))
+        self.label_counts = _ask_label_counts(grid, nodes)
         models = dict.fromkeys(nodes, self.initial)
-        curves: dict[int, list[RoundScore]] = {node: [first] for node in nodes}
         finals: dict[int, Predictions] = {}
-        for server_round in range(1, self.num_rounds + 1):
+        curves: dict[int, list[RoundScore]] = {node: [self.initial_score] for node in nodes}
+        rounds = sorted(r for r in self.trained if r > 0)
+        for server_round in rounds:
+            sent = self.trained[server_round]
             self.status(
-                f"training {len(nodes)} isolated models: round {server_round}/{self.num_rounds}"
+                f"round {server_round}/{rounds[-1]}: training {len(sent)} isolated "
+                f"model{'s' if len(sent) != 1 else ''}"
             )
-            models = self._round(grid, server_round, models)
-            for node, arrays in models.items():
-                finals[node] = call_predict(self.predict, arrays, self.run_config)
+            models.update(self._round(grid, server_round, models, sent))
+            for node in sent:
+                finals[node] = self.score(models[node])
                 curves[node].append(RoundScore.of(server_round, finals[node]))
         self.runs = [
-            ModelRun(f"isolated-{node - 1}", node - 1, tuple(curves[node]), finals[node], arrays)
-            for node, arrays in models.items()
+            ModelRun(
+                f"isolated-{node - 1}",
+                node - 1,
+                tuple(curves[node]),
+                finals[node] if node in finals else self.score(self.initial),
+                models[node],
+                len(curves[node]) - 1,
+            )
+            for node in nodes
         ]
 
     def _round(
-        self, grid: Grid, server_round: int, models: dict[int, ArrayRecord]
+        self,
+        grid: Grid,
+        server_round: int,
+        models: dict[int, ArrayRecord],
+        sent: dict[int, _Sent],
     ) -> dict[int, ArrayRecord]:
-        config = ConfigRecord({"server-round": server_round})
+        # Each message gets its own records, so a node that edits its content in place
+        # cannot change another node's model.
         messages = [
             Message.create(
-                RecordDict({ARRAYS_KEY: arrays, CONFIG_KEY: ConfigRecord(config)}),
+                RecordDict(
+                    {ARRAYS_KEY: ArrayRecord(models[node]), CONFIG_KEY: ConfigRecord(s.config)}
+                ),
                 node,
-                MessageType.TRAIN,
+                s.message_type,
                 run_id=grid.run_id,
             )
-            for node, arrays in models.items()
+            for node, s in sent.items()
         ]
-        trained = dict(models)
-        for reply in grid.send_and_receive(messages):
+        trained = {}
+        for reply in grid.send_and_receive(messages, timeout=ROUND_TIMEOUT_S):
             node = reply.metadata.src_node_id
-            arrays = None if reply.error else reply.content.get(ARRAYS_KEY)
-            if not isinstance(arrays, ArrayRecord):
-                reason = reply.error.reason if reply.error else "its reply has no 'arrays'"
+            arrays = reply.content.get(ARRAYS_KEY) if reply.error is None else None
+            problem = (
+                reply.error.reason
+                if reply.error is not None
+                else f"its reply has no ArrayRecord under {ARRAYS_KEY!r}"
+                if not isinstance(arrays, ArrayRecord)
+                else check_arrays(arrays, models[node])
+            )
+            if problem is not None or not isinstance(arrays, ArrayRecord):
                 raise RoundError(
                     f"isolated training of partition {node - 1} failed in round "
-                    f"{server_round}: {reason}"
+                    f"{server_round}: {problem}"
                 )
             trained[node] = arrays
         return trained
 
-    @staticmethod
-    def _ask_label_counts(grid: Grid, nodes: list[int]) -> dict[int, dict[int, int]] | None:
-        messages = [
-            Message.create(RecordDict(), node, LABEL_COUNTS, run_id=grid.run_id) for node in nodes
-        ]
-        counts = {
-            reply.metadata.src_node_id - 1: read_label_counts(reply)
-            for reply in grid.send_and_receive(messages)
-        }
-        if any(c is None for c in counts.values()):
-            return None
-        return {partition: c for partition, c in sorted(counts.items()) if c is not None}
 
-
-def _check_same_test_set(runs: list[ModelRun]) -> None:
-    """Every model must be scored on the same examples, or the table compares nothing."""
-    labels = runs[0].final.labels
-    for run in runs[1:]:
-        if not np.array_equal(run.final.labels, labels):
-            raise AppError(
-                "the predict function returned different test labels for different models: "
-                "it must score every model on the same test set, in the same order"
-            )
+def _ask_label_counts(grid: Grid, nodes: list[int]) -> dict[int, dict[int, int]] | None:
+    """Each partition's label counts, or None when the ClientApp cannot tell them."""
+    messages = [
+        Message.create(RecordDict(), node, LABEL_COUNTS, run_id=grid.run_id) for node in nodes
+    ]
+    counts = {
+        reply.metadata.src_node_id - 1: read_label_counts(reply)
+        for reply in grid.send_and_receive(messages, timeout=ROUND_TIMEOUT_S)
+    }
+    if any(c is None for c in counts.values()):
+        return None
+    return {partition: c for partition, c in sorted(counts.items()) if c is not None}

@@ -12,7 +12,10 @@ from numpy.typing import NDArray
 from ..records import ArrayRecord
 from ._hooks import Predictions
 
-__all__ = ["Comparison", "ModelRun", "RoundScore"]
+__all__ = ["Cell", "Comparison", "ModelRun", "RoundScore", "Table"]
+
+MAX_SUBSET_COLUMNS = 8
+"""Up to this many partitions missing labels, the table has a column for each."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,15 +32,20 @@ class RoundScore:
         return cls(server_round, predictions.accuracy(), predictions.loss)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ModelRun:
-    """One trained model: ``federated``, or ``isolated-P`` trained on partition P alone."""
+    """One trained model: ``federated``, or ``isolated-P`` trained on partition P alone.
+
+    ``rounds_trained`` is how many rounds trained it: for an isolated model, the rounds in
+    which its node trained in the federated run.
+    """
 
     name: str
     partition: int | None
     curve: tuple[RoundScore, ...]
     final: Predictions
     arrays: ArrayRecord
+    rounds_trained: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,11 +105,19 @@ class Comparison:
         np.add.at(matrix, (rows, cols), 1)
         return matrix
 
-    def num_examples(self, partition: int) -> int | None:
-        """How many training examples a partition holds (None when unknown)."""
-        if self.label_counts is None or partition not in self.label_counts:
+    def num_examples(self, model: ModelRun) -> int | None:
+        """How many training examples trained ``model`` (None when unknown).
+
+        An isolated model's partition size; for the federated model, the sum over the
+        partitions that trained in it.
+        """
+        if self.label_counts is None:
             return None
-        return sum(self.label_counts[partition].values())
+        if model.partition is not None:
+            counts = self.label_counts.get(model.partition)
+            return None if counts is None else sum(counts.values())
+        sizes = [self.num_examples(m) for m in self.isolated if m.rounds_trained > 0]
+        return sum(size for size in sizes if size is not None)
 
     def to_json(self) -> dict[str, Any]:
         """The table as JSON: each model's accuracy, loss and accuracy on missing labels."""
@@ -112,9 +128,8 @@ class Comparison:
                 {
                     "model": model.name,
                     "partition": model.partition,
-                    "num_examples": (
-                        None if model.partition is None else self.num_examples(model.partition)
-                    ),
+                    "rounds_trained": model.rounds_trained,
+                    "num_examples": self.num_examples(model),
                     "accuracy": _finite(model.final.accuracy()),
                     "loss": _finite(model.final.loss),
                     "accuracy_on_missing": {
@@ -135,23 +150,63 @@ class Comparison:
             for model in self.models
         }
 
-    def to_markdown(self) -> str:
-        """The table in Markdown: a row per model; a column per partition's missing labels.
+    def table(self, max_subset_columns: int = MAX_SUBSET_COLUMNS) -> Table:
+        """The table as text cells: a row per model, a column per set of missing labels.
 
-        A model's own missing labels are in bold: what it never saw, and only federation teaches.
+        Partitions that miss the same labels share a column (``p0,p3 never saw 1,3,7``).
+        A ``rounds`` column appears when some node trained in fewer rounds than others.
+
+        With more such columns than ``max_subset_columns``, one column instead
+        holds each isolated model's accuracy on its own missing labels (and the federated
+        model's mean over every partition's). Cells flagged ``own`` are an isolated model on
+        the labels it never saw: what only federation can teach it.
         """
         missing = self.missing_labels()
-        header = ["model", "trained on", "accuracy"] + [
-            f"missing {_labels(labels)} (partition {p})" for p, labels in missing.items()
-        ]
-        lines = [_md_row(header), _md_row(["---"] * 2 + ["---:"] * (len(header) - 2))]
+        groups: dict[tuple[int, ...], list[int]] = {}  # partitions that miss the same labels
+        for partition, labels in missing.items():
+            groups.setdefault(labels, []).append(partition)
+        per_subset = len(groups) <= max_subset_columns
+        # Rounds trained are worth a column only when some node sat out rounds (sampling).
+        uneven = any(model.rounds_trained != self.num_rounds for model in self.models)
+        header = ["model", *(["rounds"] if uneven else []), "examples", "accuracy"]
+        if per_subset:
+            header += [
+                f"p{','.join(map(str, parts))} never saw {_labels(labels)}"
+                for labels, parts in groups.items()
+            ]
+        elif missing:
+            header.append("on own missing labels (federated: mean)")
+        rows = []
         for model in self.models:
+            size = self.num_examples(model)
+            cells = [
+                Cell(model.name),
+                *([Cell(str(model.rounds_trained))] if uneven else []),
+                Cell("?" if size is None else f"{size:,}"),
+                Cell(percent(model.final.accuracy())),
+            ]
             on_missing = self.accuracy_on_missing(model)
-            cells = [model.name, self.trained_on(model), percent(model.final.accuracy())]
-            for partition in missing:
-                cell = percent(on_missing[partition])
-                cells.append(f"**{cell}**" if partition == model.partition else cell)
-            lines.append(_md_row(cells))
+            if per_subset:
+                cells += [
+                    Cell(percent(on_missing[parts[0]]), own=model.partition in parts)
+                    for parts in groups.values()
+                ]
+            elif model.partition is None:
+                cells.append(Cell(percent(float(np.mean(list(on_missing.values()))))))
+            elif missing:
+                own = on_missing.get(model.partition, math.nan)  # NaN: it misses nothing
+                cells.append(Cell(percent(own), own=model.partition in on_missing))
+            rows.append(cells)
+        return Table(header, rows)
+
+    def to_markdown(self) -> str:
+        """The table in Markdown; an isolated model's own missing labels in bold."""
+        table = self.table()
+        lines = [
+            _md_row(table.header),
+            _md_row(["---"] + ["---:"] * (len(table.header) - 1)),
+            *(_md_row([f"**{c.text}**" if c.own else c.text for c in row]) for row in table.rows),
+        ]
         if self.label_counts is None:
             lines += [
                 "",
@@ -160,12 +215,21 @@ class Comparison:
             ]
         return "\n".join(lines) + "\n"
 
-    def trained_on(self, model: ModelRun) -> str:
-        """``"partition 0 (1,010 examples)"`` or ``"all 3 partitions"``."""
-        if model.partition is None:
-            return f"all {len(self.models) - 1} partitions"
-        size = self.num_examples(model.partition)
-        return f"partition {model.partition}" + (f" ({size:,} examples)" if size else "")
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One cell of the table; ``own``: an isolated model on the labels it never trained on."""
+
+    text: str
+    own: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """The comparison as a header and rows of cells, for any renderer."""
+
+    header: list[str]
+    rows: list[list[Cell]]
 
 
 def percent(value: float) -> str:

@@ -8,7 +8,14 @@ from ..message import ErrorCode, Message
 from ..records import ArrayRecord, MetricRecord, is_finite_number
 from ._aggregate import all_finite
 
-__all__ = ["ARRAYS_KEY", "CONFIG_KEY", "METRICS_KEY", "check_evaluate_reply", "check_train_reply"]
+__all__ = [
+    "ARRAYS_KEY",
+    "CONFIG_KEY",
+    "METRICS_KEY",
+    "check_arrays",
+    "check_evaluate_reply",
+    "check_train_reply",
+]
 
 ARRAYS_KEY = "arrays"
 METRICS_KEY = "metrics"
@@ -24,7 +31,7 @@ def check_train_reply(
     arrays = reply.content.get(ARRAYS_KEY)
     if not isinstance(arrays, ArrayRecord):
         return f"reply has no ArrayRecord under {ARRAYS_KEY!r}"
-    return _check_arrays(arrays, reference) or _check_metrics(reply, weight_key, max_weight)
+    return check_arrays(arrays, reference) or _check_metrics(reply, weight_key, max_weight)
 
 
 def check_evaluate_reply(reply: Message, weight_key: str, max_weight: float | None) -> str | None:
@@ -43,7 +50,8 @@ def _error_reason(reply: Message) -> str:
     return f"error reply ({code}): {reply.error.reason}"
 
 
-def _check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> str | None:
+def check_arrays(arrays: ArrayRecord, reference: ArrayRecord) -> str | None:
+    """Why ``arrays`` cannot stand in for ``reference`` (names, shapes, dtypes, NaN/Inf)."""
     if len(arrays) != len(reference) or not all(k in arrays for k in reference):
         missing = [k for k in reference if k not in arrays]
         extra = [k for k in arrays if k not in reference]

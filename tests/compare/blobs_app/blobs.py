@@ -12,6 +12,7 @@ from pollinate import ArrayRecord, ClientApp, FedAvg, MetricRecord, RecordDict, 
 from pollinate.compare import Predictions, label_counts
 
 CLASSES = 6
+LEARNING_RATE = 0.5
 ANGLES = 2 * np.pi * np.arange(CLASSES) / CLASSES
 CENTERS = 5.0 * np.stack([np.cos(ANGLES), np.sin(ANGLES)], axis=1)
 
@@ -33,7 +34,7 @@ def logits(arrays: ArrayRecord, x: np.ndarray) -> np.ndarray:
     return x @ arrays["w"].numpy() + arrays["b"].numpy()
 
 
-def sgd(arrays: ArrayRecord, x: np.ndarray, y: np.ndarray, steps: int) -> ArrayRecord:
+def sgd(arrays: ArrayRecord, x: np.ndarray, y: np.ndarray, steps: int, lr: float) -> ArrayRecord:
     w, b = arrays["w"].numpy().copy(), arrays["b"].numpy().copy()
     onehot = np.eye(CLASSES)[y]
     for _ in range(steps):
@@ -41,8 +42,8 @@ def sgd(arrays: ArrayRecord, x: np.ndarray, y: np.ndarray, steps: int) -> ArrayR
         p = np.exp(z - z.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         grad = (p - onehot) / len(y)
-        w -= 0.5 * x.T @ grad
-        b -= 0.5 * grad.sum(0)
+        w -= lr * x.T @ grad
+        b -= lr * grad.sum(0)
     return ArrayRecord({"w": w, "b": b})
 
 
@@ -52,7 +53,8 @@ client = ClientApp()
 @client.train()
 def train(msg, context):
     x, y = partition(int(context.node_config["partition-id"]))
-    arrays = sgd(msg.content.arrays(), x, y, int(context.run_config["local-steps"]))
+    lr = msg.content.config()["lr"]  # sent by the strategy: compare must replay it
+    arrays = sgd(msg.content.arrays(), x, y, int(context.run_config["local-steps"]), lr)
     metrics = MetricRecord({"num-examples": len(y)})
     return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
 
@@ -80,8 +82,19 @@ server = ServerApp()
 @server.main()
 def main(grid, context):
     initial = ArrayRecord({"w": np.zeros((2, CLASSES)), "b": np.zeros(CLASSES)})
-    strategy = FedAvg(fraction_evaluate=0.0, min_available_nodes=1, min_train_nodes=1)
-    return strategy.start(grid, initial, num_rounds=int(context.run_config["num-server-rounds"]))
+    strategy = FedAvg(
+        fraction_train=float(context.run_config["fraction-train"]),
+        fraction_evaluate=0.0,
+        min_available_nodes=1,
+        min_train_nodes=1,
+        seed=0,
+    )
+    return strategy.start(
+        grid,
+        initial,
+        num_rounds=int(context.run_config["num-server-rounds"]),
+        train_config={"lr": LEARNING_RATE},
+    )
 
 
 def predict(arrays, run_config):
