@@ -47,7 +47,7 @@ _PIP_NAMES = {"sklearn": "scikit-learn"}
 _DESCRIPTIONS = {
     "pyproject.toml": "components, run config, federations",
     "README.md": "how to run it, what each file does",
-    "task.py": "model, data, train and test",
+    "task.py": "model, data, train, test and predict",
     "client_app.py": "ClientApp: train/evaluate on a node's data",
     "server_app.py": "ServerApp: FedAvg, centralized evaluation",
 }
@@ -161,3 +161,4 @@ def new_command(name: str, template: str, parent: Path) -> None:
         names = " ".join(_PIP_NAMES.get(m, m) for m in missing)
         console.print(f"  pip install {names}    # what the app needs that is missing here")
     console.print(f"  pollinate run {escape(shown(app_dir))}")
+    console.print(f"  pollinate compare {escape(shown(app_dir))}    # federated vs each node alone")
