@@ -18,6 +18,7 @@ from ._observer import report_arrays as report_arrays
 from ._observer import report_result as report_result
 from ._observer import report_round as report_round
 from ._observer import report_round_start as report_round_start
+from ._runner import run_server_app as run_server_app
 
 __all__ = [
     "Failure",
@@ -37,5 +38,6 @@ __all__ = [
     "report_result",
     "report_round",
     "report_round_start",
+    "run_server_app",
     "save_arrays",
 ]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from ..client import ClientApp, ClientFn
 from ..context import Context, UserConfig
-from ..errors import AppError, ConfigError, RoundError
-from ..message import SERVER_NODE_ID, Message
-from ..records import ArrayRecord, ConfigRecord, RecordDict
-from ..server import FileRecorder, Grid, Result, RunObserver, ServerApp, observing
+from ..errors import ConfigError
+from ..message import SERVER_NODE_ID
+from ..records import ArrayRecord, RecordDict
+from ..server import Result, RunObserver, ServerApp, run_server_app
 from ..strategy import EvaluateFn, Strategy
 from ._backend import AppRef, Backend, make_backend
 from ._grid import NodeConfigFn, SimulationGrid, default_node_config
@@ -67,43 +67,13 @@ def run_simulation(
     run_id = secrets.randbits(63) if run_id is None else run_id
     grid = SimulationGrid(backend, num_nodes, run_id, config, node_config_fn)
     context = Context(run_id, SERVER_NODE_ID, {}, config, RecordDict())
-    recorder = FileRecorder(Path(out_dir), checkpoints) if out_dir is not None else None
-    last = _LastResult()
     try:
         backend.start(app_ref, num_nodes)
-        with observing([*observers, *([recorder] if recorder else []), last]):
-            returned = server(grid, context)
+        return run_server_app(
+            server, grid, context, out_dir=out_dir, checkpoints=checkpoints, observers=observers
+        )
     finally:
         backend.close()
-    result = returned if isinstance(returned, Result) else last.result
-    if result is None:
-        raise AppError(
-            "the ServerApp finished without a result: return the Result of strategy.start() "
-            "from main, or call pollinate.server.report_result(result)"
-        )
-    if recorder is not None and recorder.result is not result:  # a hand-written round loop
-        recorder.on_result(result)
-    return result
-
-
-class _LastResult:
-    """Keeps the last result a strategy reported."""
-
-    def __init__(self) -> None:
-        self.result: Result | None = None
-
-    def on_round_start(self, server_round: int, num_rounds: int) -> None:
-        """Nothing to keep yet."""
-
-    def on_round(self, record: object) -> None:
-        """Nothing to keep yet."""
-
-    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
-        """Nothing to keep yet."""
-
-    def on_result(self, result: Result) -> None:
-        """Keep the result."""
-        self.result = result
 
 
 def _checked_run_config(run_config: UserConfig) -> dict[str, bool | int | float | str]:
@@ -150,26 +120,4 @@ def _server_app(
         return server_app
     if strategy is None or num_rounds is None:
         raise ConfigError("give a server_app, or a strategy and num_rounds")
-    app = ServerApp()
-
-    @app.main()
-    def main(grid: Grid, context: Context) -> Result:
-        arrays = initial_arrays if initial_arrays is not None else _initial_arrays(grid)
-        return strategy.start(grid, arrays, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
-
-    return app
-
-
-def _initial_arrays(grid: Grid) -> ArrayRecord:
-    """Ask one node for its model's weights, as the classic API does without initial ones."""
-    node_id = min(grid.node_ids())
-    message = Message.create(
-        RecordDict({"config": ConfigRecord()}), node_id, "query.get-parameters"
-    )
-    (reply,) = grid.send_and_receive([message])
-    arrays = reply.content.get("arrays")
-    if not isinstance(arrays, ArrayRecord):
-        reason = reply.error.reason if reply.error else "its reply has no 'arrays'"
-        raise RoundError(f"could not get initial parameters from node {node_id}: {reason}")
-    log.info("initial parameters from node %d", node_id)
-    return arrays
+    return strategy.as_server_app(num_rounds, initial_arrays, evaluate_fn)

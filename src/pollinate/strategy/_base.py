@@ -19,11 +19,13 @@ from ..server import (
     PhaseResult,
     Result,
     RoundRecord,
+    ServerApp,
     report_arrays,
     report_result,
     report_round,
     report_round_start,
 )
+from ._classic import server_app_for
 from ._order import in_send_order
 
 __all__ = ["EvaluateFn", "Strategy"]
@@ -75,6 +77,18 @@ class Strategy(ABC):
     """Fewest valid train replies for the round to go on."""
     min_evaluate_replies: int = 1
     """Fewest valid evaluate replies for the round to go on."""
+
+    def as_server_app(
+        self,
+        num_rounds: int,
+        initial_arrays: ArrayRecord | None = None,
+        evaluate_fn: EvaluateFn | None = None,
+    ) -> ServerApp:
+        """A ServerApp that runs this strategy for ``num_rounds`` (the classic style).
+
+        Without ``initial_arrays`` the first node is asked for its model's weights.
+        """
+        return server_app_for(self, num_rounds, initial_arrays, evaluate_fn)
 
     def start(
         self,

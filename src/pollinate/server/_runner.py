@@ -1,0 +1,65 @@
+"""Run a ServerApp on a Grid: observers installed, files written, the Result returned."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..context import Context
+from ..errors import AppError
+from ..records import ArrayRecord
+from ._app import ServerApp
+from ._grid import Grid
+from ._history import Result, RoundRecord
+from ._observer import FileRecorder, RunObserver, observing
+
+__all__ = ["run_server_app"]
+
+
+def run_server_app(
+    server_app: ServerApp,
+    grid: Grid,
+    context: Context,
+    *,
+    out_dir: str | Path | None = None,
+    checkpoints: bool = True,
+    observers: Sequence[RunObserver] = (),
+) -> Result:
+    """Run ``server_app`` on ``grid`` and return its Result, whatever transport the grid uses.
+
+    With ``out_dir`` the run's files (``metrics.jsonl``, checkpoints, ``model.npz``) are
+    written there as it goes.
+    """
+    recorder = FileRecorder(Path(out_dir), checkpoints) if out_dir is not None else None
+    last = _LastResult()
+    with observing([*observers, *([recorder] if recorder else []), last]):
+        returned = server_app(grid, context)
+    result = returned if isinstance(returned, Result) else last.result
+    if result is None:
+        raise AppError(
+            "the ServerApp finished without a result: return the Result of strategy.start() "
+            "from main, or call pollinate.server.report_result(result)"
+        )
+    if recorder is not None and recorder.result is not result:  # a hand-written round loop
+        recorder.on_result(result)
+    return result
+
+
+class _LastResult:
+    """Keeps the last result a strategy reported."""
+
+    def __init__(self) -> None:
+        self.result: Result | None = None
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        """Nothing to keep yet."""
+
+    def on_round(self, record: RoundRecord) -> None:
+        """Nothing to keep yet."""
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Nothing to keep yet."""
+
+    def on_result(self, result: Result) -> None:
+        """Keep the result."""
+        self.result = result

@@ -1,0 +1,51 @@
+"""The classic style: a strategy and a number of rounds become a ServerApp."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from ..context import Context
+from ..errors import RoundError
+from ..message import Message
+from ..records import ArrayRecord, ConfigRecord, RecordDict
+from ..server import Grid, Result, ServerApp
+
+if TYPE_CHECKING:
+    from ._base import EvaluateFn, Strategy
+
+__all__ = ["server_app_for"]
+
+log = logging.getLogger("pollinate.strategy")
+
+
+def server_app_for(
+    strategy: Strategy,
+    num_rounds: int,
+    initial_arrays: ArrayRecord | None = None,
+    evaluate_fn: EvaluateFn | None = None,
+) -> ServerApp:
+    """A ServerApp that runs ``strategy`` for ``num_rounds`` (initial arrays asked of a node)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> Result:
+        arrays = initial_arrays if initial_arrays is not None else _initial_arrays(grid)
+        return strategy.start(grid, arrays, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
+
+    return app
+
+
+def _initial_arrays(grid: Grid) -> ArrayRecord:
+    """Ask one node for its model's weights, as the classic API does without initial ones."""
+    node_id = min(grid.node_ids())
+    message = Message.create(
+        RecordDict({"config": ConfigRecord()}), node_id, "query.get-parameters"
+    )
+    (reply,) = grid.send_and_receive([message])
+    arrays = reply.content.get("arrays")
+    if not isinstance(arrays, ArrayRecord):
+        reason = reply.error.reason if reply.error else "its reply has no 'arrays'"
+        raise RoundError(f"could not get initial parameters from node {node_id}: {reason}")
+    log.info("initial parameters from node %d", node_id)
+    return arrays
