@@ -22,6 +22,7 @@ from rich.traceback import Traceback
 import pollinate
 
 from ..errors import PollinateError
+from ._certs import certs_command
 from ._compare import compare_command
 from ._display import shown
 from ._new import new_command
@@ -72,6 +73,7 @@ cli.add_command(new_command)
 cli.add_command(run_command)
 cli.add_command(report_command)
 cli.add_command(compare_command)
+cli.add_command(certs_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
