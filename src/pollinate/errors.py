@@ -7,6 +7,7 @@ The hierarchy::
     ├── RecordError (TypeError)    a value of the wrong type or shape put into a record
     ├── WireError (ValueError)     bytes that are not a valid encoded message
     ├── AppError                   a ClientApp/ServerApp that cannot be loaded or dispatched
+    ├── AuthError                  a request whose signature, freshness or origin is not trusted
     └── RoundError                 a round that ended with too few good replies
 
 Each message names the problem and, where there is one, the fix.
@@ -14,7 +15,15 @@ Each message names the problem and, where there is one, the fix.
 
 from __future__ import annotations
 
-__all__ = ["AppError", "ConfigError", "PollinateError", "RecordError", "RoundError", "WireError"]
+__all__ = [
+    "AppError",
+    "AuthError",
+    "ConfigError",
+    "PollinateError",
+    "RecordError",
+    "RoundError",
+    "WireError",
+]
 
 
 class PollinateError(Exception):
@@ -35,6 +44,10 @@ class WireError(PollinateError, ValueError):
 
 class AppError(PollinateError):
     """A ClientApp or ServerApp that cannot be imported, found or dispatched to."""
+
+
+class AuthError(PollinateError):
+    """A request whose signature, freshness or origin cannot be trusted; the link refuses it."""
 
 
 class RoundError(PollinateError):
