@@ -12,6 +12,7 @@ PACKAGES = [
     "pollinate.strategy",
     "pollinate.simulation",
     "pollinate.compare",
+    "pollinate.deploy",
     "pollinate.records",
     "pollinate.message",
     "pollinate.context",

@@ -55,4 +55,17 @@ __all__ = [
     "Strategy",
     "__version__",
     "run_simulation",
+    "start_client",
+    "start_server",
 ]
+
+_DEPLOY = ("start_client", "start_server")
+
+
+def __getattr__(name: str) -> object:
+    """Load ``start_server`` / ``start_client`` (and gRPC) only when first used."""
+    if name in _DEPLOY:
+        from . import deploy
+
+        return getattr(deploy, name)
+    raise AttributeError(f"module 'pollinate' has no attribute {name!r}")

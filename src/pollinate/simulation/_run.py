@@ -13,7 +13,7 @@ from ..errors import ConfigError
 from ..message import SERVER_NODE_ID
 from ..records import ArrayRecord, RecordDict
 from ..server import Result, RunObserver, ServerApp, run_server_app
-from ..strategy import EvaluateFn, Strategy
+from ..strategy import EvaluateFn, Strategy, one_server_app
 from ._backend import AppRef, Backend, make_backend
 from ._grid import NodeConfigFn, SimulationGrid, default_node_config
 
@@ -61,7 +61,7 @@ def run_simulation(
         raise ConfigError(f"num-nodes must be between 1 and {MAX_NODES:,}, got {num_nodes}")
     config = _checked_run_config(run_config or {})
     app_ref = _client_app_ref(client_app, client_fn, app_dir)
-    server = _server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
+    server = one_server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
     if not isinstance(backend, Backend):
         backend = make_backend(backend, **(backend_options or {}))
     run_id = secrets.randbits(63) if run_id is None else run_id
@@ -103,21 +103,3 @@ def _client_app_ref(
         return AppRef(app=client_app, search_path=search_path)
     assert client_fn is not None
     return AppRef(app=ClientApp(client_fn=client_fn), search_path=search_path)
-
-
-def _server_app(
-    server_app: ServerApp | None,
-    strategy: Strategy | None,
-    num_rounds: int | None,
-    initial_arrays: ArrayRecord | None,
-    evaluate_fn: EvaluateFn | None,
-) -> ServerApp:
-    if server_app is not None:
-        if strategy is not None or num_rounds is not None or evaluate_fn is not None:
-            raise ConfigError(
-                "give either server_app, or strategy and num_rounds (and evaluate_fn), not both"
-            )
-        return server_app
-    if strategy is None or num_rounds is None:
-        raise ConfigError("give a server_app, or a strategy and num_rounds")
-    return strategy.as_server_app(num_rounds, initial_arrays, evaluate_fn)

@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ..context import Context
-from ..errors import RoundError
+from ..errors import ConfigError, RoundError
 from ..message import Message
 from ..records import ArrayRecord, ConfigRecord, RecordDict
 from ..server import Grid, Result, ServerApp
@@ -14,7 +14,7 @@ from ..server import Grid, Result, ServerApp
 if TYPE_CHECKING:
     from ._base import EvaluateFn, Strategy
 
-__all__ = ["server_app_for"]
+__all__ = ["one_server_app", "server_app_for"]
 
 log = logging.getLogger("pollinate.strategy")
 
@@ -49,3 +49,22 @@ def _initial_arrays(grid: Grid) -> ArrayRecord:
         raise RoundError(f"could not get initial parameters from node {node_id}: {reason}")
     log.info("initial parameters from node %d", node_id)
     return arrays
+
+
+def one_server_app(
+    server_app: ServerApp | None,
+    strategy: Strategy | None,
+    num_rounds: int | None,
+    initial_arrays: ArrayRecord | None,
+    evaluate_fn: EvaluateFn | None,
+) -> ServerApp:
+    """The ServerApp given, or one made from a strategy and num_rounds (the classic style)."""
+    if server_app is not None:
+        if strategy is not None or num_rounds is not None or evaluate_fn is not None:
+            raise ConfigError(
+                "give either server_app, or strategy and num_rounds (and evaluate_fn), not both"
+            )
+        return server_app
+    if strategy is None or num_rounds is None:
+        raise ConfigError("give a server_app, or a strategy and num_rounds")
+    return strategy.as_server_app(num_rounds, initial_arrays, evaluate_fn)

@@ -1,0 +1,32 @@
+"""Deployment: the link server, node processes, TLS and node identity.
+
+The same ClientApp and ServerApp that run in simulation run here unchanged: a ``Link``
+serves nodes over gRPC and hands the ServerApp a Grid over them; ``run_node`` connects a
+node. ``start_server`` / ``start_client`` are the classic script style on top.
+"""
+
+from ._api import start_client as start_client
+from ._api import start_server as start_server
+from ._certs import CertFiles as CertFiles
+from ._certs import channel_credentials as channel_credentials
+from ._certs import make_dev_certs as make_dev_certs
+from ._certs import server_credentials as server_credentials
+from ._link import Link as Link
+from ._link import LinkGrid as LinkGrid
+from ._node import Backoff as Backoff
+from ._node import NodeSession as NodeSession
+from ._node import run_node as run_node
+
+__all__ = [
+    "Backoff",
+    "CertFiles",
+    "Link",
+    "LinkGrid",
+    "NodeSession",
+    "channel_credentials",
+    "make_dev_certs",
+    "run_node",
+    "server_credentials",
+    "start_client",
+    "start_server",
+]

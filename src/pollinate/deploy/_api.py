@@ -1,0 +1,128 @@
+"""The classic script style: ``start_server`` in ``server.py``, ``start_client`` in ``client.py``.
+
+TLS is on unless a script says ``insecure=True``: the server needs the certificate folder
+``pollinate certs`` writes, each client the CA certificate that signed it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import grpc
+
+from ..client import ClientApp, NumPyClient
+from ..context import Context, UserConfigValue
+from ..errors import ConfigError
+from ..message import SERVER_NODE_ID
+from ..records import ArrayRecord, RecordDict
+from ..server import Result, RunObserver, ServerApp, run_server_app
+from ..strategy import EvaluateFn, Strategy, one_server_app
+from ._certs import channel_credentials, server_credentials
+from ._frames import DEFAULT_CHUNK_SIZE
+from ._link import Link
+from ._node import Backoff, NodeSession, run_node
+
+__all__ = ["start_client", "start_server"]
+
+log = logging.getLogger("pollinate.deploy")
+
+DEFAULT_ADDRESS = "0.0.0.0:9400"
+
+
+def start_server(
+    address: str = DEFAULT_ADDRESS,
+    *,
+    server_app: ServerApp | None = None,
+    strategy: Strategy | None = None,
+    num_rounds: int | None = None,
+    initial_arrays: ArrayRecord | None = None,
+    evaluate_fn: EvaluateFn | None = None,
+    run_config: Mapping[str, UserConfigValue] | None = None,
+    certs: str | Path | None = None,
+    insecure: bool = False,
+    min_nodes: int = 1,
+    wait_s: float = 300.0,
+    out_dir: str | Path | None = None,
+    observers: Sequence[RunObserver] = (),
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    on_listening: Callable[[int], None] | None = None,
+) -> Result:
+    """Serve one run to the nodes that connect at ``address``, and return its history.
+
+    Give a ``server_app``, or (classic) a ``strategy`` and ``num_rounds``. The run starts once
+    ``min_nodes`` nodes are connected (waiting up to ``wait_s``); afterwards the nodes are
+    told goodbye. ``certs`` is the folder with ``server.pem`` and ``server.key``;
+    ``on_listening(port)`` is called once the link listens (useful with port 0).
+    """
+    app = one_server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
+    credentials = _server_credentials(certs, insecure)
+    link = Link(address, credentials=credentials, chunk_size=chunk_size)
+    port = link.start()
+    if on_listening is not None:
+        on_listening(port)
+    try:
+        run_id = secrets.randbits(63)
+        grid = link.grid(run_id, dict(run_config or {}))
+        log.info("waiting for %d node(s) on port %d", min_nodes, port)
+        grid.wait_for_nodes(min_nodes, wait_s)
+        context = Context(run_id, SERVER_NODE_ID, {}, dict(run_config or {}), RecordDict())
+        return run_server_app(app, grid, context, out_dir=out_dir, observers=observers)
+    finally:
+        link.stop()
+
+
+def start_client(
+    address: str,
+    client: ClientApp | NumPyClient | Callable[[Context], NumPyClient],
+    *,
+    node_config: Mapping[str, UserConfigValue] | None = None,
+    root_cert: str | Path | None = None,
+    insecure: bool = False,
+    give_up_s: float | None = 300.0,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> NodeSession:
+    """Connect to the server at ``address`` and answer its messages until it says goodbye.
+
+    ``client`` is a ClientApp, a NumPyClient, or a ``client_fn(context)`` making one.
+    ``root_cert`` is the CA certificate (``ca.pem``) that signed the server's certificate.
+    A server that is not up yet, or goes away, is retried with backoff for ``give_up_s``.
+    """
+    app = _client_app(client)
+    if insecure == (root_cert is not None):
+        raise ConfigError(
+            "give root_cert (the CA certificate, e.g. certs/ca.pem from pollinate certs) for "
+            "TLS, or insecure=True for plain text on a trusted network, not both"
+        )
+    credentials = None if root_cert is None else channel_credentials(Path(root_cert))
+    return run_node(
+        address,
+        app,
+        node_config=node_config,
+        credentials=credentials,
+        chunk_size=chunk_size,
+        backoff=Backoff(give_up_s=give_up_s),
+    )
+
+
+def _server_credentials(certs: str | Path | None, insecure: bool) -> grpc.ServerCredentials | None:
+    if insecure == (certs is not None):
+        raise ConfigError(
+            "give certs (a folder with server.pem and server.key; pollinate certs --out DIR "
+            "makes one) for TLS, or insecure=True for plain text on a trusted network, not both"
+        )
+    return None if certs is None else server_credentials(Path(certs))
+
+
+def _client_app(client: ClientApp | NumPyClient | Callable[[Context], NumPyClient]) -> ClientApp:
+    if isinstance(client, ClientApp):
+        return client
+    if isinstance(client, NumPyClient):
+        return ClientApp(client_fn=lambda context: client)
+    if callable(client):
+        return ClientApp(client_fn=client)
+    raise ConfigError(
+        f"client must be a ClientApp, a NumPyClient or a client_fn, got {type(client).__name__}"
+    )

@@ -1,0 +1,167 @@
+"""Frames: what travels on the gRPC channel between the link and a node.
+
+gRPC carries raw bytes here (no protobuf): each gRPC message is one frame, a small JSON
+header plus a payload::
+
+    b"PLF" version:u8  header_length:u32  header:JSON (UTF-8)  payload:bytes
+
+A pollinate Message (already in the versioned wire format) is cut into ``chunk`` frames of
+at most ``chunk_size`` payload bytes, so a model of any size goes through in pieces that
+stay far below gRPC's per-message limit; the receiver writes each chunk straight into one
+buffer of the announced size, and decodes the Message from it without another copy.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import WireError
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "MAX_HEADER_SIZE",
+    "Assembler",
+    "Frame",
+    "chunk_frames",
+    "decode_frame",
+    "encode_frame",
+]
+
+MAGIC = b"PLF"
+VERSION = 1
+_PREFIX = struct.Struct("<3sBI")
+DEFAULT_CHUNK_SIZE = 1 << 20
+"""1 MiB: large enough that per-chunk costs vanish, small enough for any gRPC limit."""
+MAX_HEADER_SIZE = 1 << 16
+"""Headers are small (ids, sizes, configs); a larger one is malformed or hostile."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A frame's ``kind`` (``"chunk"``, ``"hello"``, ...), its header fields and payload."""
+
+    kind: str
+    header: dict[str, Any] = field(default_factory=dict)
+    payload: bytes | memoryview = b""
+
+
+def encode_frame(frame: Frame) -> bytes:
+    """The frame as one gRPC message."""
+    header = json.dumps({"kind": frame.kind, **frame.header}, separators=(",", ":")).encode()
+    if len(header) > MAX_HEADER_SIZE:
+        raise WireError(f"frame header of {len(header)} bytes exceeds {MAX_HEADER_SIZE}")
+    return b"".join((_PREFIX.pack(MAGIC, VERSION, len(header)), header, frame.payload))
+
+
+def decode_frame(data: bytes) -> Frame:
+    """The frame in ``data``; a WireError if it is not one (the sender may be hostile)."""
+    if len(data) < _PREFIX.size:
+        raise WireError(f"frame of {len(data)} bytes is shorter than its prefix")
+    magic, version, header_length = _PREFIX.unpack_from(data)
+    if magic != MAGIC:
+        raise WireError(f"not a pollinate frame (starts with {bytes(magic)!r})")
+    if version != VERSION:
+        raise WireError(f"frame version {version} is not supported (this side speaks {VERSION})")
+    end = _PREFIX.size + header_length
+    if header_length > MAX_HEADER_SIZE or end > len(data):
+        raise WireError(f"frame header length {header_length} does not fit the frame")
+    try:
+        header = json.loads(data[_PREFIX.size : end])
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise WireError(f"frame header is not JSON: {err}") from None
+    if not isinstance(header, dict) or not isinstance(header.get("kind"), str):
+        raise WireError("frame header must be a JSON object with a string 'kind'")
+    kind = header.pop("kind")
+    return Frame(kind, header, memoryview(data)[end:])
+
+
+def chunk_frames(
+    message_id: str,
+    parts: Sequence[bytes | memoryview],
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    header: dict[str, Any] | None = None,
+) -> Iterator[Frame]:
+    """``chunk`` frames carrying the concatenation of ``parts``, ``chunk_size`` bytes each.
+
+    The first chunk's header says the total size (and carries ``header``'s fields), so the
+    receiver allocates once. Parts are sliced, not joined: the model's arrays are not copied
+    before gRPC takes each chunk.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    views = [memoryview(p).cast("B") for p in parts]
+    total = sum(len(v) for v in views)
+    first = {"message_id": message_id, "total": total, **(header or {})}
+    offset, pending, pending_size = 0, [], 0
+    for view in views:
+        while len(view):
+            take = min(len(view), chunk_size - pending_size)
+            pending.append(view[:take])
+            pending_size += take
+            view = view[take:]
+            if pending_size == chunk_size:
+                yield _chunk(first if offset == 0 else {"message_id": message_id}, offset, pending)
+                offset += pending_size
+                pending, pending_size = [], 0
+    if pending or offset == 0:
+        yield _chunk(first if offset == 0 else {"message_id": message_id}, offset, pending)
+
+
+def _chunk(header: dict[str, Any], offset: int, pieces: list[memoryview]) -> Frame:
+    payload = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return Frame("chunk", {**header, "offset": offset}, payload)
+
+
+class Assembler:
+    """Rebuilds messages from ``chunk`` frames, refusing anything inconsistent or too large.
+
+    Each message's bytes go into one preallocated buffer; ``add`` returns the first chunk's
+    header and the complete buffer when the last chunk arrives, else None.
+    """
+
+    def __init__(self, max_message_size: int) -> None:
+        self.max_message_size = max_message_size
+        self._buffers: dict[str, tuple[dict[str, Any], bytearray, int]] = {}
+
+    def add(self, frame: Frame) -> tuple[dict[str, Any], bytearray] | None:
+        """Take one chunk; the whole message once its last byte is in."""
+        message_id = frame.header.get("message_id")
+        offset = frame.header.get("offset")
+        if not isinstance(message_id, str) or not isinstance(offset, int):
+            raise WireError("chunk frame needs a string 'message_id' and an int 'offset'")
+        if offset == 0:
+            if message_id in self._buffers:
+                raise WireError(f"message {message_id!r} started twice")
+            total = frame.header.get("total")
+            if not isinstance(total, int) or total < 0:
+                raise WireError("the first chunk of a message needs an int 'total' >= 0")
+            if total > self.max_message_size:
+                raise WireError(
+                    f"message {message_id!r} of {total:,} bytes exceeds the limit of "
+                    f"{self.max_message_size:,} bytes"
+                )
+            self._buffers[message_id] = (frame.header, bytearray(total), 0)
+        if message_id not in self._buffers:
+            raise WireError(f"chunk at offset {offset} of unknown message {message_id!r}")
+        header, buffer, filled = self._buffers[message_id]
+        if offset != filled or offset + len(frame.payload) > len(buffer):
+            del self._buffers[message_id]
+            raise WireError(
+                f"chunk of message {message_id!r} at offset {offset} does not follow byte "
+                f"{filled} of {len(buffer)}"
+            )
+        buffer[offset : offset + len(frame.payload)] = frame.payload
+        filled += len(frame.payload)
+        if filled < len(buffer):
+            self._buffers[message_id] = (header, buffer, filled)
+            return None
+        del self._buffers[message_id]
+        return header, buffer
+
+    def pending_bytes(self) -> int:
+        """Bytes held for messages not yet complete."""
+        return sum(len(buffer) for _, buffer, _ in self._buffers.values())

@@ -1,0 +1,462 @@
+"""The link: the gRPC server that nodes connect to, and the Grid a ServerApp drives through it.
+
+Fleet service (raw-bytes gRPC methods, frames from ``_frames``):
+
+- ``Register`` (unary): a node says its node config (and, reconnecting, its node id and
+  token); the link answers with its node id, a secret token and the heartbeat period.
+- ``Channel`` (bidirectional stream): the node's first frame is ``hello`` (node id and
+  token). The link then pushes work down the stream as ``chunk`` frames, the node pushes
+  replies back the same way, plus a ``heartbeat`` frame every period. No one polls.
+
+A node whose stream ends, or whose heartbeats stop for ``node_timeout_s``, is lost: every
+message still waiting on it gets a NODE_UNAVAILABLE error reply, so a round goes on with the
+replies it has. Replies that nobody waits for (late, unknown, or from a node that was not
+asked) are dropped with a logged reason, and the link keeps serving.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from ..context import UserConfigValue
+from ..errors import ConfigError, WireError
+from ..message import SERVER_NODE_ID, ErrorCode, Message
+from ..server import Grid, check_reply
+from ..wire import decode, encode_parts
+from ._frames import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_HEADER_SIZE,
+    Assembler,
+    Frame,
+    chunk_frames,
+    decode_frame,
+    encode_frame,
+)
+
+__all__ = ["CHANNEL_METHOD", "REGISTER_METHOD", "Link", "LinkGrid"]
+
+log = logging.getLogger("pollinate.link")
+
+SERVICE = "pollinate.v1.Fleet"
+REGISTER_METHOD = f"/{SERVICE}/Register"
+CHANNEL_METHOD = f"/{SERVICE}/Channel"
+DEFAULT_MAX_MESSAGE_SIZE = 16 << 30
+"""16 GiB: larger announced messages are refused before any memory is set aside."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """One item of a node's outbox: a message to push, or the end of the stream."""
+
+    message_id: str = ""
+    parts: list[bytes | memoryview] = field(default_factory=list)
+    header: dict[str, Any] = field(default_factory=dict)
+    end: str = ""
+    """``"bye"``: the link is stopping, tell the node; ``"close"``: just end the stream."""
+
+
+_BYE = _Outgoing(end="bye")
+_CLOSE = _Outgoing(end="close")
+
+
+@dataclass(eq=False)
+class _Node:
+    """A node the link knows: its identity, its config and its queue of work."""
+
+    node_id: int
+    token: str
+    node_config: dict[str, UserConfigValue]
+    outbox: queue.SimpleQueue[_Outgoing] = field(default_factory=queue.SimpleQueue)
+    stream: int = 0
+    """Which of the node's streams is current (a reconnect opens a new one)."""
+    last_seen: float = field(default_factory=time.monotonic)
+    connected: bool = False
+
+
+class Link:
+    """The gRPC server nodes connect to; ``grid()`` gives the ServerApp its view of them.
+
+    ``credentials`` are the server's TLS credentials (None: plain text, for tests and
+    ``--insecure`` only). ``chunk_size`` bounds each gRPC message; ``max_message_size``
+    bounds what a node may send.
+    """
+
+    def __init__(
+        self,
+        address: str = "127.0.0.1:0",
+        *,
+        credentials: grpc.ServerCredentials | None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        heartbeat_s: float = 5.0,
+        node_timeout_s: float = 30.0,
+        max_nodes: int = 256,
+    ) -> None:
+        self.address = address
+        self.chunk_size = chunk_size
+        self.max_message_size = max_message_size
+        self.heartbeat_s = heartbeat_s
+        self.node_timeout_s = node_timeout_s
+        self._credentials = credentials
+        self._nodes: dict[int, _Node] = {}
+        self._lock = threading.Lock()
+        self._grid: LinkGrid | None = None
+        self._stopping = threading.Event()
+        frame_limit = chunk_size + MAX_HEADER_SIZE + 64
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_nodes + 8, thread_name_prefix="link"),
+            handlers=[self._handlers()],
+            options=[
+                ("grpc.max_receive_message_length", frame_limit),
+                ("grpc.max_send_message_length", frame_limit),
+            ],
+            maximum_concurrent_rpcs=max_nodes + 8,
+        )
+        self.port = 0
+        self._watchdog = threading.Thread(target=self._watch, name="link-watchdog", daemon=True)
+
+    def start(self) -> int:
+        """Start serving; returns the port (useful with port 0, which picks a free one)."""
+        try:
+            if self._credentials is None:
+                self.port = self._server.add_insecure_port(self.address)
+            else:
+                self.port = self._server.add_secure_port(self.address, self._credentials)
+        except RuntimeError as err:
+            raise ConfigError(f"cannot listen on {self.address}: {err}") from None
+        self._server.start()
+        self._watchdog.start()
+        log.info(
+            "link listening on port %d (%s)",
+            self.port,
+            "TLS" if self._credentials else "plain text",
+        )
+        return self.port
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Say goodbye to the nodes and stop serving."""
+        self._stopping.set()
+        with self._lock:
+            nodes = list(self._nodes.values())
+        for node in nodes:
+            node.outbox.put(_BYE)
+        self._server.stop(grace).wait()
+
+    def __enter__(self) -> Link:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def grid(self, run_id: int, run_config: Mapping[str, UserConfigValue]) -> LinkGrid:
+        """The Grid for one run over the connected nodes."""
+        grid = LinkGrid(self, run_id, dict(run_config))
+        with self._lock:
+            self._grid = grid
+        return grid
+
+    def connected_nodes(self) -> list[int]:
+        """The ids of the nodes with a live stream."""
+        with self._lock:
+            return sorted(n.node_id for n in self._nodes.values() if n.connected)
+
+    def node_config(self, node_id: int) -> dict[str, UserConfigValue]:
+        """The node config a node registered with."""
+        with self._lock:
+            return dict(self._nodes[node_id].node_config)
+
+    def push(
+        self, node_id: int, message_id: str, parts: list[bytes | memoryview], header: dict[str, Any]
+    ) -> bool:
+        """Queue a message for a node; False if the node is not connected."""
+        with self._lock:
+            node = self._nodes.get(node_id)
+            if node is None or not node.connected:
+                return False
+            node.outbox.put(_Outgoing(message_id, parts, header))
+            return True
+
+    # The Fleet service ------------------------------------------------------------------
+
+    def _handlers(self) -> grpc.GenericRpcHandler:
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Register": grpc.unary_unary_rpc_method_handler(self._register),
+                "Channel": grpc.stream_stream_rpc_method_handler(self._channel),
+            },
+        )
+
+    def _register(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            frame = decode_frame(request)
+            if frame.kind != "register":
+                raise WireError(f"expected a register frame, got {frame.kind!r}")
+            node = self._admit(frame.header)
+        except WireError as err:
+            log.warning("refused a registration from %s: %s", context.peer(), err)
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+        reply = {"node_id": node.node_id, "token": node.token, "heartbeat_s": self.heartbeat_s}
+        return encode_frame(Frame("registered", reply))
+
+    def _admit(self, header: dict[str, Any]) -> _Node:
+        config = header.get("node_config", {})
+        if not isinstance(config, dict) or not all(
+            isinstance(v, (bool, int, float, str)) for v in config.values()
+        ):
+            raise WireError("node_config must map names to bool, int, float or str")
+        with self._lock:
+            known = self._nodes.get(header.get("node_id", -1))
+            if known is not None and secrets.compare_digest(
+                known.token, str(header.get("token", ""))
+            ):
+                known.node_config = config
+                log.info("node %d registered again", known.node_id)
+                return known
+            node_id = _new_node_id(self._nodes)
+            node = _Node(node_id, secrets.token_hex(16), config)
+            self._nodes[node_id] = node
+        log.info("node %d registered with node config %s", node_id, json.dumps(config))
+        return node
+
+    def _channel(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        try:
+            hello = decode_frame(next(requests))
+        except (StopIteration, WireError) as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected a hello frame: {err}")
+        node = self._node_for(hello)
+        if node is None:
+            context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "unknown node id or wrong token: register first (Fleet/Register)",
+            )
+            return  # abort raises; this keeps the type checker informed
+        with self._lock:
+            node.stream += 1
+            stream = node.stream
+            node.connected = True
+            node.last_seen = time.monotonic()
+            node.outbox = queue.SimpleQueue()
+        log.info("node %d connected (%s)", node.node_id, context.peer())
+        outbox = node.outbox
+        reader = threading.Thread(
+            target=self._read,
+            args=(node, requests, outbox),
+            name=f"link-node-{node.node_id}",
+            daemon=True,
+        )
+        reader.start()
+        try:
+            while True:
+                item = outbox.get()
+                if item.end:
+                    if item.end == "bye":
+                        yield encode_frame(Frame("bye"))
+                    return
+                for frame in chunk_frames(
+                    item.message_id, item.parts, self.chunk_size, item.header
+                ):
+                    yield encode_frame(frame)
+        finally:
+            self._lose(node, stream, "its stream ended")
+
+    def _node_for(self, hello: Frame) -> _Node | None:
+        if hello.kind != "hello":
+            return None
+        with self._lock:
+            node = self._nodes.get(hello.header.get("node_id", -1))
+        token = str(hello.header.get("token", ""))
+        return node if node is not None and secrets.compare_digest(node.token, token) else None
+
+    def _read(
+        self, node: _Node, requests: Iterator[bytes], outbox: queue.SimpleQueue[_Outgoing]
+    ) -> None:
+        """Read one node's frames: heartbeats, and the chunks of its replies."""
+        assembler = Assembler(self.max_message_size)
+        try:
+            for data in requests:
+                node.last_seen = time.monotonic()
+                frame = decode_frame(data)
+                if frame.kind == "heartbeat":
+                    continue
+                if frame.kind != "chunk":
+                    raise WireError(f"unexpected {frame.kind!r} frame from a node")
+                done = assembler.add(frame)
+                if done is not None:
+                    self._deliver(node, done[1])
+        except WireError as err:
+            log.warning("node %d sent malformed data, dropping its stream: %s", node.node_id, err)
+        except grpc.RpcError:
+            pass  # the stream ended under us; _lose says so
+        finally:
+            node.outbox.put(
+                _CLOSE
+            )  # the node's side ended: end ours (a newer stream has its own outbox)
+
+    def _deliver(self, node: _Node, data: bytearray) -> None:
+        try:
+            reply = decode(data)
+        except WireError as err:
+            log.warning("node %d sent a reply that is not a valid message: %s", node.node_id, err)
+            return
+        grid = self._grid
+        if grid is None:
+            log.warning("dropped a reply from node %d: no run is going on", node.node_id)
+        else:
+            grid.take_reply(node.node_id, reply)
+
+    def _lose(self, node: _Node, stream: int, why: str) -> None:
+        with self._lock:
+            if node.stream != stream or not node.connected:
+                return
+            node.connected = False
+            grid = self._grid
+        log.info("node %d disconnected: %s", node.node_id, why)
+        if grid is not None:
+            grid.node_lost(node.node_id, why)
+
+    def _watch(self) -> None:
+        """Every second, drop nodes whose heartbeats stopped (a stalled or paused process)."""
+        while not self._stopping.wait(1.0):
+            now = time.monotonic()
+            with self._lock:
+                silent = [
+                    n
+                    for n in self._nodes.values()
+                    if n.connected and now - n.last_seen > self.node_timeout_s
+                ]
+            for node in silent:
+                log.warning(
+                    "node %d sent nothing for %.0f s: treating it as lost",
+                    node.node_id,
+                    self.node_timeout_s,
+                )
+                self._lose(node, node.stream, "heartbeats stopped")
+                node.outbox.put(_CLOSE)
+
+
+def _new_node_id(nodes: Mapping[int, _Node]) -> int:
+    while True:
+        node_id = secrets.randbits(53) or 1
+        if node_id not in nodes and node_id != SERVER_NODE_ID:
+            return node_id
+
+
+class LinkGrid(Grid):
+    """The ServerApp's Grid over the nodes connected to a link.
+
+    ``send`` pushes each message to its node at once; ``receive`` yields replies as they
+    arrive. Each message gets exactly one reply: the node's, or an error reply when the node
+    is lost (NODE_UNAVAILABLE) or the timeout passes (TIMEOUT); a late reply is dropped.
+    """
+
+    def __init__(self, link: Link, run_id: int, run_config: dict[str, UserConfigValue]) -> None:
+        self._link = link
+        self._run_id = run_id
+        self._run_config = run_config
+        self._lock = threading.Lock()
+        self._waiting: dict[str, Message] = {}
+        self._replies: queue.SimpleQueue[Message] = queue.SimpleQueue()
+
+    @property
+    def run_id(self) -> int:
+        """The id of the run."""
+        return self._run_id
+
+    def node_ids(self) -> list[int]:
+        """The nodes connected now."""
+        return self._link.connected_nodes()
+
+    def send(self, messages: Iterable[Message]) -> list[str]:
+        """Push each message to its node now; a node that is not connected answers with an error."""
+        ids = []
+        for message in messages:
+            message = message.with_metadata(run_id=self._run_id, src_node_id=SERVER_NODE_ID)
+            message_id = message.metadata.message_id
+            with self._lock:
+                self._waiting[message_id] = message
+            header = {"run_config": self._run_config}
+            if not self._link.push(
+                message.metadata.dst_node_id, message_id, encode_parts(message), header
+            ):
+                self._fail(message_id, ErrorCode.NODE_UNAVAILABLE, "the node is not connected")
+            ids.append(message_id)
+        return ids
+
+    def receive(
+        self, message_ids: Sequence[str], timeout: float | None = None
+    ) -> Iterator[Message]:
+        """Yield one reply per message id as replies arrive; error replies after ``timeout``."""
+        wanted = set(message_ids)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        held: list[Message] = []
+        while wanted:
+            if deadline is not None and time.monotonic() >= deadline:
+                for message_id in sorted(wanted):
+                    self._fail(message_id, ErrorCode.TIMEOUT, f"no reply within {timeout:g} s")
+                deadline = None  # every message still wanted now has its error reply queued
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                reply = self._replies.get(timeout=wait)
+            except queue.Empty:
+                continue
+            reply_to = reply.metadata.reply_to_message_id
+            if reply_to in wanted:
+                wanted.discard(reply_to)
+                yield reply
+            else:
+                held.append(reply)  # another receive() waits for it
+        for reply in held:
+            self._replies.put(reply)
+
+    def take_reply(self, node_id: int, reply: Message) -> bool:
+        """Accept a node's reply if a message waits for it from that very node."""
+        reply_to = reply.metadata.reply_to_message_id
+        with self._lock:
+            sent = self._waiting.get(reply_to)
+            if sent is None:
+                log.warning(
+                    "dropped a reply from node %d to %r: no message waits for it (late or unknown)",
+                    node_id,
+                    reply_to,
+                )
+                return False
+            if sent.metadata.dst_node_id != node_id:
+                log.warning(
+                    "dropped a reply from node %d to a message sent to node %d",
+                    node_id,
+                    sent.metadata.dst_node_id,
+                )
+                return False
+            del self._waiting[reply_to]
+        self._replies.put(check_reply(sent, reply))
+        return True
+
+    def node_lost(self, node_id: int, why: str) -> None:
+        """Answer every message still waiting on ``node_id`` with NODE_UNAVAILABLE."""
+        with self._lock:
+            lost = [m for m in self._waiting.values() if m.metadata.dst_node_id == node_id]
+        for message in lost:
+            self._fail(
+                message.metadata.message_id,
+                ErrorCode.NODE_UNAVAILABLE,
+                f"node {node_id} was lost: {why}",
+            )
+
+    def _fail(self, message_id: str, code: ErrorCode, reason: str) -> None:
+        with self._lock:
+            sent = self._waiting.pop(message_id, None)
+        if sent is not None:
+            self._replies.put(sent.reply_error(code, reason))

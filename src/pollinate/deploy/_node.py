@@ -1,0 +1,218 @@
+"""A node: connects to a link, runs its ClientApp on the work pushed to it, pushes replies back.
+
+The node registers (``Fleet/Register``), opens its ``Channel`` stream and then waits: the
+link pushes messages in chunks, the node answers each with its ClientApp and sends a
+heartbeat every period, from a thread of its own, so a long training step never looks like
+a dead node. When the link goes away the node reconnects with exponential backoff and
+jitter, under the same node id and with its state, so it does not lose its place.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+
+import grpc
+
+from ..client import ClientApp
+from ..context import Context, UserConfigValue
+from ..errors import ConfigError, WireError
+from ..records import RecordDict
+from ..wire import decode, encode_parts
+from ._frames import (
+    DEFAULT_CHUNK_SIZE,
+    MAX_HEADER_SIZE,
+    Assembler,
+    Frame,
+    chunk_frames,
+    decode_frame,
+    encode_frame,
+)
+from ._link import CHANNEL_METHOD, DEFAULT_MAX_MESSAGE_SIZE, REGISTER_METHOD
+
+__all__ = ["Backoff", "NodeSession", "run_node"]
+
+log = logging.getLogger("pollinate.node")
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: waits grow to ``max_s``; ``give_up_s`` ends them.
+
+    ``give_up_s`` None retries forever (a node daemon); a number is the longest time
+    without a link before ``run_node`` gives up.
+    """
+
+    initial_s: float = 0.5
+    max_s: float = 30.0
+    give_up_s: float | None = None
+    _attempt: int = 0
+    _since: float | None = None
+
+    def reset(self) -> None:
+        """The link answered: start again from the shortest wait."""
+        self._attempt, self._since = 0, None
+
+    def wait(self) -> bool:
+        """Sleep before the next attempt; False once ``give_up_s`` has passed without a link."""
+        now = time.monotonic()
+        self._since = now if self._since is None else self._since
+        if self.give_up_s is not None and now - self._since >= self.give_up_s:
+            return False
+        ceiling = min(self.max_s, self.initial_s * 2**self._attempt)
+        self._attempt += 1
+        time.sleep(random.uniform(0, ceiling))
+        return True
+
+
+@dataclass
+class NodeSession:
+    """What a node keeps across reconnects: its identity at the link and each run's state."""
+
+    node_config: dict[str, UserConfigValue]
+    node_id: int | None = None
+    token: str | None = None
+    states: dict[int, RecordDict] = field(default_factory=dict)
+
+
+def run_node(
+    address: str,
+    client_app: ClientApp,
+    *,
+    node_config: Mapping[str, UserConfigValue] | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+    backoff: Backoff | None = None,
+    until_bye: bool = True,
+) -> NodeSession:
+    """Serve ``client_app`` to the link at ``address`` until it says goodbye.
+
+    ``credentials`` verify the link's TLS certificate (see ``channel_credentials``); None
+    connects in plain text (only for ``--insecure``). With ``until_bye=False`` the node
+    stays for the next run after a goodbye, as a node daemon does.
+    """
+    session = NodeSession(dict(node_config or {}))
+    backoff = backoff or Backoff()
+    frame_limit = chunk_size + MAX_HEADER_SIZE + 64
+    options = [
+        ("grpc.max_receive_message_length", frame_limit),
+        ("grpc.max_send_message_length", frame_limit),
+    ]
+    while True:
+        channel = (
+            grpc.secure_channel(address, credentials, options)
+            if credentials is not None
+            else grpc.insecure_channel(address, options)
+        )
+        try:
+            with channel:
+                said_bye = _serve(
+                    channel, client_app, session, chunk_size, max_message_size, backoff
+                )
+        except WireError as err:
+            log.warning("the link at %s sent malformed data (%s); reconnecting", address, err)
+            if not backoff.wait():
+                raise ConfigError(f"the link at {address} keeps sending malformed data") from None
+            continue
+        except grpc.RpcError as err:
+            code = err.code() if isinstance(err, grpc.Call) else None
+            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
+                details = err.details() if isinstance(err, grpc.Call) else str(err)
+                raise ConfigError(f"the link at {address} refused this node: {details}") from None
+            log.warning(
+                "link at %s unavailable (%s); retrying", address, code.name if code else err
+            )
+            if not backoff.wait():
+                raise ConfigError(
+                    f"no link at {address} for {backoff.give_up_s:g} s: check the address, "
+                    "that the link runs, and that a firewall lets the port through"
+                ) from None
+            continue
+        if said_bye and until_bye:
+            return session
+
+
+def _serve(
+    channel: grpc.Channel,
+    app: ClientApp,
+    session: NodeSession,
+    chunk_size: int,
+    max_message_size: int,
+    backoff: Backoff,
+) -> bool:
+    """One connection: register, open the stream, answer until it ends; True after a bye."""
+    register = channel.unary_unary(REGISTER_METHOD)
+    header: dict[str, object] = {"node_config": session.node_config}
+    if session.node_id is not None:
+        header |= {"node_id": session.node_id, "token": session.token}
+    answer = decode_frame(register(encode_frame(Frame("register", header)), wait_for_ready=False))
+    session.node_id = int(answer.header["node_id"])
+    session.token = str(answer.header["token"])
+    heartbeat_s = float(answer.header["heartbeat_s"])
+    backoff.reset()
+    log.info("registered as node %d", session.node_id)
+    outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    outgoing.put(encode_frame(Frame("hello", {"node_id": session.node_id, "token": session.token})))
+    stop = threading.Event()
+    beat = threading.Thread(target=_heartbeat, args=(outgoing, heartbeat_s, stop), daemon=True)
+    beat.start()
+    stream = channel.stream_stream(CHANNEL_METHOD)(_drain(outgoing))
+    assembler = Assembler(max_message_size)
+    try:
+        for data in stream:
+            frame = decode_frame(data)
+            if frame.kind == "bye":
+                log.info("the link said goodbye")
+                return True
+            if frame.kind != "chunk":
+                raise WireError(f"unexpected {frame.kind!r} frame from the link")
+            done = assembler.add(frame)
+            if done is not None:
+                first, buffer = done
+                _answer(app, session, first, buffer, outgoing, chunk_size)
+        return False
+    finally:
+        stop.set()
+        outgoing.put(None)
+        stream.cancel()
+
+
+def _answer(
+    app: ClientApp,
+    session: NodeSession,
+    first: dict[str, object],
+    buffer: bytearray,
+    outgoing: queue.SimpleQueue[bytes | None],
+    chunk_size: int,
+) -> None:
+    """Run the ClientApp on one message and queue its reply's chunks."""
+    message = decode(buffer)
+    run_id = message.metadata.run_id
+    run_config = first.get("run_config") or {}
+    if not isinstance(run_config, dict):
+        raise WireError("run_config must be a JSON object")
+    assert session.node_id is not None
+    state = session.states.setdefault(run_id, RecordDict())
+    context = Context(run_id, session.node_id, dict(session.node_config), run_config, state)
+    reply = app(message, context)
+    for frame in chunk_frames(reply.metadata.message_id, encode_parts(reply), chunk_size):
+        outgoing.put(encode_frame(frame))
+
+
+def _heartbeat(
+    outgoing: queue.SimpleQueue[bytes | None], period_s: float, stop: threading.Event
+) -> None:
+    beat = encode_frame(Frame("heartbeat"))
+    while not stop.wait(period_s):
+        outgoing.put(beat)
+
+
+def _drain(outgoing: queue.SimpleQueue[bytes | None]) -> Iterator[bytes]:
+    while (item := outgoing.get()) is not None:
+        yield item

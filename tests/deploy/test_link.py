@@ -1,0 +1,158 @@
+"""The link and its nodes on 127.0.0.1: rounds, chunking, lost and stalled nodes, bad input."""
+
+import logging
+import os
+import signal
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from pollinate import ArrayRecord, FedAvg, Message, RecordDict
+from pollinate.deploy._frames import Frame, chunk_frames, decode_frame, encode_frame
+from pollinate.deploy._link import CHANNEL_METHOD, REGISTER_METHOD
+from pollinate.errors import RoundError
+from pollinate.message import ErrorCode
+from pollinate.wire import encode_parts
+
+MODEL = ArrayRecord({"w": np.zeros((64, 100)), "b": np.zeros(100)})  # ~52 KB: 13 chunks
+
+
+def _fedavg(**options):
+    return FedAvg(fraction_evaluate=0.0, min_train_nodes=1, min_available_nodes=1, **options)
+
+
+def test_fedavg_rounds_run_over_grpc_in_chunks(link, start_nodes):
+    start_nodes(3)
+    grid = link.grid(run_id=7, run_config={"tag": 2.5})
+    grid.wait_for_nodes(3, timeout=10)
+    result = _fedavg().start(grid, MODEL, num_rounds=3)
+    # Partition p adds p + 1 each round: FedAvg (equal weights) adds 2 per round.
+    np.testing.assert_array_equal(result.arrays["w"].numpy(), np.full((64, 100), 6.0))
+    train = result.metrics("train")
+    assert train[3]["tag"] == 2.5  # the run config reached the nodes
+    assert train[3]["rounds-seen"] == 3  # each node kept its state across rounds
+    assert all(r.train.num_failed == 0 for r in result.rounds)
+
+
+def test_a_killed_node_becomes_a_failure_and_the_round_completes(link, start_nodes, node_process):
+    start_nodes(2)
+    victim = node_process(2)
+    grid = link.grid(run_id=1, run_config={"slow-partition": 2, "sleep-s": 30.0})
+    grid.wait_for_nodes(3, timeout=20)
+    began = time.monotonic()
+    replies = []
+    messages = [
+        Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
+    ]
+    for reply in grid.receive(grid.send(messages), timeout=60):
+        replies.append(reply)
+        if len(replies) == 2:
+            victim.kill()  # mid-round: it is sleeping in its train handler
+    assert time.monotonic() - began < 20
+    failed = [r for r in replies if r.error is not None]
+    assert len(replies) == 3 and len(failed) == 1
+    assert failed[0].error.code == ErrorCode.NODE_UNAVAILABLE
+
+
+def test_a_paused_node_is_lost_when_its_heartbeats_stop(link, start_nodes, node_process):
+    start_nodes(1)
+    paused = node_process(1)
+    grid = link.grid(run_id=1, run_config={"slow-partition": 1, "sleep-s": 1.0})
+    grid.wait_for_nodes(2, timeout=20)
+    messages = [
+        Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
+    ]
+    ids = grid.send(messages)
+    os.kill(paused.pid, signal.SIGSTOP)
+    try:
+        replies = list(grid.receive(ids, timeout=30))
+    finally:
+        os.kill(paused.pid, signal.SIGCONT)
+    codes = sorted(r.error.code if r.error else 0 for r in replies)
+    assert codes == [0, ErrorCode.NODE_UNAVAILABLE]
+    assert len(grid.node_ids()) in (1, 2)  # the paused node may reconnect once resumed
+
+
+def test_a_slow_reply_times_out_and_is_dropped_when_it_comes(link, start_nodes, caplog):
+    start_nodes(2)
+    grid = link.grid(run_id=1, run_config={"slow-partition": 1, "sleep-s": 1.0})
+    grid.wait_for_nodes(2, timeout=10)
+    messages = [
+        Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
+    ]
+    with caplog.at_level(logging.WARNING, logger="pollinate.link"):
+        replies = list(grid.receive(grid.send(messages), timeout=0.5))
+        time.sleep(1.5)  # the slow node answers now, too late
+    assert sorted(r.error.code if r.error else 0 for r in replies) == [0, ErrorCode.TIMEOUT]
+    assert "no message waits for it" in caplog.text
+
+
+def test_with_too_few_nodes_left_the_round_fails_with_reasons(link, start_nodes):
+    start_nodes(1)
+    grid = link.grid(run_id=1, run_config={})
+    grid.wait_for_nodes(1, timeout=10)
+    with pytest.raises(RoundError, match=r"min_available_nodes=2 but only 1 nodes"):
+        FedAvg(min_available_nodes=2, wait_for_nodes_s=0.5).start(grid, MODEL, num_rounds=1)
+
+
+def _raw_node(link, config=None):
+    """A hand-driven node connection: register, then open the stream with ``hello``."""
+    channel = grpc.insecure_channel(f"127.0.0.1:{link.port}")
+    answer = decode_frame(
+        channel.unary_unary(REGISTER_METHOD)(
+            encode_frame(Frame("register", {"node_config": config or {}}))
+        )
+    )
+    return channel, answer.header
+
+
+def test_replies_from_a_node_that_was_not_asked_are_dropped(link, start_nodes, caplog):
+    start_nodes(1)
+    channel, me = _raw_node(link)
+    grid = link.grid(run_id=1, run_config={"slow-partition": 0, "sleep-s": 0.5})
+    grid.wait_for_nodes(1, timeout=10)
+    honest = next(n for n in grid.node_ids() if n != me["node_id"])
+    (message_id,) = grid.send([Message.create(RecordDict({"arrays": MODEL}), honest, "train")])
+    sent = Message.create(RecordDict({"arrays": MODEL}), honest, "train")
+    forged = sent.reply(RecordDict({"arrays": MODEL})).with_metadata(reply_to_message_id=message_id)
+    frames = [Frame("hello", {"node_id": me["node_id"], "token": me["token"]})]
+    frames += list(chunk_frames("x", encode_parts(forged), 4096))
+    with caplog.at_level(logging.WARNING, logger="pollinate.link"):
+        stream = channel.stream_stream(CHANNEL_METHOD)(iter(map(encode_frame, frames)))
+        (reply,) = grid.receive([message_id], timeout=10)
+        stream.cancel()
+    assert reply.error is None and reply.metadata.src_node_id == honest  # the honest answer
+    assert f"reply from node {me['node_id']} to a message sent to node {honest}" in caplog.text
+    channel.close()
+
+
+def test_bad_registrations_and_streams_are_refused_and_the_link_keeps_serving(
+    link, start_nodes, caplog
+):
+    channel = grpc.insecure_channel(f"127.0.0.1:{link.port}")
+    register = channel.unary_unary(REGISTER_METHOD)
+    with pytest.raises(grpc.RpcError) as bad_config:
+        register(encode_frame(Frame("register", {"node_config": {"x": [1, 2]}})))
+    assert bad_config.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as garbage:
+        register(b"not a frame at all")
+    assert garbage.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    wrong_token = [encode_frame(Frame("hello", {"node_id": 1, "token": "guess"}))]
+    with pytest.raises(grpc.RpcError) as unknown:
+        list(channel.stream_stream(CHANNEL_METHOD)(iter(wrong_token)))
+    assert unknown.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    _, me = _raw_node(link)
+    hostile = [
+        encode_frame(Frame("hello", {"node_id": me["node_id"], "token": me["token"]})),
+        encode_frame(Frame("chunk", {"message_id": "m", "offset": 0, "total": 1 << 40})),
+    ]
+    with caplog.at_level(logging.WARNING, logger="pollinate.link"):
+        list(channel.stream_stream(CHANNEL_METHOD)(iter(hostile)))
+    assert "exceeds the limit" in caplog.text
+    channel.close()
+    start_nodes(2)  # the link still serves honest nodes
+    grid = link.grid(run_id=2, run_config={})
+    grid.wait_for_nodes(2, timeout=10)
+    assert _fedavg().start(grid, MODEL, num_rounds=1).rounds[-1].train.num_failed == 0
