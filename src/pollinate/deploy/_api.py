@@ -22,6 +22,7 @@ from ..server import Result, RunObserver, ServerApp, run_server_app
 from ..strategy import EvaluateFn, Strategy, one_server_app
 from ._certs import channel_credentials, server_credentials
 from ._frames import DEFAULT_CHUNK_SIZE
+from ._identity import NodeKey, Verifier, load_public_keys
 from ._link import Link
 from ._node import Backoff, NodeSession, run_node
 
@@ -49,6 +50,8 @@ def start_server(
     observers: Sequence[RunObserver] = (),
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     on_listening: Callable[[int], None] | None = None,
+    require_signatures: bool = False,
+    registered_keys: str | Path | None = None,
 ) -> Result:
     """Serve one run to the nodes that connect at ``address``, and return its history.
 
@@ -56,10 +59,17 @@ def start_server(
     ``min_nodes`` nodes are connected (waiting up to ``wait_s``); afterwards the nodes are
     told goodbye. ``certs`` is the folder with ``server.pem`` and ``server.key``;
     ``on_listening(port)`` is called once the link listens (useful with port 0).
+    ``require_signatures`` makes every node sign with its key; ``registered_keys`` (a folder
+    of ``*.pub`` files, or one file) admits only those keys.
     """
     app = one_server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
     credentials = _server_credentials(certs, insecure)
-    link = Link(address, credentials=credentials, chunk_size=chunk_size)
+    verifier = None
+    if registered_keys is not None:
+        verifier = Verifier(registered=load_public_keys(registered_keys))
+    elif require_signatures:
+        verifier = Verifier()
+    link = Link(address, credentials=credentials, chunk_size=chunk_size, verifier=verifier)
     port = link.start()
     if on_listening is not None:
         on_listening(port)
@@ -83,12 +93,14 @@ def start_client(
     insecure: bool = False,
     give_up_s: float | None = 300.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    key: str | Path | NodeKey | None = None,
 ) -> NodeSession:
     """Connect to the server at ``address`` and answer its messages until it says goodbye.
 
     ``client`` is a ClientApp, a NumPyClient, or a ``client_fn(context)`` making one.
     ``root_cert`` is the CA certificate (``ca.pem``) that signed the server's certificate.
     A server that is not up yet, or goes away, is retried with backoff for ``give_up_s``.
+    ``key`` (a ``nodeN.key`` file from ``pollinate certs --nodes N``) signs what it sends.
     """
     app = _client_app(client)
     if insecure == (root_cert is not None):
@@ -104,6 +116,7 @@ def start_client(
         credentials=credentials,
         chunk_size=chunk_size,
         backoff=Backoff(give_up_s=give_up_s),
+        key=key if isinstance(key, NodeKey) or key is None else NodeKey.load(key),
     )
 
 

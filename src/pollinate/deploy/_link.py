@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 
 from ..context import UserConfigValue
-from ..errors import ConfigError, WireError
+from ..errors import AuthError, ConfigError, WireError
 from ..message import SERVER_NODE_ID, ErrorCode, Message
 from ..server import Grid, check_reply
 from ..wire import decode, encode_parts
@@ -43,6 +43,8 @@ from ._frames import (
     decode_frame,
     encode_frame,
 )
+from ._identity import Verifier, body_digest
+from ._sealed import unseal
 
 __all__ = ["CHANNEL_METHOD", "REGISTER_METHOD", "Link", "LinkGrid"]
 
@@ -77,6 +79,8 @@ class _Node:
     node_id: int
     token: str
     node_config: dict[str, UserConfigValue]
+    public_key: bytes | None
+    """The key that registered this node id (None on a link without node identity)."""
     outbox: queue.SimpleQueue[_Outgoing] = field(default_factory=queue.SimpleQueue)
     stream: int = 0
     """Which of the node's streams is current (a reconnect opens a new one)."""
@@ -89,7 +93,9 @@ class Link:
 
     ``credentials`` are the server's TLS credentials (None: plain text, for tests and
     ``--insecure`` only). ``chunk_size`` bounds each gRPC message; ``max_message_size``
-    bounds what a node may send.
+    bounds what a node may send. With a ``verifier`` every node must sign its registration
+    and every frame with its key (``Verifier(registered=...)`` admits listed keys only), and
+    a node id stays bound to the key that registered it.
     """
 
     def __init__(
@@ -102,6 +108,7 @@ class Link:
         heartbeat_s: float = 5.0,
         node_timeout_s: float = 30.0,
         max_nodes: int = 256,
+        verifier: Verifier | None = None,
     ) -> None:
         self.address = address
         self.chunk_size = chunk_size
@@ -109,6 +116,7 @@ class Link:
         self.heartbeat_s = heartbeat_s
         self.node_timeout_s = node_timeout_s
         self._credentials = credentials
+        self._verifier = verifier
         self._nodes: dict[int, _Node] = {}
         self._lock = threading.Lock()
         self._grid: LinkGrid | None = None
@@ -201,17 +209,26 @@ class Link:
 
     def _register(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
+            public_key = None
+            if self._verifier is not None:
+                metadata = context.invocation_metadata()
+                public_key = self._verifier.verify_metadata(
+                    REGISTER_METHOD, body_digest(request), metadata
+                )
             frame = decode_frame(request)
             if frame.kind != "register":
                 raise WireError(f"expected a register frame, got {frame.kind!r}")
-            node = self._admit(frame.header)
+            node = self._admit(frame.header, public_key)
+        except AuthError as err:
+            log.warning("refused a registration from %s: %s", context.peer(), err)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
         except WireError as err:
             log.warning("refused a registration from %s: %s", context.peer(), err)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         reply = {"node_id": node.node_id, "token": node.token, "heartbeat_s": self.heartbeat_s}
         return encode_frame(Frame("registered", reply))
 
-    def _admit(self, header: dict[str, Any]) -> _Node:
+    def _admit(self, header: dict[str, Any], public_key: bytes | None) -> _Node:
         config = header.get("node_config", {})
         if not isinstance(config, dict) or not all(
             isinstance(v, (bool, int, float, str)) for v in config.values()
@@ -219,25 +236,32 @@ class Link:
             raise WireError("node_config must map names to bool, int, float or str")
         with self._lock:
             known = self._nodes.get(header.get("node_id", -1))
-            if known is not None and secrets.compare_digest(
-                known.token, str(header.get("token", ""))
+            if (
+                known is not None
+                and secrets.compare_digest(known.token, str(header.get("token", "")))
+                and known.public_key == public_key
             ):
                 known.node_config = config
                 log.info("node %d registered again", known.node_id)
                 return known
             node_id = _new_node_id(self._nodes)
-            node = _Node(node_id, secrets.token_hex(16), config)
+            node = _Node(node_id, secrets.token_hex(16), config, public_key)
             self._nodes[node_id] = node
         log.info("node %d registered with node config %s", node_id, json.dumps(config))
         return node
 
     def _channel(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
-            hello = decode_frame(next(requests))
+            signer, hello = self._open(next(requests))
+        except AuthError as err:
+            log.warning("refused a stream from %s: %s", context.peer(), err)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            return
         except (StopIteration, WireError) as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected a hello frame: {err}")
+            return
         node = self._node_for(hello)
-        if node is None:
+        if node is None or node.public_key != signer:
             context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "unknown node id or wrong token: register first (Fleet/Register)",
@@ -272,6 +296,12 @@ class Link:
         finally:
             self._lose(node, stream, "its stream ended")
 
+    def _open(self, data: bytes) -> tuple[bytes | None, Frame]:
+        """The frame in ``data`` and who signed it (None on a link without node identity)."""
+        if self._verifier is None:
+            return None, decode_frame(data)
+        return unseal(self._verifier, CHANNEL_METHOD, data)
+
     def _node_for(self, hello: Frame) -> _Node | None:
         if hello.kind != "hello":
             return None
@@ -288,7 +318,9 @@ class Link:
         try:
             for data in requests:
                 node.last_seen = time.monotonic()
-                frame = decode_frame(data)
+                signer, frame = self._open(data)
+                if signer != node.public_key:
+                    raise AuthError(f"a frame on node {node.node_id}'s stream has another signer")
                 if frame.kind == "heartbeat":
                     continue
                 if frame.kind != "chunk":
@@ -296,8 +328,8 @@ class Link:
                 done = assembler.add(frame)
                 if done is not None:
                     self._deliver(node, done[1])
-        except WireError as err:
-            log.warning("node %d sent malformed data, dropping its stream: %s", node.node_id, err)
+        except (AuthError, WireError) as err:
+            log.warning("dropping node %d's stream: %s", node.node_id, err)
         except grpc.RpcError:
             pass  # the stream ended under us; _lose says so
         finally:

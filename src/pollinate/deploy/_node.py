@@ -33,7 +33,9 @@ from ._frames import (
     decode_frame,
     encode_frame,
 )
+from ._identity import NodeKey, body_digest, sign
 from ._link import CHANNEL_METHOD, DEFAULT_MAX_MESSAGE_SIZE, REGISTER_METHOD
+from ._sealed import seal
 
 __all__ = ["Backoff", "NodeSession", "run_node"]
 
@@ -90,12 +92,14 @@ def run_node(
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
     backoff: Backoff | None = None,
     until_bye: bool = True,
+    key: NodeKey | None = None,
 ) -> NodeSession:
     """Serve ``client_app`` to the link at ``address`` until it says goodbye.
 
     ``credentials`` verify the link's TLS certificate (see ``channel_credentials``); None
     connects in plain text (only for ``--insecure``). With ``until_bye=False`` the node
-    stays for the next run after a goodbye, as a node daemon does.
+    stays for the next run after a goodbye, as a node daemon does. With a ``key`` the node
+    signs its registration and every frame it sends (links with node identity require it).
     """
     session = NodeSession(dict(node_config or {}))
     backoff = backoff or Backoff()
@@ -113,7 +117,7 @@ def run_node(
         try:
             with channel:
                 said_bye = _serve(
-                    channel, client_app, session, chunk_size, max_message_size, backoff
+                    channel, client_app, session, chunk_size, max_message_size, backoff, key
                 )
         except WireError as err:
             log.warning("the link at %s sent malformed data (%s); reconnecting", address, err)
@@ -145,13 +149,16 @@ def _serve(
     chunk_size: int,
     max_message_size: int,
     backoff: Backoff,
+    key: NodeKey | None,
 ) -> bool:
     """One connection: register, open the stream, answer until it ends; True after a bye."""
     register = channel.unary_unary(REGISTER_METHOD)
     header: dict[str, object] = {"node_config": session.node_config}
     if session.node_id is not None:
         header |= {"node_id": session.node_id, "token": session.token}
-    answer = decode_frame(register(encode_frame(Frame("register", header)), wait_for_ready=False))
+    request = encode_frame(Frame("register", header))
+    metadata = sign(key, REGISTER_METHOD, body_digest(request)).to_metadata() if key else None
+    answer = decode_frame(register(request, metadata=metadata))
     session.node_id = int(answer.header["node_id"])
     session.token = str(answer.header["token"])
     heartbeat_s = float(answer.header["heartbeat_s"])
@@ -162,7 +169,7 @@ def _serve(
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(outgoing, heartbeat_s, stop), daemon=True)
     beat.start()
-    stream = channel.stream_stream(CHANNEL_METHOD)(_drain(outgoing))
+    stream = channel.stream_stream(CHANNEL_METHOD)(_drain(outgoing, key))
     assembler = Assembler(max_message_size)
     try:
         for data in stream:
@@ -213,6 +220,7 @@ def _heartbeat(
         outgoing.put(beat)
 
 
-def _drain(outgoing: queue.SimpleQueue[bytes | None]) -> Iterator[bytes]:
+def _drain(outgoing: queue.SimpleQueue[bytes | None], key: NodeKey | None) -> Iterator[bytes]:
+    """The frames to send, each signed as it leaves (so no timestamp goes stale in a queue)."""
     while (item := outgoing.get()) is not None:
-        yield item
+        yield seal(key, CHANNEL_METHOD, item) if key is not None else item
