@@ -24,6 +24,7 @@ import pollinate
 from ..errors import PollinateError
 from ._certs import certs_command
 from ._compare import compare_command
+from ._deploy import link_command, node_command
 from ._display import shown
 from ._new import new_command
 from ._report import report_command
@@ -74,6 +75,8 @@ cli.add_command(run_command)
 cli.add_command(report_command)
 cli.add_command(compare_command)
 cli.add_command(certs_command)
+cli.add_command(link_command)
+cli.add_command(node_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,6 +11,8 @@ from ._certs import CertFiles as CertFiles
 from ._certs import channel_credentials as channel_credentials
 from ._certs import make_dev_certs as make_dev_certs
 from ._certs import server_credentials as server_credentials
+from ._identity import NodeKey as NodeKey
+from ._identity import Verifier as Verifier
 from ._link import Link as Link
 from ._link import LinkGrid as LinkGrid
 from ._node import Backoff as Backoff
@@ -22,7 +24,9 @@ __all__ = [
     "CertFiles",
     "Link",
     "LinkGrid",
+    "NodeKey",
     "NodeSession",
+    "Verifier",
     "channel_credentials",
     "make_dev_certs",
     "run_node",

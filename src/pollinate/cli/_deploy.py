@@ -1,0 +1,173 @@
+"""``pollinate link`` and ``pollinate node``: run an app over the network, unchanged.
+
+``pollinate link APP_DIR`` serves one run of the app's ServerApp to the nodes that connect;
+``pollinate node APP_DIR --link HOST:PORT`` serves the app's ClientApp from each machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+
+from ..client import ClientApp
+from ..errors import ConfigError
+from ..loader import load_object
+from ..server import ServerApp
+from ._config import load_app_config, resolve_run_config
+from ._display import shown
+from ._overrides import parse_overrides
+from ._progress import cli_logging, progress_view
+from ._run import VERBOSE, verbose_option
+
+__all__ = ["link_command", "node_command"]
+
+_RUN_CONFIG = click.option(
+    "--run-config",
+    multiple=True,
+    metavar='"KEY=VALUE ..."',
+    help="Change values of the app's run config: space-separated key=value pairs.",
+)
+
+
+@click.command("link", short_help="Serve one run of an app to nodes over gRPC.")
+@click.argument("app_dir", default=".", type=click.Path(path_type=Path))
+@click.option("--address", default="0.0.0.0:9400", show_default=True, help="Where to listen.")
+@click.option(
+    "--certs",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder with server.pem and server.key (pollinate certs --out DIR makes one).",
+)
+@click.option("--insecure", is_flag=True, help="Plain text, no TLS: trusted networks only.")
+@click.option(
+    "--node-keys",
+    type=click.Path(path_type=Path),
+    help="Admit only nodes whose public key is here (a folder of *.pub files, or one file).",
+)
+@click.option("--require-signatures", is_flag=True, help="Every node must sign with its key.")
+@click.option("--min-nodes", default=1, show_default=True, help="Nodes to wait for.")
+@click.option("--wait", "wait_s", default=300.0, show_default=True, help="Seconds to wait.")
+@_RUN_CONFIG
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where to write the results (default: APP_DIR/runs/<date>-<time>-link).",
+)
+@verbose_option
+@click.pass_context
+def link_command(
+    ctx: click.Context,
+    app_dir: Path,
+    address: str,
+    certs: Path | None,
+    insecure: bool,
+    node_keys: Path | None,
+    require_signatures: bool,
+    min_nodes: int,
+    wait_s: float,
+    run_config: tuple[str, ...],
+    out_dir: Path | None,
+    verbose: bool,
+) -> None:
+    """Run the ServerApp of the app in APP_DIR on the nodes that connect to ADDRESS.
+
+    The run starts once --min-nodes nodes are connected, and ends by telling them goodbye.
+    TLS is on: give --certs, or --insecure for plain text on a trusted network.
+    """
+    from ..deploy import start_server  # gRPC loads only for deployment commands
+
+    ctx.meta[VERBOSE] = verbose
+    app = load_app_config(app_dir)
+    config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
+    server_app = load_object(app.serverapp, ServerApp, app.app_dir.resolve())
+    out = out_dir or app.app_dir / "runs" / f"{_stamp()}-link"
+    stderr = Console(stderr=True, highlight=False)
+    stderr.print(f"[bold]{escape(app.name)}[/]: waiting for {min_nodes} node(s) on {address}")
+    with cli_logging(stderr, verbose), contextlib.closing(progress_view(stderr)) as view:
+        result = start_server(
+            address,
+            server_app=server_app,
+            run_config=config,
+            certs=certs,
+            insecure=insecure,
+            min_nodes=min_nodes,
+            wait_s=wait_s,
+            out_dir=out,
+            observers=[view],
+            require_signatures=require_signatures,
+            registered_keys=node_keys,
+        )
+    rounds = sum(r.server_round > 0 for r in result.rounds)
+    click.echo(f"Finished {rounds} rounds; results: {shown(out)}")
+
+
+@click.command("node", short_help="Serve an app's ClientApp to a link.")
+@click.argument("app_dir", default=".", type=click.Path(path_type=Path))
+@click.option("--link", "address", required=True, help="The link's HOST:PORT.")
+@click.option(
+    "--root-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The CA certificate that signed the link's certificate (e.g. certs/ca.pem).",
+)
+@click.option("--insecure", is_flag=True, help="Plain text, no TLS: trusted networks only.")
+@click.option(
+    "--key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This node's private key (nodeN.key from pollinate certs --nodes N).",
+)
+@click.option(
+    "--node-config",
+    multiple=True,
+    metavar='"KEY=VALUE ..."',
+    help='What this node holds, e.g. "partition-id=0 num-partitions=3".',
+)
+@click.option("--once", is_flag=True, help="Leave after one run instead of waiting for more.")
+@verbose_option
+@click.pass_context
+def node_command(
+    ctx: click.Context,
+    app_dir: Path,
+    address: str,
+    root_cert: Path | None,
+    insecure: bool,
+    key: Path | None,
+    node_config: tuple[str, ...],
+    once: bool,
+    verbose: bool,
+) -> None:
+    """Connect to the link at --link and answer its messages with APP_DIR's ClientApp.
+
+    The node reconnects with backoff when the link goes away, keeping its place.
+    """
+    from ..deploy import Backoff, NodeKey, channel_credentials, run_node
+
+    ctx.meta[VERBOSE] = verbose
+    if insecure == (root_cert is not None):
+        raise ConfigError(
+            "give --root-cert (the CA certificate, e.g. certs/ca.pem) for TLS, or --insecure "
+            "for plain text on a trusted network"
+        )
+    app = load_app_config(app_dir)
+    client_app = load_object(app.clientapp, ClientApp, app.app_dir.resolve())
+    config = {o.key: o.value for o in parse_overrides(node_config, "--node-config")}
+    stderr = Console(stderr=True, highlight=False)
+    stderr.print(f"[bold]{escape(app.name)}[/] node connecting to {escape(address)}")
+    with cli_logging(stderr, verbose=True):
+        run_node(
+            address,
+            client_app,
+            node_config=config,
+            credentials=None if root_cert is None else channel_credentials(root_cert),
+            key=None if key is None else NodeKey.load(key),
+            backoff=Backoff(),
+            until_bye=once,
+        )
+
+
+def _stamp() -> str:
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -1,0 +1,102 @@
+"""`pollinate link` and `pollinate node`: the quickstart, unchanged, over gRPC with TLS and keys."""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pollinate.deploy import make_dev_certs
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "examples" / "quickstart"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _pollinate(*args, **options):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pollinate.cli", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **options,
+    )
+
+
+@pytest.mark.slow
+def test_the_quickstart_runs_over_the_network_as_it_does_in_simulation(tmp_path, quickstart_run):
+    certs = make_dev_certs(tmp_path / "certs", nodes=3)
+    port = _free_port()
+    link = _pollinate(
+        "link",
+        QUICKSTART,
+        "--address",
+        f"127.0.0.1:{port}",
+        "--certs",
+        tmp_path / "certs",
+        "--node-keys",
+        tmp_path / "certs",
+        "--run-config",
+        "num-server-rounds=2",
+        "--min-nodes",
+        3,
+        "--out",
+        tmp_path / "run",
+    )
+    nodes = [
+        _pollinate(
+            "node",
+            QUICKSTART,
+            "--link",
+            f"localhost:{port}",
+            "--root-cert",
+            certs.ca_cert,
+            "--key",
+            certs.node_keys[p],
+            "--node-config",
+            f"partition-id={p} num-partitions=3",
+            "--once",
+        )
+        for p in range(3)
+    ]
+    try:
+        out, err = link.communicate(timeout=120)
+        assert link.returncode == 0, err
+        for node in nodes:
+            node.wait(timeout=30)
+            assert node.returncode == 0, node.stderr.read()
+    finally:
+        for process in (link, *nodes):
+            process.kill()
+            process.communicate()
+    assert "Finished 2 rounds" in out
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    deployed = json.loads(lines[-1])["server"]
+    assert deployed == quickstart_run  # bit for bit what the simulation computes
+
+
+@pytest.fixture(scope="module")
+def quickstart_run(tmp_path_factory):
+    """The quickstart's last round of centralized metrics, in simulation."""
+    out = tmp_path_factory.mktemp("sim") / "run"
+    subprocess.run(
+        [sys.executable, "-m", "pollinate.cli", "run", QUICKSTART, "--out", out]
+        + ["--run-config", "num-server-rounds=2"],
+        check=True,
+        capture_output=True,
+    )
+    return json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])["server"]
+
+
+def test_node_needs_tls_or_an_explicit_insecure(tmp_path):
+    node = _pollinate("node", QUICKSTART, "--link", "127.0.0.1:9")
+    _, err = node.communicate(timeout=30)
+    assert node.returncode == 1
+    assert "give --root-cert" in err and "--insecure" in err
