@@ -86,9 +86,9 @@ def test_the_quickstart_runs_over_the_network_as_it_does_in_simulation(tmp_path,
 def quickstart_run(tmp_path_factory):
     """The quickstart's last round of centralized metrics, in simulation."""
     out = tmp_path_factory.mktemp("sim") / "run"
+    command = ["run", QUICKSTART, "--out", out, "--run-config", "num-server-rounds=2"]
     subprocess.run(
-        [sys.executable, "-m", "pollinate.cli", "run", QUICKSTART, "--out", out]
-        + ["--run-config", "num-server-rounds=2"],
+        [sys.executable, "-m", "pollinate.cli", *command],
         check=True,
         capture_output=True,
     )
