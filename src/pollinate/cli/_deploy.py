@@ -49,6 +49,11 @@ _RUN_CONFIG = click.option(
     help="Admit only nodes whose public key is here (a folder of *.pub files, or one file).",
 )
 @click.option("--require-signatures", is_flag=True, help="Every node must sign with its key.")
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="SQLite file for the link's state: restarted with it, the run resumes.",
+)
 @click.option("--min-nodes", default=1, show_default=True, help="Nodes to wait for.")
 @click.option("--wait", "wait_s", default=300.0, show_default=True, help="Seconds to wait.")
 @_RUN_CONFIG
@@ -68,6 +73,7 @@ def link_command(
     insecure: bool,
     node_keys: Path | None,
     require_signatures: bool,
+    db: Path | None,
     min_nodes: int,
     wait_s: float,
     run_config: tuple[str, ...],
@@ -77,7 +83,8 @@ def link_command(
     """Run the ServerApp of the app in APP_DIR on the nodes that connect to ADDRESS.
 
     The run starts once --min-nodes nodes are connected, and ends by telling them goodbye.
-    TLS is on: give --certs, or --insecure for plain text on a trusted network.
+    TLS is on: give --certs, or --insecure for plain text on a trusted network. With --db, a
+    link that was stopped or killed resumes the run after its last completed round.
     """
     from ..deploy import start_server  # gRPC loads only for deployment commands
 
@@ -101,6 +108,8 @@ def link_command(
             observers=[view],
             require_signatures=require_signatures,
             registered_keys=node_keys,
+            db=db,
+            run_name=app.name,
         )
     rounds = sum(r.server_round > 0 for r in result.rounds)
     click.echo(f"Finished {rounds} rounds; results: {shown(out)}")

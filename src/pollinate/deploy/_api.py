@@ -18,13 +18,14 @@ from ..context import Context, UserConfigValue
 from ..errors import ConfigError
 from ..message import SERVER_NODE_ID
 from ..records import ArrayRecord, RecordDict
-from ..server import Result, RunObserver, ServerApp, run_server_app
+from ..server import Result, ResumePoint, RunObserver, ServerApp, run_server_app
 from ..strategy import EvaluateFn, Strategy, one_server_app
 from ._certs import channel_credentials, server_credentials
 from ._frames import DEFAULT_CHUNK_SIZE
 from ._identity import NodeKey, Verifier, load_public_keys
 from ._link import Link
 from ._node import Backoff, NodeSession, run_node
+from ._store import Store, StoreRecorder
 
 __all__ = ["start_client", "start_server"]
 
@@ -52,6 +53,8 @@ def start_server(
     on_listening: Callable[[int], None] | None = None,
     require_signatures: bool = False,
     registered_keys: str | Path | None = None,
+    db: str | Path | None = None,
+    run_name: str = "run",
 ) -> Result:
     """Serve one run to the nodes that connect at ``address``, and return its history.
 
@@ -60,7 +63,9 @@ def start_server(
     told goodbye. ``certs`` is the folder with ``server.pem`` and ``server.key``;
     ``on_listening(port)`` is called once the link listens (useful with port 0).
     ``require_signatures`` makes every node sign with its key; ``registered_keys`` (a folder
-    of ``*.pub`` files, or one file) admits only those keys.
+    of ``*.pub`` files, or one file) admits only those keys. With ``db`` (an SQLite file)
+    nodes keep their ids across restarts, and an unfinished run called ``run_name`` resumes
+    after its last completed round.
     """
     app = one_server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
     credentials = _server_credentials(certs, insecure)
@@ -69,19 +74,57 @@ def start_server(
         verifier = Verifier(registered=load_public_keys(registered_keys))
     elif require_signatures:
         verifier = Verifier()
-    link = Link(address, credentials=credentials, chunk_size=chunk_size, verifier=verifier)
+    store = Store(db) if db is not None else None
+    link = Link(
+        address, credentials=credentials, chunk_size=chunk_size, verifier=verifier, store=store
+    )
     port = link.start()
     if on_listening is not None:
         on_listening(port)
     try:
-        run_id = secrets.randbits(63)
-        grid = link.grid(run_id, dict(run_config or {}))
+        config = dict(run_config or {})
+        run_id, out, resume = secrets.randbits(63), out_dir, None
+        watchers = list(observers)
+        if store is not None:
+            run_id, config, out, resume = _run_in_store(store, run_name, run_id, config, out_dir)
+            watchers.append(StoreRecorder(store, run_id))
+        grid = link.grid(run_id, config)
         log.info("waiting for %d node(s) on port %d", min_nodes, port)
         grid.wait_for_nodes(min_nodes, wait_s)
-        context = Context(run_id, SERVER_NODE_ID, {}, dict(run_config or {}), RecordDict())
-        return run_server_app(app, grid, context, out_dir=out_dir, observers=observers)
+        context = Context(run_id, SERVER_NODE_ID, {}, config, RecordDict())
+        try:
+            result = run_server_app(
+                app, grid, context, out_dir=out, observers=watchers, resume=resume
+            )
+        except Exception:
+            if store is not None:
+                store.finish_run(run_id, "failed")
+            raise
+        if store is not None:
+            store.finish_run(run_id, "finished")
+        return result
     finally:
         link.stop()
+        if store is not None:
+            store.close()
+
+
+def _run_in_store(
+    store: Store,
+    name: str,
+    run_id: int,
+    config: dict[str, UserConfigValue],
+    out_dir: str | Path | None,
+) -> tuple[int, dict[str, UserConfigValue], str | Path | None, ResumePoint | None]:
+    """The unfinished run called ``name`` to resume, else a new one recorded as running."""
+    unfinished = store.unfinished_run(name)
+    if unfinished is None:
+        store.start_run(run_id, name, config, None if out_dir is None else str(out_dir))
+        return run_id, config, out_dir, None
+    resume = store.resume_point(unfinished.run_id)
+    done = resume.last_round if resume else 0
+    log.warning("resuming run %d after round %d", unfinished.run_id, done)
+    return unfinished.run_id, unfinished.run_config, unfinished.out_dir, resume
 
 
 def start_client(

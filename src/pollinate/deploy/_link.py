@@ -45,6 +45,7 @@ from ._frames import (
 )
 from ._identity import Verifier, body_digest
 from ._sealed import unseal
+from ._store import Store
 
 __all__ = ["CHANNEL_METHOD", "REGISTER_METHOD", "Link", "LinkGrid"]
 
@@ -95,7 +96,8 @@ class Link:
     ``--insecure`` only). ``chunk_size`` bounds each gRPC message; ``max_message_size``
     bounds what a node may send. With a ``verifier`` every node must sign its registration
     and every frame with its key (``Verifier(registered=...)`` admits listed keys only), and
-    a node id stays bound to the key that registered it.
+    a node id stays bound to the key that registered it. With a ``store`` the nodes keep
+    their ids (and tokens) when the link restarts.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class Link:
         node_timeout_s: float = 30.0,
         max_nodes: int = 256,
         verifier: Verifier | None = None,
+        store: Store | None = None,
     ) -> None:
         self.address = address
         self.chunk_size = chunk_size
@@ -117,7 +120,10 @@ class Link:
         self.node_timeout_s = node_timeout_s
         self._credentials = credentials
         self._verifier = verifier
+        self._store = store
         self._nodes: dict[int, _Node] = {}
+        for node_id, token, public_key, config in store.nodes() if store else []:
+            self._nodes[node_id] = _Node(node_id, token, config, public_key)
         self._lock = threading.Lock()
         self._grid: LinkGrid | None = None
         self._stopping = threading.Event()
@@ -247,6 +253,8 @@ class Link:
             node_id = _new_node_id(self._nodes)
             node = _Node(node_id, secrets.token_hex(16), config, public_key)
             self._nodes[node_id] = node
+            if self._store is not None:
+                self._store.save_node(node_id, node.token, public_key, config)
         log.info("node %d registered with node config %s", node_id, json.dumps(config))
         return node
 

@@ -8,6 +8,7 @@ from ._history import Failure as Failure
 from ._history import PhaseResult as PhaseResult
 from ._history import Result as Result
 from ._history import RoundRecord as RoundRecord
+from ._history import arrays_to_bytes as arrays_to_bytes
 from ._history import load_arrays as load_arrays
 from ._history import save_arrays as save_arrays
 from ._observer import FileRecorder as FileRecorder
@@ -18,6 +19,9 @@ from ._observer import report_arrays as report_arrays
 from ._observer import report_result as report_result
 from ._observer import report_round as report_round
 from ._observer import report_round_start as report_round_start
+from ._resume import ResumePoint as ResumePoint
+from ._resume import resuming as resuming
+from ._resume import take_resume_point as take_resume_point
 from ._runner import run_server_app as run_server_app
 
 __all__ = [
@@ -27,10 +31,12 @@ __all__ = [
     "LogReporter",
     "PhaseResult",
     "Result",
+    "ResumePoint",
     "RoundRecord",
     "RunObserver",
     "ServerApp",
     "ServerMain",
+    "arrays_to_bytes",
     "check_reply",
     "load_arrays",
     "observing",
@@ -38,6 +44,8 @@ __all__ = [
     "report_result",
     "report_round",
     "report_round_start",
+    "resuming",
     "run_server_app",
     "save_arrays",
+    "take_resume_point",
 ]

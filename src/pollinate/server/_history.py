@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
 from ..records import ArrayRecord
 
-__all__ = ["Failure", "PhaseResult", "Result", "RoundRecord", "load_arrays", "save_arrays"]
+__all__ = [
+    "Failure",
+    "PhaseResult",
+    "Result",
+    "RoundRecord",
+    "arrays_to_bytes",
+    "load_arrays",
+    "save_arrays",
+]
 
 Phase = Literal["train", "evaluate", "server"]
 
@@ -42,6 +51,15 @@ class PhaseResult:
         """How many replies were set aside."""
         return len(self.failures)
 
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> PhaseResult:
+        """The phase ``to_json`` wrote."""
+        failures = []
+        for text in payload.get("failures", []):
+            node, _, reason = str(text).partition(": ")
+            failures.append(Failure(int(node.removeprefix("node ")), reason))
+        return cls(dict(payload["metrics"]), int(payload["ok"]), tuple(failures))
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict."""
         return {
@@ -61,6 +79,18 @@ class RoundRecord:
     evaluate: PhaseResult | None = None
     server_metrics: Mapping[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
+
+    @classmethod
+    def from_json(cls, payload: Mapping[str, Any]) -> RoundRecord:
+        """The round ``to_json`` wrote (a line of ``metrics.jsonl``)."""
+        train, evaluate = payload.get("train"), payload.get("evaluate")
+        return cls(
+            int(payload["round"]),
+            PhaseResult.from_json(train) if train else None,
+            PhaseResult.from_json(evaluate) if evaluate else None,
+            dict(payload.get("server") or {}),
+            float(payload.get("wall_time_s", 0.0)),
+        )
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict, one line of ``metrics.jsonl``."""
@@ -114,17 +144,29 @@ def save_arrays(arrays: ArrayRecord, path: Path) -> None:
     """Save arrays as ``.npz`` (names kept, no pickle): loadable with ``numpy.load`` anywhere."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w") as archive:
-        for name, array in arrays.items():
-            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, array.numpy(), allow_pickle=False)
+    with tmp.open("wb") as f:
+        _write_npz(arrays, f)
     tmp.replace(path)
 
 
-def load_arrays(path: str | Path) -> ArrayRecord:
-    """Load arrays saved by ``save_arrays`` (refusing pickled content)."""
-    with np.load(path, allow_pickle=False) as data:
+def arrays_to_bytes(arrays: ArrayRecord) -> bytes:
+    """The ``.npz`` bytes ``save_arrays`` would write (for a database, say)."""
+    buffer = io.BytesIO()
+    _write_npz(arrays, buffer)
+    return buffer.getvalue()
+
+
+def load_arrays(source: str | Path | BinaryIO) -> ArrayRecord:
+    """Load arrays saved by ``save_arrays``, from a path or a file (refusing pickled content)."""
+    with np.load(source, allow_pickle=False) as data:
         return ArrayRecord((name, np.array(data[name])) for name in data.files)
+
+
+def _write_npz(arrays: ArrayRecord, file: BinaryIO) -> None:
+    with zipfile.ZipFile(file, "w") as archive:
+        for name, array in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, array.numpy(), allow_pickle=False)
 
 
 def write_jsonl_line(path: Path, payload: Mapping[str, Any]) -> None:

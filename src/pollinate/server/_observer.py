@@ -91,17 +91,24 @@ class FileRecorder:
 
     ``metrics.jsonl`` gets a line as each round ends; ``checkpoints/round-NNNN.npz`` the
     global model after each round, ``round-0000.npz`` the initial one (unless
-    ``checkpoints=False``); ``model.npz`` the final model.
+    ``checkpoints=False``); ``model.npz`` the final model. A resumed run passes the rounds it
+    keeps as ``history``.
     """
 
-    def __init__(self, out_dir: Path, checkpoints: bool = True) -> None:
+    def __init__(
+        self, out_dir: Path, checkpoints: bool = True, history: Sequence[RoundRecord] = ()
+    ) -> None:
         self.out_dir = out_dir
         self.metrics_path = out_dir / "metrics.jsonl"
         self.model_path = out_dir / "model.npz"
         self.checkpoints_dir = out_dir / "checkpoints" if checkpoints else None
         self.result: Result | None = None
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.metrics_path.write_text("")  # a second run into the same folder starts afresh
+        # A run starts the file afresh; a resumed run rewrites the rounds it keeps, dropping
+        # any line of a round that was cut short.
+        self.metrics_path.write_text("")
+        for record in history:
+            write_jsonl_line(self.metrics_path, record.to_json())
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
         """Nothing to write until the round ends."""

@@ -12,6 +12,7 @@ from ._app import ServerApp
 from ._grid import Grid
 from ._history import Result, RoundRecord
 from ._observer import FileRecorder, RunObserver, observing
+from ._resume import ResumePoint, resuming
 
 __all__ = ["run_server_app"]
 
@@ -24,15 +25,20 @@ def run_server_app(
     out_dir: str | Path | None = None,
     checkpoints: bool = True,
     observers: Sequence[RunObserver] = (),
+    resume: ResumePoint | None = None,
 ) -> Result:
     """Run ``server_app`` on ``grid`` and return its Result, whatever transport the grid uses.
 
     With ``out_dir`` the run's files (``metrics.jsonl``, checkpoints, ``model.npz``) are
-    written there as it goes.
+    written there as it goes. With ``resume`` the run carries on after the rounds it
+    completed (its ``metrics.jsonl`` keeps exactly those rounds).
     """
-    recorder = FileRecorder(Path(out_dir), checkpoints) if out_dir is not None else None
+    recorder = None
+    if out_dir is not None:
+        history = resume.rounds if resume is not None else ()
+        recorder = FileRecorder(Path(out_dir), checkpoints, history)
     last = _LastResult()
-    with observing([*observers, *([recorder] if recorder else []), last]):
+    with observing([*observers, *([recorder] if recorder else []), last]), resuming(resume):
         returned = server_app(grid, context)
     result = returned if isinstance(returned, Result) else last.result
     if result is None:

@@ -24,6 +24,7 @@ from ..server import (
     report_result,
     report_round,
     report_round_start,
+    take_resume_point,
 )
 from ._classic import server_app_for
 from ._order import in_send_order
@@ -113,12 +114,19 @@ class Strategy(ABC):
         # user's model must not be able to change the global model behind the strategy's back.
         arrays = ArrayRecord((name, np.array(a.numpy())) for name, a in initial_arrays.items())
         result = Result(arrays)
-        report_arrays(0, arrays)
-        if evaluate_fn is not None:
-            record = RoundRecord(0, server_metrics=_call_evaluate_fn(evaluate_fn, 0, arrays))
-            result.rounds.append(record)
-            report_round(record)
-        for server_round in range(1, num_rounds + 1):
+        resume = take_resume_point()
+        if resume is not None:  # an interrupted run: its completed rounds stand
+            arrays = resume.arrays
+            result.rounds.extend(resume.rounds)
+            log.info("resuming after round %d of %d", resume.last_round, num_rounds)
+        else:
+            report_arrays(0, arrays)
+            if evaluate_fn is not None:
+                record = RoundRecord(0, server_metrics=_call_evaluate_fn(evaluate_fn, 0, arrays))
+                result.rounds.append(record)
+                report_round(record)
+        first_round = 1 if resume is None else resume.last_round + 1
+        for server_round in range(first_round, num_rounds + 1):
             report_round_start(server_round, num_rounds)
             began = time.perf_counter()
             arrays, train = self._train(grid, server_round, arrays, train_config, timeout)
