@@ -6,6 +6,7 @@ combines their updates) once; run them on virtual nodes with ``run_simulation`` 
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from .client import ClientApp as ClientApp
 from .client import NumPyClient as NumPyClient
@@ -58,6 +59,10 @@ __all__ = [
     "start_client",
     "start_server",
 ]
+
+if TYPE_CHECKING:  # type checkers see the real functions; at run time they load lazily
+    from .deploy import start_client as start_client
+    from .deploy import start_server as start_server
 
 _DEPLOY = ("start_client", "start_server")
 

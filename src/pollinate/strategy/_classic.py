@@ -60,9 +60,11 @@ def one_server_app(
 ) -> ServerApp:
     """The ServerApp given, or one made from a strategy and num_rounds (the classic style)."""
     if server_app is not None:
-        if strategy is not None or num_rounds is not None or evaluate_fn is not None:
+        classic = (strategy, num_rounds, initial_arrays, evaluate_fn)
+        if any(value is not None for value in classic):
             raise ConfigError(
-                "give either server_app, or strategy and num_rounds (and evaluate_fn), not both"
+                "give either server_app, or strategy and num_rounds (with initial_arrays and "
+                "evaluate_fn), not both"
             )
         return server_app
     if strategy is None or num_rounds is None:
