@@ -10,9 +10,10 @@ app = ClientApp()
 
 @app.train()
 def train(msg, context):
-    """Add (partition-id + 1) to every array; sleep ``sleep-s`` first when the config asks."""
+    """Add (partition-id + 1) to every array; first sleep ``sleep-s`` if ``slow-partitions``
+    (space-separated ids) names this node's partition."""
     partition = int(context.node_config.get("partition-id", 0))
-    if partition == int(context.run_config.get("slow-partition", -1)):
+    if str(partition) in str(context.run_config.get("slow-partitions", "")).split():
         time.sleep(float(context.run_config.get("sleep-s", 0.0)))
     new = {k: a.numpy() + partition + 1 for k, a in msg.content.arrays().items()}
     seen = context.state.get("seen")

@@ -39,7 +39,7 @@ def test_fedavg_rounds_run_over_grpc_in_chunks(link, start_nodes):
 def test_a_killed_node_becomes_a_failure_and_the_round_completes(link, start_nodes, node_process):
     start_nodes(2)
     victim = node_process(2)
-    grid = link.grid(run_id=1, run_config={"slow-partition": 2, "sleep-s": 30.0})
+    grid = link.grid(run_id=1, run_config={"slow-partitions": "2", "sleep-s": 30.0})
     grid.wait_for_nodes(3, timeout=20)
     began = time.monotonic()
     replies = []
@@ -59,7 +59,7 @@ def test_a_killed_node_becomes_a_failure_and_the_round_completes(link, start_nod
 def test_a_paused_node_is_lost_when_its_heartbeats_stop(link, start_nodes, node_process):
     start_nodes(1)
     paused = node_process(1)
-    grid = link.grid(run_id=1, run_config={"slow-partition": 1, "sleep-s": 1.0})
+    grid = link.grid(run_id=1, run_config={"slow-partitions": "1", "sleep-s": 1.0})
     grid.wait_for_nodes(2, timeout=20)
     messages = [
         Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
@@ -77,7 +77,7 @@ def test_a_paused_node_is_lost_when_its_heartbeats_stop(link, start_nodes, node_
 
 def test_a_slow_reply_times_out_and_is_dropped_when_it_comes(link, start_nodes, caplog):
     start_nodes(2)
-    grid = link.grid(run_id=1, run_config={"slow-partition": 1, "sleep-s": 1.0})
+    grid = link.grid(run_id=1, run_config={"slow-partitions": "1", "sleep-s": 1.0})
     grid.wait_for_nodes(2, timeout=10)
     messages = [
         Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
@@ -111,7 +111,7 @@ def _raw_node(link, config=None):
 def test_replies_from_a_node_that_was_not_asked_are_dropped(link, start_nodes, caplog):
     start_nodes(1)
     channel, me = _raw_node(link)
-    grid = link.grid(run_id=1, run_config={"slow-partition": 0, "sleep-s": 0.5})
+    grid = link.grid(run_id=1, run_config={"slow-partitions": "0", "sleep-s": 0.5})
     grid.wait_for_nodes(1, timeout=10)
     honest = next(n for n in grid.node_ids() if n != me["node_id"])
     (message_id,) = grid.send([Message.create(RecordDict({"arrays": MODEL}), honest, "train")])

@@ -23,12 +23,14 @@ from ..errors import WireError
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
+    "MAX_CHUNK_SIZE",
     "MAX_HEADER_SIZE",
     "Assembler",
     "Frame",
     "chunk_frames",
     "decode_frame",
     "encode_frame",
+    "frame_limit",
 ]
 
 MAGIC = b"PLF"
@@ -36,8 +38,15 @@ VERSION = 1
 _PREFIX = struct.Struct("<3sBI")
 DEFAULT_CHUNK_SIZE = 1 << 20
 """1 MiB: large enough that per-chunk costs vanish, small enough for any gRPC limit."""
+MAX_CHUNK_SIZE = 64 << 20
+"""The largest chunk either side may choose: every node accepts chunks up to this size."""
 MAX_HEADER_SIZE = 1 << 16
 """Headers are small (ids, sizes, configs); a larger one is malformed or hostile."""
+
+
+def frame_limit(chunk_size: int) -> int:
+    """The largest gRPC message a chunk of ``chunk_size`` makes, signed (two headers) or not."""
+    return chunk_size + 2 * (MAX_HEADER_SIZE + 512)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +100,8 @@ def chunk_frames(
     receiver allocates once. Parts are sliced, not joined: the model's arrays are not copied
     before gRPC takes each chunk.
     """
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must be between 1 and {MAX_CHUNK_SIZE}, got {chunk_size}")
     views = [memoryview(p).cast("B") for p in parts]
     total = sum(len(v) for v in views)
     first = {"message_id": message_id, "total": total, **(header or {})}

@@ -36,12 +36,13 @@ from ..server import Grid, check_reply
 from ..wire import decode, encode_parts
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
-    MAX_HEADER_SIZE,
+    MAX_CHUNK_SIZE,
     Assembler,
     Frame,
     chunk_frames,
     decode_frame,
     encode_frame,
+    frame_limit,
 )
 from ._identity import Verifier, body_digest
 from ._sealed import unseal
@@ -113,6 +114,10 @@ class Link:
         verifier: Verifier | None = None,
         store: Store | None = None,
     ) -> None:
+        if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+            raise ConfigError(
+                f"chunk_size must be between 1 and {MAX_CHUNK_SIZE}, got {chunk_size}"
+            )
         self.address = address
         self.chunk_size = chunk_size
         self.max_message_size = max_message_size
@@ -127,13 +132,13 @@ class Link:
         self._lock = threading.Lock()
         self._grid: LinkGrid | None = None
         self._stopping = threading.Event()
-        frame_limit = chunk_size + MAX_HEADER_SIZE + 64
+        limit = frame_limit(chunk_size)
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_nodes + 8, thread_name_prefix="link"),
             handlers=[self._handlers()],
             options=[
-                ("grpc.max_receive_message_length", frame_limit),
-                ("grpc.max_send_message_length", frame_limit),
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
             ],
             maximum_concurrent_rpcs=max_nodes + 8,
         )
@@ -231,7 +236,12 @@ class Link:
         except WireError as err:
             log.warning("refused a registration from %s: %s", context.peer(), err)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        reply = {"node_id": node.node_id, "token": node.token, "heartbeat_s": self.heartbeat_s}
+        reply = {
+            "node_id": node.node_id,
+            "token": node.token,
+            "heartbeat_s": self.heartbeat_s,
+            "chunk_size": self.chunk_size,  # the node sends chunks no larger than this
+        }
         return encode_frame(Frame("registered", reply))
 
     def _admit(self, header: dict[str, Any], public_key: bytes | None) -> _Node:

@@ -26,12 +26,13 @@ from ..records import RecordDict
 from ..wire import decode, encode_parts
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
-    MAX_HEADER_SIZE,
+    MAX_CHUNK_SIZE,
     Assembler,
     Frame,
     chunk_frames,
     decode_frame,
     encode_frame,
+    frame_limit,
 )
 from ._identity import NodeKey, body_digest, sign
 from ._link import CHANNEL_METHOD, DEFAULT_MAX_MESSAGE_SIZE, REGISTER_METHOD
@@ -103,10 +104,10 @@ def run_node(
     """
     session = NodeSession(dict(node_config or {}))
     backoff = backoff or Backoff()
-    frame_limit = chunk_size + MAX_HEADER_SIZE + 64
+    limit = frame_limit(MAX_CHUNK_SIZE)  # whatever chunk size the link chose
     options = [
-        ("grpc.max_receive_message_length", frame_limit),
-        ("grpc.max_send_message_length", frame_limit),
+        ("grpc.max_receive_message_length", limit),
+        ("grpc.max_send_message_length", limit),
     ]
     while True:
         channel = (
@@ -162,6 +163,7 @@ def _serve(
     session.node_id = int(answer.header["node_id"])
     session.token = str(answer.header["token"])
     heartbeat_s = float(answer.header["heartbeat_s"])
+    chunk_size = min(chunk_size, int(answer.header.get("chunk_size", chunk_size)))
     backoff.reset()
     log.info("registered as node %d", session.node_id)
     outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
