@@ -311,6 +311,7 @@ class Link:
                     item.message_id, item.parts, self.chunk_size, item.header
                 ):
                     yield encode_frame(frame)
+                item = _CLOSE  # hold no reference to the message between rounds
         finally:
             self._lose(node, stream, "its stream ended")
 
@@ -346,6 +347,7 @@ class Link:
                 done = assembler.add(frame)
                 if done is not None:
                     self._deliver(node, done[1])
+                    done = None  # free the reply's buffer now, not at the next one
         except (AuthError, WireError) as err:
             log.warning("dropping node %d's stream: %s", node.node_id, err)
         except grpc.RpcError:
@@ -355,7 +357,7 @@ class Link:
                 _CLOSE
             )  # the node's side ended: end ours (a newer stream has its own outbox)
 
-    def _deliver(self, node: _Node, data: bytearray) -> None:
+    def _deliver(self, node: _Node, data: memoryview) -> None:
         try:
             reply = decode(data)
         except WireError as err:

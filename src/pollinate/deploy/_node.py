@@ -40,6 +40,9 @@ from ._sealed import seal
 
 __all__ = ["Backoff", "NodeSession", "run_node"]
 
+_Outgoing = bytes | Iterator[bytes] | None
+"""What the node's send queue holds: a frame, a reply's frames (made lazily), or the end."""
+
 log = logging.getLogger("pollinate.node")
 
 
@@ -166,7 +169,7 @@ def _serve(
     chunk_size = min(chunk_size, int(answer.header.get("chunk_size", chunk_size)))
     backoff.reset()
     log.info("registered as node %d", session.node_id)
-    outgoing: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    outgoing: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
     outgoing.put(encode_frame(Frame("hello", {"node_id": session.node_id, "token": session.token})))
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(outgoing, heartbeat_s, stop), daemon=True)
@@ -196,8 +199,8 @@ def _answer(
     app: ClientApp,
     session: NodeSession,
     first: dict[str, object],
-    buffer: bytearray,
-    outgoing: queue.SimpleQueue[bytes | None],
+    buffer: memoryview,
+    outgoing: queue.SimpleQueue[_Outgoing],
     chunk_size: int,
 ) -> None:
     """Run the ClientApp on one message and queue its reply's chunks."""
@@ -210,19 +213,20 @@ def _answer(
     state = session.states.setdefault(run_id, RecordDict())
     context = Context(run_id, session.node_id, dict(session.node_config), run_config, state)
     reply = app(message, context)
-    for frame in chunk_frames(reply.metadata.message_id, encode_parts(reply), chunk_size):
-        outgoing.put(encode_frame(frame))
+    frames = chunk_frames(reply.metadata.message_id, encode_parts(reply), chunk_size)
+    outgoing.put(encode_frame(frame) for frame in frames)  # encoded as gRPC takes them
 
 
 def _heartbeat(
-    outgoing: queue.SimpleQueue[bytes | None], period_s: float, stop: threading.Event
+    outgoing: queue.SimpleQueue[_Outgoing], period_s: float, stop: threading.Event
 ) -> None:
     beat = encode_frame(Frame("heartbeat"))
     while not stop.wait(period_s):
         outgoing.put(beat)
 
 
-def _drain(outgoing: queue.SimpleQueue[bytes | None], key: NodeKey | None) -> Iterator[bytes]:
+def _drain(outgoing: queue.SimpleQueue[_Outgoing], key: NodeKey | None) -> Iterator[bytes]:
     """The frames to send, each signed as it leaves (so no timestamp goes stale in a queue)."""
     while (item := outgoing.get()) is not None:
-        yield seal(key, CHANNEL_METHOD, item) if key is not None else item
+        for data in [item] if isinstance(item, bytes) else item:
+            yield seal(key, CHANNEL_METHOD, data) if key is not None else data

@@ -136,6 +136,7 @@ class Strategy(ABC):
             result.rounds.append(record)
             report_round(record)
             report_arrays(server_round, arrays)
+            result.arrays = arrays  # the latest model only: earlier ones are not kept alive
         result.arrays = arrays
         report_result(result)
         return result
