@@ -72,3 +72,14 @@ def test_oversized_out_of_order_and_unknown_chunks_are_refused():
         assembler.add(Frame("chunk", {"message_id": "m", "offset": 3}, b"xy"))
     with pytest.raises(WireError, match="message_id"):
         assembler.add(Frame("chunk", {"offset": 0}, b""))
+
+
+def test_hostile_headers_and_interleaved_messages_are_refused():
+    deep = b"[" * 30_000 + b"]" * 30_000  # fits the header limit, too deep for json
+    data = b"PLF\x01" + len(deep).to_bytes(4, "little") + deep
+    with pytest.raises(WireError, match="not JSON"):
+        decode_frame(data)  # a RecursionError inside json, not a crash
+    assembler = Assembler(max_message_size=100, max_open=1)
+    assembler.add(Frame("chunk", {"message_id": "a", "offset": 0, "total": 10}, b"abc"))
+    with pytest.raises(WireError, match="others are unfinished"):
+        assembler.add(Frame("chunk", {"message_id": "b", "offset": 0, "total": 10}, b"abc"))

@@ -156,3 +156,18 @@ def test_bad_registrations_and_streams_are_refused_and_the_link_keeps_serving(
     grid = link.grid(run_id=2, run_config={})
     grid.wait_for_nodes(2, timeout=10)
     assert _fedavg().start(grid, MODEL, num_rounds=1).rounds[-1].train.num_failed == 0
+
+
+def test_a_second_link_on_a_busy_port_fails_clearly(link):
+    from pollinate.deploy import Link
+    from pollinate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot listen"):
+        Link(f"127.0.0.1:{link.port}", credentials=None).start()
+
+
+def test_a_run_config_too_large_to_travel_is_refused(link):
+    from pollinate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="travels with every message"):
+        link.grid(run_id=1, run_config={"blob": "x" * 40_000})

@@ -139,3 +139,30 @@ def test_a_replayed_altered_or_foreign_frame_ends_the_nodes_stream(attack, caplo
         channel.close()
     finally:
         link.stop(grace=0.5)
+
+
+def test_one_key_holds_one_node_id():
+    link = _link()
+    key = NodeKey.generate()
+    try:
+        _, first = _register(link, key)
+        _, again = _register(link, key)  # no id or token: the key alone
+        assert again["node_id"] == first["node_id"]
+    finally:
+        link.stop(grace=0.5)
+
+
+def test_a_node_with_a_key_can_join_a_link_that_checks_no_signatures():
+    link = Link("127.0.0.1:0", credentials=None, chunk_size=2048, heartbeat_s=0.2)
+    link.start()
+    try:
+        node = _node(link, NodeKey.generate())
+        grid = link.grid(1, {})
+        grid.wait_for_nodes(1, timeout=10)
+        result = FedAvg(fraction_evaluate=0.0, min_available_nodes=1, min_train_nodes=1).start(
+            grid, MODEL, num_rounds=1
+        )
+        assert result.rounds[-1].train.num_failed == 0
+    finally:
+        link.stop(grace=0.5)
+    node.join(10)

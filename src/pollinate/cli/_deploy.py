@@ -92,7 +92,9 @@ def link_command(
     app = load_app_config(app_dir)
     config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
     server_app = load_object(app.serverapp, ServerApp, app.app_dir.resolve())
-    out = out_dir or app.app_dir / "runs" / f"{_stamp()}-link"
+    # With a database the run may resume later: its folder must not depend on the time.
+    default = f"{db.stem}-link" if db is not None else f"{_stamp()}-link"
+    out = out_dir or app.app_dir / "runs" / default
     stderr = Console(stderr=True, highlight=False)
     stderr.print(f"[bold]{escape(app.name)}[/]: waiting for {min_nodes} node(s) on {address}")
     with cli_logging(stderr, verbose), contextlib.closing(progress_view(stderr)) as view:

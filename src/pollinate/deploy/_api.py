@@ -119,11 +119,28 @@ def _run_in_store(
     """The unfinished run called ``name`` to resume, else a new one recorded as running."""
     unfinished = store.unfinished_run(name)
     if unfinished is None:
-        store.start_run(run_id, name, config, None if out_dir is None else str(out_dir))
+        out = None if out_dir is None else str(Path(out_dir).resolve())
+        store.start_run(run_id, name, config, out)
         return run_id, config, out_dir, None
+    if unfinished.run_config != config:
+        changed = sorted(
+            k
+            for k in {*config, *unfinished.run_config}
+            if config.get(k) != unfinished.run_config.get(k)
+        )
+        raise ConfigError(
+            f"{store.path} holds an unfinished run {name!r} with another run config "
+            f"({', '.join(changed)} differ): give the same run config to resume it, or "
+            "another database to start afresh"
+        )
     resume = store.resume_point(unfinished.run_id)
     done = resume.last_round if resume else 0
-    log.warning("resuming run %d after round %d", unfinished.run_id, done)
+    log.warning(
+        "resuming run %d after round %d; results go to %s",
+        unfinished.run_id,
+        done,
+        unfinished.out_dir,
+    )
     return unfinished.run_id, unfinished.run_config, unfinished.out_dir, resume
 
 

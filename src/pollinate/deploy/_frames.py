@@ -82,8 +82,8 @@ def decode_frame(data: bytes) -> Frame:
         raise WireError(f"frame header length {header_length} does not fit the frame")
     try:
         header = json.loads(data[_PREFIX.size : end])
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise WireError(f"frame header is not JSON: {err}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise WireError(f"frame header is not JSON: {type(err).__name__}") from None
     if not isinstance(header, dict) or not isinstance(header.get("kind"), str):
         raise WireError("frame header must be a JSON object with a string 'kind'")
     kind = header.pop("kind")
@@ -134,8 +134,10 @@ class Assembler:
     header and the complete buffer (a memoryview) when the last chunk arrives, else None.
     """
 
-    def __init__(self, max_message_size: int) -> None:
+    def __init__(self, max_message_size: int, max_open: int | None = None) -> None:
         self.max_message_size = max_message_size
+        self.max_open = max_open
+        """How many messages may be half-received at once (None: no limit)."""
         self._buffers: dict[str, tuple[dict[str, Any], memoryview, int]] = {}
 
     def add(self, frame: Frame) -> tuple[dict[str, Any], memoryview] | None:
@@ -150,6 +152,11 @@ class Assembler:
             total = frame.header.get("total")
             if not isinstance(total, int) or total < 0:
                 raise WireError("the first chunk of a message needs an int 'total' >= 0")
+            if self.max_open is not None and len(self._buffers) >= self.max_open:
+                raise WireError(
+                    f"message {message_id!r} starts while {len(self._buffers)} others are "
+                    "unfinished: chunks of one message must come before the next"
+                )
             if total > self.max_message_size:
                 raise WireError(
                     f"message {message_id!r} of {total:,} bytes exceeds the limit of "
@@ -157,7 +164,10 @@ class Assembler:
                 )
             # numpy's allocator gets huge pages for large buffers: writing 100 MB into one is
             # several times faster than into a fresh bytearray, which faults page by page.
-            buffer = np.empty(total, dtype=np.uint8).data
+            try:
+                buffer = np.empty(total, dtype=np.uint8).data
+            except MemoryError:
+                raise WireError(f"no memory for a message of {total:,} bytes") from None
             self._buffers[message_id] = (frame.header, buffer, 0)
         if message_id not in self._buffers:
             raise WireError(f"chunk at offset {offset} of unknown message {message_id!r}")

@@ -30,13 +30,14 @@ from typing import Any
 import grpc
 
 from ..context import UserConfigValue
-from ..errors import AuthError, ConfigError, WireError
+from ..errors import AuthError, ConfigError, PollinateError, WireError
 from ..message import SERVER_NODE_ID, ErrorCode, Message
 from ..server import Grid, check_reply
 from ..wire import decode, encode_parts
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
+    MAX_HEADER_SIZE,
     Assembler,
     Frame,
     chunk_frames,
@@ -139,6 +140,7 @@ class Link:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                ("grpc.so_reuseport", 0),  # a second link on a busy port must fail, not share it
             ],
             maximum_concurrent_rpcs=max_nodes + 8,
         )
@@ -260,6 +262,12 @@ class Link:
                 known.node_config = config
                 log.info("node %d registered again", known.node_id)
                 return known
+            if public_key is not None:  # one node per key: the key's holder gets its node back
+                owned = next((n for n in self._nodes.values() if n.public_key == public_key), None)
+                if owned is not None:
+                    owned.node_config = config
+                    log.info("node %d registered again with its key", owned.node_id)
+                    return owned
             node_id = _new_node_id(self._nodes)
             node = _Node(node_id, secrets.token_hex(16), config, public_key)
             self._nodes[node_id] = node
@@ -286,13 +294,18 @@ class Link:
             )
             return  # abort raises; this keeps the type checker informed
         with self._lock:
+            if node.connected:  # a reconnect before the link saw the old stream end
+                node.outbox.put(_CLOSE)
+                if self._grid is not None:
+                    self._grid.node_lost(node.node_id, "it reconnected; its old stream is gone")
             node.stream += 1
             stream = node.stream
             node.connected = True
             node.last_seen = time.monotonic()
-            node.outbox = queue.SimpleQueue()
+            outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
+            node.outbox = outbox
+        context.add_callback(lambda: outbox.put(_CLOSE))  # a cancelled RPC wakes its generator
         log.info("node %d connected (%s)", node.node_id, context.peer())
-        outbox = node.outbox
         reader = threading.Thread(
             target=self._read,
             args=(node, requests, outbox),
@@ -317,8 +330,9 @@ class Link:
 
     def _open(self, data: bytes) -> tuple[bytes | None, Frame]:
         """The frame in ``data`` and who signed it (None on a link without node identity)."""
-        if self._verifier is None:
-            return None, decode_frame(data)
+        if self._verifier is None:  # a node with a key may join a link that checks none
+            frame = decode_frame(data)
+            return None, decode_frame(bytes(frame.payload)) if frame.kind == "signed" else frame
         return unseal(self._verifier, CHANNEL_METHOD, data)
 
     def _node_for(self, hello: Frame) -> _Node | None:
@@ -333,7 +347,7 @@ class Link:
         self, node: _Node, requests: Iterator[bytes], outbox: queue.SimpleQueue[_Outgoing]
     ) -> None:
         """Read one node's frames: heartbeats, and the chunks of its replies."""
-        assembler = Assembler(self.max_message_size)
+        assembler = Assembler(self.max_message_size, max_open=1)  # a node replies in turn
         try:
             for data in requests:
                 node.last_seen = time.monotonic()
@@ -353,9 +367,7 @@ class Link:
         except grpc.RpcError:
             pass  # the stream ended under us; _lose says so
         finally:
-            node.outbox.put(
-                _CLOSE
-            )  # the node's side ended: end ours (a newer stream has its own outbox)
+            outbox.put(_CLOSE)  # the node's side ended: end this stream's side too
 
     def _deliver(self, node: _Node, data: memoryview) -> None:
         try:
@@ -385,18 +397,18 @@ class Link:
             now = time.monotonic()
             with self._lock:
                 silent = [
-                    n
+                    (n, n.stream, n.outbox)
                     for n in self._nodes.values()
                     if n.connected and now - n.last_seen > self.node_timeout_s
                 ]
-            for node in silent:
+            for node, stream, outbox in silent:
                 log.warning(
                     "node %d sent nothing for %.0f s: treating it as lost",
                     node.node_id,
                     self.node_timeout_s,
                 )
-                self._lose(node, node.stream, "heartbeats stopped")
-                node.outbox.put(_CLOSE)
+                self._lose(node, stream, "heartbeats stopped")
+                outbox.put(_CLOSE)
 
 
 def _new_node_id(nodes: Mapping[int, _Node]) -> int:
@@ -417,6 +429,12 @@ class LinkGrid(Grid):
     def __init__(self, link: Link, run_id: int, run_config: dict[str, UserConfigValue]) -> None:
         self._link = link
         self._run_id = run_id
+        size = len(json.dumps(run_config))
+        if size > MAX_HEADER_SIZE // 2:
+            raise ConfigError(
+                f"the run config is {size:,} bytes as JSON; it travels with every message and "
+                f"must stay under {MAX_HEADER_SIZE // 2:,}: pass large data another way"
+            )
         self._run_config = run_config
         self._lock = threading.Lock()
         self._waiting: dict[str, Message] = {}
@@ -454,24 +472,35 @@ class LinkGrid(Grid):
         wanted = set(message_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         held: list[Message] = []
-        while wanted:
-            if deadline is not None and time.monotonic() >= deadline:
-                for message_id in sorted(wanted):
-                    self._fail(message_id, ErrorCode.TIMEOUT, f"no reply within {timeout:g} s")
-                deadline = None  # every message still wanted now has its error reply queued
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                reply = self._replies.get(timeout=wait)
-            except queue.Empty:
-                continue
-            reply_to = reply.metadata.reply_to_message_id
-            if reply_to in wanted:
-                wanted.discard(reply_to)
-                yield reply
-            else:
-                held.append(reply)  # another receive() waits for it
-        for reply in held:
-            self._replies.put(reply)
+        try:
+            while wanted:
+                if deadline is not None and time.monotonic() >= deadline:
+                    for message_id in sorted(wanted):
+                        self._fail(message_id, ErrorCode.TIMEOUT, f"no reply within {timeout:g} s")
+                    deadline = time.monotonic() + 1.0  # the error replies are queued by now
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                try:
+                    reply = self._replies.get(timeout=wait)
+                except queue.Empty:
+                    if deadline is not None and not self._any_waiting(wanted):
+                        raise PollinateError(
+                            f"no reply will come for {sorted(wanted)}: they were not sent on "
+                            "this grid, or were received already"
+                        ) from None
+                    continue
+                reply_to = reply.metadata.reply_to_message_id
+                if reply_to in wanted:
+                    wanted.discard(reply_to)
+                    yield reply
+                else:
+                    held.append(reply)  # another receive() waits for it
+        finally:
+            for reply in held:
+                self._replies.put(reply)
+
+    def _any_waiting(self, message_ids: set[str]) -> bool:
+        with self._lock:
+            return any(message_id in self._waiting for message_id in message_ids)
 
     def take_reply(self, node_id: int, reply: Message) -> bool:
         """Accept a node's reply if a message waits for it from that very node."""

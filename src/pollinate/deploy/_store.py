@@ -1,7 +1,9 @@
 """The link's database (SQLite): nodes, runs, and each completed round with its global model.
 
-A round is written in one transaction, its record and the model after it together, so a
-link killed at any moment has either the whole round or none of it. On restart the nodes
+A round's model is first written to a file beside the database (``<db>.models/``, written
+whole then renamed, so any size fits), then the round's row, with its record and the model's
+file name, is written in one transaction: a link killed at any moment has either the whole
+round or none of it. Only the latest model of a run is kept on disk. On restart the nodes
 keep their ids (and tokens), and an unfinished run resumes after its last completed round.
 Messages in flight when the link died are not stored: their round runs again, so nothing
 is counted twice.
@@ -9,7 +11,6 @@ is counted twice.
 
 from __future__ import annotations
 
-import io
 import json
 import sqlite3
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..records import ArrayRecord
-from ..server import Result, ResumePoint, RoundRecord, arrays_to_bytes, load_arrays
+from ..server import Result, ResumePoint, RoundRecord, load_arrays, save_arrays
 
 __all__ = ["RunRow", "Store", "StoreRecorder"]
 
@@ -33,7 +34,7 @@ CREATE TABLE IF NOT EXISTS runs (
     out_dir TEXT, status TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS rounds (
-    run_id INTEGER NOT NULL, server_round INTEGER NOT NULL, record TEXT, arrays BLOB,
+    run_id INTEGER NOT NULL, server_round INTEGER NOT NULL, record TEXT, model TEXT,
     PRIMARY KEY (run_id, server_round)
 );
 """
@@ -55,6 +56,7 @@ class Store:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.models_dir = self.path.with_name(self.path.name + ".models")
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -116,12 +118,17 @@ class Store:
     def save_round(
         self, run_id: int, server_round: int, record: RoundRecord | None, arrays: ArrayRecord
     ) -> None:
-        """A completed round: its record and the global model after it, in one transaction."""
+        """A completed round: its record and the global model after it, committed together."""
+        model = self.models_dir / str(run_id) / f"round-{server_round:04d}.npz"
+        save_arrays(arrays, model)  # whole, then renamed: never half a file
         payload = None if record is None else json.dumps(record.to_json(), allow_nan=True)
         self._write(
             "INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?)",
-            (run_id, server_round, payload, arrays_to_bytes(arrays)),
+            (run_id, server_round, payload, model.name),
         )
+        for old in model.parent.glob("round-*.npz"):  # the row points at the new model now
+            if old != model:
+                old.unlink(missing_ok=True)
 
     def save_round_record(self, run_id: int, record: RoundRecord) -> None:
         """Round 0's record, which comes after its model (the initial evaluation)."""
@@ -133,15 +140,15 @@ class Store:
     def resume_point(self, run_id: int) -> ResumePoint | None:
         """Where run ``run_id`` picks up again: None if it has no completed round yet."""
         rows = self._read(
-            "SELECT server_round, record, arrays FROM rounds WHERE run_id = ? "
-            "ORDER BY server_round",
+            "SELECT server_round, record, model FROM rounds WHERE run_id = ? ORDER BY server_round",
             (run_id,),
         )
         if not rows:
             return None
-        last_round, _, arrays = rows[-1]
+        last_round, _, model = rows[-1]
         records = tuple(RoundRecord.from_json(json.loads(r[1])) for r in rows if r[1] is not None)
-        return ResumePoint(load_arrays(io.BytesIO(arrays)), records, last_round)
+        arrays = load_arrays(self.models_dir / str(run_id) / model)
+        return ResumePoint(arrays, records, last_round)
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._lock:

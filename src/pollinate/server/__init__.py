@@ -8,7 +8,6 @@ from ._history import Failure as Failure
 from ._history import PhaseResult as PhaseResult
 from ._history import Result as Result
 from ._history import RoundRecord as RoundRecord
-from ._history import arrays_to_bytes as arrays_to_bytes
 from ._history import load_arrays as load_arrays
 from ._history import save_arrays as save_arrays
 from ._observer import FileRecorder as FileRecorder
@@ -21,6 +20,7 @@ from ._observer import report_round as report_round
 from ._observer import report_round_start as report_round_start
 from ._resume import ResumePoint as ResumePoint
 from ._resume import resuming as resuming
+from ._resume import still_offered as still_offered
 from ._resume import take_resume_point as take_resume_point
 from ._runner import run_server_app as run_server_app
 
@@ -36,7 +36,6 @@ __all__ = [
     "RunObserver",
     "ServerApp",
     "ServerMain",
-    "arrays_to_bytes",
     "check_reply",
     "load_arrays",
     "observing",
@@ -47,5 +46,6 @@ __all__ = [
     "resuming",
     "run_server_app",
     "save_arrays",
+    "still_offered",
     "take_resume_point",
 ]

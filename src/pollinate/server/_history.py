@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import zipfile
 from collections.abc import Mapping
@@ -19,7 +18,6 @@ __all__ = [
     "PhaseResult",
     "Result",
     "RoundRecord",
-    "arrays_to_bytes",
     "load_arrays",
     "save_arrays",
 ]
@@ -147,13 +145,6 @@ def save_arrays(arrays: ArrayRecord, path: Path) -> None:
     with tmp.open("wb") as f:
         _write_npz(arrays, f)
     tmp.replace(path)
-
-
-def arrays_to_bytes(arrays: ArrayRecord) -> bytes:
-    """The ``.npz`` bytes ``save_arrays`` would write (for a database, say)."""
-    buffer = io.BytesIO()
-    _write_npz(arrays, buffer)
-    return buffer.getvalue()
 
 
 def load_arrays(source: str | Path | BinaryIO) -> ArrayRecord:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ..records import ArrayRecord
 from ._history import RoundRecord
 
-__all__ = ["ResumePoint", "resuming", "take_resume_point"]
+__all__ = ["ResumePoint", "resuming", "still_offered", "take_resume_point"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,11 @@ def resuming(point: ResumePoint | None) -> Iterator[None]:
         yield
     finally:
         _point.reset(token)
+
+
+def still_offered(point: ResumePoint) -> bool:
+    """True if no ``Strategy.start`` took ``point`` (call it inside the ``with`` block)."""
+    return _point.get() is point
 
 
 def take_resume_point() -> ResumePoint | None:

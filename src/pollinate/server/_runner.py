@@ -12,7 +12,7 @@ from ._app import ServerApp
 from ._grid import Grid
 from ._history import Result, RoundRecord
 from ._observer import FileRecorder, RunObserver, observing
-from ._resume import ResumePoint, resuming
+from ._resume import ResumePoint, resuming, still_offered
 
 __all__ = ["run_server_app"]
 
@@ -40,6 +40,12 @@ def run_server_app(
     last = _LastResult()
     with observing([*observers, *([recorder] if recorder else []), last]), resuming(resume):
         returned = server_app(grid, context)
+        if resume is not None and still_offered(resume):
+            raise AppError(
+                "the run was to resume after round "
+                f"{resume.last_round}, but the ServerApp never called strategy.start(), which "
+                "resumes it: a hand-written round loop cannot resume (start a fresh run)"
+            )
     result = returned if isinstance(returned, Result) else last.result
     if result is None:
         raise AppError(
