@@ -3,6 +3,7 @@
 import logging
 import os
 import signal
+import threading
 import time
 
 import grpc
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 from pollinate import ArrayRecord, FedAvg, Message, RecordDict
+from pollinate.deploy import Link
 from pollinate.deploy._frames import Frame, chunk_frames, decode_frame, encode_frame
 from pollinate.deploy._link import CHANNEL_METHOD, REGISTER_METHOD
-from pollinate.errors import RoundError
+from pollinate.errors import ConfigError, RoundError
 from pollinate.message import ErrorCode
 from pollinate.wire import encode_parts
 
@@ -159,15 +161,35 @@ def test_bad_registrations_and_streams_are_refused_and_the_link_keeps_serving(
 
 
 def test_a_second_link_on_a_busy_port_fails_clearly(link):
-    from pollinate.deploy import Link
-    from pollinate.errors import ConfigError
-
     with pytest.raises(ConfigError, match="cannot listen"):
         Link(f"127.0.0.1:{link.port}", credentials=None).start()
 
 
 def test_a_run_config_too_large_to_travel_is_refused(link):
-    from pollinate.errors import ConfigError
-
     with pytest.raises(ConfigError, match="travels with every message"):
         link.grid(run_id=1, run_config={"blob": "x" * 40_000})
+
+
+def test_a_stream_that_never_says_hello_is_dropped(caplog):
+    link = Link("127.0.0.1:0", credentials=None, hello_timeout_s=0.3)
+    link.start()
+    silent = threading.Event()
+
+    def nothing():
+        silent.wait(5)
+        yield from ()
+
+    try:
+        channel = grpc.insecure_channel(f"127.0.0.1:{link.port}")
+        with caplog.at_level(logging.WARNING, logger="pollinate.link"):
+            with pytest.raises(grpc.RpcError):
+                list(channel.stream_stream(CHANNEL_METHOD)(nothing(), timeout=5))
+            for _ in range(50):  # the link logs once its handler wakes up
+                if "no hello within 0.3 s" in caplog.text:
+                    break
+                time.sleep(0.05)
+        assert "no hello within 0.3 s" in caplog.text
+        channel.close()
+    finally:
+        silent.set()
+        link.stop(grace=0.5)

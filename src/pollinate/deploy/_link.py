@@ -114,6 +114,7 @@ class Link:
         max_nodes: int = 256,
         verifier: Verifier | None = None,
         store: Store | None = None,
+        hello_timeout_s: float = 10.0,
     ) -> None:
         if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
             raise ConfigError(
@@ -124,6 +125,8 @@ class Link:
         self.max_message_size = max_message_size
         self.heartbeat_s = heartbeat_s
         self.node_timeout_s = node_timeout_s
+        self.hello_timeout_s = hello_timeout_s
+        self.max_nodes = max_nodes
         self._credentials = credentials
         self._verifier = verifier
         self._store = store
@@ -268,6 +271,12 @@ class Link:
                     owned.node_config = config
                     log.info("node %d registered again with its key", owned.node_id)
                     return owned
+            idle = sum(not n.connected for n in self._nodes.values())
+            if idle >= 4 * self.max_nodes:
+                raise WireError(
+                    f"{idle} registered nodes never connected or left: refusing more "
+                    "(use --node-keys to admit known nodes only)"
+                )
             node_id = _new_node_id(self._nodes)
             node = _Node(node_id, secrets.token_hex(16), config, public_key)
             self._nodes[node_id] = node
@@ -277,6 +286,9 @@ class Link:
         return node
 
     def _channel(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
+        # A stream that never says hello would hold a worker thread for good.
+        deadline = threading.Timer(self.hello_timeout_s, context.cancel)
+        deadline.start()
         try:
             signer, hello = self._open(next(requests))
         except AuthError as err:
@@ -286,6 +298,15 @@ class Link:
         except (StopIteration, WireError) as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected a hello frame: {err}")
             return
+        except grpc.RpcError:
+            log.warning(
+                "dropped a stream from %s: no hello within %g s",
+                context.peer(),
+                self.hello_timeout_s,
+            )
+            return
+        finally:
+            deadline.cancel()
         node = self._node_for(hello)
         if node is None or node.public_key != signer:
             context.abort(
