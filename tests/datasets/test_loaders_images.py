@@ -109,3 +109,14 @@ def test_image_folder_mixed_sizes_asks_for_image_size(image_dir):
 def test_image_folder_without_classes(tmp_path):
     with pytest.raises(ConfigError, match="no class sub-folders"):
         load_image_folder(tmp_path)
+
+
+def test_image_folder_classes_keep_labels_when_a_client_lacks_a_class(image_dir):
+    import shutil
+
+    shutil.rmtree(image_dir / "bee")  # this client never saw a bee
+    ds = load_image_folder(image_dir, classes=["ant", "bee", "cow"])
+    assert ds.classes == ("ant", "bee", "cow")
+    assert sorted(set(ds.y_train.tolist())) == [0, 2]  # cow is still 2, not 1
+    with pytest.raises(ConfigError, match="class folders not in classes: cow"):
+        load_image_folder(image_dir, classes=["ant", "bee"])

@@ -7,6 +7,7 @@ works without it.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,17 +27,35 @@ def load_image_folder(
     image_size: tuple[int, int] | None = None,
     validation_split: float | None = None,
     seed: int = 0,
+    classes: Sequence[str] | None = None,
 ) -> Dataset:
     """Every image under ``path/<class>/`` as uint8 ``(N, H, W, C)``; C is 3 (rgb) or 1.
 
     ``image_size`` is ``(height, width)``; without it all images must share one size.
     ``validation_split`` holds out that fraction (seeded) as the test arrays, else they are empty.
+    Labels number the class folders in sorted order. ``classes`` fixes that list instead:
+    in federated learning a client's folder may lack some classes, and its labels must still
+    mean what they mean everywhere else (a missing class folder is then simply empty).
     """
     if color_mode not in ("rgb", "grayscale"):
         raise ConfigError(f"color_mode must be 'rgb' or 'grayscale', got {color_mode!r}")
     root = Path(path).expanduser()
-    classes = _class_folders(root)
-    files = [(f, label) for label, c in enumerate(classes) for f in _images_in(root / c)]
+    found = _class_folders(root)
+    if classes is None:
+        classes = found
+    else:
+        unknown = sorted(set(found) - set(classes))
+        if unknown:
+            raise ConfigError(
+                f"{root} has class folders not in classes: {', '.join(unknown)}; add them to "
+                "classes, or remove them"
+            )
+    files = [
+        (f, label)
+        for label, c in enumerate(classes)
+        if (root / c).is_dir()
+        for f in _images_in(root / c)
+    ]
     if not files:
         raise ConfigError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {root}/<class>/")
     x = _stack([_read_image(f, color_mode, image_size) for f, _ in files], files)
