@@ -6,8 +6,8 @@ framework and starts in a fraction of a second; its weights are the plain list o
 arrays a NumPyClient exchanges.
 
 Images are read with ``pollinate.datasets.load_image_folder`` as 8x8 grayscale and scaled to
-[0, 1]. Labels come from the class folders' *names*, looked up in ``CLASSES``: a client's
-folder may lack some classes, and the loader numbers only the folders it finds.
+[0, 1]. ``classes=CLASSES`` keeps the labels the same on every client, although each
+client's folder lacks some classes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pollinate import ArrayRecord
-from pollinate.datasets import Dataset, load_image_folder
-from pollinate.errors import ConfigError
+from pollinate.datasets import load_image_folder
 
 CLASSES: tuple[str, ...] = tuple(str(d) for d in range(10))
 """Every class the model knows, by folder name: output ``i`` of the model is ``CLASSES[i]``."""
@@ -68,22 +67,19 @@ def named(weights: Sequence[npt.NDArray[Any]]) -> ArrayRecord:
 def load_folder(path: str | Path, validation_split: float = 0.0) -> tuple[Split, Split]:
     """The images under ``path/<class>/``: (train, held-out), a seeded ``validation_split``."""
     dataset = load_image_folder(
-        path, color_mode="grayscale", image_size=IMAGE_SIZE, validation_split=validation_split
+        path,
+        color_mode="grayscale",
+        image_size=IMAGE_SIZE,
+        validation_split=validation_split,
+        classes=CLASSES,
     )
-    return (
-        _split(dataset, dataset.x_train, dataset.y_train),
-        _split(dataset, dataset.x_test, dataset.y_test),
-    )
+    return _split(dataset.x_train, dataset.y_train), _split(dataset.x_test, dataset.y_test)
 
 
-def _split(dataset: Dataset, images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64]) -> Split:
-    """Pixels scaled to [0, 1]; the loader's labels (its own numbering) mapped to CLASSES."""
-    unknown = sorted(set(dataset.classes) - set(CLASSES))
-    if unknown:
-        raise ConfigError(f"{dataset.name}/ has class folders {unknown}; expected {CLASSES}")
-    to_global = np.array([CLASSES.index(name) for name in dataset.classes], dtype=np.int64)
+def _split(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64]) -> Split:
+    """Pixels flattened and scaled to [0, 1]."""
     pixels = images.reshape(len(images), IMAGE_SIZE[0] * IMAGE_SIZE[1])
-    return Split((pixels / 255.0).astype(np.float32), to_global[labels])
+    return Split((pixels / 255.0).astype(np.float32), labels)
 
 
 def class_names(data: Split) -> list[str]:
