@@ -79,7 +79,11 @@ def test_the_quickstart_runs_over_the_network_as_it_does_in_simulation(tmp_path,
     assert "Finished 2 rounds" in out
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     deployed = json.loads(lines[-1])["server"]
-    assert deployed == quickstart_run  # bit for bit what the simulation computes
+    # The same numbers as the simulation, up to the order FedAvg adds the replies in (node
+    # ids: 1..N in simulation, derived from each node's key here).
+    assert deployed.keys() == quickstart_run.keys()
+    for key, value in quickstart_run.items():
+        assert deployed[key] == pytest.approx(value, rel=1e-5), key
 
 
 @pytest.fixture(scope="module")
