@@ -166,7 +166,10 @@ def test_unknown_federation_lists_the_defined_ones(app_dir):
         ("num-nodes = 2\nclient-resources = { cpus = 1 }", "unknown key 'client-resources.cpus'"),
         ('num-nodes = "2"', 'num-nodes in .* must be an int, got "2"'),
         ("backend = 'inline'", "has no num-nodes"),
-        ('address = "127.0.0.1:9093"', "cannot run on a deployed federation yet"),
+        (
+            'address = "127.0.0.1:9093"',
+            "cannot submit to a deployed federation yet; on the server run `pollinate link",
+        ),
     ],
 )
 def test_bad_federation_tables_are_clear_errors(app_dir, table, message):

@@ -290,8 +290,10 @@ def resolve_federation(
 def _federation_values(table: Mapping[str, Any], where: str, path: Path) -> dict[str, Any]:
     if "address" in table:
         raise ConfigError(
-            f"{where} in {path} has an address: pollinate run cannot run on a deployed "
-            "federation yet; use a simulation federation (num-nodes = 10)"
+            f"{where} in {path} has an address: pollinate run cannot submit to a deployed "
+            "federation yet; on the server run `pollinate link APP_DIR --certs DIR`, and "
+            "`pollinate node APP_DIR --link HOST:PORT --root-cert ca.pem` on each node "
+            "(docs/deploy.md), or use a simulation federation (num-nodes = 10)"
         )
     values: dict[str, Any] = {}
     for key, value in _flatten(table):
