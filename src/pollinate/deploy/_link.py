@@ -288,7 +288,13 @@ class Link:
 
     def _channel(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         # A stream that never says hello would hold a worker thread for good.
-        deadline = threading.Timer(self.hello_timeout_s, context.cancel)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            context.cancel()
+
+        deadline = threading.Timer(self.hello_timeout_s, expire)
         deadline.start()
         try:
             signer, hello = self._open(next(requests))
@@ -296,15 +302,17 @@ class Link:
             log.warning("refused a stream from %s: %s", context.peer(), err)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
             return
-        except (StopIteration, WireError) as err:
+        except (StopIteration, WireError, grpc.RpcError) as err:
+            if expired.is_set():  # a cancelled stream ends either way
+                log.warning(
+                    "dropped a stream from %s: no hello within %g s",
+                    context.peer(),
+                    self.hello_timeout_s,
+                )
+                return
+            if isinstance(err, grpc.RpcError):
+                return  # the node went away before saying hello
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected a hello frame: {err}")
-            return
-        except grpc.RpcError:
-            log.warning(
-                "dropped a stream from %s: no hello within %g s",
-                context.peer(),
-                self.hello_timeout_s,
-            )
             return
         finally:
             deadline.cancel()
