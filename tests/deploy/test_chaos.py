@@ -24,15 +24,6 @@ class _Saboteur(RunObserver):
         for action in self.actions.get(server_round, ()):
             action()
 
-    def on_round(self, record):
-        pass
-
-    def on_arrays(self, server_round, arrays):
-        pass
-
-    def on_result(self, result):
-        pass
-
 
 @pytest.mark.slow
 def test_a_run_survives_killed_paused_and_slow_nodes(link, start_nodes, node_process):

@@ -22,7 +22,7 @@ from ..context import Context, UserConfig, UserConfigValue
 from ..errors import AppError, RoundError
 from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, RecordDict
-from ..server import Grid, Result, RoundRecord, RunObserver, ServerApp, save_arrays
+from ..server import Grid, Result, RunObserver, ServerApp, save_arrays
 from ..simulation import (
     AppRef,
     Backend,
@@ -98,8 +98,9 @@ def run_comparison(
     federated_out = out_root / FEDERATED_DIR if out_root is not None else None
     simulate(server_app, recorder, federated_out, [*observers, federated, recorder])
     initial, federated_run = federated.finished()
-    isolated = _IsolatedTraining(score, initial, federated_run.curve[0], recorder.trained)
-    isolated.status = status or (lambda text: None)
+    isolated = _IsolatedTraining(
+        score, initial, federated_run.curve[0], recorder.trained, status or (lambda text: None)
+    )
     simulate(isolated.app(), new_backend(), None, ())
     if out_root is not None:
         for run in isolated.runs:
@@ -132,23 +133,7 @@ class _Scorer:
         return predictions
 
 
-class _Observer:
-    """A RunObserver that ignores what its subclass does not override."""
-
-    def on_round_start(self, server_round: int, num_rounds: int) -> None:
-        """A round begins."""
-
-    def on_round(self, record: RoundRecord) -> None:
-        """A round finished."""
-
-    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
-        """The global model after a round."""
-
-    def on_result(self, result: Result) -> None:
-        """The run finished."""
-
-
-class _FederatedWatch(_Observer):
+class _FederatedWatch(RunObserver):
     """Scores the federated run's global model after every round (round 0: the initial one)."""
 
     def __init__(self, score: _Scorer) -> None:
@@ -195,7 +180,7 @@ class _Sent:
     config: ConfigRecord
 
 
-class _Recorder(Backend, _Observer):
+class _Recorder(Backend, RunObserver):
     """Wraps a backend: notes which node got a train message in which round, and its config."""
 
     name = "recording"
@@ -242,12 +227,13 @@ class _IsolatedTraining:
         initial: ArrayRecord,
         initial_score: RoundScore,
         trained: dict[int, dict[int, _Sent]],
+        status: StatusFn,
     ) -> None:
         self.score = score
         self.initial = initial
         self.initial_score = initial_score
         self.trained = trained
-        self.status: StatusFn = lambda text: None
+        self.status = status
         self.runs: list[ModelRun] = []
         self.label_counts: dict[int, dict[int, int]] | None = None
 

@@ -21,7 +21,7 @@ from typing import Any
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..records import ArrayRecord
-from ..server import Result, ResumePoint, RoundRecord, load_arrays, save_arrays
+from ..server import ResumePoint, RoundRecord, RunObserver, load_arrays, save_arrays
 
 __all__ = ["RunRow", "Store", "StoreRecorder"]
 
@@ -42,13 +42,12 @@ CREATE TABLE IF NOT EXISTS rounds (
 
 @dataclass(frozen=True, slots=True)
 class RunRow:
-    """A run the database knows."""
+    """An unfinished run the database knows."""
 
     run_id: int
     name: str
     run_config: dict[str, UserConfigValue]
     out_dir: str | None
-    status: str
 
 
 class Store:
@@ -102,14 +101,14 @@ class Store:
     def unfinished_run(self, name: str) -> RunRow | None:
         """The latest run called ``name`` that did not finish, if any."""
         rows = self._read(
-            "SELECT run_id, name, run_config, out_dir, status FROM runs "
+            "SELECT run_id, name, run_config, out_dir FROM runs "
             "WHERE name = ? AND status = 'running' ORDER BY rowid DESC LIMIT 1",
             (name,),
         )
         if not rows:
             return None
-        run_id, run_name, config, out_dir, status = rows[0]
-        return RunRow(run_id, run_name, json.loads(config), out_dir, status)
+        run_id, run_name, config, out_dir = rows[0]
+        return RunRow(run_id, run_name, json.loads(config), out_dir)
 
     def finish_run(self, run_id: int, status: str) -> None:
         """Mark a run ``finished`` or ``failed``."""
@@ -159,16 +158,13 @@ class Store:
             return self._db.execute(sql, params).fetchall()
 
 
-class StoreRecorder:
+class StoreRecorder(RunObserver):
     """A run observer that writes each completed round to the store as it ends."""
 
     def __init__(self, store: Store, run_id: int) -> None:
         self.store = store
         self.run_id = run_id
         self._record: RoundRecord | None = None
-
-    def on_round_start(self, server_round: int, num_rounds: int) -> None:
-        """Nothing to write yet."""
 
     def on_round(self, record: RoundRecord) -> None:
         """Keep the round's record until its model comes (round 0's model came first)."""
@@ -182,6 +178,3 @@ class StoreRecorder:
         record = self._record if server_round > 0 else None
         self.store.save_round(self.run_id, server_round, record, arrays)
         self._record = None
-
-    def on_result(self, result: Result) -> None:
-        """Nothing more: the runner marks the run finished."""

@@ -32,19 +32,26 @@ log = logging.getLogger("pollinate.server")
 
 
 class RunObserver(Protocol):
-    """Receives a run's progress; every method is optional to act on."""
+    """Receives a run's progress; every method is optional to act on.
+
+    Subclass it to inherit no-op methods and override only the events you need.
+    """
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
         """A round begins."""
+        return None
 
     def on_round(self, record: RoundRecord) -> None:
         """A round finished."""
+        return None
 
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
         """The global model after ``server_round``; round 0 is the initial model."""
+        return None
 
     def on_result(self, result: Result) -> None:
         """The strategy finished with this result."""
+        return None
 
 
 _observers: contextvars.ContextVar[tuple[RunObserver, ...]] = contextvars.ContextVar(

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from ..context import Context
 from ..errors import AppError
-from ..records import ArrayRecord
 from ._app import ServerApp
 from ._grid import Grid
-from ._history import Result, RoundRecord
+from ._history import Result
 from ._observer import FileRecorder, RunObserver, observing
 from ._resume import ResumePoint, resuming, still_offered
 
@@ -57,20 +56,11 @@ def run_server_app(
     return result
 
 
-class _LastResult:
-    """Keeps the last result a strategy reported."""
+class _LastResult(RunObserver):
+    """Keeps the last result a strategy reported (the other events are RunObserver's no-ops)."""
 
     def __init__(self) -> None:
         self.result: Result | None = None
-
-    def on_round_start(self, server_round: int, num_rounds: int) -> None:
-        """Nothing to keep yet."""
-
-    def on_round(self, record: RoundRecord) -> None:
-        """Nothing to keep yet."""
-
-    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
-        """Nothing to keep yet."""
 
     def on_result(self, result: Result) -> None:
         """Keep the result."""
