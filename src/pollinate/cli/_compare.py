@@ -21,7 +21,17 @@ from ..loader import load_object
 from ..server import ServerApp
 from ._display import shown
 from ._progress import cli_logging, progress_view
-from ._run import VERBOSE, RunPlan, app_options, finite, plan_run, stdout_to_stderr, verbose_option
+from ._run import (
+    VERBOSE,
+    RunPlan,
+    app_options,
+    finite,
+    json_option,
+    out_option,
+    plan_run,
+    stdout_to_stderr,
+    verbose_option,
+)
 
 __all__ = ["compare_command"]
 
@@ -147,18 +157,8 @@ Examples:
     epilog=_EXAMPLES,
 )
 @app_options
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write the results (default: APP_DIR/runs/<date>-<time>-<id>-compare).",
-)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="End with the table as one JSON line on stdout; everything else goes to stderr.",
-)
+@out_option("APP_DIR/runs/<date>-<time>-<id>-compare")
+@json_option("End with the table")
 @verbose_option
 @click.pass_context
 def compare_command(

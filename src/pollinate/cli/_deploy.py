@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 from pathlib import Path
 
 import click
@@ -22,27 +21,25 @@ from ._config import load_app_config, resolve_run_config
 from ._display import shown
 from ._overrides import parse_overrides
 from ._progress import cli_logging, progress_view
-from ._run import VERBOSE, verbose_option
+from ._run import VERBOSE, out_option, run_config_option, timestamp, verbose_option
 
 __all__ = ["link_command", "node_command"]
 
-_RUN_CONFIG = click.option(
-    "--run-config",
-    multiple=True,
-    metavar='"KEY=VALUE ..."',
-    help="Change values of the app's run config: space-separated key=value pairs.",
+_APP_DIR = click.argument("app_dir", default=".", type=click.Path(path_type=Path))
+_INSECURE = click.option(
+    "--insecure", is_flag=True, help="Plain text, no TLS: trusted networks only."
 )
 
 
 @click.command("link", short_help="Serve one run of an app to nodes over gRPC.")
-@click.argument("app_dir", default=".", type=click.Path(path_type=Path))
+@_APP_DIR
 @click.option("--address", default="0.0.0.0:9400", show_default=True, help="Where to listen.")
 @click.option(
     "--certs",
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder with server.pem and server.key (pollinate certs --out DIR makes one).",
 )
-@click.option("--insecure", is_flag=True, help="Plain text, no TLS: trusted networks only.")
+@_INSECURE
 @click.option(
     "--node-keys",
     type=click.Path(path_type=Path),
@@ -56,13 +53,8 @@ _RUN_CONFIG = click.option(
 )
 @click.option("--min-nodes", default=1, show_default=True, help="Nodes to wait for.")
 @click.option("--wait", "wait_s", default=300.0, show_default=True, help="Seconds to wait.")
-@_RUN_CONFIG
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write the results (default: APP_DIR/runs/<date>-<time>-link).",
-)
+@run_config_option
+@out_option("APP_DIR/runs/<date>-<time>-link, or APP_DIR/runs/<db name>-link with --db")
 @verbose_option
 @click.pass_context
 def link_command(
@@ -93,7 +85,7 @@ def link_command(
     config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
     server_app = load_object(app.serverapp, ServerApp, app.app_dir.resolve())
     # With a database the run may resume later: its folder must not depend on the time.
-    default = f"{db.stem}-link" if db is not None else f"{_stamp()}-link"
+    default = f"{db.stem}-link" if db is not None else f"{timestamp()}-link"
     out = out_dir or app.app_dir / "runs" / default
     stderr = Console(stderr=True, highlight=False)
     stderr.print(f"[bold]{escape(app.name)}[/]: waiting for {min_nodes} node(s) on {address}")
@@ -118,14 +110,14 @@ def link_command(
 
 
 @click.command("node", short_help="Serve an app's ClientApp to a link.")
-@click.argument("app_dir", default=".", type=click.Path(path_type=Path))
+@_APP_DIR
 @click.option("--link", "address", required=True, help="The link's HOST:PORT.")
 @click.option(
     "--root-cert",
     type=click.Path(dir_okay=False, path_type=Path),
     help="The CA certificate that signed the link's certificate (e.g. certs/ca.pem).",
 )
-@click.option("--insecure", is_flag=True, help="Plain text, no TLS: trusted networks only.")
+@_INSECURE
 @click.option(
     "--key",
     type=click.Path(dir_okay=False, path_type=Path),
@@ -178,7 +170,3 @@ def node_command(
             backoff=Backoff(),
             until_bye=once,
         )
-
-
-def _stamp() -> str:
-    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")

@@ -43,8 +43,12 @@ __all__ = [
     "RunPlan",
     "app_options",
     "execute",
+    "json_option",
+    "out_option",
     "plan_run",
     "run_command",
+    "run_config_option",
+    "timestamp",
     "verbose_option",
 ]
 
@@ -96,9 +100,14 @@ def plan_run(
     return RunPlan(app, chosen, config, run_id, out.resolve())
 
 
+def timestamp() -> str:
+    """``YYYYmmdd-HHMMSS`` now, local time: how run folders begin their names."""
+    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
 def _default_out_dir(app_dir: Path, run_id: int, kind: str = "") -> Path:
     """``APP_DIR/runs/<YYYYmmdd-HHMMSS>-<last 8 hex digits of the run id>[-<kind>]``."""
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stamp = timestamp()
     suffix = f"-{kind}" if kind else ""
     return app_dir / "runs" / f"{stamp}-{run_id & 0xFFFFFFFF:08x}{suffix}"
 
@@ -260,6 +269,39 @@ def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
     console.print(f"  results: {escape(shown(plan.out_dir))} ({files})", soft_wrap=True)
 
 
+run_config_option = click.option(
+    "--run-config",
+    multiple=True,
+    metavar='"KEY=VALUE ..."',
+    help="Change values of the app's run config ([tool.pollinate.app.config]): "
+    "space-separated key=value pairs.",
+)
+
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, help="Show INFO logs, and the traceback of an import error."
+)
+
+
+def out_option(default: str) -> Callable[[F], F]:
+    """``--out DIR``: where a command writes its results (``default`` says where otherwise)."""
+    return click.option(
+        "--out",
+        "out_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help=f"Where to write the results (default: {default}).",
+    )
+
+
+def json_option(what: str) -> Callable[[F], F]:
+    """``--json``: ``what`` as one JSON line on stdout, everything else on stderr."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help=f"{what} as one JSON line on stdout; everything else goes to stderr.",
+    )
+
+
 def app_options(command: F) -> F:
     """The arguments and options every command that runs an app takes: what to run, how."""
     for option in reversed(_APP_OPTIONS):
@@ -270,13 +312,7 @@ def app_options(command: F) -> F:
 _APP_OPTIONS = (
     click.argument("app_dir", default=".", type=click.Path(path_type=Path)),
     click.argument("federation", required=False),
-    click.option(
-        "--run-config",
-        multiple=True,
-        metavar='"KEY=VALUE ..."',
-        help="Change values of the app's run config ([tool.pollinate.app.config]): "
-        "space-separated key=value pairs.",
-    ),
+    run_config_option,
     click.option(
         "--federation-config",
         multiple=True,
@@ -284,10 +320,6 @@ _APP_OPTIONS = (
         help="Change the federation's settings: num-nodes, backend, num-workers, "
         "client-resources.num-cpus, client-resources.num-gpus.",
     ),
-)
-
-verbose_option = click.option(
-    "-v", "--verbose", is_flag=True, help="Show INFO logs, and the traceback of an import error."
 )
 
 
@@ -301,23 +333,13 @@ Examples:
 
 @click.command("run", short_help="Run an app on a simulation federation.", epilog=_EXAMPLES)
 @app_options
-@click.option(
-    "--out",
-    "out_dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where to write the results (default: APP_DIR/runs/<date>-<time>-<run id>).",
-)
+@out_option("APP_DIR/runs/<date>-<time>-<run id>")
 @click.option(
     "--checkpoints/--no-checkpoints",
     default=True,
     help="Save the global model after every round under checkpoints/ (default: on).",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the results as one JSON line on stdout; everything else goes to stderr.",
-)
+@json_option("Print the results")
 @verbose_option
 @click.pass_context
 def run_command(
