@@ -1,10 +1,11 @@
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
-from ..compare.conftest import BLOBS_APP
+BLOBS_APP = Path(__file__).resolve().parents[1] / "compare" / "blobs_app"
 
 
 @pytest.fixture

@@ -1,40 +1,21 @@
 """`pollinate link` and `pollinate node`: the quickstart, unchanged, over gRPC with TLS and keys."""
 
 import json
-import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from pollinate.deploy import make_dev_certs
 
-REPO = Path(__file__).resolve().parents[2]
-QUICKSTART = REPO / "examples" / "quickstart"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _pollinate(*args, **options):
-    return subprocess.Popen(
-        [sys.executable, "-m", "pollinate.cli", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        **options,
-    )
+from .processes import QUICKSTART, free_port, start_pollinate
 
 
 @pytest.mark.slow
 def test_the_quickstart_runs_over_the_network_as_it_does_in_simulation(tmp_path, quickstart_run):
     certs = make_dev_certs(tmp_path / "certs", nodes=3)
-    port = _free_port()
-    link = _pollinate(
+    port = free_port()
+    link = start_pollinate(
         "link",
         QUICKSTART,
         "--address",
@@ -51,7 +32,7 @@ def test_the_quickstart_runs_over_the_network_as_it_does_in_simulation(tmp_path,
         tmp_path / "run",
     )
     nodes = [
-        _pollinate(
+        start_pollinate(
             "node",
             QUICKSTART,
             "--link",
@@ -100,7 +81,7 @@ def quickstart_run(tmp_path_factory):
 
 
 def test_node_needs_tls_or_an_explicit_insecure(tmp_path):
-    node = _pollinate("node", QUICKSTART, "--link", "127.0.0.1:9")
+    node = start_pollinate("node", QUICKSTART, "--link", "127.0.0.1:9")
     _, err = node.communicate(timeout=30)
     assert node.returncode == 1
     assert "give --root-cert" in err and "--insecure" in err

@@ -11,7 +11,7 @@ import pytest
 
 from pollinate.server import load_arrays
 
-from .test_cli import QUICKSTART, _free_port, _pollinate
+from .processes import QUICKSTART, free_port, start_pollinate
 
 ROUNDS = 6
 
@@ -19,7 +19,7 @@ ROUNDS = 6
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [1, 3])
 def test_a_killed_link_resumes_after_its_last_completed_round(tmp_path, kill_after):
-    port, out, db = _free_port(), tmp_path / "run", tmp_path / "link.db"
+    port, out, db = free_port(), tmp_path / "run", tmp_path / "link.db"
     link_args = [
         "link",
         QUICKSTART,
@@ -36,7 +36,7 @@ def test_a_killed_link_resumes_after_its_last_completed_round(tmp_path, kill_aft
         f"num-server-rounds={ROUNDS}",
     ]
     nodes = [
-        _pollinate(
+        start_pollinate(
             "node",
             QUICKSTART,
             "--link",
@@ -48,12 +48,12 @@ def test_a_killed_link_resumes_after_its_last_completed_round(tmp_path, kill_aft
         )
         for p in range(3)
     ]
-    link = _pollinate(*link_args)
+    link = start_pollinate(*link_args)
     try:
         _wait_for_round(out / "metrics.jsonl", kill_after, link)
         link.send_signal(signal.SIGKILL)  # whatever phase the next round is in
         link.communicate()
-        restarted = _pollinate(*link_args)
+        restarted = start_pollinate(*link_args)
         _, stderr = restarted.communicate(timeout=120)
         assert restarted.returncode == 0, stderr
         for node in nodes:

@@ -14,7 +14,6 @@ Two small hooks, both plain functions:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -30,21 +29,19 @@ LABEL_COUNTS = "query.label-counts"
 """The message type asking a node how many training examples of each label it holds."""
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class Predictions:
     """One model's answers on the test set: true ``labels``, ``predicted`` labels, mean ``loss``.
 
-    Labels are integers (class indices); ``loss`` is optional and, when given, is drawn in
-    the comparison's curves next to accuracy.
+    Labels are integers (class indices), given as any array-like (numpy, torch's
+    ``.numpy()``, JAX, lists) and kept as int64 vectors. ``loss`` is optional and, when
+    given, is drawn in the comparison's curves next to accuracy.
     """
 
-    labels: NDArray[np.int64]
-    predicted: NDArray[np.int64]
-    loss: float | None = None
+    __slots__ = ("labels", "loss", "predicted")
 
     def __init__(self, labels: ArrayLike, predicted: ArrayLike, loss: float | None = None):
-        object.__setattr__(self, "labels", _int_vector(labels, "Predictions labels"))
-        object.__setattr__(self, "predicted", _int_vector(predicted, "Predictions predicted"))
+        self.labels = _int_vector(labels, "Predictions labels")
+        self.predicted = _int_vector(predicted, "Predictions predicted")
         if self.labels.shape != self.predicted.shape:
             raise RecordError(
                 f"Predictions has {len(self.labels)} labels but {len(self.predicted)} "
@@ -52,7 +49,10 @@ class Predictions:
             )
         if len(self.labels) == 0:
             raise RecordError("Predictions is empty: predict on a non-empty test set")
-        object.__setattr__(self, "loss", None if loss is None else float(loss))
+        self.loss = None if loss is None else float(loss)
+
+    def __repr__(self) -> str:
+        return f"Predictions({len(self.labels)} examples, accuracy={self.accuracy():.4f})"
 
     def accuracy(self, among: frozenset[int] | None = None) -> float:
         """The fraction predicted right, over all examples or those whose label is in ``among``."""
