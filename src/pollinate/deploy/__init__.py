@@ -11,10 +11,10 @@ from ._certs import CertFiles as CertFiles
 from ._certs import channel_credentials as channel_credentials
 from ._certs import make_dev_certs as make_dev_certs
 from ._certs import server_credentials as server_credentials
+from ._grid import LinkGrid as LinkGrid
 from ._identity import NodeKey as NodeKey
 from ._identity import Verifier as Verifier
 from ._link import Link as Link
-from ._link import LinkGrid as LinkGrid
 from ._node import Backoff as Backoff
 from ._node import NodeSession as NodeSession
 from ._node import run_node as run_node

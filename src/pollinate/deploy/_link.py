@@ -23,7 +23,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,14 +31,12 @@ from typing import Any
 import grpc
 
 from ..context import UserConfigValue
-from ..errors import AuthError, ConfigError, PollinateError, WireError
-from ..message import SERVER_NODE_ID, ErrorCode, Message
-from ..server import Grid, check_reply
-from ..wire import decode, encode_parts
+from ..errors import AuthError, ConfigError, WireError
+from ..message import SERVER_NODE_ID
+from ..wire import decode
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
-    MAX_HEADER_SIZE,
     Assembler,
     Frame,
     chunk_frames,
@@ -46,11 +44,12 @@ from ._frames import (
     encode_frame,
     frame_limit,
 )
+from ._grid import LinkGrid
 from ._identity import Verifier, body_digest
 from ._sealed import unseal
 from ._store import Store
 
-__all__ = ["CHANNEL_METHOD", "REGISTER_METHOD", "Link", "LinkGrid"]
+__all__ = ["CHANNEL_METHOD", "REGISTER_METHOD", "Link"]
 
 log = logging.getLogger("pollinate.link")
 
@@ -455,128 +454,3 @@ def _new_node_id(nodes: Mapping[int, _Node], public_key: bytes | None) -> int:
         node_id = secrets.randbits(53) or 1
         if node_id not in nodes and node_id != SERVER_NODE_ID:
             return node_id
-
-
-class LinkGrid(Grid):
-    """The ServerApp's Grid over the nodes connected to a link.
-
-    ``send`` pushes each message to its node at once; ``receive`` yields replies as they
-    arrive. Each message gets exactly one reply: the node's, or an error reply when the node
-    is lost (NODE_UNAVAILABLE) or the timeout passes (TIMEOUT); a late reply is dropped.
-    """
-
-    def __init__(self, link: Link, run_id: int, run_config: dict[str, UserConfigValue]) -> None:
-        self._link = link
-        self._run_id = run_id
-        size = len(json.dumps(run_config))
-        if size > MAX_HEADER_SIZE // 2:
-            raise ConfigError(
-                f"the run config is {size:,} bytes as JSON; it travels with every message and "
-                f"must stay under {MAX_HEADER_SIZE // 2:,}: pass large data another way"
-            )
-        self._run_config = run_config
-        self._lock = threading.Lock()
-        self._waiting: dict[str, Message] = {}
-        self._replies: queue.SimpleQueue[Message] = queue.SimpleQueue()
-
-    @property
-    def run_id(self) -> int:
-        """The id of the run."""
-        return self._run_id
-
-    def node_ids(self) -> list[int]:
-        """The nodes connected now."""
-        return self._link.connected_nodes()
-
-    def send(self, messages: Iterable[Message]) -> list[str]:
-        """Push each message to its node now; a node that is not connected answers with an error."""
-        ids = []
-        for message in messages:
-            message = message.with_metadata(run_id=self._run_id, src_node_id=SERVER_NODE_ID)
-            message_id = message.metadata.message_id
-            with self._lock:
-                self._waiting[message_id] = message
-            header = {"run_config": self._run_config}
-            if not self._link.push(
-                message.metadata.dst_node_id, message_id, encode_parts(message), header
-            ):
-                self._fail(message_id, ErrorCode.NODE_UNAVAILABLE, "the node is not connected")
-            ids.append(message_id)
-        return ids
-
-    def receive(
-        self, message_ids: Sequence[str], timeout: float | None = None
-    ) -> Iterator[Message]:
-        """Yield one reply per message id as replies arrive; error replies after ``timeout``."""
-        wanted = set(message_ids)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        held: list[Message] = []
-        try:
-            while wanted:
-                if deadline is not None and time.monotonic() >= deadline:
-                    for message_id in sorted(wanted):
-                        self._fail(message_id, ErrorCode.TIMEOUT, f"no reply within {timeout:g} s")
-                    deadline = time.monotonic() + 1.0  # the error replies are queued by now
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-                try:
-                    reply = self._replies.get(timeout=wait)
-                except queue.Empty:
-                    if deadline is not None and not self._any_waiting(wanted):
-                        raise PollinateError(
-                            f"no reply will come for {sorted(wanted)}: they were not sent on "
-                            "this grid, or were received already"
-                        ) from None
-                    continue
-                reply_to = reply.metadata.reply_to_message_id
-                if reply_to in wanted:
-                    wanted.discard(reply_to)
-                    yield reply
-                else:
-                    held.append(reply)  # another receive() waits for it
-        finally:
-            for reply in held:
-                self._replies.put(reply)
-
-    def _any_waiting(self, message_ids: set[str]) -> bool:
-        with self._lock:
-            return any(message_id in self._waiting for message_id in message_ids)
-
-    def take_reply(self, node_id: int, reply: Message) -> bool:
-        """Accept a node's reply if a message waits for it from that very node."""
-        reply_to = reply.metadata.reply_to_message_id
-        with self._lock:
-            sent = self._waiting.get(reply_to)
-            if sent is None:
-                log.warning(
-                    "dropped a reply from node %d to %r: no message waits for it (late or unknown)",
-                    node_id,
-                    reply_to,
-                )
-                return False
-            if sent.metadata.dst_node_id != node_id:
-                log.warning(
-                    "dropped a reply from node %d to a message sent to node %d",
-                    node_id,
-                    sent.metadata.dst_node_id,
-                )
-                return False
-            del self._waiting[reply_to]
-        self._replies.put(check_reply(sent, reply))
-        return True
-
-    def node_lost(self, node_id: int, why: str) -> None:
-        """Answer every message still waiting on ``node_id`` with NODE_UNAVAILABLE."""
-        with self._lock:
-            lost = [m for m in self._waiting.values() if m.metadata.dst_node_id == node_id]
-        for message in lost:
-            self._fail(
-                message.metadata.message_id,
-                ErrorCode.NODE_UNAVAILABLE,
-                f"node {node_id} was lost: {why}",
-            )
-
-    def _fail(self, message_id: str, code: ErrorCode, reason: str) -> None:
-        with self._lock:
-            sent = self._waiting.pop(message_id, None)
-        if sent is not None:
-            self._replies.put(sent.reply_error(code, reason))
