@@ -8,7 +8,8 @@ The hierarchy::
     ├── WireError (ValueError)     bytes that are not a valid encoded message
     ├── AppError                   a ClientApp/ServerApp that cannot be loaded or dispatched
     ├── AuthError                  a request whose signature, freshness or origin is not trusted
-    └── RoundError                 a round that ended with too few good replies
+    ├── RoundError                 a round that ended with too few good replies
+    └── RunStopped                 a deployed run stopped by an operator, or by its link
 
 Each message names the problem and, where there is one, the fix.
 """
@@ -22,6 +23,7 @@ __all__ = [
     "PollinateError",
     "RecordError",
     "RoundError",
+    "RunStopped",
     "WireError",
 ]
 
@@ -52,3 +54,7 @@ class AuthError(PollinateError):
 
 class RoundError(PollinateError):
     """A round that could not go on: too few nodes, or too few valid replies."""
+
+
+class RunStopped(PollinateError):
+    """A run an operator stopped (``pollinate stop``), or whose link is shutting down."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,13 +15,23 @@ __all__ = ["load_object"]
 T = TypeVar("T")
 
 
-def load_object(spec: str, expected: type[T], search_path: str | Path | None = None) -> T:
-    """Import ``spec`` (``"module:attr"``), with ``search_path`` first on ``sys.path``."""
+def load_object(
+    spec: str, expected: type[T], search_path: str | Path | None = None, *, fresh: bool = False
+) -> T:
+    """Import ``spec`` (``"module:attr"``), with ``search_path`` first on ``sys.path``.
+
+    ``fresh`` first forgets modules of the same top-level package imported from elsewhere:
+    a long-lived link or node runs one version of an app after another.
+    """
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise AppError(f"app reference {spec!r} must look like 'package.module:attribute'")
     if search_path is not None:
         path = str(Path(search_path).resolve())
+        if fresh:
+            if path in sys.path:
+                sys.path.remove(path)
+            _forget_other_copies(module_name.partition(".")[0], path)
         if path not in sys.path:
             sys.path.insert(0, path)
     try:
@@ -43,6 +54,17 @@ def load_object(spec: str, expected: type[T], search_path: str | Path | None = N
     if not isinstance(obj, expected):
         raise AppError(f"{spec!r} is a {type(obj).__name__}, expected a {expected.__name__}")
     return obj
+
+
+def _forget_other_copies(package: str, path: str) -> None:
+    """Drop ``package`` and its submodules from ``sys.modules`` unless they come from ``path``."""
+    for name, module in list(sys.modules.items()):
+        if name != package and not name.startswith(package + "."):
+            continue
+        origin = getattr(module, "__file__", None) or ""
+        if not origin.startswith(path + os.sep):
+            del sys.modules[name]
+    importlib.invalidate_caches()
 
 
 def _is_part_of(module_name: str, missing: str) -> bool:

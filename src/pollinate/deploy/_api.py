@@ -6,9 +6,9 @@ TLS is on unless a script says ``insecure=True``: the server needs the certifica
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import grpc
@@ -16,18 +16,19 @@ import grpc
 from ..client import ClientApp, NumPyClient
 from ..context import Context, UserConfigValue
 from ..errors import ConfigError
-from ..message import SERVER_NODE_ID
-from ..records import ArrayRecord, RecordDict
-from ..server import Result, ResumePoint, RunObserver, ServerApp, run_server_app
+from ..records import ArrayRecord
+from ..server import Result, RunObserver, ServerApp
 from ..strategy import EvaluateFn, Strategy, one_server_app
 from ._certs import channel_credentials, server_credentials
+from ._control import ControlService
 from ._frames import DEFAULT_CHUNK_SIZE
 from ._identity import NodeKey, Verifier, load_public_keys
 from ._link import Link
 from ._node import Backoff, NodeSession, run_node
-from ._store import Store, StoreRecorder
+from ._runs import Runs
+from ._store import Store
 
-__all__ = ["start_client", "start_server"]
+__all__ = ["serve_link", "start_client", "start_server"]
 
 log = logging.getLogger("pollinate.deploy")
 
@@ -65,83 +66,83 @@ def start_server(
     ``require_signatures`` makes every node sign with its key; ``registered_keys`` (a folder
     of ``*.pub`` files, or one file) admits only those keys. With ``db`` (an SQLite file)
     nodes keep their ids across restarts, and an unfinished run called ``run_name`` resumes
-    after its last completed round.
+    after its last completed round. While it runs, ``pollinate ls`` and ``pollinate log``
+    on this machine show it.
     """
     app = one_server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
+    with serve_link(
+        address,
+        certs=certs,
+        insecure=insecure,
+        chunk_size=chunk_size,
+        require_signatures=require_signatures,
+        registered_keys=registered_keys,
+        db=db,
+        on_listening=on_listening,
+    ) as runs:
+        run_id = runs.submit(
+            run_name,
+            dict(run_config or {}),
+            server_app=app,
+            min_nodes=min_nodes,
+            wait_s=wait_s,
+            out_dir=None if out_dir is None else Path(out_dir),
+            observers=observers,
+            resume=db is not None,
+        )
+        runs.start()
+        return runs.wait(run_id)
+
+
+@contextlib.contextmanager
+def serve_link(
+    address: str = DEFAULT_ADDRESS,
+    *,
+    certs: str | Path | None = None,
+    insecure: bool = False,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    require_signatures: bool = False,
+    registered_keys: str | Path | None = None,
+    control_keys: str | Path | None = None,
+    db: str | Path | None = None,
+    runs_dir: Path | None = None,
+    on_listening: Callable[[int], None] | None = None,
+) -> Iterator[Runs]:
+    """A listening link with its Fleet and Control services; yields its ``Runs``.
+
+    Submit runs to it, then call ``start``. On exit the runs stop (an unfinished one stays
+    unfinished in ``db``, to resume), the nodes are told goodbye and the link stops.
+    ``runs_dir`` holds the folders of runs that name none (None: such runs keep no files).
+    ``control_keys`` admits operators' signed Control requests from anywhere; without it
+    the Control service answers requests from this machine only.
+    """
     credentials = _server_credentials(certs, insecure)
     verifier = None
     if registered_keys is not None:
         verifier = Verifier(registered=load_public_keys(registered_keys))
     elif require_signatures:
         verifier = Verifier()
+    operators = None
+    if control_keys is not None:
+        operators = Verifier(registered=load_public_keys(control_keys))
     store = Store(db) if db is not None else None
-    link = Link(
-        address, credentials=credentials, chunk_size=chunk_size, verifier=verifier, store=store
-    )
-    port = link.start()
-    if on_listening is not None:
-        on_listening(port)
     try:
-        config = dict(run_config or {})
-        run_id, out, resume = secrets.randbits(63), out_dir, None
-        watchers = list(observers)
-        if store is not None:
-            run_id, config, out, resume = _run_in_store(store, run_name, run_id, config, out_dir)
-            watchers.append(StoreRecorder(store, run_id))
-        grid = link.grid(run_id, config)
-        log.info("waiting for %d node(s) on port %d", min_nodes, port)
-        grid.wait_for_nodes(min_nodes, wait_s)
-        context = Context(run_id, SERVER_NODE_ID, {}, config, RecordDict())
+        link = Link(
+            address, credentials=credentials, chunk_size=chunk_size, verifier=verifier, store=store
+        )
+        runs = Runs(link, runs_dir, store)
+        link.add_service(ControlService(runs, operators).handler())
+        port = link.start()
         try:
-            result = run_server_app(
-                app, grid, context, out_dir=out, observers=watchers, resume=resume
-            )
-        except Exception:
-            if store is not None:
-                store.finish_run(run_id, "failed")
-            raise
-        if store is not None:
-            store.finish_run(run_id, "finished")
-        return result
+            if on_listening is not None:
+                on_listening(port)
+            yield runs
+        finally:
+            runs.close()
+            link.stop()
     finally:
-        link.stop()
         if store is not None:
             store.close()
-
-
-def _run_in_store(
-    store: Store,
-    name: str,
-    run_id: int,
-    config: dict[str, UserConfigValue],
-    out_dir: str | Path | None,
-) -> tuple[int, dict[str, UserConfigValue], str | Path | None, ResumePoint | None]:
-    """The unfinished run called ``name`` to resume, else a new one recorded as running."""
-    unfinished = store.unfinished_run(name)
-    if unfinished is None:
-        out = None if out_dir is None else str(Path(out_dir).resolve())
-        store.start_run(run_id, name, config, out)
-        return run_id, config, out_dir, None
-    if unfinished.run_config != config:
-        changed = sorted(
-            k
-            for k in {*config, *unfinished.run_config}
-            if config.get(k) != unfinished.run_config.get(k)
-        )
-        raise ConfigError(
-            f"{store.path} holds an unfinished run {name!r} with another run config "
-            f"({', '.join(changed)} differ): give the same run config to resume it, or "
-            "another database to start afresh"
-        )
-    resume = store.resume_point(unfinished.run_id)
-    done = resume.last_round if resume else 0
-    log.warning(
-        "resuming run %d after round %d; results go to %s",
-        unfinished.run_id,
-        done,
-        unfinished.out_dir,
-    )
-    return unfinished.run_id, unfinished.run_config, unfinished.out_dir, resume
 
 
 def start_client(

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ..context import UserConfigValue
-from ..errors import ConfigError, PollinateError
+from ..errors import ConfigError, PollinateError, RunStopped
 from ..message import SERVER_NODE_ID, ErrorCode, Message
 from ..server import Grid, check_reply
 from ..wire import encode_parts
@@ -19,6 +19,7 @@ from ._frames import MAX_HEADER_SIZE
 
 if TYPE_CHECKING:
     from ._link import Link
+    from ._store import AppRef
 
 __all__ = ["LinkGrid"]
 
@@ -31,9 +32,18 @@ class LinkGrid(Grid):
     ``send`` pushes each message to its node at once; ``receive`` yields replies as they
     arrive. Each message gets exactly one reply: the node's, or an error reply when the node
     is lost (NODE_UNAVAILABLE) or the timeout passes (TIMEOUT); a late reply is dropped.
+    ``app`` tells nodes which submitted app's code answers (None: their own). After
+    ``stop`` every call raises RunStopped, so the ServerApp ends at its next message.
     """
 
-    def __init__(self, link: Link, run_id: int, run_config: dict[str, UserConfigValue]) -> None:
+    def __init__(
+        self,
+        link: Link,
+        run_id: int,
+        run_config: dict[str, UserConfigValue],
+        app: AppRef | None = None,
+        name: str | None = None,
+    ) -> None:
         self._link = link
         self._run_id = run_id
         size = len(json.dumps(run_config))
@@ -42,10 +52,13 @@ class LinkGrid(Grid):
                 f"the run config is {size:,} bytes as JSON; it travels with every message and "
                 f"must stay under {MAX_HEADER_SIZE // 2:,}: pass large data another way"
             )
-        self._run_config = run_config
+        self._header: dict[str, object] = {"run_config": run_config}
+        if app is not None:
+            self._header |= {"app": app.to_json(), "name": name}
         self._lock = threading.Lock()
         self._waiting: dict[str, Message] = {}
-        self._replies: queue.SimpleQueue[Message] = queue.SimpleQueue()
+        self._replies: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
+        self._stopped: str | None = None
 
     @property
     def run_id(self) -> int:
@@ -54,19 +67,29 @@ class LinkGrid(Grid):
 
     def node_ids(self) -> list[int]:
         """The nodes connected now."""
+        self._check_stopped()
         return self._link.connected_nodes()
+
+    def stop(self, reason: str) -> None:
+        """End the run: the ServerApp's next (or current) call raises RunStopped."""
+        self._stopped = reason
+        self._replies.put(None)  # wakes a waiting receive()
+
+    def _check_stopped(self) -> None:
+        if self._stopped is not None:
+            raise RunStopped(f"run {self._run_id}: {self._stopped}")
 
     def send(self, messages: Iterable[Message]) -> list[str]:
         """Push each message to its node now; a node that is not connected answers with an error."""
+        self._check_stopped()
         ids = []
         for message in messages:
             message = message.with_metadata(run_id=self._run_id, src_node_id=SERVER_NODE_ID)
             message_id = message.metadata.message_id
             with self._lock:
                 self._waiting[message_id] = message
-            header = {"run_config": self._run_config}
             if not self._link.push(
-                message.metadata.dst_node_id, message_id, encode_parts(message), header
+                message.metadata.dst_node_id, message_id, encode_parts(message), self._header
             ):
                 self._fail(message_id, ErrorCode.NODE_UNAVAILABLE, "the node is not connected")
             ids.append(message_id)
@@ -81,6 +104,7 @@ class LinkGrid(Grid):
         held: list[Message] = []
         try:
             while wanted:
+                self._check_stopped()
                 if deadline is not None and time.monotonic() >= deadline:
                     for message_id in sorted(wanted):
                         self._fail(message_id, ErrorCode.TIMEOUT, f"no reply within {timeout:g} s")
@@ -94,6 +118,9 @@ class LinkGrid(Grid):
                             f"no reply will come for {sorted(wanted)}: they were not sent on "
                             "this grid, or were received already"
                         ) from None
+                    continue
+                if reply is None:
+                    self._replies.put(None)  # every receive() sees that the run stopped
                     continue
                 reply_to = reply.metadata.reply_to_message_id
                 if reply_to in wanted:

@@ -7,6 +7,8 @@ Fleet service (raw-bytes gRPC methods, frames from ``_frames``):
 - ``Channel`` (bidirectional stream): the node's first frame is ``hello`` (node id and
   token). The link then pushes work down the stream as ``chunk`` frames, the node pushes
   replies back the same way, plus a ``heartbeat`` frame every period. No one polls.
+- ``GetApp`` (unary request, streamed answer): a node without its own copy of a submitted
+  app fetches the app's bundle by digest, in ``chunk`` frames.
 
 A node whose stream ends, or whose heartbeats stop for ``node_timeout_s``, is lost: every
 message still waiting on it gets a NODE_UNAVAILABLE error reply, so a round goes on with the
@@ -23,7 +25,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent import futures
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,15 +49,16 @@ from ._frames import (
 from ._grid import LinkGrid
 from ._identity import Verifier, body_digest
 from ._sealed import unseal
-from ._store import Store
+from ._store import AppRef, Store
 
-__all__ = ["CHANNEL_METHOD", "REGISTER_METHOD", "Link"]
+__all__ = ["CHANNEL_METHOD", "GET_APP_METHOD", "REGISTER_METHOD", "Link"]
 
 log = logging.getLogger("pollinate.link")
 
 SERVICE = "pollinate.v1.Fleet"
 REGISTER_METHOD = f"/{SERVICE}/Register"
 CHANNEL_METHOD = f"/{SERVICE}/Channel"
+GET_APP_METHOD = f"/{SERVICE}/GetApp"
 DEFAULT_MAX_MESSAGE_SIZE = 16 << 30
 """16 GiB: larger announced messages are refused before any memory is set aside."""
 
@@ -148,6 +151,8 @@ class Link:
             maximum_concurrent_rpcs=max_nodes + 8,
         )
         self.port = 0
+        self.bundles: Callable[[str], bytes | None] = lambda digest: None
+        """Submitted apps' bundles by digest, for ``GetApp`` (set by the link's ``Runs``)."""
         self._watchdog = threading.Thread(target=self._watch, name="link-watchdog", daemon=True)
 
     def start(self) -> int:
@@ -184,12 +189,28 @@ class Link:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def grid(self, run_id: int, run_config: Mapping[str, UserConfigValue]) -> LinkGrid:
-        """The Grid for one run over the connected nodes."""
-        grid = LinkGrid(self, run_id, dict(run_config))
+    def add_service(self, handler: grpc.GenericRpcHandler) -> None:
+        """Serve another gRPC service (the Control service) beside Fleet; before ``start``."""
+        self._server.add_generic_rpc_handlers((handler,))
+
+    def grid(
+        self,
+        run_id: int,
+        run_config: Mapping[str, UserConfigValue],
+        app: AppRef | None = None,
+        name: str | None = None,
+    ) -> LinkGrid:
+        """The Grid for one run over the connected nodes (one run at a time)."""
+        grid = LinkGrid(self, run_id, dict(run_config), app, name)
         with self._lock:
             self._grid = grid
         return grid
+
+    def release(self, grid: LinkGrid | None) -> None:
+        """The run on ``grid`` ended: replies that still come for it are dropped."""
+        with self._lock:
+            if self._grid is grid:
+                self._grid = None
 
     def connected_nodes(self) -> list[int]:
         """The ids of the nodes with a live stream."""
@@ -220,8 +241,39 @@ class Link:
             {
                 "Register": grpc.unary_unary_rpc_method_handler(self._register),
                 "Channel": grpc.stream_stream_rpc_method_handler(self._channel),
+                "GetApp": grpc.unary_stream_rpc_method_handler(self._get_app),
             },
         )
+
+    def _get_app(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        """A submitted app's bundle, for a registered node that has no copy of the app."""
+        try:
+            signer = None
+            if self._verifier is not None:
+                signer = self._verifier.verify_metadata(
+                    GET_APP_METHOD, body_digest(request), context.invocation_metadata()
+                )
+            frame = decode_frame(request)
+            if frame.kind != "get_app":
+                raise WireError(f"expected a get_app frame, got {frame.kind!r}")
+            node = self._node_for(Frame("hello", frame.header))
+            if node is None or node.public_key != signer:
+                raise AuthError("unknown node id or wrong token: register first")
+        except AuthError as err:
+            log.warning("refused an app request from %s: %s", context.peer(), err)
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            return
+        except WireError as err:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            return
+        digest = str(frame.header.get("digest", ""))
+        data = self.bundles(digest)
+        if data is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"no app bundle {digest[:12]} on this link")
+            return
+        log.info("node %d fetches app %s (%d bytes)", node.node_id, digest[:12], len(data))
+        for chunk in chunk_frames(digest, [data], self.chunk_size):
+            yield encode_frame(chunk)
 
     def _register(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         try:

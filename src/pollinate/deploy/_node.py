@@ -5,25 +5,35 @@ link pushes messages in chunks, the node answers each with its ClientApp and sen
 heartbeat every period, from a thread of its own, so a long training step never looks like
 a dead node. When the link goes away the node reconnects with exponential backoff and
 jitter, under the same node id and with its state, so it does not lose its place.
+
+A node either has its own copy of the app (``pollinate node APP_DIR``, ``start_client``) or
+none: then, for a run submitted with its app's bundle, it fetches the bundle from the link
+(``Fleet/GetApp``), checks its SHA-256 digest, unpacks it into its cache and loads the
+ClientApp from it. The link's TLS certificate is what makes the code trustworthy.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import random
 import threading
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 
 from ..client import ClientApp
 from ..context import Context, UserConfigValue
-from ..errors import ConfigError, WireError
+from ..errors import ConfigError, PollinateError, WireError
+from ..loader import load_object
+from ..message import ErrorCode, Message
 from ..records import RecordDict
 from ..wire import decode, encode_parts
+from ._bundle import MAX_BUNDLE_SIZE, AppBundle, unpack_app
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -35,8 +45,9 @@ from ._frames import (
     frame_limit,
 )
 from ._identity import NodeKey, body_digest, sign
-from ._link import CHANNEL_METHOD, DEFAULT_MAX_MESSAGE_SIZE, REGISTER_METHOD
+from ._link import CHANNEL_METHOD, DEFAULT_MAX_MESSAGE_SIZE, GET_APP_METHOD, REGISTER_METHOD
 from ._sealed import seal
+from ._store import AppRef
 
 __all__ = ["Backoff", "NodeSession", "run_node"]
 
@@ -78,17 +89,33 @@ class Backoff:
 
 @dataclass
 class NodeSession:
-    """What a node keeps across reconnects: its identity at the link and each run's state."""
+    """What a node keeps across reconnects: its identity at the link and each run's state.
+
+    ``client_app`` is the node's own app (None: it loads each run's app from its bundle,
+    unpacked under ``app_cache``); ``app_name`` names its own app, so runs of other apps
+    are refused.
+    """
 
     node_config: dict[str, UserConfigValue]
+    client_app: ClientApp | None = None
+    app_name: str | None = None
+    app_cache: Path | None = None
     node_id: int | None = None
     token: str | None = None
     states: dict[int, RecordDict] = field(default_factory=dict)
+    apps: dict[str, ClientApp] = field(default_factory=dict)
+    """Submitted apps loaded so far, by bundle digest."""
+
+
+def default_app_cache() -> Path:
+    """Where a node unpacks the apps it fetches: ``$XDG_CACHE_HOME/pollinate/apps``."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pollinate" / "apps"
 
 
 def run_node(
     address: str,
-    client_app: ClientApp,
+    client_app: ClientApp | None,
     *,
     node_config: Mapping[str, UserConfigValue] | None = None,
     credentials: grpc.ChannelCredentials | None = None,
@@ -97,15 +124,21 @@ def run_node(
     backoff: Backoff | None = None,
     until_bye: bool = True,
     key: NodeKey | None = None,
+    app_name: str | None = None,
+    app_cache: Path | None = None,
 ) -> NodeSession:
     """Serve ``client_app`` to the link at ``address`` until it says goodbye.
+
+    With ``client_app`` None the node answers each submitted run with the run's own app,
+    fetched from the link and unpacked under ``app_cache`` (``default_app_cache()``).
+    ``app_name`` (the node's own app's name) makes the node refuse runs of other apps.
 
     ``credentials`` verify the link's TLS certificate (see ``channel_credentials``); None
     connects in plain text (only for ``--insecure``). With ``until_bye=False`` the node
     stays for the next run after a goodbye, as a node daemon does. With a ``key`` the node
     signs its registration and every frame it sends (links with node identity require it).
     """
-    session = NodeSession(dict(node_config or {}))
+    session = NodeSession(dict(node_config or {}), client_app, app_name, app_cache)
     backoff = backoff or Backoff()
     limit = frame_limit(MAX_CHUNK_SIZE)  # whatever chunk size the link chose
     options = [
@@ -120,9 +153,7 @@ def run_node(
         )
         try:
             with channel:
-                said_bye = _serve(
-                    channel, client_app, session, chunk_size, max_message_size, backoff, key
-                )
+                said_bye = _serve(channel, session, chunk_size, max_message_size, backoff, key)
         except WireError as err:
             log.warning("the link at %s sent malformed data (%s); reconnecting", address, err)
             if not backoff.wait():
@@ -148,7 +179,6 @@ def run_node(
 
 def _serve(
     channel: grpc.Channel,
-    app: ClientApp,
     session: NodeSession,
     chunk_size: int,
     max_message_size: int,
@@ -187,6 +217,7 @@ def _serve(
             done = assembler.add(frame)
             if done is not None:
                 first, buffer = done
+                app = _app_for(channel, session, first, key)
                 _answer(app, session, first, buffer, outgoing, chunk_size)
         return False
     finally:
@@ -195,15 +226,60 @@ def _serve(
         stream.cancel()
 
 
+def _app_for(
+    channel: grpc.Channel, session: NodeSession, header: dict[str, object], key: NodeKey | None
+) -> ClientApp | str:
+    """The ClientApp that answers a message, or why this node cannot answer it."""
+    if "app" not in header:  # the link's run was handed over in process: nodes bring their own
+        return session.client_app or (
+            "this node has no app and the run sent none: start the node with the app's folder"
+        )
+    try:
+        ref = AppRef.from_json(header["app"])
+    except WireError as err:
+        return str(err)
+    if session.client_app is not None:
+        name = header.get("name")
+        if session.app_name is not None and name is not None and name != session.app_name:
+            return f"this node serves the app {session.app_name!r}, not {name!r}"
+        return session.client_app
+    if ref.digest not in session.apps:
+        try:
+            bundle = AppBundle(_fetch_app(channel, session, ref.digest, key), ref.digest)
+            folder = unpack_app(bundle, session.app_cache or default_app_cache())
+            session.apps[ref.digest] = load_object(ref.clientapp, ClientApp, folder, fresh=True)
+        except (PollinateError, OSError, grpc.RpcError) as err:
+            log.warning("cannot load the run's app %s: %s", ref.digest[:12], err)
+            return f"this node cannot load the run's app {ref.digest[:12]}: {err}"
+        log.info("loaded app %s (%s)", ref.digest[:12], ref.clientapp)
+    return session.apps[ref.digest]
+
+
+def _fetch_app(
+    channel: grpc.Channel, session: NodeSession, digest: str, key: NodeKey | None
+) -> bytes:
+    """The bundle with ``digest``, from the link, in chunks."""
+    request = encode_frame(
+        Frame("get_app", {"node_id": session.node_id, "token": session.token, "digest": digest})
+    )
+    metadata = sign(key, GET_APP_METHOD, body_digest(request)).to_metadata() if key else None
+    assembler = Assembler(MAX_BUNDLE_SIZE, max_open=1)
+    for data in channel.unary_stream(GET_APP_METHOD)(request, metadata=metadata):
+        done = assembler.add(decode_frame(data))
+        if done is not None:
+            return bytes(done[1])
+    raise WireError(f"the link sent app {digest[:12]} incomplete")
+
+
 def _answer(
-    app: ClientApp,
+    app: ClientApp | str,
     session: NodeSession,
     first: dict[str, object],
     buffer: memoryview,
     outgoing: queue.SimpleQueue[_Outgoing],
     chunk_size: int,
 ) -> None:
-    """Run the ClientApp on one message and queue its reply's chunks."""
+    """Run the ClientApp on one message and queue its reply's chunks (an error if no app)."""
     message = decode(buffer)
     run_id = message.metadata.run_id
     run_config = first.get("run_config") or {}
@@ -212,9 +288,13 @@ def _answer(
     assert session.node_id is not None
     state = session.states.setdefault(run_id, RecordDict())
     context = Context(run_id, session.node_id, dict(session.node_config), run_config, state)
-    reply = app(message, context)
+    reply = _refused(message, app) if isinstance(app, str) else app(message, context)
     frames = chunk_frames(reply.metadata.message_id, encode_parts(reply), chunk_size)
     outgoing.put(encode_frame(frame) for frame in frames)  # encoded as gRPC takes them
+
+
+def _refused(message: Message, reason: str) -> Message:
+    return message.reply_error(ErrorCode.CLIENT_APP_RAISED, reason)
 
 
 def _heartbeat(

@@ -1,5 +1,7 @@
 """The link's database (SQLite): nodes, runs, and each completed round with its global model.
 
+Submitted apps' bundles are files beside it too (``<db>.apps/<digest>.zip``).
+
 A round's model is first written to a file beside the database (``<db>.models/``, written
 whole then renamed, so any size fits), then the round's row, with its record and the model's
 file name, is written in one transaction: a link killed at any moment has either the whole
@@ -19,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from ..context import UserConfigValue
-from ..errors import ConfigError
+from ..errors import ConfigError, WireError
 from ..records import ArrayRecord
 from ..server import ResumePoint, RoundRecord, RunObserver, load_arrays, save_arrays
 
-__all__ = ["RunRow", "Store", "StoreRecorder"]
+__all__ = ["UNFINISHED", "AppRef", "RunRow", "Store", "StoreRecorder"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -39,15 +41,68 @@ CREATE TABLE IF NOT EXISTS rounds (
 );
 """
 
+_RUN_COLUMNS = {
+    "app": "TEXT",
+    "min_nodes": "INTEGER NOT NULL DEFAULT 1",
+    "wait_s": "REAL NOT NULL DEFAULT 300",
+    "submitted_at": "REAL NOT NULL DEFAULT 0",
+    "started_at": "REAL",
+    "ended_at": "REAL",
+    "error": "TEXT",
+}
+"""Columns of ``runs`` added since its first version: an older database gains them."""
+
+UNFINISHED = ("queued", "running", "interrupted")
+"""Statuses of a run that may still run: a restarted link picks these up."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppRef:
+    """Where a submitted run's code is: its bundle's digest and the components in it."""
+
+    digest: str
+    serverapp: str
+    clientapp: str
+
+    def to_json(self) -> dict[str, str]:
+        """The reference as JSON (in the database, and in each message's header)."""
+        return {"digest": self.digest, "serverapp": self.serverapp, "clientapp": self.clientapp}
+
+    @classmethod
+    def from_json(cls, payload: Any) -> AppRef:
+        """The reference ``to_json`` wrote; WireError if it is malformed."""
+        if not isinstance(payload, dict) or not all(
+            isinstance(payload.get(k), str) for k in ("digest", "serverapp", "clientapp")
+        ):
+            raise WireError("an app reference needs digest, serverapp and clientapp strings")
+        return cls(payload["digest"], payload["serverapp"], payload["clientapp"])
+
 
 @dataclass(frozen=True, slots=True)
 class RunRow:
-    """An unfinished run the database knows."""
+    """A run the link knows: what it runs, how it goes, and where its results are.
+
+    ``app`` is None for a run whose ServerApp the link was handed in process
+    (``start_server``); its nodes bring their own ClientApp.
+    """
 
     run_id: int
     name: str
     run_config: dict[str, UserConfigValue]
     out_dir: str | None
+    status: str = "queued"
+    app: AppRef | None = None
+    min_nodes: int = 1
+    wait_s: float = 300.0
+    submitted_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    error: str | None = None
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether the run may still run (queued, running, or cut short by a restart)."""
+        return self.status in UNFINISHED
 
 
 class Store:
@@ -56,11 +111,16 @@ class Store:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.models_dir = self.path.with_name(self.path.name + ".models")
+        self.apps_dir = self.path.with_name(self.path.name + ".apps")
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
+            for column, kind in _RUN_COLUMNS.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
         except sqlite3.Error as err:
             raise ConfigError(
                 f"cannot open the link's database {str(self.path)!r}: {err}"
@@ -89,30 +149,50 @@ class Store:
         rows = self._read("SELECT node_id, token, public_key, node_config FROM nodes")
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
-    def start_run(
-        self, run_id: int, name: str, run_config: dict[str, UserConfigValue], out_dir: str | None
-    ) -> None:
-        """Record a new run as running."""
+    def save_run(self, run: RunRow) -> None:
+        """Record a run, or its new status."""
         self._write(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, 'running')",
-            (run_id, name, json.dumps(run_config), out_dir),
+            "INSERT OR REPLACE INTO runs (run_id, name, run_config, out_dir, status, app, "
+            "min_nodes, wait_s, submitted_at, started_at, ended_at, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                run.run_id,
+                run.name,
+                json.dumps(run.run_config),
+                run.out_dir,
+                run.status,
+                None if run.app is None else json.dumps(run.app.to_json()),
+                run.min_nodes,
+                run.wait_s,
+                run.submitted_at,
+                run.started_at,
+                run.ended_at,
+                run.error,
+            ),
         )
 
-    def unfinished_run(self, name: str) -> RunRow | None:
-        """The latest run called ``name`` that did not finish, if any."""
+    def runs(self) -> list[RunRow]:
+        """Every run, oldest first."""
         rows = self._read(
-            "SELECT run_id, name, run_config, out_dir FROM runs "
-            "WHERE name = ? AND status = 'running' ORDER BY rowid DESC LIMIT 1",
-            (name,),
+            "SELECT run_id, name, run_config, out_dir, status, app, min_nodes, wait_s, "
+            "submitted_at, started_at, ended_at, error FROM runs ORDER BY submitted_at, run_id"
         )
-        if not rows:
-            return None
-        run_id, run_name, config, out_dir = rows[0]
-        return RunRow(run_id, run_name, json.loads(config), out_dir)
+        return [
+            RunRow(
+                r[0],
+                r[1],
+                json.loads(r[2]),
+                r[3],
+                r[4],
+                None if r[5] is None else AppRef.from_json(json.loads(r[5])),
+                *r[6:],
+            )
+            for r in rows
+        ]
 
-    def finish_run(self, run_id: int, status: str) -> None:
-        """Mark a run ``finished`` or ``failed``."""
-        self._write("UPDATE runs SET status = ? WHERE run_id = ?", (status, run_id))
+    def app_path(self, digest: str) -> Path:
+        """Where a submitted app's bundle is kept."""
+        return self.apps_dir / f"{digest}.zip"
 
     def save_round(
         self, run_id: int, server_round: int, record: RoundRecord | None, arrays: ArrayRecord

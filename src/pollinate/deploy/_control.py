@@ -1,0 +1,367 @@
+"""The Control service: how ``pollinate run / ls / log / stop`` talk to a link.
+
+``pollinate.v1.Control`` has four raw-bytes methods (frames from ``_frames``):
+
+- ``SubmitRun`` (streamed request): the app's bundle in ``chunk`` frames, the first of which
+  says the run's name, run config, app components and how many nodes to wait for.
+- ``ListRuns``: every run the link knows, with its status and completed rounds.
+- ``StreamLogs`` (streamed answer): a run's log lines, and with ``follow`` the new ones
+  as they come, until the run ends.
+- ``StopRun``: a queued run never starts; a running one ends at its next message.
+
+Who may call it: with operator keys (``--control-keys``) every request must be signed by one
+of them, from any host; without, the link answers requests from its own machine only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import grpc
+
+from ..context import UserConfigValue
+from ..errors import AuthError, ConfigError, PollinateError, WireError
+from ._bundle import MAX_BUNDLE_SIZE, AppBundle
+from ._frames import (
+    DEFAULT_CHUNK_SIZE,
+    Assembler,
+    Frame,
+    chunk_frames,
+    decode_frame,
+    encode_frame,
+    frame_limit,
+)
+from ._identity import NodeKey, Verifier, body_digest, sign
+from ._runs import Runs
+from ._store import AppRef, RunRow
+
+__all__ = ["ControlClient", "ControlService", "RunSummary", "Submission"]
+
+log = logging.getLogger("pollinate.link")
+
+SERVICE = "pollinate.v1.Control"
+SUBMIT_METHOD = f"/{SERVICE}/SubmitRun"
+LIST_METHOD = f"/{SERVICE}/ListRuns"
+LOGS_METHOD = f"/{SERVICE}/StreamLogs"
+STOP_METHOD = f"/{SERVICE}/StopRun"
+_LOOPBACK = ("ipv4:127.", "ipv6:[::1]", "unix:")
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A run to submit: the app's name, bundle and components, its config, nodes to wait for."""
+
+    name: str
+    bundle: AppBundle
+    serverapp: str
+    clientapp: str
+    run_config: dict[str, UserConfigValue]
+    min_nodes: int = 1
+    wait_s: float = 300.0
+
+    def header(self) -> dict[str, Any]:
+        """What travels in the first chunk's header."""
+        return {
+            "name": self.name,
+            "app": AppRef(self.bundle.digest, self.serverapp, self.clientapp).to_json(),
+            "run_config": self.run_config,
+            "min_nodes": self.min_nodes,
+            "wait_s": self.wait_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """A run as ``pollinate ls`` shows it."""
+
+    run_id: int
+    name: str
+    status: str
+    rounds_done: int
+    submitted_at: float
+    started_at: float | None
+    ended_at: float | None
+    error: str | None
+    out_dir: str | None
+    run_config: dict[str, UserConfigValue]
+
+    @classmethod
+    def of(cls, row: RunRow, rounds_done: int) -> RunSummary:
+        """The summary of a link's run row."""
+        return cls(
+            row.run_id,
+            row.name,
+            row.status,
+            rounds_done,
+            row.submitted_at,
+            row.started_at,
+            row.ended_at,
+            row.error,
+            row.out_dir,
+            row.run_config,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as JSON (``pollinate ls --json`` prints these)."""
+        return {
+            "run_id": self.run_id,
+            "name": self.name,
+            "status": self.status,
+            "rounds_done": self.rounds_done,
+            "submitted_at": self.submitted_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "error": self.error,
+            "out_dir": self.out_dir,
+            "run_config": self.run_config,
+        }
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> RunSummary:
+        """The summary ``to_json`` wrote."""
+        return cls(**payload)
+
+
+def _submission_digest(header: dict[str, Any], bundle: bytes | memoryview) -> bytes:
+    """What a submission's signature covers: its header (canonical JSON) and its bundle."""
+    return body_digest(json.dumps(header, sort_keys=True).encode(), bundle)
+
+
+class ControlService:
+    """The link's Control service over its ``Runs``; ``verifier`` admits operator keys."""
+
+    def __init__(self, runs: Runs, verifier: Verifier | None = None) -> None:
+        self._runs = runs
+        self._verifier = verifier
+
+    def handler(self) -> grpc.GenericRpcHandler:
+        """The gRPC handler to add to the link's server."""
+        return grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "SubmitRun": grpc.stream_unary_rpc_method_handler(self._submit),
+                "ListRuns": grpc.unary_unary_rpc_method_handler(self._list),
+                "StreamLogs": grpc.unary_stream_rpc_method_handler(self._logs),
+                "StopRun": grpc.unary_unary_rpc_method_handler(self._stop),
+            },
+        )
+
+    def _authorize(self, method: str, digest: bytes, context: grpc.ServicerContext) -> None:
+        if self._verifier is not None:
+            self._verifier.verify_metadata(method, digest, context.invocation_metadata())
+        elif not context.peer().startswith(_LOOPBACK):
+            raise PermissionError(
+                "this link takes Control requests from its own machine only: start it with "
+                "--control-keys to admit operators' signed requests from elsewhere"
+            )
+
+    def _submit(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        try:
+            assembler = Assembler(MAX_BUNDLE_SIZE, max_open=1)
+            done = None
+            for request in requests:
+                frame = decode_frame(request)
+                if frame.kind != "chunk":
+                    raise WireError(f"expected chunk frames, got {frame.kind!r}")
+                done = assembler.add(frame)
+                if done is not None:
+                    break
+            if done is None:
+                raise WireError("the submission ended before its last chunk")
+            first, data = done
+            header = {k: v for k, v in first.items() if k not in ("message_id", "total", "offset")}
+            self._authorize(SUBMIT_METHOD, _submission_digest(header, data), context)
+            bundle = AppBundle.of(bytes(data))
+            app = AppRef.from_json(header.get("app"))
+            if app.digest != bundle.digest:
+                raise WireError("the app bundle does not match the digest it was sent with")
+            run_config = header.get("run_config")
+            name, min_nodes, wait_s = (
+                header.get("name"),
+                header.get("min_nodes"),
+                header.get("wait_s"),
+            )
+            if not isinstance(run_config, dict) or not isinstance(name, str):
+                raise WireError("a submission needs a name and a run_config object")
+            if not isinstance(min_nodes, int) or not isinstance(wait_s, (int, float)):
+                raise WireError("a submission needs an int min_nodes and a number wait_s")
+            run_id = self._runs.submit(
+                name,
+                run_config,
+                bundle=bundle,
+                app=app,
+                min_nodes=min_nodes,
+                wait_s=float(wait_s),
+            )
+            log.info("run %d of %s submitted by %s", run_id, name, context.peer())
+            return _answer(self._runs, run_id)
+        except _REFUSED as err:
+            _refuse(context, "a submission", err)
+
+    def _list(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            self._authorize(LIST_METHOD, body_digest(request), context)
+        except _REFUSED as err:
+            _refuse(context, "a list request", err)
+        runs = [RunSummary.of(row, done).to_json() for row, done in self._runs.rows()]
+        return encode_frame(Frame("runs", {}, json.dumps(runs).encode()))
+
+    def _stop(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            self._authorize(STOP_METHOD, body_digest(request), context)
+            run_id = self._runs.find(str(decode_frame(request).header.get("run", "")))
+        except _REFUSED as err:
+            _refuse(context, "a stop request", err)
+        self._runs.stop(run_id)
+        log.warning("run %d stopped by %s", run_id, context.peer())
+        return _answer(self._runs, run_id)
+
+    def _logs(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        try:
+            self._authorize(LOGS_METHOD, body_digest(request), context)
+            frame = decode_frame(request)
+            run_id = self._runs.find(str(frame.header.get("run", "")))
+        except _REFUSED as err:
+            _refuse(context, "a log request", err)
+        follow = bool(frame.header.get("follow", False))
+        run_log, start = self._runs.log_of(run_id), 0
+        while context.is_active():
+            lines, ended = run_log.read(start, wait_s=1.0 if follow else 0.0)
+            if lines:
+                start += len(lines)
+                yield encode_frame(Frame("log", {"lines": lines}))
+            if ended or not follow:
+                break
+        yield _answer(self._runs, run_id, "end")
+
+
+def _answer(runs: Runs, run_id: int, kind: str = "run") -> bytes:
+    row = runs.row(run_id)
+    rounds = next(done for r, done in runs.rows() if r.run_id == run_id)
+    return encode_frame(Frame(kind, RunSummary.of(row, rounds).to_json()))
+
+
+_REFUSED = (AuthError, PermissionError, LookupError, PollinateError)
+_CODES = (
+    (AuthError, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionError, grpc.StatusCode.PERMISSION_DENIED),
+    (LookupError, grpc.StatusCode.NOT_FOUND),
+    (PollinateError, grpc.StatusCode.INVALID_ARGUMENT),
+)
+
+
+def _refuse(context: grpc.ServicerContext, what: str, err: Exception) -> NoReturn:
+    """End the call with a status that says why (``abort`` raises), and log it."""
+    message = str(err.args[0]) if isinstance(err, LookupError) and err.args else str(err)
+    log.warning("refused %s from %s: %s", what, context.peer(), message)
+    code = next(code for kind, code in _CODES if isinstance(err, kind))
+    context.abort(code, message)
+    raise err
+
+
+class ControlClient:
+    """Talks to a link's Control service: what ``pollinate run/ls/log/stop`` use.
+
+    ``credentials`` verify the link's certificate (None: plain text); ``key`` signs every
+    request (an operator key the link lists in ``--control-keys``).
+    """
+
+    def __init__(
+        self,
+        address: str,
+        credentials: grpc.ChannelCredentials | None,
+        key: NodeKey | None = None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> None:
+        self.address = address
+        self._key = key
+        self._chunk_size = chunk_size
+        options = [("grpc.max_receive_message_length", frame_limit(chunk_size))]
+        self._channel = (
+            grpc.secure_channel(address, credentials, options)
+            if credentials is not None
+            else grpc.insecure_channel(address, options)
+        )
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._channel.close()
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def submit(self, submission: Submission) -> RunSummary:
+        """Send the app and queue the run; the run as the link now sees it."""
+        header = submission.header()
+        data = submission.bundle.data
+        frames = [encode_frame(f) for f in chunk_frames("submit", [data], self._chunk_size, header)]
+        metadata = self._signed(SUBMIT_METHOD, _submission_digest(header, data))
+        call = self._channel.stream_unary(SUBMIT_METHOD)
+        return self._summary(self._call(lambda: call(iter(frames), metadata=metadata)))
+
+    def runs(self) -> list[RunSummary]:
+        """Every run the link knows, oldest first."""
+        request = encode_frame(Frame("list"))
+        call = self._channel.unary_unary(LIST_METHOD)
+        answer = decode_frame(
+            self._call(lambda: call(request, metadata=self._sign(LIST_METHOD, request)))
+        )
+        return [RunSummary.from_json(item) for item in json.loads(bytes(answer.payload))]
+
+    def stop(self, run: str) -> RunSummary:
+        """Stop the run whose id is (or starts with) ``run``."""
+        request = encode_frame(Frame("stop", {"run": run}))
+        call = self._channel.unary_unary(STOP_METHOD)
+        return self._summary(
+            self._call(lambda: call(request, metadata=self._sign(STOP_METHOD, request)))
+        )
+
+    def logs(self, run: str, follow: bool = False) -> Iterator[str | RunSummary]:
+        """The run's log lines (new ones as they come with ``follow``), then the run itself."""
+        request = encode_frame(Frame("logs", {"run": run, "follow": follow}))
+        call = self._channel.unary_stream(LOGS_METHOD)
+        stream = self._call(lambda: call(request, metadata=self._sign(LOGS_METHOD, request)))
+        try:
+            for data in stream:
+                frame = decode_frame(data)
+                if frame.kind == "log":
+                    yield from (str(line) for line in frame.header.get("lines", []))
+                elif frame.kind == "end":
+                    yield RunSummary.from_json(frame.header)
+        except grpc.RpcError as err:
+            raise self._error(err) from None
+        finally:
+            stream.cancel()
+
+    def _sign(self, method: str, request: bytes) -> Sequence[tuple[str, str | bytes]] | None:
+        return self._signed(method, body_digest(request))
+
+    def _signed(self, method: str, digest: bytes) -> Sequence[tuple[str, str | bytes]] | None:
+        return None if self._key is None else sign(self._key, method, digest).to_metadata()
+
+    def _summary(self, data: bytes) -> RunSummary:
+        return RunSummary.from_json(decode_frame(data).header)
+
+    def _call(self, call: Any) -> Any:
+        try:
+            return call()
+        except grpc.RpcError as err:
+            raise self._error(err) from None
+
+    def _error(self, err: grpc.RpcError) -> ConfigError:
+        code = err.code() if isinstance(err, grpc.Call) else None
+        details = err.details() if isinstance(err, grpc.Call) else str(err)
+        if code == grpc.StatusCode.UNAVAILABLE:
+            return ConfigError(
+                f"no link answers at {self.address} ({details}): check the address, that "
+                "`pollinate link` runs there, and TLS (a root certificate for a TLS link, "
+                "insecure for a plain one)"
+            )
+        return ConfigError(f"the link at {self.address} refused: {details}")

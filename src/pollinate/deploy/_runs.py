@@ -1,0 +1,393 @@
+"""The link's runs: submitted apps wait in a queue and run one at a time, each with its log.
+
+A run is either submitted with its app's bundle (``pollinate run --federation NAME``, or
+``pollinate link APP_DIR``), so the link and the nodes load its code from the bundle, or
+handed over in process (``start_server``), with its ServerApp object and nodes that bring
+their own ClientApp. With a store every run, its status and each completed round survive a
+restart: a restarted link resumes a submitted run after its last completed round.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..context import Context, UserConfigValue
+from ..errors import ConfigError, PollinateError, RunStopped
+from ..loader import load_object
+from ..message import SERVER_NODE_ID
+from ..records import RecordDict
+from ..server import Result, RunObserver, ServerApp, run_server_app
+from ._bundle import AppBundle, unpack_app
+from ._grid import LinkGrid
+from ._link import Link
+from ._runlog import LOG_FILE, RoundLines, RunLog, RunLogHandler
+from ._store import AppRef, RunRow, Store, StoreRecorder
+
+__all__ = ["Runs"]
+
+log = logging.getLogger("pollinate.link")
+
+_ENDED = ("finished", "failed", "stopped")
+
+
+@dataclass(eq=False)
+class _Run:
+    """A run in the link's memory: its row, its log, and what its waiters need."""
+
+    row: RunRow
+    log: RunLog
+    rounds_done: int = 0
+    server_app: ServerApp | None = None
+    observers: Sequence[RunObserver] = ()
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Result | None = None
+    error: BaseException | None = None
+    grid: LinkGrid | None = None
+
+
+class Runs:
+    """The runs of one link: submit, list, follow, stop; a worker thread runs them in turn.
+
+    ``runs_dir`` holds each run's folder (``<app name>/<run id>``: metrics, checkpoints and
+    ``log.txt``) unless the run names its own (None: runs that name none keep no files).
+    Call ``start`` once submissions that resume earlier runs have attached their observers,
+    and ``close`` to stop (an unfinished run stays unfinished in the store, to resume).
+    """
+
+    def __init__(self, link: Link, runs_dir: Path | None, store: Store | None = None) -> None:
+        self._link = link
+        self._store = store
+        self._runs_dir = runs_dir
+        self._temp_apps = None if store is not None else tempfile.mkdtemp(prefix="pollinate-")
+        self._apps_dir = store.apps_dir if store is not None else Path(self._temp_apps or "")
+        self._lock = threading.Lock()
+        self._runs: dict[int, _Run] = {}
+        self._queue: collections.deque[int] = collections.deque()
+        self._wake = threading.Condition(self._lock)
+        self._closing = False
+        self._current: _Run | None = None
+        self._worker = threading.Thread(target=self._work, name="link-runs", daemon=True)
+        for row in store.runs() if store is not None else []:
+            self._restore(row)
+        link.bundles = self.bundle
+
+    def _restore(self, row: RunRow) -> None:
+        """An earlier link's run: a submitted one that did not end goes back in the queue."""
+        run_log = RunLog(Path(row.out_dir) / LOG_FILE if row.out_dir else None)
+        assert self._store is not None
+        point = self._store.resume_point(row.run_id) if row.unfinished else None
+        run = _Run(row, run_log, rounds_done=point.last_round if point else 0)
+        if not row.unfinished:
+            run_log.close()
+            run.done.set()
+        elif row.app is None:  # its ServerApp lived in a process that is gone
+            self._set(run, status="interrupted")
+        else:
+            self._set(run, status="queued")
+            run_log.write(f"the link restarted: the run resumes after round {run.rounds_done}")
+            self._queue.append(row.run_id)
+        self._runs[row.run_id] = run
+
+    def start(self) -> None:
+        """Start running queued runs."""
+        self._worker.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the worker; a run that is going on stays unfinished (it resumes on restart)."""
+        with self._lock:
+            self._closing = True
+            current = self._current
+            self._wake.notify_all()
+        if current is not None and current.grid is not None:
+            current.grid.stop("the link is shutting down")
+        if self._worker.is_alive():
+            self._worker.join(timeout)
+        if self._temp_apps is not None:
+            shutil.rmtree(self._temp_apps, ignore_errors=True)
+
+    # Submitting -------------------------------------------------------------------------
+
+    def submit(
+        self,
+        name: str,
+        run_config: dict[str, UserConfigValue],
+        *,
+        bundle: AppBundle | None = None,
+        app: AppRef | None = None,
+        server_app: ServerApp | None = None,
+        min_nodes: int = 1,
+        wait_s: float = 300.0,
+        out_dir: Path | None = None,
+        observers: Sequence[RunObserver] = (),
+        resume: bool = False,
+    ) -> int:
+        """Queue a run and return its id: a bundle with its ``app`` reference, or a ServerApp.
+
+        With ``resume`` an unfinished run of the same name (in the store) carries on instead
+        of a new one starting, if its run config and code are the same.
+        """
+        if (bundle is None) != (app is None) or (bundle is None) == (server_app is None):
+            raise ConfigError("a run needs either an app bundle and its reference, or a ServerApp")
+        if bundle is not None:
+            self._keep_bundle(bundle)
+        if min_nodes < 1:
+            raise ConfigError(f"min_nodes must be at least 1, got {min_nodes}")
+        with self._lock:
+            earlier = self._unfinished(name) if resume else None
+            if earlier is not None:
+                _check_same(earlier.row, run_config, app, self._store)
+                earlier.server_app, earlier.observers = server_app, observers
+                if earlier.row.status == "interrupted":
+                    self._set(earlier, status="queued")
+                    self._queue.appendleft(earlier.row.run_id)
+                    earlier.log.reopen()
+                self._wake.notify_all()
+                return earlier.row.run_id
+            run_id = _new_run_id(self._runs)
+            folder = out_dir
+            if folder is None and self._runs_dir is not None:
+                folder = self._runs_dir / _safe(name) / str(run_id)
+            if folder is not None and (folder / "metrics.jsonl").exists():
+                raise ConfigError(f"{str(folder)!r} already holds a run's results")
+            row = RunRow(
+                run_id,
+                name,
+                dict(run_config),
+                None if folder is None else str(folder.resolve()),
+                app=app,
+                min_nodes=min_nodes,
+                wait_s=wait_s,
+                submitted_at=time.time(),
+            )
+            run_log = RunLog(None if folder is None else folder / LOG_FILE)
+            run = _Run(row, run_log, server_app=server_app, observers=observers)
+            self._runs[run_id] = run
+            self._set(run, status="queued")
+            ahead = len(self._queue) + (self._current is not None)
+            self._queue.append(run_id)
+            self._wake.notify_all()
+        waiting = f", behind {ahead} other run(s)" if ahead else ""
+        run.log.write(f"run {run_id} of {name} queued{waiting}; run config {run_config}")
+        return run_id
+
+    def _keep_bundle(self, bundle: AppBundle) -> None:
+        path = self._apps_dir / f"{bundle.digest}.zip"
+        if not path.is_file():
+            self._apps_dir.mkdir(parents=True, exist_ok=True)
+            partial = path.with_suffix(".partial")
+            partial.write_bytes(bundle.data)
+            partial.replace(path)
+
+    def bundle(self, digest: str) -> bytes | None:
+        """A submitted app's bundle, by digest (nodes fetch it), or None if unknown."""
+        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            return None
+        path = self._apps_dir / f"{digest}.zip"
+        return path.read_bytes() if path.is_file() else None
+
+    def _unfinished(self, name: str) -> _Run | None:
+        found = [r for r in self._runs.values() if r.row.name == name and r.row.unfinished]
+        return max(found, key=lambda r: r.row.submitted_at) if found else None
+
+    # Asking about runs ------------------------------------------------------------------
+
+    def rows(self) -> list[tuple[RunRow, int]]:
+        """Every run the link knows, oldest first, with its completed rounds."""
+        with self._lock:
+            runs = sorted(self._runs.values(), key=lambda r: r.row.submitted_at)
+            return [(r.row, r.rounds_done) for r in runs]
+
+    def find(self, ref: str) -> int:
+        """The run whose id is ``ref``, or starts with it; ConfigError if none or several."""
+        ref = ref.strip()
+        with self._lock:
+            if ref.isdigit() and int(ref) in self._runs:
+                return int(ref)
+            matches = [run_id for run_id in self._runs if str(run_id).startswith(ref)]
+        if len(matches) == 1 and ref:
+            return matches[0]
+        if not matches or not ref:
+            raise LookupError(f"no run {ref!r} on this link (pollinate ls lists them)")
+        raise ConfigError(f"{len(matches)} runs start with {ref!r}: give more digits")
+
+    def log_of(self, run_id: int) -> RunLog:
+        """The run's log."""
+        with self._lock:
+            return self._runs[run_id].log
+
+    def row(self, run_id: int) -> RunRow:
+        """The run's row as it is now."""
+        with self._lock:
+            return self._runs[run_id].row
+
+    def wait(self, run_id: int, timeout: float | None = None) -> Result:
+        """Wait for a run to end; its Result, or what it raised (RunStopped if stopped)."""
+        run = self._runs[run_id]
+        if not run.done.wait(timeout):
+            raise TimeoutError(f"run {run_id} is still going after {timeout} s")
+        if run.error is not None:
+            raise run.error
+        if run.result is None:
+            raise RunStopped(f"run {run_id} ended as {run.row.status}: {run.row.error or ''}")
+        return run.result
+
+    def stop(self, run_id: int) -> RunRow:
+        """Stop a run: a queued one never starts, a running one stops at its next message."""
+        with self._lock:
+            run = self._runs[run_id]
+            if run.row.status in _ENDED:
+                return run.row
+            if run_id in self._queue:
+                self._queue.remove(run_id)
+                self._end(run, "stopped", "stopped before it started")
+                return run.row
+            grid = run.grid
+        if grid is not None:
+            grid.stop("stopped by an operator (pollinate stop)")
+        run.log.write("stopping: the run ends at its next message")
+        return run.row
+
+    # Running ----------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._wake.wait()
+                if self._closing:
+                    return
+                run = self._runs[self._queue.popleft()]
+                self._current = run
+                self._set(run, status="running", started_at=run.row.started_at or time.time())
+            try:
+                self._execute(run)
+            finally:
+                with self._lock:
+                    self._current = None
+
+    def _execute(self, run: _Run) -> None:
+        row = run.row
+        handler = RunLogHandler(run.log, threading.get_ident())
+        logging.getLogger("pollinate").addHandler(handler)
+        try:
+            server_app = run.server_app or self._load(row)
+            grid = self._link.grid(row.run_id, row.run_config, row.app, row.name)
+            run.grid = grid
+            if self._closing:
+                grid.stop("the link is shutting down")
+            run.log.write(f"waiting for {row.min_nodes} node(s)")
+            grid.wait_for_nodes(row.min_nodes, row.wait_s)
+            resume = self._store.resume_point(row.run_id) if self._store else None
+            lines = RoundLines(run.log, run.rounds_done)
+            watchers = [*run.observers, lines]
+            if self._store is not None:
+                watchers.append(StoreRecorder(self._store, row.run_id))
+            if resume is None:
+                run.log.write(f"started on {len(grid.node_ids())} node(s)")
+            else:
+                log.warning(
+                    "resuming run %d after round %d; results go to %s",
+                    row.run_id,
+                    resume.last_round,
+                    row.out_dir,
+                )
+            context = Context(row.run_id, SERVER_NODE_ID, {}, dict(row.run_config), RecordDict())
+            try:
+                run.result = run_server_app(
+                    server_app,
+                    grid,
+                    context,
+                    out_dir=row.out_dir,
+                    observers=watchers,
+                    resume=resume,
+                )
+            finally:
+                run.rounds_done = lines.rounds_done
+            self._end(run, "finished", f"finished after {run.rounds_done} round(s)")
+        except RunStopped as err:
+            if self._closing:  # the link stops; the run resumes when it starts again
+                run.log.write("the link is shutting down; the run stays unfinished")
+                run.error = err
+                run.done.set()
+            else:
+                self._end(run, "stopped", str(err), error=err)
+        except PollinateError as err:
+            self._end(run, "failed", f"failed: {err}", error=err)
+        except Exception as err:
+            run.log.write("".join(traceback.format_exception(err)).rstrip())
+            self._end(run, "failed", f"failed: {type(err).__name__}: {err}", error=err)
+        finally:
+            logging.getLogger("pollinate").removeHandler(handler)
+            self._link.release(run.grid)
+            run.grid = None
+
+    def _load(self, row: RunRow) -> ServerApp:
+        """The run's ServerApp, from its unpacked bundle."""
+        assert row.app is not None
+        data = self.bundle(row.app.digest)
+        if data is None:
+            raise ConfigError(f"the app bundle {row.app.digest[:12]} of run {row.run_id} is gone")
+        folder = unpack_app(AppBundle(data, row.app.digest), self._apps_dir / "code")
+        return load_object(row.app.serverapp, ServerApp, folder, fresh=True)
+
+    def _end(
+        self, run: _Run, status: str, message: str, error: BaseException | None = None
+    ) -> None:
+        self._set(
+            run, status=status, ended_at=time.time(), error=None if error is None else str(error)
+        )
+        run.error = error
+        run.log.write(message)
+        run.log.close()
+        run.done.set()
+        level = logging.INFO if status == "finished" else logging.WARNING
+        log.log(level, "run %d %s", run.row.run_id, message)
+
+    def _set(self, run: _Run, **changes: object) -> None:
+        run.row = replace(run.row, **changes)  # type: ignore[arg-type]
+        if self._store is not None:
+            self._store.save_run(run.row)
+
+
+def _check_same(
+    row: RunRow, run_config: dict[str, UserConfigValue], app: AppRef | None, store: Store | None
+) -> None:
+    """Refuse to resume a run with another run config or other code: that mixes experiments."""
+    where = f"{store.path} holds" if store is not None else "this link has"
+    if row.run_config != run_config:
+        changed = sorted(
+            k for k in {*run_config, *row.run_config} if run_config.get(k) != row.run_config.get(k)
+        )
+        raise ConfigError(
+            f"{where} an unfinished run {row.name!r} with another run config "
+            f"({', '.join(changed)} differ): give the same run config to resume it, or "
+            "another database to start afresh"
+        )
+    if row.app is not None and app is not None and row.app.digest != app.digest:
+        raise ConfigError(
+            f"{where} an unfinished run {row.name!r} of other code (app {row.app.digest[:12]}, "
+            f"now {app.digest[:12]}): restore the code to resume it, or use another database "
+            "to start afresh"
+        )
+
+
+def _new_run_id(runs: dict[int, _Run]) -> int:
+    while (run_id := secrets.randbits(63)) in runs or run_id == 0:
+        pass
+    return run_id
+
+
+def _safe(name: str) -> str:
+    """``name`` as a folder name: letters, digits, ``-``, ``_`` and ``.`` only."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip(".")
+    return cleaned or "app"
