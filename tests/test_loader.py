@@ -36,3 +36,15 @@ def test_loads_an_object_by_import_string(app_dir):
 def test_bad_references_get_one_clear_error(app_dir, spec, message):
     with pytest.raises(AppError, match=message):
         load_object(spec, ClientApp, app_dir)
+
+
+def test_a_fresh_load_forgets_another_copy_of_the_same_package(tmp_path):
+    for version in ("one", "two"):
+        package = tmp_path / version / "versioned_pkg"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "mod.py").write_text(f"VALUE = {version!r}\n")
+    first = load_object("versioned_pkg.mod:VALUE", str, tmp_path / "one", fresh=True)
+    second = load_object("versioned_pkg.mod:VALUE", str, tmp_path / "two", fresh=True)
+    assert (first, second) == ("one", "two")
+    assert load_object("versioned_pkg.mod:VALUE", str, tmp_path / "one", fresh=True) == "one"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -13,6 +14,8 @@ from .errors import AppError
 __all__ = ["load_object"]
 
 T = TypeVar("T")
+
+_IMPORTS = threading.RLock()
 
 
 def load_object(
@@ -26,16 +29,29 @@ def load_object(
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise AppError(f"app reference {spec!r} must look like 'package.module:attribute'")
-    if search_path is not None:
-        path = str(Path(search_path).resolve())
-        if fresh:
-            if path in sys.path:
-                sys.path.remove(path)
-            _forget_other_copies(module_name.partition(".")[0], path)
-        if path not in sys.path:
-            sys.path.insert(0, path)
+    with _IMPORTS:  # one fresh import at a time: another thread's could undo this one's
+        if search_path is not None:
+            path = str(Path(search_path).resolve())
+            if fresh:
+                if path in sys.path:
+                    sys.path.remove(path)
+                _forget_other_copies(module_name.partition(".")[0], path)
+            if path not in sys.path:
+                sys.path.insert(0, path)
+        module = _import(module_name, spec, search_path)
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise AppError(f"module {module_name!r} has no attribute {attr!r} (for {spec!r})")
+        obj = getattr(obj, part)
+    if not isinstance(obj, expected):
+        raise AppError(f"{spec!r} is a {type(obj).__name__}, expected a {expected.__name__}")
+    return obj
+
+
+def _import(module_name: str, spec: str, search_path: str | Path | None) -> Any:
     try:
-        module = importlib.import_module(module_name)
+        return importlib.import_module(module_name)
     except ModuleNotFoundError as err:
         if err.name is not None and _is_part_of(module_name, err.name):
             where = f" in {search_path}" if search_path else ""
@@ -46,14 +62,6 @@ def load_object(
         ) from None
     except Exception as err:
         raise AppError(f"importing {module_name!r} raised {type(err).__name__}: {err}") from err
-    obj: Any = module
-    for part in attr.split("."):
-        if not hasattr(obj, part):
-            raise AppError(f"module {module_name!r} has no attribute {attr!r} (for {spec!r})")
-        obj = getattr(obj, part)
-    if not isinstance(obj, expected):
-        raise AppError(f"{spec!r} is a {type(obj).__name__}, expected a {expected.__name__}")
-    return obj
 
 
 def _forget_other_copies(package: str, path: str) -> None:

@@ -2,7 +2,9 @@ import pytest
 
 from pollinate.cli._config import (
     Federation,
+    is_deployment,
     load_app_config,
+    resolve_deployment,
     resolve_federation,
     resolve_run_config,
 )
@@ -168,7 +170,7 @@ def test_unknown_federation_lists_the_defined_ones(app_dir):
         ("backend = 'inline'", "has no num-nodes"),
         (
             'address = "127.0.0.1:9093"',
-            "cannot submit to a deployed federation yet; on the server run `pollinate link",
+            r"is a deployment \(it has an address\), and this command runs simulations only",
         ),
     ],
 )
@@ -214,3 +216,37 @@ def test_missing_app_dir(tmp_path):
 def test_app_dir_that_is_a_file(app_dir):
     with pytest.raises(ConfigError, match="is a file: give the app's folder"):
         load_app_config(app_dir() / "pyproject.toml")
+
+
+DEPLOYMENT = """
+[tool.pollinate.federations.prod]
+address = "link.example:9400"
+root-cert = "certs/ca.pem"
+key = "certs/operator.key"
+min-nodes = 3
+"""
+
+
+def test_a_federation_with_an_address_is_a_deployment_with_paths_from_the_app(app_dir):
+    app = load_app_config(app_dir(COMPONENTS + FEDERATIONS + DEPLOYMENT))
+    assert is_deployment(app, "prod") and not is_deployment(app, None)
+    prod = resolve_deployment(app, "prod", parse_overrides(["wait-s=60"], "--federation-config"))
+    assert (prod.address, prod.min_nodes, prod.wait_s) == ("link.example:9400", 3, 60.0)
+    assert prod.root_cert == app.app_dir / "certs/ca.pem" and not prod.insecure
+    assert prod.key == app.app_dir / "certs/operator.key"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('address = "h:1"', r"needs root-cert = \"certs/ca.pem\" .* or insecure = true"),
+        ('address = "h:1"\ninsecure = true\nroot-cert = "ca.pem"', "or insecure = true"),
+        ('address = "h:1"\ninsecure = true\nnum-nodes = 3', "unknown key 'num-nodes'"),
+        ('address = "h:1"\ninsecure = true\nmin-nodes = 0', "min-nodes must be at least 1"),
+        ("address = 9400\ninsecure = true", "address .* must be a string"),
+    ],
+)
+def test_bad_deployment_tables_are_clear_errors(app_dir, table, message):
+    app = load_app_config(app_dir(COMPONENTS + f"[tool.pollinate.federations.prod]\n{table}\n"))
+    with pytest.raises(ConfigError, match=message):
+        resolve_deployment(app, "prod")

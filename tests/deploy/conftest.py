@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from pollinate.deploy import Backoff, Link, run_node
+from pollinate.deploy import Backoff, Link, run_node, serve_link
 
 from .node_apps import app as node_app
+from .submitted import start_bare_nodes
 
 NODE_APPS = Path(__file__).parent / "node_apps.py"
 
@@ -68,3 +69,17 @@ def node_process(link):
     for process in processes:
         process.kill()
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def link_port(tmp_path):
+    """The port of a plain-text link that takes submitted runs, with two bare nodes."""
+    ports = []
+    with serve_link(
+        "127.0.0.1:0", insecure=True, runs_dir=tmp_path / "runs", on_listening=ports.append
+    ) as runs:
+        runs.start()
+        nodes = start_bare_nodes(ports[0], 2, tmp_path / "cache")
+        yield ports[0]
+    for node in nodes:
+        node.join(timeout=10)

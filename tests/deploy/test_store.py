@@ -54,7 +54,10 @@ def test_runs_and_their_status_survive_a_new_store_and_an_old_schema_gains_colum
     store.save_run(RunRow(5, "new", {"x": 1}, "/tmp/r", status="failed", error="boom"))
     store.close()
     rows = Store(tmp_path / "link.db").runs()
-    assert [(r.run_id, r.status, r.error) for r in rows] == [(3, "finished", None), (5, "failed", "boom")]
+    assert [(r.run_id, r.status, r.error) for r in rows] == [
+        (3, "finished", None),
+        (5, "failed", "boom"),
+    ]
 
 
 def test_a_server_app_that_cannot_resume_is_told_so():

@@ -18,6 +18,13 @@
     backend = "inline"                      # or "process"
     num-workers = 4                         # process backend only
     client-resources = { num-cpus = 1, num-gpus = 0.0 }
+
+    [tool.pollinate.federations.prod]       # a deployment: it has an address
+    address = "link.example:9400"           # where `pollinate link` listens
+    root-cert = "certs/ca.pem"              # or insecure = true; paths are relative to the app
+    key = "certs/operator.key"              # optional: signs Control requests
+    min-nodes = 3                           # nodes the run waits for (default 1)
+    wait-s = 600                            # for this long (default 300)
 """
 
 from __future__ import annotations
@@ -42,8 +49,11 @@ from ._overrides import (
 __all__ = [
     "DEFAULT_FEDERATION",
     "AppConfig",
+    "Deployment",
     "Federation",
+    "is_deployment",
     "load_app_config",
+    "resolve_deployment",
     "resolve_federation",
     "resolve_run_config",
 ]
@@ -63,6 +73,16 @@ FEDERATION_KEYS: dict[str, type] = {
     "client-resources.num-gpus": float,
 }
 """Every key a simulation federation may set (nested tables as dotted keys), and its type."""
+
+DEPLOYMENT_KEYS: dict[str, type] = {
+    "address": str,
+    "root-cert": str,
+    "insecure": bool,
+    "key": str,
+    "min-nodes": int,
+    "wait-s": float,
+}
+"""Every key a deployment federation (one with an ``address``) may set, and its type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +145,19 @@ class Federation:
             "num-workers": self.num_workers,
             "client-resources": {"num-cpus": self.num_cpus, "num-gpus": self.num_gpus},
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A deployed federation: the link's address, how to trust it, and how to sign requests."""
+
+    name: str
+    address: str
+    root_cert: Path | None = None
+    insecure: bool = False
+    key: Path | None = None
+    min_nodes: int = 1
+    wait_s: float = 300.0
 
 
 def load_app_config(app_dir: Path) -> AppConfig:
@@ -261,45 +294,92 @@ def resolve_run_config(app: AppConfig, overrides: Iterable[Override]) -> dict[st
     return config
 
 
+def is_deployment(app: AppConfig, name: str | None) -> bool:
+    """Whether federation ``name`` (else the app's default) is a deployment (has an address)."""
+    table = app.federations.get(name or app.default_federation)
+    return isinstance(table, dict) and "address" in table
+
+
 def resolve_federation(
     app: AppConfig, name: str | None, overrides: Iterable[Override]
 ) -> Federation:
     """The federation ``name`` (else the app's default) with ``--federation-config`` applied."""
+    name, values = _federation_table(app, name, overrides, FEDERATION_KEYS)
+    if "address" in app.federations[name]:
+        raise ConfigError(
+            f"federation {name!r} in {app.pyproject} is a deployment (it has an address), and "
+            "this command runs simulations only: choose a simulation federation (num-nodes = 10)"
+        )
+    return _federation(name, values)
+
+
+def resolve_deployment(
+    app: AppConfig, name: str | None, overrides: Iterable[Override] = ()
+) -> Deployment:
+    """The deployed federation ``name`` (else the app's default), its paths made absolute."""
+    name, values = _federation_table(app, name, overrides, DEPLOYMENT_KEYS)
+    where = f"federation {name!r} in {app.pyproject}"
+    if "address" not in values:
+        raise ConfigError(f'{where} has no address: set address = "HOST:PORT" of the link')
+    root_cert = values.get("root-cert")
+    insecure = bool(values.get("insecure", False))
+    if insecure == (root_cert is not None):
+        raise ConfigError(
+            f'{where} needs root-cert = "certs/ca.pem" (the CA certificate that signed the '
+            "link's) for TLS, or insecure = true for plain text on a trusted network"
+        )
+    key = values.get("key")
+    deployment = Deployment(
+        name=name,
+        address=values["address"],
+        root_cert=None if root_cert is None else app.app_dir / root_cert,
+        insecure=insecure,
+        key=None if key is None else app.app_dir / key,
+        min_nodes=values.get("min-nodes", 1),
+        wait_s=values.get("wait-s", 300.0),
+    )
+    if deployment.min_nodes < 1 or deployment.wait_s <= 0:
+        raise ConfigError(f"{where}: min-nodes must be at least 1 and wait-s above 0")
+    return deployment
+
+
+def _federation_table(
+    app: AppConfig, name: str | None, overrides: Iterable[Override], keys: Mapping[str, type]
+) -> tuple[str, dict[str, Any]]:
+    """The federation's name and values, typed and checked against ``keys``, overrides applied."""
     name = name or app.default_federation
     if name not in app.federations:
         known = ", ".join(sorted(app.federations)) or "none"
         raise ConfigError(
             f"unknown federation {name!r}; {app.pyproject} defines: {known}. Define it as "
-            f"[{FEDERATIONS_TABLE}.{name}] with num-nodes = 10"
+            f"[{FEDERATIONS_TABLE}.{name}] with num-nodes = 10 (a simulation), or with "
+            'address = "HOST:PORT" (a deployment)'
         )
+    if keys is FEDERATION_KEYS and "address" in app.federations[name]:
+        return name, {}
     where = f"[{FEDERATIONS_TABLE}.{name}]"
-    values = _federation_values(app.federations[name], where, app.pyproject)
+    values = _federation_values(app.federations[name], where, app.pyproject, keys)
     for override in overrides:
-        if override.key not in FEDERATION_KEYS:
+        if override.key not in keys:
             raise unknown_key(
                 "--federation-config",
                 override.key,
-                FEDERATION_KEYS,
+                keys,
                 "Nested keys are dotted: client-resources.num-cpus=2.",
             )
         problem = f"--federation-config: {override.key!r}"
-        values[override.key] = typed_value(override, FEDERATION_KEYS[override.key], problem)
-    return _federation(name, values)
+        values[override.key] = typed_value(override, keys[override.key], problem)
+    return name, values
 
 
-def _federation_values(table: Mapping[str, Any], where: str, path: Path) -> dict[str, Any]:
-    if "address" in table:
-        raise ConfigError(
-            f"{where} in {path} has an address: pollinate run cannot submit to a deployed "
-            "federation yet; on the server run `pollinate link APP_DIR --certs DIR`, and "
-            "`pollinate node APP_DIR --link HOST:PORT --root-cert ca.pem` on each node "
-            "(docs/deploy.md), or use a simulation federation (num-nodes = 10)"
-        )
+def _federation_values(
+    table: Mapping[str, Any], where: str, path: Path, keys: Mapping[str, type]
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in _flatten(table):
-        if key not in FEDERATION_KEYS:
-            raise unknown_key(f"{where} in {path}", key, FEDERATION_KEYS, "Remove or rename it.")
-        expected = FEDERATION_KEYS[key]
+        if key not in keys:
+            raise unknown_key(f"{where} in {path}", key, keys, "Remove or rename it.")
+        expected = keys[key]
         if not _has_type(value, expected):
             raise ConfigError(
                 f"{where} {key} in {path} must be {type_phrase(expected)}, "

@@ -1,12 +1,15 @@
-"""``pollinate link`` and ``pollinate node``: run an app over the network, unchanged.
+"""``pollinate link`` and ``pollinate node``: run apps over the network, unchanged.
 
-``pollinate link APP_DIR`` serves one run of the app's ServerApp to the nodes that connect;
-``pollinate node APP_DIR --link HOST:PORT`` serves the app's ClientApp from each machine.
+``pollinate link`` serves the runs submitted to it (``pollinate link APP_DIR``: one run of
+that app) to the nodes that connect; ``pollinate node --link HOST:PORT`` answers them from
+each machine, with the run's own app or with ``APP_DIR``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import threading
 from pathlib import Path
 
 import click
@@ -16,7 +19,6 @@ from rich.markup import escape
 from ..client import ClientApp
 from ..errors import ConfigError
 from ..loader import load_object
-from ..server import ServerApp
 from ._config import load_app_config, resolve_run_config
 from ._display import shown
 from ._overrides import parse_overrides
@@ -25,14 +27,13 @@ from ._run import VERBOSE, out_option, run_config_option, timestamp, verbose_opt
 
 __all__ = ["link_command", "node_command"]
 
-_APP_DIR = click.argument("app_dir", default=".", type=click.Path(path_type=Path))
 _INSECURE = click.option(
     "--insecure", is_flag=True, help="Plain text, no TLS: trusted networks only."
 )
 
 
-@click.command("link", short_help="Serve one run of an app to nodes over gRPC.")
-@_APP_DIR
+@click.command("link", short_help="Serve runs to nodes over gRPC.")
+@click.argument("app_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--address", default="0.0.0.0:9400", show_default=True, help="Where to listen.")
 @click.option(
     "--certs",
@@ -47,24 +48,34 @@ _INSECURE = click.option(
 )
 @click.option("--require-signatures", is_flag=True, help="Every node must sign with its key.")
 @click.option(
+    "--control-keys",
+    type=click.Path(path_type=Path),
+    help="Operators' public keys (*.pub): their signed pollinate run/ls/log/stop requests "
+    "are admitted from anywhere. Without it, only from this machine.",
+)
+@click.option(
     "--db",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="SQLite file for the link's state: restarted with it, the run resumes.",
+    help="SQLite file for the link's state: restarted with it, unfinished runs resume.",
 )
-@click.option("--min-nodes", default=1, show_default=True, help="Nodes to wait for.")
+@click.option("--min-nodes", default=1, show_default=True, help="With APP_DIR: nodes to wait for.")
 @click.option("--wait", "wait_s", default=300.0, show_default=True, help="Seconds to wait.")
 @run_config_option
-@out_option("APP_DIR/runs/<date>-<time>-link, or APP_DIR/runs/<db name>-link with --db")
+@out_option(
+    "./runs/<app>/<run id> for submitted runs; with APP_DIR, APP_DIR/runs/<date>-<time>-link, "
+    "or APP_DIR/runs/<db name>-link with --db"
+)
 @verbose_option
 @click.pass_context
 def link_command(
     ctx: click.Context,
-    app_dir: Path,
+    app_dir: Path | None,
     address: str,
     certs: Path | None,
     insecure: bool,
     node_keys: Path | None,
     require_signatures: bool,
+    control_keys: Path | None,
     db: Path | None,
     min_nodes: int,
     wait_s: float,
@@ -72,45 +83,77 @@ def link_command(
     out_dir: Path | None,
     verbose: bool,
 ) -> None:
-    """Run the ServerApp of the app in APP_DIR on the nodes that connect to ADDRESS.
+    """Serve runs to the nodes that connect to ADDRESS.
 
-    The run starts once --min-nodes nodes are connected, and ends by telling them goodbye.
-    TLS is on: give --certs, or --insecure for plain text on a trusted network. With --db, a
-    link that was stopped or killed resumes the run after its last completed round.
+    Without APP_DIR the link stays up and runs the apps submitted to it (pollinate run APP
+    --federation NAME), one at a time; pollinate ls, log and stop manage them. With APP_DIR
+    it runs that app once, when --min-nodes nodes are connected, and exits. TLS is on:
+    give --certs, or --insecure for plain text on a trusted network. With --db, a link that
+    was stopped or killed resumes its unfinished runs after their last completed round.
     """
-    from ..deploy import start_server  # gRPC loads only for deployment commands
+    from ..deploy import serve_link  # gRPC loads only for deployment commands
 
     ctx.meta[VERBOSE] = verbose
+    open_link = functools.partial(
+        serve_link,
+        address,
+        certs=certs,
+        insecure=insecure,
+        require_signatures=require_signatures,
+        registered_keys=node_keys,
+        control_keys=control_keys,
+        db=db,
+    )
+    stderr = Console(stderr=True, highlight=False)
+    if app_dir is None:
+        if run_config:
+            raise ConfigError("--run-config goes with APP_DIR: submitted runs bring their own")
+        with (
+            cli_logging(stderr, verbose=True),
+            open_link(runs_dir=out_dir or Path("runs")) as runs,
+        ):
+            runs.start()
+            stderr.print(
+                f"link on {escape(address)}: runs come with `pollinate run APP --federation "
+                "NAME`, and nodes with `pollinate node --link HOST:PORT`; Ctrl-C stops it",
+                soft_wrap=True,
+            )
+            threading.Event().wait()  # until Ctrl-C
+        return
+    from ..deploy._bundle import pack_app
+    from ..deploy._store import AppRef
+
     app = load_app_config(app_dir)
     config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
-    server_app = load_object(app.serverapp, ServerApp, app.app_dir.resolve())
+    bundle = pack_app(app.app_dir)
     # With a database the run may resume later: its folder must not depend on the time.
     default = f"{db.stem}-link" if db is not None else f"{timestamp()}-link"
     out = out_dir or app.app_dir / "runs" / default
-    stderr = Console(stderr=True, highlight=False)
     stderr.print(f"[bold]{escape(app.name)}[/]: waiting for {min_nodes} node(s) on {address}")
-    with cli_logging(stderr, verbose), contextlib.closing(progress_view(stderr)) as view:
-        result = start_server(
-            address,
-            server_app=server_app,
-            run_config=config,
-            certs=certs,
-            insecure=insecure,
+    with (
+        cli_logging(stderr, verbose),
+        contextlib.closing(progress_view(stderr)) as view,
+        open_link(runs_dir=None) as runs,
+    ):
+        run_id = runs.submit(
+            app.name,
+            config,
+            bundle=bundle,
+            app=AppRef(bundle.digest, app.serverapp, app.clientapp),
             min_nodes=min_nodes,
             wait_s=wait_s,
             out_dir=out,
             observers=[view],
-            require_signatures=require_signatures,
-            registered_keys=node_keys,
-            db=db,
-            run_name=app.name,
+            resume=db is not None,
         )
+        runs.start()
+        result = runs.wait(run_id)
     rounds = sum(r.server_round > 0 for r in result.rounds)
     click.echo(f"Finished {rounds} rounds; results: {shown(out)}")
 
 
-@click.command("node", short_help="Serve an app's ClientApp to a link.")
-@_APP_DIR
+@click.command("node", short_help="Serve ClientApps to a link.")
+@click.argument("app_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--link", "address", required=True, help="The link's HOST:PORT.")
 @click.option(
     "--root-cert",
@@ -129,23 +172,32 @@ def link_command(
     metavar='"KEY=VALUE ..."',
     help='What this node holds, e.g. "partition-id=0 num-partitions=3".',
 )
+@click.option(
+    "--app-cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Without APP_DIR: where fetched apps are unpacked (default ~/.cache/pollinate/apps).",
+)
 @click.option("--once", is_flag=True, help="Leave after one run instead of waiting for more.")
 @verbose_option
 @click.pass_context
 def node_command(
     ctx: click.Context,
-    app_dir: Path,
+    app_dir: Path | None,
     address: str,
     root_cert: Path | None,
     insecure: bool,
     key: Path | None,
     node_config: tuple[str, ...],
+    app_cache: Path | None,
     once: bool,
     verbose: bool,
 ) -> None:
-    """Connect to the link at --link and answer its messages with APP_DIR's ClientApp.
+    """Connect to the link at --link and answer its messages with a ClientApp.
 
-    The node reconnects with backoff when the link goes away, keeping its place.
+    With APP_DIR the node answers with that app's ClientApp, and refuses runs of other
+    apps. Without, it fetches each run's app from the link (checked by its SHA-256) and
+    runs its ClientApp: only join links you trust. The node reconnects with backoff when
+    the link goes away, keeping its place.
     """
     from ..deploy import Backoff, NodeKey, channel_credentials, run_node
 
@@ -155,15 +207,21 @@ def node_command(
             "give --root-cert (the CA certificate, e.g. certs/ca.pem) for TLS, or --insecure "
             "for plain text on a trusted network"
         )
-    app = load_app_config(app_dir)
-    client_app = load_object(app.clientapp, ClientApp, app.app_dir.resolve())
+    client_app, name = None, None
+    if app_dir is not None:
+        app = load_app_config(app_dir)
+        client_app = load_object(app.clientapp, ClientApp, app.app_dir.resolve())
+        name = app.name
     config = {o.key: o.value for o in parse_overrides(node_config, "--node-config")}
     stderr = Console(stderr=True, highlight=False)
-    stderr.print(f"[bold]{escape(app.name)}[/] node connecting to {escape(address)}")
+    serving = f"[bold]{escape(name)}[/] node" if name else "node (apps come from the link)"
+    stderr.print(f"{serving} connecting to {escape(address)}")
     with cli_logging(stderr, verbose=True):
         run_node(
             address,
             client_app,
+            app_name=name,
+            app_cache=app_cache,
             node_config=config,
             credentials=None if root_cert is None else channel_credentials(root_cert),
             key=None if key is None else NodeKey.load(key),

@@ -259,8 +259,9 @@ def cli_logging(console: Console, verbose: bool) -> Iterator[None]:
     else:
         handler = logging.StreamHandler(console.file)
         handler.setFormatter(_PlainFormatter("%(message)s"))
+    handler.setLevel(logging.INFO if verbose else logging.WARNING)
     logger.handlers = [handler]
-    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.setLevel(logging.INFO)  # INFO reaches other handlers too (a deployed run's log)
     logger.propagate = False
     try:
         yield

@@ -30,7 +30,9 @@ from ..simulation import run_simulation
 from ._config import (
     AppConfig,
     Federation,
+    is_deployment,
     load_app_config,
+    resolve_deployment,
     resolve_federation,
     resolve_run_config,
 )
@@ -328,11 +330,16 @@ Examples:
   pollinate run my-app --run-config "num-server-rounds=5 learning-rate=0.05"
   pollinate run my-app --federation-config "num-nodes=100 backend=process"
   pollinate run my-app --json | tail -n 1
+  pollinate run my-app --federation prod --follow     # submit to a link
 """
 
 
-@click.command("run", short_help="Run an app on a simulation federation.", epilog=_EXAMPLES)
+@click.command("run", short_help="Run an app on a federation.", epilog=_EXAMPLES)
 @app_options
+@click.option("--federation", "federation_name", help="The federation, as the FEDERATION argument.")
+@click.option(
+    "-f", "--follow", is_flag=True, help="On a deployed federation: print the run's log live."
+)
 @out_option("APP_DIR/runs/<date>-<time>-<run id>")
 @click.option(
     "--checkpoints/--no-checkpoints",
@@ -348,6 +355,8 @@ def run_command(
     federation: str | None,
     run_config: tuple[str, ...],
     federation_config: tuple[str, ...],
+    federation_name: str | None,
+    follow: bool,
     out_dir: Path | None,
     checkpoints: bool,
     as_json: bool,
@@ -356,10 +365,29 @@ def run_command(
     """Run the app in APP_DIR (default: .) on FEDERATION (default: the app's default).
 
     The app's pyproject.toml names its ServerApp and ClientApp, its run config and its
-    federations. Each round is shown as it finishes; the results (metrics.jsonl, model.npz,
-    run.json) go to APP_DIR/runs/ unless --out says otherwise.
+    federations. On a simulation federation each round is shown as it finishes, and the
+    results (metrics.jsonl, model.npz, run.json) go to APP_DIR/runs/ unless --out says
+    otherwise. A deployed federation (one with an address) gets the app's code and run
+    config, and runs it on its nodes: follow it with --follow or pollinate log.
     """
     ctx.meta[VERBOSE] = verbose
+    if federation and federation_name and federation != federation_name:
+        raise ConfigError(
+            f"two federations given: {federation!r} and --federation {federation_name!r}"
+        )
+    federation = federation or federation_name
+    app = load_app_config(app_dir)
+    if is_deployment(app, federation):
+        if out_dir is not None:
+            raise ConfigError("--out is for simulations: a deployed run's results stay on its link")
+        deployment = resolve_deployment(
+            app, federation, parse_overrides(federation_config, "--federation-config")
+        )
+        config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
+        from ._control import submit_run  # _control builds on this module's options
+
+        submit_run(app, deployment, config, follow, as_json)
+        return
     plan = plan_run(app_dir, federation, run_config, federation_config, out_dir)
     plan = dataclasses.replace(plan, checkpoints=checkpoints)
     stderr = Console(stderr=True, highlight=False)

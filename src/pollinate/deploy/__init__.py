@@ -2,9 +2,11 @@
 
 The same ClientApp and ServerApp that run in simulation run here unchanged: a ``Link``
 serves nodes over gRPC and hands the ServerApp a Grid over them; ``run_node`` connects a
-node. ``start_server`` / ``start_client`` are the classic script style on top.
+node. ``serve_link`` is a link that takes submitted runs (``pollinate link``);
+``start_server`` / ``start_client`` are the classic script style on top.
 """
 
+from ._api import serve_link as serve_link
 from ._api import start_client as start_client
 from ._api import start_server as start_server
 from ._certs import CertFiles as CertFiles
@@ -30,6 +32,7 @@ __all__ = [
     "channel_credentials",
     "make_dev_certs",
     "run_node",
+    "serve_link",
     "server_credentials",
     "start_client",
     "start_server",

@@ -240,9 +240,8 @@ class ControlService:
 
 
 def _answer(runs: Runs, run_id: int, kind: str = "run") -> bytes:
-    row = runs.row(run_id)
-    rounds = next(done for r, done in runs.rows() if r.run_id == run_id)
-    return encode_frame(Frame(kind, RunSummary.of(row, rounds).to_json()))
+    summary = RunSummary.of(runs.row(run_id), runs.rounds_done(run_id))
+    return encode_frame(Frame(kind, summary.to_json()))
 
 
 _REFUSED = (AuthError, PermissionError, LookupError, PollinateError)

@@ -6,7 +6,7 @@ import datetime as dt
 import logging
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,11 +81,11 @@ class RunLogHandler(logging.Handler):
 
 
 class RoundLines(RunObserver):
-    """A run observer that writes one line per round to a log, and counts completed rounds."""
+    """A run observer that writes one line per round to a log, and reports completed rounds."""
 
-    def __init__(self, log: RunLog, rounds_done: int = 0) -> None:
+    def __init__(self, log: RunLog, round_done: Callable[[int], None] | None = None) -> None:
         self.log = log
-        self.rounds_done = rounds_done
+        self.round_done = round_done
 
     def on_round(self, record: RoundRecord) -> None:
         """``round 2: train 3 ok (loss 0.41) | evaluate 3 ok (accuracy 0.93) | 1.2 s``."""
@@ -100,8 +100,8 @@ class RoundLines(RunObserver):
         for phase in (record.train, record.evaluate):
             for failure in phase.failures if phase is not None else ():
                 self.log.write(f"  failed: {failure}")
-        if record.server_round > 0:
-            self.rounds_done = record.server_round
+        if record.server_round > 0 and self.round_done is not None:
+            self.round_done(record.server_round)
 
 
 def _phase(phase: PhaseResult) -> str:

@@ -38,6 +38,7 @@ __all__ = ["Runs"]
 log = logging.getLogger("pollinate.link")
 
 _ENDED = ("finished", "failed", "stopped")
+_STOPPED = "stopped by an operator (pollinate stop)"
 
 
 @dataclass(eq=False)
@@ -53,6 +54,11 @@ class _Run:
     result: Result | None = None
     error: BaseException | None = None
     grid: LinkGrid | None = None
+    stop_requested: bool = False
+
+    def round_done(self, server_round: int) -> None:
+        """A round completed (``pollinate ls`` counts them as they go)."""
+        self.rounds_done = server_round
 
 
 class Runs:
@@ -177,7 +183,8 @@ class Runs:
             self._queue.append(run_id)
             self._wake.notify_all()
         waiting = f", behind {ahead} other run(s)" if ahead else ""
-        run.log.write(f"run {run_id} of {name} queued{waiting}; run config {run_config}")
+        config = " ".join(f"{k}={v}" for k, v in run_config.items())
+        run.log.write(f"run {run_id} of {name} queued{waiting}; run config: {config}")
         return run_id
 
     def _keep_bundle(self, bundle: AppBundle) -> None:
@@ -220,6 +227,11 @@ class Runs:
             raise LookupError(f"no run {ref!r} on this link (pollinate ls lists them)")
         raise ConfigError(f"{len(matches)} runs start with {ref!r}: give more digits")
 
+    def rounds_done(self, run_id: int) -> int:
+        """How many rounds the run has completed."""
+        with self._lock:
+            return self._runs[run_id].rounds_done
+
     def log_of(self, run_id: int) -> RunLog:
         """The run's log."""
         with self._lock:
@@ -251,9 +263,10 @@ class Runs:
                 self._queue.remove(run_id)
                 self._end(run, "stopped", "stopped before it started")
                 return run.row
+            run.stop_requested = True
             grid = run.grid
         if grid is not None:
-            grid.stop("stopped by an operator (pollinate stop)")
+            grid.stop(_STOPPED)
         run.log.write("stopping: the run ends at its next message")
         return run.row
 
@@ -282,14 +295,16 @@ class Runs:
         try:
             server_app = run.server_app or self._load(row)
             grid = self._link.grid(row.run_id, row.run_config, row.app, row.name)
-            run.grid = grid
-            if self._closing:
-                grid.stop("the link is shutting down")
+            with self._lock:  # a stop that came before the grid existed takes effect now
+                run.grid = grid
+                if self._closing:
+                    grid.stop("the link is shutting down")
+                elif run.stop_requested:
+                    grid.stop(_STOPPED)
             run.log.write(f"waiting for {row.min_nodes} node(s)")
             grid.wait_for_nodes(row.min_nodes, row.wait_s)
             resume = self._store.resume_point(row.run_id) if self._store else None
-            lines = RoundLines(run.log, run.rounds_done)
-            watchers = [*run.observers, lines]
+            watchers = [*run.observers, RoundLines(run.log, run.round_done)]
             if self._store is not None:
                 watchers.append(StoreRecorder(self._store, row.run_id))
             if resume is None:
@@ -302,17 +317,14 @@ class Runs:
                     row.out_dir,
                 )
             context = Context(row.run_id, SERVER_NODE_ID, {}, dict(row.run_config), RecordDict())
-            try:
-                run.result = run_server_app(
-                    server_app,
-                    grid,
-                    context,
-                    out_dir=row.out_dir,
-                    observers=watchers,
-                    resume=resume,
-                )
-            finally:
-                run.rounds_done = lines.rounds_done
+            run.result = run_server_app(
+                server_app,
+                grid,
+                context,
+                out_dir=row.out_dir,
+                observers=watchers,
+                resume=resume,
+            )
             self._end(run, "finished", f"finished after {run.rounds_done} round(s)")
         except RunStopped as err:
             if self._closing:  # the link stops; the run resumes when it starts again

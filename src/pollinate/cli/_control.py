@@ -1,0 +1,283 @@
+"""``pollinate ls``, ``log`` and ``stop``, and ``pollinate run`` on a deployed federation.
+
+They talk to a link's Control service. Which link: ``--link HOST:PORT`` with
+``--root-cert``/``--insecure`` (and ``--key``), or a deployed federation of the app in
+APP_DIR (default ``.``): ``[tool.pollinate.federations.NAME]`` with an ``address``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..context import UserConfigValue
+from ..errors import ConfigError
+from ._config import AppConfig, Deployment, load_app_config, resolve_deployment
+from ._display import shown
+from ._run import VERBOSE, json_option, verbose_option
+
+if TYPE_CHECKING:  # gRPC loads only when a command talks to a link
+    from ..deploy._control import ControlClient, RunSummary
+
+__all__ = ["log_command", "ls_command", "stop_command", "submit_run"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_RUN_FAILED = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _LinkChoice:
+    """How the user named the link: an app's deployed federation, or --link itself."""
+
+    app_dir: Path
+    federation: str | None
+    address: str | None
+    root_cert: Path | None
+    insecure: bool
+    key: Path | None
+
+    def deployment(self) -> Deployment:
+        """The link to talk to; a ConfigError says what is missing."""
+        if self.address is None:
+            if self.root_cert is not None or self.insecure or self.key is not None:
+                raise ConfigError("--root-cert, --insecure and --key go with --link HOST:PORT")
+            try:
+                app = load_app_config(self.app_dir)
+            except ConfigError as err:
+                raise ConfigError(
+                    f"{err}; or name the link itself: --link HOST:PORT --root-cert ca.pem"
+                ) from None
+            return resolve_deployment(app, self.federation)
+        if self.insecure == (self.root_cert is not None):
+            raise ConfigError(
+                "give --root-cert (the CA certificate, e.g. certs/ca.pem) for TLS, or --insecure "
+                "for plain text on a trusted network"
+            )
+        return Deployment("--link", self.address, self.root_cert, self.insecure, self.key)
+
+
+def _link_options(command: F) -> F:
+    """The options that name the link; the command gets them as ``link: _LinkChoice``."""
+
+    @functools.wraps(command)
+    def with_link(*args: Any, **kwargs: Any) -> Any:
+        fields = ("app_dir", "federation", "address", "root_cert", "insecure", "key")
+        choice = _LinkChoice(*(kwargs.pop(name) for name in fields))
+        return command(*args, link=choice, **kwargs)
+
+    for option in reversed(_LINK_OPTIONS):
+        with_link = option(with_link)
+    return cast(F, with_link)
+
+
+_LINK_OPTIONS = (
+    click.option(
+        "--app",
+        "app_dir",
+        default=".",
+        type=click.Path(path_type=Path),
+        show_default=True,
+        help="The app whose federation names the link.",
+    ),
+    click.option("--federation", help="A deployed federation of the app (default: its default)."),
+    click.option("--link", "address", help="The link's HOST:PORT, instead of a federation."),
+    click.option(
+        "--root-cert",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="With --link: the CA certificate that signed the link's certificate.",
+    ),
+    click.option("--insecure", is_flag=True, help="With --link: plain text, no TLS."),
+    click.option(
+        "--key",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="With --link: the operator key that signs requests (links with --control-keys).",
+    ),
+)
+
+
+def _client(deployment: Deployment) -> ControlClient:
+    from ..deploy import NodeKey, channel_credentials
+    from ..deploy._control import ControlClient
+
+    credentials = (
+        None if deployment.root_cert is None else channel_credentials(deployment.root_cert)
+    )
+    key = None if deployment.key is None else NodeKey.load(deployment.key)
+    return ControlClient(deployment.address, credentials, key)
+
+
+def submit_run(
+    app: AppConfig,
+    deployment: Deployment,
+    run_config: dict[str, UserConfigValue],
+    follow: bool,
+    as_json: bool,
+) -> None:
+    """``pollinate run`` on a deployed federation: pack the app, submit it, maybe follow it."""
+    from ..deploy._bundle import pack_app
+    from ..deploy._control import Submission
+
+    stderr = Console(stderr=True, highlight=False)
+    bundle = pack_app(app.app_dir)
+    submission = Submission(
+        app.name,
+        bundle,
+        app.serverapp,
+        app.clientapp,
+        run_config,
+        deployment.min_nodes,
+        deployment.wait_s,
+    )
+    with _client(deployment) as client:
+        run = client.submit(submission)
+        stderr.print(
+            f"[bold]{escape(app.name)}[/] submitted to [bold]{escape(deployment.name)}[/] "
+            f"({escape(deployment.address)}) as run [bold]{run.run_id}[/]; it waits for "
+            f"{deployment.min_nodes} node(s)",
+            soft_wrap=True,
+        )
+        if follow:
+            run = _follow(client, str(run.run_id), stderr)
+        else:
+            stderr.print(f"follow it with: pollinate log {run.run_id} --follow", style="dim")
+    if as_json:
+        click.echo(json.dumps(run.to_json(), separators=(",", ":")))
+    if follow and run.status != "finished":
+        raise click.exceptions.Exit(EXIT_RUN_FAILED)
+
+
+def _follow(client: ControlClient, run: str, console: Console) -> RunSummary:
+    """Print the run's log as it grows; the run once it ended."""
+    from ..deploy._control import RunSummary
+
+    for item in client.logs(run, follow=True):
+        if isinstance(item, RunSummary):
+            colour = "green" if item.status == "finished" else "red"
+            console.print(f"[{colour}]run {item.run_id} {item.status}[/]", soft_wrap=True)
+            if item.out_dir:
+                console.print(f"results on the link: {escape(item.out_dir)}", soft_wrap=True)
+            return item
+        console.print(escape(item), soft_wrap=True, highlight=False)
+    raise ConfigError("the link ended the log without saying how the run ended")
+
+
+@click.command("ls", short_help="List the runs on a link.")
+@_link_options
+@json_option("The runs")
+@verbose_option
+@click.pass_context
+def ls_command(
+    ctx: click.Context,
+    link: _LinkChoice,
+    as_json: bool,
+    verbose: bool,
+) -> None:
+    """List the runs the link knows: id, app, status, rounds done, when, where the results are."""
+    ctx.meta[VERBOSE] = verbose
+    deployment = link.deployment()
+    with _client(deployment) as client:
+        runs = client.runs()
+    if as_json:
+        click.echo(json.dumps([r.to_json() for r in runs], separators=(",", ":")))
+        return
+    if not runs:
+        click.echo(f"no runs on {deployment.address} yet")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("run id", "app", "status", "rounds", "submitted", "took"):
+        table.add_column(column, justify="right" if column == "rounds" else "left", no_wrap=True)
+    table.add_column("results", overflow="fold")
+    for run in runs:
+        table.add_row(
+            str(run.run_id),
+            escape(run.name),
+            _status(run.status),
+            str(run.rounds_done),
+            dt.datetime.fromtimestamp(run.submitted_at).strftime("%m-%d %H:%M:%S"),
+            _took(run),
+            escape(shown(Path(run.out_dir))) if run.out_dir else "",
+        )
+    Console(highlight=False).print(table)
+
+
+def _status(status: str) -> str:
+    colour = {"finished": "green", "running": "cyan", "failed": "red", "stopped": "yellow"}
+    return f"[{colour[status]}]{status}[/]" if status in colour else status
+
+
+def _took(run: RunSummary) -> str:
+    if run.started_at is None:
+        return ""
+    seconds = (run.ended_at or time.time()) - run.started_at
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+@click.command("log", short_help="Show a run's log on a link.")
+@click.argument("run_id")
+@_link_options
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the run ends.")
+@verbose_option
+@click.pass_context
+def log_command(
+    ctx: click.Context,
+    run_id: str,
+    link: _LinkChoice,
+    follow: bool,
+    verbose: bool,
+) -> None:
+    """Print the log of RUN_ID (its first digits suffice): status, rounds, warnings, the end.
+
+    With --follow it waits for new lines until the run ends, and exits with 1 unless it
+    finished.
+    """
+    from ..deploy._control import RunSummary
+
+    ctx.meta[VERBOSE] = verbose
+    deployment = link.deployment()
+    stderr = Console(stderr=True, highlight=False)
+    with _client(deployment) as client:
+        if follow:
+            run = _follow(client, run_id, stderr)
+            if run.status != "finished":
+                raise click.exceptions.Exit(EXIT_RUN_FAILED)
+            return
+        for item in client.logs(run_id):
+            if isinstance(item, RunSummary):
+                stderr.print(f"run {item.run_id} is {_status(item.status)}", soft_wrap=True)
+            else:
+                click.echo(item)
+
+
+@click.command("stop", short_help="Stop a run on a link.")
+@click.argument("run_id")
+@_link_options
+@verbose_option
+@click.pass_context
+def stop_command(
+    ctx: click.Context,
+    run_id: str,
+    link: _LinkChoice,
+    verbose: bool,
+) -> None:
+    """Stop RUN_ID: a queued run never starts; a running one ends at its next message."""
+    ctx.meta[VERBOSE] = verbose
+    deployment = link.deployment()
+    with _client(deployment) as client:
+        run = client.stop(run_id)
+    if run.status == "stopped":
+        click.echo(f"run {run.run_id} is stopped")
+    elif run.status in ("finished", "failed"):
+        click.echo(f"run {run.run_id} had already ended: {run.status}")
+    else:
+        click.echo(f"run {run.run_id} is stopping (pollinate log {run.run_id} --follow shows it)")

@@ -1,0 +1,203 @@
+"""The Control service: submitted runs travel with their code, queue, log, list and stop."""
+
+import dataclasses
+import time
+
+import numpy as np
+import pytest
+
+from pollinate.deploy import NodeKey, make_dev_certs, serve_link
+from pollinate.deploy._bundle import pack_app
+from pollinate.deploy._control import ControlClient, ControlService, Submission
+from pollinate.deploy._store import Store
+from pollinate.errors import ConfigError, RoundError
+from pollinate.server import load_arrays
+
+from .submitted import start_bare_nodes, write_app
+
+
+def _submission(app_dir, **config):
+    run_config = {"num-server-rounds": 2, "sleep-s": 0.0, "step": 1.0, **config}
+    bundle = pack_app(app_dir)
+    return Submission(
+        "tinyapp", bundle, "tinyapp.apps:server", "tinyapp.apps:client", run_config, 2, 30.0
+    )
+
+
+def _wait_for(predicate, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_a_submitted_run_brings_its_code_to_bare_nodes_and_logs_its_rounds(tmp_path, link_port):
+    port = link_port
+    app_dir = write_app(tmp_path / "app")
+    with ControlClient(f"127.0.0.1:{port}", None) as client:
+        submitted = client.submit(_submission(app_dir, step=2.0))
+        lines = list(client.logs(str(submitted.run_id)[:8], follow=True))
+        listed = client.runs()
+    *text, end = lines
+    assert end.status == "finished" and end.rounds_done == 2
+    assert any("round 2: train 2 ok" in line for line in text)
+    assert [(r.run_id, r.status) for r in listed] == [(submitted.run_id, "finished")]
+    model = load_arrays(tmp_path / "runs" / "tinyapp" / str(submitted.run_id) / "model.npz")
+    np.testing.assert_allclose(model["w"].numpy(), np.full(3, 4.0))  # 2 rounds of +2
+    digest = pack_app(app_dir).digest
+    assert (tmp_path / "cache" / "node0" / digest / "tinyapp" / "apps.py").is_file()  # fetched
+
+
+def test_two_versions_of_an_app_run_one_after_the_other_each_with_its_own_code(tmp_path, link_port):
+    port = link_port
+    first = write_app(tmp_path / "v1", step=1.0)
+    second = write_app(tmp_path / "v2", step=1.0)
+    apps = second / "tinyapp" / "apps.py"
+    apps.write_text(apps.read_text().replace("a.numpy() + step", "a.numpy() - step"))
+    with ControlClient(f"127.0.0.1:{port}", None) as client:
+        one = client.submit(_submission(first))
+        two = client.submit(_submission(second))
+        assert client.runs()[1].status == "queued"  # one run at a time
+        for run in (one, two):
+            assert list(client.logs(str(run.run_id), follow=True))[-1].status == "finished"
+    folder = tmp_path / "runs" / "tinyapp"
+    assert load_arrays(folder / str(one.run_id) / "model.npz")["w"].numpy()[0] == 2.0
+    assert load_arrays(folder / str(two.run_id) / "model.npz")["w"].numpy()[0] == -2.0
+
+
+def test_stop_ends_a_running_run_at_its_next_message_and_a_queued_one_before_it_starts(
+    tmp_path, link_port
+):
+    port = link_port
+    app_dir = write_app(tmp_path / "app")
+    with ControlClient(f"127.0.0.1:{port}", None) as client:
+        slow = client.submit(_submission(app_dir, **{"num-server-rounds": 100, "sleep-s": 0.2}))
+        queued = client.submit(_submission(app_dir))
+        _wait_for(lambda: client.runs()[0].rounds_done >= 1)
+        assert client.stop(str(queued.run_id)).status == "stopped"
+        client.stop(str(slow.run_id))
+        *_, end = client.logs(str(slow.run_id), follow=True)
+        assert end.status == "stopped" and 1 <= end.rounds_done < 100
+        assert client.stop(str(slow.run_id)).status == "stopped"  # stopping twice is harmless
+        log = [line for line in client.logs(str(queued.run_id)) if isinstance(line, str)]
+    assert "stopped before it started" in log[-1]
+    assert not any("waiting for" in line for line in log)
+
+
+def test_a_submission_of_unknown_code_or_config_fails_the_run_with_a_clear_reason(
+    tmp_path, link_port
+):
+    port = link_port
+    app_dir = write_app(tmp_path / "app")
+    bad = dataclasses.replace(_submission(app_dir), serverapp="tinyapp.nowhere:server")
+    with ControlClient(f"127.0.0.1:{port}", None) as client:
+        run = client.submit(bad)
+        *_, end = client.logs(str(run.run_id), follow=True)
+        assert end.status == "failed"
+        assert "cannot find module 'tinyapp.nowhere'" in end.error
+        with pytest.raises(ConfigError, match=r"no run '12' on this link"):
+            client.stop("12")
+
+
+def test_control_requests_need_an_operator_key_when_the_link_has_control_keys(tmp_path):
+    files = make_dev_certs(tmp_path / "certs", nodes=2)
+    operator, stranger = (NodeKey.load(k) for k in files.node_keys)
+    ports = []
+    with serve_link(
+        "127.0.0.1:0",
+        insecure=True,
+        control_keys=files.node_public_keys[0],
+        on_listening=ports.append,
+    ) as runs:
+        runs.start()
+        address = f"127.0.0.1:{ports[0]}"
+        with ControlClient(address, None, operator) as client:
+            assert client.runs() == []
+        for key, problem in ((None, "not signed"), (stranger, "not registered")):
+            with (
+                ControlClient(address, None, key) as client,
+                pytest.raises(ConfigError, match=problem),
+            ):
+                client.runs()
+
+
+class _Context:
+    def __init__(self, peer):
+        self._peer = peer
+
+    def peer(self):
+        return self._peer
+
+    def invocation_metadata(self):
+        return ()
+
+
+def test_without_control_keys_only_this_machine_may_control_the_link():
+    service = ControlService(runs=None)
+    service._authorize("/x", b"", _Context("ipv4:127.0.0.1:5000"))
+    service._authorize("/x", b"", _Context("ipv6:[::1]:5000"))
+    with pytest.raises(PermissionError, match="--control-keys"):
+        service._authorize("/x", b"", _Context("ipv4:10.1.2.3:5000"))
+
+
+def test_a_restarted_link_resumes_its_submitted_runs_in_their_order(tmp_path):
+    app_dir = write_app(tmp_path / "app")
+    db = tmp_path / "link.db"
+    with serve_link("127.0.0.1:0", insecure=True, db=db, runs_dir=tmp_path / "runs") as runs:
+        first = runs.submit(
+            "tinyapp",
+            {"num-server-rounds": 1, "sleep-s": 0.0, "step": 1.0},
+            **_bundle_args(app_dir),
+        )
+        second = runs.submit(
+            "tinyapp",
+            {"num-server-rounds": 1, "sleep-s": 0.0, "step": 3.0},
+            **_bundle_args(app_dir),
+        )
+        # never started: the link goes down with both queued
+    assert [r.status for r in Store(db).runs()] == ["queued", "queued"]
+    ports = []
+    with serve_link(
+        "127.0.0.1:0", insecure=True, db=db, runs_dir=tmp_path / "runs", on_listening=ports.append
+    ) as runs:
+        runs.start()
+        start_bare_nodes(ports[0], 2, tmp_path / "cache")
+        runs.wait(first, timeout=60)
+        runs.wait(second, timeout=60)
+        assert [row.status for row, _ in runs.rows()] == ["finished", "finished"]
+    folder = tmp_path / "runs" / "tinyapp"
+    assert load_arrays(folder / str(second) / "model.npz")["w"].numpy()[0] == 3.0
+
+
+def _bundle_args(app_dir):
+    from pollinate.deploy._store import AppRef
+
+    bundle = pack_app(app_dir)
+    app = AppRef(bundle.digest, "tinyapp.apps:server", "tinyapp.apps:client")
+    return {"bundle": bundle, "app": app, "min_nodes": 2, "wait_s": 30.0}
+
+
+def test_a_node_with_its_own_app_refuses_runs_of_another_app(tmp_path):
+    import threading
+
+    from pollinate.deploy import Backoff, run_node
+
+    from .node_apps import app as own_app
+
+    ports = []
+    with serve_link("127.0.0.1:0", insecure=True, on_listening=ports.append) as runs:
+        runs.start()
+        for _ in range(2):
+            threading.Thread(
+                target=run_node,
+                args=(f"127.0.0.1:{ports[0]}", own_app),
+                kwargs={"app_name": "otherapp", "backoff": Backoff(give_up_s=5)},
+                daemon=True,
+            ).start()
+        run_id = runs.submit(
+            "tinyapp",
+            {"num-server-rounds": 1, "sleep-s": 0.0, "step": 1.0},
+            **_bundle_args(write_app(tmp_path / "app")),
+        )
+        with pytest.raises(RoundError, match="this node serves the app 'otherapp', not 'tinyapp'"):
+            runs.wait(run_id, timeout=60)
