@@ -48,3 +48,14 @@ def test_a_fresh_load_forgets_another_copy_of_the_same_package(tmp_path):
     second = load_object("versioned_pkg.mod:VALUE", str, tmp_path / "two", fresh=True)
     assert (first, second) == ("one", "two")
     assert load_object("versioned_pkg.mod:VALUE", str, tmp_path / "one", fresh=True) == "one"
+
+
+def test_a_fresh_load_forgets_the_helper_modules_of_the_app_loaded_before(tmp_path):
+    for version in ("one", "two"):
+        app = tmp_path / version
+        (app / "entry_pkg").mkdir(parents=True)
+        (app / "entry_pkg" / "__init__.py").write_text("")
+        (app / "entry_pkg" / "mod.py").write_text("import helper_mod\nVALUE = helper_mod.NAME\n")
+        (app / "helper_mod.py").write_text(f"NAME = {version!r}\n")
+    assert load_object("entry_pkg.mod:VALUE", str, tmp_path / "one", fresh=True) == "one"
+    assert load_object("entry_pkg.mod:VALUE", str, tmp_path / "two", fresh=True) == "two"

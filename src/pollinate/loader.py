@@ -16,6 +16,8 @@ __all__ = ["load_object"]
 T = TypeVar("T")
 
 _IMPORTS = threading.RLock()
+_APP_FOLDERS: list[str] = []
+"""The folder of the app the last fresh load imported from."""
 
 
 def load_object(
@@ -33,9 +35,7 @@ def load_object(
         if search_path is not None:
             path = str(Path(search_path).resolve())
             if fresh:
-                if path in sys.path:
-                    sys.path.remove(path)
-                _forget_other_copies(module_name.partition(".")[0], path)
+                _forget_other_apps(module_name.partition(".")[0], path)
             if path not in sys.path:
                 sys.path.insert(0, path)
         module = _import(module_name, spec, search_path)
@@ -64,14 +64,26 @@ def _import(module_name: str, spec: str, search_path: str | Path | None) -> Any:
         raise AppError(f"importing {module_name!r} raised {type(err).__name__}: {err}") from err
 
 
-def _forget_other_copies(package: str, path: str) -> None:
-    """Drop ``package`` and its submodules from ``sys.modules`` unless they come from ``path``."""
+def _forget_other_apps(package: str, path: str) -> None:
+    """Make ``path`` the only app folder: forget other apps' folders and modules.
+
+    Drops ``package`` and its submodules unless they come from ``path``, and every module
+    from a folder an earlier fresh load used (an app's helper modules too), so nothing of
+    another app, or of another version of this one, is imported by mistake.
+    """
+    others = [root for root in _APP_FOLDERS if root != path]
     for name, module in list(sys.modules.items()):
-        if name != package and not name.startswith(package + "."):
-            continue
         origin = getattr(module, "__file__", None) or ""
-        if not origin.startswith(path + os.sep):
+        if name == package or name.startswith(package + "."):
+            stale = not origin.startswith(path + os.sep)
+        else:
+            stale = any(origin.startswith(root + os.sep) for root in others)
+        if stale:
             del sys.modules[name]
+    for root in [*others, path]:
+        while root in sys.path:
+            sys.path.remove(root)
+    _APP_FOLDERS[:] = [path]
     importlib.invalidate_caches()
 
 

@@ -250,3 +250,9 @@ def test_bad_deployment_tables_are_clear_errors(app_dir, table, message):
     app = load_app_config(app_dir(COMPONENTS + f"[tool.pollinate.federations.prod]\n{table}\n"))
     with pytest.raises(ConfigError, match=message):
         resolve_deployment(app, "prod")
+
+
+def test_asking_a_simulation_federation_for_its_link_names_the_deployed_ones(app_dir):
+    app = load_app_config(app_dir(COMPONENTS + FEDERATIONS + DEPLOYMENT))
+    with pytest.raises(ConfigError, match=r"'small' is a simulation.*--federation \(prod\)"):
+        resolve_deployment(app, None)

@@ -201,3 +201,120 @@ def test_a_node_with_its_own_app_refuses_runs_of_another_app(tmp_path):
         )
         with pytest.raises(RoundError, match="this node serves the app 'otherapp', not 'tinyapp'"):
             runs.wait(run_id, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("peer", "local"),
+    [
+        ("ipv4:127.0.0.1:5000", True),
+        ("ipv6:%5B::1%5D:5000", True),  # how gRPC spells [::1]
+        ("ipv6:%5B::ffff:127.0.0.1%5D:5000", True),
+        ("unix:/tmp/link.sock", True),
+        ("ipv4:10.1.2.3:5000", False),
+        ("ipv6:%5B2001:db8::1%5D:5000", False),
+        ("nonsense", False),
+    ],
+)
+def test_this_machine_is_recognised_however_grpc_spells_it(peer, local):
+    from pollinate.deploy._control import _is_local
+
+    assert _is_local(peer) is local
+
+
+def test_long_logs_and_long_run_lists_travel_in_pieces(tmp_path):
+    ports = []
+    with serve_link("127.0.0.1:0", insecure=True, on_listening=ports.append) as runs:
+        runs.start()  # no nodes: the first run waits for them, the rest queue behind it
+        app_dir = write_app(tmp_path / "app")
+        big = {"num-server-rounds": 1, "sleep-s": 0.0, "step": 1.0, "notes": "x" * 30_000}
+        with ControlClient(f"127.0.0.1:{ports[0]}", None) as client:
+            ids = [client.submit(_submission(app_dir, **big)).run_id for _ in range(45)]
+            assert [r.run_id for r in client.runs()] == ids  # about 1.4 MB of run configs
+            for i in range(3000):
+                runs.log_of(ids[0]).write(f"line {i} " + "y" * 100)
+            lines = [line for line in client.logs(str(ids[0])) if isinstance(line, str)]
+            assert len(lines) >= 3000 and lines[-1].endswith("line 2999 " + "y" * 100)
+
+
+def test_a_failing_run_or_a_bad_submission_never_stops_the_queue(tmp_path, link_port, monkeypatch):
+    from pollinate.deploy._runs import Runs
+
+    app_dir = write_app(tmp_path / "app")
+    with ControlClient(f"127.0.0.1:{link_port}", None) as client:
+        long_name = dataclasses.replace(_submission(app_dir), name="n" * 300)
+        with pytest.raises(ConfigError, match="name must have 1 to 100 characters"):
+            client.submit(long_name)
+        with pytest.raises(ConfigError, match="run ids are digits"):
+            client.stop("²")
+        real_execute = Runs._execute
+        calls = []
+
+        def broken_once(self, run):
+            calls.append(run)
+            if len(calls) == 1:
+                raise OSError("disk full")
+            return real_execute(self, run)
+
+        monkeypatch.setattr(Runs, "_execute", broken_once)
+        first = client.submit(_submission(app_dir))
+        second = client.submit(_submission(app_dir))
+        assert list(client.logs(str(second.run_id), follow=True))[-1].status == "finished"
+        end = list(client.logs(str(first.run_id), follow=True))[-1]
+        assert end.status == "failed" and "disk full" in end.error
+
+
+def test_an_interrupted_run_can_be_stopped_and_then_never_resumes(tmp_path):
+    from pollinate.deploy._store import RunRow
+
+    db = tmp_path / "link.db"
+    store = Store(db)
+    store.save_run(RunRow(42, "script", {}, str(tmp_path / "out"), status="running"))
+    store.close()
+    ports = []
+    with serve_link("127.0.0.1:0", insecure=True, db=db, on_listening=ports.append) as runs:
+        runs.start()
+        with ControlClient(f"127.0.0.1:{ports[0]}", None) as client:
+            assert client.runs()[0].status == "interrupted"
+            assert client.stop("42").status == "stopped"
+            assert list(client.logs("42", follow=True))[-1].status == "stopped"  # ends at once
+
+
+def test_two_submissions_of_the_same_code_at_once_keep_one_whole_bundle(tmp_path):
+    import threading
+
+    from pollinate.deploy._link import Link
+    from pollinate.deploy._runs import Runs
+
+    runs = Runs(Link(credentials=None), None, Store(tmp_path / "link.db"))
+    bundle = pack_app(write_app(tmp_path / "app"))
+    errors = []
+
+    def keep():
+        try:
+            runs._keep_bundle(bundle)
+        except Exception as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=keep) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == [] and runs.bundle(bundle.digest) == bundle.data
+    assert [p.name for p in (tmp_path / "link.db.apps").iterdir()] == [f"{bundle.digest}.zip"]
+
+
+@pytest.mark.parametrize("node_id", [[1], "1", None, 2**70])
+def test_an_app_request_from_no_registered_node_is_refused_not_crashed_on(link, node_id):
+    import grpc
+
+    from pollinate.deploy._frames import Frame, encode_frame
+    from pollinate.deploy._link import GET_APP_METHOD
+
+    request = encode_frame(Frame("get_app", {"node_id": node_id, "token": "t", "digest": "0"}))
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{link.port}") as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        list(channel.unary_stream(GET_APP_METHOD)(request, timeout=10))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -193,3 +193,44 @@ def test_a_stream_that_never_says_hello_is_dropped(caplog):
     finally:
         silent.set()
         link.stop(grace=0.5)
+
+
+class _FakeLink:
+    def push(self, node_id, message_id, parts, header):
+        return True
+
+
+def test_replies_come_in_the_order_their_messages_were_sent_a_few_at_a_time():
+    from pollinate.deploy._grid import LinkGrid
+    from pollinate.message import MessageType
+
+    grid = LinkGrid(_FakeLink(), 1, {})
+    messages = [Message.create(RecordDict(), node, MessageType.TRAIN) for node in (1, 2, 3)]
+    ids = grid.send(messages)
+    sent = {m.metadata.message_id: m for m in grid._waiting.values()}
+    admitted = []
+
+    def reply(message_id):
+        grid.wait_for_turn(message_id, 2, keep_alive=lambda: None, period_s=0.05)
+        admitted.append(message_id)
+        node = sent[message_id].metadata.dst_node_id
+        grid.take_reply(node, sent[message_id].reply(RecordDict()))
+
+    late = threading.Thread(target=reply, args=(ids[2],))
+    late.start()
+    reply(ids[1])  # among the first two: no wait
+    reply(ids[0])
+    time.sleep(0.2)
+    assert admitted == ids[1::-1]  # the third waits: two replies are not taken up yet
+    replies = grid.receive(ids)
+    assert next(replies).metadata.reply_to_message_id in ids[:2]
+    time.sleep(0.2)
+    assert len(admitted) == 2  # the ServerApp may still be folding the first reply
+    next(replies)  # asking for the next one means the first is done with
+    late.join(timeout=5)
+    assert admitted == [ids[1], ids[0], ids[2]]
+    assert next(replies).metadata.reply_to_message_id == ids[2]
+    reply_to_nothing = threading.Thread(target=grid.wait_for_turn, args=("x", 1, print, 0.05))
+    reply_to_nothing.start()
+    reply_to_nothing.join(timeout=5)  # a reply nobody waits for never blocks (dropped later)
+    assert not reply_to_nothing.is_alive()

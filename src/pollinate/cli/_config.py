@@ -317,6 +317,18 @@ def resolve_deployment(
     app: AppConfig, name: str | None, overrides: Iterable[Override] = ()
 ) -> Deployment:
     """The deployed federation ``name`` (else the app's default), its paths made absolute."""
+    chosen = name or app.default_federation
+    if chosen in app.federations and not is_deployment(app, chosen):
+        deployed = sorted(n for n in app.federations if is_deployment(app, n))
+        hint = (
+            f"choose one with --federation ({', '.join(deployed)})"
+            if deployed
+            else f'define one in {app.pyproject} with address = "HOST:PORT", or use --link'
+        )
+        raise ConfigError(
+            f"federation {chosen!r} is a simulation, not a deployed federation (one with an "
+            f"address): {hint}"
+        )
     name, values = _federation_table(app, name, overrides, DEPLOYMENT_KEYS)
     where = f"federation {name!r} in {app.pyproject}"
     if "address" not in values:

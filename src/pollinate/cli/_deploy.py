@@ -19,6 +19,7 @@ from rich.markup import escape
 from ..client import ClientApp
 from ..errors import ConfigError
 from ..loader import load_object
+from ..server import ServerApp
 from ._config import load_app_config, resolve_run_config
 from ._display import shown
 from ._overrides import parse_overrides
@@ -120,12 +121,17 @@ def link_command(
             )
             threading.Event().wait()  # until Ctrl-C
         return
-    from ..deploy._bundle import pack_app
+    from ..deploy._bundle import AppBundle, pack_app
     from ..deploy._store import AppRef
 
     app = load_app_config(app_dir)
     config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
-    bundle = pack_app(app.app_dir)
+    server_app = load_object(app.serverapp, ServerApp, app.app_dir.resolve())
+    try:  # the code travels too, for nodes without their own copy
+        bundle: AppBundle | None = pack_app(app.app_dir)
+    except ConfigError as err:
+        stderr.print(f"[yellow]warning:[/] {escape(str(err))}; nodes need their own copy")
+        bundle = None
     # With a database the run may resume later: its folder must not depend on the time.
     default = f"{db.stem}-link" if db is not None else f"{timestamp()}-link"
     out = out_dir or app.app_dir / "runs" / default
@@ -139,7 +145,8 @@ def link_command(
             app.name,
             config,
             bundle=bundle,
-            app=AppRef(bundle.digest, app.serverapp, app.clientapp),
+            app=None if bundle is None else AppRef(bundle.digest, app.serverapp, app.clientapp),
+            server_app=server_app,
             min_nodes=min_nodes,
             wait_s=wait_s,
             out_dir=out,

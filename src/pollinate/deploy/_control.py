@@ -15,8 +15,12 @@ of them, from any host; without, the link answers requests from its own machine 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
+import threading
+import time
+import urllib.parse
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -35,7 +39,7 @@ from ._frames import (
     encode_frame,
     frame_limit,
 )
-from ._identity import NodeKey, Verifier, body_digest, sign
+from ._identity import NodeKey, Signature, Verifier, body_digest, sign
 from ._runs import Runs
 from ._store import AppRef, RunRow
 
@@ -48,7 +52,10 @@ SUBMIT_METHOD = f"/{SERVICE}/SubmitRun"
 LIST_METHOD = f"/{SERVICE}/ListRuns"
 LOGS_METHOD = f"/{SERVICE}/StreamLogs"
 STOP_METHOD = f"/{SERVICE}/StopRun"
-_LOOPBACK = ("ipv4:127.", "ipv6:[::1]", "unix:")
+MAX_UPLOADS = 4
+"""Submissions uploading at once: more are refused, so uploads never crowd out the nodes."""
+UPLOAD_TIMEOUT_S = 600.0
+MAX_LIST_SIZE = 1 << 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,7 @@ class ControlService:
     def __init__(self, runs: Runs, verifier: Verifier | None = None) -> None:
         self._runs = runs
         self._verifier = verifier
+        self._uploads = threading.BoundedSemaphore(MAX_UPLOADS)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The gRPC handler to add to the link's server."""
@@ -144,75 +152,75 @@ class ControlService:
             SERVICE,
             {
                 "SubmitRun": grpc.stream_unary_rpc_method_handler(self._submit),
-                "ListRuns": grpc.unary_unary_rpc_method_handler(self._list),
+                "ListRuns": grpc.unary_stream_rpc_method_handler(self._list),
                 "StreamLogs": grpc.unary_stream_rpc_method_handler(self._logs),
                 "StopRun": grpc.unary_unary_rpc_method_handler(self._stop),
             },
         )
 
-    def _authorize(self, method: str, digest: bytes, context: grpc.ServicerContext) -> None:
+    def _caller(self, context: grpc.ServicerContext, received_at: float) -> Signature | None:
+        """Who calls, checked before the body is read: a fresh operator key, or this machine.
+
+        Without operator keys only this machine may call. The body's signature is checked
+        once the body is in.
+        """
         if self._verifier is not None:
-            self._verifier.verify_metadata(method, digest, context.invocation_metadata())
-        elif not context.peer().startswith(_LOOPBACK):
+            signature = Signature.from_metadata(context.invocation_metadata())
+            self._verifier.precheck(signature, received_at)
+            return signature
+        if not _is_local(context.peer()):
             raise PermissionError(
                 "this link takes Control requests from its own machine only: start it with "
                 "--control-keys to admit operators' signed requests from elsewhere"
             )
+        return None
+
+    def _authorize(self, method: str, request: bytes, context: grpc.ServicerContext) -> None:
+        """Check a unary request: its caller, and its signature over ``request``."""
+        received_at = time.time()
+        signature = self._caller(context, received_at)
+        if signature is not None and self._verifier is not None:
+            self._verifier.verify(method, body_digest(request), signature, received_at)
 
     def _submit(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        received_at = time.time()
         try:
-            assembler = Assembler(MAX_BUNDLE_SIZE, max_open=1)
-            done = None
-            for request in requests:
-                frame = decode_frame(request)
-                if frame.kind != "chunk":
-                    raise WireError(f"expected chunk frames, got {frame.kind!r}")
-                done = assembler.add(frame)
-                if done is not None:
-                    break
-            if done is None:
-                raise WireError("the submission ended before its last chunk")
-            first, data = done
-            header = {k: v for k, v in first.items() if k not in ("message_id", "total", "offset")}
-            self._authorize(SUBMIT_METHOD, _submission_digest(header, data), context)
-            bundle = AppBundle.of(bytes(data))
-            app = AppRef.from_json(header.get("app"))
-            if app.digest != bundle.digest:
-                raise WireError("the app bundle does not match the digest it was sent with")
-            run_config = header.get("run_config")
-            name, min_nodes, wait_s = (
-                header.get("name"),
-                header.get("min_nodes"),
-                header.get("wait_s"),
+            signature = self._caller(context, received_at)
+        except _REFUSED as err:
+            _refuse(context, "a submission", err)
+        if not self._uploads.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_UPLOADS} submissions are uploading already: try again in a moment",
             )
-            if not isinstance(run_config, dict) or not isinstance(name, str):
-                raise WireError("a submission needs a name and a run_config object")
-            if not isinstance(min_nodes, int) or not isinstance(wait_s, (int, float)):
-                raise WireError("a submission needs an int min_nodes and a number wait_s")
-            run_id = self._runs.submit(
-                name,
-                run_config,
-                bundle=bundle,
-                app=app,
-                min_nodes=min_nodes,
-                wait_s=float(wait_s),
-            )
-            log.info("run %d of %s submitted by %s", run_id, name, context.peer())
+        deadline = threading.Timer(UPLOAD_TIMEOUT_S, context.cancel)  # no stalled uploads
+        deadline.start()
+        try:
+            header, data = _read_submission(requests)
+            if signature is not None and self._verifier is not None:
+                digest = _submission_digest(header, data)
+                self._verifier.verify(SUBMIT_METHOD, digest, signature, received_at)
+            run_id = self._runs.submit(**_submitted_run(header, data))
+            log.info("run %d of %s submitted by %s", run_id, header.get("name"), context.peer())
             return _answer(self._runs, run_id)
         except _REFUSED as err:
             _refuse(context, "a submission", err)
+        finally:
+            deadline.cancel()
+            self._uploads.release()
 
-    def _list(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def _list(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
-            self._authorize(LIST_METHOD, body_digest(request), context)
+            self._authorize(LIST_METHOD, request, context)
         except _REFUSED as err:
             _refuse(context, "a list request", err)
         runs = [RunSummary.of(row, done).to_json() for row, done in self._runs.rows()]
-        return encode_frame(Frame("runs", {}, json.dumps(runs).encode()))
+        for chunk in chunk_frames("runs", [json.dumps(runs).encode()]):
+            yield encode_frame(chunk)
 
     def _stop(self, request: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            self._authorize(STOP_METHOD, body_digest(request), context)
+            self._authorize(STOP_METHOD, request, context)
             run_id = self._runs.find(str(decode_frame(request).header.get("run", "")))
         except _REFUSED as err:
             _refuse(context, "a stop request", err)
@@ -222,7 +230,7 @@ class ControlService:
 
     def _logs(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
         try:
-            self._authorize(LOGS_METHOD, body_digest(request), context)
+            self._authorize(LOGS_METHOD, request, context)
             frame = decode_frame(request)
             run_id = self._runs.find(str(frame.header.get("run", "")))
         except _REFUSED as err:
@@ -231,12 +239,85 @@ class ControlService:
         run_log, start = self._runs.log_of(run_id), 0
         while context.is_active():
             lines, ended = run_log.read(start, wait_s=1.0 if follow else 0.0)
-            if lines:
-                start += len(lines)
-                yield encode_frame(Frame("log", {"lines": lines}))
+            start += len(lines)
+            for batch in _batches(lines):
+                yield encode_frame(Frame("log", {}, json.dumps(batch).encode()))
             if ended or not follow:
                 break
         yield _answer(self._runs, run_id, "end")
+
+
+def _is_local(peer: str) -> bool:
+    """Whether a gRPC peer (``ipv4:127.0.0.1:5000``, ``ipv6:%5B::1%5D:5000``) is this machine."""
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")
+    if kind == "unix":
+        return True
+    try:
+        address = ipaddress.ip_address(rest.rpartition(":")[0].strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _batches(lines: list[str], budget: int = 256 << 10) -> Iterator[list[str]]:
+    """``lines`` in batches of about ``budget`` bytes, so any log fits the frames."""
+    batch: list[str] = []
+    size = 0
+    for line in lines:
+        line = line[:budget]  # one absurd line must not make a frame too large
+        if batch and size + len(line) > budget:
+            yield batch
+            batch, size = [], 0
+        batch.append(line)
+        size += len(line) + 4
+    if batch:
+        yield batch
+
+
+def _read_submission(requests: Iterator[bytes]) -> tuple[dict[str, Any], memoryview]:
+    """The submission's header and bundle, from its chunks."""
+    assembler = Assembler(MAX_BUNDLE_SIZE, max_open=1)
+    for request in requests:
+        frame = decode_frame(request)
+        if frame.kind != "chunk":
+            raise WireError(f"expected chunk frames, got {frame.kind!r}")
+        done = assembler.add(frame)
+        if done is not None:
+            first, data = done
+            skip = ("message_id", "total", "offset")
+            return {k: v for k, v in first.items() if k not in skip}, data
+    raise WireError("the submission ended before its last chunk")
+
+
+def _submitted_run(header: dict[str, Any], data: memoryview) -> dict[str, Any]:
+    """``Runs.submit``'s arguments for a submission; WireError if the header is malformed."""
+    bundle = AppBundle.of(bytes(data))
+    app = AppRef.from_json(header.get("app"))
+    if app.digest != bundle.digest:
+        raise WireError("the app bundle does not match the digest it was sent with")
+    name, run_config = header.get("name"), header.get("run_config")
+    min_nodes, wait_s = header.get("min_nodes"), header.get("wait_s")
+    if not isinstance(run_config, dict) or not isinstance(name, str):
+        raise WireError("a submission needs a name and a run_config object")
+    if (
+        type(min_nodes) is not int
+        or not isinstance(wait_s, (int, float))
+        or isinstance(wait_s, bool)
+    ):
+        raise WireError("a submission needs an int min_nodes and a number wait_s")
+    try:
+        wait = float(wait_s)
+    except OverflowError:
+        raise WireError(f"wait_s {wait_s} is out of range") from None
+    return {
+        "name": name,
+        "run_config": run_config,
+        "bundle": bundle,
+        "app": app,
+        "min_nodes": min_nodes,
+        "wait_s": wait,
+    }
 
 
 def _answer(runs: Runs, run_id: int, kind: str = "run") -> bytes:
@@ -308,11 +389,16 @@ class ControlClient:
     def runs(self) -> list[RunSummary]:
         """Every run the link knows, oldest first."""
         request = encode_frame(Frame("list"))
-        call = self._channel.unary_unary(LIST_METHOD)
-        answer = decode_frame(
-            self._call(lambda: call(request, metadata=self._sign(LIST_METHOD, request)))
-        )
-        return [RunSummary.from_json(item) for item in json.loads(bytes(answer.payload))]
+        call = self._channel.unary_stream(LIST_METHOD)
+        assembler = Assembler(MAX_LIST_SIZE, max_open=1)
+        try:
+            for data in call(request, metadata=self._sign(LIST_METHOD, request)):
+                done = assembler.add(decode_frame(data))
+                if done is not None:
+                    return [RunSummary.from_json(item) for item in json.loads(bytes(done[1]))]
+        except grpc.RpcError as err:
+            raise self._error(err) from None
+        raise WireError("the link's list of runs ended early")
 
     def stop(self, run: str) -> RunSummary:
         """Stop the run whose id is (or starts with) ``run``."""
@@ -331,7 +417,7 @@ class ControlClient:
             for data in stream:
                 frame = decode_frame(data)
                 if frame.kind == "log":
-                    yield from (str(line) for line in frame.header.get("lines", []))
+                    yield from (str(line) for line in json.loads(bytes(frame.payload)))
                 elif frame.kind == "end":
                     yield RunSummary.from_json(frame.header)
         except grpc.RpcError as err:

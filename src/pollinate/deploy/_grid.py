@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ..context import UserConfigValue
@@ -56,7 +56,12 @@ class LinkGrid(Grid):
         if app is not None:
             self._header |= {"app": app.to_json(), "name": name}
         self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)
+        """Notified whenever a message stops waiting: the next replies may be received."""
         self._waiting: dict[str, Message] = {}
+        """Messages without a reply yet."""
+        self._unfinished: dict[str, None] = {}
+        """Messages whose replies the ServerApp has not yet taken up, in the order sent."""
         self._replies: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self._stopped: str | None = None
 
@@ -74,6 +79,39 @@ class LinkGrid(Grid):
         """End the run: the ServerApp's next (or current) call raises RunStopped."""
         self._stopped = reason
         self._replies.put(None)  # wakes a waiting receive()
+        with self._turn:
+            self._turn.notify_all()
+
+    def wait_for_turn(
+        self, reply_to: str, max_open: int, keep_alive: Callable[[], None], period_s: float
+    ) -> None:
+        """Return once the reply to ``reply_to`` may come in: bounded memory, in send order.
+
+        Strategies fold replies in the order their messages were sent, so the link takes in
+        replies in that order too. A reply may come in while fewer than ``max_open``
+        messages sent before it are unfinished: not yet answered, or answered but not yet
+        taken up by the ServerApp (a reply counts until ``receive`` is asked for the next
+        one). A later reply waits (gRPC's flow control holds its node back) instead of
+        sitting whole in memory. ``keep_alive`` runs every ``period_s`` meanwhile: the node
+        is alive, the link just is not reading it yet.
+        """
+        with self._turn:
+            while self._stopped is None and reply_to in self._waiting:
+                ahead = 0
+                for message_id in self._unfinished:
+                    if message_id == reply_to or ahead >= max_open:
+                        break
+                    ahead += 1
+                if ahead < max_open:
+                    return
+                self._turn.wait(period_s)
+                keep_alive()
+
+    def _finished(self, message_id: str) -> None:
+        """The ServerApp took up the reply to ``message_id``: a later reply may come in."""
+        with self._turn:
+            if self._unfinished.pop(message_id, False) is None:
+                self._turn.notify_all()
 
     def _check_stopped(self) -> None:
         if self._stopped is not None:
@@ -88,6 +126,7 @@ class LinkGrid(Grid):
             message_id = message.metadata.message_id
             with self._lock:
                 self._waiting[message_id] = message
+                self._unfinished[message_id] = None
             if not self._link.push(
                 message.metadata.dst_node_id, message_id, encode_parts(message), self._header
             ):
@@ -102,8 +141,12 @@ class LinkGrid(Grid):
         wanted = set(message_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         held: list[Message] = []
+        taken = ""
         try:
             while wanted:
+                if taken:  # asked for the next reply: the last one is taken up
+                    self._finished(taken)
+                    taken = ""
                 self._check_stopped()
                 if deadline is not None and time.monotonic() >= deadline:
                     for message_id in sorted(wanted):
@@ -125,10 +168,14 @@ class LinkGrid(Grid):
                 reply_to = reply.metadata.reply_to_message_id
                 if reply_to in wanted:
                     wanted.discard(reply_to)
+                    taken = reply_to
                     yield reply
+                    del reply  # the ServerApp has it: a whole model need not stay here
                 else:
                     held.append(reply)  # another receive() waits for it
         finally:
+            if taken:
+                self._finished(taken)
             for reply in held:
                 self._replies.put(reply)
 
@@ -173,5 +220,6 @@ class LinkGrid(Grid):
     def _fail(self, message_id: str, code: ErrorCode, reason: str) -> None:
         with self._lock:
             sent = self._waiting.pop(message_id, None)
+            self._turn.notify_all()  # a reply that waits for its turn need not come any more
         if sent is not None:
             self._replies.put(sent.reply_error(code, reason))

@@ -338,16 +338,20 @@ class Verifier:
         """How many nonces the replay cache holds now."""
         return len(self._seen)
 
-    def verify(self, method: str, body_digest: bytes, signature: Signature) -> bytes:
-        """The raw public key that signed this request; AuthError with the reason if none."""
-        public_key = signature.public_key
-        if self._registered is not None and public_key not in self._registered:
-            raise AuthError(
-                f"node key {key_id(public_key)} is not registered, and this link admits "
-                "registered keys only: add the node's .pub file to the link's registration list"
-            )
-        now_ms = self._clock() * 1000
-        self._check_fresh(signature.timestamp_ms, now_ms)
+    def verify(
+        self,
+        method: str,
+        body_digest: bytes,
+        signature: Signature,
+        received_at: float | None = None,
+    ) -> bytes:
+        """The raw public key that signed this request; AuthError with the reason if none.
+
+        ``received_at`` (the clock when the request began to arrive) judges freshness for
+        a long upload, whose body is checked only once it is whole.
+        """
+        public_key = self.precheck(signature, received_at)
+        now_ms = (self._clock() if received_at is None else received_at) * 1000
         data = _signed_bytes(method, bytes(body_digest), signature.timestamp_ms, signature.nonce)
         try:
             Ed25519PublicKey.from_public_bytes(public_key).verify(signature.signature, data)
@@ -357,6 +361,18 @@ class Verifier:
                 "was altered, or signed by a key other than the one it claims"
             ) from None
         self._remember(public_key + signature.nonce, signature.timestamp_ms, now_ms)
+        return public_key
+
+    def precheck(self, signature: Signature, received_at: float | None = None) -> bytes:
+        """What can be checked before the body arrives: a registered key, a fresh timestamp."""
+        public_key = signature.public_key
+        if self._registered is not None and public_key not in self._registered:
+            raise AuthError(
+                f"key {key_id(public_key)} is not registered, and this link admits "
+                "registered keys only: add its .pub file to the link's list of keys"
+            )
+        now = self._clock() if received_at is None else received_at
+        self._check_fresh(signature.timestamp_ms, now * 1000)
         return public_key
 
     def verify_metadata(

@@ -102,7 +102,9 @@ class Link:
     bounds what a node may send. With a ``verifier`` every node must sign its registration
     and every frame with its key (``Verifier(registered=...)`` admits listed keys only), and
     a node id stays bound to the key that registered it. With a ``store`` the nodes keep
-    their ids (and tokens) when the link restarts.
+    their ids (and tokens) when the link restarts. At most ``max_open_replies`` replies
+    come in at once, in the order their messages were sent (the order strategies fold
+    them in): the link holds a few replies at a time, not one per node.
     """
 
     def __init__(
@@ -118,6 +120,7 @@ class Link:
         verifier: Verifier | None = None,
         store: Store | None = None,
         hello_timeout_s: float = 10.0,
+        max_open_replies: int = 2,
     ) -> None:
         if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
             raise ConfigError(
@@ -129,6 +132,7 @@ class Link:
         self.heartbeat_s = heartbeat_s
         self.node_timeout_s = node_timeout_s
         self.hello_timeout_s = hello_timeout_s
+        self.max_open_replies = max_open_replies
         self.max_nodes = max_nodes
         self._credentials = credentials
         self._verifier = verifier
@@ -417,10 +421,11 @@ class Link:
         return unseal(self._verifier, CHANNEL_METHOD, data)
 
     def _node_for(self, hello: Frame) -> _Node | None:
-        if hello.kind != "hello":
+        node_id = hello.header.get("node_id")
+        if hello.kind != "hello" or type(node_id) is not int:
             return None
         with self._lock:
-            node = self._nodes.get(hello.header.get("node_id", -1))
+            node = self._nodes.get(node_id)
         token = str(hello.header.get("token", ""))
         return node if node is not None and secrets.compare_digest(node.token, token) else None
 
@@ -439,6 +444,8 @@ class Link:
                     continue
                 if frame.kind != "chunk":
                     raise WireError(f"unexpected {frame.kind!r} frame from a node")
+                if frame.header.get("offset") == 0:  # a reply begins: is it its turn?
+                    self._wait_for_turn(node, frame.header.get("reply_to"))
                 done = assembler.add(frame)
                 if done is not None:
                     self._deliver(node, done[1])
@@ -449,6 +456,16 @@ class Link:
             pass  # the stream ended under us; _lose says so
         finally:
             outbox.put(_CLOSE)  # the node's side ended: end this stream's side too
+
+    def _wait_for_turn(self, node: _Node, reply_to: object) -> None:
+        grid = self._grid
+        if grid is None or not isinstance(reply_to, str):
+            return
+
+        def keep_alive() -> None:
+            node.last_seen = time.monotonic()
+
+        grid.wait_for_turn(reply_to, self.max_open_replies, keep_alive, self.heartbeat_s)
 
     def _deliver(self, node: _Node, data: memoryview) -> None:
         try:

@@ -15,6 +15,8 @@ from ..server import PhaseResult, RoundRecord, RunObserver
 __all__ = ["LOG_FILE", "RunLog", "RunLogHandler", "RoundLines"]
 
 LOG_FILE = "log.txt"
+NODE_THREADS = ("link-node-", "link-watchdog")
+"""The link's threads that read nodes' streams and watch their heartbeats."""
 
 
 class RunLog:
@@ -26,8 +28,11 @@ class RunLog:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._lines: list[str] = []
-        if path is not None and path.is_file():
-            self._lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        try:
+            if path is not None and path.is_file():
+                self._lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as err:
+            self._lines = [f"(the earlier lines in {path} cannot be read: {err})"]
         self._changed = threading.Condition()
         self._closed = False
 
@@ -38,9 +43,13 @@ class RunLog:
         with self._changed:
             self._lines.extend(lines)
             if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as file:
-                    file.write("".join(line + "\n" for line in lines))
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    with self.path.open("a", encoding="utf-8") as file:
+                        file.write("".join(line + "\n" for line in lines))
+                except OSError as err:  # a full disk must not stop the run: keep the lines here
+                    self._lines.append(f"{stamp} WARNING cannot write {self.path}: {err}")
+                    self.path = None
             self._changed.notify_all()
 
     def close(self) -> None:
@@ -63,7 +72,7 @@ class RunLog:
 
 
 class RunLogHandler(logging.Handler):
-    """Copies the ``pollinate`` log records of one run's thread (and the link's) to its log."""
+    """Copies ``pollinate`` log records of one run's thread, and about its nodes, to its log."""
 
     def __init__(self, log: RunLog, thread_id: int) -> None:
         super().__init__(logging.INFO)
@@ -72,8 +81,8 @@ class RunLogHandler(logging.Handler):
         self.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
 
     def emit(self, record: logging.LogRecord) -> None:
-        """Write the record if it comes from the run's thread, or from the link itself."""
-        if record.thread == self.thread_id or record.name == "pollinate.link":
+        """Write the record if it comes from the run's thread, or the threads serving nodes."""
+        if record.thread == self.thread_id or (record.threadName or "").startswith(NODE_THREADS):
             try:
                 self.log.write(self.format(record))
             except OSError:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import collections
 import logging
+import math
+import os
+import re
 import secrets
 import shutil
 import tempfile
@@ -38,6 +41,8 @@ __all__ = ["Runs"]
 log = logging.getLogger("pollinate.link")
 
 _ENDED = ("finished", "failed", "stopped")
+MAX_NAME_LENGTH = 100
+MAX_WAIT_S = 7 * 24 * 3600.0
 _STOPPED = "stopped by an operator (pollinate stop)"
 
 
@@ -98,9 +103,15 @@ class Runs:
             run.done.set()
         elif row.app is None:  # its ServerApp lived in a process that is gone
             self._set(run, status="interrupted")
+            run_log.close()  # followers stop; a resubmission by its script reopens it
         else:
             self._set(run, status="queued")
-            run_log.write(f"the link restarted: the run resumes after round {run.rounds_done}")
+            done = run.rounds_done
+            run_log.write(
+                f"the link restarted: the run resumes after round {done}"
+                if done
+                else "the link restarted: the run is queued again"
+            )
             self._queue.append(row.run_id)
         self._runs[row.run_id] = run
 
@@ -137,22 +148,25 @@ class Runs:
         observers: Sequence[RunObserver] = (),
         resume: bool = False,
     ) -> int:
-        """Queue a run and return its id: a bundle with its ``app`` reference, or a ServerApp.
+        """Queue a run and return its id: a bundle with its ``app`` reference, a ServerApp, or both.
 
-        With ``resume`` an unfinished run of the same name (in the store) carries on instead
-        of a new one starting, if its run config and code are the same.
+        With a bundle the nodes may load the run's ClientApp from it, and so may the link its
+        ServerApp unless ``server_app`` is given (``pollinate link APP_DIR`` gives it, loaded
+        from the app's own folder, data files and all). With ``resume`` an unfinished run of
+        the same name (in the store) carries on instead of a new one starting, if its run
+        config and code are the same.
         """
-        if (bundle is None) != (app is None) or (bundle is None) == (server_app is None):
-            raise ConfigError("a run needs either an app bundle and its reference, or a ServerApp")
+        if (bundle is None) != (app is None) or (bundle is None and server_app is None):
+            raise ConfigError("a run needs an app bundle and its reference, or a ServerApp")
         if bundle is not None:
             self._keep_bundle(bundle)
-        if min_nodes < 1:
-            raise ConfigError(f"min_nodes must be at least 1, got {min_nodes}")
+        _check_request(name, run_config, min_nodes, wait_s)
         with self._lock:
             earlier = self._unfinished(name) if resume else None
             if earlier is not None:
                 _check_same(earlier.row, run_config, app, self._store)
                 earlier.server_app, earlier.observers = server_app, observers
+                earlier.stop_requested = False
                 if earlier.row.status == "interrupted":
                     self._set(earlier, status="queued")
                     self._queue.appendleft(earlier.row.run_id)
@@ -188,12 +202,16 @@ class Runs:
         return run_id
 
     def _keep_bundle(self, bundle: AppBundle) -> None:
+        """Write the bundle whole (then renamed, so no reader sees half of it), once."""
         path = self._apps_dir / f"{bundle.digest}.zip"
-        if not path.is_file():
-            self._apps_dir.mkdir(parents=True, exist_ok=True)
-            partial = path.with_suffix(".partial")
-            partial.write_bytes(bundle.data)
-            partial.replace(path)
+        if path.is_file():
+            return
+        self._apps_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=self._apps_dir, suffix=".partial", delete=False) as f:
+            f.write(bundle.data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(f.name, path)  # two writers of one digest write the same bytes
 
     def bundle(self, digest: str) -> bytes | None:
         """A submitted app's bundle, by digest (nodes fetch it), or None if unknown."""
@@ -217,13 +235,15 @@ class Runs:
     def find(self, ref: str) -> int:
         """The run whose id is ``ref``, or starts with it; ConfigError if none or several."""
         ref = ref.strip()
+        if not re.fullmatch(r"[0-9]{1,19}", ref):
+            raise LookupError(f"no run {ref!r} on this link: run ids are digits (pollinate ls)")
         with self._lock:
-            if ref.isdigit() and int(ref) in self._runs:
+            if int(ref) in self._runs:
                 return int(ref)
             matches = [run_id for run_id in self._runs if str(run_id).startswith(ref)]
-        if len(matches) == 1 and ref:
+        if len(matches) == 1:
             return matches[0]
-        if not matches or not ref:
+        if not matches:
             raise LookupError(f"no run {ref!r} on this link (pollinate ls lists them)")
         raise ConfigError(f"{len(matches)} runs start with {ref!r}: give more digits")
 
@@ -259,8 +279,9 @@ class Runs:
             run = self._runs[run_id]
             if run.row.status in _ENDED:
                 return run.row
-            if run_id in self._queue:
-                self._queue.remove(run_id)
+            if run.row.status in ("queued", "interrupted") and run is not self._current:
+                if run_id in self._queue:
+                    self._queue.remove(run_id)
                 self._end(run, "stopped", "stopped before it started")
                 return run.row
             run.stop_requested = True
@@ -284,6 +305,9 @@ class Runs:
                 self._set(run, status="running", started_at=run.row.started_at or time.time())
             try:
                 self._execute(run)
+            except Exception as err:  # a bug or a full disk must not end the queue
+                log.exception("run %d could not be run", run.row.run_id)
+                self._end(run, "failed", f"failed: {type(err).__name__}: {err}", error=err)
             finally:
                 with self._lock:
                     self._current = None
@@ -327,7 +351,7 @@ class Runs:
             )
             self._end(run, "finished", f"finished after {run.rounds_done} round(s)")
         except RunStopped as err:
-            if self._closing:  # the link stops; the run resumes when it starts again
+            if self._closing and not run.stop_requested:  # the run resumes with the link
                 run.log.write("the link is shutting down; the run stays unfinished")
                 run.error = err
                 run.done.set()
@@ -397,6 +421,22 @@ def _new_run_id(runs: dict[int, _Run]) -> int:
     while (run_id := secrets.randbits(63)) in runs or run_id == 0:
         pass
     return run_id
+
+
+def _check_request(
+    name: str, run_config: dict[str, UserConfigValue], min_nodes: int, wait_s: float
+) -> None:
+    """What a submission asks for, checked before anything is queued (it may be hostile)."""
+    if not 0 < len(name) <= MAX_NAME_LENGTH:
+        raise ConfigError(f"a run's name must have 1 to {MAX_NAME_LENGTH} characters")
+    if not all(
+        isinstance(k, str) and isinstance(v, (bool, int, float, str)) for k, v in run_config.items()
+    ):
+        raise ConfigError("a run config maps names to bool, int, float or str values")
+    if not 1 <= min_nodes <= 1_000_000:
+        raise ConfigError(f"min_nodes must be between 1 and 1,000,000, got {min_nodes}")
+    if not (math.isfinite(wait_s) and 0 < wait_s <= MAX_WAIT_S):
+        raise ConfigError(f"wait_s must be above 0 and at most {MAX_WAIT_S:g} s, got {wait_s}")
 
 
 def _safe(name: str) -> str:

@@ -222,6 +222,7 @@ class _Tally:
             if reason is None:
                 self.num_ok += 1
                 yield reply
+                del reply  # hold no reply while the next one comes in: it may be a whole model
                 continue
             failure = Failure(reply.metadata.src_node_id, reason)
             self.failures.append(failure)

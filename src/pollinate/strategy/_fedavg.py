@@ -124,6 +124,7 @@ class FedAvg(Strategy):
             record = reply.content.metrics(METRICS_KEY)
             total.add(reply.content.arrays(ARRAYS_KEY), float(record[self.weight_key]))  # type: ignore[arg-type]
             metrics.append(record)
+            del reply  # folded: its memory may go before the next reply comes in
         mean = total.mean()
         if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
             raise RoundError(

@@ -25,6 +25,7 @@ def in_send_order(replies: Iterable[Message], message_ids: Sequence[str]) -> Ite
         if index is None or index < next_index or index in waiting:
             continue
         waiting[index] = reply
+        del reply  # hold no reply while the next one comes in: it may be a whole model
         while next_index in waiting:
             yield waiting.pop(next_index)
             next_index += 1
