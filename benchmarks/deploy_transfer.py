@@ -49,9 +49,9 @@ GOAL_500MB_FRACTION = 0.50
 GOAL_LINK_MODELS = 3.0
 # The dry estimate, in models, until this run has measured its own at 100 MB or more (then
 # 1.2x what it measured, see main): the link holds the benchmark's model, the strategy's
-# copy, its current model, the float64 sum (2x) and the new mean, plus one reply per node
-# (replies arrive together); each node its received message, its reply and the reply's
-# frames.
+# copy, its current model, the float64 sum (2x) and the new mean, plus the replies it takes
+# in at once (the link's max_open_replies, 2); each node its received message, its reply
+# and the reply's frames.
 DEFAULT_LINK_BASE_MODELS = 6.0
 DEFAULT_NODE_MODELS = 3.5
 HEADROOM = 0.85
@@ -163,14 +163,19 @@ def available_bytes() -> int:
     return 0
 
 
+def open_replies(case: Case) -> int:
+    """How many replies the link holds at once: it takes them in two at a time."""
+    return min(case.nodes, 2)
+
+
 def estimate_bytes(case: Case, link_base: float, node_models: float) -> int:
     """The most this case holds at once: the link's peak and all nodes' (floor runs apart).
 
-    The link: ``link_base`` models plus one reply per node. The floor needs the model, a
+    The link: ``link_base`` models plus the replies it holds at once. The floor needs the model, a
     reply buffer per node and a buffer per client, while the link process still holds its
     model: 2 + 2 x nodes models.
     """
-    ours = link_base + case.nodes + case.nodes * node_models
+    ours = link_base + open_replies(case) + case.nodes * node_models
     floor = 2 + 2 * case.nodes
     return int(max(ours, floor) * case.model_bytes)
 
@@ -373,7 +378,7 @@ def main() -> None:
             need, free = estimate_bytes(case, link_base, node_models), available_bytes()
             print(
                 f"{case.label}: needs about {need / 1e9:.1f} GB at its peak (link "
-                f"{link_base:.1f}x + {case.nodes} replies, {case.nodes} x node "
+                f"{link_base:.1f}x + {open_replies(case)} replies, {case.nodes} x node "
                 f"{node_models:.1f}x the model); {free / 1e9:.1f} GB available",
                 flush=True,
             )
@@ -391,7 +396,7 @@ def main() -> None:
                 flush=True,
             )
             if case.megabytes >= 100:  # small models measure the allocator, not the transfer
-                link_base = 1.2 * max(0.0, outcome.link_models - case.nodes)
+                link_base = 1.2 * max(0.0, outcome.link_models - open_replies(case))
                 node_models = 1.2 * outcome.node_models
     print()
     print(table(outcomes))
