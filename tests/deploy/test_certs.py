@@ -214,9 +214,9 @@ def test_cli_writes_the_files_and_says_what_next(tmp_path):
     assert {p.name for p in out.iterdir()} == names | {"node2.key", "node2.pub"}
     assert "for link.test; valid 365 days" in result.output
     assert "development certificates, not for production" in result.output
-    assert f"pollinate link APP_DIR --certs {out} --node-keys {out}" in result.output
+    assert f"pollinate link --certs {out} --node-keys {out} --db link.db" in result.output
     assert (
-        f"pollinate node APP_DIR --link HOST:9400 --root-cert {out / 'ca.pem'} "
+        f"pollinate node --link HOST:9400 --root-cert {out / 'ca.pem'} "
         f"--key {out / 'node1.key'}"
     ) in result.output
 

@@ -70,15 +70,14 @@ def certs_command(out_dir: Path, hostnames: tuple[str, ...], nodes: int, days: i
         "there, use your organisation's CA (docs/deploy.md)"
     )
     directory = shlex.quote(shown(out_dir))
-    node = (
-        f"pollinate node APP_DIR --link HOST:9400 --root-cert {shlex.quote(shown(files.ca_cert))}"
-    )
+    node = f"pollinate node --link HOST:9400 --root-cert {shlex.quote(shown(files.ca_cert))}"
     if files.node_keys:
         node += f" --key {shlex.quote(shown(files.node_keys[0]))}"
     console.print("\nNext:")
     keys = f" --node-keys {directory}" if files.node_keys else ""
-    console.print(f"  {escape(f'pollinate link APP_DIR --certs {directory}{keys}')}")
+    console.print(f"  {escape(f'pollinate link --certs {directory}{keys} --db link.db')}")
     console.print(f"  {escape(node)}")
+    console.print('  pollinate run APP_DIR FEDERATION    (a federation with address = "HOST:9400")')
     if not files.node_keys:
         console.print("  (add --nodes N to also write node identity keys)")
 

@@ -24,7 +24,6 @@ from rich.table import Table
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ._config import AppConfig, Deployment, load_app_config, resolve_deployment
-from ._display import shown
 from ._run import VERBOSE, json_option, verbose_option
 
 if TYPE_CHECKING:  # gRPC loads only when a command talks to a link
@@ -183,7 +182,10 @@ def ls_command(
     as_json: bool,
     verbose: bool,
 ) -> None:
-    """List the runs the link knows: id, app, status, rounds done, when, where the results are."""
+    """List the runs the link knows: id, app, status, rounds done, when, and for how long.
+
+    pollinate log RUN_ID, and --json, say where each run's results are on the link.
+    """
     ctx.meta[VERBOSE] = verbose
     deployment = link.deployment()
     with _client(deployment) as client:
@@ -197,7 +199,6 @@ def ls_command(
     table = Table(box=None, header_style="bold", pad_edge=False)
     for column in ("run id", "app", "status", "rounds", "submitted", "took"):
         table.add_column(column, justify="right" if column == "rounds" else "left", no_wrap=True)
-    table.add_column("results", overflow="fold")
     for run in runs:
         table.add_row(
             str(run.run_id),
@@ -206,7 +207,6 @@ def ls_command(
             str(run.rounds_done),
             dt.datetime.fromtimestamp(run.submitted_at).strftime("%m-%d %H:%M:%S"),
             _took(run),
-            escape(shown(Path(run.out_dir))) if run.out_dir else "",
         )
     Console(highlight=False).print(table)
 
@@ -255,6 +255,8 @@ def log_command(
         for item in client.logs(run_id):
             if isinstance(item, RunSummary):
                 stderr.print(f"run {item.run_id} is {_status(item.status)}", soft_wrap=True)
+                if item.out_dir:
+                    stderr.print(f"results on the link: {escape(item.out_dir)}", soft_wrap=True)
             else:
                 click.echo(item)
 

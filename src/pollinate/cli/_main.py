@@ -8,6 +8,7 @@ command exits with 1, without a traceback. Any other exception comes from the ap
 from __future__ import annotations
 
 import importlib
+import os
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,9 @@ from ._report import report_command
 from ._run import VERBOSE, run_command
 
 __all__ = ["cli", "main"]
+
+# gRPC's C core logs each failed TLS handshake on stderr; pollinate says what went wrong.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 _HIDDEN_FRAMES = (
     *(str(Path(module.__file__ or "").parent) for module in (pollinate, click, importlib)),

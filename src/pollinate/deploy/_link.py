@@ -474,8 +474,8 @@ class Link:
             log.warning("node %d sent a reply that is not a valid message: %s", node.node_id, err)
             return
         grid = self._grid
-        if grid is None:
-            log.warning("dropped a reply from node %d: no run is going on", node.node_id)
+        if grid is None:  # late: the run ended (or was stopped) before this reply came
+            log.info("dropped a reply from node %d: no run is going on", node.node_id)
         else:
             grid.take_reply(node.node_id, reply)
 

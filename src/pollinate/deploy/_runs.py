@@ -356,7 +356,7 @@ class Runs:
                 run.error = err
                 run.done.set()
             else:
-                self._end(run, "stopped", str(err), error=err)
+                self._end(run, "stopped", _STOPPED, error=err)
         except PollinateError as err:
             self._end(run, "failed", f"failed: {err}", error=err)
         except Exception as err:
@@ -386,7 +386,7 @@ class Runs:
         run.log.write(message)
         run.log.close()
         run.done.set()
-        level = logging.INFO if status == "finished" else logging.WARNING
+        level = logging.WARNING if status == "failed" else logging.INFO
         log.log(level, "run %d %s", run.row.run_id, message)
 
     def _set(self, run: _Run, **changes: object) -> None:
