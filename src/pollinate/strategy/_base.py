@@ -74,6 +74,10 @@ class Strategy(ABC):
     def check_evaluate_reply(self, reply: Message) -> str | None:
         """Why an evaluate reply must be set aside (None to keep it)."""
 
+    def begin_run(self) -> None:
+        """``start`` calls this first: forget any state an earlier run left (momentum...)."""
+        return None
+
     min_train_replies: int = 1
     """Fewest valid train replies for the round to go on."""
     min_evaluate_replies: int = 1
@@ -110,6 +114,7 @@ class Strategy(ABC):
                 "wrap weights with ArrayRecord.from_numpy(list) or ArrayRecord.from_torch(sd)"
             )
         log.info("starting %s for %d rounds", self, num_rounds)
+        self.begin_run()
         # A private copy: arrays built from torch tensors stay writable through torch, and the
         # user's model must not be able to change the global model behind the strategy's back.
         arrays = ArrayRecord((name, np.array(a.numpy())) for name, a in initial_arrays.items())

@@ -6,7 +6,8 @@ https://arxiv.org/abs/1602.05629
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TypedDict
 
 import numpy as np
 
@@ -14,8 +15,9 @@ from ..errors import ConfigError, RoundError
 from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from ..server import Grid
-from ._aggregate import MetricsAggregationFn, WeightedSum, all_finite, weighted_mean
+from ._aggregate import MetricsAggregationFn, all_finite, weighted_mean
 from ._base import Strategy
+from ._compose import Aggregation, Update, chain
 from ._validate import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -24,7 +26,23 @@ from ._validate import (
     check_train_reply,
 )
 
-__all__ = ["FedAvg"]
+__all__ = ["FedAvg", "FedAvgOptions"]
+
+
+class FedAvgOptions(TypedDict, total=False):
+    """FedAvg's keyword arguments, which every strategy built on it also takes."""
+
+    fraction_train: float
+    fraction_evaluate: float
+    min_train_nodes: int
+    min_evaluate_nodes: int
+    min_available_nodes: int
+    weight_key: str
+    max_weight: float | None
+    train_metrics_aggr_fn: MetricsAggregationFn
+    evaluate_metrics_aggr_fn: MetricsAggregationFn
+    seed: int
+    wait_for_nodes_s: float
 
 _TRAIN, _EVALUATE = 0, 1
 
@@ -44,6 +62,9 @@ class FedAvg(Strategy):
         train_metrics_aggr_fn, evaluate_metrics_aggr_fn: how node metrics become one set
             (default: mean weighted by ``weight_key``).
         seed: seeds node sampling: the same seed picks the same nodes every run.
+        aggregation: how the round's models become the next one (default ``chain()``: the
+            weighted average); e.g. ``chain(norm_bound(5.0), median(), server_adam(0.01))``.
+            Checked against ``min_train_nodes`` here, before any round.
     """
 
     def __init__(
@@ -60,6 +81,7 @@ class FedAvg(Strategy):
         evaluate_metrics_aggr_fn: MetricsAggregationFn = weighted_mean,
         seed: int = 0,
         wait_for_nodes_s: float = 60.0,
+        aggregation: Aggregation | None = None,
     ) -> None:
         for name, value in (
             ("fraction_train", fraction_train),
@@ -89,14 +111,26 @@ class FedAvg(Strategy):
         self.wait_for_nodes_s = wait_for_nodes_s
         self.min_train_replies = min_train_nodes
         self.min_evaluate_replies = min_evaluate_nodes
+        self.aggregation = aggregation if aggregation is not None else chain()
+        if not isinstance(self.aggregation, Aggregation):
+            raise ConfigError(
+                f"aggregation must be made with chain(...), got {type(aggregation).__name__}"
+            )
+        self.aggregation.check(min_train_nodes)
 
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(fraction_train={self.fraction_train}, "
             f"fraction_evaluate={self.fraction_evaluate}, min_train_nodes={self.min_train_nodes}, "
             f"min_evaluate_nodes={self.min_evaluate_nodes}, "
-            f"min_available_nodes={self.min_available_nodes}, seed={self.seed})"
+            f"min_available_nodes={self.min_available_nodes}, seed={self.seed}"
+            + ("" if self.aggregation.is_default else f", aggregation={self.aggregation!r}")
+            + ")"
         )
+
+    def begin_run(self) -> None:
+        """Reset the server optimizers' state: a run starts from plain parameters."""
+        self.aggregation.reset()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -117,15 +151,19 @@ class FedAvg(Strategy):
     def aggregate_train(
         self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord]:
-        """Weighted mean of the models, folded in as each reply arrives."""
-        total = WeightedSum(arrays)
+        """The aggregation chain over the replies (the weighted mean, folded as they arrive)."""
         metrics: list[MetricRecord] = []
-        for reply in replies:
-            record = reply.content.metrics(METRICS_KEY)
-            total.add(reply.content.arrays(ARRAYS_KEY), float(record[self.weight_key]))  # type: ignore[arg-type]
-            metrics.append(record)
-            del reply  # folded: its memory may go before the next reply comes in
-        mean = total.mean()
+
+        def updates() -> Iterator[Update]:
+            for reply in replies:
+                record = reply.content.metrics(METRICS_KEY)
+                metrics.append(record)
+                weight = float(record[self.weight_key])  # type: ignore[arg-type]
+                node = reply.metadata.src_node_id
+                yield Update(node, reply.content.arrays(ARRAYS_KEY), weight, record)
+                del reply  # hold no reply while the next one comes in: it may be a whole model
+
+        mean = self.aggregation(updates(), arrays)
         if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
             raise RoundError(
                 f"round {server_round}: the weighted mean is not finite (the weights span too "

@@ -1,0 +1,245 @@
+"""Composable aggregation: filters, one aggregator and server optimizers, chained.
+
+A round's valid train replies become :class:`Update` objects (the node's model, its weight
+and metrics) and flow through a chain::
+
+    chain(norm_bound(5.0), trimmed_mean(0.1), server_adam(lr=0.01))
+
+- **Filters** (:class:`UpdateFilter`) clip or select updates: ``norm_bound``, ``krum``.
+- **One aggregator** (:class:`Aggregator`) makes one model of them: ``weighted_average``
+  (the default), ``median``, ``trimmed_mean``, ``bulyan``, ``qfedavg``.
+- **Server optimizers** (:class:`ServerOptimizer`) treat ``current - aggregate`` as a
+  pseudo-gradient and take a step from the current model: ``server_momentum``,
+  ``server_adagrad``, ``server_adam``, ``server_yogi``.
+
+Every piece checks its own parameters when built, and what it needs of a round (Krum:
+``n >= 2f + 3``) against the strategy's ``min_train_nodes`` before the first round. A
+chain whose filters all work one update at a time and whose aggregator streams keeps
+O(model) memory; otherwise the round's updates are held (they are in memory anyway) and
+order statistics work one layer at a time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+from ..errors import ConfigError, RoundError
+from ..records import ArrayRecord, MetricRecord
+from ._aggregate import WeightedSum
+
+__all__ = [
+    "Aggregation",
+    "Aggregator",
+    "ServerOptimizer",
+    "Update",
+    "UpdateFilter",
+    "chain",
+    "require_updates",
+    "weighted_average",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One node's contribution to a round: its model, its weight and its metrics."""
+
+    node_id: int
+    arrays: ArrayRecord
+    weight: float
+    metrics: MetricRecord
+
+
+class UpdateFilter:
+    """Clips, rescales or selects a round's updates before they are aggregated."""
+
+    streaming: bool = False
+    """True if it handles each update alone (``filter_one``), so the round can stream."""
+
+    def check(self, min_nodes: int) -> None:
+        """Raise ConfigError if rounds of ``min_nodes`` valid updates cannot satisfy it."""
+        return None
+
+    def filter_one(self, update: Update, current: ArrayRecord) -> Update | None:
+        """A streaming filter's verdict on one update (None drops it)."""
+        raise NotImplementedError(f"{type(self).__name__} needs the whole round's updates")
+
+    def filter(self, updates: Sequence[Update], current: ArrayRecord) -> list[Update]:
+        """The updates to keep, given all of the round's (in send order)."""
+        kept = (self.filter_one(u, current) for u in updates)
+        return [u for u in kept if u is not None]
+
+
+class Aggregator(ABC):
+    """Makes one model of a round's updates."""
+
+    streaming: bool = False
+    """True if ``aggregate`` consumes its updates one by one without holding them."""
+
+    def check(self, min_nodes: int) -> None:
+        """Raise ConfigError if rounds of ``min_nodes`` valid updates cannot satisfy it."""
+        return None
+
+    @abstractmethod
+    def aggregate(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
+        """The aggregate of ``updates`` (None if there were none)."""
+
+
+class ServerOptimizer(ABC):
+    """A step from the current model along the pseudo-gradient ``current - aggregate``.
+
+    It may keep state between rounds (momentum, second moments): one optimizer belongs
+    to one run, and ``reset`` forgets its state.
+    """
+
+    @abstractmethod
+    def step(self, current: ArrayRecord, aggregate: ArrayRecord) -> ArrayRecord:
+        """The next global model."""
+
+    def reset(self) -> None:
+        """Forget any state (a new run starts)."""
+        return None
+
+
+class Aggregation:
+    """A chain of filters, one aggregator and server optimizers; see :func:`chain`."""
+
+    def __init__(
+        self,
+        filters: Sequence[UpdateFilter],
+        aggregator: Aggregator,
+        optimizers: Sequence[ServerOptimizer],
+    ) -> None:
+        self.filters = tuple(filters)
+        self.aggregator = aggregator
+        self.optimizers = tuple(optimizers)
+
+    @property
+    def streaming(self) -> bool:
+        """Whether a round needs O(model) memory, not O(updates x model)."""
+        return self.aggregator.streaming and all(f.streaming for f in self.filters)
+
+    def check(self, min_nodes: int) -> None:
+        """Check every piece against rounds of at least ``min_nodes`` valid updates."""
+        pieces: tuple[UpdateFilter | Aggregator, ...] = (*self.filters, self.aggregator)
+        for piece in pieces:
+            piece.check(min_nodes)
+
+    def __call__(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
+        """The next global model from a round's updates (None if no update survived)."""
+        if self.streaming:
+            flowing: Iterable[Update] = self._stream(updates, current)
+        else:
+            held = list(updates)
+            for piece in self.filters:
+                held = piece.filter(held, current)
+            flowing = held
+        aggregate = self.aggregator.aggregate(flowing, current)
+        if aggregate is None:
+            return None
+        for optimizer in self.optimizers:
+            aggregate = optimizer.step(current, aggregate)
+        return aggregate
+
+    def _stream(self, updates: Iterable[Update], current: ArrayRecord) -> Iterator[Update]:
+        for update in updates:
+            kept = _through(self.filters, update, current)
+            if kept is not None:
+                yield kept
+
+    def reset(self) -> None:
+        """Forget the optimizers' state (a new run starts)."""
+        for optimizer in self.optimizers:
+            optimizer.reset()
+
+    @property
+    def is_default(self) -> bool:
+        """Whether this is plain FedAvg: the weighted average, nothing else."""
+        return (
+            not self.filters and not self.optimizers and isinstance(self.aggregator, _WeightedMean)
+        )
+
+    def __repr__(self) -> str:
+        pieces = (*self.filters, self.aggregator, *self.optimizers)
+        return f"chain({', '.join(map(repr, pieces))})"
+
+
+def _through(
+    filters: Sequence[UpdateFilter], update: Update, current: ArrayRecord
+) -> Update | None:
+    """``update`` after each streaming filter in turn (None once one drops it)."""
+    kept: Update | None = update
+    for piece in filters:
+        if kept is None:
+            return None
+        kept = piece.filter_one(kept, current)
+    return kept
+
+
+def chain(*pieces: UpdateFilter | Aggregator | ServerOptimizer) -> Aggregation:
+    """Filters, then at most one aggregator (default: the weighted mean), then optimizers.
+
+    ``chain(norm_bound(5.0), trimmed_mean(0.1), server_adam(lr=0.01))`` clips each update,
+    takes the coordinate-wise trimmed mean and applies an Adam step on the server.
+    """
+    filters: list[UpdateFilter] = []
+    aggregators: list[Aggregator] = []
+    optimizers: list[ServerOptimizer] = []
+    for position, piece in enumerate(pieces, 1):
+        if isinstance(piece, UpdateFilter):
+            if aggregators or optimizers:
+                raise ConfigError(
+                    f"chain: filter {piece!r} (piece {position}) comes after the aggregator or "
+                    "an optimizer; filters go first"
+                )
+            filters.append(piece)
+        elif isinstance(piece, Aggregator):
+            if aggregators:
+                raise ConfigError(
+                    f"chain: two aggregators ({aggregators[0]!r} and {piece!r}); keep one"
+                )
+            if optimizers:
+                raise ConfigError(
+                    f"chain: aggregator {piece!r} comes after an optimizer; optimizers go last"
+                )
+            aggregators.append(piece)
+        elif isinstance(piece, ServerOptimizer):
+            optimizers.append(piece)
+        else:
+            raise ConfigError(
+                f"chain: piece {position} is a {type(piece).__name__}, not a filter, an "
+                "aggregator or a server optimizer (e.g. norm_bound, median, server_adam)"
+            )
+    return Aggregation(filters, aggregators[0] if aggregators else weighted_average(), optimizers)
+
+
+class _WeightedMean(Aggregator):
+    """The weighted mean of the updates' models (FedAvg's rule), folded as they come."""
+
+    streaming = True
+
+    def aggregate(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
+        """Fold each update into a float64 running sum; O(model) memory."""
+        total = WeightedSum(current)
+        for update in updates:
+            total.add(update.arrays, update.weight)
+            del update  # folded: its memory may go before the next update comes in
+        return total.mean()
+
+    def __repr__(self) -> str:
+        return "weighted_average()"
+
+
+def weighted_average() -> Aggregator:
+    """The aggregator of FedAvg: models averaged, weighted by each node's weight."""
+    return _WeightedMean()
+
+
+def require_updates(name: str, needed: int, got: int) -> None:
+    """RoundError when a round has fewer valid updates than a piece's math needs."""
+    if got < needed:
+        raise RoundError(
+            f"{name} needs at least {needed} valid updates in a round, got {got}: more nodes "
+            "failed than it can bear; raise min_train_nodes or lower f"
+        )

@@ -1,0 +1,145 @@
+"""chain(): filters, one aggregator and server optimizers compose without new classes."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pollinate import ArrayRecord, FedAvg, MetricRecord
+from pollinate.errors import ConfigError
+from pollinate.strategy._compose import (
+    Aggregator,
+    ServerOptimizer,
+    Update,
+    UpdateFilter,
+    chain,
+    weighted_average,
+)
+
+
+def _update(node_id, value, weight=1.0):
+    arrays = ArrayRecord({"w": np.full(3, value, np.float32), "b": np.full(2, value, np.float32)})
+    return Update(node_id, arrays, weight, MetricRecord({"num-examples": weight}))
+
+
+CURRENT = ArrayRecord({"w": np.zeros(3, np.float32), "b": np.zeros(2, np.float32)})
+
+
+class _DropNegative(UpdateFilter):
+    streaming = True
+
+    def filter_one(self, update, current):
+        return None if update.arrays["w"].numpy()[0] < 0 else update
+
+
+class _KeepLargest(UpdateFilter):
+    """A whole-round filter: keeps the update with the largest first value."""
+
+    def filter(self, updates, current):
+        return [max(updates, key=lambda u: u.arrays["w"].numpy()[0])]
+
+
+class _First(Aggregator):
+    def aggregate(self, updates, current):
+        return next(iter(updates)).arrays
+
+
+class _Halfway(ServerOptimizer):
+    def __init__(self):
+        self.steps = 0
+
+    def step(self, current, aggregate):
+        self.steps += 1
+        return ArrayRecord({k: (current[k].numpy() + aggregate[k].numpy()) / 2 for k in current})
+
+    def reset(self):
+        self.steps = 0
+
+
+def test_the_default_chain_is_fedavgs_weighted_average_and_streams():
+    aggregation = chain()
+    assert aggregation.streaming and aggregation.is_default
+    assert repr(aggregation) == "chain(weighted_average())"
+    mean = aggregation(iter([_update(1, 1.0, 1.0), _update(2, 4.0, 2.0)]), CURRENT)
+    np.testing.assert_allclose(mean["w"].numpy(), np.full(3, 3.0))
+
+
+def test_filters_run_in_order_before_the_aggregator_and_optimizers_after_it():
+    updates = [_update(1, -5.0), _update(2, 2.0), _update(3, 6.0)]
+    optimizer = _Halfway()
+    aggregation = chain(_DropNegative(), _KeepLargest(), _First(), optimizer)
+    assert not aggregation.streaming  # _KeepLargest needs the whole round
+    result = aggregation(updates, CURRENT)
+    np.testing.assert_allclose(result["w"].numpy(), np.full(3, 3.0))  # (0 + 6) / 2
+    assert optimizer.steps == 1
+    aggregation.reset()
+    assert optimizer.steps == 0
+
+
+def test_a_streaming_chain_never_holds_the_round():
+    seen = []
+
+    def updates():
+        for i, value in enumerate([1.0, 2.0, -1.0, 3.0]):
+            seen.append(value)
+            yield _update(i, value)
+
+    aggregation = chain(_DropNegative())
+    assert aggregation.streaming
+    mean = aggregation(updates(), CURRENT)
+    np.testing.assert_allclose(mean["w"].numpy(), np.full(3, 2.0))
+    assert seen == [1.0, 2.0, -1.0, 3.0]
+
+
+def test_a_round_whose_updates_are_all_filtered_out_keeps_no_aggregate():
+    assert chain(_DropNegative())([_update(1, -1.0)], CURRENT) is None
+
+
+@pytest.mark.parametrize(
+    ("pieces", "message"),
+    [
+        ((weighted_average(), _DropNegative()), "filters go first"),
+        ((weighted_average(), _First()), "two aggregators"),
+        ((_Halfway(), _First()), "optimizers go last"),
+        ((lambda updates: None,), "not a filter, an aggregator or a server optimizer"),
+    ],
+)
+def test_a_chain_in_the_wrong_order_is_refused_with_the_rule(pieces, message):
+    with pytest.raises(ConfigError, match=message):
+        chain(*pieces)
+
+
+def test_pieces_check_the_rounds_they_will_get_before_the_first_round():
+    class _NeedsFive(UpdateFilter):
+        def check(self, min_nodes):
+            if min_nodes < 5:
+                raise ConfigError(f"needs 5 updates a round, min_train_nodes={min_nodes}")
+
+    with pytest.raises(ConfigError, match="min_train_nodes=2"):
+        FedAvg(aggregation=chain(_NeedsFive()))
+    FedAvg(aggregation=chain(_NeedsFive()), min_train_nodes=5)
+    with pytest.raises(ConfigError, match="made with chain"):
+        FedAvg(aggregation=[_NeedsFive()])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(-1e3, 1e3), st.floats(0.1, 1e3)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_the_streamed_weighted_average_equals_the_batch_formula(pairs):
+    updates = [_update(i, value, weight) for i, (value, weight) in enumerate(pairs)]
+    mean = chain()(iter(updates), CURRENT)
+    values = np.array([v for v, _ in pairs], np.float64)
+    weights = np.array([w for _, w in pairs], np.float64)
+    expected = np.float32((values * weights).sum() / weights.sum())
+    np.testing.assert_allclose(mean["w"].numpy(), np.full(3, expected), rtol=1e-5, atol=1e-3)
+
+
+def test_fedavg_with_the_default_chain_reports_its_plain_repr_and_a_custom_one_shows_it():
+    assert "aggregation" not in repr(FedAvg())
+    assert "aggregation=chain(_" not in repr(FedAvg(aggregation=chain(_First())))
+    assert "aggregation=chain(" in repr(FedAvg(aggregation=chain(_First())))
