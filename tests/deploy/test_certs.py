@@ -216,8 +216,7 @@ def test_cli_writes_the_files_and_says_what_next(tmp_path):
     assert "development certificates, not for production" in result.output
     assert f"pollinate link --certs {out} --node-keys {out} --db link.db" in result.output
     assert (
-        f"pollinate node --link HOST:9400 --root-cert {out / 'ca.pem'} "
-        f"--key {out / 'node1.key'}"
+        f"pollinate node --link HOST:9400 --root-cert {out / 'ca.pem'} --key {out / 'node1.key'}"
     ) in result.output
 
 

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..records import Array, ArrayRecord, MetricRecord, MetricValue
 
-__all__ = ["MetricsAggregationFn", "WeightedSum", "weighted_mean"]
+__all__ = ["MetricsAggregationFn", "WeightedSum", "cast_to", "weighted_mean"]
 
 MetricsAggregationFn: TypeAlias = Callable[[Sequence[MetricRecord], str], MetricRecord]
 """``(metric records, weight key) -> one MetricRecord``."""
@@ -94,18 +94,23 @@ def _divided(
     for start in range(0, flat_sums.size, CHUNK):
         stop = start + CHUNK
         mean = flat_sums[start:stop] / total
-        flat_out[start:stop] = mean if floating else _cast(mean, dtype)
+        flat_out[start:stop] = mean if floating else cast_to(mean, dtype)
     return out
 
 
-def _cast(mean: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+def cast_to(data: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """An aggregate (float64 or complex128) back in an array's own dtype.
+
+    Integers are rounded, booleans take the majority (>= 0.5), complex values drop to their
+    real part where the dtype is real.
+    """
     out: np.ndarray[Any, Any]
     if dtype.kind == "b":
-        out = mean >= 0.5
+        out = data.real >= 0.5
     elif dtype.kind in "iu":
-        out = np.rint(mean).astype(dtype)
+        out = np.rint(data.real).astype(dtype)
     else:
-        out = mean.astype(dtype)
+        out = data.astype(dtype)
     return out
 
 

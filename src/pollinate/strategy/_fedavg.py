@@ -44,6 +44,7 @@ class FedAvgOptions(TypedDict, total=False):
     seed: int
     wait_for_nodes_s: float
 
+
 _TRAIN, _EVALUATE = 0, 1
 
 
