@@ -106,3 +106,25 @@ def test_qfedavg_runs_rounds_on_a_grid(make_grid, global_arrays):
     result = strategy.start(make_grid(train), global_arrays, num_rounds=2)
     np.testing.assert_allclose(result.arrays["w"].numpy(), 2.0, rtol=1e-6)
     assert "qfedavg(q=0.0" in repr(strategy)
+
+
+def test_counters_are_neither_stepped_nor_counted_in_the_norm():
+    current = ArrayRecord({"w": np.zeros(2), "steps": np.array([500], np.int64)})
+    with_counter = Update(
+        1,
+        ArrayRecord({"w": np.ones(2), "steps": np.array([600], np.int64)}),
+        1.0,
+        MetricRecord({"train-loss": 2.0}),
+    )
+    without = Update(1, ArrayRecord({"w": np.ones(2)}), 1.0, MetricRecord({"train-loss": 2.0}))
+    stepped = qfedavg(1.0, 0.1).aggregate([with_counter], current)
+    alone = qfedavg(1.0, 0.1).aggregate([without], ArrayRecord({"w": np.zeros(2)}))
+    np.testing.assert_array_equal(stepped["w"].numpy(), alone["w"].numpy())
+    assert stepped["steps"].numpy()[0] == 500
+
+
+def test_a_loss_too_large_for_its_power_is_a_round_error_not_an_overflow():
+    current = ArrayRecord({"w": np.zeros(2)})
+    huge = Update(1, ArrayRecord({"w": np.ones(2)}), 1.0, MetricRecord({"train-loss": 1e70}))
+    with pytest.raises(RoundError, match=r"overflowed.*lower q"):
+        qfedavg(5.0, 0.1).aggregate([huge], current)

@@ -400,9 +400,17 @@ def test_krum_with_too_few_train_nodes_fails_at_construction():
     )
     with pytest.raises(ConfigError, match=message):
         Krum(num_malicious_nodes=2, min_train_nodes=6)
-    with pytest.raises(ConfigError, match=r"min_train_nodes=2: raise min_train_nodes to 5"):
-        Krum(num_malicious_nodes=1)  # FedAvg's default min_train_nodes is 2
+    with pytest.raises(ConfigError, match=r"min_train_nodes=2: raise min_train_nodes to 3$"):
+        Krum(num_malicious_nodes=0, min_train_nodes=2)  # f is 0 already: no "lower f"
     Krum(num_malicious_nodes=2, min_train_nodes=7)
+
+
+def test_robust_presets_wait_for_as_many_nodes_as_their_rule_needs_by_default():
+    assert (Krum().min_train_nodes, Krum().min_available_nodes) == (3, 3)
+    assert Krum(num_malicious_nodes=2).min_train_nodes == 7
+    assert MultiKrum(num_malicious_nodes=1, num_nodes_to_keep=5).min_train_nodes == 6
+    assert Bulyan(num_malicious_nodes=1).min_train_nodes == 7
+    assert Bulyan(num_malicious_nodes=1, min_train_nodes=9).min_available_nodes == 9
 
 
 def test_bulyan_and_multi_krum_check_their_round_size():
@@ -433,7 +441,9 @@ def test_presets_are_fedavg_with_their_chain():
     assert repr(FedTrimmedAvg().aggregation) == "chain(trimmed_mean(beta=0.2))"
     assert "aggregation=chain(krum(f=1)" in repr(Krum(num_malicious_nodes=1, min_train_nodes=5))
     strategy = MultiKrum(num_malicious_nodes=1, num_nodes_to_keep=2, min_train_nodes=5)
-    assert repr(strategy.aggregation) == "chain(multi_krum(f=1, m=2), weighted_average())"
+    assert repr(strategy.aggregation) == (
+        "chain(multi_krum(f=1, m=2), weighted_average(use_weights=False))"
+    )
     assert strategy.min_train_nodes == 5 and strategy.num_malicious_nodes == 1
 
 
@@ -456,3 +466,29 @@ def test_multi_krum_ignores_a_node_sending_a_huge_model(make_grid, global_arrays
     assert len(result.rounds) == 2
     for array in result.arrays.values():
         np.testing.assert_allclose(array.numpy(), (1.01 + 1.02 + 1.04 + 1.05) / 4, rtol=1e-6)
+
+
+def test_multi_krum_averages_the_kept_models_without_the_weights_nodes_claim():
+    values = [0.01 * i for i in range(6)] + [0.15, 0.15]
+    weights = [1.0] * 6 + [1e6, 1e6]  # two attackers claim a huge weight
+    rows = updates_of(*(np.array([v]) for v in values), weights=weights)
+    result = MultiKrum(num_malicious_nodes=2).aggregation(rows, ZERO)
+    assert result["w"].numpy()[0] < 0.1  # their claimed weights did not pull the mean to 0.15
+
+
+def test_a_trimming_share_a_hair_below_one_half_still_leaves_a_value():
+    result = trimmed_mean(0.4999999999999).aggregate(scalars(1.0, 3.0), ZERO)
+    assert np.isfinite(result["w"].numpy()).all()
+
+
+def test_a_clipping_filter_before_an_order_statistic_clips_each_update_as_it_comes():
+    seen = []
+
+    def stream():
+        for i, row in enumerate(scalars(100.0, 1.0, 2.0)):
+            seen.append(i)
+            yield row
+
+    result = chain(norm_bound(1.0), median())(stream(), ZERO)
+    assert seen == [0, 1, 2]
+    assert np.abs(result["w"].numpy()).max() <= 1.0

@@ -170,3 +170,13 @@ def test_three_rounds_end_to_end(make_grid):
     for name in ("weight", "bias"):
         local = [grid.node_state(n)["scaffold.c-i"][name].numpy() for n in (1, 2, 3)]
         np.testing.assert_allclose(strategy.control[name].numpy(), np.mean(local, axis=0))
+
+
+def test_strategies_with_their_own_rule_refuse_a_chain_instead_of_ignoring_it():
+    from pollinate.strategy import FedXgbBagging, chain, median
+
+    with pytest.raises(ConfigError, match="Scaffold aggregates in its own way"):
+        Scaffold(aggregation=chain(median()))
+    with pytest.raises(ConfigError, match="FedXgbBagging aggregates in its own way"):
+        FedXgbBagging(aggregation=chain(median()))
+    assert Scaffold().stateful

@@ -74,6 +74,11 @@ class Strategy(ABC):
     def check_evaluate_reply(self, reply: Message) -> str | None:
         """Why an evaluate reply must be set aside (None to keep it)."""
 
+    @property
+    def stateful(self) -> bool:
+        """Whether the strategy keeps state between rounds (momentum, control variates)."""
+        return False
+
     def begin_run(self) -> None:
         """``start`` calls this first: forget any state an earlier run left (momentum...)."""
         return None
@@ -124,6 +129,13 @@ class Strategy(ABC):
             arrays = resume.arrays
             result.rounds.extend(resume.rounds)
             log.info("resuming after round %d of %d", resume.last_round, num_rounds)
+            if self.stateful:
+                log.warning(
+                    "%s keeps state between rounds (server momentum, moments or control "
+                    "variates) that a resumed run does not have: it starts afresh from round %d",
+                    type(self).__name__,
+                    resume.last_round + 1,
+                )
         else:
             report_arrays(0, arrays)
             if evaluate_fn is not None:

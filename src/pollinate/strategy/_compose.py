@@ -129,10 +129,13 @@ class Aggregation:
     def __call__(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
         """The next global model from a round's updates (None if no update survived)."""
         if self.streaming:
-            flowing: Iterable[Update] = self._stream(updates, current)
-        else:
-            held = list(updates)
-            for piece in self.filters:
+            flowing: Iterable[Update] = _stream(self.filters, updates, current)
+        else:  # leading streaming filters act as updates come, so no original is kept
+            leading = 0
+            while leading < len(self.filters) and self.filters[leading].streaming:
+                leading += 1
+            held = list(_stream(self.filters[:leading], updates, current))
+            for piece in self.filters[leading:]:
                 held = piece.filter(held, current)
             flowing = held
         aggregate = self.aggregator.aggregate(flowing, current)
@@ -142,12 +145,6 @@ class Aggregation:
             aggregate = optimizer.step(current, aggregate)
         return aggregate
 
-    def _stream(self, updates: Iterable[Update], current: ArrayRecord) -> Iterator[Update]:
-        for update in updates:
-            kept = _through(self.filters, update, current)
-            if kept is not None:
-                yield kept
-
     def reset(self) -> None:
         """Forget the optimizers' state (a new run starts)."""
         for optimizer in self.optimizers:
@@ -156,13 +153,23 @@ class Aggregation:
     @property
     def is_default(self) -> bool:
         """Whether this is plain FedAvg: the weighted average, nothing else."""
-        return (
-            not self.filters and not self.optimizers and isinstance(self.aggregator, _WeightedMean)
-        )
+        plain = isinstance(self.aggregator, _WeightedMean) and self.aggregator.use_weights
+        return plain and not self.filters and not self.optimizers
 
     def __repr__(self) -> str:
         pieces = (*self.filters, self.aggregator, *self.optimizers)
         return f"chain({', '.join(map(repr, pieces))})"
+
+
+def _stream(
+    filters: Sequence[UpdateFilter], updates: Iterable[Update], current: ArrayRecord
+) -> Iterator[Update]:
+    """The updates that pass streaming ``filters``, each filtered as it comes."""
+    for update in updates:
+        kept = _through(filters, update, current)
+        del update  # a clipped update's original may go now
+        if kept is not None:
+            yield kept
 
 
 def _through(
@@ -219,21 +226,28 @@ class _WeightedMean(Aggregator):
 
     streaming = True
 
+    def __init__(self, use_weights: bool) -> None:
+        self.use_weights = use_weights
+
     def aggregate(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
         """Fold each update into a float64 running sum; O(model) memory."""
         total = WeightedSum(current)
         for update in updates:
-            total.add(update.arrays, update.weight)
+            total.add(update.arrays, update.weight if self.use_weights else 1.0)
             del update  # folded: its memory may go before the next update comes in
         return total.mean()
 
     def __repr__(self) -> str:
-        return "weighted_average()"
+        return "weighted_average()" if self.use_weights else "weighted_average(use_weights=False)"
 
 
-def weighted_average() -> Aggregator:
-    """The aggregator of FedAvg: models averaged, weighted by each node's weight."""
-    return _WeightedMean()
+def weighted_average(use_weights: bool = True) -> Aggregator:
+    """The aggregator of FedAvg: models averaged, weighted by each node's weight.
+
+    ``use_weights=False`` gives every update the same weight: after a robust filter, the
+    weights nodes report are not to be trusted either.
+    """
+    return _WeightedMean(use_weights)
 
 
 def require_updates(name: str, needed: int, got: int) -> None:

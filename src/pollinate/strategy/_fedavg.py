@@ -6,7 +6,7 @@ https://arxiv.org/abs/1602.05629
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TypedDict
 
 import numpy as np
@@ -26,7 +26,7 @@ from ._validate import (
     check_train_reply,
 )
 
-__all__ = ["FedAvg", "FedAvgOptions"]
+__all__ = ["FedAvg", "FedAvgOptions", "refuse_aggregation"]
 
 
 class FedAvgOptions(TypedDict, total=False):
@@ -46,6 +46,15 @@ class FedAvgOptions(TypedDict, total=False):
 
 
 _TRAIN, _EVALUATE = 0, 1
+
+
+def refuse_aggregation(strategy: str, options: Mapping[str, object]) -> None:
+    """A strategy with its own aggregation rule cannot take a chain: say so, not ignore it."""
+    if "aggregation" in options:
+        raise ConfigError(
+            f"{strategy} aggregates in its own way and takes no aggregation=; build a "
+            "FedAvg(aggregation=chain(...)) for a custom chain"
+        )
 
 
 class FedAvg(Strategy):
@@ -129,6 +138,11 @@ class FedAvg(Strategy):
             + ")"
         )
 
+    @property
+    def stateful(self) -> bool:
+        """Whether the strategy keeps state between rounds: its server optimizers do."""
+        return bool(self.aggregation.optimizers)
+
     def begin_run(self) -> None:
         """Reset the server optimizers' state: a run starts from plain parameters."""
         self.aggregation.reset()
@@ -167,8 +181,9 @@ class FedAvg(Strategy):
         mean = self.aggregation(updates(), arrays)
         if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
             raise RoundError(
-                f"round {server_round}: the weighted mean is not finite (the weights span too "
-                "wide a range); set max_weight to cap them"
+                f"round {server_round}: the new model is not finite: {self.aggregation!r} "
+                "overflowed (weights that span too wide a range, extreme values, or a server "
+                "learning rate too large); cap weights with max_weight or check the pieces"
             )
         return mean, self.train_metrics_aggr_fn(metrics, self.weight_key)
 

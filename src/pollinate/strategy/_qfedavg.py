@@ -53,26 +53,45 @@ class _QFedAvg(Aggregator):
     def aggregate(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
         """``current - sum(Delta_k) / sum(h_k)`` over the updates (None if there were none)."""
         lipschitz = 1.0 / self.lr
-        sums = {name: np.zeros(a.shape, _work_dtype(a)) for name, a in current.items()}
+        # Only floating arrays learn; counters (BatchNorm's num_batches_tracked) stay as they are.
+        learned = [name for name, a in current.items() if a.dtype.kind in "fc"]
+        sums = {name: np.zeros(current[name].shape, _work_dtype(current[name])) for name in learned}
         h_total, count = 0.0, 0
-        for update in updates:
-            loss = self._loss(update)
-            squared_norm = lipschitz**2 * sum(
-                _squared_norm(_difference(a, update.arrays[name])) for name, a in current.items()
-            )
-            scale = loss**self.q
-            for name, total in sums.items():
-                total += (scale * lipschitz) * _difference(current[name], update.arrays[name])
-            first = 0.0 if self.q == 0 else self.q * (loss + _EPSILON) ** (self.q - 1)
-            h_total += first * squared_norm + lipschitz * scale
-            count += 1
-            del update
+        with np.errstate(over="raise", invalid="raise"):
+            try:
+                for update in updates:
+                    loss = self._loss(update)
+                    squared_norm = lipschitz**2 * sum(
+                        _squared_norm(_difference(current[name], update.arrays[name]))
+                        for name in learned
+                    )
+                    scale = float(np.float64(loss) ** self.q)
+                    for name, total in sums.items():
+                        total += (scale * lipschitz) * _difference(
+                            current[name], update.arrays[name]
+                        )
+                    first = 0.0
+                    if self.q != 0:
+                        first = float(self.q * np.float64(loss + _EPSILON) ** (self.q - 1))
+                    h_total += first * squared_norm + lipschitz * scale
+                    count += 1
+                    del update
+            except FloatingPointError:
+                raise RoundError(
+                    f"qfedavg(q={self.q}) overflowed: a loss raised to the power q is too large "
+                    "for float64; lower q, or scale the losses the nodes report"
+                ) from None
         if count == 0:
             return None
-        if h_total == 0.0:  # every loss is 0 (and q > 0): every Delta_k is 0, no step
+        if h_total == 0.0 or not math.isfinite(h_total):  # every loss 0 (q > 0): no step
+            if h_total != 0.0:
+                raise RoundError(f"qfedavg(q={self.q}) overflowed: lower q")
             return ArrayRecord(current)
         return ArrayRecord(
-            (name, Array(cast_to(_as_work(a) - sums[name] / h_total, a.dtype)))
+            (
+                name,
+                Array(cast_to(_as_work(a) - sums[name] / h_total, a.dtype)) if name in sums else a,
+            )
             for name, a in current.items()
         )
 

@@ -34,7 +34,14 @@ import numpy as np
 from ..errors import ConfigError
 from ..records import Array, ArrayRecord
 from ._aggregate import cast_to
-from ._compose import Aggregator, Update, UpdateFilter, chain, require_updates
+from ._compose import (
+    Aggregator,
+    Update,
+    UpdateFilter,
+    chain,
+    require_updates,
+    weighted_average,
+)
 from ._fedavg import FedAvg
 
 if TYPE_CHECKING:
@@ -189,6 +196,9 @@ class Krum(FedAvg):
 
     def __init__(self, *, num_malicious_nodes: int = 0, **options: Unpack[FedAvgOptions]) -> None:
         self.num_malicious_nodes = num_malicious_nodes
+        _enough_nodes(
+            options, 2 * _whole("Krum", "num_malicious_nodes", num_malicious_nodes, 0) + 3
+        )
         super().__init__(aggregation=chain(krum(num_malicious_nodes)), **options)
 
 
@@ -198,7 +208,8 @@ class MultiKrum(FedAvg):
     Blanchard et al., 2017, "Machine Learning with Adversaries: Byzantine Tolerant Gradient
     Descent", NeurIPS,
     https://papers.nips.cc/paper/2017/hash/f4b9ec30ad9f68f89b29639786cb62ef-Abstract.html.
-    ``chain(multi_krum(f, m))``: the kept models are averaged, weighted as in FedAvg.
+    ``chain(multi_krum(f, m), weighted_average(use_weights=False))``: the kept models are
+    averaged without the weights nodes report, as in the paper (an attacker could claim any).
 
     Args:
         num_malicious_nodes: ``f``, the most nodes a round may have that send anything at all.
@@ -216,8 +227,12 @@ class MultiKrum(FedAvg):
     ) -> None:
         self.num_malicious_nodes = num_malicious_nodes
         self.num_nodes_to_keep = num_nodes_to_keep
-        pieces = multi_krum(num_malicious_nodes, num_nodes_to_keep)
-        super().__init__(aggregation=chain(pieces), **options)
+        f = _whole("MultiKrum", "num_malicious_nodes", num_malicious_nodes, 0)
+        _enough_nodes(options, max(2 * f + 3, f + (num_nodes_to_keep or 0)))
+        selection = multi_krum(num_malicious_nodes, num_nodes_to_keep)
+        # Plain mean of the kept models, as in the paper: reported weights are not trusted.
+        mean = weighted_average(use_weights=False)
+        super().__init__(aggregation=chain(selection, mean), **options)
 
 
 class Bulyan(FedAvg):
@@ -234,6 +249,9 @@ class Bulyan(FedAvg):
 
     def __init__(self, *, num_malicious_nodes: int = 0, **options: Unpack[FedAvgOptions]) -> None:
         self.num_malicious_nodes = num_malicious_nodes
+        _enough_nodes(
+            options, 4 * _whole("Bulyan", "num_malicious_nodes", num_malicious_nodes, 0) + 3
+        )
         super().__init__(aggregation=chain(bulyan(num_malicious_nodes)), **options)
 
 
@@ -320,6 +338,7 @@ class _TrimmedMean(Aggregator):
             return None
         n = len(held)
         cut = math.floor(round(self.beta * n, 9))  # 0.29 * 100 is 28.999...: still cut 29
+        cut = min(cut, (n - 1) // 2)  # beta a hair below 0.5 must leave a value
         return _layerwise(held, current, lambda rows: _trimmed(rows, cut))
 
     def __repr__(self) -> str:
@@ -506,8 +525,15 @@ def _whole(piece: str, name: str, value: object, minimum: int) -> int:
 def _check_round_size(label: str, formula: str, needed: int, min_nodes: int) -> None:
     """ConfigError, before any round, if rounds of ``min_nodes`` updates are too small."""
     if min_nodes < needed:
-        fix = "lower m" if formula == "m + f" else "lower f (num_malicious_nodes)"
+        fix = " or lower m" if formula == "m + f" else " or lower f (num_malicious_nodes)"
         raise ConfigError(
             f"{label} needs at least {formula} = {needed} updates a round, but "
-            f"min_train_nodes={min_nodes}: raise min_train_nodes to {needed} or {fix}"
+            f"min_train_nodes={min_nodes}: raise min_train_nodes to {needed}"
+            f"{fix if needed > 3 else ''}"
         )
+
+
+def _enough_nodes(options: FedAvgOptions, needed: int) -> None:
+    """A preset's node minimums default to what its rule needs (FedAvg's 2 is too few)."""
+    options.setdefault("min_train_nodes", needed)
+    options.setdefault("min_available_nodes", options["min_train_nodes"])

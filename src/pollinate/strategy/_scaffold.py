@@ -31,7 +31,7 @@ from ..message import Message
 from ..records import ArrayRecord, ConfigRecord, MetricRecord
 from ..server import Grid
 from ._aggregate import WeightedSum, all_finite, cast_to
-from ._fedavg import FedAvg
+from ._fedavg import FedAvg, refuse_aggregation
 from ._validate import ARRAYS_KEY, METRICS_KEY
 
 if TYPE_CHECKING:
@@ -67,6 +67,7 @@ class Scaffold(FedAvg):
             raise ConfigError(
                 f"server_learning_rate must be a finite number > 0, got {server_learning_rate}"
             )
+        refuse_aggregation("Scaffold", options)
         super().__init__(**options)
         self.server_learning_rate = float(server_learning_rate)
         self.control: ArrayRecord | None = None
@@ -74,6 +75,11 @@ class Scaffold(FedAvg):
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, server_learning_rate={self.server_learning_rate})"
+
+    @property
+    def stateful(self) -> bool:
+        """SCAFFOLD keeps its control variate ``c`` from round to round."""
+        return True
 
     def begin_run(self) -> None:
         """Forget the control variate: a run starts from ``c = 0``."""

@@ -39,7 +39,7 @@ from ..errors import ConfigError
 from ..message import Message
 from ..records import ArrayRecord, ConfigRecord, MetricRecord
 from ..server import Grid
-from ._fedavg import FedAvg
+from ._fedavg import FedAvg, refuse_aggregation
 from ._validate import ARRAYS_KEY, METRICS_KEY, check_evaluate_reply
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class FedXgbBagging(FedAvg):
     """
 
     def __init__(self, **options: Unpack[FedAvgOptions]) -> None:
+        refuse_aggregation("FedXgbBagging", options)
         super().__init__(**options)
         self._layout: tuple[object, ...] | None = None
         self._checked: tuple[str, _Json] | None = None
