@@ -234,3 +234,26 @@ def test_replies_come_in_the_order_their_messages_were_sent_a_few_at_a_time():
     reply_to_nothing.start()
     reply_to_nothing.join(timeout=5)  # a reply nobody waits for never blocks (dropped later)
     assert not reply_to_nothing.is_alive()
+
+
+def test_a_reply_waiting_for_its_turn_is_not_timed_out_behind_a_silent_node():
+    from pollinate.deploy._grid import LinkGrid
+    from pollinate.message import MessageType
+
+    grid = LinkGrid(_FakeLink(), 1, {})
+    silent, answering = grid.send(
+        [Message.create(RecordDict(), node, MessageType.TRAIN) for node in (1, 2)]
+    )
+    sent = {m.metadata.message_id: m for m in grid._waiting.values()}
+
+    def reply_in_turn():  # node 2 answered at once, but node 1's message went first
+        grid.wait_for_turn(answering, 1, keep_alive=lambda: None, period_s=0.05)
+        grid.take_reply(2, sent[answering].reply(RecordDict()))
+
+    thread = threading.Thread(target=reply_in_turn)
+    thread.start()
+    replies = list(grid.receive([silent, answering], timeout=0.5))
+    thread.join(timeout=5)
+    by_id = {r.metadata.reply_to_message_id: r for r in replies}
+    assert by_id[silent].error.code == ErrorCode.TIMEOUT
+    assert by_id[answering].error is None  # it came in time: only its turn was late

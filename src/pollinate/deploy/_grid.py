@@ -62,6 +62,8 @@ class LinkGrid(Grid):
         """Messages without a reply yet."""
         self._unfinished: dict[str, None] = {}
         """Messages whose replies the ServerApp has not yet taken up, in the order sent."""
+        self._at_the_door: set[str] = set()
+        """Messages whose replies have begun to arrive and wait for their turn."""
         self._replies: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self._stopped: str | None = None
 
@@ -93,19 +95,24 @@ class LinkGrid(Grid):
         taken up by the ServerApp (a reply counts until ``receive`` is asked for the next
         one). A later reply waits (gRPC's flow control holds its node back) instead of
         sitting whole in memory. ``keep_alive`` runs every ``period_s`` meanwhile: the node
-        is alive, the link just is not reading it yet.
+        is alive, the link just is not reading it yet. A reply waiting for its turn has come
+        in time: ``receive``'s timeout does not fail it (it fails the ones it waits behind).
         """
         with self._turn:
-            while self._stopped is None and reply_to in self._waiting:
-                ahead = 0
-                for message_id in self._unfinished:
-                    if message_id == reply_to or ahead >= max_open:
-                        break
-                    ahead += 1
-                if ahead < max_open:
-                    return
-                self._turn.wait(period_s)
-                keep_alive()
+            self._at_the_door.add(reply_to)
+            try:
+                while self._stopped is None and reply_to in self._waiting:
+                    ahead = 0
+                    for message_id in self._unfinished:
+                        if message_id == reply_to or ahead >= max_open:
+                            break
+                        ahead += 1
+                    if ahead < max_open:
+                        return
+                    self._turn.wait(period_s)
+                    keep_alive()
+            finally:
+                self._at_the_door.discard(reply_to)
 
     def _finished(self, message_id: str) -> None:
         """The ServerApp took up the reply to ``message_id``: a later reply may come in."""
@@ -149,7 +156,9 @@ class LinkGrid(Grid):
                     taken = ""
                 self._check_stopped()
                 if deadline is not None and time.monotonic() >= deadline:
-                    for message_id in sorted(wanted):
+                    with self._lock:
+                        late = sorted(wanted - self._at_the_door)
+                    for message_id in late:
                         self._fail(message_id, ErrorCode.TIMEOUT, f"no reply within {timeout:g} s")
                     deadline = time.monotonic() + 1.0  # the error replies are queued by now
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
