@@ -6,7 +6,7 @@ import pytest
 from pollinate import ArrayRecord, Context, RecordDict, ServerApp
 from pollinate.deploy._link import Link
 from pollinate.deploy._runs import Runs
-from pollinate.deploy._store import RunRow, Store
+from pollinate.deploy._store import RunRow, Store, StoreRecorder
 from pollinate.errors import AppError, ConfigError
 from pollinate.server import Result, ResumePoint, RoundRecord, run_server_app
 
@@ -71,3 +71,54 @@ def test_a_server_app_that_cannot_resume_is_told_so():
     context = Context(1, 0, {}, {}, RecordDict())
     with pytest.raises(AppError, match=r"never called strategy\.start"):
         run_server_app(hand_loop, None, context, resume=point)
+
+
+def _nonlinear_app():
+    """Nodes move the model toward node-specific points: FedAdam's moments matter."""
+    from pollinate import ClientApp, MetricRecord
+
+    app = ClientApp()
+
+    @app.train()
+    def train(msg, context):
+        target = float(context.node_id)
+        new = {k: a.numpy() + 0.3 * (target - a.numpy()) for k, a in msg.content.arrays().items()}
+        metrics = MetricRecord({"num-examples": 1 + context.node_id})
+        return msg.reply(RecordDict({"arrays": ArrayRecord(new), "metrics": metrics}))
+
+    return app
+
+
+def _fedadam_run(rounds, grid, out_store=None, run_id=1, resume=None):
+    from pollinate.strategy import FedAdam
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context):
+        strategy = FedAdam(eta=0.1, fraction_evaluate=0.0, min_train_nodes=3)
+        return strategy.start(grid, ArrayRecord({"w": np.zeros(4)}), num_rounds=rounds)
+
+    observers = [] if out_store is None else [StoreRecorder(out_store, run_id)]
+    context = Context(run_id, 0, {}, {}, RecordDict())
+    return run_server_app(app, grid, context, observers=observers, resume=resume)
+
+
+def test_a_resumed_run_carries_on_with_the_strategys_state_as_if_never_cut(tmp_path):
+    from pollinate.simulation import AppRef, InlineBackend, SimulationGrid
+
+    backend = InlineBackend()
+    backend.start(AppRef(app=_nonlinear_app()))
+    try:
+        grid = SimulationGrid(backend, 3, run_id=1, run_config={})
+        whole = _fedadam_run(4, grid).arrays["w"].numpy()
+        store = Store(tmp_path / "link.db")
+        store.save_run(RunRow(1, "app", {}, None, status="running"))
+        _fedadam_run(2, grid, out_store=store)  # the link died after round 2
+        point = store.resume_point(1)
+        assert point.last_round == 2 and set(point.strategy_state) == {"0:0/w", "0:1/w"}
+        resumed = _fedadam_run(4, grid, resume=point).arrays["w"].numpy()
+        np.testing.assert_array_equal(resumed, whole)
+        store.close()
+    finally:
+        backend.close()

@@ -180,3 +180,11 @@ def test_strategies_with_their_own_rule_refuse_a_chain_instead_of_ignoring_it():
     with pytest.raises(ConfigError, match="FedXgbBagging aggregates in its own way"):
         FedXgbBagging(aggregation=chain(median()))
     assert Scaffold().stateful
+
+
+def test_the_control_variate_is_the_state_a_resumed_run_gets_back():
+    strategy = Scaffold()
+    assert strategy.state() is None  # before the first round
+    control = ArrayRecord({"w": np.array([0.5, -1.0])})
+    strategy.restore_state(control)
+    np.testing.assert_array_equal(strategy.state()["w"].numpy(), [0.5, -1.0])

@@ -52,6 +52,9 @@ _RUN_COLUMNS = {
 }
 """Columns of ``runs`` added since its first version: an older database gains them."""
 
+_ROUND_COLUMNS = {"state": "TEXT"}
+"""Columns of ``rounds`` added since its first version: the strategy's state file."""
+
 UNFINISHED = ("queued", "running", "interrupted")
 """Statuses of a run that may still run: a restarted link picks these up."""
 
@@ -117,10 +120,11 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(_SCHEMA)
-            have = {row[1] for row in self._db.execute("PRAGMA table_info(runs)")}
-            for column, kind in _RUN_COLUMNS.items():
-                if column not in have:
-                    self._db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+            for table, columns in (("runs", _RUN_COLUMNS), ("rounds", _ROUND_COLUMNS)):
+                have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+                for column, kind in columns.items():
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
         except sqlite3.Error as err:
             raise ConfigError(
                 f"cannot open the link's database {str(self.path)!r}: {err}"
@@ -195,18 +199,33 @@ class Store:
         return self.apps_dir / f"{digest}.zip"
 
     def save_round(
-        self, run_id: int, server_round: int, record: RoundRecord | None, arrays: ArrayRecord
+        self,
+        run_id: int,
+        server_round: int,
+        record: RoundRecord | None,
+        arrays: ArrayRecord,
+        state: ArrayRecord | None = None,
     ) -> None:
-        """A completed round: its record and the global model after it, committed together."""
-        model = self.models_dir / str(run_id) / f"round-{server_round:04d}.npz"
+        """A completed round: its record, model and strategy state, committed together.
+
+        ``state`` is what a stateful strategy keeps between rounds (server moments, control
+        variates), so a resumed run goes on exactly as the uninterrupted one would.
+        """
+        folder = self.models_dir / str(run_id)
+        model = folder / f"round-{server_round:04d}.npz"
         save_arrays(arrays, model)  # whole, then renamed: never half a file
+        state_file = None
+        if state is not None:
+            state_file = folder / f"round-{server_round:04d}.state.npz"
+            save_arrays(state, state_file)
         payload = None if record is None else json.dumps(record.to_json(), allow_nan=True)
         self._write(
-            "INSERT OR REPLACE INTO rounds VALUES (?, ?, ?, ?)",
-            (run_id, server_round, payload, model.name),
+            "INSERT OR REPLACE INTO rounds (run_id, server_round, record, model, state) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (run_id, server_round, payload, model.name, state_file and state_file.name),
         )
-        for old in model.parent.glob("round-*.npz"):  # the row points at the new model now
-            if old != model:
+        for old in folder.glob("round-*.npz"):  # the row points at the new files now
+            if old not in (model, state_file):
                 old.unlink(missing_ok=True)
 
     def save_round_record(self, run_id: int, record: RoundRecord) -> None:
@@ -219,15 +238,18 @@ class Store:
     def resume_point(self, run_id: int) -> ResumePoint | None:
         """Where run ``run_id`` picks up again: None if it has no completed round yet."""
         rows = self._read(
-            "SELECT server_round, record, model FROM rounds WHERE run_id = ? ORDER BY server_round",
+            "SELECT server_round, record, model, state FROM rounds WHERE run_id = ? "
+            "ORDER BY server_round",
             (run_id,),
         )
         if not rows:
             return None
-        last_round, _, model = rows[-1]
+        last_round, _, model, state = rows[-1]
         records = tuple(RoundRecord.from_json(json.loads(r[1])) for r in rows if r[1] is not None)
-        arrays = load_arrays(self.models_dir / str(run_id) / model)
-        return ResumePoint(arrays, records, last_round)
+        folder = self.models_dir / str(run_id)
+        arrays = load_arrays(folder / model)
+        strategy_state = load_arrays(folder / state) if state else None
+        return ResumePoint(arrays, records, last_round, strategy_state)
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._lock:
@@ -245,6 +267,7 @@ class StoreRecorder(RunObserver):
         self.store = store
         self.run_id = run_id
         self._record: RoundRecord | None = None
+        self._state: ArrayRecord | None = None
 
     def on_round(self, record: RoundRecord) -> None:
         """Keep the round's record until its model comes (round 0's model came first)."""
@@ -253,8 +276,12 @@ class StoreRecorder(RunObserver):
         else:
             self._record = record
 
+    def on_strategy_state(self, server_round: int, state: ArrayRecord) -> None:
+        """Keep the strategy's state until the round's model comes."""
+        self._state = state
+
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
-        """The round is complete: write its record and model together."""
+        """The round is complete: write its record, model and strategy state together."""
         record = self._record if server_round > 0 else None
-        self.store.save_round(self.run_id, server_round, record, arrays)
-        self._record = None
+        self.store.save_round(self.run_id, server_round, record, arrays, self._state)
+        self._record, self._state = None, None

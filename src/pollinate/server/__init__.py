@@ -18,6 +18,7 @@ from ._observer import report_arrays as report_arrays
 from ._observer import report_result as report_result
 from ._observer import report_round as report_round
 from ._observer import report_round_start as report_round_start
+from ._observer import report_strategy_state as report_strategy_state
 from ._resume import ResumePoint as ResumePoint
 from ._resume import resuming as resuming
 from ._resume import still_offered as still_offered
@@ -43,6 +44,7 @@ __all__ = [
     "report_result",
     "report_round",
     "report_round_start",
+    "report_strategy_state",
     "resuming",
     "run_server_app",
     "save_arrays",

@@ -26,6 +26,7 @@ __all__ = [
     "report_result",
     "report_round",
     "report_round_start",
+    "report_strategy_state",
 ]
 
 log = logging.getLogger("pollinate.server")
@@ -85,6 +86,20 @@ def report_arrays(server_round: int, arrays: ArrayRecord) -> None:
     """Tell the installed observers the global model after a round."""
     for observer in _observers.get():
         observer.on_arrays(server_round, arrays)
+
+
+def report_strategy_state(server_round: int, state: ArrayRecord) -> None:
+    """Pass a stateful strategy's state after a round to observers that want it.
+
+    Observers with an ``on_strategy_state(server_round, state)`` method get what the
+    strategy keeps between rounds (optimizer moments, control variates). It comes just
+    before ``on_arrays`` of the same round, so a recorder (the link's database) keeps both
+    together and a resumed run carries on with it.
+    """
+    for observer in _observers.get():
+        hook = getattr(observer, "on_strategy_state", None)  # observers need not subclass
+        if hook is not None:
+            hook(server_round, state)
 
 
 def report_result(result: Result) -> None:

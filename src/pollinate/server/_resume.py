@@ -25,6 +25,8 @@ class ResumePoint:
     arrays: ArrayRecord
     rounds: tuple[RoundRecord, ...]
     last_round: int
+    strategy_state: ArrayRecord | None = None
+    """A stateful strategy's state after ``last_round`` (server moments, control variates)."""
 
 
 _point: contextvars.ContextVar[ResumePoint | None] = contextvars.ContextVar(

@@ -24,6 +24,7 @@ from ..server import (
     report_result,
     report_round,
     report_round_start,
+    report_strategy_state,
     take_resume_point,
 )
 from ._classic import server_app_for
@@ -79,6 +80,14 @@ class Strategy(ABC):
         """Whether the strategy keeps state between rounds (momentum, control variates)."""
         return False
 
+    def state(self) -> ArrayRecord | None:
+        """What a stateful strategy keeps between rounds, to resume with (None: nothing)."""
+        return None
+
+    def restore_state(self, state: ArrayRecord) -> None:
+        """Take back what ``state()`` gave after the last completed round (a resumed run)."""
+        return None
+
     def begin_run(self) -> None:
         """``start`` calls this first: forget any state an earlier run left (momentum...)."""
         return None
@@ -129,7 +138,9 @@ class Strategy(ABC):
             arrays = resume.arrays
             result.rounds.extend(resume.rounds)
             log.info("resuming after round %d of %d", resume.last_round, num_rounds)
-            if self.stateful:
+            if resume.strategy_state is not None:
+                self.restore_state(resume.strategy_state)
+            elif self.stateful:
                 log.warning(
                     "%s keeps state between rounds (server momentum, moments or control "
                     "variates) that a resumed run does not have: it starts afresh from round %d",
@@ -152,6 +163,9 @@ class Strategy(ABC):
             record = RoundRecord(server_round, train, evaluate, server, time.perf_counter() - began)
             result.rounds.append(record)
             report_round(record)
+            state = self.state()
+            if state is not None:  # before the model: a recorder keeps both together
+                report_strategy_state(server_round, state)
             report_arrays(server_round, arrays)
             result.arrays = arrays  # the latest model only: earlier ones are not kept alive
         result.arrays = arrays

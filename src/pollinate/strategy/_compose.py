@@ -22,8 +22,11 @@ order statistics work one layer at a time.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
 
 from ..errors import ConfigError, RoundError
 from ..records import ArrayRecord, MetricRecord
@@ -101,6 +104,14 @@ class ServerOptimizer(ABC):
         """Forget any state (a new run starts)."""
         return None
 
+    def state(self) -> dict[str, np.ndarray[Any, Any]]:
+        """The state to keep with a round, so a resumed run carries on (names to arrays)."""
+        return {}
+
+    def load_state(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Take back what ``state`` gave (a resumed run)."""
+        return None
+
 
 class Aggregation:
     """A chain of filters, one aggregator and server optimizers; see :func:`chain`."""
@@ -149,6 +160,22 @@ class Aggregation:
         """Forget the optimizers' state (a new run starts)."""
         for optimizer in self.optimizers:
             optimizer.reset()
+
+    def state(self) -> ArrayRecord:
+        """The optimizers' state, each under its position: ``"0:<name>"``, ``"1:<name>"``..."""
+        return ArrayRecord(
+            (f"{position}:{name}", data)
+            for position, optimizer in enumerate(self.optimizers)
+            for name, data in optimizer.state().items()
+        )
+
+    def load_state(self, state: ArrayRecord) -> None:
+        """Give each optimizer back its part of ``state``."""
+        for position, optimizer in enumerate(self.optimizers):
+            prefix = f"{position}:"
+            optimizer.load_state(
+                {k[len(prefix) :]: a.numpy() for k, a in state.items() if k.startswith(prefix)}
+            )
 
     @property
     def is_default(self) -> bool:

@@ -147,6 +147,14 @@ class FedAvg(Strategy):
         """Reset the server optimizers' state: a run starts from plain parameters."""
         self.aggregation.reset()
 
+    def state(self) -> ArrayRecord | None:
+        """The server optimizers' state (None without optimizers)."""
+        return self.aggregation.state() if self.aggregation.optimizers else None
+
+    def restore_state(self, state: ArrayRecord) -> None:
+        """Give the server optimizers back their state: a resumed run goes on as if whole."""
+        self.aggregation.load_state(state)
+
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:

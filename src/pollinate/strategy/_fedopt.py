@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import numbers
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -129,6 +130,23 @@ class _PerArray(ServerOptimizer):
     def reset(self) -> None:
         """Forget every array's state (a new run starts)."""
         self._state.clear()
+        self._shapes = None
+
+    def state(self) -> dict[str, np.ndarray[Any, Any]]:
+        """Each array's state, as ``"<slot>/<array name>"`` (slot 0: momentum or m, 1: v)."""
+        return {
+            f"{slot}/{name}": data
+            for name, slots in self._state.items()
+            for slot, data in enumerate(slots)
+        }
+
+    def load_state(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
+        """Take back what ``state`` gave: a resumed run carries on with the same moments."""
+        slots: dict[str, dict[int, _Float64]] = {}
+        for key, data in state.items():
+            slot, _, name = key.partition("/")
+            slots.setdefault(name, {})[int(slot)] = np.array(data, np.float64)
+        self._state = {name: [held[i] for i in sorted(held)] for name, held in slots.items()}
         self._shapes = None
 
     def __repr__(self) -> str:

@@ -14,7 +14,8 @@ with ``S`` the valid replies and ``N`` the nodes available that round. As in the
 means are unweighted: every node counts once, whatever its ``num-examples``.
 
 Parameters: ``server_learning_rate`` (> 0, the global step; 1 takes the mean model) and
-FedAvg's options. ``c`` lives in the strategy: a resumed run starts it from zeros again.
+FedAvg's options. ``c`` is reported after each round, so a run resumed from the
+link's database carries on with it.
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ class Scaffold(FedAvg):
         """Forget the control variate: a run starts from ``c = 0``."""
         super().begin_run()
         self.control = None
+
+    def state(self) -> ArrayRecord | None:
+        """The server control variate ``c``, to resume with (None before the first round)."""
+        return None if self.control is None else ArrayRecord(self.control)
+
+    def restore_state(self, state: ArrayRecord) -> None:
+        """Take back ``c``: a resumed run corrects drift as the uninterrupted one would."""
+        self.control = ArrayRecord(state)
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
