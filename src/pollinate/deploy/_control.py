@@ -32,14 +32,14 @@ from ..errors import AuthError, ConfigError, PollinateError, WireError
 from ._bundle import MAX_BUNDLE_SIZE, AppBundle
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
-    Assembler,
     Frame,
+    assemble_one,
     chunk_frames,
     decode_frame,
     encode_frame,
     frame_limit,
 )
-from ._identity import NodeKey, Signature, Verifier, body_digest, sign
+from ._identity import NodeKey, Signature, Verifier, body_digest, signed_metadata
 from ._runs import Runs
 from ._store import AppRef, RunRow
 
@@ -277,17 +277,9 @@ def _batches(lines: list[str], budget: int = 256 << 10) -> Iterator[list[str]]:
 
 def _read_submission(requests: Iterator[bytes]) -> tuple[dict[str, Any], memoryview]:
     """The submission's header and bundle, from its chunks."""
-    assembler = Assembler(MAX_BUNDLE_SIZE, max_open=1)
-    for request in requests:
-        frame = decode_frame(request)
-        if frame.kind != "chunk":
-            raise WireError(f"expected chunk frames, got {frame.kind!r}")
-        done = assembler.add(frame)
-        if done is not None:
-            first, data = done
-            skip = ("message_id", "total", "offset")
-            return {k: v for k, v in first.items() if k not in skip}, data
-    raise WireError("the submission ended before its last chunk")
+    first, data = assemble_one(requests, MAX_BUNDLE_SIZE, "the submission")
+    skip = ("message_id", "total", "offset")
+    return {k: v for k, v in first.items() if k not in skip}, data
 
 
 def _submitted_run(header: dict[str, Any], data: memoryview) -> dict[str, Any]:
@@ -390,15 +382,12 @@ class ControlClient:
         """Every run the link knows, oldest first."""
         request = encode_frame(Frame("list"))
         call = self._channel.unary_stream(LIST_METHOD)
-        assembler = Assembler(MAX_LIST_SIZE, max_open=1)
         try:
-            for data in call(request, metadata=self._sign(LIST_METHOD, request)):
-                done = assembler.add(decode_frame(data))
-                if done is not None:
-                    return [RunSummary.from_json(item) for item in json.loads(bytes(done[1]))]
+            stream = call(request, metadata=self._sign(LIST_METHOD, request))
+            _, data = assemble_one(stream, MAX_LIST_SIZE, "the link's list of runs")
         except grpc.RpcError as err:
             raise self._error(err) from None
-        raise WireError("the link's list of runs ended early")
+        return [RunSummary.from_json(item) for item in json.loads(bytes(data))]
 
     def stop(self, run: str) -> RunSummary:
         """Stop the run whose id is (or starts with) ``run``."""
@@ -429,7 +418,7 @@ class ControlClient:
         return self._signed(method, body_digest(request))
 
     def _signed(self, method: str, digest: bytes) -> Sequence[tuple[str, str | bytes]] | None:
-        return None if self._key is None else sign(self._key, method, digest).to_metadata()
+        return signed_metadata(self._key, method, digest)
 
     def _summary(self, data: bytes) -> RunSummary:
         return RunSummary.from_json(decode_frame(data).header)

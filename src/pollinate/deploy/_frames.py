@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import WireError
 
 __all__ = [
+    "assemble_one",
     "DEFAULT_CHUNK_SIZE",
     "MAX_CHUNK_SIZE",
     "MAX_HEADER_SIZE",
@@ -189,3 +190,22 @@ class Assembler:
     def pending_bytes(self) -> int:
         """Bytes held for messages not yet complete."""
         return sum(len(buffer) for _, buffer, _ in self._buffers.values())
+
+
+def assemble_one(
+    frames: Iterable[bytes], max_size: int, what: str
+) -> tuple[dict[str, Any], memoryview]:
+    """One chunked message from a stream of encoded frames: its first header and its bytes.
+
+    Anything but ``chunk`` frames, or a stream that ends early, is a WireError naming
+    ``what`` ("the submission", "the app bundle").
+    """
+    assembler = Assembler(max_size, max_open=1)
+    for data in frames:
+        frame = decode_frame(data)
+        if frame.kind != "chunk":
+            raise WireError(f"{what}: expected chunk frames, got {frame.kind!r}")
+        done = assembler.add(frame)
+        if done is not None:
+            return done
+    raise WireError(f"{what} ended before its last chunk")

@@ -301,6 +301,13 @@ def sign(key: NodeKey, method: str, body_digest: bytes, *, now: float | None = N
     return Signature(key.public_key, timestamp_ms, nonce, key._private.sign(data))
 
 
+def signed_metadata(
+    key: NodeKey | None, method: str, body_digest: bytes
+) -> list[tuple[str, str | bytes]] | None:
+    """The gRPC metadata that signs a request with ``key`` (None without a key)."""
+    return None if key is None else sign(key, method, body_digest).to_metadata()
+
+
 class Verifier:
     """Checks signed requests: signature, freshness, replay and, if set, registration.
 

@@ -39,12 +39,13 @@ from ._frames import (
     MAX_CHUNK_SIZE,
     Assembler,
     Frame,
+    assemble_one,
     chunk_frames,
     decode_frame,
     encode_frame,
     frame_limit,
 )
-from ._identity import NodeKey, body_digest, sign
+from ._identity import NodeKey, body_digest, signed_metadata
 from ._link import CHANNEL_METHOD, DEFAULT_MAX_MESSAGE_SIZE, GET_APP_METHOD, REGISTER_METHOD
 from ._sealed import seal
 from ._store import AppRef
@@ -191,7 +192,7 @@ def _serve(
     if session.node_id is not None:
         header |= {"node_id": session.node_id, "token": session.token}
     request = encode_frame(Frame("register", header))
-    metadata = sign(key, REGISTER_METHOD, body_digest(request)).to_metadata() if key else None
+    metadata = signed_metadata(key, REGISTER_METHOD, body_digest(request))
     answer = decode_frame(register(request, metadata=metadata))
     session.node_id = int(answer.header["node_id"])
     session.token = str(answer.header["token"])
@@ -262,13 +263,9 @@ def _fetch_app(
     request = encode_frame(
         Frame("get_app", {"node_id": session.node_id, "token": session.token, "digest": digest})
     )
-    metadata = sign(key, GET_APP_METHOD, body_digest(request)).to_metadata() if key else None
-    assembler = Assembler(MAX_BUNDLE_SIZE, max_open=1)
-    for data in channel.unary_stream(GET_APP_METHOD)(request, metadata=metadata):
-        done = assembler.add(decode_frame(data))
-        if done is not None:
-            return bytes(done[1])
-    raise WireError(f"the link sent app {digest[:12]} incomplete")
+    metadata = signed_metadata(key, GET_APP_METHOD, body_digest(request))
+    stream = channel.unary_stream(GET_APP_METHOD)(request, metadata=metadata)
+    return bytes(assemble_one(stream, MAX_BUNDLE_SIZE, f"the app bundle {digest[:12]}")[1])
 
 
 def _answer(

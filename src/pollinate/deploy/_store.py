@@ -194,10 +194,6 @@ class Store:
             for r in rows
         ]
 
-    def app_path(self, digest: str) -> Path:
-        """Where a submitted app's bundle is kept."""
-        return self.apps_dir / f"{digest}.zip"
-
     def save_round(
         self,
         run_id: int,
