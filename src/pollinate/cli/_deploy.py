@@ -10,21 +10,27 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
 from ..client import ClientApp
+from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..loader import load_object
-from ..server import ServerApp
-from ._config import load_app_config, resolve_run_config
+from ..server import Result, ServerApp
+from ._config import AppConfig, load_app_config, resolve_run_config
 from ._display import shown
 from ._overrides import parse_overrides
 from ._progress import cli_logging, progress_view
 from ._run import VERBOSE, out_option, run_config_option, timestamp, verbose_option
+
+if TYPE_CHECKING:
+    from ..deploy._runs import Runs
 
 __all__ = ["link_command", "node_command"]
 
@@ -109,38 +115,61 @@ def link_command(
     if app_dir is None:
         if run_config:
             raise ConfigError("--run-config goes with APP_DIR: submitted runs bring their own")
-        with (
-            cli_logging(stderr, verbose=True),
-            open_link(runs_dir=out_dir or Path("runs")) as runs,
-        ):
-            runs.start()
-            stderr.print(
-                f"link on {escape(address)}: runs come with `pollinate run APP --federation "
-                "NAME`, and nodes with `pollinate node --link HOST:PORT`; Ctrl-C stops it",
-                soft_wrap=True,
-            )
-            threading.Event().wait()  # until Ctrl-C
+        _serve_submitted_runs(open_link, out_dir or Path("runs"), address, stderr)
         return
+    app = load_app_config(app_dir)
+    config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
+    # With a database the run may resume later: its folder must not depend on the time.
+    default = f"{db.stem}-link" if db is not None else f"{timestamp()}-link"
+    out = out_dir or app.app_dir / "runs" / default
+    stderr.print(f"[bold]{escape(app.name)}[/]: waiting for {min_nodes} node(s) on {address}")
+    with cli_logging(stderr, verbose):
+        result = _serve_one_run(
+            open_link, app, config, min_nodes, wait_s, out, resume=db is not None, stderr=stderr
+        )
+    rounds = sum(r.server_round > 0 for r in result.rounds)
+    click.echo(f"Finished {rounds} rounds; results: {shown(out)}")
+
+
+def _serve_submitted_runs(
+    open_link: Callable[..., contextlib.AbstractContextManager[Runs]],
+    runs_dir: Path,
+    address: str,
+    stderr: Console,
+) -> None:
+    """A long-lived link: run what ``pollinate run`` submits until Ctrl-C."""
+    with cli_logging(stderr, verbose=True), open_link(runs_dir=runs_dir) as runs:
+        runs.start()
+        stderr.print(
+            f"link on {escape(address)}: runs come with `pollinate run APP --federation "
+            "NAME`, and nodes with `pollinate node --link HOST:PORT`; Ctrl-C stops it",
+            soft_wrap=True,
+        )
+        threading.Event().wait()  # until Ctrl-C
+
+
+def _serve_one_run(
+    open_link: Callable[..., contextlib.AbstractContextManager[Runs]],
+    app: AppConfig,
+    config: dict[str, UserConfigValue],
+    min_nodes: int,
+    wait_s: float,
+    out: Path,
+    *,
+    resume: bool,
+    stderr: Console,
+) -> Result:
+    """``pollinate link APP_DIR``: one run of the app, its ServerApp loaded from APP_DIR."""
     from ..deploy._bundle import AppBundle, pack_app
     from ..deploy._store import AppRef
 
-    app = load_app_config(app_dir)
-    config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
     server_app = load_object(app.serverapp, ServerApp, app.app_dir.resolve())
     try:  # the code travels too, for nodes without their own copy
         bundle: AppBundle | None = pack_app(app.app_dir)
     except ConfigError as err:
         stderr.print(f"[yellow]warning:[/] {escape(str(err))}; nodes need their own copy")
         bundle = None
-    # With a database the run may resume later: its folder must not depend on the time.
-    default = f"{db.stem}-link" if db is not None else f"{timestamp()}-link"
-    out = out_dir or app.app_dir / "runs" / default
-    stderr.print(f"[bold]{escape(app.name)}[/]: waiting for {min_nodes} node(s) on {address}")
-    with (
-        cli_logging(stderr, verbose),
-        contextlib.closing(progress_view(stderr)) as view,
-        open_link(runs_dir=None) as runs,
-    ):
+    with contextlib.closing(progress_view(stderr)) as view, open_link(runs_dir=None) as runs:
         run_id = runs.submit(
             app.name,
             config,
@@ -151,12 +180,10 @@ def link_command(
             wait_s=wait_s,
             out_dir=out,
             observers=[view],
-            resume=db is not None,
+            resume=resume,
         )
         runs.start()
-        result = runs.wait(run_id)
-    rounds = sum(r.server_round > 0 for r in result.rounds)
-    click.echo(f"Finished {rounds} rounds; results: {shown(out)}")
+        return runs.wait(run_id)
 
 
 @click.command("node", short_help="Serve ClientApps to a link.")
