@@ -165,13 +165,7 @@ class Runs:
             earlier = self._unfinished(name) if resume else None
             if earlier is not None:
                 _check_same(earlier.row, run_config, app, self._store)
-                earlier.server_app, earlier.observers = server_app, observers
-                earlier.stop_requested = False
-                if earlier.row.status == "interrupted":
-                    self._set(earlier, status="queued")
-                    self._queue.appendleft(earlier.row.run_id)
-                    earlier.log.reopen()
-                self._wake.notify_all()
+                self._take_back(earlier, server_app, observers)
                 return earlier.row.run_id
             run_id = _new_run_id(self._runs)
             folder = out_dir
@@ -200,6 +194,21 @@ class Runs:
         config = " ".join(f"{k}={v}" for k, v in run_config.items())
         run.log.write(f"run {run_id} of {name} queued{waiting}; run config: {config}")
         return run_id
+
+    def _take_back(
+        self, run: _Run, server_app: ServerApp | None, observers: Sequence[RunObserver]
+    ) -> None:
+        """Give a resubmitted unfinished run its ServerApp and observers (call under the lock).
+
+        An interrupted one also goes back to the head of the queue.
+        """
+        run.server_app, run.observers = server_app, observers
+        run.stop_requested = False
+        if run.row.status == "interrupted":
+            self._set(run, status="queued")
+            self._queue.appendleft(run.row.run_id)
+            run.log.reopen()
+        self._wake.notify_all()
 
     def _keep_bundle(self, bundle: AppBundle) -> None:
         """Write the bundle whole (then renamed, so no reader sees half of it), once."""
