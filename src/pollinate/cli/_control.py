@@ -24,6 +24,7 @@ from rich.table import Table
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ._config import AppConfig, Deployment, load_app_config, resolve_deployment
+from ._deploy import check_link_trust
 from ._run import VERBOSE, json_option, verbose_option
 
 if TYPE_CHECKING:  # gRPC loads only when a command talks to a link
@@ -58,11 +59,7 @@ class _LinkChoice:
                     f"{err}; or name the link itself: --link HOST:PORT --root-cert ca.pem"
                 ) from None
             return resolve_deployment(app, self.federation)
-        if self.insecure == (self.root_cert is not None):
-            raise ConfigError(
-                "give --root-cert (the CA certificate, e.g. certs/ca.pem) for TLS, or --insecure "
-                "for plain text on a trusted network"
-            )
+        check_link_trust(self.root_cert, self.insecure)
         return Deployment("--link", self.address, self.root_cert, self.insecure, self.key)
 
 

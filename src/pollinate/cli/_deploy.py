@@ -32,7 +32,7 @@ from ._run import VERBOSE, out_option, run_config_option, timestamp, verbose_opt
 if TYPE_CHECKING:
     from ..deploy._runs import Runs
 
-__all__ = ["link_command", "node_command"]
+__all__ = ["check_link_trust", "link_command", "node_command"]
 
 _INSECURE = click.option(
     "--insecure", is_flag=True, help="Plain text, no TLS: trusted networks only."
@@ -186,6 +186,15 @@ def _serve_one_run(
         return runs.wait(run_id)
 
 
+def check_link_trust(root_cert: Path | None, insecure: bool) -> None:
+    """Exactly one of --root-cert (TLS) and --insecure names how to reach the link."""
+    if insecure == (root_cert is not None):
+        raise ConfigError(
+            "give --root-cert (the CA certificate, e.g. certs/ca.pem) for TLS, or --insecure "
+            "for plain text on a trusted network"
+        )
+
+
 @click.command("node", short_help="Serve ClientApps to a link.")
 @click.argument("app_dir", required=False, type=click.Path(path_type=Path))
 @click.option("--link", "address", required=True, help="The link's HOST:PORT.")
@@ -236,11 +245,7 @@ def node_command(
     from ..deploy import Backoff, NodeKey, channel_credentials, run_node
 
     ctx.meta[VERBOSE] = verbose
-    if insecure == (root_cert is not None):
-        raise ConfigError(
-            "give --root-cert (the CA certificate, e.g. certs/ca.pem) for TLS, or --insecure "
-            "for plain text on a trusted network"
-        )
+    check_link_trust(root_cert, insecure)
     client_app, name = None, None
     if app_dir is not None:
         app = load_app_config(app_dir)
