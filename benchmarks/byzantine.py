@@ -50,6 +50,7 @@ from pollinate import (
     Message,
     MetricRecord,
     RecordDict,
+    frameworks,
     run_simulation,
 )
 from pollinate.datasets import read_idx
@@ -164,7 +165,7 @@ def initial_arrays() -> ArrayRecord:
 def accuracy(arrays: ArrayRecord, data: Data) -> float:
     """Accuracy of a global model on the 10,000 test images."""
     net = Net()
-    net.load_state_dict(arrays.to_torch())
+    frameworks.torch.load_arrays(net, arrays)
     return float((net(data.test_x).argmax(1) == data.test_y).float().mean())
 
 
@@ -215,7 +216,7 @@ def make_client_app(data: Data, attack: str, num_malicious: int, trace: Trace) -
             rng = np.random.default_rng([server_round, partition])
             out = [g + rng.normal(0.0, NOISE_STD, g.shape).astype(np.float32) for g in w_g]
         else:
-            net.load_state_dict(global_arrays.to_torch())
+            frameworks.torch.load_arrays(net, global_arrays)
             flip = malicious and attack == "label-flip"
             local_training(client, client.y_flipped if flip else client.y, seed)
             local = [p.detach().numpy() for p in net.state_dict().values()]

@@ -12,16 +12,12 @@ able to change the weights another node (or the server) holds.
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 
 from .errors import RecordError
-
-if TYPE_CHECKING:
-    import torch
 
 __all__ = [
     "Array",
@@ -56,8 +52,10 @@ _NUMERIC_KINDS = "biufc"
 class Array:
     """A read-only numpy array with a stable dtype and shape, the unit of model weights.
 
-    Built from a numpy array or a torch tensor without copying when the source is already
-    contiguous and on the CPU; ``numpy()`` returns a read-only view, never a copy.
+    Built from a numpy array, or any CPU array that speaks DLPack or ``__array__`` (a
+    detached torch tensor, a JAX array), without copying when it is already contiguous;
+    ``numpy()`` returns a read-only view, never a copy. ``pollinate.frameworks`` converts
+    whole models.
     """
 
     __slots__ = ("_data",)
@@ -67,7 +65,7 @@ class Array:
             self._data: np.ndarray[Any, Any] = data._data
             return
         if not isinstance(data, np.ndarray):
-            data = _tensor_to_numpy(data)
+            data = _to_numpy(data)
         if data.dtype.kind not in _NUMERIC_KINDS:
             raise RecordError(
                 f"Array needs a numeric or boolean dtype, got {data.dtype}: convert the data "
@@ -84,20 +82,9 @@ class Array:
         """Wrap a numpy array (no copy if it is contiguous)."""
         return cls(data)
 
-    @classmethod
-    def from_torch(cls, tensor: torch.Tensor) -> Array:
-        """Wrap a torch tensor: detached and moved to the CPU, shared memory when possible."""
-        return cls(_tensor_to_numpy(tensor))
-
     def numpy(self) -> np.ndarray[Any, Any]:
         """The data as a read-only numpy array (``np.array(a.numpy())`` for a writable copy)."""
         return self._data
-
-    def torch(self) -> torch.Tensor:
-        """The data as a new torch tensor (a copy: tensors are writable, Arrays are not)."""
-        import torch
-
-        return torch.from_numpy(np.array(self._data))
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -136,16 +123,24 @@ class Array:
         return f"Array(shape={self.shape}, dtype={self.dtype})"
 
 
-def _tensor_to_numpy(value: Any) -> np.ndarray[Any, Any]:
-    """Turn a torch tensor (or anything numpy can read) into a numpy array."""
-    if type(value).__module__.startswith("torch"):
-        tensor = value.detach()
-        if tensor.device.type != "cpu":
-            tensor = tensor.cpu()
-        return tensor.numpy()  # type: ignore[no-any-return]
+def _to_numpy(value: Any) -> np.ndarray[Any, Any]:
+    """Read Python numbers, DLPack producers or ``__array__`` objects as a numpy array."""
     if isinstance(value, (list, tuple, int, float, bool, np.generic)):
         return np.asarray(value)
-    raise RecordError(f"Array accepts numpy arrays and torch tensors, got {type(value).__name__}")
+    try:
+        if hasattr(value, "__dlpack__"):
+            return np.from_dlpack(value)
+        if hasattr(value, "__array__"):
+            return np.asarray(value)
+    except (BufferError, RuntimeError, TypeError, ValueError) as err:
+        raise RecordError(
+            f"a {type(value).__name__} could not be read as a numpy array ({err}): detach it "
+            "and move it to the CPU first, or convert the model with pollinate.frameworks"
+        ) from None
+    raise RecordError(
+        f"Array accepts numpy arrays and CPU tensors (DLPack or __array__), got "
+        f"{type(value).__name__}"
+    )
 
 
 _V = TypeVar("_V")
@@ -213,8 +208,9 @@ class _TypedRecord(MutableMapping[str, _V]):
 class ArrayRecord(_TypedRecord[Array]):
     """Ordered named arrays: a model's weights, a gradient, a control variate.
 
-    Build it from a dict of arrays, a list of numpy arrays (named "0", "1", ...) or a torch
-    ``state_dict``; get them back with ``to_numpy()`` or ``to_torch()``.
+    Build it from a dict of arrays (a detached CPU ``state_dict`` works as it is) or a list of
+    numpy arrays (named "0", "1", ...); get them back with ``to_numpy()``.
+    ``pollinate.frameworks`` converts PyTorch, Keras and JAX models both ways.
     """
 
     __slots__ = ()
@@ -231,28 +227,9 @@ class ArrayRecord(_TypedRecord[Array]):
         """Name a list of arrays by position ("0", "1", ...), as the classic API passes them."""
         return cls((str(i), a) for i, a in enumerate(arrays))
 
-    @classmethod
-    def from_torch(cls, state_dict: Mapping[str, torch.Tensor]) -> ArrayRecord:
-        """Take a torch ``state_dict``, keeping its names and order."""
-        record = cls()
-        for name, tensor in state_dict.items():
-            try:
-                record[name] = Array.from_torch(tensor)
-            except RecordError:
-                raise
-            except TypeError as err:  # e.g. bfloat16, which numpy has no dtype for
-                raise RecordError(
-                    f"ArrayRecord[{name!r}]: {err}; convert the tensor first, e.g. tensor.float()"
-                ) from None
-        return record
-
     def to_numpy(self) -> list[np.ndarray[Any, Any]]:
         """The arrays in order, as read-only numpy arrays."""
         return [a.numpy() for a in self._items.values()]
-
-    def to_torch(self) -> OrderedDict[str, torch.Tensor]:
-        """A torch ``state_dict`` with the same names and order, ready for ``load_state_dict``."""
-        return OrderedDict((name, a.torch()) for name, a in self._items.items())
 
     @property
     def nbytes(self) -> int:

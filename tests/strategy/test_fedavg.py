@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, FedAvg, MetricRecord, RecordDict
+from pollinate import ArrayRecord, FedAvg, MetricRecord, RecordDict, frameworks
 from pollinate.errors import ConfigError, RoundError
 
 
@@ -122,7 +122,7 @@ def test_initial_arrays_are_copied_so_the_caller_cannot_change_them(make_grid, g
     import torch
 
     weights = torch.zeros(3)
-    initial = ArrayRecord.from_torch({"w": weights})
+    initial = frameworks.torch.to_arrays({"w": weights})
     seen = []
 
     def train(msg, context):

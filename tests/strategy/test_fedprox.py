@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, FedAvg, MetricRecord, RecordDict
+from pollinate import ArrayRecord, FedAvg, MetricRecord, RecordDict, frameworks
 from pollinate.errors import ConfigError
 from pollinate.strategy._fedprox import FedProx, proximal_term
 
@@ -48,7 +48,7 @@ def test_proximal_term_gradient_is_mu_times_the_difference():
 
 def test_proximal_term_matches_a_record_by_name_and_skips_buffers():
     model, anchor = _model(0), _model(1)
-    record = ArrayRecord.from_torch(anchor.state_dict())
+    record = frameworks.torch.to_arrays(anchor)
     assert "1.running_mean" in record  # a buffer, not a parameter
     listed = [p.detach() for p in anchor.parameters()]
     by_name = proximal_term(model, record, 2.0).detach()
@@ -75,7 +75,7 @@ def _proximal_train(msg, context):
     config = msg.content.config()
     mu = config.value("proximal-mu", float) if "proximal-mu" in config else 0.0
     model = torch.nn.Linear(2, 1)
-    model.load_state_dict(msg.content.arrays().to_torch())
+    frameworks.torch.load_arrays(model, msg.content.arrays())
     global_params = [p.detach().clone() for p in model.parameters()]
     generator = torch.Generator().manual_seed(context.node_id)
     x = torch.randn(16, 2, generator=generator)
@@ -86,7 +86,7 @@ def _proximal_train(msg, context):
         loss = torch.nn.functional.mse_loss(model(x), y)
         (loss + proximal_term(model, global_params, mu)).backward()
         optimizer.step()
-    arrays = ArrayRecord.from_torch(model.state_dict())
+    arrays = frameworks.torch.to_arrays(model)
     return msg.reply(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 16})}))
 
 

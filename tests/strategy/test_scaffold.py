@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from pollinate import ArrayRecord, Context, Message, MetricRecord, RecordDict, frameworks
 from pollinate.errors import ConfigError
 from pollinate.message import MessageType
 from pollinate.strategy._scaffold import Scaffold, ScaffoldClient
@@ -93,7 +93,7 @@ def _message(arrays, control):
 
 def test_client_corrects_gradients_and_updates_its_control_variate():
     model = torch.nn.Linear(2, 1)
-    x = ArrayRecord.from_torch(model.state_dict())
+    x = frameworks.torch.to_arrays(model)
     c = ArrayRecord({"weight": np.array([[0.1, 0.2]]), "bias": np.array([0.3])})
     c_i = ArrayRecord({"weight": np.array([[0.05, -0.1]]), "bias": np.array([0.0])})
     context = Context(run_id=1, node_id=1, state=RecordDict({"scaffold.c-i": c_i}))
@@ -121,7 +121,7 @@ def test_client_corrects_gradients_and_updates_its_control_variate():
 
 def test_client_control_variate_starts_at_zero():
     model = torch.nn.Linear(2, 1)
-    x = ArrayRecord.from_torch(model.state_dict())
+    x = frameworks.torch.to_arrays(model)
     control = ArrayRecord({k: np.ones(a.shape) for k, a in x.items()})
     scaffold = ScaffoldClient(_message(x, control), Context(run_id=1, node_id=1), model)
     assert all(not a.numpy().any() for a in scaffold.local_control.values())
@@ -129,7 +129,7 @@ def test_client_control_variate_starts_at_zero():
 
 def test_client_needs_the_server_control_variate_and_some_steps():
     model = torch.nn.Linear(2, 1)
-    x = ArrayRecord.from_torch(model.state_dict())
+    x = frameworks.torch.to_arrays(model)
     message = Message.create(RecordDict({"arrays": x}), 1, MessageType.TRAIN)
     with pytest.raises(ConfigError, match="the server strategy must be Scaffold"):
         ScaffoldClient(message, Context(run_id=1, node_id=1), model)
@@ -140,7 +140,7 @@ def test_client_needs_the_server_control_variate_and_some_steps():
 
 def _scaffold_train(msg, context):
     model = torch.nn.Linear(2, 1)
-    model.load_state_dict(msg.content.arrays().to_torch())
+    frameworks.torch.load_arrays(model, msg.content.arrays())
     scaffold = ScaffoldClient(msg, context, model)
     generator = torch.Generator().manual_seed(context.node_id)
     inputs = torch.randn(16, 2, generator=generator)
@@ -152,7 +152,7 @@ def _scaffold_train(msg, context):
         scaffold.correct_gradients()
         optimizer.step()
     content = {
-        "arrays": ArrayRecord.from_torch(model.state_dict()),
+        "arrays": frameworks.torch.to_arrays(model),
         "metrics": MetricRecord({"num-examples": len(inputs)}),
         "scaffold.delta-c": scaffold.finish(learning_rate=0.05),
     }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cifar10_tutorial import task
-from pollinate import ArrayRecord, Context, FedAvg, Grid, Result, ServerApp
+from pollinate import Context, FedAvg, Grid, Result, ServerApp, frameworks
 
 app = ServerApp()
 
@@ -25,5 +25,5 @@ def main(grid: Grid, context: Context) -> Result:
         min_available_nodes=10,
         seed=settings.seed,
     )
-    initial = ArrayRecord.from_torch(task.make_model(settings.seed).state_dict())
+    initial = frameworks.torch.to_arrays(task.make_model(settings.seed))
     return strategy.start(grid, initial, num_rounds=settings.num_server_rounds)

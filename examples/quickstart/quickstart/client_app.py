@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pollinate import ArrayRecord, ClientApp, Context, Message, MetricRecord, RecordDict
+from pollinate import ClientApp, Context, Message, MetricRecord, RecordDict, frameworks
 from pollinate.compare import label_counts
 from quickstart import task
 
@@ -27,7 +27,7 @@ def train(msg: Message, context: Context) -> Message:
         seed=task.shuffle_seed(settings.seed, partition_id, server_round),
     )
     metrics = MetricRecord({"train-loss": loss, "num-examples": len(data)})
-    arrays = ArrayRecord.from_torch(model.state_dict())
+    arrays = frameworks.torch.to_arrays(model)
     return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
 
 
@@ -56,5 +56,5 @@ def _data(context: Context) -> task.ClientData:
 
 def _received_model(msg: Message) -> task.Net:
     model = task.Net()
-    model.load_state_dict(msg.content.arrays().to_torch())
+    frameworks.torch.load_arrays(model, msg.content.arrays())
     return model

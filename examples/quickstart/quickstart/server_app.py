@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pollinate import ArrayRecord, Context, FedAvg, Grid, Result, ServerApp
+from pollinate import ArrayRecord, Context, FedAvg, Grid, Result, ServerApp, frameworks
 from quickstart import task
 
 app = ServerApp()
@@ -21,7 +21,7 @@ def main(grid: Grid, context: Context) -> Result:
         min_available_nodes=1,
         seed=settings.seed,
     )
-    initial = ArrayRecord.from_torch(task.make_model(settings.seed).state_dict())
+    initial = frameworks.torch.to_arrays(task.make_model(settings.seed))
     return strategy.start(
         grid, initial, num_rounds=settings.num_server_rounds, evaluate_fn=central_evaluate
     )
@@ -30,7 +30,7 @@ def main(grid: Grid, context: Context) -> Result:
 def central_evaluate(server_round: int, arrays: ArrayRecord) -> dict[str, float]:
     """Loss and accuracy on the held-out test set, and accuracy on each missing-digit subset."""
     model = task.Net()
-    model.load_state_dict(arrays.to_torch())
+    frameworks.torch.load_arrays(model, arrays)
     _, test_set = task.load_split()
     loss, accuracy = task.test(model, test_set)
     return {"loss": loss, "accuracy": accuracy, **task.missing_digit_accuracies(model, test_set)}

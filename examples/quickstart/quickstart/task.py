@@ -15,7 +15,7 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from pollinate import ArrayRecord
+from pollinate import ArrayRecord, frameworks
 from pollinate.compare import Predictions
 from pollinate.errors import ConfigError
 
@@ -164,7 +164,7 @@ def missing_digit_accuracies(model: nn.Module, data: Split) -> dict[str, float]:
 def predict(arrays: ArrayRecord, run_config: Mapping[str, object]) -> Predictions:
     """The held-out test set's labels and a model's predictions: ``pollinate compare``'s hook."""
     model = Net()
-    model.load_state_dict(arrays.to_torch())
+    frameworks.torch.load_arrays(model, arrays)
     _, test_set = load_split()
     loss, _ = test(model, test_set)
     with torch.no_grad():

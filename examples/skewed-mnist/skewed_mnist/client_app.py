@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pollinate import ArrayRecord, ClientApp, Context, Message, MetricRecord, RecordDict
+from pollinate import ClientApp, Context, Message, MetricRecord, RecordDict, frameworks
 from pollinate.compare import label_counts
 from skewed_mnist import task
 
@@ -17,7 +17,7 @@ def train(msg: Message, context: Context) -> Message:
     partition_id = int(context.node_config["partition-id"])
     data = _data(settings, context)
     net = task.Net()
-    net.load_state_dict(msg.content.arrays().to_torch())
+    frameworks.torch.load_arrays(net, msg.content.arrays())
     task.train(
         net,
         data,
@@ -27,7 +27,7 @@ def train(msg: Message, context: Context) -> Message:
         momentum=settings.momentum,
         seed=partition_id,
     )
-    arrays = ArrayRecord.from_torch(net.state_dict())
+    arrays = frameworks.torch.to_arrays(net)
     metrics = MetricRecord({"num-examples": len(data)})
     return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
 

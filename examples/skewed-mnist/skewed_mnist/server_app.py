@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pollinate import ArrayRecord, Context, FedAvg, Grid, Result, ServerApp
+from pollinate import ArrayRecord, Context, FedAvg, Grid, Result, ServerApp, frameworks
 from skewed_mnist import task
 
 app = ServerApp()
@@ -28,10 +28,10 @@ def main(grid: Grid, context: Context) -> Result:
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> dict[str, float]:
         net = task.Net()
-        net.load_state_dict(arrays.to_torch())
+        frameworks.torch.load_arrays(net, arrays)
         return task.scores(net, test_set)
 
-    initial = ArrayRecord.from_torch(task.initial_model().state_dict())
+    initial = frameworks.torch.to_arrays(task.initial_model())
     return strategy.start(
         grid, initial, num_rounds=settings.num_server_rounds, evaluate_fn=evaluate
     )

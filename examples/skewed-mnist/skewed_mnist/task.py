@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pollinate import ArrayRecord
+from pollinate import ArrayRecord, frameworks
 from pollinate.compare import Predictions
 from pollinate.datasets import read_idx
 from pollinate.errors import ConfigError
@@ -167,7 +167,7 @@ def scores(net: nn.Module, data: Split) -> dict[str, float]:
 def predict(arrays: ArrayRecord, run_config: Mapping[str, object]) -> Predictions:
     """The test set's labels and a model's predictions: ``pollinate compare``'s hook."""
     net = Net()
-    net.load_state_dict(arrays.to_torch())
+    frameworks.torch.load_arrays(net, arrays)
     test_set = load_test(_get(run_config, "data-dir", str))
     logits = net(test_set.x)
     loss = float(nn.functional.cross_entropy(logits, test_set.y))

@@ -125,7 +125,8 @@ class Strategy(ABC):
         if not isinstance(initial_arrays, ArrayRecord):
             raise ConfigError(
                 f"initial_arrays must be an ArrayRecord, got {type(initial_arrays).__name__}: "
-                "wrap weights with ArrayRecord.from_numpy(list) or ArrayRecord.from_torch(sd)"
+                "wrap weights with ArrayRecord(dict), ArrayRecord.from_numpy(list) or "
+                "pollinate.frameworks.torch.to_arrays(model)"
             )
         log.info("starting %s for %d rounds", self, num_rounds)
         self.begin_run()

@@ -16,6 +16,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from ..errors import ConfigError
 from ..message import Message
 from ..records import ArrayRecord, ConfigRecord
@@ -110,7 +112,9 @@ def _anchors(
                 f"global_params has no arrays for the model's parameters {missing}: pass the "
                 "received ArrayRecord (built from the same model's state_dict)"
             )
-        return [global_params[name].torch() for name, _ in named]
+        import torch
+
+        return [torch.from_numpy(np.array(global_params[name].numpy())) for name, _ in named]
     anchors = list(global_params)
     if len(anchors) != len(named):
         raise ConfigError(

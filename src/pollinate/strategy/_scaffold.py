@@ -175,7 +175,7 @@ class ScaffoldClient:
         @app.train()
         def train(msg, context):
             model = Net()
-            model.load_state_dict(msg.content.arrays().to_torch())
+            frameworks.torch.load_arrays(model, msg.content.arrays())
             scaffold = ScaffoldClient(msg, context, model)
             optimizer = torch.optim.SGD(model.parameters(), lr=lr)
             for x, y in batches:
@@ -184,7 +184,7 @@ class ScaffoldClient:
                 scaffold.correct_gradients()  # grad += c - c_i
                 optimizer.step()
             delta_c = scaffold.finish(learning_rate=lr)  # stores c_i+ in context.state
-            arrays = ArrayRecord.from_torch(model.state_dict())
+            arrays = frameworks.torch.to_arrays(model)
             metrics = MetricRecord({"num-examples": n})
             return msg.reply(
                 RecordDict({"arrays": arrays, "metrics": metrics, "scaffold.delta-c": delta_c})
