@@ -20,18 +20,9 @@ from ..errors import AppError, ConfigError
 from ..loader import load_object
 from ..server import ServerApp
 from ._display import shown
+from ._options import VERBOSE, app_options, json_option, out_option, verbose_option
 from ._progress import cli_logging, progress_view
-from ._run import (
-    VERBOSE,
-    RunPlan,
-    app_options,
-    finite,
-    json_option,
-    out_option,
-    plan_run,
-    stdout_to_stderr,
-    verbose_option,
-)
+from ._run import RunPlan, finite, plan_run, stdout_to_stderr
 
 __all__ = ["compare_command"]
 

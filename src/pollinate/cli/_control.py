@@ -25,7 +25,7 @@ from ..context import UserConfigValue
 from ..errors import ConfigError
 from ._config import AppConfig, Deployment, load_app_config, resolve_deployment
 from ._deploy import check_link_trust
-from ._run import VERBOSE, json_option, verbose_option
+from ._options import VERBOSE, json_option, verbose_option
 
 if TYPE_CHECKING:  # gRPC loads only when a command talks to a link
     from ..deploy._control import ControlClient, RunSummary

@@ -25,9 +25,9 @@ from ..loader import load_object
 from ..server import Result, ServerApp
 from ._config import AppConfig, load_app_config, resolve_run_config
 from ._display import shown
+from ._options import VERBOSE, out_option, run_config_option, timestamp, verbose_option
 from ._overrides import parse_overrides
 from ._progress import cli_logging, progress_view
-from ._run import VERBOSE, out_option, run_config_option, timestamp, verbose_option
 
 if TYPE_CHECKING:
     from ..deploy._runs import Runs

@@ -29,8 +29,9 @@ from ._control import log_command, ls_command, stop_command
 from ._deploy import link_command, node_command
 from ._display import shown
 from ._new import new_command
+from ._options import VERBOSE
 from ._report import report_command
-from ._run import VERBOSE, run_command
+from ._run import run_command
 
 __all__ = ["cli", "main"]
 

@@ -11,10 +11,10 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from rich.console import Console
@@ -36,30 +36,22 @@ from ._config import (
     resolve_federation,
     resolve_run_config,
 )
+from ._control import submit_run
 from ._display import counted, shown
+from ._options import (
+    VERBOSE,
+    app_options,
+    json_option,
+    out_option,
+    timestamp,
+    verbose_option,
+)
 from ._overrides import format_value, parse_overrides
 from ._progress import choose_columns, cli_logging, format_number, progress_view
 
-__all__ = [
-    "VERBOSE",
-    "RunPlan",
-    "app_options",
-    "execute",
-    "json_option",
-    "out_option",
-    "plan_run",
-    "run_command",
-    "run_config_option",
-    "timestamp",
-    "verbose_option",
-]
-
-VERBOSE = "pollinate.verbose"
-"""The ``click.Context.meta`` key that tells the error handler to show tracebacks."""
+__all__ = ["RunPlan", "execute", "plan_run", "run_command"]
 
 RUN_FILE = "run.json"
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +92,6 @@ def plan_run(
     if (out / RUN_FILE).exists() or (out / "metrics.jsonl").exists():
         raise ConfigError(f"{str(out)!r} already holds a run's results: choose another --out")
     return RunPlan(app, chosen, config, run_id, out.resolve())
-
-
-def timestamp() -> str:
-    """``YYYYmmdd-HHMMSS`` now, local time: how run folders begin their names."""
-    return dt.datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 def _default_out_dir(app_dir: Path, run_id: int, kind: str = "") -> Path:
@@ -271,60 +258,6 @@ def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
     console.print(f"  results: {escape(shown(plan.out_dir))} ({files})", soft_wrap=True)
 
 
-run_config_option = click.option(
-    "--run-config",
-    multiple=True,
-    metavar='"KEY=VALUE ..."',
-    help="Change values of the app's run config ([tool.pollinate.app.config]): "
-    "space-separated key=value pairs.",
-)
-
-verbose_option = click.option(
-    "-v", "--verbose", is_flag=True, help="Show INFO logs, and the traceback of an import error."
-)
-
-
-def out_option(default: str) -> Callable[[F], F]:
-    """``--out DIR``: where a command writes its results (``default`` says where otherwise)."""
-    return click.option(
-        "--out",
-        "out_dir",
-        type=click.Path(file_okay=False, path_type=Path),
-        help=f"Where to write the results (default: {default}).",
-    )
-
-
-def json_option(what: str) -> Callable[[F], F]:
-    """``--json``: ``what`` as one JSON line on stdout, everything else on stderr."""
-    return click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help=f"{what} as one JSON line on stdout; everything else goes to stderr.",
-    )
-
-
-def app_options(command: F) -> F:
-    """The arguments and options every command that runs an app takes: what to run, how."""
-    for option in reversed(_APP_OPTIONS):
-        command = option(command)
-    return command
-
-
-_APP_OPTIONS = (
-    click.argument("app_dir", default=".", type=click.Path(path_type=Path)),
-    click.argument("federation", required=False),
-    run_config_option,
-    click.option(
-        "--federation-config",
-        multiple=True,
-        metavar='"KEY=VALUE ..."',
-        help="Change the federation's settings: num-nodes, backend, num-workers, "
-        "client-resources.num-cpus, client-resources.num-gpus.",
-    ),
-)
-
-
 _EXAMPLES = """\b
 Examples:
   pollinate run my-app --run-config "num-server-rounds=5 learning-rate=0.05"
@@ -384,8 +317,6 @@ def run_command(
             app, federation, parse_overrides(federation_config, "--federation-config")
         )
         config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
-        from ._control import submit_run  # _control builds on this module's options
-
         submit_run(app, deployment, config, follow, as_json)
         return
     plan = plan_run(app_dir, federation, run_config, federation_config, out_dir)

@@ -6,21 +6,17 @@ import contextlib
 import logging
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TypeAlias
 
 from ..context import Context
 from ..errors import AppError
 from ..message import ErrorCode, Message, MessageType
-
-if TYPE_CHECKING:
-    from ._numpy_client import ClientFn
+from ._handler import Handler
+from ._numpy_client import ClientFn, numpy_client_handlers
 
 __all__ = ["ClientApp", "Handler", "Lifespan", "Mod"]
 
 log = logging.getLogger("pollinate.client")
-
-Handler: TypeAlias = Callable[[Message, Context], Message]
-"""A function that answers one message: ``(message, context) -> reply``."""
 
 Mod: TypeAlias = Callable[[Message, Context, Handler], Message]
 """Middleware around a handler: ``(message, context, call_next) -> reply``."""
@@ -51,8 +47,6 @@ class ClientApp:
         self._mods = list(mods)
         self._lifespan: Lifespan | None = None
         if client_fn is not None:
-            from ._numpy_client import numpy_client_handlers
-
             self._handlers.update(numpy_client_handlers(client_fn))
 
     def train(self, name: str = "") -> Callable[[Handler], Handler]:

@@ -23,7 +23,7 @@ from ..message import Message
 from ..records import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, RecordDict
 
 if TYPE_CHECKING:
-    from ._app import Handler
+    from ._handler import Handler
 
 __all__ = ["ClientFn", "NumPyClient"]
 

@@ -10,7 +10,7 @@ from ._aggregate import WeightedSum as WeightedSum
 from ._aggregate import weighted_mean as weighted_mean
 from ._base import EvaluateFn as EvaluateFn
 from ._base import Strategy as Strategy
-from ._classic import one_server_app as one_server_app
+from ._base import one_server_app as one_server_app
 from ._compose import Aggregation as Aggregation
 from ._compose import Aggregator as Aggregator
 from ._compose import ServerOptimizer as ServerOptimizer

@@ -10,6 +10,7 @@ from typing import Any, TypeAlias
 
 import numpy as np
 
+from ..context import Context
 from ..errors import ConfigError, RoundError
 from ..message import Message
 from ..records import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord
@@ -27,10 +28,10 @@ from ..server import (
     report_strategy_state,
     take_resume_point,
 )
-from ._classic import server_app_for
+from ._classic import initial_arrays_from_a_node
 from ._order import in_send_order
 
-__all__ = ["EvaluateFn", "Strategy"]
+__all__ = ["EvaluateFn", "Strategy", "one_server_app"]
 
 log = logging.getLogger("pollinate.strategy")
 
@@ -107,7 +108,16 @@ class Strategy(ABC):
 
         Without ``initial_arrays`` the first node is asked for its model's weights.
         """
-        return server_app_for(self, num_rounds, initial_arrays, evaluate_fn)
+        app = ServerApp()
+
+        @app.main()
+        def main(grid: Grid, context: Context) -> Result:
+            arrays = (
+                initial_arrays if initial_arrays is not None else initial_arrays_from_a_node(grid)
+            )
+            return self.start(grid, arrays, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
+
+        return app
 
     def start(
         self,
@@ -277,3 +287,24 @@ class _Tally:
                 "it must return a MetricRecord"
             )
         return PhaseResult(dict(metrics), self.num_ok, tuple(self.failures))
+
+
+def one_server_app(
+    server_app: ServerApp | None,
+    strategy: Strategy | None,
+    num_rounds: int | None,
+    initial_arrays: ArrayRecord | None,
+    evaluate_fn: EvaluateFn | None,
+) -> ServerApp:
+    """The ServerApp given, or one made from a strategy and num_rounds (the classic style)."""
+    if server_app is not None:
+        classic = (strategy, num_rounds, initial_arrays, evaluate_fn)
+        if any(value is not None for value in classic):
+            raise ConfigError(
+                "give either server_app, or strategy and num_rounds (with initial_arrays and "
+                "evaluate_fn), not both"
+            )
+        return server_app
+    if strategy is None or num_rounds is None:
+        raise ConfigError("give a server_app, or a strategy and num_rounds")
+    return strategy.as_server_app(num_rounds, initial_arrays, evaluate_fn)
