@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pollinate.cli._config import load_app_config, resolve_federation
 from pollinate.cli._new import _DEPENDENCIES, _PIP_NAMES, TEMPLATES, create_app, package_name
+from pollinate.config import load_app_config, resolve_federation
 from pollinate.errors import ConfigError
 from pollinate.server import load_arrays
 

@@ -7,7 +7,7 @@ import pytest
 from pollinate import ClientApp, FedAvg, Grid, Result, ServerApp, run_simulation
 from pollinate.errors import AppError, ConfigError
 from pollinate.server import load_arrays
-from pollinate.simulation import AppRef, InlineBackend, SimulationGrid
+from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
 
 from .fixture_apps import initial_arrays, noisy
 
@@ -162,7 +162,7 @@ def test_inline_timeout_sets_late_replies_aside():
 
 def test_a_hundred_thousand_nodes_cost_only_what_is_sampled():
     backend = InlineBackend()
-    backend.start(AppRef(app=noisy))
+    backend.start(ClientAppSource(app=noisy))
     grid = SimulationGrid(backend, 100_000, run_id=1, run_config={})
     strategy = FedAvg(fraction_train=0.0001, fraction_evaluate=0.0)
     result = strategy.start(grid, initial_arrays(), num_rounds=2)
@@ -247,7 +247,8 @@ def test_process_backend_starts_no_more_workers_than_nodes(apps_dir):
     from pollinate.simulation import ProcessBackend
 
     backend = ProcessBackend(num_workers=8)
-    backend.start(AppRef(spec="fixture_apps:noisy", search_path=str(apps_dir)), num_nodes=2)
+    source = ClientAppSource(spec="fixture_apps:noisy", search_path=str(apps_dir))
+    backend.start(source, num_nodes=2)
     try:
         assert backend.worker_count == 2
     finally:

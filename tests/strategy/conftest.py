@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from pollinate import ArrayRecord, ClientApp, MetricRecord, RecordDict
-from pollinate.simulation import AppRef, InlineBackend, SimulationGrid
+from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def make_grid():
         if evaluate is not None:
             app.evaluate()(evaluate)
         backend = InlineBackend()
-        backend.start(AppRef(app=app))
+        backend.start(ClientAppSource(app=app))
         backends.append(backend)
         return SimulationGrid(backend, num_nodes, run_id=1, run_config={})
 

@@ -13,7 +13,7 @@ from rich.markup import escape
 from ._display import counted, shown
 
 if TYPE_CHECKING:
-    from ..deploy._certs import CertFiles
+    from ..deploy import CertFiles
 
 __all__ = ["certs_command"]
 
@@ -55,7 +55,7 @@ def certs_command(out_dir: Path, hostnames: tuple[str, ...], nodes: int, days: i
     organisation's CA: the link needs server.pem and server.key, the nodes the CA's
     certificate (see docs/deploy.md).
     """
-    from ..deploy._certs import DEFAULT_HOSTNAMES, make_dev_certs  # cryptography loads only here
+    from ..deploy import DEFAULT_HOSTNAMES, make_dev_certs  # cryptography loads only here
 
     names = hostnames or DEFAULT_HOSTNAMES
     files = make_dev_certs(out_dir, names, nodes=nodes, days=days)

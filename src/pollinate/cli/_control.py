@@ -21,14 +21,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from ..config import AppConfig, Deployment, load_app_config, resolve_deployment
 from ..context import UserConfigValue
 from ..errors import ConfigError
-from ._config import AppConfig, Deployment, load_app_config, resolve_deployment
 from ._deploy import check_link_trust
 from ._options import VERBOSE, json_option, verbose_option
 
 if TYPE_CHECKING:  # gRPC loads only when a command talks to a link
-    from ..deploy._control import ControlClient, RunSummary
+    from ..deploy import ControlClient, RunSummary
 
 __all__ = ["log_command", "ls_command", "stop_command", "submit_run"]
 
@@ -103,8 +103,7 @@ _LINK_OPTIONS = (
 
 
 def _client(deployment: Deployment) -> ControlClient:
-    from ..deploy import NodeKey, channel_credentials
-    from ..deploy._control import ControlClient
+    from ..deploy import ControlClient, NodeKey, channel_credentials
 
     credentials = (
         None if deployment.root_cert is None else channel_credentials(deployment.root_cert)
@@ -121,8 +120,7 @@ def submit_run(
     as_json: bool,
 ) -> None:
     """``pollinate run`` on a deployed federation: pack the app, submit it, maybe follow it."""
-    from ..deploy._bundle import pack_app
-    from ..deploy._control import Submission
+    from ..deploy import Submission, pack_app
 
     stderr = Console(stderr=True, highlight=False)
     bundle = pack_app(app.app_dir)
@@ -155,7 +153,7 @@ def submit_run(
 
 def _follow(client: ControlClient, run: str, console: Console) -> RunSummary:
     """Print the run's log as it grows; the run once it ended."""
-    from ..deploy._control import RunSummary
+    from ..deploy import RunSummary
 
     for item in client.logs(run, follow=True):
         if isinstance(item, RunSummary):
@@ -238,7 +236,7 @@ def log_command(
     With --follow it waits for new lines until the run ends, and exits with 1 unless it
     finished.
     """
-    from ..deploy._control import RunSummary
+    from ..deploy import RunSummary
 
     ctx.meta[VERBOSE] = verbose
     deployment = link.deployment()

@@ -19,18 +19,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..client import ClientApp
+from ..config import AppConfig, load_app_config, parse_overrides, resolve_run_config
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..loader import load_object
 from ..server import Result, ServerApp
-from ._config import AppConfig, load_app_config, resolve_run_config
 from ._display import shown
 from ._options import VERBOSE, out_option, run_config_option, timestamp, verbose_option
-from ._overrides import parse_overrides
 from ._progress import cli_logging, progress_view
 
 if TYPE_CHECKING:
-    from ..deploy._runs import Runs
+    from ..deploy import Runs
 
 __all__ = ["check_link_trust", "link_command", "node_command"]
 
@@ -160,8 +159,7 @@ def _serve_one_run(
     stderr: Console,
 ) -> Result:
     """``pollinate link APP_DIR``: one run of the app, its ServerApp loaded from APP_DIR."""
-    from ..deploy._bundle import AppBundle, pack_app
-    from ..deploy._store import AppRef
+    from ..deploy import AppBundle, AppRef, pack_app
 
     server_app = load_object(app.serverapp, ServerApp, app.app_dir.resolve())
     try:  # the code travels too, for nodes without their own copy

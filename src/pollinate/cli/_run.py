@@ -22,20 +22,22 @@ from rich.markup import escape
 
 from .. import __version__
 from ..client import ClientApp
+from ..config import (
+    AppConfig,
+    Federation,
+    format_value,
+    is_deployment,
+    load_app_config,
+    parse_overrides,
+    resolve_deployment,
+    resolve_federation,
+    resolve_run_config,
+)
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..loader import load_object
 from ..server import Result, ServerApp
 from ..simulation import run_simulation
-from ._config import (
-    AppConfig,
-    Federation,
-    is_deployment,
-    load_app_config,
-    resolve_deployment,
-    resolve_federation,
-    resolve_run_config,
-)
 from ._control import submit_run
 from ._display import counted, shown
 from ._options import (
@@ -46,7 +48,6 @@ from ._options import (
     timestamp,
     verbose_option,
 )
-from ._overrides import format_value, parse_overrides
 from ._progress import choose_columns, cli_logging, format_number, progress_view
 
 __all__ = ["RunPlan", "execute", "plan_run", "run_command"]

@@ -24,8 +24,8 @@ from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, RecordDict
 from ..server import Grid, Result, RunObserver, ServerApp, save_arrays
 from ..simulation import (
-    AppRef,
     Backend,
+    ClientAppSource,
     NodeConfigFn,
     Task,
     TaskResult,
@@ -195,7 +195,7 @@ class _Recorder(Backend, RunObserver):
         """Train messages from now on belong to ``server_round``."""
         self.server_round = server_round
 
-    def start(self, app: AppRef, num_nodes: int | None = None) -> None:
+    def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
         """Start the wrapped backend."""
         self.inner.start(app, num_nodes)
 

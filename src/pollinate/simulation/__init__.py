@@ -1,9 +1,10 @@
 """Simulation: run an app on virtual nodes in one machine, with pluggable backends."""
 
-from ._backend import AppRef as AppRef
 from ._backend import Backend as Backend
+from ._backend import ClientAppSource as ClientAppSource
 from ._backend import Task as Task
 from ._backend import TaskResult as TaskResult
+from ._backend import backend_names as backend_names
 from ._backend import make_backend as make_backend
 from ._backend import register_backend as register_backend
 from ._grid import NodeConfigFn as NodeConfigFn
@@ -14,14 +15,15 @@ from ._process import ProcessBackend as ProcessBackend
 from ._run import run_simulation as run_simulation
 
 __all__ = [
-    "AppRef",
     "Backend",
+    "ClientAppSource",
     "InlineBackend",
     "NodeConfigFn",
     "ProcessBackend",
     "SimulationGrid",
     "Task",
     "TaskResult",
+    "backend_names",
     "default_node_config",
     "make_backend",
     "register_backend",

@@ -19,11 +19,19 @@ from ..loader import load_object
 from ..message import ErrorCode, Message
 from ..records import RecordDict
 
-__all__ = ["AppRef", "Backend", "Task", "TaskResult", "register_backend", "make_backend"]
+__all__ = [
+    "Backend",
+    "ClientAppSource",
+    "Task",
+    "TaskResult",
+    "backend_names",
+    "make_backend",
+    "register_backend",
+]
 
 
 @dataclass(frozen=True, slots=True)
-class AppRef:
+class ClientAppSource:
     """How to get the ClientApp: an object in this process, or an import string for workers."""
 
     app: ClientApp | None = None
@@ -76,7 +84,7 @@ class Backend(ABC):
     name: str = ""
 
     @abstractmethod
-    def start(self, app: AppRef, num_nodes: int | None = None) -> None:
+    def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
         """Get ready to run ``app`` for up to ``num_nodes`` nodes (load it, start workers)."""
 
     @abstractmethod
@@ -111,10 +119,15 @@ def register_backend(cls: type[Backend]) -> type[Backend]:
     return cls
 
 
+def backend_names() -> list[str]:
+    """The names of the registered backends, sorted (what a federation's ``backend`` may be)."""
+    return sorted(_BACKENDS)
+
+
 def make_backend(name: str, **options: object) -> Backend:
     """A backend by name, with its options (``num-workers`` is passed as ``num_workers``)."""
     if name not in _BACKENDS:
-        known = ", ".join(sorted(_BACKENDS))
+        known = ", ".join(backend_names())
         raise ConfigError(f"unknown backend {name!r}; choose one of: {known}")
     try:
         return _BACKENDS[name](**options)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator, Sequence
 
 from ..client import ClientApp
-from ._backend import AppRef, Backend, Task, TaskResult, register_backend, timeout_result
+from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
 
 __all__ = ["InlineBackend"]
 
@@ -24,7 +24,7 @@ class InlineBackend(Backend):
     def __init__(self) -> None:
         self._app: ClientApp | None = None
 
-    def start(self, app: AppRef, num_nodes: int | None = None) -> None:
+    def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
         """Load the ClientApp in this process."""
         self._app = app.load()
 

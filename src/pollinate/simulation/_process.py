@@ -25,7 +25,7 @@ from .. import wire
 from ..client import ClientApp
 from ..errors import AppError, ConfigError, PollinateError
 from ..message import ErrorCode
-from ._backend import AppRef, Backend, Task, TaskResult, register_backend, timeout_result
+from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
 
 __all__ = ["ProcessBackend"]
 
@@ -65,7 +65,7 @@ class ProcessBackend(Backend):
         self._workers: list[_Worker] = []
         self._closed = False
 
-    def start(self, app: AppRef, num_nodes: int | None = None) -> None:
+    def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
         """Start the workers (no more than there are nodes) and wait until each is ready."""
         self._payload = app.for_workers()
         count = self.num_workers if num_nodes is None else min(self.num_workers, num_nodes)
@@ -299,7 +299,7 @@ def _answer(
 def _load_in_worker(payload: _Payload, threads: int) -> ClientApp:
     spec, search_path, pickled = payload
     if spec is not None:
-        app = AppRef(spec=spec, search_path=search_path).load()
+        app = ClientAppSource(spec=spec, search_path=search_path).load()
     else:
         assert pickled is not None
         app = pickle.loads(pickled)  # the parent's own ClientApp object, never network data

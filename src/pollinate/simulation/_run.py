@@ -14,7 +14,7 @@ from ..message import SERVER_NODE_ID
 from ..records import ArrayRecord, RecordDict
 from ..server import Result, RunObserver, ServerApp, run_server_app
 from ..strategy import EvaluateFn, Strategy, one_server_app
-from ._backend import AppRef, Backend, make_backend
+from ._backend import Backend, ClientAppSource, make_backend
 from ._grid import NodeConfigFn, SimulationGrid, default_node_config
 
 __all__ = ["run_simulation"]
@@ -89,17 +89,17 @@ def _checked_run_config(run_config: UserConfig) -> dict[str, bool | int | float 
 
 def _client_app_ref(
     client_app: ClientApp | str | None, client_fn: ClientFn | None, app_dir: str | Path | None
-) -> AppRef:
+) -> ClientAppSource:
     search_path = str(app_dir) if app_dir is not None else None
     if (client_app is None) == (client_fn is None):
         raise ConfigError(
             "give exactly one of client_app (a ClientApp or import string) or client_fn"
         )
     if isinstance(client_app, str):
-        return AppRef(spec=client_app, search_path=search_path)
+        return ClientAppSource(spec=client_app, search_path=search_path)
     if client_app is not None:
         if not isinstance(client_app, ClientApp):
             raise ConfigError(f"client_app must be a ClientApp, got {type(client_app).__name__}")
-        return AppRef(app=client_app, search_path=search_path)
+        return ClientAppSource(app=client_app, search_path=search_path)
     assert client_fn is not None
-    return AppRef(app=ClientApp(client_fn=client_fn), search_path=search_path)
+    return ClientAppSource(app=ClientApp(client_fn=client_fn), search_path=search_path)

@@ -1,14 +1,14 @@
 import pytest
 
-from pollinate.cli._config import (
+from pollinate.config import (
     Federation,
     is_deployment,
     load_app_config,
+    parse_overrides,
     resolve_deployment,
     resolve_federation,
     resolve_run_config,
 )
-from pollinate.cli._overrides import parse_overrides
 from pollinate.errors import ConfigError
 
 COMPONENTS = """

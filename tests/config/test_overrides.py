@@ -1,6 +1,6 @@
 import pytest
 
-from pollinate.cli._overrides import Override, parse_overrides, typed_value
+from pollinate.config._overrides import Override, parse_overrides, typed_value
 from pollinate.errors import ConfigError
 
 

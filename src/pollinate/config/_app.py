@@ -36,7 +36,7 @@ from typing import Any
 
 from ..context import UserConfigValue
 from ..errors import ConfigError
-from ._display import counted
+from ..simulation import backend_names
 from ._overrides import (
     Override,
     format_value,
@@ -60,7 +60,6 @@ __all__ = [
 
 PYPROJECT = "pyproject.toml"
 DEFAULT_FEDERATION = "local-simulation"
-BACKENDS = ("inline", "process")
 COMPONENTS_TABLE = "tool.pollinate.app.components"
 CONFIG_TABLE = "tool.pollinate.app.config"
 FEDERATIONS_TABLE = "tool.pollinate.federations"
@@ -129,11 +128,11 @@ class Federation:
 
     def describe(self) -> str:
         """``"10 nodes, process backend, 4 workers"``: the federation in a few words."""
-        parts = [counted(self.num_nodes, "node"), f"{self.backend} backend"]
+        parts = [_counted(self.num_nodes, "node"), f"{self.backend} backend"]
         if self.num_workers is not None:
-            parts.append(counted(self.num_workers, "worker"))
+            parts.append(_counted(self.num_workers, "worker"))
         if self.num_cpus is not None:
-            parts.append(f"{counted(self.num_cpus, 'CPU')} per node")
+            parts.append(f"{_counted(self.num_cpus, 'CPU')} per node")
         return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -432,9 +431,9 @@ def _check(federation: Federation, where: str) -> None:
     """Ranges and combinations the types alone do not catch."""
     if federation.num_nodes < 1:
         raise ConfigError(f"{where} num-nodes must be at least 1, got {federation.num_nodes}")
-    if federation.backend not in BACKENDS:
+    if federation.backend not in backend_names():
         raise ConfigError(
-            f"{where} backend must be one of {', '.join(map(repr, BACKENDS))}, "
+            f"{where} backend must be one of {', '.join(map(repr, backend_names()))}, "
             f"got {federation.backend!r}"
         )
     if federation.num_workers is not None:
@@ -460,3 +459,7 @@ def _check(federation: Federation, where: str) -> None:
             f"{where} client-resources.num-gpus = {federation.num_gpus:g}: GPU placement is not "
             "implemented yet, so num-gpus must be 0 (a ClientApp may still use a GPU itself)"
         )
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
