@@ -7,11 +7,12 @@ sets ``CI``: there a missing file fails the test, so a broken checkout cannot pa
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
-MNIST_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
     "train-labels-idx1-ubyte.gz",
@@ -26,13 +27,25 @@ def in_ci() -> bool:
 
 
 def require_mnist() -> Path:
-    """The real MNIST folder; skips the test when it is incomplete, or fails it under CI."""
-    missing = [name for name in MNIST_FILES if not (MNIST_DIR / name).is_file()]
+    """The real MNIST folder, ``../shared/data/mnist``."""
+    folder = SHARED / "data" / "mnist"
+    return _require(folder, [folder / name for name in MNIST_FILES], "real MNIST")
+
+
+def require_w1_floor() -> Path:
+    """The W1 floor script the skewed-mnist benchmark runs, ``../shared/bench``."""
+    script = SHARED / "bench" / "floor_skewed_mnist.py"
+    return _require(script, [script], "the W1 floor script")
+
+
+def _require(found: Path, files: Sequence[Path], what: str) -> Path:
+    """``found`` if every one of ``files`` exists; else skip the test, or fail it under CI."""
+    missing = [f.name for f in files if not f.is_file()]
     if not missing:
-        return MNIST_DIR
-    reason = f"real MNIST not found at {MNIST_DIR}"
-    if len(missing) < len(MNIST_FILES):
+        return found
+    reason = f"{what} not found at {found}"
+    if len(missing) < len(files):
         reason += f" (missing {', '.join(missing)})"
     if in_ci():
-        pytest.fail(f"{reason}; CI must have ../shared/data/mnist beside the clone", False)
-    pytest.skip(f"{reason}; only CI and dev machines have it")
+        pytest.fail(f"{reason}; CI must have ../shared beside the clone", pytrace=False)
+    pytest.skip(f"{reason}; only CI and dev machines have ../shared beside the clone")
