@@ -83,9 +83,11 @@ def test_process_backend_times_out_a_stalled_node_and_goes_on(apps_dir):
     result = run_pooled(
         fedavg_app(num_rounds=2, timeout=3.0, min_train_nodes=1), "stalling", 4, apps_dir, workers=2
     )
-    stalled = [f for r in result.rounds for f in r.train.failures]
-    assert stalled and all(f.node_id == 2 and "TIMEOUT" in f.reason for f in stalled)
-    assert len(result.rounds) == 2
+    outcomes = [
+        (r.train.num_ok, [(f.node_id, "TIMEOUT" in f.reason) for f in r.train.failures])
+        for r in result.rounds
+    ]
+    assert outcomes == [(1, [(2, True)]), (2, [])]  # the seeded sample has node 2 in round 1
 
 
 def test_process_backend_replaces_a_worker_that_died_while_idle(apps_dir, tmp_path):
