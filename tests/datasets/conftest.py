@@ -6,14 +6,13 @@ from pathlib import Path
 
 import pytest
 
-MNIST_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "mnist"
+from .._shared import require_mnist
 
 
 @pytest.fixture
 def mnist_dir() -> Path:
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST files not found at {MNIST_DIR.resolve()}")
-    return MNIST_DIR
+    """The real MNIST files beside the repository (see tests/_shared.py)."""
+    return require_mnist()
 
 
 @pytest.fixture(autouse=True)

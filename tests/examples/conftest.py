@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,14 +16,14 @@ from pollinate import Result, ServerApp, run_simulation
 from pollinate.compare import Comparison, run_comparison
 from pollinate.loader import load_object
 
+from .._shared import require_mnist
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[2]
-MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
-FLOOR_SCRIPT = REPO.parent / "shared" / "bench" / "floor_skewed_mnist.py"
 
 
 @dataclass(frozen=True)
@@ -83,19 +82,5 @@ def skewed_mnist() -> Example:
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    """The real MNIST files beside the repository; the test skips when they are absent."""
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.skip(f"real MNIST not found at {MNIST_DIR} (only CI and dev machines have it)")
-    return MNIST_DIR
-
-
-@pytest.fixture(scope="session")
-def floor() -> ModuleType:
-    """The W1 floor script (beside the repository), imported as a module; skips when absent."""
-    if not FLOOR_SCRIPT.is_file():
-        pytest.skip(f"the W1 floor script is not at {FLOOR_SCRIPT}")
-    spec = importlib.util.spec_from_file_location("floor_skewed_mnist", FLOOR_SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The real MNIST files beside the repository (see tests/_shared.py)."""
+    return require_mnist()

@@ -10,8 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("pollinate.cli", reason="the pollinate CLI is not importable yet")
-
 
 @pytest.mark.slow
 def test_pollinate_run_trains_the_quickstart_and_keeps_its_results(

@@ -1,15 +1,15 @@
-"""skewed-mnist computes workload W1 exactly: the same steps as the floor script."""
+"""skewed-mnist computes workload W1 exactly: the same steps as the floor loop."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
-import torch
 
 from pollinate.errors import ConfigError
+
+from . import floor_skewed_mnist as floor
 
 
 def test_missing_data_dir_names_the_key_and_where_to_get_mnist(skewed_mnist, tmp_path) -> None:
@@ -20,11 +20,11 @@ def test_missing_data_dir_names_the_key_and_where_to_get_mnist(skewed_mnist, tmp
 
 
 @pytest.mark.slow
-def test_one_round_matches_the_floor_loop(skewed_mnist, mnist_dir: Path, floor) -> None:
+def test_one_round_matches_the_floor_loop(skewed_mnist, mnist_dir: Path) -> None:
     result = skewed_mnist.run(
         {"data-dir": str(mnist_dir), "num-server-rounds": 1, "local-epochs": 1}
     )
-    expected = _floor_round(floor, mnist_dir)
+    expected = floor.fedavg_round(mnist_dir)
     for name, array in result.arrays.items():
         np.testing.assert_allclose(array.numpy(), expected[name].numpy(), rtol=0, atol=1e-6)
     final = result.final_metrics()
@@ -44,21 +44,3 @@ def test_compare_reproduces_the_known_w1_result(skewed_mnist, mnist_dir: Path) -
     federated = comparison.federated
     assert federated.final.accuracy() >= 0.955
     assert min(comparison.accuracy_on_missing(federated).values()) >= 0.93
-
-
-def _floor_round(floor: ModuleType, mnist_dir: Path) -> dict[str, torch.Tensor]:
-    """One federated round of one local epoch, computed by the floor script's own functions."""
-    x, y, _, _ = floor.load(str(mnist_dir))
-    torch.manual_seed(0)
-    glob = floor.Net()
-    states, counts = [], []
-    for p, (xp, yp) in enumerate(floor.partitions(x, y)):
-        net = floor.Net()
-        net.load_state_dict(glob.state_dict())
-        floor.train(net, xp, yp, 1, seed=p)
-        states.append(net.state_dict())
-        counts.append(len(yp))
-    total = sum(counts)
-    return {
-        k: sum(s[k] * n for s, n in zip(states, counts, strict=True)) / total for k in states[0]
-    }

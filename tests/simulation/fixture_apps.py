@@ -1,6 +1,8 @@
 """ClientApps the simulation tests run, importable by worker processes as 'fixture_apps:NAME'."""
 
+import fcntl
 import os
+import threading
 import time
 
 import numpy as np
@@ -53,14 +55,27 @@ dies_when_idle = ClientApp()
 
 
 @dies_when_idle.train()
-def _reply_then_exit_soon(msg, context):
-    """Node 1's worker exits 0.2 s after its first reply, while it waits for more work."""
-    import threading
+def _reply_then_exit_when_told(msg, context):
+    """Node 1's worker exits after its first reply, once the server releases ``go-lock``.
 
+    It holds ``exit-lock`` until it exits, so the server learns of the exit by taking that lock:
+    the worker is gone between the rounds, whatever the machine's load, with no sleep.
+    """
     if context.node_id == 1 and "exited" not in context.state:
         context.state["exited"] = MetricRecord({"yes": 1})
-        threading.Timer(0.2, os._exit, args=(0,)).start()
+        config = msg.content["config"]
+        held = open(config["exit-lock"], "w")  # noqa: SIM115 (held until the exit closes it)
+        fcntl.flock(held, fcntl.LOCK_EX)
+        args = (held, config["go-lock"])
+        threading.Thread(target=_exit_when_free, args=args, daemon=True).start()
     return _noisy_update(msg, context)
+
+
+def _exit_when_free(held, go_path):
+    """Wait for the server to release ``go_path``, then exit, still holding ``held``."""
+    with open(go_path, "w") as go:
+        fcntl.flock(go, fcntl.LOCK_EX)
+        os._exit(0)
 
 
 huge_metric = ClientApp()

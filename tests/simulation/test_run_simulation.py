@@ -1,3 +1,4 @@
+import fcntl
 import json
 import time
 
@@ -72,32 +73,40 @@ def test_process_backend_survives_a_crashing_node(apps_dir):
         apps_dir,
         workers=2,
     )
-    crashed = [f for r in result.rounds for f in r.train.failures if f.node_id == 2]
-    assert crashed and all("died (exit code 3)" in f.reason for f in crashed)
-    assert all(r.train.num_ok >= 1 for r in result.rounds)
+    assert [r.train.num_ok for r in result.rounds] == [3, 3]
+    for server_round in result.rounds:
+        (crashed,) = server_round.train.failures
+        assert crashed.node_id == 2 and "died (exit code 3)" in crashed.reason
 
 
 def test_process_backend_times_out_a_stalled_node_and_goes_on(apps_dir):
     result = run_pooled(
         fedavg_app(num_rounds=2, timeout=3.0, min_train_nodes=1), "stalling", 4, apps_dir, workers=2
     )
-    stalled = [f for r in result.rounds for f in r.train.failures]
-    assert stalled and all(f.node_id == 2 and "TIMEOUT" in f.reason for f in stalled)
-    assert len(result.rounds) == 2
+    outcomes = [
+        (r.train.num_ok, [(f.node_id, "TIMEOUT" in f.reason) for f in r.train.failures])
+        for r in result.rounds
+    ]
+    assert outcomes == [(1, [(2, True)]), (2, [])]  # the seeded sample has node 2 in round 1
 
 
-def test_process_backend_replaces_a_worker_that_died_while_idle(apps_dir):
+def test_process_backend_replaces_a_worker_that_died_while_idle(apps_dir, tmp_path):
+    exit_lock, go_lock = tmp_path / "exit.lock", tmp_path / "go.lock"
+    locks = {"exit-lock": str(exit_lock), "go-lock": str(go_lock)}
     server = ServerApp()
 
     @server.main()
     def main(grid, context):
         strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=1)
-        first = strategy.start(grid, initial_arrays(), num_rounds=1)
-        time.sleep(1.0)  # node 1's worker exits now, between the rounds
-        return strategy.start(grid, first.arrays, num_rounds=2)
+        with go_lock.open("w") as go:
+            fcntl.flock(go, fcntl.LOCK_EX)
+            first = strategy.start(grid, initial_arrays(), num_rounds=1, train_config=locks)
+        with exit_lock.open() as gone:  # released: node 1's worker has exited, idle
+            fcntl.flock(gone, fcntl.LOCK_EX)
+        return strategy.start(grid, first.arrays, num_rounds=2, train_config=locks)
 
     result = run_pooled(server, "dies_when_idle", 2, apps_dir, workers=2)
-    assert len(result.rounds) == 2 and all(r.train.num_ok >= 1 for r in result.rounds)
+    assert [(r.train.num_ok, r.train.failures) for r in result.rounds] == [(2, ()), (2, ())]
 
 
 def test_process_backend_turns_an_unsendable_reply_into_a_failure(apps_dir):

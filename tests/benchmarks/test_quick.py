@@ -1,0 +1,87 @@
+"""Every benchmark's ``--quick`` smoke run exits 0 and prints its figures, so none can rot.
+
+Each runs in its own process, as a user would run it; the figures themselves are not
+checked (this machine's load decides them), only that each line a reader needs is there.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .._shared import require_mnist, require_w1_floor
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+NUMBER = r"[\d.,]+"
+
+pytestmark = pytest.mark.slow
+
+
+def run_quick(script: str, *args: str) -> list[str]:
+    """``python benchmarks/SCRIPT --quick ARGS``: its stdout lines, once it exited 0."""
+    command = [sys.executable, str(BENCHMARKS / script), "--quick", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, check=False)
+    assert done.returncode == 0, f"{script} --quick failed:\n{done.stderr[-3000:]}"
+    return done.stdout.splitlines()
+
+
+def has_line(lines: list[str], pattern: str) -> bool:
+    return any(re.fullmatch(pattern, line) for line in lines)
+
+
+def assert_flower_only_quoted(lines: list[str]) -> None:
+    """Flower's figures come on one line of their own, said to be quoted, not measured here."""
+    (flower,) = [line for line in lines if "Flower" in line]
+    assert flower.startswith("Flower 1.41, quoted from ") and "not run here" in flower
+
+
+def test_round_overhead() -> None:
+    lines = run_quick("round_overhead.py")
+    ms = rf"{NUMBER} ms/round \(min {NUMBER}, n=2\)"
+    goal = rf"goal 10\.50 ms: (meets|MISSES) \({NUMBER}x\)"
+    assert has_line(lines, rf"inline +10 nodes +tiny model +{ms} +{goal}")
+    floor = rf"numpy floor {NUMBER} ms \({NUMBER}x\)"
+    assert has_line(lines, rf"inline +10 nodes +1 MB model +{ms} +{goal} +{floor}")
+    assert has_line(lines, rf"process +10 nodes +tiny model +{ms}")
+    assert_flower_only_quoted(lines)
+
+
+def test_partition() -> None:
+    lines = run_quick("partition.py")
+    assert lines[0] == "100,000 labels, 10 classes, best of 1"
+    assert has_line(lines, rf"dirichlet P=1000 alpha=1\.0 min=10 +{NUMBER} s +1000 parts, .*")
+    assert len(lines) == 15 and lines[-1].startswith("target: not measured by --quick")
+
+
+def test_deploy_transfer() -> None:
+    lines = run_quick("deploy_transfer.py")
+    row = rf"\| 1 MB \| 4 \| {NUMBER} ms \| {NUMBER} ms \|( {NUMBER} \|){{2}} {NUMBER} \(.*"
+    assert has_line(lines, row)
+    assert has_line(lines, rf"1 MB round {NUMBER} ms < 50\.0 ms: (meets|MISSES)")
+    assert_flower_only_quoted(lines)
+
+
+def test_skewed_mnist() -> None:
+    floor, data = require_w1_floor(), require_mnist()
+    lines = run_quick("skewed_mnist.py", str(data), "--floor", str(floor))
+    for side in ("floor", "pollinate"):
+        assert has_line(lines, rf"pair 1  {side} +rounds +{NUMBER} s .*")
+    assert has_line(lines, rf"pair 1  ratio {NUMBER}")
+    assert re.fullmatch(rf"ratio {NUMBER}", lines[-1])
+
+
+def test_skewed_mnist_breakdown() -> None:
+    lines = run_quick("skewed_mnist_breakdown.py", str(require_mnist()))
+    assert has_line(lines, rf"  pollinate +{NUMBER} s  \({NUMBER}% of the rounds time\)")
+    assert re.fullmatch(rf"accuracy {NUMBER}", lines[-1])
+
+
+def test_byzantine() -> None:
+    lines = run_quick("byzantine.py", "--data-dir", str(require_mnist()))
+    assert "| strategy | malicious | f | clean | sign-flip |" in lines
+    assert has_line(lines, rf"\| FedMedian \| 20% \| 4 \| \| {NUMBER} \({NUMBER}\) \|")
+    assert has_line(lines, r"total \d+ s \(3 runs\)")
