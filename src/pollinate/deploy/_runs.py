@@ -125,8 +125,8 @@ class Runs:
             run.done.set()
         elif crashes >= self._max_crashes:
             why = (
-                f"crashed {crashes} times in a row: the link went down while it ran, each "
-                "time before a round completed; it is not resumed again"
+                f"crashed {crashes} times in a row (the link went down while it ran, with no "
+                "round completed in between): it is not resumed again"
             )
             self._end(run, "failed", f"failed: {why}", error=AppError(why))
         elif row.app is None:  # its ServerApp lived in a process that is gone

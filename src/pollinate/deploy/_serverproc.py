@@ -52,6 +52,8 @@ log = logging.getLogger("pollinate.link")
 
 STOP_GRACE_S = 5.0
 """How long a stopped ServerApp may take to end on its own before its process is ended."""
+LOAD_S = 300.0
+"""How long a ServerApp process may take to start and import the app, at least."""
 
 _TICK_S = 0.25
 _Parts = list[bytes | memoryview]
@@ -176,7 +178,8 @@ class ServerProcess:
     hands it the Grid and returns its Result; ``close`` ends the process. While waiting on
     the child, ``stopping()`` (an operator's stop, the link shutting down) gives it
     ``STOP_GRACE_S`` to end at its next grid call, which raises RunStopped; a child that
-    sends nothing for ``max_idle_s`` is taken as hung. Either way its process is ended.
+    sends nothing for ``max_idle_s`` once it runs (``LOAD_S`` at least while it imports the
+    app) is taken as hung. Either way its process is ended.
     """
 
     def __init__(self, max_idle_s: float, stopping: Callable[[], bool]) -> None:
@@ -218,7 +221,7 @@ class ServerProcess:
             "log_level": logging.getLogger("pollinate").getEffectiveLevel(),
         }
         self._send(setup)
-        self._serve("ready")
+        self._serve("ready", max(LOAD_S, self.max_idle_s))
 
     def run(
         self, grid: Grid, observers: Sequence[RunObserver], resume: ResumePoint | None
@@ -236,7 +239,7 @@ class ServerProcess:
                 "rounds": [r.to_json() for r in resume.rounds],
             }
             self._send({"op": "start", "resume": point}, _holder(records))
-        header, payload = self._serve("done")
+        header, payload = self._serve("done", self.max_idle_s)
         if header.get("same") is True and self._result is not None:
             return self._result
         return _result(header, payload)
@@ -263,13 +266,16 @@ class ServerProcess:
         with contextlib.suppress(OSError):  # the process is gone: the next read says how
             self._channel.send(header, parts)
 
-    def _serve(self, until: str) -> tuple[dict[str, Any], memoryview]:
-        """Answer the child's frames until one of kind ``until`` comes; raise how it ended."""
+    def _serve(self, until: str, idle_s: float) -> tuple[dict[str, Any], memoryview]:
+        """Answer the child's frames until one of kind ``until`` comes; raise how it ended.
+
+        A child that sends nothing for ``idle_s`` is taken as hung.
+        """
         assert self._channel is not None and self._process is not None
         self._quiet_since = time.monotonic()
         while True:
             if not self._channel.conn.poll(_TICK_S):
-                self._check_time()
+                self._check_time(idle_s)
                 continue
             try:
                 header, payload = self._channel.receive()
@@ -286,7 +292,7 @@ class ServerProcess:
                 ) from None
             self._quiet_since = time.monotonic()
 
-    def _check_time(self) -> None:
+    def _check_time(self, idle_s: float) -> None:
         """End a child that was asked to stop and has not, or that went silent too long."""
         now = time.monotonic()
         if self._stopping():
@@ -294,10 +300,10 @@ class ServerProcess:
             if now - self._stop_seen >= STOP_GRACE_S:
                 self.close()
                 raise RunStopped(f"the ServerApp did not stop within {STOP_GRACE_S:g} s")
-        elif now - self._quiet_since >= self.max_idle_s:
+        elif now - self._quiet_since >= idle_s:
             self.close()
             raise AppError(
-                f"the ServerApp did not call the link for {self.max_idle_s:g} s (it hangs, or "
+                f"the ServerApp did not call the link for {idle_s:g} s (it hangs, or "
                 "works longer than the link's --max-idle between grid calls): it was ended"
             )
 
