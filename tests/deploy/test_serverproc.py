@@ -26,6 +26,7 @@ from .submitted import start_bare_nodes, write_app
 
 HOSTILE = '''
 
+import logging
 import os
 import signal
 import sys
@@ -39,6 +40,7 @@ def hostile_main(grid, context):
     strategy = FedAvg(min_available_nodes=2, min_train_nodes=2)
     strategy.start(grid, ArrayRecord({"w": np.zeros(3)}), num_rounds=1)
     how = context.run_config["how"]
+    logging.getLogger("pollinate.server").warning("about to %s", how)
     if how == "exit":
         os._exit(7)
     if how == "sys-exit":
@@ -116,6 +118,7 @@ def test_a_serverapp_that_ends_or_hangs_fails_its_run_and_the_queue_goes_on(
     assert runs.rounds_done(bad) == 1  # its round is kept; it failed after it
     log = runs.log_of(bad).read(0)[0]
     assert any(reason in line for line in log)
+    assert any(f"WARNING about to {how}" in line for line in log)  # from its process
     if how == "raise":
         assert any("Traceback" in line for line in log)  # the bug's traceback is in its log
     model = load_arrays(tmp_path / "runs" / "tinyapp" / str(good) / "model.npz")
