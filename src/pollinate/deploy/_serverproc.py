@@ -91,8 +91,11 @@ class _Channel:
             raise _ProtocolError("a frame header is not valid")
         buffer = bytearray(size)
         received = 0
-        while received < size:
-            received += self.conn.recv_bytes_into(buffer, received)
+        try:
+            while received < size:
+                received += self.conn.recv_bytes_into(buffer, received)
+        except mp.BufferTooShort:
+            raise _ProtocolError("a frame is longer than its header says") from None
         return header, memoryview(buffer)
 
 
@@ -274,8 +277,8 @@ class ServerProcess:
         assert self._channel is not None and self._process is not None
         self._quiet_since = time.monotonic()
         while True:
+            self._check_time(idle_s)  # a busy child may be past its stop's grace, too
             if not self._channel.conn.poll(_TICK_S):
-                self._check_time(idle_s)
                 continue
             try:
                 header, payload = self._channel.receive()
@@ -575,6 +578,9 @@ class _LogRelay(logging.Handler):
 def _child_main(conn: Connection) -> None:
     """The ServerApp process: load the app, run it on a ProxyGrid, report how it ended."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the link's to handle
+    # The link ends this process with its own if need be (daemon), but the ServerApp may
+    # start processes of its own (a DataLoader's workers, say).
+    mp.current_process().daemon = False
     _exit_with_the_link()
     channel = _Channel(conn)
     setup, _ = channel.receive()
