@@ -14,7 +14,7 @@ from pollinate.deploy import _serverproc as serverproc
 from pollinate.deploy import serve_link
 from pollinate.deploy._bundle import pack_app
 from pollinate.deploy._control import ControlClient, Submission
-from pollinate.deploy._store import AppRef, Store
+from pollinate.deploy._store import AppRef, RunRow, Store
 from pollinate.errors import ConfigError
 from pollinate.loader import load_object
 from pollinate.message import Message
@@ -225,6 +225,29 @@ def test_a_database_from_before_crash_counting_opens_and_counts(tmp_path):
     assert store.crashes(7) == 2
     store.end_attempts(7, still_open=1)
     assert store.crashes(7) == 1
+    store.close()
+
+
+@pytest.mark.parametrize(("crashes", "status"), [(2, "queued"), (3, "failed"), (4, "failed")])
+def test_a_restarted_link_resumes_a_run_that_crashed_it_fewer_than_max_crashes_times(
+    tmp_path, crashes, status
+):
+    db = tmp_path / "link.db"
+    store = Store(db)
+    app = AppRef("0" * 64, "tinyapp.apps:server", "tinyapp.apps:client")
+    store.save_run(RunRow(42, "tinyapp", {}, str(tmp_path / "out"), "running", app))
+    for _ in range(crashes):  # each start, cut short by the link going down
+        store.start_attempt(42)
+    store.close()
+    with serve_link("127.0.0.1:0", insecure=True, db=db) as runs:  # its queue never starts
+        row = runs.row(42)
+        assert row.status == status
+        if status == "failed":
+            assert f"crashed {crashes} times in a row" in (row.error or "")
+        else:  # crashed, queued again: stop still works
+            assert runs.stop(42).status == "stopped"
+    store = Store(db)
+    assert store.runs()[0].status == ("failed" if status == "failed" else "stopped")
     store.close()
 
 
