@@ -47,6 +47,8 @@ def hostile_main(grid, context):
         sys.exit()
     if how == "raise":
         raise ValueError("boom")
+    if how == "kill-self":
+        os.kill(os.getpid(), signal.SIGKILL)
     if how == "kill-link":
         os.kill(os.getppid(), signal.SIGKILL)
     while True:  # "hang", and what is left of "kill-link"
@@ -102,6 +104,7 @@ def runs_with_nodes(tmp_path):
         ("exit", "the ServerApp process exited with code 7"),
         ("sys-exit", "the ServerApp process exited with code 0"),
         ("raise", "ValueError: boom"),
+        ("kill-self", "the ServerApp process was killed by SIGKILL"),
         ("hang", "the ServerApp did not call the link for 3 s"),
     ],
 )

@@ -245,7 +245,10 @@ class ServerProcess:
         header, payload = self._serve("done", self.max_idle_s)
         if header.get("same") is True and self._result is not None:
             return self._result
-        return _result(header, payload)
+        try:
+            return _result(header, payload)
+        except _ProtocolError as err:
+            raise self._broken(err) from None
 
     def close(self) -> None:
         """End the process (it has a moment to exit on its own) and close the pipe."""
@@ -282,18 +285,23 @@ class ServerProcess:
                 continue
             try:
                 header, payload = self._channel.receive()
-                op = header.get("op")
-                if op == until:
-                    return header, payload
-                self._handle(op, header, payload)
             except (EOFError, OSError):
                 raise AppError(self._exit_reason()) from None
             except _ProtocolError as err:
-                self.close()
-                raise AppError(
-                    f"the ServerApp process broke the link's protocol ({err}): it was ended"
-                ) from None
+                raise self._broken(err) from None
+            op = header.get("op")
+            if op == until:
+                return header, payload
+            try:
+                self._handle(op, header, payload)  # the link's own errors pass through
+            except _ProtocolError as err:
+                raise self._broken(err) from None
             self._quiet_since = time.monotonic()
+
+    def _broken(self, err: _ProtocolError) -> AppError:
+        """End a child that broke the protocol; the error its run fails with."""
+        self.close()
+        return AppError(f"the ServerApp process broke the link's protocol ({err}): it was ended")
 
     def _check_time(self, idle_s: float) -> None:
         """End a child that was asked to stop and has not, or that went silent too long."""
@@ -319,7 +327,10 @@ class ServerProcess:
         if code is None:
             return "the ServerApp process closed its pipe to the link: it was ended"
         if code < 0:
-            return f"the ServerApp process was killed by {signal.Signals(-code).name}"
+            try:
+                return f"the ServerApp process was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"the ServerApp process was killed by signal {-code}"
         return f"the ServerApp process exited with code {code}"
 
     def _handle(self, op: Any, header: dict[str, Any], payload: memoryview) -> None:
