@@ -212,6 +212,19 @@ def test_a_broadcast_model_crosses_to_the_link_once_and_is_shared_there():
     assert received[0].content.arrays()["w"] is received[2].content.arrays()["w"]
 
 
+def test_a_round_s_model_crosses_to_the_link_only_when_an_observer_there_keeps_it(tmp_path):
+    from pollinate.deploy._runlog import RoundLines, RunLog
+    from pollinate.deploy._store import StoreRecorder
+
+    store = Store(tmp_path / "link.db")
+    lines = RoundLines(RunLog(None))
+    assert serverproc._wanted([lines]) == ["round"]
+    everything = ["round_start", "round", "arrays", "strategy_state"]
+    assert serverproc._wanted([lines, StoreRecorder(store, 1)]) == everything[1:]
+    assert serverproc._wanted([object()]) == []
+    store.close()
+
+
 def test_a_database_from_before_crash_counting_opens_and_counts(tmp_path):
     db = tmp_path / "old.db"
     with sqlite3.connect(db) as old:

@@ -231,8 +231,9 @@ class ServerProcess:
     ) -> Result:
         """Run the loaded ServerApp on ``grid``; ``observers`` hear its events here."""
         self._grid, self._observers = grid, observers
+        start = {"op": "start", "events": _wanted(observers), "resume": None}
         if resume is None:
-            self._send({"op": "start", "resume": None})
+            self._send(start)
         else:
             records = {"arrays": resume.arrays}
             if resume.strategy_state is not None:
@@ -241,7 +242,7 @@ class ServerProcess:
                 "last_round": resume.last_round,
                 "rounds": [r.to_json() for r in resume.rounds],
             }
-            self._send({"op": "start", "resume": point}, _holder(records))
+            self._send({**start, "resume": point}, _holder(records))
         header, payload = self._serve("done", self.max_idle_s)
         if header.get("same") is True and self._result is not None:
             return self._result
@@ -425,6 +426,22 @@ class ServerProcess:
         self._send({"ok": None})
 
 
+_EVENTS = ("round_start", "round", "arrays", "strategy_state")
+
+
+def _wanted(observers: Sequence[RunObserver]) -> list[str]:
+    """The events some observer acts on (not RunObserver's no-op); the result always."""
+    return [
+        name
+        for name in _EVENTS
+        if any(
+            getattr(type(o), f"on_{name}", None)
+            not in (None, getattr(RunObserver, f"on_{name}", None))
+            for o in observers
+        )
+    ]
+
+
 def _result(header: dict[str, Any], payload: memoryview) -> Result:
     try:
         rounds = [RoundRecord.from_json(r) for r in header["rounds"]]
@@ -536,31 +553,38 @@ class ProxyGrid(Grid):
 
 
 class _Relay(RunObserver):
-    """The ServerApp's observer: each event goes to the link's observers, and waits for them."""
+    """The ServerApp's observer: each event the link's observers want goes to them, and waits.
 
-    def __init__(self, parent: _Parent) -> None:
+    The model of each round crosses only when one of them keeps it (the link's database).
+    """
+
+    def __init__(self, parent: _Parent, wanted: Sequence[str]) -> None:
         self.parent = parent
+        self.wanted = frozenset(wanted)
         self.result: Result | None = None
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
         """A round begins."""
-        self.parent.call(
-            {"op": "event", "name": "round_start", "round": server_round, "of": num_rounds}
-        )
+        if "round_start" in self.wanted:
+            header = {"op": "event", "name": "round_start", "round": server_round}
+            self.parent.call({**header, "of": num_rounds})
 
     def on_round(self, record: RoundRecord) -> None:
         """A round ended."""
-        self.parent.call({"op": "event", "name": "round", "record": record.to_json()})
+        if "round" in self.wanted:
+            self.parent.call({"op": "event", "name": "round", "record": record.to_json()})
 
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
         """The model after a round."""
-        header = {"op": "event", "name": "arrays", "round": server_round}
-        self.parent.call(header, _holder({"arrays": arrays}))
+        if "arrays" in self.wanted:
+            header = {"op": "event", "name": "arrays", "round": server_round}
+            self.parent.call(header, _holder({"arrays": arrays}))
 
     def on_strategy_state(self, server_round: int, state: ArrayRecord) -> None:
         """The strategy's state after a round."""
-        header = {"op": "event", "name": "strategy_state", "round": server_round}
-        self.parent.call(header, _holder({"strategy_state": state}))
+        if "strategy_state" in self.wanted:
+            header = {"op": "event", "name": "strategy_state", "round": server_round}
+            self.parent.call(header, _holder({"strategy_state": state}))
 
     def on_result(self, result: Result) -> None:
         """The run's result."""
@@ -604,7 +628,7 @@ def _child_main(conn: Connection) -> None:
         server_app = load_object(setup["spec"], ServerApp, setup["folder"], fresh=True)
         channel.send({"op": "ready"})
         start, payload = channel.receive()
-        relay = _Relay(parent)
+        relay = _Relay(parent, start["events"])
         run_id = setup["run_id"]
         context = Context(run_id, SERVER_NODE_ID, {}, setup["run_config"], RecordDict())
         result = run_server_app(
