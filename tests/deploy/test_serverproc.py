@@ -168,6 +168,35 @@ def test_a_run_in_its_own_process_gives_what_the_same_serverapp_gives_in_process
     assert lines[0] == lines[1] and len(lines[0]) == 2
 
 
+def test_a_submitted_run_cut_short_by_a_link_shutdown_resumes_in_a_new_process(tmp_path):
+    db, config = tmp_path / "link.db", {**CONFIG, "num-server-rounds": 4, "sleep-s": 0.1}
+    app_dir = _app(tmp_path / "app")
+    for attempt in range(2):
+        ports = []
+        with serve_link(
+            "127.0.0.1:0",
+            insecure=True,
+            db=db,
+            runs_dir=tmp_path / "runs",
+            on_listening=ports.append,
+        ) as runs:
+            if attempt == 0:
+                run_id = runs.submit("tinyapp", config, **_bundle_args(app_dir))
+            runs.start()
+            nodes = start_bare_nodes(ports[0], 2, tmp_path / "cache")
+            if attempt == 0:  # the link shuts down after round 1: the run stays unfinished
+                _wait_for_line(runs.log_of(run_id), "round 1:")
+            else:
+                runs.wait(run_id, timeout=120)
+        for node in nodes:
+            node.join(timeout=10)
+    folder = tmp_path / "runs" / "tinyapp" / str(run_id)
+    assert "the run resumes after round" in (folder / "log.txt").read_text()
+    assert [r["round"] for r in _metrics(folder)] == [1, 2, 3, 4]  # each round once
+    model = load_arrays(folder / "model.npz")["w"].numpy()
+    np.testing.assert_array_equal(model, np.full(3, 4.0))
+
+
 def _metrics(folder):
     rounds = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rounds]
