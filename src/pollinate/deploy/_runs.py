@@ -325,10 +325,9 @@ class Runs:
             grid = run.grid
         if grid is not None:
             grid.stop(_STOPPED)
-        run.log.write(
-            f"stopping: the run ends at its next message (its ServerApp process within "
-            f"{STOP_GRACE_S:g} s)"
-        )
+        own = run.server_app is None  # a submitted ServerApp, in its own process
+        grace = f" (or its ServerApp's process ends in {STOP_GRACE_S:g} s)" if own else ""
+        run.log.write(f"stopping: the run ends at its next message{grace}")
         return run.row
 
     # Running ----------------------------------------------------------------------------
