@@ -46,7 +46,7 @@ from ..server import (
     run_server_app,
 )
 
-__all__ = ["STOP_GRACE_S", "ServerProcess"]
+__all__ = ["STOP_GRACE_S", "ProxyGrid", "ServerProcess"]
 
 log = logging.getLogger("pollinate.link")
 
