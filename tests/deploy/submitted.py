@@ -73,7 +73,9 @@ def write_app(
     return folder
 
 
-def start_bare_nodes(port: int, count: int, cache: Path, **kwargs) -> list[threading.Thread]:
+def start_bare_nodes(
+    port: int, count: int, cache: Path, give_up_s: float = 10, **kwargs
+) -> list[threading.Thread]:
     """Nodes without an app of their own, in threads: they fetch each run's app."""
     threads = []
     for partition in range(count):
@@ -82,7 +84,7 @@ def start_bare_nodes(port: int, count: int, cache: Path, **kwargs) -> list[threa
             args=(f"127.0.0.1:{port}", None),
             kwargs={
                 "node_config": {"partition-id": partition},
-                "backoff": Backoff(initial_s=0.05, max_s=0.2, give_up_s=10),
+                "backoff": Backoff(initial_s=0.05, max_s=0.2, give_up_s=give_up_s),
                 "app_cache": cache / f"node{partition}",
                 **kwargs,
             },

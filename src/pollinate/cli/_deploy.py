@@ -64,6 +64,21 @@ _INSECURE = click.option(
     type=click.Path(dir_okay=False, path_type=Path),
     help="SQLite file for the link's state: restarted with it, unfinished runs resume.",
 )
+@click.option(
+    "--max-crashes",
+    default=3,
+    show_default=True,
+    help="With --db: a run going on each of the last N times the link went down fails "
+    "instead of resuming again.",
+)
+@click.option(
+    "--max-idle",
+    "max_idle_s",
+    default=3600.0,
+    show_default=True,
+    help="Seconds a submitted run's ServerApp may go without calling the link before its "
+    "run fails as hung.",
+)
 @click.option("--min-nodes", default=1, show_default=True, help="With APP_DIR: nodes to wait for.")
 @click.option("--wait", "wait_s", default=300.0, show_default=True, help="Seconds to wait.")
 @run_config_option
@@ -83,6 +98,8 @@ def link_command(
     require_signatures: bool,
     control_keys: Path | None,
     db: Path | None,
+    max_crashes: int,
+    max_idle_s: float,
     min_nodes: int,
     wait_s: float,
     run_config: tuple[str, ...],
@@ -109,6 +126,8 @@ def link_command(
         registered_keys=node_keys,
         control_keys=control_keys,
         db=db,
+        max_crashes=max_crashes,
+        max_idle_s=max_idle_s,
     )
     stderr = Console(stderr=True, highlight=False)
     if app_dir is None:

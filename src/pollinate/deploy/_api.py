@@ -25,7 +25,7 @@ from ._frames import DEFAULT_CHUNK_SIZE
 from ._identity import NodeKey, Verifier, load_public_keys
 from ._link import Link
 from ._node import Backoff, NodeSession, run_node
-from ._runs import Runs
+from ._runs import MAX_CRASHES, MAX_IDLE_S, Runs
 from ._store import Store
 
 __all__ = ["serve_link", "start_client", "start_server"]
@@ -107,6 +107,8 @@ def serve_link(
     db: str | Path | None = None,
     runs_dir: Path | None = None,
     on_listening: Callable[[int], None] | None = None,
+    max_crashes: int = MAX_CRASHES,
+    max_idle_s: float = MAX_IDLE_S,
 ) -> Iterator[Runs]:
     """A listening link with its Fleet and Control services; yields its ``Runs``.
 
@@ -114,7 +116,10 @@ def serve_link(
     unfinished in ``db``, to resume), the nodes are told goodbye and the link stops.
     ``runs_dir`` holds the folders of runs that name none (None: such runs keep no files).
     ``control_keys`` admits operators' signed Control requests from anywhere; without it
-    the Control service answers requests from this machine only.
+    the Control service answers requests from this machine only. A submitted run's
+    ServerApp runs in its own process: one that sends the link nothing for ``max_idle_s``
+    fails its run, and a run that was going on the last ``max_crashes`` times the link went
+    down fails instead of resuming again.
     """
     credentials = _server_credentials(certs, insecure)
     verifier = None
@@ -130,7 +135,7 @@ def serve_link(
         link = Link(
             address, credentials=credentials, chunk_size=chunk_size, verifier=verifier, store=store
         )
-        runs = Runs(link, runs_dir, store)
+        runs = Runs(link, runs_dir, store, max_crashes=max_crashes, max_idle_s=max_idle_s)
         link.add_service(ControlService(runs, operators).handler())
         port = link.start()
         try:

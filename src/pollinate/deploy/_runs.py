@@ -1,10 +1,12 @@
 """The link's runs: submitted apps wait in a queue and run one at a time, each with its log.
 
 A run is either submitted with its app's bundle (``pollinate run --federation NAME``, or
-``pollinate link APP_DIR``), so the link and the nodes load its code from the bundle, or
-handed over in process (``start_server``), with its ServerApp object and nodes that bring
-their own ClientApp. With a store every run, its status and each completed round survive a
-restart: a restarted link resumes a submitted run after its last completed round.
+``pollinate link APP_DIR``), so the nodes load its code from the bundle and the link runs
+its ServerApp in a process of its own (``_serverproc``), or handed over in process
+(``start_server``, ``pollinate link APP_DIR``), with its ServerApp object, run in the link's
+process. With a store every run, its status and each completed round survive a restart: a
+restarted link resumes a submitted run after its last completed round, unless the run was
+going on when the link went down ``max_crashes`` times in a row.
 """
 
 from __future__ import annotations
@@ -25,15 +27,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..context import Context, UserConfigValue
-from ..errors import ConfigError, PollinateError, RunStopped
-from ..loader import load_object
+from ..errors import AppError, ConfigError, PollinateError, RunStopped
 from ..message import SERVER_NODE_ID
-from ..records import RecordDict
+from ..records import ArrayRecord, RecordDict
 from ..server import Result, RunObserver, ServerApp, run_server_app
 from ._bundle import AppBundle, unpack_app
 from ._grid import LinkGrid
 from ._link import Link
 from ._runlog import LOG_FILE, RoundLines, RunLog, RunLogHandler
+from ._serverproc import STOP_GRACE_S, ServerProcess
 from ._store import AppRef, RunRow, Store, StoreRecorder
 
 __all__ = ["Runs"]
@@ -43,6 +45,8 @@ log = logging.getLogger("pollinate.link")
 _ENDED = ("finished", "failed", "stopped")
 MAX_NAME_LENGTH = 100
 MAX_WAIT_S = 7 * 24 * 3600.0
+MAX_CRASHES = 3
+MAX_IDLE_S = 3600.0
 _STOPPED = "stopped by an operator (pollinate stop)"
 
 
@@ -73,9 +77,26 @@ class Runs:
     ``log.txt``) unless the run names its own (None: runs that name none keep no files).
     Call ``start`` once submissions that resume earlier runs have attached their observers,
     and ``close`` to stop (an unfinished run stays unfinished in the store, to resume).
+    A submitted run's ServerApp that sends the link nothing for ``max_idle_s`` is taken as
+    hung and its run fails; a run that was going on each of the last ``max_crashes`` times
+    the link went down fails instead of resuming again.
     """
 
-    def __init__(self, link: Link, runs_dir: Path | None, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        link: Link,
+        runs_dir: Path | None,
+        store: Store | None = None,
+        *,
+        max_crashes: int = MAX_CRASHES,
+        max_idle_s: float = MAX_IDLE_S,
+    ) -> None:
+        if max_crashes < 1:
+            raise ConfigError(f"max_crashes must be at least 1, got {max_crashes}")
+        if not (math.isfinite(max_idle_s) and max_idle_s > 0):
+            raise ConfigError(f"max_idle_s must be a number of seconds above 0, got {max_idle_s}")
+        self._max_crashes = max_crashes
+        self._max_idle_s = max_idle_s
         self._link = link
         self._store = store
         self._runs_dir = runs_dir
@@ -98,9 +119,16 @@ class Runs:
         assert self._store is not None
         point = self._store.resume_point(row.run_id) if row.unfinished else None
         run = _Run(row, run_log, rounds_done=point.last_round if point else 0)
+        crashes = self._store.crashes(row.run_id) if row.unfinished else 0
         if not row.unfinished:
             run_log.close()
             run.done.set()
+        elif crashes >= self._max_crashes:
+            why = (
+                f"crashed {crashes} times in a row (the link went down while it ran, with no "
+                "round completed in between): it is not resumed again"
+            )
+            self._end(run, "failed", f"failed: {why}", error=AppError(why))
         elif row.app is None:  # its ServerApp lived in a process that is gone
             self._set(run, status="interrupted")
             run_log.close()  # followers stop; a resubmission by its script reopens it
@@ -297,7 +325,9 @@ class Runs:
             grid = run.grid
         if grid is not None:
             grid.stop(_STOPPED)
-        run.log.write("stopping: the run ends at its next message")
+        own = run.server_app is None  # a submitted ServerApp, in its own process
+        grace = f" (or its ServerApp's process ends in {STOP_GRACE_S:g} s)" if own else ""
+        run.log.write(f"stopping: the run ends at its next message{grace}")
         return run.row
 
     # Running ----------------------------------------------------------------------------
@@ -325,8 +355,14 @@ class Runs:
         row = run.row
         handler = RunLogHandler(run.log, threading.get_ident())
         logging.getLogger("pollinate").addHandler(handler)
+        process = None
+        if run.server_app is None:  # submitted code runs in a process of its own
+            process = ServerProcess(self._max_idle_s, lambda: run.stop_requested or self._closing)
+        if self._store is not None:
+            self._store.start_attempt(row.run_id)
         try:
-            server_app = run.server_app or self._load(row)
+            if process is not None:
+                self._load(row, process)
             grid = self._link.grid(row.run_id, row.run_config, row.app, row.name)
             with self._lock:  # a stop that came before the grid existed takes effect now
                 run.grid = grid
@@ -339,7 +375,7 @@ class Runs:
             resume = self._store.resume_point(row.run_id) if self._store else None
             watchers = [*run.observers, RoundLines(run.log, run.round_done)]
             if self._store is not None:
-                watchers.append(StoreRecorder(self._store, row.run_id))
+                watchers += [StoreRecorder(self._store, row.run_id), _Progress(self._store, row)]
             if resume is None:
                 run.log.write(f"started on {len(grid.node_ids())} node(s)")
             else:
@@ -349,15 +385,21 @@ class Runs:
                     resume.last_round,
                     row.out_dir,
                 )
-            context = Context(row.run_id, SERVER_NODE_ID, {}, dict(row.run_config), RecordDict())
-            run.result = run_server_app(
-                server_app,
-                grid,
-                context,
-                out_dir=row.out_dir,
-                observers=watchers,
-                resume=resume,
-            )
+            if process is not None:
+                run.result = process.run(grid, watchers, resume)
+            else:
+                assert run.server_app is not None
+                context = Context(
+                    row.run_id, SERVER_NODE_ID, {}, dict(row.run_config), RecordDict()
+                )
+                run.result = run_server_app(
+                    run.server_app,
+                    grid,
+                    context,
+                    out_dir=row.out_dir,
+                    observers=watchers,
+                    resume=resume,
+                )
             self._end(run, "finished", f"finished after {run.rounds_done} round(s)")
         except RunStopped as err:
             if self._closing and not run.stop_requested:  # the run resumes with the link
@@ -368,22 +410,29 @@ class Runs:
                 self._end(run, "stopped", _STOPPED, error=err)
         except PollinateError as err:
             self._end(run, "failed", f"failed: {err}", error=err)
+        except SystemExit as err:  # a ServerApp handed over in process called sys.exit()
+            why = AppError(f"the ServerApp called sys.exit({err.code!r})")
+            self._end(run, "failed", f"failed: {why}", error=why)
         except Exception as err:
             run.log.write("".join(traceback.format_exception(err)).rstrip())
             self._end(run, "failed", f"failed: {type(err).__name__}: {err}", error=err)
         finally:
+            if process is not None:
+                process.close()
+            if self._store is not None:
+                self._store.end_attempts(row.run_id)
             logging.getLogger("pollinate").removeHandler(handler)
             self._link.release(run.grid)
             run.grid = None
 
-    def _load(self, row: RunRow) -> ServerApp:
-        """The run's ServerApp, from its unpacked bundle."""
+    def _load(self, row: RunRow, process: ServerProcess) -> None:
+        """Start the run's ServerApp process: it loads the app from the unpacked bundle."""
         assert row.app is not None
         data = self.bundle(row.app.digest)
         if data is None:
             raise ConfigError(f"the app bundle {row.app.digest[:12]} of run {row.run_id} is gone")
         folder = unpack_app(AppBundle(data, row.app.digest), self._apps_dir / "code")
-        return load_object(row.app.serverapp, ServerApp, folder, fresh=True)
+        process.load(row.app.serverapp, str(folder), row.run_id, row.run_config, row.out_dir)
 
     def _end(
         self, run: _Run, status: str, message: str, error: BaseException | None = None
@@ -402,6 +451,19 @@ class Runs:
         run.row = replace(run.row, **changes)  # type: ignore[arg-type]
         if self._store is not None:
             self._store.save_run(run.row)
+
+
+class _Progress(RunObserver):
+    """Counts a completed round as progress: the starts before it need not count as crashes."""
+
+    def __init__(self, store: Store, row: RunRow) -> None:
+        self.store = store
+        self.run_id = row.run_id
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """A round is stored: only the start going on may still crash."""
+        if server_round > 0:
+            self.store.end_attempts(self.run_id, still_open=1)
 
 
 def _check_same(

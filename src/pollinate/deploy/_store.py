@@ -8,7 +8,8 @@ file name, is written in one transaction: a link killed at any moment has either
 round or none of it. Only the latest model of a run is kept on disk. On restart the nodes
 keep their ids (and tokens), and an unfinished run resumes after its last completed round.
 Messages in flight when the link died are not stored: their round runs again, so nothing
-is counted twice.
+is counted twice. A run's starts that never ended are counted too (``run_starts``): a run
+that takes the link down again and again is not resumed for ever.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ CREATE TABLE IF NOT EXISTS rounds (
     run_id INTEGER NOT NULL, server_round INTEGER NOT NULL, record TEXT, model TEXT,
     PRIMARY KEY (run_id, server_round)
 );
+CREATE TABLE IF NOT EXISTS run_starts (run_id INTEGER PRIMARY KEY, open INTEGER NOT NULL);
 """
 
 _RUN_COLUMNS = {
@@ -246,6 +248,23 @@ class Store:
         arrays = load_arrays(folder / model)
         strategy_state = load_arrays(folder / state) if state else None
         return ResumePoint(arrays, records, last_round, strategy_state)
+
+    def start_attempt(self, run_id: int) -> None:
+        """A run starts: one more start that has not ended (a crash never ends it)."""
+        self._write(
+            "INSERT INTO run_starts VALUES (?, 1) "
+            "ON CONFLICT (run_id) DO UPDATE SET open = open + 1",
+            (run_id,),
+        )
+
+    def end_attempts(self, run_id: int, still_open: int = 0) -> None:
+        """The run's starts so far ended without a crash (1: all but the one going on)."""
+        self._write("INSERT OR REPLACE INTO run_starts VALUES (?, ?)", (run_id, still_open))
+
+    def crashes(self, run_id: int) -> int:
+        """How many starts of the run in a row never ended: the link went down each time."""
+        rows = self._read("SELECT open FROM run_starts WHERE run_id = ?", (run_id,))
+        return int(rows[0][0]) if rows else 0
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> None:
         with self._lock:
