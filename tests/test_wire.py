@@ -321,10 +321,8 @@ def test_non_contiguous_buffer_is_rejected() -> None:
 @pytest.mark.parametrize(
     "record",
     [
-        MetricRecord({"x": 2**63}),
-        MetricRecord({"x": [1, -(2**63) - 1]}),
-        ConfigRecord({"x": 2**100}),
         ConfigRecord({"x": "\ud800"}),
+        ConfigRecord({"x": ["ok", "\ud800"]}),
     ],
 )
 def test_unencodable_values_raise_wire_error_naming_the_key(record: Any) -> None:

@@ -257,3 +257,27 @@ def test_a_reply_waiting_for_its_turn_is_not_timed_out_behind_a_silent_node():
     by_id = {r.metadata.reply_to_message_id: r for r in replies}
     assert by_id[silent].error.code == ErrorCode.TIMEOUT
     assert by_id[answering].error is None  # it came in time: only its turn was late
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "reason"),
+    [
+        ("huge-int", ErrorCode.CLIENT_APP_RAISED, "MetricRecord['big'] = 1180591620717411303424"),
+        ("no-utf8", ErrorCode.INVALID_REPLY, "the reply cannot be sent"),
+    ],
+)
+def test_a_reply_the_rules_refuse_fails_its_node_which_stays_connected(
+    link, start_nodes, bad, code, reason
+):
+    start_nodes(2)
+    grid = link.grid(run_id=1, run_config={"bad-reply": bad, "bad-partitions": "1"})
+    grid.wait_for_nodes(2, timeout=10)
+    for _ in range(2):  # the node still serves the next round on the same stream
+        messages = [
+            Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
+        ]
+        replies = list(grid.receive(grid.send(messages), timeout=30))
+        failed = [r for r in replies if r.error is not None]
+        assert len(replies) == 2 and len(failed) == 1
+        assert failed[0].error.code == code and reason in failed[0].error.reason
+    assert len(grid.node_ids()) == 2

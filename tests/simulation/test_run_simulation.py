@@ -100,16 +100,19 @@ def test_process_backend_replaces_a_worker_that_died_while_idle(apps_dir):
     assert len(result.rounds) == 2 and all(r.train.num_ok >= 1 for r in result.rounds)
 
 
-def test_process_backend_turns_an_unsendable_reply_into_a_failure(apps_dir):
-    result = run_pooled(
+@pytest.mark.parametrize("backend", ["inline", "process"])
+def test_an_int_metric_beyond_64_bits_fails_its_node_alike_on_every_backend(apps_dir, backend):
+    result = run_simulation(
         fedavg_app(num_rounds=1, min_train_nodes=1, fraction_train=1.0),
-        "huge_metric",
-        3,
-        apps_dir,
-        workers=2,
+        "fixture_apps:huge_metric",
+        num_nodes=3,
+        app_dir=apps_dir,
+        backend=backend,
+        backend_options={"num_workers": 2} if backend == "process" else None,
     )
     (failure,) = result.rounds[0].train.failures
-    assert failure.node_id == 2 and "INVALID_REPLY" in failure.reason
+    assert failure.node_id == 2 and "CLIENT_APP_RAISED" in failure.reason
+    assert "MetricRecord['big'] = 1180591620717411303424 does not fit in 64 bits" in failure.reason
 
 
 def test_nodes_cannot_change_the_shared_run_config():
