@@ -304,8 +304,17 @@ def test_two_submissions_of_the_same_code_at_once_keep_one_whole_bundle(tmp_path
     assert [p.name for p in (tmp_path / "link.db.apps").iterdir()] == [f"{bundle.digest}.zip"]
 
 
-@pytest.mark.parametrize("node_id", [[1], "1", None, 2**70])
-def test_an_app_request_from_no_registered_node_is_refused_not_crashed_on(link, node_id):
+@pytest.mark.parametrize(
+    ("node_id", "code"),
+    [
+        (12345, "UNAUTHENTICATED"),
+        ([1], "INVALID_ARGUMENT"),
+        ("1", "INVALID_ARGUMENT"),
+        (None, "INVALID_ARGUMENT"),
+        (2**70, "INVALID_ARGUMENT"),
+    ],
+)
+def test_an_app_request_from_no_registered_node_is_refused_not_crashed_on(link, node_id, code):
     import grpc
 
     from pollinate.deploy._frames import Frame, encode_frame
@@ -317,4 +326,4 @@ def test_an_app_request_from_no_registered_node_is_refused_not_crashed_on(link, 
         pytest.raises(grpc.RpcError) as refused,
     ):
         list(channel.unary_stream(GET_APP_METHOD)(request, timeout=10))
-    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.code() == getattr(grpc.StatusCode, code)
