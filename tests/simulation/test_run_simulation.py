@@ -148,19 +148,32 @@ def test_a_second_run_into_the_same_folder_starts_a_fresh_history(tmp_path):
     assert rounds == [1, 2]
 
 
-def test_inline_timeout_sets_late_replies_aside():
+class FakeClock:
+    """``time.monotonic`` for the inline backend and the grid: it moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_inline_times_out_only_the_node_that_overruns_the_rounds_timeout(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr("pollinate.simulation._inline.time", clock)
+    monkeypatch.setattr("pollinate.simulation._grid.time", clock)
     app = ClientApp()
 
     @app.train()
-    def slow_on_node_2(msg, context):
-        if context.node_id == 2:
-            time.sleep(0.3)
+    def hangs_on_node_2(msg, context):
+        clock.now += 50.0 if context.node_id == 2 else 5.0  # the timeout is 30 s
         return noisy(msg, context)
 
-    server = fedavg_app(num_rounds=1, timeout=0.15, min_train_nodes=1, fraction_train=1.0)
-    phase = run_simulation(server, app, num_nodes=3).rounds[0].train
-    assert phase.num_ok == 1
-    assert [(f.node_id, "TIMEOUT" in f.reason) for f in phase.failures] == [(2, True), (3, True)]
+    server = fedavg_app(num_rounds=2, timeout=30.0, min_train_nodes=3, fraction_train=1.0)
+    rounds = run_simulation(server, app, num_nodes=4).rounds
+    for phase in (r.train for r in rounds):  # 3 + 50 + 5 + 5 s: each node has its own 30 s
+        assert phase.num_ok == 3
+        assert [(f.node_id, "TIMEOUT" in f.reason) for f in phase.failures] == [(2, True)]
 
 
 def test_a_hundred_thousand_nodes_cost_only_what_is_sampled():
