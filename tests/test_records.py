@@ -170,3 +170,14 @@ def test_a_huge_int_is_named_by_its_size_not_printed():
     with pytest.raises(RecordError, match=r"an int of 20000 bits does not fit") as refused:
         MetricRecord({"big": 2**19999})
     assert len(str(refused.value)) < 300
+
+
+@pytest.mark.parametrize("record", [MetricRecord, ConfigRecord])
+def test_a_list_longer_than_the_limit_is_refused_when_set(record):
+    from pollinate.records import MAX_LIST_ITEMS
+
+    assert len(record({"ok": [1.0] * MAX_LIST_ITEMS})["ok"]) == MAX_LIST_ITEMS
+    with pytest.raises(
+        RecordError, match=r"\['x'\] holds 1,048,577 items, more than the 1,048,576"
+    ):
+        record({"x": np.zeros(MAX_LIST_ITEMS + 1)})

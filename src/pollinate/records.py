@@ -30,6 +30,7 @@ __all__ = [
     "ConfigValue",
     "MetricRecord",
     "MetricValue",
+    "MAX_LIST_ITEMS",
     "Record",
     "RecordDict",
     "is_finite_number",
@@ -51,6 +52,10 @@ ConfigValue: TypeAlias = (
 )
 
 _NUMERIC_KINDS = "biufc"
+MAX_LIST_ITEMS = 1 << 20
+"""The most items a list value may hold, and all the lists of one message together: a list of
+bools decodes to 8 bytes an item (16 for ints and floats), so lists stay a few MB, and data
+of any size travels as an ArrayRecord, which decodes without a copy."""
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -280,6 +285,16 @@ def _as_number(value: Any) -> int | float | None:
     return None
 
 
+def _check_length(kind: str, key: str, value: Any) -> None:
+    """Refuse a list longer than ``MAX_LIST_ITEMS`` before looking at its items."""
+    sized = isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim)
+    if sized and len(value) > MAX_LIST_ITEMS:
+        raise RecordError(
+            f"{kind}[{key!r}] holds {len(value):,} items, more than the {MAX_LIST_ITEMS:,} a "
+            "list may hold: send data this size as an ArrayRecord"
+        )
+
+
 def _check_int64(kind: str, key: str, values: Iterable[Any]) -> None:
     """Refuse ints beyond 64 bits where they are set: the wire carries ints as int64."""
     for value in values:
@@ -296,13 +311,15 @@ def _check_int64(kind: str, key: str, values: Iterable[Any]) -> None:
 class MetricRecord(_TypedRecord[MetricValue]):
     """Named numbers: an int, a float, or a list of either (numpy scalars are converted).
 
-    Ints must fit in 64 bits (signed), as they travel.
+    Ints must fit in 64 bits (signed), as they travel; a list holds at most
+    ``MAX_LIST_ITEMS`` items.
     """
 
     __slots__ = ()
     _kind = "MetricRecord"
 
     def _check(self, key: str, value: Any) -> MetricValue:
+        _check_length(self._kind, key, value)
         checked = self._number_or_list(value)
         if checked is None:
             raise RecordError(
@@ -360,6 +377,7 @@ class ConfigRecord(_TypedRecord[ConfigValue]):
         )
 
     def _check(self, key: str, value: Any) -> ConfigValue:
+        _check_length(self._kind, key, value)
         checked = self._scalar_or_list(value)
         if checked is None:
             raise RecordError(

@@ -18,7 +18,9 @@ raw bytes. Layout::
              of the encoding, raw C-order data)*
 
 Ints travel as signed 64-bit integers: records refuse larger ones when they are set, and
-encoding one anyway (in metadata, say) raises WireError. Decoding
+encoding one anyway (in metadata, say) raises WireError. The lists of one encoding hold at
+most ``records.MAX_LIST_ITEMS`` items in all, checked before any is decoded: a list decodes
+to Python objects 8-16 times its wire size, where arrays decode without a copy. Decoding
 never copies array data: each Array is a read-only view of the input buffer, which the
 arrays keep alive (do not change a bytearray while they live). Nothing here uses pickle:
 the input is untrusted, and bytes that are not a valid encoding raise WireError.
