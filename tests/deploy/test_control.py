@@ -327,3 +327,29 @@ def test_an_app_request_from_no_registered_node_is_refused_not_crashed_on(link, 
     ):
         list(channel.unary_stream(GET_APP_METHOD)(request, timeout=10))
     assert refused.value.code() == getattr(grpc.StatusCode, code)
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b'"total":true', "'total' must be an int >= 0, got true"),
+        (b'"total":1,"min_nodes":1e999', "1e999 is not a finite number"),
+        (b'"total":1,"min_nodes":false', "'min_nodes' must be an int >= 0"),
+        (b'"total":' + b"4" * 5000, "an integer of 5000 digits"),
+        (b'"total":1,"run_config":{"lr":NaN}', "holds NaN, which is not JSON"),
+    ],
+)
+def test_a_submission_with_hostile_header_fields_gets_invalid_argument(link_port, header, reason):
+    import grpc
+
+    from pollinate.deploy._control import SUBMIT_METHOD
+
+    text = b'{"kind":"chunk","message_id":"submit","offset":0,' + header + b"}"
+    frame = b"PLF\x01" + len(text).to_bytes(4, "little") + text + b"x"
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{link_port}") as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        channel.stream_unary(SUBMIT_METHOD)(iter([frame]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason in refused.value.details()
