@@ -9,6 +9,10 @@ A pollinate Message (already in the versioned wire format) is cut into ``chunk``
 at most ``chunk_size`` payload bytes, so a model of any size goes through in pieces that
 stay far below gRPC's per-message limit; the receiver writes each chunk straight into one
 buffer of the announced size, and decodes the Message from it without another copy.
+
+The sender may be hostile: ``decode_frame`` checks every header field pollinate reads (its
+type, its range, finite numbers, ints within 64 bits) and raises WireError, never anything
+else, so each caller has one error to turn into ``INVALID_ARGUMENT``.
 """
 
 from __future__ import annotations
