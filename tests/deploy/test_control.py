@@ -16,6 +16,17 @@ from pollinate.server import load_arrays
 from .submitted import start_bare_nodes, write_app
 
 
+@pytest.fixture
+def nodeless_port(tmp_path):
+    """The port of a plain-text link that takes submitted runs, with no nodes (for refusals)."""
+    ports = []
+    with serve_link(
+        "127.0.0.1:0", insecure=True, runs_dir=tmp_path / "runs", on_listening=ports.append
+    ) as runs:
+        runs.start()
+        yield ports[0]
+
+
 def _submission(app_dir, **config):
     run_config = {"num-server-rounds": 2, "sleep-s": 0.0, "step": 1.0, **config}
     bundle = pack_app(app_dir)
@@ -339,7 +350,9 @@ def test_an_app_request_from_no_registered_node_is_refused_not_crashed_on(link, 
         (b'"total":1,"run_config":{"lr":NaN}', "holds NaN, which is not JSON"),
     ],
 )
-def test_a_submission_with_hostile_header_fields_gets_invalid_argument(link_port, header, reason):
+def test_a_submission_with_hostile_header_fields_gets_invalid_argument(
+    nodeless_port, header, reason
+):
     import grpc
 
     from pollinate.deploy._control import SUBMIT_METHOD
@@ -347,9 +360,25 @@ def test_a_submission_with_hostile_header_fields_gets_invalid_argument(link_port
     text = b'{"kind":"chunk","message_id":"submit","offset":0,' + header + b"}"
     frame = b"PLF\x01" + len(text).to_bytes(4, "little") + text + b"x"
     with (
-        grpc.insecure_channel(f"127.0.0.1:{link_port}") as channel,
+        grpc.insecure_channel(f"127.0.0.1:{nodeless_port}") as channel,
         pytest.raises(grpc.RpcError) as refused,
     ):
         channel.stream_unary(SUBMIT_METHOD)(iter([frame]), timeout=10)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert reason in refused.value.details()
+
+
+def test_a_submitted_bundle_that_unpacks_to_a_gib_is_refused_at_once(tmp_path, nodeless_port):
+    from pollinate.deploy._bundle import AppBundle
+
+    from .test_bundle import deflated_zeros, handmade_zip
+
+    bomb = AppBundle.of(handmade_zip("pyproject.toml", deflated_zeros(1024), 1 << 30))
+    submission = dataclasses.replace(_submission(write_app(tmp_path / "app")), bundle=bomb)
+    with (
+        ControlClient(f"127.0.0.1:{nodeless_port}", None) as client,
+        pytest.raises(ConfigError, match=r"refused: app bundle .*unpacks to more than"),
+    ):
+        client.submit(submission)
+    with ControlClient(f"127.0.0.1:{nodeless_port}", None) as client:
+        assert client.runs() == []  # nothing was queued

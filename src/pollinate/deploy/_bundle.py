@@ -9,6 +9,7 @@ bundle everywhere: the link stores it under that name, nodes fetch it by it and 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -29,6 +30,7 @@ __all__ = [
     "MAX_FILE_SIZE",
     "MAX_UNPACKED_SIZE",
     "AppBundle",
+    "check_bundle",
     "pack_app",
     "unpack_app",
 ]
@@ -156,26 +158,43 @@ def unpack_app(bundle: AppBundle, cache_dir: Path) -> Path:
     return target
 
 
+def check_bundle(bundle: AppBundle) -> None:
+    """WireError if ``bundle`` would not unpack (bad zip, names outside, over the limits).
+
+    It inflates every file and writes none: the link checks a submission before queueing it.
+    """
+    try:
+        _extract(bundle.data, None)
+    except zipfile.BadZipFile as err:
+        raise WireError(f"app bundle {bundle.digest[:12]} is not a valid zip: {err}") from None
+    except WireError as err:
+        raise WireError(f"app bundle {bundle.digest[:12]}: {err}") from None
+
+
 _LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature, ..., name length, extra field length
 _STEP = 1 << 20
 """Bytes inflated at a time: what a bundle may hold is counted as it comes out."""
 
 
-def _extract(data: bytes, folder: Path) -> None:
-    """Write the zip's files under ``folder``, inflating them here to count what comes out."""
+def _extract(data: bytes, folder: Path | None) -> None:
+    """Write the zip's files under ``folder`` (None: nowhere), counting what they inflate to."""
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         members = _members(archive)
     unpacked = 0
     for info in members:
-        path = folder.joinpath(*PurePosixPath(info.filename).parts)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        out = None
+        if folder is not None:
+            path = folder.joinpath(*PurePosixPath(info.filename).parts)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = path.open("wb")
         size, crc = 0, 0
-        with path.open("wb") as out:
+        with out or contextlib.nullcontext():
             for piece in _inflated(_stored_bytes(data, info), info):
                 size, unpacked = size + len(piece), unpacked + len(piece)
                 _check_size(info.filename, size, unpacked)
                 crc = zlib.crc32(piece, crc)
-                out.write(piece)
+                if out is not None:
+                    out.write(piece)
         if size != info.file_size or crc != info.CRC:
             raise WireError(f"entry {info.filename!r} does not match its size or CRC")
 
