@@ -68,9 +68,9 @@ def test_two_versions_of_an_app_run_one_after_the_other_each_with_its_own_code(t
     with ControlClient(f"127.0.0.1:{port}", None) as client:
         one = client.submit(_submission(first))
         two = client.submit(_submission(second))
-        assert client.runs()[1].status == "queued"  # one run at a time
-        for run in (one, two):
-            assert list(client.logs(str(run.run_id), follow=True))[-1].status == "finished"
+        ends = [list(client.logs(str(run.run_id), follow=True))[-1] for run in (one, two)]
+        assert [end.status for end in ends] == ["finished", "finished"]
+        assert ends[1].started_at >= ends[0].ended_at  # one run at a time
     folder = tmp_path / "runs" / "tinyapp"
     assert load_arrays(folder / str(one.run_id) / "model.npz")["w"].numpy()[0] == 2.0
     assert load_arrays(folder / str(two.run_id) / "model.npz")["w"].numpy()[0] == -2.0
