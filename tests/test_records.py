@@ -137,3 +137,41 @@ def test_record_dict_holds_records_and_lists_them_by_kind():
 def test_record_dict_rejects_plain_values_naming_the_key():
     with pytest.raises(RecordError, match=r"RecordDict\['metrics'\]"):
         RecordDict({"metrics": {"acc": 1.0}})
+
+
+@pytest.mark.parametrize(
+    ("record", "value"),
+    [
+        (MetricRecord, 2**70),
+        (MetricRecord, [1, -(2**63) - 1]),
+        (MetricRecord, np.uint64(2**63)),
+        (ConfigRecord, 2**63),
+        (ConfigRecord, [2**100]),
+    ],
+)
+def test_ints_beyond_64_bits_are_refused_when_set_naming_the_key(record, value):
+    with pytest.raises(RecordError, match=r"\['big'\] .*does not fit in 64 bits"):
+        record({"big": value})
+
+
+def test_ints_at_the_64_bit_edges_are_kept():
+    edges = [-(2**63), 2**63 - 1]
+    assert MetricRecord({"x": edges})["x"] == edges
+    assert ConfigRecord({"x": 2**63 - 1})["x"] == 2**63 - 1
+
+
+def test_a_huge_int_is_named_by_its_size_not_printed():
+    with pytest.raises(RecordError, match=r"an int of 20000 bits does not fit") as refused:
+        MetricRecord({"big": 2**19999})
+    assert len(str(refused.value)) < 300
+
+
+@pytest.mark.parametrize("record", [MetricRecord, ConfigRecord])
+def test_a_list_longer_than_the_limit_is_refused_when_set(record):
+    from pollinate.records import MAX_LIST_ITEMS
+
+    assert len(record({"ok": [1.0] * MAX_LIST_ITEMS})["ok"]) == MAX_LIST_ITEMS
+    with pytest.raises(
+        RecordError, match=r"\['x'\] holds 1,048,577 items, more than the 1,048,576"
+    ):
+        record({"x": np.zeros(MAX_LIST_ITEMS + 1)})

@@ -24,6 +24,7 @@ __all__ = [
     "ArrayRecord",
     "ConfigRecord",
     "ConfigValue",
+    "MAX_LIST_ITEMS",
     "MetricRecord",
     "MetricValue",
     "Record",
@@ -47,6 +48,11 @@ ConfigValue: TypeAlias = (
 )
 
 _NUMERIC_KINDS = "biufc"
+MAX_LIST_ITEMS = 1 << 20
+"""The most items a list value may hold, and all the lists of one message together: a list of
+bools decodes to 8 bytes an item (16 for ints and floats), so lists stay a few MB, and data
+of any size travels as an ArrayRecord, which decodes without a copy."""
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Array:
@@ -256,13 +262,52 @@ def _as_number(value: Any) -> int | float | None:
     return None
 
 
+def _check_length(kind: str, key: str, value: Any) -> None:
+    """Refuse a list longer than ``MAX_LIST_ITEMS`` before looking at its items."""
+    sized = isinstance(value, (list, tuple)) or (isinstance(value, np.ndarray) and value.ndim)
+    if sized and len(value) > MAX_LIST_ITEMS:
+        raise RecordError(
+            f"{kind}[{key!r}] holds {len(value):,} items, more than the {MAX_LIST_ITEMS:,} a "
+            "list may hold: send data this size as an ArrayRecord"
+        )
+
+
+def _check_int64(kind: str, key: str, values: Iterable[Any]) -> None:
+    """Refuse ints beyond 64 bits where they are set: the wire carries ints as int64."""
+    for value in values:
+        if isinstance(value, int) and not _INT64_MIN <= value <= _INT64_MAX:
+            shown = (
+                repr(value) if value.bit_length() <= 256 else f"an int of {value.bit_length()} bits"
+            )
+            raise RecordError(
+                f"{kind}[{key!r}] = {shown} does not fit in 64 bits: ints travel as signed "
+                "64-bit integers, so send a float (or a str) instead"
+            )
+
+
 class MetricRecord(_TypedRecord[MetricValue]):
-    """Named numbers: an int, a float, or a list of either (numpy scalars are converted)."""
+    """Named numbers: an int, a float, or a list of either (numpy scalars are converted).
+
+    Ints must fit in 64 bits (signed), as they travel; a list holds at most
+    ``MAX_LIST_ITEMS`` items.
+    """
 
     __slots__ = ()
     _kind = "MetricRecord"
 
     def _check(self, key: str, value: Any) -> MetricValue:
+        _check_length(self._kind, key, value)
+        checked = self._number_or_list(value)
+        if checked is None:
+            raise RecordError(
+                f"MetricRecord[{key!r}] must be an int, a float or a list of them, "
+                f"got {type(value).__name__} {_short(value)}"
+            )
+        _check_int64(self._kind, key, checked if isinstance(checked, list) else [checked])
+        return checked
+
+    @staticmethod
+    def _number_or_list(value: Any) -> MetricValue | None:
         number = _as_number(value)
         if number is not None:
             return number
@@ -272,10 +317,7 @@ class MetricRecord(_TypedRecord[MetricValue]):
                 if all(isinstance(v, int) for v in items):
                     return [int(v) for v in items if v is not None]
                 return [float(v) for v in items if v is not None]
-        raise RecordError(
-            f"MetricRecord[{key!r}] must be an int, a float or a list of them, "
-            f"got {type(value).__name__} {_short(value)}"
-        )
+        return None
 
 
 def _config_scalar(value: Any) -> ConfigScalar | None:
@@ -312,6 +354,18 @@ class ConfigRecord(_TypedRecord[ConfigValue]):
         )
 
     def _check(self, key: str, value: Any) -> ConfigValue:
+        _check_length(self._kind, key, value)
+        checked = self._scalar_or_list(value)
+        if checked is None:
+            raise RecordError(
+                f"ConfigRecord[{key!r}] must be int, float, str, bytes, bool or a list of one "
+                f"of those, got {type(value).__name__} {_short(value)}"
+            )
+        _check_int64(self._kind, key, checked if isinstance(checked, list) else [checked])
+        return checked
+
+    @staticmethod
+    def _scalar_or_list(value: Any) -> ConfigValue | None:
         scalar = _config_scalar(value)
         if scalar is not None:
             return scalar
@@ -322,10 +376,7 @@ class ConfigRecord(_TypedRecord[ConfigValue]):
                 return items  # type: ignore[return-value]
             if None not in items and kinds == {int, float}:
                 return [float(v) for v in items]  # type: ignore[arg-type]
-        raise RecordError(
-            f"ConfigRecord[{key!r}] must be int, float, str, bytes, bool or a list of one of "
-            f"those, got {type(value).__name__} {_short(value)}"
-        )
+        return None
 
 
 def _scalar_kind(value: ConfigScalar | None) -> type | None:

@@ -3,7 +3,7 @@
 import sys
 import time
 
-from pollinate import ArrayRecord, ClientApp, MetricRecord, RecordDict
+from pollinate import ArrayRecord, ClientApp, ConfigRecord, MetricRecord, RecordDict
 
 app = ClientApp()
 
@@ -21,7 +21,19 @@ def train(msg, context):
     context.state["seen"] = MetricRecord({"rounds": rounds})  # kept by the node across rounds
     tag = float(context.run_config.get("tag", 0.0))
     metrics = MetricRecord({"num-examples": 10, "tag": tag, "rounds-seen": rounds})
-    return msg.reply(RecordDict({"arrays": ArrayRecord(new), "metrics": metrics}))
+    content = RecordDict({"arrays": ArrayRecord(new), "metrics": metrics})
+    bad = str(context.run_config.get("bad-reply", ""))
+    if bad and str(partition) in str(context.run_config.get("bad-partitions", "")).split():
+        _spoil(content, bad)
+    return msg.reply(content)
+
+
+def _spoil(content, how):
+    """Make a reply the rules refuse: an int metric of 2**70, or a str no wire can carry."""
+    if how == "huge-int":
+        content["metrics"]["big"] = 2**70
+    else:
+        content["config"] = ConfigRecord({"text": "\ud800"})  # a lone surrogate: no UTF-8
 
 
 @app.evaluate()

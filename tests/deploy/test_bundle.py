@@ -1,7 +1,9 @@
 """App bundles: deterministic, source files only, checked and contained when unpacked."""
 
 import io
+import struct
 import zipfile
+import zlib
 
 import pytest
 
@@ -61,4 +63,85 @@ def test_a_folder_that_is_not_an_app_or_too_big_is_refused(tmp_path, monkeypatch
     app = write_app(tmp_path / "app")
     monkeypatch.setattr("pollinate.deploy._bundle.MAX_BUNDLE_SIZE", 100)
     with pytest.raises(ConfigError, match=r"keep data and models out of the app folder"):
+        pack_app(app)
+
+
+def handmade_zip(name: str, deflated: bytes, claimed_size: int, crc: int = 0) -> bytes:
+    """A one-member zip written by hand, so its header may claim any size (zipfile's own
+    writer tells the truth and would take seconds to deflate a gigabyte)."""
+    raw = name.encode()
+    fields = (crc, len(deflated), claimed_size, len(raw))
+    local = struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, 0, 8, 0, 0x21, *fields, 0) + raw
+    central = (
+        struct.pack(
+            "<IHHHHHHIIIHHHHHII",
+            0x02014B50,
+            20,
+            20,
+            0,
+            8,
+            0,
+            0x21,
+            *fields,
+            0,
+            0,
+            0,
+            0,
+            0o644 << 16,
+            0,
+        )
+        + raw
+    )
+    end = struct.pack(
+        "<IHHHHIIH", 0x06054B50, 0, 0, 1, 1, len(central), len(local) + len(deflated), 0
+    )
+    return local + deflated + central + end
+
+
+def deflated_zeros(mib: int) -> bytes:
+    """A raw deflate stream of ``mib`` MiB of zeros, about 1 KiB per MiB, made in no time."""
+    squeeze = zlib.compressobj(9, zlib.DEFLATED, -15)
+    block = squeeze.compress(bytes(1 << 20)) + squeeze.flush(zlib.Z_FULL_FLUSH)
+    return block * mib + zlib.compressobj(9, zlib.DEFLATED, -15).flush()
+
+
+@pytest.mark.parametrize("claimed_mib", [1024, 0])  # the header's truth, or a lie
+def test_a_one_mib_bundle_that_unpacks_to_a_gib_is_refused(tmp_path, claimed_mib):
+    bomb = AppBundle.of(handmade_zip("tinyapp/apps.py", deflated_zeros(1024), claimed_mib << 20))
+    assert len(bomb.data) < 1.1 * 2**20
+    with pytest.raises(WireError, match=f"app bundle {bomb.digest[:12]}"):
+        unpack_app(bomb, tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # nothing left behind
+
+
+def test_unpacked_bytes_are_counted_as_read_per_file_and_in_all(tmp_path, monkeypatch):
+    monkeypatch.setattr("pollinate.deploy._bundle.MAX_FILE_SIZE", 3 << 20)
+    monkeypatch.setattr("pollinate.deploy._bundle.MAX_UNPACKED_SIZE", 5 << 20)
+    one = AppBundle.of(handmade_zip("a.py", deflated_zeros(4), 4 << 20, zlib.crc32(bytes(4 << 20))))
+    with pytest.raises(WireError, match=r"'a.py' unpacks to more than 3 MiB \(the most one file"):
+        unpack_app(one, tmp_path / "cache")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in "abc":
+            archive.writestr(f"{name}.py", bytes(2 << 20))
+    with pytest.raises(WireError, match=r"unpacks to more than 5 MiB \(the most a bundle"):
+        unpack_app(AppBundle.of(buffer.getvalue()), tmp_path / "cache")
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == []
+
+
+def test_a_bundle_of_too_many_files_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr("pollinate.deploy._bundle.MAX_FILES", 3)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in "abcd":
+            archive.writestr(f"{name}.py", "")
+    with pytest.raises(WireError, match=r"holds 4 files, more than the 3"):
+        unpack_app(AppBundle.of(buffer.getvalue()), tmp_path / "cache")
+
+
+def test_an_app_folder_too_big_unpacked_is_refused_when_packed(tmp_path, monkeypatch):
+    app = write_app(tmp_path / "app")
+    (app / "tinyapp" / "table.py").write_text("X = 0\n" * 200_000)  # 1.2 MB, packs small
+    monkeypatch.setattr("pollinate.deploy._bundle.MAX_UNPACKED_SIZE", 1 << 20)
+    with pytest.raises(ConfigError, match=r"unpacks to 1\.1 MiB in 4 files.*may hold 1 MiB in"):
         pack_app(app)

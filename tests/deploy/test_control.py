@@ -16,6 +16,17 @@ from pollinate.server import load_arrays
 from .submitted import start_bare_nodes, write_app
 
 
+@pytest.fixture
+def nodeless_port(tmp_path):
+    """The port of a plain-text link that takes submitted runs, with no nodes (for refusals)."""
+    ports = []
+    with serve_link(
+        "127.0.0.1:0", insecure=True, runs_dir=tmp_path / "runs", on_listening=ports.append
+    ) as runs:
+        runs.start()
+        yield ports[0]
+
+
 def _submission(app_dir, **config):
     run_config = {"num-server-rounds": 2, "sleep-s": 0.0, "step": 1.0, **config}
     bundle = pack_app(app_dir)
@@ -57,9 +68,9 @@ def test_two_versions_of_an_app_run_one_after_the_other_each_with_its_own_code(t
     with ControlClient(f"127.0.0.1:{port}", None) as client:
         one = client.submit(_submission(first))
         two = client.submit(_submission(second))
-        assert client.runs()[1].status == "queued"  # one run at a time
-        for run in (one, two):
-            assert list(client.logs(str(run.run_id), follow=True))[-1].status == "finished"
+        ends = [list(client.logs(str(run.run_id), follow=True))[-1] for run in (one, two)]
+        assert [end.status for end in ends] == ["finished", "finished"]
+        assert ends[1].started_at >= ends[0].ended_at  # one run at a time
     folder = tmp_path / "runs" / "tinyapp"
     assert load_arrays(folder / str(one.run_id) / "model.npz")["w"].numpy()[0] == 2.0
     assert load_arrays(folder / str(two.run_id) / "model.npz")["w"].numpy()[0] == -2.0
@@ -304,8 +315,17 @@ def test_two_submissions_of_the_same_code_at_once_keep_one_whole_bundle(tmp_path
     assert [p.name for p in (tmp_path / "link.db.apps").iterdir()] == [f"{bundle.digest}.zip"]
 
 
-@pytest.mark.parametrize("node_id", [[1], "1", None, 2**70])
-def test_an_app_request_from_no_registered_node_is_refused_not_crashed_on(link, node_id):
+@pytest.mark.parametrize(
+    ("node_id", "code"),
+    [
+        (12345, "UNAUTHENTICATED"),
+        ([1], "INVALID_ARGUMENT"),
+        ("1", "INVALID_ARGUMENT"),
+        (None, "INVALID_ARGUMENT"),
+        (2**70, "INVALID_ARGUMENT"),
+    ],
+)
+def test_an_app_request_from_no_registered_node_is_refused_not_crashed_on(link, node_id, code):
     import grpc
 
     from pollinate.deploy._frames import Frame, encode_frame
@@ -317,4 +337,48 @@ def test_an_app_request_from_no_registered_node_is_refused_not_crashed_on(link, 
         pytest.raises(grpc.RpcError) as refused,
     ):
         list(channel.unary_stream(GET_APP_METHOD)(request, timeout=10))
-    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert refused.value.code() == getattr(grpc.StatusCode, code)
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        (b'"total":true', "'total' must be an int >= 0, got true"),
+        (b'"total":1,"min_nodes":1e999', "1e999 is not a finite number"),
+        (b'"total":1,"min_nodes":false', "'min_nodes' must be an int >= 0"),
+        (b'"total":' + b"4" * 5000, "an integer of 5000 digits"),
+        (b'"total":1,"run_config":{"lr":NaN}', "holds NaN, which is not JSON"),
+    ],
+)
+def test_a_submission_with_hostile_header_fields_gets_invalid_argument(
+    nodeless_port, header, reason
+):
+    import grpc
+
+    from pollinate.deploy._control import SUBMIT_METHOD
+
+    text = b'{"kind":"chunk","message_id":"submit","offset":0,' + header + b"}"
+    frame = b"PLF\x01" + len(text).to_bytes(4, "little") + text + b"x"
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{nodeless_port}") as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        channel.stream_unary(SUBMIT_METHOD)(iter([frame]), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason in refused.value.details()
+
+
+def test_a_submitted_bundle_that_unpacks_to_a_gib_is_refused_at_once(tmp_path, nodeless_port):
+    from pollinate.deploy._bundle import AppBundle
+
+    from .test_bundle import deflated_zeros, handmade_zip
+
+    bomb = AppBundle.of(handmade_zip("pyproject.toml", deflated_zeros(1024), 1 << 30))
+    submission = dataclasses.replace(_submission(write_app(tmp_path / "app")), bundle=bomb)
+    with (
+        ControlClient(f"127.0.0.1:{nodeless_port}", None) as client,
+        pytest.raises(ConfigError, match=r"refused: app bundle .*unpacks to more than"),
+    ):
+        client.submit(submission)
+    with ControlClient(f"127.0.0.1:{nodeless_port}", None) as client:
+        assert client.runs() == []  # nothing was queued

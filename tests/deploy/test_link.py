@@ -150,9 +150,13 @@ def test_bad_registrations_and_streams_are_refused_and_the_link_keeps_serving(
         encode_frame(Frame("hello", {"node_id": me["node_id"], "token": me["token"]})),
         encode_frame(Frame("chunk", {"message_id": "m", "offset": 0, "total": 1 << 40})),
     ]
-    with caplog.at_level(logging.WARNING, logger="pollinate.link"):
+    with (
+        caplog.at_level(logging.WARNING, logger="pollinate.link"),
+        pytest.raises(grpc.RpcError) as too_big,
+    ):
         list(channel.stream_stream(CHANNEL_METHOD)(iter(hostile)))
-    assert "exceeds the limit" in caplog.text
+    assert too_big.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "exceeds the limit" in too_big.value.details() and "exceeds the limit" in caplog.text
     channel.close()
     start_nodes(2)  # the link still serves honest nodes
     grid = link.grid(run_id=2, run_config={})
@@ -257,3 +261,81 @@ def test_a_reply_waiting_for_its_turn_is_not_timed_out_behind_a_silent_node():
     by_id = {r.metadata.reply_to_message_id: r for r in replies}
     assert by_id[silent].error.code == ErrorCode.TIMEOUT
     assert by_id[answering].error is None  # it came in time: only its turn was late
+
+
+@pytest.mark.parametrize(
+    ("bad", "code", "reason"),
+    [
+        ("huge-int", ErrorCode.CLIENT_APP_RAISED, "MetricRecord['big'] = 1180591620717411303424"),
+        ("no-utf8", ErrorCode.INVALID_REPLY, "the reply cannot be sent"),
+    ],
+)
+def test_a_reply_the_rules_refuse_fails_its_node_which_stays_connected(
+    link, start_nodes, bad, code, reason
+):
+    start_nodes(2)
+    grid = link.grid(run_id=1, run_config={"bad-reply": bad, "bad-partitions": "1"})
+    grid.wait_for_nodes(2, timeout=10)
+    for _ in range(2):  # the node still serves the next round on the same stream
+        messages = [
+            Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
+        ]
+        replies = list(grid.receive(grid.send(messages), timeout=30))
+        failed = [r for r in replies if r.error is not None]
+        assert len(replies) == 2 and len(failed) == 1
+        assert failed[0].error.code == code and reason in failed[0].error.reason
+    assert len(grid.node_ids()) == 2
+
+
+def _raw(header: bytes) -> bytes:
+    """A frame whose JSON header is ``header``, byte for byte."""
+    return b"PLF\x01" + len(header).to_bytes(4, "little") + header
+
+
+HOSTILE = [
+    (b'{"kind":"register","node_config":{},"node_id":' + b"9" * 5000 + b"}", "5000 digits"),
+    (b'{"kind":"register","node_config":{},"node_id":[1]}', "'node_id' must be an int"),
+    (b'{"kind":"register","node_config":{"x":1e999}}', "1e999 is not a finite number"),
+    (b'{"kind":"register","node_config":{},"node_id":true,"token":"t"}', "got true"),
+]
+
+
+@pytest.mark.parametrize(("header", "reason"), HOSTILE)
+def test_a_hostile_registration_gets_invalid_argument_saying_what_is_wrong(link, header, reason):
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{link.port}") as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        channel.unary_unary(REGISTER_METHOD)(_raw(header), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason in refused.value.details()
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason"),
+    [
+        (b'{"kind":"hello","node_id":[1],"token":"t"}', "'node_id' must be an int, got [1]"),
+        (b'{"kind":"hello","node_id":1,"token":"t","x":1e999}', "1e999 is not a finite number"),
+        (b'{"kind":"chunk","message_id":"m","offset":false}', "'offset' must be an int >= 0"),
+        (b'{"kind":"chunk","message_id":"m","offset":0,"total":true}', "'total' must be an int"),
+        (b'{"kind":"chunk","message_id":"m","offset":0,"total":' + b"1" * 5000 + b"}", "digits"),
+    ],
+)
+def test_a_hostile_frame_on_a_stream_gets_invalid_argument_saying_what_is_wrong(
+    link, start_nodes, caplog, frame, reason
+):
+    channel, me = _raw_node(link)
+    hello = encode_frame(Frame("hello", {"node_id": me["node_id"], "token": me["token"]}))
+    frames = [_raw(frame)] if b'"hello"' in frame else [hello, _raw(frame)]
+    with (
+        caplog.at_level(logging.WARNING, logger="pollinate.link"),
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        list(channel.stream_stream(CHANNEL_METHOD)(iter(frames), timeout=10))
+    channel.close()
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert reason in refused.value.details()
+    assert "Traceback" not in caplog.text
+    start_nodes(1)  # the link still serves honest nodes
+    grid = link.grid(run_id=2, run_config={})
+    grid.wait_for_nodes(1, timeout=10)

@@ -131,8 +131,12 @@ def test_a_replayed_altered_or_foreign_frame_ends_the_nodes_stream(attack, caplo
                 hello,
                 seal(NodeKey.generate(), CHANNEL_METHOD, encode_frame(Frame("heartbeat"))),
             ]
-        with caplog.at_level(logging.WARNING, logger="pollinate.link"):
+        with (
+            caplog.at_level(logging.WARNING, logger="pollinate.link"),
+            pytest.raises(grpc.RpcError) as refused,
+        ):
             list(channel.stream_stream(CHANNEL_METHOD)(iter(frames)))
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         reason = {"replayed": "replay", "altered": "signature", "other signer": "another signer"}
         assert f"dropping node {me['node_id']}'s stream" in caplog.text
         assert reason[attack] in caplog.text.lower()

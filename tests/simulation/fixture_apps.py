@@ -85,7 +85,7 @@ huge_metric = ClientApp()
 def _huge_metric_on_node_2(msg, context):
     reply = _noisy_update(msg, context)
     if context.node_id == 2:
-        reply.content["metrics"]["big"] = 2**70  # fine in Python, too big for the wire
+        reply.content["metrics"]["big"] = 2**70  # fine in Python, refused: too big for the wire
     return reply
 
 

@@ -109,16 +109,19 @@ def test_process_backend_replaces_a_worker_that_died_while_idle(apps_dir, tmp_pa
     assert [(r.train.num_ok, r.train.failures) for r in result.rounds] == [(2, ()), (2, ())]
 
 
-def test_process_backend_turns_an_unsendable_reply_into_a_failure(apps_dir):
-    result = run_pooled(
+@pytest.mark.parametrize("backend", ["inline", "process"])
+def test_an_int_metric_beyond_64_bits_fails_its_node_alike_on_every_backend(apps_dir, backend):
+    result = run_simulation(
         fedavg_app(num_rounds=1, min_train_nodes=1, fraction_train=1.0),
-        "huge_metric",
-        3,
-        apps_dir,
-        workers=2,
+        "fixture_apps:huge_metric",
+        num_nodes=3,
+        app_dir=apps_dir,
+        backend=backend,
+        backend_options={"num_workers": 2} if backend == "process" else None,
     )
     (failure,) = result.rounds[0].train.failures
-    assert failure.node_id == 2 and "INVALID_REPLY" in failure.reason
+    assert failure.node_id == 2 and "CLIENT_APP_RAISED" in failure.reason
+    assert "MetricRecord['big'] = 1180591620717411303424 does not fit in 64 bits" in failure.reason
 
 
 def test_nodes_cannot_change_the_shared_run_config():
@@ -154,19 +157,32 @@ def test_a_second_run_into_the_same_folder_starts_a_fresh_history(tmp_path):
     assert rounds == [1, 2]
 
 
-def test_inline_timeout_sets_late_replies_aside():
+class FakeClock:
+    """``time.monotonic`` for the inline backend and the grid: it moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_inline_times_out_only_the_node_that_overruns_the_rounds_timeout(monkeypatch):
+    clock = FakeClock()
+    monkeypatch.setattr("pollinate.simulation._inline.time", clock)
+    monkeypatch.setattr("pollinate.simulation._grid.time", clock)
     app = ClientApp()
 
     @app.train()
-    def slow_on_node_2(msg, context):
-        if context.node_id == 2:
-            time.sleep(0.3)
+    def hangs_on_node_2(msg, context):
+        clock.now += 50.0 if context.node_id == 2 else 5.0  # the timeout is 30 s
         return noisy(msg, context)
 
-    server = fedavg_app(num_rounds=1, timeout=0.15, min_train_nodes=1, fraction_train=1.0)
-    phase = run_simulation(server, app, num_nodes=3).rounds[0].train
-    assert phase.num_ok == 1
-    assert [(f.node_id, "TIMEOUT" in f.reason) for f in phase.failures] == [(2, True), (3, True)]
+    server = fedavg_app(num_rounds=2, timeout=30.0, min_train_nodes=3, fraction_train=1.0)
+    rounds = run_simulation(server, app, num_nodes=4).rounds
+    for phase in (r.train for r in rounds):  # 3 + 50 + 5 + 5 s: each node has its own 30 s
+        assert phase.num_ok == 3
+        assert [(f.node_id, "TIMEOUT" in f.reason) for f in phase.failures] == [(2, True)]
 
 
 def test_a_hundred_thousand_nodes_cost_only_what_is_sampled():

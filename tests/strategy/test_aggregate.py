@@ -1,3 +1,6 @@
+import logging
+import math
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -84,3 +87,55 @@ def test_weighted_mean_averages_a_metric_only_over_the_records_that_have_it():
     ]
     out = weighted_mean(records, "num-examples")
     assert out["extra"] == 4.0 and np.isclose(out["loss"], 1.75)
+
+
+BIG = 1e308
+
+
+def test_huge_metrics_average_to_a_finite_value():
+    records = [
+        MetricRecord({"num-examples": 10, "loss": BIG, "per-class": [BIG, -BIG]}),
+        MetricRecord({"num-examples": 30, "loss": BIG, "per-class": [BIG, -BIG]}),
+    ]
+    out = weighted_mean(records, "num-examples")
+    assert out["loss"] == BIG and out["per-class"] == [BIG, -BIG]
+
+
+def test_a_weight_total_that_overflows_is_set_aside_with_a_reason(caplog):
+    records = [MetricRecord({"w": BIG, "loss": 1.0}), MetricRecord({"w": BIG, "loss": 3.0})]
+    with caplog.at_level(logging.WARNING, logger="pollinate.strategy"):
+        out = weighted_mean(records, "w")
+    assert dict(out) == {"loss": 2.0}
+    assert "metric 'w' is left out of the aggregate: the sum is not finite" in caplog.text
+
+
+def test_a_mean_that_rounds_past_the_largest_float_is_set_aside_with_a_reason(caplog):
+    top = np.finfo(np.float64).max
+    records = [MetricRecord({"n": 1, "x": top}), MetricRecord({"n": 2, "x": top})]
+    with caplog.at_level(logging.WARNING, logger="pollinate.strategy"):
+        out = weighted_mean(records, "n")
+    assert out.get("x") in (top, None)
+    assert out.get("x") == top or "metric 'x' is left out" in caplog.text
+
+
+def test_an_int_weight_total_beyond_64_bits_becomes_a_float():
+    out = weighted_mean([MetricRecord({"n": 2**62}), MetricRecord({"n": 2**62})], "n")
+    assert out["n"] == float(2**63)
+
+
+finite_floats = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.floats(min_value=5e-324, max_value=1e308), finite_floats, finite_floats),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_metric_aggregates_are_finite_whatever_the_finite_inputs(rows):
+    records = [MetricRecord({"w": w, "x": x, "xs": [x, y]}) for w, x, y in rows]
+    out = weighted_mean(records, "w")
+    for value in out.values():
+        assert all(math.isfinite(v) for v in (value if isinstance(value, list) else [value]))

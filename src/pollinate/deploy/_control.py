@@ -29,7 +29,7 @@ import grpc
 
 from ..context import UserConfigValue
 from ..errors import AuthError, ConfigError, PollinateError, WireError
-from ._bundle import MAX_BUNDLE_SIZE, AppBundle
+from ._bundle import MAX_BUNDLE_SIZE, AppBundle, check_bundle
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
     Frame,
@@ -285,6 +285,7 @@ def _read_submission(requests: Iterator[bytes]) -> tuple[dict[str, Any], memoryv
 def _submitted_run(header: dict[str, Any], data: memoryview) -> dict[str, Any]:
     """``Runs.submit``'s arguments for a submission; WireError if the header is malformed."""
     bundle = AppBundle.of(bytes(data))
+    check_bundle(bundle)  # refused now, not when the run starts
     app = AppRef.from_json(header.get("app"))
     if app.digest != bundle.digest:
         raise WireError("the app bundle does not match the digest it was sent with")

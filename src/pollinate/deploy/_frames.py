@@ -9,13 +9,18 @@ A pollinate Message (already in the versioned wire format) is cut into ``chunk``
 at most ``chunk_size`` payload bytes, so a model of any size goes through in pieces that
 stay far below gRPC's per-message limit; the receiver writes each chunk straight into one
 buffer of the announced size, and decodes the Message from it without another copy.
+
+The sender may be hostile: ``decode_frame`` checks every header field pollinate reads (its
+type, its range, finite numbers, ints within 64 bits) and raises WireError, never anything
+else, so each caller has one error to turn into ``INVALID_ARGUMENT``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,14 +86,135 @@ def decode_frame(data: bytes) -> Frame:
     end = _PREFIX.size + header_length
     if header_length > MAX_HEADER_SIZE or end > len(data):
         raise WireError(f"frame header length {header_length} does not fit the frame")
+    header = _parse_header(bytes(data[_PREFIX.size : end]))
+    kind = header.pop("kind")
+    return Frame(kind, header, memoryview(data)[end:])
+
+
+def _parse_header(text: bytes) -> dict[str, Any]:
+    """The header's JSON object, every field it names checked (see ``_FIELDS``)."""
     try:
-        header = json.loads(data[_PREFIX.size : end])
+        header = json.loads(
+            text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_no_constant
+        )
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
         raise WireError(f"frame header is not JSON: {type(err).__name__}") from None
     if not isinstance(header, dict) or not isinstance(header.get("kind"), str):
         raise WireError("frame header must be a JSON object with a string 'kind'")
-    kind = header.pop("kind")
-    return Frame(kind, header, memoryview(data)[end:])
+    for name in _REQUIRED.get(header["kind"], ()):
+        if name not in header:
+            raise WireError(f"a {header['kind']!r} frame needs {name!r} in its header")
+    for name, value in header.items():
+        rule = _FIELDS.get(name)
+        if rule is not None and not rule.accepts(value):
+            shown = json.dumps(value)
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            raise WireError(f"frame header field {name!r} must be {rule.what}, got {shown}")
+    return header
+
+
+_INT64_DIGITS = len(str(2**63))
+
+
+def _parse_int(text: str) -> int:
+    """A JSON integer that fits in 64 bits (a 5,000-digit one must not reach int())."""
+    digits = len(text.lstrip("-"))
+    if digits > _INT64_DIGITS:
+        raise WireError(
+            f"frame header holds an integer of {digits} digits, which does not fit in 64 bits"
+        )
+    value = int(text)
+    if not -(2**63) <= value < 2**63:
+        raise WireError(f"frame header integer {text} does not fit in 64 bits")
+    return value
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise WireError(f"frame header number {text[:40]} is not a finite number")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise WireError(f"frame header holds {name}, which is not JSON")
+
+
+@dataclass(frozen=True, slots=True)
+class _Field:
+    """What a header field must hold: ``what`` in words, ``accepts`` as a test."""
+
+    what: str
+    accepts: Callable[[Any], bool]
+
+    def or_null(self) -> _Field:
+        return _Field(f"{self.what} or null", lambda v: v is None or self.accepts(v))
+
+
+def _is_int(value: Any) -> bool:  # bool is an int in Python, never in a header
+    return type(value) is int
+
+
+def _is_number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+_INT = _Field("an int", _is_int)
+_COUNT = _Field("an int >= 0", lambda v: _is_int(v) and v >= 0)
+_POSITIVE_INT = _Field("an int >= 1", lambda v: _is_int(v) and v >= 1)
+_NUMBER = _Field("a number", _is_number)
+_POSITIVE = _Field("a number > 0", lambda v: _is_number(v) and v > 0)
+_TEXT = _Field("a str", lambda v: type(v) is str)
+_BOOL = _Field("a bool", lambda v: type(v) is bool)
+_OBJECT = _Field("an object", lambda v: type(v) is dict)
+
+_FIELDS: dict[str, _Field] = {
+    "kind": _TEXT,
+    # chunks
+    "message_id": _TEXT,
+    "offset": _COUNT,
+    "total": _COUNT,
+    "reply_to": _TEXT,
+    # registration, hello, app requests, signatures
+    "node_id": _INT,
+    "token": _TEXT,
+    "heartbeat_s": _POSITIVE,
+    "chunk_size": _POSITIVE_INT,
+    "node_config": _OBJECT,
+    "digest": _TEXT,
+    "public_key": _TEXT,
+    "timestamp_ms": _INT,
+    "nonce": _TEXT,
+    "signature": _TEXT,
+    # runs: submissions, their summaries, control requests
+    "app": _OBJECT,
+    "name": _TEXT.or_null(),
+    "run_config": _OBJECT,
+    "min_nodes": _COUNT,
+    "wait_s": _NUMBER,
+    "run": _Field("a str or an int", lambda v: type(v) is str or _is_int(v)),
+    "follow": _BOOL,
+    "run_id": _INT,
+    "status": _TEXT,
+    "rounds_done": _COUNT,
+    "submitted_at": _NUMBER,
+    "started_at": _NUMBER.or_null(),
+    "ended_at": _NUMBER.or_null(),
+    "error": _TEXT.or_null(),
+    "out_dir": _TEXT.or_null(),
+}
+"""Every header field pollinate reads, and what it must hold: checked once, at decoding, so
+no reader meets a bool for an int, a list for an id or an infinite timestamp. Other fields
+pass through unchecked (a newer peer may send more)."""
+
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "chunk": ("message_id", "offset"),
+    "hello": ("node_id", "token"),
+    "registered": ("node_id", "token", "heartbeat_s"),
+    "get_app": ("node_id", "token", "digest"),
+    "signed": ("public_key", "timestamp_ms", "nonce", "signature"),
+}
+"""The fields a frame of each kind cannot do without."""
 
 
 def chunk_frames(

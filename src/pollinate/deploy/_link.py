@@ -71,7 +71,8 @@ class _Outgoing:
     parts: list[bytes | memoryview] = field(default_factory=list)
     header: dict[str, Any] = field(default_factory=dict)
     end: str = ""
-    """``"bye"``: the link is stopping, tell the node; ``"close"``: just end the stream."""
+    """``"bye"``: the link is stopping, tell the node; ``"close"``: just end the stream;
+    ``"refused"``: end it with the status and reason in ``header``."""
 
 
 _BYE = _Outgoing(end="bye")
@@ -404,6 +405,8 @@ class Link:
                 if item.end:
                     if item.end == "bye":
                         yield encode_frame(Frame("bye"))
+                    if item.end == "refused":
+                        context.abort(item.header["code"], item.header["reason"])
                     return
                 for frame in chunk_frames(
                     item.message_id, item.parts, self.chunk_size, item.header
@@ -452,6 +455,12 @@ class Link:
                     done = None  # free the reply's buffer now, not at the next one
         except (AuthError, WireError) as err:
             log.warning("dropping node %d's stream: %s", node.node_id, err)
+            code = (
+                grpc.StatusCode.UNAUTHENTICATED
+                if isinstance(err, AuthError)
+                else grpc.StatusCode.INVALID_ARGUMENT
+            )
+            outbox.put(_Outgoing(end="refused", header={"code": code, "reason": str(err)}))
         except grpc.RpcError:
             pass  # the stream ended under us; _lose says so
         finally:

@@ -286,8 +286,13 @@ def _answer(
     state = session.states.setdefault(run_id, RecordDict())
     context = Context(run_id, session.node_id, dict(session.node_config), run_config, state)
     reply = _refused(message, app) if isinstance(app, str) else app(message, context)
+    try:
+        parts = encode_parts(reply)
+    except WireError as err:  # the handler's reply, not the link: answer with why
+        reply = message.reply_error(ErrorCode.INVALID_REPLY, f"the reply cannot be sent: {err}")
+        parts = encode_parts(reply)
     header = {"reply_to": message.metadata.message_id}  # the link takes replies in turn
-    frames = chunk_frames(reply.metadata.message_id, encode_parts(reply), chunk_size, header)
+    frames = chunk_frames(reply.metadata.message_id, parts, chunk_size, header)
     outgoing.put(encode_frame(frame) for frame in frames)  # encoded as gRPC takes them
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -161,6 +162,21 @@ def _write_npz(arrays: ArrayRecord, file: BinaryIO) -> None:
 
 
 def write_jsonl_line(path: Path, payload: Mapping[str, Any]) -> None:
-    """Append one JSON line to ``path`` and flush, so a crash loses at most the line in flight."""
+    """Append one JSON line to ``path`` and flush, so a crash loses at most the line in flight.
+
+    The line is strict JSON, which has no NaN or Infinity: non-finite numbers are written as
+    ``null``, so any JSON reader takes the file.
+    """
     with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(payload, allow_nan=True) + "\n")
+        f.write(json.dumps(_finite(payload), allow_nan=False) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinite floats, at any depth, as None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

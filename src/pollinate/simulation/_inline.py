@@ -1,5 +1,8 @@
 """The inline backend: every node runs in this process, one after another.
 
+Each node gets the round's timeout to itself, as it would running beside the others: a
+round of N nodes may then take up to N timeouts of wall time.
+
 Messages and contexts travel by reference: no encoding, no copies. The fastest choice for
 small models and for debugging (breakpoints work inside the ClientApp).
 """
@@ -29,14 +32,21 @@ class InlineBackend(Backend):
         self._app = app.load()
 
     def run(self, tasks: Sequence[Task], deadline: float | None) -> Iterator[TaskResult]:
-        """Run the tasks in order; a reply finished after the deadline counts as a timeout."""
+        """Run the tasks in order, each with the whole time to ``deadline`` as its own budget.
+
+        Nodes that run in turn must not share one deadline: a node that overruns would time
+        out every node after it. A handler cannot be interrupted, so a reply that took longer
+        than the budget counts as a timeout once it finishes, and the next task goes on.
+        """
         assert self._app is not None, "start() the backend first"
+        budget = None if deadline is None else deadline - time.monotonic()
         for index, task in enumerate(tasks):
-            if deadline is not None and time.monotonic() >= deadline:
+            if budget is not None and budget <= 0:  # no time at all: nothing is run
                 yield timeout_result(index, task)
                 continue
+            started = time.monotonic()
             reply = self._app(task.message, task.context)
-            if deadline is not None and time.monotonic() > deadline:
+            if budget is not None and time.monotonic() - started > budget:
                 yield timeout_result(index, task)
                 continue
             yield TaskResult(index, reply, task.context.state)

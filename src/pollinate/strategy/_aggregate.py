@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -10,6 +12,8 @@ import numpy as np
 from ..records import Array, ArrayRecord, MetricRecord, MetricValue
 
 __all__ = ["MetricsAggregationFn", "WeightedSum", "cast_to", "weighted_mean"]
+
+log = logging.getLogger("pollinate.strategy")
 
 MetricsAggregationFn: TypeAlias = Callable[[Sequence[MetricRecord], str], MetricRecord]
 """``(metric records, weight key) -> one MetricRecord``."""
@@ -118,7 +122,9 @@ def weighted_mean(records: Sequence[MetricRecord], weight_key: str) -> MetricRec
     """Average every metric over the records that have it, weighted by ``weight_key``.
 
     The weight itself is summed (the total number of examples); lists are averaged element
-    by element when all have the same length, else left out.
+    by element when all have the same length, else left out. Sums are scaled by powers of
+    two, so huge values (1e308) cannot overflow them; an aggregate that is still not finite
+    is left out with a logged reason, never reported as inf or NaN.
     """
     out = MetricRecord()
     if not records:
@@ -127,11 +133,14 @@ def weighted_mean(records: Sequence[MetricRecord], weight_key: str) -> MetricRec
     keys = list(dict.fromkeys(k for r in records for k in r))
     for key in keys:
         pairs = [(r[key], w) for r, w in zip(records, weights, strict=True) if key in r]
-        if key == weight_key:
-            out[key] = _sum_weights([v for v, _ in pairs])
-            continue
-        value = _weighted(pairs)
-        if value is not None:
+        value = _sum_weights([v for v, _ in pairs]) if key == weight_key else _weighted(pairs)
+        if value is not None and not _all_finite(value):
+            log.warning(
+                "metric %r is left out of the aggregate: the %s is not finite",
+                key,
+                "sum" if key == weight_key else "weighted mean",
+            )
+        elif value is not None:
             out[key] = value
     return out
 
@@ -143,19 +152,41 @@ def _weight(record: MetricRecord, weight_key: str) -> float:
 
 def _sum_weights(values: list[MetricValue]) -> int | float:
     numbers = [v for v in values if isinstance(v, (int, float))]
-    return sum(numbers) if all(isinstance(v, int) for v in numbers) else float(sum(numbers))
+    total = sum(numbers)
+    if all(isinstance(v, int) for v in numbers) and -(2**63) <= total < 2**63:
+        return total
+    return float(total)  # floats, or ints beyond what a MetricRecord holds
 
 
 def _weighted(pairs: list[tuple[MetricValue, float]]) -> MetricValue | None:
-    total = sum(w for _, w in pairs)
-    if total <= 0:
-        return None
-    numbers = [(v, w) for v, w in pairs if isinstance(v, (int, float))]
-    if len(numbers) == len(pairs):
-        return sum(float(v) * w for v, w in numbers) / total
+    weights = np.asarray([w for _, w in pairs], dtype=np.float64)
+    if all(isinstance(v, (int, float)) for v, _ in pairs):
+        values = np.asarray([float(v) for v, _ in pairs], dtype=np.float64)  # type: ignore[arg-type]
+        mean = _scaled_mean(values, weights)
+        return None if mean is None else float(mean)
     lists = [v for v, _ in pairs if isinstance(v, list)]
     if len(lists) == len(pairs) and len({len(v) for v in lists}) == 1:
-        stacked = np.asarray(lists, dtype=np.float64)
-        weights = np.asarray([w for _, w in pairs], dtype=np.float64)
-        return [float(x) for x in weights @ stacked / total]
+        mean = _scaled_mean(np.asarray(lists, dtype=np.float64), weights)
+        return None if mean is None else [float(x) for x in mean]
     return None
+
+
+def _scaled_mean(values: np.ndarray[Any, Any], weights: np.ndarray[Any, Any]) -> Any:
+    """``weights @ values / weights.sum()``, both scaled below 1 by powers of two first.
+
+    None if the weights sum to nothing. Scaling by a power of two is exact, so ordinary
+    metrics get the same bits as the plain formula, while no product or partial sum can
+    overflow on the way to a finite mean. The mean itself may still round past the largest
+    float: the caller checks.
+    """
+    scaled_weights = np.ldexp(weights, -int(np.frexp(weights.max())[1]))
+    total = scaled_weights.sum()
+    if not total > 0:
+        return None
+    value_exp = int(np.frexp(np.abs(values).max())[1]) if values.size else 0
+    with np.errstate(over="ignore"):
+        return np.ldexp(scaled_weights @ np.ldexp(values, -value_exp) / total, value_exp)
+
+
+def _all_finite(value: MetricValue) -> bool:
+    return all(math.isfinite(v) for v in (value if isinstance(value, list) else [value]))

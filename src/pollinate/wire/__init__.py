@@ -17,7 +17,10 @@ raw bytes. Layout::
              ndim:u8 dims:u64*ndim, zero padding to a multiple of 64 bytes from the start
              of the encoding, raw C-order data)*
 
-Ints travel as signed 64-bit integers: encoding a larger one raises WireError. Decoding
+Ints travel as signed 64-bit integers: records refuse larger ones when they are set, and
+encoding one anyway (in metadata, say) raises WireError. The lists of one encoding hold at
+most ``records.MAX_LIST_ITEMS`` items in all, checked before any is decoded: a list decodes
+to Python objects 8-16 times its wire size, where arrays decode without a copy. Decoding
 never copies array data: each Array is a read-only view of the input buffer, which the
 arrays keep alive (do not change a bytearray while they live). Nothing here uses pickle:
 the input is untrusted, and bytes that are not a valid encoding raise WireError.

@@ -18,7 +18,15 @@ import numpy as np
 from ..context import Context
 from ..errors import RecordError, WireError
 from ..message import Error, Message, Metadata
-from ..records import Array, ArrayRecord, ConfigRecord, MetricRecord, Record, RecordDict
+from ..records import (
+    MAX_LIST_ITEMS,
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    MetricRecord,
+    Record,
+    RecordDict,
+)
 from . import _format as wf
 
 T = TypeVar("T")
@@ -30,7 +38,7 @@ _KIND_NAMES = {wf.MESSAGE: "a message", wf.CONTEXT: "a context"}
 class _Reader:
     """Reads the input buffer front to back, checking every length before using it."""
 
-    __slots__ = ("end", "pos", "view")
+    __slots__ = ("end", "list_items", "pos", "view")
 
     def __init__(self, data: bytes | bytearray | memoryview) -> None:
         view = memoryview(data)
@@ -39,6 +47,7 @@ class _Reader:
         self.view = view if view.ndim == 1 and view.format == "B" else view.cast("B")
         self.pos = 0
         self.end = len(self.view)
+        self.list_items = 0
 
     def take(self, n: int) -> int:
         """Skip ``n`` bytes and return where they start."""
@@ -62,6 +71,18 @@ class _Reader:
         if n * item_size > self.end - self.pos:
             raise WireError(f"truncated: a count of {n} before offset {self.pos} is too large")
         return n
+
+    def list_count(self, item_size: int) -> int:
+        """Read a list's item count, refused if the encoding's lists would hold too many."""
+        n = int(self.unpack(wf.U32)[0])
+        self.list_items += n
+        if self.list_items > MAX_LIST_ITEMS:
+            raise WireError(
+                f"a list of {n:,} items before offset {self.pos} makes more than the "
+                f"{MAX_LIST_ITEMS:,} list items a message may hold"
+            )
+        self.pos -= wf.U32.size
+        return self.count(item_size)
 
     def blob(self) -> memoryview:
         n = self.count()
@@ -217,15 +238,15 @@ def _get_tagged(r: _Reader, tag: int) -> Any:
     if tag == wf.BYTES:
         return bytes(r.blob())
     if tag in (wf.LIST + wf.INT, wf.LIST + wf.FLOAT):
-        n = r.count(8)
+        n = r.list_count(8)
         fmt = f"<{n}{'q' if tag == wf.LIST + wf.INT else 'd'}"
         return list(struct.unpack_from(fmt, r.view, r.take(8 * n)))
     if tag == wf.LIST + wf.BOOL:
-        return _get_bools(r, r.count())
+        return _get_bools(r, r.list_count(1))
     if tag == wf.LIST + wf.STR:
-        return [r.text() for _ in range(r.count(4))]
+        return [r.text() for _ in range(r.list_count(4))]
     if tag == wf.LIST + wf.BYTES:
-        return [bytes(r.blob()) for _ in range(r.count(4))]
+        return [bytes(r.blob()) for _ in range(r.list_count(4))]
     raise WireError(f"unknown value tag {tag} before offset {r.pos}")
 
 

@@ -12,7 +12,7 @@ import numpy as np
 from ..context import Context
 from ..errors import WireError
 from ..message import Message
-from ..records import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from ..records import MAX_LIST_ITEMS, Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from . import _format as wf
 
 _SCALAR_TAGS = ((bool, wf.BOOL), (int, wf.INT), (float, wf.FLOAT), (str, wf.STR), (bytes, wf.BYTES))
@@ -22,12 +22,13 @@ _RECORD_KINDS = ((ArrayRecord, wf.ARRAYS), (MetricRecord, wf.METRICS), (ConfigRe
 class _Writer:
     """Collects header bytes and array buffers as separate parts, so arrays are not copied."""
 
-    __slots__ = ("_buf", "_parts", "_size")
+    __slots__ = ("_buf", "_parts", "_size", "list_items")
 
     def __init__(self, kind: int) -> None:
         self._buf = bytearray(wf.PREFIX.pack(wf.MAGIC, wf.FORMAT_VERSION, kind))
         self._parts: list[bytes | memoryview] = []
         self._size = 0
+        self.list_items = 0
 
     def pack(self, fmt: struct.Struct, *values: Any) -> None:
         self._buf += fmt.pack(*values)
@@ -163,6 +164,13 @@ def _put_value(w: _Writer, value: Any) -> None:
 def _put_list(w: _Writer, values: list[Any]) -> None:
     if len(set(map(type, values))) > 1:
         raise WireError("a list must hold values of a single type")
+    w.list_items += len(values)
+    if w.list_items > MAX_LIST_ITEMS:
+        raise WireError(
+            f"its lists and those before it hold {w.list_items:,} items, more than the "
+            f"{MAX_LIST_ITEMS:,} list items a message may hold: send data this size as an "
+            "ArrayRecord"
+        )
     tag = _tag_of(values[0]) if values else wf.INT
     w.pack(wf.U8, wf.LIST + tag)
     w.pack(wf.U32, len(values))

@@ -1,0 +1,42 @@
+"""A run's files: metrics.jsonl stays strict JSON whatever the metrics hold."""
+
+import json
+import math
+
+import pytest
+
+from pollinate import FedAvg, run_simulation
+
+from ..simulation.fixture_apps import initial_arrays, noisy
+
+
+def strict(text: str) -> object:
+    """Parse ``text`` as JSON proper: NaN and Infinity are not JSON."""
+
+    def refuse(name: str) -> None:
+        raise ValueError(f"{name} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_metrics_jsonl_is_strict_json_with_non_finite_values_written_as_null(tmp_path):
+    def evaluate(server_round, arrays):
+        return {"loss": math.inf, "nan": math.nan, "fine": 1.5, "neg": -math.inf}
+
+    strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=2)
+    app = strategy.as_server_app(1, initial_arrays(), evaluate_fn=evaluate)
+    result = run_simulation(app, noisy, num_nodes=2, out_dir=tmp_path)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2
+    for line in lines:
+        assert strict(line)["server"] == {"loss": None, "nan": None, "fine": 1.5, "neg": None}
+    assert math.isinf(result.rounds[0].server_metrics["loss"])  # the Result keeps the value
+
+
+def test_a_line_that_cannot_be_json_is_refused_not_written(tmp_path):
+    from pollinate.server._history import write_jsonl_line
+
+    with pytest.raises(TypeError):
+        write_jsonl_line(tmp_path / "m.jsonl", {"x": object()})
+    write_jsonl_line(tmp_path / "m.jsonl", {"x": [math.nan, {"y": math.inf}], "z": 2})
+    assert strict((tmp_path / "m.jsonl").read_text()) == {"x": [None, {"y": None}], "z": 2}
