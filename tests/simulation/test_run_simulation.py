@@ -1,6 +1,5 @@
 import fcntl
 import json
-import time
 
 import numpy as np
 import pytest
