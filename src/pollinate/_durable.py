@@ -26,6 +26,7 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
+import secrets
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -40,11 +41,14 @@ TEMP_SUFFIXES = (".tmp", ".partial")
 
 
 def write_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """Write ``path`` whole with ``write(file)``: temp file, fsync, rename, fsync the folder."""
+    """Write ``path`` whole with ``write(file)``: temp file, fsync, rename, fsync the folder.
+
+    Two writers of one path each write their own temp file; the last rename wins.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")  # one per writer
     try:
-        with tmp.open("wb") as f:
+        with tmp.open("xb") as f:
             fault_point("write.start", path)
             write(f)
             f.flush()

@@ -13,11 +13,13 @@ import logging
 import pytest
 
 from pollinate.deploy import serve_link
-from pollinate.deploy._store import Store
+from pollinate.deploy._bundle import pack_app
+from pollinate.deploy._store import AppRef, Store
 from pollinate.errors import AppError, StorageError
 from pollinate.server import ServerApp, load_arrays
 
 from .crash_app import ROUNDS, server_app, start_nodes
+from .submitted import write_app
 
 POINTS = [
     ("write.written", "*/first/metrics.jsonl"),  # the run's fresh, empty metrics.jsonl
@@ -96,6 +98,17 @@ def test_a_running_status_the_database_cannot_take_does_not_stop_the_run(tmp_pat
         runs.start()
         runs.wait(run, 60)
     assert Store(db).runs()[0].status == "finished"
+
+
+def test_a_bundle_that_cannot_be_kept_is_refused_with_the_reason(tmp_path, monkeypatch):
+    bundle = pack_app(write_app(tmp_path / "app"))
+    app = AppRef(bundle.digest, "tinyapp.apps:server", "tinyapp.apps:client")
+    with _link(tmp_path / "link.db") as (runs, _):
+        _arm(monkeypatch, "write.written", "*.apps/*.zip", "enospc")
+        with pytest.raises(StorageError, match=r"no space left on device writing .*\.zip"):
+            runs.submit("tinyapp", {}, bundle=bundle, app=app)
+        assert runs.rows() == []  # nothing queued
+    assert list((tmp_path / "link.db.apps").iterdir()) == []  # no half bundle
 
 
 @contextlib.contextmanager

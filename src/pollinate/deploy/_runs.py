@@ -12,7 +12,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import os
 import re
 import secrets
 import shutil
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .._durable import write_file
 from ..context import Context, UserConfigValue
 from ..errors import ConfigError, PollinateError, RunStopped, StorageError
 from ..loader import load_object
@@ -215,16 +215,13 @@ class Runs:
         self._wake.notify_all()
 
     def _keep_bundle(self, bundle: AppBundle) -> None:
-        """Write the bundle whole (then renamed, so no reader sees half of it), once."""
+        """Write the bundle whole (then renamed, so no reader sees half of it), once.
+
+        Two writers of one digest write the same bytes; a full disk raises StorageError.
+        """
         path = self._apps_dir / f"{bundle.digest}.zip"
-        if path.is_file():
-            return
-        self._apps_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self._apps_dir, suffix=".partial", delete=False) as f:
-            f.write(bundle.data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(f.name, path)  # two writers of one digest write the same bytes
+        if not path.is_file():
+            write_file(path, lambda f: f.write(bundle.data))
 
     def bundle(self, digest: str) -> bytes | None:
         """A submitted app's bundle, by digest (nodes fetch it), or None if unknown."""
