@@ -317,7 +317,7 @@ class StoreRecorder(RunObserver):
         self.store = store
         self.run_id = run_id
         self._record: RoundRecord | None = None
-        self._state: ArrayRecord | None = None
+        self._state: tuple[int, ArrayRecord] | None = None
         self._initial: ArrayRecord | None = None
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
@@ -332,13 +332,14 @@ class StoreRecorder(RunObserver):
 
     def on_strategy_state(self, server_round: int, state: ArrayRecord) -> None:
         """Keep the strategy's state until the round's model comes."""
-        self._state = state
+        self._state = (server_round, state)
 
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
         """The round is complete: write its record, model and strategy state together."""
         if server_round == 0:
             self._initial = arrays  # its evaluation, if any, comes next
         else:
+            self._commit_initial()  # if no round start was reported
             self._commit(server_round, arrays)
 
     def _commit_initial(self) -> None:
@@ -347,8 +348,13 @@ class StoreRecorder(RunObserver):
             self._initial = None
 
     def _commit(self, server_round: int, arrays: ArrayRecord) -> None:
-        record = self._record
-        if record is not None and record.server_round != server_round:
-            record = None
-        self.store.save_round(self.run_id, server_round, record, arrays, self._state)
-        self._record, self._state = None, None
+        """Save the round with the record and state that came for it (and forget them)."""
+        record = (
+            self._record if self._record and self._record.server_round == server_round else None
+        )
+        state = self._state[1] if self._state and self._state[0] == server_round else None
+        self.store.save_round(self.run_id, server_round, record, arrays, state)
+        if record is not None:
+            self._record = None
+        if state is not None:
+            self._state = None
