@@ -34,7 +34,14 @@ from typing import BinaryIO
 
 from .errors import StorageError
 
-__all__ = ["TEMP_SUFFIXES", "append_line", "clean_temp_files", "fault_point", "write_file"]
+__all__ = [
+    "TEMP_SUFFIXES",
+    "append_line",
+    "clean_temp_files",
+    "fault_point",
+    "make_folder",
+    "write_file",
+]
 
 TEMP_SUFFIXES = (".tmp", ".partial")
 """Names of files written whole before a rename: one left behind is a crash's leftover."""
@@ -45,9 +52,9 @@ def write_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
 
     Two writers of one path each write their own temp file; the last rename wins.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")  # one per writer
     try:
+        make_folder(path.parent)
         with tmp.open("xb") as f:
             fault_point("write.start", path)
             write(f)
@@ -83,6 +90,20 @@ def append_line(path: Path, line: str) -> None:
             sync_folder(path.parent)
     except OSError as err:
         raise StorageError.writing(path, err) from err
+
+
+def make_folder(folder: Path) -> None:
+    """Create ``folder`` and its missing parents, each fsynced into its own parent."""
+    missing = []
+    while not folder.is_dir():
+        missing.append(folder)
+        folder = folder.parent
+    for new in reversed(missing):
+        try:
+            new.mkdir(exist_ok=True)
+            sync_folder(new.parent)
+        except OSError as err:
+            raise StorageError.writing(new, err) from err
 
 
 def sync_folder(folder: Path) -> None:

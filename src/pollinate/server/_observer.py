@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._durable import clean_temp_files, write_file
+from .._durable import clean_temp_files, make_folder, write_file
 from ..records import ArrayRecord
 from ._history import Result, RoundRecord, jsonl_line, save_arrays, write_jsonl_line
 from ._resume import ResumePoint
@@ -129,7 +129,7 @@ class FileRecorder:
         self.model_path = out_dir / "model.npz"
         self.checkpoints_dir = out_dir / "checkpoints" if checkpoints else None
         self.result: Result | None = None
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(out_dir)
         clean_temp_files(out_dir, *([self.checkpoints_dir] if self.checkpoints_dir else []))
         # A run starts the file afresh; a resumed run rewrites the rounds it keeps, dropping
         # any line of a round that was cut short. Whole, then renamed: never half a history.
