@@ -136,7 +136,7 @@ def fault_point(point: str, subject: str | Path = "") -> None:
     if after > 0:
         os.environ["POLLINATE_FAULT_AFTER"] = str(after - 1)
         return
-    del os.environ["POLLINATE_FAULT_AT"]  # once
+    os.environ.pop("POLLINATE_FAULT_AT", None)  # once
     if os.environ.get("POLLINATE_FAULT", "kill") == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(subject))
     os.kill(os.getpid(), signal.SIGKILL)

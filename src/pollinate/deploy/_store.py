@@ -143,19 +143,21 @@ class Store:
                 f"cannot open the link's database {str(self.path)!r}: {err}"
             ) from None
         self._lock = threading.Lock()
+        self._saving = threading.Lock()  # one writer of runs' rows: none overtakes another
         self._unsaved: dict[int, RunRow] = {}
         runs = self.models_dir.glob("*") if self.models_dir.is_dir() else ()
         clean_temp_files(self.apps_dir, *runs)
 
     def close(self) -> None:
         """Write the statuses still unsaved if it can (or say which are lost), and close."""
-        try:
-            self._save_unsaved()
-        except StorageError as err:
-            ids = ", ".join(map(str, self._unsaved))
-            log.error(
-                "%s: the status of run(s) %s is not recorded; a restart resumes them", err, ids
-            )
+        with self._saving:
+            try:
+                self._save_unsaved()
+            except StorageError as err:
+                ids = ", ".join(map(str, self._unsaved))
+                log.error(
+                    "%s: the status of run(s) %s is not recorded; a restart resumes them", err, ids
+                )
         self._db.close()
 
     def save_node(
@@ -183,18 +185,15 @@ class Store:
         A status the database could not take earlier is written first, so a later success
         leaves every run's row up to date.
         """
-        with self._lock:
+        with self._saving:
             self._unsaved[run.run_id] = run
-        self._save_unsaved()
+            self._save_unsaved()
 
     def _save_unsaved(self) -> None:
-        with self._lock:
-            rows = list(self._unsaved.values())
-        for row in rows:
+        """Write the rows not written yet, oldest first (call holding ``_saving``)."""
+        for run_id, row in list(self._unsaved.items()):
             self._save_run(row)
-            with self._lock:
-                if self._unsaved.get(row.run_id) is row:
-                    del self._unsaved[row.run_id]
+            del self._unsaved[run_id]
 
     def _save_run(self, run: RunRow) -> None:
         self._write(
