@@ -14,8 +14,9 @@ which only tests do (in a child process, or with monkeypatch):
 
 - ``POLLINATE_FAULT_AT``: the point, e.g. ``write.written``;
 - ``POLLINATE_FAULT_ON``: a glob the subject (a file's path) must match (default ``*``);
-- ``POLLINATE_FAULT``: ``kill`` (SIGKILL this process, the default) or ``enospc`` (raise
-  the OSError a full disk raises);
+- ``POLLINATE_FAULT``: ``kill`` (SIGKILL this process's group, the default: the link and
+  any process it started die together, as in a power cut; start it in a session of its
+  own) or ``enospc`` (raise the OSError a full disk raises);
 - ``POLLINATE_FAULT_AFTER``: how many matching hits to let pass first (default 0).
 
 It fires once: it disarms itself (the variables leave this process's environment).
@@ -139,4 +140,4 @@ def fault_point(point: str, subject: str | Path = "") -> None:
     os.environ.pop("POLLINATE_FAULT_AT", None)  # once
     if os.environ.get("POLLINATE_FAULT", "kill") == "enospc":
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(subject))
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.killpg(os.getpgrp(), signal.SIGKILL)

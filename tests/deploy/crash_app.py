@@ -2,7 +2,8 @@
 
 ``python crash_app.py DB OUT`` serves one run of it with ``start_server(db=DB)``, with its
 two nodes in threads of the same process, so a fault point that kills the process kills
-the whole federation; started again with the same DB, the run resumes.
+the whole federation (start it in a session of its own: the fault kills its process
+group); started again with the same DB, the run resumes.
 """
 
 import sys

@@ -98,6 +98,7 @@ def _serve(folder, point=None, subject="*", after=0):
     done = subprocess.run(
         [sys.executable, str(CRASH_APP), str(folder / "link.db"), str(folder / "out")],
         env=env,
+        start_new_session=True,  # the fault kills its process group, not this one
         capture_output=True,
         text=True,
         timeout=120,
