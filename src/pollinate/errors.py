@@ -9,12 +9,15 @@ The hierarchy::
     ├── AppError                   a ClientApp/ServerApp that cannot be loaded or dispatched
     ├── AuthError                  a request whose signature, freshness or origin is not trusted
     ├── RoundError                 a round that ended with too few good replies
-    └── RunStopped                 a deployed run stopped by an operator, or by its link
+    ├── RunStopped                 a deployed run stopped by an operator, or by its link
+    └── StorageError (OSError)     a file or the link's database that could not be written
 
 Each message names the problem and, where there is one, the fix.
 """
 
 from __future__ import annotations
+
+import os
 
 __all__ = [
     "AppError",
@@ -24,6 +27,7 @@ __all__ = [
     "RecordError",
     "RoundError",
     "RunStopped",
+    "StorageError",
     "WireError",
 ]
 
@@ -58,3 +62,22 @@ class RoundError(PollinateError):
 
 class RunStopped(PollinateError):
     """A run an operator stopped (``pollinate stop``), or whose link is shutting down."""
+
+
+class StorageError(PollinateError, OSError):
+    """A file or the link's database that could not be written (a full disk, say).
+
+    An OSError too, with the OS's ``errno``; its message says what failed and where, e.g.
+    ``no space left on device writing runs/a/checkpoints/round-0003.npz``.
+    """
+
+    def __str__(self) -> str:
+        reason = self.strerror or "cannot write"
+        return f"{reason[:1].lower()}{reason[1:]} writing {self.filename}"
+
+    @classmethod
+    def writing(cls, path: str | os.PathLike[str], err: OSError) -> StorageError:
+        """The error ``err`` that writing ``path`` raised, as a StorageError naming ``path``."""
+        if isinstance(err, StorageError):
+            return err
+        return cls(err.errno, err.strerror or str(err), os.fspath(path))

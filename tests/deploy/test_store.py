@@ -122,3 +122,18 @@ def test_a_resumed_run_carries_on_with_the_strategys_state_as_if_never_cut(tmp_p
         store.close()
     finally:
         backend.close()
+
+
+def test_round_0_is_committed_with_its_evaluation_or_when_round_1_starts(tmp_path):
+    store = Store(tmp_path / "link.db")
+    initial = ArrayRecord({"w": np.zeros(2)})
+    evaluated, plain = StoreRecorder(store, 1), StoreRecorder(store, 2)
+    for recorder in (evaluated, plain):
+        recorder.on_arrays(0, initial)
+    assert store.resume_point(1) is None  # killed during the evaluation: start afresh
+    evaluated.on_round(RoundRecord(0, server_metrics={"loss": 1.0}))
+    assert store.resume_point(1).rounds == (RoundRecord(0, server_metrics={"loss": 1.0}),)
+    assert store.resume_point(2) is None
+    plain.on_round_start(1, 3)
+    assert store.resume_point(2).last_round == 0
+    store.close()

@@ -14,7 +14,6 @@ from __future__ import annotations
 import collections
 import logging
 import math
-import os
 import re
 import secrets
 import shutil
@@ -26,8 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .._durable import write_file
 from ..context import Context, UserConfigValue
-from ..errors import AppError, ConfigError, PollinateError, RunStopped
+from ..errors import AppError, ConfigError, PollinateError, RunStopped, StorageError
 from ..message import SERVER_NODE_ID
 from ..records import ArrayRecord, RecordDict
 from ..server import Result, RunObserver, ServerApp, run_server_app
@@ -48,6 +48,10 @@ MAX_WAIT_S = 7 * 24 * 3600.0
 MAX_CRASHES = 3
 MAX_IDLE_S = 3600.0
 _STOPPED = "stopped by an operator (pollinate stop)"
+_UNSAVED = (
+    "the database did not record it ({}): the link writes it with the next status, and a "
+    "restart before then finds the run unfinished"
+)
 
 
 @dataclass(eq=False)
@@ -214,7 +218,7 @@ class Runs:
             run_log = RunLog(None if folder is None else folder / LOG_FILE)
             run = _Run(row, run_log, server_app=server_app, observers=observers)
             self._runs[run_id] = run
-            self._set(run, status="queued")
+            self._warn_unsaved(run, self._set(run, status="queued"))
             ahead = len(self._queue) + (self._current is not None)
             self._queue.append(run_id)
             self._wake.notify_all()
@@ -239,16 +243,13 @@ class Runs:
         self._wake.notify_all()
 
     def _keep_bundle(self, bundle: AppBundle) -> None:
-        """Write the bundle whole (then renamed, so no reader sees half of it), once."""
+        """Write the bundle whole (then renamed, so no reader sees half of it), once.
+
+        Two writers of one digest write the same bytes; a full disk raises StorageError.
+        """
         path = self._apps_dir / f"{bundle.digest}.zip"
-        if path.is_file():
-            return
-        self._apps_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=self._apps_dir, suffix=".partial", delete=False) as f:
-            f.write(bundle.data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(f.name, path)  # two writers of one digest write the same bytes
+        if not path.is_file():
+            write_file(path, lambda f: f.write(bundle.data))
 
     def bundle(self, digest: str) -> bytes | None:
         """A submitted app's bundle, by digest (nodes fetch it), or None if unknown."""
@@ -341,7 +342,8 @@ class Runs:
                     return
                 run = self._runs[self._queue.popleft()]
                 self._current = run
-                self._set(run, status="running", started_at=run.row.started_at or time.time())
+                started = run.row.started_at or time.time()
+                self._warn_unsaved(run, self._set(run, status="running", started_at=started))
             try:
                 self._execute(run)
             except Exception as err:  # a bug or a full disk must not end the queue
@@ -437,20 +439,39 @@ class Runs:
     def _end(
         self, run: _Run, status: str, message: str, error: BaseException | None = None
     ) -> None:
-        self._set(
+        """End the run: its status everywhere, one line in its log and one in the link's."""
+        unsaved = self._set(
             run, status=status, ended_at=time.time(), error=None if error is None else str(error)
         )
+        if unsaved is not None:
+            message += f"; {_UNSAVED.format(unsaved)}"
         run.error = error
         run.log.write(message)
         run.log.close()
-        run.done.set()
         level = logging.WARNING if status == "failed" else logging.INFO
         log.log(level, "run %d %s", run.row.run_id, message)
+        run.done.set()  # after the line: whoever waits for the run finds it logged
 
-    def _set(self, run: _Run, **changes: object) -> None:
+    def _set(self, run: _Run, **changes: object) -> StorageError | None:
+        """Change the run's row: in memory always (it is what happened), and in the store.
+
+        A row the store cannot take (a full disk) stays there to be written with the next
+        status, or at close; the error comes back for the caller to report.
+        """
         run.row = replace(run.row, **changes)  # type: ignore[arg-type]
-        if self._store is not None:
+        if self._store is None:
+            return None
+        try:
             self._store.save_run(run.row)
+        except StorageError as err:
+            return err
+        return None
+
+    def _warn_unsaved(self, run: _Run, unsaved: StorageError | None) -> None:
+        if unsaved is not None:
+            log.warning(
+                "run %d is %s; %s", run.row.run_id, run.row.status, _UNSAVED.format(unsaved)
+            )
 
 
 class _Progress(RunObserver):

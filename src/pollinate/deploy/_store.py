@@ -3,30 +3,36 @@
 Submitted apps' bundles are files beside it too (``<db>.apps/<digest>.zip``).
 
 A round's model is first written to a file beside the database (``<db>.models/``, written
-whole then renamed, so any size fits), then the round's row, with its record and the model's
-file name, is written in one transaction: a link killed at any moment has either the whole
-round or none of it. Only the latest model of a run is kept on disk. On restart the nodes
-keep their ids (and tokens), and an unfinished run resumes after its last completed round.
-Messages in flight when the link died are not stored: their round runs again, so nothing
-is counted twice. A run's starts that never ended are counted too (``run_starts``): a run
-that takes the link down again and again is not resumed for ever.
+whole, fsynced, then renamed, so any size fits), then the round's row, with its record and
+the model's file name, is written in one transaction: a link killed at any moment has either
+the whole round or none of it. Only the latest model of a run is kept on disk. A write that
+fails (a full disk) raises StorageError and leaves what was committed as it was. On restart
+the nodes keep their ids (and tokens), and an unfinished run resumes after its last
+completed round. Messages in flight when the link died are not stored: their round runs
+again, so nothing is counted twice. A run's starts that never ended are counted too
+(``run_starts``): a run that takes the link down again and again is not resumed for ever.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .._durable import clean_temp_files, fault_point
 from ..context import UserConfigValue
-from ..errors import ConfigError, WireError
+from ..errors import ConfigError, StorageError, WireError
 from ..records import ArrayRecord
 from ..server import ResumePoint, RoundRecord, RunObserver, load_arrays, save_arrays
 
 __all__ = ["UNFINISHED", "AppRef", "RunRow", "Store", "StoreRecorder"]
+
+log = logging.getLogger("pollinate.link")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS nodes (
@@ -56,6 +62,9 @@ _RUN_COLUMNS = {
 
 _ROUND_COLUMNS = {"state": "TEXT"}
 """Columns of ``rounds`` added since its first version: the strategy's state file."""
+
+_SQLITE_FULL = 13
+"""SQLite's result code for a full disk (or database)."""
 
 UNFINISHED = ("queued", "running", "interrupted")
 """Statuses of a run that may still run: a restarted link picks these up."""
@@ -111,7 +120,11 @@ class RunRow:
 
 
 class Store:
-    """The link's SQLite database; safe to use from the link's threads."""
+    """The link's SQLite database; safe to use from the link's threads.
+
+    Opening it removes the temp files a crashed write left beside it. A run's status that
+    cannot be written (a full disk) is kept and written with the next status, or at close.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -132,9 +145,21 @@ class Store:
                 f"cannot open the link's database {str(self.path)!r}: {err}"
             ) from None
         self._lock = threading.Lock()
+        self._saving = threading.Lock()  # one writer of runs' rows: none overtakes another
+        self._unsaved: dict[int, RunRow] = {}
+        runs = self.models_dir.glob("*") if self.models_dir.is_dir() else ()
+        clean_temp_files(self.apps_dir, *runs)
 
     def close(self) -> None:
-        """Close the database."""
+        """Write the statuses still unsaved if it can (or say which are lost), and close."""
+        with self._saving:
+            try:
+                self._save_unsaved()
+            except StorageError as err:
+                ids = ", ".join(map(str, self._unsaved))
+                log.error(
+                    "%s: the status of run(s) %s is not recorded; a restart resumes them", err, ids
+                )
         self._db.close()
 
     def save_node(
@@ -148,6 +173,7 @@ class Store:
         self._write(
             "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?)",
             (node_id, token, public_key, json.dumps(node_config)),
+            f"nodes/{node_id}",
         )
 
     def nodes(self) -> list[tuple[int, str, bytes | None, dict[str, UserConfigValue]]]:
@@ -156,7 +182,22 @@ class Store:
         return [(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
 
     def save_run(self, run: RunRow) -> None:
-        """Record a run, or its new status."""
+        """Record a run, or its new status (StorageError if it cannot: it is kept, to retry).
+
+        A status the database could not take earlier is written first, so a later success
+        leaves every run's row up to date.
+        """
+        with self._saving:
+            self._unsaved[run.run_id] = run
+            self._save_unsaved()
+
+    def _save_unsaved(self) -> None:
+        """Write the rows not written yet, oldest first (call holding ``_saving``)."""
+        for run_id, row in list(self._unsaved.items()):
+            self._save_run(row)
+            del self._unsaved[run_id]
+
+    def _save_run(self, run: RunRow) -> None:
         self._write(
             "INSERT OR REPLACE INTO runs (run_id, name, run_config, out_dir, status, app, "
             "min_nodes, wait_s, submitted_at, started_at, ended_at, error) "
@@ -175,6 +216,7 @@ class Store:
                 run.ended_at,
                 run.error,
             ),
+            f"runs/{run.run_id}/{run.status}",
         )
 
     def runs(self) -> list[RunRow]:
@@ -217,21 +259,17 @@ class Store:
             state_file = folder / f"round-{server_round:04d}.state.npz"
             save_arrays(state, state_file)
         payload = None if record is None else json.dumps(record.to_json(), allow_nan=True)
+        subject = f"rounds/{run_id}/round-{server_round:04d}"
         self._write(
             "INSERT OR REPLACE INTO rounds (run_id, server_round, record, model, state) "
             "VALUES (?, ?, ?, ?, ?)",
             (run_id, server_round, payload, model.name, state_file and state_file.name),
+            subject,
         )
+        fault_point("store.committed", subject)
         for old in folder.glob("round-*.npz"):  # the row points at the new files now
             if old not in (model, state_file):
                 old.unlink(missing_ok=True)
-
-    def save_round_record(self, run_id: int, record: RoundRecord) -> None:
-        """Round 0's record, which comes after its model (the initial evaluation)."""
-        self._write(
-            "UPDATE rounds SET record = ? WHERE run_id = ? AND server_round = ?",
-            (json.dumps(record.to_json(), allow_nan=True), run_id, record.server_round),
-        )
 
     def resume_point(self, run_id: int) -> ResumePoint | None:
         """Where run ``run_id`` picks up again: None if it has no completed round yet."""
@@ -255,20 +293,34 @@ class Store:
             "INSERT INTO run_starts VALUES (?, 1) "
             "ON CONFLICT (run_id) DO UPDATE SET open = open + 1",
             (run_id,),
+            f"the start of run {run_id}",
         )
 
     def end_attempts(self, run_id: int, still_open: int = 0) -> None:
         """The run's starts so far ended without a crash (1: all but the one going on)."""
-        self._write("INSERT OR REPLACE INTO run_starts VALUES (?, ?)", (run_id, still_open))
+        self._write(
+            "INSERT OR REPLACE INTO run_starts VALUES (?, ?)",
+            (run_id, still_open),
+            f"the starts of run {run_id}",
+        )
 
     def crashes(self, run_id: int) -> int:
         """How many starts of the run in a row never ended: the link went down each time."""
         rows = self._read("SELECT open FROM run_starts WHERE run_id = ?", (run_id,))
         return int(rows[0][0]) if rows else 0
 
-    def _write(self, sql: str, params: tuple[Any, ...]) -> None:
-        with self._lock:
-            self._db.execute(sql, params)
+    def _write(self, sql: str, params: tuple[Any, ...], subject: str) -> None:
+        """One statement, committed; StorageError (naming the database) if it cannot be."""
+        try:
+            fault_point("store.write", subject)
+            with self._lock:
+                self._db.execute(sql, params)
+        except sqlite3.Error as err:
+            full = getattr(err, "sqlite_errorcode", None) == _SQLITE_FULL
+            reason = OSError(errno.ENOSPC if full else errno.EIO, str(err))
+            raise StorageError.writing(self.path, reason) from err
+        except OSError as err:
+            raise StorageError.writing(self.path, err) from err
 
     def _read(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
         with self._lock:
@@ -276,27 +328,56 @@ class Store:
 
 
 class StoreRecorder(RunObserver):
-    """A run observer that writes each completed round to the store as it ends."""
+    """A run observer that commits each completed round to the store as it ends.
+
+    Round 0 (the initial model) is committed with its centralized evaluation, or when round
+    1 starts if there is none: a link killed during that evaluation starts the run afresh,
+    so its line in ``metrics.jsonl`` is never lost. Install it after the observers that
+    write the run's files, so a committed round's files are already on disk.
+    """
 
     def __init__(self, store: Store, run_id: int) -> None:
         self.store = store
         self.run_id = run_id
         self._record: RoundRecord | None = None
-        self._state: ArrayRecord | None = None
+        self._state: tuple[int, ArrayRecord] | None = None
+        self._initial: ArrayRecord | None = None
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        """Round 0 had no centralized evaluation: it is complete now."""
+        self._commit_initial()
 
     def on_round(self, record: RoundRecord) -> None:
-        """Keep the round's record until its model comes (round 0's model came first)."""
+        """Keep the round's record until its model comes; round 0's completes round 0."""
+        self._record = record
         if record.server_round == 0:
-            self.store.save_round_record(self.run_id, record)
-        else:
-            self._record = record
+            self._commit_initial()
 
     def on_strategy_state(self, server_round: int, state: ArrayRecord) -> None:
         """Keep the strategy's state until the round's model comes."""
-        self._state = state
+        self._state = (server_round, state)
 
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
         """The round is complete: write its record, model and strategy state together."""
-        record = self._record if server_round > 0 else None
-        self.store.save_round(self.run_id, server_round, record, arrays, self._state)
-        self._record, self._state = None, None
+        if server_round == 0:
+            self._initial = arrays  # its evaluation, if any, comes next
+        else:
+            self._commit_initial()  # if no round start was reported
+            self._commit(server_round, arrays)
+
+    def _commit_initial(self) -> None:
+        if self._initial is not None:
+            self._commit(0, self._initial)
+            self._initial = None
+
+    def _commit(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Save the round with the record and state that came for it (and forget them)."""
+        record = (
+            self._record if self._record and self._record.server_round == server_round else None
+        )
+        state = self._state[1] if self._state and self._state[0] == server_round else None
+        self.store.save_round(self.run_id, server_round, record, arrays, state)
+        if record is not None:
+            self._record = None
+        if state is not None:
+            self._state = None

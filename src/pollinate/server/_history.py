@@ -12,6 +12,7 @@ from typing import Any, BinaryIO, Literal
 
 import numpy as np
 
+from .._durable import append_line, write_file
 from ..records import ArrayRecord
 
 __all__ = [
@@ -140,12 +141,12 @@ class Result:
 
 
 def save_arrays(arrays: ArrayRecord, path: Path) -> None:
-    """Save arrays as ``.npz`` (names kept, no pickle): loadable with ``numpy.load`` anywhere."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as f:
-        _write_npz(arrays, f)
-    tmp.replace(path)
+    """Save arrays as ``.npz`` (names kept, no pickle): loadable with ``numpy.load`` anywhere.
+
+    Written whole and fsynced, then renamed: a crash or a full disk (StorageError) leaves
+    the file that was there before.
+    """
+    write_file(Path(path), lambda f: _write_npz(arrays, f))
 
 
 def load_arrays(source: str | Path | BinaryIO) -> ArrayRecord:
@@ -162,13 +163,17 @@ def _write_npz(arrays: ArrayRecord, file: BinaryIO) -> None:
 
 
 def write_jsonl_line(path: Path, payload: Mapping[str, Any]) -> None:
-    """Append one JSON line to ``path`` and flush, so a crash loses at most the line in flight.
+    """Append one JSON line to ``path`` and fsync it; a failed write leaves no half line."""
+    append_line(path, jsonl_line(payload))
 
-    The line is strict JSON, which has no NaN or Infinity: non-finite numbers are written as
-    ``null``, so any JSON reader takes the file.
+
+def jsonl_line(payload: Mapping[str, Any]) -> str:
+    """``payload`` as one strict-JSON line (no newline): NaN and infinities become ``null``.
+
+    JSON has no NaN or Infinity, so any JSON reader takes the file; the ``Result`` keeps the
+    values themselves.
     """
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(_finite(payload), allow_nan=False) + "\n")
+    return json.dumps(_finite(payload), allow_nan=False)
 
 
 def _finite(value: Any) -> Any:

@@ -14,8 +14,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._durable import clean_temp_files, make_folder, write_file
 from ..records import ArrayRecord
-from ._history import Result, RoundRecord, save_arrays, write_jsonl_line
+from ._history import Result, RoundRecord, jsonl_line, save_arrays, write_jsonl_line
+from ._resume import ResumePoint
 
 __all__ = [
     "FileRecorder",
@@ -109,28 +111,34 @@ def report_result(result: Result) -> None:
 
 
 class FileRecorder:
-    """Writes a run's files as it goes.
+    """Writes a run's files as it goes, each durable (fsynced) before the next observer hears.
 
     ``metrics.jsonl`` gets a line as each round ends; ``checkpoints/round-NNNN.npz`` the
     global model after each round, ``round-0000.npz`` the initial one (unless
-    ``checkpoints=False``); ``model.npz`` the final model. A resumed run passes the rounds it
-    keeps as ``history``.
+    ``checkpoints=False``); ``model.npz`` the final model. A resumed run passes its
+    ResumePoint: ``metrics.jsonl`` is rewritten to one line per round it keeps, and the
+    checkpoint of its last round is written again if a crash lost it. Temp files a crashed
+    write left are removed.
     """
 
     def __init__(
-        self, out_dir: Path, checkpoints: bool = True, history: Sequence[RoundRecord] = ()
+        self, out_dir: Path, checkpoints: bool = True, resume: ResumePoint | None = None
     ) -> None:
         self.out_dir = out_dir
         self.metrics_path = out_dir / "metrics.jsonl"
         self.model_path = out_dir / "model.npz"
         self.checkpoints_dir = out_dir / "checkpoints" if checkpoints else None
         self.result: Result | None = None
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(out_dir)
+        clean_temp_files(out_dir, *([self.checkpoints_dir] if self.checkpoints_dir else []))
         # A run starts the file afresh; a resumed run rewrites the rounds it keeps, dropping
-        # any line of a round that was cut short.
-        self.metrics_path.write_text("")
-        for record in history:
-            write_jsonl_line(self.metrics_path, record.to_json())
+        # any line of a round that was cut short. Whole, then renamed: never half a history.
+        kept = "".join(jsonl_line(r.to_json()) + "\n" for r in resume.rounds) if resume else ""
+        write_file(self.metrics_path, lambda f: f.write(kept.encode("utf-8")))
+        if resume is not None and self.checkpoints_dir is not None:
+            last = self._checkpoint(resume.last_round)
+            if not last.is_file():
+                save_arrays(resume.arrays, last)
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
         """Nothing to write until the round ends."""
@@ -142,12 +150,16 @@ class FileRecorder:
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
         """Save the round's global model as a checkpoint."""
         if self.checkpoints_dir is not None:
-            save_arrays(arrays, self.checkpoints_dir / f"round-{server_round:04d}.npz")
+            save_arrays(arrays, self._checkpoint(server_round))
 
     def on_result(self, result: Result) -> None:
         """Save the final model."""
         self.result = result
         save_arrays(result.arrays, self.model_path)
+
+    def _checkpoint(self, server_round: int) -> Path:
+        assert self.checkpoints_dir is not None
+        return self.checkpoints_dir / f"round-{server_round:04d}.npz"
 
 
 class LogReporter:

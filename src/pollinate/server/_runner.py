@@ -29,15 +29,16 @@ def run_server_app(
     """Run ``server_app`` on ``grid`` and return its Result, whatever transport the grid uses.
 
     With ``out_dir`` the run's files (``metrics.jsonl``, checkpoints, ``model.npz``) are
-    written there as it goes. With ``resume`` the run carries on after the rounds it
-    completed (its ``metrics.jsonl`` keeps exactly those rounds).
+    written there as it goes, each durable before ``observers`` hear of its round (so one
+    that commits rounds, the link's database, never records a round whose files are
+    missing). With ``resume`` the run carries on after the rounds it completed (its
+    ``metrics.jsonl`` keeps exactly those rounds).
     """
     recorder = None
     if out_dir is not None:
-        history = resume.rounds if resume is not None else ()
-        recorder = FileRecorder(Path(out_dir), checkpoints, history)
+        recorder = FileRecorder(Path(out_dir), checkpoints, resume)
     last = _LastResult()
-    with observing([*observers, *([recorder] if recorder else []), last]), resuming(resume):
+    with observing([*([recorder] if recorder else []), *observers, last]), resuming(resume):
         returned = server_app(grid, context)
         if resume is not None and still_offered(resume):
             raise AppError(
