@@ -249,7 +249,7 @@ def test_a_round_s_model_crosses_to_the_link_only_when_an_observer_there_keeps_i
     lines = RoundLines(RunLog(None))
     assert serverproc._wanted([lines]) == ["round"]
     everything = ["round_start", "round", "arrays", "strategy_state"]
-    assert serverproc._wanted([lines, StoreRecorder(store, 1)]) == everything[1:]
+    assert serverproc._wanted([lines, StoreRecorder(store, 1)]) == everything
     assert serverproc._wanted([object()]) == []
     store.close()
 

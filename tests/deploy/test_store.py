@@ -105,10 +105,10 @@ def _fedadam_run(rounds, grid, out_store=None, run_id=1, resume=None):
 
 
 def test_a_resumed_run_carries_on_with_the_strategys_state_as_if_never_cut(tmp_path):
-    from pollinate.simulation import AppRef, InlineBackend, SimulationGrid
+    from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
 
     backend = InlineBackend()
-    backend.start(AppRef(app=_nonlinear_app()))
+    backend.start(ClientAppSource(app=_nonlinear_app()))
     try:
         grid = SimulationGrid(backend, 3, run_id=1, run_config={})
         whole = _fedadam_run(4, grid).arrays["w"].numpy()
