@@ -18,12 +18,14 @@ from ._identity import NodeKey as NodeKey
 from ._identity import Verifier as Verifier
 from ._link import Link as Link
 from ._node import Backoff as Backoff
+from ._node import IdFile as IdFile
 from ._node import NodeSession as NodeSession
 from ._node import run_node as run_node
 
 __all__ = [
     "Backoff",
     "CertFiles",
+    "IdFile",
     "Link",
     "LinkGrid",
     "NodeKey",

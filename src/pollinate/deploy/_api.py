@@ -23,7 +23,7 @@ from ._certs import channel_credentials, server_credentials
 from ._control import ControlService
 from ._frames import DEFAULT_CHUNK_SIZE
 from ._identity import NodeKey, Verifier, load_public_keys
-from ._link import Link
+from ._link import DEFAULT_MAX_NODES, Link
 from ._node import Backoff, NodeSession, run_node
 from ._runs import Runs
 from ._store import Store
@@ -107,6 +107,8 @@ def serve_link(
     db: str | Path | None = None,
     runs_dir: Path | None = None,
     on_listening: Callable[[int], None] | None = None,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    registration_expiry_s: float = 600.0,
 ) -> Iterator[Runs]:
     """A listening link with its Fleet and Control services; yields its ``Runs``.
 
@@ -114,7 +116,9 @@ def serve_link(
     unfinished in ``db``, to resume), the nodes are told goodbye and the link stops.
     ``runs_dir`` holds the folders of runs that name none (None: such runs keep no files).
     ``control_keys`` admits operators' signed Control requests from anywhere; without it
-    the Control service answers requests from this machine only.
+    the Control service answers requests from this machine only. At most ``max_nodes``
+    nodes are connected at once; registrations not connected for ``registration_expiry_s``
+    are forgotten.
     """
     credentials = _server_credentials(certs, insecure)
     verifier = None
@@ -128,7 +132,13 @@ def serve_link(
     store = Store(db) if db is not None else None
     try:
         link = Link(
-            address, credentials=credentials, chunk_size=chunk_size, verifier=verifier, store=store
+            address,
+            credentials=credentials,
+            chunk_size=chunk_size,
+            verifier=verifier,
+            store=store,
+            max_nodes=max_nodes,
+            registration_expiry_s=registration_expiry_s,
         )
         runs = Runs(link, runs_dir, store)
         link.add_service(ControlService(runs, operators).handler())

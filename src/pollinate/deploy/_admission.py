@@ -1,0 +1,162 @@
+"""Admission: each kind of call the link serves has its own budget, so no kind starves another.
+
+gRPC's own ``maximum_concurrent_rpcs`` is one count for every call, so 300 streams that
+never say hello once filled it and locked out the Control service and new nodes alike.
+The link instead keeps a :class:`Gate` per kind of call (Control, registrations, streams
+that have not said hello yet, ...) and sizes its thread pool to their sum, so an admitted
+call always finds a thread. A call over its kind's budget is refused at once with
+RESOURCE_EXHAUSTED and a message that says which limit it hit, and the link logs the
+refusals of each kind at most once a minute.
+
+Every handler reads its request itself (``first_request``), within a deadline: a unary
+handler that gRPC serves would wait for a request body that never comes on a thread
+nobody counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+__all__ = ["Gate", "GatedService", "Pass", "RateLimitedLog", "first_request", "gated"]
+
+log = logging.getLogger("pollinate.link")
+
+LOG_EVERY_S = 60.0
+"""Refusals of one kind are logged at most this often (the first one at once)."""
+
+
+class RateLimitedLog:
+    """A warning that may come often: logged at once, then with a count at most each minute.
+
+    A flood of refused calls must not flood the log too.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+        self._logged_at = -LOG_EVERY_S
+
+    def add(self, message: str) -> None:
+        """Count one event; log ``message`` and the count if the last line is a minute old."""
+        with self._lock:
+            self._count += 1
+            now = time.monotonic()
+            if now - self._logged_at < LOG_EVERY_S:
+                return
+            count, self._count, self._logged_at = self._count, 0, now
+        log.warning("%s (%d time(s) since the last such line)", message, count)
+
+
+class Pass:
+    """A call's place in a gate; ``leave`` gives it back (once, however often it is called)."""
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate: Gate | None = gate
+
+    def leave(self) -> None:
+        """Give the place back."""
+        gate, self._gate = self._gate, None
+        if gate is not None:
+            gate.release()
+
+
+class Gate:
+    """At most ``capacity`` calls of one kind at once; ``why`` says what a refused caller hit."""
+
+    def __init__(self, what: str, capacity: int, why: str) -> None:
+        self.capacity = capacity
+        self.why = why
+        self._lock = threading.Lock()
+        self._inside = 0
+        self._refusals = RateLimitedLog()
+        self._message = f"refused a call, one of the {what}: {why}"
+
+    @property
+    def inside(self) -> int:
+        """How many calls hold a place now."""
+        return self._inside
+
+    def enter(self, context: grpc.ServicerContext) -> Pass:
+        """A place for this call until it ends, or abort it with RESOURCE_EXHAUSTED."""
+        with self._lock:
+            admitted = self._inside < self.capacity
+            self._inside += admitted
+        if not admitted:
+            self._refusals.add(self._message)
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.why}; retry later")
+        place = Pass(self)
+        if not context.add_callback(place.leave):  # the call already ended
+            place.leave()
+        return place
+
+    def release(self) -> None:
+        """A call left (``Pass.leave`` calls this)."""
+        with self._lock:
+            self._inside -= 1
+
+
+def first_request(
+    requests: Iterator[bytes], context: grpc.ServicerContext, within_s: float
+) -> bytes:
+    """A unary call's request, or abort the call if it does not arrive within ``within_s``."""
+    timer = threading.Timer(within_s, context.cancel)
+    timer.start()
+    try:
+        return next(requests)
+    except (StopIteration, grpc.RpcError):
+        context.abort(
+            grpc.StatusCode.DEADLINE_EXCEEDED, f"no request within {within_s:g} s of the call"
+        )
+        raise  # abort raises; this keeps the type checker informed
+    finally:
+        timer.cancel()
+
+
+Behavior = Callable[[Any, grpc.ServicerContext], Any]
+
+
+def gated(handler: grpc.RpcMethodHandler, gate: Gate, within_s: float) -> grpc.RpcMethodHandler:
+    """``handler`` behind ``gate``, reading a unary request itself (``first_request``)."""
+    inner: Behavior
+    if handler.request_streaming:
+        inner = handler.stream_stream if handler.response_streaming else handler.stream_unary
+    else:
+        unary: Behavior = (
+            handler.unary_stream if handler.response_streaming else handler.unary_unary
+        )
+
+        def inner(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+            return unary(first_request(requests, context, within_s), context)
+
+    def behavior(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        gate.enter(context)
+        return inner(requests, context)
+
+    make = (
+        grpc.stream_stream_rpc_method_handler
+        if handler.response_streaming
+        else grpc.stream_unary_rpc_method_handler
+    )
+    return make(behavior, handler.request_deserializer, handler.response_serializer)
+
+
+class GatedService:
+    """Every method of a service behind one gate (a gRPC generic handler: it has ``service``)."""
+
+    def __init__(self, service: grpc.GenericRpcHandler, gate: Gate, within_s: float) -> None:
+        self._service = service
+        self._gate = gate
+        self._within_s = within_s
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        """The service's handler for a call, behind the gate (None: not this service's)."""
+        handler = self._service.service(handler_call_details)
+        return None if handler is None else gated(handler, self._gate, self._within_s)
