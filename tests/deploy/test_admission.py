@@ -23,7 +23,7 @@ from pollinate.deploy import (
     serve_link,
     server_credentials,
 )
-from pollinate.deploy._control import ControlClient
+from pollinate.deploy._control import LIST_METHOD, ControlClient
 from pollinate.deploy._frames import Frame, decode_frame, encode_frame
 from pollinate.deploy._identity import body_digest, sign
 from pollinate.deploy._link import CHANNEL_METHOD, HELLO_KEY, REGISTER_METHOD
@@ -131,6 +131,30 @@ def test_300_silent_streams_block_neither_registration_nor_the_control_service(t
                 assert control.runs() == []
         finally:
             silent.release()
+            channel.close()
+
+
+def test_callers_without_an_operator_key_cannot_fill_the_control_reserve(tmp_path):
+    operator = NodeKey.generate()
+    (tmp_path / "operator.pub").write_bytes(operator.public_pem())
+    ports = []
+    with serve_link(
+        "127.0.0.1:0",
+        insecure=True,
+        control_keys=tmp_path / "operator.pub",
+        on_listening=ports.append,
+    ):
+        channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
+        strangers = _Silent(channel)
+        strangers.open(LIST_METHOD, 40, refusals=0)  # unsigned, and no request body
+        try:
+            _eventually(lambda: all(call.done() for call in strangers.calls))
+            codes = {call.code() for call in strangers.calls}
+            assert codes == {grpc.StatusCode.UNAUTHENTICATED}  # refused before taking a place
+            with ControlClient(f"127.0.0.1:{ports[0]}", None, operator) as control:
+                assert control.runs() == []
+        finally:
+            strangers.release()
             channel.close()
 
 

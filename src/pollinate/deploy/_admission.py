@@ -119,10 +119,21 @@ def first_request(
 
 
 Behavior = Callable[[Any, grpc.ServicerContext], Any]
+Screen = Callable[[grpc.ServicerContext], None]
+"""Aborts a call from a caller who may not make it at all (checked before the gate)."""
 
 
-def gated(handler: grpc.RpcMethodHandler, gate: Gate, within_s: float) -> grpc.RpcMethodHandler:
-    """``handler`` behind ``gate``, reading a unary request itself (``first_request``)."""
+def _admit_all(context: grpc.ServicerContext) -> None:
+    """The screen that lets every caller through to the gate."""
+
+
+def gated(
+    handler: grpc.RpcMethodHandler, gate: Gate, within_s: float, screen: Screen = _admit_all
+) -> grpc.RpcMethodHandler:
+    """``handler`` behind ``screen`` then ``gate``, reading a unary request itself.
+
+    The screen comes first, so callers it refuses never take a place at the gate.
+    """
     inner: Behavior
     if handler.request_streaming:
         inner = handler.stream_stream if handler.response_streaming else handler.stream_unary
@@ -135,6 +146,7 @@ def gated(handler: grpc.RpcMethodHandler, gate: Gate, within_s: float) -> grpc.R
             return unary(first_request(requests, context, within_s), context)
 
     def behavior(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
+        screen(context)
         gate.enter(context)
         return inner(requests, context)
 
@@ -149,14 +161,23 @@ def gated(handler: grpc.RpcMethodHandler, gate: Gate, within_s: float) -> grpc.R
 class GatedService:
     """Every method of a service behind one gate (a gRPC generic handler: it has ``service``)."""
 
-    def __init__(self, service: grpc.GenericRpcHandler, gate: Gate, within_s: float) -> None:
+    def __init__(
+        self,
+        service: grpc.GenericRpcHandler,
+        gate: Gate,
+        within_s: float,
+        screen: Screen | None = None,
+    ) -> None:
         self._service = service
         self._gate = gate
         self._within_s = within_s
+        self._screen = screen or _admit_all
 
     def service(
         self, handler_call_details: grpc.HandlerCallDetails
     ) -> grpc.RpcMethodHandler | None:
         """The service's handler for a call, behind the gate (None: not this service's)."""
         handler = self._service.service(handler_call_details)
-        return None if handler is None else gated(handler, self._gate, self._within_s)
+        if handler is None:
+            return None
+        return gated(handler, self._gate, self._within_s, self._screen)

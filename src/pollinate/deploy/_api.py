@@ -141,7 +141,8 @@ def serve_link(
             registration_expiry_s=registration_expiry_s,
         )
         runs = Runs(link, runs_dir, store)
-        link.add_service(ControlService(runs, operators).handler())
+        control = ControlService(runs, operators)
+        link.add_service(control.handler(), control.screen)
         port = link.start()
         try:
             if on_listening is not None:

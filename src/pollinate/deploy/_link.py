@@ -45,7 +45,7 @@ from ..context import UserConfigValue
 from ..errors import AuthError, ConfigError, WireError
 from ..message import SERVER_NODE_ID
 from ..wire import decode
-from ._admission import Gate, GatedService, RateLimitedLog, first_request
+from ._admission import Gate, GatedService, RateLimitedLog, Screen, first_request
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -257,12 +257,13 @@ class Link:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def add_service(self, handler: grpc.GenericRpcHandler) -> None:
+    def add_service(self, handler: grpc.GenericRpcHandler, screen: Screen | None = None) -> None:
         """Serve another gRPC service (the Control service) beside Fleet; before ``start``.
 
-        Its calls share a reserve of ``CONTROL_CALLS`` that node traffic never takes.
+        Its calls share a reserve of ``CONTROL_CALLS`` that node traffic never takes;
+        ``screen`` refuses callers who may not call it before they take a place there.
         """
-        gated = GatedService(handler, self._control, self.hello_timeout_s)
+        gated = GatedService(handler, self._control, self.hello_timeout_s, screen)
         self._server.add_generic_rpc_handlers((gated,))
 
     def grid(

@@ -287,8 +287,8 @@ def run_node(
 
 def _tls_problem(address: str, details: str, tls: bool) -> str | None:
     """What a failed connection says about TLS set-up, if it is a TLS problem (else None)."""
-    if not tls:  # a TLS link closes a plain-text connection at once
-        if "Socket closed" not in details:
+    if not tls:  # a TLS link closes a plain-text connection at once (not a stream later)
+        if "failed to connect" not in details or "Socket closed" not in details:
             return None
         return (
             f"the link at {address} closed the connection at once: it probably speaks TLS "
