@@ -122,10 +122,10 @@ def test_300_silent_streams_block_neither_registration_nor_the_control_service(t
     with serve_link("127.0.0.1:0", insecure=True, runs_dir=tmp_path, on_listening=ports.append):
         channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
         silent = _Silent(channel)
-        silent.open(CHANNEL_METHOD, 300, refusals=300 - 32)  # 32 may wait for their hello
+        silent.open(CHANNEL_METHOD, 300, refusals=300 - 8)  # 8 per address may wait for hello
         try:
             assert silent.all_refused.wait(30)
-            assert "streams wait for their hello" in silent.refused[0]
+            assert "8 streams without a hello from ipv4:127.0.0.1 already" in silent.refused[0]
             assert _register(ports[0])["node_id"] > 0
             with ControlClient(f"127.0.0.1:{ports[0]}", None) as control:
                 assert control.runs() == []
@@ -173,7 +173,7 @@ def test_calls_without_hello_or_body_do_not_keep_out_a_node_whose_key_is_listed(
     attacker = _Silent(channel)
     try:
         attacker.open(CHANNEL_METHOD, 4, refusals=2)  # the unauthenticated budget: full
-        attacker.open(REGISTER_METHOD, 34, refusals=2)  # registrations without a body: full
+        attacker.open(REGISTER_METHOD, 34, refusals=34 - 8)  # without a body: all one may
         assert attacker.all_refused.wait(30)
         node = _node_thread(link.port, 0, key=key)
         _eventually(lambda: len(link.connected_nodes()) == 1)
@@ -398,3 +398,52 @@ def test_plain_text_and_a_link_without_node_identity_each_warn_once(caplog, star
         _eventually(lambda: len(link.connected_nodes()) == 1)
     node_lines = [r.getMessage() for r in caplog.records if r.name == "pollinate.node"]
     assert sum("plain text (--insecure)" in line for line in node_lines) == 1
+
+
+class _Call:
+    """Just enough of a gRPC servicer context for a Gate."""
+
+    def __init__(self, peer):
+        self._peer = peer
+        self.callbacks = []
+
+    def peer(self):
+        return self._peer
+
+    def add_callback(self, callback):
+        self.callbacks.append(callback)
+        return True
+
+    def abort(self, code, details):
+        raise grpc.RpcError(code, details)
+
+    def end(self):
+        for callback in self.callbacks:
+            callback()
+
+
+def test_a_gate_limits_one_address_and_logs_its_refusals_once(caplog):
+    from pollinate.deploy._admission import Gate
+
+    gate = Gate("registrations", 3, "3 registrations are going on", per_host=2)
+    first, second, third = (_Call(f"ipv4:10.0.0.1:{port}") for port in (1, 2, 3))
+    gate.enter(first)
+    gate.enter(second)
+    with caplog.at_level(logging.WARNING, logger="pollinate.link"):
+        for _ in range(5):
+            with pytest.raises(grpc.RpcError) as refused:
+                gate.enter(third)
+    assert refused.value.args == (
+        EXHAUSTED,
+        "2 registrations from ipv4:10.0.0.1 already; retry later",
+    )
+    assert len(caplog.records) == 1  # five refusals, one line
+    elsewhere = _Call("ipv6:[::1]:4")
+    gate.enter(elsewhere)  # another address still gets in, up to the total
+    with pytest.raises(grpc.RpcError, match="3 registrations are going on"):
+        gate.enter(_Call("ipv4:10.0.0.9:5"))
+    first.end()
+    first.end()  # a place is given back once
+    gate.enter(third)
+    with pytest.raises(grpc.RpcError):
+        gate.enter(_Call("ipv4:10.0.0.9:6"))

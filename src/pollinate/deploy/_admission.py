@@ -4,9 +4,10 @@ gRPC's own ``maximum_concurrent_rpcs`` is one count for every call, so 300 strea
 never say hello once filled it and locked out the Control service and new nodes alike.
 The link instead keeps a :class:`Gate` per kind of call (Control, registrations, streams
 that have not said hello yet, ...) and sizes its thread pool to their sum, so an admitted
-call always finds a thread. A call over its kind's budget is refused at once with
-RESOURCE_EXHAUSTED and a message that says which limit it hit, and the link logs the
-refusals of each kind at most once a minute.
+call always finds a thread. Gates that anyone may pass also limit the calls from one
+address. A call over its kind's budget is refused at once with RESOURCE_EXHAUSTED and a
+message that says which limit it hit, and the link logs the refusals of each kind at most
+once a minute.
 
 Every handler reads its request itself (``first_request``), within a deadline: a unary
 handler that gRPC serves would wait for a request body that never comes on a thread
@@ -56,49 +57,59 @@ class RateLimitedLog:
 class Pass:
     """A call's place in a gate; ``leave`` gives it back (once, however often it is called)."""
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, host: str) -> None:
         self._gate: Gate | None = gate
+        self._host = host
 
     def leave(self) -> None:
         """Give the place back."""
         gate, self._gate = self._gate, None
         if gate is not None:
-            gate.release()
+            gate.release(self._host)
 
 
 class Gate:
-    """At most ``capacity`` calls of one kind at once; ``why`` says what a refused caller hit."""
+    """At most ``capacity`` calls of one kind at once, and ``per_host`` from one address.
 
-    def __init__(self, what: str, capacity: int, why: str) -> None:
+    ``why`` says what a refused caller hit. The limit per address keeps one machine from
+    taking every place of a kind that anyone may call.
+    """
+
+    def __init__(self, what: str, capacity: int, why: str, per_host: int | None = None) -> None:
         self.capacity = capacity
+        self.per_host = capacity if per_host is None else per_host
         self.why = why
+        self._what = what
         self._lock = threading.Lock()
         self._inside = 0
+        self._hosts: dict[str, int] = {}
         self._refusals = RateLimitedLog()
-        self._message = f"refused a call, one of the {what}: {why}"
-
-    @property
-    def inside(self) -> int:
-        """How many calls hold a place now."""
-        return self._inside
 
     def enter(self, context: grpc.ServicerContext) -> Pass:
         """A place for this call until it ends, or abort it with RESOURCE_EXHAUSTED."""
+        host = context.peer().rpartition(":")[0]  # "ipv4:10.0.0.5:41234" without the port
         with self._lock:
-            admitted = self._inside < self.capacity
-            self._inside += admitted
+            crowded = self._hosts.get(host, 0) >= self.per_host
+            admitted = self._inside < self.capacity and not crowded
+            if admitted:
+                self._inside += 1
+                self._hosts[host] = self._hosts.get(host, 0) + 1
         if not admitted:
-            self._refusals.add(self._message)
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{self.why}; retry later")
-        place = Pass(self)
+            why = f"{self.per_host} {self._what} from {host} already" if crowded else self.why
+            self._refusals.add(f"refused a call, one of the {self._what}: {why}")
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{why}; retry later")
+        place = Pass(self, host)
         if not context.add_callback(place.leave):  # the call already ended
             place.leave()
         return place
 
-    def release(self) -> None:
-        """A call left (``Pass.leave`` calls this)."""
+    def release(self, host: str) -> None:
+        """A call from ``host`` left (``Pass.leave`` calls this)."""
         with self._lock:
             self._inside -= 1
+            self._hosts[host] -= 1
+            if not self._hosts[host]:
+                del self._hosts[host]
 
 
 def first_request(

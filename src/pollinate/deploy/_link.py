@@ -78,6 +78,8 @@ CONTROL_CALLS = 16
 """Control calls at once (``pollinate run/ls/log/stop``): reserved, nodes cannot take them."""
 REQUEST_CALLS = 32
 """Register and GetApp calls at once; as many again for nodes whose key the link lists."""
+PER_HOST = 8
+"""Of those, and of the streams waiting for a hello, at most this many from one address."""
 IDLE_PER_NODE = 4
 """Registrations kept that are not connected: this many per ``max_nodes``, the oldest go."""
 SPARE_THREADS = 16
@@ -182,17 +184,22 @@ class Link:
             "Control calls", CONTROL_CALLS, f"{CONTROL_CALLS} Control calls are going on"
         )
         self._requests = Gate(
-            "registrations", REQUEST_CALLS, f"{REQUEST_CALLS} registrations are going on"
+            "registrations",
+            REQUEST_CALLS,
+            f"{REQUEST_CALLS} registrations are going on",
+            per_host=PER_HOST,
         )
         self._keyed = Gate(
             "registrations of listed keys",
             REQUEST_CALLS,
             f"{REQUEST_CALLS} registrations of listed keys are going on",
+            per_host=PER_HOST,
         )
         self._unauthenticated = Gate(
             "streams without a hello",
             max_unauthenticated,
             f"{max_unauthenticated} streams wait for their hello",
+            per_host=PER_HOST,
         )
         limit = frame_limit(chunk_size)
         # Every admitted call holds one thread: the pool has one for each, and spares for
