@@ -269,6 +269,17 @@ def test_a_flood_of_registrations_locks_out_neither_new_nodes_nor_keyed_ones(tmp
         store.close()
 
 
+def test_a_registration_with_a_huge_node_config_is_refused(link):
+    request = encode_frame(Frame("register", {"node_config": {"x": "y" * 20_000}}))
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{link.port}") as channel,
+        pytest.raises(grpc.RpcError) as refused,
+    ):
+        channel.unary_unary(REGISTER_METHOD)(request, timeout=10)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "more than the 16 KiB allowed" in refused.value.details()
+
+
 def test_keyless_registrations_room_and_expiry_survive_a_restart_with_db(tmp_path):
     store = Store(tmp_path / "link.db")
     link = Link("127.0.0.1:0", credentials=None, store=store, max_nodes=2)

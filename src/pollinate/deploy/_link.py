@@ -78,6 +78,8 @@ CONTROL_CALLS = 16
 """Control calls at once (``pollinate run/ls/log/stop``): reserved, nodes cannot take them."""
 REQUEST_CALLS = 32
 """Register and GetApp calls at once; as many again for nodes whose key the link lists."""
+MAX_NODE_CONFIG_SIZE = 16 << 10
+"""16 KiB of JSON: the link keeps thousands of registrations, so each must stay small."""
 PER_HOST = 8
 """Of those, and of the streams waiting for a hello, at most this many from one address."""
 IDLE_PER_NODE = 4
@@ -412,6 +414,9 @@ class Link:
             isinstance(v, (bool, int, float, str)) for v in config.values()
         ):
             raise WireError("node_config must map names to bool, int, float or str")
+        size = len(json.dumps(config))
+        if size > MAX_NODE_CONFIG_SIZE:
+            raise WireError(f"node_config is {size} bytes of JSON, more than the 16 KiB allowed")
         with self._lock:
             known = self._nodes.get(header.get("node_id", -1))
             if (
