@@ -184,6 +184,14 @@ def test_calls_without_hello_or_body_do_not_keep_out_a_node_whose_key_is_listed(
     node.join(timeout=10)
 
 
+class _CountingBackoff(Backoff):
+    resets = 0
+
+    def reset(self):
+        self.resets += 1
+        super().reset()
+
+
 def test_a_node_over_max_nodes_is_told_why_retries_and_gets_in_when_room_frees(caplog):
     link = Link("127.0.0.1:0", credentials=None, heartbeat_s=0.2, max_nodes=2)
     link.start()
@@ -202,15 +210,18 @@ def test_a_node_over_max_nodes_is_told_why_retries_and_gets_in_when_room_frees(c
         first, second = (_connect(channel, _register(link.port), quiet) for _ in range(2))
         _eventually(lambda: len(link.connected_nodes()) == 2)
         with caplog.at_level(logging.WARNING):
-            node = _node_thread(link.port, 7)
+            backoff = _CountingBackoff(initial_s=0.05, max_s=0.2, give_up_s=30)
+            node = _node_thread(link.port, 7, backoff=backoff)
             assert turned_away.wait(20)
             _eventually(lambda: caplog.text.count("turned this node away") >= 3)
+            assert backoff.resets == 0  # registered each time, yet it backs off while refused
             first.cancel()  # room frees: the waiting node gets in
             _eventually(
                 lambda: any(
                     link.node_config(n).get("partition-id") == 7 for n in link.connected_nodes()
                 )
             )
+            _eventually(lambda: backoff.resets == 1)
         assert "2 nodes are connected, the link's limit (--max-nodes)" in caplog.text
         refusals = [r for r in caplog.records if r.getMessage().startswith("refused a node")]
         assert len(refusals) == 1  # logged once, however often the node retried
@@ -373,7 +384,7 @@ def test_a_tls_mismatch_is_named_and_the_node_stops_after_a_few_handshakes(
     try:
         with (
             caplog.at_level(logging.WARNING, logger="pollinate.node"),
-            pytest.raises(ConfigError, match=f"{says}.*3 times in a row: giving up"),
+            pytest.raises(ConfigError, match=f"{says}.*3 times in a row, giving up"),
         ):
             run_node(
                 f"127.0.0.1:{link.port}",

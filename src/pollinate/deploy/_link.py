@@ -71,6 +71,8 @@ CHANNEL_METHOD = f"/{SERVICE}/Channel"
 GET_APP_METHOD = f"/{SERVICE}/GetApp"
 HELLO_KEY = "pollinate-hello-bin"
 """The Channel call's metadata key for the node's ``hello`` frame."""
+WELCOME_KEY = "pollinate-welcome"
+"""The link's answer in a Channel's initial metadata: the stream is admitted."""
 DEFAULT_MAX_MESSAGE_SIZE = 16 << 30
 """16 GiB: larger announced messages are refused before any memory is set aside."""
 DEFAULT_MAX_NODES = 1000
@@ -499,6 +501,7 @@ class Link:
                 self._full.add(f"refused a node: {why}")
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{why}; retry later")
             stream, outbox = self._connect(node)
+        context.send_initial_metadata(((WELCOME_KEY, "1"),))  # the node stops backing off
         context.add_callback(lambda: outbox.put(_CLOSE))  # a cancelled RPC wakes its generator
         log.info("node %d connected (%s)", node.node_id, context.peer())
         reader = threading.Thread(

@@ -59,6 +59,7 @@ from ._link import (
     GET_APP_METHOD,
     HELLO_KEY,
     REGISTER_METHOD,
+    WELCOME_KEY,
 )
 from ._sealed import seal
 from ._store import AppRef
@@ -266,7 +267,7 @@ def run_node(
             tls = _tls_problem(address, details, credentials is not None)
             handshakes = handshakes + 1 if tls else 0
             if tls and handshakes >= max_handshake_failures:
-                raise ConfigError(f"{tls} ({handshakes} times in a row: giving up)") from None
+                raise ConfigError(f"{tls}; {handshakes} times in a row, giving up") from None
             if tls:
                 log.warning("%s; retrying", tls)
             elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
@@ -334,7 +335,6 @@ def _serve(
         id_file.write(session.node_id, session.token)
     heartbeat_s = float(answer.header["heartbeat_s"])
     chunk_size = min(chunk_size, int(answer.header.get("chunk_size", chunk_size)))
-    backoff.reset()
     log.info("registered as node %d", session.node_id)
     outgoing: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
     stop = threading.Event()
@@ -349,6 +349,8 @@ def _serve(
     stream = channel.stream_stream(CHANNEL_METHOD)(_drain(outgoing, key), metadata=hello_metadata)
     assembler = Assembler(max_message_size)
     try:
+        if dict(stream.initial_metadata()).get(WELCOME_KEY):  # admitted, not turned away
+            backoff.reset()
         for data in stream:
             frame = decode_frame(data)
             if frame.kind == "bye":
