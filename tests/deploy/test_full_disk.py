@@ -134,3 +134,17 @@ def _assert_undamaged(out):
     for path in out.rglob("*.npz"):
         assert load_arrays(path)
     assert [p for p in out.rglob("*") if p.suffix == ".tmp"] == []
+
+
+def test_a_registration_the_database_cannot_take_admits_the_node_and_says_so(
+    tmp_path, monkeypatch, caplog
+):
+    with _link(tmp_path / "link.db") as (runs, port):
+        run = runs.submit("reg", {}, server_app=server_app(), out_dir=tmp_path / "reg")
+        _arm(monkeypatch, "store.write", "nodes/*", "enospc")
+        with caplog.at_level(logging.WARNING, logger="pollinate"):
+            start_nodes(port)
+            runs.start()
+            assert runs.wait(run, 60).arrays  # both nodes served the run
+    lines = [r.getMessage() for r in caplog.records if "not stored" in r.getMessage()]
+    assert len(lines) == 1 and "is admitted but not stored: no space left on device" in lines[0]

@@ -79,6 +79,22 @@ _INSECURE = click.option(
     help="Seconds a submitted run's ServerApp may go without calling the link before its "
     "run fails as hung.",
 )
+@click.option(
+    "--max-nodes",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Nodes connected at once; more are turned away, told why, and retry.",
+)
+@click.option(
+    "--registration-expiry",
+    "registration_expiry_s",
+    default=600.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Seconds after which a registered node that is not connected is forgotten "
+    "(never for --node-keys keys).",
+)
 @click.option("--min-nodes", default=1, show_default=True, help="With APP_DIR: nodes to wait for.")
 @click.option("--wait", "wait_s", default=300.0, show_default=True, help="Seconds to wait.")
 @run_config_option
@@ -100,6 +116,8 @@ def link_command(
     db: Path | None,
     max_crashes: int,
     max_idle_s: float,
+    max_nodes: int,
+    registration_expiry_s: float,
     min_nodes: int,
     wait_s: float,
     run_config: tuple[str, ...],
@@ -128,6 +146,8 @@ def link_command(
         db=db,
         max_crashes=max_crashes,
         max_idle_s=max_idle_s,
+        max_nodes=max_nodes,
+        registration_expiry_s=registration_expiry_s,
     )
     stderr = Console(stderr=True, highlight=False)
     if app_dir is None:
@@ -237,6 +257,19 @@ def check_link_trust(root_cert: Path | None, insecure: bool) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Without APP_DIR: where fetched apps are unpacked (default ~/.cache/pollinate/apps).",
 )
+@click.option(
+    "--id-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Without --key: where the node keeps the id the link gave it, to get it back "
+    "after a restart (default: one per link and node config in ~/.cache/pollinate/nodes).",
+)
+@click.option(
+    "--max-handshake-failures",
+    default=5,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Give up after this many failed TLS handshakes in a row (wrong --root-cert?).",
+)
 @click.option("--once", is_flag=True, help="Leave after one run instead of waiting for more.")
 @verbose_option
 @click.pass_context
@@ -249,6 +282,8 @@ def node_command(
     key: Path | None,
     node_config: tuple[str, ...],
     app_cache: Path | None,
+    id_file: Path | None,
+    max_handshake_failures: int,
     once: bool,
     verbose: bool,
 ) -> None:
@@ -257,9 +292,9 @@ def node_command(
     With APP_DIR the node answers with that app's ClientApp, and refuses runs of other
     apps. Without, it fetches each run's app from the link (checked by its SHA-256) and
     runs its ClientApp: only join links you trust. The node reconnects with backoff when
-    the link goes away, keeping its place.
+    the link goes away, keeping its place (without --key, its id is kept in --id-file).
     """
-    from ..deploy import Backoff, NodeKey, channel_credentials, run_node
+    from ..deploy import Backoff, IdFile, NodeKey, channel_credentials, run_node
 
     ctx.meta[VERBOSE] = verbose
     check_link_trust(root_cert, insecure)
@@ -272,7 +307,12 @@ def node_command(
     stderr = Console(stderr=True, highlight=False)
     serving = f"[bold]{escape(name)}[/] node" if name else "node (apps come from the link)"
     stderr.print(f"{serving} connecting to {escape(address)}")
-    with cli_logging(stderr, verbose=True):
+    ids = None
+    if key is None:  # a key is the node's identity; without one, a file keeps its id
+        ids = IdFile.claim(id_file or IdFile.default_path(address, config, name or ""), address)
+    with cli_logging(stderr, verbose=True), contextlib.ExitStack() as stack:
+        if ids is not None:
+            stack.callback(ids.close)
         run_node(
             address,
             client_app,
@@ -283,4 +323,6 @@ def node_command(
             key=None if key is None else NodeKey.load(key),
             backoff=Backoff(),
             until_bye=once,
+            id_file=ids,
+            max_handshake_failures=max_handshake_failures,
         )

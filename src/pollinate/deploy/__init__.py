@@ -25,6 +25,7 @@ from ._identity import NodeKey as NodeKey
 from ._identity import Verifier as Verifier
 from ._link import Link as Link
 from ._node import Backoff as Backoff
+from ._node import IdFile as IdFile
 from ._node import NodeSession as NodeSession
 from ._node import run_node as run_node
 from ._runs import Runs as Runs
@@ -37,6 +38,7 @@ __all__ = [
     "CertFiles",
     "ControlClient",
     "DEFAULT_HOSTNAMES",
+    "IdFile",
     "Link",
     "LinkGrid",
     "NodeKey",

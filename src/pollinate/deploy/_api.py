@@ -23,7 +23,7 @@ from ._certs import channel_credentials, server_credentials
 from ._control import ControlService
 from ._frames import DEFAULT_CHUNK_SIZE
 from ._identity import NodeKey, Verifier, load_public_keys
-from ._link import Link
+from ._link import DEFAULT_MAX_NODES, Link
 from ._node import Backoff, NodeSession, run_node
 from ._runs import MAX_CRASHES, MAX_IDLE_S, Runs
 from ._store import Store
@@ -109,6 +109,8 @@ def serve_link(
     on_listening: Callable[[int], None] | None = None,
     max_crashes: int = MAX_CRASHES,
     max_idle_s: float = MAX_IDLE_S,
+    max_nodes: int = DEFAULT_MAX_NODES,
+    registration_expiry_s: float = 600.0,
 ) -> Iterator[Runs]:
     """A listening link with its Fleet and Control services; yields its ``Runs``.
 
@@ -119,7 +121,8 @@ def serve_link(
     the Control service answers requests from this machine only. A submitted run's
     ServerApp runs in its own process: one that sends the link nothing for ``max_idle_s``
     fails its run, and a run that was going on the last ``max_crashes`` times the link went
-    down fails instead of resuming again.
+    down fails instead of resuming again. At most ``max_nodes`` nodes are connected at once;
+    registrations not connected for ``registration_expiry_s`` are forgotten.
     """
     credentials = _server_credentials(certs, insecure)
     verifier = None
@@ -133,10 +136,17 @@ def serve_link(
     store = Store(db) if db is not None else None
     try:
         link = Link(
-            address, credentials=credentials, chunk_size=chunk_size, verifier=verifier, store=store
+            address,
+            credentials=credentials,
+            chunk_size=chunk_size,
+            verifier=verifier,
+            store=store,
+            max_nodes=max_nodes,
+            registration_expiry_s=registration_expiry_s,
         )
         runs = Runs(link, runs_dir, store, max_crashes=max_crashes, max_idle_s=max_idle_s)
-        link.add_service(ControlService(runs, operators).handler())
+        control = ControlService(runs, operators)
+        link.add_service(control.handler(), control.screen)
         port = link.start()
         try:
             if on_listening is not None:

@@ -158,6 +158,17 @@ class ControlService:
             },
         )
 
+    def screen(self, context: grpc.ServicerContext) -> None:
+        """Refuse a caller who may not control the link, before its call takes a place.
+
+        The link keeps a few places for Control calls (``Link.add_service``): callers from
+        elsewhere without an operator key must not be able to fill them.
+        """
+        try:
+            self._caller(context, time.time())
+        except _REFUSED as err:
+            _refuse(context, "a Control call", err)
+
     def _caller(self, context: grpc.ServicerContext, received_at: float) -> Signature | None:
         """Who calls, checked before the body is read: a fresh operator key, or this machine.
 

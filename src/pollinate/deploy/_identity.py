@@ -345,6 +345,10 @@ class Verifier:
         """How many nonces the replay cache holds now."""
         return len(self._seen)
 
+    def lists(self, public_key: bytes) -> bool:
+        """Whether ``public_key`` is on the registration list (False without a list)."""
+        return self._registered is not None and public_key in self._registered
+
     def verify(
         self,
         method: str,

@@ -4,9 +4,11 @@ Fleet service (raw-bytes gRPC methods, frames from ``_frames``):
 
 - ``Register`` (unary): a node says its node config (and, reconnecting, its node id and
   token); the link answers with its node id, a secret token and the heartbeat period.
-- ``Channel`` (bidirectional stream): the node's first frame is ``hello`` (node id and
-  token). The link then pushes work down the stream as ``chunk`` frames, the node pushes
-  replies back the same way, plus a ``heartbeat`` frame every period. No one polls.
+- ``Channel`` (bidirectional stream): the node says ``hello`` (node id and token) in the
+  call's metadata, so the link admits or refuses the stream before it reads from it (a
+  ``hello`` as the first frame is taken too, within ``hello_timeout_s``, from a small
+  budget of its own). The link then pushes work down the stream as ``chunk`` frames, the
+  node pushes replies back the same way, plus a ``heartbeat`` frame every period.
 - ``GetApp`` (unary request, streamed answer): a node without its own copy of a submitted
   app fetches the app's bundle by digest, in ``chunk`` frames.
 
@@ -14,6 +16,13 @@ A node whose stream ends, or whose heartbeats stop for ``node_timeout_s``, is lo
 message still waiting on it gets a NODE_UNAVAILABLE error reply, so a round goes on with the
 replies it has. Replies that nobody waits for (late, unknown, or from a node that was not
 asked) are dropped with a logged reason, and the link keeps serving.
+
+Every kind of call has its own budget (``_admission``): at most ``max_nodes`` connected
+nodes, a few streams waiting for their hello, a few registrations at once (and a reserve
+for nodes whose key the link lists), and a reserve for the Control service that node
+traffic cannot take. Registrations that are not connected are forgotten after
+``registration_expiry_s``, and the oldest of them make room when there are too many, so
+no flood of registrations locks new nodes out.
 """
 
 from __future__ import annotations
@@ -33,9 +42,10 @@ from typing import Any
 import grpc
 
 from ..context import UserConfigValue
-from ..errors import AuthError, ConfigError, WireError
+from ..errors import AuthError, ConfigError, StorageError, WireError
 from ..message import SERVER_NODE_ID
 from ..wire import decode
+from ._admission import Gate, GatedService, RateLimitedLog, Screen, first_request
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
     MAX_CHUNK_SIZE,
@@ -47,7 +57,7 @@ from ._frames import (
     frame_limit,
 )
 from ._grid import LinkGrid
-from ._identity import Verifier, body_digest
+from ._identity import PUBLIC_KEY_KEY, Verifier, body_digest
 from ._sealed import unseal
 from ._store import AppRef, Store
 
@@ -59,8 +69,25 @@ SERVICE = "pollinate.v1.Fleet"
 REGISTER_METHOD = f"/{SERVICE}/Register"
 CHANNEL_METHOD = f"/{SERVICE}/Channel"
 GET_APP_METHOD = f"/{SERVICE}/GetApp"
+HELLO_KEY = "pollinate-hello-bin"
+"""The Channel call's metadata key for the node's ``hello`` frame."""
+WELCOME_KEY = "pollinate-welcome"
+"""The link's answer in a Channel's initial metadata: the stream is admitted."""
 DEFAULT_MAX_MESSAGE_SIZE = 16 << 30
 """16 GiB: larger announced messages are refused before any memory is set aside."""
+DEFAULT_MAX_NODES = 1000
+CONTROL_CALLS = 16
+"""Control calls at once (``pollinate run/ls/log/stop``): reserved, nodes cannot take them."""
+REQUEST_CALLS = 32
+"""Register and GetApp calls at once; as many again for nodes whose key the link lists."""
+MAX_NODE_CONFIG_SIZE = 16 << 10
+"""16 KiB of JSON: the link keeps thousands of registrations, so each must stay small."""
+PER_HOST = 8
+"""Of those, and of the streams waiting for a hello, at most this many from one address."""
+IDLE_PER_NODE = 4
+"""Registrations kept that are not connected: this many per ``max_nodes``, the oldest go."""
+SPARE_THREADS = 16
+"""Threads beyond the budgets, for the calls being refused."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +120,8 @@ class _Node:
     """Which of the node's streams is current (a reconnect opens a new one)."""
     last_seen: float = field(default_factory=time.monotonic)
     connected: bool = False
+    downloading: bool = False
+    """Whether the node fetches an app now (one at a time)."""
 
 
 class Link:
@@ -106,6 +135,10 @@ class Link:
     their ids (and tokens) when the link restarts. At most ``max_open_replies`` replies
     come in at once, in the order their messages were sent (the order strategies fold
     them in): the link holds a few replies at a time, not one per node.
+
+    At most ``max_nodes`` nodes are connected at once, and ``max_unauthenticated`` streams
+    wait for their first-frame hello, for ``hello_timeout_s`` each. Registrations not
+    connected for ``registration_expiry_s`` are forgotten (except those of listed keys).
     """
 
     def __init__(
@@ -117,16 +150,20 @@ class Link:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         heartbeat_s: float = 5.0,
         node_timeout_s: float = 30.0,
-        max_nodes: int = 256,
+        max_nodes: int = DEFAULT_MAX_NODES,
         verifier: Verifier | None = None,
         store: Store | None = None,
-        hello_timeout_s: float = 10.0,
+        hello_timeout_s: float = 5.0,
         max_open_replies: int = 2,
+        max_unauthenticated: int = 32,
+        registration_expiry_s: float = 600.0,
     ) -> None:
         if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
             raise ConfigError(
                 f"chunk_size must be between 1 and {MAX_CHUNK_SIZE}, got {chunk_size}"
             )
+        if max_nodes < 1:
+            raise ConfigError(f"max_nodes must be at least 1, got {max_nodes}")
         self.address = address
         self.chunk_size = chunk_size
         self.max_message_size = max_message_size
@@ -135,6 +172,7 @@ class Link:
         self.hello_timeout_s = hello_timeout_s
         self.max_open_replies = max_open_replies
         self.max_nodes = max_nodes
+        self.registration_expiry_s = registration_expiry_s
         self._credentials = credentials
         self._verifier = verifier
         self._store = store
@@ -142,18 +180,44 @@ class Link:
         for node_id, token, public_key, config in store.nodes() if store else []:
             self._nodes[node_id] = _Node(node_id, token, config, public_key)
         self._lock = threading.Lock()
+        self._connected = 0
+        self._full = RateLimitedLog()
+        self._crowded = RateLimitedLog()
         self._grid: LinkGrid | None = None
         self._stopping = threading.Event()
+        self._control = Gate(
+            "Control calls", CONTROL_CALLS, f"{CONTROL_CALLS} Control calls are going on"
+        )
+        self._requests = Gate(
+            "registrations",
+            REQUEST_CALLS,
+            f"{REQUEST_CALLS} registrations are going on",
+            per_host=PER_HOST,
+        )
+        self._keyed = Gate(
+            "registrations of listed keys",
+            REQUEST_CALLS,
+            f"{REQUEST_CALLS} registrations of listed keys are going on",
+            per_host=PER_HOST,
+        )
+        self._unauthenticated = Gate(
+            "streams without a hello",
+            max_unauthenticated,
+            f"{max_unauthenticated} streams wait for their hello",
+            per_host=PER_HOST,
+        )
         limit = frame_limit(chunk_size)
+        # Every admitted call holds one thread: the pool has one for each, and spares for
+        # the calls being refused. No global cap: each kind of call has its own (_admission).
+        threads = CONTROL_CALLS + 2 * REQUEST_CALLS + max_unauthenticated + 2 * max_nodes
         self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_nodes + 8, thread_name_prefix="link"),
+            futures.ThreadPoolExecutor(threads + SPARE_THREADS, thread_name_prefix="link"),
             handlers=[self._handlers()],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
                 ("grpc.so_reuseport", 0),  # a second link on a busy port must fail, not share it
             ],
-            maximum_concurrent_rpcs=max_nodes + 8,
         )
         self.port = 0
         self.bundles: Callable[[str], bytes | None] = lambda digest: None
@@ -176,6 +240,17 @@ class Link:
             self.port,
             "TLS" if self._credentials else "plain text",
         )
+        if self._credentials is None:
+            log.warning(
+                "plain text (--insecure): anyone on the network path can read and change "
+                "the models, metrics and code that travel, and take the nodes' tokens"
+            )
+        if self._verifier is None:
+            log.warning(
+                "no node identity (--node-keys or --require-signatures): anyone who can "
+                "reach port %d can join as a node and receive the runs' models and code",
+                self.port,
+            )
         return self.port
 
     def stop(self, grace: float = 2.0) -> None:
@@ -194,9 +269,14 @@ class Link:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def add_service(self, handler: grpc.GenericRpcHandler) -> None:
-        """Serve another gRPC service (the Control service) beside Fleet; before ``start``."""
-        self._server.add_generic_rpc_handlers((handler,))
+    def add_service(self, handler: grpc.GenericRpcHandler, screen: Screen | None = None) -> None:
+        """Serve another gRPC service (the Control service) beside Fleet; before ``start``.
+
+        Its calls share a reserve of ``CONTROL_CALLS`` that node traffic never takes;
+        ``screen`` refuses callers who may not call it before they take a place there.
+        """
+        gated = GatedService(handler, self._control, self.hello_timeout_s, screen)
+        self._server.add_generic_rpc_handlers((gated,))
 
     def grid(
         self,
@@ -244,14 +324,27 @@ class Link:
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "Register": grpc.unary_unary_rpc_method_handler(self._register),
+                # Unary for the nodes; the link reads each request itself (_admission).
+                "Register": grpc.stream_unary_rpc_method_handler(self._register),
                 "Channel": grpc.stream_stream_rpc_method_handler(self._channel),
-                "GetApp": grpc.unary_stream_rpc_method_handler(self._get_app),
+                "GetApp": grpc.stream_stream_rpc_method_handler(self._get_app),
             },
         )
 
-    def _get_app(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+    def _request_gate(self, context: grpc.ServicerContext) -> Gate:
+        """Registrations and app requests: a reserve for keys the link lists, one for others.
+
+        Chosen by the key the call's metadata names, before its body is read: a flood of
+        anonymous calls cannot keep out the nodes the link was told to expect.
+        """
+        key = _metadata(context, PUBLIC_KEY_KEY)
+        listed = key is not None and self._verifier is not None and self._verifier.lists(key)
+        return self._keyed if listed else self._requests
+
+    def _get_app(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         """A submitted app's bundle, for a registered node that has no copy of the app."""
+        place = self._request_gate(context).enter(context)
+        request = first_request(requests, context, self.hello_timeout_s)
         try:
             signer = None
             if self._verifier is not None:
@@ -271,7 +364,17 @@ class Link:
         except WireError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
             return
-        digest = str(frame.header.get("digest", ""))
+        place.leave()  # a known node downloads on its own budget: one app at a time
+        with self._lock:
+            busy, node.downloading = node.downloading, True
+        if busy:
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "this node fetches an app already")
+        try:
+            yield from self._send_app(node, str(frame.header.get("digest", "")), context)
+        finally:
+            node.downloading = False
+
+    def _send_app(self, node: _Node, digest: str, context: grpc.ServicerContext) -> Iterator[bytes]:
         data = self.bundles(digest)
         if data is None:
             context.abort(grpc.StatusCode.NOT_FOUND, f"no app bundle {digest[:12]} on this link")
@@ -280,7 +383,9 @@ class Link:
         for chunk in chunk_frames(digest, [data], self.chunk_size):
             yield encode_frame(chunk)
 
-    def _register(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+    def _register(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> bytes:
+        self._request_gate(context).enter(context)
+        request = first_request(requests, context, self.hello_timeout_s)
         try:
             public_key = None
             if self._verifier is not None:
@@ -312,6 +417,9 @@ class Link:
             isinstance(v, (bool, int, float, str)) for v in config.values()
         ):
             raise WireError("node_config must map names to bool, int, float or str")
+        size = len(json.dumps(config))
+        if size > MAX_NODE_CONFIG_SIZE:
+            raise WireError(f"node_config is {size} bytes of JSON, more than the 16 KiB allowed")
         with self._lock:
             known = self._nodes.get(header.get("node_id", -1))
             if (
@@ -319,60 +427,75 @@ class Link:
                 and secrets.compare_digest(known.token, str(header.get("token", "")))
                 and known.public_key == public_key
             ):
-                known.node_config = config
+                known.node_config, known.last_seen = config, time.monotonic()
                 log.info("node %d registered again", known.node_id)
                 return known
             if public_key is not None:  # one node per key: the key's holder gets its node back
                 owned = next((n for n in self._nodes.values() if n.public_key == public_key), None)
                 if owned is not None:
-                    owned.node_config = config
+                    owned.node_config, owned.last_seen = config, time.monotonic()
                     log.info("node %d registered again with its key", owned.node_id)
                     return owned
-            idle = sum(not n.connected for n in self._nodes.values())
-            if idle >= 4 * self.max_nodes:
-                raise WireError(
-                    f"{idle} registered nodes never connected or left: refusing more "
-                    "(use --node-keys to admit known nodes only)"
-                )
+            self._make_room()
             node_id = _new_node_id(self._nodes, public_key)
             node = _Node(node_id, secrets.token_hex(16), config, public_key)
             self._nodes[node_id] = node
             if self._store is not None:
-                self._store.save_node(node_id, node.token, public_key, config)
+                try:
+                    self._store.save_node(node_id, node.token, public_key, config)
+                except StorageError as err:  # the node works; only a restart forgets it
+                    log.warning("node %d is admitted but not stored: %s", node_id, err)
         log.info("node %d registered with node config %s", node_id, json.dumps(config))
         return node
 
+    def _make_room(self) -> None:
+        """With too many registrations not connected, forget the one seen longest ago.
+
+        So a flood of registrations pushes out its own entries, not the next node. Called
+        with the lock held.
+        """
+        idle = [n for n in self._nodes.values() if not n.connected and not self._kept(n)]
+        if len(idle) >= IDLE_PER_NODE * self.max_nodes:
+            oldest = min(idle, key=lambda n: n.last_seen)
+            self._forget([oldest])
+            self._crowded.add(
+                f"forgot a registration to make room: {len(idle)} are not connected "
+                "(--node-keys admits known nodes only)"
+            )
+
+    def _kept(self, node: _Node) -> bool:
+        """Whether a registration is never forgotten: its key is on the link's list."""
+        key = node.public_key
+        return key is not None and self._verifier is not None and self._verifier.lists(key)
+
+    def _forget(self, nodes: list[_Node]) -> None:
+        """Drop registrations (with the lock held), from the database too."""
+        for node in nodes:
+            del self._nodes[node.node_id]
+        if self._store is not None and nodes:
+            try:
+                self._store.forget_nodes([n.node_id for n in nodes])
+            except StorageError as err:  # a restart reloads them; they expire again
+                log.warning("forgotten registrations stay in the database: %s", err)
+
     def _channel(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
-        # A stream that never says hello would hold a worker thread for good.
-        expired = threading.Event()
-
-        def expire() -> None:
-            expired.set()
-            context.cancel()
-
-        deadline = threading.Timer(self.hello_timeout_s, expire)
-        deadline.start()
+        hello = _metadata(context, HELLO_KEY)
         try:
-            signer, hello = self._open(next(requests))
+            if hello is None:
+                opened = self._hello_in_stream(requests, context)
+                if opened is None:
+                    return
+                signer, frame = opened
+            else:
+                signer, frame = self._hello_in_metadata(hello, context)
         except AuthError as err:
             log.warning("refused a stream from %s: %s", context.peer(), err)
             context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
             return
-        except (StopIteration, WireError, grpc.RpcError) as err:
-            if expired.is_set():  # a cancelled stream ends either way
-                log.warning(
-                    "dropped a stream from %s: no hello within %g s",
-                    context.peer(),
-                    self.hello_timeout_s,
-                )
-                return
-            if isinstance(err, grpc.RpcError):
-                return  # the node went away before saying hello
+        except WireError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected a hello frame: {err}")
             return
-        finally:
-            deadline.cancel()
-        node = self._node_for(hello)
+        node = self._node_for(frame)
         if node is None or node.public_key != signer:
             context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
@@ -380,16 +503,12 @@ class Link:
             )
             return  # abort raises; this keeps the type checker informed
         with self._lock:
-            if node.connected:  # a reconnect before the link saw the old stream end
-                node.outbox.put(_CLOSE)
-                if self._grid is not None:
-                    self._grid.node_lost(node.node_id, "it reconnected; its old stream is gone")
-            node.stream += 1
-            stream = node.stream
-            node.connected = True
-            node.last_seen = time.monotonic()
-            outbox: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
-            node.outbox = outbox
+            if not node.connected and self._connected >= self.max_nodes:
+                why = f"{self.max_nodes} nodes are connected, the link's limit (--max-nodes)"
+                self._full.add(f"refused a node: {why}")
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{why}; retry later")
+            stream, outbox = self._connect(node)
+        context.send_initial_metadata(((WELCOME_KEY, "1"),))  # the node stops backing off
         context.add_callback(lambda: outbox.put(_CLOSE))  # a cancelled RPC wakes its generator
         log.info("node %d connected (%s)", node.node_id, context.peer())
         reader = threading.Thread(
@@ -415,6 +534,63 @@ class Link:
                 item = _CLOSE  # hold no reference to the message between rounds
         finally:
             self._lose(node, stream, "its stream ended")
+
+    def _connect(self, node: _Node) -> tuple[int, queue.SimpleQueue[_Outgoing]]:
+        """Make ``node``'s new stream its current one (with the lock held)."""
+        if node.connected:  # a reconnect before the link saw the old stream end
+            node.outbox.put(_CLOSE)
+            if self._grid is not None:
+                self._grid.node_lost(node.node_id, "it reconnected; its old stream is gone")
+        else:
+            self._connected += 1
+        node.stream += 1
+        node.connected = True
+        node.last_seen = time.monotonic()
+        node.outbox = queue.SimpleQueue()
+        return node.stream, node.outbox
+
+    def _hello_in_metadata(
+        self, hello: bytes, context: grpc.ServicerContext
+    ) -> tuple[bytes | None, Frame]:
+        """The hello a node put in the call's metadata, and who signed it."""
+        signer = None
+        if self._verifier is not None:
+            metadata = context.invocation_metadata()
+            signer = self._verifier.verify_metadata(CHANNEL_METHOD, body_digest(hello), metadata)
+        return signer, decode_frame(hello)
+
+    def _hello_in_stream(
+        self, requests: Iterator[bytes], context: grpc.ServicerContext
+    ) -> tuple[bytes | None, Frame] | None:
+        """The stream's first frame, its hello, within ``hello_timeout_s`` (None: none came).
+
+        Such streams wait on a small budget of their own, so streams that never say
+        hello cannot keep out the nodes that do.
+        """
+        place = self._unauthenticated.enter(context)
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            context.cancel()
+
+        deadline = threading.Timer(self.hello_timeout_s, expire)
+        deadline.start()
+        try:
+            return self._open(next(requests))
+        except (StopIteration, grpc.RpcError) as err:
+            if expired.is_set():  # a cancelled stream ends either way
+                log.warning(
+                    "dropped a stream from %s: no hello within %g s",
+                    context.peer(),
+                    self.hello_timeout_s,
+                )
+            elif isinstance(err, StopIteration):
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected a hello frame")
+            return None  # else the node went away before saying hello
+        finally:
+            deadline.cancel()
+            place.leave()
 
     def _open(self, data: bytes) -> tuple[bytes | None, Frame]:
         """The frame in ``data`` and who signed it (None on a link without node identity)."""
@@ -493,16 +669,29 @@ class Link:
             if node.stream != stream or not node.connected:
                 return
             node.connected = False
+            self._connected -= 1
+            node.last_seen = time.monotonic()  # its registration expires from now
             grid = self._grid
         log.info("node %d disconnected: %s", node.node_id, why)
         if grid is not None:
             grid.node_lost(node.node_id, why)
 
     def _watch(self) -> None:
-        """Every second, drop nodes whose heartbeats stopped (a stalled or paused process)."""
+        """Every second, drop nodes whose heartbeats stopped (a stalled or paused process).
+
+        And forget registrations that were not connected for ``registration_expiry_s``.
+        """
         while not self._stopping.wait(1.0):
             now = time.monotonic()
             with self._lock:
+                expired = [
+                    n
+                    for n in self._nodes.values()
+                    if not n.connected
+                    and now - n.last_seen > self.registration_expiry_s
+                    and not self._kept(n)
+                ]
+                self._forget(expired)
                 silent = [
                     (n, n.stream, n.outbox)
                     for n in self._nodes.values()
@@ -516,6 +705,12 @@ class Link:
                 )
                 self._lose(node, stream, "heartbeats stopped")
                 outbox.put(_CLOSE)
+            if expired:
+                log.info(
+                    "forgot %d registration(s) not connected for %g s",
+                    len(expired),
+                    self.registration_expiry_s,
+                )
 
 
 def _new_node_id(nodes: Mapping[int, _Node], public_key: bytes | None) -> int:
@@ -532,3 +727,9 @@ def _new_node_id(nodes: Mapping[int, _Node], public_key: bytes | None) -> int:
         node_id = secrets.randbits(53) or 1
         if node_id not in nodes and node_id != SERVER_NODE_ID:
             return node_id
+
+
+def _metadata(context: grpc.ServicerContext, key: str) -> bytes | None:
+    """A call's binary metadata value for ``key`` (None if absent or not bytes)."""
+    value = next((v for k, v in context.invocation_metadata() if k == key), None)
+    return value if isinstance(value, bytes) else None

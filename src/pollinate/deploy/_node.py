@@ -3,8 +3,12 @@
 The node registers (``Fleet/Register``), opens its ``Channel`` stream and then waits: the
 link pushes messages in chunks, the node answers each with its ClientApp and sends a
 heartbeat every period, from a thread of its own, so a long training step never looks like
-a dead node. When the link goes away the node reconnects with exponential backoff and
-jitter, under the same node id and with its state, so it does not lose its place.
+a dead node. When the link goes away, or refuses the node for now (it is full), the node
+reconnects with exponential backoff and jitter, under the same node id and with its state,
+so it does not lose its place. A keyless node keeps its id and token in a file
+(:class:`IdFile`), so a restarted node gets its id back instead of a new one. A TLS
+handshake that fails is a setup problem, not an outage: the node says what to check, and
+stops after ``max_handshake_failures`` in a row.
 
 A node either has its own copy of the app (``pollinate node APP_DIR``, ``start_client``) or
 none: then, for a run submitted with its app's bundle, it fetches the bundle from the link
@@ -14,6 +18,9 @@ ClientApp from it. The link's TLS certificate is what makes the code trustworthy
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import logging
 import os
 import queue
@@ -46,11 +53,20 @@ from ._frames import (
     frame_limit,
 )
 from ._identity import NodeKey, body_digest, signed_metadata
-from ._link import CHANNEL_METHOD, DEFAULT_MAX_MESSAGE_SIZE, GET_APP_METHOD, REGISTER_METHOD
+from ._link import (
+    CHANNEL_METHOD,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    GET_APP_METHOD,
+    HELLO_KEY,
+    REGISTER_METHOD,
+    WELCOME_KEY,
+)
 from ._sealed import seal
 from ._store import AppRef
 
-__all__ = ["Backoff", "NodeSession", "run_node"]
+__all__ = ["Backoff", "IdFile", "NodeSession", "run_node"]
+
+DEFAULT_MAX_HANDSHAKE_FAILURES = 5
 
 _Outgoing = bytes | Iterator[bytes] | None
 """What the node's send queue holds: a frame, a reply's frames (made lazily), or the end."""
@@ -108,10 +124,75 @@ class NodeSession:
     """Submitted apps loaded so far, by bundle digest."""
 
 
+def _cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "pollinate"
+
+
 def default_app_cache() -> Path:
     """Where a node unpacks the apps it fetches: ``$XDG_CACHE_HOME/pollinate/apps``."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "pollinate" / "apps"
+    return _cache() / "apps"
+
+
+class IdFile:
+    """Where a keyless node keeps the id and token a link gave it, to reclaim them.
+
+    A node that restarts registers with them and gets its id back, instead of leaving one
+    registration behind per restart. The file is locked while the node runs, so two
+    nodes never share an id: ``claim`` takes the first free file of a series.
+    """
+
+    def __init__(self, path: Path, address: str) -> None:
+        """Open and lock ``path``; BlockingIOError if a running node holds it."""
+        self.path = path
+        self._address = address
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as err:
+            raise ConfigError(f"cannot use the id file {path}: {err.strerror}") from None
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(self._fd)
+            raise
+
+    @classmethod
+    def claim(cls, base: Path, address: str) -> IdFile:
+        """The first of ``base``, ``base-2``, ``base-3``... that no running node holds."""
+        for n in range(1, 1000):
+            path = base if n == 1 else base.with_name(f"{base.stem}-{n}{base.suffix}")
+            try:
+                return cls(path, address)
+            except BlockingIOError:
+                continue
+        raise ConfigError(f"999 running nodes hold the id files {base}-N: give --id-file")
+
+    @staticmethod
+    def default_path(address: str, node_config: Mapping[str, UserConfigValue], app: str) -> Path:
+        """One file per link, node config and app, under ``~/.cache/pollinate/nodes``."""
+        what = json.dumps([address, dict(node_config), app], sort_keys=True).encode()
+        return _cache() / "nodes" / f"{hashlib.sha256(what).hexdigest()[:16]}.json"
+
+    def read(self) -> tuple[int, str] | None:
+        """The node id and token kept for this link (None: none, or for another link)."""
+        try:
+            kept = json.loads(os.pread(self._fd, 4096, 0) or b"{}")
+            if kept.get("link") == self._address:
+                return int(kept["node_id"]), str(kept["token"])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            log.warning("ignoring the unreadable id file %s", self.path)
+        return None
+
+    def write(self, node_id: int, token: str) -> None:
+        """Keep the id and token the link gave."""
+        data = json.dumps({"link": self._address, "node_id": node_id, "token": token}).encode()
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, data, 0)
+
+    def close(self) -> None:
+        """Let go of the file (and its lock)."""
+        os.close(self._fd)
 
 
 def run_node(
@@ -127,6 +208,8 @@ def run_node(
     key: NodeKey | None = None,
     app_name: str | None = None,
     app_cache: Path | None = None,
+    id_file: IdFile | None = None,
+    max_handshake_failures: int = DEFAULT_MAX_HANDSHAKE_FAILURES,
 ) -> NodeSession:
     """Serve ``client_app`` to the link at ``address`` until it says goodbye.
 
@@ -138,9 +221,21 @@ def run_node(
     connects in plain text (only for ``--insecure``). With ``until_bye=False`` the node
     stays for the next run after a goodbye, as a node daemon does. With a ``key`` the node
     signs its registration and every frame it sends (links with node identity require it).
+    With an ``id_file`` the node reclaims the id it had before a restart. A link that
+    refuses the node for now (full, or not up) is retried with ``backoff``; after
+    ``max_handshake_failures`` TLS handshakes in a row fail, the node gives up.
     """
     session = NodeSession(dict(node_config or {}), client_app, app_name, app_cache)
+    if id_file is not None:
+        session.node_id, session.token = id_file.read() or (None, None)
     backoff = backoff or Backoff()
+    if credentials is None:
+        log.warning(
+            "plain text (--insecure): this node cannot tell the link from an impostor, and "
+            "anyone on the network path can read its replies and send it work%s",
+            "" if client_app is not None else " and code to run",
+        )
+    handshakes = 0
     limit = frame_limit(MAX_CHUNK_SIZE)  # whatever chunk size the link chose
     options = [
         ("grpc.max_receive_message_length", limit),
@@ -154,20 +249,33 @@ def run_node(
         )
         try:
             with channel:
-                said_bye = _serve(channel, session, chunk_size, max_message_size, backoff, key)
+                said_bye = _serve(
+                    channel, session, chunk_size, max_message_size, backoff, key, id_file
+                )
+            handshakes = 0
         except WireError as err:
+            handshakes = 0
             log.warning("the link at %s sent malformed data (%s); reconnecting", address, err)
             if not backoff.wait():
                 raise ConfigError(f"the link at {address} keeps sending malformed data") from None
             continue
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else None
+            details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
             if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
-                details = err.details() if isinstance(err, grpc.Call) else str(err)
                 raise ConfigError(f"the link at {address} refused this node: {details}") from None
-            log.warning(
-                "link at %s unavailable (%s); retrying", address, code.name if code else err
-            )
+            tls = _tls_problem(address, details, credentials is not None)
+            handshakes = handshakes + 1 if tls else 0
+            if tls and handshakes >= max_handshake_failures:
+                raise ConfigError(f"{tls}; {handshakes} times in a row, giving up") from None
+            if tls:
+                log.warning("%s; retrying", tls)
+            elif code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                log.warning("the link at %s turned this node away: %s", address, details)
+            else:
+                log.warning(
+                    "link at %s unavailable (%s); retrying", address, code.name if code else err
+                )
             if not backoff.wait():
                 raise ConfigError(
                     f"no link at {address} for {backoff.give_up_s:g} s: check the address, "
@@ -178,6 +286,32 @@ def run_node(
             return session
 
 
+def _tls_problem(address: str, details: str, tls: bool) -> str | None:
+    """What a failed connection says about TLS set-up, if it is a TLS problem (else None)."""
+    if not tls:  # a TLS link closes a plain-text connection at once (not a stream later)
+        if "failed to connect" not in details or "Socket closed" not in details:
+            return None
+        return (
+            f"the link at {address} closed the connection at once: it probably speaks TLS "
+            "(give --root-cert, the federation's ca.pem, instead of --insecure)"
+        )
+    if "handshake failed" not in details.lower():
+        return None
+    if "CERTIFICATE_VERIFY_FAILED" in details:
+        why = (
+            "the link's certificate is not signed by the CA this node trusts (check that "
+            "--root-cert is the federation's ca.pem, the CA that signed the link's server.pem)"
+        )
+    elif "WRONG_VERSION_NUMBER" in details:
+        why = "the link does not speak TLS (started with --insecure?)"
+    else:
+        why = (
+            f"{details.rpartition('handshake failed')[2].strip(' :')} (check --root-cert, and "
+            "that the link's certificate names the host in --link)"
+        )
+    return f"TLS handshake with {address} failed: {why}"
+
+
 def _serve(
     channel: grpc.Channel,
     session: NodeSession,
@@ -185,6 +319,7 @@ def _serve(
     max_message_size: int,
     backoff: Backoff,
     key: NodeKey | None,
+    id_file: IdFile | None,
 ) -> bool:
     """One connection: register, open the stream, answer until it ends; True after a bye."""
     register = channel.unary_unary(REGISTER_METHOD)
@@ -196,18 +331,26 @@ def _serve(
     answer = decode_frame(register(request, metadata=metadata))
     session.node_id = int(answer.header["node_id"])
     session.token = str(answer.header["token"])
+    if id_file is not None:
+        id_file.write(session.node_id, session.token)
     heartbeat_s = float(answer.header["heartbeat_s"])
     chunk_size = min(chunk_size, int(answer.header.get("chunk_size", chunk_size)))
-    backoff.reset()
     log.info("registered as node %d", session.node_id)
     outgoing: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
-    outgoing.put(encode_frame(Frame("hello", {"node_id": session.node_id, "token": session.token})))
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(outgoing, heartbeat_s, stop), daemon=True)
     beat.start()
-    stream = channel.stream_stream(CHANNEL_METHOD)(_drain(outgoing, key))
+    # The hello travels in the call's metadata: the link admits the stream before reading it.
+    hello = encode_frame(Frame("hello", {"node_id": session.node_id, "token": session.token}))
+    hello_metadata = [
+        (HELLO_KEY, hello),
+        *(signed_metadata(key, CHANNEL_METHOD, body_digest(hello)) or []),
+    ]
+    stream = channel.stream_stream(CHANNEL_METHOD)(_drain(outgoing, key), metadata=hello_metadata)
     assembler = Assembler(max_message_size)
     try:
+        if dict(stream.initial_metadata()).get(WELCOME_KEY):  # admitted, not turned away
+            backoff.reset()
         for data in stream:
             frame = decode_frame(data)
             if frame.kind == "bye":

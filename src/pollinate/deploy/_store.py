@@ -176,6 +176,14 @@ class Store:
             f"nodes/{node_id}",
         )
 
+    def forget_nodes(self, node_ids: list[int]) -> None:
+        """Forget registrations that expired: those nodes get new ids if they come back."""
+        self._write(
+            "DELETE FROM nodes WHERE node_id IN (SELECT value FROM json_each(?))",
+            (json.dumps(node_ids),),
+            f"{len(node_ids)} expired registration(s)",
+        )
+
     def nodes(self) -> list[tuple[int, str, bytes | None, dict[str, UserConfigValue]]]:
         """Every node registered so far: id, token, public key, node config."""
         rows = self._read("SELECT node_id, token, public_key, node_config FROM nodes")
