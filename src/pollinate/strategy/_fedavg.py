@@ -119,8 +119,6 @@ class FedAvg(Strategy):
         self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn
         self.seed = seed
         self.wait_for_nodes_s = wait_for_nodes_s
-        self.min_train_replies = min_train_nodes
-        self.min_evaluate_replies = min_evaluate_nodes
         self.aggregation = aggregation if aggregation is not None else chain()
         if not isinstance(self.aggregation, Aggregation):
             raise ConfigError(
@@ -138,25 +136,17 @@ class FedAvg(Strategy):
             + ")"
         )
 
-    @property
-    def stateful(self) -> bool:
-        """Whether the strategy keeps state between rounds: its server optimizers do."""
-        return bool(self.aggregation.optimizers)
-
-    def begin_run(self) -> None:
-        """Reset the server optimizers' state: a run starts from plain parameters."""
-        self.aggregation.reset()
-
-    def state(self) -> ArrayRecord | None:
-        """The server optimizers' state (None without optimizers)."""
-        return self.aggregation.state() if self.aggregation.optimizers else None
-
-    def restore_state(self, state: ArrayRecord) -> None:
-        """Give the server optimizers back their state: a resumed run goes on as if whole."""
-        self.aggregation.load_state(state)
+    def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The server optimizers' starting state (empty without optimizers)."""
+        return self.aggregation.init(arrays)
 
     def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        state: ArrayRecord,
     ) -> list[Message]:
         """Send the global model and config to a seeded sample of nodes."""
         nodes = self.sample_nodes(grid, server_round, _TRAIN)
@@ -172,8 +162,12 @@ class FedAvg(Strategy):
         return _messages(grid.run_id, nodes, MessageType.EVALUATE, arrays, config)
 
     def aggregate_train(
-        self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord]:
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        replies: Iterable[Message],
+        state: ArrayRecord,
+    ) -> tuple[ArrayRecord | None, MetricRecord, ArrayRecord]:
         """The aggregation chain over the replies (the weighted mean, folded as they arrive)."""
         metrics: list[MetricRecord] = []
 
@@ -186,14 +180,14 @@ class FedAvg(Strategy):
                 yield Update(node, reply.content.arrays(ARRAYS_KEY), weight, record)
                 del reply  # hold no reply while the next one comes in: it may be a whole model
 
-        mean = self.aggregation(updates(), arrays)
+        mean, state = self.aggregation.update(updates(), arrays, state)
         if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
             raise RoundError(
                 f"round {server_round}: the new model is not finite: {self.aggregation!r} "
                 "overflowed (weights that span too wide a range, extreme values, or a server "
                 "learning rate too large); cap weights with max_weight or check the pieces"
             )
-        return mean, self.train_metrics_aggr_fn(metrics, self.weight_key)
+        return mean, self.train_metrics_aggr_fn(metrics, self.weight_key), state
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Weighted mean of the evaluation metrics."""
