@@ -1,5 +1,7 @@
 """chain(): filters, one aggregator and server optimizers compose without new classes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -150,3 +152,19 @@ def test_fedavg_with_the_default_chain_reports_its_plain_repr_and_a_custom_one_s
     assert "aggregation" not in repr(FedAvg())
     assert "aggregation=chain(_" not in repr(FedAvg(aggregation=chain(_First())))
     assert "aggregation=chain(" in repr(FedAvg(aggregation=chain(_First())))
+
+
+def test_the_custom_pieces_docs_strategies_md_shows_run_and_keep_their_state(
+    make_grid, global_arrays, good_reply
+):
+    text = (Path(__file__).parents[2] / "docs" / "strategies.md").read_text()
+    section = text.split("### Writing your own pieces")[1].split("\n## ")[0]
+    namespace = {}
+    for block in section.split("```python\n")[1:]:
+        exec(block.split("```")[0], namespace)
+    assert isinstance(namespace["strategy"], FedAvg)
+    pieces = chain(namespace["CapWeight"](1000), namespace["Lookahead"](0.5))
+    strategy = FedAvg(aggregation=pieces, fraction_evaluate=0.0)
+    result = strategy.start(make_grid(good_reply), global_arrays, num_rounds=2)
+    assert result.strategy_state["0:steps"].numpy() == 2
+    np.testing.assert_allclose(result.arrays["w"].numpy(), 0.75)  # 0 -> 0.5 -> 0.75 toward 1

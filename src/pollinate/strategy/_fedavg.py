@@ -63,17 +63,18 @@ class FedAvg(Strategy):
     Args:
         fraction_train: share of the available nodes sampled to train each round.
         fraction_evaluate: share sampled to evaluate each round (0 skips federated evaluation).
-        min_train_nodes: fewest nodes to train, and fewest valid train replies to go on.
+        min_train_nodes: fewest nodes a round trains on: the sample's floor, the round size
+            pieces are checked against, and the fewest valid train replies to go on.
         min_evaluate_nodes: the same for evaluation.
-        min_available_nodes: fewest connected nodes before a round starts (waits up to
-            ``wait_for_nodes_s`` seconds for them).
+        min_available_nodes: fewest connected nodes before a round samples (waits up to
+            ``wait_for_nodes_s`` seconds for them). docs/strategies.md, "Minimum nodes".
         weight_key: the reply metric that weights each node (default ``"num-examples"``).
         max_weight: replies whose weight exceeds this are set aside (None: no cap).
         train_metrics_aggr_fn, evaluate_metrics_aggr_fn: how node metrics become one set
             (default: mean weighted by ``weight_key``).
         seed: seeds node sampling: the same seed picks the same nodes every run.
         aggregation: how the round's models become the next one (default ``chain()``: the
-            weighted average); e.g. ``chain(norm_bound(5.0), median(), server_adam(0.01))``.
+            weighted average); e.g. ``chain(norm_bound(5.0), median(), server_adam(eta=0.01))``.
             Checked against ``min_train_nodes`` here, before any round.
     """
 
