@@ -420,11 +420,21 @@ def test_krum_with_too_few_train_nodes_fails_at_construction():
 
 
 def test_robust_presets_wait_for_as_many_nodes_as_their_rule_needs_by_default():
-    assert (Krum().min_train_nodes, Krum().min_available_nodes) == (3, 3)
+    assert (Krum().min_train_nodes, Krum().min_available_nodes) == (3, 2)
     assert Krum(num_malicious_nodes=2).min_train_nodes == 7
     assert MultiKrum(num_malicious_nodes=1, num_nodes_to_keep=5).min_train_nodes == 6
     assert Bulyan(num_malicious_nodes=1).min_train_nodes == 7
-    assert Bulyan(num_malicious_nodes=1, min_train_nodes=9).min_available_nodes == 9
+    waits = []
+
+    class _Grid:
+        run_id = 1
+
+        def wait_for_nodes(self, count, timeout):
+            waits.append(count)
+            return list(range(1, count + 1))
+
+    Bulyan(num_malicious_nodes=1, min_train_nodes=9).sample_nodes(_Grid(), 1, 0)
+    assert waits == [9]  # a train round waits for min_train_nodes, above min_available_nodes
 
 
 def test_bulyan_and_multi_krum_check_their_round_size():

@@ -68,8 +68,8 @@ class Grid(ABC):
                 return nodes
             if time.monotonic() >= deadline:
                 raise RoundError(
-                    f"needs min_available_nodes={count} but only {len(nodes)} nodes are "
-                    f"available after {timeout:g} s"
+                    f"only {len(nodes)} of the {count} nodes needed are connected after "
+                    f"{timeout:g} s"
                 )
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 

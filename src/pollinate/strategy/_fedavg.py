@@ -204,13 +204,26 @@ class FedAvg(Strategy):
         return check_evaluate_reply(reply, self.weight_key, self.max_weight)
 
     def sample_nodes(self, grid: Grid, server_round: int, phase: int) -> list[int]:
-        """A seeded sample: the same seed, round and phase always pick the same nodes."""
-        available = sorted(grid.wait_for_nodes(self.min_available_nodes, self.wait_for_nodes_s))
+        """A seeded sample: the same seed, round and phase always pick the same nodes.
+
+        It waits for ``min_available_nodes`` connected nodes, or for the phase's minimum
+        (``min_train_nodes``, ``min_evaluate_nodes``) if that is larger.
+        """
         fraction, minimum, name = (
             (self.fraction_train, self.min_train_nodes, "min_train_nodes")
             if phase == _TRAIN
             else (self.fraction_evaluate, self.min_evaluate_nodes, "min_evaluate_nodes")
         )
+        wait, wait_name = self.min_available_nodes, "min_available_nodes"
+        if minimum > wait:  # a round cannot go on with fewer nodes than its phase needs
+            wait, wait_name = minimum, name
+        try:
+            available = sorted(grid.wait_for_nodes(wait, self.wait_for_nodes_s))
+        except RoundError as err:
+            raise RoundError(
+                f"{type(self).__name__} needs {wait_name}={wait} connected nodes, but {err}: "
+                f"lower {wait_name} or add nodes"
+            ) from None
         count = max(minimum, int(fraction * len(available)), 1)
         if count > len(available):
             raise RoundError(

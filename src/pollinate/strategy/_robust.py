@@ -544,6 +544,9 @@ def _check_round_size(label: str, formula: str, needed: int, min_train_nodes: in
 
 
 def _enough_nodes(options: FedAvgOptions, needed: int) -> None:
-    """A preset's node minimums default to what its rule needs (FedAvg's 2 is too few)."""
+    """A preset's ``min_train_nodes`` defaults to what its rule needs (FedAvg's 2 is too few).
+
+    Its rounds then wait for that many nodes too: a phase waits for its own minimum when
+    ``min_available_nodes`` is lower.
+    """
     options.setdefault("min_train_nodes", needed)
-    options.setdefault("min_available_nodes", options["min_train_nodes"])
