@@ -41,7 +41,7 @@ class Strategy(ABC):
     send, receive (streamed), set aside bad replies, aggregate, evaluate, report. What a
     strategy keeps from round to round (server moments, control variates) is a value,
     optax style: ``init_state(arrays)`` makes it, ``configure_train`` reads it and
-    ``aggregate_train`` returns the next one; the strategy object itself never changes.
+    ``aggregate_train`` returns the next one; the object carries nothing from round to round.
     """
 
     min_train_nodes: int = 1
