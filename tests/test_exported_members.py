@@ -43,3 +43,20 @@ def test_all_is_sorted_and_complete(name):
     assert not missing, f"{name} defines public names missing from __all__: {sorted(missing)}"
     for attr in exported:
         assert hasattr(module, attr), f"{name}.__all__ names {attr!r}, which it lacks"
+
+
+PLUMBING = [
+    "take_resume_point",
+    "still_offered",
+    "resuming",
+    "observing",
+    "report_round_start",
+    "report_strategy_state",
+]
+"""How a runner once passed a run to ``Strategy.start`` (context variables): not an API."""
+
+
+@pytest.mark.parametrize("name", PACKAGES)
+def test_no_package_exports_the_run_plumbing(name):
+    exported = set(importlib.import_module(name).__all__)
+    assert not exported & set(PLUMBING), f"{name} exports {sorted(exported & set(PLUMBING))}"

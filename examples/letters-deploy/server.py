@@ -40,15 +40,19 @@ class SavingFedAvg(FedAvg):
         self.models_dir = models_dir
 
     def aggregate_train(
-        self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord]:
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        replies: Iterable[Message],
+        state: ArrayRecord,
+    ) -> tuple[ArrayRecord | None, MetricRecord, ArrayRecord]:
         """Average the clients' models as FedAvg does, then save the result."""
-        new_arrays, metrics = super().aggregate_train(server_round, arrays, replies)
+        new_arrays, metrics, state = super().aggregate_train(server_round, arrays, replies, state)
         if new_arrays is not None:
             path = self.models_dir / f"round-{server_round}.npz"
             save_arrays(new_arrays, path)
             log.info("round %d: saved the global model to %s", server_round, path)
-        return new_arrays, metrics
+        return new_arrays, metrics, state
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Average the clients' scores (weighted by their images) and log the accuracy."""

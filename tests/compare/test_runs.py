@@ -160,7 +160,7 @@ def test_a_server_app_that_reports_no_models_is_told_how_to(blobs):
     def main(grid, context):
         return Result(load_initial(blobs))
 
-    with pytest.raises(AppError, match="report_arrays"):
+    with pytest.raises(AppError, match=r"grid\.observer\.on_arrays"):
         _compare(blobs, server_app=silent)
 
 

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, FedAvg
-from pollinate.server import RunObserver, observing
+from pollinate import ArrayRecord, Context, FedAvg, RecordDict, ServerApp
+from pollinate.server import RunObserver, run_server_app
 
 MODEL = ArrayRecord({"w": np.zeros((128, 128))})  # 128 KB: 32 chunks of 4 KiB
 
@@ -44,9 +44,14 @@ def test_a_run_survives_killed_paused_and_slow_nodes(link, start_nodes, node_pro
         }
     )
     strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=2, min_available_nodes=2)
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context):
+        return strategy.start(grid, MODEL, num_rounds=5, timeout=2.0)
+
     began = time.monotonic()
-    with observing([saboteur]):
-        result = strategy.start(grid, MODEL, num_rounds=5, timeout=2.0)
+    result = run_server_app(app, grid, Context(9, 0, {}, {}, RecordDict()), observers=[saboteur])
     assert time.monotonic() - began < 60
     rounds = {r.server_round: r.train for r in result.rounds if r.server_round > 0}
     assert sorted(rounds) == [1, 2, 3, 4, 5]

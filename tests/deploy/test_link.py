@@ -95,7 +95,7 @@ def test_with_too_few_nodes_left_the_round_fails_with_reasons(link, start_nodes)
     start_nodes(1)
     grid = link.grid(run_id=1, run_config={})
     grid.wait_for_nodes(1, timeout=10)
-    with pytest.raises(RoundError, match=r"min_available_nodes=2 but only 1 nodes"):
+    with pytest.raises(RoundError, match=r"min_available_nodes=2 connected nodes, but only 1 of"):
         FedAvg(min_available_nodes=2, wait_for_nodes_s=0.5).start(grid, MODEL, num_rounds=1)
 
 

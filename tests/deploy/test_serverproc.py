@@ -19,7 +19,7 @@ from pollinate.errors import ConfigError
 from pollinate.loader import load_object
 from pollinate.message import Message
 from pollinate.records import ArrayRecord, ConfigRecord, RecordDict
-from pollinate.server import ServerApp, load_arrays
+from pollinate.server import RunObserver, ServerApp, load_arrays
 
 from .processes import free_port
 from .submitted import start_bare_nodes, write_app
@@ -250,6 +250,12 @@ def test_a_round_s_model_crosses_to_the_link_only_when_an_observer_there_keeps_i
     assert serverproc._wanted([lines]) == ["round"]
     everything = ["round_start", "round", "arrays", "strategy_state"]
     assert serverproc._wanted([lines, StoreRecorder(store, 1)]) == everything
+
+    class Resumes(RunObserver):
+        def on_resume(self, last_round):
+            pass
+
+    assert serverproc._wanted([Resumes()]) == ["resume"]
     assert serverproc._wanted([object()]) == []
     store.close()
 

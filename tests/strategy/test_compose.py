@@ -1,5 +1,7 @@
 """chain(): filters, one aggregator and server optimizers compose without new classes."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -45,35 +47,39 @@ class _First(Aggregator):
 
 
 class _Halfway(ServerOptimizer):
-    def __init__(self):
-        self.steps = 0
+    """Steps halfway to the aggregate; its state counts the steps."""
 
-    def step(self, current, aggregate):
-        self.steps += 1
-        return ArrayRecord({k: (current[k].numpy() + aggregate[k].numpy()) / 2 for k in current})
+    def init(self, arrays):
+        return ArrayRecord({"steps": np.array(0)})
 
-    def reset(self):
-        self.steps = 0
+    def update(self, current, aggregate, state):
+        halfway = {k: (current[k].numpy() + aggregate[k].numpy()) / 2 for k in current}
+        return ArrayRecord(halfway), ArrayRecord({"steps": state["steps"].numpy() + 1})
+
+
+def aggregate(aggregation, updates, current=CURRENT):
+    """One round of ``aggregation`` from its starting state: the new model only."""
+    model, _ = aggregation.update(updates, current, aggregation.init(current))
+    return model
 
 
 def test_the_default_chain_is_fedavgs_weighted_average_and_streams():
     aggregation = chain()
     assert aggregation.streaming and aggregation.is_default
     assert repr(aggregation) == "chain(weighted_average())"
-    mean = aggregation(iter([_update(1, 1.0, 1.0), _update(2, 4.0, 2.0)]), CURRENT)
+    mean = aggregate(aggregation, iter([_update(1, 1.0, 1.0), _update(2, 4.0, 2.0)]))
     np.testing.assert_allclose(mean["w"].numpy(), np.full(3, 3.0))
 
 
 def test_filters_run_in_order_before_the_aggregator_and_optimizers_after_it():
     updates = [_update(1, -5.0), _update(2, 2.0), _update(3, 6.0)]
-    optimizer = _Halfway()
-    aggregation = chain(_DropNegative(), _KeepLargest(), _First(), optimizer)
+    aggregation = chain(_DropNegative(), _KeepLargest(), _First(), _Halfway())
     assert not aggregation.streaming  # _KeepLargest needs the whole round
-    result = aggregation(updates, CURRENT)
+    state = aggregation.init(CURRENT)
+    assert list(state) == ["0:steps"]
+    result, after = aggregation.update(updates, CURRENT, state)
     np.testing.assert_allclose(result["w"].numpy(), np.full(3, 3.0))  # (0 + 6) / 2
-    assert optimizer.steps == 1
-    aggregation.reset()
-    assert optimizer.steps == 0
+    assert after["0:steps"].numpy() == 1 and state["0:steps"].numpy() == 0
 
 
 def test_a_streaming_chain_never_holds_the_round():
@@ -86,13 +92,16 @@ def test_a_streaming_chain_never_holds_the_round():
 
     aggregation = chain(_DropNegative())
     assert aggregation.streaming
-    mean = aggregation(updates(), CURRENT)
+    mean = aggregate(aggregation, updates())
     np.testing.assert_allclose(mean["w"].numpy(), np.full(3, 2.0))
     assert seen == [1.0, 2.0, -1.0, 3.0]
 
 
 def test_a_round_whose_updates_are_all_filtered_out_keeps_no_aggregate():
-    assert chain(_DropNegative())([_update(1, -1.0)], CURRENT) is None
+    aggregation = chain(_DropNegative(), _Halfway())
+    state = aggregation.init(CURRENT)
+    model, after = aggregation.update([_update(1, -1.0)], CURRENT, state)
+    assert model is None and after is state  # no step: the state stays as it was
 
 
 @pytest.mark.parametrize(
@@ -111,9 +120,9 @@ def test_a_chain_in_the_wrong_order_is_refused_with_the_rule(pieces, message):
 
 def test_pieces_check_the_rounds_they_will_get_before_the_first_round():
     class _NeedsFive(UpdateFilter):
-        def check(self, min_nodes):
-            if min_nodes < 5:
-                raise ConfigError(f"needs 5 updates a round, min_train_nodes={min_nodes}")
+        def check(self, min_train_nodes):
+            if min_train_nodes < 5:
+                raise ConfigError(f"needs 5 updates a round, min_train_nodes={min_train_nodes}")
 
     with pytest.raises(ConfigError, match="min_train_nodes=2"):
         FedAvg(aggregation=chain(_NeedsFive()))
@@ -132,7 +141,7 @@ def test_pieces_check_the_rounds_they_will_get_before_the_first_round():
 )
 def test_the_streamed_weighted_average_equals_the_batch_formula(pairs):
     updates = [_update(i, value, weight) for i, (value, weight) in enumerate(pairs)]
-    mean = chain()(iter(updates), CURRENT)
+    mean = aggregate(chain(), iter(updates))
     values = np.array([v for v, _ in pairs], np.float64)
     weights = np.array([w for _, w in pairs], np.float64)
     expected = np.float32((values * weights).sum() / weights.sum())
@@ -143,3 +152,19 @@ def test_fedavg_with_the_default_chain_reports_its_plain_repr_and_a_custom_one_s
     assert "aggregation" not in repr(FedAvg())
     assert "aggregation=chain(_" not in repr(FedAvg(aggregation=chain(_First())))
     assert "aggregation=chain(" in repr(FedAvg(aggregation=chain(_First())))
+
+
+def test_the_custom_pieces_docs_strategies_md_shows_run_and_keep_their_state(
+    make_grid, global_arrays, good_reply
+):
+    text = (Path(__file__).parents[2] / "docs" / "strategies.md").read_text()
+    section = text.split("### Writing your own pieces")[1].split("\n## ")[0]
+    namespace = {}
+    for block in section.split("```python\n")[1:]:
+        exec(block.split("```")[0], namespace)
+    assert isinstance(namespace["strategy"], FedAvg)
+    pieces = chain(namespace["CapWeight"](1000), namespace["Lookahead"](0.5))
+    strategy = FedAvg(aggregation=pieces, fraction_evaluate=0.0)
+    result = strategy.start(make_grid(good_reply), global_arrays, num_rounds=2)
+    assert result.strategy_state["0:steps"].numpy() == 2
+    np.testing.assert_allclose(result.arrays["w"].numpy(), 0.75)  # 0 -> 0.5 -> 0.75 toward 1

@@ -3,6 +3,7 @@ import pytest
 
 from pollinate import ArrayRecord, FedAvg, MetricRecord, RecordDict, frameworks
 from pollinate.errors import ConfigError, RoundError
+from pollinate.server import Grid
 
 
 def test_fedavg_weights_models_by_num_examples(make_grid, global_arrays, good_reply):
@@ -45,7 +46,8 @@ def test_min_train_nodes_raises_the_sample_size(make_grid, good_reply):
 
 def test_too_few_simulated_nodes_is_a_clear_error_at_once(make_grid, global_arrays, good_reply):
     strategy = FedAvg(min_available_nodes=5)  # would wait 60 s for nodes that cannot come
-    with pytest.raises(RoundError, match="min_available_nodes=5 but the simulation has 3 nodes"):
+    message = r"needs min_available_nodes=5 connected nodes, but the simulation has 3 nodes"
+    with pytest.raises(RoundError, match=message):
         strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
 
 
@@ -53,7 +55,8 @@ def test_min_train_nodes_above_the_federation_is_a_clear_error(
     make_grid, global_arrays, good_reply
 ):
     strategy = FedAvg(min_train_nodes=4, min_available_nodes=1)
-    with pytest.raises(RoundError, match="min_train_nodes=4 nodes but only 3 are available"):
+    message = r"needs min_train_nodes=4 connected nodes, but the simulation has 3 nodes"
+    with pytest.raises(RoundError, match=message):
         strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
 
 
@@ -162,3 +165,39 @@ def test_evaluate_fn_returning_a_tuple_is_a_clear_error(make_grid, global_arrays
 def test_num_rounds_must_be_positive(make_grid, global_arrays, good_reply):
     with pytest.raises(RoundError, match="num_rounds must be at least 1"):
         FedAvg().start(make_grid(good_reply), global_arrays, num_rounds=0)
+
+
+class _ConnectingGrid(Grid):
+    """Nodes 1..10 connect over time: a wait for ``count`` nodes sees exactly ``count``."""
+
+    def __init__(self):
+        self.waited_for = []
+
+    run_id = 1
+
+    def node_ids(self):
+        return list(range(1, 11))
+
+    def wait_for_nodes(self, count, timeout):
+        self.waited_for.append(count)
+        return list(range(1, count + 1))
+
+    def send(self, messages):
+        raise NotImplementedError
+
+    def receive(self, message_ids, timeout=None):
+        raise NotImplementedError
+
+
+@pytest.mark.parametrize(
+    ("options", "phase", "waits_for"),
+    [
+        ({"min_train_nodes": 5, "min_available_nodes": 2}, 0, 5),
+        ({"min_evaluate_nodes": 4, "min_available_nodes": 2}, 1, 4),
+        ({"min_train_nodes": 2, "min_available_nodes": 6}, 0, 6),
+    ],
+)
+def test_a_phase_waits_for_as_many_nodes_as_it_needs(options, phase, waits_for):
+    grid = _ConnectingGrid()
+    picked = FedAvg(**options).sample_nodes(grid, 1, phase)
+    assert grid.waited_for == [waits_for] and len(picked) >= min(waits_for, 5)

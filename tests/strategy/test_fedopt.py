@@ -32,12 +32,19 @@ def record(value):
 
 
 def run(optimizer, current=CURRENT, aggregates=AGGREGATES):
-    """The models after each step, each step starting from the last one's model."""
-    models = []
+    """The models after each step, each step starting from the last one's model and state."""
+    models, state = [], optimizer.init(record(current))
     for aggregate in aggregates:
-        current = optimizer.step(record(current), record(aggregate))["w"].numpy()
+        out, state = optimizer.update(record(current), record(aggregate), state)
+        current = out["w"].numpy()
         models.append(current)
     return models
+
+
+def step(optimizer, current, aggregate):
+    """One step from the optimizer's starting state: the new model."""
+    out, _ = optimizer.update(current, aggregate, optimizer.init(current))
+    return out
 
 
 def momentum_closed_form(lr, momentum, nesterov):
@@ -75,7 +82,8 @@ def yogi_v(v, squared, beta_2):
 
 @pytest.mark.parametrize("nesterov", [False, True])
 def test_server_momentum_matches_its_closed_form_over_two_steps(nesterov):
-    got = run(server_momentum(lr=0.7, momentum=0.6, nesterov=nesterov))
+    optimizer = server_momentum(server_learning_rate=0.7, server_momentum=0.6, nesterov=nesterov)
+    got = run(optimizer)
     for step, expected in zip(got, momentum_closed_form(0.7, 0.6, nesterov), strict=True):
         np.testing.assert_allclose(step, expected, rtol=1e-12, atol=1e-15)
 
@@ -83,12 +91,12 @@ def test_server_momentum_matches_its_closed_form_over_two_steps(nesterov):
 @pytest.mark.parametrize(
     ("optimizer", "second_moment", "params"),
     [
-        (server_adagrad, adagrad_v, {"lr": 0.1, "tau": 1e-9}),
-        (server_adagrad, adagrad_v, {"lr": 0.3, "beta_1": 0.5, "tau": 0.01}),
-        (server_adam, adam_v, {"lr": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-9}),
-        (server_adam, adam_v, {"lr": 0.5, "beta_1": 0.3, "beta_2": 0.7, "tau": 0.1}),
-        (server_yogi, yogi_v, {"lr": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
-        (server_yogi, yogi_v, {"lr": 0.5, "beta_1": 0.3, "beta_2": 0.7, "tau": 2.0}),
+        (server_adagrad, adagrad_v, {"eta": 0.1, "tau": 1e-9}),
+        (server_adagrad, adagrad_v, {"eta": 0.3, "beta_1": 0.5, "tau": 0.01}),
+        (server_adam, adam_v, {"eta": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-9}),
+        (server_adam, adam_v, {"eta": 0.5, "beta_1": 0.3, "beta_2": 0.7, "tau": 0.1}),
+        (server_yogi, yogi_v, {"eta": 0.01, "beta_1": 0.9, "beta_2": 0.99, "tau": 1e-3}),
+        (server_yogi, yogi_v, {"eta": 0.5, "beta_1": 0.3, "beta_2": 0.7, "tau": 2.0}),
     ],
 )
 def test_adaptive_optimizers_match_their_closed_form_over_two_steps(
@@ -96,7 +104,7 @@ def test_adaptive_optimizers_match_their_closed_form_over_two_steps(
 ):
     expected = adaptive_closed_form(
         second_moment,
-        params["lr"],
+        params["eta"],
         params.get("beta_1", 0.0),
         params.get("beta_2", 0.0),
         params["tau"],
@@ -107,14 +115,14 @@ def test_adaptive_optimizers_match_their_closed_form_over_two_steps(
 
 def test_yogi_second_moment_moves_both_ways():
     # tau=2: v starts at 4, above the small deltas' squares (sign +) and below 3**2 (sign -).
-    optimizer = server_yogi(lr=1.0, beta_1=0.0, beta_2=0.5, tau=2.0)
-    out = optimizer.step(record([0.0, 0.0]), record([1.0, 3.0]))["w"].numpy()
+    optimizer = server_yogi(eta=1.0, beta_1=0.0, beta_2=0.5, tau=2.0)
+    out = step(optimizer, record([0.0, 0.0]), record([1.0, 3.0]))["w"].numpy()
     v = np.array([4 - 0.5 * 1, 4 + 0.5 * 9])
     np.testing.assert_allclose(out, np.array([1.0, 3.0]) / (np.sqrt(v) + 2.0), rtol=1e-12)
 
 
 def test_adagrad_first_step_from_zero_state_is_lr_times_the_sign():
-    out = run(server_adagrad(lr=0.1, tau=1e-12), aggregates=AGGREGATES[:1])[0]
+    out = run(server_adagrad(eta=0.1, tau=1e-12), aggregates=AGGREGATES[:1])[0]
     delta = AGGREGATES[0] - CURRENT
     np.testing.assert_allclose(out, CURRENT + 0.1 * np.sign(delta), atol=1e-9)
 
@@ -136,10 +144,13 @@ def updates(values, weights):
 def test_momentum_zero_and_lr_one_is_plain_fedavg_exactly(values, weights, dtype, nesterov):
     current = ArrayRecord({"w": np.linspace(-5, 5, 4).astype(dtype)})
     round_updates = updates([row.astype(dtype) for row in values], weights)
-    fedavg = chain()(round_updates, current)
-    momentum = chain(server_momentum(lr=1.0, momentum=0.0, nesterov=nesterov))
+    fedavg, _ = chain().update(round_updates, current, ArrayRecord())
+    momentum = chain(
+        server_momentum(server_learning_rate=1.0, server_momentum=0.0, nesterov=nesterov)
+    )
+    state = momentum.init(current)
     for _ in range(2):  # the state (zero momentum) must not matter on later rounds either
-        got = momentum(round_updates, current)
+        got, state = momentum.update(round_updates, current, state)
         assert got["w"].dtype == dtype
         np.testing.assert_array_equal(got["w"].numpy(), fedavg["w"].numpy())
 
@@ -147,29 +158,49 @@ def test_momentum_zero_and_lr_one_is_plain_fedavg_exactly(values, weights, dtype
 def test_an_optimizer_composes_after_an_explicit_aggregator():
     round_updates = updates([[1.0, 2.0], [3.0, 6.0]], [1.0, 3.0])
     current = ArrayRecord({"w": np.zeros(2)})
-    explicit = chain(weighted_average(), server_adam(lr=0.1))(round_updates, current)
-    default = chain(server_adam(lr=0.1))(round_updates, current)
-    expected = server_adam(lr=0.1).step(current, ArrayRecord({"w": np.array([2.5, 5.0])}))
-    assert explicit == default == expected
+    explicit = chain(weighted_average(), server_adam(eta=0.1))
+    default = chain(server_adam(eta=0.1))
+    got = [c.update(round_updates, current, c.init(current)) for c in (explicit, default)]
+    expected = step(server_adam(eta=0.1), current, ArrayRecord({"w": np.array([2.5, 5.0])}))
+    assert got[0] == got[1] and got[0][0] == expected
 
 
-def test_state_is_kept_across_rounds_and_forgotten_on_reset():
-    optimizer = server_momentum(lr=1.0, momentum=0.5)
-    first = optimizer.step(record([0.0]), record([1.0]))["w"].numpy()
-    second = optimizer.step(record([0.0]), record([1.0]))["w"].numpy()
-    assert first[0] == 1.0 and second[0] == 1.5  # v = 0.5 * 1 + 1
-    optimizer.reset()
-    assert optimizer.step(record([0.0]), record([1.0]))["w"].numpy()[0] == 1.0
+def test_state_is_a_value_the_step_takes_and_gives_back():
+    optimizer = server_momentum(server_learning_rate=1.0, server_momentum=0.5)
+    state = optimizer.init(record([0.0]))
+    assert list(state) == ["0/w"] and state["0/w"].numpy()[0] == 0.0
+    first, after = optimizer.update(record([0.0]), record([1.0]), state)
+    second, _ = optimizer.update(record([0.0]), record([1.0]), after)
+    assert first["w"].numpy()[0] == 1.0 and second["w"].numpy()[0] == 1.5  # v = 0.5 * 1 + 1
+    assert after["0/w"].numpy()[0] == 1.0
 
 
-def test_chain_reset_resets_its_optimizers():
-    aggregation = chain(server_adam(lr=0.1))
+@pytest.mark.parametrize(
+    "optimizer",
+    [server_momentum(server_momentum=0.5), server_adagrad(), server_adam(), server_yogi()],
+    ids=repr,
+)
+def test_update_is_pure_the_same_state_gives_the_same_step_and_is_not_changed(optimizer):
+    current, aggregate = record(CURRENT), record(AGGREGATES[0])
+    state = optimizer.init(current)
+    before = {k: np.array(a.numpy()) for k, a in state.items()}
+    once = optimizer.update(current, aggregate, state)
+    twice = optimizer.update(current, aggregate, state)
+    assert once == twice  # the same model and the same next state, bit for bit
+    assert once[1] != state  # the next state moved...
+    for key, data in before.items():  # ...and the one given is as it was
+        np.testing.assert_array_equal(state[key].numpy(), data)
+
+
+def test_a_chain_threads_its_optimizers_states_and_starts_afresh_from_init():
+    aggregation = chain(server_adam(eta=0.1))
     round_updates = updates([[1.0]], [1.0])
     current = ArrayRecord({"w": np.zeros(1)})
-    first = aggregation(round_updates, current)
-    assert aggregation(round_updates, current) != first
-    aggregation.reset()
-    assert aggregation(round_updates, current) == first
+    state = aggregation.init(current)
+    assert list(state) == ["0:0/w", "0:1/w"]
+    first, after = aggregation.update(round_updates, current, state)
+    assert aggregation.update(round_updates, current, after)[0] != first
+    assert aggregation.update(round_updates, current, aggregation.init(current))[0] == first
 
 
 def test_float32_stays_float32_and_integer_arrays_take_the_aggregate():
@@ -187,7 +218,7 @@ def test_float32_stays_float32_and_integer_arrays_take_the_aggregate():
             "mask": np.array([False, True]),
         }
     )
-    out = server_adam(lr=0.1).step(current, aggregate)
+    out = step(server_adam(eta=0.1), current, aggregate)
     assert list(out) == ["w", "steps", "mask"]
     assert out["w"].dtype == np.float32
     np.testing.assert_allclose(out["w"].numpy(), 0.1 * 0.1 / (np.sqrt(0.01 + 1e-18) + 1e-9))
@@ -196,40 +227,55 @@ def test_float32_stays_float32_and_integer_arrays_take_the_aggregate():
 
 def test_a_model_whose_arrays_change_between_rounds_is_a_round_error():
     optimizer = server_adam()
-    optimizer.step(record([0.0, 0.0]), record([1.0, 1.0]))
+    _, state = optimizer.update(
+        record([0.0, 0.0]), record([1.0, 1.0]), optimizer.init(record([0.0, 0.0]))
+    )
     with pytest.raises(RoundError, match=r"changed from \{'w': \(2,\)\} to \{'w': \(3,\)\}"):
-        optimizer.step(record([0.0, 0.0, 0.0]), record([1.0, 1.0, 1.0]))
-    optimizer.reset()
-    optimizer.step(record([0.0, 0.0, 0.0]), record([1.0, 1.0, 1.0]))
+        optimizer.update(record([0.0, 0.0, 0.0]), record([1.0, 1.0, 1.0]), state)
+    step(optimizer, record([0.0, 0.0, 0.0]), record([1.0, 1.0, 1.0]))  # a new run: a new state
 
 
 def test_an_aggregate_unlike_the_model_is_a_round_error():
     current = ArrayRecord({"w": np.zeros(2), "b": np.zeros(1)})
     with pytest.raises(RoundError, match="do not match the current model's"):
-        server_yogi().step(current, ArrayRecord({"w": np.zeros(2)}))
+        step(server_yogi(), current, ArrayRecord({"w": np.zeros(2)}))
 
 
 def test_reprs_show_the_parameters():
-    assert repr(server_adam()) == "server_adam(lr=0.01, beta_1=0.9, beta_2=0.99, tau=1e-09)"
-    assert repr(server_momentum()) == "server_momentum(lr=1.0, momentum=0.9, nesterov=False)"
-    assert repr(server_adagrad()) == "server_adagrad(lr=0.1, beta_1=0.0, tau=1e-09)"
-    assert repr(server_yogi()) == "server_yogi(lr=0.01, beta_1=0.9, beta_2=0.99, tau=0.001)"
-    assert "server_yogi(lr=0.05" in repr(FedYogi(eta=0.05))
+    assert repr(server_adam()) == "server_adam(eta=0.01, beta_1=0.9, beta_2=0.99, tau=1e-09)"
+    assert repr(server_momentum()) == (
+        "server_momentum(server_learning_rate=1.0, server_momentum=0.9, nesterov=False)"
+    )
+    assert repr(server_adagrad()) == "server_adagrad(eta=0.1, beta_1=0.0, tau=1e-09)"
+    assert repr(server_yogi()) == "server_yogi(eta=0.01, beta_1=0.9, beta_2=0.99, tau=0.001)"
+    assert "server_yogi(eta=0.05" in repr(FedYogi(eta=0.05))
 
 
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: server_momentum(lr=0.0), r"server_momentum: lr must be positive .* got 0\.0"),
-        (lambda: server_momentum(lr=float("inf")), "lr must be positive and finite, got inf"),
-        (lambda: server_momentum(momentum=1.0), r"momentum must be in \[0, 1\), got 1\.0"),
-        (lambda: server_momentum(momentum=-0.1), r"momentum must be in \[0, 1\), got -0\.1"),
+        (
+            lambda: server_momentum(server_learning_rate=0.0),
+            r"server_momentum: server_learning_rate must be positive .* got 0\.0",
+        ),
+        (
+            lambda: server_momentum(server_learning_rate=float("inf")),
+            "server_learning_rate must be positive and finite, got inf",
+        ),
+        (
+            lambda: server_momentum(server_momentum=1.0),
+            r"server_momentum must be in \[0, 1\), got 1\.0",
+        ),
+        (
+            lambda: server_momentum(server_momentum=-0.1),
+            r"server_momentum must be in \[0, 1\), got -0\.1",
+        ),
         (lambda: server_adagrad(tau=0.0), "server_adagrad: tau must be positive"),
         (lambda: server_adagrad(beta_1=1.5), r"server_adagrad: beta_1 must be in \[0, 1\)"),
         (lambda: server_adam(beta_1=float("nan")), r"beta_1 must be in \[0, 1\), got nan"),
         (lambda: server_adam(beta_2=1.0), r"server_adam: beta_2 must be in \[0, 1\)"),
         (lambda: server_yogi(tau=-1e-3), "server_yogi: tau must be positive"),
-        (lambda: server_yogi(lr="0.1"), "server_yogi: lr must be a number, got '0.1'"),
+        (lambda: server_yogi(eta="0.1"), "server_yogi: eta must be a number, got '0.1'"),
         (lambda: FedAvgM(server_learning_rate=-1.0), "FedAvgM: server_learning_rate must be"),
         (lambda: FedAvgM(server_momentum=1.0), r"FedAvgM: server_momentum must be in \[0, 1\)"),
         (lambda: FedAdagrad(eta=0), "FedAdagrad: eta must be positive and finite, got 0"),
@@ -246,7 +292,7 @@ def test_presets_take_fedavgs_options():
     strategy = FedAdam(eta=0.1, min_train_nodes=3, fraction_evaluate=0.0)
     assert strategy.min_train_nodes == 3 and strategy.fraction_evaluate == 0.0
     assert repr(strategy.aggregation) == (
-        "chain(weighted_average(), server_adam(lr=0.1, beta_1=0.9, beta_2=0.99, tau=1e-09))"
+        "chain(weighted_average(), server_adam(eta=0.1, beta_1=0.9, beta_2=0.99, tau=1e-09))"
     )
 
 

@@ -23,7 +23,7 @@ def test_step_matches_a_hand_computed_reference():
     # w = [1,2] - [4,2]/14 = [5/7, 13/7]
     current = _global({"w": [1.0, 2.0]})
     updates = [_update(1, {"w": [0.0, 2.0]}, 2.0), _update(2, {"w": [1.0, 1.0]}, 1.0)]
-    result = qfedavg(q=1.0, lr=0.5).aggregate(updates, current)
+    result = qfedavg(q=1.0, qffl_learning_rate=0.5).aggregate(updates, current)
     np.testing.assert_allclose(result["w"].numpy(), [5 / 7, 13 / 7], rtol=1e-6)
     assert result["w"].dtype == np.float32
 
@@ -35,14 +35,16 @@ def test_the_norm_spans_the_whole_model():
         _update(1, {"a": [0.0], "b": [2.0]}, 2.0),
         _update(2, {"a": [1.0], "b": [1.0]}, 1.0),
     ]
-    result = qfedavg(q=1.0, lr=0.5).aggregate(updates, current)
+    result = qfedavg(q=1.0, qffl_learning_rate=0.5).aggregate(updates, current)
     np.testing.assert_allclose([result["a"].numpy()[0], result["b"].numpy()[0]], [5 / 7, 13 / 7])
 
 
 def test_fractional_q_uses_the_loss_powers():
     # q = 0.5, L = 1: node 1 alone: delta = [1], F = 4: Delta = 2, h = 0.5 * 4^-0.5 * 1 + 2
     current = _global({"w": [1.0]})
-    result = qfedavg(q=0.5, lr=1.0).aggregate([_update(1, {"w": [0.0]}, 4.0)], current)
+    result = qfedavg(q=0.5, qffl_learning_rate=1.0).aggregate(
+        [_update(1, {"w": [0.0]}, 4.0)], current
+    )
     np.testing.assert_allclose(result["w"].numpy(), [1 - 2 / 2.25], rtol=1e-6)
 
 
@@ -55,7 +57,7 @@ def test_q_zero_is_the_unweighted_mean_of_the_models():
     updates = [
         _update(i, m, loss) for i, (m, loss) in enumerate(zip(models, [0.1, 5.0, 0.0], strict=True))
     ]
-    result = qfedavg(q=0.0, lr=0.01).aggregate(updates, current)
+    result = qfedavg(q=0.0, qffl_learning_rate=0.01).aggregate(updates, current)
     for name in ("w", "b"):
         expected = np.mean([np.asarray(m[name], np.float32) for m in models], axis=0)
         np.testing.assert_allclose(result[name].numpy(), expected, rtol=1e-5, atol=1e-6)
@@ -64,8 +66,8 @@ def test_q_zero_is_the_unweighted_mean_of_the_models():
 def test_higher_q_pulls_toward_the_node_with_the_higher_loss():
     current = _global({"w": [0.0]})
     updates = [_update(1, {"w": [-1.0]}, 0.5), _update(2, {"w": [1.0]}, 2.0)]
-    low = qfedavg(q=0.0, lr=1.0).aggregate(updates, current)["w"].numpy()[0]
-    high = qfedavg(q=2.0, lr=1.0).aggregate(updates, current)["w"].numpy()[0]
+    low = qfedavg(q=0.0, qffl_learning_rate=1.0).aggregate(updates, current)["w"].numpy()[0]
+    high = qfedavg(q=2.0, qffl_learning_rate=1.0).aggregate(updates, current)["w"].numpy()[0]
     assert low == pytest.approx(0.0, abs=1e-7)
     # q = 2: Delta = 0.25 * 1 + 4 * -1, h = (2 * 0.5 * 1 + 0.25) + (2 * 2 * 1 + 4)
     assert high == pytest.approx(3.75 / 9.25, rel=1e-6)
@@ -74,11 +76,11 @@ def test_higher_q_pulls_toward_the_node_with_the_higher_loss():
 def test_a_missing_loss_is_a_round_error_naming_the_key():
     update = Update(7, _global({"w": [0.0]}), 1.0, MetricRecord({"num-examples": 3}))
     with pytest.raises(RoundError, match=r"'train-loss'.*node 7"):
-        qfedavg(q=0.2, lr=0.1).aggregate([update], _global({"w": [1.0]}))
+        qfedavg(q=0.2, qffl_learning_rate=0.1).aggregate([update], _global({"w": [1.0]}))
 
 
 def test_no_updates_gives_none():
-    assert qfedavg(q=0.2, lr=0.1).aggregate([], _global({"w": [1.0]})) is None
+    assert qfedavg(q=0.2, qffl_learning_rate=0.1).aggregate([], _global({"w": [1.0]})) is None
 
 
 @pytest.mark.parametrize(

@@ -45,6 +45,12 @@ def scalars(*values, dtype=np.float64):
 ZERO = record(w=np.zeros(1))
 
 
+def aggregate(aggregation, updates, current):
+    """The model a stateless chain makes of one round."""
+    model, _ = aggregation.update(updates, current, ArrayRecord())
+    return model
+
+
 def kept_values(kept):
     return [float(u.arrays["w"].numpy()[0]) for u in kept]
 
@@ -138,13 +144,13 @@ def test_multi_krum_keeps_n_minus_f_by_default_in_send_order():
 
 def test_multi_krum_breaks_a_score_tie_by_the_next_neighbours():
     # 0 and 2 tie at score 5; with a third neighbour: 0 -> 105, 2 -> 69
-    kept = multi_krum(1, m=2).filter(scalars(0, 1, 2, 10, -20), ZERO)
+    kept = multi_krum(1, num_nodes_to_keep=2).filter(scalars(0, 1, 2, 10, -20), ZERO)
     assert [u.node_id for u in kept] == [1, 2]
 
 
 def test_multi_krum_breaks_a_full_tie_by_send_order():
     # -1 and 1 are mirror images: equal at every neighbourhood, the earlier is kept
-    kept = multi_krum(1, m=2).filter(scalars(-10, -1, 0, 1, 10), ZERO)
+    kept = multi_krum(1, num_nodes_to_keep=2).filter(scalars(-10, -1, 0, 1, 10), ZERO)
     assert [u.node_id for u in kept] == [1, 2]
 
 
@@ -152,7 +158,9 @@ def test_multi_krum_then_the_weighted_average():
     rows = updates_of(
         *(np.array([v]) for v in (0.0, 1.0, 2.0, 10.0, -20.0)), weights=[1, 3, 1, 1, 1]
     )
-    out = chain(multi_krum(1, m=2))(rows, ZERO)  # keeps 1.0 (weight 3) and 2.0 (weight 1)
+    out = aggregate(
+        chain(multi_krum(1, num_nodes_to_keep=2)), rows, ZERO
+    )  # keeps 1.0 (weight 3) and 2.0 (weight 1)
     assert out["w"].numpy()[0] == pytest.approx(1.25)
 
 
@@ -226,12 +234,14 @@ def test_reprs():
         "norm_bound(max_norm=5.0)",
         "median()",
         "trimmed_mean(beta=0.1)",
-        "krum(f=2)",
-        "multi_krum(f=1)",
-        "bulyan(f=1)",
+        "krum(num_malicious_nodes=2)",
+        "multi_krum(num_malicious_nodes=1)",
+        "bulyan(num_malicious_nodes=1)",
     ]
-    assert repr(multi_krum(1, 3)) == "multi_krum(f=1, m=3)"
-    assert repr(chain(multi_krum(1))) == "chain(multi_krum(f=1), weighted_average())"
+    assert repr(multi_krum(1, 3)) == "multi_krum(num_malicious_nodes=1, num_nodes_to_keep=3)"
+    assert repr(chain(multi_krum(1))) == (
+        "chain(multi_krum(num_malicious_nodes=1), weighted_average())"
+    )
 
 
 # --- properties -------------------------------------------------------------------------
@@ -291,7 +301,7 @@ def test_median_and_trimmed_mean_stay_within_the_inputs(round_, beta):
 def test_krum_selection_ignores_the_reply_order(round_, f):
     rows, current, order = round_
     shuffled = [rows[i] for i in order]
-    for piece in (krum(f), multi_krum(f), multi_krum(f, m=1 + f % 2)):
+    for piece in (krum(f), multi_krum(f), multi_krum(f, num_nodes_to_keep=1 + f % 2)):
         if len(rows) < max(2 * f + 3, 1 + f % 2 + f):
             continue
         kept = {u.node_id for u in piece.filter(rows, current)}
@@ -328,7 +338,7 @@ def test_identical_updates_give_that_update(aggregation, n):
         "b": np.array([True, False]),
     }
     current = ArrayRecord(model)  # norm_bound: no delta from the current model
-    out = aggregation(updates_of(*[model] * n), current)
+    out = aggregate(aggregation, updates_of(*[model] * n), current)
     assert_same_record(out, current)
 
 
@@ -349,7 +359,7 @@ def test_norm_bound_output_is_within_the_bound(round_, max_norm):
         chain(median()),
         chain(trimmed_mean(0.2)),
         chain(krum(1)),
-        chain(multi_krum(1, m=3)),
+        chain(multi_krum(1, num_nodes_to_keep=3)),
         chain(bulyan(1)),
         chain(norm_bound(2.0)),
     ],
@@ -359,11 +369,11 @@ def test_several_layers_give_what_one_concatenated_layer_gives(aggregation):
     rng = np.random.default_rng(7)
     shapes = {"a": (2, 3), "b": (4,), "c": ()}
     models = [{k: rng.normal(size=s) for k, s in shapes.items()} for _ in range(9)]
-    layered = aggregation(
-        updates_of(*models), ArrayRecord({k: np.zeros(s) for k, s in shapes.items()})
+    layered = aggregate(
+        aggregation, updates_of(*models), ArrayRecord({k: np.zeros(s) for k, s in shapes.items()})
     )
     flat_models = [np.concatenate([np.ravel(m[k]) for k in shapes]) for m in models]
-    flat = aggregation(updates_of(*flat_models), record(w=np.zeros(11)))
+    flat = aggregate(aggregation, updates_of(*flat_models), record(w=np.zeros(11)))
     joined = np.concatenate([np.ravel(layered[k].numpy()) for k in shapes])
     np.testing.assert_allclose(joined, flat["w"].numpy(), rtol=1e-12)
 
@@ -377,10 +387,13 @@ def test_several_layers_give_what_one_concatenated_layer_gives(aggregation):
         (lambda: trimmed_mean(0.5), r"beta must be at least 0 and below 0.5 .*, got 0.5"),
         (lambda: trimmed_mean(-0.1), r"beta must be at least 0 and below 0.5"),
         (lambda: trimmed_mean(float("nan")), r"beta must be at least 0 and below 0.5"),
-        (lambda: krum(-1), r"krum: f \(num_malicious_nodes\) must be a whole number 0 or more"),
+        (lambda: krum(-1), r"krum: num_malicious_nodes must be a whole number 0 or more"),
         (lambda: krum(1.5), r"must be a whole number 0 or more, got 1.5"),
-        (lambda: bulyan(True), r"bulyan: f \(num_malicious_nodes\) must be a whole number"),
-        (lambda: multi_krum(1, m=0), r"m \(num_nodes_to_keep\) must be a whole number 1 or more"),
+        (lambda: bulyan(True), r"bulyan: num_malicious_nodes must be a whole number"),
+        (
+            lambda: multi_krum(1, num_nodes_to_keep=0),
+            r"num_nodes_to_keep must be a whole number 1 or more",
+        ),
         (lambda: norm_bound(0), r"max_norm must be positive and finite, got 0"),
         (lambda: norm_bound(float("inf")), r"max_norm must be positive and finite"),
         (lambda: norm_bound(-1.0), r"max_norm must be positive and finite"),
@@ -395,8 +408,9 @@ def test_bad_parameters_fail_when_built(make, message):
 
 def test_krum_with_too_few_train_nodes_fails_at_construction():
     message = (
-        r"krum\(f=2\) needs at least 2f \+ 3 = 7 updates a round, but min_train_nodes=6: "
-        r"raise min_train_nodes to 7 or lower f"
+        r"krum\(num_malicious_nodes=2\) needs at least 2f \+ 3 = 7 updates a round \(f: "
+        r"num_malicious_nodes\), but min_train_nodes=6: raise min_train_nodes to 7 or lower "
+        r"num_malicious_nodes"
     )
     with pytest.raises(ConfigError, match=message):
         Krum(num_malicious_nodes=2, min_train_nodes=6)
@@ -406,28 +420,49 @@ def test_krum_with_too_few_train_nodes_fails_at_construction():
 
 
 def test_robust_presets_wait_for_as_many_nodes_as_their_rule_needs_by_default():
-    assert (Krum().min_train_nodes, Krum().min_available_nodes) == (3, 3)
+    assert (Krum().min_train_nodes, Krum().min_available_nodes) == (3, 2)
     assert Krum(num_malicious_nodes=2).min_train_nodes == 7
     assert MultiKrum(num_malicious_nodes=1, num_nodes_to_keep=5).min_train_nodes == 6
     assert Bulyan(num_malicious_nodes=1).min_train_nodes == 7
-    assert Bulyan(num_malicious_nodes=1, min_train_nodes=9).min_available_nodes == 9
+    waits = []
+
+    class _Grid:
+        run_id = 1
+
+        def wait_for_nodes(self, count, timeout):
+            waits.append(count)
+            return list(range(1, count + 1))
+
+    Bulyan(num_malicious_nodes=1, min_train_nodes=9).sample_nodes(_Grid(), 1, 0)
+    assert waits == [9]  # a train round waits for min_train_nodes, above min_available_nodes
 
 
 def test_bulyan_and_multi_krum_check_their_round_size():
-    with pytest.raises(ConfigError, match=r"bulyan\(f=1\) needs at least 4f \+ 3 = 7 updates"):
+    with pytest.raises(
+        ConfigError, match=r"bulyan\(num_malicious_nodes=1\) needs at least 4f \+ 3 = 7 updates"
+    ):
         Bulyan(num_malicious_nodes=1, min_train_nodes=6)
-    with pytest.raises(ConfigError, match=r"m \+ f = 6 updates .* min_train_nodes=5: .* lower m"):
+    with pytest.raises(
+        ConfigError, match=r"m \+ f = 6 updates .* min_train_nodes=5: .* lower num_nodes_to_keep"
+    ):
         MultiKrum(num_malicious_nodes=1, num_nodes_to_keep=5, min_train_nodes=5)
     MultiKrum(num_malicious_nodes=1, num_nodes_to_keep=4, min_train_nodes=5)
     Bulyan(num_malicious_nodes=1, min_train_nodes=7)
 
 
 def test_a_round_with_too_few_updates_is_a_round_error():
-    with pytest.raises(RoundError, match=r"krum\(f=1\) needs at least 5 valid updates .* got 4"):
+    with pytest.raises(
+        RoundError, match=r"krum\(num_malicious_nodes=1\) needs at least 5 valid updates .* got 4"
+    ):
         krum(1).filter(scalars(1, 2, 3, 4), ZERO)
-    with pytest.raises(RoundError, match=r"multi_krum\(f=1, m=5\) needs at least 6 valid"):
-        multi_krum(1, m=5).filter(scalars(1, 2, 3, 4, 5), ZERO)
-    with pytest.raises(RoundError, match=r"bulyan\(f=1\) needs at least 7 valid updates .* got 6"):
+    with pytest.raises(
+        RoundError,
+        match=r"multi_krum\(num_malicious_nodes=1, num_nodes_to_keep=5\) needs at least 6 valid",
+    ):
+        multi_krum(1, num_nodes_to_keep=5).filter(scalars(1, 2, 3, 4, 5), ZERO)
+    with pytest.raises(
+        RoundError, match=r"bulyan\(num_malicious_nodes=1\) needs at least 7 valid updates .* got 6"
+    ):
         bulyan(1).aggregate(scalars(1, 2, 3, 4, 5, 6), ZERO)
 
 
@@ -439,10 +474,13 @@ def test_order_statistics_of_no_updates_are_none():
 def test_presets_are_fedavg_with_their_chain():
     assert repr(FedMedian().aggregation) == "chain(median())"
     assert repr(FedTrimmedAvg().aggregation) == "chain(trimmed_mean(beta=0.2))"
-    assert "aggregation=chain(krum(f=1)" in repr(Krum(num_malicious_nodes=1, min_train_nodes=5))
+    assert "aggregation=chain(krum(num_malicious_nodes=1)" in repr(
+        Krum(num_malicious_nodes=1, min_train_nodes=5)
+    )
     strategy = MultiKrum(num_malicious_nodes=1, num_nodes_to_keep=2, min_train_nodes=5)
     assert repr(strategy.aggregation) == (
-        "chain(multi_krum(f=1, m=2), weighted_average(use_weights=False))"
+        "chain(multi_krum(num_malicious_nodes=1, num_nodes_to_keep=2), "
+        "weighted_average(use_weights=False))"
     )
     assert strategy.min_train_nodes == 5 and strategy.num_malicious_nodes == 1
 
@@ -472,7 +510,7 @@ def test_multi_krum_averages_the_kept_models_without_the_weights_nodes_claim():
     values = [0.01 * i for i in range(6)] + [0.15, 0.15]
     weights = [1.0] * 6 + [1e6, 1e6]  # two attackers claim a huge weight
     rows = updates_of(*(np.array([v]) for v in values), weights=weights)
-    result = MultiKrum(num_malicious_nodes=2).aggregation(rows, ZERO)
+    result = aggregate(MultiKrum(num_malicious_nodes=2).aggregation, rows, ZERO)
     assert result["w"].numpy()[0] < 0.1  # their claimed weights did not pull the mean to 0.15
 
 
@@ -489,6 +527,6 @@ def test_a_clipping_filter_before_an_order_statistic_clips_each_update_as_it_com
             seen.append(i)
             yield row
 
-    result = chain(norm_bound(1.0), median())(stream(), ZERO)
+    result = aggregate(chain(norm_bound(1.0), median()), stream(), ZERO)
     assert seen == [0, 1, 2]
     assert np.abs(result["w"].numpy()).max() <= 1.0

@@ -32,8 +32,9 @@ def test_server_steps_the_model_and_the_control_variate(make_grid, global_arrays
     first, second = sampled[:2], sampled[2:]
     c1 = 10.0 * sum(first) / 3  # c + |S|/N * mean(delta_c) = sum(delta_c) / N
     assert controls == pytest.approx([0.0, 0.0, c1, c1])
-    np.testing.assert_allclose(strategy.control["w"].numpy(), c1 + 10.0 * sum(second) / 3)
-    assert strategy.control["w"].dtype == np.float64
+    control = result.strategy_state  # c is the strategy's state
+    np.testing.assert_allclose(control["w"].numpy(), c1 + 10.0 * sum(second) / 3)
+    assert control["w"].dtype == np.float64
     x1 = 0.5 * np.mean(first)  # x + lr * (mean(y) - x), unweighted
     np.testing.assert_allclose(result.arrays["w"].numpy(), x1 + 0.5 * (np.mean(second) - x1))
     assert result.arrays["w"].dtype == np.float32
@@ -165,11 +166,12 @@ def test_three_rounds_end_to_end(make_grid):
     strategy = Scaffold(fraction_evaluate=0.0)
     result = strategy.start(grid, initial, num_rounds=3)
     assert [r.train.num_ok for r in result.rounds] == [3, 3, 3]
-    assert np.abs(strategy.control["weight"].numpy()).sum() > 0
+    control = result.strategy_state
+    assert np.abs(control["weight"].numpy()).sum() > 0
     # Every node trains every round, so c stays the mean of the nodes' c_i.
     for name in ("weight", "bias"):
         local = [grid.node_state(n)["scaffold.c-i"][name].numpy() for n in (1, 2, 3)]
-        np.testing.assert_allclose(strategy.control[name].numpy(), np.mean(local, axis=0))
+        np.testing.assert_allclose(control[name].numpy(), np.mean(local, axis=0))
 
 
 def test_strategies_with_their_own_rule_refuse_a_chain_instead_of_ignoring_it():
@@ -179,12 +181,9 @@ def test_strategies_with_their_own_rule_refuse_a_chain_instead_of_ignoring_it():
         Scaffold(aggregation=chain(median()))
     with pytest.raises(ConfigError, match="FedXgbBagging aggregates in its own way"):
         FedXgbBagging(aggregation=chain(median()))
-    assert Scaffold().stateful
 
 
-def test_the_control_variate_is_the_state_a_resumed_run_gets_back():
-    strategy = Scaffold()
-    assert strategy.state() is None  # before the first round
-    control = ArrayRecord({"w": np.array([0.5, -1.0])})
-    strategy.restore_state(control)
-    np.testing.assert_array_equal(strategy.state()["w"].numpy(), [0.5, -1.0])
+def test_the_control_variate_is_the_state_and_starts_at_zero_in_float64():
+    state = Scaffold().init_state(ArrayRecord({"w": np.ones(2, np.float32)}))
+    assert list(state) == ["w"] and state["w"].dtype == np.float64
+    np.testing.assert_array_equal(state["w"].numpy(), [0.0, 0.0])

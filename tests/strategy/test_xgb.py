@@ -46,7 +46,8 @@ def _reply(record, node_id=1):
 def _aggregate(strategy, global_record, records):
     replies = [_reply(r, i) for i, r in enumerate(records, 1)]
     kept = (r for r in replies if strategy.check_train_reply(r, global_record) is None)
-    arrays, _ = strategy.aggregate_train(1, global_record, kept)
+    arrays, _, state = strategy.aggregate_train(1, global_record, kept, ArrayRecord())
+    assert not state  # bagging keeps nothing between rounds
     return arrays
 
 

@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from ..records import ArrayRecord
-from ..server import PhaseResult, Result, RoundRecord
+from ..server import PhaseResult, Result, RoundRecord, RunObserver
 
 __all__ = [
     "LineView",
@@ -46,7 +46,7 @@ _PREFERRED = ("server.accuracy", "server.loss", "evaluate.accuracy", "evaluate.l
 _HIDDEN = ("num-examples",)
 
 
-class ProgressView(Protocol):
+class ProgressView(RunObserver, Protocol):
     """A RunObserver that also shows what happens before round 1, and is closed at the end."""
 
     def status(self, text: str) -> None:
@@ -113,7 +113,7 @@ def _phase_cell(phase: PhaseResult | None, compact: bool = False) -> str:
     return f"{phase.num_ok} ok {phase.num_failed} failed"
 
 
-class LineView:
+class LineView(RunObserver):
     """One plain line per round, for logs and pipes."""
 
     def __init__(self, write: Callable[[str], None]) -> None:
@@ -149,7 +149,7 @@ class LineView:
         """Nothing to stop."""
 
 
-class TableView:
+class TableView(RunObserver):
     """A table row per finished round, under a progress bar for the round in flight.
 
     The columns are chosen once the first federated round is in (round 0, the initial

@@ -162,7 +162,7 @@ class _FederatedWatch(RunObserver):
             raise AppError(
                 "pollinate compare needs the ServerApp to report its initial model and each "
                 "round's model: run the rounds with strategy.start(...), or call "
-                "pollinate.server.report_arrays(server_round, arrays) from your own loop "
+                "grid.observer.on_arrays(server_round, arrays) from your own loop "
                 "(round 0 for the initial model)"
             )
         arrays, predictions = self.final

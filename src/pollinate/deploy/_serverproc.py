@@ -406,8 +406,10 @@ class ServerProcess:
         """Tell the link's observers what the ServerApp's observer heard, then answer it."""
         try:
             name = header["name"]
-            if name == "round_start":
-                args: tuple[Any, ...] = (int(header["round"]), int(header["of"]))
+            if name == "resume":
+                args: tuple[Any, ...] = (int(header["round"]),)
+            elif name == "round_start":
+                args = (int(header["round"]), int(header["of"]))
             elif name == "round":
                 args = (RoundRecord.from_json(header["record"]),)
             elif name in ("arrays", "strategy_state"):
@@ -426,7 +428,7 @@ class ServerProcess:
         self._send({"ok": None})
 
 
-_EVENTS = ("round_start", "round", "arrays", "strategy_state")
+_EVENTS = ("resume", "round_start", "round", "arrays", "strategy_state")
 
 
 def _wanted(observers: Sequence[RunObserver]) -> list[str]:
@@ -562,6 +564,11 @@ class _Relay(RunObserver):
         self.parent = parent
         self.wanted = frozenset(wanted)
         self.result: Result | None = None
+
+    def on_resume(self, last_round: int) -> None:
+        """The run carries on after ``last_round``."""
+        if "resume" in self.wanted:
+            self.parent.call({"op": "event", "name": "resume", "round": last_round})
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
         """A round begins."""

@@ -13,16 +13,7 @@ from ._history import save_arrays as save_arrays
 from ._observer import FileRecorder as FileRecorder
 from ._observer import LogReporter as LogReporter
 from ._observer import RunObserver as RunObserver
-from ._observer import observing as observing
-from ._observer import report_arrays as report_arrays
-from ._observer import report_result as report_result
-from ._observer import report_round as report_round
-from ._observer import report_round_start as report_round_start
-from ._observer import report_strategy_state as report_strategy_state
 from ._resume import ResumePoint as ResumePoint
-from ._resume import resuming as resuming
-from ._resume import still_offered as still_offered
-from ._resume import take_resume_point as take_resume_point
 from ._runner import run_server_app as run_server_app
 
 __all__ = [
@@ -39,15 +30,6 @@ __all__ = [
     "ServerMain",
     "check_reply",
     "load_arrays",
-    "observing",
-    "report_arrays",
-    "report_result",
-    "report_round",
-    "report_round_start",
-    "report_strategy_state",
-    "resuming",
     "run_server_app",
     "save_arrays",
-    "still_offered",
-    "take_resume_point",
 ]

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from ..errors import RoundError
 from ..message import ErrorCode, Message
+from ._observer import Observers, RunObserver
+from ._resume import ResumePoint
 
 __all__ = ["Grid", "check_reply"]
 
@@ -18,7 +20,21 @@ class Grid(ABC):
     The contract every transport keeps: each message sent gets exactly one reply from
     ``receive``, the node's own or an error reply (timeout, node unavailable), and replies
     come in the order they arrive.
+
+    A grid also carries what the run around it gives a round loop: ``observer`` (who hears
+    of each round) and ``resume_point`` (where an interrupted run carries on).
+    ``run_server_app`` sets both; a bare transport reports to nobody and starts afresh.
     """
+
+    @property
+    def observer(self) -> RunObserver:
+        """Who hears of the run's progress (the runner's observers, as one)."""
+        return _NOBODY
+
+    @property
+    def resume_point(self) -> ResumePoint | None:
+        """Where an interrupted run carries on, until a round loop has (None: afresh)."""
+        return None
 
     @property
     @abstractmethod
@@ -52,8 +68,8 @@ class Grid(ABC):
                 return nodes
             if time.monotonic() >= deadline:
                 raise RoundError(
-                    f"needs min_available_nodes={count} but only {len(nodes)} nodes are "
-                    f"available after {timeout:g} s"
+                    f"only {len(nodes)} of the {count} nodes needed are connected after "
+                    f"{timeout:g} s"
                 )
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
@@ -62,6 +78,10 @@ class Grid(ABC):
     ) -> list[Message]:
         """Send messages and wait for all replies (or ``timeout`` seconds): arrival order."""
         return list(self.receive(self.send(messages), timeout))
+
+
+_NOBODY = Observers()
+"""The observer of a grid outside a run: it hears nothing."""
 
 
 def check_reply(sent: Message, reply: Message) -> Message:

@@ -109,6 +109,8 @@ class Result:
 
     arrays: ArrayRecord
     rounds: list[RoundRecord] = field(default_factory=list)
+    strategy_state: ArrayRecord = field(default_factory=ArrayRecord)
+    """What the strategy kept after the last round (empty if it keeps nothing)."""
 
     def metrics(self, phase: Phase) -> dict[int, dict[str, Any]]:
         """Metrics per round of one phase: ``"train"``, ``"evaluate"`` (nodes) or ``"server"``."""

@@ -1,16 +1,15 @@
 """Run observers: who hears about each round as it finishes (files, progress view, logs).
 
-The runner installs observers for the duration of a ServerApp; ``Strategy.start`` reports
-to them, and so can a hand-written round loop via ``report_round`` / ``report_result``.
+The runner hands a ServerApp a grid that carries the run's observers (``grid.observer``);
+``Strategy.start`` reports to it, and so can a hand-written round loop
+(``grid.observer.on_round(record)``).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,17 +18,7 @@ from ..records import ArrayRecord
 from ._history import Result, RoundRecord, jsonl_line, save_arrays, write_jsonl_line
 from ._resume import ResumePoint
 
-__all__ = [
-    "FileRecorder",
-    "LogReporter",
-    "RunObserver",
-    "observing",
-    "report_arrays",
-    "report_result",
-    "report_round",
-    "report_round_start",
-    "report_strategy_state",
-]
+__all__ = ["FileRecorder", "LogReporter", "Observers", "RunObserver"]
 
 log = logging.getLogger("pollinate.server")
 
@@ -37,8 +26,14 @@ log = logging.getLogger("pollinate.server")
 class RunObserver(Protocol):
     """Receives a run's progress; every method is optional to act on.
 
-    Subclass it to inherit no-op methods and override only the events you need.
+    Subclass it to inherit no-op methods and override only the events you need. A round
+    reports ``on_round_start``, ``on_round``, ``on_strategy_state`` (if the strategy keeps
+    state) and ``on_arrays``, in that order.
     """
+
+    def on_resume(self, last_round: int) -> None:
+        """The run carries on after ``last_round``: the rounds up to it were done before."""
+        return None
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:
         """A round begins."""
@@ -46,6 +41,14 @@ class RunObserver(Protocol):
 
     def on_round(self, record: RoundRecord) -> None:
         """A round finished."""
+        return None
+
+    def on_strategy_state(self, server_round: int, state: ArrayRecord) -> None:
+        """What the strategy keeps after ``server_round`` (optimizer moments, control variates).
+
+        It comes just before ``on_arrays`` of the same round, so a recorder (the link's
+        database) keeps both together and a resumed run carries on with it.
+        """
         return None
 
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
@@ -57,60 +60,44 @@ class RunObserver(Protocol):
         return None
 
 
-_observers: contextvars.ContextVar[tuple[RunObserver, ...]] = contextvars.ContextVar(
-    "pollinate_observers", default=()
-)
+class Observers(RunObserver):
+    """Several observers heard as one: each event goes to each of them, in order."""
+
+    def __init__(self, observers: Sequence[RunObserver] = ()) -> None:
+        self.observers = tuple(observers)
+
+    def on_resume(self, last_round: int) -> None:
+        """Tell each observer."""
+        for observer in self.observers:
+            observer.on_resume(last_round)
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        """Tell each observer."""
+        for observer in self.observers:
+            observer.on_round_start(server_round, num_rounds)
+
+    def on_round(self, record: RoundRecord) -> None:
+        """Tell each observer."""
+        for observer in self.observers:
+            observer.on_round(record)
+
+    def on_strategy_state(self, server_round: int, state: ArrayRecord) -> None:
+        """Tell each observer."""
+        for observer in self.observers:
+            observer.on_strategy_state(server_round, state)
+
+    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
+        """Tell each observer."""
+        for observer in self.observers:
+            observer.on_arrays(server_round, arrays)
+
+    def on_result(self, result: Result) -> None:
+        """Tell each observer."""
+        for observer in self.observers:
+            observer.on_result(result)
 
 
-@contextlib.contextmanager
-def observing(observers: Sequence[RunObserver]) -> Iterator[None]:
-    """Install ``observers`` for the code inside the ``with`` block."""
-    token = _observers.set(tuple(observers))
-    try:
-        yield
-    finally:
-        _observers.reset(token)
-
-
-def report_round_start(server_round: int, num_rounds: int) -> None:
-    """Tell the installed observers that a round begins."""
-    for observer in _observers.get():
-        observer.on_round_start(server_round, num_rounds)
-
-
-def report_round(record: RoundRecord) -> None:
-    """Tell the installed observers that a round finished."""
-    for observer in _observers.get():
-        observer.on_round(record)
-
-
-def report_arrays(server_round: int, arrays: ArrayRecord) -> None:
-    """Tell the installed observers the global model after a round."""
-    for observer in _observers.get():
-        observer.on_arrays(server_round, arrays)
-
-
-def report_strategy_state(server_round: int, state: ArrayRecord) -> None:
-    """Pass a stateful strategy's state after a round to observers that want it.
-
-    Observers with an ``on_strategy_state(server_round, state)`` method get what the
-    strategy keeps between rounds (optimizer moments, control variates). It comes just
-    before ``on_arrays`` of the same round, so a recorder (the link's database) keeps both
-    together and a resumed run carries on with it.
-    """
-    for observer in _observers.get():
-        hook = getattr(observer, "on_strategy_state", None)  # observers need not subclass
-        if hook is not None:
-            hook(server_round, state)
-
-
-def report_result(result: Result) -> None:
-    """Tell the installed observers the final result."""
-    for observer in _observers.get():
-        observer.on_result(result)
-
-
-class FileRecorder:
+class FileRecorder(RunObserver):
     """Writes a run's files as it goes, each durable (fsynced) before the next observer hears.
 
     ``metrics.jsonl`` gets a line as each round ends; ``checkpoints/round-NNNN.npz`` the
@@ -162,7 +149,7 @@ class FileRecorder:
         return self.checkpoints_dir / f"round-{server_round:04d}.npz"
 
 
-class LogReporter:
+class LogReporter(RunObserver):
     """Logs one line per round, for runs without a live view (scripts, files, CI)."""
 
     def on_round_start(self, server_round: int, num_rounds: int) -> None:

@@ -61,8 +61,8 @@ class SimulationGrid(Grid):
         """Every node, at once: virtual nodes never come or go, so there is nothing to wait for."""
         if count > self._num_nodes:
             raise RoundError(
-                f"needs min_available_nodes={count} but the simulation has {self._num_nodes} "
-                "nodes: raise num-nodes or lower min_available_nodes"
+                f"the simulation has {self._num_nodes} nodes and {count} are needed "
+                "(raise num-nodes)"
             )
         return self.node_ids()
 

@@ -1,8 +1,11 @@
 """Strategies: the round loop, FedAvg and its relatives, and the pieces they are made of.
 
-Named strategies are thin presets over composable pieces: ``FedAdam(eta=0.01)`` is
-``FedAvg(aggregation=chain(server_adam(lr=0.01)))``, and new combinations need no new
-class: ``FedAvg(aggregation=chain(norm_bound(5.0), trimmed_mean(0.1), server_adam(0.01)))``.
+Named strategies are thin presets over composable pieces, with the same parameter names:
+``FedAdam(eta=0.01)`` is ``FedAvg(aggregation=chain(server_adam(eta=0.01)))``, and new
+combinations need no new class:
+``FedAvg(aggregation=chain(norm_bound(5.0), trimmed_mean(0.1), server_adam(eta=0.01)))``.
+What a strategy keeps between rounds is a value (``init_state``, then each round's
+``aggregate_train`` returns the next), as are its server optimizers' states.
 """
 
 from ._aggregate import MetricsAggregationFn as MetricsAggregationFn

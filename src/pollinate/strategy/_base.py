@@ -19,14 +19,10 @@ from ..server import (
     Grid,
     PhaseResult,
     Result,
+    ResumePoint,
     RoundRecord,
+    RunObserver,
     ServerApp,
-    report_arrays,
-    report_result,
-    report_round,
-    report_round_start,
-    report_strategy_state,
-    take_resume_point,
 )
 from ._classic import initial_arrays_from_a_node
 from ._order import in_send_order
@@ -43,20 +39,45 @@ class Strategy(ABC):
     """Which nodes get what each round, and how their replies become the next model.
 
     Subclasses say how to configure and aggregate each phase; ``start`` runs the rounds:
-    send, receive (streamed), set aside bad replies, aggregate, evaluate, report.
+    send, receive (streamed), set aside bad replies, aggregate, evaluate, report. What a
+    strategy keeps from round to round (server moments, control variates) is a value,
+    optax style: ``init_state(arrays)`` makes it, ``configure_train`` reads it and
+    ``aggregate_train`` returns the next one; the object carries nothing from round to round.
     """
+
+    min_train_nodes: int = 1
+    """Fewest nodes a round trains on: with fewer valid train replies the run stops."""
+    min_evaluate_nodes: int = 1
+    """Fewest nodes a round evaluates on: with fewer valid evaluate replies the run stops."""
+
+    def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
+        """What the strategy keeps between rounds, before the first (empty: nothing)."""
+        return ArrayRecord()
 
     @abstractmethod
     def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        state: ArrayRecord,
     ) -> list[Message]:
-        """The train messages for this round."""
+        """The train messages for this round (``state``: what ``aggregate_train`` kept)."""
 
     @abstractmethod
     def aggregate_train(
-        self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord]:
-        """Fold valid train replies (send order, as they arrive) into the model after ``arrays``."""
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        replies: Iterable[Message],
+        state: ArrayRecord,
+    ) -> tuple[ArrayRecord | None, MetricRecord, ArrayRecord]:
+        """Fold valid train replies (send order, as they arrive) into the model after ``arrays``.
+
+        Returns the new model (None: keep ``arrays``), the metrics, and the state for the
+        next round; ``state`` itself is left as it is.
+        """
 
     @abstractmethod
     def configure_evaluate(
@@ -75,28 +96,6 @@ class Strategy(ABC):
     @abstractmethod
     def check_evaluate_reply(self, reply: Message) -> str | None:
         """Why an evaluate reply must be set aside (None to keep it)."""
-
-    @property
-    def stateful(self) -> bool:
-        """Whether the strategy keeps state between rounds (momentum, control variates)."""
-        return False
-
-    def state(self) -> ArrayRecord | None:
-        """What a stateful strategy keeps between rounds, to resume with (None: nothing)."""
-        return None
-
-    def restore_state(self, state: ArrayRecord) -> None:
-        """Take back what ``state()`` gave after the last completed round (a resumed run)."""
-        return None
-
-    def begin_run(self) -> None:
-        """``start`` calls this first: forget any state an earlier run left (momentum...)."""
-        return None
-
-    min_train_replies: int = 1
-    """Fewest valid train replies for the round to go on."""
-    min_evaluate_replies: int = 1
-    """Fewest valid evaluate replies for the round to go on."""
 
     def as_server_app(
         self,
@@ -129,7 +128,12 @@ class Strategy(ABC):
         evaluate_config: Mapping[str, ConfigValue] | None = None,
         evaluate_fn: EvaluateFn | None = None,
     ) -> Result:
-        """Run ``num_rounds`` of train, federated evaluate and centralized evaluate."""
+        """Run ``num_rounds`` of train, federated evaluate and centralized evaluate.
+
+        Everything it uses comes in its arguments: the grid carries the run's observers
+        (``grid.observer``, told of every round) and, for an interrupted run, the point to
+        carry on from (``grid.resume_point``); ``run_server_app`` sets both.
+        """
         if num_rounds < 1:
             raise RoundError(f"num_rounds must be at least 1, got {num_rounds}")
         if not isinstance(initial_arrays, ArrayRecord):
@@ -139,68 +143,95 @@ class Strategy(ABC):
                 "pollinate.frameworks.torch.to_arrays(model)"
             )
         log.info("starting %s for %d rounds", self, num_rounds)
-        self.begin_run()
-        # A private copy: arrays built from torch tensors stay writable through torch, and the
-        # user's model must not be able to change the global model behind the strategy's back.
-        arrays = ArrayRecord((name, np.array(a.numpy())) for name, a in initial_arrays.items())
-        result = Result(arrays)
-        resume = take_resume_point()
-        if resume is not None:  # an interrupted run: its completed rounds stand
-            arrays = resume.arrays
-            result.rounds.extend(resume.rounds)
-            log.info("resuming after round %d of %d", resume.last_round, num_rounds)
-            if resume.strategy_state is not None:
-                self.restore_state(resume.strategy_state)
-            elif self.stateful:
-                log.warning(
-                    "%s keeps state between rounds (server momentum, moments or control "
-                    "variates) that a resumed run does not have: it starts afresh from round %d",
-                    type(self).__name__,
-                    resume.last_round + 1,
-                )
+        observer, resume = grid.observer, grid.resume_point
+        if resume is None:
+            result, state = self._begin(observer, initial_arrays, evaluate_fn)
+            first_round = 1
         else:
-            report_arrays(0, arrays)
-            if evaluate_fn is not None:
-                record = RoundRecord(0, server_metrics=_call_evaluate_fn(evaluate_fn, 0, arrays))
-                result.rounds.append(record)
-                report_round(record)
-        first_round = 1 if resume is None else resume.last_round + 1
+            result, state = self._resume(observer, resume, num_rounds)
+            first_round = resume.last_round + 1
+        arrays = result.arrays
         for server_round in range(first_round, num_rounds + 1):
-            report_round_start(server_round, num_rounds)
+            observer.on_round_start(server_round, num_rounds)
             began = time.perf_counter()
-            arrays, train = self._train(grid, server_round, arrays, train_config, timeout)
+            arrays, state, train = self._train(
+                grid, server_round, arrays, state, train_config, timeout
+            )
             evaluate = self._evaluate(grid, server_round, arrays, evaluate_config, timeout)
             server = _call_evaluate_fn(evaluate_fn, server_round, arrays) if evaluate_fn else {}
             record = RoundRecord(server_round, train, evaluate, server, time.perf_counter() - began)
             result.rounds.append(record)
-            report_round(record)
-            state = self.state()
-            if state is not None:  # before the model: a recorder keeps both together
-                report_strategy_state(server_round, state)
-            report_arrays(server_round, arrays)
+            observer.on_round(record)
+            if state:  # before the model: a recorder keeps both together
+                observer.on_strategy_state(server_round, state)
+            observer.on_arrays(server_round, arrays)
             result.arrays = arrays  # the latest model only: earlier ones are not kept alive
-        result.arrays = arrays
-        report_result(result)
+        result.arrays, result.strategy_state = arrays, state
+        observer.on_result(result)
         return result
+
+    def _begin(
+        self, observer: RunObserver, initial_arrays: ArrayRecord, evaluate_fn: EvaluateFn | None
+    ) -> tuple[Result, ArrayRecord]:
+        """A fresh run: round 0 (the initial model, centrally evaluated) and the first state."""
+        # A private copy: arrays built from torch tensors stay writable through torch, and the
+        # user's model must not be able to change the global model behind the strategy's back.
+        arrays = ArrayRecord((name, np.array(a.numpy())) for name, a in initial_arrays.items())
+        result = Result(arrays)
+        observer.on_arrays(0, arrays)
+        if evaluate_fn is not None:
+            record = RoundRecord(0, server_metrics=_call_evaluate_fn(evaluate_fn, 0, arrays))
+            result.rounds.append(record)
+            observer.on_round(record)
+        return result, self.init_state(arrays)
+
+    def _resume(
+        self, observer: RunObserver, resume: ResumePoint, num_rounds: int
+    ) -> tuple[Result, ArrayRecord]:
+        """An interrupted run: its completed rounds stand, its state is restored whole."""
+        log.info("resuming after round %d of %d", resume.last_round, num_rounds)
+        observer.on_resume(resume.last_round)
+        fresh = self.init_state(resume.arrays)
+        state = resume.strategy_state
+        if state is None:
+            state = fresh
+            if fresh:
+                log.warning(
+                    "%s keeps state between rounds (server momentum, moments or control "
+                    "variates) that the resume point lacks: it starts afresh from round %d",
+                    type(self).__name__,
+                    resume.last_round + 1,
+                )
+        elif _layout(state) != _layout(fresh):
+            raise ConfigError(
+                f"the run to resume kept strategy state {_layout(state)}, but {self!r} keeps "
+                f"{_layout(fresh)}: resume with the strategy the run started with"
+            )
+        return Result(resume.arrays, list(resume.rounds)), state
 
     def _train(
         self,
         grid: Grid,
         server_round: int,
         arrays: ArrayRecord,
+        state: ArrayRecord,
         config: Mapping[str, ConfigValue] | None,
         timeout: float | None,
-    ) -> tuple[ArrayRecord, PhaseResult]:
+    ) -> tuple[ArrayRecord, ArrayRecord, PhaseResult]:
         messages = self.configure_train(
-            server_round, arrays, _round_config(config, server_round), grid
+            server_round, arrays, _round_config(config, server_round), grid, state
         )
-        tally = _Tally("train", server_round, self.min_train_replies)
+        tally = _Tally("train", server_round, self.min_train_nodes)
         replies = _exchange(grid, messages, timeout)
-        new_arrays, metrics = self.aggregate_train(
-            server_round, arrays, tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
+        new_arrays, metrics, new_state = self.aggregate_train(
+            server_round,
+            arrays,
+            tally.keep(replies, lambda r: self.check_train_reply(r, arrays)),
+            state,
         )
         tally.require_enough()
-        return new_arrays if new_arrays is not None else arrays, tally.result(metrics)
+        new_arrays = new_arrays if new_arrays is not None else arrays
+        return new_arrays, new_state, tally.result(metrics)
 
     def _evaluate(
         self,
@@ -214,13 +245,18 @@ class Strategy(ABC):
         messages = self.configure_evaluate(server_round, arrays, config_record, grid)
         if not messages:
             return None
-        tally = _Tally("evaluate", server_round, self.min_evaluate_replies)
+        tally = _Tally("evaluate", server_round, self.min_evaluate_nodes)
         replies = _exchange(grid, messages, timeout)
         metrics = self.aggregate_evaluate(
             server_round, tally.keep(replies, self.check_evaluate_reply)
         )
         tally.require_enough()
         return tally.result(metrics)
+
+
+def _layout(state: ArrayRecord) -> dict[str, tuple[int, ...]]:
+    """What a state must share with another to stand in for it: names and shapes."""
+    return {name: a.shape for name, a in state.items()}
 
 
 def _exchange(grid: Grid, messages: list[Message], timeout: float | None) -> Iterator[Message]:

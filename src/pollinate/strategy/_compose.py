@@ -3,7 +3,7 @@
 A round's valid train replies become :class:`Update` objects (the node's model, its weight
 and metrics) and flow through a chain::
 
-    chain(norm_bound(5.0), trimmed_mean(0.1), server_adam(lr=0.01))
+    chain(norm_bound(5.0), trimmed_mean(0.1), server_adam(eta=0.01))
 
 - **Filters** (:class:`UpdateFilter`) clip or select updates: ``norm_bound``, ``krum``.
 - **One aggregator** (:class:`Aggregator`) makes one model of them: ``weighted_average``
@@ -22,11 +22,8 @@ order statistics work one layer at a time.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
 
 from ..errors import ConfigError, RoundError
 from ..records import ArrayRecord, MetricRecord
@@ -60,8 +57,8 @@ class UpdateFilter:
     streaming: bool = False
     """True if it handles each update alone (``filter_one``), so the round can stream."""
 
-    def check(self, min_nodes: int) -> None:
-        """Raise ConfigError if rounds of ``min_nodes`` valid updates cannot satisfy it."""
+    def check(self, min_train_nodes: int) -> None:
+        """Raise ConfigError if rounds of ``min_train_nodes`` valid updates cannot satisfy it."""
         return None
 
     def filter_one(self, update: Update, current: ArrayRecord) -> Update | None:
@@ -80,8 +77,8 @@ class Aggregator(ABC):
     streaming: bool = False
     """True if ``aggregate`` consumes its updates one by one without holding them."""
 
-    def check(self, min_nodes: int) -> None:
-        """Raise ConfigError if rounds of ``min_nodes`` valid updates cannot satisfy it."""
+    def check(self, min_train_nodes: int) -> None:
+        """Raise ConfigError if rounds of ``min_train_nodes`` valid updates cannot satisfy it."""
         return None
 
     @abstractmethod
@@ -92,29 +89,30 @@ class Aggregator(ABC):
 class ServerOptimizer(ABC):
     """A step from the current model along the pseudo-gradient ``current - aggregate``.
 
-    It may keep state between rounds (momentum, second moments): one optimizer belongs
-    to one run, and ``reset`` forgets its state.
+    Its state is a value, as in optax: ``init(arrays)`` gives the state before the first
+    round, and ``update(current, aggregate, state)`` gives the next model and the next
+    state, leaving the state it got untouched. The state is an ArrayRecord (names to
+    arrays), so a round's checkpoint keeps it and a resumed run carries on with it.
     """
 
+    def init(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The state before the first round, for a model shaped like ``arrays`` (empty: none)."""
+        return ArrayRecord()
+
     @abstractmethod
-    def step(self, current: ArrayRecord, aggregate: ArrayRecord) -> ArrayRecord:
-        """The next global model."""
-
-    def reset(self) -> None:
-        """Forget any state (a new run starts)."""
-        return None
-
-    def state(self) -> dict[str, np.ndarray[Any, Any]]:
-        """The state to keep with a round, so a resumed run carries on (names to arrays)."""
-        return {}
-
-    def load_state(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
-        """Take back what ``state`` gave (a resumed run)."""
-        return None
+    def update(
+        self, current: ArrayRecord, aggregate: ArrayRecord, state: ArrayRecord
+    ) -> tuple[ArrayRecord, ArrayRecord]:
+        """The next global model, and the state after this step."""
 
 
 class Aggregation:
-    """A chain of filters, one aggregator and server optimizers; see :func:`chain`."""
+    """A chain of filters, one aggregator and server optimizers; see :func:`chain`.
+
+    Filters and aggregators are stateless: what they make of a round depends on that
+    round alone. The optimizers' states, together, are the chain's state: ``init`` makes
+    it and ``update`` threads it from round to round.
+    """
 
     def __init__(
         self,
@@ -131,51 +129,52 @@ class Aggregation:
         """Whether a round needs O(model) memory, not O(updates x model)."""
         return self.aggregator.streaming and all(f.streaming for f in self.filters)
 
-    def check(self, min_nodes: int) -> None:
-        """Check every piece against rounds of at least ``min_nodes`` valid updates."""
+    def check(self, min_train_nodes: int) -> None:
+        """Check every piece against rounds of at least ``min_train_nodes`` valid updates."""
         pieces: tuple[UpdateFilter | Aggregator, ...] = (*self.filters, self.aggregator)
         for piece in pieces:
-            piece.check(min_nodes)
+            piece.check(min_train_nodes)
 
-    def __call__(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
-        """The next global model from a round's updates (None if no update survived)."""
-        if self.streaming:
-            flowing: Iterable[Update] = _stream(self.filters, updates, current)
-        else:  # leading streaming filters act as updates come, so no original is kept
-            leading = 0
-            while leading < len(self.filters) and self.filters[leading].streaming:
-                leading += 1
-            held = list(_stream(self.filters[:leading], updates, current))
-            for piece in self.filters[leading:]:
-                held = piece.filter(held, current)
-            flowing = held
-        aggregate = self.aggregator.aggregate(flowing, current)
-        if aggregate is None:
-            return None
-        for optimizer in self.optimizers:
-            aggregate = optimizer.step(current, aggregate)
-        return aggregate
-
-    def reset(self) -> None:
-        """Forget the optimizers' state (a new run starts)."""
-        for optimizer in self.optimizers:
-            optimizer.reset()
-
-    def state(self) -> ArrayRecord:
-        """The optimizers' state, each under its position: ``"0:<name>"``, ``"1:<name>"``..."""
+    def init(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The optimizers' states, each under its position: ``"0:<name>"``, ``"1:<name>"``..."""
         return ArrayRecord(
             (f"{position}:{name}", data)
             for position, optimizer in enumerate(self.optimizers)
-            for name, data in optimizer.state().items()
+            for name, data in optimizer.init(arrays).items()
         )
 
-    def load_state(self, state: ArrayRecord) -> None:
-        """Give each optimizer back its part of ``state``."""
+    def update(
+        self, updates: Iterable[Update], current: ArrayRecord, state: ArrayRecord
+    ) -> tuple[ArrayRecord | None, ArrayRecord]:
+        """The next global model from a round's updates, and the state after it.
+
+        The model is None if no update survived the filters; the state is then the one given.
+        """
+        aggregate = self.aggregator.aggregate(self._filtered(updates, current), current)
+        if aggregate is None:
+            return None, state
+        stepped = ArrayRecord()
         for position, optimizer in enumerate(self.optimizers):
             prefix = f"{position}:"
-            optimizer.load_state(
-                {k[len(prefix) :]: a.numpy() for k, a in state.items() if k.startswith(prefix)}
+            own = ArrayRecord(
+                (key[len(prefix) :], data) for key, data in state.items() if key.startswith(prefix)
             )
+            aggregate, own = optimizer.update(current, aggregate, own)
+            stepped.update((prefix + key, data) for key, data in own.items())
+        return aggregate, stepped
+
+    def _filtered(self, updates: Iterable[Update], current: ArrayRecord) -> Iterable[Update]:
+        """The updates that pass the filters: streamed if all stream, else held."""
+        if self.streaming:
+            return _stream(self.filters, updates, current)
+        # Leading streaming filters act as updates come, so no original is kept.
+        leading = 0
+        while leading < len(self.filters) and self.filters[leading].streaming:
+            leading += 1
+        held = list(_stream(self.filters[:leading], updates, current))
+        for piece in self.filters[leading:]:
+            held = piece.filter(held, current)
+        return held
 
     @property
     def is_default(self) -> bool:
@@ -214,7 +213,7 @@ def _through(
 def chain(*pieces: UpdateFilter | Aggregator | ServerOptimizer) -> Aggregation:
     """Filters, then at most one aggregator (default: the weighted mean), then optimizers.
 
-    ``chain(norm_bound(5.0), trimmed_mean(0.1), server_adam(lr=0.01))`` clips each update,
+    ``chain(norm_bound(5.0), trimmed_mean(0.1), server_adam(eta=0.01))`` clips each update,
     takes the coordinate-wise trimmed mean and applies an Adam step on the server.
     """
     filters: list[UpdateFilter] = []
@@ -282,5 +281,5 @@ def require_updates(name: str, needed: int, got: int) -> None:
     if got < needed:
         raise RoundError(
             f"{name} needs at least {needed} valid updates in a round, got {got}: more nodes "
-            "failed than it can bear; raise min_train_nodes or lower f"
+            "failed than it can bear; raise min_train_nodes or lower num_malicious_nodes"
         )

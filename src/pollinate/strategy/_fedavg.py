@@ -63,17 +63,18 @@ class FedAvg(Strategy):
     Args:
         fraction_train: share of the available nodes sampled to train each round.
         fraction_evaluate: share sampled to evaluate each round (0 skips federated evaluation).
-        min_train_nodes: fewest nodes to train, and fewest valid train replies to go on.
+        min_train_nodes: fewest nodes a round trains on: the sample's floor, the round size
+            pieces are checked against, and the fewest valid train replies to go on.
         min_evaluate_nodes: the same for evaluation.
-        min_available_nodes: fewest connected nodes before a round starts (waits up to
-            ``wait_for_nodes_s`` seconds for them).
+        min_available_nodes: fewest connected nodes before a round samples (waits up to
+            ``wait_for_nodes_s`` seconds for them). docs/strategies.md, "Minimum nodes".
         weight_key: the reply metric that weights each node (default ``"num-examples"``).
         max_weight: replies whose weight exceeds this are set aside (None: no cap).
         train_metrics_aggr_fn, evaluate_metrics_aggr_fn: how node metrics become one set
             (default: mean weighted by ``weight_key``).
         seed: seeds node sampling: the same seed picks the same nodes every run.
         aggregation: how the round's models become the next one (default ``chain()``: the
-            weighted average); e.g. ``chain(norm_bound(5.0), median(), server_adam(0.01))``.
+            weighted average); e.g. ``chain(norm_bound(5.0), median(), server_adam(eta=0.01))``.
             Checked against ``min_train_nodes`` here, before any round.
     """
 
@@ -119,8 +120,6 @@ class FedAvg(Strategy):
         self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn
         self.seed = seed
         self.wait_for_nodes_s = wait_for_nodes_s
-        self.min_train_replies = min_train_nodes
-        self.min_evaluate_replies = min_evaluate_nodes
         self.aggregation = aggregation if aggregation is not None else chain()
         if not isinstance(self.aggregation, Aggregation):
             raise ConfigError(
@@ -138,25 +137,17 @@ class FedAvg(Strategy):
             + ")"
         )
 
-    @property
-    def stateful(self) -> bool:
-        """Whether the strategy keeps state between rounds: its server optimizers do."""
-        return bool(self.aggregation.optimizers)
-
-    def begin_run(self) -> None:
-        """Reset the server optimizers' state: a run starts from plain parameters."""
-        self.aggregation.reset()
-
-    def state(self) -> ArrayRecord | None:
-        """The server optimizers' state (None without optimizers)."""
-        return self.aggregation.state() if self.aggregation.optimizers else None
-
-    def restore_state(self, state: ArrayRecord) -> None:
-        """Give the server optimizers back their state: a resumed run goes on as if whole."""
-        self.aggregation.load_state(state)
+    def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The server optimizers' starting state (empty without optimizers)."""
+        return self.aggregation.init(arrays)
 
     def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        state: ArrayRecord,
     ) -> list[Message]:
         """Send the global model and config to a seeded sample of nodes."""
         nodes = self.sample_nodes(grid, server_round, _TRAIN)
@@ -172,8 +163,12 @@ class FedAvg(Strategy):
         return _messages(grid.run_id, nodes, MessageType.EVALUATE, arrays, config)
 
     def aggregate_train(
-        self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord]:
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        replies: Iterable[Message],
+        state: ArrayRecord,
+    ) -> tuple[ArrayRecord | None, MetricRecord, ArrayRecord]:
         """The aggregation chain over the replies (the weighted mean, folded as they arrive)."""
         metrics: list[MetricRecord] = []
 
@@ -186,14 +181,14 @@ class FedAvg(Strategy):
                 yield Update(node, reply.content.arrays(ARRAYS_KEY), weight, record)
                 del reply  # hold no reply while the next one comes in: it may be a whole model
 
-        mean = self.aggregation(updates(), arrays)
+        mean, state = self.aggregation.update(updates(), arrays, state)
         if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
             raise RoundError(
                 f"round {server_round}: the new model is not finite: {self.aggregation!r} "
                 "overflowed (weights that span too wide a range, extreme values, or a server "
                 "learning rate too large); cap weights with max_weight or check the pieces"
             )
-        return mean, self.train_metrics_aggr_fn(metrics, self.weight_key)
+        return mean, self.train_metrics_aggr_fn(metrics, self.weight_key), state
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Weighted mean of the evaluation metrics."""
@@ -209,13 +204,26 @@ class FedAvg(Strategy):
         return check_evaluate_reply(reply, self.weight_key, self.max_weight)
 
     def sample_nodes(self, grid: Grid, server_round: int, phase: int) -> list[int]:
-        """A seeded sample: the same seed, round and phase always pick the same nodes."""
-        available = sorted(grid.wait_for_nodes(self.min_available_nodes, self.wait_for_nodes_s))
+        """A seeded sample: the same seed, round and phase always pick the same nodes.
+
+        It waits for ``min_available_nodes`` connected nodes, or for the phase's minimum
+        (``min_train_nodes``, ``min_evaluate_nodes``) if that is larger.
+        """
         fraction, minimum, name = (
             (self.fraction_train, self.min_train_nodes, "min_train_nodes")
             if phase == _TRAIN
             else (self.fraction_evaluate, self.min_evaluate_nodes, "min_evaluate_nodes")
         )
+        wait, wait_name = self.min_available_nodes, "min_available_nodes"
+        if minimum > wait:  # a round cannot go on with fewer nodes than its phase needs
+            wait, wait_name = minimum, name
+        try:
+            available = sorted(grid.wait_for_nodes(wait, self.wait_for_nodes_s))
+        except RoundError as err:
+            raise RoundError(
+                f"{type(self).__name__} needs {wait_name}={wait} connected nodes, but {err}: "
+                f"lower {wait_name} or add nodes"
+            ) from None
         count = max(minimum, int(fraction * len(available)), 1)
         if count > len(available):
             raise RoundError(

@@ -15,9 +15,13 @@ step, and the next model is ``current + step``:
 Each delta, and the optimizer's state, is kept in float64, one array at a time; the new
 model is cast back to the dtype of each of the current model's arrays. Only floating
 arrays are optimized: integer, boolean and complex arrays (counters, masks) take the
-aggregate as it is. State is kept by array name for one model: if the arrays' names or
-shapes change between rounds the step raises RoundError rather than silently starting
-afresh (``reset()``, which every run calls first, forgets the state).
+aggregate as it is. The state is a value (``init(arrays)``, then ``update(current,
+aggregate, state) -> (model, state)``), kept by array name for one model: if the arrays'
+names or shapes differ from the state's, the step raises RoundError rather than silently
+starting afresh.
+
+The optimizers take the parameter names of their presets, which are Flower's: ``eta``,
+``beta_1``, ``beta_2``, ``tau``; ``server_learning_rate`` and ``server_momentum``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import math
 import numbers
 from abc import abstractmethod
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,9 +56,9 @@ __all__ = [
 
 _Float64 = np.ndarray[Any, np.dtype[np.float64]]
 
-_RATES = frozenset({"lr", "eta", "server_learning_rate", "tau"})
+_RATES = frozenset({"eta", "server_learning_rate", "tau"})
 """Parameters that must be positive and finite."""
-_DECAYS = frozenset({"momentum", "server_momentum", "beta_1", "beta_2"})
+_DECAYS = frozenset({"server_momentum", "beta_1", "beta_2"})
 """Parameters that must lie in [0, 1)."""
 
 
@@ -71,46 +74,67 @@ def _check(owner: str, **params: float) -> None:
 
 
 class _PerArray(ServerOptimizer):
-    """The shared loop: a float64 delta per floating array, state kept under its name."""
+    """The shared loop: a float64 delta per floating array, its state under its name.
+
+    The state holds ``"<slot>/<array name>"`` for each floating array (slot 0: momentum
+    or m, 1: v), in float64.
+    """
 
     name = "server_optimizer"
-
-    def __init__(self) -> None:
-        self._state: dict[str, list[_Float64]] = {}
-        self._shapes: dict[str, tuple[int, ...]] | None = None
+    num_slots = 1
+    """Arrays of state per floating array of the model."""
 
     @abstractmethod
     def _start(self, shape: tuple[int, ...]) -> list[_Float64]:
         """The state of one array before its first step."""
 
     @abstractmethod
-    def _step(self, delta: _Float64, state: list[_Float64]) -> _Float64:
-        """The float64 step for one array, updating its ``state`` in place."""
+    def _step(self, delta: _Float64, slots: list[_Float64]) -> _Float64:
+        """The float64 step for one array, moving its own copy of the ``slots`` in place."""
 
     @abstractmethod
     def _params(self) -> dict[str, object]:
         """The parameters, as ``__repr__`` shows them."""
 
-    def step(self, current: ArrayRecord, aggregate: ArrayRecord) -> ArrayRecord:
-        """``current + step`` for floating arrays; the aggregate's own for the rest."""
-        self._check_layout(current, aggregate)
-        out = ArrayRecord()
+    def init(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The starting state of each floating array of ``arrays``."""
+        return ArrayRecord(
+            (f"{slot}/{name}", Array(data))
+            for name, array in arrays.items()
+            if array.dtype.kind == "f"
+            for slot, data in enumerate(self._start(array.shape))
+        )
+
+    def update(
+        self, current: ArrayRecord, aggregate: ArrayRecord, state: ArrayRecord
+    ) -> tuple[ArrayRecord, ArrayRecord]:
+        """``current + step`` for floating arrays and the state after the step.
+
+        Integer, boolean and complex arrays take the aggregate's own.
+        """
+        self._check_layout(current, aggregate, state)
+        out, after = ArrayRecord(), ArrayRecord()
         for name, array in current.items():
             if array.dtype.kind != "f":
                 out[name] = aggregate[name]
                 continue
             target = aggregate[name].numpy().astype(np.float64)
             delta = target - array.numpy().astype(np.float64)
-            if name not in self._state:
-                self._state[name] = self._start(array.shape)
-            step = self._step(delta, self._state[name])
+            slots = [
+                np.array(state[f"{slot}/{name}"].numpy(), np.float64)  # a copy: state stays
+                for slot in range(self.num_slots)
+            ]
+            step = self._step(delta, slots)
             # aggregate + (step - delta) is current + step; written so, a step equal to the
             # delta (momentum 0, lr 1) gives back the aggregate bit for bit.
             out[name] = Array((target + (step - delta)).astype(array.dtype))
-        return out
+            after.update((f"{slot}/{name}", Array(data)) for slot, data in enumerate(slots))
+        return out, after
 
-    def _check_layout(self, current: ArrayRecord, aggregate: ArrayRecord) -> None:
-        """RoundError if the arrays differ from the aggregate's or from the last round's."""
+    def _check_layout(
+        self, current: ArrayRecord, aggregate: ArrayRecord, state: ArrayRecord
+    ) -> None:
+        """RoundError if the arrays differ from the aggregate's or from the state's."""
         shapes = {name: a.shape for name, a in current.items() if a.dtype.kind == "f"}
         if set(aggregate) != set(current) or any(
             aggregate[n].shape != s for n, s in shapes.items()
@@ -119,35 +143,13 @@ class _PerArray(ServerOptimizer):
                 f"{self!r}: the aggregate's arrays {_layout(aggregate)} do not match the "
                 f"current model's {_layout(current)}"
             )
-        if self._shapes is None:
-            self._shapes = shapes
-        elif shapes != self._shapes:
+        held = {key.partition("/")[2]: a.shape for key, a in state.items() if key.startswith("0/")}
+        expected = {f"{slot}/{name}" for name in shapes for slot in range(self.num_slots)}
+        if held != shapes or set(state) != expected:
             raise RoundError(
-                f"{self!r}: the model's floating arrays changed from {self._shapes} to "
-                f"{shapes}; its state belongs to one model: call reset() or start a new run"
+                f"{self!r}: the model's floating arrays changed from {held} to {shapes}; "
+                "its state belongs to one model: start a new run"
             )
-
-    def reset(self) -> None:
-        """Forget every array's state (a new run starts)."""
-        self._state.clear()
-        self._shapes = None
-
-    def state(self) -> dict[str, np.ndarray[Any, Any]]:
-        """Each array's state, as ``"<slot>/<array name>"`` (slot 0: momentum or m, 1: v)."""
-        return {
-            f"{slot}/{name}": data
-            for name, slots in self._state.items()
-            for slot, data in enumerate(slots)
-        }
-
-    def load_state(self, state: Mapping[str, np.ndarray[Any, Any]]) -> None:
-        """Take back what ``state`` gave: a resumed run carries on with the same moments."""
-        slots: dict[str, dict[int, _Float64]] = {}
-        for key, data in state.items():
-            slot, _, name = key.partition("/")
-            slots.setdefault(name, {})[int(slot)] = np.array(data, np.float64)
-        self._state = {name: [held[i] for i in sorted(held)] for name, held in slots.items()}
-        self._shapes = None
 
     def __repr__(self) -> str:
         params = ", ".join(f"{key}={value!r}" for key, value in self._params().items())
@@ -161,47 +163,53 @@ def _layout(record: ArrayRecord) -> dict[str, tuple[int, ...]]:
 class _Momentum(_PerArray):
     name = "server_momentum"
 
-    def __init__(self, lr: float, momentum: float, nesterov: bool) -> None:
-        super().__init__()
-        self.lr, self.momentum, self.nesterov = lr, momentum, nesterov
+    def __init__(self, server_learning_rate: float, server_momentum: float, nesterov: bool) -> None:
+        self.server_learning_rate = server_learning_rate
+        self.server_momentum = server_momentum
+        self.nesterov = nesterov
 
     def _start(self, shape: tuple[int, ...]) -> list[_Float64]:
         return [np.zeros(shape, np.float64)]
 
-    def _step(self, delta: _Float64, state: list[_Float64]) -> _Float64:
-        (v,) = state
-        v *= self.momentum
+    def _step(self, delta: _Float64, slots: list[_Float64]) -> _Float64:
+        (v,) = slots
+        v *= self.server_momentum
         v += delta
-        direction = self.momentum * v + delta if self.nesterov else v
-        return self.lr * direction
+        direction = self.server_momentum * v + delta if self.nesterov else v
+        return self.server_learning_rate * direction
 
     def _params(self) -> dict[str, object]:
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+        return {
+            "server_learning_rate": self.server_learning_rate,
+            "server_momentum": self.server_momentum,
+            "nesterov": self.nesterov,
+        }
 
 
 class _Adaptive(_PerArray):
-    """Reddi et al.'s Algorithm 2: first moment m, second moment v, step lr*m/(sqrt(v)+tau)."""
+    """Reddi et al.'s Algorithm 2: first moment m, second moment v, step eta*m/(sqrt(v)+tau)."""
 
-    def __init__(self, lr: float, beta_1: float, beta_2: float, tau: float) -> None:
-        super().__init__()
-        self.lr, self.beta_1, self.beta_2, self.tau = lr, beta_1, beta_2, tau
+    num_slots = 2
+
+    def __init__(self, eta: float, beta_1: float, beta_2: float, tau: float) -> None:
+        self.eta, self.beta_1, self.beta_2, self.tau = eta, beta_1, beta_2, tau
 
     def _start(self, shape: tuple[int, ...]) -> list[_Float64]:
         return [np.zeros(shape, np.float64), np.full(shape, self.tau**2, np.float64)]
 
-    def _step(self, delta: _Float64, state: list[_Float64]) -> _Float64:
-        m, v = state
+    def _step(self, delta: _Float64, slots: list[_Float64]) -> _Float64:
+        m, v = slots
         m *= self.beta_1
         m += (1.0 - self.beta_1) * delta
         self._second_moment(v, delta * delta)
-        return self.lr * m / (np.sqrt(v) + self.tau)
+        return self.eta * m / (np.sqrt(v) + self.tau)
 
     @abstractmethod
     def _second_moment(self, v: _Float64, squared: _Float64) -> None:
         """Update ``v`` in place from ``delta**2``."""
 
     def _params(self) -> dict[str, object]:
-        return {"lr": self.lr, "beta_1": self.beta_1, "beta_2": self.beta_2, "tau": self.tau}
+        return {"eta": self.eta, "beta_1": self.beta_1, "beta_2": self.beta_2, "tau": self.tau}
 
 
 class _Adagrad(_Adaptive):
@@ -211,7 +219,7 @@ class _Adagrad(_Adaptive):
         v += squared
 
     def _params(self) -> dict[str, object]:
-        return {"lr": self.lr, "beta_1": self.beta_1, "tau": self.tau}
+        return {"eta": self.eta, "beta_1": self.beta_1, "tau": self.tau}
 
 
 class _Adam(_Adaptive):
@@ -230,49 +238,57 @@ class _Yogi(_Adaptive):
 
 
 def server_momentum(
-    lr: float = 1.0, momentum: float = 0.9, nesterov: bool = False
+    server_learning_rate: float = 1.0, server_momentum: float = 0.9, nesterov: bool = False
 ) -> ServerOptimizer:
-    """Momentum on the deltas (FedAvgM): ``v = momentum*v + delta``, step ``lr*v``.
+    """Momentum on the deltas (FedAvgM): ``v = server_momentum*v + delta``, a step of ``lr*v``.
 
-    With ``nesterov`` the step is ``lr * (momentum*v + delta)``. ``momentum=0, lr=1`` gives
-    back the aggregate exactly: plain FedAvg.
+    ``lr`` is ``server_learning_rate``; with ``nesterov`` the step is
+    ``lr * (server_momentum*v + delta)``. ``server_momentum=0, server_learning_rate=1``
+    gives back the aggregate exactly: FedAvg. The parameters are named as FedAvgM's (and
+    Flower's).
     """
-    _check("server_momentum", lr=lr, momentum=momentum)
-    return _Momentum(float(lr), float(momentum), bool(nesterov))
+    _check(
+        "server_momentum",
+        server_learning_rate=server_learning_rate,
+        server_momentum=server_momentum,
+    )
+    return _Momentum(float(server_learning_rate), float(server_momentum), bool(nesterov))
 
 
-def server_adagrad(lr: float = 0.1, beta_1: float = 0.0, tau: float = 1e-9) -> ServerOptimizer:
-    """Adagrad on the deltas: ``v += delta**2``, step ``lr*m / (sqrt(v) + tau)``.
+def server_adagrad(eta: float = 0.1, beta_1: float = 0.0, tau: float = 1e-9) -> ServerOptimizer:
+    """Adagrad on the deltas: ``v += delta**2``, step ``eta*m / (sqrt(v) + tau)``.
 
     ``m = beta_1*m + (1-beta_1)*delta`` as in Reddi et al.; the default ``beta_1=0`` makes
-    ``m`` the round's delta. ``v`` starts at ``tau**2``.
+    ``m`` the round's delta. ``v`` starts at ``tau**2``. ``eta`` is the server learning
+    rate, named as FedAdagrad's (and Flower's).
     """
-    _check("server_adagrad", lr=lr, beta_1=beta_1, tau=tau)
-    return _Adagrad(float(lr), float(beta_1), 0.0, float(tau))
+    _check("server_adagrad", eta=eta, beta_1=beta_1, tau=tau)
+    return _Adagrad(float(eta), float(beta_1), 0.0, float(tau))
 
 
 def server_adam(
-    lr: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.99, tau: float = 1e-9
+    eta: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.99, tau: float = 1e-9
 ) -> ServerOptimizer:
     """Adam on the deltas, without bias correction (as in Reddi et al.).
 
     ``m = beta_1*m + (1-beta_1)*delta``, ``v = beta_2*v + (1-beta_2)*delta**2`` (from
-    ``v = tau**2``), step ``lr*m / (sqrt(v) + tau)``.
+    ``v = tau**2``), step ``eta*m / (sqrt(v) + tau)``. The parameters are named as
+    FedAdam's (and Flower's).
     """
-    _check("server_adam", lr=lr, beta_1=beta_1, beta_2=beta_2, tau=tau)
-    return _Adam(float(lr), float(beta_1), float(beta_2), float(tau))
+    _check("server_adam", eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
+    return _Adam(float(eta), float(beta_1), float(beta_2), float(tau))
 
 
 def server_yogi(
-    lr: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.99, tau: float = 1e-3
+    eta: float = 0.01, beta_1: float = 0.9, beta_2: float = 0.99, tau: float = 1e-3
 ) -> ServerOptimizer:
     """Yogi on the deltas: Adam whose second moment moves additively, so it adapts slower.
 
     ``v = v - (1-beta_2) * delta**2 * sign(v - delta**2)`` (from ``v = tau**2``); the rest
     as :func:`server_adam`.
     """
-    _check("server_yogi", lr=lr, beta_1=beta_1, beta_2=beta_2, tau=tau)
-    return _Yogi(float(lr), float(beta_1), float(beta_2), float(tau))
+    _check("server_yogi", eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
+    return _Yogi(float(eta), float(beta_1), float(beta_2), float(tau))
 
 
 _momentum = server_momentum  # FedAvgM's parameter of the same name hides the function
@@ -299,7 +315,7 @@ class FedAvgM(FedAvg):
         )
         self.server_learning_rate = server_learning_rate
         self.server_momentum = server_momentum
-        optimizer = _momentum(lr=server_learning_rate, momentum=server_momentum)
+        optimizer = _momentum(server_learning_rate, server_momentum)
         super().__init__(aggregation=chain(optimizer), **options)
 
 
@@ -317,7 +333,7 @@ class FedAdagrad(FedAvg):
     ) -> None:
         _check("FedAdagrad", eta=eta, tau=tau)
         self.eta, self.tau = eta, tau
-        super().__init__(aggregation=chain(server_adagrad(lr=eta, tau=tau)), **options)
+        super().__init__(aggregation=chain(server_adagrad(eta=eta, tau=tau)), **options)
 
 
 class FedAdam(FedAvg):
@@ -342,7 +358,7 @@ class FedAdam(FedAvg):
     ) -> None:
         _check("FedAdam", eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
         self.eta, self.beta_1, self.beta_2, self.tau = eta, beta_1, beta_2, tau
-        optimizer = server_adam(lr=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
+        optimizer = server_adam(eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
         super().__init__(aggregation=chain(optimizer), **options)
 
 
@@ -368,5 +384,5 @@ class FedYogi(FedAvg):
     ) -> None:
         _check("FedYogi", eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
         self.eta, self.beta_1, self.beta_2, self.tau = eta, beta_1, beta_2, tau
-        optimizer = server_yogi(lr=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
+        optimizer = server_yogi(eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
         super().__init__(aggregation=chain(optimizer), **options)

@@ -65,12 +65,17 @@ class FedProx(FedAvg):
         return f"{super().__repr__()[:-1]}, proximal_mu={self.proximal_mu})"
 
     def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        state: ArrayRecord,
     ) -> list[Message]:
         """FedAvg's train messages, their config carrying ``proximal-mu``."""
         with_mu = ConfigRecord(config)
         with_mu[PROXIMAL_MU_KEY] = self.proximal_mu
-        return super().configure_train(server_round, arrays, with_mu, grid)
+        return super().configure_train(server_round, arrays, with_mu, grid, state)
 
 
 def proximal_term(

@@ -9,9 +9,10 @@ Each node reports its loss ``F_k`` (the paper: of the received model on its data
 model is ``w - sum(Delta_k) / sum(h_k)``. ``q = 0`` gives the plain (unweighted) mean of
 the models; larger ``q`` pulls the model toward the nodes it serves worst.
 
-Parameters: ``q`` (>= 0, the fairness exponent), ``lr`` / ``qffl_learning_rate`` (> 0, the
-local learning rate the Lipschitz estimate ``L = 1/lr`` comes from) and ``loss_key`` (the
-reply metric holding ``F_k``). Node weights are not used: every node counts once.
+Parameters (the same names for ``qfedavg`` and ``QFedAvg``): ``q`` (>= 0, the fairness
+exponent), ``qffl_learning_rate`` (> 0, the local learning rate ``lr`` the Lipschitz
+estimate ``L = 1/lr`` comes from) and ``loss_key`` (the reply metric holding ``F_k``).
+Node weights are not used: every node counts once.
 """
 
 from __future__ import annotations
@@ -44,15 +45,18 @@ class _QFedAvg(Aggregator):
 
     streaming = True
 
-    def __init__(self, q: float, lr: float, loss_key: str) -> None:
-        self.q, self.lr, self.loss_key = q, lr, loss_key
+    def __init__(self, q: float, qffl_learning_rate: float, loss_key: str) -> None:
+        self.q, self.qffl_learning_rate, self.loss_key = q, qffl_learning_rate, loss_key
 
     def __repr__(self) -> str:
-        return f"qfedavg(q={self.q}, lr={self.lr}, loss_key={self.loss_key!r})"
+        return (
+            f"qfedavg(q={self.q}, qffl_learning_rate={self.qffl_learning_rate}, "
+            f"loss_key={self.loss_key!r})"
+        )
 
     def aggregate(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
         """``current - sum(Delta_k) / sum(h_k)`` over the updates (None if there were none)."""
-        lipschitz = 1.0 / self.lr
+        lipschitz = 1.0 / self.qffl_learning_rate
         # Only floating arrays learn; counters (BatchNorm's num_batches_tracked) stay as they are.
         learned = [name for name, a in current.items() if a.dtype.kind in "fc"]
         sums = {name: np.zeros(current[name].shape, _work_dtype(current[name])) for name in learned}
@@ -129,20 +133,23 @@ def _squared_norm(data: np.ndarray[Any, Any]) -> float:
     return float(np.einsum("i,i->", flat, flat.conj()).real)  # no BLAS threads: see _robust
 
 
-def qfedavg(q: float, lr: float, loss_key: str = "train-loss") -> Aggregator:
-    """The q-FFL aggregator: ``q >= 0`` the fairness exponent, ``lr > 0`` the local rate.
+def qfedavg(q: float, qffl_learning_rate: float, loss_key: str = "train-loss") -> Aggregator:
+    """The q-FFL aggregator: ``q >= 0`` the fairness exponent, ``qffl_learning_rate > 0``.
 
-    Each update's metrics must hold its loss under ``loss_key`` (a RoundError otherwise).
+    ``qffl_learning_rate`` is the nodes' learning rate. Each update's metrics must hold
+    its loss under ``loss_key`` (a RoundError otherwise).
     """
-    _check_parameters(q, lr)
-    return _QFedAvg(float(q), float(lr), loss_key)
+    _check_parameters(q, qffl_learning_rate)
+    return _QFedAvg(float(q), float(qffl_learning_rate), loss_key)
 
 
-def _check_parameters(q: float, lr: float, lr_name: str = "lr") -> None:
+def _check_parameters(q: float, qffl_learning_rate: float) -> None:
     if not (math.isfinite(q) and q >= 0):
         raise ConfigError(f"q must be a finite number >= 0, got {q}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"{lr_name} must be a finite number > 0, got {lr}")
+    if not (math.isfinite(qffl_learning_rate) and qffl_learning_rate > 0):
+        raise ConfigError(
+            f"qffl_learning_rate must be a finite number > 0, got {qffl_learning_rate}"
+        )
 
 
 class QFedAvg(FedAvg):
@@ -162,7 +169,7 @@ class QFedAvg(FedAvg):
         loss_key: str = "train-loss",
         **options: Unpack[FedAvgOptions],
     ) -> None:
-        _check_parameters(q, qffl_learning_rate, "qffl_learning_rate")
+        _check_parameters(q, qffl_learning_rate)
         aggregator = qfedavg(q, qffl_learning_rate, loss_key)
         super().__init__(aggregation=chain(aggregator), **options)
         self.q, self.qffl_learning_rate, self.loss_key = q, qffl_learning_rate, loss_key

@@ -109,42 +109,46 @@ def trimmed_mean(beta: float) -> Aggregator:
     return _TrimmedMean(float(beta))
 
 
-def krum(f: int) -> UpdateFilter:
-    """Keep the one update closest to its neighbours, tolerating ``f`` malicious nodes.
+def krum(num_malicious_nodes: int) -> UpdateFilter:
+    """Keep the one update closest to its neighbours, tolerating ``f = num_malicious_nodes``.
 
     An update's score is the sum of its squared L2 distances to its n - f - 2 nearest other
     updates; the lowest score wins (Blanchard et al., 2017), and a tie goes to the update
     nearer its next neighbours, then to the earliest. Needs n >= 2f + 3 updates a round.
     Memory: O(n x largest layer) beyond the updates themselves.
     """
-    f = _whole("krum", "f (num_malicious_nodes)", f, 0)
-    return _Krum(f, 1, f"krum(f={f})")
+    f = _whole("krum", "num_malicious_nodes", num_malicious_nodes, 0)
+    return _Krum(f, 1, f"krum(num_malicious_nodes={f})")
 
 
-def multi_krum(f: int, m: int | None = None) -> UpdateFilter:
-    """Keep the ``m`` updates of lowest Krum score (default ``n - f``), in their send order.
+def multi_krum(num_malicious_nodes: int, num_nodes_to_keep: int | None = None) -> UpdateFilter:
+    """Keep the ``m = num_nodes_to_keep`` updates of lowest Krum score (default ``n - f``).
 
-    Blanchard et al., 2017. The kept updates go on to the aggregator that follows, by default
-    the weighted average. Needs n >= 2f + 3 (and n >= m + f) updates a round. Memory:
-    O(n x largest layer) beyond the updates themselves.
+    Blanchard et al., 2017; ``f`` is ``num_malicious_nodes``. The kept updates go on, in
+    their send order, to the aggregator that follows, by default the weighted average.
+    Needs n >= 2f + 3 (and n >= m + f) updates a round. Memory: O(n x largest layer) beyond
+    the updates themselves.
     """
-    f = _whole("multi_krum", "f (num_malicious_nodes)", f, 0)
+    f = _whole("multi_krum", "num_malicious_nodes", num_malicious_nodes, 0)
+    m = num_nodes_to_keep
     if m is not None:
-        m = _whole("multi_krum", "m (num_nodes_to_keep)", m, 1)
-    label = f"multi_krum(f={f})" if m is None else f"multi_krum(f={f}, m={m})"
-    return _Krum(f, m, label)
+        m = _whole("multi_krum", "num_nodes_to_keep", m, 1)
+    label = f"multi_krum(num_malicious_nodes={f}" + (
+        "" if m is None else f", num_nodes_to_keep={m}"
+    )
+    return _Krum(f, m, label + ")")
 
 
-def bulyan(f: int) -> Aggregator:
+def bulyan(num_malicious_nodes: int) -> Aggregator:
     """Krum-select n - 2f updates, then average the n - 4f values nearest each median.
 
-    El Mhamdi et al., 2018: Krum is applied n - 2f times, each time moving its pick from the
-    pool to the selection; then, coordinate by coordinate, the n - 4f selected values closest
-    to their median are averaged (a tie in distance keeps the smaller value). Unweighted.
-    Needs n >= 4f + 3 updates a round. Memory: O(n x largest layer) beyond the updates
-    themselves.
+    El Mhamdi et al., 2018, with ``f = num_malicious_nodes``: Krum is applied n - 2f times,
+    each time moving its pick from the pool to the selection; then, coordinate by
+    coordinate, the n - 4f selected values closest to their median are averaged (a tie in
+    distance keeps the smaller value). Unweighted. Needs n >= 4f + 3 updates a round.
+    Memory: O(n x largest layer) beyond the updates themselves.
     """
-    return _Bulyan(_whole("bulyan", "f (num_malicious_nodes)", f, 0))
+    return _Bulyan(_whole("bulyan", "num_malicious_nodes", num_malicious_nodes, 0))
 
 
 # --- named strategies -------------------------------------------------------------------
@@ -186,7 +190,7 @@ class Krum(FedAvg):
     Blanchard et al., 2017, "Machine Learning with Adversaries: Byzantine Tolerant Gradient
     Descent", NeurIPS,
     https://papers.nips.cc/paper/2017/hash/f4b9ec30ad9f68f89b29639786cb62ef-Abstract.html.
-    ``chain(krum(f))``.
+    ``chain(krum(num_malicious_nodes))``.
 
     Args:
         num_malicious_nodes: ``f``, the most nodes a round may have that send anything at all.
@@ -208,7 +212,8 @@ class MultiKrum(FedAvg):
     Blanchard et al., 2017, "Machine Learning with Adversaries: Byzantine Tolerant Gradient
     Descent", NeurIPS,
     https://papers.nips.cc/paper/2017/hash/f4b9ec30ad9f68f89b29639786cb62ef-Abstract.html.
-    ``chain(multi_krum(f, m), weighted_average(use_weights=False))``: the kept models are
+    ``chain(multi_krum(num_malicious_nodes, num_nodes_to_keep),
+    weighted_average(use_weights=False))``: the kept models are
     averaged without the weights nodes report, as in the paper (an attacker could claim any).
 
     Args:
@@ -239,7 +244,7 @@ class Bulyan(FedAvg):
     """FedAvg with Bulyan's aggregation: Krum selection, then a trimmed mean by the median.
 
     El Mhamdi et al., 2018, "The Hidden Vulnerability of Distributed Learning in Byzantium",
-    https://arxiv.org/abs/1802.07927. ``chain(bulyan(f))``.
+    https://arxiv.org/abs/1802.07927. ``chain(bulyan(num_malicious_nodes))``.
 
     Args:
         num_malicious_nodes: ``f``, the most nodes a round may have that send anything at all.
@@ -380,10 +385,10 @@ class _Krum(UpdateFilter):
             return self.m + self.f, "m + f"
         return 2 * self.f + 3, "2f + 3"
 
-    def check(self, min_nodes: int) -> None:
+    def check(self, min_train_nodes: int) -> None:
         """Krum needs 2f + 3 updates a round (and m + f to keep m)."""
         needed, formula = self._needed
-        _check_round_size(self._label, formula, needed, min_nodes)
+        _check_round_size(self._label, formula, needed, min_train_nodes)
 
     def filter(self, updates: Sequence[Update], current: ArrayRecord) -> list[Update]:
         """The ``m`` updates of lowest score, in send order."""
@@ -400,9 +405,9 @@ class _Bulyan(Aggregator):
     def __init__(self, f: int) -> None:
         self.f = f
 
-    def check(self, min_nodes: int) -> None:
+    def check(self, min_train_nodes: int) -> None:
         """Bulyan needs 4f + 3 updates a round."""
-        _check_round_size(repr(self), "4f + 3", 4 * self.f + 3, min_nodes)
+        _check_round_size(repr(self), "4f + 3", 4 * self.f + 3, min_train_nodes)
 
     def aggregate(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
         """Krum selection of n - 2f updates, then their mean around the median, per layer."""
@@ -419,7 +424,7 @@ class _Bulyan(Aggregator):
         return _layerwise(chosen, current, lambda rows: _nearest_median_mean(rows, keep))
 
     def __repr__(self) -> str:
-        return f"bulyan(f={self.f})"
+        return f"bulyan(num_malicious_nodes={self.f})"
 
 
 def _nearest_median_mean(rows: _Floats, keep: int) -> _Floats:
@@ -523,18 +528,25 @@ def _whole(piece: str, name: str, value: object, minimum: int) -> int:
     return int(value)
 
 
-def _check_round_size(label: str, formula: str, needed: int, min_nodes: int) -> None:
-    """ConfigError, before any round, if rounds of ``min_nodes`` updates are too small."""
-    if min_nodes < needed:
-        fix = " or lower m" if formula == "m + f" else " or lower f (num_malicious_nodes)"
+def _check_round_size(label: str, formula: str, needed: int, min_train_nodes: int) -> None:
+    """ConfigError, before any round, if rounds of ``min_train_nodes`` updates are too small."""
+    if min_train_nodes < needed:
+        fix = (
+            " or lower num_nodes_to_keep (m)"
+            if formula == "m + f"
+            else " or lower num_malicious_nodes (f)"
+        )
         raise ConfigError(
-            f"{label} needs at least {formula} = {needed} updates a round, but "
-            f"min_train_nodes={min_nodes}: raise min_train_nodes to {needed}"
-            f"{fix if needed > 3 else ''}"
+            f"{label} needs at least {formula} = {needed} updates a round (f: "
+            f"num_malicious_nodes), but min_train_nodes={min_train_nodes}: raise "
+            f"min_train_nodes to {needed}{fix if needed > 3 else ''}"
         )
 
 
 def _enough_nodes(options: FedAvgOptions, needed: int) -> None:
-    """A preset's node minimums default to what its rule needs (FedAvg's 2 is too few)."""
+    """A preset's ``min_train_nodes`` defaults to what its rule needs (FedAvg's 2 is too few).
+
+    Its rounds then wait for that many nodes too: a phase waits for its own minimum when
+    ``min_available_nodes`` is lower.
+    """
     options.setdefault("min_train_nodes", needed)
-    options.setdefault("min_available_nodes", options["min_train_nodes"])

@@ -14,8 +14,9 @@ with ``S`` the valid replies and ``N`` the nodes available that round. As in the
 means are unweighted: every node counts once, whatever its ``num-examples``.
 
 Parameters: ``server_learning_rate`` (> 0, the global step; 1 takes the mean model) and
-FedAvg's options. ``c`` is reported after each round, so a run resumed from the
-link's database carries on with it.
+FedAvg's options. ``c`` is the strategy's state (``init_state`` makes it, ``aggregate_train``
+returns the next one), reported after each round, so a run resumed from the link's
+database carries on with it.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class Scaffold(FedAvg):
 
     Nodes use :class:`ScaffoldClient` (or do its math) and reply with ``"arrays"``,
     ``"metrics"`` and ``"scaffold.delta-c"``; a reply without a well-formed change is set
-    aside. The current control variate is ``strategy.control`` (None before a run).
+    aside. The control variate is the strategy's state: ``result.strategy_state`` after a
+    run, and what the link's database keeps with each round.
 
     Args:
         server_learning_rate: the global step size (> 0; 1 takes the mean of the models).
@@ -71,48 +73,39 @@ class Scaffold(FedAvg):
         refuse_aggregation("Scaffold", options)
         super().__init__(**options)
         self.server_learning_rate = float(server_learning_rate)
-        self.control: ArrayRecord | None = None
         self._num_available = 0
 
     def __repr__(self) -> str:
         return f"{super().__repr__()[:-1]}, server_learning_rate={self.server_learning_rate})"
 
-    @property
-    def stateful(self) -> bool:
-        """SCAFFOLD keeps its control variate ``c`` from round to round."""
-        return True
-
-    def begin_run(self) -> None:
-        """Forget the control variate: a run starts from ``c = 0``."""
-        super().begin_run()
-        self.control = None
-
-    def state(self) -> ArrayRecord | None:
-        """The server control variate ``c``, to resume with (None before the first round)."""
-        return None if self.control is None else ArrayRecord(self.control)
-
-    def restore_state(self, state: ArrayRecord) -> None:
-        """Take back ``c``: a resumed run corrects drift as the uninterrupted one would."""
-        self.control = ArrayRecord(state)
+    def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The control variate ``c`` a run starts from: zeros shaped like the model."""
+        return _zeros_like(arrays)
 
     def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        state: ArrayRecord,
     ) -> list[Message]:
-        """FedAvg's train messages, each carrying ``c`` under ``"scaffold.c"``."""
-        messages = super().configure_train(server_round, arrays, config, grid)
-        if self.control is None:
-            self.control = _zeros_like(arrays)
+        """FedAvg's train messages, each carrying ``c`` (the state) under ``"scaffold.c"``."""
+        messages = super().configure_train(server_round, arrays, config, grid, state)
         self._num_available = max(len(grid.node_ids()), len(messages))
         for message in messages:
-            message.content[CONTROL_KEY] = ArrayRecord(self.control)
+            message.content[CONTROL_KEY] = ArrayRecord(state)
         return messages
 
     def aggregate_train(
-        self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord]:
-        """Step ``x`` toward the mean model and ``c`` by the nodes' summed changes over N."""
-        control = self.control if self.control is not None else _zeros_like(arrays)
-        models, changes = WeightedSum(arrays), WeightedSum(control)
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        replies: Iterable[Message],
+        state: ArrayRecord,
+    ) -> tuple[ArrayRecord | None, MetricRecord, ArrayRecord]:
+        """Step ``x`` toward the mean model and ``c`` (the state) by the summed changes over N."""
+        models, changes = WeightedSum(arrays), WeightedSum(state)
         metrics: list[MetricRecord] = []
         for reply in replies:
             metrics.append(reply.content.metrics(METRICS_KEY))
@@ -122,12 +115,12 @@ class Scaffold(FedAvg):
         aggregated = self.train_metrics_aggr_fn(metrics, self.weight_key)
         mean_model, mean_change = models.mean(), changes.mean()
         if mean_model is None or mean_change is None:
-            return None, aggregated
+            return None, aggregated, state
         share = models.count / max(self._num_available, models.count)
-        self.control = ArrayRecord(
-            (name, c.numpy() + share * mean_change[name].numpy()) for name, c in control.items()
+        control = ArrayRecord(
+            (name, c.numpy() + share * mean_change[name].numpy()) for name, c in state.items()
         )
-        return self._step(arrays, mean_model), aggregated
+        return self._step(arrays, mean_model), aggregated, control
 
     def _step(self, current: ArrayRecord, mean: ArrayRecord) -> ArrayRecord:
         """``x + lr * (mean - x)``, each array back in its own dtype."""

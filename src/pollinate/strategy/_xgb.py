@@ -75,14 +75,19 @@ class FedXgbBagging(FedAvg):
         self._checked: tuple[str, _Json] | None = None
 
     def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        config: ConfigRecord,
+        grid: Grid,
+        state: ArrayRecord,
     ) -> list[Message]:
         """FedAvg's train messages; the global model's layout is what replies must match."""
         model = _parse_record(arrays)
         if isinstance(model, str):
             raise ConfigError(f"FedXgbBagging: the global model is not usable: {model}")
         self._layout = None if model is None else _layout(model)
-        return super().configure_train(server_round, arrays, config, grid)
+        return super().configure_train(server_round, arrays, config, grid, state)
 
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
         """Set aside errors, bad metrics, and models that are not a matching gbtree JSON."""
@@ -108,9 +113,16 @@ class FedXgbBagging(FedAvg):
         return None
 
     def aggregate_train(
-        self, server_round: int, arrays: ArrayRecord, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord]:
-        """The global model with each reply's trees appended (None if there was no reply)."""
+        self,
+        server_round: int,
+        arrays: ArrayRecord,
+        replies: Iterable[Message],
+        state: ArrayRecord,
+    ) -> tuple[ArrayRecord | None, MetricRecord, ArrayRecord]:
+        """The global model with each reply's trees appended (None if there was no reply).
+
+        Bagging keeps no state: ``state`` (empty) goes back as it came.
+        """
         merged = _parse_record(arrays)
         if isinstance(merged, str):
             raise ConfigError(f"FedXgbBagging: the global model is not usable: {merged}")
@@ -122,9 +134,9 @@ class FedXgbBagging(FedAvg):
             del reply  # hold no reply while the next one comes in
         aggregated = self.train_metrics_aggr_fn(metrics, self.weight_key)
         if not metrics or merged is None:
-            return None, aggregated
+            return None, aggregated, state
         raw = json.dumps(merged, separators=(",", ":")).encode()
-        return xgb_record(raw), aggregated
+        return xgb_record(raw), aggregated, state
 
     def _parsed(self, reply: Message) -> _Json:
         """The reply's model, parsed once: by its check, just before it is aggregated."""
