@@ -8,7 +8,7 @@ import pytest
 from pollinate import ArrayRecord, ClientApp, Context, MetricRecord, RecordDict, ServerApp
 from pollinate.errors import ConfigError
 from pollinate.server import ResumePoint, RunObserver, run_server_app
-from pollinate.simulation import AppRef, InlineBackend, SimulationGrid
+from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
 from pollinate.strategy import FedAdam, FedAvg, FedAvgM, Scaffold
 
 CONTEXT = Context(1, 0, {}, {}, RecordDict())
@@ -40,7 +40,7 @@ def _client_app():
 @pytest.fixture
 def grid():
     backend = InlineBackend()
-    backend.start(AppRef(app=_client_app()))
+    backend.start(ClientAppSource(app=_client_app()))
     yield SimulationGrid(backend, 3, run_id=1, run_config={})
     backend.close()
 
