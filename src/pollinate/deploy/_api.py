@@ -23,7 +23,7 @@ from ._certs import channel_credentials, server_credentials
 from ._control import ControlService
 from ._frames import DEFAULT_CHUNK_SIZE
 from ._identity import NodeKey, Verifier, load_public_keys
-from ._link import Link
+from ._link import DEFAULT_BYTES_IN_FLIGHT, DEFAULT_NODE_BYTES_IN_FLIGHT, Link
 from ._node import Backoff, NodeSession, run_node
 from ._runs import Runs
 from ._store import Store
@@ -107,6 +107,8 @@ def serve_link(
     db: str | Path | None = None,
     runs_dir: Path | None = None,
     on_listening: Callable[[int], None] | None = None,
+    max_node_bytes_in_flight: int = DEFAULT_NODE_BYTES_IN_FLIGHT,
+    max_bytes_in_flight: int = DEFAULT_BYTES_IN_FLIGHT,
 ) -> Iterator[Runs]:
     """A listening link with its Fleet and Control services; yields its ``Runs``.
 
@@ -114,7 +116,9 @@ def serve_link(
     unfinished in ``db``, to resume), the nodes are told goodbye and the link stops.
     ``runs_dir`` holds the folders of runs that name none (None: such runs keep no files).
     ``control_keys`` admits operators' signed Control requests from anywhere; without it
-    the Control service answers requests from this machine only.
+    the Control service answers requests from this machine only. The nodes' replies the
+    link holds may take ``max_node_bytes_in_flight`` bytes per node and
+    ``max_bytes_in_flight`` in all (see ``Link``).
     """
     credentials = _server_credentials(certs, insecure)
     verifier = None
@@ -128,7 +132,13 @@ def serve_link(
     store = Store(db) if db is not None else None
     try:
         link = Link(
-            address, credentials=credentials, chunk_size=chunk_size, verifier=verifier, store=store
+            address,
+            credentials=credentials,
+            chunk_size=chunk_size,
+            verifier=verifier,
+            store=store,
+            max_node_bytes_in_flight=max_node_bytes_in_flight,
+            max_bytes_in_flight=max_bytes_in_flight,
         )
         runs = Runs(link, runs_dir, store)
         link.add_service(ControlService(runs, operators).handler())
