@@ -179,10 +179,10 @@ def allocations(monkeypatch):
     return sizes
 
 
-def test_replies_nobody_waits_for_are_refused_at_their_header(link, allocations, caplog):
-    node, other = _RawNode(link), _RawNode(link)
+def test_replies_nobody_waits_for_are_refused_at_their_header(raw_link, allocations, caplog):
+    node, other = _RawNode(raw_link), _RawNode(raw_link)
     try:
-        grid = link.grid(run_id=1, run_config={})
+        grid = raw_link.grid(run_id=1, run_config={})
         grid.wait_for_nodes(2, timeout=10)
         mine, theirs = grid.send(
             Message.create(RecordDict({"arrays": MODEL}), n, "train")
@@ -207,18 +207,25 @@ def test_replies_nobody_waits_for_are_refused_at_their_header(link, allocations,
         other.close()
 
 
+def _patient_link(**quotas):
+    """A link that gives silent nodes 30 s (raw nodes send no heartbeats), 4 KiB chunks."""
+    server = Link("127.0.0.1:0", credentials=None, chunk_size=4096, **quotas)
+    server.start()
+    return server
+
+
+@pytest.fixture
+def raw_link():
+    """A link for raw nodes, with the default quotas."""
+    server = _patient_link()
+    yield server
+    server.stop(grace=0.5)
+
+
 @pytest.fixture
 def small_link():
-    """A link whose quotas are 64 KiB per node and 80 KiB in all."""
-    server = Link(
-        "127.0.0.1:0",
-        credentials=None,
-        chunk_size=4096,
-        heartbeat_s=0.2,
-        max_node_bytes_in_flight=64 << 10,
-        max_bytes_in_flight=80 << 10,
-    )
-    server.start()
+    """A link for raw nodes whose quotas are 64 KiB per node and 80 KiB in all."""
+    server = _patient_link(max_node_bytes_in_flight=64 << 10, max_bytes_in_flight=80 << 10)
     yield server
     server.stop(grace=0.5)
 
@@ -282,6 +289,23 @@ def test_a_reply_built_with_message_create_is_an_invalid_reply_at_once(link, sta
     assert "msg.reply" in replies[bad].error.reason
     good = next(n for n in nodes if n != bad)
     assert replies[good].error is None
+
+
+@pytest.mark.timeout(60)
+def test_a_reply_that_is_not_a_message_is_an_invalid_reply_at_once(raw_link):
+    node = _RawNode(raw_link)
+    try:
+        grid = raw_link.grid(run_id=1, run_config={})
+        grid.wait_for_nodes(1, timeout=10)
+        (sent,) = grid.send([Message.create(RecordDict({"arrays": MODEL}), node.node_id, "train")])
+        work = node.work()
+        header = {"reply_to": work.metadata.message_id}
+        node.send(chunk_frames("garbage", [b"not a message at all"], 4096, header))
+        (answer,) = grid.receive([sent], timeout=600)
+        assert answer.error.code == ErrorCode.INVALID_REPLY
+        assert "not a valid message" in answer.error.reason
+    finally:
+        node.close()
 
 
 def test_pollinate_link_takes_its_quotas_as_sizes(monkeypatch):
