@@ -16,7 +16,6 @@ from pollinate.deploy._frames import Frame, assemble_one, chunk_frames, decode_f
 from pollinate.deploy._link import CHANNEL_METHOD, REGISTER_METHOD
 from pollinate.errors import ConfigError
 from pollinate.message import ErrorCode, MessageType
-from pollinate.strategy._order import in_send_order
 from pollinate.wire import decode, encode_parts
 
 MODEL = ArrayRecord({"w": np.zeros(4000)})  # 32 KB: 8 chunks of 4 KiB
@@ -113,7 +112,7 @@ def test_a_slow_first_node_leaves_the_link_at_most_two_unfolded_replies(link, st
     delivered = _count_delivered(grid)
     _once_all_came(grid, ids[1:], delivered)
     held, folded = [], []
-    for reply in in_send_order(grid.receive(ids, timeout=60), ids):
+    for reply in grid.receive_in_order(ids, timeout=60):  # as strategies fold them
         held.append(len(delivered) - len(folded))  # on the link and not folded yet
         assert reply.error is None, reply.error
         folded.append(reply.metadata.src_node_id)
@@ -260,15 +259,23 @@ def test_replies_over_the_total_quota_are_refused(small_link, allocations):
             Message.create(RecordDict({"arrays": MODEL}), n.node_id, "train")
             for n in (second, first)
         )
-        replies = grid.receive(ids, timeout=600)
+        delivered = threading.Event()
+        take_reply = grid.take_reply
+
+        def take_and_tell(*args):
+            take_reply(*args)
+            delivered.set()
+
+        grid.take_reply = take_and_tell
         work = first.work()
         first.send(_reply_frames(work, work.reply(RecordDict({"arrays": MODEL}))))
-        assert next(replies).error is None  # 32 KB held until the strategy folds it
+        assert delivered.wait(10)  # 32 KB on the link until the strategy has folded it
         work = second.work()
         second.send(_reply_frames(work, work.reply(RecordDict({"arrays": MODEL})), total=64 << 10))
-        refused = next(replies)
+        refused, folded = grid.receive_in_order(ids, timeout=600)
         assert refused.error.code == ErrorCode.INVALID_REPLY
         assert "max_bytes_in_flight" in refused.error.reason
+        assert folded.error is None
         assert second.status()[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert len(allocations) == 1
     finally:
@@ -323,3 +330,21 @@ def test_pollinate_link_takes_its_quotas_as_sizes(monkeypatch):
     assert asked["max_bytes_in_flight"] == 1_500_000_000
     done = CliRunner().invoke(cli, ["link", "--insecure", "--max-bytes-in-flight", "lots"])
     assert done.exit_code == 2 and "'lots' is not a size" in done.output
+
+
+def test_a_reply_stalled_past_its_message_loses_its_buffer(raw_link, caplog):
+    node = _RawNode(raw_link)
+    try:
+        grid = raw_link.grid(run_id=1, run_config={})
+        grid.wait_for_nodes(1, timeout=10)
+        (sent,) = grid.send([Message.create(RecordDict({"arrays": MODEL}), node.node_id, "train")])
+        work = node.work()
+        node.send(_reply_frames(work, work.reply(RecordDict({"arrays": MODEL})))[:1])
+        (answer,) = grid.receive([sent], timeout=0.5)  # its first chunk came, then nothing
+        assert answer.error.code == ErrorCode.TIMEOUT
+        with caplog.at_level(logging.WARNING, logger="pollinate.link"):
+            node.send([Frame("heartbeat")])  # alive, but the reply it holds open is late
+            assert node.status()[0] == grpc.StatusCode.OK  # the link ended the stream
+        assert "stalled after its message was answered" in caplog.text
+    finally:
+        node.close()

@@ -77,12 +77,9 @@ class LinkGrid(Grid):
         """Notified whenever a message stops waiting: the next replies may be received."""
         self._waiting: dict[str, Message] = {}
         """Messages without a reply yet."""
-        self._unfinished: dict[str, bool] = {}
-        """Messages whose replies are not yet folded, in the order sent; True once taken up.
-
-        A reply taken up after a later one was (it came in first) waits in the strategy's
-        reorder buffer: it is folded, and leaves, once every message before it is taken up.
-        """
+        self._unfinished: dict[str, None] = {}
+        """Messages whose replies the ServerApp is not done with, in the order sent: not yet
+        answered, waiting in ``receive_in_order`` for an earlier one, or being folded."""
         self._in_flight: dict[str, tuple[int, int]] = {}
         """Replies let in and not yet folded: message id -> (node id, bytes announced)."""
         self._at_the_door: set[str] = set()
@@ -152,6 +149,11 @@ class LinkGrid(Grid):
         self._fail(reply_to, ErrorCode.INVALID_REPLY, over)
         raise QuotaExceeded(over)
 
+    def waits_for(self, message_id: str) -> bool:
+        """Whether ``message_id`` still waits for its reply."""
+        with self._lock:
+            return message_id in self._waiting
+
     def _awaited(self, node_id: int, reply_to: str) -> bool:
         """Whether a message waits for a reply to ``reply_to`` from ``node_id`` (else log)."""
         sent = self._waiting.get(reply_to)
@@ -199,24 +201,10 @@ class LinkGrid(Grid):
         return None
 
     def _finished(self, message_id: str) -> None:
-        """The ServerApp took up the reply to ``message_id``.
-
-        Taken-up replies at the front of the send order are folded (the strategy asks for
-        the next reply only when it has none in order to fold): they leave, and later
-        replies may come in.
-        """
+        """The ServerApp is done with the reply to ``message_id``: a later one may come in."""
         with self._turn:
-            if message_id in self._unfinished:
-                self._unfinished[message_id] = True
-            folded = False
-            while self._unfinished:
-                first = next(iter(self._unfinished))
-                if not self._unfinished[first]:
-                    break
-                del self._unfinished[first]
-                self._in_flight.pop(first, None)
-                folded = True
-            if folded:
+            if self._unfinished.pop(message_id, False) is None:
+                self._in_flight.pop(message_id, None)
                 self._turn.notify_all()
 
     def _check_stopped(self) -> None:
@@ -232,7 +220,7 @@ class LinkGrid(Grid):
             message_id = message.metadata.message_id
             with self._lock:
                 self._waiting[message_id] = message
-                self._unfinished[message_id] = False
+                self._unfinished[message_id] = None
             if not self._link.push(
                 message.metadata.dst_node_id, message_id, encode_parts(message), self._header
             ):
@@ -243,16 +231,52 @@ class LinkGrid(Grid):
     def receive(
         self, message_ids: Sequence[str], timeout: float | None = None
     ) -> Iterator[Message]:
-        """Yield one reply per message id as replies arrive; error replies after ``timeout``."""
+        """Yield one reply per message id as replies arrive; error replies after ``timeout``.
+
+        A reply counts against the link's window until the ServerApp asks for the next one.
+        """
+        for reply in self._arrivals(message_ids, timeout):
+            yield from self._hand_over(reply)
+            del reply  # the ServerApp is done with it: a whole model need not stay here
+
+    def receive_in_order(
+        self, message_ids: Sequence[str], timeout: float | None = None
+    ) -> Iterator[Message]:
+        """The replies in the order of ``message_ids``, as strategies fold them.
+
+        A reply that overtook a slower one waits here, and counts against the link's window
+        until it is yielded and the ServerApp asks for the next: with a slow node first in
+        the send order, the link holds at most ``max_open`` replies, not one per node.
+        """
+        position = {message_id: i for i, message_id in enumerate(message_ids)}
+        early: dict[int, Message] = {}
+        next_index = 0
+        try:
+            for reply in self._arrivals(message_ids, timeout):
+                early[position[reply.metadata.reply_to_message_id]] = reply
+                del reply  # hold no reply while the next one comes in: it may be a whole model
+                while next_index in early:
+                    yield from self._hand_over(early.pop(next_index))
+                    next_index += 1
+        finally:
+            for reply in early.values():  # the ServerApp stopped early: nobody needs these
+                self._finished(reply.metadata.reply_to_message_id)
+
+    def _hand_over(self, reply: Message) -> Iterator[Message]:
+        """Yield ``reply``; once the ServerApp asks for the next one, it is done with it."""
+        reply_to = reply.metadata.reply_to_message_id
+        try:
+            yield reply
+        finally:
+            self._finished(reply_to)
+
+    def _arrivals(self, message_ids: Sequence[str], timeout: float | None) -> Iterator[Message]:
+        """One reply per message id as they arrive: the node's, or an error reply."""
         wanted = set(message_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         held: list[Message] = []
-        taken = ""
         try:
             while wanted:
-                if taken:  # asked for the next reply: the last one is taken up
-                    self._finished(taken)
-                    taken = ""
                 self._check_stopped()
                 if deadline is not None and time.monotonic() >= deadline:
                     with self._lock:
@@ -273,17 +297,13 @@ class LinkGrid(Grid):
                 if reply is None:
                     self._replies.put(None)  # every receive() sees that the run stopped
                     continue
-                reply_to = reply.metadata.reply_to_message_id
-                if reply_to in wanted:
-                    wanted.discard(reply_to)
-                    taken = reply_to
+                if reply.metadata.reply_to_message_id in wanted:
+                    wanted.discard(reply.metadata.reply_to_message_id)
                     yield reply
-                    del reply  # the ServerApp has it: a whole model need not stay here
+                    del reply
                 else:
                     held.append(reply)  # another receive() waits for it
         finally:
-            if taken:
-                self._finished(taken)
             for reply in held:
                 self._replies.put(reply)
 

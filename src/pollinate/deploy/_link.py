@@ -453,6 +453,7 @@ class Link:
     ) -> None:
         """Read one node's frames: heartbeats, and the chunks of its replies."""
         assembler = Assembler(self.max_message_size, max_open=1)  # a node replies in turn
+        coming = ""  # the message the reply being assembled answers
         try:
             for data in requests:
                 node.last_seen = time.monotonic()
@@ -460,10 +461,13 @@ class Link:
                 if signer != node.public_key:
                     raise AuthError(f"a frame on node {node.node_id}'s stream has another signer")
                 if frame.kind == "heartbeat":
+                    self._check_not_stalled(assembler, coming)
                     continue
                 if frame.kind != "chunk":
                     raise WireError(f"unexpected {frame.kind!r} frame from a node")
                 keep = frame.header.get("offset") != 0 or self._let_in(node, frame.header)
+                if frame.header.get("offset") == 0 and keep:
+                    coming = str(frame.header.get("reply_to"))
                 done = assembler.add(frame, keep)
                 if done is not None:
                     self._deliver(node, *done)
@@ -477,6 +481,12 @@ class Link:
             pass  # the stream ended under us; _lose says so
         finally:
             outbox.put(_CLOSE)  # the node's side ended: end this stream's side too
+
+    def _check_not_stalled(self, assembler: Assembler, coming: str) -> None:
+        """Drop a node that pauses a reply whose message was answered (timed out, lost)."""
+        grid = self._grid
+        if assembler.pending_bytes() and (grid is None or not grid.waits_for(coming)):
+            raise WireError(f"its reply to {coming!r} stalled after its message was answered")
 
     def _let_in(self, node: _Node, header: dict[str, Any]) -> bool:
         """Whether the reply ``header`` begins may come in (once it is its turn).

@@ -28,7 +28,6 @@ from ..server import (
     take_resume_point,
 )
 from ._classic import server_app_for
-from ._order import in_send_order
 
 __all__ = ["EvaluateFn", "Strategy"]
 
@@ -214,7 +213,7 @@ class Strategy(ABC):
 
 def _exchange(grid: Grid, messages: list[Message], timeout: float | None) -> Iterator[Message]:
     message_ids = grid.send(messages)
-    return in_send_order(grid.receive(message_ids, timeout), message_ids)
+    return grid.receive_in_order(message_ids, timeout)
 
 
 def _round_config(config: Mapping[str, ConfigValue] | None, server_round: int) -> ConfigRecord:
