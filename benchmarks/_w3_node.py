@@ -1,5 +1,8 @@
 """A W3 node in its own process: adds 1.0 to every array it gets and replies.
 
+The node whose id the run config names as ``slow-node`` first sleeps ``slow-s`` seconds
+(``deploy_transfer.py --slow-first``: a straggler at the head of the send order).
+
 Started by ``deploy_transfer.py``, one process per node. It serves the link at ADDRESS until
 the link says goodbye, then prints one JSON line on stdout: its resident memory after the
 imports (``baseline_kb``), the peak resident memory of the whole process (``peak_kb``, the
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from pollinate import ArrayRecord, ClientApp, Context, Message, MetricRecord, RecordDict
@@ -26,6 +30,8 @@ def add_one(msg: Message, context: Context) -> Message:
     """W3's client: every array plus 1.0 (same dtype), weight 1."""
     global answered
     answered += 1
+    if context.run_config.get("slow-node") == context.node_id:
+        time.sleep(float(context.run_config.get("slow-s", 0.0)))
     arrays = ArrayRecord({name: a.numpy() + 1.0 for name, a in msg.content.arrays().items()})
     metrics = MetricRecord({"num-examples": 1})
     return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))

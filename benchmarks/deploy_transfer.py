@@ -15,8 +15,14 @@ minus its resident size after its imports. So the figures are what the transfer 
 counted in models; this process's increment includes the model the benchmark itself holds
 (the ServerApp's initial model), and its floor runs happen in other processes.
 
+With ``--slow-first SECONDS`` the first node in send order (the lowest node id) sleeps that
+long each round before it replies, so every other reply is ready while the strategy cannot
+fold any: the link's peak then shows how many replies it holds for a straggler (seconds per
+round include the sleep).
+
 usage: python benchmarks/deploy_transfer.py [--sizes 1,100,500,3000x1] [--pairs N]
                                             [--quick] [--tls] [--chunk-size BYTES]
+                                            [--slow-first SECONDS]
 """
 
 from __future__ import annotations
@@ -260,7 +266,7 @@ def run_case(case: Case, args: argparse.Namespace, cert_dir: Path | None) -> Out
                     flush=True,
                 )
                 before = load()
-                rounds = run_pollinate(link, case, initial)
+                rounds = run_pollinate(link, case, initial, args.slow_first)
                 outcome.ours_rounds.append(rounds)
                 outcome.ours_s.append(statistics.fmean(rounds))
                 print(
@@ -285,9 +291,13 @@ def run_case(case: Case, args: argparse.Namespace, cert_dir: Path | None) -> Out
     return outcome
 
 
-def run_pollinate(link: Link, case: Case, initial: ArrayRecord) -> list[float]:
-    """One W3 run: FedAvg, 3 rounds, every node; the wall time of each round."""
-    grid = link.grid(secrets.randbits(63), {})
+def run_pollinate(link: Link, case: Case, initial: ArrayRecord, slow_s: float) -> list[float]:
+    """One W3 run: FedAvg, 3 rounds, every node; the wall time of each round.
+
+    With ``slow_s`` the lowest node id, first in FedAvg's send order, sleeps that long first.
+    """
+    slow = {"slow-node": min(link.connected_nodes()), "slow-s": slow_s} if slow_s else {}
+    grid = link.grid(secrets.randbits(63), slow)
     strategy = FedAvg(
         fraction_train=1.0,
         fraction_evaluate=0.0,
@@ -359,13 +369,17 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true", help="TLS on both sides (dev certs)")
     parser.add_argument("--chunk-size", type=int, default=1 << 20, help="link/node chunk bytes")
     parser.add_argument("--arrays", type=int, default=4, help="arrays in the model (4)")
+    parser.add_argument(
+        "--slow-first", type=float, default=0.0, help="seconds the first node in send order sleeps"
+    )
     args = parser.parse_args()
     cases = parse_sizes(args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES))
     args.pairs = args.pairs or (1 if args.quick else 3)
     transport = "TLS (dev certificates) on both sides" if args.tls else "plain text"
     print(
         f"W3 deploy-transfer: {ROUNDS} rounds per run, {args.pairs} floor/pollinate pairs per "
-        f"size, {transport}, chunk {args.chunk_size:,} B, {args.arrays} float32 arrays; "
+        f"size, {transport}, chunk {args.chunk_size:,} B, {args.arrays} float32 arrays, "
+        f"first node {args.slow_first:g} s slow; "
         f"{os.cpu_count()} CPUs, load {load():.2f}",
         flush=True,
     )

@@ -120,7 +120,7 @@ def test_replies_from_a_node_that_was_not_asked_are_dropped(link, start_nodes, c
     sent = Message.create(RecordDict({"arrays": MODEL}), honest, "train")
     forged = sent.reply(RecordDict({"arrays": MODEL})).with_metadata(reply_to_message_id=message_id)
     frames = [Frame("hello", {"node_id": me["node_id"], "token": me["token"]})]
-    frames += list(chunk_frames("x", encode_parts(forged), 4096))
+    frames += list(chunk_frames("x", encode_parts(forged), 4096, {"reply_to": message_id}))
     with caplog.at_level(logging.WARNING, logger="pollinate.link"):
         stream = channel.stream_stream(CHANNEL_METHOD)(iter(map(encode_frame, frames)))
         (reply,) = grid.receive([message_id], timeout=10)
@@ -204,6 +204,12 @@ class _FakeLink:
         return True
 
 
+def _limits(max_open):
+    from pollinate.deploy._grid import ReplyLimits
+
+    return ReplyLimits(max_open, node_bytes=1 << 20, total_bytes=1 << 20)
+
+
 def test_replies_come_in_the_order_their_messages_were_sent_a_few_at_a_time():
     from pollinate.deploy._grid import LinkGrid
     from pollinate.message import MessageType
@@ -215,10 +221,10 @@ def test_replies_come_in_the_order_their_messages_were_sent_a_few_at_a_time():
     admitted = []
 
     def reply(message_id):
-        grid.wait_for_turn(message_id, 2, keep_alive=lambda: None, period_s=0.05)
-        admitted.append(message_id)
         node = sent[message_id].metadata.dst_node_id
-        grid.take_reply(node, sent[message_id].reply(RecordDict()))
+        assert grid.let_in(node, message_id, 0, _limits(2), keep_alive=lambda: None, period_s=0.05)
+        admitted.append(message_id)
+        grid.take_reply(node, message_id, sent[message_id].reply(RecordDict()))
 
     late = threading.Thread(target=reply, args=(ids[2],))
     late.start()
@@ -234,10 +240,7 @@ def test_replies_come_in_the_order_their_messages_were_sent_a_few_at_a_time():
     late.join(timeout=5)
     assert admitted == [ids[1], ids[0], ids[2]]
     assert next(replies).metadata.reply_to_message_id == ids[2]
-    reply_to_nothing = threading.Thread(target=grid.wait_for_turn, args=("x", 1, print, 0.05))
-    reply_to_nothing.start()
-    reply_to_nothing.join(timeout=5)  # a reply nobody waits for never blocks (dropped later)
-    assert not reply_to_nothing.is_alive()
+    assert not grid.let_in(1, "x", 0, _limits(1), print, 0.05)  # nobody waits: refused
 
 
 def test_a_reply_waiting_for_its_turn_is_not_timed_out_behind_a_silent_node():
@@ -251,8 +254,8 @@ def test_a_reply_waiting_for_its_turn_is_not_timed_out_behind_a_silent_node():
     sent = {m.metadata.message_id: m for m in grid._waiting.values()}
 
     def reply_in_turn():  # node 2 answered at once, but node 1's message went first
-        grid.wait_for_turn(answering, 1, keep_alive=lambda: None, period_s=0.05)
-        grid.take_reply(2, sent[answering].reply(RecordDict()))
+        grid.let_in(2, answering, 0, _limits(1), keep_alive=lambda: None, period_s=0.05)
+        grid.take_reply(2, answering, sent[answering].reply(RecordDict()))
 
     thread = threading.Thread(target=reply_in_turn)
     thread.start()

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
+from pollinate.deploy import LinkGrid, serve_link
 from pollinate.deploy import _serverproc as serverproc
-from pollinate.deploy import serve_link
 from pollinate.deploy._bundle import pack_app
 from pollinate.deploy._control import ControlClient, Submission
 from pollinate.deploy._store import AppRef, RunRow, Store
@@ -372,3 +372,26 @@ def _control(address, link, timeout=60.0):
             client.close()
             assert time.monotonic() < deadline, "the link did not come up"
             time.sleep(0.1)
+
+
+def test_a_strategy_receives_in_send_order_on_the_links_grid_in_either_process(
+    tmp_path, runs_with_nodes, monkeypatch
+):
+    """The link's own ordered receive serves the run, so its limit on replies held holds."""
+    calls = []
+    ordered = LinkGrid.receive_in_order
+
+    def spy(self, message_ids, timeout=None):
+        calls.append(len(message_ids))
+        return ordered(self, message_ids, timeout)
+
+    monkeypatch.setattr(LinkGrid, "receive_in_order", spy)
+    runs = runs_with_nodes()
+    app_dir = _app(tmp_path / "app")
+    runs.wait(runs.submit("tinyapp", CONFIG, **_bundle_args(app_dir)), timeout=120)
+    in_child = len(calls)
+    assert in_child >= CONFIG["num-server-rounds"]  # every round's train replies
+    server_app = load_object("tinyapp.apps:server", ServerApp, app_dir, fresh=True)
+    here = runs.submit("tinyapp", CONFIG, server_app=server_app, **_bundle_args(app_dir))
+    runs.wait(here, timeout=120)
+    assert len(calls) == 2 * in_child  # the same calls, in the link's own process

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,20 @@ __all__ = ["check_link_trust", "link_command", "node_command"]
 _INSECURE = click.option(
     "--insecure", is_flag=True, help="Plain text, no TLS: trusted networks only."
 )
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+_SIZE_UNITS |= {"kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30}
+
+
+def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """A number of bytes from ``8GiB``, ``512MiB``, ``2GB`` or plain bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?)\s*([a-zA-Z]*)\s*", value)
+    unit = _SIZE_UNITS.get(match[2].lower()) if match else None
+    size = int(float(match[1]) * unit) if match and unit else 0
+    if size < 1:
+        raise click.BadParameter(f"{value!r} is not a size: give e.g. 8GiB, 512MiB or bytes")
+    return size
 
 
 @click.command("link", short_help="Serve runs to nodes over gRPC.")
@@ -95,6 +110,20 @@ _INSECURE = click.option(
     help="Seconds after which a registered node that is not connected is forgotten "
     "(never for --node-keys keys).",
 )
+@click.option(
+    "--max-node-bytes-in-flight",
+    callback=_size,
+    default="4GiB",
+    show_default=True,
+    help="Bytes one node's replies may hold on the link until folded; a larger reply is refused.",
+)
+@click.option(
+    "--max-bytes-in-flight",
+    callback=_size,
+    default="8GiB",
+    show_default=True,
+    help="Bytes all nodes' replies may hold on the link until folded.",
+)
 @click.option("--min-nodes", default=1, show_default=True, help="With APP_DIR: nodes to wait for.")
 @click.option("--wait", "wait_s", default=300.0, show_default=True, help="Seconds to wait.")
 @run_config_option
@@ -118,6 +147,8 @@ def link_command(
     max_idle_s: float,
     max_nodes: int,
     registration_expiry_s: float,
+    max_node_bytes_in_flight: int,
+    max_bytes_in_flight: int,
     min_nodes: int,
     wait_s: float,
     run_config: tuple[str, ...],
@@ -148,6 +179,8 @@ def link_command(
         max_idle_s=max_idle_s,
         max_nodes=max_nodes,
         registration_expiry_s=registration_expiry_s,
+        max_node_bytes_in_flight=max_node_bytes_in_flight,
+        max_bytes_in_flight=max_bytes_in_flight,
     )
     stderr = Console(stderr=True, highlight=False)
     if app_dir is None:

@@ -23,7 +23,7 @@ from ._certs import channel_credentials, server_credentials
 from ._control import ControlService
 from ._frames import DEFAULT_CHUNK_SIZE
 from ._identity import NodeKey, Verifier, load_public_keys
-from ._link import DEFAULT_MAX_NODES, Link
+from ._link import DEFAULT_BYTES_IN_FLIGHT, DEFAULT_MAX_NODES, DEFAULT_NODE_BYTES_IN_FLIGHT, Link
 from ._node import Backoff, NodeSession, run_node
 from ._runs import MAX_CRASHES, MAX_IDLE_S, Runs
 from ._store import Store
@@ -111,6 +111,8 @@ def serve_link(
     max_idle_s: float = MAX_IDLE_S,
     max_nodes: int = DEFAULT_MAX_NODES,
     registration_expiry_s: float = 600.0,
+    max_node_bytes_in_flight: int = DEFAULT_NODE_BYTES_IN_FLIGHT,
+    max_bytes_in_flight: int = DEFAULT_BYTES_IN_FLIGHT,
 ) -> Iterator[Runs]:
     """A listening link with its Fleet and Control services; yields its ``Runs``.
 
@@ -122,7 +124,9 @@ def serve_link(
     ServerApp runs in its own process: one that sends the link nothing for ``max_idle_s``
     fails its run, and a run that was going on the last ``max_crashes`` times the link went
     down fails instead of resuming again. At most ``max_nodes`` nodes are connected at once;
-    registrations not connected for ``registration_expiry_s`` are forgotten.
+    registrations not connected for ``registration_expiry_s`` are forgotten. The nodes' replies
+    the link holds may take ``max_node_bytes_in_flight`` bytes per node and
+    ``max_bytes_in_flight`` in all (see ``Link``).
     """
     credentials = _server_credentials(certs, insecure)
     verifier = None
@@ -143,6 +147,8 @@ def serve_link(
             store=store,
             max_nodes=max_nodes,
             registration_expiry_s=registration_expiry_s,
+            max_node_bytes_in_flight=max_node_bytes_in_flight,
+            max_bytes_in_flight=max_bytes_in_flight,
         )
         runs = Runs(link, runs_dir, store, max_crashes=max_crashes, max_idle_s=max_idle_s)
         control = ControlService(runs, operators)

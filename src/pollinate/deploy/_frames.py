@@ -254,6 +254,17 @@ def _chunk(header: dict[str, Any], offset: int, pieces: list[memoryview]) -> Fra
     return Frame("chunk", {**header, "offset": offset}, payload)
 
 
+@dataclass(slots=True)
+class _Partial:
+    """A message coming in: its first chunk's header, its buffer and how much is filled."""
+
+    header: dict[str, Any]
+    buffer: memoryview | None
+    """None for a refused message: its chunks are checked and dropped, nothing is kept."""
+    total: int
+    filled: int = 0
+
+
 class Assembler:
     """Rebuilds messages from ``chunk`` frames, refusing anything inconsistent or too large.
 
@@ -265,57 +276,73 @@ class Assembler:
         self.max_message_size = max_message_size
         self.max_open = max_open
         """How many messages may be half-received at once (None: no limit)."""
-        self._buffers: dict[str, tuple[dict[str, Any], memoryview, int]] = {}
+        self._partials: dict[str, _Partial] = {}
 
-    def add(self, frame: Frame) -> tuple[dict[str, Any], memoryview] | None:
-        """Take one chunk; the whole message once its last byte is in."""
+    def add(self, frame: Frame, keep: bool = True) -> tuple[dict[str, Any], memoryview] | None:
+        """Take one chunk; the whole message once its last byte is in.
+
+        ``keep=False`` on a message's first chunk refuses the message without allocating
+        its buffer: its chunks are still checked, in order, and dropped.
+        """
         message_id = frame.header.get("message_id")
         offset = frame.header.get("offset")
         if not isinstance(message_id, str) or not isinstance(offset, int):
             raise WireError("chunk frame needs a string 'message_id' and an int 'offset'")
         if offset == 0:
-            if message_id in self._buffers:
-                raise WireError(f"message {message_id!r} started twice")
-            total = frame.header.get("total")
-            if not isinstance(total, int) or total < 0:
-                raise WireError("the first chunk of a message needs an int 'total' >= 0")
-            if self.max_open is not None and len(self._buffers) >= self.max_open:
-                raise WireError(
-                    f"message {message_id!r} starts while {len(self._buffers)} others are "
-                    "unfinished: chunks of one message must come before the next"
-                )
-            if total > self.max_message_size:
-                raise WireError(
-                    f"message {message_id!r} of {total:,} bytes exceeds the limit of "
-                    f"{self.max_message_size:,} bytes"
-                )
-            # numpy's allocator gets huge pages for large buffers: writing 100 MB into one is
-            # several times faster than into a fresh bytearray, which faults page by page.
-            try:
-                buffer = np.empty(total, dtype=np.uint8).data
-            except MemoryError:
-                raise WireError(f"no memory for a message of {total:,} bytes") from None
-            self._buffers[message_id] = (frame.header, buffer, 0)
-        if message_id not in self._buffers:
+            self._start(message_id, frame.header, keep)
+        partial = self._partials.get(message_id)
+        if partial is None:
             raise WireError(f"chunk at offset {offset} of unknown message {message_id!r}")
-        header, buffer, filled = self._buffers[message_id]
-        if offset != filled or offset + len(frame.payload) > len(buffer):
-            del self._buffers[message_id]
+        end = offset + len(frame.payload)
+        if offset != partial.filled or end > partial.total:
+            del self._partials[message_id]
             raise WireError(
                 f"chunk of message {message_id!r} at offset {offset} does not follow byte "
-                f"{filled} of {len(buffer)}"
+                f"{partial.filled} of {partial.total}"
             )
-        buffer[offset : offset + len(frame.payload)] = frame.payload
-        filled += len(frame.payload)
-        if filled < len(buffer):
-            self._buffers[message_id] = (header, buffer, filled)
+        if partial.buffer is not None:
+            partial.buffer[offset:end] = frame.payload
+        partial.filled = end
+        if end < partial.total:
             return None
-        del self._buffers[message_id]
-        return header, buffer
+        del self._partials[message_id]
+        return None if partial.buffer is None else (partial.header, partial.buffer)
+
+    def _start(self, message_id: str, header: dict[str, Any], keep: bool) -> None:
+        """Check a message's first chunk and set its buffer aside (none if not ``keep``)."""
+        if message_id in self._partials:
+            raise WireError(f"message {message_id!r} started twice")
+        total = header.get("total")
+        if not isinstance(total, int) or total < 0:
+            raise WireError("the first chunk of a message needs an int 'total' >= 0")
+        if self.max_open is not None and len(self._partials) >= self.max_open:
+            raise WireError(
+                f"message {message_id!r} starts while {len(self._partials)} others are "
+                "unfinished: chunks of one message must come before the next"
+            )
+        if total > self.max_message_size:
+            raise WireError(
+                f"message {message_id!r} of {total:,} bytes exceeds the limit of "
+                f"{self.max_message_size:,} bytes"
+            )
+        buffer = allocate(total) if keep else None
+        self._partials[message_id] = _Partial(header, buffer, total)
 
     def pending_bytes(self) -> int:
         """Bytes held for messages not yet complete."""
-        return sum(len(buffer) for _, buffer, _ in self._buffers.values())
+        return sum(p.total for p in self._partials.values() if p.buffer is not None)
+
+
+def allocate(total: int) -> memoryview:
+    """A writable buffer of ``total`` bytes for a message coming in; a WireError if no memory.
+
+    numpy's allocator gets huge pages for large buffers: writing 100 MB into one is several
+    times faster than into a fresh bytearray, which faults page by page.
+    """
+    try:
+        return np.empty(total, dtype=np.uint8).data
+    except MemoryError:
+        raise WireError(f"no memory for a message of {total:,} bytes") from None
 
 
 def assemble_one(

@@ -8,6 +8,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..context import UserConfigValue
@@ -21,17 +22,34 @@ if TYPE_CHECKING:
     from ._link import Link
     from ._store import AppRef
 
-__all__ = ["LinkGrid"]
+__all__ = ["LinkGrid", "QuotaExceeded", "ReplyLimits"]
 
 log = logging.getLogger("pollinate.link")
+
+
+class QuotaExceeded(PollinateError):
+    """A node's reply would hold more bytes on the link than its quotas allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyLimits:
+    """How much of the nodes' replies the link holds at once (``Link`` documents them)."""
+
+    max_open: int
+    """Replies in the window of the send order that may come in: unfolded ones count."""
+    node_bytes: int
+    """Bytes of one node's unfolded replies."""
+    total_bytes: int
+    """Bytes of all nodes' unfolded replies."""
 
 
 class LinkGrid(Grid):
     """The ServerApp's Grid over the nodes connected to a link.
 
     ``send`` pushes each message to its node at once; ``receive`` yields replies as they
-    arrive. Each message gets exactly one reply: the node's, or an error reply when the node
-    is lost (NODE_UNAVAILABLE) or the timeout passes (TIMEOUT); a late reply is dropped.
+    arrive, ``receive_in_order`` in the order sent. Each message gets exactly one reply: the
+    node's, or an error reply when the node is lost (NODE_UNAVAILABLE) or the timeout passes
+    (TIMEOUT); a late reply is dropped.
     ``app`` tells nodes which submitted app's code answers (None: their own). After
     ``stop`` every call raises RunStopped, so the ServerApp ends at its next message.
     """
@@ -61,7 +79,10 @@ class LinkGrid(Grid):
         self._waiting: dict[str, Message] = {}
         """Messages without a reply yet."""
         self._unfinished: dict[str, None] = {}
-        """Messages whose replies the ServerApp has not yet taken up, in the order sent."""
+        """Messages whose replies the ServerApp is not done with, in the order sent: not yet
+        answered, waiting in ``receive_in_order`` for an earlier one, or being folded."""
+        self._in_flight: dict[str, tuple[int, int]] = {}
+        """Replies let in and not yet folded: message id -> (node id, bytes announced)."""
         self._at_the_door: set[str] = set()
         """Messages whose replies have begun to arrive and wait for their turn."""
         self._replies: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
@@ -84,40 +105,108 @@ class LinkGrid(Grid):
         with self._turn:
             self._turn.notify_all()
 
-    def wait_for_turn(
-        self, reply_to: str, max_open: int, keep_alive: Callable[[], None], period_s: float
-    ) -> None:
-        """Return once the reply to ``reply_to`` may come in: bounded memory, in send order.
+    def let_in(
+        self,
+        node_id: int,
+        reply_to: str,
+        size: int,
+        limits: ReplyLimits,
+        keep_alive: Callable[[], None],
+        period_s: float,
+    ) -> bool:
+        """Whether a reply of ``size`` bytes that begins to arrive may come in, in its turn.
 
-        Strategies fold replies in the order their messages were sent, so the link takes in
-        replies in that order too. A reply may come in while fewer than ``max_open``
-        messages sent before it are unfinished: not yet answered, or answered but not yet
-        taken up by the ServerApp (a reply counts until ``receive`` is asked for the next
-        one). A later reply waits (gRPC's flow control holds its node back) instead of
-        sitting whole in memory. ``keep_alive`` runs every ``period_s`` meanwhile: the node
-        is alive, the link just is not reading it yet. A reply waiting for its turn has come
-        in time: ``receive``'s timeout does not fail it (it fails the ones it waits behind).
+        False (logged) if no message waits for it from ``node_id``: its chunks are dropped
+        unread. Strategies fold replies in the order their messages were sent, so the link
+        takes in replies in that order too: a reply comes in once fewer than
+        ``limits.max_open`` messages sent before it are unfolded (unanswered, or answered
+        and waiting in ``receive_in_order`` for an earlier one, or being folded). A later
+        reply waits here (gRPC's flow control holds its node back) instead of sitting whole
+        in memory. ``keep_alive`` runs every ``period_s`` meanwhile: the node is alive, the
+        link just is not reading it yet. A reply waiting for its turn has come in time:
+        ``receive``'s timeout does not fail it (it fails the ones it waits behind). A reply
+        over the byte quotas fails its message at once (INVALID_REPLY) and raises
+        QuotaExceeded.
         """
         with self._turn:
+            if not self._awaited(node_id, reply_to):
+                return False
             self._at_the_door.add(reply_to)
             try:
-                while self._stopped is None and reply_to in self._waiting:
-                    ahead = 0
-                    for message_id in self._unfinished:
-                        if message_id == reply_to or ahead >= max_open:
-                            break
-                        ahead += 1
-                    if ahead < max_open:
-                        return
+                while (
+                    self._stopped is None
+                    and reply_to in self._waiting
+                    and not self._its_turn(reply_to, limits.max_open)
+                ):
                     self._turn.wait(period_s)
                     keep_alive()
             finally:
                 self._at_the_door.discard(reply_to)
+            if self._stopped is not None or reply_to not in self._waiting:
+                return False  # failed meanwhile (lost, stopped): nothing wants it now
+            over = self._over_quota(node_id, size, limits)
+            if over is None:
+                self._in_flight[reply_to] = (node_id, size)
+                return True
+        self._fail(reply_to, ErrorCode.INVALID_REPLY, over)
+        raise QuotaExceeded(over)
+
+    def waits_for(self, message_id: str) -> bool:
+        """Whether ``message_id`` still waits for its reply."""
+        with self._lock:
+            return message_id in self._waiting
+
+    def _awaited(self, node_id: int, reply_to: str) -> bool:
+        """Whether a message waits for a reply to ``reply_to`` from ``node_id`` (else log)."""
+        sent = self._waiting.get(reply_to)
+        if sent is None:
+            log.warning(
+                "dropped a reply from node %d to %r: no message waits for it (late or unknown)",
+                node_id,
+                reply_to,
+            )
+            return False
+        if sent.metadata.dst_node_id != node_id:
+            log.warning(
+                "dropped a reply from node %d to a message sent to node %d",
+                node_id,
+                sent.metadata.dst_node_id,
+            )
+            return False
+        return True
+
+    def _its_turn(self, reply_to: str, max_open: int) -> bool:
+        """Fewer than ``max_open`` unfolded messages were sent before ``reply_to``."""
+        for ahead, message_id in enumerate(self._unfinished):
+            if ahead >= max_open:
+                return False
+            if message_id == reply_to:
+                return True
+        return True
+
+    def _over_quota(self, node_id: int, size: int, limits: ReplyLimits) -> str | None:
+        """Why a reply of ``size`` bytes from ``node_id`` may not come in now, if it may not."""
+        total = size + sum(b for _, b in self._in_flight.values())
+        node = size + sum(b for n, b in self._in_flight.values() if n == node_id)
+        if node > limits.node_bytes:
+            return (
+                f"node {node_id}'s reply of {size:,} bytes would bring its replies on the link "
+                f"to {node:,} bytes, over the quota of {limits.node_bytes:,} bytes per node "
+                "(max_node_bytes_in_flight; pollinate link --max-node-bytes-in-flight)"
+            )
+        if total > limits.total_bytes:
+            return (
+                f"node {node_id}'s reply of {size:,} bytes would bring the replies on the link "
+                f"to {total:,} bytes, over the quota of {limits.total_bytes:,} bytes for all "
+                "nodes (max_bytes_in_flight; pollinate link --max-bytes-in-flight)"
+            )
+        return None
 
     def _finished(self, message_id: str) -> None:
-        """The ServerApp took up the reply to ``message_id``: a later reply may come in."""
+        """The ServerApp is done with the reply to ``message_id``: a later one may come in."""
         with self._turn:
             if self._unfinished.pop(message_id, False) is None:
+                self._in_flight.pop(message_id, None)
                 self._turn.notify_all()
 
     def _check_stopped(self) -> None:
@@ -144,16 +233,52 @@ class LinkGrid(Grid):
     def receive(
         self, message_ids: Sequence[str], timeout: float | None = None
     ) -> Iterator[Message]:
-        """Yield one reply per message id as replies arrive; error replies after ``timeout``."""
+        """Yield one reply per message id as replies arrive; error replies after ``timeout``.
+
+        A reply counts against the link's window until the ServerApp asks for the next one.
+        """
+        for reply in self._arrivals(message_ids, timeout):
+            yield from self._hand_over(reply)
+            del reply  # the ServerApp is done with it: a whole model need not stay here
+
+    def receive_in_order(
+        self, message_ids: Sequence[str], timeout: float | None = None
+    ) -> Iterator[Message]:
+        """The replies in the order of ``message_ids``, as strategies fold them.
+
+        A reply that overtook a slower one waits here, and counts against the link's window
+        until it is yielded and the ServerApp asks for the next: with a slow node first in
+        the send order, the link holds at most ``max_open`` replies, not one per node.
+        """
+        position = {message_id: i for i, message_id in enumerate(message_ids)}
+        early: dict[int, Message] = {}
+        next_index = 0
+        try:
+            for reply in self._arrivals(message_ids, timeout):
+                early[position[reply.metadata.reply_to_message_id]] = reply
+                del reply  # hold no reply while the next one comes in: it may be a whole model
+                while next_index in early:
+                    yield from self._hand_over(early.pop(next_index))
+                    next_index += 1
+        finally:
+            for reply in early.values():  # the ServerApp stopped early: nobody needs these
+                self._finished(reply.metadata.reply_to_message_id)
+
+    def _hand_over(self, reply: Message) -> Iterator[Message]:
+        """Yield ``reply``; once the ServerApp asks for the next one, it is done with it."""
+        reply_to = reply.metadata.reply_to_message_id
+        try:
+            yield reply
+        finally:
+            self._finished(reply_to)
+
+    def _arrivals(self, message_ids: Sequence[str], timeout: float | None) -> Iterator[Message]:
+        """One reply per message id as they arrive: the node's, or an error reply."""
         wanted = set(message_ids)
         deadline = None if timeout is None else time.monotonic() + timeout
         held: list[Message] = []
-        taken = ""
         try:
             while wanted:
-                if taken:  # asked for the next reply: the last one is taken up
-                    self._finished(taken)
-                    taken = ""
                 self._check_stopped()
                 if deadline is not None and time.monotonic() >= deadline:
                     with self._lock:
@@ -174,17 +299,13 @@ class LinkGrid(Grid):
                 if reply is None:
                     self._replies.put(None)  # every receive() sees that the run stopped
                     continue
-                reply_to = reply.metadata.reply_to_message_id
-                if reply_to in wanted:
-                    wanted.discard(reply_to)
-                    taken = reply_to
+                if reply.metadata.reply_to_message_id in wanted:
+                    wanted.discard(reply.metadata.reply_to_message_id)
                     yield reply
-                    del reply  # the ServerApp has it: a whole model need not stay here
+                    del reply
                 else:
                     held.append(reply)  # another receive() waits for it
         finally:
-            if taken:
-                self._finished(taken)
             for reply in held:
                 self._replies.put(reply)
 
@@ -192,28 +313,31 @@ class LinkGrid(Grid):
         with self._lock:
             return any(message_id in self._waiting for message_id in message_ids)
 
-    def take_reply(self, node_id: int, reply: Message) -> bool:
-        """Accept a node's reply if a message waits for it from that very node."""
-        reply_to = reply.metadata.reply_to_message_id
-        with self._lock:
-            sent = self._waiting.get(reply_to)
-            if sent is None:
-                log.warning(
-                    "dropped a reply from node %d to %r: no message waits for it (late or unknown)",
-                    node_id,
-                    reply_to,
-                )
-                return False
-            if sent.metadata.dst_node_id != node_id:
-                log.warning(
-                    "dropped a reply from node %d to a message sent to node %d",
-                    node_id,
-                    sent.metadata.dst_node_id,
-                )
-                return False
-            del self._waiting[reply_to]
+    def take_reply(self, node_id: int, reply_to: str, reply: Message) -> bool:
+        """Accept ``node_id``'s reply to ``reply_to`` if that message waits for it from that node.
+
+        ``reply_to`` is what the frames said the reply answers; a reply whose own metadata
+        does not answer that message becomes an INVALID_REPLY error (``check_reply``) at
+        once, as in simulation.
+        """
+        sent = self._claim(node_id, reply_to)
+        if sent is None:
+            return False
         self._replies.put(check_reply(sent, reply))
         return True
+
+    def refuse_reply(self, node_id: int, reply_to: str, reason: str) -> None:
+        """``node_id`` answered ``reply_to`` with bytes that are no message: INVALID_REPLY."""
+        sent = self._claim(node_id, reply_to)
+        if sent is not None:
+            self._replies.put(sent.reply_error(ErrorCode.INVALID_REPLY, reason))
+
+    def _claim(self, node_id: int, reply_to: str) -> Message | None:
+        """The message ``reply_to`` if it waits for a reply from ``node_id``; it waits no more."""
+        with self._lock:
+            if not self._awaited(node_id, reply_to):
+                return None
+            return self._waiting.pop(reply_to)
 
     def node_lost(self, node_id: int, why: str) -> None:
         """Answer every message still waiting on ``node_id`` with NODE_UNAVAILABLE."""

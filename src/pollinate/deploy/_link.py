@@ -56,7 +56,7 @@ from ._frames import (
     encode_frame,
     frame_limit,
 )
-from ._grid import LinkGrid
+from ._grid import LinkGrid, QuotaExceeded, ReplyLimits
 from ._identity import PUBLIC_KEY_KEY, Verifier, body_digest
 from ._sealed import unseal
 from ._store import AppRef, Store
@@ -88,6 +88,11 @@ IDLE_PER_NODE = 4
 """Registrations kept that are not connected: this many per ``max_nodes``, the oldest go."""
 SPARE_THREADS = 16
 """Threads beyond the budgets, for the calls being refused."""
+DEFAULT_NODE_BYTES_IN_FLIGHT = 4 << 30
+"""4 GiB: one node's unfolded replies on the link (a 1-billion-parameter float32 model)."""
+DEFAULT_BYTES_IN_FLIGHT = 8 << 30
+"""8 GiB: all nodes' unfolded replies on the link, a third of a 24 GB machine (two replies
+of the largest size one node may send: the link takes two at a time)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +139,11 @@ class Link:
     a node id stays bound to the key that registered it. With a ``store`` the nodes keep
     their ids (and tokens) when the link restarts. At most ``max_open_replies`` replies
     come in at once, in the order their messages were sent (the order strategies fold
-    them in): the link holds a few replies at a time, not one per node.
+    them in): the link holds a few replies at a time, not one per node, and a reply is held
+    until the strategy has folded it. A reply no message waits for is refused at its first
+    chunk, before any memory is set aside. The replies the link holds may take at most
+    ``max_node_bytes_in_flight`` bytes per node and ``max_bytes_in_flight`` in all; a reply
+    over either is an INVALID_REPLY failure and its node's stream ends (RESOURCE_EXHAUSTED).
 
     At most ``max_nodes`` nodes are connected at once, and ``max_unauthenticated`` streams
     wait for their first-frame hello, for ``hello_timeout_s`` each. Registrations not
@@ -157,6 +166,8 @@ class Link:
         max_open_replies: int = 2,
         max_unauthenticated: int = 32,
         registration_expiry_s: float = 600.0,
+        max_node_bytes_in_flight: int = DEFAULT_NODE_BYTES_IN_FLIGHT,
+        max_bytes_in_flight: int = DEFAULT_BYTES_IN_FLIGHT,
     ) -> None:
         if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
             raise ConfigError(
@@ -164,13 +175,17 @@ class Link:
             )
         if max_nodes < 1:
             raise ConfigError(f"max_nodes must be at least 1, got {max_nodes}")
+        if min(max_node_bytes_in_flight, max_bytes_in_flight) < 1:
+            raise ConfigError("the link's quotas of bytes in flight must be at least 1 byte")
+        self.reply_limits = ReplyLimits(
+            max_open_replies, max_node_bytes_in_flight, max_bytes_in_flight
+        )
         self.address = address
         self.chunk_size = chunk_size
         self.max_message_size = max_message_size
         self.heartbeat_s = heartbeat_s
         self.node_timeout_s = node_timeout_s
         self.hello_timeout_s = hello_timeout_s
-        self.max_open_replies = max_open_replies
         self.max_nodes = max_nodes
         self.registration_expiry_s = registration_expiry_s
         self._credentials = credentials
@@ -613,6 +628,7 @@ class Link:
     ) -> None:
         """Read one node's frames: heartbeats, and the chunks of its replies."""
         assembler = Assembler(self.max_message_size, max_open=1)  # a node replies in turn
+        coming = ""  # the message the reply being assembled answers
         try:
             for data in requests:
                 node.last_seen = time.monotonic()
@@ -620,15 +636,21 @@ class Link:
                 if signer != node.public_key:
                     raise AuthError(f"a frame on node {node.node_id}'s stream has another signer")
                 if frame.kind == "heartbeat":
+                    self._check_not_stalled(assembler, coming)
                     continue
                 if frame.kind != "chunk":
                     raise WireError(f"unexpected {frame.kind!r} frame from a node")
-                if frame.header.get("offset") == 0:  # a reply begins: is it its turn?
-                    self._wait_for_turn(node, frame.header.get("reply_to"))
-                done = assembler.add(frame)
+                keep = frame.header.get("offset") != 0 or self._let_in(node, frame.header)
+                if frame.header.get("offset") == 0 and keep:
+                    coming = str(frame.header.get("reply_to"))
+                done = assembler.add(frame, keep)
                 if done is not None:
-                    self._deliver(node, done[1])
+                    self._deliver(node, *done)
                     done = None  # free the reply's buffer now, not at the next one
+        except QuotaExceeded as err:
+            log.warning("refused node %d's reply: %s", node.node_id, err)
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED
+            outbox.put(_Outgoing(end="refused", header={"code": code, "reason": str(err)}))
         except (AuthError, WireError) as err:
             log.warning("dropping node %d's stream: %s", node.node_id, err)
             code = (
@@ -642,27 +664,52 @@ class Link:
         finally:
             outbox.put(_CLOSE)  # the node's side ended: end this stream's side too
 
-    def _wait_for_turn(self, node: _Node, reply_to: object) -> None:
+    def _check_not_stalled(self, assembler: Assembler, coming: str) -> None:
+        """Drop a node that pauses a reply whose message was answered (timed out, lost)."""
         grid = self._grid
-        if grid is None or not isinstance(reply_to, str):
-            return
+        if assembler.pending_bytes() and (grid is None or not grid.waits_for(coming)):
+            raise WireError(f"its reply to {coming!r} stalled after its message was answered")
+
+    def _let_in(self, node: _Node, header: dict[str, Any]) -> bool:
+        """Whether the reply ``header`` begins may come in (once it is its turn).
+
+        False: nothing waits for it, so its chunks are dropped unread. Decided from the
+        first chunk's header, before the Assembler sets any memory aside.
+        """
+        total, reply_to = header.get("total"), header.get("reply_to")
+        if type(total) is not int or total < 0:
+            return True  # the Assembler refuses it, saying why
+        grid = self._grid
+        if grid is None:  # late: the run ended (or was stopped) before this reply came
+            log.info("dropped a reply from node %d: no run is going on", node.node_id)
+            return False
+        if not isinstance(reply_to, str):
+            log.warning(
+                "dropped a reply from node %d: its first chunk names no 'reply_to' message",
+                node.node_id,
+            )
+            return False
 
         def keep_alive() -> None:
             node.last_seen = time.monotonic()
 
-        grid.wait_for_turn(reply_to, self.max_open_replies, keep_alive, self.heartbeat_s)
+        return grid.let_in(
+            node.node_id, reply_to, total, self.reply_limits, keep_alive, self.heartbeat_s
+        )
 
-    def _deliver(self, node: _Node, data: memoryview) -> None:
+    def _deliver(self, node: _Node, header: dict[str, Any], data: memoryview) -> None:
+        """Hand a node's whole reply to the run; one that is not a message is INVALID_REPLY."""
+        grid, reply_to = self._grid, str(header.get("reply_to"))
+        if grid is None:  # the run ended while the reply came in
+            log.info("dropped a reply from node %d: no run is going on", node.node_id)
+            return
         try:
             reply = decode(data)
         except WireError as err:
             log.warning("node %d sent a reply that is not a valid message: %s", node.node_id, err)
+            grid.refuse_reply(node.node_id, reply_to, f"the reply is not a valid message: {err}")
             return
-        grid = self._grid
-        if grid is None:  # late: the run ended (or was stopped) before this reply came
-            log.info("dropped a reply from node %d: no run is going on", node.node_id)
-        else:
-            grid.take_reply(node.node_id, reply)
+        grid.take_reply(node.node_id, reply_to, reply)
 
     def _lose(self, node: _Node, stream: int, why: str) -> None:
         with self._lock:

@@ -1,13 +1,14 @@
 """A submitted run's ServerApp in a process of its own, driving the link's Grid over a pipe.
 
 The link never imports a submitted app's code: a spawned child loads the ServerApp and runs
-it on ``ProxyGrid``, whose calls (``node_ids``, ``send``, ``receive``, ``wait_for_nodes``)
-cross to the link's ``LinkGrid``. Observer events (each round, the model, the strategy's
-state) and ``pollinate`` log records come back the same way, so the link's database, the
-run's log and ``pollinate ls`` see the run as before. Each frame is a JSON header and, for
-messages and arrays, the wire format's own parts, sent from their buffers as they are and
-decoded as views: no pickle. A broadcast's arrays cross once, however many messages share
-them. The child writes the run's files itself (``metrics.jsonl``, checkpoints, the model).
+it on ``ProxyGrid``, whose calls (``node_ids``, ``send``, ``receive`` / ``receive_in_order``,
+``wait_for_nodes``) cross to the link's ``LinkGrid``. Observer events (each round, the
+model, the strategy's state) and ``pollinate`` log records come back the same way, so the
+link's database, the run's log and ``pollinate ls`` see the run as before. Each frame is a
+JSON header and, for messages and arrays, the wire format's own parts, sent from their
+buffers as they are and decoded as views: no pickle. A broadcast's arrays cross once,
+however many messages share them. The child writes the run's files itself
+(``metrics.jsonl``, checkpoints, the model).
 
 Whatever the child does, the link goes on: a process that exits, is killed, breaks the
 protocol, or stays silent for ``max_idle_s`` ends its run as failed (``AppError`` naming
@@ -371,7 +372,8 @@ class ServerProcess:
                 self._handles += 1
                 handle = self._handles
                 wait = None if timeout is None else float(timeout)
-                self._receiving[handle] = grid.receive(list(ids), wait)
+                receive = grid.receive_in_order if header.get("ordered") else grid.receive
+                self._receiving[handle] = receive(list(ids), wait)
                 return {"ok": handle}, []
             if op == "next":
                 return self._next(int(header["handle"]))
@@ -538,9 +540,21 @@ class ProxyGrid(Grid):
         self, message_ids: Sequence[str], timeout: float | None = None
     ) -> Iterator[Message]:
         """The replies, one at a time, as the link's Grid yields them."""
+        return self._receive(message_ids, timeout, ordered=False)
+
+    def receive_in_order(
+        self, message_ids: Sequence[str], timeout: float | None = None
+    ) -> Iterator[Message]:
+        """The replies in send order: the link's Grid keeps the reordering, and its limits."""
+        return self._receive(message_ids, timeout, ordered=True)
+
+    def _receive(
+        self, message_ids: Sequence[str], timeout: float | None, *, ordered: bool
+    ) -> Iterator[Message]:
         wait = None if timeout is None else float(timeout)
         ids = [str(i) for i in message_ids]
-        handle = self._parent.call({"op": "receive", "ids": ids, "timeout": wait})[0]["ok"]
+        header = {"op": "receive", "ids": ids, "timeout": wait, "ordered": ordered}
+        handle = self._parent.call(header)[0]["ok"]
         finished = False
         try:
             while True:

@@ -19,7 +19,8 @@ class Grid(ABC):
 
     The contract every transport keeps: each message sent gets exactly one reply from
     ``receive``, the node's own or an error reply (timeout, node unavailable), and replies
-    come in the order they arrive.
+    come in the order they arrive; ``receive_in_order`` gives the same replies in the order
+    their messages were sent.
 
     A grid also carries what the run around it gives a round loop: ``observer`` (who hears
     of each round) and ``resume_point`` (where an interrupted run carries on).
@@ -54,6 +55,18 @@ class Grid(ABC):
         self, message_ids: Sequence[str], timeout: float | None = None
     ) -> Iterator[Message]:
         """Yield one reply per message id as replies arrive; error replies after ``timeout`` s."""
+
+    def receive_in_order(
+        self, message_ids: Sequence[str], timeout: float | None = None
+    ) -> Iterator[Message]:
+        """``receive``'s replies in the order of ``message_ids``, as strategies fold them.
+
+        Folding in a fixed order makes a float aggregate the same bit for bit from run to
+        run, however the transport interleaves replies. A transport that knows the order
+        may hold fewer replies than ``in_send_order``'s buffer does (the link lets a reply
+        in only when it is nearly its turn).
+        """
+        return in_send_order(self.receive(message_ids, timeout), message_ids)
 
     def wait_for_nodes(self, count: int, timeout: float) -> list[int]:
         """The available node ids, once at least ``count`` are there.
@@ -108,3 +121,25 @@ def check_reply(sent: Message, reply: Message) -> Message:
         "the reply does not answer the message (build it with msg.reply(content)): "
         + "; ".join(problems),
     )
+
+
+def in_send_order(replies: Iterable[Message], message_ids: Sequence[str]) -> Iterator[Message]:
+    """Yield ``replies`` ordered as ``message_ids``; a reply to an unknown id is dropped.
+
+    Early arrivals wait in a buffer until every message sent before theirs has been
+    answered, so the buffer holds only the replies that overtook a slower one.
+    """
+    position = {mid: i for i, mid in enumerate(message_ids)}
+    waiting: dict[int, Message] = {}
+    next_index = 0
+    for reply in replies:
+        index = position.get(reply.metadata.reply_to_message_id)
+        if index is None or index < next_index or index in waiting:
+            continue
+        waiting[index] = reply
+        del reply  # hold no reply while the next one comes in: it may be a whole model
+        while next_index in waiting:
+            yield waiting.pop(next_index)
+            next_index += 1
+    for index in sorted(waiting):  # a transport that lost a reply must not lose the rest
+        yield waiting[index]

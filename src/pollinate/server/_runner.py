@@ -118,3 +118,9 @@ class _RunGrid(Grid):
     ) -> Iterator[Message]:
         """Receive through the transport."""
         return self._grid.receive(message_ids, timeout)
+
+    def receive_in_order(
+        self, message_ids: Sequence[str], timeout: float | None = None
+    ) -> Iterator[Message]:
+        """Receive in send order through the transport (the link holds fewer replies so)."""
+        return self._grid.receive_in_order(message_ids, timeout)

@@ -25,7 +25,6 @@ from ..server import (
     ServerApp,
 )
 from ._classic import initial_arrays_from_a_node
-from ._order import in_send_order
 
 __all__ = ["EvaluateFn", "Strategy", "one_server_app"]
 
@@ -261,7 +260,7 @@ def _layout(state: ArrayRecord) -> dict[str, tuple[int, ...]]:
 
 def _exchange(grid: Grid, messages: list[Message], timeout: float | None) -> Iterator[Message]:
     message_ids = grid.send(messages)
-    return in_send_order(grid.receive(message_ids, timeout), message_ids)
+    return grid.receive_in_order(message_ids, timeout)
 
 
 def _round_config(config: Mapping[str, ConfigValue] | None, server_round: int) -> ConfigRecord:

@@ -1,7 +1,7 @@
 import itertools
 
 from pollinate import Message, RecordDict
-from pollinate.strategy._order import in_send_order
+from pollinate.server._grid import in_send_order
 
 
 def test_replies_come_out_in_send_order_whatever_the_arrival_order():
