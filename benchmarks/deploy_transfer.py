@@ -252,7 +252,7 @@ def run_case(case: Case, args: argparse.Namespace, cert_dir: Path | None) -> Out
         try:
             port = link.start()
             nodes = start_nodes(case, port, cert_dir, args.chunk_size, Path(tmp))
-            link.grid(0, {}).wait_for_nodes(case.nodes, timeout=120)
+            link.grid(0, {}).wait_for_nodes(case.nodes, timeout_s=120)
             peak_known = reset_peak()
             baseline_kb = status_kb("VmRSS")
             initial = model(case.model_bytes, args.arrays)
@@ -281,12 +281,12 @@ def run_case(case: Case, args: argparse.Namespace, cert_dir: Path | None) -> Out
                     "  (cannot reset VmHWM here: the link's peak is this process's lifetime peak)"
                 )
             del initial
-            link.stop(grace=5)
+            link.stop(grace_s=5)
             stopped = True
             outcome.node_peaks = node_peaks(nodes, Path(tmp))
         finally:
             if not stopped:
-                link.stop(grace=0.5)
+                link.stop(grace_s=0.5)
             stop_all(nodes)
     return outcome
 

@@ -24,7 +24,7 @@ def test_reply_points_back_at_the_message():
     assert (md.src_node_id, md.dst_node_id) == (7, 0)
     assert (md.run_id, md.group_id, md.message_type) == (5, "round-1", "train")
     assert md.message_id != message.metadata.message_id
-    assert 0 < md.ttl <= message.metadata.ttl
+    assert 0 < md.ttl_s <= message.metadata.ttl_s
 
 
 def test_error_reply_carries_code_and_reason():

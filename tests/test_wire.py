@@ -63,7 +63,7 @@ metadatas = st.builds(
     message_type=texts,
     reply_to_message_id=texts,
     group_id=texts,
-    ttl=floats,
+    ttl_s=floats,
     created_at=floats,
 )
 messages = st.one_of(

@@ -76,7 +76,7 @@ class Metadata:
     message_type: str
     reply_to_message_id: str = ""
     group_id: str = ""
-    ttl: float = DEFAULT_TTL
+    ttl_s: float = DEFAULT_TTL
     created_at: float = 0.0
 
 
@@ -112,7 +112,7 @@ class Message:
         message_type: str,
         *,
         group_id: str = "",
-        ttl: float = DEFAULT_TTL,
+        ttl_s: float = DEFAULT_TTL,
         run_id: int = 0,
     ) -> Message:
         """A new message from the server to ``dst_node_id`` (the Grid fills in the run id)."""
@@ -129,7 +129,7 @@ class Message:
             dst_node_id=dst_node_id,
             message_type=message_type,
             group_id=group_id,
-            ttl=ttl,
+            ttl_s=ttl_s,
             created_at=time.time(),
         )
         return cls(metadata, content=content)
@@ -155,7 +155,7 @@ class Message:
     def _reply_metadata(self) -> Metadata:
         md = self.metadata
         now = time.time()
-        remaining = md.ttl - (now - md.created_at) if md.created_at else md.ttl
+        remaining = md.ttl_s - (now - md.created_at) if md.created_at else md.ttl_s
         return Metadata(
             run_id=md.run_id,
             message_id=_new_message_id(),
@@ -164,7 +164,7 @@ class Message:
             message_type=md.message_type,
             reply_to_message_id=md.message_id,
             group_id=md.group_id,
-            ttl=max(remaining, 0.0),
+            ttl_s=max(remaining, 0.0),
             created_at=now,
         )
 

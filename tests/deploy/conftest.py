@@ -21,7 +21,7 @@ def link():
     )
     server.start()
     yield server
-    server.stop(grace=0.5)
+    server.stop(grace_s=0.5)
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def start_nodes(link):
             threads.append(thread)
 
     yield start
-    link.stop(grace=0.5)
+    link.stop(grace_s=0.5)
     for thread in threads:
         thread.join(timeout=10)
         assert not thread.is_alive(), "a node did not leave after the link's goodbye"

@@ -180,7 +180,7 @@ def test_calls_without_hello_or_body_do_not_keep_out_a_node_whose_key_is_listed(
     finally:
         attacker.release()
         channel.close()
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
     node.join(timeout=10)
 
 
@@ -230,7 +230,7 @@ def test_a_node_over_max_nodes_is_told_why_retries_and_gets_in_when_room_frees(c
         logging.getLogger("pollinate.node").removeHandler(watch)
         quiet.set()
         channel.close()
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
     node.join(timeout=10)
 
 
@@ -276,7 +276,7 @@ def test_a_flood_of_registrations_locks_out_neither_new_nodes_nor_keyed_ones(tmp
         newcomer = _register(link.port, NodeKey.generate())
         assert newcomer["node_id"] in {n[0] for n in store.nodes()}
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
         store.close()
 
 
@@ -301,7 +301,7 @@ def test_keyless_registrations_room_and_expiry_survive_a_restart_with_db(tmp_pat
                 _register_on(channel)
         assert len(store.nodes()) <= 2 * 4
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
     restarted = Link("127.0.0.1:0", credentials=None, store=store, registration_expiry_s=0.2)
     restarted.start()
     channel = grpc.insecure_channel(f"127.0.0.1:{restarted.port}")
@@ -316,7 +316,7 @@ def test_keyless_registrations_room_and_expiry_survive_a_restart_with_db(tmp_pat
     finally:
         quiet.set()
         channel.close()
-        restarted.stop(grace=0.5)
+        restarted.stop(grace_s=0.5)
         store.close()
 
 
@@ -394,7 +394,7 @@ def test_a_tls_mismatch_is_named_and_the_node_stops_after_a_few_handshakes(
                 max_handshake_failures=3,
             )
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
     assert caplog.text.count(says) == 2  # two retries, then the error
     if node_tls:
         assert "TLS handshake with 127.0.0.1" in caplog.text
@@ -404,13 +404,13 @@ def test_plain_text_and_a_link_without_node_identity_each_warn_once(caplog, star
     with caplog.at_level(logging.WARNING):
         other = Link("127.0.0.1:0", credentials=None)
         other.start()
-        other.stop(grace=0.5)
+        other.stop(grace_s=0.5)
         quiet_key = NodeKey.generate()
         keyed = Link(
             "127.0.0.1:0", credentials=None, verifier=Verifier(registered={quiet_key.public_key})
         )
         keyed.start()
-        keyed.stop(grace=0.5)
+        keyed.stop(grace_s=0.5)
     link_lines = [r.getMessage() for r in caplog.records if r.name == "pollinate.link"]
     assert sum("plain text (--insecure)" in line for line in link_lines) == 2
     assert sum("no node identity" in line for line in link_lines) == 1

@@ -31,7 +31,7 @@ def test_a_run_survives_killed_paused_and_slow_nodes(link, start_nodes, node_pro
     doomed, frozen = node_process(2), node_process(3)
     node_process(4)  # slow: it sleeps past the round's timeout (so does the doomed one)
     grid = link.grid(run_id=9, run_config={"slow-partitions": "2 4", "sleep-s": 3.0})
-    grid.wait_for_nodes(5, timeout=30)
+    grid.wait_for_nodes(5, timeout_s=30)
 
     def later(fn, delay):
         return lambda: threading.Timer(delay, fn).start()
@@ -48,7 +48,7 @@ def test_a_run_survives_killed_paused_and_slow_nodes(link, start_nodes, node_pro
 
     @app.main()
     def main(grid, context):
-        return strategy.start(grid, MODEL, num_rounds=5, timeout=2.0)
+        return strategy.start(grid, MODEL, num_rounds=5, timeout_s=2.0)
 
     began = time.monotonic()
     result = run_server_app(app, grid, Context(9, 0, {}, {}, RecordDict()), observers=[saboteur])

@@ -173,8 +173,8 @@ def test_a_restarted_link_resumes_its_submitted_runs_in_their_order(tmp_path):
     ) as runs:
         runs.start()
         start_bare_nodes(ports[0], 2, tmp_path / "cache")
-        runs.wait(first, timeout=60)
-        runs.wait(second, timeout=60)
+        runs.wait(first, timeout_s=60)
+        runs.wait(second, timeout_s=60)
         assert [row.status for row, _ in runs.rows()] == ["finished", "finished"]
     folder = tmp_path / "runs" / "tinyapp"
     assert load_arrays(folder / str(second) / "model.npz")["w"].numpy()[0] == 3.0
@@ -211,7 +211,7 @@ def test_a_node_with_its_own_app_refuses_runs_of_another_app(tmp_path):
             **_bundle_args(write_app(tmp_path / "app")),
         )
         with pytest.raises(RoundError, match="this node serves the app 'otherapp', not 'tinyapp'"):
-            runs.wait(run_id, timeout=60)
+            runs.wait(run_id, timeout_s=60)
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ def _fedavg(**options):
 def test_fedavg_rounds_run_over_grpc_in_chunks(link, start_nodes):
     start_nodes(3)
     grid = link.grid(run_id=7, run_config={"tag": 2.5})
-    grid.wait_for_nodes(3, timeout=10)
+    grid.wait_for_nodes(3, timeout_s=10)
     result = _fedavg().start(grid, MODEL, num_rounds=3)
     # Partition p adds p + 1 each round: FedAvg (equal weights) adds 2 per round.
     np.testing.assert_array_equal(result.arrays["w"].numpy(), np.full((64, 100), 6.0))
@@ -42,13 +42,13 @@ def test_a_killed_node_becomes_a_failure_and_the_round_completes(link, start_nod
     start_nodes(2)
     victim = node_process(2)
     grid = link.grid(run_id=1, run_config={"slow-partitions": "2", "sleep-s": 30.0})
-    grid.wait_for_nodes(3, timeout=20)
+    grid.wait_for_nodes(3, timeout_s=20)
     began = time.monotonic()
     replies = []
     messages = [
         Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
     ]
-    for reply in grid.receive(grid.send(messages), timeout=60):
+    for reply in grid.receive(grid.send(messages), timeout_s=60):
         replies.append(reply)
         if len(replies) == 2:
             victim.kill()  # mid-round: it is sleeping in its train handler
@@ -62,14 +62,14 @@ def test_a_paused_node_is_lost_when_its_heartbeats_stop(link, start_nodes, node_
     start_nodes(1)
     paused = node_process(1)
     grid = link.grid(run_id=1, run_config={"slow-partitions": "1", "sleep-s": 1.0})
-    grid.wait_for_nodes(2, timeout=20)
+    grid.wait_for_nodes(2, timeout_s=20)
     messages = [
         Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
     ]
     ids = grid.send(messages)
     os.kill(paused.pid, signal.SIGSTOP)
     try:
-        replies = list(grid.receive(ids, timeout=30))
+        replies = list(grid.receive(ids, timeout_s=30))
     finally:
         os.kill(paused.pid, signal.SIGCONT)
     codes = sorted(r.error.code if r.error else 0 for r in replies)
@@ -80,12 +80,12 @@ def test_a_paused_node_is_lost_when_its_heartbeats_stop(link, start_nodes, node_
 def test_a_slow_reply_times_out_and_is_dropped_when_it_comes(link, start_nodes, caplog):
     start_nodes(2)
     grid = link.grid(run_id=1, run_config={"slow-partitions": "1", "sleep-s": 1.0})
-    grid.wait_for_nodes(2, timeout=10)
+    grid.wait_for_nodes(2, timeout_s=10)
     messages = [
         Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
     ]
     with caplog.at_level(logging.WARNING, logger="pollinate.link"):
-        replies = list(grid.receive(grid.send(messages), timeout=0.5))
+        replies = list(grid.receive(grid.send(messages), timeout_s=0.5))
         time.sleep(1.5)  # the slow node answers now, too late
     assert sorted(r.error.code if r.error else 0 for r in replies) == [0, ErrorCode.TIMEOUT]
     assert "no message waits for it" in caplog.text
@@ -94,7 +94,7 @@ def test_a_slow_reply_times_out_and_is_dropped_when_it_comes(link, start_nodes, 
 def test_with_too_few_nodes_left_the_round_fails_with_reasons(link, start_nodes):
     start_nodes(1)
     grid = link.grid(run_id=1, run_config={})
-    grid.wait_for_nodes(1, timeout=10)
+    grid.wait_for_nodes(1, timeout_s=10)
     with pytest.raises(RoundError, match=r"min_available_nodes=2 connected nodes, but only 1 of"):
         FedAvg(min_available_nodes=2, wait_for_nodes_s=0.5).start(grid, MODEL, num_rounds=1)
 
@@ -114,7 +114,7 @@ def test_replies_from_a_node_that_was_not_asked_are_dropped(link, start_nodes, c
     start_nodes(1)
     channel, me = _raw_node(link)
     grid = link.grid(run_id=1, run_config={"slow-partitions": "0", "sleep-s": 0.5})
-    grid.wait_for_nodes(1, timeout=10)
+    grid.wait_for_nodes(1, timeout_s=10)
     honest = next(n for n in grid.node_ids() if n != me["node_id"])
     (message_id,) = grid.send([Message.create(RecordDict({"arrays": MODEL}), honest, "train")])
     sent = Message.create(RecordDict({"arrays": MODEL}), honest, "train")
@@ -123,7 +123,7 @@ def test_replies_from_a_node_that_was_not_asked_are_dropped(link, start_nodes, c
     frames += list(chunk_frames("x", encode_parts(forged), 4096, {"reply_to": message_id}))
     with caplog.at_level(logging.WARNING, logger="pollinate.link"):
         stream = channel.stream_stream(CHANNEL_METHOD)(iter(map(encode_frame, frames)))
-        (reply,) = grid.receive([message_id], timeout=10)
+        (reply,) = grid.receive([message_id], timeout_s=10)
         stream.cancel()
     assert reply.error is None and reply.metadata.src_node_id == honest  # the honest answer
     assert f"reply from node {me['node_id']} to a message sent to node {honest}" in caplog.text
@@ -160,7 +160,7 @@ def test_bad_registrations_and_streams_are_refused_and_the_link_keeps_serving(
     channel.close()
     start_nodes(2)  # the link still serves honest nodes
     grid = link.grid(run_id=2, run_config={})
-    grid.wait_for_nodes(2, timeout=10)
+    grid.wait_for_nodes(2, timeout_s=10)
     assert _fedavg().start(grid, MODEL, num_rounds=1).rounds[-1].train.num_failed == 0
 
 
@@ -196,7 +196,7 @@ def test_a_stream_that_never_says_hello_is_dropped(caplog):
         channel.close()
     finally:
         silent.set()
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
 
 
 class _FakeLink:
@@ -259,7 +259,7 @@ def test_a_reply_waiting_for_its_turn_is_not_timed_out_behind_a_silent_node():
 
     thread = threading.Thread(target=reply_in_turn)
     thread.start()
-    replies = list(grid.receive([silent, answering], timeout=0.5))
+    replies = list(grid.receive([silent, answering], timeout_s=0.5))
     thread.join(timeout=5)
     by_id = {r.metadata.reply_to_message_id: r for r in replies}
     assert by_id[silent].error.code == ErrorCode.TIMEOUT
@@ -278,12 +278,12 @@ def test_a_reply_the_rules_refuse_fails_its_node_which_stays_connected(
 ):
     start_nodes(2)
     grid = link.grid(run_id=1, run_config={"bad-reply": bad, "bad-partitions": "1"})
-    grid.wait_for_nodes(2, timeout=10)
+    grid.wait_for_nodes(2, timeout_s=10)
     for _ in range(2):  # the node still serves the next round on the same stream
         messages = [
             Message.create(RecordDict({"arrays": MODEL}), node, "train") for node in grid.node_ids()
         ]
-        replies = list(grid.receive(grid.send(messages), timeout=30))
+        replies = list(grid.receive(grid.send(messages), timeout_s=30))
         failed = [r for r in replies if r.error is not None]
         assert len(replies) == 2 and len(failed) == 1
         assert failed[0].error.code == code and reason in failed[0].error.reason
@@ -341,4 +341,4 @@ def test_a_hostile_frame_on_a_stream_gets_invalid_argument_saying_what_is_wrong(
     assert "Traceback" not in caplog.text
     start_nodes(1)  # the link still serves honest nodes
     grid = link.grid(run_id=2, run_config={})
-    grid.wait_for_nodes(1, timeout=10)
+    grid.wait_for_nodes(1, timeout_s=10)

@@ -61,11 +61,11 @@ def test_signed_nodes_run_rounds_on_a_link_that_requires_signatures():
     try:
         nodes = [_node(link, NodeKey.generate(), p) for p in range(2)]
         grid = link.grid(1, {})
-        grid.wait_for_nodes(2, timeout=10)
+        grid.wait_for_nodes(2, timeout_s=10)
         result = FedAvg(fraction_evaluate=0.0).start(grid, MODEL, num_rounds=2)
         np.testing.assert_array_equal(result.arrays["w"].numpy(), np.full((32, 32), 3.0))
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
     for node in nodes:
         node.join(10)
 
@@ -76,7 +76,7 @@ def test_a_node_without_a_key_is_refused_with_a_clear_message():
         with pytest.raises(ConfigError, match="refused this node: request is not signed"):
             run_node(f"127.0.0.1:{link.port}", node_app, backoff=Backoff(give_up_s=2))
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
 
 
 def test_only_registered_keys_are_admitted():
@@ -86,9 +86,9 @@ def test_only_registered_keys_are_admitted():
         with pytest.raises(ConfigError, match="not registered"):
             run_node(f"127.0.0.1:{link.port}", node_app, key=stranger, backoff=Backoff(give_up_s=2))
         node = _node(link, admitted)
-        link.grid(1, {}).wait_for_nodes(1, timeout=10)
+        link.grid(1, {}).wait_for_nodes(1, timeout_s=10)
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
     node.join(10)
 
 
@@ -107,7 +107,7 @@ def test_a_node_cannot_take_over_another_nodes_id_even_with_its_token():
         assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         channel.close()
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
 
 
 @pytest.mark.parametrize("attack", ["replayed", "altered", "other signer"])
@@ -142,7 +142,7 @@ def test_a_replayed_altered_or_foreign_frame_ends_the_nodes_stream(attack, caplo
         assert reason[attack] in caplog.text.lower()
         channel.close()
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
 
 
 def test_one_key_holds_one_node_id():
@@ -153,7 +153,7 @@ def test_one_key_holds_one_node_id():
         _, again = _register(link, key)  # no id or token: the key alone
         assert again["node_id"] == first["node_id"]
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
 
 
 def test_a_node_with_a_key_can_join_a_link_that_checks_no_signatures():
@@ -162,11 +162,11 @@ def test_a_node_with_a_key_can_join_a_link_that_checks_no_signatures():
     try:
         node = _node(link, NodeKey.generate())
         grid = link.grid(1, {})
-        grid.wait_for_nodes(1, timeout=10)
+        grid.wait_for_nodes(1, timeout_s=10)
         result = FedAvg(fraction_evaluate=0.0, min_available_nodes=1, min_train_nodes=1).start(
             grid, MODEL, num_rounds=1
         )
         assert result.rounds[-1].train.num_failed == 0
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
     node.join(10)

@@ -66,7 +66,7 @@ def start_nodes(link):
 
     yield start
     released.set()
-    link.stop(grace=0.5)
+    link.stop(grace_s=0.5)
     for thread in threads:
         thread.join(timeout=10)
     released.clear()
@@ -105,14 +105,14 @@ def _once_all_came(grid, message_ids, delivered):
 def test_a_slow_first_node_leaves_the_link_at_most_two_unfolded_replies(link, start_nodes):
     start_nodes(app, [{"partition-id": p, "slow": p == 0} for p in range(6)])
     grid = link.grid(run_id=1, run_config={})
-    nodes = grid.wait_for_nodes(6, timeout=20)
+    nodes = grid.wait_for_nodes(6, timeout_s=20)
     slow = next(n for n in nodes if link.node_config(n)["slow"])
     order = [slow] + [n for n in nodes if n != slow]  # the slow node's message goes first
     ids = grid.send(Message.create(RecordDict({"arrays": MODEL}), n, "train") for n in order)
     delivered = _count_delivered(grid)
     _once_all_came(grid, ids[1:], delivered)
     held, folded = [], []
-    for reply in grid.receive_in_order(ids, timeout=60):  # as strategies fold them
+    for reply in grid.receive_in_order(ids, timeout_s=60):  # as strategies fold them
         held.append(len(delivered) - len(folded))  # on the link and not folded yet
         assert reply.error is None, reply.error
         folded.append(reply.metadata.src_node_id)
@@ -182,7 +182,7 @@ def test_replies_nobody_waits_for_are_refused_at_their_header(raw_link, allocati
     node, other = _RawNode(raw_link), _RawNode(raw_link)
     try:
         grid = raw_link.grid(run_id=1, run_config={})
-        grid.wait_for_nodes(2, timeout=10)
+        grid.wait_for_nodes(2, timeout_s=10)
         mine, theirs = grid.send(
             Message.create(RecordDict({"arrays": MODEL}), n, "train")
             for n in (node.node_id, other.node_id)
@@ -196,7 +196,7 @@ def test_replies_nobody_waits_for_are_refused_at_their_header(raw_link, allocati
             for stray in (unknown, other_node):  # their chunks are checked and dropped
                 node.send(_reply_frames(stray, stray.reply(RecordDict({"arrays": MODEL}))))
             node.send(_reply_frames(work, reply))
-            (answer,) = grid.receive([mine], timeout=10)
+            (answer,) = grid.receive([mine], timeout_s=10)
         assert answer.error is None and answer.metadata.reply_to_message_id == mine
         assert allocations == [size]  # only the reply a message waited for got a buffer
         assert "no message waits for it" in caplog.text
@@ -218,7 +218,7 @@ def raw_link():
     """A link for raw nodes, with the default quotas."""
     server = _patient_link()
     yield server
-    server.stop(grace=0.5)
+    server.stop(grace_s=0.5)
 
 
 @pytest.fixture
@@ -226,19 +226,19 @@ def small_link():
     """A link for raw nodes whose quotas are 64 KiB per node and 80 KiB in all."""
     server = _patient_link(max_node_bytes_in_flight=64 << 10, max_bytes_in_flight=80 << 10)
     yield server
-    server.stop(grace=0.5)
+    server.stop(grace_s=0.5)
 
 
 def test_a_reply_over_the_node_quota_is_refused_before_its_buffer(small_link, allocations, caplog):
     node = _RawNode(small_link)
     try:
         grid = small_link.grid(run_id=1, run_config={})
-        grid.wait_for_nodes(1, timeout=10)
+        grid.wait_for_nodes(1, timeout_s=10)
         (sent,) = grid.send([Message.create(RecordDict({"arrays": MODEL}), node.node_id, "train")])
         work = node.work()
         with caplog.at_level(logging.WARNING, logger="pollinate.link"):
             node.send(_reply_frames(work, work.reply(RecordDict()), total=1 << 30)[:1])
-            (answer,) = grid.receive([sent], timeout=600)
+            (answer,) = grid.receive([sent], timeout_s=600)
             code, details = node.status()
         assert answer.error.code == ErrorCode.INVALID_REPLY
         assert "1,073,741,824 bytes" in answer.error.reason
@@ -254,7 +254,7 @@ def test_replies_over_the_total_quota_are_refused(small_link, allocations):
     first, second = _RawNode(small_link), _RawNode(small_link)
     try:
         grid = small_link.grid(run_id=1, run_config={})
-        grid.wait_for_nodes(2, timeout=10)
+        grid.wait_for_nodes(2, timeout_s=10)
         ids = grid.send(  # the second node's message goes first: the strategy folds it first
             Message.create(RecordDict({"arrays": MODEL}), n.node_id, "train")
             for n in (second, first)
@@ -272,7 +272,7 @@ def test_replies_over_the_total_quota_are_refused(small_link, allocations):
         assert delivered.wait(10)  # 32 KB on the link until the strategy has folded it
         work = second.work()
         second.send(_reply_frames(work, work.reply(RecordDict({"arrays": MODEL})), total=64 << 10))
-        refused, folded = grid.receive_in_order(ids, timeout=600)
+        refused, folded = grid.receive_in_order(ids, timeout_s=600)
         assert refused.error.code == ErrorCode.INVALID_REPLY
         assert "max_bytes_in_flight" in refused.error.reason
         assert folded.error is None
@@ -288,9 +288,9 @@ def test_a_reply_built_with_message_create_is_an_invalid_reply_at_once(link, sta
     start_nodes(app, [{"partition-id": 0}])
     start_nodes(wrong, [{"partition-id": 1}])
     grid = link.grid(run_id=1, run_config={})
-    nodes = grid.wait_for_nodes(2, timeout=20)
+    nodes = grid.wait_for_nodes(2, timeout_s=20)
     ids = grid.send(Message.create(RecordDict({"arrays": MODEL}), n, "train") for n in nodes)
-    replies = {r.metadata.src_node_id: r for r in grid.receive(ids, timeout=600)}
+    replies = {r.metadata.src_node_id: r for r in grid.receive(ids, timeout_s=600)}
     bad = next(n for n in nodes if link.node_config(n)["partition-id"] == 1)
     assert replies[bad].error.code == ErrorCode.INVALID_REPLY
     assert "msg.reply" in replies[bad].error.reason
@@ -303,12 +303,12 @@ def test_a_reply_that_is_not_a_message_is_an_invalid_reply_at_once(raw_link):
     node = _RawNode(raw_link)
     try:
         grid = raw_link.grid(run_id=1, run_config={})
-        grid.wait_for_nodes(1, timeout=10)
+        grid.wait_for_nodes(1, timeout_s=10)
         (sent,) = grid.send([Message.create(RecordDict({"arrays": MODEL}), node.node_id, "train")])
         work = node.work()
         header = {"reply_to": work.metadata.message_id}
         node.send(chunk_frames("garbage", [b"not a message at all"], 4096, header))
-        (answer,) = grid.receive([sent], timeout=600)
+        (answer,) = grid.receive([sent], timeout_s=600)
         assert answer.error.code == ErrorCode.INVALID_REPLY
         assert "not a valid message" in answer.error.reason
     finally:
@@ -336,15 +336,16 @@ def test_a_reply_stalled_past_its_message_loses_its_buffer(raw_link, caplog):
     node = _RawNode(raw_link)
     try:
         grid = raw_link.grid(run_id=1, run_config={})
-        grid.wait_for_nodes(1, timeout=10)
+        grid.wait_for_nodes(1, timeout_s=10)
         (sent,) = grid.send([Message.create(RecordDict({"arrays": MODEL}), node.node_id, "train")])
         work = node.work()
         node.send(_reply_frames(work, work.reply(RecordDict({"arrays": MODEL})))[:1])
-        (answer,) = grid.receive([sent], timeout=0.5)  # its first chunk came, then nothing
+        (answer,) = grid.receive([sent], timeout_s=0.5)  # its first chunk came, then nothing
         assert answer.error.code == ErrorCode.TIMEOUT
         with caplog.at_level(logging.WARNING, logger="pollinate.link"):
             node.send([Frame("heartbeat")])  # alive, but the reply it holds open is late
-            assert node.status()[0] == grpc.StatusCode.OK  # the link ended the stream
+            code, details = node.status()  # the link ended the stream, saying why
+            assert code == grpc.StatusCode.INVALID_ARGUMENT and "stalled" in details
         assert "stalled after its message was answered" in caplog.text
     finally:
         node.close()

@@ -115,7 +115,7 @@ def test_a_serverapp_that_ends_or_hangs_fails_its_run_and_the_queue_goes_on(
     app_dir = _app(tmp_path / "app")
     bad = runs.submit("tinyapp", {**CONFIG, "how": how}, **_bundle_args(app_dir, "hostile"))
     good = runs.submit("tinyapp", CONFIG, **_bundle_args(app_dir))
-    runs.wait(good, timeout=120)
+    runs.wait(good, timeout_s=120)
     row = runs.row(bad)
     assert row.status == "failed" and reason in (row.error or "")
     assert runs.rounds_done(bad) == 1  # its round is kept; it failed after it
@@ -138,7 +138,7 @@ def test_a_hung_serverapp_that_is_stopped_is_ended_after_a_grace_period(
     good = runs.submit("tinyapp", CONFIG, **_bundle_args(app_dir))
     _wait_for_line(runs.log_of(hung), "round 1:")
     runs.stop(hung)
-    runs.wait(good, timeout=120)
+    runs.wait(good, timeout_s=120)
     assert runs.row(hung).status == "stopped"
 
 
@@ -157,10 +157,10 @@ def test_a_run_in_its_own_process_gives_what_the_same_serverapp_gives_in_process
     runs = runs_with_nodes()
     app_dir = _app(tmp_path / "app")
     child = runs.submit("tinyapp", CONFIG, **_bundle_args(app_dir))
-    runs.wait(child, timeout=120)
+    runs.wait(child, timeout_s=120)
     server_app = load_object("tinyapp.apps:server", ServerApp, app_dir, fresh=True)
     here = runs.submit("tinyapp", CONFIG, server_app=server_app, **_bundle_args(app_dir))
-    runs.wait(here, timeout=120)
+    runs.wait(here, timeout_s=120)
     folders = [tmp_path / "runs" / "tinyapp" / str(run_id) for run_id in (child, here)]
     models = [load_arrays(folder / "model.npz")["w"].numpy() for folder in folders]
     assert models[0].tobytes() == models[1].tobytes()
@@ -187,7 +187,7 @@ def test_a_submitted_run_cut_short_by_a_link_shutdown_resumes_in_a_new_process(t
             if attempt == 0:  # the link shuts down after round 1: the run stays unfinished
                 _wait_for_line(runs.log_of(run_id), "round 1:")
             else:
-                runs.wait(run_id, timeout=120)
+                runs.wait(run_id, timeout_s=120)
         for node in nodes:
             node.join(timeout=10)
     folder = tmp_path / "runs" / "tinyapp" / str(run_id)
@@ -214,7 +214,7 @@ def test_a_serverapp_handed_over_in_process_that_calls_sys_exit_fails_its_run_on
     runs = runs_with_nodes()
     gone = runs.submit("script", {}, server_app=server_app, min_nodes=2, wait_s=30.0)
     good = runs.submit("tinyapp", CONFIG, **_bundle_args(_app(tmp_path / "app")))
-    runs.wait(good, timeout=120)
+    runs.wait(good, timeout_s=120)
     row = runs.row(gone)
     assert row.status == "failed" and "the ServerApp called sys.exit(3)" in (row.error or "")
 
@@ -381,17 +381,17 @@ def test_a_strategy_receives_in_send_order_on_the_links_grid_in_either_process(
     calls = []
     ordered = LinkGrid.receive_in_order
 
-    def spy(self, message_ids, timeout=None):
+    def spy(self, message_ids, timeout_s=None):
         calls.append(len(message_ids))
-        return ordered(self, message_ids, timeout)
+        return ordered(self, message_ids, timeout_s)
 
     monkeypatch.setattr(LinkGrid, "receive_in_order", spy)
     runs = runs_with_nodes()
     app_dir = _app(tmp_path / "app")
-    runs.wait(runs.submit("tinyapp", CONFIG, **_bundle_args(app_dir)), timeout=120)
+    runs.wait(runs.submit("tinyapp", CONFIG, **_bundle_args(app_dir)), timeout_s=120)
     in_child = len(calls)
     assert in_child >= CONFIG["num-server-rounds"]  # every round's train replies
     server_app = load_object("tinyapp.apps:server", ServerApp, app_dir, fresh=True)
     here = runs.submit("tinyapp", CONFIG, server_app=server_app, **_bundle_args(app_dir))
-    runs.wait(here, timeout=120)
+    runs.wait(here, timeout_s=120)
     assert len(calls) == 2 * in_child  # the same calls, in the link's own process

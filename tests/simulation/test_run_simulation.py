@@ -12,7 +12,7 @@ from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
 from .fixture_apps import initial_arrays, noisy
 
 
-def fedavg_app(num_rounds=3, delay=0.0, timeout=None, min_train_nodes=2, fraction_train=0.5):
+def fedavg_app(num_rounds=3, delay=0.0, timeout_s=None, min_train_nodes=2, fraction_train=0.5):
     app = ServerApp()
 
     @app.main()
@@ -24,7 +24,7 @@ def fedavg_app(num_rounds=3, delay=0.0, timeout=None, min_train_nodes=2, fractio
             grid,
             initial_arrays(),
             num_rounds=num_rounds,
-            timeout=timeout,
+            timeout_s=timeout_s,
             train_config={"delay": delay},
         )
 
@@ -80,7 +80,11 @@ def test_process_backend_survives_a_crashing_node(apps_dir):
 
 def test_process_backend_times_out_a_stalled_node_and_goes_on(apps_dir):
     result = run_pooled(
-        fedavg_app(num_rounds=2, timeout=3.0, min_train_nodes=1), "stalling", 4, apps_dir, workers=2
+        fedavg_app(num_rounds=2, timeout_s=3.0, min_train_nodes=1),
+        "stalling",
+        4,
+        apps_dir,
+        workers=2,
     )
     outcomes = [
         (r.train.num_ok, [(f.node_id, "TIMEOUT" in f.reason) for f in r.train.failures])
@@ -177,7 +181,7 @@ def test_inline_times_out_only_the_node_that_overruns_the_rounds_timeout(monkeyp
         clock.now += 50.0 if context.node_id == 2 else 5.0  # the timeout is 30 s
         return noisy(msg, context)
 
-    server = fedavg_app(num_rounds=2, timeout=30.0, min_train_nodes=3, fraction_train=1.0)
+    server = fedavg_app(num_rounds=2, timeout_s=30.0, min_train_nodes=3, fraction_train=1.0)
     rounds = run_simulation(server, app, num_nodes=4).rounds
     for phase in (r.train for r in rounds):  # 3 + 50 + 5 + 5 s: each node has its own 30 s
         assert phase.num_ok == 3

@@ -185,7 +185,7 @@ class _ConnectingGrid(Grid):
     def send(self, messages):
         raise NotImplementedError
 
-    def receive(self, message_ids, timeout=None):
+    def receive(self, message_ids, timeout_s=None):
         raise NotImplementedError
 
 

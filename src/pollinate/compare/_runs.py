@@ -299,7 +299,7 @@ class _IsolatedTraining:
             for node, s in sent.items()
         ]
         trained = {}
-        for reply in grid.send_and_receive(messages, timeout=ROUND_TIMEOUT_S):
+        for reply in grid.send_and_receive(messages, timeout_s=ROUND_TIMEOUT_S):
             node = reply.metadata.src_node_id
             arrays = reply.content.get(ARRAYS_KEY) if reply.error is None else None
             problem = (
@@ -325,7 +325,7 @@ def _ask_label_counts(grid: Grid, nodes: list[int]) -> dict[int, dict[int, int]]
     ]
     counts = {
         reply.metadata.src_node_id - 1: read_label_counts(reply)
-        for reply in grid.send_and_receive(messages, timeout=ROUND_TIMEOUT_S)
+        for reply in grid.send_and_receive(messages, timeout_s=ROUND_TIMEOUT_S)
     }
     if any(c is None for c in counts.values()):
         return None

@@ -231,18 +231,18 @@ class LinkGrid(Grid):
         return ids
 
     def receive(
-        self, message_ids: Sequence[str], timeout: float | None = None
+        self, message_ids: Sequence[str], timeout_s: float | None = None
     ) -> Iterator[Message]:
-        """Yield one reply per message id as replies arrive; error replies after ``timeout``.
+        """Yield one reply per message id as replies arrive; error replies after ``timeout_s``.
 
         A reply counts against the link's window until the ServerApp asks for the next one.
         """
-        for reply in self._arrivals(message_ids, timeout):
+        for reply in self._arrivals(message_ids, timeout_s):
             yield from self._hand_over(reply)
             del reply  # the ServerApp is done with it: a whole model need not stay here
 
     def receive_in_order(
-        self, message_ids: Sequence[str], timeout: float | None = None
+        self, message_ids: Sequence[str], timeout_s: float | None = None
     ) -> Iterator[Message]:
         """The replies in the order of ``message_ids``, as strategies fold them.
 
@@ -254,7 +254,7 @@ class LinkGrid(Grid):
         early: dict[int, Message] = {}
         next_index = 0
         try:
-            for reply in self._arrivals(message_ids, timeout):
+            for reply in self._arrivals(message_ids, timeout_s):
                 early[position[reply.metadata.reply_to_message_id]] = reply
                 del reply  # hold no reply while the next one comes in: it may be a whole model
                 while next_index in early:
@@ -272,10 +272,10 @@ class LinkGrid(Grid):
         finally:
             self._finished(reply_to)
 
-    def _arrivals(self, message_ids: Sequence[str], timeout: float | None) -> Iterator[Message]:
+    def _arrivals(self, message_ids: Sequence[str], timeout_s: float | None) -> Iterator[Message]:
         """One reply per message id as they arrive: the node's, or an error reply."""
         wanted = set(message_ids)
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         held: list[Message] = []
         try:
             while wanted:
@@ -284,7 +284,9 @@ class LinkGrid(Grid):
                     with self._lock:
                         late = sorted(wanted - self._at_the_door)
                     for message_id in late:
-                        self._fail(message_id, ErrorCode.TIMEOUT, f"no reply within {timeout:g} s")
+                        self._fail(
+                            message_id, ErrorCode.TIMEOUT, f"no reply within {timeout_s:g} s"
+                        )
                     deadline = time.monotonic() + 1.0  # the error replies are queued by now
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:

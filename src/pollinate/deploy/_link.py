@@ -268,14 +268,14 @@ class Link:
             )
         return self.port
 
-    def stop(self, grace: float = 2.0) -> None:
+    def stop(self, grace_s: float = 2.0) -> None:
         """Say goodbye to the nodes and stop serving."""
         self._stopping.set()
         with self._lock:
             nodes = list(self._nodes.values())
         for node in nodes:
             node.outbox.put(_BYE)
-        self._server.stop(grace).wait()
+        self._server.stop(grace_s).wait()
 
     def __enter__(self) -> Link:
         self.start()

@@ -151,7 +151,7 @@ class Runs:
         """Start running queued runs."""
         self._worker.start()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def close(self, timeout_s: float = 10.0) -> None:
         """Stop the worker; a run that is going on stays unfinished (it resumes on restart)."""
         with self._lock:
             self._closing = True
@@ -160,7 +160,7 @@ class Runs:
         if current is not None and current.grid is not None:
             current.grid.stop("the link is shutting down")
         if self._worker.is_alive():
-            self._worker.join(timeout)
+            self._worker.join(timeout_s)
         if self._temp_apps is not None:
             shutil.rmtree(self._temp_apps, ignore_errors=True)
 
@@ -300,11 +300,11 @@ class Runs:
         with self._lock:
             return self._runs[run_id].row
 
-    def wait(self, run_id: int, timeout: float | None = None) -> Result:
+    def wait(self, run_id: int, timeout_s: float | None = None) -> Result:
         """Wait for a run to end; its Result, or what it raised (RunStopped if stopped)."""
         run = self._runs[run_id]
-        if not run.done.wait(timeout):
-            raise TimeoutError(f"run {run_id} is still going after {timeout} s")
+        if not run.done.wait(timeout_s):
+            raise TimeoutError(f"run {run_id} is still going after {timeout_s} s")
         if run.error is not None:
             raise run.error
         if run.result is None:

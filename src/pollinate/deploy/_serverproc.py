@@ -361,17 +361,17 @@ class ServerProcess:
             if op == "node_ids":
                 return {"ok": grid.node_ids()}, []
             if op == "wait_for_nodes":
-                count, timeout = int(header["count"]), float(header["timeout"])
-                return {"ok": grid.wait_for_nodes(count, timeout)}, []
+                count, timeout_s = int(header["count"]), float(header["timeout_s"])
+                return {"ok": grid.wait_for_nodes(count, timeout_s)}, []
             if op == "send":
                 return {"ok": grid.send(_unslim(header["messages"], payload))}, []
             if op == "receive":
-                ids, timeout = header["ids"], header["timeout"]
+                ids, timeout_s = header["ids"], header["timeout_s"]
                 if not all(isinstance(i, str) for i in ids):
                     raise TypeError("message ids must be strings")
                 self._handles += 1
                 handle = self._handles
-                wait = None if timeout is None else float(timeout)
+                wait = None if timeout_s is None else float(timeout_s)
                 receive = grid.receive_in_order if header.get("ordered") else grid.receive
                 self._receiving[handle] = receive(list(ids), wait)
                 return {"ok": handle}, []
@@ -526,9 +526,9 @@ class ProxyGrid(Grid):
         """The nodes connected to the link now."""
         return list(self._parent.call({"op": "node_ids"})[0]["ok"])
 
-    def wait_for_nodes(self, count: int, timeout: float) -> list[int]:
-        """The link's nodes, once ``count`` are connected (RoundError after ``timeout``)."""
-        header = {"op": "wait_for_nodes", "count": int(count), "timeout": float(timeout)}
+    def wait_for_nodes(self, count: int, timeout_s: float) -> list[int]:
+        """The link's nodes, once ``count`` are connected (RoundError after ``timeout_s``)."""
+        header = {"op": "wait_for_nodes", "count": int(count), "timeout_s": float(timeout_s)}
         return list(self._parent.call(header)[0]["ok"])
 
     def send(self, messages: Iterable[Message]) -> list[str]:
@@ -537,23 +537,23 @@ class ProxyGrid(Grid):
         return list(self._parent.call({"op": "send", "messages": layouts}, parts)[0]["ok"])
 
     def receive(
-        self, message_ids: Sequence[str], timeout: float | None = None
+        self, message_ids: Sequence[str], timeout_s: float | None = None
     ) -> Iterator[Message]:
         """The replies, one at a time, as the link's Grid yields them."""
-        return self._receive(message_ids, timeout, ordered=False)
+        return self._receive(message_ids, timeout_s, ordered=False)
 
     def receive_in_order(
-        self, message_ids: Sequence[str], timeout: float | None = None
+        self, message_ids: Sequence[str], timeout_s: float | None = None
     ) -> Iterator[Message]:
         """The replies in send order: the link's Grid keeps the reordering, and its limits."""
-        return self._receive(message_ids, timeout, ordered=True)
+        return self._receive(message_ids, timeout_s, ordered=True)
 
     def _receive(
-        self, message_ids: Sequence[str], timeout: float | None, *, ordered: bool
+        self, message_ids: Sequence[str], timeout_s: float | None, *, ordered: bool
     ) -> Iterator[Message]:
-        wait = None if timeout is None else float(timeout)
+        wait = None if timeout_s is None else float(timeout_s)
         ids = [str(i) for i in message_ids]
-        header = {"op": "receive", "ids": ids, "timeout": wait, "ordered": ordered}
+        header = {"op": "receive", "ids": ids, "timeout_s": wait, "ordered": ordered}
         handle = self._parent.call(header)[0]["ok"]
         finished = False
         try:

@@ -52,12 +52,12 @@ class Grid(ABC):
 
     @abstractmethod
     def receive(
-        self, message_ids: Sequence[str], timeout: float | None = None
+        self, message_ids: Sequence[str], timeout_s: float | None = None
     ) -> Iterator[Message]:
-        """Yield one reply per message id as replies arrive; error replies after ``timeout`` s."""
+        """Yield one reply per message id as replies arrive; error replies after ``timeout_s`` s."""
 
     def receive_in_order(
-        self, message_ids: Sequence[str], timeout: float | None = None
+        self, message_ids: Sequence[str], timeout_s: float | None = None
     ) -> Iterator[Message]:
         """``receive``'s replies in the order of ``message_ids``, as strategies fold them.
 
@@ -66,15 +66,15 @@ class Grid(ABC):
         may hold fewer replies than ``in_send_order``'s buffer does (the link lets a reply
         in only when it is nearly its turn).
         """
-        return in_send_order(self.receive(message_ids, timeout), message_ids)
+        return in_send_order(self.receive(message_ids, timeout_s), message_ids)
 
-    def wait_for_nodes(self, count: int, timeout: float) -> list[int]:
+    def wait_for_nodes(self, count: int, timeout_s: float) -> list[int]:
         """The available node ids, once at least ``count`` are there.
 
-        Raises ``RoundError`` after ``timeout`` seconds; transports whose nodes never change
+        Raises ``RoundError`` after ``timeout_s`` seconds; transports whose nodes never change
         answer at once.
         """
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout_s
         while True:
             nodes = self.node_ids()
             if len(nodes) >= count:
@@ -82,15 +82,15 @@ class Grid(ABC):
             if time.monotonic() >= deadline:
                 raise RoundError(
                     f"only {len(nodes)} of the {count} nodes needed are connected after "
-                    f"{timeout:g} s"
+                    f"{timeout_s:g} s"
                 )
             time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
     def send_and_receive(
-        self, messages: Iterable[Message], timeout: float | None = None
+        self, messages: Iterable[Message], timeout_s: float | None = None
     ) -> list[Message]:
-        """Send messages and wait for all replies (or ``timeout`` seconds): arrival order."""
-        return list(self.receive(self.send(messages), timeout))
+        """Send messages and wait for all replies (or ``timeout_s`` seconds): arrival order."""
+        return list(self.receive(self.send(messages), timeout_s))
 
 
 _NOBODY = Observers()

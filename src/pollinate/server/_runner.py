@@ -105,22 +105,22 @@ class _RunGrid(Grid):
         """The transport's available nodes."""
         return self._grid.node_ids()
 
-    def wait_for_nodes(self, count: int, timeout: float) -> list[int]:
+    def wait_for_nodes(self, count: int, timeout_s: float) -> list[int]:
         """The transport's wait (simulation answers at once)."""
-        return self._grid.wait_for_nodes(count, timeout)
+        return self._grid.wait_for_nodes(count, timeout_s)
 
     def send(self, messages: Iterable[Message]) -> list[str]:
         """Send through the transport."""
         return self._grid.send(messages)
 
     def receive(
-        self, message_ids: Sequence[str], timeout: float | None = None
+        self, message_ids: Sequence[str], timeout_s: float | None = None
     ) -> Iterator[Message]:
         """Receive through the transport."""
-        return self._grid.receive(message_ids, timeout)
+        return self._grid.receive(message_ids, timeout_s)
 
     def receive_in_order(
-        self, message_ids: Sequence[str], timeout: float | None = None
+        self, message_ids: Sequence[str], timeout_s: float | None = None
     ) -> Iterator[Message]:
         """Receive in send order through the transport (the link holds fewer replies so)."""
-        return self._grid.receive_in_order(message_ids, timeout)
+        return self._grid.receive_in_order(message_ids, timeout_s)

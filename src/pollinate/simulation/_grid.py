@@ -57,7 +57,7 @@ class SimulationGrid(Grid):
         """Every virtual node: they are always available."""
         return list(range(1, self._num_nodes + 1))
 
-    def wait_for_nodes(self, count: int, timeout: float) -> list[int]:
+    def wait_for_nodes(self, count: int, timeout_s: float) -> list[int]:
         """Every node, at once: virtual nodes never come or go, so there is nothing to wait for."""
         if count > self._num_nodes:
             raise RoundError(
@@ -85,7 +85,7 @@ class SimulationGrid(Grid):
         return ids
 
     def receive(
-        self, message_ids: Sequence[str], timeout: float | None = None
+        self, message_ids: Sequence[str], timeout_s: float | None = None
     ) -> Iterator[Message]:
         """Run the queued messages on the backend and yield replies as they finish."""
         if self._receiving:
@@ -94,12 +94,12 @@ class SimulationGrid(Grid):
             )
         self._receiving = True
         try:
-            yield from self._receive(message_ids, timeout)
+            yield from self._receive(message_ids, timeout_s)
         finally:
             self._receiving = False
 
-    def _receive(self, message_ids: Sequence[str], timeout: float | None) -> Iterator[Message]:
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _receive(self, message_ids: Sequence[str], timeout_s: float | None) -> Iterator[Message]:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
         tasks: list[Task] = []
         for message_id in message_ids:
             message = self._pending.pop(message_id, None)

@@ -176,10 +176,10 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.is_alive()
 
-    def wait_ready(self, timeout: float) -> None:
-        if not self.conn.poll(timeout):
+    def wait_ready(self, timeout_s: float) -> None:
+        if not self.conn.poll(timeout_s):
             self.stop()
-            raise AppError(f"a worker process did not load the ClientApp within {timeout:g} s")
+            raise AppError(f"a worker process did not load the ClientApp within {timeout_s:g} s")
         self.confirm_ready()
 
     def confirm_ready(self) -> None:

@@ -122,7 +122,7 @@ class Strategy(ABC):
         grid: Grid,
         initial_arrays: ArrayRecord,
         num_rounds: int = 3,
-        timeout: float | None = 3600.0,
+        timeout_s: float | None = 3600.0,
         train_config: Mapping[str, ConfigValue] | None = None,
         evaluate_config: Mapping[str, ConfigValue] | None = None,
         evaluate_fn: EvaluateFn | None = None,
@@ -154,9 +154,9 @@ class Strategy(ABC):
             observer.on_round_start(server_round, num_rounds)
             began = time.perf_counter()
             arrays, state, train = self._train(
-                grid, server_round, arrays, state, train_config, timeout
+                grid, server_round, arrays, state, train_config, timeout_s
             )
-            evaluate = self._evaluate(grid, server_round, arrays, evaluate_config, timeout)
+            evaluate = self._evaluate(grid, server_round, arrays, evaluate_config, timeout_s)
             server = _call_evaluate_fn(evaluate_fn, server_round, arrays) if evaluate_fn else {}
             record = RoundRecord(server_round, train, evaluate, server, time.perf_counter() - began)
             result.rounds.append(record)
@@ -215,13 +215,13 @@ class Strategy(ABC):
         arrays: ArrayRecord,
         state: ArrayRecord,
         config: Mapping[str, ConfigValue] | None,
-        timeout: float | None,
+        timeout_s: float | None,
     ) -> tuple[ArrayRecord, ArrayRecord, PhaseResult]:
         messages = self.configure_train(
             server_round, arrays, _round_config(config, server_round), grid, state
         )
         tally = _Tally("train", server_round, self.min_train_nodes)
-        replies = _exchange(grid, messages, timeout)
+        replies = _exchange(grid, messages, timeout_s)
         new_arrays, metrics, new_state = self.aggregate_train(
             server_round,
             arrays,
@@ -238,14 +238,14 @@ class Strategy(ABC):
         server_round: int,
         arrays: ArrayRecord,
         config: Mapping[str, ConfigValue] | None,
-        timeout: float | None,
+        timeout_s: float | None,
     ) -> PhaseResult | None:
         config_record = _round_config(config, server_round)
         messages = self.configure_evaluate(server_round, arrays, config_record, grid)
         if not messages:
             return None
         tally = _Tally("evaluate", server_round, self.min_evaluate_nodes)
-        replies = _exchange(grid, messages, timeout)
+        replies = _exchange(grid, messages, timeout_s)
         metrics = self.aggregate_evaluate(
             server_round, tally.keep(replies, self.check_evaluate_reply)
         )
@@ -258,9 +258,9 @@ def _layout(state: ArrayRecord) -> dict[str, tuple[int, ...]]:
     return {name: a.shape for name, a in state.items()}
 
 
-def _exchange(grid: Grid, messages: list[Message], timeout: float | None) -> Iterator[Message]:
+def _exchange(grid: Grid, messages: list[Message], timeout_s: float | None) -> Iterator[Message]:
     message_ids = grid.send(messages)
-    return grid.receive_in_order(message_ids, timeout)
+    return grid.receive_in_order(message_ids, timeout_s)
 
 
 def _round_config(config: Mapping[str, ConfigValue] | None, server_round: int) -> ConfigRecord:

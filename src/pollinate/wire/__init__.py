@@ -4,7 +4,7 @@ Everything is little-endian; ``str`` is a u32 byte length then UTF-8, ``blob`` t
 raw bytes. Layout::
 
     b"PLN"  version:u8  kind:u8 (b"M" message, b"C" context)
-    message  run_id:i64 src_node_id:i64 dst_node_id:i64 ttl:f64 created_at:f64
+    message  run_id:i64 src_node_id:i64 dst_node_id:i64 ttl_s:f64 created_at:f64
              message_id:str message_type:str reply_to_message_id:str group_id:str
              body:u8  0: content:RecordDict | 1: error code:i64 reason:str
     context  run_id:i64 node_id:i64 node_config:config run_config:config state:RecordDict

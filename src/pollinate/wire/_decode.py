@@ -145,7 +145,7 @@ def _check_prefix(r: _Reader, kind: int) -> None:
 
 
 def _get_message(r: _Reader) -> Message:
-    run_id, src, dst, ttl, created_at = r.unpack(wf.METADATA)
+    run_id, src, dst, ttl_s, created_at = r.unpack(wf.METADATA)
     message_id, message_type, reply_to, group_id = (r.text() for _ in range(4))
     metadata = Metadata(
         run_id=run_id,
@@ -155,7 +155,7 @@ def _get_message(r: _Reader) -> Message:
         message_type=message_type,
         reply_to_message_id=reply_to,
         group_id=group_id,
-        ttl=ttl,
+        ttl_s=ttl_s,
         created_at=created_at,
     )
     body = r.u8()

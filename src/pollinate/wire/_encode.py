@@ -72,7 +72,7 @@ def encode_parts(message: Message) -> list[bytes | memoryview]:
     w = _Writer(wf.MESSAGE)
     md = message.metadata
     with _encoding("metadata"):
-        w.pack(wf.METADATA, md.run_id, md.src_node_id, md.dst_node_id, md.ttl, md.created_at)
+        w.pack(wf.METADATA, md.run_id, md.src_node_id, md.dst_node_id, md.ttl_s, md.created_at)
         for text in (md.message_id, md.message_type, md.reply_to_message_id, md.group_id):
             w.text(text)
     if message.error is None:

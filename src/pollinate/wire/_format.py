@@ -31,5 +31,5 @@ U32: Final = struct.Struct("<I")
 I64: Final = struct.Struct("<q")
 F64: Final = struct.Struct("<d")
 PREFIX: Final = struct.Struct("<3sBB")  # magic, version, kind
-METADATA: Final = struct.Struct("<qqqdd")  # run_id, src, dst, ttl, created_at
+METADATA: Final = struct.Struct("<qqqdd")  # run_id, src, dst, ttl_s, created_at
 CONTEXT_IDS: Final = struct.Struct("<qq")  # run_id, node_id
