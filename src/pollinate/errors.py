@@ -10,6 +10,8 @@ The hierarchy::
     ├── AuthError                  a request whose signature, freshness or origin is not trusted
     ├── RoundError                 a round that ended with too few good replies
     ├── RunStopped                 a deployed run stopped by an operator, or by its link
+    ├── NotFound (LookupError)     a run (or other named thing) that is not there
+    ├── WaitTimeout (TimeoutError) a wait for a run or a node that ran out of time
     └── StorageError (OSError)     a file or the link's database that could not be written
 
 Each message names the problem and, where there is one, the fix.
@@ -23,11 +25,13 @@ __all__ = [
     "AppError",
     "AuthError",
     "ConfigError",
+    "NotFound",
     "PollinateError",
     "RecordError",
     "RoundError",
     "RunStopped",
     "StorageError",
+    "WaitTimeout",
     "WireError",
 ]
 
@@ -62,6 +66,14 @@ class RoundError(PollinateError):
 
 class RunStopped(PollinateError):
     """A run an operator stopped (``pollinate stop``), or whose link is shutting down."""
+
+
+class NotFound(PollinateError, LookupError):
+    """A run (or other named thing) asked for that is not there; the message says where to look."""
+
+
+class WaitTimeout(PollinateError, TimeoutError):
+    """A wait (for a run to end, for nodes to connect) that ran out of time."""
 
 
 class StorageError(PollinateError, OSError):

@@ -170,3 +170,8 @@ def test_fashion_mnist_reads_the_same_layout(fake_mnist_dir):
     ds = datasets.load("fashion-mnist", fake_mnist_dir, download=False)
     assert ds.name == "fashion-mnist" and ds.classes[9] == "Ankle boot"
     assert ds.x_train.shape == (6, 28, 28)
+
+
+def test_load_names_an_option_its_loader_does_not_take():
+    with pytest.raises(ConfigError, match=r"dataset 'digits': .*'data_dri'.*its loader takes"):
+        datasets.load("digits", data_dri="/tmp")

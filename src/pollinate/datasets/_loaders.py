@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -52,4 +53,10 @@ def load(name: str = "digits", /, *args: Any, **options: Any) -> Dataset:
     loader = LOADERS.get(name)
     if loader is None:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(sorted(LOADERS))}")
+    signature = inspect.signature(loader)
+    try:
+        signature.bind(*args, **options)
+    except TypeError as err:  # checked before the call: a TypeError inside stays what it is
+        accepted = ", ".join(signature.parameters)
+        raise ConfigError(f"dataset {name!r}: {err}; its loader takes: {accepted}") from None
     return loader(*args, **options)

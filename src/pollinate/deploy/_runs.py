@@ -27,7 +27,15 @@ from pathlib import Path
 
 from .._durable import write_file
 from ..context import Context, UserConfigValue
-from ..errors import AppError, ConfigError, PollinateError, RunStopped, StorageError
+from ..errors import (
+    AppError,
+    ConfigError,
+    NotFound,
+    PollinateError,
+    RunStopped,
+    StorageError,
+    WaitTimeout,
+)
 from ..message import SERVER_NODE_ID
 from ..records import ArrayRecord, RecordDict
 from ..server import Result, RunObserver, ServerApp, run_server_app
@@ -274,7 +282,7 @@ class Runs:
         """The run whose id is ``ref``, or starts with it; ConfigError if none or several."""
         ref = ref.strip()
         if not re.fullmatch(r"[0-9]{1,19}", ref):
-            raise LookupError(f"no run {ref!r} on this link: run ids are digits (pollinate ls)")
+            raise NotFound(f"no run {ref!r} on this link: run ids are digits (pollinate ls)")
         with self._lock:
             if int(ref) in self._runs:
                 return int(ref)
@@ -282,7 +290,7 @@ class Runs:
         if len(matches) == 1:
             return matches[0]
         if not matches:
-            raise LookupError(f"no run {ref!r} on this link (pollinate ls lists them)")
+            raise NotFound(f"no run {ref!r} on this link (pollinate ls lists them)")
         raise ConfigError(f"{len(matches)} runs start with {ref!r}: give more digits")
 
     def rounds_done(self, run_id: int) -> int:
@@ -304,7 +312,7 @@ class Runs:
         """Wait for a run to end; its Result, or what it raised (RunStopped if stopped)."""
         run = self._runs[run_id]
         if not run.done.wait(timeout_s):
-            raise TimeoutError(f"run {run_id} is still going after {timeout_s} s")
+            raise WaitTimeout(f"run {run_id} is still going after {timeout_s} s")
         if run.error is not None:
             raise run.error
         if run.result is None:
