@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from pollinate.deploy import LinkGrid, serve_link
+from pollinate.deploy import _pipe as pipe
 from pollinate.deploy import _serverproc as serverproc
 from pollinate.deploy._bundle import pack_app
 from pollinate.deploy._control import ControlClient, Submission
@@ -229,10 +230,10 @@ def test_a_broadcast_model_crosses_to_the_link_once_and_is_shared_there():
         )
         for node_id in (1, 2, 3)
     ]
-    parts, layouts = serverproc._slim(messages)
+    parts, layouts = pipe.slim(messages)
     payload = memoryview(b"".join(bytes(memoryview(p)) for p in parts))
     assert payload.nbytes < 1000 * 8 + 2000  # one copy of the model, not three
-    received = serverproc._unslim(layouts, payload)
+    received = pipe.unslim(layouts, payload)
     assert [m.metadata for m in received] == [m.metadata for m in messages]
     for got in received:
         assert list(got.content) == ["arrays", "config"]
