@@ -158,3 +158,23 @@ def test_a_registration_the_database_cannot_take_admits_the_node_and_says_so(
             assert runs.wait(run, 60).arrays  # both nodes served the run
     lines = [r.getMessage() for r in caplog.records if "not stored" in r.getMessage()]
     assert len(lines) == 1 and "is admitted but not stored: no space left on device" in lines[0]
+
+
+def test_a_crash_count_the_database_cannot_take_leaves_the_run_as_it_ended(
+    tmp_path, monkeypatch, caplog
+):
+    with _link(tmp_path / "link.db") as (runs, port):
+        run = runs.submit("count", {}, server_app=server_app(), out_dir=tmp_path / "count")
+        _arm(monkeypatch, "store.write", "the starts of run *", "enospc")
+        # Each round's progress is counted; the end is not.
+        monkeypatch.setenv("POLLINATE_FAULT_AFTER", str(ROUNDS))
+        with caplog.at_level(logging.WARNING, logger="pollinate"):
+            start_nodes(port)
+            runs.start()
+            assert runs.wait(run, 60).arrays
+        assert runs.row(run).status == "finished"
+    lines, _ = runs.log_of(run).read(0)
+    ends = [line for line in lines if "finished after" in line]
+    assert len(ends) == 1
+    warnings = _warnings(caplog)
+    assert any("its end is not counted: no space left" in m for m in warnings), warnings

@@ -13,6 +13,7 @@ from pollinate import ArrayRecord, ClientApp, Message, MetricRecord, RecordDict,
 from pollinate.cli._main import cli
 from pollinate.deploy import Backoff, Link, _frames, run_node
 from pollinate.deploy._frames import Frame, assemble_one, chunk_frames, decode_frame, encode_frame
+from pollinate.deploy._grid import LinkGrid, ReplyLimits
 from pollinate.deploy._link import CHANNEL_METHOD, REGISTER_METHOD
 from pollinate.errors import ConfigError
 from pollinate.message import ErrorCode, MessageType
@@ -349,3 +350,58 @@ def test_a_reply_stalled_past_its_message_loses_its_buffer(raw_link, caplog):
         assert "stalled after its message was answered" in caplog.text
     finally:
         node.close()
+
+
+class _NoLink:
+    """What a LinkGrid needs of its link, for grids driven by hand."""
+
+    def push(self, *args):
+        return True
+
+    def connected_nodes(self):
+        return [1, 2, 3]
+
+
+def _wait_at_the_door(grid, node_id, message_id, limits):
+    """A reader thread that waits for its reply's turn; its answer lands in the list."""
+    answer = []
+    thread = threading.Thread(
+        target=lambda: answer.append(grid.let_in(node_id, message_id, 10, limits, _pass, 0.05)),
+        daemon=True,
+    )
+    thread.start()
+    return thread, answer
+
+
+def _pass():
+    pass
+
+
+@pytest.mark.timeout(30)
+def test_a_receive_ends_at_its_timeout_even_behind_messages_nobody_receives():
+    grid = LinkGrid(_NoLink(), 7, {})
+    grid.send([Message.create(RecordDict(), n, "query") for n in (1, 2)])  # never received
+    (third,) = grid.send([Message.create(RecordDict(), 3, "train")])
+    door, let_in = _wait_at_the_door(grid, 3, third, ReplyLimits(2, 1 << 30, 1 << 30))
+    (reply,) = grid.receive([third], timeout_s=0.2)
+    assert reply.error.code == ErrorCode.TIMEOUT and "its turn never came" in reply.error.reason
+    door.join(10)
+    assert let_in == [False]  # the reader let go of it
+
+
+@pytest.mark.timeout(30)
+def test_replies_a_receive_stopped_waiting_for_are_let_go():
+    grid = LinkGrid(_NoLink(), 7, {})
+    ids = grid.send([Message.create(RecordDict(), n, "train") for n in (1, 2, 3)])
+    door, let_in = _wait_at_the_door(grid, 2, ids[1], ReplyLimits(1, 1 << 30, 1 << 30))
+    replies = grid.receive_in_order(ids, timeout_s=3600)
+    grid.take_reply(1, ids[0], _reply_to(grid, ids[0]))
+    assert next(replies).metadata.reply_to_message_id == ids[0]
+    replies.close()  # the ServerApp stopped after the first reply (or failed)
+    door.join(10)
+    assert let_in == [False] and not grid.waits_for(ids[2])
+
+
+def _reply_to(grid, message_id):
+    sent = grid._waiting[message_id]
+    return sent.reply(RecordDict())

@@ -396,3 +396,20 @@ def test_a_strategy_receives_in_send_order_on_the_links_grid_in_either_process(
     here = runs.submit("tinyapp", CONFIG, server_app=server_app, **_bundle_args(app_dir))
     runs.wait(here, timeout_s=120)
     assert len(calls) == 2 * in_child  # the same calls, in the link's own process
+
+
+def test_a_run_that_ends_stops_its_grid_so_no_reply_waits_for_it(
+    tmp_path, runs_with_nodes, monkeypatch
+):
+    reasons = []
+    stop = LinkGrid.stop
+
+    def spy(self, reason):
+        reasons.append(reason)
+        stop(self, reason)
+
+    monkeypatch.setattr(LinkGrid, "stop", spy)
+    runs = runs_with_nodes()
+    app = _app(tmp_path / "app")
+    runs.wait(runs.submit("tinyapp", CONFIG, **_bundle_args(app)), timeout_s=120)
+    assert reasons == ["the run ended"]  # a reply waiting for its turn is let go, not left

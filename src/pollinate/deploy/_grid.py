@@ -276,17 +276,14 @@ class LinkGrid(Grid):
         """One reply per message id as they arrive: the node's, or an error reply."""
         wanted = set(message_ids)
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        expired = 0
         held: list[Message] = []
         try:
             while wanted:
                 self._check_stopped()
                 if deadline is not None and time.monotonic() >= deadline:
-                    with self._lock:
-                        late = sorted(wanted - self._at_the_door)
-                    for message_id in late:
-                        self._fail(
-                            message_id, ErrorCode.TIMEOUT, f"no reply within {timeout_s:g} s"
-                        )
+                    expired += 1
+                    self._time_out(wanted, timeout_s or 0.0, at_the_door_too=expired > 1)
                     deadline = time.monotonic() + 1.0  # the error replies are queued by now
                 wait = None if deadline is None else max(0.0, deadline - time.monotonic())
                 try:
@@ -305,11 +302,41 @@ class LinkGrid(Grid):
                     wanted.discard(reply.metadata.reply_to_message_id)
                     yield reply
                     del reply
-                else:
+                elif reply.metadata.reply_to_message_id in self._unfinished:
                     held.append(reply)  # another receive() waits for it
+                # else: its message was abandoned (its receive stopped early): dropped
         finally:
             for reply in held:
                 self._replies.put(reply)
+            self._abandon(wanted)
+
+    def _time_out(self, wanted: set[str], timeout_s: float, *, at_the_door_too: bool) -> None:
+        """Fail the wanted messages still without a reply after ``timeout_s``.
+
+        A reply that has begun to arrive waits for its turn and is spared, the first time:
+        the silent messages ahead of it fail now, so its turn comes. If its turn still has
+        not come a moment later (messages ahead of it that nobody receives), it fails too,
+        so ``receive`` always ends.
+        """
+        with self._lock:
+            late = sorted(wanted if at_the_door_too else wanted - self._at_the_door)
+            door = set(self._at_the_door)
+        for message_id in late:
+            why = f"no reply within {timeout_s:g} s"
+            if message_id in door:
+                why += ": its turn never came (messages sent before it were not received)"
+            self._fail(message_id, ErrorCode.TIMEOUT, why)
+
+    def _abandon(self, message_ids: set[str]) -> None:
+        """The ServerApp stopped receiving these: their replies are dropped when they come."""
+        if not message_ids:
+            return
+        with self._turn:
+            for message_id in message_ids:
+                self._waiting.pop(message_id, None)
+                self._unfinished.pop(message_id, None)
+                self._in_flight.pop(message_id, None)
+            self._turn.notify_all()
 
     def _any_waiting(self, message_ids: set[str]) -> bool:
         with self._lock:

@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -368,9 +368,8 @@ class Runs:
         process = None
         if run.server_app is None:  # submitted code runs in a process of its own
             process = ServerProcess(self._max_idle_s, lambda: run.stop_requested or self._closing)
-        if self._store is not None:
-            self._store.start_attempt(row.run_id)
         try:
+            self._count_start(row.run_id, started=True)
             if process is not None:
                 self._load(row, process)
             grid = self._link.grid(row.run_id, row.run_config, row.app, row.name)
@@ -427,13 +426,23 @@ class Runs:
             run.log.write("".join(traceback.format_exception(err)).rstrip())
             self._end(run, "failed", f"failed: {type(err).__name__}: {err}", error=err)
         finally:
-            if process is not None:
-                process.close()
-            if self._store is not None:
-                self._store.end_attempts(row.run_id)
             logging.getLogger("pollinate").removeHandler(handler)
+            if run.grid is not None:  # replies still on their way are dropped, never awaited
+                run.grid.stop("the run ended")
             self._link.release(run.grid)
             run.grid = None
+            if process is not None:
+                process.close()
+            self._count_start(row.run_id, started=False)
+
+    def _count_start(self, run_id: int, *, started: bool) -> None:
+        """Count a start of the run, or its end, toward the crash limit."""
+        if self._store is not None:
+            store = self._store
+            if started:
+                _count(run_id, "start", lambda: store.start_attempt(run_id))
+            else:
+                _count(run_id, "end", lambda: store.end_attempts(run_id))
 
     def _load(self, row: RunRow, process: ServerProcess) -> None:
         """Start the run's ServerApp process: it loads the app from the unpacked bundle."""
@@ -492,7 +501,19 @@ class _Progress(RunObserver):
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
         """A round is stored: only the start going on may still crash."""
         if server_round > 0:
-            self.store.end_attempts(self.run_id, still_open=1)
+            store = self.store
+            _count(self.run_id, "progress", lambda: store.end_attempts(self.run_id, still_open=1))
+
+
+def _count(run_id: int, what: str, write: Callable[[], None]) -> None:
+    """Write a crash-limit count; one the database cannot take is logged and let go.
+
+    The run is not failed for it: at worst a restart counts one crash too many or too few.
+    """
+    try:
+        write()
+    except StorageError as err:
+        log.warning("run %d: its %s is not counted: %s", run_id, what, err)
 
 
 def _check_same(
