@@ -16,7 +16,7 @@ from pollinate.deploy import _serverproc as serverproc
 from pollinate.deploy._bundle import pack_app
 from pollinate.deploy._control import ControlClient, Submission
 from pollinate.deploy._store import AppRef, RunRow, Store
-from pollinate.errors import ConfigError
+from pollinate.errors import AppError, ConfigError
 from pollinate.loader import load_object
 from pollinate.message import Message
 from pollinate.records import ArrayRecord, ConfigRecord, RecordDict
@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 hostile = ServerApp()
 
@@ -52,6 +53,9 @@ def hostile_main(grid, context):
         os.kill(os.getpid(), signal.SIGKILL)
     if how == "kill-link":
         os.kill(os.getppid(), signal.SIGKILL)
+    if how == "die-while-the-link-waits":  # the link is blocked in the call below
+        threading.Timer(0.5, os._exit, (3,)).start()
+        grid.wait_for_nodes(100, timeout_s=3600)
     while True:  # "hang", and what is left of "kill-link"
         pass
 '''
@@ -106,6 +110,7 @@ def runs_with_nodes(tmp_path):
         ("sys-exit", "the ServerApp process exited with code 0"),
         ("raise", "ValueError: boom"),
         ("kill-self", "the ServerApp process was killed by SIGKILL"),
+        ("die-while-the-link-waits", "the ServerApp process exited with code 3"),
         ("hang", "the ServerApp did not call the link for 3 s"),
     ],
 )
@@ -413,3 +418,44 @@ def test_a_run_that_ends_stops_its_grid_so_no_reply_waits_for_it(
     app = _app(tmp_path / "app")
     runs.wait(runs.submit("tinyapp", CONFIG, **_bundle_args(app)), timeout_s=120)
     assert reasons == ["the run ended"]  # a reply waiting for its turn is let go, not left
+
+
+def test_a_frame_claiming_more_than_it_may_is_refused_before_memory_is_taken():
+    import multiprocessing
+
+    mine, theirs = multiprocessing.Pipe()
+    channel = pipe.Channel(mine, max_size=1 << 20)
+    theirs.send_bytes(b'{"op": "send", "size": 1099511627776}')  # 1 TiB claimed
+    with pytest.raises(pipe.ProtocolError, match="size 1099511627776"):
+        channel.receive()
+    theirs.send_bytes(b'{"op": "receive", "timeout_s": NaN, "size": 0}')
+    with pytest.raises(pipe.ProtocolError, match="NaN is not a number"):
+        channel.receive()
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -1, "soon"])
+def test_a_timeout_from_the_serverapp_must_be_finite_seconds(value):
+    with pytest.raises(ValueError):
+        serverproc._seconds(value)
+    assert serverproc._seconds(None) is None and serverproc._seconds(2) == 2.0
+
+
+def test_a_storage_error_crosses_the_pipe_whole():
+    from pollinate.errors import StorageError
+
+    err = StorageError(28, "No space left on device", "/runs/a/metrics.jsonl")
+    back = pipe.error_from(pipe.error_fields(err), AppError)
+    assert isinstance(back, StorageError) and str(back) == str(err)
+    assert str(back) == "no space left on device writing /runs/a/metrics.jsonl"
+
+
+def test_a_result_crosses_the_pipe_with_its_strategy_state():
+    from pollinate.deploy import _serverchild
+    from pollinate.server import Result
+
+    state = ArrayRecord({"m": np.arange(3.0)})
+    result = Result(ArrayRecord({"w": np.ones(2)}), [], state)
+    parts = _serverchild._result_records(result)
+    payload = memoryview(b"".join(bytes(memoryview(p)) for p in parts))
+    back = serverproc._result({"rounds": []}, payload)
+    assert back.strategy_state == state and back.arrays == result.arrays

@@ -15,17 +15,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
+import numpy as np
+
 from .. import errors, wire
 from ..errors import PollinateError
 from ..message import Message, Metadata
 from ..records import Array, ArrayRecord, RecordDict
 
+MAX_HEADER_SIZE = 256 << 20
+"""256 MiB: a frame's JSON header (layouts, round records); larger ones are refused unread."""
+MAX_FRAME_SIZE = 16 << 30
+"""16 GiB, the link's largest message: a frame's payload (the arrays) may not claim more."""
+
 __all__ = [
     "ERRORS",
     "EVENTS",
+    "MAX_FRAME_SIZE",
+    "MAX_HEADER_SIZE",
     "Channel",
     "Parts",
     "ProtocolError",
+    "error_fields",
+    "error_from",
     "hold",
     "slim",
     "unhold",
@@ -42,8 +53,9 @@ class ProtocolError(Exception):
 class Channel:
     """Frames over one end of a pipe: a JSON header, then a payload of raw parts."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, max_size: int = MAX_FRAME_SIZE) -> None:
         self.conn = conn
+        self.max_size = max_size
         self._sending = threading.Lock()
 
     def send(self, header: Mapping[str, Any], parts: Sequence[bytes | memoryview] = ()) -> None:
@@ -59,20 +71,25 @@ class Channel:
     def receive(self) -> tuple[dict[str, Any], memoryview]:
         """The next frame: its header and its payload in one buffer (EOFError if closed)."""
         try:
-            header = json.loads(self.conn.recv_bytes())
+            header = json.loads(self.conn.recv_bytes(MAX_HEADER_SIZE), parse_constant=_no_constant)
             size = header["size"]
+        except OSError as err:  # over MAX_HEADER_SIZE (the pipe is then unusable)
+            raise ProtocolError(f"a frame header is not valid: {err}") from None
         except (ValueError, KeyError, TypeError) as err:
             raise ProtocolError(f"a frame header is not valid: {err}") from None
-        if not isinstance(header, dict) or not isinstance(size, int) or size < 0:
-            raise ProtocolError("a frame header is not valid")
-        buffer = bytearray(size)
+        if not isinstance(header, dict) or type(size) is not int or not 0 <= size <= self.max_size:
+            raise ProtocolError(f"a frame header is not valid (size {size!r})")
+        try:  # pages are taken as the bytes arrive, not for what the header claims
+            buffer = np.empty(size, dtype=np.uint8)
+        except MemoryError:
+            raise ProtocolError(f"a frame of {size:,} bytes does not fit in memory") from None
         received = 0
         try:
             while received < size:
                 received += self.conn.recv_bytes_into(buffer, received)
         except mp.BufferTooShort:
             raise ProtocolError("a frame is longer than its header says") from None
-        return header, memoryview(buffer)
+        return header, buffer.data
 
 
 def hold(records: Mapping[str, ArrayRecord]) -> Parts:
@@ -147,9 +164,30 @@ def _size(parts: Parts) -> int:
 EVENTS = ("resume", "round_start", "round", "arrays", "strategy_state")
 """The observer events that may cross from the ServerApp's process to the link."""
 
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a number a frame may carry")
+
+
 ERRORS: dict[str, type[PollinateError]] = {
     name: cls
     for name in errors.__all__
     if isinstance(cls := getattr(errors, name), type) and issubclass(cls, PollinateError)
 }
 """pollinate's errors by name: an error crosses the pipe as its name and message."""
+
+
+def error_fields(err: PollinateError) -> dict[str, Any]:
+    """``err`` as header fields: its name and message (and an OS error's number and file)."""
+    fields: dict[str, Any] = {"error": type(err).__name__, "message": str(err)}
+    if isinstance(err, OSError):
+        fields |= {"errno": err.errno, "strerror": err.strerror, "filename": err.filename}
+    return fields
+
+
+def error_from(fields: Mapping[str, Any], default: type[PollinateError]) -> PollinateError:
+    """The error ``error_fields`` described (``default`` if its name is not pollinate's)."""
+    kind = ERRORS.get(str(fields.get("error")), default)
+    if issubclass(kind, OSError) and isinstance(fields.get("errno"), int):
+        return kind(fields["errno"], str(fields.get("strerror")), str(fields.get("filename")))
+    return kind(str(fields.get("message", "")))

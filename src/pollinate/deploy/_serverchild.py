@@ -32,7 +32,7 @@ from ..server import (
     ServerApp,
     run_server_app,
 )
-from ._pipe import ERRORS, Channel, hold, slim, unhold
+from ._pipe import Channel, Parts, error_fields, error_from, hold, slim, unhold
 
 __all__ = ["ProxyGrid", "child_main"]
 
@@ -55,7 +55,7 @@ class _Parent:
             self.channel.send({**header, "close": dropped}, parts)
             answer, payload = self.channel.receive()
         if "error" in answer:
-            raise ERRORS.get(answer["error"], PollinateError)(answer.get("message", ""))
+            raise error_from(answer, PollinateError)
         return answer, payload
 
 
@@ -161,7 +161,7 @@ class _Relay(RunObserver):
         self.result = result
         rounds = [r.to_json() for r in result.rounds]
         header = {"op": "event", "name": "result", "rounds": rounds}
-        self.parent.call(header, hold({"arrays": result.arrays}))
+        self.parent.call(header, _result_records(result))
 
 
 class _LogRelay(logging.Handler):
@@ -216,7 +216,12 @@ def child_main(conn: Connection) -> None:
         channel.send({"op": "done", "same": True})
     else:
         rounds = [r.to_json() for r in result.rounds]
-        channel.send({"op": "done", "rounds": rounds}, hold({"arrays": result.arrays}))
+        channel.send({"op": "done", "rounds": rounds}, _result_records(result))
+
+
+def _result_records(result: Result) -> Parts:
+    """A Result's model and strategy state, as frame parts."""
+    return hold({"arrays": result.arrays, "strategy_state": result.strategy_state})
 
 
 def _resume_point(point: dict[str, Any] | None, payload: memoryview) -> ResumePoint | None:
@@ -231,7 +236,7 @@ def _resume_point(point: dict[str, Any] | None, payload: memoryview) -> ResumePo
 def _report(channel: Channel, err: Exception) -> None:
     """Tell the link how the ServerApp failed; a bug's traceback goes to the run's log."""
     if isinstance(err, PollinateError):
-        header = {"error": type(err).__name__, "message": str(err)}
+        header = error_fields(err)
     else:
         header = {
             "error": "AppError",

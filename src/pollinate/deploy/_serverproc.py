@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing as mp
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -40,7 +43,17 @@ from ..server import (
     RoundRecord,
     RunObserver,
 )
-from ._pipe import ERRORS, EVENTS, Channel, Parts, ProtocolError, hold, unhold, unslim
+from ._pipe import (
+    EVENTS,
+    Channel,
+    Parts,
+    ProtocolError,
+    error_fields,
+    error_from,
+    hold,
+    unhold,
+    unslim,
+)
 from ._serverchild import child_main
 
 __all__ = ["STOP_GRACE_S", "ServerProcess"]
@@ -124,13 +137,33 @@ class ServerProcess:
                 "rounds": [r.to_json() for r in resume.rounds],
             }
             self._send({**start, "resume": point}, hold(records))
-        header, payload = self._serve("done", self.max_idle_s)
+        ended = threading.Event()
+        self._watch_for_death(grid, ended)
+        try:
+            header, payload = self._serve("done", self.max_idle_s)
+        finally:
+            ended.set()
         if header.get("same") is True and self._result is not None:
             return self._result
         try:
             return _result(header, payload)
         except ProtocolError as err:
             raise self._broken(err) from None
+
+    def _watch_for_death(self, grid: Grid, ended: threading.Event) -> None:
+        """Stop ``grid`` if the process dies: a grid call the link is blocked in returns."""
+        assert self._process is not None
+        sentinel = self._process.sentinel
+
+        def watch() -> None:
+            while not ended.is_set():
+                if wait([sentinel], timeout=_TICK_S) and not ended.is_set():
+                    stop = getattr(grid, "stop", None)
+                    if stop is not None:
+                        stop("the ServerApp process ended")
+                    return
+
+        threading.Thread(target=watch, name="serverapp-sentinel", daemon=True).start()
 
     def close(self) -> None:
         """End the process (it has a moment to exit on its own) and close the pipe."""
@@ -230,7 +263,7 @@ class ServerProcess:
             try:
                 answer, parts = self._call(self._grid, op, header, payload)
             except PollinateError as err:  # RunStopped, RoundError, ...: the ServerApp's to see
-                answer, parts = {"error": type(err).__name__, "message": str(err)}, []
+                answer, parts = error_fields(err), []
             self._send(answer, parts)
 
     def _call(
@@ -241,7 +274,9 @@ class ServerProcess:
             if op == "node_ids":
                 return {"ok": grid.node_ids()}, []
             if op == "wait_for_nodes":
-                count, timeout_s = int(header["count"]), float(header["timeout_s"])
+                count, timeout_s = int(header["count"]), _seconds(header["timeout_s"])
+                if timeout_s is None or count < 0:
+                    raise ValueError("wait_for_nodes takes a count >= 0 and a timeout")
                 return {"ok": grid.wait_for_nodes(count, timeout_s)}, []
             if op == "send":
                 return {"ok": grid.send(unslim(header["messages"], payload))}, []
@@ -251,9 +286,8 @@ class ServerProcess:
                     raise TypeError("message ids must be strings")
                 self._handles += 1
                 handle = self._handles
-                wait = None if timeout_s is None else float(timeout_s)
                 receive = grid.receive_in_order if header.get("ordered") else grid.receive
-                self._receiving[handle] = receive(list(ids), wait)
+                self._receiving[handle] = receive(list(ids), _seconds(timeout_s))
                 return {"ok": handle}, []
             if op == "next":
                 return self._next(int(header["handle"]))
@@ -326,9 +360,20 @@ def _wanted(observers: Sequence[RunObserver]) -> list[str]:
 def _result(header: dict[str, Any], payload: memoryview) -> Result:
     try:
         rounds = [RoundRecord.from_json(r) for r in header["rounds"]]
-        return Result(unhold(payload).arrays("arrays"), rounds)
+        records = unhold(payload)
+        return Result(records.arrays("arrays"), rounds, records.arrays("strategy_state"))
     except (KeyError, TypeError, ValueError) as err:
         raise ProtocolError(f"a malformed result: {err}") from None
+
+
+def _seconds(value: Any) -> float | None:
+    """A timeout the child sent: None, or a finite number of seconds >= 0 (else ValueError)."""
+    if value is None:
+        return None
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"a timeout must be a finite number of seconds >= 0, got {value!r}")
+    return seconds
 
 
 def _close(iterator: Iterator[Message]) -> None:
@@ -352,4 +397,4 @@ def _failure(header: dict[str, Any]) -> PollinateError:
     details = header.get("traceback")
     if isinstance(details, str) and details:
         log.error("the ServerApp raised:\n%s", details.rstrip())
-    return ERRORS.get(str(header.get("error")), AppError)(message)
+    return error_from({**header, "message": message}, AppError)
