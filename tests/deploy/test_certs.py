@@ -97,8 +97,8 @@ def test_server_certificate_is_signed_by_the_ca_and_covers_the_hostnames(certs):
 def test_client_certificates_name_their_role_and_are_for_client_auth_only(certs):
     ca = _cert(certs.ca_cert)
     clients = [
-        *zip(certs.node_certs, certs.node_keys),
-        *zip(certs.operator_certs, certs.operator_keys),
+        *zip(certs.node_certs, certs.node_keys, strict=True),
+        *zip(certs.operator_certs, certs.operator_keys, strict=True),
     ]
     uris = []
     for cert_path, key_path in clients:
