@@ -2,6 +2,7 @@
 
 import datetime as dt
 import ipaddress
+import json
 import logging
 import shutil
 import socket
@@ -11,11 +12,13 @@ import threading
 import grpc
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pollinate import ArrayRecord, FedAvg
+from pollinate.cli._main import cli
 from pollinate.deploy import (
     Backoff,
     ControlClient,
@@ -39,6 +42,7 @@ from pollinate.deploy._peers import ClientCerts, ServerTLS
 from pollinate.errors import ConfigError
 
 from .node_apps import app as node_app
+from .submitted import write_app
 
 MODEL = ArrayRecord({"w": np.zeros((8, 8))})
 TIMEOUT_S = 10
@@ -338,3 +342,33 @@ def test_mutual_tls_and_signing_keys_do_not_mix(tmp_path, pki):
         serve_link("127.0.0.1:0", certs=folder, revoked=tmp_path / "x"),
     ):
         pass
+
+
+def _invoke(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_operators_use_their_certificate_from_the_cli_and_the_federation(pki, mtls_link, tmp_path):
+    ours = pki[0]
+    port, _ = mtls_link
+    link = ["--link", f"127.0.0.1:{port}", "--root-cert", ours.ca_cert]
+    operator = ["--cert", ours.operator_certs[0], "--key", ours.operator_keys[0]]
+    listed = _invoke("ls", *link, *operator, "--json")
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.stdout) == []
+    as_node = _invoke("ls", *link, "--cert", ours.node_certs[0], "--key", ours.node_keys[0])
+    assert as_node.exit_code == 1
+    assert "node certificate 'node1'" in as_node.output
+    assert "may not make Control calls" in as_node.output
+    app = write_app(tmp_path / "app", port=port)
+    pyproject = app / "pyproject.toml"
+    text = pyproject.read_text().replace("insecure = true", f'root-cert = "{ours.ca_cert}"')
+    text += f'cert = "{ours.operator_certs[0]}"\nkey = "{ours.operator_keys[0]}"\n'
+    pyproject.write_text(text)
+    submitted = _invoke("run", app, "prod", "--json")
+    assert submitted.exit_code == 0, submitted.output
+    run = json.loads(submitted.stdout.splitlines()[-1])
+    assert run["status"] in ("queued", "running")
+    without_key = _invoke("ls", *link, "--cert", ours.operator_certs[0])
+    assert without_key.exit_code == 1
+    assert "--cert goes with --key" in without_key.output
