@@ -330,18 +330,35 @@ def _der(path):
     )
 
 
-def test_mutual_tls_and_signing_keys_do_not_mix(tmp_path, pki):
-    folder = pki[0].ca_cert.parent
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        ({"mtls": True, "require_signatures": True}, "choose one kind of identity"),
+        ({"node_certs": "x", "control_keys": "x"}, "choose one kind of identity"),
+        ({"revoked": "missing.crl"}, "--revoked goes with --mtls"),
+        ({"mtls": True, "revoked": "missing.crl"}, r"cannot read the CRL .*certs revoke"),
+    ],
+)
+def test_bad_combinations_and_files_are_one_clear_error(pki, tmp_path, options, says):
+    options = {k: tmp_path / v if isinstance(v, str) else v for k, v in options.items()}
     with (
-        pytest.raises(ConfigError, match="choose one kind of node identity"),
-        serve_link("127.0.0.1:0", certs=folder, mtls=True, require_signatures=True),
+        pytest.raises(ConfigError, match=says),
+        serve_link("127.0.0.1:0", certs=pki[0].ca_cert.parent, **options),
     ):
         pass
-    with (
-        pytest.raises(ConfigError, match="--revoked goes with --mtls"),
-        serve_link("127.0.0.1:0", certs=folder, revoked=tmp_path / "x"),
-    ):
-        pass
+
+
+def test_a_half_written_rotation_keeps_the_certificate_the_link_has(pki, tmp_path, caplog):
+    folder = _copy(pki[0], tmp_path)
+    tls = ServerTLS(folder, folder / "ca.pem")
+    (folder / "server.pem").write_bytes(pki[1].server_cert.read_bytes())  # not server.key's
+    with caplog.at_level(logging.WARNING, logger="pollinate.link"):
+        assert tls._fetch() is None
+        assert tls._fetch() is None  # said once, not at every connection
+    assert caplog.text.count("ignored the changed certificate files") == 1
+    assert "is not the private key of the certificate" in caplog.text
+    (folder / "server.key").write_bytes(pki[1].server_key.read_bytes())
+    assert tls._fetch() is not None  # the pair matches again: taken
 
 
 def _invoke(*args):
@@ -372,3 +389,12 @@ def test_operators_use_their_certificate_from_the_cli_and_the_federation(pki, mt
     without_key = _invoke("ls", *link, "--cert", ours.operator_certs[0])
     assert without_key.exit_code == 1
     assert "--cert goes with --key" in without_key.output
+
+
+def test_a_node_given_half_of_a_certificate_pair_is_one_clear_error(pki):
+    ours = pki[0]
+    node = ["node", "--link", "127.0.0.1:9", "--root-cert", ours.ca_cert, "--once"]
+    result = _invoke(*node, "--cert", ours.node_certs[0])
+    assert result.exit_code == 1 and "--cert goes with --key" in result.output
+    result = _invoke(*node, "--key", ours.node_keys[0])  # a certificate's key, as a signing key
+    assert result.exit_code == 1 and "a client certificate's key goes with --cert" in result.output

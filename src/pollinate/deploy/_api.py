@@ -147,6 +147,11 @@ def serve_link(
     ``max_bytes_in_flight`` in all (see ``Link``).
     """
     mtls = mtls or node_certs is not None
+    if mtls and (control_keys is not None or require_signatures or registered_keys is not None):
+        raise ConfigError(
+            "choose one kind of identity: client certificates (--mtls, --node-certs) or "
+            "signing keys (--node-keys, --require-signatures, --control-keys)"
+        )
     credentials, clients = _server_tls(certs, insecure, mtls, node_certs, revoked)
     verifier = None
     if registered_keys is not None:

@@ -152,9 +152,11 @@ class WatchedFile(Generic[T]):
             try:
                 self._value = self._parse()
             except ConfigError as err:
-                log.warning("kept the %s the link had: %s", self._what, err)
+                log.warning(
+                    "ignored the changed %s (the link keeps what it had): %s", self._what, err
+                )
                 return self._value, False
-            log.info("read the %s again: its file changed", self._what)
+            log.info("read the changed %s", self._what)
             return self._value, True
 
 
@@ -246,7 +248,10 @@ def _revoked_serials(path: Path, ca: Path) -> frozenset[tuple[bytes, int]]:
     try:
         pem = path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"cannot read the CRL {str(path)!r}: {err.strerror}") from None
+        raise ConfigError(
+            f"cannot read the CRL {str(path)!r}: {err.strerror} (`pollinate certs revoke "
+            "--dir DIR NAME` writes DIR/revoked.crl)"
+        ) from None
     crl = load_crl(path, pem)
     cas = load_certificates(ca, ca_bundle(ca))
     if not any(
@@ -272,7 +277,7 @@ class ServerTLS:
         self._client_ca = client_ca
         paths = [cert_dir / SERVER_CERT, cert_dir / SERVER_KEY]
         self._config = WatchedFile(
-            [*paths, *([client_ca] if client_ca else [])], self._load, "link's certificate"
+            [*paths, *([client_ca] if client_ca else [])], self._load, "certificate files"
         )
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
