@@ -398,3 +398,14 @@ def test_a_node_given_half_of_a_certificate_pair_is_one_clear_error(pki):
     assert result.exit_code == 1 and "--cert goes with --key" in result.output
     result = _invoke(*node, "--key", ours.node_keys[0])  # a certificate's key, as a signing key
     assert result.exit_code == 1 and "a client certificate's key goes with --cert" in result.output
+
+
+def test_node_certs_that_are_not_client_certificates_are_named(pki, tmp_path):
+    folder = _copy(pki[0], tmp_path)
+    intruder = tmp_path / "server-copy.pem"
+    intruder.write_bytes((folder / "server.pem").read_bytes())  # a link's certificate, no role
+    with (
+        pytest.raises(ConfigError, match=r"server-copy\.pem' is not a client certificate"),
+        serve_link("127.0.0.1:0", certs=folder, node_certs=[folder, intruder]),
+    ):
+        pass

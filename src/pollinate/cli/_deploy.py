@@ -134,7 +134,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
     show_default=True,
     type=click.FloatRange(min=0),
     help="Seconds after which a registered node that is not connected is forgotten "
-    "(never for --node-keys keys).",
+    "(never for --node-keys keys or --node-certs certificates).",
 )
 @click.option(
     "--max-node-bytes-in-flight",

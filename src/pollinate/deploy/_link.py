@@ -780,7 +780,8 @@ class Link:
     def _watch(self) -> None:
         """Every second, drop nodes whose heartbeats stopped (a stalled or paused process).
 
-        And forget registrations that were not connected for ``registration_expiry_s``.
+        And forget registrations that were not connected for ``registration_expiry_s``, and
+        end the streams of nodes whose client certificate was revoked or expired meanwhile.
         """
         while not self._stopping.wait(1.0):
             now = time.monotonic()

@@ -24,11 +24,10 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import hashlib
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -70,11 +69,6 @@ class Peer:
     serial: int
     issuer: bytes
     not_after: dt.datetime
-
-    @property
-    def key_id(self) -> str:
-        """A short stable fingerprint of the public key, for logs."""
-        return hashlib.sha256(self.spki).hexdigest()[:16]
 
     def __str__(self) -> str:
         return f"{self.role} certificate {self.name!r} (serial {self.serial:x})"
@@ -169,9 +163,8 @@ class ClientCerts:
     """
 
     def __init__(
-        self, ca: Path, node_certs: Iterable[Path] | None = None, revoked: Path | None = None
+        self, ca: Path, node_certs: Sequence[Path] | None = None, revoked: Path | None = None
     ) -> None:
-        self.ca = ca
         self._listed = None if node_certs is None else _listed_keys(node_certs)
         self._revoked = (
             None
@@ -222,7 +215,7 @@ class ClientCerts:
         return (peer.issuer, peer.serial) in serials
 
 
-def _listed_keys(sources: Iterable[Path]) -> frozenset[bytes]:
+def _listed_keys(sources: Sequence[Path]) -> frozenset[bytes]:
     """The public keys of the certificates in ``sources`` (files, or folders of ``*.pem``)."""
     keys: set[bytes] = set()
     for source in sources:
@@ -234,7 +227,10 @@ def _listed_keys(sources: Iterable[Path]) -> frozenset[bytes]:
                 certs = load_certificates(path, path.read_bytes())
             except OSError as err:
                 raise ConfigError(f"cannot read {str(path)!r}: {err.strerror}") from None
-            peer = peer_of(certs[0].public_bytes(Encoding.PEM))
+            try:
+                peer = peer_of(certs[0].public_bytes(Encoding.PEM))
+            except AuthError as err:
+                raise ConfigError(f"{str(path)!r} is not a client certificate: {err}") from None
             if peer.role == "node":
                 keys.add(peer.spki)
     if not keys:
