@@ -198,6 +198,6 @@ def revoke_command(names: tuple[str, ...], cert_dir: Path) -> None:
     for name, cert in zip(names, certs, strict=True):
         console.print(f"revoked {escape(name)} (serial {cert.serial_number:x})")
     console.print(
-        f"in {escape(shown(path))}: a link started with --revoked {escape(shown(path))} "
+        f"written to {escape(shown(path))}: a link started with --revoked {escape(shown(path))} "
         "refuses them from their next call"
     )
