@@ -35,15 +35,23 @@ __all__ = [
     "CA_KEY",
     "DEFAULT_HOSTNAMES",
     "REVOKED",
+    "ROLES",
     "SERVER_CERT",
     "SERVER_KEY",
+    "URI_SCHEME",
     "CertFiles",
     "ClientFiles",
+    "ca_bundle",
     "channel_credentials",
+    "client_certificate",
+    "load_certificates",
+    "load_crl",
     "make_dev_certs",
     "revoke",
     "role_uri",
     "server_credentials",
+    "server_pair",
+    "spki",
 ]
 
 CA_CERT = "ca.pem"
