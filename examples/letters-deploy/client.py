@@ -1,6 +1,7 @@
 """One client: trains the global model on its own image folder, over gRPC, until the server ends.
 
-    python client.py --server localhost:9400 --data-dir data/client-0 --root-cert certs/ca.pem
+    python client.py --server localhost:9400 --data-dir data/client-0 --root-cert certs/ca.pem \
+        --cert certs/node1.pem --key certs/node1.key
 
 A fifth of the folder (seeded) is held back: the client scores each round's global model on
 it, and the server averages those scores. The training settings (epochs, batch size,
@@ -91,6 +92,8 @@ def main() -> None:
         help="the CA certificate that signed the server's (default: certs/ca.pem)",
     )
     tls.add_argument("--insecure", action="store_true", help="plain text, no TLS")
+    parser.add_argument("--cert", type=Path, help="this client's certificate, e.g. certs/node1.pem")
+    parser.add_argument("--key", type=Path, help="its private key, e.g. certs/node1.key")
     parser.add_argument("--seed", type=int, default=0, help="seeds the shuffling (default: 0)")
     args = parser.parse_args()
     logging.basicConfig(
@@ -113,6 +116,8 @@ def main() -> None:
         node_config={"data-dir": str(args.data_dir)},
         root_cert=None if args.insecure else args.root_cert,
         insecure=args.insecure,
+        cert=args.cert,
+        key=args.key,
     )
     log.info("done: the server ended the run")
 

@@ -2,7 +2,9 @@
 
     python server.py --certs certs --rounds 5
 
-It waits for ``--clients`` clients (3), runs the rounds, scores each round's global model on
+Mutual TLS: only clients with a certificate from ``certs/ca.pem``'s CA get in
+(``pollinate certs --out certs --nodes 3`` writes them). It waits for ``--clients``
+clients (3), runs the rounds, scores each round's global model on
 ``data/test`` itself (centralized evaluation), and writes into ``--out`` (``out/``):
 
     metrics.jsonl, model.npz, checkpoints/   the run folder pollinate records
@@ -119,7 +121,8 @@ def main() -> None:
         "--certs",
         type=Path,
         default=Path("certs"),
-        help="folder with server.pem and server.key (default: certs)",
+        help="folder with server.pem, server.key and ca.pem, the CA of the clients' "
+        "certificates (default: certs)",
     )
     tls.add_argument("--insecure", action="store_true", help="plain text, no TLS")
     parser.add_argument("--rounds", type=int, default=5, help="default: 5")
@@ -155,10 +158,11 @@ def main() -> None:
         run_config={"local-epochs": args.local_epochs, **TRAINING},
         certs=None if args.insecure else args.certs,
         insecure=args.insecure,
+        mtls=not args.insecure,
         min_nodes=args.clients,
         out_dir=args.out,
         on_listening=lambda port: log.info(
-            "listening on port %d (%s)", port, "plain text" if args.insecure else "TLS"
+            "listening on port %d (%s)", port, "plain text" if args.insecure else "mutual TLS"
         ),
     )
 

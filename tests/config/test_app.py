@@ -223,6 +223,7 @@ DEPLOYMENT = """
 address = "link.example:9400"
 root-cert = "certs/ca.pem"
 key = "certs/operator.key"
+cert = "certs/operator.pem"
 min-nodes = 3
 """
 
@@ -234,6 +235,7 @@ def test_a_federation_with_an_address_is_a_deployment_with_paths_from_the_app(ap
     assert (prod.address, prod.min_nodes, prod.wait_s) == ("link.example:9400", 3, 60.0)
     assert prod.root_cert == app.app_dir / "certs/ca.pem" and not prod.insecure
     assert prod.key == app.app_dir / "certs/operator.key"
+    assert prod.cert == app.app_dir / "certs/operator.pem"
 
 
 @pytest.mark.parametrize(
@@ -244,6 +246,8 @@ def test_a_federation_with_an_address_is_a_deployment_with_paths_from_the_app(ap
         ('address = "h:1"\ninsecure = true\nnum-nodes = 3', "unknown key 'num-nodes'"),
         ('address = "h:1"\ninsecure = true\nmin-nodes = 0', "min-nodes must be at least 1"),
         ("address = 9400\ninsecure = true", "address .* must be a string"),
+        ('address = "h:1"\nroot-cert = "ca.pem"\ncert = "op.pem"', "cert goes with key = "),
+        ('address = "h:1"\ninsecure = true\ncert = "a"\nkey = "b"', "and root-cert"),
     ],
 )
 def test_bad_deployment_tables_are_clear_errors(app_dir, table, message):

@@ -21,7 +21,12 @@ TIMEOUT_S = 10
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory):
-    return make_dev_certs(tmp_path_factory.mktemp("certs"), nodes=2)
+    return make_dev_certs(tmp_path_factory.mktemp("certs"), nodes=2, operators=1)
+
+
+@pytest.fixture(scope="module")
+def signing(tmp_path_factory):
+    return make_dev_certs(tmp_path_factory.mktemp("signing"), nodes=2, signing_keys=True)
 
 
 @contextmanager
@@ -64,9 +69,11 @@ def test_writes_every_file_with_private_keys_for_the_owner_only(certs):
         "server.pem",
         "server.key",
         "node1.key",
-        "node1.pub",
+        "node1.pem",
         "node2.key",
-        "node2.pub",
+        "node2.pem",
+        "operator1.key",
+        "operator1.pem",
     ]
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in certs.paths}
     assert all(modes[name] == 0o600 for name in names if name.endswith(".key"))
@@ -87,7 +94,31 @@ def test_server_certificate_is_signed_by_the_ca_and_covers_the_hostnames(certs):
     assert server.not_valid_after_utc - now > dt.timedelta(days=364)
 
 
-def test_node_keys_are_ed25519_pairs_in_pem(certs):
+def test_client_certificates_name_their_role_and_are_for_client_auth_only(certs):
+    ca = _cert(certs.ca_cert)
+    clients = [
+        *zip(certs.node_certs, certs.node_keys, strict=True),
+        *zip(certs.operator_certs, certs.operator_keys, strict=True),
+    ]
+    uris = []
+    for cert_path, key_path in clients:
+        cert = _cert(cert_path)
+        cert.verify_directly_issued_by(ca)
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+        assert key.public_key() == cert.public_key()
+        usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        assert list(usage) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+        assert not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        uris += san.get_values_for_type(x509.UniformResourceIdentifier)
+    assert uris == ["pollinate:node:node1", "pollinate:node:node2", "pollinate:operator:operator1"]
+    assert certs.node_public_keys == ()
+
+
+def test_signing_keys_are_ed25519_pairs_in_pem(signing):
+    certs = signing
+    assert [p.name for p in certs.paths][4:] == ["node1.key", "node1.pub", "node2.key", "node2.pub"]
+    assert certs.node_certs == ()
     for key_path, pub_path in zip(certs.node_keys, certs.node_public_keys, strict=True):
         private = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
         public = serialization.load_pem_public_key(pub_path.read_bytes())
@@ -118,11 +149,11 @@ def test_a_bad_hostname_is_refused(tmp_path, hostname):
 
 
 def test_refuses_to_overwrite_and_writes_nothing(tmp_path):
-    (tmp_path / "node2.pub").write_text("mine")
-    with pytest.raises(ConfigError, match=r"node2\.pub' already exists: choose another --out"):
+    (tmp_path / "node2.pem").write_text("mine")
+    with pytest.raises(ConfigError, match=r"node2\.pem' already exists: choose another --out"):
         make_dev_certs(tmp_path, nodes=2)
-    assert [p.name for p in tmp_path.iterdir()] == ["node2.pub"]
-    assert (tmp_path / "node2.pub").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["node2.pem"]
+    assert (tmp_path / "node2.pem").read_text() == "mine"
 
 
 def test_tls_round_trip_with_the_ca_as_root(certs, echo_port):
@@ -207,17 +238,46 @@ def test_the_servers_certificate_as_root_is_refused(certs):
 
 def test_cli_writes_the_files_and_says_what_next(tmp_path):
     out = tmp_path / "certs"
-    args = ["certs", "--out", str(out), "--nodes", "2", "--hostname", "link.test"]
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    args = ["certs", "--out", str(out), "--nodes", "2", "--operators", "1"]
+    result = CliRunner().invoke(cli, [*args, "--hostname", "link.test"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    names = {"ca.pem", "ca.key", "server.pem", "server.key", "node1.key", "node1.pub"}
-    assert {p.name for p in out.iterdir()} == names | {"node2.key", "node2.pub"}
+    names = {"ca.pem", "ca.key", "server.pem", "server.key", "node1.key", "node1.pem"}
+    names |= {"node2.key", "node2.pem", "operator1.key", "operator1.pem"}
+    assert {p.name for p in out.iterdir()} == names
     assert "for link.test; valid 365 days" in result.output
     assert "development certificates, not for production" in result.output
-    assert f"pollinate link --certs {out} --node-keys {out} --db link.db" in result.output
+    assert f"pollinate link --certs {out} --mtls --db link.db" in result.output
     assert (
-        f"pollinate node --link HOST:9400 --root-cert {out / 'ca.pem'} --key {out / 'node1.key'}"
+        f"pollinate node --link HOST:9400 --root-cert {out / 'ca.pem'} "
+        f"--cert {out / 'node1.pem'} --key {out / 'node1.key'}"
     ) in result.output
+
+
+def test_cli_writes_signing_keys_when_asked(tmp_path):
+    out = tmp_path / "certs"
+    args = ["certs", "--out", str(out), "--nodes", "1", "--signing-keys"]
+    result = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert {"node1.key", "node1.pub"} <= {p.name for p in out.iterdir()}
+    assert f"pollinate link --certs {out} --node-keys {out} --db link.db" in result.output
+    assert f"--root-cert {out / 'ca.pem'} --key {out / 'node1.key'}" in result.output
+
+
+def test_cli_revoke_adds_certificates_to_a_crl_the_ca_signed(tmp_path, certs):
+    out = tmp_path / "certs"
+    make_dev_certs(out, nodes=2)
+    runner = CliRunner()
+    for name in ("node1", "node2", "node1"):  # revoking twice lists it once
+        result = runner.invoke(cli, ["certs", "revoke", "--dir", str(out), name])
+        assert result.exit_code == 0, result.output
+        assert f"revoked {name} (serial" in result.output
+    crl = x509.load_pem_x509_crl((out / "revoked.crl").read_bytes())
+    assert crl.is_signature_valid(_cert(out / "ca.pem").public_key())
+    serials = sorted(entry.serial_number for entry in crl)
+    assert serials == sorted(_cert(out / f"node{i}.pem").serial_number for i in (1, 2))
+    foreign = runner.invoke(cli, ["certs", "revoke", "--dir", str(out), str(certs.node_certs[0])])
+    assert foreign.exit_code == 1
+    assert "was not issued by the CA in" in foreign.output
 
 
 def test_cli_refuses_to_overwrite_with_one_error_line(tmp_path):

@@ -1,4 +1,4 @@
-"""`pollinate link` and `pollinate node`: the quickstart, unchanged, over gRPC with TLS and keys."""
+"""`pollinate link` and `pollinate node`: the quickstart, unchanged, over gRPC with mutual TLS."""
 
 import json
 import subprocess
@@ -13,7 +13,7 @@ from .processes import QUICKSTART, free_port, start_pollinate
 
 @pytest.mark.slow
 def test_the_quickstart_runs_over_the_network_as_it_does_in_simulation(tmp_path, quickstart_run):
-    certs = make_dev_certs(tmp_path / "certs", nodes=3)
+    certs = make_dev_certs(tmp_path / "certs", nodes=3)  # mutual TLS
     port = free_port()
     link = start_pollinate(
         "link",
@@ -22,7 +22,7 @@ def test_the_quickstart_runs_over_the_network_as_it_does_in_simulation(tmp_path,
         f"127.0.0.1:{port}",
         "--certs",
         tmp_path / "certs",
-        "--node-keys",
+        "--node-certs",
         tmp_path / "certs",
         "--run-config",
         "num-server-rounds=2",
@@ -39,6 +39,8 @@ def test_the_quickstart_runs_over_the_network_as_it_does_in_simulation(tmp_path,
             f"localhost:{port}",
             "--root-cert",
             certs.ca_cert,
+            "--cert",
+            certs.node_certs[p],
             "--key",
             certs.node_keys[p],
             "--node-config",

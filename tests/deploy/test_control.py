@@ -111,7 +111,7 @@ def test_a_submission_of_unknown_code_or_config_fails_the_run_with_a_clear_reaso
 
 
 def test_control_requests_need_an_operator_key_when_the_link_has_control_keys(tmp_path):
-    files = make_dev_certs(tmp_path / "certs", nodes=2)
+    files = make_dev_certs(tmp_path / "certs", nodes=2, signing_keys=True)
     operator, stranger = (NodeKey.load(k) for k in files.node_keys)
     ports = []
     with serve_link(

@@ -339,7 +339,9 @@ def test_load_a_non_ed25519_key_names_the_file(tmp_path):
             serialization.NoEncryption(),
         )
     )
-    with pytest.raises(ConfigError, match="not an Ed25519 key") as info:
+    with pytest.raises(
+        ConfigError, match="not an Ed25519 signing key: a client certificate"
+    ) as info:
         NodeKey.load(path)
     assert str(path) in str(info.value)
 

@@ -1,4 +1,4 @@
-"""letters-deploy end to end: server.py and three client.py processes over TLS on 127.0.0.1."""
+"""letters-deploy end to end: server.py and three client.py processes, mutual TLS, 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -41,7 +41,9 @@ def _wait_for_port(log: Path, server: subprocess.Popen[bytes], timeout_s: float)
     """The port server.py says it listens on (it was given port 0)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        found = re.search(r"listening on port (\d+) \(TLS\)", log.read_text(errors="replace"))
+        found = re.search(
+            r"listening on port (\d+) \(mutual TLS\)", log.read_text(errors="replace")
+        )
         if found:
             return int(found.group(1))
         if server.poll() is not None:
@@ -60,7 +62,7 @@ def test_server_and_three_clients_train_over_tls(tmp_path: Path) -> None:
         timeout=60,
     )
     assert prepared.returncode == 0, prepared.stderr
-    make_dev_certs(tmp_path / "certs")
+    make_dev_certs(tmp_path / "certs", nodes=3)
 
     processes: list[subprocess.Popen[bytes]] = []
     codes: list[int | None] = []
@@ -78,6 +80,7 @@ def test_server_and_three_clients_train_over_tls(tmp_path: Path) -> None:
         for i, log in enumerate(client_logs):
             args = ["--server", f"127.0.0.1:{port}", "--data-dir", f"data/client-{i}"]
             args += ["--root-cert", "certs/ca.pem"]
+            args += ["--cert", f"certs/node{i + 1}.pem", "--key", f"certs/node{i + 1}.key"]
             processes.append(_start("client.py", args, tmp_path, log))
         deadline = time.monotonic() + 120
         codes = [

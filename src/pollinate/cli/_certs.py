@@ -1,4 +1,8 @@
-"""``pollinate certs``: development TLS certificates for the link and identity keys for nodes."""
+"""``pollinate certs``: development TLS certificates for the link, its nodes and its operators.
+
+``pollinate certs --out DIR`` writes the CA, the link's certificate and client certificates
+(mutual TLS); ``pollinate certs revoke --dir DIR NAME`` adds certificates to ``DIR``'s CRL.
+"""
 
 from __future__ import annotations
 
@@ -18,11 +22,14 @@ if TYPE_CHECKING:
 __all__ = ["certs_command"]
 
 
-@click.command("certs", short_help="Write development TLS certificates and node keys.")
+@click.group(
+    "certs",
+    invoke_without_command=True,
+    short_help="Write development TLS certificates for the link, nodes and operators.",
+)
 @click.option(
     "--out",
     "out_dir",
-    required=True,
     type=click.Path(file_okay=False, path_type=Path),
     help="The folder to write into (created if needed; existing files are never overwritten).",
 )
@@ -39,7 +46,21 @@ __all__ = ["certs_command"]
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="How many node identity key pairs to write (node1.key/node1.pub, ...).",
+    help="How many node client certificates to write (node1.pem/node1.key, ...).",
+)
+@click.option(
+    "--operators",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="How many operator client certificates to write (operator1.pem/operator1.key, ...): "
+    "for pollinate run/ls/log/stop against a link with --mtls.",
+)
+@click.option(
+    "--signing-keys",
+    is_flag=True,
+    help="Instead of certificates, write Ed25519 signing key pairs (NAME.key/NAME.pub) for "
+    "per-message signing (a link behind a TLS-terminating proxy: --node-keys).",
 )
 @click.option(
     "--days",
@@ -48,17 +69,35 @@ __all__ = ["certs_command"]
     show_default=True,
     help="How long the certificates are valid.",
 )
-def certs_command(out_dir: Path, hostnames: tuple[str, ...], nodes: int, days: int) -> None:
-    """Write a development CA, a TLS certificate for the link and node identity keys.
+@click.pass_context
+def certs_command(
+    ctx: click.Context,
+    out_dir: Path | None,
+    hostnames: tuple[str, ...],
+    nodes: int,
+    operators: int,
+    signing_keys: bool,
+    days: int,
+) -> None:
+    """Write a development CA, a TLS certificate for the link, and client certificates.
 
-    For trying a deployment on your own machines. In production, use certificates from your
-    organisation's CA: the link needs server.pem and server.key, the nodes the CA's
-    certificate (see docs/deploy.md).
+    For trying a deployment on your own machines. Each node and operator gets a
+    certificate the CA signs (mutual TLS: pollinate link --mtls). In production, use
+    certificates from your organisation's CA: the link needs server.pem, server.key and
+    ca.pem, the nodes the CA's certificate and their own (see docs/deploy.md).
     """
+    if ctx.invoked_subcommand is not None:
+        if out_dir is not None:
+            raise click.UsageError("--out goes without a subcommand: pollinate certs --out DIR")
+        return
+    if out_dir is None:
+        raise click.UsageError("Missing option '--out'.")
     from ..deploy import DEFAULT_HOSTNAMES, make_dev_certs  # cryptography loads only here
 
     names = hostnames or DEFAULT_HOSTNAMES
-    files = make_dev_certs(out_dir, names, nodes=nodes, days=days)
+    files = make_dev_certs(
+        out_dir, names, nodes=nodes, days=days, operators=operators, signing_keys=signing_keys
+    )
     console = Console(highlight=False, soft_wrap=True)
     console.print(f"Wrote development certificates to [bold]{escape(shown(out_dir))}[/]:\n")
     rows = _rows(files, names, days)
@@ -69,23 +108,43 @@ def certs_command(out_dir: Path, hostnames: tuple[str, ...], nodes: int, days: i
         "\n[bold yellow]warning:[/] these are development certificates, not for production: "
         "there, use your organisation's CA (docs/deploy.md)"
     )
+    console.print("\nNext:")
+    for line in _next_steps(files, out_dir, signing_keys):
+        console.print(f"  {escape(line)}")
+
+
+def _next_steps(files: CertFiles, out_dir: Path, signing_keys: bool) -> list[str]:
+    """The commands that use the files just written."""
     directory = shlex.quote(shown(out_dir))
     node = f"pollinate node --link HOST:9400 --root-cert {shlex.quote(shown(files.ca_cert))}"
-    if files.node_keys:
-        node += f" --key {shlex.quote(shown(files.node_keys[0]))}"
-    console.print("\nNext:")
-    keys = f" --node-keys {directory}" if files.node_keys else ""
-    console.print(f"  {escape(f'pollinate link --certs {directory}{keys} --db link.db')}")
-    console.print(f"  {escape(node)}")
-    console.print('  pollinate run APP_DIR FEDERATION    (a federation with address = "HOST:9400")')
+    if signing_keys:
+        keys = f" --node-keys {directory}" if files.node_keys else ""
+        link = f"pollinate link --certs {directory}{keys} --db link.db"
+        if files.node_keys:
+            node += f" --key {shlex.quote(shown(files.node_keys[0]))}"
+    else:
+        link = f"pollinate link --certs {directory} --mtls --db link.db"
+        if files.node_keys:
+            cert, key = (shlex.quote(shown(p)) for p in (files.node_certs[0], files.node_keys[0]))
+            node += f" --cert {cert} --key {key}"
+    steps = [link, node]
+    steps.append('pollinate run APP_DIR FEDERATION    (a federation with address = "HOST:9400"')
+    if files.operator_certs:
+        steps[-1] += ", and cert and key = an operator's files)"
+    else:
+        steps[-1] += ")"
     if not files.node_keys:
-        console.print("  (add --nodes N to also write node identity keys)")
+        steps.append("(add --nodes N --operators M to also write client certificates)")
+    return steps
 
 
 def _rows(files: CertFiles, hostnames: tuple[str, ...], days: int) -> list[tuple[str, str]]:
-    """(file name, what it is) for each file written; node files on two lines."""
+    """(file name, what it is) for each file written; clients' files on two lines a role."""
     rows = [
-        (files.ca_cert.name, "the CA's certificate: nodes trust the link through it"),
+        (
+            files.ca_cert.name,
+            "the CA's certificate: the link and the nodes trust each other through it",
+        ),
         (files.ca_key.name, "the CA's private key: it can sign more certificates, keep it private"),
         (
             files.server_cert.name,
@@ -93,13 +152,20 @@ def _rows(files: CertFiles, hostnames: tuple[str, ...], days: int) -> list[tuple
         ),
         (files.server_key.name, "the link's private key"),
     ]
-    if files.node_keys:
-        one = len(files.node_keys) == 1
-        whose = "node 1's private identity key" if one else "each node's private identity key"
-        rows.append((_span(files.node_keys), whose))
-        rows.append(
-            (_span(files.node_public_keys), "its public key" if one else "their public keys")
-        )
+    for role, keys, certs, pubs in (
+        ("node", files.node_keys, files.node_certs, files.node_public_keys),
+        ("operator", files.operator_keys, files.operator_certs, files.operator_public_keys),
+    ):
+        if not keys:
+            continue
+        one = len(keys) == 1
+        whose = f"{role} 1's" if one else f"each {role}'s"
+        if certs:
+            rows.append((_span(certs), f"{whose} client certificate (pollinate:{role}:NAME)"))
+            rows.append((_span(keys), "its private key" if one else "their private keys"))
+        else:
+            rows.append((_span(keys), f"{whose} private signing key"))
+            rows.append((_span(pubs), "its public key" if one else "their public keys"))
     return rows
 
 
@@ -108,3 +174,30 @@ def _span(paths: tuple[Path, ...]) -> str:
     if len(paths) <= 2:
         return " ".join(p.name for p in paths)
     return f"{paths[0].name} ... {paths[-1].name}"
+
+
+@certs_command.command("revoke", short_help="Revoke client certificates: add them to the CRL.")
+@click.argument("names", nargs=-1, required=True, metavar="NAME...")
+@click.option(
+    "--dir",
+    "cert_dir",
+    required=True,
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="The folder with the CA (ca.pem, ca.key) and the certificates (NAME.pem).",
+)
+def revoke_command(names: tuple[str, ...], cert_dir: Path) -> None:
+    """Revoke the certificates NAME.pem in --dir: add them to --dir/revoked.crl.
+
+    A link started with --revoked DIR/revoked.crl reads the file again when it changes
+    and refuses these certificates from their next call on (no restart).
+    """
+    from ..deploy import revoke
+
+    path, certs = revoke(cert_dir, names)
+    console = Console(highlight=False, soft_wrap=True)
+    for name, cert in zip(names, certs, strict=True):
+        console.print(f"revoked {escape(name)} (serial {cert.serial_number:x})")
+    console.print(
+        f"written to {escape(shown(path))}: a link started with --revoked {escape(shown(path))} "
+        "refuses them from their next call"
+    )

@@ -46,12 +46,15 @@ class _LinkChoice:
     root_cert: Path | None
     insecure: bool
     key: Path | None
+    cert: Path | None
 
     def deployment(self) -> Deployment:
         """The link to talk to; a ConfigError says what is missing."""
         if self.address is None:
-            if self.root_cert is not None or self.insecure or self.key is not None:
-                raise ConfigError("--root-cert, --insecure and --key go with --link HOST:PORT")
+            if self.root_cert is not None or self.insecure or self.key or self.cert:
+                raise ConfigError(
+                    "--root-cert, --insecure, --cert and --key go with --link HOST:PORT"
+                )
             try:
                 app = load_app_config(self.app_dir)
             except ConfigError as err:
@@ -60,7 +63,11 @@ class _LinkChoice:
                 ) from None
             return resolve_deployment(app, self.federation)
         check_link_trust(self.root_cert, self.insecure)
-        return Deployment("--link", self.address, self.root_cert, self.insecure, self.key)
+        if self.cert is not None and (self.key is None or self.insecure):
+            raise ConfigError("--cert goes with --key (its private key) and --root-cert")
+        return Deployment(
+            "--link", self.address, self.root_cert, self.insecure, self.key, self.cert
+        )
 
 
 def _link_options(command: F) -> F:
@@ -68,7 +75,7 @@ def _link_options(command: F) -> F:
 
     @functools.wraps(command)
     def with_link(*args: Any, **kwargs: Any) -> Any:
-        fields = ("app_dir", "federation", "address", "root_cert", "insecure", "key")
+        fields = ("app_dir", "federation", "address", "root_cert", "insecure", "key", "cert")
         choice = _LinkChoice(*(kwargs.pop(name) for name in fields))
         return command(*args, link=choice, **kwargs)
 
@@ -97,7 +104,14 @@ _LINK_OPTIONS = (
     click.option(
         "--key",
         type=click.Path(dir_okay=False, path_type=Path),
-        help="With --link: the operator key that signs requests (links with --control-keys).",
+        help="With --link: the private key of --cert; without --cert, an operator key that "
+        "signs requests (links with --control-keys).",
+    ),
+    click.option(
+        "--cert",
+        type=click.Path(dir_okay=False, path_type=Path),
+        help="With --link: the operator's client certificate (operatorN.pem, for links "
+        "with --mtls).",
     ),
 )
 
@@ -105,11 +119,13 @@ _LINK_OPTIONS = (
 def _client(deployment: Deployment) -> ControlClient:
     from ..deploy import ControlClient, NodeKey, channel_credentials
 
-    credentials = (
-        None if deployment.root_cert is None else channel_credentials(deployment.root_cert)
-    )
-    key = None if deployment.key is None else NodeKey.load(deployment.key)
-    return ControlClient(deployment.address, credentials, key)
+    cert, key = deployment.cert, deployment.key
+    credentials = None
+    if deployment.root_cert is not None:
+        pair = () if cert is None or key is None else (cert, key)
+        credentials = channel_credentials(deployment.root_cert, *pair)
+    signing = None if key is None or cert is not None else NodeKey.load(key)
+    return ControlClient(deployment.address, credentials, signing)
 
 
 def submit_run(

@@ -59,20 +59,46 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
 @click.option(
     "--certs",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder with server.pem and server.key (pollinate certs --out DIR makes one).",
+    help="Folder with server.pem and server.key, and with --mtls ca.pem (pollinate certs "
+    "--out DIR makes one); changed files are read again, no restart.",
 )
 @_INSECURE
 @click.option(
+    "--mtls",
+    is_flag=True,
+    help="Mutual TLS: admit only callers with a client certificate that --certs/ca.pem "
+    "signed: nodes with a node certificate, pollinate run/ls/log/stop with an operator's.",
+)
+@click.option(
+    "--node-certs",
+    type=click.Path(exists=True, path_type=Path),
+    multiple=True,
+    help="With --mtls (implied): admit only these node certificates (a folder of *.pem "
+    "files, or one file; repeat for several).",
+)
+@click.option(
+    "--revoked",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="With --mtls: a CRL (pollinate certs revoke writes DIR/revoked.crl); its "
+    "certificates are refused, and the file is read again when it changes.",
+)
+@click.option(
     "--node-keys",
     type=click.Path(path_type=Path),
-    help="Admit only nodes whose public key is here (a folder of *.pub files, or one file).",
+    help="Instead of --mtls: admit only nodes whose signing key is here (a folder of *.pub "
+    "files, or one file).",
 )
-@click.option("--require-signatures", is_flag=True, help="Every node must sign with its key.")
+@click.option(
+    "--require-signatures",
+    is_flag=True,
+    help="Instead of --mtls: every node must sign with its key.",
+)
 @click.option(
     "--control-keys",
     type=click.Path(path_type=Path),
-    help="Operators' public keys (*.pub): their signed pollinate run/ls/log/stop requests "
-    "are admitted from anywhere. Without it, only from this machine.",
+    help="Instead of --mtls: operators' public keys (*.pub), whose signed pollinate "
+    "run/ls/log/stop requests are admitted from anywhere. Without either, only from this "
+    "machine.",
 )
 @click.option(
     "--db",
@@ -108,7 +134,7 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
     show_default=True,
     type=click.FloatRange(min=0),
     help="Seconds after which a registered node that is not connected is forgotten "
-    "(never for --node-keys keys).",
+    "(never for --node-keys keys or --node-certs certificates).",
 )
 @click.option(
     "--max-node-bytes-in-flight",
@@ -139,6 +165,9 @@ def link_command(
     address: str,
     certs: Path | None,
     insecure: bool,
+    mtls: bool,
+    node_certs: tuple[Path, ...],
+    revoked: Path | None,
     node_keys: Path | None,
     require_signatures: bool,
     control_keys: Path | None,
@@ -160,7 +189,8 @@ def link_command(
     Without APP_DIR the link stays up and runs the apps submitted to it (pollinate run APP
     --federation NAME), one at a time; pollinate ls, log and stop manage them. With APP_DIR
     it runs that app once, when --min-nodes nodes are connected, and exits. TLS is on:
-    give --certs, or --insecure for plain text on a trusted network. With --db, a link that
+    give --certs (and --mtls for node and operator certificates), or --insecure for plain
+    text on a trusted network. With --db, a link that
     was stopped or killed resumes its unfinished runs after their last completed round.
     """
     from ..deploy import serve_link  # gRPC loads only for deployment commands
@@ -171,6 +201,9 @@ def link_command(
         address,
         certs=certs,
         insecure=insecure,
+        mtls=mtls,
+        node_certs=node_certs or None,
+        revoked=revoked,
         require_signatures=require_signatures,
         registered_keys=node_keys,
         control_keys=control_keys,
@@ -275,9 +308,16 @@ def check_link_trust(root_cert: Path | None, insecure: bool) -> None:
 )
 @_INSECURE
 @click.option(
+    "--cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="This node's client certificate (nodeN.pem from pollinate certs --nodes N), for "
+    "a link with --mtls.",
+)
+@click.option(
     "--key",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="This node's private key (nodeN.key from pollinate certs --nodes N).",
+    help="The private key of --cert (nodeN.key); without --cert, a signing key (pollinate "
+    "certs --signing-keys) for a link with --node-keys.",
 )
 @click.option(
     "--node-config",
@@ -312,6 +352,7 @@ def node_command(
     address: str,
     root_cert: Path | None,
     insecure: bool,
+    cert: Path | None,
     key: Path | None,
     node_config: tuple[str, ...],
     app_cache: Path | None,
@@ -331,6 +372,8 @@ def node_command(
 
     ctx.meta[VERBOSE] = verbose
     check_link_trust(root_cert, insecure)
+    if cert is not None and (key is None or root_cert is None):
+        raise ConfigError("--cert goes with --key (its private key) and --root-cert")
     client_app, name = None, None
     if app_dir is not None:
         app = load_app_config(app_dir)
@@ -341,8 +384,9 @@ def node_command(
     serving = f"[bold]{escape(name)}[/] node" if name else "node (apps come from the link)"
     stderr.print(f"{serving} connecting to {escape(address)}")
     ids = None
-    if key is None:  # a key is the node's identity; without one, a file keeps its id
+    if key is None:  # a certificate or key is the node's identity; without, a file keeps its id
         ids = IdFile.claim(id_file or IdFile.default_path(address, config, name or ""), address)
+    tls = (cert, key) if cert is not None else ()
     with cli_logging(stderr, verbose=True), contextlib.ExitStack() as stack:
         if ids is not None:
             stack.callback(ids.close)
@@ -352,8 +396,8 @@ def node_command(
             app_name=name,
             app_cache=app_cache,
             node_config=config,
-            credentials=None if root_cert is None else channel_credentials(root_cert),
-            key=None if key is None else NodeKey.load(key),
+            credentials=None if root_cert is None else channel_credentials(root_cert, *tls),
+            key=None if key is None or cert is not None else NodeKey.load(key),
             backoff=Backoff(),
             until_bye=once,
             id_file=ids,

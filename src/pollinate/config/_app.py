@@ -22,7 +22,8 @@
     [tool.pollinate.federations.prod]       # a deployment: it has an address
     address = "link.example:9400"           # where `pollinate link` listens
     root-cert = "certs/ca.pem"              # or insecure = true; paths are relative to the app
-    key = "certs/operator.key"              # optional: signs Control requests
+    cert = "certs/operator1.pem"            # optional: the operator's client certificate
+    key = "certs/operator1.key"             # and its key (without cert: a signing key)
     min-nodes = 3                           # nodes the run waits for (default 1)
     wait-s = 600                            # for this long (default 300)
 """
@@ -78,6 +79,7 @@ DEPLOYMENT_KEYS: dict[str, type] = {
     "root-cert": str,
     "insecure": bool,
     "key": str,
+    "cert": str,
     "min-nodes": int,
     "wait-s": float,
 }
@@ -148,13 +150,18 @@ class Federation:
 
 @dataclass(frozen=True, slots=True)
 class Deployment:
-    """A deployed federation: the link's address, how to trust it, and how to sign requests."""
+    """A deployed federation: the link's address, how to trust it, and who the operator is.
+
+    ``cert`` is the operator's client certificate for a link with mutual TLS, ``key`` its
+    private key; without ``cert``, ``key`` is an operator key that signs each request.
+    """
 
     name: str
     address: str
     root_cert: Path | None = None
     insecure: bool = False
     key: Path | None = None
+    cert: Path | None = None
     min_nodes: int = 1
     wait_s: float = 300.0
 
@@ -339,13 +346,19 @@ def resolve_deployment(
             f'{where} needs root-cert = "certs/ca.pem" (the CA certificate that signed the '
             "link's) for TLS, or insecure = true for plain text on a trusted network"
         )
-    key = values.get("key")
+    key, cert = values.get("key"), values.get("cert")
+    if cert is not None and (key is None or insecure):
+        raise ConfigError(
+            f'{where}: cert goes with key = "certs/operator1.key" (its private key) and '
+            "root-cert (mutual TLS)"
+        )
     deployment = Deployment(
         name=name,
         address=values["address"],
         root_cert=None if root_cert is None else app.app_dir / root_cert,
         insecure=insecure,
         key=None if key is None else app.app_dir / key,
+        cert=None if cert is None else app.app_dir / cert,
         min_nodes=values.get("min-nodes", 1),
         wait_s=values.get("wait-s", 300.0),
     )

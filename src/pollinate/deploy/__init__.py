@@ -1,4 +1,4 @@
-"""Deployment: the link server, node processes, TLS and node identity.
+"""Deployment: the link server, node processes, TLS, mutual TLS and node identity.
 
 The same ClientApp and ServerApp that run in simulation run here unchanged: a ``Link``
 serves nodes over gRPC and hands the ServerApp a Grid over them; ``run_node`` connects a
@@ -14,8 +14,10 @@ from ._bundle import AppBundle as AppBundle
 from ._bundle import pack_app as pack_app
 from ._certs import DEFAULT_HOSTNAMES as DEFAULT_HOSTNAMES
 from ._certs import CertFiles as CertFiles
+from ._certs import ClientFiles as ClientFiles
 from ._certs import channel_credentials as channel_credentials
 from ._certs import make_dev_certs as make_dev_certs
+from ._certs import revoke as revoke
 from ._certs import server_credentials as server_credentials
 from ._control import ControlClient as ControlClient
 from ._control import RunSummary as RunSummary
@@ -36,6 +38,7 @@ __all__ = [
     "AppRef",
     "Backoff",
     "CertFiles",
+    "ClientFiles",
     "ControlClient",
     "DEFAULT_HOSTNAMES",
     "IdFile",
@@ -50,6 +53,7 @@ __all__ = [
     "channel_credentials",
     "make_dev_certs",
     "pack_app",
+    "revoke",
     "run_node",
     "serve_link",
     "server_credentials",

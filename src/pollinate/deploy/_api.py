@@ -1,7 +1,9 @@
 """The classic script style: ``start_server`` in ``server.py``, ``start_client`` in ``client.py``.
 
 TLS is on unless a script says ``insecure=True``: the server needs the certificate folder
-``pollinate certs`` writes, each client the CA certificate that signed it.
+``pollinate certs`` writes, each client the CA certificate that signed it. With ``mtls=True``
+(or ``node_certs``) the server admits only clients with a certificate from that CA, and each
+client gives its own (``cert`` and ``key``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from ..errors import ConfigError
 from ..records import ArrayRecord
 from ..server import Result, RunObserver, ServerApp
 from ..strategy import EvaluateFn, Strategy, one_server_app
-from ._certs import channel_credentials, server_credentials
+from ._certs import CA_CERT, channel_credentials
 from ._control import ControlService
 from ._frames import DEFAULT_CHUNK_SIZE
 from ._identity import NodeKey, Verifier, load_public_keys
 from ._link import DEFAULT_BYTES_IN_FLIGHT, DEFAULT_MAX_NODES, DEFAULT_NODE_BYTES_IN_FLIGHT, Link
 from ._node import Backoff, NodeSession, run_node
+from ._peers import ClientCerts, ServerTLS
 from ._runs import MAX_CRASHES, MAX_IDLE_S, Runs
 from ._store import Store
 
@@ -56,6 +59,9 @@ def start_server(
     registered_keys: str | Path | None = None,
     db: str | Path | None = None,
     run_name: str = "run",
+    mtls: bool = False,
+    node_certs: str | Path | Sequence[str | Path] | None = None,
+    revoked: str | Path | None = None,
 ) -> Result:
     """Serve one run to the nodes that connect at ``address``, and return its history.
 
@@ -63,11 +69,12 @@ def start_server(
     ``min_nodes`` nodes are connected (waiting up to ``wait_s``); afterwards the nodes are
     told goodbye. ``certs`` is the folder with ``server.pem`` and ``server.key``;
     ``on_listening(port)`` is called once the link listens (useful with port 0).
-    ``require_signatures`` makes every node sign with its key; ``registered_keys`` (a folder
-    of ``*.pub`` files, or one file) admits only those keys. With ``db`` (an SQLite file)
-    nodes keep their ids across restarts, and an unfinished run called ``run_name`` resumes
-    after its last completed round. While it runs, ``pollinate ls`` and ``pollinate log``
-    on this machine show it.
+    ``mtls``, ``node_certs`` and ``revoked`` admit nodes by their client certificates (see
+    ``serve_link``). ``require_signatures`` makes every node sign with its key instead;
+    ``registered_keys`` (a folder of ``*.pub`` files, or one file) admits only those keys.
+    With ``db`` (an SQLite file) nodes keep their ids across restarts, and an unfinished
+    run called ``run_name`` resumes after its last completed round. While it runs,
+    ``pollinate ls`` and ``pollinate log`` on this machine show it.
     """
     app = one_server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
     with serve_link(
@@ -79,6 +86,9 @@ def start_server(
         registered_keys=registered_keys,
         db=db,
         on_listening=on_listening,
+        mtls=mtls,
+        node_certs=node_certs,
+        revoked=revoked,
     ) as runs:
         run_id = runs.submit(
             run_name,
@@ -113,14 +123,22 @@ def serve_link(
     registration_expiry_s: float = 600.0,
     max_node_bytes_in_flight: int = DEFAULT_NODE_BYTES_IN_FLIGHT,
     max_bytes_in_flight: int = DEFAULT_BYTES_IN_FLIGHT,
+    mtls: bool = False,
+    node_certs: str | Path | Sequence[str | Path] | None = None,
+    revoked: str | Path | None = None,
 ) -> Iterator[Runs]:
     """A listening link with its Fleet and Control services; yields its ``Runs``.
 
     Submit runs to it, then call ``start``. On exit the runs stop (an unfinished one stays
     unfinished in ``db``, to resume), the nodes are told goodbye and the link stops.
     ``runs_dir`` holds the folders of runs that name none (None: such runs keep no files).
-    ``control_keys`` admits operators' signed Control requests from anywhere; without it
-    the Control service answers requests from this machine only. A submitted run's
+    With ``mtls`` every caller must present a client certificate that ``certs/ca.pem``
+    signed: nodes a node certificate (only those in ``node_certs``, files or folders of
+    ``*.pem``, if given; it implies ``mtls``), Control callers an operator certificate, and
+    none that the CRL file ``revoked`` lists (re-read when it changes). The link re-reads
+    its own certificate and key, and the CA, when their files change (rotation). Without
+    ``mtls``, ``control_keys`` admits operators' signed Control requests from anywhere;
+    without either the Control service answers requests from this machine only. A submitted run's
     ServerApp runs in its own process: one that sends the link nothing for ``max_idle_s``
     fails its run, and a run that was going on the last ``max_crashes`` times the link went
     down fails instead of resuming again. At most ``max_nodes`` nodes are connected at once;
@@ -128,7 +146,13 @@ def serve_link(
     the link holds may take ``max_node_bytes_in_flight`` bytes per node and
     ``max_bytes_in_flight`` in all (see ``Link``).
     """
-    credentials = _server_credentials(certs, insecure)
+    mtls = mtls or node_certs is not None
+    if mtls and (control_keys is not None or require_signatures or registered_keys is not None):
+        raise ConfigError(
+            "choose one kind of identity: client certificates (--mtls, --node-certs) or "
+            "signing keys (--node-keys, --require-signatures, --control-keys)"
+        )
+    credentials, clients = _server_tls(certs, insecure, mtls, node_certs, revoked)
     verifier = None
     if registered_keys is not None:
         verifier = Verifier(registered=load_public_keys(registered_keys))
@@ -144,6 +168,7 @@ def serve_link(
             credentials=credentials,
             chunk_size=chunk_size,
             verifier=verifier,
+            clients=clients,
             store=store,
             max_nodes=max_nodes,
             registration_expiry_s=registration_expiry_s,
@@ -151,7 +176,7 @@ def serve_link(
             max_bytes_in_flight=max_bytes_in_flight,
         )
         runs = Runs(link, runs_dir, store, max_crashes=max_crashes, max_idle_s=max_idle_s)
-        control = ControlService(runs, operators)
+        control = ControlService(runs, operators, clients)
         link.add_service(control.handler(), control.screen)
         port = link.start()
         try:
@@ -176,13 +201,17 @@ def start_client(
     give_up_s: float | None = 300.0,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     key: str | Path | NodeKey | None = None,
+    cert: str | Path | None = None,
 ) -> NodeSession:
     """Connect to the server at ``address`` and answer its messages until it says goodbye.
 
     ``client`` is a ClientApp, a NumPyClient, or a ``client_fn(context)`` making one.
     ``root_cert`` is the CA certificate (``ca.pem``) that signed the server's certificate.
     A server that is not up yet, or goes away, is retried with backoff for ``give_up_s``.
-    ``key`` (a ``nodeN.key`` file from ``pollinate certs --nodes N``) signs what it sends.
+    ``cert`` and ``key`` (``nodeN.pem`` and ``nodeN.key`` from ``pollinate certs --nodes
+    N``) are the node's client certificate, for a server with ``mtls``. Without ``cert``,
+    ``key`` is an Ed25519 signing key (``pollinate certs --signing-keys``) that signs
+    everything the node sends.
     """
     app = _client_app(client)
     if insecure == (root_cert is not None):
@@ -190,7 +219,18 @@ def start_client(
             "give root_cert (the CA certificate, e.g. certs/ca.pem from pollinate certs) for "
             "TLS, or insecure=True for plain text on a trusted network, not both"
         )
-    credentials = None if root_cert is None else channel_credentials(Path(root_cert))
+    signing = key if isinstance(key, NodeKey) else None
+    pair: tuple[Path, Path] | tuple[()] = ()
+    if cert is not None:
+        if not isinstance(key, (str, Path)) or root_cert is None:
+            raise ConfigError(
+                "a client certificate goes with its key file and TLS: give cert=, key= "
+                "(e.g. node1.pem and node1.key from pollinate certs) and root_cert="
+            )
+        pair = (Path(cert), Path(key))
+    elif isinstance(key, (str, Path)):
+        signing = NodeKey.load(key)
+    credentials = None if root_cert is None else channel_credentials(Path(root_cert), *pair)
     return run_node(
         address,
         app,
@@ -198,17 +238,39 @@ def start_client(
         credentials=credentials,
         chunk_size=chunk_size,
         backoff=Backoff(give_up_s=give_up_s),
-        key=key if isinstance(key, NodeKey) or key is None else NodeKey.load(key),
+        key=signing,
     )
 
 
-def _server_credentials(certs: str | Path | None, insecure: bool) -> grpc.ServerCredentials | None:
+def _server_tls(
+    certs: str | Path | None,
+    insecure: bool,
+    mtls: bool,
+    node_certs: str | Path | Sequence[str | Path] | None,
+    revoked: str | Path | None,
+) -> tuple[grpc.ServerCredentials | None, ClientCerts | None]:
+    """The link's TLS credentials (rotating), and what it checks of client certificates."""
     if insecure == (certs is not None):
         raise ConfigError(
             "give certs (a folder with server.pem and server.key; pollinate certs --out DIR "
             "makes one) for TLS, or insecure=True for plain text on a trusted network, not both"
         )
-    return None if certs is None else server_credentials(Path(certs))
+    if certs is None:
+        if mtls or revoked is not None:
+            raise ConfigError("mutual TLS (--mtls, --node-certs, --revoked) needs --certs")
+        return None, None
+    if revoked is not None and not mtls:
+        raise ConfigError("--revoked goes with --mtls: it lists revoked client certificates")
+    folder = Path(certs)
+    if not mtls:
+        return ServerTLS(folder).credentials(), None
+    listed = None
+    if node_certs is not None:
+        sources = [node_certs] if isinstance(node_certs, (str, Path)) else node_certs
+        listed = [Path(source) for source in sources]
+    ca = folder / CA_CERT
+    clients = ClientCerts(ca, listed, None if revoked is None else Path(revoked))
+    return ServerTLS(folder, ca).credentials(), clients
 
 
 def _client_app(client: ClientApp | NumPyClient | Callable[[Context], NumPyClient]) -> ClientApp:

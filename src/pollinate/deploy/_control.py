@@ -9,8 +9,10 @@
   as they come, until the run ends.
 - ``StopRun``: a queued run never starts; a running one ends at its next message.
 
-Who may call it: with operator keys (``--control-keys``) every request must be signed by one
-of them, from any host; without, the link answers requests from its own machine only.
+Who may call it: on a link with client certificates (``--mtls``) a caller whose certificate
+is an operator's (SAN URI ``pollinate:operator:NAME``), from any host; with operator keys
+(``--control-keys``) every request must be signed by one of them, from any host; without
+either, the link answers requests from its own machine only.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from ._frames import (
     frame_limit,
 )
 from ._identity import NodeKey, Signature, Verifier, body_digest, signed_metadata
+from ._peers import ClientCerts
 from ._runs import Runs
 from ._store import AppRef, RunRow
 
@@ -139,11 +142,17 @@ def _submission_digest(header: dict[str, Any], bundle: bytes | memoryview) -> by
 
 
 class ControlService:
-    """The link's Control service over its ``Runs``; ``verifier`` admits operator keys."""
+    """The link's Control service over its ``Runs``.
 
-    def __init__(self, runs: Runs, verifier: Verifier | None = None) -> None:
+    ``clients`` admits operators' certificates (mutual TLS); ``verifier`` operator keys.
+    """
+
+    def __init__(
+        self, runs: Runs, verifier: Verifier | None = None, clients: ClientCerts | None = None
+    ) -> None:
         self._runs = runs
         self._verifier = verifier
+        self._clients = clients
         self._uploads = threading.BoundedSemaphore(MAX_UPLOADS)
 
     def handler(self) -> grpc.GenericRpcHandler:
@@ -170,11 +179,14 @@ class ControlService:
             _refuse(context, "a Control call", err)
 
     def _caller(self, context: grpc.ServicerContext, received_at: float) -> Signature | None:
-        """Who calls, checked before the body is read: a fresh operator key, or this machine.
+        """Who calls, checked before the body is read: operator certificate, key, or this machine.
 
-        Without operator keys only this machine may call. The body's signature is checked
-        once the body is in.
+        Without a certificate or key only this machine may call. The body's signature is
+        checked once the body is in.
         """
+        if self._clients is not None:
+            self._clients.check(context, "operator")
+            return None
         if self._verifier is not None:
             signature = Signature.from_metadata(context.invocation_metadata())
             self._verifier.precheck(signature, received_at)
@@ -182,7 +194,8 @@ class ControlService:
         if not _is_local(context.peer()):
             raise PermissionError(
                 "this link takes Control requests from its own machine only: start it with "
-                "--control-keys to admit operators' signed requests from elsewhere"
+                "--mtls to admit operators' certificates from elsewhere (or --control-keys "
+                "for their signed requests)"
             )
         return None
 
@@ -350,8 +363,9 @@ def _refuse(context: grpc.ServicerContext, what: str, err: Exception) -> NoRetur
 class ControlClient:
     """Talks to a link's Control service: what ``pollinate run/ls/log/stop`` use.
 
-    ``credentials`` verify the link's certificate (None: plain text); ``key`` signs every
-    request (an operator key the link lists in ``--control-keys``).
+    ``credentials`` verify the link's certificate (None: plain text) and, for a link with
+    ``--mtls``, carry the operator's certificate; ``key`` signs every request (an operator
+    key the link lists in ``--control-keys``).
     """
 
     def __init__(
@@ -448,6 +462,7 @@ class ControlClient:
             return ConfigError(
                 f"no link answers at {self.address} ({details}): check the address, that "
                 "`pollinate link` runs there, and TLS (a root certificate for a TLS link, "
-                "insecure for a plain one)"
+                "insecure for a plain one; a link with --mtls also wants an operator "
+                "certificate, --cert and --key, that its CA signed and did not revoke)"
             )
         return ConfigError(f"the link at {self.address} refused: {details}")

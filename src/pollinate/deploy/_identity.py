@@ -23,8 +23,10 @@ What it relies on:
   before a restart could be replayed within ``max_skew_s`` of it, by someone who can read
   the traffic, which TLS prevents.
 
-Key files are what ``pollinate certs`` writes: the private key as unencrypted PKCS#8 PEM
-(``node1.key``, mode 0600), the public key as SubjectPublicKeyInfo PEM (``node1.pub``).
+Key files are what ``pollinate certs --signing-keys`` writes: the private key as unencrypted
+PKCS#8 PEM (``node1.key``, mode 0600), the public key as SubjectPublicKeyInfo PEM
+(``node1.pub``). This scheme is for a link behind a TLS-terminating proxy, where the link
+never sees a client certificate; otherwise nodes use mutual TLS (``_peers``).
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ _DOMAIN: Final = b"pollinate/request/v" + VERSION.encode() + b"\x00"
 _U32: Final = struct.Struct("<I")
 _I64: Final = struct.Struct("<q")
 _DIGITS: Final = re.compile(r"[0-9]{1,19}")
-_MAKE_KEYS: Final = "`pollinate certs --out DIR --nodes N` makes node keys"
+_MAKE_KEYS: Final = "`pollinate certs --out DIR --nodes N --signing-keys` makes signing keys"
 
 
 def key_id(public_key: bytes) -> str:
@@ -129,8 +131,8 @@ class NodeKey:
             ) from None
         if not isinstance(key, Ed25519PrivateKey):
             raise ConfigError(
-                f"node key file {path} holds a {type(key).__name__.lstrip('_')}, "
-                f"not an Ed25519 key ({_MAKE_KEYS})"
+                f"node key file {path} holds a {type(key).__name__.lstrip('_')}, not an "
+                f"Ed25519 signing key: a client certificate's key goes with --cert ({_MAKE_KEYS})"
             )
         return cls(key)
 

@@ -58,6 +58,7 @@ from ._frames import (
 )
 from ._grid import LinkGrid, QuotaExceeded, ReplyLimits
 from ._identity import PUBLIC_KEY_KEY, Verifier, body_digest
+from ._peers import ClientCerts, Peer
 from ._sealed import unseal
 from ._store import AppRef, Store
 
@@ -119,7 +120,8 @@ class _Node:
     token: str
     node_config: dict[str, UserConfigValue]
     public_key: bytes | None
-    """The key that registered this node id (None on a link without node identity)."""
+    """The key that registered this node id: a signing key, or the SubjectPublicKeyInfo of
+    its client certificate (None on a link without node identity)."""
     outbox: queue.SimpleQueue[_Outgoing] = field(default_factory=queue.SimpleQueue)
     stream: int = 0
     """Which of the node's streams is current (a reconnect opens a new one)."""
@@ -127,6 +129,9 @@ class _Node:
     connected: bool = False
     downloading: bool = False
     """Whether the node fetches an app now (one at a time)."""
+    cert: Peer | None = None
+    """The client certificate of the node's current stream (mutual TLS), checked for
+    revocation while the stream lasts."""
 
 
 class Link:
@@ -136,7 +141,10 @@ class Link:
     ``--insecure`` only). ``chunk_size`` bounds each gRPC message; ``max_message_size``
     bounds what a node may send. With a ``verifier`` every node must sign its registration
     and every frame with its key (``Verifier(registered=...)`` admits listed keys only), and
-    a node id stays bound to the key that registered it. With a ``store`` the nodes keep
+    a node id stays bound to the key that registered it. With ``clients`` (mutual TLS:
+    ``credentials`` must require client certificates) every call must come with a node
+    certificate they admit, and a node id stays bound to its certificate's public key; a
+    node whose certificate is revoked loses its stream. With a ``store`` the nodes keep
     their ids (and tokens) when the link restarts. At most ``max_open_replies`` replies
     come in at once, in the order their messages were sent (the order strategies fold
     them in): the link holds a few replies at a time, not one per node, and a reply is held
@@ -161,6 +169,7 @@ class Link:
         node_timeout_s: float = 30.0,
         max_nodes: int = DEFAULT_MAX_NODES,
         verifier: Verifier | None = None,
+        clients: ClientCerts | None = None,
         store: Store | None = None,
         hello_timeout_s: float = 5.0,
         max_open_replies: int = 2,
@@ -175,6 +184,11 @@ class Link:
             )
         if max_nodes < 1:
             raise ConfigError(f"max_nodes must be at least 1, got {max_nodes}")
+        if verifier is not None and clients is not None:
+            raise ConfigError(
+                "choose one kind of node identity: client certificates (--mtls, --node-certs) "
+                "or signing keys (--node-keys, --require-signatures)"
+            )
         if min(max_node_bytes_in_flight, max_bytes_in_flight) < 1:
             raise ConfigError("the link's quotas of bytes in flight must be at least 1 byte")
         self.reply_limits = ReplyLimits(
@@ -190,6 +204,7 @@ class Link:
         self.registration_expiry_s = registration_expiry_s
         self._credentials = credentials
         self._verifier = verifier
+        self._clients = clients
         self._store = store
         self._nodes: dict[int, _Node] = {}
         for node_id, token, public_key, config in store.nodes() if store else []:
@@ -253,16 +268,16 @@ class Link:
         log.info(
             "link listening on port %d (%s)",
             self.port,
-            "TLS" if self._credentials else "plain text",
+            "mutual TLS" if self._clients else "TLS" if self._credentials else "plain text",
         )
         if self._credentials is None:
             log.warning(
                 "plain text (--insecure): anyone on the network path can read and change "
                 "the models, metrics and code that travel, and take the nodes' tokens"
             )
-        if self._verifier is None:
+        if self._verifier is None and self._clients is None:
             log.warning(
-                "no node identity (--node-keys or --require-signatures): anyone who can "
+                "no node identity (--mtls, --node-certs or --node-keys): anyone who can "
                 "reach port %d can join as a node and receive the runs' models and code",
                 self.port,
             )
@@ -352,29 +367,45 @@ class Link:
         Chosen by the key the call's metadata names, before its body is read: a flood of
         anonymous calls cannot keep out the nodes the link was told to expect.
         """
+        if self._clients is not None:  # the handshake admitted it: a certificate the CA signed
+            return self._keyed
         key = _metadata(context, PUBLIC_KEY_KEY)
         listed = key is not None and self._verifier is not None and self._verifier.lists(key)
         return self._keyed if listed else self._requests
+
+    def _peer(self, context: grpc.ServicerContext) -> Peer | None:
+        """The caller's node certificate (mutual TLS), checked; None on other links.
+
+        AuthError if the link may not admit it (PermissionError: not a node's).
+        """
+        return None if self._clients is None else self._clients.check(context, "node")
+
+    def _identify(self, context: grpc.ServicerContext, method: str, request: bytes) -> bytes | None:
+        """The public key a request comes from: its certificate's, or the one that signed it."""
+        peer = self._peer(context)
+        if peer is not None:
+            return peer.spki
+        if self._verifier is None:
+            return None
+        return self._verifier.verify_metadata(
+            method, body_digest(request), context.invocation_metadata()
+        )
 
     def _get_app(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         """A submitted app's bundle, for a registered node that has no copy of the app."""
         place = self._request_gate(context).enter(context)
         request = first_request(requests, context, self.hello_timeout_s)
         try:
-            signer = None
-            if self._verifier is not None:
-                signer = self._verifier.verify_metadata(
-                    GET_APP_METHOD, body_digest(request), context.invocation_metadata()
-                )
+            signer = self._identify(context, GET_APP_METHOD, request)
             frame = decode_frame(request)
             if frame.kind != "get_app":
                 raise WireError(f"expected a get_app frame, got {frame.kind!r}")
             node = self._node_for(Frame("hello", frame.header))
             if node is None or node.public_key != signer:
                 raise AuthError("unknown node id or wrong token: register first")
-        except AuthError as err:
+        except (AuthError, PermissionError) as err:
             log.warning("refused an app request from %s: %s", context.peer(), err)
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            context.abort(_auth_code(err), str(err))
             return
         except WireError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
@@ -402,19 +433,14 @@ class Link:
         self._request_gate(context).enter(context)
         request = first_request(requests, context, self.hello_timeout_s)
         try:
-            public_key = None
-            if self._verifier is not None:
-                metadata = context.invocation_metadata()
-                public_key = self._verifier.verify_metadata(
-                    REGISTER_METHOD, body_digest(request), metadata
-                )
+            public_key = self._identify(context, REGISTER_METHOD, request)
             frame = decode_frame(request)
             if frame.kind != "register":
                 raise WireError(f"expected a register frame, got {frame.kind!r}")
             node = self._admit(frame.header, public_key)
-        except AuthError as err:
+        except (AuthError, PermissionError) as err:
             log.warning("refused a registration from %s: %s", context.peer(), err)
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            context.abort(_auth_code(err), str(err))
         except WireError as err:
             log.warning("refused a registration from %s: %s", context.peer(), err)
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
@@ -481,7 +507,11 @@ class Link:
     def _kept(self, node: _Node) -> bool:
         """Whether a registration is never forgotten: its key is on the link's list."""
         key = node.public_key
-        return key is not None and self._verifier is not None and self._verifier.lists(key)
+        if key is None:
+            return False
+        if self._clients is not None:
+            return self._clients.listed(key)
+        return self._verifier is not None and self._verifier.lists(key)
 
     def _forget(self, nodes: list[_Node]) -> None:
         """Drop registrations (with the lock held), from the database too."""
@@ -496,16 +526,17 @@ class Link:
     def _channel(self, requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[bytes]:
         hello = _metadata(context, HELLO_KEY)
         try:
+            peer = self._peer(context)
             if hello is None:
-                opened = self._hello_in_stream(requests, context)
+                opened = self._hello_in_stream(requests, context, peer)
                 if opened is None:
                     return
                 signer, frame = opened
             else:
-                signer, frame = self._hello_in_metadata(hello, context)
-        except AuthError as err:
+                signer, frame = self._hello_in_metadata(hello, context, peer)
+        except (AuthError, PermissionError) as err:
             log.warning("refused a stream from %s: %s", context.peer(), err)
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, str(err))
+            context.abort(_auth_code(err), str(err))
             return
         except WireError as err:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected a hello frame: {err}")
@@ -523,12 +554,13 @@ class Link:
                 self._full.add(f"refused a node: {why}")
                 context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, f"{why}; retry later")
             stream, outbox = self._connect(node)
+            node.cert = peer
         context.send_initial_metadata(((WELCOME_KEY, "1"),))  # the node stops backing off
         context.add_callback(lambda: outbox.put(_CLOSE))  # a cancelled RPC wakes its generator
         log.info("node %d connected (%s)", node.node_id, context.peer())
         reader = threading.Thread(
             target=self._read,
-            args=(node, requests, outbox),
+            args=(node, requests, outbox, peer),
             name=f"link-node-{node.node_id}",
             daemon=True,
         )
@@ -565,17 +597,17 @@ class Link:
         return node.stream, node.outbox
 
     def _hello_in_metadata(
-        self, hello: bytes, context: grpc.ServicerContext
+        self, hello: bytes, context: grpc.ServicerContext, peer: Peer | None
     ) -> tuple[bytes | None, Frame]:
-        """The hello a node put in the call's metadata, and who signed it."""
-        signer = None
+        """The hello a node put in the call's metadata, and whose it is."""
+        signer = None if peer is None else peer.spki
         if self._verifier is not None:
             metadata = context.invocation_metadata()
             signer = self._verifier.verify_metadata(CHANNEL_METHOD, body_digest(hello), metadata)
         return signer, decode_frame(hello)
 
     def _hello_in_stream(
-        self, requests: Iterator[bytes], context: grpc.ServicerContext
+        self, requests: Iterator[bytes], context: grpc.ServicerContext, peer: Peer | None
     ) -> tuple[bytes | None, Frame] | None:
         """The stream's first frame, its hello, within ``hello_timeout_s`` (None: none came).
 
@@ -592,7 +624,7 @@ class Link:
         deadline = threading.Timer(self.hello_timeout_s, expire)
         deadline.start()
         try:
-            return self._open(next(requests))
+            return self._open(next(requests), peer)
         except (StopIteration, grpc.RpcError) as err:
             if expired.is_set():  # a cancelled stream ends either way
                 log.warning(
@@ -607,11 +639,15 @@ class Link:
             deadline.cancel()
             place.leave()
 
-    def _open(self, data: bytes) -> tuple[bytes | None, Frame]:
-        """The frame in ``data`` and who signed it (None on a link without node identity)."""
+    def _open(self, data: bytes, peer: Peer | None) -> tuple[bytes | None, Frame]:
+        """The frame in ``data`` and whose it is (None on a link without node identity).
+
+        Whose: the key of the stream's certificate, or of the frame's signature.
+        """
         if self._verifier is None:  # a node with a key may join a link that checks none
             frame = decode_frame(data)
-            return None, decode_frame(bytes(frame.payload)) if frame.kind == "signed" else frame
+            inner = decode_frame(bytes(frame.payload)) if frame.kind == "signed" else frame
+            return None if peer is None else peer.spki, inner
         return unseal(self._verifier, CHANNEL_METHOD, data)
 
     def _node_for(self, hello: Frame) -> _Node | None:
@@ -624,7 +660,11 @@ class Link:
         return node if node is not None and secrets.compare_digest(node.token, token) else None
 
     def _read(
-        self, node: _Node, requests: Iterator[bytes], outbox: queue.SimpleQueue[_Outgoing]
+        self,
+        node: _Node,
+        requests: Iterator[bytes],
+        outbox: queue.SimpleQueue[_Outgoing],
+        peer: Peer | None,
     ) -> None:
         """Read one node's frames: heartbeats, and the chunks of its replies."""
         assembler = Assembler(self.max_message_size, max_open=1)  # a node replies in turn
@@ -632,7 +672,7 @@ class Link:
         try:
             for data in requests:
                 node.last_seen = time.monotonic()
-                signer, frame = self._open(data)
+                signer, frame = self._open(data, peer)
                 if signer != node.public_key:
                     raise AuthError(f"a frame on node {node.node_id}'s stream has another signer")
                 if frame.kind == "heartbeat":
@@ -723,10 +763,25 @@ class Link:
         if grid is not None:
             grid.node_lost(node.node_id, why)
 
+    def _drop_revoked(self, nodes: list[_Node]) -> None:
+        """End the streams of nodes whose certificate was revoked or expired since they came."""
+        for node in nodes:
+            cert, outbox = node.cert, node.outbox
+            if cert is None or self._clients is None:
+                continue
+            try:
+                self._clients.check_valid(cert)
+            except AuthError as err:
+                node.cert = None  # said once; a new stream brings its certificate again
+                log.warning("dropping node %d's stream: %s", node.node_id, err)
+                code = grpc.StatusCode.UNAUTHENTICATED
+                outbox.put(_Outgoing(end="refused", header={"code": code, "reason": str(err)}))
+
     def _watch(self) -> None:
         """Every second, drop nodes whose heartbeats stopped (a stalled or paused process).
 
-        And forget registrations that were not connected for ``registration_expiry_s``.
+        And forget registrations that were not connected for ``registration_expiry_s``, and
+        end the streams of nodes whose client certificate was revoked or expired meanwhile.
         """
         while not self._stopping.wait(1.0):
             now = time.monotonic()
@@ -744,6 +799,8 @@ class Link:
                     for n in self._nodes.values()
                     if n.connected and now - n.last_seen > self.node_timeout_s
                 ]
+                certified = [n for n in self._nodes.values() if n.connected and n.cert]
+            self._drop_revoked(certified)
             for node, stream, outbox in silent:
                 log.warning(
                     "node %d sent nothing for %.0f s: treating it as lost",
@@ -758,6 +815,13 @@ class Link:
                     len(expired),
                     self.registration_expiry_s,
                 )
+
+
+def _auth_code(err: Exception) -> grpc.StatusCode:
+    """UNAUTHENTICATED for an unknown caller, PERMISSION_DENIED for one in the wrong role."""
+    if isinstance(err, PermissionError):
+        return grpc.StatusCode.PERMISSION_DENIED
+    return grpc.StatusCode.UNAUTHENTICATED
 
 
 def _new_node_id(nodes: Mapping[int, _Node], public_key: bytes | None) -> int:

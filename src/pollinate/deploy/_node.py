@@ -67,6 +67,12 @@ from ._store import AppRef
 __all__ = ["Backoff", "IdFile", "NodeSession", "run_node"]
 
 DEFAULT_MAX_HANDSHAKE_FAILURES = 5
+_REFUSALS = (
+    grpc.StatusCode.UNAUTHENTICATED,
+    grpc.StatusCode.PERMISSION_DENIED,
+    grpc.StatusCode.INVALID_ARGUMENT,
+)
+"""What the link answers a node it will not take as it is: retrying would not help."""
 
 _Outgoing = bytes | Iterator[bytes] | None
 """What the node's send queue holds: a frame, a reply's frames (made lazily), or the end."""
@@ -219,8 +225,9 @@ def run_node(
 
     ``credentials`` verify the link's TLS certificate (see ``channel_credentials``); None
     connects in plain text (only for ``--insecure``). With ``until_bye=False`` the node
-    stays for the next run after a goodbye, as a node daemon does. With a ``key`` the node
-    signs its registration and every frame it sends (links with node identity require it).
+    stays for the next run after a goodbye, as a node daemon does. A node's client
+    certificate (mutual TLS) travels in ``credentials``; with a ``key`` the node signs its
+    registration and every frame it sends instead (links with signing keys require it).
     With an ``id_file`` the node reclaims the id it had before a restart. A link that
     refuses the node for now (full, or not up) is retried with ``backoff``; after
     ``max_handshake_failures`` TLS handshakes in a row fail, the node gives up.
@@ -262,7 +269,7 @@ def run_node(
         except grpc.RpcError as err:
             code = err.code() if isinstance(err, grpc.Call) else None
             details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
-            if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
+            if code in _REFUSALS:
                 raise ConfigError(f"the link at {address} refused this node: {details}") from None
             tls = _tls_problem(address, details, credentials is not None)
             handshakes = handshakes + 1 if tls else 0
@@ -288,12 +295,20 @@ def run_node(
 
 def _tls_problem(address: str, details: str, tls: bool) -> str | None:
     """What a failed connection says about TLS set-up, if it is a TLS problem (else None)."""
+    closed = "failed to connect" in details and "Socket closed" in details
     if not tls:  # a TLS link closes a plain-text connection at once (not a stream later)
-        if "failed to connect" not in details or "Socket closed" not in details:
+        if not closed:
             return None
         return (
             f"the link at {address} closed the connection at once: it probably speaks TLS "
             "(give --root-cert, the federation's ca.pem, instead of --insecure)"
+        )
+    if closed:  # with TLS 1.3 a client learns only this when its certificate is refused
+        return (
+            f"the link at {address} closed the connection in the TLS handshake: it probably "
+            "requires a client certificate (--mtls) and this node gave none, or one it does "
+            "not accept (check --cert and --key: a node certificate that the federation's CA "
+            "signed, and that has not expired)"
         )
     if "handshake failed" not in details.lower():
         return None
