@@ -272,11 +272,11 @@ def test_three_nodes_with_certificates_run_rounds(pki):
         for node in nodes:
             node.start()
         grid = link.grid(1, {})
-        grid.wait_for_nodes(3, timeout=20)
+        grid.wait_for_nodes(3, timeout_s=20)
         result = FedAvg(fraction_evaluate=0.0).start(grid, MODEL, num_rounds=2)
         np.testing.assert_array_equal(result.arrays["w"].numpy(), np.full((8, 8), 4.0))
     finally:
-        link.stop(grace=0.5)
+        link.stop(grace_s=0.5)
     for node in nodes:
         node.join(10)
 
