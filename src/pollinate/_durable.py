@@ -45,7 +45,8 @@ __all__ = [
 ]
 
 TEMP_SUFFIXES = (".tmp", ".partial")
-"""Names of files written whole before a rename: one left behind is a crash's leftover."""
+"""Files written whole before a rename: one left behind is a crash's leftover (``.tmp`` ours,
+``.partial`` an older link's bundles)."""
 
 
 def write_file(path: Path, write: Callable[[BinaryIO], object]) -> None:

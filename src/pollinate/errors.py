@@ -8,6 +8,7 @@ The hierarchy::
     ├── WireError (ValueError)     bytes that are not a valid encoded message
     ├── AppError                   a ClientApp/ServerApp that cannot be loaded or dispatched
     ├── AuthError                  a request whose signature, freshness or origin is not trusted
+    ├── Forbidden (PermissionError) a caller known, but not allowed this call (a node's on Control)
     ├── RoundError                 a round that ended with too few good replies
     ├── RunStopped                 a deployed run stopped by an operator, or by its link
     ├── NotFound (LookupError)     a run (or other named thing) that is not there
@@ -25,6 +26,7 @@ __all__ = [
     "AppError",
     "AuthError",
     "ConfigError",
+    "Forbidden",
     "NotFound",
     "PollinateError",
     "RecordError",
@@ -58,6 +60,10 @@ class AppError(PollinateError):
 
 class AuthError(PollinateError):
     """A request whose signature, freshness or origin cannot be trusted; the link refuses it."""
+
+
+class Forbidden(PollinateError, PermissionError):
+    """A caller the link knows, but not for this call: a node's certificate on Control, say."""
 
 
 class RoundError(PollinateError):

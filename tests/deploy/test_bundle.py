@@ -2,12 +2,13 @@
 
 import io
 import struct
+import warnings
 import zipfile
 import zlib
 
 import pytest
 
-from pollinate.deploy._bundle import AppBundle, pack_app, unpack_app
+from pollinate.deploy._bundle import AppBundle, check_bundle, pack_app, unpack_app
 from pollinate.errors import ConfigError, WireError
 
 from .submitted import write_app
@@ -145,3 +146,17 @@ def test_an_app_folder_too_big_unpacked_is_refused_when_packed(tmp_path, monkeyp
     monkeypatch.setattr("pollinate.deploy._bundle.MAX_UNPACKED_SIZE", 1 << 20)
     with pytest.raises(ConfigError, match=r"unpacks to 1\.1 MiB in 4 files.*may hold 1 MiB in"):
         pack_app(app)
+
+
+@pytest.mark.parametrize(
+    ("names", "why"),
+    [(["a.py", "a.py"], "comes twice"), (["pkg", "pkg/mod.py"], "both a file and a folder")],
+)
+def test_a_bundle_that_cannot_be_written_out_is_refused_when_checked(tmp_path, names, why):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate name it writes
+        for name in names:
+            archive.writestr(name, "x = 1\n")
+    with pytest.raises(WireError, match=why):
+        check_bundle(AppBundle.of(buffer.getvalue()))

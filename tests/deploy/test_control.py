@@ -9,7 +9,7 @@ import pytest
 from pollinate.deploy import NodeKey, make_dev_certs, serve_link
 from pollinate.deploy._bundle import pack_app
 from pollinate.deploy._control import ControlClient, ControlService, Submission
-from pollinate.deploy._store import Store
+from pollinate.deploy._store import AppRef, Store
 from pollinate.errors import ConfigError, RoundError
 from pollinate.server import load_arrays
 
@@ -382,3 +382,40 @@ def test_a_submitted_bundle_that_unpacks_to_a_gib_is_refused_at_once(tmp_path, n
         client.submit(submission)
     with ControlClient(f"127.0.0.1:{nodeless_port}", None) as client:
         assert client.runs() == []  # nothing was queued
+
+
+def test_a_submission_the_links_disk_cannot_keep_is_refused_as_the_links_trouble(
+    tmp_path, nodeless_port, monkeypatch
+):
+    import grpc
+
+    calls = []
+    error = ControlClient._error
+
+    def spy(self, err):
+        calls.append(err.code())
+        return error(self, err)
+
+    monkeypatch.setattr(ControlClient, "_error", spy)
+    monkeypatch.setenv("POLLINATE_FAULT_AT", "write.written")
+    monkeypatch.setenv("POLLINATE_FAULT_ON", "*.zip")
+    monkeypatch.setenv("POLLINATE_FAULT", "enospc")
+    with (
+        ControlClient(f"127.0.0.1:{nodeless_port}", None) as client,
+        pytest.raises(ConfigError, match=r"refused: no space left on device writing .*\.zip"),
+    ):
+        client.submit(_submission(write_app(tmp_path / "app")))
+    assert calls == [grpc.StatusCode.RESOURCE_EXHAUSTED]  # not INVALID_ARGUMENT: not the request
+
+
+def test_every_node_fetching_a_bundle_shares_one_copy(tmp_path):
+    from pollinate.deploy import Link, Runs
+
+    with Link(credentials=None) as link:
+        runs = Runs(link, tmp_path / "runs")
+        bundle = pack_app(write_app(tmp_path / "app"))
+        runs.submit(
+            "tinyapp", {}, bundle=bundle, app=AppRef(bundle.digest, "a:b", "a:c"), min_nodes=1
+        )
+        assert runs.bundle(bundle.digest) is runs.bundle(bundle.digest) == bundle.data
+        runs.close()

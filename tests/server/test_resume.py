@@ -115,6 +115,15 @@ def test_without_its_state_a_resumed_run_differs_and_says_so(grid, caplog):
     assert "starts afresh from round 3" in caplog.text
 
 
+def test_resumed_after_round_0_without_state_a_run_is_exact_and_says_nothing(grid, caplog):
+    whole = _run(_fedadam(), grid, 2)
+    recorder = _Recorder()
+    _run(_fedadam(), grid, 1, observers=[recorder])  # round 0 is kept without a state
+    with caplog.at_level(logging.WARNING, "pollinate.strategy"):
+        resumed = _run(_fedadam(), grid, 2, resume=recorder.point(0, with_state=False))
+    assert resumed.arrays == whole.arrays and "afresh" not in caplog.text
+
+
 def test_a_round_reports_its_state_between_its_record_and_its_model(grid):
     recorder = _Recorder()
     _run(_fedadam(), grid, 1, observers=[recorder])

@@ -205,12 +205,20 @@ def _members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     if len(members) > MAX_FILES:
         raise WireError(f"it holds {len(members):,} files, more than the {MAX_FILES:,} allowed")
     claimed = 0
+    files: set[PurePosixPath] = set()
     for info in members:
         name = PurePosixPath(info.filename)
         if name.is_absolute() or ".." in name.parts:
             raise WireError(f"entry {info.filename!r} leaves its folder")
+        if name in files:
+            raise WireError(f"entry {info.filename!r} comes twice")
+        files.add(name)
         claimed += info.file_size
         _check_size(info.filename, info.file_size, claimed)
+    folders = {parent for name in files for parent in name.parents}
+    clash = sorted(str(name) for name in files & folders)
+    if clash:
+        raise WireError(f"entry {clash[0]!r} is both a file and a folder")
     return members
 
 

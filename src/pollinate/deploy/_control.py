@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 import grpc
 
 from ..context import UserConfigValue
-from ..errors import AuthError, ConfigError, PollinateError, WireError
+from ..errors import AuthError, ConfigError, Forbidden, PollinateError, StorageError, WireError
 from ._bundle import MAX_BUNDLE_SIZE, AppBundle, check_bundle
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
@@ -192,7 +192,7 @@ class ControlService:
             self._verifier.precheck(signature, received_at)
             return signature
         if not _is_local(context.peer()):
-            raise PermissionError(
+            raise Forbidden(
                 "this link takes Control requests from its own machine only: start it with "
                 "--mtls to admit operators' certificates from elsewhere (or --control-keys "
                 "for their signed requests)"
@@ -347,6 +347,7 @@ _CODES = (
     (AuthError, grpc.StatusCode.UNAUTHENTICATED),
     (PermissionError, grpc.StatusCode.PERMISSION_DENIED),
     (LookupError, grpc.StatusCode.NOT_FOUND),
+    (StorageError, grpc.StatusCode.RESOURCE_EXHAUSTED),  # the link's disk, not the request
     (PollinateError, grpc.StatusCode.INVALID_ARGUMENT),
 )
 

@@ -29,12 +29,12 @@ import numpy as np
 from ..errors import WireError
 
 __all__ = [
-    "assemble_one",
+    "Assembler",
     "DEFAULT_CHUNK_SIZE",
+    "Frame",
     "MAX_CHUNK_SIZE",
     "MAX_HEADER_SIZE",
-    "Assembler",
-    "Frame",
+    "assemble_one",
     "chunk_frames",
     "decode_frame",
     "encode_frame",

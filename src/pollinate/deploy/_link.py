@@ -477,32 +477,35 @@ class Link:
                     owned.node_config, owned.last_seen = config, time.monotonic()
                     log.info("node %d registered again with its key", owned.node_id)
                     return owned
-            self._make_room()
+            forgotten = self._make_room()
             node_id = _new_node_id(self._nodes, public_key)
             node = _Node(node_id, secrets.token_hex(16), config, public_key)
             self._nodes[node_id] = node
-            if self._store is not None:
-                try:
-                    self._store.save_node(node_id, node.token, public_key, config)
-                except StorageError as err:  # the node works; only a restart forgets it
-                    log.warning("node %d is admitted but not stored: %s", node_id, err)
+        # The database is written with the lock released: its fsync holds up no other call.
+        self._unstore(forgotten)
+        if self._store is not None:
+            try:
+                self._store.save_node(node_id, node.token, public_key, config)
+            except StorageError as err:  # the node works; only a restart forgets it
+                log.warning("node %d is admitted but not stored: %s", node_id, err)
         log.info("node %d registered with node config %s", node_id, json.dumps(config))
         return node
 
-    def _make_room(self) -> None:
+    def _make_room(self) -> list[int]:
         """With too many registrations not connected, forget the one seen longest ago.
 
         So a flood of registrations pushes out its own entries, not the next node. Called
-        with the lock held.
+        with the lock held; returns the ids forgotten, for ``_unstore`` once it is released.
         """
         idle = [n for n in self._nodes.values() if not n.connected and not self._kept(n)]
-        if len(idle) >= IDLE_PER_NODE * self.max_nodes:
-            oldest = min(idle, key=lambda n: n.last_seen)
-            self._forget([oldest])
-            self._crowded.add(
-                f"forgot a registration to make room: {len(idle)} are not connected "
-                "(--node-keys admits known nodes only)"
-            )
+        if len(idle) < IDLE_PER_NODE * self.max_nodes:
+            return []
+        oldest = min(idle, key=lambda n: n.last_seen)
+        self._crowded.add(
+            f"forgot a registration to make room: {len(idle)} are not connected "
+            "(--node-keys admits known nodes only)"
+        )
+        return self._forget([oldest])
 
     def _kept(self, node: _Node) -> bool:
         """Whether a registration is never forgotten: its key is on the link's list."""
@@ -513,13 +516,17 @@ class Link:
             return self._clients.listed(key)
         return self._verifier is not None and self._verifier.lists(key)
 
-    def _forget(self, nodes: list[_Node]) -> None:
-        """Drop registrations (with the lock held), from the database too."""
+    def _forget(self, nodes: list[_Node]) -> list[int]:
+        """Drop registrations from memory (with the lock held); their ids, for ``_unstore``."""
         for node in nodes:
             del self._nodes[node.node_id]
-        if self._store is not None and nodes:
+        return [node.node_id for node in nodes]
+
+    def _unstore(self, node_ids: list[int]) -> None:
+        """Drop forgotten registrations from the database (with the lock released)."""
+        if self._store is not None and node_ids:
             try:
-                self._store.forget_nodes([n.node_id for n in nodes])
+                self._store.forget_nodes(node_ids)
             except StorageError as err:  # a restart reloads them; they expire again
                 log.warning("forgotten registrations stay in the database: %s", err)
 
@@ -793,13 +800,14 @@ class Link:
                     and now - n.last_seen > self.registration_expiry_s
                     and not self._kept(n)
                 ]
-                self._forget(expired)
+                forgotten = self._forget(expired)
                 silent = [
                     (n, n.stream, n.outbox)
                     for n in self._nodes.values()
                     if n.connected and now - n.last_seen > self.node_timeout_s
                 ]
                 certified = [n for n in self._nodes.values() if n.connected and n.cert]
+            self._unstore(forgotten)
             self._drop_revoked(certified)
             for node, stream, outbox in silent:
                 log.warning(

@@ -36,7 +36,7 @@ import grpc
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..errors import AuthError, ConfigError
+from ..errors import AuthError, ConfigError, Forbidden
 from ._certs import (
     CA_CERT,
     ROLES,
@@ -179,7 +179,7 @@ class ClientCerts:
     def check(self, context: grpc.ServicerContext, role: str) -> Peer:
         """The caller's certificate, if it may make a call for ``role``.
 
-        AuthError: no certificate, unknown, revoked or expired; PermissionError: the
+        AuthError: no certificate, unknown, revoked or expired; Forbidden: the
         certificate of another role (a node's used for Control, or an operator's as a node).
         """
         pems = context.auth_context().get(_PEM_KEY)
@@ -192,7 +192,7 @@ class ClientCerts:
         self.check_valid(peer)
         if peer.role != role:
             what = "Control" if role == "operator" else "node (Fleet)"
-            raise PermissionError(f"{peer} may not make {what} calls: they need a {role!r} one")
+            raise Forbidden(f"{peer} may not make {what} calls: they need a {role!r} one")
         if role == "node" and self._listed is not None and peer.spki not in self._listed:
             raise AuthError(
                 f"{peer} is not on this link's list of node certificates (--node-certs): "

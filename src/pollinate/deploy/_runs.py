@@ -52,6 +52,8 @@ log = logging.getLogger("pollinate.link")
 
 _ENDED = ("finished", "failed", "stopped")
 MAX_NAME_LENGTH = 100
+RECENT_BUNDLES = 2
+"""Bundles kept in memory for the nodes that fetch them (the current run's, the next's)."""
 MAX_WAIT_S = 7 * 24 * 3600.0
 MAX_CRASHES = 3
 MAX_IDLE_S = 3600.0
@@ -116,6 +118,7 @@ class Runs:
         self._apps_dir = store.apps_dir if store is not None else Path(self._temp_apps or "")
         self._lock = threading.Lock()
         self._runs: dict[int, _Run] = {}
+        self._recent_bundles: dict[str, bytes] = {}
         self._queue: collections.deque[int] = collections.deque()
         self._wake = threading.Condition(self._lock)
         self._closing = False
@@ -263,8 +266,19 @@ class Runs:
         """A submitted app's bundle, by digest (nodes fetch it), or None if unknown."""
         if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
             return None
+        with self._lock:
+            data = self._recent_bundles.get(digest)
+        if data is not None:
+            return data
         path = self._apps_dir / f"{digest}.zip"
-        return path.read_bytes() if path.is_file() else None
+        if not path.is_file():
+            return None
+        data = path.read_bytes()
+        with self._lock:  # every node fetches it at a run's start: one copy in memory, not one each
+            self._recent_bundles[digest] = data
+            while len(self._recent_bundles) > RECENT_BUNDLES:
+                self._recent_bundles.pop(next(iter(self._recent_bundles)))
+        return data
 
     def _unfinished(self, name: str) -> _Run | None:
         found = [r for r in self._runs.values() if r.row.name == name and r.row.unfinished]

@@ -42,7 +42,7 @@ class ProcessBackend(Backend):
     """Runs tasks in parallel on ``num_workers`` processes with ``threads_per_worker`` each.
 
     The defaults split the machine's cores evenly: one thread per worker, one worker per core.
-    ``ready_timeout`` bounds how long a worker may take to import the ClientApp.
+    ``ready_timeout_s`` bounds how long a worker may take to import the ClientApp.
     """
 
     name = "process"
@@ -51,7 +51,7 @@ class ProcessBackend(Backend):
         self,
         num_workers: int | None = None,
         threads_per_worker: int = 1,
-        ready_timeout: float = 300.0,
+        ready_timeout_s: float = 300.0,
     ) -> None:
         if threads_per_worker < 1:
             raise ConfigError(f"threads-per-worker must be at least 1, got {threads_per_worker}")
@@ -60,7 +60,7 @@ class ProcessBackend(Backend):
         cores = os.cpu_count() or 1
         self.num_workers = num_workers or max(1, cores // threads_per_worker)
         self.threads_per_worker = threads_per_worker
-        self.ready_timeout = ready_timeout
+        self.ready_timeout_s = ready_timeout_s
         self._payload: _Payload | None = None
         self._workers: list[_Worker] = []
         self._closed = False
@@ -72,7 +72,7 @@ class ProcessBackend(Backend):
         self._workers = [self._spawn() for _ in range(count)]
         try:
             for worker in self._workers:
-                worker.wait_ready(self.ready_timeout)
+                worker.wait_ready(self.ready_timeout_s)
         except BaseException:
             self.close()
             raise

@@ -193,8 +193,8 @@ class Strategy(ABC):
         fresh = self.init_state(resume.arrays)
         state = resume.strategy_state
         if state is None:
-            state = fresh
-            if fresh:
+            state = fresh  # exact after round 0: the first state follows from the model alone
+            if fresh and resume.last_round > 0:
                 log.warning(
                     "%s keeps state between rounds (server momentum, moments or control "
                     "variates) that the resume point lacks: it starts afresh from round %d",
