@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..context import UserConfigValue
 from ..errors import ConfigError, PollinateError, RunStopped
@@ -19,16 +19,29 @@ from ..wire import encode_parts
 from ._frames import MAX_HEADER_SIZE
 
 if TYPE_CHECKING:
-    from ._link import Link
     from ._store import AppRef
 
-__all__ = ["LinkGrid", "QuotaExceeded", "ReplyLimits"]
+__all__ = ["LinkGrid", "QuotaExceeded", "ReplyLimits", "Transport"]
 
 log = logging.getLogger("pollinate.link")
 
 
 class QuotaExceeded(PollinateError):
     """A node's reply would hold more bytes on the link than its quotas allow."""
+
+
+class Transport(Protocol):
+    """What a LinkGrid needs of its link: which nodes are there, and a way to reach one."""
+
+    def connected_nodes(self) -> list[int]:
+        """The ids of the nodes with a live stream."""
+        ...
+
+    def push(
+        self, node_id: int, message_id: str, parts: list[bytes | memoryview], header: dict[str, Any]
+    ) -> bool:
+        """Queue a message for a node; False if the node is not connected."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +69,7 @@ class LinkGrid(Grid):
 
     def __init__(
         self,
-        link: Link,
+        link: Transport,
         run_id: int,
         run_config: dict[str, UserConfigValue],
         app: AppRef | None = None,
