@@ -10,7 +10,7 @@ from pollinate.deploy import NodeKey, make_dev_certs, serve_link
 from pollinate.deploy._bundle import pack_app
 from pollinate.deploy._control import ControlClient, ControlService, Submission
 from pollinate.deploy._store import AppRef, Store
-from pollinate.errors import ConfigError, RoundError
+from pollinate.errors import AuthError, ConfigError, NotFound, RoundError
 from pollinate.server import load_arrays
 
 from .submitted import start_bare_nodes, write_app
@@ -106,8 +106,8 @@ def test_a_submission_of_unknown_code_or_config_fails_the_run_with_a_clear_reaso
         *_, end = client.logs(str(run.run_id), follow=True)
         assert end.status == "failed"
         assert "cannot find module 'tinyapp.nowhere'" in end.error
-        with pytest.raises(ConfigError, match=r"no run '12' on this link"):
-            client.stop("12")
+        with pytest.raises(NotFound, match=r"no run '0' on this link"):
+            client.stop("0")  # no run id starts with 0
 
 
 def test_control_requests_need_an_operator_key_when_the_link_has_control_keys(tmp_path):
@@ -127,7 +127,7 @@ def test_control_requests_need_an_operator_key_when_the_link_has_control_keys(tm
         for key, problem in ((None, "not signed"), (stranger, "not registered")):
             with (
                 ControlClient(address, None, key) as client,
-                pytest.raises(ConfigError, match=problem),
+                pytest.raises(AuthError, match=problem),
             ):
                 client.runs()
 
@@ -255,7 +255,7 @@ def test_a_failing_run_or_a_bad_submission_never_stops_the_queue(tmp_path, link_
         long_name = dataclasses.replace(_submission(app_dir), name="n" * 300)
         with pytest.raises(ConfigError, match="name must have 1 to 100 characters"):
             client.submit(long_name)
-        with pytest.raises(ConfigError, match="run ids are digits"):
+        with pytest.raises(NotFound, match="run ids are digits"):
             client.stop("²")
         real_execute = Runs._execute
         calls = []
@@ -389,14 +389,16 @@ def test_a_submission_the_links_disk_cannot_keep_is_refused_as_the_links_trouble
 ):
     import grpc
 
+    from pollinate.deploy import _rpc
+
     calls = []
-    error = ControlClient._error
+    as_error = _rpc.as_pollinate_error
 
-    def spy(self, err):
+    def spy(err, address, whom=""):
         calls.append(err.code())
-        return error(self, err)
+        return as_error(err, address, whom)
 
-    monkeypatch.setattr(ControlClient, "_error", spy)
+    monkeypatch.setattr(_rpc, "as_pollinate_error", spy)
     monkeypatch.setenv("POLLINATE_FAULT_AT", "write.written")
     monkeypatch.setenv("POLLINATE_FAULT_ON", "*.zip")
     monkeypatch.setenv("POLLINATE_FAULT", "enospc")

@@ -39,7 +39,7 @@ from pollinate.deploy._link import (
     _new_node_id,
 )
 from pollinate.deploy._peers import ClientCerts, ServerTLS
-from pollinate.errors import ConfigError
+from pollinate.errors import ConfigError, Forbidden
 
 from .node_apps import app as node_app
 from .submitted import write_app
@@ -191,7 +191,7 @@ def test_control_needs_an_operator_certificate_and_fleet_a_nodes(pki, mtls_link)
         assert client.runs() == []
     with (
         ControlClient(address, _node_creds(ours, 0)) as client,
-        pytest.raises(ConfigError, match=r"node certificate 'node1'.*may not make Control calls"),
+        pytest.raises(Forbidden, match=r"node certificate 'node1'.*may not make Control calls"),
     ):
         client.runs()
     with pytest.raises(grpc.RpcError) as refused:

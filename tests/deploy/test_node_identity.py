@@ -13,7 +13,7 @@ from pollinate.deploy._frames import Frame, decode_frame, encode_frame
 from pollinate.deploy._identity import NodeKey, Verifier, body_digest, sign
 from pollinate.deploy._link import CHANNEL_METHOD, REGISTER_METHOD
 from pollinate.deploy._sealed import seal
-from pollinate.errors import ConfigError
+from pollinate.errors import AuthError
 
 from .node_apps import app as node_app
 
@@ -73,7 +73,7 @@ def test_signed_nodes_run_rounds_on_a_link_that_requires_signatures():
 def test_a_node_without_a_key_is_refused_with_a_clear_message():
     link = _link()
     try:
-        with pytest.raises(ConfigError, match="refused this node: request is not signed"):
+        with pytest.raises(AuthError, match="refused this node: request is not signed"):
             run_node(f"127.0.0.1:{link.port}", node_app, backoff=Backoff(give_up_s=2))
     finally:
         link.stop(grace_s=0.5)
@@ -83,7 +83,7 @@ def test_only_registered_keys_are_admitted():
     admitted, stranger = NodeKey.generate(), NodeKey.generate()
     link = _link(registered={admitted.public_key})
     try:
-        with pytest.raises(ConfigError, match="not registered"):
+        with pytest.raises(AuthError, match="not registered"):
             run_node(f"127.0.0.1:{link.port}", node_app, key=stranger, backoff=Backoff(give_up_s=2))
         node = _node(link, admitted)
         link.grid(1, {}).wait_for_nodes(1, timeout_s=10)

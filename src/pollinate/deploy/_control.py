@@ -30,7 +30,7 @@ from typing import Any, NoReturn
 import grpc
 
 from ..context import UserConfigValue
-from ..errors import AuthError, ConfigError, Forbidden, PollinateError, StorageError, WireError
+from ..errors import AuthError, Forbidden, PollinateError, StorageError, WireError
 from ._bundle import MAX_BUNDLE_SIZE, AppBundle, check_bundle
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
@@ -43,6 +43,7 @@ from ._frames import (
 )
 from ._identity import NodeKey, Signature, Verifier, body_digest, signed_metadata
 from ._peers import ClientCerts
+from ._rpc import rpc_errors
 from ._runs import Runs
 from ._store import AppRef, RunRow
 
@@ -403,41 +404,39 @@ class ControlClient:
         frames = [encode_frame(f) for f in chunk_frames("submit", [data], self._chunk_size, header)]
         metadata = self._signed(SUBMIT_METHOD, _submission_digest(header, data))
         call = self._channel.stream_unary(SUBMIT_METHOD)
-        return self._summary(self._call(lambda: call(iter(frames), metadata=metadata)))
+        with rpc_errors(self.address):
+            return self._summary(call(iter(frames), metadata=metadata))
 
     def runs(self) -> list[RunSummary]:
         """Every run the link knows, oldest first."""
         request = encode_frame(Frame("list"))
         call = self._channel.unary_stream(LIST_METHOD)
-        try:
+        with rpc_errors(self.address):
             stream = call(request, metadata=self._sign(LIST_METHOD, request))
             _, data = assemble_one(stream, MAX_LIST_SIZE, "the link's list of runs")
-        except grpc.RpcError as err:
-            raise self._error(err) from None
         return [RunSummary.from_json(item) for item in json.loads(bytes(data))]
 
     def stop(self, run: str) -> RunSummary:
         """Stop the run whose id is (or starts with) ``run``."""
         request = encode_frame(Frame("stop", {"run": run}))
         call = self._channel.unary_unary(STOP_METHOD)
-        return self._summary(
-            self._call(lambda: call(request, metadata=self._sign(STOP_METHOD, request)))
-        )
+        with rpc_errors(self.address):
+            return self._summary(call(request, metadata=self._sign(STOP_METHOD, request)))
 
     def logs(self, run: str, follow: bool = False) -> Iterator[str | RunSummary]:
         """The run's log lines (new ones as they come with ``follow``), then the run itself."""
         request = encode_frame(Frame("logs", {"run": run, "follow": follow}))
         call = self._channel.unary_stream(LOGS_METHOD)
-        stream = self._call(lambda: call(request, metadata=self._sign(LOGS_METHOD, request)))
+        with rpc_errors(self.address):
+            stream = call(request, metadata=self._sign(LOGS_METHOD, request))
         try:
-            for data in stream:
-                frame = decode_frame(data)
-                if frame.kind == "log":
-                    yield from (str(line) for line in json.loads(bytes(frame.payload)))
-                elif frame.kind == "end":
-                    yield RunSummary.from_json(frame.header)
-        except grpc.RpcError as err:
-            raise self._error(err) from None
+            with rpc_errors(self.address):
+                for data in stream:
+                    frame = decode_frame(data)
+                    if frame.kind == "log":
+                        yield from (str(line) for line in json.loads(bytes(frame.payload)))
+                    elif frame.kind == "end":
+                        yield RunSummary.from_json(frame.header)
         finally:
             stream.cancel()
 
@@ -449,21 +448,3 @@ class ControlClient:
 
     def _summary(self, data: bytes) -> RunSummary:
         return RunSummary.from_json(decode_frame(data).header)
-
-    def _call(self, call: Any) -> Any:
-        try:
-            return call()
-        except grpc.RpcError as err:
-            raise self._error(err) from None
-
-    def _error(self, err: grpc.RpcError) -> ConfigError:
-        code = err.code() if isinstance(err, grpc.Call) else None
-        details = err.details() if isinstance(err, grpc.Call) else str(err)
-        if code == grpc.StatusCode.UNAVAILABLE:
-            return ConfigError(
-                f"no link answers at {self.address} ({details}): check the address, that "
-                "`pollinate link` runs there, and TLS (a root certificate for a TLS link, "
-                "insecure for a plain one; a link with --mtls also wants an operator "
-                "certificate, --cert and --key, that its CA signed and did not revoke)"
-            )
-        return ConfigError(f"the link at {self.address} refused: {details}")

@@ -61,6 +61,7 @@ from ._link import (
     REGISTER_METHOD,
     WELCOME_KEY,
 )
+from ._rpc import as_pollinate_error, status_of
 from ._sealed import seal
 from ._store import AppRef
 
@@ -267,10 +268,9 @@ def run_node(
                 raise ConfigError(f"the link at {address} keeps sending malformed data") from None
             continue
         except grpc.RpcError as err:
-            code = err.code() if isinstance(err, grpc.Call) else None
-            details = (err.details() if isinstance(err, grpc.Call) else None) or str(err)
-            if code in _REFUSALS:
-                raise ConfigError(f"the link at {address} refused this node: {details}") from None
+            code, details = status_of(err)
+            if code in _REFUSALS:  # the link said no, and will again: say why and stop
+                raise as_pollinate_error(err, address, " this node") from None
             tls = _tls_problem(address, details, credentials is not None)
             handshakes = handshakes + 1 if tls else 0
             if tls and handshakes >= max_handshake_failures:
