@@ -342,3 +342,16 @@ def test_a_hostile_frame_on_a_stream_gets_invalid_argument_saying_what_is_wrong(
     start_nodes(1)  # the link still serves honest nodes
     grid = link.grid(run_id=2, run_config={})
     grid.wait_for_nodes(1, timeout_s=10)
+
+
+def test_a_token_of_any_text_is_compared_not_crashed_on(link):
+    _, me = _raw_node(link)
+    channel = grpc.insecure_channel(f"127.0.0.1:{link.port}")
+    hello = [encode_frame(Frame("hello", {"node_id": me["node_id"], "token": "é"}))]
+    with pytest.raises(grpc.RpcError) as refused:
+        list(channel.stream_stream(CHANNEL_METHOD)(iter(hello)))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED  # not UNKNOWN
+    again = {"node_config": {}, "node_id": me["node_id"], "token": "é"}
+    answer = channel.unary_unary(REGISTER_METHOD)(encode_frame(Frame("register", again)))
+    assert decode_frame(answer).header["node_id"] != me["node_id"]  # a new node, not that one
+    channel.close()

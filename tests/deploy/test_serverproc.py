@@ -32,6 +32,7 @@ import os
 import signal
 import sys
 import threading
+import time
 
 hostile = ServerApp()
 
@@ -53,6 +54,15 @@ def hostile_main(grid, context):
         os.kill(os.getpid(), signal.SIGKILL)
     if how == "kill-link":
         os.kill(os.getppid(), signal.SIGKILL)
+    if how == "fork-and-exit":  # the forked process keeps the pipe open: no EOF comes
+        if os.fork() == 0:
+            time.sleep(5)
+            os._exit(0)
+        os._exit(5)
+    if how == "receive-bogus":
+        list(grid.receive(["bogus-id"], None))
+    if how == "wait-for-a-million":
+        grid.wait_for_nodes(10**6, 1e9)
     if how == "die-while-the-link-waits":  # the link is blocked in the call below
         threading.Timer(0.5, os._exit, (3,)).start()
         grid.wait_for_nodes(100, timeout_s=3600)
@@ -111,6 +121,9 @@ def runs_with_nodes(tmp_path):
         ("raise", "ValueError: boom"),
         ("kill-self", "the ServerApp process was killed by SIGKILL"),
         ("die-while-the-link-waits", "the ServerApp process exited with code 3"),
+        ("fork-and-exit", "the ServerApp process exited with code 5"),
+        ("receive-bogus", "no reply will come for ['bogus-id']"),
+        ("wait-for-a-million", "nodes needed are connected after 3 s"),
         ("hang", "the ServerApp did not call the link for 3 s"),
     ],
 )

@@ -288,6 +288,13 @@ class LinkGrid(Grid):
     def _arrivals(self, message_ids: Sequence[str], timeout_s: float | None) -> Iterator[Message]:
         """One reply per message id as they arrive: the node's, or an error reply."""
         wanted = set(message_ids)
+        with self._lock:
+            unknown = sorted(wanted.difference(self._unfinished))
+        if unknown:
+            raise PollinateError(
+                f"no reply will come for {unknown[:3]}: they were not sent on this grid, or "
+                "were received already"
+            )
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         expired = 0
         held: list[Message] = []

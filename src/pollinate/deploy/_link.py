@@ -465,7 +465,7 @@ class Link:
             known = self._nodes.get(header.get("node_id", -1))
             if (
                 known is not None
-                and secrets.compare_digest(known.token, str(header.get("token", "")))
+                and _same_token(known.token, header.get("token", ""))
                 and known.public_key == public_key
             ):
                 known.node_config, known.last_seen = config, time.monotonic()
@@ -664,7 +664,7 @@ class Link:
         with self._lock:
             node = self._nodes.get(node_id)
         token = str(hello.header.get("token", ""))
-        return node if node is not None and secrets.compare_digest(node.token, token) else None
+        return node if node is not None and _same_token(node.token, token) else None
 
     def _read(
         self,
@@ -846,6 +846,11 @@ def _new_node_id(nodes: Mapping[int, _Node], public_key: bytes | None) -> int:
         node_id = secrets.randbits(53) or 1
         if node_id not in nodes and node_id != SERVER_NODE_ID:
             return node_id
+
+
+def _same_token(token: str, claimed: object) -> bool:
+    """Whether ``claimed`` is ``token``, in constant time; any text may be claimed."""
+    return secrets.compare_digest(token.encode(), str(claimed).encode("utf-8", "replace"))
 
 
 def _metadata(context: grpc.ServicerContext, key: str) -> bytes | None:

@@ -197,6 +197,8 @@ class ServerProcess:
         while True:
             self._check_time(idle_s)  # a busy child may be past its stop's grace, too
             if not self._channel.conn.poll(_TICK_S):
+                if not self._process.is_alive():  # ended, though a process it forked may
+                    raise AppError(self._exit_reason())  # hold the pipe open: no EOF comes
                 continue
             try:
                 header, payload = self._channel.receive()
@@ -274,9 +276,9 @@ class ServerProcess:
             if op == "node_ids":
                 return {"ok": grid.node_ids()}, []
             if op == "wait_for_nodes":
-                count, timeout_s = int(header["count"]), _seconds(header["timeout_s"])
-                if timeout_s is None or count < 0:
-                    raise ValueError("wait_for_nodes takes a count >= 0 and a timeout")
+                count, timeout_s = int(header["count"]), self._wait_s(header["timeout_s"])
+                if count < 0:
+                    raise ValueError("wait_for_nodes takes a count >= 0")
                 return {"ok": grid.wait_for_nodes(count, timeout_s)}, []
             if op == "send":
                 return {"ok": grid.send(unslim(header["messages"], payload))}, []
@@ -287,7 +289,7 @@ class ServerProcess:
                 self._handles += 1
                 handle = self._handles
                 receive = grid.receive_in_order if header.get("ordered") else grid.receive
-                self._receiving[handle] = receive(list(ids), _seconds(timeout_s))
+                self._receiving[handle] = receive(list(ids), self._wait_s(timeout_s))
                 return {"ok": handle}, []
             if op == "next":
                 return self._next(int(header["handle"]))
@@ -296,6 +298,15 @@ class ServerProcess:
                 raise
             raise ProtocolError(f"a malformed {op!r} call: {err}") from None
         raise ProtocolError(f"an unknown call {op!r}")
+
+    def _wait_s(self, value: Any) -> float:
+        """How long a grid call the ServerApp asked for may wait: at most ``max_idle_s``.
+
+        The link is blocked meanwhile, so a call with no timeout, or a very long one, must
+        not hold the run (and the queue behind it) for longer than a hung ServerApp could.
+        """
+        seconds = _seconds(value)
+        return self.max_idle_s if seconds is None else min(seconds, self.max_idle_s)
 
     def _next(self, handle: int) -> tuple[dict[str, Any], Parts]:
         iterator = self._receiving.get(handle)
