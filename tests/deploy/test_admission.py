@@ -185,11 +185,11 @@ def test_calls_without_hello_or_body_do_not_keep_out_a_node_whose_key_is_listed(
 
 
 class _CountingBackoff(Backoff):
-    resets = 0
+    admitted = 0
 
-    def reset(self):
-        self.resets += 1
-        super().reset()
+    def answered(self):
+        self.admitted += 1
+        super().answered()
 
 
 def test_a_node_over_max_nodes_is_told_why_retries_and_gets_in_when_room_frees(caplog):
@@ -214,14 +214,14 @@ def test_a_node_over_max_nodes_is_told_why_retries_and_gets_in_when_room_frees(c
             node = _node_thread(link.port, 7, backoff=backoff)
             assert turned_away.wait(20)
             _eventually(lambda: caplog.text.count("turned this node away") >= 3)
-            assert backoff.resets == 0  # registered each time, yet it backs off while refused
+            assert backoff.admitted == 0  # registered each time, yet it backs off while refused
             first.cancel()  # room frees: the waiting node gets in
             _eventually(
                 lambda: any(
                     link.node_config(n).get("partition-id") == 7 for n in link.connected_nodes()
                 )
             )
-            _eventually(lambda: backoff.resets == 1)
+            _eventually(lambda: backoff.admitted == 1)
         assert "2 nodes are connected, the link's limit (--max-nodes)" in caplog.text
         refusals = [r for r in caplog.records if r.getMessage().startswith("refused a node")]
         assert len(refusals) == 1  # logged once, however often the node retried

@@ -1,5 +1,6 @@
 """The link and its nodes on 127.0.0.1: rounds, chunking, lost and stalled nodes, bad input."""
 
+import contextlib
 import logging
 import os
 import signal
@@ -10,8 +11,8 @@ import grpc
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, FedAvg, Message, RecordDict
-from pollinate.deploy import Link
+from pollinate import ArrayRecord, ClientApp, FedAvg, Message, RecordDict
+from pollinate.deploy import Backoff, Link, run_node
 from pollinate.deploy._frames import Frame, chunk_frames, decode_frame, encode_frame
 from pollinate.deploy._link import CHANNEL_METHOD, REGISTER_METHOD
 from pollinate.errors import ConfigError, RoundError
@@ -355,3 +356,71 @@ def test_a_token_of_any_text_is_compared_not_crashed_on(link):
     answer = channel.unary_unary(REGISTER_METHOD)(encode_frame(Frame("register", again)))
     assert decode_frame(answer).header["node_id"] != me["node_id"]  # a new node, not that one
     channel.close()
+
+
+def _hostile_link(register_header, channel_frame):
+    """A fake link on a free port: Register answers ``register_header``; Channel sends one
+    frame, welcome first, then waits for the node to go."""
+    from concurrent import futures
+
+    def register(request, context):
+        return encode_frame(Frame("register", register_header))
+
+    def channel(requests, context):
+        context.send_initial_metadata((("pollinate-welcome", "1"),))
+        yield encode_frame(channel_frame)
+        for _ in requests:
+            pass
+
+    handler = grpc.method_handlers_generic_handler(
+        "pollinate.v1.Fleet",
+        {
+            "Register": grpc.unary_unary_rpc_method_handler(register),
+            "Channel": grpc.stream_stream_rpc_method_handler(channel),
+        },
+    )
+    server = grpc.server(futures.ThreadPoolExecutor(4))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+@pytest.mark.timeout(60)
+def test_a_link_whose_answer_lacks_a_node_id_is_named_not_blamed_on_the_app():
+    server, port = _hostile_link({"token": "t", "heartbeat_s": 1.0}, Frame("bye"))
+    try:
+        with pytest.raises(ConfigError, match="keeps sending malformed data"):
+            run_node(
+                f"127.0.0.1:{port}",
+                ClientApp(),
+                backoff=Backoff(initial_s=0.05, max_s=0.2, give_up_s=1.0),
+            )
+    finally:
+        server.stop(0)
+
+
+@pytest.mark.timeout(60)
+def test_a_node_backs_off_from_a_link_that_ends_every_stream_at_once(caplog):
+    server, port = _hostile_link({"node_id": 5, "token": "t", "heartbeat_s": 1.0}, Frame("bye"))
+    ended = []
+
+    def node():
+        with contextlib.suppress(ConfigError):
+            run_node(
+                f"127.0.0.1:{port}",
+                ClientApp(),
+                backoff=Backoff(initial_s=0.05, max_s=0.4, give_up_s=1.0),
+                until_bye=False,  # a daemon node: it comes back after a bye
+            )
+        ended.append(True)
+
+    with caplog.at_level(logging.INFO, logger="pollinate"):
+        thread = threading.Thread(target=node, daemon=True)
+        thread.start()
+        time.sleep(3)
+        server.stop(0)  # then the node finds no link, and gives up
+        thread.join(30)
+    # The fake link names every node 5 (other tests' nodes may still log their own ids).
+    connects = [r for r in caplog.records if r.getMessage() == "registered as node 5"]
+    assert ended and 1 <= len(connects) < 20  # waits grew to 0.4 s: no tight loop

@@ -96,8 +96,16 @@ class Backoff:
     _since: float | None = None
 
     def reset(self) -> None:
-        """The link answered: start again from the shortest wait."""
+        """The link served us a while: start again from the shortest wait."""
         self._attempt, self._since = 0, None
+
+    def answered(self) -> None:
+        """The link admitted us: the time to give up counts afresh, the waits do not shrink.
+
+        A link that ends each stream at once is then reached ever more slowly, not in a
+        tight loop.
+        """
+        self._since = None
 
     def wait(self) -> bool:
         """Sleep before the next attempt; False once ``give_up_s`` has passed without a link."""
@@ -291,6 +299,8 @@ def run_node(
             continue
         if said_bye and until_bye:
             return session
+        if not backoff.wait():  # a link that ends every stream at once must not make us spin
+            raise ConfigError(f"the link at {address} keeps ending this node's stream") from None
 
 
 def _tls_problem(address: str, details: str, tls: bool) -> str | None:
@@ -344,12 +354,15 @@ def _serve(
     request = encode_frame(Frame("register", header))
     metadata = signed_metadata(key, REGISTER_METHOD, body_digest(request))
     answer = decode_frame(register(request, metadata=metadata))
-    session.node_id = int(answer.header["node_id"])
-    session.token = str(answer.header["token"])
+    try:
+        session.node_id = int(answer.header["node_id"])
+        session.token = str(answer.header["token"])
+        heartbeat_s = float(answer.header["heartbeat_s"])
+        chunk_size = min(chunk_size, int(answer.header.get("chunk_size", chunk_size)))
+    except (KeyError, TypeError, ValueError) as err:
+        raise WireError(f"the link's answer to Register lacks a valid {err}") from None
     if id_file is not None:
         id_file.write(session.node_id, session.token)
-    heartbeat_s = float(answer.header["heartbeat_s"])
-    chunk_size = min(chunk_size, int(answer.header.get("chunk_size", chunk_size)))
     log.info("registered as node %d", session.node_id)
     outgoing: queue.SimpleQueue[_Outgoing] = queue.SimpleQueue()
     stop = threading.Event()
@@ -363,9 +376,10 @@ def _serve(
     ]
     stream = channel.stream_stream(CHANNEL_METHOD)(_drain(outgoing, key), metadata=hello_metadata)
     assembler = Assembler(max_message_size)
+    opened = time.monotonic()
     try:
         if dict(stream.initial_metadata()).get(WELCOME_KEY):  # admitted, not turned away
-            backoff.reset()
+            backoff.answered()
         for data in stream:
             frame = decode_frame(data)
             if frame.kind == "bye":
@@ -383,6 +397,8 @@ def _serve(
         stop.set()
         outgoing.put(None)
         stream.cancel()
+        if time.monotonic() - opened >= heartbeat_s:  # served a while: the link is healthy
+            backoff.reset()
 
 
 def _app_for(
