@@ -150,7 +150,14 @@ def test_an_app_folder_too_big_unpacked_is_refused_when_packed(tmp_path, monkeyp
 
 @pytest.mark.parametrize(
     ("names", "why"),
-    [(["a.py", "a.py"], "comes twice"), (["pkg", "pkg/mod.py"], "both a file and a folder")],
+    [
+        (["a.py", "a.py"], "comes twice"),
+        (["pkg", "pkg/mod.py"], "both a file and a folder"),
+        (["."], "is not a file name"),
+        (["/".join(["d"] * 2000) + "/f.py"], "folders deep"),
+        (["x" * 300 + ".py"], "longer than 255 bytes"),
+    ],
+    ids=["twice", "file-and-folder", "dot", "deep", "long"],
 )
 def test_a_bundle_that_cannot_be_written_out_is_refused_when_checked(tmp_path, names, why):
     buffer = io.BytesIO()

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from ..errors import ConfigError, WireError
+from ..errors import ConfigError, StorageError, WireError
 
 __all__ = [
     "MAX_BUNDLE_SIZE",
@@ -44,6 +44,10 @@ MAX_FILE_SIZE = 32 << 20
 """32 MiB: the most one file of a bundle may hold unpacked."""
 MAX_FILES = 10_000
 """The most files a bundle may hold."""
+MAX_DEPTH = 32
+"""Folders deep a bundle's file may be."""
+MAX_NAME_BYTES = 255
+"""Bytes in one part of a file's name: what common file systems take."""
 
 SOURCE_SUFFIXES = frozenset(
     {".py", ".toml", ".md", ".txt", ".json", ".yaml", ".yml", ".cfg", ".ini"}
@@ -153,6 +157,8 @@ def unpack_app(bundle: AppBundle, cache_dir: Path) -> Path:
         raise WireError(f"app bundle {bundle.digest[:12]} is not a valid zip: {err}") from None
     except WireError as err:
         raise WireError(f"app bundle {bundle.digest[:12]}: {err}") from None
+    except OSError as err:  # a full disk is the machine's trouble, not the bundle's
+        raise StorageError.writing(err.filename or target, err) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
@@ -210,6 +216,7 @@ def _members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
         name = PurePosixPath(info.filename)
         if name.is_absolute() or ".." in name.parts:
             raise WireError(f"entry {info.filename!r} leaves its folder")
+        _check_name(info.filename, name)
         if name in files:
             raise WireError(f"entry {info.filename!r} comes twice")
         files.add(name)
@@ -220,6 +227,16 @@ def _members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
     if clash:
         raise WireError(f"entry {clash[0]!r} is both a file and a folder")
     return members
+
+
+def _check_name(text: str, name: PurePosixPath) -> None:
+    """A name every file system takes: some parts, none too long, not too deep."""
+    if not name.parts or name.parts == (".",) or "\\" in text or "\x00" in text:
+        raise WireError(f"entry {text[:80]!r} is not a file name")
+    if len(name.parts) > MAX_DEPTH:
+        raise WireError(f"entry {text[:80]!r} is more than {MAX_DEPTH} folders deep")
+    if any(len(part.encode()) > MAX_NAME_BYTES for part in name.parts):
+        raise WireError(f"entry {text[:80]!r} has a name longer than {MAX_NAME_BYTES} bytes")
 
 
 def _check_size(name: str, size: int, unpacked: int) -> None:
