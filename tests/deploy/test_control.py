@@ -1,6 +1,7 @@
 """The Control service: submitted runs travel with their code, queue, log, list and stop."""
 
 import dataclasses
+import threading
 import time
 
 import numpy as np
@@ -421,3 +422,33 @@ def test_every_node_fetching_a_bundle_shares_one_copy(tmp_path):
         )
         assert runs.bundle(bundle.digest) is runs.bundle(bundle.digest) == bundle.data
         runs.close()
+
+
+@pytest.mark.timeout(120)
+def test_log_followers_never_take_the_places_of_ls_and_stop(tmp_path, nodeless_port):
+    from pollinate.deploy._control import MAX_FOLLOWERS
+
+    address = f"127.0.0.1:{nodeless_port}"
+    with ControlClient(address, None) as client:
+        run = client.submit(_submission(write_app(tmp_path / "app")))  # waits for nodes
+    following = threading.Barrier(MAX_FOLLOWERS + 1)
+
+    def follow():
+        with ControlClient(address, None) as follower:
+            lines = follower.logs(str(run.run_id), follow=True)
+            next(lines)
+            following.wait()
+            for _ in lines:  # until the run is stopped
+                pass
+
+    threads = [threading.Thread(target=follow, daemon=True) for _ in range(MAX_FOLLOWERS)]
+    for thread in threads:
+        thread.start()
+    following.wait(60)
+    with ControlClient(address, None) as client:
+        with pytest.raises(ConfigError, match="logs are followed already"):
+            next(client.logs(str(run.run_id), follow=True))
+        assert [r.run_id for r in client.runs()] == [run.run_id]  # ls still gets in
+        assert client.stop(str(run.run_id)).status in ("stopped", "queued", "running")
+    for thread in threads:
+        thread.join(30)

@@ -58,6 +58,9 @@ LOGS_METHOD = f"/{SERVICE}/StreamLogs"
 STOP_METHOD = f"/{SERVICE}/StopRun"
 MAX_UPLOADS = 4
 """Submissions uploading at once: more are refused, so uploads never crowd out the nodes."""
+MAX_FOLLOWERS = 8
+"""``pollinate log --follow`` streams at once: half the Control calls the link keeps, so
+followers never take the places of ``ls``, ``stop`` and ``run``."""
 UPLOAD_TIMEOUT_S = 600.0
 MAX_LIST_SIZE = 1 << 30
 
@@ -155,6 +158,7 @@ class ControlService:
         self._verifier = verifier
         self._clients = clients
         self._uploads = threading.BoundedSemaphore(MAX_UPLOADS)
+        self._followers = threading.BoundedSemaphore(MAX_FOLLOWERS)
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The gRPC handler to add to the link's server."""
@@ -261,6 +265,21 @@ class ControlService:
         except _REFUSED as err:
             _refuse(context, "a log request", err)
         follow = bool(frame.header.get("follow", False))
+        if follow and not self._followers.acquire(blocking=False):
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{MAX_FOLLOWERS} logs are followed already: the other Control calls keep "
+                "their places; try again when one ends",
+            )
+        try:
+            yield from self._log_lines(run_id, follow, context)
+        finally:
+            if follow:
+                self._followers.release()
+
+    def _log_lines(
+        self, run_id: int, follow: bool, context: grpc.ServicerContext
+    ) -> Iterator[bytes]:
         run_log, start = self._runs.log_of(run_id), 0
         while context.is_active():
             lines, ended = run_log.read(start, wait_s=1.0 if follow else 0.0)
