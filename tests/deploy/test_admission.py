@@ -469,3 +469,19 @@ def test_a_gate_limits_one_address_and_logs_its_refusals_once(caplog):
     gate.enter(third)
     with pytest.raises(grpc.RpcError):
         gate.enter(_Call("ipv4:10.0.0.9:6"))
+
+
+def test_a_link_certificate_that_does_not_name_the_dialled_host_is_named(two_cas):
+    link = Link("127.0.0.2:0", credentials=server_credentials(two_cas[0].ca_cert.parent))
+    link.start()
+    try:
+        with pytest.raises(ConfigError, match=r"does not name 127\.0\.0\.2.*--hostname"):
+            run_node(
+                f"127.0.0.2:{link.port}",
+                node_app,
+                credentials=channel_credentials(two_cas[0].ca_cert),
+                backoff=Backoff(initial_s=0.01, max_s=0.02),
+                max_handshake_failures=2,
+            )
+    finally:
+        link.stop(grace_s=0.5)

@@ -87,3 +87,26 @@ def test_node_needs_tls_or_an_explicit_insecure(tmp_path):
     _, err = node.communicate(timeout=30)
     assert node.returncode == 1
     assert "give --root-cert" in err and "--insecure" in err
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_a_link_as_ctrl_c_does_keeping_its_state(tmp_path):
+    import signal
+    import sqlite3
+
+    port = free_port()
+    db = tmp_path / "link.db"
+    link = start_pollinate(
+        "link", "--insecure", "--address", f"127.0.0.1:{port}", "--db", db, "--out", tmp_path
+    )
+    try:
+        for line in link.stderr:  # it is up once it says where it listens
+            if str(port) in line:
+                break
+        link.send_signal(signal.SIGTERM)
+        _, err = link.communicate(timeout=60)
+    finally:
+        link.kill()
+    assert link.returncode == 143 and "terminated" in err and "Traceback" not in err
+    with sqlite3.connect(db) as stored:  # it closed its database as it does on Ctrl-C
+        assert stored.execute("PRAGMA integrity_check").fetchone() == ("ok",)

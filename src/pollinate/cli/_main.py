@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
+import threading
 import traceback
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,12 +48,23 @@ _HIDDEN_FRAMES = (
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager stopping us): unwind as Ctrl-C does, so state is kept."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 class _Pollinate(click.Group):
     """A click group that turns pollinate's errors into one line and an exit code."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, _terminate)
         try:
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
@@ -59,6 +72,9 @@ class _Pollinate(click.Group):
         except PollinateError as err:
             _report_error(err, verbose=bool(ctx.meta.get(VERBOSE)))
             ctx.exit(EXIT_ERROR)
+        except _Terminated:
+            _stderr().print("[bold red]terminated[/]")
+            ctx.exit(EXIT_TERMINATED)
         except KeyboardInterrupt:
             _stderr().print("[bold red]interrupted[/]")
             ctx.exit(EXIT_INTERRUPTED)

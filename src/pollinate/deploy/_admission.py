@@ -51,7 +51,8 @@ class RateLimitedLog:
             if now - self._logged_at < LOG_EVERY_S:
                 return
             count, self._count, self._logged_at = self._count, 0, now
-        log.warning("%s (%d time(s) since the last such line)", message, count)
+        times = "once" if count == 1 else f"{count} times"
+        log.warning("%s (%s since the last such line)", message, times)
 
 
 class Pass:

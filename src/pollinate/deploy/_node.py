@@ -320,6 +320,13 @@ def _tls_problem(address: str, details: str, tls: bool) -> str | None:
             "not accept (check --cert and --key: a node certificate that the federation's CA "
             "signed, and that has not expired)"
         )
+    if "hostname verification" in details.lower():
+        host = address.rpartition(":")[0]
+        return (
+            f"TLS handshake with {address} failed: the link's certificate does not name "
+            f"{host} (dial the link by a name its certificate holds, or make its certificate "
+            "again with this name: pollinate certs --hostname)"
+        )
     if "handshake failed" not in details.lower():
         return None
     if "CERTIFICATE_VERIFY_FAILED" in details:
