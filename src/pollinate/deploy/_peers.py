@@ -192,7 +192,8 @@ class ClientCerts:
         self.check_valid(peer)
         if peer.role != role:
             what = "Control" if role == "operator" else "node (Fleet)"
-            raise Forbidden(f"{peer} may not make {what} calls: they need a {role!r} one")
+            article = "an" if role[0] in "aeiou" else "a"
+            raise Forbidden(f"{peer} may not make {what} calls: they need {article} {role!r} one")
         if role == "node" and self._listed is not None and peer.spki not in self._listed:
             raise AuthError(
                 f"{peer} is not on this link's list of node certificates (--node-certs): "
