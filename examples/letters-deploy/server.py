@@ -27,6 +27,7 @@ import pollinate
 from pollinate import ArrayRecord, FedAvg, Message, MetricRecord
 from pollinate.errors import ConfigError
 from pollinate.server import save_arrays
+from pollinate.strategy import streams_replies
 
 log = logging.getLogger("server")
 
@@ -41,6 +42,7 @@ class SavingFedAvg(FedAvg):
         super().__init__(**kwargs)
         self.models_dir = models_dir
 
+    @streams_replies  # it reads the replies once (super() does): they need not all be held
     def aggregate_train(
         self,
         server_round: int,
@@ -58,8 +60,7 @@ class SavingFedAvg(FedAvg):
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Average the clients' scores (weighted by their images) and log the accuracy."""
-        replies = list(replies)
-        metrics = super().aggregate_evaluate(server_round, replies)
+        metrics = super().aggregate_evaluate(server_round, replies)  # a list: read twice
         if "accuracy" in metrics:
             log.info(
                 "round %d: aggregated accuracy %.3f (%d clients, %d held-back images)",

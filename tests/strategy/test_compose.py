@@ -168,3 +168,15 @@ def test_the_custom_pieces_docs_strategies_md_shows_run_and_keep_their_state(
     result = strategy.start(make_grid(good_reply), global_arrays, num_rounds=2)
     assert result.strategy_state["0:steps"].numpy() == 2
     np.testing.assert_allclose(result.arrays["w"].numpy(), 0.75)  # 0 -> 0.5 -> 0.75 toward 1
+
+
+def test_the_custom_strategy_docs_strategies_md_shows_saves_each_round(
+    make_grid, global_arrays, good_reply, tmp_path
+):
+    text = (Path(__file__).parents[2] / "docs" / "strategies.md").read_text()
+    section = text.split("### Writing your own strategy")[1].split("\n## ")[0]
+    namespace = {}
+    exec(section.split("```python\n")[1].split("```")[0], namespace)
+    strategy = namespace["SaveEachRound"](tmp_path, fraction_evaluate=0.0)
+    strategy.start(make_grid(good_reply), global_arrays, num_rounds=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["round-0001.npz", "round-0002.npz"]

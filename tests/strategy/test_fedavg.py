@@ -201,3 +201,44 @@ def test_a_phase_waits_for_as_many_nodes_as_it_needs(options, phase, waits_for):
     grid = _ConnectingGrid()
     picked = FedAvg(**options).sample_nodes(grid, 1, phase)
     assert grid.waited_for == [waits_for] and len(picked) >= min(waits_for, 5)
+
+
+def test_a_subclass_may_read_its_replies_again_after_super(make_grid, global_arrays, good_reply):
+    """The Flower way: aggregate with super(), then look at the replies again."""
+    seen = []
+
+    class Counting(FedAvg):
+        def aggregate_train(self, server_round, arrays, replies, state):
+            new, metrics, state = super().aggregate_train(server_round, arrays, replies, state)
+            seen.append(sum(1 for _ in replies))  # a second pass sees every reply
+            return new, metrics, state
+
+        def aggregate_evaluate(self, server_round, replies):
+            metrics = super().aggregate_evaluate(server_round, replies)
+            seen.append(len(replies))
+            return metrics
+
+    def evaluate(msg, context):
+        return msg.reply(RecordDict({"metrics": MetricRecord({"num-examples": 1, "loss": 0.5})}))
+
+    Counting().start(make_grid(good_reply, evaluate=evaluate), global_arrays, num_rounds=1)
+    assert seen == [3, 3]
+
+
+def test_default_strategies_and_marked_methods_stream_their_replies(
+    make_grid, global_arrays, good_reply
+):
+    from pollinate.strategy import streams_replies
+
+    kinds = []
+
+    class Streaming(FedAvg):
+        @streams_replies
+        def aggregate_train(self, server_round, arrays, replies, state):
+            kinds.append(type(replies).__name__)
+            return super().aggregate_train(server_round, arrays, replies, state)
+
+    Streaming(fraction_evaluate=0.0).start(make_grid(good_reply), global_arrays, num_rounds=1)
+    assert kinds == ["generator"]  # replies as they arrive: about one held at a time
+    assert getattr(FedAvg.aggregate_train, "__streams_replies__", False)
+    assert getattr(FedAvg.aggregate_evaluate, "__streams_replies__", False)

@@ -14,6 +14,7 @@ from ._aggregate import weighted_mean as weighted_mean
 from ._base import EvaluateFn as EvaluateFn
 from ._base import Strategy as Strategy
 from ._base import one_server_app as one_server_app
+from ._base import streams_replies as streams_replies
 from ._compose import Aggregation as Aggregation
 from ._compose import Aggregator as Aggregator
 from ._compose import ServerOptimizer as ServerOptimizer
@@ -92,6 +93,7 @@ __all__ = [
     "server_adam",
     "server_momentum",
     "server_yogi",
+    "streams_replies",
     "trimmed_mean",
     "weighted_average",
     "weighted_mean",

@@ -6,7 +6,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
 
@@ -26,12 +26,32 @@ from ..server import (
 )
 from ._classic import initial_arrays_from_a_node
 
-__all__ = ["EvaluateFn", "Strategy", "one_server_app"]
+__all__ = ["EvaluateFn", "Strategy", "one_server_app", "streams_replies"]
 
 log = logging.getLogger("pollinate.strategy")
 
 EvaluateFn: TypeAlias = Callable[[int, ArrayRecord], "MetricRecord | Mapping[str, Any] | None"]
 """Centralized evaluation on the server: ``(server_round, arrays) -> metrics``."""
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def streams_replies(method: F) -> F:
+    """Mark an ``aggregate_train`` / ``aggregate_evaluate`` that reads its replies only once.
+
+    Such a method gets them as they arrive, one at a time, so a round holds about one reply
+    at once (O(model) memory). Without the mark a method gets them as a list it may read
+    again, for instance after ``super().aggregate_train(...)`` read it: the safe default
+    for code written the Flower way, at the cost of holding every reply of the round.
+    """
+    method.__streams_replies__ = True  # type: ignore[attr-defined]
+    return method
+
+
+def _replies_for(method: Callable[..., Any], replies: Iterator[Message]) -> Iterable[Message]:
+    """``replies`` as ``method`` may read them: streamed if it says so, else a list."""
+    return replies if getattr(method, "__streams_replies__", False) else list(replies)
 
 
 class Strategy(ABC):
@@ -72,10 +92,12 @@ class Strategy(ABC):
         replies: Iterable[Message],
         state: ArrayRecord,
     ) -> tuple[ArrayRecord | None, MetricRecord, ArrayRecord]:
-        """Fold valid train replies (send order, as they arrive) into the model after ``arrays``.
+        """Fold valid train replies (in send order) into the model after ``arrays``.
 
         Returns the new model (None: keep ``arrays``), the metrics, and the state for the
-        next round; ``state`` itself is left as it is.
+        next round; ``state`` itself is left as it is. ``replies`` is a list that may be
+        read more than once, or, for a method marked ``@streams_replies``, the replies as
+        they arrive, to be read once.
         """
 
     @abstractmethod
@@ -86,7 +108,7 @@ class Strategy(ABC):
 
     @abstractmethod
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
-        """Fold valid evaluate replies into one set of metrics."""
+        """Fold valid evaluate replies into one set of metrics (as for ``aggregate_train``)."""
 
     @abstractmethod
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
@@ -222,11 +244,9 @@ class Strategy(ABC):
         )
         tally = _Tally("train", server_round, self.min_train_nodes)
         replies = _exchange(grid, messages, timeout_s)
+        kept = tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
         new_arrays, metrics, new_state = self.aggregate_train(
-            server_round,
-            arrays,
-            tally.keep(replies, lambda r: self.check_train_reply(r, arrays)),
-            state,
+            server_round, arrays, _replies_for(self.aggregate_train, kept), state
         )
         tally.require_enough()
         new_arrays = new_arrays if new_arrays is not None else arrays
@@ -246,9 +266,8 @@ class Strategy(ABC):
             return None
         tally = _Tally("evaluate", server_round, self.min_evaluate_nodes)
         replies = _exchange(grid, messages, timeout_s)
-        metrics = self.aggregate_evaluate(
-            server_round, tally.keep(replies, self.check_evaluate_reply)
-        )
+        kept = tally.keep(replies, self.check_evaluate_reply)
+        metrics = self.aggregate_evaluate(server_round, _replies_for(self.aggregate_evaluate, kept))
         tally.require_enough()
         return tally.result(metrics)
 

@@ -16,7 +16,7 @@ from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from ..server import Grid
 from ._aggregate import MetricsAggregationFn, all_finite, weighted_mean
-from ._base import Strategy
+from ._base import Strategy, streams_replies
 from ._compose import Aggregation, Update, chain
 from ._validate import (
     ARRAYS_KEY,
@@ -162,6 +162,7 @@ class FedAvg(Strategy):
         nodes = self.sample_nodes(grid, server_round, _EVALUATE)
         return _messages(grid.run_id, nodes, MessageType.EVALUATE, arrays, config)
 
+    @streams_replies
     def aggregate_train(
         self,
         server_round: int,
@@ -190,6 +191,7 @@ class FedAvg(Strategy):
             )
         return mean, self.train_metrics_aggr_fn(metrics, self.weight_key), state
 
+    @streams_replies
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Weighted mean of the evaluation metrics."""
         metrics = [reply.content.metrics(METRICS_KEY) for reply in replies]

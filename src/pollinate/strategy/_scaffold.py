@@ -33,6 +33,7 @@ from ..message import Message
 from ..records import ArrayRecord, ConfigRecord, MetricRecord
 from ..server import Grid
 from ._aggregate import WeightedSum, all_finite, cast_to
+from ._base import streams_replies
 from ._fedavg import FedAvg, refuse_aggregation
 from ._validate import ARRAYS_KEY, METRICS_KEY
 
@@ -97,6 +98,7 @@ class Scaffold(FedAvg):
             message.content[CONTROL_KEY] = ArrayRecord(state)
         return messages
 
+    @streams_replies
     def aggregate_train(
         self,
         server_round: int,

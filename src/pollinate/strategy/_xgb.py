@@ -39,6 +39,7 @@ from ..errors import ConfigError
 from ..message import Message
 from ..records import ArrayRecord, ConfigRecord, MetricRecord
 from ..server import Grid
+from ._base import streams_replies
 from ._fedavg import FedAvg, refuse_aggregation
 from ._validate import ARRAYS_KEY, METRICS_KEY, check_evaluate_reply
 
@@ -112,6 +113,7 @@ class FedXgbBagging(FedAvg):
         self._checked = (reply.metadata.message_id, model)
         return None
 
+    @streams_replies
     def aggregate_train(
         self,
         server_round: int,
