@@ -40,3 +40,20 @@ def test_a_line_that_cannot_be_json_is_refused_not_written(tmp_path):
         write_jsonl_line(tmp_path / "m.jsonl", {"x": object()})
     write_jsonl_line(tmp_path / "m.jsonl", {"x": [math.nan, {"y": math.inf}], "z": 2})
     assert strict((tmp_path / "m.jsonl").read_text()) == {"x": [None, {"y": None}], "z": 2}
+
+
+def test_a_result_prints_as_a_short_summary_not_a_dump():
+    import numpy as np
+
+    from pollinate import ArrayRecord
+    from pollinate.server import PhaseResult, Result, RoundRecord
+
+    rounds = [
+        RoundRecord(0, server_metrics={"accuracy": 0.1}),
+        RoundRecord(1, train=PhaseResult({"num-examples": 30, "loss": 0.51234}, num_ok=3)),
+        RoundRecord(2, server_metrics={"accuracy": 0.95}),
+    ]
+    result = Result(ArrayRecord({"w": np.zeros(1000), "b": np.zeros(10)}), rounds)
+    text = repr(result)
+    assert text.startswith("Result(2 rounds, 2 arrays of 8,080 bytes")
+    assert "server.accuracy=0.95" in text and "num-examples" not in text and len(text) < 200

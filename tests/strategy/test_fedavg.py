@@ -242,3 +242,17 @@ def test_default_strategies_and_marked_methods_stream_their_replies(
     assert kinds == ["generator"]  # replies as they arrive: about one held at a time
     assert getattr(FedAvg.aggregate_train, "__streams_replies__", False)
     assert getattr(FedAvg.aggregate_evaluate, "__streams_replies__", False)
+
+
+def test_a_metrics_aggregation_function_may_return_a_plain_dict(
+    make_grid, global_arrays, good_reply
+):
+    def summed(records, weight_key):
+        return {"num-examples": sum(r["num-examples"] for r in records)}
+
+    strategy = FedAvg(fraction_evaluate=0.0, train_metrics_aggr_fn=summed)
+    result = strategy.start(make_grid(good_reply), global_arrays, num_rounds=1)
+    assert result.rounds[-1].train.metrics == {"num-examples": 30}
+    wrong = FedAvg(fraction_evaluate=0.0, train_metrics_aggr_fn=lambda records, key: 0.5)
+    with pytest.raises(ConfigError, match="train_metrics_aggr_fn must return a dict"):
+        wrong.start(make_grid(good_reply), global_arrays, num_rounds=1)

@@ -130,6 +130,20 @@ class Result:
         """Wall time of the federated rounds, summed (round 0's evaluation excluded)."""
         return sum(r.wall_time_s for r in self.rounds if r.server_round > 0)
 
+    def __repr__(self) -> str:
+        """A short summary: rounds, model size and the last round's metrics, not a dump."""
+        done = sum(1 for r in self.rounds if r.server_round > 0)
+        size = sum(a.nbytes for a in self.arrays.values())
+        final = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in self.final_metrics().items()
+            if isinstance(v, (int, float)) and not k.endswith("num-examples")
+        )
+        return (
+            f"Result({done} round{'' if done == 1 else 's'}, {len(self.arrays)} arrays of "
+            f"{size:,} bytes{', ' + final if final else ''})"
+        )
+
     def final_metrics(self) -> dict[str, Any]:
         """The last round's metrics, prefixed by phase: ``evaluate.accuracy``, ``server.loss``."""
         out: dict[str, Any] = {}

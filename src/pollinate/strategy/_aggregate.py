@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -15,8 +15,10 @@ __all__ = ["MetricsAggregationFn", "WeightedSum", "cast_to", "weighted_mean"]
 
 log = logging.getLogger("pollinate.strategy")
 
-MetricsAggregationFn: TypeAlias = Callable[[Sequence[MetricRecord], str], MetricRecord]
-"""``(metric records, weight key) -> one MetricRecord``."""
+MetricsAggregationFn: TypeAlias = Callable[
+    [Sequence[MetricRecord], str], "MetricRecord | Mapping[str, Any]"
+]
+"""``(metric records, weight key) -> one MetricRecord`` (or a plain dict of metrics)."""
 
 
 class WeightedSum:

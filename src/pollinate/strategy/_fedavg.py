@@ -6,7 +6,7 @@ https://arxiv.org/abs/1602.05629
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TypedDict
 
 import numpy as np
@@ -189,13 +189,19 @@ class FedAvg(Strategy):
                 "overflowed (weights that span too wide a range, extreme values, or a server "
                 "learning rate too large); cap weights with max_weight or check the pieces"
             )
-        return mean, self.train_metrics_aggr_fn(metrics, self.weight_key), state
+        return mean, self.train_metrics(metrics), state
 
     @streams_replies
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
         """Weighted mean of the evaluation metrics."""
         metrics = [reply.content.metrics(METRICS_KEY) for reply in replies]
-        return self.evaluate_metrics_aggr_fn(metrics, self.weight_key)
+        aggregated = self.evaluate_metrics_aggr_fn(metrics, self.weight_key)
+        return _metric_record(aggregated, "evaluate_metrics_aggr_fn")
+
+    def train_metrics(self, metrics: Sequence[MetricRecord]) -> MetricRecord:
+        """The nodes' train metrics as one record, by ``train_metrics_aggr_fn``."""
+        aggregated = self.train_metrics_aggr_fn(metrics, self.weight_key)
+        return _metric_record(aggregated, "train_metrics_aggr_fn")
 
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
         """Set aside errors, mismatched or non-finite arrays, and bad weights or metrics."""
@@ -251,3 +257,14 @@ def _messages(
         )
         for node_id in nodes
     ]
+
+
+def _metric_record(value: object, what: str) -> MetricRecord:
+    """What a metrics aggregation function returned, as a MetricRecord (a dict will do)."""
+    if isinstance(value, MetricRecord):
+        return value
+    if isinstance(value, Mapping):
+        return MetricRecord(value)
+    raise ConfigError(
+        f"{what} must return a dict of metrics (or a MetricRecord), got {type(value).__name__}"
+    )

@@ -114,7 +114,7 @@ class Scaffold(FedAvg):
             models.add(reply.content.arrays(ARRAYS_KEY), 1.0)
             changes.add(reply.content.arrays(DELTA_CONTROL_KEY), 1.0)
             del reply  # hold no reply while the next one comes in
-        aggregated = self.train_metrics_aggr_fn(metrics, self.weight_key)
+        aggregated = self.train_metrics(metrics)
         mean_model, mean_change = models.mean(), changes.mean()
         if mean_model is None or mean_change is None:
             return None, aggregated, state

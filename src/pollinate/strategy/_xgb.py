@@ -134,7 +134,7 @@ class FedXgbBagging(FedAvg):
             local = self._parsed(reply)
             merged = local if merged is None else _append_trees(merged, local)
             del reply  # hold no reply while the next one comes in
-        aggregated = self.train_metrics_aggr_fn(metrics, self.weight_key)
+        aggregated = self.train_metrics(metrics)
         if not metrics or merged is None:
             return None, aggregated, state
         raw = json.dumps(merged, separators=(",", ":")).encode()
