@@ -256,3 +256,23 @@ def test_a_metrics_aggregation_function_may_return_a_plain_dict(
     wrong = FedAvg(fraction_evaluate=0.0, train_metrics_aggr_fn=lambda records, key: 0.5)
     with pytest.raises(ConfigError, match="train_metrics_aggr_fn must return a dict"):
         wrong.start(make_grid(good_reply), global_arrays, num_rounds=1)
+
+
+def test_a_round_config_may_be_a_function_of_the_round(make_grid, global_arrays, good_reply):
+    seen = []
+
+    def train(msg, context):
+        seen.append(msg.content["config"]["lr"])
+        return good_reply(msg)
+
+    FedAvg(fraction_evaluate=0.0, min_available_nodes=1, min_train_nodes=1).start(
+        make_grid(train, num_nodes=1),
+        global_arrays,
+        num_rounds=3,
+        train_config=lambda server_round: {"lr": 0.1 / server_round},
+    )
+    assert seen == pytest.approx([0.1, 0.05, 0.1 / 3])
+    with pytest.raises(ConfigError, match="config function must return a dict"):
+        FedAvg(fraction_evaluate=0.0, min_available_nodes=1, min_train_nodes=1).start(
+            make_grid(train, num_nodes=1), global_arrays, num_rounds=1, train_config=lambda r: 3
+        )

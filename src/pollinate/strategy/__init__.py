@@ -12,6 +12,7 @@ from ._aggregate import MetricsAggregationFn as MetricsAggregationFn
 from ._aggregate import WeightedSum as WeightedSum
 from ._aggregate import weighted_mean as weighted_mean
 from ._base import EvaluateFn as EvaluateFn
+from ._base import RoundConfig as RoundConfig
 from ._base import Strategy as Strategy
 from ._base import one_server_app as one_server_app
 from ._base import streams_replies as streams_replies
@@ -73,6 +74,7 @@ __all__ = [
     "MetricsAggregationFn",
     "MultiKrum",
     "QFedAvg",
+    "RoundConfig",
     "Scaffold",
     "ScaffoldClient",
     "ServerOptimizer",

@@ -30,6 +30,9 @@ __all__ = ["EvaluateFn", "Strategy", "one_server_app", "streams_replies"]
 
 log = logging.getLogger("pollinate.strategy")
 
+RoundConfig: TypeAlias = "Mapping[str, ConfigValue] | Callable[[int], Mapping[str, ConfigValue]]"
+"""A round's config for the nodes: a dict, or a function of the round number."""
+
 EvaluateFn: TypeAlias = Callable[[int, ArrayRecord], "MetricRecord | Mapping[str, Any] | None"]
 """Centralized evaluation on the server: ``(server_round, arrays) -> metrics``."""
 
@@ -145,11 +148,15 @@ class Strategy(ABC):
         initial_arrays: ArrayRecord,
         num_rounds: int = 3,
         timeout_s: float | None = 3600.0,
-        train_config: Mapping[str, ConfigValue] | None = None,
-        evaluate_config: Mapping[str, ConfigValue] | None = None,
+        train_config: RoundConfig | None = None,
+        evaluate_config: RoundConfig | None = None,
         evaluate_fn: EvaluateFn | None = None,
     ) -> Result:
         """Run ``num_rounds`` of train, federated evaluate and centralized evaluate.
+
+        ``train_config`` and ``evaluate_config`` go to the nodes each round with
+        ``server-round``: a dict, or a function of the round that returns one (a learning
+        rate that decays, say).
 
         Everything it uses comes in its arguments: the grid carries the run's observers
         (``grid.observer``, told of every round) and, for an interrupted run, the point to
@@ -236,7 +243,7 @@ class Strategy(ABC):
         server_round: int,
         arrays: ArrayRecord,
         state: ArrayRecord,
-        config: Mapping[str, ConfigValue] | None,
+        config: RoundConfig | None,
         timeout_s: float | None,
     ) -> tuple[ArrayRecord, ArrayRecord, PhaseResult]:
         messages = self.configure_train(
@@ -257,7 +264,7 @@ class Strategy(ABC):
         grid: Grid,
         server_round: int,
         arrays: ArrayRecord,
-        config: Mapping[str, ConfigValue] | None,
+        config: RoundConfig | None,
         timeout_s: float | None,
     ) -> PhaseResult | None:
         config_record = _round_config(config, server_round)
@@ -282,8 +289,13 @@ def _exchange(grid: Grid, messages: list[Message], timeout_s: float | None) -> I
     return grid.receive_in_order(message_ids, timeout_s)
 
 
-def _round_config(config: Mapping[str, ConfigValue] | None, server_round: int) -> ConfigRecord:
-    record = ConfigRecord(config or {})
+def _round_config(config: RoundConfig | None, server_round: int) -> ConfigRecord:
+    values = config(server_round) if callable(config) else config
+    if values is not None and not isinstance(values, Mapping):
+        raise ConfigError(
+            f"a round's config function must return a dict, got {type(values).__name__}"
+        )
+    record = ConfigRecord(values or {})
     record["server-round"] = server_round
     return record
 
