@@ -14,6 +14,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
+from .._json import finite
 from ..client import ClientApp
 from ..compare import Comparison, PredictFn, require_plotting, run_comparison, write_comparison
 from ..errors import AppError, ConfigError
@@ -22,7 +23,7 @@ from ..server import ServerApp
 from ._display import shown
 from ._options import VERBOSE, app_options, json_option, out_option, verbose_option
 from ._progress import cli_logging, progress_view
-from ._run import RunPlan, finite, plan_run, stdout_to_stderr
+from ._run import RunPlan, plan_run, stdout_to_stderr
 
 __all__ = ["compare_command"]
 

@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import json
-import math
 import os
 import secrets
 import sys
@@ -14,13 +13,13 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import click
 from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
+from .._json import finite
 from ..client import ClientApp
 from ..config import (
     AppConfig,
@@ -199,17 +198,6 @@ def json_summary(plan: RunPlan, outcome: _Outcome) -> str:
         "final": result.final_metrics(),
     }
     return json.dumps(finite(payload), separators=(",", ":"))
-
-
-def finite(value: Any) -> Any:
-    """``value`` with NaN and infinite floats as None, so the JSON is strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
 
 
 @contextlib.contextmanager

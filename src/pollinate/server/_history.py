@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +12,7 @@ from typing import Any, BinaryIO, Literal
 import numpy as np
 
 from .._durable import append_line, write_file
+from .._json import finite
 from ..records import ArrayRecord
 
 __all__ = [
@@ -189,15 +189,4 @@ def jsonl_line(payload: Mapping[str, Any]) -> str:
     JSON has no NaN or Infinity, so any JSON reader takes the file; the ``Result`` keeps the
     values themselves.
     """
-    return json.dumps(_finite(payload), allow_nan=False)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinite floats, at any depth, as None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    return json.dumps(finite(payload), allow_nan=False)
