@@ -90,8 +90,9 @@ class Gate:
         """A place for this call until it ends, or abort it with RESOURCE_EXHAUSTED."""
         host = context.peer().rpartition(":")[0]  # "ipv4:10.0.0.5:41234" without the port
         with self._lock:
-            crowded = self._hosts.get(host, 0) >= self.per_host
-            admitted = self._inside < self.capacity and not crowded
+            full = self._inside >= self.capacity  # said first: it is the limit of all
+            crowded = not full and self._hosts.get(host, 0) >= self.per_host
+            admitted = not full and not crowded
             if admitted:
                 self._inside += 1
                 self._hosts[host] = self._hosts.get(host, 0) + 1

@@ -31,6 +31,7 @@ import grpc
 
 from ..context import UserConfigValue
 from ..errors import AuthError, Forbidden, PollinateError, StorageError, WireError
+from ._admission import Gate
 from ._bundle import MAX_BUNDLE_SIZE, AppBundle, check_bundle
 from ._frames import (
     DEFAULT_CHUNK_SIZE,
@@ -158,7 +159,11 @@ class ControlService:
         self._verifier = verifier
         self._clients = clients
         self._uploads = threading.BoundedSemaphore(MAX_UPLOADS)
-        self._followers = threading.BoundedSemaphore(MAX_FOLLOWERS)
+        self._followers = Gate(
+            "log followers",
+            MAX_FOLLOWERS,
+            f"{MAX_FOLLOWERS} logs are followed already: the other Control calls keep their places",
+        )
 
     def handler(self) -> grpc.GenericRpcHandler:
         """The gRPC handler to add to the link's server."""
@@ -265,21 +270,8 @@ class ControlService:
         except _REFUSED as err:
             _refuse(context, "a log request", err)
         follow = bool(frame.header.get("follow", False))
-        if follow and not self._followers.acquire(blocking=False):
-            context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
-                f"{MAX_FOLLOWERS} logs are followed already: the other Control calls keep "
-                "their places; try again when one ends",
-            )
-        try:
-            yield from self._log_lines(run_id, follow, context)
-        finally:
-            if follow:
-                self._followers.release()
-
-    def _log_lines(
-        self, run_id: int, follow: bool, context: grpc.ServicerContext
-    ) -> Iterator[bytes]:
+        if follow:
+            self._followers.enter(context)  # its place is given back when the call ends
         run_log, start = self._runs.log_of(run_id), 0
         while context.is_active():
             lines, ended = run_log.read(start, wait_s=1.0 if follow else 0.0)
