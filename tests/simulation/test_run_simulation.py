@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from pollinate import ClientApp, FedAvg, Grid, Result, ServerApp, run_simulation
+from pollinate import ArrayRecord, ClientApp, FedAvg, Grid, Result, ServerApp, run_simulation
 from pollinate.errors import AppError, ConfigError
 from pollinate.server import load_arrays
 from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
@@ -241,6 +241,27 @@ def test_classic_style_gets_initial_parameters_from_a_node():
         num_nodes=3,
     )
     np.testing.assert_array_equal(result.arrays["0"].numpy(), [7.0, 7.0])
+
+
+def test_a_script_sets_the_model_and_round_config_on_the_strategy():
+    from pollinate import NumPyClient
+
+    class Client(NumPyClient):
+        def get_parameters(self, config):
+            raise AssertionError("the strategy has the initial model: no node is asked")
+
+        def fit(self, parameters, config):
+            return [parameters[0] + config["step"]], 4, {}
+
+    strategy = FedAvg(
+        fraction_evaluate=0.0,
+        initial_arrays=ArrayRecord({"w": np.zeros(2, np.float32)}),
+        train_config=lambda server_round: {"step": float(server_round)},
+    )
+    result = run_simulation(
+        client_fn=lambda context: Client(), strategy=strategy, num_rounds=3, num_nodes=3
+    )
+    np.testing.assert_array_equal(result.arrays["w"].numpy(), [6.0, 6.0])  # 1 + 2 + 3
 
 
 @pytest.mark.parametrize(

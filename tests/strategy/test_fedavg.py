@@ -276,3 +276,43 @@ def test_a_round_config_may_be_a_function_of_the_round(make_grid, global_arrays,
         FedAvg(fraction_evaluate=0.0, min_available_nodes=1, min_train_nodes=1).start(
             make_grid(train, num_nodes=1), global_arrays, num_rounds=1, train_config=lambda r: 3
         )
+
+
+def test_the_strategy_carries_start_settings_that_start_arguments_override(
+    make_grid, global_arrays, good_reply
+):
+    seen = []
+
+    def train(msg, context):
+        seen.append(
+            (msg.content["config"]["lr"], float(msg.content["arrays"]["w"].numpy().flat[0]))
+        )
+        return good_reply(msg)
+
+    evaluations = []
+    strategy = FedAvg(
+        fraction_evaluate=0.0,
+        min_available_nodes=1,
+        min_train_nodes=1,
+        initial_arrays=global_arrays,
+        train_config=lambda server_round: {"lr": 0.5 / server_round},
+        evaluate_fn=lambda server_round, arrays: evaluations.append(server_round) or {"x": 1.0},
+    )
+    result = strategy.start(make_grid(train, num_nodes=1), num_rounds=2)
+    first_weight = float(global_arrays["w"].numpy().flat[0])
+    assert seen[0] == (0.5, first_weight) and seen[1][0] == 0.25
+    assert evaluations == [0, 1, 2] and result.metrics("server")[2] == {"x": 1.0}
+
+    seen.clear()
+    other = ArrayRecord({"w": np.full((2, 3), 7.0, np.float32), "b": np.zeros(3, np.float32)})
+    strategy.start(make_grid(train, num_nodes=1), other, num_rounds=1, train_config={"lr": 1.0})
+    assert seen == [(1.0, 7.0)]
+
+
+def test_strategy_settings_are_checked_when_it_is_made():
+    with pytest.raises(ConfigError, match="initial_arrays must be an ArrayRecord"):
+        FedAvg(initial_arrays=[np.zeros(3)])
+    with pytest.raises(ConfigError, match="train_config must be a dict or a function"):
+        FedAvg(train_config=0.1)
+    with pytest.raises(ConfigError, match="evaluate_fn must be a function"):
+        FedAvg(evaluate_fn={"loss": 1.0})

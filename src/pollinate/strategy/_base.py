@@ -26,7 +26,13 @@ from ..server import (
 )
 from ._classic import initial_arrays_from_a_node
 
-__all__ = ["EvaluateFn", "Strategy", "one_server_app", "streams_replies"]
+__all__ = [
+    "EvaluateFn",
+    "Strategy",
+    "check_initial_arrays",
+    "one_server_app",
+    "streams_replies",
+]
 
 log = logging.getLogger("pollinate.strategy")
 
@@ -71,6 +77,14 @@ class Strategy(ABC):
     """Fewest nodes a round trains on: with fewer valid train replies the run stops."""
     min_evaluate_nodes: int = 1
     """Fewest nodes a round evaluates on: with fewer valid evaluate replies the run stops."""
+    initial_arrays: ArrayRecord | None = None
+    """The model ``start`` begins from when it is given none (None: ask a node for its own)."""
+    train_config: RoundConfig | None = None
+    """What ``start`` sends the training nodes each round when it is given no config."""
+    evaluate_config: RoundConfig | None = None
+    """What ``start`` sends the evaluating nodes each round when it is given no config."""
+    evaluate_fn: EvaluateFn | None = None
+    """Centralized evaluation ``start`` runs each round when it is given none."""
 
     def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
         """What the strategy keeps between rounds, before the first (empty: nothing)."""
@@ -129,23 +143,21 @@ class Strategy(ABC):
     ) -> ServerApp:
         """A ServerApp that runs this strategy for ``num_rounds`` (the classic style).
 
-        Without ``initial_arrays`` the first node is asked for its model's weights.
+        What it is not given comes from the strategy's own settings (``initial_arrays``,
+        ``train_config``, ...); without initial arrays anywhere, a node is asked for its own.
         """
         app = ServerApp()
 
         @app.main()
         def main(grid: Grid, context: Context) -> Result:
-            arrays = (
-                initial_arrays if initial_arrays is not None else initial_arrays_from_a_node(grid)
-            )
-            return self.start(grid, arrays, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
+            return self.start(grid, initial_arrays, num_rounds=num_rounds, evaluate_fn=evaluate_fn)
 
         return app
 
     def start(
         self,
         grid: Grid,
-        initial_arrays: ArrayRecord,
+        initial_arrays: ArrayRecord | None = None,
         num_rounds: int = 3,
         timeout_s: float | None = 3600.0,
         train_config: RoundConfig | None = None,
@@ -156,7 +168,9 @@ class Strategy(ABC):
 
         ``train_config`` and ``evaluate_config`` go to the nodes each round with
         ``server-round``: a dict, or a function of the round that returns one (a learning
-        rate that decays, say).
+        rate that decays, say). Each argument left out (None) is taken from the strategy's
+        attribute of the same name; with no ``initial_arrays`` there either, the node with
+        the lowest id is asked for its model's weights (the classic API's way).
 
         Everything it uses comes in its arguments: the grid carries the run's observers
         (``grid.observer``, told of every round) and, for an interrupted run, the point to
@@ -164,15 +178,22 @@ class Strategy(ABC):
         """
         if num_rounds < 1:
             raise RoundError(f"num_rounds must be at least 1, got {num_rounds}")
-        if not isinstance(initial_arrays, ArrayRecord):
-            raise ConfigError(
-                f"initial_arrays must be an ArrayRecord, got {type(initial_arrays).__name__}: "
-                "wrap weights with ArrayRecord(dict), ArrayRecord.from_numpy(list) or "
-                "pollinate.frameworks.torch.to_arrays(model)"
-            )
+        # An argument left out falls back to the strategy's setting of the same name.
+        if train_config is None:
+            train_config = self.train_config
+        if evaluate_config is None:
+            evaluate_config = self.evaluate_config
+        if evaluate_fn is None:
+            evaluate_fn = self.evaluate_fn
+        if initial_arrays is None:
+            initial_arrays = self.initial_arrays
+        if initial_arrays is not None:
+            check_initial_arrays(initial_arrays)
         log.info("starting %s for %d rounds", self, num_rounds)
         observer, resume = grid.observer, grid.resume_point
         if resume is None:
+            if initial_arrays is None:
+                initial_arrays = initial_arrays_from_a_node(grid)
             result, state = self._begin(observer, initial_arrays, evaluate_fn)
             first_round = 1
         else:
@@ -277,6 +298,16 @@ class Strategy(ABC):
         metrics = self.aggregate_evaluate(server_round, _replies_for(self.aggregate_evaluate, kept))
         tally.require_enough()
         return tally.result(metrics)
+
+
+def check_initial_arrays(arrays: object) -> None:
+    """Refuse a model that is not an ArrayRecord, naming the ways to make one."""
+    if not isinstance(arrays, ArrayRecord):
+        raise ConfigError(
+            f"initial_arrays must be an ArrayRecord, got {type(arrays).__name__}: "
+            "wrap weights with ArrayRecord(dict), ArrayRecord.from_numpy(list) or "
+            "pollinate.frameworks.torch.to_arrays(model)"
+        )
 
 
 def _layout(state: ArrayRecord) -> dict[str, tuple[int, ...]]:

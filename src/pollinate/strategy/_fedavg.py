@@ -16,7 +16,7 @@ from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from ..server import Grid
 from ._aggregate import MetricsAggregationFn, all_finite, weighted_mean
-from ._base import Strategy, streams_replies
+from ._base import EvaluateFn, RoundConfig, Strategy, check_initial_arrays, streams_replies
 from ._compose import Aggregation, Update, chain
 from ._validate import (
     ARRAYS_KEY,
@@ -43,6 +43,10 @@ class FedAvgOptions(TypedDict, total=False):
     evaluate_metrics_aggr_fn: MetricsAggregationFn
     seed: int
     wait_for_nodes_s: float
+    initial_arrays: ArrayRecord | None
+    train_config: RoundConfig | None
+    evaluate_config: RoundConfig | None
+    evaluate_fn: EvaluateFn | None
 
 
 _TRAIN, _EVALUATE = 0, 1
@@ -76,6 +80,14 @@ class FedAvg(Strategy):
         aggregation: how the round's models become the next one (default ``chain()``: the
             weighted average); e.g. ``chain(norm_bound(5.0), median(), server_adam(eta=0.01))``.
             Checked against ``min_train_nodes`` here, before any round.
+        initial_arrays: the model to start from, so a script needs no ServerApp of its own
+            (None: ``start``'s argument, else a node's own weights).
+        train_config, evaluate_config: what the nodes get each round with ``server-round``:
+            a dict, or a function of the round that returns one.
+        evaluate_fn: centralized evaluation, ``(server_round, arrays) -> metrics``, run
+            before round 1 and after each round.
+
+    The last four are defaults for ``start``: its own arguments, when given, win.
     """
 
     def __init__(
@@ -93,6 +105,10 @@ class FedAvg(Strategy):
         seed: int = 0,
         wait_for_nodes_s: float = 60.0,
         aggregation: Aggregation | None = None,
+        initial_arrays: ArrayRecord | None = None,
+        train_config: RoundConfig | None = None,
+        evaluate_config: RoundConfig | None = None,
+        evaluate_fn: EvaluateFn | None = None,
     ) -> None:
         for name, value in (
             ("fraction_train", fraction_train),
@@ -109,6 +125,15 @@ class FedAvg(Strategy):
                 raise ConfigError(f"{name} must be 0 or more, got {count}")
         if max_weight is not None and not max_weight > 0:
             raise ConfigError(f"max_weight must be positive, got {max_weight}")
+        if initial_arrays is not None:
+            check_initial_arrays(initial_arrays)
+        for name, config in (("train_config", train_config), ("evaluate_config", evaluate_config)):
+            if config is not None and not (callable(config) or isinstance(config, Mapping)):
+                raise ConfigError(
+                    f"{name} must be a dict or a function of the round, got {type(config).__name__}"
+                )
+        if evaluate_fn is not None and not callable(evaluate_fn):
+            raise ConfigError(f"evaluate_fn must be a function, got {type(evaluate_fn).__name__}")
         self.fraction_train = fraction_train
         self.fraction_evaluate = fraction_evaluate
         self.min_train_nodes = min_train_nodes
@@ -120,6 +145,10 @@ class FedAvg(Strategy):
         self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn
         self.seed = seed
         self.wait_for_nodes_s = wait_for_nodes_s
+        self.initial_arrays = initial_arrays
+        self.train_config = train_config
+        self.evaluate_config = evaluate_config
+        self.evaluate_fn = evaluate_fn
         self.aggregation = aggregation if aggregation is not None else chain()
         if not isinstance(self.aggregation, Aggregation):
             raise ConfigError(
