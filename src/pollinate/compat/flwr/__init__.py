@@ -1,0 +1,41 @@
+"""Flower's API on pollinate: write ``import pollinate.compat.flwr as fl`` for ``import flwr``.
+
+The classic API of Flower 1.x (``client``, ``server``, ``server.strategy``, ``simulation``,
+``common``) and the message API of Flower 1.25+ (``app``, ``clientapp``, ``serverapp``,
+``serverapp.strategy``) keep their names and signatures here. Each one converts its
+arguments and delegates to pollinate's core: there is no second engine. Where Flower's
+defaults differ from pollinate's, the Flower one is kept and said once in the log.
+docs/migrating-from-flower.md maps every name to its native pollinate equivalent.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from ... import __version__ as __version__
+
+__all__ = [
+    "__version__",
+    "app",
+    "client",
+    "clientapp",
+    "common",
+    "server",
+    "serverapp",
+    "simulation",
+]
+
+_SUBMODULES = frozenset(__all__) - {"__version__"}
+
+
+def __getattr__(name: str) -> ModuleType:
+    """Import a submodule when first used, as ``fl.server`` after ``import flwr as fl`` works."""
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(
+        f"pollinate.compat.flwr has no attribute {name!r}: this part of Flower's API is not "
+        "supported; docs/migrating-from-flower.md lists what is, and the pollinate equivalents"
+    )
