@@ -1,18 +1,16 @@
 import io
-import logging
 import re
 
 from rich.console import Console
 
-from pollinate.cli._progress import (
+from pollinate.server import Failure, PhaseResult, Result, RoundRecord
+from pollinate.server._progress import (
     LineView,
     TableView,
     choose_columns,
-    cli_logging,
     format_number,
     progress_view,
 )
-from pollinate.server import Failure, PhaseResult, Result, RoundRecord
 
 ROUNDS = [
     RoundRecord(0, server_metrics={"loss": 2.3, "accuracy": 0.1}),
@@ -90,14 +88,3 @@ def test_table_rows_under_one_header_on_a_terminal():
 def test_progress_view_is_plain_without_a_terminal():
     console = Console(file=io.StringIO())
     assert isinstance(progress_view(console), LineView)
-
-
-def test_cli_logging_shows_warnings_plainly_and_restores_the_logger():
-    logger = logging.getLogger("pollinate")
-    before = (list(logger.handlers), logger.level, logger.propagate)
-    out = io.StringIO()
-    with cli_logging(Console(file=out), verbose=False):
-        logging.getLogger("pollinate.strategy").warning("round 2 train: set aside node 3: x")
-        logging.getLogger("pollinate.strategy").info("hidden")
-    assert out.getvalue() == "warning: round 2 train: set aside node 3: x\n"
-    assert (list(logger.handlers), logger.level, logger.propagate) == before

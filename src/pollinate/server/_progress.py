@@ -1,16 +1,18 @@
-"""The live view of a run on stderr, and the log lines around it.
+"""The live view of a run on stderr, the log lines around it, and the summary at its end.
 
 On a terminal each finished round becomes a row of a table under a progress bar for the
-round in flight; elsewhere (CI, a pipe, a file) each round becomes one plain line, and
-nothing animates.
+round in flight; elsewhere (CI, a pipe, a file, Jupyter) each round becomes one plain line,
+and nothing animates. ``pollinate run`` shows it, and so do ``run_simulation`` and
+``start_server`` (``RunProgress``) unless told ``verbose=False``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
 from typing import Any, Protocol
 
 from rich.console import Console
@@ -26,16 +28,19 @@ from rich.progress import (
 from rich.text import Text
 
 from ..records import ArrayRecord
-from ..server import PhaseResult, Result, RoundRecord, RunObserver
+from ._history import PhaseResult, Result, RoundRecord
+from ._observer import RunObserver
 
 __all__ = [
     "LineView",
     "ProgressView",
+    "RunProgress",
     "TableView",
     "choose_columns",
-    "cli_logging",
     "format_number",
     "key_metrics",
+    "log_handler",
+    "print_summary",
     "progress_view",
 ]
 
@@ -245,26 +250,103 @@ class _PlainFormatter(logging.Formatter):
         return f"{record.levelname.lower()}: {super().format(record)}"
 
 
-@contextlib.contextmanager
-def cli_logging(console: Console, verbose: bool) -> Iterator[None]:
-    """Show ``pollinate.*`` log records on ``console``: warnings, and INFO when verbose.
+def log_handler(console: Console, level: int) -> logging.Handler:
+    """A handler that shows log records of ``level`` and above on ``console``, view-safe.
 
-    The ``pollinate`` logger's handlers, level and propagation are restored on exit.
+    On a terminal rich prints them above the progress bar; elsewhere each is one plain line.
     """
-    logger = logging.getLogger("pollinate")
-    saved = (list(logger.handlers), logger.level, logger.propagate)
     handler: logging.Handler
     if console.is_terminal:
         handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
     else:
         handler = logging.StreamHandler(console.file)
         handler.setFormatter(_PlainFormatter("%(message)s"))
-    handler.setLevel(logging.INFO if verbose else logging.WARNING)
-    logger.handlers = [handler]
-    logger.setLevel(logging.INFO)  # INFO reaches other handlers too (a deployed run's log)
-    logger.propagate = False
-    try:
-        yield
-    finally:
-        logger.handlers, level, logger.propagate = saved
-        logger.setLevel(level)
+    handler.setLevel(level)
+    return handler
+
+
+def print_summary(console: Console, result: Result, wall_time_s: float) -> None:
+    """The end of a run: rounds and time, every final metric (the key ones first), the model."""
+    rounds = sum(record.server_round > 0 for record in result.rounds)
+    console.print(
+        f"[green]Finished[/] {rounds} round{'' if rounds == 1 else 's'} in "
+        f"{result.rounds_time_s:.2f} s ({wall_time_s:.2f} s with start-up)",
+        soft_wrap=True,
+    )
+    final = {k: v for k, v in result.final_metrics().items() if isinstance(v, (int, float))}
+    keys = [k for k in final if not k.startswith("train.") and not k.endswith("num-examples")]
+    for key in choose_columns(keys, limit=len(keys)):  # every metric, the key ones first
+        line = f"  {key:<32} {format_number(float(final[key]))}"
+        console.print(line, soft_wrap=True, markup=False)
+    console.print(f"  {'model':<32} {_model_size(result.arrays)}", soft_wrap=True, markup=False)
+
+
+def _model_size(arrays: ArrayRecord) -> str:
+    """``"4 arrays, 101,770 values (407.1 kB)"``."""
+    values = sum(math.prod(array.shape) for array in arrays.values())
+    count = len(arrays)
+    return f"{count} array{'' if count == 1 else 's'}, {values:,} values ({_bytes(arrays.nbytes)})"
+
+
+def _bytes(count: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if count >= size:
+            return f"{count / size:.1f} {unit}"
+    return f"{count} bytes"
+
+
+class RunProgress:
+    """What a library call (``run_simulation``, ``start_server``) shows of its run on stderr.
+
+    With ``verbose`` the live view runs as one more observer and ``finished`` prints the
+    summary; the view is closed however the call ends. While it runs, WARNING records of
+    ``pollinate.*`` loggers show on the same console, unless logging is configured (a handler
+    on the way to the root logger): then the user's configuration decides. Without
+    ``verbose`` nothing is shown and nothing is changed.
+    """
+
+    def __init__(self, verbose: bool, status: str) -> None:
+        self._console = Console(stderr=True, highlight=False) if verbose else None
+        self._status = status
+        self._view: ProgressView | None = None
+        self._handler: logging.Handler | None = None
+        self._began = time.perf_counter()
+
+    @property
+    def observers(self) -> list[RunObserver]:
+        """The observers to add to the run's: the view, if any."""
+        return [] if self._view is None else [self._view]
+
+    def __enter__(self) -> RunProgress:
+        self._began = time.perf_counter()
+        if self._console is not None:
+            logger = logging.getLogger("pollinate")
+            if not logger.hasHandlers():
+                self._handler = log_handler(self._console, logging.WARNING)
+                logger.addHandler(self._handler)
+            self._view = progress_view(self._console)
+            self._view.status(self._status)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._close()
+
+    def finished(self, result: Result) -> Result:
+        """Close the view and print the run's summary; returns ``result``."""
+        self._close()
+        if self._console is not None:
+            print_summary(self._console, result, time.perf_counter() - self._began)
+        return result
+
+    def _close(self) -> None:
+        if self._view is not None:
+            self._view.close()
+            self._view = None
+        if self._handler is not None:
+            logging.getLogger("pollinate").removeHandler(self._handler)
+            self._handler = None
