@@ -409,6 +409,7 @@ def run_one(
             initial_arrays=initial_arrays(),
             evaluate_fn=evaluate_fn,
             backend="inline",
+            verbose=False,  # the table below is the report
         )
         value = tail[-1]
     except PollinateError as err:  # e.g. the weighted mean is no longer finite

@@ -95,6 +95,7 @@ def seconds_per_round(case: Case, rounds: int) -> list[float]:
         initial_arrays=model(case.model_bytes),
         num_nodes=case.num_nodes,
         backend=case.backend,
+        verbose=False,  # the table below is the report
     )
     return [r.wall_time_s for r in result.rounds if r.server_round > 0]
 

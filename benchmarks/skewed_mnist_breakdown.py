@@ -89,6 +89,7 @@ def breakdown(data_dir: Path, epochs: int, threads: int) -> None:
         num_nodes=3,
         app_dir=APP_DIR,
         run_config=app_config(data_dir, epochs, threads),
+        verbose=False,  # the breakdown below is the report
     )
     rounds = result.rounds_time_s
     num_rounds = len(result.rounds) - 1

@@ -113,6 +113,12 @@ def test_progress_is_a_plain_line_per_round_without_a_terminal(make_app, invoke)
         for line in lines
     )
     assert "\x1b[" not in result.stderr  # no colours or cursor moves
+    assert [line[:9] for line in lines if line.startswith("round ")] == [
+        "round 0 (",
+        "round 1/2",
+        "round 2/2",
+    ]  # one view: run_simulation's own stays quiet
+    assert "Finished" not in result.stderr
     assert "Finished 2 rounds" in result.stdout
     assert "results: " in result.stdout
 

@@ -204,7 +204,12 @@ class Settings:
         )
 
     def apply_threads(self) -> None:
-        """Use ``threads`` torch threads in this process (0 keeps torch's default)."""
+        """Use ``threads`` torch threads in this process (0 keeps torch's default).
+
+        The app's default is 1: for a model this small torch's default (a thread per core)
+        waits on its own threads and on every other busy process, and lost to one thread in
+        each of 6 alternating W1 runs on 2 cores (``README.md``, *Threads*).
+        """
         if self.threads > 0 and torch.get_num_threads() != self.threads:
             torch.set_num_threads(self.threads)
 

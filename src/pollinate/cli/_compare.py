@@ -20,9 +20,10 @@ from ..compare import Comparison, PredictFn, require_plotting, run_comparison, w
 from ..errors import AppError, ConfigError
 from ..loader import load_object
 from ..server import ServerApp
+from ..server._progress import progress_view
 from ._display import shown
 from ._options import VERBOSE, app_options, json_option, out_option, verbose_option
-from ._progress import cli_logging, progress_view
+from ._progress import cli_logging
 from ._run import RunPlan, plan_run, stdout_to_stderr
 
 __all__ = ["compare_command"]

@@ -25,9 +25,10 @@ from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..loader import load_object
 from ..server import Result, ServerApp
+from ..server._progress import progress_view
 from ._display import shown
 from ._options import VERBOSE, out_option, run_config_option, timestamp, verbose_option
-from ._progress import cli_logging, progress_view
+from ._progress import cli_logging
 
 if TYPE_CHECKING:
     from ..deploy import Runs

@@ -1,248 +1,20 @@
-"""The live view of a run on stderr, and the log lines around it.
+"""The CLI's log lines: ``pollinate.*`` records on the console the run's view uses.
 
-On a terminal each finished round becomes a row of a table under a progress bar for the
-round in flight; elsewhere (CI, a pipe, a file) each round becomes one plain line, and
-nothing animates.
+The view itself (``progress_view``) lives in ``pollinate.server._progress``, below the
+simulation and deployment layers, so ``run_simulation`` and ``start_server`` show it too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any, Protocol
+from collections.abc import Iterator
 
 from rich.console import Console
-from rich.logging import RichHandler
-from rich.progress import (
-    BarColumn,
-    Progress,
-    SpinnerColumn,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
-from rich.text import Text
 
-from ..records import ArrayRecord
-from ..server import PhaseResult, Result, RoundRecord, RunObserver
+from ..server._progress import log_handler
 
-__all__ = [
-    "LineView",
-    "ProgressView",
-    "TableView",
-    "choose_columns",
-    "cli_logging",
-    "format_number",
-    "key_metrics",
-    "progress_view",
-]
-
-MAX_COLUMNS = 4
-"""The most metrics a round's row shows; metrics.jsonl and run.json hold them all."""
-
-_PREFERRED = ("server.accuracy", "server.loss", "evaluate.accuracy", "evaluate.loss")
-_HIDDEN = ("num-examples",)
-
-
-class ProgressView(RunObserver, Protocol):
-    """A RunObserver that also shows what happens before round 1, and is closed at the end."""
-
-    def status(self, text: str) -> None:
-        """Say what is happening before the first round (loading the app, starting)."""
-
-    def on_round_start(self, server_round: int, num_rounds: int) -> None:
-        """A round begins."""
-
-    def on_round(self, record: RoundRecord) -> None:
-        """A round finished."""
-
-    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
-        """The round's global model (nothing to show)."""
-
-    def on_result(self, result: Result) -> None:
-        """The strategy finished."""
-
-    def close(self) -> None:
-        """Stop animating and show whatever is still held back."""
-
-
-def progress_view(console: Console) -> ProgressView:
-    """A table with a progress bar on a terminal, plain lines anywhere else."""
-    if console.is_terminal:
-        return TableView(console)
-    return LineView(lambda line: console.print(line, soft_wrap=True, markup=False))
-
-
-def key_metrics(record: RoundRecord) -> dict[str, float]:
-    """The round's numeric ``evaluate.*`` and ``server.*`` metrics, weights left out."""
-    phases: list[tuple[str, Mapping[str, Any]]] = [("server", record.server_metrics)]
-    if record.evaluate is not None:
-        phases.insert(0, ("evaluate", record.evaluate.metrics))
-    return {
-        f"{phase}.{name}": float(value)
-        for phase, metrics in phases
-        for name, value in metrics.items()
-        if name not in _HIDDEN and isinstance(value, (int, float))
-    }
-
-
-def choose_columns(keys: Iterable[str], limit: int = MAX_COLUMNS) -> list[str]:
-    """At most ``limit`` metric names: server and evaluate accuracy and loss first."""
-    seen = list(dict.fromkeys(keys))
-    ranked = [k for k in _PREFERRED if k in seen] + [k for k in seen if k not in _PREFERRED]
-    return ranked[:limit]
-
-
-def format_number(value: float) -> str:
-    """Four significant digits: ``0.9028``, ``2.300``, ``1.234e+04``."""
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:#.4g}"
-
-
-def _phase_cell(phase: PhaseResult | None, compact: bool = False) -> str:
-    """``"5 ok"``; with failures ``"4 ok 1 failed"``, or ``"4/5 ok"`` when compact."""
-    if phase is None:
-        return "-"
-    if not phase.num_failed:
-        return f"{phase.num_ok} ok"
-    if compact:
-        return f"{phase.num_ok}/{phase.num_ok + phase.num_failed} ok"
-    return f"{phase.num_ok} ok {phase.num_failed} failed"
-
-
-class LineView(RunObserver):
-    """One plain line per round, for logs and pipes."""
-
-    def __init__(self, write: Callable[[str], None]) -> None:
-        self._write = write
-        self._num_rounds = 0
-
-    def status(self, text: str) -> None:
-        """Nothing to show: a log gets a line per round only."""
-
-    def on_round_start(self, server_round: int, num_rounds: int) -> None:
-        """Remember how many rounds there are."""
-        self._num_rounds = num_rounds
-
-    def on_round(self, record: RoundRecord) -> None:
-        """Write the round's line."""
-        metrics = key_metrics(record)
-        values = [f"{key}={format_number(metrics[key])}" for key in choose_columns(metrics)]
-        if record.server_round == 0:
-            self._write(f"round 0 (initial model): {' '.join(values) or 'no metrics'}")
-            return
-        total = f"/{self._num_rounds}" if self._num_rounds else ""
-        phases = f"train {_phase_cell(record.train)}, evaluate {_phase_cell(record.evaluate)}"
-        line = f"round {record.server_round}{total}: {phases}"
-        self._write(f"{line}; {' '.join(values)}" if values else line)
-
-    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
-        """Nothing to show."""
-
-    def on_result(self, result: Result) -> None:
-        """Nothing more to write: the summary follows."""
-
-    def close(self) -> None:
-        """Nothing to stop."""
-
-
-class TableView(RunObserver):
-    """A table row per finished round, under a progress bar for the round in flight.
-
-    The columns are chosen once the first federated round is in (round 0, the initial
-    model's evaluation, has only server metrics), so round 0's row waits for round 1's.
-    """
-
-    def __init__(self, console: Console) -> None:
-        self._console = console
-        self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-        )
-        self._task: TaskID | None = None
-        self._held: list[RoundRecord] = []
-        self._columns: list[str] | None = None
-
-    def status(self, text: str) -> None:
-        """Show ``text`` by the spinner until the first round starts."""
-        self._update(description=text)
-
-    def on_round_start(self, server_round: int, num_rounds: int) -> None:
-        """Show the round in flight on the progress bar."""
-        description = f"round {server_round}/{num_rounds}"
-        self._update(description=description, total=num_rounds, completed=server_round - 1)
-
-    def on_round(self, record: RoundRecord) -> None:
-        """Print the round's row (round 0's waits for the next round's)."""
-        self._held.append(record)
-        if record.server_round == 0:
-            return
-        self._flush()
-        if self._task is not None:
-            self._update(completed=record.server_round)
-
-    def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
-        """Nothing to show."""
-
-    def on_result(self, result: Result) -> None:
-        """The run is over: stop the progress bar."""
-        self.close()
-
-    def close(self) -> None:
-        """Print what is held back and remove the progress bar."""
-        self._flush()
-        if self._task is not None:
-            self._progress.stop()
-            self._task = None
-
-    def _update(self, **changes: Any) -> None:
-        if self._task is None:
-            self._progress.start()
-            self._task = self._progress.add_task("", total=None)
-        self._progress.update(self._task, **changes)
-
-    def _flush(self) -> None:
-        if not self._held:
-            return
-        if self._columns is None:
-            self._columns = choose_columns(k for r in self._held for k in key_metrics(r))
-            self._print_row(["round", "train", "evaluate", *self._columns, "time"], "bold")
-        for record in self._held:
-            self._print_row(self._cells(record), "yellow" if _failed(record) else "")
-        self._held.clear()
-
-    def _cells(self, record: RoundRecord) -> list[str]:
-        metrics = key_metrics(record)
-        assert self._columns is not None
-        values = [format_number(metrics[k]) if k in metrics else "-" for k in self._columns]
-        time = f"{record.wall_time_s:.2f} s" if record.server_round else "-"
-        train, evaluate = _phase_cell(record.train, True), _phase_cell(record.evaluate, True)
-        return [str(record.server_round), train, evaluate, *values, time]
-
-    def _print_row(self, cells: list[str], style: str) -> None:
-        assert self._columns is not None
-        widths = [5, 9, 9, *(max(len(c), 9) for c in self._columns), 8]
-        line = "  ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True))
-        text = Text(line, style)
-        self._console.print(text, no_wrap=True, overflow="ellipsis")
-
-
-def _failed(record: RoundRecord) -> bool:
-    return any(p is not None and p.num_failed for p in (record.train, record.evaluate))
-
-
-class _PlainFormatter(logging.Formatter):
-    """``warning: round 2 train: set aside node 3: ...``."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {super().format(record)}"
+__all__ = ["cli_logging"]
 
 
 @contextlib.contextmanager
@@ -253,14 +25,7 @@ def cli_logging(console: Console, verbose: bool) -> Iterator[None]:
     """
     logger = logging.getLogger("pollinate")
     saved = (list(logger.handlers), logger.level, logger.propagate)
-    handler: logging.Handler
-    if console.is_terminal:
-        handler = RichHandler(console=console, show_time=False, show_path=False, markup=False)
-    else:
-        handler = logging.StreamHandler(console.file)
-        handler.setFormatter(_PlainFormatter("%(message)s"))
-    handler.setLevel(logging.INFO if verbose else logging.WARNING)
-    logger.handlers = [handler]
+    logger.handlers = [log_handler(console, logging.INFO if verbose else logging.WARNING)]
     logger.setLevel(logging.INFO)  # INFO reaches other handlers too (a deployed run's log)
     logger.propagate = False
     try:

@@ -36,9 +36,10 @@ from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..loader import load_object
 from ..server import Result, ServerApp
+from ..server._progress import print_summary, progress_view
 from ..simulation import run_simulation
 from ._control import submit_run
-from ._display import counted, shown
+from ._display import shown
 from ._options import (
     VERBOSE,
     app_options,
@@ -47,7 +48,7 @@ from ._options import (
     timestamp,
     verbose_option,
 )
-from ._progress import choose_columns, cli_logging, format_number, progress_view
+from ._progress import cli_logging
 
 __all__ = ["RunPlan", "execute", "plan_run", "run_command"]
 
@@ -131,6 +132,7 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
                 checkpoints=plan.checkpoints,
                 observers=[view],
                 run_id=plan.run_id,
+                verbose=False,  # the view above is this run's only one
             )
         except BaseException as err:
             run_file.write("failed", error=_reason(err))
@@ -233,16 +235,7 @@ def _print_header(plan: RunPlan, stderr: Console) -> None:
 
 
 def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
-    result = outcome.result
-    console.print(
-        f"[green]Finished[/] {counted(_num_rounds(result), 'round')} in "
-        f"{result.rounds_time_s:.2f} s ({outcome.wall_time_s:.2f} s with start-up)",
-        soft_wrap=True,
-    )
-    final = {k: v for k, v in result.final_metrics().items() if isinstance(v, (int, float))}
-    keys = [k for k in final if not k.startswith("train.") and not k.endswith("num-examples")]
-    for key in choose_columns(keys, limit=len(keys)):  # every metric, the key ones first
-        console.print(f"  {key:<32} {format_number(float(final[key]))}", soft_wrap=True)
+    print_summary(console, outcome.result, outcome.wall_time_s)
     files = ", ".join(p.name + ("/" if p.is_dir() else "") for p in sorted(plan.out_dir.iterdir()))
     console.print(f"  results: {escape(shown(plan.out_dir))} ({files})", soft_wrap=True)
 

@@ -88,6 +88,7 @@ def run_comparison(
             app_dir=app_dir,
             out_dir=out,
             observers=watchers,
+            verbose=False,  # the caller watches through observers and status
         )
 
     def new_backend() -> Backend:

@@ -20,6 +20,7 @@ from ..context import Context, UserConfigValue
 from ..errors import ConfigError
 from ..records import ArrayRecord
 from ..server import Result, RunObserver, ServerApp
+from ..server._progress import RunProgress
 from ..strategy import EvaluateFn, Strategy, one_server_app
 from ._certs import CA_CERT, channel_credentials
 from ._control import ControlService
@@ -62,6 +63,7 @@ def start_server(
     mtls: bool = False,
     node_certs: str | Path | Sequence[str | Path] | None = None,
     revoked: str | Path | None = None,
+    verbose: bool = True,
 ) -> Result:
     """Serve one run to the nodes that connect at ``address``, and return its history.
 
@@ -74,22 +76,27 @@ def start_server(
     ``registered_keys`` (a folder of ``*.pub`` files, or one file) admits only those keys.
     With ``db`` (an SQLite file) nodes keep their ids across restarts, and an unfinished
     run called ``run_name`` resumes after its last completed round. While it runs,
-    ``pollinate ls`` and ``pollinate log`` on this machine show it.
+    ``pollinate ls`` and ``pollinate log`` on this machine show it. With ``verbose`` (the
+    default) each round is shown on stderr as it finishes, and a summary at the end.
     """
     app = one_server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
-    with serve_link(
-        address,
-        certs=certs,
-        insecure=insecure,
-        chunk_size=chunk_size,
-        require_signatures=require_signatures,
-        registered_keys=registered_keys,
-        db=db,
-        on_listening=on_listening,
-        mtls=mtls,
-        node_certs=node_certs,
-        revoked=revoked,
-    ) as runs:
+    waiting = f"waiting for {min_nodes} node{'s' * (min_nodes != 1)}"
+    with (
+        RunProgress(verbose, waiting) as shown,
+        serve_link(
+            address,
+            certs=certs,
+            insecure=insecure,
+            chunk_size=chunk_size,
+            require_signatures=require_signatures,
+            registered_keys=registered_keys,
+            db=db,
+            on_listening=on_listening,
+            mtls=mtls,
+            node_certs=node_certs,
+            revoked=revoked,
+        ) as runs,
+    ):
         run_id = runs.submit(
             run_name,
             dict(run_config or {}),
@@ -97,11 +104,11 @@ def start_server(
             min_nodes=min_nodes,
             wait_s=wait_s,
             out_dir=None if out_dir is None else Path(out_dir),
-            observers=observers,
+            observers=[*observers, *shown.observers],
             resume=db is not None,
         )
         runs.start()
-        return runs.wait(run_id)
+        return shown.finished(runs.wait(run_id))
 
 
 @contextlib.contextmanager

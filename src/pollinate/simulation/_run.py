@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from ..message import SERVER_NODE_ID
 from ..records import ArrayRecord, RecordDict
 from ..server import Result, RunObserver, ServerApp, run_server_app
+from ..server._progress import RunProgress
 from ..strategy import EvaluateFn, Strategy, one_server_app
 from ._backend import Backend, ClientAppSource, make_backend
 from ._grid import NodeConfigFn, SimulationGrid, default_node_config
@@ -43,6 +44,7 @@ def run_simulation(
     checkpoints: bool = True,
     observers: Sequence[RunObserver] = (),
     run_id: int | None = None,
+    verbose: bool = True,
 ) -> Result:
     """Run a federated app on ``num_nodes`` virtual nodes and return its history.
 
@@ -56,6 +58,10 @@ def run_simulation(
     worker pool; ``backend_options`` such as ``num_workers``). With ``out_dir``, the run
     writes ``metrics.jsonl``, ``model.npz`` and (unless ``checkpoints=False``) the global
     model after every round under ``checkpoints/`` there.
+
+    With ``verbose`` (the default) each round is shown on stderr as it finishes (a table
+    under a progress bar on a terminal, a line per round elsewhere, Jupyter included), and
+    a summary at the end; ``verbose=False`` shows nothing.
     """
     if not 1 <= num_nodes <= MAX_NODES:
         raise ConfigError(f"num-nodes must be between 1 and {MAX_NODES:,}, got {num_nodes}")
@@ -67,13 +73,21 @@ def run_simulation(
     run_id = secrets.randbits(63) if run_id is None else run_id
     grid = SimulationGrid(backend, num_nodes, run_id, config, node_config_fn)
     context = Context(run_id, SERVER_NODE_ID, {}, config, RecordDict())
-    try:
-        backend.start(app_ref, num_nodes)
-        return run_server_app(
-            server, grid, context, out_dir=out_dir, checkpoints=checkpoints, observers=observers
-        )
-    finally:
-        backend.close()
+    starting = f"starting {num_nodes:,} node{'s' * (num_nodes != 1)}"
+    with RunProgress(verbose, starting) as progress:
+        try:
+            backend.start(app_ref, num_nodes)
+            result = run_server_app(
+                server,
+                grid,
+                context,
+                out_dir=out_dir,
+                checkpoints=checkpoints,
+                observers=[*observers, *progress.observers],
+            )
+        finally:
+            backend.close()
+        return progress.finished(result)
 
 
 def _checked_run_config(run_config: UserConfig) -> dict[str, bool | int | float | str]:
