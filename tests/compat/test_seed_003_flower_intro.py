@@ -136,7 +136,6 @@ def test_three_devices_train_with_fraction_fit_and_first_come_first_serve(caplog
     assert [r for r, _ in history.losses_distributed] == [1, 2, 3]
     assert history.metrics_distributed == {}  # no evaluate_metrics_aggregation_fn given
     assert all(c.last_accuracy > 1 / NUM_CLASSES + 0.25 for c in clients)
-    plain_text = [r for r in caplog.records if "plain text" in r.getMessage()]
-    assert len(plain_text) == 2  # once by the server, once by the clients: naming the fix
-    assert all("certificates" in r.getMessage() for r in plain_text)
+    # plain text, as in Flower: said once per process (naming the fix), not again per node
+    assert not [r for r in caplog.records if r.getMessage().startswith("plain text (--insecure)")]
     assert np.isfinite(history.losses_distributed[-1][1])
