@@ -130,6 +130,10 @@ class FedAvg(Strategy):
             return None
         return evaluate_fn(server_round, parameters_to_ndarrays(parameters), {})
 
+    def evaluates_centrally(self) -> bool:
+        """With an ``evaluate_fn``, or an ``evaluate`` of a subclass's own."""
+        return self.evaluate_fn is not None or type(self).evaluate is not FedAvg.evaluate
+
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
@@ -154,11 +158,15 @@ class FedAvg(Strategy):
         """The core's aggregation over the results (weighted by ``num_examples``)."""
         if not results or (failures and not self.accept_failures):
             return None, {}
-        current = self._current(None)
-        like = current.arrays if len(current.arrays) else record_of(results[0][1].parameters, None)
-        mean, current.state = self.core.aggregation.update(
-            _updates(results, like), like, current.state
-        )
+        current = self._round  # None when called outside a run, e.g. in a unit test
+        if current is not None and len(current.arrays):
+            like, state = current.arrays, current.state
+        else:
+            like = record_of(results[0][1].parameters, None)
+            state = self.core.init_state(like)
+        mean, state = self.core.aggregation.update(_updates(results, like), like, state)
+        if current is not None:
+            current.state = state
         metrics: dict[str, Scalar] = {}
         if self.fit_metrics_aggregation_fn is not None:
             metrics = self.fit_metrics_aggregation_fn(

@@ -153,16 +153,22 @@ class Strategy(CoreStrategy):
             if parameters is not None:
                 initial_arrays = record_of(parameters, None)
         driver = _Driver(self)
+        if evaluate_fn is None and self.evaluates_centrally():
+            evaluate_fn = driver.evaluate_centrally
         try:
             return driver.start(
                 grid,
                 initial_arrays,
                 num_rounds=num_rounds,
                 timeout_s=timeout_s,
-                evaluate_fn=evaluate_fn if evaluate_fn is not None else driver.evaluate_centrally,
+                evaluate_fn=evaluate_fn,
             )
         finally:
             self._round = None
+
+    def evaluates_centrally(self) -> bool:
+        """Whether ``evaluate`` may return results (False: the run skips calling it)."""
+        return True
 
     # pollinate's steps, each calling the Flower method it stands for
 
