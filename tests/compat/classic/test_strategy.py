@@ -218,3 +218,36 @@ def test_as_server_app_runs_a_flower_strategy_on_run_simulation():
     result = pollinate.run_simulation(FedAvg().as_server_app(2), app, num_nodes=3)
     assert [r.server_round for r in result.rounds] == [1, 2]
     assert fl.server.history_from_result(result).losses_distributed[-1][0] == 2
+
+
+class Halves(fl.server.strategy.Strategy):
+    """A strategy written from Flower's abstract class: each round halves the model."""
+
+    def initialize_parameters(self, client_manager):
+        return ndarrays_to_parameters([np.full(3, 8.0, np.float32), np.ones((2, 2))])
+
+    def configure_fit(self, server_round, parameters, client_manager):
+        proxies = sorted(client_manager.all().values(), key=lambda p: p.node_id)
+        return [(proxies[0], FitIns(parameters, {}))]
+
+    def aggregate_fit(self, server_round, results, failures):
+        (_, res), *_ = results
+        first, second = parameters_to_ndarrays(res.parameters)
+        return ndarrays_to_parameters([first / 2, second]), {"n": len(results)}
+
+    def configure_evaluate(self, server_round, parameters, client_manager):
+        return []
+
+    def aggregate_evaluate(self, server_round, results, failures):
+        return None, {}
+
+    def evaluate(self, server_round, parameters):
+        return float(parameters_to_ndarrays(parameters)[0][0]), {}
+
+
+def test_a_strategy_from_flowers_abstract_class_runs():
+    history = simulate(shift_by_cid, Halves(), num_rounds=2)
+    # client "0" trains to the model + 0; the strategy halves it
+    assert history.losses_centralized == [(0, 8.0), (1, 4.0), (2, 2.0)]
+    assert history.metrics_distributed_fit == {"n": [(1, 1), (2, 1)]}
+    assert history.losses_distributed == []
