@@ -9,9 +9,11 @@ writable ones (Flower's clients may edit them) and converts ``Client``'s ``Ins``
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 from collections.abc import Callable
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FlowerClientFn", "client_fn_handlers", "flower_context"]
 
-FlowerClient = NumPyClient | Client
+_RECORDS = "pollinate.compat.flwr._records"
 
 
 class FlowerClientFn:
@@ -89,13 +91,19 @@ def flower_context(context: Context) -> Any:
 
     Before that side exists the pollinate Context itself stands in: it has the same fields.
     """
+    records = _records()
+    return context if records is None else records.flower_context(context)
+
+
+@functools.cache
+def _records() -> ModuleType | None:
+    """The message API side's records module, looked for once (None before it exists)."""
     try:
-        records = importlib.import_module("pollinate.compat.flwr._records")
+        return importlib.import_module(_RECORDS)
     except ModuleNotFoundError as err:
-        if err.name != "pollinate.compat.flwr._records":
+        if err.name != _RECORDS:
             raise
-        return context
-    return records.flower_context(context)
+        return None
 
 
 class _Wrapped(pollinate_client.NumPyClient):
