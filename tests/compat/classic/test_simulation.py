@@ -50,3 +50,16 @@ def test_num_clients_or_clients_ids_exactly_one():
         fl.simulation.start_simulation(client_fn=shift_by_cid, num_clients=2, clients_ids=["a"])
     with pytest.raises(ConfigError, match="distinct"):
         fl.simulation.start_simulation(client_fn=shift_by_cid, clients_ids=["a", "a"])
+
+
+def test_run_simulation_runs_the_apps_as_they_are():
+    from pollinate.client import ClientApp
+    from pollinate.compat.flwr.client._adapter import FlowerClientFn
+
+    strategy = fl.server.strategy.FedAvg()
+    client_app = ClientApp(client_fn=FlowerClientFn(shift_by_cid))
+    SEEN.clear()
+    assert fl.simulation.run_simulation(strategy.as_server_app(1), client_app, 3) is None
+    assert sorted(set(SEEN["cid"])) == ["0", "1", "2"]
+    with pytest.raises(ConfigError, match="ServerApp and a ClientApp"):
+        fl.simulation.run_simulation(strategy, client_app, 3)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Flower's ``flwr.simulation.start_simulation`` on ``pollinate.run_simulation``.
+"""Flower's ``flwr.simulation``: ``start_simulation`` and ``run_simulation`` on pollinate's.
 
 Maps: ``client_fn`` (``(context)`` or legacy ``(cid: str)``, cid "0".."N-1" = the partition
 id) -> a ClientApp through ``client_fn_handlers``; ``num_clients`` -> ``num_nodes``;
@@ -6,7 +6,8 @@ id) -> a ClientApp through ``client_fn_handlers``; ``num_clients`` -> ``num_node
 result -> ``History``. The nodes run inline (one process, no copies) unless
 ``backend="process"`` is given. Ray's arguments (``client_resources``, ``ray_init_args``,
 ``keep_initialised``, ``actor_type``, ``actor_kwargs``, ``actor_scheduling``) are accepted
-and said once to be ignored: there is no Ray.
+and said once to be ignored: there is no Ray. ``run_simulation(server_app, client_app,
+num_supernodes)`` (Flower 1.8+) passes the apps to ``pollinate.run_simulation`` as they are.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from typing import Any
 from ....client import ClientApp
 from ....context import UserConfig
 from ....errors import ConfigError
-from ....simulation import run_simulation
+from ....server import ServerApp
+from ....simulation import run_simulation as pollinate_run_simulation
 from ....strategy import Strategy as CoreStrategy
 from ..client._adapter import FlowerClientFn
 from ..common.logger import warn_once
@@ -25,7 +27,7 @@ from ..server.app import _refuse_custom, default_strategy, strategy_server_app
 from ..server.history import History, history_from_result
 from ..server.server_config import ServerConfig, server_config
 
-__all__ = ["start_simulation"]
+__all__ = ["run_simulation", "start_simulation"]
 
 
 def start_simulation(
@@ -62,7 +64,7 @@ def start_simulation(
     )
     ids = _client_ids(num_clients, clients_ids)
     app = ClientApp(client_fn=FlowerClientFn(client_fn))
-    result = run_simulation(
+    result = pollinate_run_simulation(
         strategy_server_app(default_strategy(strategy), server_config(config)),
         app,
         num_nodes=len(ids) if ids else int(num_clients or 0),
@@ -71,6 +73,33 @@ def start_simulation(
         backend_options=backend_options,
     )
     return history_from_result(result)
+
+
+def run_simulation(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_supernodes: int,
+    backend_name: str = "ray",
+    backend_config: Mapping[str, Any] | None = None,
+    enable_tf_gpu_growth: bool = False,
+    verbose_logging: bool = False,
+) -> None:
+    """Run a ServerApp and a ClientApp on ``num_supernodes`` virtual nodes (inline, no Ray).
+
+    ``backend_name``, ``backend_config`` and ``enable_tf_gpu_growth`` are Ray's: said once
+    to be ignored. Flower returns nothing; the run's history is what the ServerApp keeps.
+    """
+    if not isinstance(server_app, ServerApp) or not isinstance(client_app, ClientApp):
+        raise ConfigError(
+            f"run_simulation takes a ServerApp and a ClientApp, got {type(server_app).__name__} "
+            f"and {type(client_app).__name__}"
+        )
+    _ray_ignored(
+        backend_name=backend_name != "ray",
+        backend_config=backend_config is not None,
+        enable_tf_gpu_growth=enable_tf_gpu_growth,
+    )
+    pollinate_run_simulation(server_app, client_app, num_nodes=num_supernodes)
 
 
 class _NodeConfig:
