@@ -15,11 +15,17 @@ __all__ = ["ClientProxy"]
 
 
 class ClientProxy:
-    """One node: ``cid`` (its id as a string) and ``node_id`` (pollinate's node id)."""
+    """One node: ``cid`` (its id as a string) and ``node_id`` (pollinate's node id).
+
+    The adapter makes them with ``cid = str(node_id)``; one made by hand with a cid that is
+    not a number gets node id 0 (it addresses no node).
+    """
 
     def __init__(self, cid: str, node_id: int | None = None) -> None:
         self.cid = cid
-        self.node_id = int(cid) if node_id is None else node_id
+        if node_id is None:
+            node_id = int(cid) if cid.isdecimal() else 0
+        self.node_id = node_id
         self.properties: dict[str, Any] = {}
 
     def __repr__(self) -> str:
