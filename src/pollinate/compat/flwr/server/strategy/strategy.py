@@ -33,7 +33,7 @@ from .....errors import ConfigError
 from .....message import Message, MessageType
 from .....records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from .....server import Grid, Result
-from .....strategy import RoundConfig
+from .....strategy import EvaluateFn, RoundConfig
 from .....strategy import Strategy as CoreStrategy
 from .....strategy._validate import check_evaluate_reply, check_train_reply
 from ...common.logger import warn_once
@@ -134,7 +134,7 @@ class Strategy(CoreStrategy):
         timeout_s: float | None = 3600.0,
         train_config: RoundConfig | None = None,
         evaluate_config: RoundConfig | None = None,
-        evaluate_fn: Any = None,
+        evaluate_fn: EvaluateFn | None = None,
     ) -> Result:
         """Run ``num_rounds`` on pollinate's round loop, calling the Flower methods each round.
 
