@@ -1,0 +1,176 @@
+"""A Flower client behind pollinate's own classic client adapter (``numpy_client_handlers``).
+
+``client_fn_handlers(client_fn)`` is the one place a Flower ``client_fn`` (``(context)`` or
+the legacy ``(cid: str)``) becomes pollinate handlers. The Flower client it returns is
+wrapped in a ``pollinate.NumPyClient`` that copies the read-only arrays it is given into
+writable ones (Flower's clients may edit them) and converts ``Client``'s ``Ins``/``Res``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import importlib
+import inspect
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .... import client as pollinate_client
+from ....client._numpy_client import numpy_client_handlers
+from ....context import Context
+from ....errors import AppError, ConfigError
+from ..common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
+from ..common.typing import (
+    Code,
+    EvaluateIns,
+    FitIns,
+    GetParametersIns,
+    NDArrays,
+    Parameters,
+    Status,
+)
+from .client import Client, unwrap
+from .numpy_client import NumPyClient
+
+if TYPE_CHECKING:
+    from ....client import Handler
+
+__all__ = ["FlowerClientFn", "client_fn_handlers", "flower_context"]
+
+_RECORDS = "pollinate.compat.flwr._records"
+
+
+class FlowerClientFn:
+    """Makes the Flower client for a node and wraps it as a ``pollinate.NumPyClient``.
+
+    An object rather than a closure, so that a ClientApp built from a module-level
+    ``client_fn`` can be shipped to worker processes.
+    """
+
+    __slots__ = ("client_fn", "takes_cid")
+
+    def __init__(self, client_fn: Callable[..., Any]) -> None:
+        if not callable(client_fn):
+            raise ConfigError(
+                f"client_fn must be a function client_fn(context) -> NumPyClient or Client, "
+                f"got {type(client_fn).__name__}"
+            )
+        self.client_fn = client_fn
+        self.takes_cid = _takes_cid(client_fn)
+
+    def __call__(self, context: Context) -> pollinate_client.NumPyClient:
+        flower_ctx = flower_context(context)
+        made = self.client_fn(_cid(context) if self.takes_cid else flower_ctx)
+        return as_pollinate_client(made, flower_ctx)
+
+
+def client_fn_handlers(client_fn: Callable[..., Any]) -> dict[str, Handler]:
+    """Pollinate handlers ("train", "evaluate", "query.get-parameters") for a Flower client_fn."""
+    return numpy_client_handlers(FlowerClientFn(client_fn))
+
+
+def as_pollinate_client(client: object, context: Any) -> pollinate_client.NumPyClient:
+    """A Flower ``NumPyClient`` or ``Client`` behind pollinate's NumPyClient methods."""
+    if isinstance(client, Client):
+        client = unwrap(client)
+    if not isinstance(client, (NumPyClient, Client)):
+        raise AppError(
+            f"client_fn must return a Flower NumPyClient or Client, got {type(client).__name__}: "
+            "subclass pollinate.compat.flwr.client.NumPyClient"
+        )
+    with contextlib.suppress(AttributeError):  # __slots__ or a read-only context: kept
+        client.context = context
+    return _Wrapped(client)
+
+
+def flower_context(context: Context) -> Any:
+    """Flower's view of a node's Context, from the message API side (``.._records``).
+
+    Before that side exists the pollinate Context itself stands in: it has the same fields.
+    """
+    records = _records()
+    return context if records is None else records.flower_context(context)
+
+
+@functools.cache
+def _records() -> ModuleType | None:
+    """The message API side's records module, looked for once (None before it exists)."""
+    try:
+        return importlib.import_module(_RECORDS)
+    except ModuleNotFoundError as err:
+        if err.name != _RECORDS:
+            raise
+        return None
+
+
+class _Wrapped(pollinate_client.NumPyClient):
+    """A Flower client answering pollinate's NumPyClient calls."""
+
+    def __init__(self, flower: NumPyClient | Client) -> None:
+        self.flower = flower
+
+    def get_parameters(self, config: dict[str, Any]) -> NDArrays:
+        if isinstance(self.flower, NumPyClient):
+            return self.flower.get_parameters(config)
+        res = self.flower.get_parameters(GetParametersIns(config))
+        _check_status("get_parameters", res.status)
+        return _arrays(res.parameters)
+
+    def fit(self, parameters: NDArrays, config: dict[str, Any]) -> tuple[Any, int, Any]:
+        writable = _writable(parameters)
+        if isinstance(self.flower, NumPyClient):
+            return self.flower.fit(writable, config)
+        res = self.flower.fit(FitIns(ndarrays_to_parameters(writable), config))
+        _check_status("fit", res.status)
+        return _arrays(res.parameters), res.num_examples, res.metrics
+
+    def evaluate(self, parameters: NDArrays, config: dict[str, Any]) -> tuple[Any, int, Any]:
+        writable = _writable(parameters)
+        if isinstance(self.flower, NumPyClient):
+            return self.flower.evaluate(writable, config)
+        res = self.flower.evaluate(EvaluateIns(ndarrays_to_parameters(writable), config))
+        _check_status("evaluate", res.status)
+        return res.loss, res.num_examples, res.metrics
+
+
+def _writable(arrays: NDArrays) -> NDArrays:
+    """Writable arrays for Flower code: pollinate's read-only views are copied."""
+    return [a if a.flags.writeable else np.array(a) for a in arrays]
+
+
+def _arrays(parameters: Parameters) -> NDArrays:
+    """The arrays in ``parameters``: those held as they are, else the decoded bytes."""
+    if not isinstance(parameters, Parameters):
+        raise AppError(f"a Client must return Parameters, got {type(parameters).__name__}")
+    return (
+        parameters.arrays if parameters.arrays is not None else parameters_to_ndarrays(parameters)
+    )
+
+
+def _check_status(method: str, status: Status) -> None:
+    if status.code != Code.OK:
+        raise AppError(f"Client.{method} returned status {status.code.name}: {status.message}")
+
+
+def _takes_cid(client_fn: Callable[..., Any]) -> bool:
+    """Whether ``client_fn`` is the legacy ``client_fn(cid: str)``, not ``client_fn(context)``."""
+    try:
+        parameters = list(inspect.signature(client_fn).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C callable: take the current form
+        return False
+    if len(parameters) != 1:
+        return False
+    (parameter,) = parameters
+    return parameter.name == "cid" or parameter.annotation in (str, "str")
+
+
+def _cid(context: Context) -> str:
+    """A node's Flower client id: its partition id in simulation ("0".."N-1"), else its id.
+
+    ``start_simulation(clients_ids=...)`` puts each node's own under ``cid``.
+    """
+    partition = context.node_config.get("cid", context.node_config.get("partition-id"))
+    return str(partition if partition is not None else context.node_id)

@@ -1,0 +1,63 @@
+"""Flower's ``flwr.common.logger``: ``log(level, msg, *args)`` on pollinate's logger.
+
+Records go to the ``pollinate.flwr`` logger, so they show wherever pollinate's own do.
+``plain_text_said_once`` keeps pollinate's link and nodes from repeating a plain-text
+warning the Flower call has given already (once, naming the secure alternative).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+
+__all__ = ["FLOWER_LOGGER", "log", "logger", "plain_text_said_once", "warn_once"]
+
+logger = logging.getLogger("pollinate.flwr")
+FLOWER_LOGGER = logger
+log = logger.log
+
+_said: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log ``message`` as a WARNING the first time ``key`` is seen in this process."""
+    if key not in _said:
+        _said.add(key)
+        logger.warning(message)
+
+
+class _PlainTextSaid(logging.Filter):
+    """Drops pollinate's own plain-text warnings while a Flower call has said it once already."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.users = 0
+        self.lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(PLAIN_TEXT_PREFIX)
+
+
+PLAIN_TEXT_PREFIX = "plain text (--insecure)"
+_PLAIN_TEXT_LOGGERS = ("pollinate.link", "pollinate.node")
+_plain_text = _PlainTextSaid()
+
+
+@contextlib.contextmanager
+def plain_text_said_once() -> Iterator[None]:
+    """While inside, pollinate's link and nodes do not repeat the plain-text warning."""
+    with _plain_text.lock:
+        if _plain_text.users == 0:
+            for name in _PLAIN_TEXT_LOGGERS:
+                logging.getLogger(name).addFilter(_plain_text)
+        _plain_text.users += 1
+    try:
+        yield
+    finally:
+        with _plain_text.lock:
+            _plain_text.users -= 1
+            if _plain_text.users == 0:
+                for name in _PLAIN_TEXT_LOGGERS:
+                    logging.getLogger(name).removeFilter(_plain_text)

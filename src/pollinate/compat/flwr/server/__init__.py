@@ -1,0 +1,46 @@
+"""Flower's ``flwr.server``: ``start_server``, ``ServerConfig``, ``History``, ``strategy``.
+
+Maps: ``start_server`` -> ``pollinate.start_server`` (returns ``History``, made from the
+run's ``Result`` by ``history_from_result``); ``ServerConfig`` / ``ServerAppComponents``
+(``.server_config``); ``ClientProxy`` / ``ClientManager`` over pollinate's Grid. Flower 1.x
+``ServerApp(server_fn=...)`` and ``Grid`` are the message API side's, loaded when first used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from . import strategy as strategy
+from .app import start_server as start_server
+from .client_manager import ClientManager as ClientManager
+from .client_proxy import ClientProxy as ClientProxy
+from .history import History as History
+from .history import history_from_result as history_from_result
+from .server_config import ServerAppComponents as ServerAppComponents
+from .server_config import ServerConfig as ServerConfig
+
+__all__ = [
+    "ClientManager",
+    "ClientProxy",
+    "Grid",
+    "History",
+    "ServerApp",
+    "ServerAppComponents",
+    "ServerConfig",
+    "history_from_result",
+    "start_server",
+    "strategy",
+]
+
+_MESSAGE_API = frozenset({"Grid", "ServerApp"})
+
+
+def __getattr__(name: str) -> Any:
+    """``ServerApp`` and ``Grid`` from the message API side (``..serverapp``), when first used."""
+    if name in _MESSAGE_API:
+        return getattr(importlib.import_module("pollinate.compat.flwr.serverapp"), name)
+    raise AttributeError(
+        f"pollinate.compat.flwr.server has no attribute {name!r}: this part of Flower's API "
+        "is not supported; docs/migrating-from-flower.md lists what is"
+    )

@@ -1,0 +1,140 @@
+"""Flower's ``flwr.simulation``: ``start_simulation`` and ``run_simulation`` on pollinate's.
+
+Maps: ``client_fn`` (``(context)`` or legacy ``(cid: str)``, cid "0".."N-1" = the partition
+id) -> a ClientApp through ``client_fn_handlers``; ``num_clients`` -> ``num_nodes``;
+``config`` -> ``num_rounds`` and the round timeout; ``strategy`` -> the server app; the
+result -> ``History``. The nodes run inline (one process, no copies) unless
+``backend="process"`` is given. Ray's arguments (``client_resources``, ``ray_init_args``,
+``keep_initialised``, ``actor_type``, ``actor_kwargs``, ``actor_scheduling``) are accepted
+and said once to be ignored: there is no Ray. ``run_simulation(server_app, client_app,
+num_supernodes)`` (Flower 1.8+) passes the apps to ``pollinate.run_simulation`` as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ....client import ClientApp
+from ....context import UserConfig
+from ....errors import ConfigError
+from ....server import ServerApp
+from ....simulation import run_simulation as pollinate_run_simulation
+from ....strategy import Strategy as CoreStrategy
+from ..client._adapter import FlowerClientFn
+from ..common.logger import warn_once
+from ..server.app import _refuse_custom, default_strategy, strategy_server_app
+from ..server.history import History, history_from_result
+from ..server.server_config import ServerConfig, server_config
+
+__all__ = ["run_simulation", "start_simulation"]
+
+
+def start_simulation(
+    *,
+    client_fn: Callable[..., Any],
+    num_clients: int | None = None,
+    clients_ids: list[str] | None = None,
+    client_resources: Mapping[str, float] | None = None,
+    server: Any = None,
+    config: ServerConfig | Mapping[str, Any] | None = None,
+    strategy: CoreStrategy | None = None,
+    client_manager: Any = None,
+    ray_init_args: Mapping[str, Any] | None = None,
+    keep_initialised: bool | None = False,
+    actor_type: Any = None,
+    actor_kwargs: Mapping[str, Any] | None = None,
+    actor_scheduling: str | Any = "DEFAULT",
+    backend: str = "inline",
+    backend_options: Mapping[str, object] | None = None,
+) -> History:
+    """Run ``strategy`` (default FedAvg) on ``num_clients`` virtual clients; return its History.
+
+    ``clients_ids`` names the clients instead (``client_fn(cid)`` gets those). ``backend``
+    and ``backend_options`` are pollinate's (``"process"`` runs the clients in workers).
+    """
+    _refuse_custom(server, client_manager)
+    _ray_ignored(
+        client_resources=client_resources is not None,
+        ray_init_args=ray_init_args is not None,
+        keep_initialised=bool(keep_initialised),
+        actor_type=actor_type is not None,
+        actor_kwargs=actor_kwargs is not None,
+        actor_scheduling=actor_scheduling != "DEFAULT",
+    )
+    ids = _client_ids(num_clients, clients_ids)
+    app = ClientApp(client_fn=FlowerClientFn(client_fn))
+    result = pollinate_run_simulation(
+        strategy_server_app(default_strategy(strategy), server_config(config)),
+        app,
+        num_nodes=len(ids) if ids else int(num_clients or 0),
+        node_config_fn=_NodeConfig(ids),
+        backend=backend,
+        backend_options=backend_options,
+    )
+    return history_from_result(result)
+
+
+def run_simulation(
+    server_app: ServerApp,
+    client_app: ClientApp,
+    num_supernodes: int,
+    backend_name: str = "ray",
+    backend_config: Mapping[str, Any] | None = None,
+    enable_tf_gpu_growth: bool = False,
+    verbose_logging: bool = False,
+) -> None:
+    """Run a ServerApp and a ClientApp on ``num_supernodes`` virtual nodes (inline, no Ray).
+
+    ``backend_name``, ``backend_config`` and ``enable_tf_gpu_growth`` are Ray's: said once
+    to be ignored. Flower returns nothing; the run's history is what the ServerApp keeps.
+    """
+    if not isinstance(server_app, ServerApp) or not isinstance(client_app, ClientApp):
+        raise ConfigError(
+            f"run_simulation takes a ServerApp and a ClientApp, got {type(server_app).__name__} "
+            f"and {type(client_app).__name__}"
+        )
+    _ray_ignored(
+        backend_name=backend_name != "ray",
+        backend_config=backend_config is not None,
+        enable_tf_gpu_growth=enable_tf_gpu_growth,
+    )
+    pollinate_run_simulation(server_app, client_app, num_nodes=num_supernodes)
+
+
+class _NodeConfig:
+    """Each node's partition, and its Flower cid when ``clients_ids`` names them."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: list[str] | None) -> None:
+        self.ids = ids
+
+    def __call__(self, partition_id: int, num_partitions: int) -> UserConfig:
+        config: dict[str, bool | int | float | str] = {
+            "partition-id": partition_id,
+            "num-partitions": num_partitions,
+        }
+        if self.ids is not None:
+            config["cid"] = self.ids[partition_id]
+        return config
+
+
+def _client_ids(num_clients: int | None, clients_ids: list[str] | None) -> list[str] | None:
+    if (num_clients is None) == (clients_ids is None):
+        raise ConfigError("give start_simulation num_clients or clients_ids (exactly one)")
+    if clients_ids is None:
+        return None
+    if not clients_ids or len(set(clients_ids)) != len(clients_ids):
+        raise ConfigError("clients_ids must be a non-empty list of distinct ids")
+    return [str(cid) for cid in clients_ids]
+
+
+def _ray_ignored(**given: bool) -> None:
+    for name, was_given in given.items():
+        if was_given:
+            warn_once(
+                f"ray-{name}",
+                f"{name} is ignored: pollinate simulates without Ray (the inline backend runs "
+                "the clients in this process; backend='process' runs them in workers)",
+            )
