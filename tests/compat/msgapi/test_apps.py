@@ -65,8 +65,8 @@ def _driver(messages: list[Message], replies: list[Message]) -> ServerApp:
 
 def _send(client_app: ClientApp, *messages: Message) -> list[Message]:
     replies: list[Message] = []
-    with pytest.raises(AppError, match="finished without a result"):  # no strategy ran
-        pollinate.run_simulation(_driver(list(messages), replies), client_app, num_nodes=2)
+    result = pollinate.run_simulation(_driver(list(messages), replies), client_app, num_nodes=2)
+    assert result.rounds == []  # a hand-written loop, as Flower allows: no rounds recorded
     return replies
 
 
@@ -91,8 +91,7 @@ def test_push_and_pull_messages():
         replies.extend(grid.pull_messages(ids))
         assert grid.run_id == context.run_id
 
-    with pytest.raises(AppError, match="finished without a result"):
-        pollinate.run_simulation(app, _numpy_app.app, num_nodes=2)
+    pollinate.run_simulation(app, _numpy_app.app, num_nodes=2)
     assert replies[0].content["metrics"]["n"] == 0
 
 
@@ -186,8 +185,7 @@ def test_server_lifespan_wraps_the_run():
     def main(grid: Grid, context: Context) -> None:
         seen.append("main")
 
-    with pytest.raises(AppError):
-        pollinate.run_simulation(app, _numpy_app.app, num_nodes=1)
+    pollinate.run_simulation(app, _numpy_app.app, num_nodes=1)
     assert seen == ["enter", "main", "exit"]
 
 

@@ -271,3 +271,29 @@ def test_aggregate_train_outside_start_uses_the_replies_own_arrays():
     assert arrays is not None and metrics is not None
     np.testing.assert_array_equal(arrays["0"].numpy(), [2.0, 2.0])
     assert FedAvg().aggregate_train(1, []) == (None, None)
+
+
+def test_strategy_utils_aggregate_as_flowers_with_pollinates_kernels():
+    from pollinate.compat.flwr.serverapp.strategy.strategy_utils import (
+        aggregate_arrayrecords,
+        aggregate_metricrecords,
+        log_strategy_start_info,
+    )
+
+    records = [
+        RecordDict(
+            {
+                "model": ArrayRecord([np.full(2, value)]),
+                "stats": MetricRecord({"n": weight, "acc": value}),
+            }
+        )
+        for value, weight in ((1.0, 1), (4.0, 2))
+    ]
+    mean = aggregate_arrayrecords(records, "n")
+    assert isinstance(mean, ArrayRecord)
+    np.testing.assert_array_equal(mean["0"].numpy(), [3.0, 3.0])
+    assert dict(aggregate_metricrecords(records, "n")) == {"acc": 3.0}
+    assert aggregate_arrayrecords([], "n") == ArrayRecord()
+    log_strategy_start_info(3, mean, ConfigRecord({"lr": 0.1}), None)
+    with pytest.raises(pollinate.errors.RecordError, match="exactly one ArrayRecord"):
+        aggregate_arrayrecords([RecordDict()], "n")

@@ -9,6 +9,7 @@ from typing import Any, TypeAlias
 
 from ....context import Context as CoreContext
 from ....errors import AppError, ConfigError
+from ....records import ArrayRecord as CoreArrayRecord
 from ....records import RecordDict as CoreRecordDict
 from ....server import Grid as CoreGrid
 from ....server import Result as CoreResult
@@ -33,10 +34,12 @@ class Grid:
     views of pollinate's, so nothing is copied.
     """
 
-    __slots__ = ("_core",)
+    __slots__ = ("_core", "ran_strategy")
 
     def __init__(self, grid: CoreGrid) -> None:
         self._core = grid
+        self.ran_strategy = False
+        """Whether a strategy's ``start`` ran on this grid (its history is the run's)."""
 
     @property
     def run_id(self) -> int:
@@ -156,8 +159,16 @@ class _FlowerMain:
         self.fn = fn
 
     def __call__(self, grid: CoreGrid, context: CoreContext) -> CoreResult | None:
-        returned = self.fn(Grid(grid), flower_context(context))
-        return returned if isinstance(returned, CoreResult) else None
+        view = Grid(grid)
+        returned = self.fn(view, flower_context(context))
+        if isinstance(returned, CoreResult):
+            return returned
+        if view.ran_strategy:
+            return None  # strategy.start reported its history to the run
+        # A hand-written loop over grid.send_and_receive, as Flower allows: no rounds to keep.
+        empty = CoreResult(CoreArrayRecord())
+        grid.observer.on_result(empty)
+        return empty
 
 
 class _FixedComponents:

@@ -4,7 +4,8 @@
 (arrays, metrics)``, ``super()`` included), ``Result``, ``FedAvg`` and the strategies
 pollinate has too: ``FedProx``, ``FedAvgM``, ``FedAdam``, ``FedYogi``, ``FedAdagrad``,
 ``FedMedian``, ``FedTrimmedAvg``, ``Krum``, ``MultiKrum``, ``Bulyan``, ``QFedAvg``; each builds
-the pollinate strategy of the same name and delegates to it.
+the pollinate strategy of the same name and delegates to it. ``strategy_utils`` has
+Flower's aggregation helpers for custom strategies, on pollinate's kernels.
 """
 
 from ._fedavg import Bulyan as Bulyan

@@ -146,6 +146,8 @@ class Strategy(ABC):
             evaluate_config=evaluate_config,
             evaluate_fn=flower_fn,
         )
+        if isinstance(grid, Grid):
+            grid.ran_strategy = True
         return Result.from_core(result)
 
     # What pollinate's loop asks beyond Flower's five methods; FedAvg refines them.
