@@ -1,7 +1,7 @@
 """A small message-API app in Flower's style (numpy only), importable by worker processes.
 
-Node ``i`` holds ``i * 10`` examples and moves every weight by ``+i``: FedAvg's weighted mean
-after one round is then ``w + sum(i * 10i) / sum(10i)``, easy to check by hand.
+Node ``i`` (partition ``i - 1``) holds ``i * 10`` examples and moves every weight by ``+i``:
+FedAvg's weighted mean after one round is then ``w + sum(i * 10i) / sum(10i)``.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ app = ClientApp()
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    """Add the node id to every weight; count the calls in the node's state."""
-    node = context.node_id
+    """Add the node's number to every weight; count the calls in the node's state."""
+    node = int(context.node_config["partition-id"]) + 1
     arrays = msg.content["arrays"].to_numpy_ndarrays()
     for array in arrays:
         array += node  # Flower's arrays are writable copies
