@@ -249,8 +249,24 @@ def test_bulyan_with_its_own_selection_rule_is_a_clear_error():
 
 
 def test_a_flower_strategy_pollinate_lacks_is_named_with_what_it_has():
-    with pytest.raises(AttributeError, match=r"pollinate has Bulyan, .*FedAvg"):
+    with pytest.raises(ImportError, match=r"pollinate has Bulyan, .*FedAvg"):
+        from pollinate.compat.flwr.serverapp.strategy import FedXgbCyclic  # noqa: F401
+    with pytest.raises(ConfigError, match="DifferentialPrivacyServerSideFixedClipping"):
         _ = flwr_strategy.DifferentialPrivacyServerSideFixedClipping
+    assert not hasattr(flwr_strategy, "__wrapped__")  # tools' probes get AttributeError
+
+
+@pytest.mark.parametrize(
+    ("module", "name"),
+    [
+        ("pollinate.compat.flwr.app", "UserConfigError"),
+        ("pollinate.compat.flwr.clientapp", "mod"),
+        ("pollinate.compat.flwr.serverapp", "SuperGrid"),
+    ],
+)
+def test_every_module_names_what_it_lacks(module, name):
+    with pytest.raises(ImportError, match=rf"{module} has no '{name}'.*migrating-from-flower"):
+        exec(f"from {module} import {name}")
 
 
 def test_aggregate_train_outside_start_uses_the_replies_own_arrays():

@@ -7,12 +7,25 @@ from types import ModuleType
 
 from ...errors import ConfigError
 
-__all__ = ["classic", "unsupported"]
+__all__ = ["UnsupportedName", "classic", "unsupported"]
 
 
-def unsupported(module: str, name: str, hint: str) -> AttributeError:
-    """An AttributeError that names the missing Flower name, the alternative and the guide."""
-    return AttributeError(
+class UnsupportedName(ConfigError, ImportError):
+    """A Flower name pollinate does not map: ``from flwr... import X`` fails with this.
+
+    An ImportError (so ``try: ... except ImportError`` fallbacks still work) that is not an
+    AttributeError, so that ``from ... import`` shows its message instead of Python's own.
+    """
+
+
+def unsupported(module: str, name: str, hint: str) -> Exception:
+    """The error for ``module.name``: the missing name, the alternative and the guide.
+
+    Private and dunder names get a plain AttributeError, as tools probe modules for them.
+    """
+    if name.startswith("_"):
+        return AttributeError(f"module {module!r} has no attribute {name!r}")
+    return UnsupportedName(
         f"{module} has no {name!r}: this part of Flower's API is not supported ({hint}); "
         "docs/migrating-from-flower.md lists what is, and the pollinate equivalents"
     )

@@ -32,3 +32,10 @@ __all__ = [
     "UserConfig",
     "UserConfigValue",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Name what is missing from Flower's ``flwr.app`` and what pollinate has."""
+    from .._missing import unsupported
+
+    raise unsupported(__name__, name, "pollinate has " + ", ".join(__all__))

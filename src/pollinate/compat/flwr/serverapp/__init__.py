@@ -10,3 +10,10 @@ from ._app import Grid as Grid
 from ._app import ServerApp as ServerApp
 
 __all__ = ["Grid", "ServerApp", "strategy"]
+
+
+def __getattr__(name: str) -> object:
+    """Name what is missing from Flower's ``flwr.serverapp`` and what pollinate has."""
+    from .._missing import unsupported
+
+    raise unsupported(__name__, name, "pollinate has Grid, ServerApp and strategy")
