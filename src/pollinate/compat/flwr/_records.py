@@ -53,6 +53,7 @@ __all__ = [
     "flower_context",
     "flower_message",
     "flower_record",
+    "flower_record_dict",
 ]
 
 UserConfigValue: TypeAlias = _context.UserConfigValue
