@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -199,23 +203,22 @@ def test_server_app_forms_pollinate_lacks_are_clear_errors():
         app.main()
 
 
-def test_a_server_fn_that_returns_something_else_is_named():
-    pytest.importorskip("pollinate.compat.flwr.server", reason="the classic API lands with it")
-    app = ServerApp(server_fn=lambda context: "components")
-    with pytest.raises(ConfigError, match="ServerAppComponents"):
-        pollinate.run_simulation(app, _numpy_app.app, num_nodes=2)
-
-
 def test_server_fn_runs_a_classic_strategy():
+    """End to end with the classic side (after the merge): Flower 1.x's server_fn form."""
     server = pytest.importorskip(
         "pollinate.compat.flwr.server", reason="the classic API lands with it"
     )
+    common = pytest.importorskip("pollinate.compat.flwr.common")
+    initial = common.ndarrays_to_parameters(_numpy_app.initial_arrays().to_numpy_ndarrays())
 
     def server_fn(context: Context):
         strategy = server.strategy.FedAvg(
-            fraction_evaluate=0.0, initial_parameters=None, min_available_clients=3
+            fraction_fit=1.0,
+            fraction_evaluate=0.0,
+            min_fit_clients=3,
+            min_available_clients=3,
+            initial_parameters=initial,
         )
-        strategy.initial_arrays = _numpy_app.initial_arrays()
         return server.ServerAppComponents(
             strategy=strategy, config=server.ServerConfig(num_rounds=2)
         )
@@ -254,3 +257,67 @@ def test_a_missing_classic_module_is_a_clear_error():
 
     with pytest.raises(ConfigError, match=r"needs pollinate\.compat\.flwr\.nothing"):
         classic("nothing")
+
+
+@dataclass
+class _Config:
+    num_rounds: int = 1
+    round_timeout: float | None = None
+
+
+@dataclass
+class _Components:
+    server: object = None
+    config: _Config | None = None
+    strategy: object = None
+    client_manager: object = None
+
+
+@pytest.fixture
+def contract_server(monkeypatch):
+    """The classic side's ``server`` module as the contract describes it (ServerConfig,
+    ServerAppComponents, history_from_result, strategy.FedAvg), for the 1.x forms' tests."""
+    histories: list[pollinate.Result] = []
+    module = types.ModuleType("pollinate.compat.flwr.server")
+    module.ServerConfig = _Config
+    module.ServerAppComponents = _Components
+    module.history_from_result = lambda result: histories.append(result) or "history"
+    module.strategy = types.SimpleNamespace(FedAvg=pollinate.FedAvg)
+    monkeypatch.setitem(sys.modules, "pollinate.compat.flwr.server", module)
+    return histories
+
+
+def _classic_fedavg() -> pollinate.FedAvg:
+    return pollinate.FedAvg(
+        fraction_evaluate=0.0, min_train_nodes=3, initial_arrays=_numpy_app.initial_arrays()
+    )
+
+
+def test_server_fn_components_run_on_pollinates_loop(contract_server):
+    def server_fn(context: Context) -> _Components:
+        assert isinstance(context, Context)
+        return _Components(config=_Config(num_rounds=2), strategy=_classic_fedavg())
+
+    result = pollinate.run_simulation(ServerApp(server_fn=server_fn), _numpy_app.app, num_nodes=3)
+    np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2 * STEP))
+    assert contract_server == [result]  # the History summary is logged from it
+
+
+def test_config_and_strategy_given_directly_are_a_server_fn(contract_server):
+    app = ServerApp(config=_Config(num_rounds=1), strategy=_classic_fedavg())
+    result = pollinate.run_simulation(app, _numpy_app.app, num_nodes=3)
+    np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), STEP))
+
+
+@pytest.mark.parametrize(
+    ("components", "message"),
+    [
+        ("components", "must return ServerAppComponents"),
+        (_Components(server=object()), "server=..., client_manager=...) is not supported"),
+        (_Components(strategy=object()), "strategy must be a strategy"),
+    ],
+)
+def test_server_fn_mistakes_are_clear_errors(contract_server, components, message):
+    app = ServerApp(server_fn=lambda context: components)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        pollinate.run_simulation(app, _numpy_app.app, num_nodes=3)

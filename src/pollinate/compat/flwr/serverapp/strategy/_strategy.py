@@ -134,7 +134,6 @@ class Strategy(ABC):
         ``evaluate_fn(server_round, arrays)`` runs before round 1 and after each round; it
         gets a Flower ArrayRecord view of the global model.
         """
-        log.info("starting %s", type(self).__name__)
         self.summary()
         flower_fn = None if evaluate_fn is None else _FlowerEvaluateFn(evaluate_fn)
         result = _Bridge(self).start(
