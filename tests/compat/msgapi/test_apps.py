@@ -321,3 +321,27 @@ def test_server_fn_mistakes_are_clear_errors(contract_server, components, messag
     app = ServerApp(server_fn=lambda context: components)
     with pytest.raises(ConfigError, match=re.escape(message)):
         pollinate.run_simulation(app, _numpy_app.app, num_nodes=3)
+
+
+class _AddOne(pollinate.NumPyClient):
+    def fit(self, parameters, config):
+        return [p + 1 for p in parameters], 1, {}
+
+
+def _add_one(context: pollinate.Context) -> _AddOne:
+    return _AddOne()
+
+
+def test_client_fn_form_uses_the_classic_handlers(monkeypatch):
+    """``ClientApp(client_fn=...)`` takes its handlers from the classic side's
+    ``client_fn_handlers`` (a stand-in here: pollinate's own NumPyClient adapter)."""
+    from pollinate.client._numpy_client import numpy_client_handlers
+
+    module = types.ModuleType("pollinate.compat.flwr.client")
+    module.client_fn_handlers = numpy_client_handlers
+    monkeypatch.setitem(sys.modules, "pollinate.compat.flwr.client", module)
+    app = ClientApp(client_fn=_add_one, mods=[app_mod])
+    result = pollinate.run_simulation(
+        _numpy_app.server, app, num_nodes=2, run_config={"fraction-evaluate": 0.0}
+    )
+    np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2.0))
