@@ -305,6 +305,8 @@ def run_command(
     plan = dataclasses.replace(plan, checkpoints=checkpoints)
     stderr = Console(stderr=True, highlight=False)
     _print_header(plan, stderr)
+    for note in plan.app.notes:  # how the pyproject was read (a Flower app's, say): once
+        stderr.print(f"note: {escape(note)}", soft_wrap=True, style="dim")
     quiet_stdout = stdout_to_stderr() if as_json else contextlib.nullcontext()
     with cli_logging(stderr, verbose), quiet_stdout:
         outcome = execute(plan, stderr)

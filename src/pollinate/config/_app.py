@@ -38,6 +38,7 @@ from typing import Any
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..simulation import backend_names
+from ._flower import has_flower_tables, translate
 from ._overrides import (
     Override,
     format_value,
@@ -99,6 +100,8 @@ class AppConfig:
     default_federation: str = DEFAULT_FEDERATION
     predict: str | None = None
     """The ``predict`` hook ``pollinate compare`` scores models with, if the app has one."""
+    notes: tuple[str, ...] = ()
+    """What a person should know about how the file was read (a Flower app's, say)."""
 
     @property
     def pyproject(self) -> Path:
@@ -185,6 +188,7 @@ def load_app_config(app_dir: Path) -> AppConfig:
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read {path}: {err}") from None
     document = parse_toml(text, str(path))
+    document, notes = _pollinate_tables(document, path)
     components = _table(document, COMPONENTS_TABLE, path)
     if components is None:
         raise ConfigError(
@@ -203,7 +207,29 @@ def load_app_config(app_dir: Path) -> AppConfig:
         federations={k: v for k, v in federations.items() if k != "default"},
         default_federation=_default_federation(federations, path),
         predict=_optional_component(components, "predict", path),
+        notes=notes,
     )
+
+
+def _pollinate_tables(
+    document: dict[str, Any], path: Path
+) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The document with ``[tool.pollinate]`` tables, read from ``[tool.flwr]`` if need be.
+
+    A Flower app (``flwr new``) has only ``[tool.flwr.*]``: it is read as pollinate's
+    spelling, with notes saying so. With both, pollinate's tables win.
+    """
+    if not has_flower_tables(document):
+        return document, ()
+    if _table(document, COMPONENTS_TABLE, path) is not None:
+        note = (
+            f"{path.name} has both [tool.pollinate] and [tool.flwr] tables: pollinate's are "
+            "used and [tool.flwr] is ignored"
+        )
+        return document, (note,)
+    translation = translate(document, path)
+    tool = {**document["tool"], "pollinate": translation.tables}
+    return {**document, "tool": tool}, translation.notes
 
 
 def _optional_component(components: Mapping[str, Any], key: str, path: Path) -> str | None:

@@ -1,0 +1,1 @@
+"""flowermnist: a Flower / PyTorch app on skewed MNIST (seeds 000 and 004)."""

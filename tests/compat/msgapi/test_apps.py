@@ -1,0 +1,347 @@
+"""Flower's ClientApp, ServerApp and Grid on pollinate's, on the inline and process backends."""
+
+from __future__ import annotations
+
+import re
+import sys
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pollinate
+from pollinate.compat.flwr.app import (
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from pollinate.compat.flwr.clientapp import ClientApp
+from pollinate.compat.flwr.serverapp import Grid, ServerApp
+from pollinate.errors import AppError, ConfigError, RoundError
+
+from . import _numpy_app
+
+HERE = Path(__file__).parent
+STEP = (1 * 10 + 2 * 20 + 3 * 30) / 60
+
+
+def test_the_apps_are_pollinate_apps():
+    assert isinstance(_numpy_app.app, pollinate.ClientApp)
+    assert isinstance(_numpy_app.server, pollinate.ServerApp)
+    assert _numpy_app.app.message_types == ["evaluate", "query.count", "train"]
+
+
+@pytest.mark.parametrize("client_app", ["_numpy_app:app", _numpy_app.app])
+@pytest.mark.parametrize("backend", ["inline", "process"])
+def test_a_flower_style_app_runs_on_every_backend(backend, client_app):
+    result = pollinate.run_simulation(
+        _numpy_app.server,
+        client_app,
+        num_nodes=3,
+        app_dir=HERE,
+        backend=backend,
+        backend_options={"num_workers": 2} if backend == "process" else None,
+        run_config={"num-server-rounds": 2},
+    )
+    np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2 * STEP))
+    assert [r.train.num_ok for r in result.rounds] == [3, 3]
+    assert result.rounds[-1].train.metrics["calls"] == 2  # the node state travelled too
+    assert result.rounds[-1].evaluate.metrics["loss"] == pytest.approx(2 * STEP)
+
+
+def _driver(messages: list[Message], replies: list[Message]) -> ServerApp:
+    """A ServerApp that sends ``messages`` through Flower's Grid and keeps the replies."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        assert grid.get_node_ids() == [1, 2]
+        replies.extend(grid.send_and_receive(messages, timeout=60))
+
+    return app
+
+
+def _send(client_app: ClientApp, *messages: Message) -> list[Message]:
+    replies: list[Message] = []
+    result = pollinate.run_simulation(_driver(list(messages), replies), client_app, num_nodes=2)
+    assert result.rounds == []  # a hand-written loop, as Flower allows: no rounds recorded
+    return replies
+
+
+def test_grid_send_and_receive_and_named_query_handlers():
+    content = RecordDict({"arrays": _numpy_app.initial_arrays(), "config": ConfigRecord()})
+    train = Message(content, 1, "train")
+    query = Message(RecordDict(), 1, "query.count")
+    replies = _send(_numpy_app.app, train, query)
+    assert [r.metadata.message_type for r in replies] == ["train", "query.count"]
+    assert all(isinstance(r, Message) and r.has_content() for r in replies)
+    assert replies[1].content["metrics"]["n"] == 1  # the train call was counted in the state
+
+
+def test_push_and_pull_messages():
+    app = ServerApp()
+    replies: list[Message] = []
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        message = grid.create_message(RecordDict(), "query.count", 2, group_id="1")
+        ids = grid.push_messages([message])
+        replies.extend(grid.pull_messages(ids))
+        assert grid.run_id == context.run_id
+
+    pollinate.run_simulation(app, _numpy_app.app, num_nodes=2)
+    assert replies[0].content["metrics"]["n"] == 0
+
+
+broken = ClientApp()
+
+
+@broken.train()
+def _returns_nothing(msg: Message, context: Context) -> None:
+    return None
+
+
+@broken.evaluate()
+def _raises(msg: Message, context: Context) -> Message:
+    raise ValueError("no data here")
+
+
+@broken.query()
+def _error_reply(msg: Message, context: Context) -> Message:
+    return Message(Error(code=7, reason="refused"), reply_to=msg)
+
+
+def test_handler_mistakes_become_error_replies_that_name_the_fix():
+    replies = _send(
+        broken,
+        Message(RecordDict(), 1, "train"),
+        Message(RecordDict(), 1, "evaluate"),
+        Message(RecordDict(), 2, "query"),
+    )
+    assert all(r.has_error() for r in replies)
+    assert "build replies with Message(content, reply_to=msg)" in replies[0].error.reason
+    assert "ValueError: no data here" in replies[1].error.reason
+    assert replies[2].error == Error(7, "refused")
+
+
+events: list[str] = []
+
+
+def app_mod(msg: Message, context: Context, call_next) -> Message:
+    events.append(f"app-mod {type(msg).__name__} {type(context).__name__}")
+    reply = call_next(msg, context)
+    events.append(f"app-mod got {type(reply).__name__}")
+    return reply
+
+
+def handler_mod(msg: Message, context: Context, call_next) -> Message:
+    events.append("handler-mod")
+    return call_next(msg, context)
+
+
+modded = ClientApp(mods=[app_mod])
+
+
+@modded.lifespan()
+def _lifespan(context: Context) -> Iterator[None]:
+    events.append(f"enter {type(context).__name__}")
+    yield
+    events.append("exit")
+
+
+@modded.train("special", mods=[handler_mod])
+def _special(msg: Message, context: Context) -> Message:
+    events.append("handler")
+    return Message(RecordDict({"metrics": MetricRecord({"ok": 1})}), reply_to=msg)
+
+
+def test_mods_and_lifespan_see_flower_types():
+    events.clear()
+    (reply,) = _send(modded, Message(RecordDict(), 1, "train.special"))
+    assert reply.content["metrics"]["ok"] == 1
+    assert events == [
+        "enter Context",
+        "app-mod Message Context",
+        "handler-mod",
+        "handler",
+        "app-mod got Message",
+        "exit",
+    ]
+
+
+def test_server_lifespan_wraps_the_run():
+    app = ServerApp()
+    seen: list[str] = []
+
+    @app.lifespan()
+    def lifespan(context: Context) -> Iterator[None]:
+        seen.append("enter")
+        yield
+        seen.append("exit")
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        seen.append("main")
+
+    pollinate.run_simulation(app, _numpy_app.app, num_nodes=1)
+    assert seen == ["enter", "main", "exit"]
+
+
+def test_server_app_forms_pollinate_lacks_are_clear_errors():
+    with pytest.raises(ConfigError, match=r"server=.*not supported"):
+        ServerApp(server=object())
+    with pytest.raises(ConfigError, match="either server_fn"):
+        ServerApp(server_fn=lambda context: None, strategy=object())
+    app = ServerApp(server_fn=lambda context: None)
+    with pytest.raises(AppError, match="server_fn"):
+        app.main()
+
+
+def test_server_fn_runs_a_classic_strategy():
+    """End to end with the classic side (after the merge): Flower 1.x's server_fn form."""
+    server = pytest.importorskip(
+        "pollinate.compat.flwr.server", reason="the classic API lands with it"
+    )
+    common = pytest.importorskip("pollinate.compat.flwr.common")
+    initial = common.ndarrays_to_parameters(_numpy_app.initial_arrays().to_numpy_ndarrays())
+
+    def server_fn(context: Context):
+        strategy = server.strategy.FedAvg(
+            fraction_fit=1.0,
+            fraction_evaluate=0.0,
+            min_fit_clients=3,
+            min_available_clients=3,
+            initial_parameters=initial,
+        )
+        return server.ServerAppComponents(
+            strategy=strategy, config=server.ServerConfig(num_rounds=2)
+        )
+
+    result = pollinate.run_simulation(ServerApp(server_fn=server_fn), _numpy_app.app, num_nodes=3)
+    np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2 * STEP))
+
+
+def test_client_fn_form_needs_the_classic_api():
+    pytest.importorskip("pollinate.compat.flwr.client", reason="the classic API lands with it")
+    from pollinate.compat.flwr.client import NumPyClient
+
+    class Client(NumPyClient):
+        def fit(self, parameters, config):
+            return [p + 1 for p in parameters], 1, {}
+
+    app = ClientApp(client_fn=lambda context: Client().to_client())
+    assert "train" in app.message_types
+
+
+def test_a_round_without_enough_valid_replies_stops_the_run():
+    from pollinate.compat.flwr.serverapp.strategy import FedAvg
+
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        FedAvg().start(grid=grid, initial_arrays=_numpy_app.initial_arrays(), num_rounds=1)
+
+    with pytest.raises(RoundError, match="valid replies"):
+        pollinate.run_simulation(app, broken, num_nodes=2)
+
+
+def test_a_missing_classic_module_is_a_clear_error():
+    from pollinate.compat.flwr._missing import classic
+
+    with pytest.raises(ConfigError, match=r"needs pollinate\.compat\.flwr\.nothing"):
+        classic("nothing")
+
+
+@dataclass
+class _Config:
+    num_rounds: int = 1
+    round_timeout: float | None = None
+
+
+@dataclass
+class _Components:
+    server: object = None
+    config: _Config | None = None
+    strategy: object = None
+    client_manager: object = None
+
+
+@pytest.fixture
+def contract_server(monkeypatch):
+    """The classic side's ``server`` module as the contract describes it (ServerConfig,
+    ServerAppComponents, history_from_result, strategy.FedAvg), for the 1.x forms' tests."""
+    histories: list[pollinate.Result] = []
+    module = types.ModuleType("pollinate.compat.flwr.server")
+    module.ServerConfig = _Config
+    module.ServerAppComponents = _Components
+    module.history_from_result = lambda result: histories.append(result) or "history"
+    module.strategy = types.SimpleNamespace(FedAvg=pollinate.FedAvg)
+    monkeypatch.setitem(sys.modules, "pollinate.compat.flwr.server", module)
+    return histories
+
+
+def _classic_fedavg() -> pollinate.FedAvg:
+    return pollinate.FedAvg(
+        fraction_evaluate=0.0, min_train_nodes=3, initial_arrays=_numpy_app.initial_arrays()
+    )
+
+
+def test_server_fn_components_run_on_pollinates_loop(contract_server):
+    def server_fn(context: Context) -> _Components:
+        assert isinstance(context, Context)
+        return _Components(config=_Config(num_rounds=2), strategy=_classic_fedavg())
+
+    result = pollinate.run_simulation(ServerApp(server_fn=server_fn), _numpy_app.app, num_nodes=3)
+    np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2 * STEP))
+    assert contract_server == [result]  # the History summary is logged from it
+
+
+def test_config_and_strategy_given_directly_are_a_server_fn(contract_server):
+    app = ServerApp(config=_Config(num_rounds=1), strategy=_classic_fedavg())
+    result = pollinate.run_simulation(app, _numpy_app.app, num_nodes=3)
+    np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), STEP))
+
+
+@pytest.mark.parametrize(
+    ("components", "message"),
+    [
+        ("components", "must return ServerAppComponents"),
+        (_Components(server=object()), "server=..., client_manager=...) is not supported"),
+        (_Components(strategy=object()), "strategy must be a strategy"),
+    ],
+)
+def test_server_fn_mistakes_are_clear_errors(contract_server, components, message):
+    app = ServerApp(server_fn=lambda context: components)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        pollinate.run_simulation(app, _numpy_app.app, num_nodes=3)
+
+
+class _AddOne(pollinate.NumPyClient):
+    def fit(self, parameters, config):
+        return [p + 1 for p in parameters], 1, {}
+
+
+def _add_one(context: pollinate.Context) -> _AddOne:
+    return _AddOne()
+
+
+def test_client_fn_form_uses_the_classic_handlers(monkeypatch):
+    """``ClientApp(client_fn=...)`` takes its handlers from the classic side's
+    ``client_fn_handlers`` (a stand-in here: pollinate's own NumPyClient adapter)."""
+    from pollinate.client._numpy_client import numpy_client_handlers
+
+    module = types.ModuleType("pollinate.compat.flwr.client")
+    module.client_fn_handlers = numpy_client_handlers
+    monkeypatch.setitem(sys.modules, "pollinate.compat.flwr.client", module)
+    app = ClientApp(client_fn=_add_one, mods=[app_mod])
+    result = pollinate.run_simulation(
+        _numpy_app.server, app, num_nodes=2, run_config={"fraction-evaluate": 0.0}
+    )
+    np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2.0))
