@@ -24,6 +24,16 @@ PACKAGES = [
     "pollinate.report",
     "pollinate.datasets",
     "pollinate.datasets.partition",
+    "pollinate.compat.flwr",
+    "pollinate.compat.flwr.app",
+    "pollinate.compat.flwr.client",
+    "pollinate.compat.flwr.clientapp",
+    "pollinate.compat.flwr.common",
+    "pollinate.compat.flwr.server",
+    "pollinate.compat.flwr.server.strategy",
+    "pollinate.compat.flwr.serverapp",
+    "pollinate.compat.flwr.serverapp.strategy",
+    "pollinate.compat.flwr.simulation",
 ]
 
 

@@ -12,8 +12,18 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from ... import __version__ as __version__
+
+if TYPE_CHECKING:
+    from . import app as app
+    from . import client as client
+    from . import clientapp as clientapp
+    from . import common as common
+    from . import server as server
+    from . import serverapp as serverapp
+    from . import simulation as simulation
 
 __all__ = [
     "__version__",
@@ -35,7 +45,6 @@ def __getattr__(name: str) -> ModuleType:
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
-    raise AttributeError(
-        f"pollinate.compat.flwr has no attribute {name!r}: this part of Flower's API is not "
-        "supported; docs/migrating-from-flower.md lists what is, and the pollinate equivalents"
-    )
+    from ._missing import unsupported
+
+    raise unsupported("pollinate.compat.flwr", name, "the native API is the pollinate package")

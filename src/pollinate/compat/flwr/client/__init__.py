@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .._missing import unsupported
 from ._adapter import client_fn_handlers as client_fn_handlers
 from .app import start_client as start_client
 from .app import start_numpy_client as start_numpy_client
@@ -31,7 +32,8 @@ def __getattr__(name: str) -> Any:
     """``ClientApp`` from the message API side (``..clientapp``), loaded when first used."""
     if name == "ClientApp":
         return importlib.import_module("pollinate.compat.flwr.clientapp").ClientApp
-    raise AttributeError(
-        f"pollinate.compat.flwr.client has no attribute {name!r}: this part of Flower's API "
-        "is not supported; docs/migrating-from-flower.md lists what is"
+    raise unsupported(
+        "pollinate.compat.flwr.client",
+        name,
+        "pollinate.NumPyClient, pollinate.ClientApp and pollinate.start_client are the native ones",
     )

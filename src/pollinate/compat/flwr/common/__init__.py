@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .._missing import unsupported
 from .logger import log as log
 from .parameter import bytes_to_ndarray as bytes_to_ndarray
 from .parameter import ndarray_to_bytes as ndarray_to_bytes
@@ -84,7 +85,8 @@ def __getattr__(name: str) -> Any:
     """The message API's types (``Context``, records, ``Message``), loaded when first used."""
     if name in _RECORDS:
         return getattr(importlib.import_module("pollinate.compat.flwr._records"), name)
-    raise AttributeError(
-        f"pollinate.compat.flwr.common has no attribute {name!r}: this part of Flower's API "
-        "is not supported; docs/migrating-from-flower.md lists what is"
+    raise unsupported(
+        "pollinate.compat.flwr.common",
+        name,
+        "pollinate.records and pollinate.message hold the native types",
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .._missing import unsupported
 from . import strategy as strategy
 from .app import start_server as start_server
 from .client_manager import ClientManager as ClientManager
@@ -40,7 +41,8 @@ def __getattr__(name: str) -> Any:
     """``ServerApp`` and ``Grid`` from the message API side (``..serverapp``), when first used."""
     if name in _MESSAGE_API:
         return getattr(importlib.import_module("pollinate.compat.flwr.serverapp"), name)
-    raise AttributeError(
-        f"pollinate.compat.flwr.server has no attribute {name!r}: this part of Flower's API "
-        "is not supported; docs/migrating-from-flower.md lists what is"
+    raise unsupported(
+        "pollinate.compat.flwr.server",
+        name,
+        "a classic server name; pollinate.start_server and pollinate.ServerApp are the native ones",
     )

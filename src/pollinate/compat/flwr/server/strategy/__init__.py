@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 from .....errors import ConfigError
+from ..._missing import unsupported
 from ._presets import Bulyan as Bulyan
 from ._presets import FedAdagrad as FedAdagrad
 from ._presets import FedAdam as FedAdam
@@ -65,7 +66,6 @@ def __getattr__(name: str) -> NoReturn:
     """Flower's strategies pollinate does not map: one error naming what to use instead."""
     if name in _UNMAPPED:
         raise ConfigError(f"Flower's {name} is not supported on pollinate: {_UNMAPPED[name]}")
-    raise AttributeError(
-        f"pollinate.compat.flwr.server.strategy has no attribute {name!r}: "
-        "docs/migrating-from-flower.md lists the strategies that are mapped"
+    raise unsupported(
+        "pollinate.compat.flwr.server.strategy", name, "pollinate.strategy has the native ones"
     )
