@@ -52,9 +52,9 @@ def test_wrong_input_gets_one_clear_error():
 
 
 def test_unknown_name_says_it_is_not_supported():
-    with pytest.raises(ImportError, match="common has no 'NoSuchThing'.*not supported"):
+    with pytest.raises(ImportError, match=r"common has no 'NoSuchThing'.*not supported"):
         common.NoSuchThing  # noqa: B018
-    with pytest.raises(ImportError, match="flwr.server has no 'NoSuchThing'.*not supported"):
+    with pytest.raises(ImportError, match=r"flwr.server has no 'NoSuchThing'.*not supported"):
         from pollinate.compat.flwr.server import NoSuchThing  # noqa: F401
     with pytest.raises(AttributeError):  # tools probe private names, and get what they expect
         common.__wrapped__  # noqa: B018
