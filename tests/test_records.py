@@ -175,3 +175,27 @@ def test_a_list_longer_than_the_limit_is_refused_when_set(record):
         RecordError, match=r"\['x'\] holds 1,048,577 items, more than the 1,048,576"
     ):
         record({"x": np.zeros(MAX_LIST_ITEMS + 1)})
+
+
+def test_a_snapshot_copies_only_memory_its_maker_can_still_change():
+    shared = np.zeros(3, np.float32)
+    array = Array(shared)
+    kept = array.snapshot()
+    shared += 1.0  # the maker trains on: the snapshot is as it was
+    assert kept.numpy().tolist() == [0.0, 0.0, 0.0] and array.numpy().tolist() == [1.0] * 3
+
+    decoded = Array(np.frombuffer(b"\x00" * 12, np.float32))  # read-only, as a decoded message
+    assert decoded.snapshot() is decoded
+
+    view_of_writable = shared[:2]
+    view_of_writable.flags.writeable = False  # read-only itself, but its base is writable
+    assert not np.shares_memory(Array(view_of_writable).snapshot().numpy(), shared)
+
+
+def test_a_record_snapshot_keeps_names_and_values():
+    shared = np.arange(4.0)
+    record = ArrayRecord({"w": shared, "b": np.frombuffer(b"\x00" * 8, np.float64)})
+    kept = record.snapshot()
+    shared[:] = -1.0
+    assert list(kept) == ["w", "b"] and kept["w"].numpy().tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert kept["b"] is record["b"]

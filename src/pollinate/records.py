@@ -92,6 +92,20 @@ class Array:
         """The data as a read-only numpy array (``np.array(a.numpy())`` for a writable copy)."""
         return self._data
 
+    def snapshot(self) -> Array:
+        """The array as it is now, to keep: itself if no one can write its memory, else a copy.
+
+        An Array shares memory with what it was made from (a CPU tensor, the list a client
+        returned). Whoever made it can still change that memory (the next client to train the
+        same model object, in one process), so what is kept for later is snapshotted first.
+        """
+        base = self._data.base
+        while isinstance(base, np.ndarray):
+            if base.flags.writeable:
+                return Array(self._data.copy())
+            base = base.base
+        return self
+
     @property
     def dtype(self) -> np.dtype[Any]:
         """The numpy dtype of the data."""
@@ -236,6 +250,10 @@ class ArrayRecord(_TypedRecord[Array]):
     def to_numpy(self) -> list[np.ndarray[Any, Any]]:
         """The arrays in order, as read-only numpy arrays."""
         return [a.numpy() for a in self._items.values()]
+
+    def snapshot(self) -> ArrayRecord:
+        """The record as it is now, to keep (``Array.snapshot``): copies only what may change."""
+        return ArrayRecord((name, a.snapshot()) for name, a in self._items.items())
 
     @property
     def nbytes(self) -> int:

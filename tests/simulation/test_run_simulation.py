@@ -302,3 +302,33 @@ def test_process_backend_starts_no_more_workers_than_nodes(apps_dir):
         assert backend.worker_count == 2
     finally:
         backend.close()
+
+
+def test_replies_held_for_a_custom_aggregation_are_not_changed_by_later_nodes():
+    """Clients sharing one model object (a module-level net): each reply is that model's
+    memory, which the next client trains. A strategy that reads the replies as a list must
+    still average what each client returned, as the streamed default does."""
+    from pollinate import NumPyClient
+
+    shared = np.zeros(2, np.float32)
+
+    class Client(NumPyClient):
+        def fit(self, parameters, config):
+            shared[:] = parameters[0] + self.context.node_config["partition-id"] + 1
+            return [shared], 1, {}
+
+    class ListReading(FedAvg):
+        def aggregate_train(self, server_round, arrays, replies, state):
+            assert isinstance(replies, list)
+            return super().aggregate_train(server_round, arrays, replies, state)
+
+    for strategy in (FedAvg(fraction_evaluate=0.0), ListReading(fraction_evaluate=0.0)):
+        result = run_simulation(
+            client_fn=lambda context: Client(),
+            strategy=strategy,
+            initial_arrays=ArrayRecord({"w": np.zeros(2, np.float32)}),
+            num_rounds=1,
+            num_nodes=3,
+            verbose=False,
+        )
+        np.testing.assert_array_equal(result.arrays["w"].numpy(), [2.0, 2.0])  # mean of 1, 2, 3

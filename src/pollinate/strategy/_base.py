@@ -13,7 +13,7 @@ import numpy as np
 from ..context import Context
 from ..errors import ConfigError, RoundError
 from ..message import Message
-from ..records import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord
+from ..records import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, RecordDict
 from ..server import (
     Failure,
     Grid,
@@ -59,8 +59,23 @@ def streams_replies(method: F) -> F:
 
 
 def _replies_for(method: Callable[..., Any], replies: Iterator[Message]) -> Iterable[Message]:
-    """``replies`` as ``method`` may read them: streamed if it says so, else a list."""
-    return replies if getattr(method, "__streams_replies__", False) else list(replies)
+    """``replies`` as ``method`` may read them: streamed if it says so, else a list.
+
+    Replies held in a list are snapshotted: in one process a reply's arrays may be the
+    memory of a model the next node trains (a client that returns ``tensor.numpy()``).
+    """
+    if getattr(method, "__streams_replies__", False):
+        return replies
+    return [_snapshot(reply) for reply in replies]
+
+
+def _snapshot(reply: Message) -> Message:
+    """``reply`` with its arrays as they are now (copied only if their memory may change)."""
+    content = RecordDict(
+        (key, record.snapshot() if isinstance(record, ArrayRecord) else record)
+        for key, record in reply.content.items()
+    )
+    return Message(reply.metadata, content, reply.error)
 
 
 class Strategy(ABC):
