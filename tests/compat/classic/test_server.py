@@ -120,11 +120,16 @@ def test_certificates_as_bytes_give_tls_and_leave_no_files(tmp_path, caplog, fre
     assert set(Path(tempfile.gettempdir()).glob("pollinate-flwr-*")) == before
 
 
-def test_without_certificates_plain_text_is_said_once_naming_the_fix(caplog, fresh_warnings):
+def test_without_certificates_plain_text_is_said_once_per_call_naming_the_fix(
+    caplog, fresh_warnings
+):
+    address = free_address()
     with caplog.at_level("WARNING"):
-        history = two_clients_run(free_address(), {})
+        history = two_clients_run(address, {})
     assert np.isfinite(history.losses_distributed[-1][1])
     plain = [r.getMessage() for r in caplog.records if "plain text" in r.getMessage()]
-    assert len(plain) == 2  # the server once, the clients (one process here) once
-    assert "certificates=(ca_cert, server_cert, server_key)" in plain[0] + plain[1]
-    assert "root_certificates=" in plain[0] + plain[1]
+    server = [m for m in plain if "certificates=(ca_cert, server_cert, server_key)" in m]
+    clients = [m for m in plain if "root_certificates=" in m]
+    assert len(server) == 1 and address in server[0] and "read and change" in server[0]
+    assert len(clients) == 2 and "impostor" in clients[0]
+    assert len(plain) == 3  # pollinate's own link and node warnings are not repeated

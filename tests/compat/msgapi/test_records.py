@@ -37,15 +37,20 @@ def test_app_types_are_pollinate_types_so_they_travel_everywhere():
     assert MessageType.TRAIN == "train"
 
 
-def test_arrayrecord_from_a_state_dict_shares_cpu_memory_and_goes_back_as_new_tensors():
+def test_arrayrecord_from_a_state_dict_holds_its_values_then_and_goes_back_as_new_tensors():
     model = torch.nn.Linear(3, 2)
     record = ArrayRecord(model.state_dict())
     assert list(record) == ["weight", "bias"]
-    assert np.shares_memory(record["weight"].numpy(), model.weight.detach().numpy())
+    before = model.weight.detach().clone()
+    with torch.no_grad():
+        model.weight += 1.0  # the model trains on: the record keeps what it was given, as Flower's
+    np.testing.assert_array_equal(record["weight"].numpy(), before.numpy())
     state_dict = record.to_torch_state_dict()
-    assert torch.equal(state_dict["weight"], model.weight.detach())
+    assert torch.equal(state_dict["weight"], before)
     state_dict["weight"] += 1  # new, writable tensors, as Flower's
-    assert not torch.equal(state_dict["weight"], model.weight.detach())
+    assert not torch.equal(state_dict["weight"], before)
+    with torch.no_grad():
+        model.weight.copy_(before)
     assert ArrayRecord.from_torch_state_dict(model.state_dict()) == record
 
 
@@ -56,6 +61,9 @@ def test_arrayrecord_from_numpy_lists_names_by_position_and_returns_writable_cop
     out = record.to_numpy_ndarrays()
     out[0] += 1  # writable, and the record is untouched
     np.testing.assert_array_equal(record["0"].numpy(), np.arange(3.0))
+    arrays[0] += 1  # nor does changing the list it was made from change it
+    np.testing.assert_array_equal(record["0"].numpy(), np.arange(3.0))
+    arrays[0] -= 1
     assert ArrayRecord.from_numpy_ndarrays(arrays) == record
     assert ArrayRecord(numpy_ndarrays=arrays) == record
     emptied = list(arrays)

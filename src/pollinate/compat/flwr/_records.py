@@ -121,10 +121,11 @@ class Array(_records.Array):
 class ArrayRecord(_records.ArrayRecord):
     """Flower's ``ArrayRecord``: a pollinate ArrayRecord with Flower's ways in and out.
 
-    ``ArrayRecord(model.state_dict())`` shares memory with the CPU tensors (as pollinate's
-    ``frameworks.torch.to_arrays``), ``ArrayRecord([ndarray, ...])`` names the arrays
-    "0", "1", ...; ``to_torch_state_dict()`` and ``to_numpy_ndarrays()`` give new, writable
-    tensors and arrays, as Flower's do. ``keep_input=False`` empties the input afterwards.
+    ``ArrayRecord(model.state_dict())`` and ``ArrayRecord([ndarray, ...])`` (named "0",
+    "1", ...) hold the values as they are then, as Flower's do: memory the caller can still
+    change (a model that trains on) is copied. ``to_torch_state_dict()`` and
+    ``to_numpy_ndarrays()`` give new, writable tensors and arrays, as Flower's do.
+    ``keep_input=False`` empties the input afterwards.
     """
 
     __slots__ = ()
@@ -148,11 +149,11 @@ class ArrayRecord(_records.ArrayRecord):
         if source is None:
             super().__init__()
         elif isinstance(source, (list, tuple)):
-            super().__init__((str(i), a) for i, a in enumerate(source))
+            super().__init__(_records.ArrayRecord.from_numpy(source).snapshot())
         elif isinstance(source, Mapping) and _holds_tensors(source):
             from ...frameworks import torch as torch_arrays
 
-            super().__init__(torch_arrays.to_arrays(source))
+            super().__init__(torch_arrays.to_arrays(source).snapshot())
         else:
             super().__init__(source)  # type: ignore[arg-type]
         if not keep_input and isinstance(source, (list, dict)):
@@ -169,7 +170,7 @@ class ArrayRecord(_records.ArrayRecord):
     def from_torch_state_dict(
         cls, state_dict: Mapping[str, Any], *, keep_input: bool = True
     ) -> ArrayRecord:
-        """A PyTorch ``state_dict`` as a record (CPU tensors share memory with it)."""
+        """A PyTorch ``state_dict`` as a record, as it is now (the model may train on)."""
         return cls(torch_state_dict=state_dict, keep_input=keep_input)
 
     @classmethod

@@ -14,7 +14,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from .... import client as pollinate_client
 from ....client._numpy_client import numpy_client_handlers
 from ....context import Context
 from ....errors import AppError, ConfigError
+from ..common.logger import warn_once
 from ..common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from ..common.typing import (
     Code,
@@ -122,18 +123,48 @@ class _Wrapped(pollinate_client.NumPyClient):
     def fit(self, parameters: NDArrays, config: dict[str, Any]) -> tuple[Any, int, Any]:
         writable = _writable(parameters)
         if isinstance(self.flower, NumPyClient):
-            return self.flower.fit(writable, config)
+            return _with_numbers("fit", self.flower.fit(writable, config))
         res = self.flower.fit(FitIns(ndarrays_to_parameters(writable), config))
         _check_status("fit", res.status)
-        return _arrays(res.parameters), res.num_examples, res.metrics
+        return _arrays(res.parameters), res.num_examples, _numbers("fit", res.metrics)
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Any]) -> tuple[Any, int, Any]:
         writable = _writable(parameters)
         if isinstance(self.flower, NumPyClient):
-            return self.flower.evaluate(writable, config)
+            return _with_numbers("evaluate", self.flower.evaluate(writable, config))
         res = self.flower.evaluate(EvaluateIns(ndarrays_to_parameters(writable), config))
         _check_status("evaluate", res.status)
-        return res.loss, res.num_examples, res.metrics
+        return res.loss, res.num_examples, _numbers("evaluate", res.metrics)
+
+
+def _with_numbers(method: str, result: Any) -> tuple[Any, int, Any]:
+    """A NumPyClient's ``(..., num_examples, metrics)`` with its metrics as numbers."""
+    if isinstance(result, tuple) and len(result) == 3:
+        return result[0], result[1], _numbers(method, result[2])
+    return cast("tuple[Any, int, Any]", result)  # the wrong shape: pollinate's adapter says so
+
+
+def _numbers(method: str, metrics: Any) -> Any:
+    """Flower's metrics as pollinate's, which are numbers: bools count as 0 and 1.
+
+    Strings and bytes (Flower's ``Scalar`` allows them) are left out, with one warning per
+    name, rather than failing the reply.
+    """
+    if not isinstance(metrics, dict):
+        return metrics  # pollinate's adapter names the mistake
+    numbers: dict[str, Any] = {}
+    for name, value in metrics.items():
+        if isinstance(value, (bool, np.bool_)):
+            numbers[name] = int(value)
+        elif isinstance(value, (str, bytes)):
+            warn_once(
+                f"metric-{method}-{name}",
+                f"{method} metric {name!r} is a {type(value).__name__}: pollinate's metrics are "
+                "numbers, so it is left out (the server's aggregate functions do not see it)",
+            )
+        else:
+            numbers[name] = value
+    return numbers
 
 
 def _writable(arrays: NDArrays) -> NDArrays:

@@ -14,7 +14,7 @@ from typing import Any
 from .... import client as pollinate_client
 from ....errors import ConfigError
 from ..common._files import private_folder
-from ..common.logger import plain_text_said_once, warn_once
+from ..common.logger import logger, plain_text_said_once, warn_once
 from ._adapter import FlowerClientFn, as_pollinate_client
 from .client import Client
 from .numpy_client import NumPyClient
@@ -60,10 +60,11 @@ def start_client(
     if insecure:
         if root_certificates is not None:
             raise ConfigError("give root_certificates for TLS, or insecure=True, not both")
-        warn_once(
-            "client-plaintext",
-            "this client talks plain text, as Flower does without certificates: give "
-            "root_certificates=<CA certificate> (pollinate certs makes one) for TLS",
+        logger.warning(
+            "this client talks plain text to %s, as Flower does without certificates: it "
+            "cannot tell the server from an impostor, and anyone on the network path can read "
+            "its replies; give root_certificates=<CA certificate> (pollinate certs makes one)",
+            server_address,
         )
         with plain_text_said_once():
             pollinate_start_client(server_address, make, insecure=True, give_up_s=max_wait_time)

@@ -2,7 +2,7 @@
 
 Records go to the ``pollinate.flwr`` logger, so they show wherever pollinate's own do.
 ``plain_text_said_once`` keeps pollinate's link and nodes from repeating a plain-text
-warning the Flower call has given already (once, naming the secure alternative).
+warning the Flower call has given already (naming the secure alternative).
 """
 
 from __future__ import annotations

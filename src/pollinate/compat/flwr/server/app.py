@@ -16,7 +16,7 @@ from ....errors import ConfigError
 from ....server import Grid, Result, ServerApp
 from ....strategy import Strategy as CoreStrategy
 from ..common._files import private_folder
-from ..common.logger import plain_text_said_once, warn_once
+from ..common.logger import logger, plain_text_said_once, warn_once
 from .client_manager import WAIT_S
 from .history import History, history_from_result
 from .server_config import ServerConfig, server_config
@@ -55,10 +55,11 @@ def start_server(
     from ....deploy import start_server as pollinate_start_server
 
     if certificates is None:
-        warn_once(
-            "server-plaintext",
-            "this server talks plain text, as Flower does without certificates: give "
+        logger.warning(
+            "%s talks plain text, as Flower does without certificates: anyone on the network "
+            "path can read and change the models and metrics that travel; give "
             "certificates=(ca_cert, server_cert, server_key) (pollinate certs makes them) for TLS",
+            server_address,
         )
         with plain_text_said_once():
             result = pollinate_start_server(
