@@ -26,7 +26,7 @@ from ._validate import (
     check_train_reply,
 )
 
-__all__ = ["FedAvg", "FedAvgOptions", "refuse_aggregation"]
+__all__ = ["FedAvg", "FedAvgOptions", "refuse_aggregation", "seeded_sample"]
 
 
 class FedAvgOptions(TypedDict, total=False):
@@ -267,9 +267,16 @@ class FedAvg(Strategy):
                 f"{type(self).__name__} needs {name}={minimum} nodes but only {len(available)} "
                 f"are available: lower {name} or add nodes"
             )
-        rng = np.random.default_rng([self.seed, server_round, phase])
-        chosen = rng.choice(len(available), size=count, replace=False)
-        return [available[i] for i in sorted(chosen)]
+        return seeded_sample(available, count, self.seed, server_round, phase)
+
+
+def seeded_sample(
+    available: Sequence[int], count: int, seed: int, server_round: int, phase: int
+) -> list[int]:
+    """``count`` of the ``available`` node ids: the same ones for the same seed, round and phase."""
+    rng = np.random.default_rng([seed, server_round, phase])
+    chosen = rng.choice(len(available), size=count, replace=False)
+    return [available[i] for i in sorted(chosen)]
 
 
 def _messages(

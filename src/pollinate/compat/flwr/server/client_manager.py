@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from ....errors import ConfigError, RoundError
 from ....server import Grid
-from ....strategy import FedAvg as CoreFedAvg
+from ....strategy._fedavg import seeded_sample
 from .client_proxy import ClientProxy
 
 __all__ = ["ClientManager"]
@@ -65,9 +65,30 @@ class ClientManager:
             return []
         return [self.proxy(n) for n in random.sample(available, num_clients)]
 
-    def sample_like(self, core: CoreFedAvg, server_round: int, phase: int) -> list[ClientProxy]:
-        """The nodes pollinate's ``core.sample_nodes`` picks for this round and phase."""
-        return [self.proxy(n) for n in core.sample_nodes(self.grid, server_round, phase)]
+    def sample_seeded(
+        self, num_clients: int, min_num_clients: int, seed: int, server_round: int, phase: int
+    ) -> list[ClientProxy]:
+        """Flower's ``sample``, reproducible: a seed, round and phase pick the same nodes.
+
+        Waits for ``min_num_clients`` connected nodes, as Flower does; where Flower would
+        skip the round in silence (too few nodes), this says so.
+        """
+        try:
+            self.grid.wait_for_nodes(min_num_clients, WAIT_S)
+        except RoundError as err:
+            raise RoundError(
+                f"the strategy needs {min_num_clients} connected clients "
+                f"(min_available_clients), but {err}: lower it or add clients"
+            ) from None
+        available = sorted(self.grid.node_ids())
+        if num_clients > len(available):
+            raise RoundError(
+                f"the strategy samples {num_clients} clients (min_fit_clients, "
+                f"min_evaluate_clients) but only {len(available)} are available: lower them "
+                "or add clients"
+            )
+        chosen = seeded_sample(available, num_clients, seed, server_round, phase)
+        return [self.proxy(n) for n in chosen]
 
     def register(self, client: ClientProxy) -> NoReturn:
         """Not supported: nodes register themselves by connecting."""

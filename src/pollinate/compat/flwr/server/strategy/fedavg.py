@@ -140,7 +140,9 @@ class FedAvg(Strategy):
         """The model and ``on_fit_config_fn(server_round)`` to a seeded sample of clients."""
         config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
         fit_ins = FitIns(parameters, config)
-        return [(c, fit_ins) for c in client_manager.sample_like(self.core, server_round, TRAIN)]
+        size, minimum = self.num_fit_clients(client_manager.num_available())
+        chosen = client_manager.sample_seeded(size, minimum, self.core.seed, server_round, TRAIN)
+        return [(c, fit_ins) for c in chosen]
 
     def configure_evaluate(  # type: ignore[override]  # Flower's signature, not pollinate's
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -150,7 +152,9 @@ class FedAvg(Strategy):
             return []
         config = self.on_evaluate_config_fn(server_round) if self.on_evaluate_config_fn else {}
         ins = EvaluateIns(parameters, config)
-        return [(c, ins) for c in client_manager.sample_like(self.core, server_round, EVALUATE)]
+        size, minimum = self.num_evaluation_clients(client_manager.num_available())
+        chosen = client_manager.sample_seeded(size, minimum, self.core.seed, server_round, EVALUATE)
+        return [(c, ins) for c in chosen]
 
     def aggregate_fit(
         self, server_round: int, results: FitResults, failures: Failures
