@@ -185,3 +185,28 @@ def test_flower_context_keeps_the_state_and_takes_flowers_argument_order():
     made = Context(1, 2, {}, RecordDict(), {"x": 1})
     assert made.run_config == {"x": 1} and isinstance(made.state, RecordDict)
     assert _records.flower_context(made) is made
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        (("int64", [2], "numpy.ndarray"), "says dtype int64 but its data holds float32"),
+        (("float32", [3], "numpy.ndarray"), r"says shape \[3\] but its data holds \(2,\)"),
+        (("float32", [2], "torch.Tensor"), "stype 'torch.Tensor' is not supported"),
+        (("nonsense", [2], "numpy.ndarray"), "'nonsense' is not a numpy dtype"),
+    ],
+)
+def test_a_serialized_array_must_be_what_it_says(fields, message):
+    buffer = io.BytesIO()
+    np.save(buffer, np.zeros(2, np.float32))
+    assert Array("float32", [2], "numpy.ndarray", buffer.getvalue()).shape == (2,)
+    with pytest.raises(RecordError, match=message):
+        Array(*fields, buffer.getvalue())
+
+
+def test_serialized_array_data_is_never_unpickled():
+    buffer = io.BytesIO()
+    np.save(buffer, np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    for data in (buffer.getvalue(), b"not an array"):
+        with pytest.raises(RecordError, match="pickled data is refused"):
+            Array("object", [1], "numpy.ndarray", data)

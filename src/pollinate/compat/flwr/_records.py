@@ -77,6 +77,21 @@ def _one_argument(what: str, *candidates: object) -> object:
     return given[0] if given else None
 
 
+def _check_declared(decoded: np.ndarray[Any, Any], dtype: object, shape: object) -> None:
+    """Refuse serialized data that is not the dtype and shape its Array says it is."""
+    if dtype is not None:
+        try:
+            declared = np.dtype(str(dtype))
+        except TypeError:
+            raise RecordError(f"Array dtype {dtype!r} is not a numpy dtype") from None
+        if decoded.dtype != declared:
+            raise RecordError(f"Array says dtype {declared} but its data holds {decoded.dtype}")
+    if shape is not None and (
+        not isinstance(shape, (list, tuple)) or tuple(shape) != decoded.shape
+    ):
+        raise RecordError(f"Array says shape {shape!r} but its data holds {decoded.shape}")
+
+
 class Array(_records.Array):
     """Flower's ``Array``: a pollinate Array (read-only, no copy) with Flower's constructors.
 
@@ -98,7 +113,19 @@ class Array(_records.Array):
                 "Array takes a numpy array or a tensor, or Flower's serialized form "
                 "Array(dtype, shape, stype, data) with data as bytes"
             )
-        super().__init__(np.load(io.BytesIO(data), allow_pickle=False))
+        if fields.get("stype", "numpy.ndarray") != "numpy.ndarray":
+            raise RecordError(
+                f"Array stype {fields['stype']!r} is not supported: pollinate reads Flower's "
+                "'numpy.ndarray' serialization (np.save bytes)"
+            )
+        try:
+            decoded = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            raise RecordError(
+                "Array data must be np.save bytes of a numeric array (pickled data is refused)"
+            ) from None
+        _check_declared(decoded, fields.get("dtype"), fields.get("shape"))
+        super().__init__(decoded)
 
     @classmethod
     def from_numpy_ndarray(cls, ndarray: np.ndarray[Any, Any]) -> Array:
