@@ -6,7 +6,6 @@ import re
 import sys
 import types
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -204,11 +203,9 @@ def test_server_app_forms_pollinate_lacks_are_clear_errors():
 
 
 def test_server_fn_runs_a_classic_strategy():
-    """End to end with the classic side (after the merge): Flower 1.x's server_fn form."""
-    server = pytest.importorskip(
-        "pollinate.compat.flwr.server", reason="the classic API lands with it"
-    )
-    common = pytest.importorskip("pollinate.compat.flwr.common")
+    """Flower 1.x's server_fn form, on the classic API's strategy."""
+    from pollinate.compat.flwr import common, server
+
     initial = common.ndarrays_to_parameters(_numpy_app.initial_arrays().to_numpy_ndarrays())
 
     def server_fn(context: Context):
@@ -227,16 +224,27 @@ def test_server_fn_runs_a_classic_strategy():
     np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2 * STEP))
 
 
-def test_client_fn_form_needs_the_classic_api():
-    pytest.importorskip("pollinate.compat.flwr.client", reason="the classic API lands with it")
+def test_client_fn_form_runs_a_classic_client():
+    """Flower 1.x's ``ClientApp(client_fn=...)``: a NumPyClient made for each message."""
+    from pollinate.compat.flwr.app import ArrayRecord
     from pollinate.compat.flwr.client import NumPyClient
+    from pollinate.compat.flwr.serverapp.strategy import FedAvg
 
     class Client(NumPyClient):
         def fit(self, parameters, config):
-            return [p + 1 for p in parameters], 1, {}
+            parameters[0] += self.context.node_config["partition-id"]  # writable, as in Flower
+            return parameters, 1, {}
 
-    app = ClientApp(client_fn=lambda context: Client().to_client())
-    assert "train" in app.message_types
+    client_app = ClientApp(client_fn=lambda context: Client().to_client())
+    server_app = ServerApp()
+
+    @server_app.main()
+    def main(grid: Grid, context: Context) -> None:
+        start = ArrayRecord([np.zeros(2)])
+        result = FedAvg(fraction_evaluate=0.0).start(grid=grid, initial_arrays=start, num_rounds=1)
+        np.testing.assert_array_equal(result.arrays["0"].numpy(), [1.0, 1.0])  # mean of 0, 1, 2
+
+    pollinate.run_simulation(server_app, client_app, num_nodes=3, verbose=False)
 
 
 def test_a_round_without_enough_valid_replies_stops_the_run():
@@ -252,59 +260,27 @@ def test_a_round_without_enough_valid_replies_stops_the_run():
         pollinate.run_simulation(app, broken, num_nodes=2)
 
 
-def test_a_missing_classic_module_is_a_clear_error():
-    from pollinate.compat.flwr._missing import classic
-
-    with pytest.raises(ConfigError, match=r"needs pollinate\.compat\.flwr\.nothing"):
-        classic("nothing")
-
-
-@dataclass
-class _Config:
-    num_rounds: int = 1
-    round_timeout: float | None = None
-
-
-@dataclass
-class _Components:
-    server: object = None
-    config: _Config | None = None
-    strategy: object = None
-    client_manager: object = None
-
-
-@pytest.fixture
-def contract_server(monkeypatch):
-    """The classic side's ``server`` module as the contract describes it (ServerConfig,
-    ServerAppComponents, history_from_result, strategy.FedAvg), for the 1.x forms' tests."""
-    histories: list[pollinate.Result] = []
-    module = types.ModuleType("pollinate.compat.flwr.server")
-    module.ServerConfig = _Config
-    module.ServerAppComponents = _Components
-    module.history_from_result = lambda result: histories.append(result) or "history"
-    module.strategy = types.SimpleNamespace(FedAvg=pollinate.FedAvg)
-    monkeypatch.setitem(sys.modules, "pollinate.compat.flwr.server", module)
-    return histories
-
-
-def _classic_fedavg() -> pollinate.FedAvg:
+def _native_fedavg() -> pollinate.FedAvg:
     return pollinate.FedAvg(
         fraction_evaluate=0.0, min_train_nodes=3, initial_arrays=_numpy_app.initial_arrays()
     )
 
 
-def test_server_fn_components_run_on_pollinates_loop(contract_server):
-    def server_fn(context: Context) -> _Components:
+def test_server_fn_components_may_hold_a_native_strategy():
+    from pollinate.compat.flwr.server import ServerAppComponents, ServerConfig
+
+    def server_fn(context: Context) -> ServerAppComponents:
         assert isinstance(context, Context)
-        return _Components(config=_Config(num_rounds=2), strategy=_classic_fedavg())
+        return ServerAppComponents(config=ServerConfig(num_rounds=2), strategy=_native_fedavg())
 
     result = pollinate.run_simulation(ServerApp(server_fn=server_fn), _numpy_app.app, num_nodes=3)
     np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2 * STEP))
-    assert contract_server == [result]  # the History summary is logged from it
 
 
-def test_config_and_strategy_given_directly_are_a_server_fn(contract_server):
-    app = ServerApp(config=_Config(num_rounds=1), strategy=_classic_fedavg())
+def test_config_and_strategy_given_directly_are_a_server_fn():
+    from pollinate.compat.flwr.server import ServerConfig
+
+    app = ServerApp(config=ServerConfig(num_rounds=1), strategy=_native_fedavg())
     result = pollinate.run_simulation(app, _numpy_app.app, num_nodes=3)
     np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), STEP))
 
@@ -312,13 +288,16 @@ def test_config_and_strategy_given_directly_are_a_server_fn(contract_server):
 @pytest.mark.parametrize(
     ("components", "message"),
     [
-        ("components", "must return ServerAppComponents"),
-        (_Components(server=object()), "server=..., client_manager=...) is not supported"),
-        (_Components(strategy=object()), "strategy must be a strategy"),
+        ({}, "must return ServerAppComponents"),
+        ({"server": object()}, "server=..., client_manager=...) is not supported"),
+        ({"strategy": object()}, "strategy must be a strategy"),
     ],
 )
-def test_server_fn_mistakes_are_clear_errors(contract_server, components, message):
-    app = ServerApp(server_fn=lambda context: components)
+def test_server_fn_mistakes_are_clear_errors(components, message):
+    from pollinate.compat.flwr.server import ServerAppComponents
+
+    made = ServerAppComponents(**components) if components else "components"
+    app = ServerApp(server_fn=lambda context: made)
     with pytest.raises(ConfigError, match=re.escape(message)):
         pollinate.run_simulation(app, _numpy_app.app, num_nodes=3)
 

@@ -35,14 +35,7 @@ def classic(module: str) -> ModuleType:
     """``pollinate.compat.flwr.<module>`` of the classic API, imported when first needed.
 
     The message API's Flower 1.x forms (``ClientApp(client_fn=...)``,
-    ``ServerApp(server_fn=...)``) run on the classic API's clients and strategies.
+    ``ServerApp(server_fn=...)``) run on the classic API's clients and strategies; importing
+    them only then keeps ``import pollinate.compat.flwr.clientapp`` light.
     """
-    try:
-        return importlib.import_module(f"pollinate.compat.flwr.{module}")
-    except ModuleNotFoundError as err:
-        if err.name is None or not err.name.startswith("pollinate.compat.flwr"):
-            raise
-        raise ConfigError(
-            f"this Flower 1.x form needs pollinate.compat.flwr.{module} (the classic API), "
-            "which this installation lacks: use the message API (@app.train(), @app.main())"
-        ) from None
+    return importlib.import_module(f"pollinate.compat.flwr.{module}")

@@ -9,11 +9,8 @@ writable ones (Flower's clients may edit them) and converts ``Client``'s ``Ins``
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib
 import inspect
 from collections.abc import Callable
-from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
@@ -22,6 +19,8 @@ from .... import client as pollinate_client
 from ....client._numpy_client import numpy_client_handlers
 from ....context import Context
 from ....errors import AppError, ConfigError
+from .. import _records as records
+from .._records import Context as FlowerContext
 from ..common.logger import warn_once
 from ..common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from ..common.typing import (
@@ -40,8 +39,6 @@ if TYPE_CHECKING:
     from ....client import Handler
 
 __all__ = ["FlowerClientFn", "client_fn_handlers", "flower_context"]
-
-_RECORDS = "pollinate.compat.flwr._records"
 
 
 class FlowerClientFn:
@@ -87,24 +84,9 @@ def as_pollinate_client(client: object, context: Any) -> pollinate_client.NumPyC
     return _Wrapped(client)
 
 
-def flower_context(context: Context) -> Any:
-    """Flower's view of a node's Context, from the message API side (``.._records``).
-
-    Before that side exists the pollinate Context itself stands in: it has the same fields.
-    """
-    records = _records()
-    return context if records is None else records.flower_context(context)
-
-
-@functools.cache
-def _records() -> ModuleType | None:
-    """The message API side's records module, looked for once (None before it exists)."""
-    try:
-        return importlib.import_module(_RECORDS)
-    except ModuleNotFoundError as err:
-        if err.name != _RECORDS:
-            raise
-        return None
+def flower_context(context: Context) -> FlowerContext:
+    """Flower's view of a node's Context (the message API's ``Context``, sharing its state)."""
+    return records.flower_context(context)
 
 
 class _Wrapped(pollinate_client.NumPyClient):
@@ -121,18 +103,17 @@ class _Wrapped(pollinate_client.NumPyClient):
         return _arrays(res.parameters)
 
     def fit(self, parameters: NDArrays, config: dict[str, Any]) -> tuple[Any, int, Any]:
-        writable = _writable(parameters)
         if isinstance(self.flower, NumPyClient):
-            return _with_numbers("fit", self.flower.fit(writable, config))
-        res = self.flower.fit(FitIns(ndarrays_to_parameters(writable), config))
+            return _with_numbers("fit", self.flower.fit(_writable(parameters), config))
+        # A Client reads them with parameters_to_ndarrays, which gives writable copies.
+        res = self.flower.fit(FitIns(ndarrays_to_parameters(parameters), config))
         _check_status("fit", res.status)
         return _arrays(res.parameters), res.num_examples, _numbers("fit", res.metrics)
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Any]) -> tuple[Any, int, Any]:
-        writable = _writable(parameters)
         if isinstance(self.flower, NumPyClient):
-            return _with_numbers("evaluate", self.flower.evaluate(writable, config))
-        res = self.flower.evaluate(EvaluateIns(ndarrays_to_parameters(writable), config))
+            return _with_numbers("evaluate", self.flower.evaluate(_writable(parameters), config))
+        res = self.flower.evaluate(EvaluateIns(ndarrays_to_parameters(parameters), config))
         _check_status("evaluate", res.status)
         return res.loss, res.num_examples, _numbers("evaluate", res.metrics)
 
