@@ -163,3 +163,14 @@ def test_a_pollinate_app_has_no_notes(app_dir):
 def test_malformed_flower_tables_get_one_clear_error(app_dir, text, message):
     with pytest.raises(ConfigError, match=message):
         load_app_config(app_dir(text))
+
+
+def test_a_hostile_depth_of_keys_is_read_without_exhausting_the_stack(tmp_path):
+    deep = ".".join(["a"] * 3000)
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.flwr.app.components]\nserverapp = "x:app"\nclientapp = "x:app"\n'
+        f"[tool.flwr.federations.local-simulation]\n{deep} = 1\n"
+    )
+    app = load_app_config(tmp_path)
+    (ignored,) = [note for note in app.notes if "ignores" in note]
+    assert len(ignored) < 200 and "a.a.a" in ignored

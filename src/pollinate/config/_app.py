@@ -41,6 +41,7 @@ from ..simulation import backend_names
 from ._flower import has_flower_tables, translate
 from ._overrides import (
     Override,
+    flatten,
     format_value,
     parse_toml,
     type_phrase,
@@ -280,7 +281,7 @@ def _component(components: Mapping[str, Any], key: str, path: Path) -> str:
 
 def _run_config(table: Mapping[str, Any], path: Path) -> dict[str, UserConfigValue]:
     config = {}
-    for key, value in _flatten(table):
+    for key, value in flatten(table):
         if not isinstance(value, (bool, int, float, str)):
             raise ConfigError(
                 f"[{CONFIG_TABLE}] {key} in {path}: a run config value must be a bool, int, "
@@ -298,15 +299,6 @@ def _default_federation(federations: Mapping[str, Any], path: Path) -> str:
             f"got {format_value(default)}"
         )
     return default
-
-
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
-    """``(dotted key, value)`` for every value, nested tables included."""
-    for key, value in table.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
 
 
 def resolve_run_config(app: AppConfig, overrides: Iterable[Override]) -> dict[str, UserConfigValue]:
@@ -426,7 +418,7 @@ def _federation_values(
     table: Mapping[str, Any], where: str, path: Path, keys: Mapping[str, type]
 ) -> dict[str, Any]:
     values: dict[str, Any] = {}
-    for key, value in _flatten(table):
+    for key, value in flatten(table):
         if key not in keys:
             raise unknown_key(f"{where} in {path}", key, keys, "Remove or rename it.")
         expected = keys[key]

@@ -11,13 +11,13 @@ no use for (Ray's client resources and init args) are accepted and named in a no
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ._overrides import format_value
+from ._overrides import flatten, format_value
 
 __all__ = ["FLOWER_DEFAULT_NODES", "Translation", "has_flower_tables", "translate"]
 
@@ -92,7 +92,7 @@ def _federation(name: str, table: object, path: Path, ignored: list[str]) -> dic
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: {where} must be a table, got {format_value(table)}")
     out: dict[str, Any] = {}
-    for key, value in _flatten(table):
+    for key, value in flatten(table):
         if key == "options.num-supernodes":
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(
@@ -103,7 +103,7 @@ def _federation(name: str, table: object, path: Path, ignored: list[str]) -> dic
         elif key in _DEPLOYMENT_KEYS:
             out[_DEPLOYMENT_KEYS[key]] = value
         else:
-            ignored.append(f"{where} {key}")
+            ignored.append(f"{where} {key if len(key) <= 60 else key[:57] + '...'}")
     if "address" in out and "num-nodes" in out:  # a SuperLink's own simulation size
         del out["num-nodes"]
         ignored.append(f"{where} options.num-supernodes")
@@ -126,11 +126,3 @@ def _spelling_note(path: Path, federations: Mapping[str, Any]) -> str:
         "pollinate's spelling: [tool.pollinate.app.components], [tool.pollinate.app.config] "
         f"and {federation} (Flower's options.num-supernodes)"
     )
-
-
-def _flatten(table: Mapping[str, Any], prefix: str = "") -> Iterable[tuple[str, Any]]:
-    for key, value in table.items():
-        if isinstance(value, dict):
-            yield from _flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value

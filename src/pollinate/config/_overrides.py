@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import shlex
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +25,7 @@ else:  # the backport is a dependency on Python 3.10
 
 __all__ = [
     "Override",
+    "flatten",
     "format_value",
     "parse_overrides",
     "parse_toml",
@@ -149,3 +150,23 @@ def format_value(value: object) -> str:
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return repr(value)
+
+
+def flatten(table: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """``(dotted key, value)`` for every value, nested tables included, in the file's order.
+
+    Iterative, so a hostile file's deeply nested keys cannot exhaust Python's stack.
+    """
+    out: list[tuple[str, Any]] = []
+    stack: list[tuple[str, Any]] = [("", table)]
+    while stack:
+        prefix, value = stack.pop()
+        if isinstance(value, dict):
+            inner = [
+                (f"{prefix}{key}" if not prefix else f"{prefix}.{key}", v)
+                for key, v in value.items()
+            ]
+            stack.extend(reversed(inner))
+        else:
+            out.append((prefix, value))
+    return out
