@@ -210,3 +210,16 @@ def test_serialized_array_data_is_never_unpickled():
     for data in (buffer.getvalue(), b"not an array"):
         with pytest.raises(RecordError, match="pickled data is refused"):
             Array("object", [1], "numpy.ndarray", data)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Context(1, 2, {}, {}, {}), "expected a RecordDict, got dict"),
+        (lambda: ArrayRecord("abc"), "ArrayRecord takes a list of numpy arrays"),
+        (lambda: Message(RecordDict(), "abc", "train"), "dst_node_id must be a node id"),
+    ],
+)
+def test_wrong_arguments_to_the_flower_types_are_one_clear_error(make, message):
+    with pytest.raises(RecordError, match=message):
+        make()

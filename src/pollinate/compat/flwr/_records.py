@@ -181,8 +181,13 @@ class ArrayRecord(_records.ArrayRecord):
             from ...frameworks import torch as torch_arrays
 
             super().__init__(torch_arrays.to_arrays(source).snapshot())
+        elif isinstance(source, Mapping):
+            super().__init__(source)
         else:
-            super().__init__(source)  # type: ignore[arg-type]
+            raise RecordError(
+                f"ArrayRecord takes a list of numpy arrays, a PyTorch state_dict or a dict of "
+                f"Arrays, got {type(source).__name__}"
+            )
         if not keep_input and isinstance(source, (list, dict)):
             source.clear()
 
@@ -320,6 +325,11 @@ def flower_record_dict(records: _records.RecordDict) -> RecordDict:
     """``records`` as a Flower RecordDict sharing its items (writes land in the original)."""
     if isinstance(records, RecordDict):
         return records
+    if not isinstance(records, _records.RecordDict):
+        raise RecordError(
+            f"expected a RecordDict, got {type(records).__name__}: wrap records with "
+            "RecordDict({'name': ArrayRecord(...), ...})"
+        )
     return _view(RecordDict, records._items)
 
 
@@ -378,6 +388,11 @@ class Message:
             raise RecordError(
                 "a new Message needs dst_node_id and message_type: Message(content, "
                 'dst_node_id, "train"), or reply_to=msg to answer a message'
+            )
+        if isinstance(dst_node_id, bool) or not isinstance(dst_node_id, (int, np.integer)):
+            raise RecordError(
+                f"dst_node_id must be a node id (an int from grid.get_node_ids()), got "
+                f"{type(dst_node_id).__name__}"
             )
         self._core = _message.Message.create(
             _content(content),
