@@ -354,5 +354,5 @@ def test_a_hand_written_loop_is_told_that_pollinate_records_no_rounds(caplog):
     query = Message(RecordDict(), 1, "query.count")
     (reply,) = _send(_numpy_app.app, query)
     assert reply.has_content()
-    (record,) = [r for r in caplog.records if "strategy.start" in r.getMessage()]
+    (record,) = [r for r in caplog.records if "send_and_receive" in r.getMessage()]
     assert "no rounds" in record.getMessage()
