@@ -163,3 +163,12 @@ def test_a_pollinate_app_has_no_notes(app_dir):
 def test_malformed_flower_tables_get_one_clear_error(app_dir, text, message):
     with pytest.raises(ConfigError, match=message):
         load_app_config(app_dir(text))
+
+
+@pytest.mark.parametrize("key", ["num-supernodes", "options.num-supernodes"])
+def test_flowers_num_supernodes_on_the_command_line_names_num_nodes(app_dir, key):
+    # A Flower user's reflex: flwr run . --federation-config "options.num-supernodes=5".
+    app = load_app_config(app_dir(FLOWER_APP + SEED_FEDERATIONS))
+    overrides = parse_overrides([f"{key}=5"], "--federation-config")
+    with pytest.raises(ConfigError, match=r"Flower's name.*--federation-config num-nodes=5"):
+        resolve_federation(app, None, overrides)
