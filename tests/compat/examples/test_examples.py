@@ -57,13 +57,13 @@ def _rounds(summary: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 def test_quickstart_sklearn_runs_under_pollinate_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the ServerApp saves logreg_model.pkl where it runs
-    summary, stderr = _pollinate_run(
-        "quickstart_sklearn", tmp_path / "run", "--run-config", "num-server-rounds=10"
-    )
+    summary, stderr = _pollinate_run("quickstart_sklearn", tmp_path / "run")
     assert "note: pyproject.toml is written for Flower" in stderr
     rounds = _rounds(summary)
-    assert rounds[10]["train"]["ok"] == 10  # Flower's default: 10 supernodes
-    assert rounds[10]["evaluate"]["metrics"]["accuracy"] > 0.8
+    assert sorted(rounds) == list(range(1, 26))  # num-server-rounds = 25
+    assert rounds[25]["train"]["ok"] == 10  # Flower's default: 10 supernodes
+    first, last = rounds[1]["evaluate"]["metrics"], rounds[25]["evaluate"]["metrics"]
+    assert last["test_logloss"] < 0.8 * first["test_logloss"]  # saga is unseeded: no exact value
     assert (tmp_path / "logreg_model.pkl").exists()
 
 
