@@ -77,7 +77,9 @@ def test_flower_info_logs_show_as_flower_shows_them(monkeypatch, capsys):
     # Flower's examples report progress with log(INFO, ...): Flower prints them by default.
     _no_log_handlers(monkeypatch)
     log(logging.INFO, "New best global model found: %f", 0.5)
-    assert capsys.readouterr().err == "New best global model found: 0.500000\n"
+    log(logging.WARNING, "and warnings, once")  # as Python's last resort would show them
+    log(logging.DEBUG, "not debug")
+    assert capsys.readouterr().err == "New best global model found: 0.500000\nand warnings, once\n"
 
 
 def test_flower_info_logs_are_printed_once_where_a_handler_shows_them(monkeypatch, capsys):

@@ -23,13 +23,16 @@ FLOWER_LOGGER = logger
 log = logger.log
 
 
-class _InfoIfUnshown(logging.Handler):
-    """Prints INFO records on stderr that no handler above would show (Flower's default)."""
+class _ShownIfUnshown(logging.Handler):
+    """Prints records of INFO and above on stderr that no handler above would show.
+
+    Flower shows its INFO lines by default; warnings are shown as Python's last resort
+    would (which no longer runs, this logger having a handler).
+    """
 
     def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.WARNING or _shown_above(record):
-            return  # warnings take pollinate's own way (its handlers, or Python's last resort)
-        sys.stderr.write(self.format(record) + "\n")
+        if not _shown_above(record):
+            sys.stderr.write(self.format(record) + "\n")
 
 
 def _shown_above(record: logging.LogRecord) -> bool:
@@ -43,7 +46,7 @@ def _shown_above(record: logging.LogRecord) -> bool:
 
 
 logger.setLevel(logging.INFO)
-logger.addHandler(_InfoIfUnshown())
+logger.addHandler(_ShownIfUnshown())
 
 _said: set[str] = set()
 
