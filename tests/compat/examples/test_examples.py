@@ -57,7 +57,8 @@ def _rounds(summary: dict[str, Any]) -> dict[int, dict[str, Any]]:
 
 def test_quickstart_sklearn_runs_under_pollinate_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the ServerApp saves logreg_model.pkl where it runs
-    summary, stderr = _pollinate_run("quickstart_sklearn", tmp_path / "run")
+    # Flower's README says flwr run . --stream: pollinate takes the flag too.
+    summary, stderr = _pollinate_run("quickstart_sklearn", tmp_path / "run", "--stream")
     assert "note: pyproject.toml is written for Flower" in stderr
     rounds = _rounds(summary)
     assert sorted(rounds) == list(range(1, 26))  # num-server-rounds = 25
