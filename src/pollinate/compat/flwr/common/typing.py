@@ -194,4 +194,9 @@ class EvaluateRes:
 
 def __getattr__(name: str) -> Any:
     """Name what is missing (Flower's deployment types: ``Run``, ``Fab``...) and the way."""
-    raise unsupported(__name__, name, "the value types above, and pollinate.Context, are mapped")
+    raise unsupported(
+        __name__,
+        name,
+        "Flower's deployment types (Run, Fab, accounts) have no mapping; the classic API's "
+        "value types and UserConfig do",
+    )
