@@ -8,6 +8,9 @@ their READMEs say (``flwr run .`` -> ``pollinate run .``; ``python script.py``).
   ``ServerApp(server_fn=...)``, node state in ``context.state``, a JSON string metric).
   task.py's ``load_data`` makes synthetic Fashion-MNIST-shaped data in place of the
   download; ``_standins`` stands in for wandb, HuggingFace ``datasets`` and torchvision.
+- ``quickstart_xgboost``: Flower's quickstart-xgboost (message API, ``FedXgbBagging``).
+  task.py's ``load_data`` reads sklearn's bundled breast cancer set in place of the
+  ``jxie/higgs`` download.
 - ``scripts/fedcustom.py``: the Flower 1.x tutorial "Build a strategy from scratch"
   (a ``Strategy`` written from scratch, ``start_simulation``), its model and data replaced
   by a numpy model on sklearn's digits.
@@ -83,6 +86,18 @@ def test_flower_simulation_step_by_step_runs_under_pollinate_run(tmp_path, monke
     saved = json.loads((tmp_path / "results.json").read_text())
     assert sorted(saved) == ["0", "1", "2", "3"]
     assert [(tmp_path / f"global_model_round_{r}").exists() for r in (1, 2, 3)] == [True] * 3
+
+
+def test_quickstart_xgboost_bags_every_nodes_trees(tmp_path, monkeypatch):
+    xgb = pytest.importorskip("xgboost")
+    monkeypatch.chdir(tmp_path)  # the ServerApp saves final_model.json where it runs
+    summary, _ = _pollinate_run("quickstart_xgboost", tmp_path / "run")
+    rounds = _rounds(summary)
+    assert [rounds[r]["train"]["ok"] for r in (1, 2, 3)] == [2, 2, 2]  # fraction-train = 0.1
+    assert rounds[3]["evaluate"]["metrics"]["auc"] > 0.8
+    booster = xgb.Booster()
+    booster.load_model(str(tmp_path / "final_model.json"))
+    assert booster.num_boosted_rounds() == 6  # 3 rounds x 2 nodes x 1 local round
 
 
 def test_build_a_strategy_from_scratch_runs_as_a_script(capsys):
