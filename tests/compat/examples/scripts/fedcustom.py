@@ -1,14 +1,129 @@
-"""Flower 1.x tutorial "Build a strategy from scratch" (FedCustom), as Flower wrote it for the
-classic API; only the flwr import lines are changed. The tutorial's PyTorch model and
-CIFAR-10 loaders (earlier notebook cells) are replaced by the stand-in block below: a numpy
-softmax regression on sklearn's bundled digits."""
+"""Flower's tutorial "Build a strategy from scratch" (Flower 1.x, classic API), its code cells
+in order with only the flwr import lines changed. The tutorial is in Flower's repository at
+framework/docs/source/tutorial-series-build-a-strategy-from-scratch-pytorch.ipynb before
+commit 28e2ce292d, which rewrote it for the message API.
 
-from typing import Dict, List, Optional, Tuple, Union
+Stand-ins: the cells that load CIFAR-10 (flwr_datasets) and define the PyTorch Net, train and
+test are replaced by the block below, a numpy softmax regression on sklearn's bundled digits
+with the same function names. The tutorial makes ``server = ServerApp(server_fn=server_fn)``
+before it redefines ``server_fn`` with FedCustom; here the ServerApp is made after, so that
+the run uses FedCustom, as the tutorial means.
+"""
+
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 from sklearn.datasets import load_digits
 
-import pollinate.compat.flwr as fl
+import pollinate.compat.flwr as flwr
+from pollinate.compat.flwr.client import Client, ClientApp, NumPyClient
+from pollinate.compat.flwr.common import Context
+from pollinate.compat.flwr.server import ServerApp, ServerConfig, ServerAppComponents
+from pollinate.compat.flwr.server.strategy import Strategy
+from pollinate.compat.flwr.simulation import run_simulation
+
+print(f"Flower {flwr.__version__}")
+
+# --- stand-in for the tutorial's load_datasets, Net, get/set_parameters, train, test ---
+_X, _Y = load_digits(return_X_y=True)
+_X = _X / 16.0
+_ORDER = np.random.default_rng(0).permutation(len(_X))
+
+
+def load_datasets(partition_id, num_partitions: int):
+    """Batches of 32 (x, y) pairs from one IID partition: 80% train, 20% validation."""
+    part = np.array_split(_ORDER, num_partitions)[partition_id]
+    cut = int(0.8 * len(part))
+
+    def batches(idx):
+        return [(_X[idx[i : i + 32]], _Y[idx[i : i + 32]]) for i in range(0, len(idx), 32)]
+
+    return batches(part[:cut]), batches(part[cut:]), None
+
+
+class Net:
+    def __init__(self) -> None:
+        self.weights = [np.zeros((64, 10)), np.zeros(10)]
+
+    def to(self, device):
+        return self
+
+
+DEVICE = "cpu"
+
+
+def get_parameters(net) -> List[np.ndarray]:
+    return [w.copy() for w in net.weights]
+
+
+def set_parameters(net, parameters: List[np.ndarray]):
+    net.weights = [np.array(p) for p in parameters]
+
+
+def _probabilities(net, x):
+    logits = x @ net.weights[0] + net.weights[1]
+    e = np.exp(logits - logits.max(1, keepdims=True))
+    return e / e.sum(1, keepdims=True)
+
+
+def train(net, trainloader, epochs: int):
+    for _ in range(epochs):
+        for x, y in trainloader:
+            p = _probabilities(net, x)
+            p[np.arange(len(y)), y] -= 1
+            net.weights[0] -= 0.5 * x.T @ p / len(y)
+            net.weights[1] -= 0.5 * p.mean(0)
+
+
+def test(net, testloader):
+    losses, correct, total = [], 0, 0
+    for x, y in testloader:
+        p = _probabilities(net, x)
+        losses.append(-np.log(p[np.arange(len(y)), y] + 1e-12).sum())
+        correct += int((p.argmax(1) == y).sum())
+        total += len(y)
+    return float(sum(losses) / total), correct / total
+
+
+# --- the tutorial's cells ----------------------------------------------------------------
+class FlowerClient(NumPyClient):
+    def __init__(self, partition_id, net, trainloader, valloader):
+        self.partition_id = partition_id
+        self.net = net
+        self.trainloader = trainloader
+        self.valloader = valloader
+
+    def get_parameters(self, config):
+        print(f"[Client {self.partition_id}] get_parameters")
+        return get_parameters(self.net)
+
+    def fit(self, parameters, config):
+        print(f"[Client {self.partition_id}] fit, config: {config}")
+        set_parameters(self.net, parameters)
+        train(self.net, self.trainloader, epochs=1)
+        return get_parameters(self.net), len(self.trainloader), {}
+
+    def evaluate(self, parameters, config):
+        print(f"[Client {self.partition_id}] evaluate, config: {config}")
+        set_parameters(self.net, parameters)
+        loss, accuracy = test(self.net, self.valloader)
+        return float(loss), len(self.valloader), {"accuracy": float(accuracy)}
+
+
+def client_fn(context: Context) -> Client:
+    net = Net().to(DEVICE)
+    partition_id = context.node_config["partition-id"]
+    num_partitions = context.node_config["num-partitions"]
+    trainloader, valloader, _ = load_datasets(partition_id, num_partitions)
+    return FlowerClient(partition_id, net, trainloader, valloader).to_client()
+
+
+# Create the ClientApp
+client = ClientApp(client_fn=client_fn)
+
+
+from typing import Union
+
 from pollinate.compat.flwr.common import (
     EvaluateIns,
     EvaluateRes,
@@ -23,72 +138,8 @@ from pollinate.compat.flwr.server.client_manager import ClientManager
 from pollinate.compat.flwr.server.client_proxy import ClientProxy
 from pollinate.compat.flwr.server.strategy.aggregate import aggregate, weighted_loss_avg
 
-# --- stand-in for the tutorial's Net, train, test and load_datasets -------------------
-NUM_CLIENTS = 10
-X, Y = load_digits(return_X_y=True)
-X = X / 16.0
-PARTS = np.array_split(np.random.default_rng(0).permutation(len(X)), NUM_CLIENTS)
 
-
-def get_parameters(net=None):
-    return [np.zeros((64, 10)), np.zeros(10)]
-
-
-def _probabilities(parameters, x):
-    logits = x @ parameters[0] + parameters[1]
-    e = np.exp(logits - logits.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
-
-
-def train(parameters, x, y, lr, epochs=5):
-    for _ in range(epochs):
-        p = _probabilities(parameters, x)
-        p[np.arange(len(y)), y] -= 1
-        parameters[0] -= lr * x.T @ p / len(y)  # in place, as Flower's arrays are writable
-        parameters[1] -= lr * p.mean(0)
-    return parameters
-
-
-def test(parameters, x, y):
-    p = _probabilities(parameters, x)
-    loss = float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean())
-    return loss, float((p.argmax(1) == y).mean())
-
-
-def load_partition(cid):
-    idx = PARTS[int(cid)]
-    cut = int(0.8 * len(idx))
-    return X[idx[:cut]], Y[idx[:cut]], X[idx[cut:]], Y[idx[cut:]]
-
-
-# --- the tutorial's code ----------------------------------------------------------------
-class FlowerClient(fl.client.NumPyClient):
-    def __init__(self, cid, trainloader, valloader):
-        self.cid = cid
-        self.trainloader = trainloader
-        self.valloader = valloader
-
-    def get_parameters(self, config):
-        print(f"[Client {self.cid}] get_parameters")
-        return get_parameters()
-
-    def fit(self, parameters, config):
-        print(f"[Client {self.cid}] fit, config: {config}")
-        parameters = train(parameters, *self.trainloader, lr=config["lr"])
-        return parameters, len(self.trainloader[0]), {"lr": config["lr"]}
-
-    def evaluate(self, parameters, config):
-        print(f"[Client {self.cid}] evaluate, config: {config}")
-        loss, accuracy = test(parameters, *self.valloader)
-        return float(loss), len(self.valloader[0]), {"accuracy": float(accuracy)}
-
-
-def client_fn(cid) -> FlowerClient:
-    x, y, xv, yv = load_partition(cid)
-    return FlowerClient(cid, (x, y), (xv, yv)).to_client()
-
-
-class FedCustom(fl.server.strategy.Strategy):
+class FedCustom(Strategy):
     def __init__(
         self,
         fraction_fit: float = 1.0,
@@ -111,8 +162,9 @@ class FedCustom(fl.server.strategy.Strategy):
         self, client_manager: ClientManager
     ) -> Optional[Parameters]:
         """Initialize global model parameters."""
-        ndarrays = get_parameters()
-        return fl.common.ndarrays_to_parameters(ndarrays)
+        net = Net()
+        ndarrays = get_parameters(net)
+        return ndarrays_to_parameters(ndarrays)
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -130,8 +182,8 @@ class FedCustom(fl.server.strategy.Strategy):
         # Create custom configs
         n_clients = len(clients)
         half_clients = n_clients // 2
-        standard_config = {"lr": 0.5}
-        higher_lr_config = {"lr": 1.0}
+        standard_config = {"lr": 0.001}
+        higher_lr_config = {"lr": 0.003}
         fit_configurations = []
         for idx, client in enumerate(clients):
             if idx < half_clients:
@@ -182,7 +234,7 @@ class FedCustom(fl.server.strategy.Strategy):
         self,
         server_round: int,
         results: List[Tuple[ClientProxy, EvaluateRes]],
-        failures: List[Union[Tuple[ClientProxy, FitRes], BaseException]],
+        failures: List[Union[Tuple[ClientProxy, EvaluateRes], BaseException]],
     ) -> Tuple[Optional[float], Dict[str, Scalar]]:
         """Aggregate evaluation losses using weighted average."""
 
@@ -217,11 +269,26 @@ class FedCustom(fl.server.strategy.Strategy):
         return max(num_clients, self.min_evaluate_clients), self.min_available_clients
 
 
-if __name__ == "__main__":
-    history = fl.simulation.start_simulation(
-        client_fn=client_fn,
-        num_clients=NUM_CLIENTS,
-        config=fl.server.ServerConfig(num_rounds=3),
-        strategy=FedCustom(),
-        client_resources={"num_cpus": 1, "num_gpus": 0.0},
+NUM_PARTITIONS = 10
+backend_config = {"client_resources": None}
+
+
+def server_fn(context: Context) -> ServerAppComponents:
+    # Configure the server for just 3 rounds of training
+    config = ServerConfig(num_rounds=3)
+    return ServerAppComponents(
+        config=config,
+        strategy=FedCustom(),  # <-- pass the new strategy here
     )
+
+
+# Create the ServerApp
+server = ServerApp(server_fn=server_fn)
+
+# Run simulation
+run_simulation(
+    server_app=server,
+    client_app=client,
+    num_supernodes=NUM_PARTITIONS,
+    backend_config=backend_config,
+)
