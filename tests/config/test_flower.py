@@ -174,3 +174,12 @@ def test_a_hostile_depth_of_keys_is_read_without_exhausting_the_stack(tmp_path):
     app = load_app_config(tmp_path)
     (ignored,) = [note for note in app.notes if "ignores" in note]
     assert len(ignored) < 200 and "a.a.a" in ignored
+
+
+@pytest.mark.parametrize("key", ["num-supernodes", "options.num-supernodes"])
+def test_flowers_num_supernodes_on_the_command_line_names_num_nodes(app_dir, key):
+    # A Flower user's reflex: flwr run . --federation-config "options.num-supernodes=5".
+    app = load_app_config(app_dir(FLOWER_APP + SEED_FEDERATIONS))
+    overrides = parse_overrides([f"{key}=5"], "--federation-config")
+    with pytest.raises(ConfigError, match=r"Flower's name.*--federation-config num-nodes=5"):
+        resolve_federation(app, None, overrides)

@@ -253,7 +253,12 @@ Examples:
 @app_options
 @click.option("--federation", "federation_name", help="The federation, as the FEDERATION argument.")
 @click.option(
-    "-f", "--follow", is_flag=True, help="On a deployed federation: print the run's log live."
+    "-f",
+    "--follow",
+    "--stream",  # Flower's name (flwr run . --stream); a simulation always shows its rounds
+    "follow",
+    is_flag=True,
+    help="On a deployed federation: print the run's log live (--stream is Flower's name).",
 )
 @out_option("APP_DIR/runs/<date>-<time>-<run id>")
 @click.option(

@@ -38,7 +38,7 @@ from typing import Any
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..simulation import backend_names
-from ._flower import has_flower_tables, translate
+from ._flower import flower_federation_key, has_flower_tables, translate
 from ._overrides import (
     Override,
     flatten,
@@ -402,6 +402,9 @@ def _federation_table(
     where = f"[{FEDERATIONS_TABLE}.{name}]"
     values = _federation_values(app.federations[name], where, app.pyproject, keys)
     for override in overrides:
+        flower = flower_federation_key(override.key, override.text)
+        if flower is not None:
+            raise flower
         if override.key not in keys:
             raise unknown_key(
                 "--federation-config",

@@ -19,7 +19,13 @@ from typing import Any
 from ..errors import ConfigError
 from ._overrides import flatten, format_value
 
-__all__ = ["FLOWER_DEFAULT_NODES", "Translation", "has_flower_tables", "translate"]
+__all__ = [
+    "FLOWER_DEFAULT_NODES",
+    "Translation",
+    "flower_federation_key",
+    "has_flower_tables",
+    "translate",
+]
 
 FLOWER_DEFAULT_NODES = 10
 """The supernodes of Flower's default local simulation (``num-supernodes``)."""
@@ -77,6 +83,20 @@ def translate(document: Mapping[str, Any], path: Path) -> Translation:
             + ", ".join(sorted(set(ignored)))
         )
     return Translation(tables, tuple(notes))
+
+
+def flower_federation_key(key: str, value: str) -> ConfigError | None:
+    """The error for Flower's ``--federation-config`` spelling of the size, if ``key`` is it.
+
+    ``flwr run . --federation-config "options.num-supernodes=5"`` is a Flower user's reflex;
+    pollinate's key is ``num-nodes``, and the error says so with the value given.
+    """
+    if key not in ("num-supernodes", "options.num-supernodes"):
+        return None
+    return ConfigError(
+        f"--federation-config: {key!r} is Flower's name for the number of nodes; pollinate's "
+        f"is num-nodes: --federation-config num-nodes={value}"
+    )
 
 
 def _table(parent: Mapping[str, Any], key: str, where: str, path: Path) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 from io import BytesIO
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 from pollinate.compat.flwr import common
 from pollinate.compat.flwr.common import (
     Parameters,
+    log,
     ndarray_to_bytes,
     ndarrays_to_parameters,
     parameters_to_ndarrays,
@@ -58,3 +61,32 @@ def test_unknown_name_says_it_is_not_supported():
         from pollinate.compat.flwr.server import NoSuchThing  # noqa: F401
     with pytest.raises(AttributeError):  # tools probe private names, and get what they expect
         common.__wrapped__  # noqa: B018
+
+
+def _no_log_handlers(monkeypatch):
+    """Logging as a plain script has it: no handlers on the root or pollinate loggers.
+
+    Called in the test itself: pytest adds its capture handlers to the root when the call
+    starts, after the fixtures.
+    """
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    monkeypatch.setattr(logging.getLogger("pollinate"), "handlers", [])
+
+
+def test_flower_info_logs_show_as_flower_shows_them(monkeypatch, capsys):
+    # Flower's examples report progress with log(INFO, ...): Flower prints them by default.
+    _no_log_handlers(monkeypatch)
+    log(logging.INFO, "New best global model found: %f", 0.5)
+    log(logging.WARNING, "and warnings, once")  # as Python's last resort would show them
+    log(logging.DEBUG, "not debug")
+    assert capsys.readouterr().err == "New best global model found: 0.500000\nand warnings, once\n"
+
+
+def test_flower_info_logs_are_printed_once_where_a_handler_shows_them(monkeypatch, capsys):
+    # pollinate run --verbose (or a user's logging.basicConfig) shows INFO already.
+    _no_log_handlers(monkeypatch)
+    shown = io.StringIO()
+    logging.getLogger("pollinate").addHandler(logging.StreamHandler(shown))
+    log(logging.INFO, "once")
+    assert capsys.readouterr().err == ""
+    assert shown.getvalue() == "once\n"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 
 import pollinate.compat.flwr as fl
@@ -63,3 +66,45 @@ def test_run_simulation_runs_the_apps_as_they_are():
     assert sorted(set(SEEN["cid"])) == ["0", "1", "2"]
     with pytest.raises(ConfigError, match="ServerApp and a ClientApp"):
         fl.simulation.run_simulation(strategy, client_app, 3)  # type: ignore[arg-type]
+
+
+class _TextMetrics(fl.client.NumPyClient):
+    """Reports a JSON string, bytes and a bool, as Flower's step-by-step tutorial does."""
+
+    def __init__(self, cid: str) -> None:
+        self.cid = int(cid)
+
+    def get_parameters(self, config):
+        return [np.zeros(2)]
+
+    def fit(self, parameters, config):
+        metric = json.dumps({"b": self.cid, "mylist": [1, 2]})
+        return parameters, 1, {"my_metric": metric, "raw": b"x", "ok": True, "loss": 0.5}
+
+    def evaluate(self, parameters, config):
+        return 0.1, 1, {"note": f"node {self.cid}", "accuracy": 1.0}
+
+
+def test_text_metrics_reach_the_aggregation_functions():
+    # Flower's metrics are Scalars: str, bytes and bool travel to the server's functions.
+    seen = {}
+
+    def handle_fit_metrics(metrics):
+        seen["fit"] = sorted(metrics, key=lambda m: m[1]["my_metric"])
+        return {"max_b": max(json.loads(m["my_metric"])["b"] for _, m in metrics)}
+
+    def handle_evaluate_metrics(metrics):
+        seen["evaluate"] = sorted(m["note"] for _, m in metrics)
+        return {"accuracy": 1.0}
+
+    strategy = fl.server.strategy.FedAvg(
+        fit_metrics_aggregation_fn=handle_fit_metrics,
+        evaluate_metrics_aggregation_fn=handle_evaluate_metrics,
+    )
+    history = fl.simulation.start_simulation(
+        client_fn=_TextMetrics, num_clients=2, config={"num_rounds": 1}, strategy=strategy
+    )
+    assert history.metrics_distributed_fit["max_b"] == [(1, 1)]
+    _, first = seen["fit"][0]
+    assert (first["raw"], first["ok"], first["loss"]) == (b"x", True, 0.5)
+    assert seen["evaluate"] == ["node 0", "node 1"]

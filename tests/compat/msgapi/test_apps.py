@@ -324,3 +324,14 @@ def test_client_fn_form_uses_the_classic_handlers(monkeypatch):
         _numpy_app.server, app, num_nodes=2, run_config={"fraction-evaluate": 0.0}
     )
     np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2.0))
+
+
+def test_a_hand_written_loop_is_told_that_pollinate_records_no_rounds(caplog):
+    # Flower's advanced-pytorch and federated-analytics drive grid.send_and_receive
+    # themselves: the run works, and the summary's "0 rounds, empty model" is explained.
+    caplog.set_level("WARNING", logger="pollinate")
+    query = Message(RecordDict(), 1, "query.count")
+    (reply,) = _send(_numpy_app.app, query)
+    assert reply.has_content()
+    (record,) = [r for r in caplog.records if "send_and_receive" in r.getMessage()]
+    assert "no rounds" in record.getMessage()

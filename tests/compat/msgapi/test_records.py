@@ -120,6 +120,28 @@ def test_recorddict_gives_flower_views_that_write_through():
     assert isinstance(view.config(), ConfigRecord)
 
 
+def test_typed_record_views_write_through_as_flowers_do():
+    # Flower's flower-simulation-step-by-step example keeps a node's history this way:
+    # state.config_records["fit_metrics"] = ConfigRecord(), then appends to a list in it.
+    state = pollinate.RecordDict({"arrays": pollinate.ArrayRecord({"0": np.zeros(2)})})
+    view = _records.flower_record_dict(state)
+    view.config_records["fit_metrics"] = ConfigRecord()
+    view.metric_records["m"] = MetricRecord({"n": 1})
+    assert isinstance(state["fit_metrics"], pollinate.ConfigRecord)
+    assert "fit_metrics" in view.config_records and "arrays" not in view.config_records
+    assert list(view.array_records) == ["arrays"] and len(view.metric_records) == 1
+    fit_metrics = view.config_records["fit_metrics"]
+    fit_metrics["train_loss_hist"] = [1.0]
+    fit_metrics["train_loss_hist"].append(0.5)
+    assert list(view.config_records["fit_metrics"]["train_loss_hist"]) == [1.0, 0.5]
+    del view.metric_records["m"]
+    assert "m" not in state
+    with pytest.raises(RecordError, match=r"config_records.*ConfigRecord"):
+        view.config_records["x"] = MetricRecord({"n": 1})
+    with pytest.raises(KeyError):
+        view.config_records["arrays"]
+
+
 def _core_message(content: pollinate.RecordDict) -> pollinate.Message:
     return pollinate.Message.create(content, dst_node_id=3, message_type="train", run_id=7)
 

@@ -313,3 +313,19 @@ def test_strategy_utils_aggregate_as_flowers_with_pollinates_kernels():
     log_strategy_start_info(3, mean, ConfigRecord({"lr": 0.1}), None)
     with pytest.raises(pollinate.errors.RecordError, match="exactly one ArrayRecord"):
         aggregate_arrayrecords([RecordDict()], "n")
+
+
+def test_a_result_prints_as_a_short_summary_by_round():
+    # Flower's advanced-pytorch logs str(result) line by line at the end of its run.
+    result = Result(
+        arrays=ArrayRecord([np.zeros((1000, 100), np.float32), np.zeros(3)]),
+        train_metrics_clientapp={1: MetricRecord({"train_loss": 2.5, "num-examples": 160})},
+        evaluate_metrics_serverapp={0: MetricRecord({"accuracy": 0.1}), 1: MetricRecord()},
+    )
+    text = str(result)
+    assert text == repr(result)
+    assert "Array(shape" not in text and len(text.splitlines()) < 12
+    assert "2 arrays (0.400 MB)" in text
+    assert "1: train_loss=2.5, num-examples=160" in text
+    assert "0: accuracy=0.1" in text
+    assert "evaluate metrics (ClientApp), by round: none" in text

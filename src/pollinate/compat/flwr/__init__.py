@@ -15,6 +15,9 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ... import __version__ as __version__
+from ._missing import install_module_finder as _install_module_finder
+
+_install_module_finder()  # a Flower module this layer lacks: one clear error, not "pip install"
 
 if TYPE_CHECKING:
     from . import app as app

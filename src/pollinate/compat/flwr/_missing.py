@@ -1,13 +1,55 @@
-"""The one error for a Flower name this layer does not map, and the classic API, lazily."""
+"""The one error for a Flower name (or module) this layer does not map; the classic API, lazily.
+
+``install_module_finder`` makes ``import pollinate.compat.flwr.<a module Flower has and this
+layer lacks>`` fail with that one error (naming the pollinate way) instead of Python's "No
+module named ...", which tools read as a package to install.
+"""
 
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import sys
+from collections.abc import Sequence
 from types import ModuleType
 
 from ...errors import ConfigError
 
-__all__ = ["UnsupportedName", "classic", "unsupported"]
+__all__ = [
+    "UnsupportedModule",
+    "UnsupportedName",
+    "classic",
+    "install_module_finder",
+    "unsupported",
+    "unsupported_module",
+]
+
+PACKAGE = "pollinate.compat.flwr"
+
+_MODULE_HINTS = (
+    (
+        ("client.mod", "clientapp.mod"),
+        "Flower's built-in mods (differential privacy, secure aggregation, message size) are "
+        "not mapped; your own mods run: ClientApp(mods=[...]) with "
+        "mod(msg, context, call_next)",
+    ),
+    (
+        ("server.workflow",),
+        "Flower's workflows (DefaultWorkflow, SecAggPlusWorkflow) are not mapped: run the "
+        "strategy with strategy.start(grid=grid, ...) in @app.main()",
+    ),
+    (
+        ("simulation.ray_transport", "server.superlink.fleet.vce"),
+        "pollinate simulates without Ray: start_simulation, run_simulation or pollinate run, "
+        'with backend="process" for nodes in parallel',
+    ),
+    (
+        ("proto", "supercore", "superlink", "supernode", "server.superlink", "cli", "common.grpc"),
+        "Flower's internals (SuperLink, SuperNode, protobuf, the flwr CLI) have no mapping: "
+        "pollinate link, pollinate node and pollinate run are pollinate's",
+    ),
+)
 
 
 class UnsupportedName(ConfigError, ImportError):
@@ -29,6 +71,49 @@ def unsupported(module: str, name: str, hint: str) -> Exception:
         f"{module} has no {name!r}: this part of Flower's API is not supported ({hint}); "
         "docs/migrating-from-flower.md lists what is, and the pollinate equivalents"
     )
+
+
+class UnsupportedModule(UnsupportedName, ModuleNotFoundError):
+    """A Flower module pollinate does not map: a ModuleNotFoundError, so fallbacks still work."""
+
+
+def unsupported_module(fullname: str) -> UnsupportedModule:
+    """The error for importing ``fullname``, a module under ``pollinate.compat.flwr``."""
+    flower = fullname.removeprefix(f"{PACKAGE}.")
+    hint = next(
+        (text for prefixes, text in _MODULE_HINTS if _under(flower, prefixes)),
+        "Import from the modules Flower's tutorials use (flwr.app, flwr.client, flwr.server...)",
+    )
+    error = UnsupportedModule(
+        f"{fullname} (Flower's flwr.{flower}) is not supported. {hint}. "
+        "docs/migrating-from-flower.md lists what is, and the pollinate equivalents"
+    )
+    error.name = fullname
+    return error
+
+
+def _under(module: str, prefixes: Sequence[str]) -> bool:
+    return any(module == p or module.startswith(f"{p}.") for p in prefixes)
+
+
+class _FlowerModuleFinder(importlib.abc.MetaPathFinder):
+    """Last on ``sys.meta_path``: a module under the package that no finder found is unmapped."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        if fullname.startswith(f"{PACKAGE}.") and not fullname.rpartition(".")[2].startswith("_"):
+            raise unsupported_module(fullname)
+        return None
+
+
+def install_module_finder() -> None:
+    """Put the finder last on ``sys.meta_path``, once."""
+    if not any(isinstance(f, _FlowerModuleFinder) for f in sys.meta_path):
+        sys.meta_path.append(_FlowerModuleFinder())
 
 
 def classic(module: str) -> ModuleType:

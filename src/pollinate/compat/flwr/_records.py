@@ -19,7 +19,7 @@ from __future__ import annotations
 import io
 import sys
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, overload
 
@@ -319,6 +319,61 @@ class RecordDict(_records.RecordDict):
     def config(self, key: str = "config") -> ConfigRecord:
         """The ConfigRecord under ``key``, as a Flower ConfigRecord."""
         return flower_record(super().config(key))
+
+    @property
+    def array_records(self) -> MutableMapping[str, ArrayRecord]:  # type: ignore[override]
+        """The ArrayRecords, by name: Flower's view, whose writes land in this RecordDict."""
+        return _RecordsOfKind(self, _records.ArrayRecord, "array_records")
+
+    @property
+    def metric_records(self) -> MutableMapping[str, MetricRecord]:  # type: ignore[override]
+        """The MetricRecords, by name: Flower's view, whose writes land in this RecordDict."""
+        return _RecordsOfKind(self, _records.MetricRecord, "metric_records")
+
+    @property
+    def config_records(self) -> MutableMapping[str, ConfigRecord]:  # type: ignore[override]
+        """The ConfigRecords, by name: Flower's view, whose writes land in this RecordDict.
+
+        ``context.state.config_records["history"] = ConfigRecord()`` keeps it in the node's
+        state, as in Flower.
+        """
+        return _RecordsOfKind(self, _records.ConfigRecord, "config_records")
+
+
+class _RecordsOfKind(MutableMapping[str, Any]):
+    """The records of one kind in a RecordDict, read as Flower views; writes go to the dict."""
+
+    __slots__ = ("_kind", "_name", "_owner")
+
+    def __init__(self, owner: RecordDict, kind: type[_records.Record], name: str) -> None:
+        self._owner = owner
+        self._kind = kind
+        self._name = name
+
+    def __getitem__(self, key: str) -> Any:
+        if not isinstance(self._owner.get(key), self._kind):
+            raise KeyError(key)
+        return self._owner[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if not isinstance(value, self._kind):
+            raise RecordError(
+                f"{self._name}[{key!r}] takes a {self._kind.__name__}, got {type(value).__name__}"
+            )
+        self._owner[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        self[key]  # a KeyError for a record of another kind
+        del self._owner[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([k for k, v in self._owner.items() if isinstance(v, self._kind)])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def __repr__(self) -> str:
+        return repr(dict(self))
 
 
 def flower_record_dict(records: _records.RecordDict) -> RecordDict:

@@ -4,14 +4,17 @@
 the legacy ``(cid: str)``) becomes pollinate handlers. The Flower client it returns is
 wrapped in a ``pollinate.NumPyClient`` that copies the read-only arrays it is given into
 writable ones (Flower's clients may edit them) and converts ``Client``'s ``Ins``/``Res``.
+Flower's metrics are Scalars: the text ones (str, bytes, bool), which a MetricRecord does
+not hold, travel beside it in the reply's ``TEXT_METRICS`` ConfigRecord.
 """
 
 from __future__ import annotations
 
 import contextlib
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,9 +22,10 @@ from .... import client as pollinate_client
 from ....client._numpy_client import numpy_client_handlers
 from ....context import Context
 from ....errors import AppError, ConfigError
+from ....message import Message
+from ....records import ConfigRecord
 from .. import _records as records
 from .._records import Context as FlowerContext
-from ..common.logger import warn_once
 from ..common.parameter import ndarrays_to_parameters, parameters_to_ndarrays
 from ..common.typing import (
     Code,
@@ -38,7 +42,20 @@ from .numpy_client import NumPyClient
 if TYPE_CHECKING:
     from ....client import Handler
 
-__all__ = ["FlowerClientFn", "client_fn_handlers", "flower_context"]
+__all__ = [
+    "TEXT_METRICS",
+    "FlowerClientFn",
+    "client_fn_handlers",
+    "flower_client_app",
+    "flower_context",
+    "keep_text_metrics",
+]
+
+TEXT_METRICS = "metrics-text"
+"""The reply's ConfigRecord of a Flower client's text metrics (str, bytes, bool)."""
+
+_text: ContextVar[dict[str, Any] | None] = ContextVar("flower_text_metrics", default=None)
+"""The text metrics of the train or evaluate call in progress in this thread."""
 
 
 class FlowerClientFn:
@@ -67,7 +84,50 @@ class FlowerClientFn:
 
 def client_fn_handlers(client_fn: Callable[..., Any]) -> dict[str, Handler]:
     """Pollinate handlers ("train", "evaluate", "query.get-parameters") for a Flower client_fn."""
-    return numpy_client_handlers(FlowerClientFn(client_fn))
+    handlers = numpy_client_handlers(FlowerClientFn(client_fn))
+    for kind in ("train", "evaluate"):
+        handlers[kind] = _KeepsText(handlers[kind])
+    return handlers
+
+
+def flower_client_app(client_fn: Callable[[Context], pollinate_client.NumPyClient]) -> Any:
+    """A ``pollinate.ClientApp`` for a client_fn made here, text metrics kept."""
+    return pollinate_client.ClientApp(client_fn=client_fn, mods=[keep_text_metrics])
+
+
+def keep_text_metrics(msg: Message, context: Context, call_next: Handler) -> Message:
+    """A mod: the Flower client's text metrics go in the reply's ``TEXT_METRICS`` record."""
+    token = _text.set({})
+    try:
+        reply = call_next(msg, context)
+        text = _text.get()
+    finally:
+        _text.reset(token)
+    if text:
+        reply.content[TEXT_METRICS] = ConfigRecord(text)
+    return reply
+
+
+class _KeepsText:
+    """A train or evaluate handler with ``keep_text_metrics`` around it."""
+
+    __slots__ = ("handler",)
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+
+    def __call__(self, msg: Message, context: Context) -> Message:
+        return keep_text_metrics(msg, context, self.handler)
+
+
+def _numbers_only(metrics: Any) -> Any:
+    """Flower metrics less the text ones, which are kept for the reply's ConfigRecord."""
+    held = _text.get()
+    if held is None or not isinstance(metrics, Mapping):
+        return metrics
+    text = {k: v for k, v in metrics.items() if isinstance(v, (str, bytes, bool))}
+    held.update(text)
+    return {k: v for k, v in metrics.items() if k not in text}
 
 
 def as_pollinate_client(client: object, context: Any) -> pollinate_client.NumPyClient:
@@ -104,48 +164,29 @@ class _Wrapped(pollinate_client.NumPyClient):
 
     def fit(self, parameters: NDArrays, config: dict[str, Any]) -> tuple[Any, int, Any]:
         if isinstance(self.flower, NumPyClient):
-            return _with_numbers("fit", self.flower.fit(_writable(parameters), config))
+            return _with_numbers_only(self.flower.fit(_writable(parameters), config))
         # A Client reads them with parameters_to_ndarrays, which gives writable copies.
         res = self.flower.fit(FitIns(ndarrays_to_parameters(parameters), config))
         _check_status("fit", res.status)
-        return _arrays(res.parameters), res.num_examples, _numbers("fit", res.metrics)
+        return _arrays(res.parameters), res.num_examples, _numbers_only(res.metrics)
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Any]) -> tuple[Any, int, Any]:
         if isinstance(self.flower, NumPyClient):
-            return _with_numbers("evaluate", self.flower.evaluate(_writable(parameters), config))
+            return _with_numbers_only(self.flower.evaluate(_writable(parameters), config))
         res = self.flower.evaluate(EvaluateIns(ndarrays_to_parameters(parameters), config))
         _check_status("evaluate", res.status)
-        return res.loss, res.num_examples, _numbers("evaluate", res.metrics)
+        return res.loss, res.num_examples, _numbers_only(res.metrics)
 
 
-def _with_numbers(method: str, result: Any) -> tuple[Any, int, Any]:
-    """A NumPyClient's ``(..., num_examples, metrics)`` with its metrics as numbers."""
-    if isinstance(result, tuple) and len(result) == 3:
-        return result[0], result[1], _numbers(method, result[2])
-    return cast("tuple[Any, int, Any]", result)  # the wrong shape: pollinate's adapter says so
+def _with_numbers_only(result: tuple[Any, int, Any]) -> tuple[Any, int, Any]:
+    """A NumPyClient's ``(x, num_examples, metrics)`` with its text metrics kept aside.
 
-
-def _numbers(method: str, metrics: Any) -> Any:
-    """Flower's metrics as pollinate's, which are numbers: bools count as 0 and 1.
-
-    Strings and bytes (Flower's ``Scalar`` allows them) are left out, with one warning per
-    name, rather than failing the reply.
+    Anything else is handed on as it is, for pollinate's adapter to name what is wrong.
     """
-    if not isinstance(metrics, dict):
-        return metrics  # pollinate's adapter names the mistake
-    numbers: dict[str, Any] = {}
-    for name, value in metrics.items():
-        if isinstance(value, (bool, np.bool_)):
-            numbers[name] = int(value)
-        elif isinstance(value, (str, bytes)):
-            warn_once(
-                f"metric-{method}-{name}",
-                f"{method} metric {name!r} is a {type(value).__name__}: pollinate's metrics are "
-                "numbers, so it is left out (the server's aggregate functions do not see it)",
-            )
-        else:
-            numbers[name] = value
-    return numbers
+    if isinstance(result, tuple) and len(result) == 3:
+        first, num_examples, metrics = result
+        return first, num_examples, _numbers_only(metrics)
+    return result
 
 
 def _writable(arrays: NDArrays) -> NDArrays:

@@ -15,7 +15,7 @@ from .... import client as pollinate_client
 from ....errors import ConfigError
 from ..common._files import private_folder
 from ..common.logger import logger, plain_text_said_once, warn_once
-from ._adapter import FlowerClientFn, as_pollinate_client
+from ._adapter import FlowerClientFn, as_pollinate_client, flower_client_app
 from .client import Client
 from .numpy_client import NumPyClient
 
@@ -52,7 +52,7 @@ def start_client(
         )
     _ignored(grpc_max_message_length=grpc_max_message_length != GRPC_MAX_MESSAGE_LENGTH)
     _ignored(transport=transport is not None, max_retries=max_retries is not None)
-    make = _client_maker(client_fn, client)
+    make = flower_client_app(_client_maker(client_fn, client))
     from ....deploy import start_client as pollinate_start_client
 
     if insecure is None:

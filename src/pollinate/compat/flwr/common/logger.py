@@ -1,6 +1,9 @@
 """Flower's ``flwr.common.logger``: ``log(level, msg, *args)`` on pollinate's logger.
 
-Records go to the ``pollinate.flwr`` logger, so they show wherever pollinate's own do.
+Records go to the ``pollinate.flwr`` logger, so they show wherever pollinate's own do. Its
+INFO lines are shown as Flower shows them (an app's ``log(INFO, "...")`` is its progress
+report): on stderr, unless a handler above already shows them (``pollinate run
+--verbose``, the user's ``logging.basicConfig``), so that each is printed once.
 ``plain_text_said_once`` keeps pollinate's link and nodes from repeating a plain-text
 warning the Flower call has given already (naming the secure alternative).
 """
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -17,6 +21,32 @@ __all__ = ["FLOWER_LOGGER", "log", "logger", "plain_text_said_once", "warn_once"
 logger = logging.getLogger("pollinate.flwr")
 FLOWER_LOGGER = logger
 log = logger.log
+
+
+class _ShownIfUnshown(logging.Handler):
+    """Prints records of INFO and above on stderr that no handler above would show.
+
+    Flower shows its INFO lines by default; warnings are shown as Python's last resort
+    would (which no longer runs, this logger having a handler).
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not _shown_above(record):
+            sys.stderr.write(self.format(record) + "\n")
+
+
+def _shown_above(record: logging.LogRecord) -> bool:
+    """Whether a handler of an ancestor the record propagates to takes its level."""
+    current: logging.Logger | None = logger
+    while current is not None and current.propagate:
+        current = current.parent
+        if current is not None and any(record.levelno >= h.level for h in current.handlers):
+            return True
+    return False
+
+
+logger.setLevel(logging.INFO)
+logger.addHandler(_ShownIfUnshown())
 
 _said: set[str] = set()
 

@@ -14,6 +14,10 @@ from typing import Any, TypeAlias
 
 import numpy.typing as npt
 
+from ....context import UserConfig as CoreUserConfig
+from ....context import UserConfigValue as CoreUserConfigValue
+from .._missing import unsupported
+
 __all__ = [
     "Code",
     "Config",
@@ -33,6 +37,8 @@ __all__ = [
     "Properties",
     "Scalar",
     "Status",
+    "UserConfig",
+    "UserConfigValue",
 ]
 
 NDArray: TypeAlias = npt.NDArray[Any]
@@ -43,6 +49,10 @@ Config: TypeAlias = dict[str, Scalar]
 Properties: TypeAlias = dict[str, Scalar]
 MetricsAggregationFn: TypeAlias = Callable[[list[tuple[int, Metrics]]], Metrics]
 """``[(num_examples, metrics), ...] -> metrics``, Flower's metric aggregation function."""
+
+UserConfig: TypeAlias = CoreUserConfig
+"""A run's or a node's config (``context.run_config``): pollinate's ``UserConfig``."""
+UserConfigValue: TypeAlias = CoreUserConfigValue
 
 NUMPY_TENSOR_TYPE = "numpy.ndarray"
 
@@ -180,3 +190,13 @@ class EvaluateRes:
     loss: float
     num_examples: int
     metrics: Metrics
+
+
+def __getattr__(name: str) -> Any:
+    """Name what is missing (Flower's deployment types: ``Run``, ``Fab``...) and the way."""
+    raise unsupported(
+        __name__,
+        name,
+        "Flower's deployment types (Run, Fab, accounts) have no mapping; the classic API's "
+        "value types and UserConfig do",
+    )

@@ -166,6 +166,12 @@ class _FlowerMain:
         if view.ran_strategy:
             return None  # strategy.start reported its history to the run
         # A hand-written loop over grid.send_and_receive, as Flower allows: no rounds to keep.
+        log.warning(
+            "the ServerApp drove grid.send_and_receive itself (its own loop, or a "
+            "Strategy.start override), not the strategy's start: pollinate records no "
+            "rounds, metrics or final model for this run (what the app saves itself is "
+            "kept); FedAvg's start(grid=grid, ...) has them recorded"
+        )
         empty = CoreResult(CoreArrayRecord())
         grid.observer.on_result(empty)
         return empty

@@ -21,7 +21,7 @@ from ....errors import ConfigError
 from ....server import ServerApp
 from ....simulation import run_simulation as pollinate_run_simulation
 from ....strategy import Strategy as CoreStrategy
-from ..client._adapter import FlowerClientFn
+from ..client._adapter import FlowerClientFn, flower_client_app
 from ..common.logger import warn_once
 from ..server.app import _refuse_custom, default_strategy, strategy_server_app
 from ..server.history import History, history_from_result
@@ -63,7 +63,7 @@ def start_simulation(
         actor_scheduling=actor_scheduling != "DEFAULT",
     )
     ids = _client_ids(num_clients, clients_ids)
-    app = ClientApp(client_fn=FlowerClientFn(client_fn))
+    app = flower_client_app(FlowerClientFn(client_fn))
     result = pollinate_run_simulation(
         strategy_server_app(default_strategy(strategy), server_config(config)),
         app,

@@ -35,7 +35,7 @@ from .strategy import (
     Failures,
     FitResults,
     Strategy,
-    metric_record,
+    numeric_metrics,
     parameters_view,
     record_of,
 )
@@ -203,7 +203,7 @@ class FedAvg(Strategy):
 def _updates(results: FitResults, like: ArrayRecord) -> Iterator[Update]:
     """Each result as an ``Update`` for the core's aggregation chain."""
     for proxy, res in results:
-        metrics = metric_record(res.metrics, "fit")
+        metrics = numeric_metrics(res.metrics)  # text metrics reach the aggregation fn only
         metrics[NUM_EXAMPLES] = res.num_examples
         yield Update(
             proxy.node_id, record_of(res.parameters, like), float(res.num_examples), metrics

@@ -36,6 +36,7 @@ from .....server import Grid, Result
 from .....strategy import EvaluateFn, RoundConfig
 from .....strategy import Strategy as CoreStrategy
 from .....strategy._validate import check_evaluate_reply, check_train_reply
+from ...client._adapter import TEXT_METRICS
 from ...common.logger import warn_once
 from ...common.parameter import bytes_to_ndarray
 from ...common.typing import (
@@ -352,6 +353,11 @@ def metric_record(metrics: Mapping[str, Any] | None, where: str) -> MetricRecord
     return MetricRecord(kept)
 
 
+def numeric_metrics(metrics: Mapping[str, Any]) -> MetricRecord:
+    """The numbers and lists of numbers among a client's metrics (its text ones left out)."""
+    return MetricRecord({k: v for k, v in metrics.items() if _is_metric(v)})
+
+
 def _is_metric(value: object) -> bool:
     if isinstance(value, list):
         return all(_is_metric(v) for v in value) and not any(isinstance(v, list) for v in value)
@@ -389,8 +395,11 @@ def _messages(
 
 def _split(reply: Message) -> tuple[int, dict[str, Any]]:
     """A reply's number of examples, and its other metrics (the Flower client's own)."""
-    metrics = dict(reply.content.metrics("metrics"))
-    return int(metrics.pop(NUM_EXAMPLES)), metrics  # type: ignore[arg-type]
+    metrics: dict[str, Any] = dict(reply.content.metrics("metrics"))
+    text = reply.content.get(TEXT_METRICS)
+    if isinstance(text, ConfigRecord):  # the client's str, bytes and bool metrics
+        metrics.update(text)
+    return int(metrics.pop(NUM_EXAMPLES)), metrics
 
 
 def _fit_res(reply: Message) -> FitRes:

@@ -3,7 +3,8 @@
 ``Strategy`` (subclass it the Flower way: ``aggregate_train(server_round, replies) ->
 (arrays, metrics)``, ``super()`` included), ``Result``, ``FedAvg`` and the strategies
 pollinate has too: ``FedProx``, ``FedAvgM``, ``FedAdam``, ``FedYogi``, ``FedAdagrad``,
-``FedMedian``, ``FedTrimmedAvg``, ``Krum``, ``MultiKrum``, ``Bulyan``, ``QFedAvg``; each builds
+``FedMedian``, ``FedTrimmedAvg``, ``Krum``, ``MultiKrum``, ``Bulyan``, ``QFedAvg``,
+``FedXgbBagging``; each builds
 the pollinate strategy of the same name and delegates to it. ``strategy_utils`` has
 Flower's aggregation helpers for custom strategies, on pollinate's kernels.
 """
@@ -16,6 +17,7 @@ from ._fedavg import FedAvgM as FedAvgM
 from ._fedavg import FedMedian as FedMedian
 from ._fedavg import FedProx as FedProx
 from ._fedavg import FedTrimmedAvg as FedTrimmedAvg
+from ._fedavg import FedXgbBagging as FedXgbBagging
 from ._fedavg import FedYogi as FedYogi
 from ._fedavg import Krum as Krum
 from ._fedavg import MultiKrum as MultiKrum
@@ -32,6 +34,7 @@ __all__ = [
     "FedMedian",
     "FedProx",
     "FedTrimmedAvg",
+    "FedXgbBagging",
     "FedYogi",
     "Krum",
     "MultiKrum",
@@ -50,6 +53,5 @@ def __getattr__(name: str) -> object:
         name,
         "pollinate has "
         + ", ".join(n for n in __all__ if n not in ("Result", "Strategy"))
-        + "; for XGBoost see pollinate.strategy.FedXgbBagging, for other rules compose "
-        "pollinate.strategy.chain(...)",
+        + "; for other rules compose pollinate.strategy.chain(...)",
     )

@@ -43,6 +43,7 @@ __all__ = [
     "FedMedian",
     "FedProx",
     "FedTrimmedAvg",
+    "FedXgbBagging",
     "FedYogi",
     "Krum",
     "MultiKrum",
@@ -429,3 +430,71 @@ class QFedAvg(FedAvg):
             loss_key=self.train_loss_key,
             **options,
         )
+
+
+class FedXgbBagging(FedAvg):
+    """Flower's ``FedXgbBagging``: ``pollinate.strategy.FedXgbBagging`` appends each reply's trees.
+
+    Flower keeps the booster's JSON bytes in an array named ``"0"``, pollinate in one named
+    ``"model"``: the records are renamed (their arrays shared) on the way to and from
+    pollinate's strategy, so Flower's ClientApp reads ``msg.content["arrays"]["0"]`` as ever.
+    """
+
+    def make_core(self, options: FedAvgOptions) -> core.FedAvg:
+        return core.FedXgbBagging(**options)
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """FedAvg's train messages, the global booster under Flower's array name."""
+        if self.fraction_train == 0.0:
+            return []
+        state = current_round(self, arrays).state
+        messages = self.core.configure_train(
+            server_round, _one_array(arrays, XGB_MODEL), config, core_grid(grid), state
+        )
+        return [flower_message(self._keyed(_model_named(m, FLOWER_MODEL))) for m in messages]
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """The global booster with each valid reply's trees appended, and the metrics."""
+        current = current_round(self, core.xgb_record())
+        model, metrics, current.next_state = self.core.aggregate_train(
+            server_round,
+            _one_array(current.arrays, XGB_MODEL),
+            (_model_named(r, XGB_MODEL) for r in _as_core(_valid(replies))),
+            current.state,
+        )
+        return _flower(None if model is None else _one_array(model, FLOWER_MODEL)), flower_record(
+            metrics
+        )
+
+    def check_train_reply(self, reply: CoreMessage, arrays: CoreArrayRecord) -> str | None:
+        """Set aside what pollinate does: a model that is no gbtree JSON like the global one."""
+        named = _model_named(normalised(reply), XGB_MODEL)
+        return self.core.check_train_reply(named, _one_array(arrays, XGB_MODEL))
+
+    def streams(self, method: str) -> bool:
+        """Stream replies to this class's own ``aggregate_*``; an override gets a list."""
+        return getattr(type(self), method) is getattr(FedXgbBagging, method)
+
+
+XGB_MODEL, FLOWER_MODEL = "model", "0"
+"""The name of the booster's array: pollinate's, and Flower's (its first array's)."""
+
+
+def _one_array(record: CoreArrayRecord, name: str) -> CoreArrayRecord:
+    """``record``'s one array under ``name`` (shared, not copied); any other record as is."""
+    if len(record) != 1:
+        return record
+    return CoreArrayRecord({name: next(iter(record.values()))})
+
+
+def _model_named(message: CoreMessage, name: str) -> CoreMessage:
+    """``message`` with the array of its ``arrays`` record under ``name``."""
+    record = message.content.get(ARRAYS) if message.error is None else None
+    if not isinstance(record, CoreArrayRecord):
+        return message
+    content = CoreRecordDict({**dict(message.content.items()), ARRAYS: _one_array(record, name)})
+    return CoreMessage(message.metadata, content)

@@ -57,6 +57,19 @@ class Result:
     evaluate_metrics_serverapp: dict[int, MetricRecord] = field(default_factory=dict)
     core: CoreResult | None = field(default=None, repr=False)
 
+    def __repr__(self) -> str:
+        """The model's size and each round's metrics, a line each (not every array)."""
+        size = sum(array.numpy().nbytes for array in self.arrays.values()) / 1e6
+        lines = [f"Result: ArrayRecord of {len(self.arrays)} arrays ({size:.3f} MB)"]
+        for title, by_round in (
+            ("train metrics (ClientApp)", self.train_metrics_clientapp),
+            ("evaluate metrics (ClientApp)", self.evaluate_metrics_clientapp),
+            ("evaluate metrics (ServerApp)", self.evaluate_metrics_serverapp),
+        ):
+            lines.append(f"{title}, by round:" + ("" if by_round else " none"))
+            lines += [f"  {r}: {_metrics_line(m)}" for r, m in sorted(by_round.items())]
+        return "\n".join(lines)
+
     @classmethod
     def from_core(cls, result: CoreResult) -> Result:
         """Flower's Result for pollinate's (the arrays are shared, not copied)."""
@@ -67,6 +80,12 @@ class Result:
             evaluate_metrics_serverapp=_by_round(result, "server"),
             core=result,
         )
+
+
+def _metrics_line(metrics: Mapping[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()
+    )
 
 
 def _by_round(result: CoreResult, phase: str) -> dict[int, MetricRecord]:

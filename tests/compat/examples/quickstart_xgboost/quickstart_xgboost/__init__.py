@@ -1,0 +1,1 @@
+"""quickstart-xgboost: A Flower / XGBoost app."""

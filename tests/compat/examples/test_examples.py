@@ -1,0 +1,109 @@
+"""Flower's own examples, their import lines changed to ``pollinate.compat.flwr``, run as
+their READMEs say (``flwr run .`` -> ``pollinate run .``; ``python script.py``).
+
+- ``quickstart_sklearn``: Flower's quickstart-sklearn (message API). task.py's
+  ``load_data`` reads sklearn's bundled iris in place of the ``hitorilabs/iris`` download.
+- ``step_by_step``: Flower's flower-simulation-step-by-step-pytorch app (classic
+  ``NumPyClient`` and a ``FedAvg`` subclass behind ``ClientApp(client_fn=...)`` and
+  ``ServerApp(server_fn=...)``, node state in ``context.state``, a JSON string metric).
+  task.py's ``load_data`` makes synthetic Fashion-MNIST-shaped data in place of the
+  download; ``_standins`` stands in for wandb, HuggingFace ``datasets`` and torchvision.
+- ``quickstart_xgboost``: Flower's quickstart-xgboost (message API, ``FedXgbBagging``).
+  task.py's ``load_data`` reads sklearn's bundled breast cancer set in place of the
+  ``jxie/higgs`` download.
+- ``scripts/fedcustom.py``: the Flower 1.x tutorial "Build a strategy from scratch"
+  (a ``Strategy`` written from scratch, ``ServerApp(server_fn=...)``, ``run_simulation``),
+  its model and data replaced by a numpy model on sklearn's digits.
+"""
+
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from pollinate.cli._main import cli
+
+from . import _standins
+
+HERE = Path(__file__).parent
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Torch on one thread, as the machine's cores are shared; restored afterwards."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _pollinate_run(app: str, out: Path, *args: str) -> tuple[dict[str, Any], str]:
+    """``pollinate run APP --json --out OUT ...``: the JSON summary and what went to stderr."""
+    done = CliRunner().invoke(
+        cli, ["run", str(HERE / app), "--json", "--out", str(out), *args], catch_exceptions=False
+    )
+    assert done.exit_code == 0, done.output
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
+
+
+def _rounds(summary: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    return {r["round"]: r for r in summary["rounds"]}
+
+
+def test_quickstart_sklearn_runs_under_pollinate_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the ServerApp saves logreg_model.pkl where it runs
+    # Flower's README says flwr run . --stream: pollinate takes the flag too.
+    summary, stderr = _pollinate_run("quickstart_sklearn", tmp_path / "run", "--stream")
+    assert "note: pyproject.toml is written for Flower" in stderr
+    rounds = _rounds(summary)
+    assert sorted(rounds) == list(range(1, 26))  # num-server-rounds = 25
+    assert rounds[25]["train"]["ok"] == 10  # Flower's default: 10 supernodes
+    first, last = rounds[1]["evaluate"]["metrics"], rounds[25]["evaluate"]["metrics"]
+    assert last["test_logloss"] < 0.8 * first["test_logloss"]  # saga is unseeded: no exact value
+    assert (tmp_path / "logreg_model.pkl").exists()
+
+
+def test_flower_simulation_step_by_step_runs_under_pollinate_run(tmp_path, monkeypatch, one_thread):
+    for name, module in _standins.modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.chdir(tmp_path)  # the strategy saves results.json and checkpoints here
+    summary, stderr = _pollinate_run("step_by_step", tmp_path / "run")
+    assert "ignores: [tool.flwr.federations.gpu-sim]" in stderr  # Ray's options, named once
+    rounds = _rounds(summary)
+    assert sorted(rounds) == [0, 1, 2, 3]
+    assert rounds[3]["train"]["ok"] == 5  # fraction-fit = 0.5 of 10 supernodes
+    assert 0 <= rounds[3]["train"]["metrics"]["max_b"] < 1  # from the JSON string metric
+    assert rounds[3]["server"]["cen_accuracy"] > 0.5
+    assert rounds[3]["evaluate"]["metrics"]["accuracy"] > 0.5  # weighted_average
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(saved) == ["0", "1", "2", "3"]
+    assert [(tmp_path / f"global_model_round_{r}").exists() for r in (1, 2, 3)] == [True] * 3
+
+
+def test_quickstart_xgboost_bags_every_nodes_trees(tmp_path, monkeypatch):
+    xgb = pytest.importorskip("xgboost")
+    monkeypatch.chdir(tmp_path)  # the ServerApp saves final_model.json where it runs
+    summary, _ = _pollinate_run("quickstart_xgboost", tmp_path / "run")
+    rounds = _rounds(summary)
+    assert [rounds[r]["train"]["ok"] for r in (1, 2, 3)] == [2, 2, 2]  # fraction-train = 0.1
+    assert rounds[3]["evaluate"]["metrics"]["auc"] > 0.8
+    booster = xgb.Booster()
+    booster.load_model(str(tmp_path / "final_model.json"))
+    assert booster.num_boosted_rounds() == 6  # 3 rounds x 2 nodes x 1 local round
+
+
+def test_build_a_strategy_from_scratch_runs_as_a_script(capsys):
+    runpy.run_path(str(HERE / "scripts" / "fedcustom.py"), run_name="__main__")
+    captured = capsys.readouterr()
+    fits = [line for line in captured.out.splitlines() if "] fit, config:" in line]
+    assert len(fits) == 30  # FedCustom samples all 10 nodes in each of 3 rounds
+    assert sum("{'lr': 0.003}" in line for line in fits) == 15  # half get the higher lr
+    assert "round 3/3: train 10 ok, evaluate 10 ok" in captured.err
