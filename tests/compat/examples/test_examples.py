@@ -58,19 +58,6 @@ def _rounds(summary: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {r["round"]: r for r in summary["rounds"]}
 
 
-def test_quickstart_sklearn_runs_under_pollinate_run(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the ServerApp saves logreg_model.pkl where it runs
-    # Flower's README says flwr run . --stream: pollinate takes the flag too.
-    summary, stderr = _pollinate_run("quickstart_sklearn", tmp_path / "run", "--stream")
-    assert "note: pyproject.toml is written for Flower" in stderr
-    rounds = _rounds(summary)
-    assert sorted(rounds) == list(range(1, 26))  # num-server-rounds = 25
-    assert rounds[25]["train"]["ok"] == 10  # Flower's default: 10 supernodes
-    first, last = rounds[1]["evaluate"]["metrics"], rounds[25]["evaluate"]["metrics"]
-    assert last["test_logloss"] < 0.8 * first["test_logloss"]  # saga is unseeded: no exact value
-    assert (tmp_path / "logreg_model.pkl").exists()
-
-
 def test_flower_simulation_step_by_step_runs_under_pollinate_run(tmp_path, monkeypatch, one_thread):
     for name, module in _standins.modules().items():
         monkeypatch.setitem(sys.modules, name, module)
