@@ -74,3 +74,17 @@ def test_sklearn_logistic_regression_runs_under_pollinate_run(tmp_path, monkeypa
         model = pickle.load(saved)
     assert model.coef_.shape == (3, 13)
     assert model.score(*everything()) > 0.9  # the saved model is the trained one
+
+
+def test_xgboost_bagging_keeps_every_sampled_nodes_trees(tmp_path, monkeypatch):
+    xgb = pytest.importorskip("xgboost")
+    monkeypatch.chdir(tmp_path)  # the ServerApp saves ensemble.json where it runs
+    summary, _ = _pollinate_run("xgboost_bagging", tmp_path / "run")
+    rounds = _rounds(summary)
+    assert sorted(rounds) == [1, 2, 3]
+    assert [rounds[r]["train"]["ok"] for r in (1, 2, 3)] == [2, 2, 2]  # 0.1 of 10, at least 2
+    assert [rounds[r]["evaluate"]["ok"] for r in (1, 2, 3)] == [2, 2, 2]
+    assert rounds[3]["evaluate"]["metrics"]["auc"] > 0.8
+    ensemble = xgb.Booster()
+    ensemble.load_model(str(tmp_path / "ensemble.json"))
+    assert ensemble.num_boosted_rounds() == 6  # 3 rounds x 2 nodes x 1 tree

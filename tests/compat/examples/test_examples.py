@@ -75,18 +75,6 @@ def test_flower_simulation_step_by_step_runs_under_pollinate_run(tmp_path, monke
     assert [(tmp_path / f"global_model_round_{r}").exists() for r in (1, 2, 3)] == [True] * 3
 
 
-def test_quickstart_xgboost_bags_every_nodes_trees(tmp_path, monkeypatch):
-    xgb = pytest.importorskip("xgboost")
-    monkeypatch.chdir(tmp_path)  # the ServerApp saves final_model.json where it runs
-    summary, _ = _pollinate_run("quickstart_xgboost", tmp_path / "run")
-    rounds = _rounds(summary)
-    assert [rounds[r]["train"]["ok"] for r in (1, 2, 3)] == [2, 2, 2]  # fraction-train = 0.1
-    assert rounds[3]["evaluate"]["metrics"]["auc"] > 0.8
-    booster = xgb.Booster()
-    booster.load_model(str(tmp_path / "final_model.json"))
-    assert booster.num_boosted_rounds() == 6  # 3 rounds x 2 nodes x 1 local round
-
-
 def test_build_a_strategy_from_scratch_runs_as_a_script(capsys):
     runpy.run_path(str(HERE / "scripts" / "fedcustom.py"), run_name="__main__")
     captured = capsys.readouterr()
