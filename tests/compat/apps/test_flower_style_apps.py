@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -88,3 +89,33 @@ def test_xgboost_bagging_keeps_every_sampled_nodes_trees(tmp_path, monkeypatch):
     ensemble = xgb.Booster()
     ensemble.load_model(str(tmp_path / "ensemble.json"))
     assert ensemble.num_boosted_rounds() == 6  # 3 rounds x 2 nodes x 1 tree
+
+
+def test_classic_api_app_keeps_node_state_and_checkpoints(tmp_path, monkeypatch, one_thread):
+    monkeypatch.chdir(tmp_path)  # the strategy saves central.json and checkpoints here
+    summary, stderr = _pollinate_run("classic_torch", tmp_path / "run")
+    assert "ignores: [tool.flwr.federations.many-cores]" in stderr  # Ray's options, named once
+    rounds = _rounds(summary)
+    assert sorted(rounds) == [0, 1, 2, 3]
+    train = {r: rounds[r]["train"] for r in (1, 2, 3)}
+    assert [train[r]["ok"] for r in (1, 2, 3)] == [5, 5, 5]  # fraction-fit = 0.5 of 10 nodes
+    # aggregate_fit iterated its results again after super(): 5 nodes x 64 points
+    assert [train[r]["metrics"]["examples"] for r in (1, 2, 3)] == [320, 320, 320]
+    # on_fit_config_fn's learning rate, echoed back in each node's JSON string metric
+    assert [train[r]["metrics"]["lr"] for r in (1, 2, 3)] == [0.2, 0.2, 0.1]
+    # The mod saw every message, evaluations included (all 10 nodes evaluate each round)
+    for r in (1, 2, 3):
+        assert train[r]["metrics"]["min_evaluated"] == train[r]["metrics"]["max_evaluated"] == r - 1
+    # context.state outlived each client: 15 fits over 10 nodes, so a node trained twice
+    assert train[1]["metrics"]["most_trained"] == 1
+    assert max(train[r]["metrics"]["most_trained"] for r in (2, 3)) >= 2
+    assert rounds[3]["server"]["central_accuracy"] > 0.8
+    assert rounds[3]["evaluate"]["metrics"]["accuracy"] > 0.8  # mean_accuracy
+    central = json.loads((tmp_path / "central.json").read_text())
+    assert sorted(central) == ["0", "1", "2", "3"]
+    assert central["3"]["central_accuracy"] == rounds[3]["server"]["central_accuracy"]
+    checkpoint = torch.load(tmp_path / "checkpoint_round_3.pt")
+    assert sorted(checkpoint) == ["bias", "weight"]
+    with np.load(tmp_path / "run" / "model.npz") as final:  # the run's model: the last checkpoint
+        np.testing.assert_array_equal(final["0"], checkpoint["weight"].numpy())
+        np.testing.assert_array_equal(final["1"], checkpoint["bias"].numpy())

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import runpy
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,6 @@ import torch
 from click.testing import CliRunner
 
 from pollinate.cli._main import cli
-
-from . import _standins
 
 HERE = Path(__file__).parent
 
@@ -56,23 +53,6 @@ def _pollinate_run(app: str, out: Path, *args: str) -> tuple[dict[str, Any], str
 
 def _rounds(summary: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return {r["round"]: r for r in summary["rounds"]}
-
-
-def test_flower_simulation_step_by_step_runs_under_pollinate_run(tmp_path, monkeypatch, one_thread):
-    for name, module in _standins.modules().items():
-        monkeypatch.setitem(sys.modules, name, module)
-    monkeypatch.chdir(tmp_path)  # the strategy saves results.json and checkpoints here
-    summary, stderr = _pollinate_run("step_by_step", tmp_path / "run")
-    assert "ignores: [tool.flwr.federations.gpu-sim]" in stderr  # Ray's options, named once
-    rounds = _rounds(summary)
-    assert sorted(rounds) == [0, 1, 2, 3]
-    assert rounds[3]["train"]["ok"] == 5  # fraction-fit = 0.5 of 10 supernodes
-    assert 0 <= rounds[3]["train"]["metrics"]["max_b"] < 1  # from the JSON string metric
-    assert rounds[3]["server"]["cen_accuracy"] > 0.5
-    assert rounds[3]["evaluate"]["metrics"]["accuracy"] > 0.5  # weighted_average
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert sorted(saved) == ["0", "1", "2", "3"]
-    assert [(tmp_path / f"global_model_round_{r}").exists() for r in (1, 2, 3)] == [True] * 3
 
 
 def test_build_a_strategy_from_scratch_runs_as_a_script(capsys):
