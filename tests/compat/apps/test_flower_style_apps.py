@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import runpy
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -119,3 +120,17 @@ def test_classic_api_app_keeps_node_state_and_checkpoints(tmp_path, monkeypatch,
     with np.load(tmp_path / "run" / "model.npz") as final:  # the run's model: the last checkpoint
         np.testing.assert_array_equal(final["0"], checkpoint["weight"].numpy())
         np.testing.assert_array_equal(final["1"], checkpoint["bias"].numpy())
+
+
+def test_a_strategy_written_from_scratch_runs_as_a_script(capsys):
+    script = runpy.run_path(str(HERE / "scratch_strategy.py"), run_name="__main__")
+    captured = capsys.readouterr()
+    assert captured.out.startswith("pollinate.compat.flwr ")  # flwr.__version__
+    fits = [line for line in captured.out.splitlines() if ": fit with lr=" in line]
+    assert len(fits) == 30  # every one of the 10 nodes in each of 3 rounds
+    assert sum(line.endswith("lr=0.2") for line in fits) == 15  # half get the larger step
+    assert "round 3/3: train 10 ok, evaluate 10 ok" in captured.err
+    losses = script["MEAN_LOSSES"]
+    assert len(losses) == 3
+    assert losses[0] > losses[1] > losses[2]
+    np.testing.assert_allclose(script["FINAL"]["weights"], script["TRUE_WEIGHTS"], atol=0.2)
