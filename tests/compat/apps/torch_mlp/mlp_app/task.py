@@ -2,7 +2,7 @@
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 FEATURES, CLASSES = 16, 4
 CENTRES = torch.randn(CLASSES, FEATURES, generator=torch.Generator().manual_seed(99)) * 1.5
@@ -29,9 +29,14 @@ def _points(seed: int, count: int) -> TensorDataset:
 
 
 def node_loaders(partition_id: int, num_partitions: int, batch_size: int):
-    """This node's own points, as (train loader, validation loader): 64 and 16 points."""
-    train, val = _points(1000 + partition_id, 64), _points(2000 + partition_id, 16)
-    return DataLoader(train, batch_size=batch_size, shuffle=True), DataLoader(val, batch_size=64)
+    """This node's share of 640 training and 160 validation points, as two loaders."""
+    train, val = _points(1, 640), _points(2, 160)
+    train_rows = torch.arange(640).tensor_split(num_partitions)[partition_id]
+    val_rows = torch.arange(160).tensor_split(num_partitions)[partition_id]
+    return (
+        DataLoader(Subset(train, train_rows.tolist()), batch_size=batch_size, shuffle=True),
+        DataLoader(Subset(val, val_rows.tolist()), batch_size=64),
+    )
 
 
 def held_out_loader():
