@@ -1,14 +1,15 @@
-"""Flower's ``flwr new`` quickstart-pytorch app, only its imports changed, runs on pollinate.
+"""An app in ``flwr new``'s layout, written against Flower's message API, runs on pollinate.
 
-The app's client_app.py, server_app.py and pyproject.toml are Flower's own (see
-``_quickstart``); task.py keeps Flower's model, train and test, with synthetic data in place
-of the CIFAR-10 download.
+The app is ``tests/compat/apps/torch_mlp`` (our own: an MLP on scikit-learn's digits): its
+pyproject has ``[tool.flwr.app.components]`` and ``[tool.flwr.app.config]`` and no
+federations, its package a client_app.py, server_app.py and task.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,20 +23,8 @@ from pollinate import ServerApp, run_simulation
 from pollinate.config import load_app_config, resolve_federation
 from pollinate.loader import load_object
 
-from ._quickstart import PYPROJECT, write_app
-
-NET_KEYS = [
-    "conv1.bias",
-    "conv1.weight",
-    "conv2.bias",
-    "conv2.weight",
-    "fc1.bias",
-    "fc1.weight",
-    "fc2.bias",
-    "fc2.weight",
-    "fc3.bias",
-    "fc3.weight",
-]
+APP = Path(__file__).parents[1] / "apps" / "torch_mlp"
+MLP_KEYS = ["hidden.bias", "hidden.weight", "out.bias", "out.weight"]
 
 SEED_FEDERATIONS = """
 [tool.flwr.federations]
@@ -44,6 +33,15 @@ default = "local-simulation"
 [tool.flwr.federations.local-simulation]
 options.num-supernodes = 10
 """
+
+
+def copy_app(folder: Path, federations: str = "") -> Path:
+    """The app copied into ``folder`` (it saves final_model.pt where it runs), with
+    ``federations`` appended to its pyproject.toml."""
+    shutil.copytree(APP, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    pyproject = folder / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + federations)
+    return folder
 
 
 @pytest.fixture
@@ -57,7 +55,7 @@ def one_thread() -> Iterator[None]:
 
 @pytest.mark.slow
 def test_pollinate_run_runs_the_app_as_flwr_new_wrote_it(tmp_path: Path) -> None:
-    app_dir = write_app(tmp_path / "quickstart-pytorch")
+    app_dir = copy_app(tmp_path / "mlp-app")
     out_dir = tmp_path / "run"
     done = subprocess.run(
         [
@@ -91,12 +89,15 @@ def test_pollinate_run_runs_the_app_as_flwr_new_wrote_it(tmp_path: Path) -> None
     assert rounds[2]["train"]["ok"] == 10  # Flower's default: 10 supernodes
     assert rounds[2]["evaluate"]["ok"] == 5  # fraction-evaluate = 0.5
     assert {"train_loss", "num-examples"} <= set(rounds[2]["train"]["metrics"])
+    assert rounds[2]["train"]["metrics"]["lr"] == pytest.approx(0.1)  # train_config reached nodes
     assert {"eval_loss", "eval_acc"} <= set(rounds[2]["evaluate"]["metrics"])
     saved = torch.load(tmp_path / "final_model.pt")
-    assert sorted(saved) == NET_KEYS
+    assert sorted(saved) == MLP_KEYS
     with np.load(out_dir / "model.npz") as model:
-        assert sorted(model.files) == NET_KEYS
-        np.testing.assert_array_equal(model["fc3.bias"], saved["fc3.bias"].numpy())
+        assert sorted(model.files) == MLP_KEYS
+        for key in MLP_KEYS:
+            np.testing.assert_array_equal(model[key], saved[key].numpy())
+    assert rounds[2]["server"]["accuracy"] > rounds[0]["server"]["accuracy"]
 
 
 @pytest.mark.slow
@@ -104,7 +105,7 @@ def test_pollinate_run_runs_the_app_as_flwr_new_wrote_it(tmp_path: Path) -> None
 def test_run_simulation_runs_the_app_on_each_backend(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, one_thread: None, backend: str
 ) -> None:
-    app_dir = write_app(tmp_path / "app", PYPROJECT + SEED_FEDERATIONS)
+    app_dir = copy_app(tmp_path / "app", SEED_FEDERATIONS)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # for the worker processes
     app = load_app_config(app_dir)
@@ -121,6 +122,8 @@ def test_run_simulation_runs_the_app_on_each_backend(
     assert [r.server_round for r in result.rounds] == [0, 1, 2]
     assert [r.train.num_ok for r in result.rounds[1:]] == [4, 4]
     assert [r.evaluate.num_ok for r in result.rounds[1:]] == [2, 2]
-    assert sorted(result.arrays) == NET_KEYS
+    assert sorted(result.arrays) == MLP_KEYS
     saved = torch.load(tmp_path / "final_model.pt")
-    np.testing.assert_array_equal(result.arrays["fc1.weight"].numpy(), saved["fc1.weight"].numpy())
+    np.testing.assert_array_equal(
+        result.arrays["hidden.weight"].numpy(), saved["hidden.weight"].numpy()
+    )

@@ -1,0 +1,1 @@
+"""classic_app: Flower's classic NumPyClient and strategy API, run as an app."""

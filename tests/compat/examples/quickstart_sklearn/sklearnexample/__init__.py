@@ -1,1 +1,0 @@
-"""quickstart-sklearn-example."""

@@ -1,1 +1,0 @@
-"""quickstart-xgboost: A Flower / XGBoost app."""

@@ -1,1 +1,0 @@
-"""my-awesome-app: A Flower / PyTorch app."""
