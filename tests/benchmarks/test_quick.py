@@ -47,6 +47,8 @@ def test_round_overhead() -> None:
     floor = rf"numpy floor {NUMBER} ms \({NUMBER}x\)"
     assert has_line(lines, rf"inline +10 nodes +1 MB model +{ms} +{goal} +{floor}")
     assert has_line(lines, rf"process +10 nodes +tiny model +{ms}")
+    scale = rf"start-up {NUMBER} ms  memory held {NUMBER} MB \(peak {NUMBER} MB\)"
+    assert has_line(lines, rf"inline +100000 nodes  100 sampled  no-op +{ms}  {scale}")
     assert_flower_only_quoted(lines)
 
 
