@@ -82,6 +82,14 @@ def test_skewed_mnist_breakdown() -> None:
     assert re.fullmatch(rf"accuracy {NUMBER}", lines[-1])
 
 
+def test_many_nodes() -> None:
+    lines = run_quick("many_nodes.py", str(require_mnist()))
+    assert lines[0] == "W2 on 100,000 nodes, 10 a round, 2 rounds, inline"
+    assert has_line(lines, rf"start-up {NUMBER} ms \(run_simulation call to round 1\)")
+    assert has_line(lines, rf"rounds {NUMBER} s  \(\d+ node replies with data\)")
+    assert re.fullmatch(rf"accuracy {NUMBER}", lines[-1])
+
+
 def test_byzantine() -> None:
     lines = run_quick("byzantine.py", "--data-dir", str(require_mnist()))
     assert "| strategy | malicious | f | clean | sign-flip |" in lines
