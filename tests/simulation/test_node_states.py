@@ -5,7 +5,8 @@ import gc
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, ClientApp, FedAvg, MetricRecord, RecordDict
+from pollinate import ArrayRecord, ClientApp, ConfigRecord, FedAvg, MetricRecord, RecordDict
+from pollinate.message import ErrorCode
 from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
 from pollinate.simulation._states import NodeStates
 from pollinate.strategy._fedavg import seeded_sample
@@ -107,3 +108,31 @@ def test_a_hundred_thousand_nodes_keep_their_state_compactly(memory_bytes):
         assert state["last"]["w"].numpy().tolist() == [visits] * 4
     assert grid.node_state(next(n for n in range(1, 100_001) if n not in expected)) is None
     grid.close()
+
+
+unkeepable = ClientApp()
+
+
+@unkeepable.train()
+def _keep_a_lone_surrogate(msg, context):
+    """A state the wire format cannot encode: a str with a lone surrogate has no UTF-8."""
+    context.state["note"] = ConfigRecord({"text": "\ud800"})
+    metrics = MetricRecord({"num-examples": 1})
+    return msg.reply(RecordDict({"arrays": msg.content["arrays"], "metrics": metrics}))
+
+
+def test_a_state_that_cannot_be_kept_fails_its_node_with_a_clear_reason():
+    backend = InlineBackend()
+    backend.start(ClientAppSource(app=unkeepable))
+    grid = SimulationGrid(backend, 3, run_id=1, run_config={})
+    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1)
+    arrays = initial_arrays()
+    messages = strategy.configure_train(
+        1, arrays, ConfigRecord(), grid, strategy.init_state(arrays)
+    )
+    sent = grid.send(messages)
+    replies = list(grid.receive(sent))
+    assert len(replies) == 3
+    assert all(r.has_error and r.error.code == ErrorCode.INVALID_REPLY for r in replies)
+    assert "state cannot be kept" in replies[0].error.reason
+    assert grid.node_state(1) is None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import MappingProxyType
 
 from ..context import Context, UserConfig
-from ..errors import PollinateError, RoundError
+from ..errors import PollinateError, RoundError, WireError
 from ..message import SERVER_NODE_ID, ErrorCode, Message
 from ..records import RecordDict
 from ..server import Grid, check_reply
@@ -128,8 +128,19 @@ class SimulationGrid(Grid):
             task = tasks[result.index]
             reply = check_reply(task.message, result.reply)
             if result.state is not None and reply is result.reply:
-                self._states.put(task.context.node_id, result.state)
+                reply = self._keep_state(task, result.state, reply)
             yield reply
+
+    def _keep_state(self, task: Task, state: RecordDict, reply: Message) -> Message:
+        """Keep the node's state; a state the wire format cannot encode fails the node."""
+        try:
+            self._states.put(task.context.node_id, state)
+        except WireError as err:
+            return task.message.reply_error(
+                ErrorCode.INVALID_REPLY,
+                f"node {task.context.node_id}'s context.state cannot be kept: {err}",
+            )
+        return reply
 
     def _context(self, node_id: int, batch_states: dict[int, RecordDict]) -> Context:
         state = batch_states.get(node_id)
