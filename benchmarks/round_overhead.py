@@ -5,7 +5,13 @@ A no-op ClientApp answers every train message with the arrays it got and ``num-e
 reply checks and aggregation. Cases: a tiny model on 10, 200 and 1,000 nodes, and a 100 MB
 model on 10 nodes; inline backend, and the process backend for the 10-node cases. Big
 models are also timed against a numpy floor: FedAvg's own fold, with nothing around it.
-``--quick`` is a smoke run of a few seconds: 10 nodes, a tiny and a 1 MB model, 2 rounds.
+
+Scale cases sample 100 nodes a round from 1,000 and from 100,000 (virtual nodes must cost
+nothing until sampled): each also reports its start-up (the run_simulation call to round
+1's start) and the memory the run holds after its last round (tracemalloc, in a second run
+of its own), with a no-op client and with one that keeps a small ``context.state``.
+``--quick`` is a smoke run of a few seconds: 10 nodes, a tiny and a 1 MB model, 2 rounds,
+and 100 sampled of 100,000.
 
 usage: python benchmarks/round_overhead.py [--rounds N] [--no-process] [--quick]
 """
@@ -16,6 +22,7 @@ import argparse
 import statistics
 import sys
 import time
+import tracemalloc
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +38,7 @@ from pollinate import (
     RecordDict,
     run_simulation,
 )
+from pollinate.server import RoundRecord, RunObserver
 
 HERE = Path(__file__).resolve().parent
 MB = 1_000_000
@@ -50,6 +58,94 @@ def echo(msg: Message, context: Context) -> Message:
     """Answer with the received arrays, weighted 1: no training, only the framework's cost."""
     metrics = MetricRecord({"num-examples": 1})
     return msg.reply(RecordDict({"arrays": msg.content.arrays(), "metrics": metrics}))
+
+
+stateful = ClientApp()
+
+
+@stateful.train()
+def echo_keeping_state(msg: Message, context: Context) -> Message:
+    """The echo, also counting its visits in ``context.state`` with a 64-float array."""
+    seen = context.state.get("visits")
+    count = seen["n"] if isinstance(seen, MetricRecord) else 0
+    context.state["visits"] = MetricRecord({"n": count + 1 if isinstance(count, int) else 1})
+    context.state["last"] = ArrayRecord({"w": np.zeros(64, np.float32)})
+    return echo(msg, context)
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleCase:
+    """``sampled`` nodes a round out of ``num_nodes``, with a no-op or a state-keeping client."""
+
+    num_nodes: int
+    sampled: int
+    keeps_state: bool
+
+    @property
+    def label(self) -> str:
+        client = "keeps state" if self.keeps_state else "no-op"
+        return f"inline  {self.num_nodes:>6} nodes  {self.sampled} sampled  {client:<11}"
+
+
+class RoundClock(RunObserver):
+    """When round 1 began, and the memory traced at the end of each round."""
+
+    def __init__(self) -> None:
+        self.first_round_at: float | None = None
+        self.traced: list[int] = []
+
+    def on_round_start(self, server_round: int, num_rounds: int) -> None:
+        if self.first_round_at is None:
+            self.first_round_at = time.perf_counter()
+
+    def on_round(self, record: RoundRecord) -> None:
+        if tracemalloc.is_tracing():
+            self.traced.append(tracemalloc.get_traced_memory()[0])
+
+
+def run_scale_case(case: ScaleCase, rounds: int, clock: RoundClock) -> list[float]:
+    """Run ``rounds`` rounds sampling ``case.sampled`` nodes; the wall time of each round."""
+    strategy = FedAvg(fraction_train=case.sampled / case.num_nodes, fraction_evaluate=0.0)
+    result = run_simulation(
+        client_app=f"round_overhead:{'stateful' if case.keeps_state else 'app'}",
+        app_dir=HERE,
+        strategy=strategy,
+        num_rounds=rounds,
+        initial_arrays=model(0),
+        num_nodes=case.num_nodes,
+        observers=[clock],
+        verbose=False,
+    )
+    return [r.wall_time_s for r in result.rounds if r.server_round > 0]
+
+
+def report_scale(case: ScaleCase, rounds: int) -> str:
+    """One line: per-round median, start-up, and memory held after the last round."""
+    clock = RoundClock()
+    called = time.perf_counter()
+    times = run_scale_case(case, rounds, clock)
+    assert clock.first_round_at is not None
+    startup = clock.first_round_at - called
+    traced = RoundClock()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    run_scale_case(case, rounds, traced)
+    peak_bytes = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    held, peak = (traced.traced[-1] - before) / MB, (peak_bytes - before) / MB
+    median = statistics.median(times)
+    return (
+        f"{case.label}  {median * 1e3:7.2f} ms/round (min {min(times) * 1e3:.2f}, "
+        f"n={len(times)})  start-up {startup * 1e3:.1f} ms  memory held {held:.2f} MB "
+        f"(peak {peak:.2f} MB)"
+    )
+
+
+def scale_cases(quick: bool) -> list[ScaleCase]:
+    """100 sampled of 1,000 and of 100,000 nodes (``quick``: of 100,000, no-op client only)."""
+    if quick:
+        return [ScaleCase(100_000, 100, keeps_state=False)]
+    return [ScaleCase(n, 100, keeps) for keeps in (False, True) for n in (1_000, 100_000)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +263,8 @@ def main() -> None:
     for case in cases(with_process=not args.no_process, quick=args.quick):
         rounds = args.rounds if case.model_bytes < 10 * MB else max(3, args.rounds // 2)
         print(report(case, seconds_per_round(case, rounds)), flush=True)
+    for scale_case in scale_cases(args.quick):
+        print(report_scale(scale_case, args.rounds), flush=True)
     print(FLOWER_QUOTED)
 
 

@@ -47,6 +47,8 @@ def test_round_overhead() -> None:
     floor = rf"numpy floor {NUMBER} ms \({NUMBER}x\)"
     assert has_line(lines, rf"inline +10 nodes +1 MB model +{ms} +{goal} +{floor}")
     assert has_line(lines, rf"process +10 nodes +tiny model +{ms}")
+    scale = rf"start-up {NUMBER} ms  memory held {NUMBER} MB \(peak {NUMBER} MB\)"
+    assert has_line(lines, rf"inline +100000 nodes  100 sampled  no-op +{ms}  {scale}")
     assert_flower_only_quoted(lines)
 
 
@@ -77,6 +79,14 @@ def test_skewed_mnist() -> None:
 def test_skewed_mnist_breakdown() -> None:
     lines = run_quick("skewed_mnist_breakdown.py", str(require_mnist()))
     assert has_line(lines, rf"  pollinate +{NUMBER} s  \({NUMBER}% of the rounds time\)")
+    assert re.fullmatch(rf"accuracy {NUMBER}", lines[-1])
+
+
+def test_many_nodes() -> None:
+    lines = run_quick("many_nodes.py", str(require_mnist()))
+    assert lines[0] == "W2 on 100,000 nodes, 10 a round, 2 rounds, inline"
+    assert has_line(lines, rf"start-up {NUMBER} ms \(run_simulation call to round 1\)")
+    assert has_line(lines, rf"rounds {NUMBER} s  \(\d+ node replies with data\)")
     assert re.fullmatch(rf"accuracy {NUMBER}", lines[-1])
 
 

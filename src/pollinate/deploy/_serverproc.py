@@ -274,12 +274,12 @@ class ServerProcess:
         """Carry out one grid call on the link's grid; its answer and payload."""
         try:
             if op == "node_ids":
-                return {"ok": grid.node_ids()}, []
+                return {"ok": list(grid.node_ids())}, []
             if op == "wait_for_nodes":
                 count, timeout_s = int(header["count"]), self._wait_s(header["timeout_s"])
                 if count < 0:
                     raise ValueError("wait_for_nodes takes a count >= 0")
-                return {"ok": grid.wait_for_nodes(count, timeout_s)}, []
+                return {"ok": list(grid.wait_for_nodes(count, timeout_s))}, []
             if op == "send":
                 return {"ok": grid.send(unslim(header["messages"], payload))}, []
             if op == "receive":

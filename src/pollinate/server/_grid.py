@@ -43,8 +43,8 @@ class Grid(ABC):
         """The id of the run this grid serves."""
 
     @abstractmethod
-    def node_ids(self) -> list[int]:
-        """The ids of the nodes available now."""
+    def node_ids(self) -> Sequence[int]:
+        """The ids of the nodes available now (a simulation answers with a ``range``)."""
 
     @abstractmethod
     def send(self, messages: Iterable[Message]) -> list[str]:
@@ -68,7 +68,7 @@ class Grid(ABC):
         """
         return in_send_order(self.receive(message_ids, timeout_s), message_ids)
 
-    def wait_for_nodes(self, count: int, timeout_s: float) -> list[int]:
+    def wait_for_nodes(self, count: int, timeout_s: float) -> Sequence[int]:
         """The available node ids, once at least ``count`` are there.
 
         Raises ``RoundError`` after ``timeout_s`` seconds; transports whose nodes never change

@@ -101,11 +101,11 @@ class _RunGrid(Grid):
         """The transport's run id."""
         return self._grid.run_id
 
-    def node_ids(self) -> list[int]:
+    def node_ids(self) -> Sequence[int]:
         """The transport's available nodes."""
         return self._grid.node_ids()
 
-    def wait_for_nodes(self, count: int, timeout_s: float) -> list[int]:
+    def wait_for_nodes(self, count: int, timeout_s: float) -> Sequence[int]:
         """The transport's wait (simulation answers at once)."""
         return self._grid.wait_for_nodes(count, timeout_s)
 

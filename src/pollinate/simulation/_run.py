@@ -87,6 +87,7 @@ def run_simulation(
             )
         finally:
             backend.close()
+            grid.close()
         return progress.finished(result)
 
 

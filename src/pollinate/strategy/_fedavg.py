@@ -255,7 +255,7 @@ class FedAvg(Strategy):
         if minimum > wait:  # a round cannot go on with fewer nodes than its phase needs
             wait, wait_name = minimum, name
         try:
-            available = sorted(grid.wait_for_nodes(wait, self.wait_for_nodes_s))
+            available = _sorted_ids(grid.wait_for_nodes(wait, self.wait_for_nodes_s))
         except RoundError as err:
             raise RoundError(
                 f"{type(self).__name__} needs {wait_name}={wait} connected nodes, but {err}: "
@@ -268,6 +268,13 @@ class FedAvg(Strategy):
                 f"are available: lower {name} or add nodes"
             )
         return seeded_sample(available, count, self.seed, server_round, phase)
+
+
+def _sorted_ids(nodes: Sequence[int]) -> Sequence[int]:
+    """The node ids in order; a range (a simulation's nodes) is kept as it is, not listed."""
+    if isinstance(nodes, range) and nodes.step > 0:
+        return nodes
+    return sorted(nodes)
 
 
 def seeded_sample(

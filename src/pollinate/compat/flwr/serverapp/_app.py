@@ -48,7 +48,7 @@ class Grid:
 
     def get_node_ids(self) -> list[int]:
         """The ids of the nodes available now."""
-        return self._core.node_ids()
+        return list(self._core.node_ids())
 
     def create_message(
         self,
