@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pollinate import ClientApp, Context, Message, MetricRecord, RecordDict, frameworks
 from cross_device_mnist import task
+from pollinate import ClientApp, Context, Message, MetricRecord, RecordDict, frameworks
 
 app = ClientApp()
 

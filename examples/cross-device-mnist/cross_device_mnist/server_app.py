@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from cross_device_mnist import task
 from pollinate import ArrayRecord, Context, FedAvg, Grid, Result, ServerApp, frameworks
 from pollinate.errors import ConfigError
-from cross_device_mnist import task
 
 app = ServerApp()
 
