@@ -38,6 +38,12 @@ def require_w1_floor() -> Path:
     return _require(script, [script], "the W1 floor script")
 
 
+def require_w2_floor() -> Path:
+    """The W2 floor script the cross-device benchmark runs, ``../shared/bench``."""
+    script = SHARED / "bench" / "floor_cross_device.py"
+    return _require(script, [script], "the W2 floor script")
+
+
 def _require(found: Path, files: Sequence[Path], what: str) -> Path:
     """``found`` if every one of ``files`` exists; else skip the test, or fail it under CI."""
     missing = [f.name for f in files if not f.is_file()]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .._shared import require_mnist, require_w1_floor
+from .._shared import require_mnist, require_w1_floor, require_w2_floor
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 NUMBER = r"[\d.,]+"
@@ -73,6 +73,17 @@ def test_skewed_mnist() -> None:
     for side in ("floor", "pollinate"):
         assert has_line(lines, rf"pair 1  {side} +rounds +{NUMBER} s .*")
     assert has_line(lines, rf"pair 1  ratio {NUMBER}")
+    assert re.fullmatch(rf"ratio {NUMBER}", lines[-1])
+
+
+@pytest.mark.parametrize("backend", ["inline", "process"])
+def test_cross_device(backend: str) -> None:
+    floor, data = require_w2_floor(), require_mnist()
+    lines = run_quick("cross_device.py", str(data), "--floor", str(floor), "--backend", backend)
+    for side in ("floor", "pollinate"):
+        run = rf"pair 1  {side} +rounds +{NUMBER} s  command +{NUMBER} s  peak +{NUMBER} MB  "
+        assert has_line(lines, rf"{run}accuracy {NUMBER} .*")
+    assert has_line(lines, rf"pair 1  ratio {NUMBER}  command [+-]{NUMBER} s")
     assert re.fullmatch(rf"ratio {NUMBER}", lines[-1])
 
 

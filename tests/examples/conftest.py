@@ -81,6 +81,11 @@ def skewed_mnist() -> Example:
 
 
 @pytest.fixture(scope="session")
+def cross_device_mnist() -> Example:
+    return Example(REPO / "examples" / "cross-device-mnist", "cross_device_mnist")
+
+
+@pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The real MNIST files beside the repository (see tests/_shared.py)."""
     return require_mnist()

@@ -1,9 +1,11 @@
 """The process backend: a pool of worker processes, each running one node at a time.
 
 Work crosses to the workers in pollinate's wire format over pipes: arrays travel as raw
-buffers and are decoded without copying, never pickled. A worker that dies or overruns the
-round's deadline is replaced (without stalling the others); its node's task becomes an error
-reply.
+buffers and are decoded without copying, never pickled. Each worker keeps the last model
+(ArrayRecord) it was sent under each content key, and the parent sends a record that holds
+the very same arrays only once: a round's model crosses the pipe once per worker, not once
+per node. A worker that dies or overruns the round's deadline is replaced (without stalling
+the others); its node's task becomes an error reply.
 """
 
 from __future__ import annotations
@@ -24,14 +26,16 @@ from multiprocessing.process import BaseProcess
 from .. import wire
 from ..client import ClientApp
 from ..errors import AppError, ConfigError, PollinateError
-from ..message import ErrorCode
+from ..message import ErrorCode, Message
+from ..records import ArrayRecord, RecordDict
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
 
 __all__ = ["ProcessBackend"]
 
 log = logging.getLogger("pollinate.simulation")
 
-_HEADER = struct.Struct("<QQ")
+_HEADER = struct.Struct("<QQQ")
+_KEY_SEPARATOR = b"\x00"
 _READY = b"ready"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _Payload = tuple[str | None, str | None, bytes | None]
@@ -171,6 +175,7 @@ class _Worker:
         self.process.start()
         child.close()
         self.ready = False
+        self.sent = SentArrays()
 
     @property
     def alive(self) -> bool:
@@ -203,9 +208,13 @@ class _Worker:
         self.ready = True
 
     def send(self, task: Task) -> bool:
+        message, cached = self.sent.strip(task.message)
         try:
             _send_frame(
-                self.conn, wire.encode_parts(task.message), wire.encode_context(task.context)
+                self.conn,
+                wire.encode_parts(message),
+                wire.encode_context(task.context),
+                _KEY_SEPARATOR.join(key.encode() for key in cached),
             )
         except OSError:
             return False
@@ -213,7 +222,7 @@ class _Worker:
 
     def receive(self, index: int, task: Task) -> TaskResult:
         try:
-            reply, context = _recv_frame(self.conn)
+            reply, context, _ = _recv_frame(self.conn)
         except (EOFError, OSError):
             self.process.join(1)
             reason = (
@@ -237,29 +246,79 @@ class _Worker:
         self.conn.close()
 
 
-def _send_frame(conn: Connection, message_parts: list[bytes | memoryview], context: bytes) -> None:
-    """Send a message's parts and a context as one frame, without joining them first.
+class SentArrays:
+    """The ArrayRecords one worker holds, by content key: the last one it was sent under each.
 
-    A small header says the frame's size and where the message ends; then each non-empty
-    part goes as it is (arrays straight from their buffers).
+    The parent keeps a shallow copy of each record it sent (the same Array objects, which
+    are read-only); the worker keeps the decoded record. A later message whose record holds
+    the very same Array objects, in the same order, goes with that record emptied and its key
+    named as cached, and the worker puts its own copy back: one model per worker per round.
+    """
+
+    def __init__(self) -> None:
+        self._records: dict[str, ArrayRecord] = {}
+
+    def strip(self, message: Message) -> tuple[Message, list[str]]:
+        """``message`` with the records the worker holds emptied, and their keys (parent side)."""
+        cached = []
+        for key, record in message.content.array_records.items():
+            held = self._records.get(key)
+            if held is not None and _same_arrays(held, record):
+                cached.append(key)
+            else:
+                self._records[key] = ArrayRecord(record)
+        if not cached:
+            return message, cached
+        content = RecordDict(message.content)
+        for key in cached:
+            content[key] = ArrayRecord()
+        return Message(message.metadata, content, message.error), cached
+
+    def restore(self, message: Message, cached: list[str]) -> Message:
+        """``message`` with the held records back under ``cached`` keys (worker side).
+
+        Each node gets its own copy of a held record (sharing the read-only arrays), so a
+        node that edits the record cannot change what the next one receives.
+        """
+        for key, record in message.content.array_records.items():
+            if key in cached:
+                message.content[key] = ArrayRecord(self._records[key])
+            else:
+                self._records[key] = ArrayRecord(record)
+        return message
+
+
+def _same_arrays(held: ArrayRecord, record: ArrayRecord) -> bool:
+    """Whether ``record`` holds exactly ``held``'s Array objects, under the same names."""
+    return list(held) == list(record) and all(held[k] is record[k] for k in record)
+
+
+def _send_frame(
+    conn: Connection, message_parts: list[bytes | memoryview], context: bytes, keys: bytes = b""
+) -> None:
+    """Send a message's parts, a context and the cached keys as one frame, unjoined.
+
+    A small header says the frame's size, where the message ends and the keys' size; then
+    each non-empty part goes as it is (arrays straight from their buffers).
     """
     parts = [memoryview(p) for p in message_parts]
     message_size = sum(p.nbytes for p in parts)
-    conn.send_bytes(_HEADER.pack(message_size + len(context), message_size))
-    for part in [*parts, memoryview(context)]:
+    conn.send_bytes(_HEADER.pack(message_size + len(context) + len(keys), message_size, len(keys)))
+    for part in [*parts, memoryview(context), memoryview(keys)]:
         if part.nbytes:
             conn.send_bytes(part)
 
 
-def _recv_frame(conn: Connection) -> tuple[memoryview, memoryview]:
-    """Receive a frame into one buffer: (the message's bytes, the context's bytes)."""
-    total, message_size = _HEADER.unpack(conn.recv_bytes())
+def _recv_frame(conn: Connection) -> tuple[memoryview, memoryview, memoryview]:
+    """Receive a frame into one buffer: the message's, the context's and the keys' bytes."""
+    total, message_size, keys_size = _HEADER.unpack(conn.recv_bytes())
     buffer = bytearray(total)
     received = 0
     while received < total:
         received += conn.recv_bytes_into(buffer, received)
     view = memoryview(buffer)
-    return view[:message_size], view[message_size:]
+    context_end = total - keys_size
+    return view[:message_size], view[message_size:context_end], view[context_end:]
 
 
 def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path: list[str]) -> None:
@@ -274,19 +333,21 @@ def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path:
         conn.send_bytes(f"{type(err).__name__}: {err}".encode())
         return
     conn.send_bytes(_READY)
+    held = SentArrays()
     while True:
         try:
-            message_bytes, context_bytes = _recv_frame(conn)
+            message_bytes, context_bytes, keys = _recv_frame(conn)
         except (EOFError, OSError):
             return
-        _send_frame(conn, *_answer(app, message_bytes, context_bytes))
+        cached = [k.decode() for k in bytes(keys).split(_KEY_SEPARATOR)] if len(keys) else []
+        message = held.restore(wire.decode(message_bytes), cached)
+        _send_frame(conn, *_answer(app, message, context_bytes))
 
 
 def _answer(
-    app: ClientApp, message_bytes: memoryview, context_bytes: memoryview
+    app: ClientApp, message: Message, context_bytes: memoryview
 ) -> tuple[list[bytes | memoryview], bytes]:
     """Run one task; a reply that cannot be encoded becomes an INVALID_REPLY error reply."""
-    message = wire.decode(message_bytes)
     context = wire.decode_context(context_bytes)
     reply = app(message, context)
     try:

@@ -1,0 +1,1 @@
+"""cross_device_mnist: workload W2, MNIST over many small clients, a sample trains each round."""
