@@ -1,0 +1,146 @@
+"""The vectorized backend: same replies as the sequential handler, deterministic, bounded."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pollinate import ArrayRecord, ClientApp, ConfigRecord, Context, Message, RecordDict  # noqa: E402
+from pollinate.frameworks import torch as torch_records  # noqa: E402
+from pollinate.simulation import ClientAppSource, Task, make_backend, run_simulation  # noqa: E402
+from pollinate.simulation.vectorized import SGD, Adam, VectorizedClient  # noqa: E402
+from pollinate.strategy import FedAvg  # noqa: E402
+
+from . import vectorized_apps  # noqa: E402
+
+NUM_NODES = 20
+
+
+def _message(node_id, arrays, server_round=1):
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    return Message.create(content, node_id, "train")
+
+
+def _tasks(arrays, num_nodes=NUM_NODES):
+    return [
+        Task(
+            _message(n, arrays), Context(0, n, {"partition-id": n - 1, "num-partitions": num_nodes})
+        )
+        for n in range(1, num_nodes + 1)
+    ]
+
+
+def _global_arrays():
+    torch.manual_seed(0)
+    return torch_records.to_arrays(vectorized_apps.Net())
+
+
+def _batch_only(client):
+    """The client's app with its sequential train handler broken: only the batch trainer works."""
+    app = client.client_app()
+
+    def refuse(msg, context):
+        raise AssertionError("the vectorized backend ran the sequential handler")
+
+    app._handlers["train"] = refuse
+    return app
+
+
+def _run(backend_name, client, tasks, **options):
+    backend = make_backend(backend_name, **options)
+    app = _batch_only(client) if backend_name == "vectorized" else client.client_app()
+    backend.start(ClientAppSource(app=app))
+    try:
+        results = sorted(backend.run(tasks, None), key=lambda r: r.index)
+    finally:
+        backend.close()
+    return [r.reply for r in results]
+
+
+def _assert_close(vectorized, sequential, atol=1e-5):
+    assert len(vectorized) == len(sequential)
+    for v, s in zip(vectorized, sequential, strict=True):
+        assert not v.has_error, v.error
+        assert v.content["metrics"]["num-examples"] == s.content["metrics"]["num-examples"]
+        for name, array in s.content.arrays().items():
+            np.testing.assert_allclose(
+                v.content.arrays()[name].numpy(), array.numpy(), atol=atol, rtol=0
+            )
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [SGD(lr=0.05), SGD(lr=0.05, momentum=0.9, weight_decay=1e-3), Adam(lr=1e-3, weight_decay=1e-3)],
+    ids=["sgd", "sgd-momentum-decay", "adam"],
+)
+def test_one_round_of_20_nodes_matches_the_sequential_handler(optimizer):
+    client = vectorized_apps.declaration(optimizer, epochs=2)
+    tasks = _tasks(_global_arrays())
+    sizes = {len(vectorized_apps.node_data(t.context)[1]) for t in tasks}
+    assert len(sizes) > 10 and 0 in sizes  # sizes differ, short last batches, an empty node
+    _assert_close(_run("vectorized", client, tasks), _run("inline", client, tasks))
+
+
+def test_vectorized_training_is_bit_for_bit_deterministic():
+    client = vectorized_apps.declaration(SGD(lr=0.05, momentum=0.9))
+    tasks = _tasks(_global_arrays())
+    first, second = _run("vectorized", client, tasks), _run("vectorized", client, tasks)
+    _assert_close(first, second, atol=0)
+
+
+def test_a_tiny_memory_budget_trains_one_node_per_chunk_with_the_same_result():
+    client = vectorized_apps.declaration(SGD(lr=0.05))
+    app = client.client_app()
+    assert app.trainer.chunk_size(1) == 1
+    tasks = _tasks(_global_arrays())
+    whole = _run("vectorized", client, tasks)
+    chunked = _run("vectorized", client, tasks, memory_budget_mb=1e-6)
+    _assert_close(chunked, whole)
+
+
+def test_a_node_whose_data_fails_gets_an_error_reply_and_the_others_train():
+    def data(context):
+        if context.node_id == 3:
+            return [1, 2]
+        return vectorized_apps.node_data(context)
+
+    client = VectorizedClient(vectorized_apps.Net, data, SGD(lr=0.05))
+    replies = _run("vectorized", client, _tasks(_global_arrays(), num_nodes=5))
+    assert [r.has_error for r in replies] == [False, False, True, False, False]
+    assert "two tensors with the same first dimension" in replies[2].error.reason
+
+
+def test_a_plain_client_app_runs_as_inline_on_the_vectorized_backend():
+    app = ClientApp()
+
+    @app.train()
+    def train(msg, context):
+        return msg.reply(RecordDict({"arrays": msg.content.arrays()}))
+
+    backend = make_backend("vectorized")
+    backend.start(ClientAppSource(app=app))
+    arrays = ArrayRecord({"w": np.ones(3, np.float32)})
+    replies = [r.reply for r in backend.run(_tasks(arrays, num_nodes=3), None)]
+    backend.close()
+    assert all(r.content.arrays() == arrays for r in replies)
+
+
+def test_run_simulation_vectorized_gives_the_inline_model_over_two_rounds():
+    client = vectorized_apps.declaration(SGD(lr=0.05, momentum=0.5))
+    models = {}
+    for backend in ("inline", "vectorized"):
+        result = run_simulation(
+            client_app=_batch_only(client) if backend == "vectorized" else client.client_app(),
+            num_nodes=NUM_NODES,
+            strategy=FedAvg(fraction_train=0.5, fraction_evaluate=0.0),
+            num_rounds=2,
+            initial_arrays=_global_arrays(),
+            backend=backend,
+            run_id=7,
+            verbose=False,
+        )
+        models[backend] = result.arrays
+    for name, array in models["inline"].items():
+        np.testing.assert_allclose(
+            models["vectorized"][name].numpy(), array.numpy(), atol=1e-5, rtol=0
+        )
