@@ -144,3 +144,21 @@ def test_run_simulation_vectorized_gives_the_inline_model_over_two_rounds():
         np.testing.assert_allclose(
             models["vectorized"][name].numpy(), array.numpy(), atol=1e-5, rtol=0
         )
+
+
+def test_a_lifespan_makes_the_vectorized_backend_run_the_sequential_handler():
+    client = vectorized_apps.declaration(SGD(lr=0.05))
+    app = client.client_app()
+    seen = []
+
+    @app.lifespan()
+    def count(context):
+        seen.append(context.node_id)
+        yield
+
+    backend = make_backend("vectorized")
+    backend.start(ClientAppSource(app=app))
+    replies = [r.reply for r in backend.run(_tasks(_global_arrays(), num_nodes=4), None)]
+    backend.close()
+    assert seen == [1, 2, 3, 4]
+    assert not any(r.has_error for r in replies)

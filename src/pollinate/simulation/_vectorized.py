@@ -50,6 +50,11 @@ class VectorizedClientApp(ClientApp):
         super().__init__()
         self.trainer = trainer
 
+    @property
+    def vectorizable(self) -> bool:
+        """False once a lifespan is registered: the batch trainer could not run it per node."""
+        return self._lifespan is None and not self._mods
+
 
 @register_backend
 class VectorizedBackend(Backend):
@@ -97,6 +102,9 @@ class VectorizedBackend(Backend):
         self._inline.close()
         self._app = None
 
+    def _vectorizable(self) -> bool:
+        return isinstance(self._app, VectorizedClientApp) and self._app.vectorizable
+
     def _trainer(self) -> BatchTrainer:
         assert isinstance(self._app, VectorizedClientApp)
         return self._app.trainer
@@ -106,7 +114,7 @@ class VectorizedBackend(Backend):
         groups: list[tuple[ArrayRecord, list[int]]] = []
         rest: list[int] = []
         for index, task in enumerate(tasks):
-            arrays = _train_arrays(task) if isinstance(self._app, VectorizedClientApp) else None
+            arrays = _train_arrays(task) if self._vectorizable() else None
             if arrays is None:
                 rest.append(index)
                 continue

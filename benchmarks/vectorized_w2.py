@@ -1,0 +1,185 @@
+"""W2 rounds: the sequential floor loop against pollinate's vectorized trainer, interleaved.
+
+Both sides run W2 exactly (``../shared/bench/floor_cross_device.py``: the Dirichlet split,
+the sampling generator, each client's shuffling seed, SGD lr 0.05, batch 32, 1 epoch,
+FedAvg by example count) in this process with the same torch threads: ``floor`` is the
+floor's loop (a fresh Net and ``torch.optim.SGD`` per client), ``vectorized`` sends each
+round's sampled clients to the vectorized backend as train tasks. Prints one line per run
+(rounds time and test accuracy), each pair's ratio, and as the last line
+``ratio <median rounds-time ratio vectorized/floor>``.
+
+usage: python benchmarks/vectorized_w2.py MNIST_DIR [--clients 1000] [--per-round 100]
+                                          [--rounds 10] [--pairs 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from pollinate import ConfigRecord, Context, Message, RecordDict
+from pollinate.datasets import read_idx
+from pollinate.frameworks import torch as torch_records
+from pollinate.simulation import ClientAppSource, Task, make_backend
+from pollinate.simulation.vectorized import SGD, VectorizedClient
+
+Split = tuple[Tensor, Tensor, Tensor, Tensor, list[np.ndarray]]
+
+
+class Net(nn.Module):
+    """W2's model: Linear(784, 128)-ReLU-Linear(128, 10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(784, 128)
+        self.out = nn.Linear(128, 10)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.out(torch.relu(self.fc(x)))
+
+
+def load(data_dir: str, clients: int) -> Split:
+    """MNIST normalized as the floor does, and its Dirichlet(0.5) split over ``clients``."""
+
+    def images(name: str) -> Tensor:
+        x = torch.tensor(read_idx(f"{data_dir}/{name}-images-idx3-ubyte.gz"), dtype=torch.float32)
+        return ((x / 255.0 - 0.1307) / 0.3081).view(-1, 784)
+
+    def labels(name: str) -> Tensor:
+        return torch.tensor(read_idx(f"{data_dir}/{name}-labels-idx1-ubyte.gz"), dtype=torch.long)
+
+    ytr = labels("train")
+    return images("train"), ytr, images("t10k"), labels("t10k"), split(ytr.numpy(), clients)
+
+
+def split(labels: np.ndarray, clients: int, alpha: float = 0.5, seed: int = 0) -> list[np.ndarray]:
+    """The floor's Dirichlet label partition, line for line."""
+    rng = np.random.default_rng(seed)
+    parts: list[list[np.ndarray]] = [[] for _ in range(clients)]
+    for c in range(int(labels.max()) + 1):
+        idx = np.flatnonzero(labels == c)
+        rng.shuffle(idx)
+        p = rng.dirichlet(np.full(clients, alpha))
+        cuts = (np.cumsum(p) * len(idx)).astype(np.int64)[:-1]
+        for i, chunk in enumerate(np.split(idx, cuts)):
+            if len(chunk):
+                parts[i].append(chunk)
+    return [np.sort(np.concatenate(p)) if p else np.empty(0, np.int64) for p in parts]
+
+
+def floor_round(g: Net, data: Split, picked: np.ndarray, r: int) -> None:
+    """One round of the floor's loop, updating ``g`` in place."""
+    xtr, ytr, _, _, parts = data
+    states, ns = [], []
+    for pid in picked:
+        idx = torch.from_numpy(parts[int(pid)])
+        net = Net()
+        net.load_state_dict(g.state_dict())
+        x, y = xtr[idx], ytr[idx]
+        opt = torch.optim.SGD(net.parameters(), lr=0.05)
+        gen = torch.Generator().manual_seed(r * 1_000_003 + int(pid))
+        if len(y):
+            perm = torch.randperm(len(y), generator=gen)
+            for i in range(0, len(y), 32):
+                b = perm[i : i + 32]
+                opt.zero_grad()
+                nn.functional.cross_entropy(net(x[b]), y[b]).backward()
+                opt.step()
+        states.append(net.state_dict())
+        ns.append(len(idx))
+    tot = float(sum(ns))
+    g.load_state_dict(
+        {k: sum(s[k] * (n / tot) for s, n in zip(states, ns, strict=True)) for k in states[0]}
+    )
+
+
+def vectorized_rounder(data: Split) -> Callable[[Net, np.ndarray, int], None]:
+    """One round on the vectorized backend: the sampled clients as train tasks, then FedAvg."""
+    xtr, ytr, _, _, parts = data
+
+    def node_data(context: Context) -> tuple[Tensor, Tensor]:
+        idx = torch.from_numpy(parts[int(context.node_config["partition-id"])])
+        return xtr[idx], ytr[idx]
+
+    backend = make_backend("vectorized")
+    backend.start(ClientAppSource(app=VectorizedClient(Net, node_data, SGD(lr=0.05)).client_app()))
+
+    def run_round(g: Net, picked: np.ndarray, r: int) -> None:
+        content = RecordDict(
+            {"arrays": torch_records.to_arrays(g), "config": ConfigRecord({"server-round": r})}
+        )
+        tasks = [
+            Task(
+                Message.create(content, int(p) + 1, "train"),
+                Context(0, int(p) + 1, {"partition-id": int(p)}),
+            )
+            for p in picked
+        ]
+        replies = [result.reply for result in backend.run(tasks, None)]
+        ns = [float(reply.content["metrics"]["num-examples"]) for reply in replies]
+        tot = sum(ns)
+        names = list(replies[0].content.arrays())
+        g.load_state_dict(
+            {
+                k: torch.from_numpy(
+                    sum(
+                        reply.content.arrays()[k].numpy() * (n / tot)
+                        for reply, n in zip(replies, ns, strict=True)
+                    )
+                )
+                for k in names
+            }
+        )
+
+    return run_round
+
+
+def run(kind: str, data: Split, args: argparse.Namespace) -> tuple[float, float]:
+    """Rounds time and test accuracy of one W2 run."""
+    torch.manual_seed(0)
+    g = Net()
+    rng = np.random.default_rng(0)
+    step = vectorized_rounder(data) if kind == "vectorized" else None
+    started = time.perf_counter()
+    for r in range(1, args.rounds + 1):
+        picked = rng.choice(args.clients, args.per_round, replace=False)
+        if step is None:
+            floor_round(g, data, picked, r)
+        else:
+            step(g, picked, r)
+    seconds = time.perf_counter() - started
+    with torch.no_grad():
+        accuracy = float((g(data[2]).argmax(1) == data[3]).float().mean())
+    return seconds, accuracy
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("data_dir")
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--per-round", type=int, default=100)
+    ap.add_argument("--rounds", type=int, default=10)
+    ap.add_argument("--pairs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    data = load(args.data_dir, args.clients)
+    ratios = []
+    for pair in range(args.pairs):
+        floor_s, floor_acc = run("floor", data, args)
+        vec_s, vec_acc = run("vectorized", data, args)
+        print(f"pair {pair} floor      rounds {floor_s:.3f} s  accuracy {floor_acc:.4f}")
+        print(f"pair {pair} vectorized rounds {vec_s:.3f} s  accuracy {vec_acc:.4f}")
+        ratios.append(vec_s / floor_s)
+        print(f"pair {pair} ratio {ratios[-1]:.3f}", flush=True)
+    print(f"ratio {statistics.median(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
