@@ -55,8 +55,12 @@ class Optimizer(Protocol):
     def slots(self) -> int:
         """How many state tensors per parameter the optimizer keeps."""
 
-    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> None:
-        """Step ``t`` (0-based) on stacked ``params`` in place, exactly as ``torch.optim``."""
+    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> list[Tensor]:
+        """Step ``t`` (0-based) exactly as ``torch.optim``: the updated stacked parameters.
+
+        At ``t == 0`` every node starts from the same weights, so ``params`` are unstacked and
+        the result is a new stack; later steps update the stacked ``params`` in place.
+        """
 
 
 @dataclass(frozen=True)
@@ -78,8 +82,9 @@ class SGD:
         """One momentum buffer per parameter when momentum is on."""
         return 1 if self.momentum else 0
 
-    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> None:
-        """One SGD step on stacked parameters (``t == 0`` starts the momentum buffers)."""
+    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> list[Tensor]:
+        """One SGD step (``t == 0`` starts the momentum buffers and the stack)."""
+        updated = []
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             if self.weight_decay:
                 g = g.add(p, alpha=self.weight_decay)
@@ -91,7 +96,8 @@ class SGD:
                     bufs[i] = bufs[i][: len(g)]
                     bufs[i].mul_(self.momentum).add_(g)
                 g = bufs[i]
-            p.add_(g, alpha=-self.lr)
+            updated.append(p.add_(g, alpha=-self.lr) if t else torch.add(p, g, alpha=-self.lr))
+        return updated
 
 
 @dataclass(frozen=True)
@@ -114,12 +120,13 @@ class Adam:
         """Two moment estimates per parameter."""
         return 2
 
-    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> None:
-        """One Adam step on stacked parameters, as torch's single-tensor Adam computes it."""
+    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> list[Tensor]:
+        """One Adam step, as torch's single-tensor Adam computes it."""
         beta1, beta2 = self.betas
         step = t + 1
         bias1 = 1 - beta1**step
         bias2_sqrt = math.sqrt(1 - beta2**step)
+        updated = []
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             if self.weight_decay:
                 g = g.add(p, alpha=self.weight_decay)
@@ -131,7 +138,11 @@ class Adam:
             m.lerp_(g, 1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
-            p.addcdiv_(m, denom, value=-self.lr / bias1)
+            value = -self.lr / bias1
+            updated.append(
+                p.addcdiv_(m, denom, value=value) if t else torch.addcdiv(p, m, denom, value=value)
+            )
+        return updated
 
 
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -285,24 +296,30 @@ class _Trainer(BatchTrainer):
         x_all = torch.cat([nodes[i][0] for i in order])
         y_all = torch.cat([nodes[i][1] for i in order])
         names = [name for name, _ in start.named_parameters()]
-        params = [
-            p.detach().unsqueeze(0).repeat(len(nodes), *([1] * p.dim())) for p in start.parameters()
-        ]
-        per_node_grad = vmap(grad(functools.partial(self._loss, names)))
-        state: State = {}
+        shared = [p.detach() for p in start.parameters()]
+        loss = grad(functools.partial(self._loss, names))
+        first_grads, stacked_grads = vmap(loss, in_dims=(None, 0, 0, 0)), vmap(loss)
+        params, state = shared, State()
         with torch.no_grad():
             for t in range(len(batches)):
                 active = sum(1 for s in steps if s > t)
-                live = [p[:active] for p in params]
+                live = [p[:active] for p in params] if t else shared
                 rows = batches[t][:active]
-                grads = per_node_grad(live, x_all[rows], y_all[rows], masks[t][:active])
-                client.optimizer.step(live, grads, state, t)
-        trained: list[ArrayRecord] = [ArrayRecord()] * len(nodes)
-        for position, i in enumerate(order):
-            trained[i] = ArrayRecord(
-                {name: p[position].numpy() for name, p in zip(names, params, strict=True)}
-            )
-        return trained
+                per_node = stacked_grads if t else first_grads
+                grads = per_node(live, x_all[rows], y_all[rows], masks[t][:active])
+                updated = client.optimizer.step(live, grads, state, t)
+                params = updated if t == 0 else params
+        position = {node: place for place, node in enumerate(order)}
+        return [self._arrays(names, shared, params, position[i]) for i in range(len(nodes))]
+
+    @staticmethod
+    def _arrays(
+        names: list[str], shared: list[Tensor], params: list[Tensor], position: int
+    ) -> ArrayRecord:
+        """The arrays of the node at ``position`` in the stack (past its end: never trained)."""
+        trained = params is not shared and position < len(params[0])
+        chosen = [p[position] for p in params] if trained else shared
+        return ArrayRecord({n: p.numpy() for n, p in zip(names, chosen, strict=True)})
 
     def _loss(
         self, names: list[str], params: list[Tensor], x: Tensor, y: Tensor, mask: Tensor
