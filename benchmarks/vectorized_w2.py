@@ -29,6 +29,7 @@ from pollinate.frameworks import torch as torch_records
 from pollinate.simulation import ClientAppSource, Task, make_backend
 from pollinate.simulation.vectorized import SGD, VectorizedClient
 
+BUDGET_MB = 1024
 Split = tuple[Tensor, Tensor, Tensor, Tensor, list[np.ndarray]]
 
 
@@ -107,7 +108,7 @@ def vectorized_rounder(data: Split) -> Callable[[Net, np.ndarray, int], None]:
         idx = torch.from_numpy(parts[int(context.node_config["partition-id"])])
         return xtr[idx], ytr[idx]
 
-    backend = make_backend("vectorized")
+    backend = make_backend("vectorized", memory_budget_mb=BUDGET_MB)
     backend.start(ClientAppSource(app=VectorizedClient(Net, node_data, SGD(lr=0.05)).client_app()))
 
     def run_round(g: Net, picked: np.ndarray, r: int) -> None:

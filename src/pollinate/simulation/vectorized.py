@@ -295,6 +295,7 @@ class _Trainer(BatchTrainer):
         batches, masks = _batch_plan([nodes[i] for i in order], client.batch_size, client.epochs)
         x_all = torch.cat([nodes[i][0] for i in order])
         y_all = torch.cat([nodes[i][1] for i in order])
+        batches, masks = batches.to(x_all.device), masks.to(x_all.device)
         names = [name for name, _ in start.named_parameters()]
         shared = [p.detach() for p in start.parameters()]
         loss = grad(functools.partial(self._loss, names))
@@ -319,7 +320,7 @@ class _Trainer(BatchTrainer):
         """The arrays of the node at ``position`` in the stack (past its end: never trained)."""
         trained = params is not shared and position < len(params[0])
         chosen = [p[position] for p in params] if trained else shared
-        return ArrayRecord({n: p.numpy() for n, p in zip(names, chosen, strict=True)})
+        return ArrayRecord({n: p.cpu().numpy() for n, p in zip(names, chosen, strict=True)})
 
     def _loss(
         self, names: list[str], params: list[Tensor], x: Tensor, y: Tensor, mask: Tensor
