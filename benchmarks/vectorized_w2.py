@@ -6,7 +6,8 @@ FedAvg by example count) in this process with the same torch threads: ``floor`` 
 floor's loop (a fresh Net and ``torch.optim.SGD`` per client), ``vectorized`` sends each
 round's sampled clients to the vectorized backend as train tasks. Prints one line per run
 (rounds time and test accuracy), each pair's ratio, and as the last line
-``ratio <median rounds-time ratio vectorized/floor>``.
+``ratio <median rounds-time ratio vectorized/floor>`` (after ``cpu-ratio``, the same for
+the process's CPU time, steadier on a shared machine).
 
 usage: python benchmarks/vectorized_w2.py MNIST_DIR [--clients 1000] [--per-round 100]
                                           [--rounds 10] [--pairs 3] [--threads 1]
@@ -141,23 +142,23 @@ def vectorized_rounder(data: Split) -> Callable[[Net, np.ndarray, int], None]:
     return run_round
 
 
-def run(kind: str, data: Split, args: argparse.Namespace) -> tuple[float, float]:
-    """Rounds time and test accuracy of one W2 run."""
+def run(kind: str, data: Split, args: argparse.Namespace) -> tuple[float, float, float]:
+    """Rounds time (wall and CPU seconds) and test accuracy of one W2 run."""
     torch.manual_seed(0)
     g = Net()
     rng = np.random.default_rng(0)
     step = vectorized_rounder(data) if kind == "vectorized" else None
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for r in range(1, args.rounds + 1):
         picked = rng.choice(args.clients, args.per_round, replace=False)
         if step is None:
             floor_round(g, data, picked, r)
         else:
             step(g, picked, r)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     with torch.no_grad():
         accuracy = float((g(data[2]).argmax(1) == data[3]).float().mean())
-    return seconds, accuracy
+    return seconds, cpu, accuracy
 
 
 def main() -> None:
@@ -171,14 +172,20 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load(args.data_dir, args.clients)
-    ratios = []
+    ratios: list[float] = []
+    cpu_ratios: list[float] = []
     for pair in range(args.pairs):
-        floor_s, floor_acc = run("floor", data, args)
-        vec_s, vec_acc = run("vectorized", data, args)
-        print(f"pair {pair} floor      rounds {floor_s:.3f} s  accuracy {floor_acc:.4f}")
-        print(f"pair {pair} vectorized rounds {vec_s:.3f} s  accuracy {vec_acc:.4f}")
+        floor_s, floor_cpu, floor_acc = run("floor", data, args)
+        vec_s, vec_cpu, vec_acc = run("vectorized", data, args)
+        for kind, wall, cpu, acc in (
+            ("floor     ", floor_s, floor_cpu, floor_acc),
+            ("vectorized", vec_s, vec_cpu, vec_acc),
+        ):
+            print(f"pair {pair} {kind} rounds {wall:.3f} s (CPU {cpu:.3f} s)  accuracy {acc:.4f}")
         ratios.append(vec_s / floor_s)
-        print(f"pair {pair} ratio {ratios[-1]:.3f}", flush=True)
+        cpu_ratios.append(vec_cpu / floor_cpu)
+        print(f"pair {pair} ratio {ratios[-1]:.3f} (CPU {cpu_ratios[-1]:.3f})", flush=True)
+    print(f"cpu-ratio {statistics.median(cpu_ratios):.3f}")
     print(f"ratio {statistics.median(ratios):.3f}")
 
 

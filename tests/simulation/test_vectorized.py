@@ -6,6 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from pollinate import ArrayRecord, ClientApp, ConfigRecord, Context, Message, RecordDict  # noqa: E402
+from pollinate.errors import ConfigError  # noqa: E402
 from pollinate.frameworks import torch as torch_records  # noqa: E402
 from pollinate.simulation import ClientAppSource, Task, make_backend, run_simulation  # noqa: E402
 from pollinate.simulation.vectorized import SGD, Adam, VectorizedClient  # noqa: E402
@@ -162,3 +163,8 @@ def test_a_lifespan_makes_the_vectorized_backend_run_the_sequential_handler():
     backend.close()
     assert seen == [1, 2, 3, 4]
     assert not any(r.has_error for r in replies)
+
+
+def test_a_memory_budget_that_is_not_positive_is_a_config_error():
+    with pytest.raises(ConfigError, match="memory-budget-mb must be positive"):
+        make_backend("vectorized", memory_budget_mb=0)
