@@ -168,3 +168,15 @@ def test_a_lifespan_makes_the_vectorized_backend_run_the_sequential_handler():
 def test_a_memory_budget_that_is_not_positive_is_a_config_error():
     with pytest.raises(ConfigError, match="memory-budget-mb must be positive"):
         make_backend("vectorized", memory_budget_mb=0)
+
+
+def test_segments_cover_the_active_nodes_in_runs_no_narrower_than_their_batches():
+    from pollinate.simulation.vectorized import _segments
+
+    widths = [32] * 40 + [30, 25, 17, 9, 8, 8, 3, 2, 1, 1]
+    runs = _segments(widths, 32)
+    assert 1 < len(runs) <= 4
+    assert [a for a, _, _ in runs] == [0] + [b for _, b, _ in runs[:-1]]
+    assert runs[-1][1] == len(widths)
+    assert all(w >= max(widths[a:b]) for a, b, w in runs)
+    assert _segments([32] * 10, 32) == [(0, 10, 32)]

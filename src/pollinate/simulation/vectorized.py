@@ -55,12 +55,11 @@ class Optimizer(Protocol):
     def slots(self) -> int:
         """How many state tensors per parameter the optimizer keeps."""
 
-    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> list[Tensor]:
-        """Step ``t`` (0-based) exactly as ``torch.optim``: the updated stacked parameters.
+    def init_state(self, params: list[Tensor]) -> State:
+        """Zeroed state for stacked ``params`` (what ``torch.optim`` starts from)."""
 
-        At ``t == 0`` every node starts from the same weights, so ``params`` are unstacked and
-        the result is a new stack; later steps update the stacked ``params`` in place.
-        """
+    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> None:
+        """Step ``t`` (0-based) in place on views of the stack, exactly as ``torch.optim``."""
 
 
 @dataclass(frozen=True)
@@ -82,22 +81,18 @@ class SGD:
         """One momentum buffer per parameter when momentum is on."""
         return 1 if self.momentum else 0
 
-    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> list[Tensor]:
-        """One SGD step (``t == 0`` starts the momentum buffers and the stack)."""
-        updated = []
+    def init_state(self, params: list[Tensor]) -> State:
+        """Zeroed momentum buffers: ``0 * momentum + g`` is torch's first buffer, ``g``."""
+        return {"momentum": [torch.zeros_like(p) for p in params]} if self.momentum else {}
+
+    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> None:
+        """One SGD step on views of the stack."""
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             if self.weight_decay:
                 g = g.add(p, alpha=self.weight_decay)
             if self.momentum:
-                bufs = state.setdefault("momentum", [])
-                if t == 0:
-                    bufs.append(g.clone())
-                else:
-                    bufs[i] = bufs[i][: len(g)]
-                    bufs[i].mul_(self.momentum).add_(g)
-                g = bufs[i]
-            updated.append(p.add_(g, alpha=-self.lr) if t else torch.add(p, g, alpha=-self.lr))
-        return updated
+                g = state["momentum"][i].mul_(self.momentum).add_(g)
+            p.add_(g, alpha=-self.lr)
 
 
 @dataclass(frozen=True)
@@ -120,29 +115,26 @@ class Adam:
         """Two moment estimates per parameter."""
         return 2
 
-    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> list[Tensor]:
-        """One Adam step, as torch's single-tensor Adam computes it."""
+    def init_state(self, params: list[Tensor]) -> State:
+        """Zeroed first and second moments."""
+        return {
+            "m": [torch.zeros_like(p) for p in params],
+            "v": [torch.zeros_like(p) for p in params],
+        }
+
+    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> None:
+        """One Adam step on views of the stack, as torch's single-tensor Adam computes it."""
         beta1, beta2 = self.betas
-        step = t + 1
-        bias1 = 1 - beta1**step
-        bias2_sqrt = math.sqrt(1 - beta2**step)
-        updated = []
+        bias1 = 1 - beta1 ** (t + 1)
+        bias2_sqrt = math.sqrt(1 - beta2 ** (t + 1))
         for i, (p, g) in enumerate(zip(params, grads, strict=True)):
             if self.weight_decay:
                 g = g.add(p, alpha=self.weight_decay)
-            if t == 0:
-                state.setdefault("m", []).append(torch.zeros_like(g))
-                state.setdefault("v", []).append(torch.zeros_like(g))
-            m = state["m"][i] = state["m"][i][: len(g)]
-            v = state["v"][i] = state["v"][i][: len(g)]
+            m, v = state["m"][i], state["v"][i]
             m.lerp_(g, 1 - beta1)
             v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
             denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
-            value = -self.lr / bias1
-            updated.append(
-                p.addcdiv_(m, denom, value=value) if t else torch.addcdiv(p, m, denom, value=value)
-            )
-        return updated
+            p.addcdiv_(m, denom, value=-self.lr / bias1)
 
 
 def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
@@ -289,38 +281,41 @@ class _Trainer(BatchTrainer):
         self, start: torch.nn.Module, nodes: list[tuple[Tensor, Tensor, int]]
     ) -> list[ArrayRecord]:
         """Each node's trained arrays, all trained together, in the order of ``nodes``."""
-        client = self.client
-        steps = [client.epochs * math.ceil(len(y) / client.batch_size) for _, y, _ in nodes]
-        order = sorted(range(len(nodes)), key=lambda i: -steps[i])
-        batches, masks = _batch_plan([nodes[i] for i in order], client.batch_size, client.epochs)
+        client, size = self.client, self.client.batch_size
+        steps = [client.epochs * math.ceil(len(y) / size) for _, y, _ in nodes]
+        last = [(len(y) - 1) % size for _, y, _ in nodes]  # rows in a last batch, minus one
+        order = sorted(range(len(nodes)), key=lambda i: (-steps[i], -last[i]))
+        batches, masks = _batch_plan([nodes[i] for i in order], size, client.epochs)
         x_all = torch.cat([nodes[i][0] for i in order])
         y_all = torch.cat([nodes[i][1] for i in order])
         batches, masks = batches.to(x_all.device), masks.to(x_all.device)
+        widths = masks.sum(-1).to(torch.long).tolist()
         names = [name for name, _ in start.named_parameters()]
         shared = [p.detach() for p in start.parameters()]
+        stack = [p.expand(len(nodes), *p.shape).clone() for p in shared]
+        state = client.optimizer.init_state(stack)
         loss = grad(functools.partial(self._loss, names))
         first_grads, stacked_grads = vmap(loss, in_dims=(None, 0, 0, 0)), vmap(loss)
-        params, state = shared, State()
         with torch.no_grad():
             for t in range(len(batches)):
                 active = sum(1 for s in steps if s > t)
-                live = [p[:active] for p in params] if t else shared
-                rows = batches[t][:active]
-                per_node = stacked_grads if t else first_grads
-                grads = per_node(live, x_all[rows], y_all[rows], masks[t][:active])
-                updated = client.optimizer.step(live, grads, state, t)
-                params = updated if t == 0 else params
+                for a, b, width in _segments(widths[t][:active], size):
+                    rows, mask = batches[t, a:b, :width], masks[t, a:b, :width]
+                    live = [p[a:b] for p in stack]
+                    per_node = (
+                        stacked_grads(live, x_all[rows], y_all[rows], mask)
+                        if t
+                        else (first_grads(shared, x_all[rows], y_all[rows], mask))
+                    )
+                    views = {key: [s[a:b] for s in slot] for key, slot in state.items()}
+                    client.optimizer.step(live, per_node, views, t)
         position = {node: place for place, node in enumerate(order)}
-        return [self._arrays(names, shared, params, position[i]) for i in range(len(nodes))]
-
-    @staticmethod
-    def _arrays(
-        names: list[str], shared: list[Tensor], params: list[Tensor], position: int
-    ) -> ArrayRecord:
-        """The arrays of the node at ``position`` in the stack (past its end: never trained)."""
-        trained = params is not shared and position < len(params[0])
-        chosen = [p[position] for p in params] if trained else shared
-        return ArrayRecord({n: p.cpu().numpy() for n, p in zip(names, chosen, strict=True)})
+        return [
+            ArrayRecord(
+                {n: p[position[i]].cpu().numpy() for n, p in zip(names, stack, strict=True)}
+            )
+            for i in range(len(nodes))
+        ]
 
     def _loss(
         self, names: list[str], params: list[Tensor], x: Tensor, y: Tensor, mask: Tensor
@@ -329,6 +324,38 @@ class _Trainer(BatchTrainer):
         outputs = functional_call(self.template(), dict(zip(names, params, strict=True)), (x,))
         losses = self.client.loss_fn(outputs, y)
         return (losses * mask).sum() / mask.sum()
+
+
+def _segments(widths: list[int], batch_size: int) -> list[tuple[int, int, int]]:
+    """Cut the active nodes ``[0, len(widths))`` into runs ``(start, end, width)``.
+
+    A run pads every node's batch to its widest; a cut costs a call. Runs are split in two
+    where that saves more than two full batches of padded rows (about a call's overhead
+    on W2), up to four runs.
+    """
+    if not widths:
+        return []
+    runs = [(0, len(widths))]
+    for _ in range(2):
+        finer: list[tuple[int, int]] = []
+        for a, b in runs:
+            finer.extend(_best_cut(widths, a, b, batch_size))
+        runs = finer
+    return [(a, b, max(widths[a:b])) for a, b in runs]
+
+
+def _best_cut(widths: list[int], a: int, b: int, batch_size: int) -> list[tuple[int, int]]:
+    """``[(a, b)]``, or its two halves at the cut that pads the fewest rows, if worth a call."""
+    tail = widths[a:b]
+    for i in range(len(tail) - 2, -1, -1):  # tail[i]: the widest of widths[a + i : b]
+        tail[i] = max(tail[i], tail[i + 1])
+    best, cut, head = (b - a) * tail[0] - 2 * batch_size, b, 0
+    for i in range(a + 1, b):
+        head = max(head, widths[i - 1])
+        cost = (i - a) * head + (b - i) * tail[i - a]
+        if cost < best:
+            best, cut = cost, i
+    return [(a, b)] if cut == b else [(a, cut), (cut, b)]
 
 
 def _batch_plan(
