@@ -180,3 +180,13 @@ def test_segments_cover_the_active_nodes_in_runs_no_narrower_than_their_batches(
     assert runs[-1][1] == len(widths)
     assert all(w >= max(widths[a:b]) for a, b, w in runs)
     assert _segments([32] * 10, 32) == [(0, 10, 32)]
+
+
+def test_a_loss_that_is_already_reduced_is_one_clear_error_on_both_paths():
+    mean_loss = torch.nn.functional.cross_entropy
+    client = VectorizedClient(
+        vectorized_apps.Net, vectorized_apps.node_data, SGD(0.1), loss_fn=mean_loss
+    )
+    tasks = _tasks(_global_arrays(), num_nodes=3)[1:]
+    for replies in (_run("vectorized", client, tasks), _run("inline", client, tasks)):
+        assert all("reduction='none'" in r.error.reason for r in replies)

@@ -194,7 +194,7 @@ class VectorizedClient:
             for first in range(0, len(y), self.batch_size):
                 batch = order[first : first + self.batch_size]
                 optimizer.zero_grad()
-                loss = self.loss_fn(model(x[batch]), y[batch]).mean()
+                loss = _per_example(self.loss_fn(model(x[batch]), y[batch]), len(batch)).mean()
                 torch.autograd.backward(loss)
                 optimizer.step()
         return _reply(message, torch_records.to_arrays(model), len(y))
@@ -322,7 +322,7 @@ class _Trainer(BatchTrainer):
     ) -> Tensor:
         """One node's mean loss over the real (unmasked) examples of its batch."""
         outputs = functional_call(self.template(), dict(zip(names, params, strict=True)), (x,))
-        losses = self.client.loss_fn(outputs, y)
+        losses = _per_example(self.client.loss_fn(outputs, y), len(y))
         return (losses * mask).sum() / mask.sum()
 
 
@@ -383,6 +383,16 @@ def _batch_plan(
         rows[: len(plan), i] = plan
     mask = rows >= 0
     return rows.clamp(min=0), mask.to(torch.get_default_dtype())
+
+
+def _per_example(losses: Tensor, rows: int) -> Tensor:
+    """``losses`` if it holds one loss per row of the batch, else a clear error."""
+    if tuple(losses.shape) != (rows,):
+        raise AppError(
+            f"a VectorizedClient's loss_fn must return one loss per example, shape ({rows},), "
+            f"got shape {tuple(losses.shape)}: use reduction='none'"
+        )
+    return losses
 
 
 def _reply(message: Message, arrays: ArrayRecord, num_examples: int) -> Message:
