@@ -9,8 +9,13 @@ round's sampled clients to the vectorized backend as train tasks. Prints one lin
 ``ratio <median rounds-time ratio vectorized/floor>`` (after ``cpu-ratio``, the same for
 the process's CPU time, steadier on a shared machine).
 
+With ``--run-simulation`` the pairs are instead whole ``run_simulation`` calls of the same
+declaration on the inline and the vectorized backend (FedAvg's own sampling, not the
+floor's; server and strategy included), and the ratio is vectorized/inline.
+
 usage: python benchmarks/vectorized_w2.py MNIST_DIR [--clients 1000] [--per-round 100]
                                           [--rounds 10] [--pairs 3] [--threads 1]
+                                          [--run-simulation]
 """
 
 from __future__ import annotations
@@ -27,8 +32,9 @@ from torch import Tensor, nn
 from pollinate import ConfigRecord, Context, Message, RecordDict
 from pollinate.datasets import read_idx
 from pollinate.frameworks import torch as torch_records
-from pollinate.simulation import ClientAppSource, Task, make_backend
+from pollinate.simulation import ClientAppSource, Task, make_backend, run_simulation
 from pollinate.simulation.vectorized import SGD, VectorizedClient
+from pollinate.strategy import FedAvg
 
 BUDGET_MB = 1024
 Split = tuple[Tensor, Tensor, Tensor, Tensor, list[np.ndarray]]
@@ -101,16 +107,21 @@ def floor_round(g: Net, data: Split, picked: np.ndarray, r: int) -> None:
     )
 
 
-def vectorized_rounder(data: Split) -> Callable[[Net, np.ndarray, int], None]:
-    """One round on the vectorized backend: the sampled clients as train tasks, then FedAvg."""
+def declaration(data: Split) -> VectorizedClient:
+    """W2's client: Net, SGD lr 0.05, batch 32, 1 epoch, on its partition of the split."""
     xtr, ytr, _, _, parts = data
 
     def node_data(context: Context) -> tuple[Tensor, Tensor]:
         idx = torch.from_numpy(parts[int(context.node_config["partition-id"])])
         return xtr[idx], ytr[idx]
 
+    return VectorizedClient(Net, node_data, SGD(lr=0.05))
+
+
+def vectorized_rounder(data: Split) -> Callable[[Net, np.ndarray, int], None]:
+    """One round on the vectorized backend: the sampled clients as train tasks, then FedAvg."""
     backend = make_backend("vectorized", memory_budget_mb=BUDGET_MB)
-    backend.start(ClientAppSource(app=VectorizedClient(Net, node_data, SGD(lr=0.05)).client_app()))
+    backend.start(ClientAppSource(app=declaration(data).client_app()))
 
     def run_round(g: Net, picked: np.ndarray, r: int) -> None:
         content = RecordDict(
@@ -161,6 +172,32 @@ def run(kind: str, data: Split, args: argparse.Namespace) -> tuple[float, float,
     return seconds, cpu, accuracy
 
 
+def simulate(backend: str, data: Split, args: argparse.Namespace) -> tuple[float, float, float]:
+    """Wall and CPU seconds and test accuracy of one ``run_simulation`` of W2's declaration."""
+    torch.manual_seed(0)
+    initial = torch_records.to_arrays(Net())
+    strategy = FedAvg(
+        fraction_train=args.per_round / args.clients, fraction_evaluate=0.0, min_train_nodes=1
+    )
+    started, cpu_started = time.perf_counter(), time.process_time()
+    result = run_simulation(
+        client_app=declaration(data).client_app(),
+        num_nodes=args.clients,
+        strategy=strategy,
+        num_rounds=args.rounds,
+        initial_arrays=initial,
+        backend=backend,
+        run_id=1,
+        verbose=False,
+    )
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    g = Net()
+    g.load_state_dict(torch_records.to_state_dict(result.arrays))
+    with torch.no_grad():
+        accuracy = float((g(data[2]).argmax(1) == data[3]).float().mean())
+    return seconds, cpu, accuracy
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("data_dir")
@@ -169,16 +206,23 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--pairs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--run-simulation", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load(args.data_dir, args.clients)
     ratios: list[float] = []
     cpu_ratios: list[float] = []
     for pair in range(args.pairs):
-        floor_s, floor_cpu, floor_acc = run("floor", data, args)
-        vec_s, vec_cpu, vec_acc = run("vectorized", data, args)
+        if args.run_simulation:
+            base = "inline    "
+            floor_s, floor_cpu, floor_acc = simulate("inline", data, args)
+            vec_s, vec_cpu, vec_acc = simulate("vectorized", data, args)
+        else:
+            base = "floor     "
+            floor_s, floor_cpu, floor_acc = run("floor", data, args)
+            vec_s, vec_cpu, vec_acc = run("vectorized", data, args)
         for kind, wall, cpu, acc in (
-            ("floor     ", floor_s, floor_cpu, floor_acc),
+            (base, floor_s, floor_cpu, floor_acc),
             ("vectorized", vec_s, vec_cpu, vec_acc),
         ):
             print(f"pair {pair} {kind} rounds {wall:.3f} s (CPU {cpu:.3f} s)  accuracy {acc:.4f}")
