@@ -1,5 +1,7 @@
 """The vectorized backend: same replies as the sequential handler, deterministic, bounded."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -8,6 +10,7 @@ torch = pytest.importorskip("torch")
 from pollinate import ArrayRecord, ClientApp, ConfigRecord, Context, Message, RecordDict  # noqa: E402
 from pollinate.errors import ConfigError  # noqa: E402
 from pollinate.frameworks import torch as torch_records  # noqa: E402
+from pollinate.message import ErrorCode  # noqa: E402
 from pollinate.simulation import ClientAppSource, Task, make_backend, run_simulation  # noqa: E402
 from pollinate.simulation.vectorized import SGD, Adam, VectorizedClient  # noqa: E402
 from pollinate.strategy import FedAvg  # noqa: E402
@@ -190,3 +193,34 @@ def test_a_loss_that_is_already_reduced_is_one_clear_error_on_both_paths():
     tasks = _tasks(_global_arrays(), num_nodes=3)[1:]
     for replies in (_run("vectorized", client, tasks), _run("inline", client, tasks)):
         assert all("reduction='none'" in r.error.reason for r in replies)
+
+
+def test_a_deadline_already_past_times_out_every_task_without_training():
+    loaded = []
+
+    def data(context):
+        loaded.append(context.node_id)
+        return vectorized_apps.node_data(context)
+
+    client = VectorizedClient(vectorized_apps.Net, data, SGD(lr=0.05))
+    backend = make_backend("vectorized")
+    backend.start(ClientAppSource(app=_batch_only(client)))
+    results = list(backend.run(_tasks(_global_arrays(), num_nodes=4), time.monotonic() - 1))
+    backend.close()
+    assert loaded == []
+    assert sorted(r.index for r in results) == [0, 1, 2, 3]
+    assert all(r.reply.error.code == ErrorCode.TIMEOUT for r in results)
+
+
+def test_the_evaluate_handler_reports_loss_accuracy_and_examples():
+    client = VectorizedClient(
+        vectorized_apps.Net,
+        vectorized_apps.node_data,
+        SGD(0.1),
+        eval_data_fn=vectorized_apps.node_data,
+    )
+    task = _tasks(_global_arrays(), num_nodes=3)[2]
+    message = Message.create(RecordDict({"arrays": task.message.content.arrays()}), 3, "evaluate")
+    metrics = client.client_app()(message, task.context).content["metrics"]
+    assert metrics["num-examples"] == 14
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0

@@ -94,6 +94,9 @@ class VectorizedBackend(Backend):
             step = trainer.chunk_size(self._budget)
             for first in range(0, len(group), step):
                 chunk = group[first : first + step]
+                if deadline is not None and time.monotonic() >= deadline:  # no time: not run
+                    yield from (timeout_result(i, tasks[i]) for i in chunk)
+                    continue
                 results = trainer.train_many([tasks[i] for i in chunk])
                 late = deadline is not None and time.monotonic() > deadline
                 for result in results:
