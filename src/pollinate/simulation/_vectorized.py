@@ -55,7 +55,7 @@ class VectorizedClientApp(ClientApp):
 
     @property
     def vectorizable(self) -> bool:
-        """False once a lifespan is registered: the batch trainer could not run it per node."""
+        """False once a lifespan or mods are set: the batch trainer cannot run them per node."""
         return self._lifespan is None and not self._mods
 
 
