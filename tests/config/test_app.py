@@ -137,7 +137,7 @@ def test_inline_backend_takes_no_options(app_dir):
         (["num-node=3"], "--federation-config: unknown key 'num-node' (did you mean 'num-nodes'?)"),
         (["num-nodes=ten"], "--federation-config: 'num-nodes' must be an int, got 'ten'"),
         (["num-nodes=0"], "num-nodes must be at least 1, got 0"),
-        (["backend=ray"], "backend must be one of 'inline', 'process', got 'ray'"),
+        (["backend=nosuch"], "backend must be one of 'inline', 'process', 'vectorized', got"),
         (["num-workers=2"], 'num-workers applies to backend = "process" only'),
         (["backend=process num-workers=0"], "num-workers must be at least 1"),
         (["client-resources.num-cpus=0"], "client-resources.num-cpus must be at least 1"),

@@ -13,6 +13,8 @@ from ._grid import default_node_config as default_node_config
 from ._inline import InlineBackend as InlineBackend
 from ._process import ProcessBackend as ProcessBackend
 from ._run import run_simulation as run_simulation
+from ._vectorized import VectorizedBackend as VectorizedBackend
+from ._vectorized import VectorizedClientApp as VectorizedClientApp
 
 __all__ = [
     "Backend",
@@ -23,6 +25,8 @@ __all__ = [
     "SimulationGrid",
     "Task",
     "TaskResult",
+    "VectorizedBackend",
+    "VectorizedClientApp",
     "backend_names",
     "default_node_config",
     "make_backend",

@@ -1,0 +1,412 @@
+"""Vectorized clients: declare a PyTorch client once, train many nodes of it at once.
+
+A ``VectorizedClient`` names a model factory, a per-example loss, optimizer settings, batch
+size, epochs and a function giving a node's data (tensors) from its Context. Its
+``client_app()`` is an ordinary ClientApp (deployed, each message is trained alone with
+``torch.optim``); on ``backend="vectorized"`` a round's sampled nodes are trained together:
+their parameters are stacked and each local step runs for all of them in one call
+(``torch.func``: ``functional_call`` + ``vmap`` + ``grad``). Nodes with less data are padded
+and masked, so each takes exactly the steps, batches, order and learning rate it would take
+alone. Nodes are sorted by their number of steps, so the still-active ones are a prefix of the
+stack and each step works on views, never on gathered copies of the weights.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor
+from torch.func import functional_call, grad, vmap
+
+from ..context import Context
+from ..errors import AppError
+from ..frameworks import torch as torch_records
+from ..message import ErrorCode, Message
+from ..records import ArrayRecord, MetricRecord, RecordDict
+from ._backend import Task, TaskResult
+from ._vectorized import BatchTrainer, VectorizedClientApp
+
+__all__ = ["SGD", "Adam", "DataFn", "LossFn", "Optimizer", "SeedFn", "VectorizedClient"]
+
+DataFn = Callable[[Context], tuple[Tensor, Tensor]]
+"""A node's examples ``(x, y)`` from its Context: tensors with the same first dimension."""
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+"""``(outputs, targets) -> per-example losses`` (no reduction: the batch mean is taken)."""
+
+SeedFn = Callable[[Message, Context], int]
+"""The seed of a node's shuffling generator for one train message."""
+
+State = dict[str, list[Tensor]]
+
+
+class Optimizer(Protocol):
+    """Optimizer settings: a ``torch.optim`` optimizer for one node, a functional one for many."""
+
+    def for_module(self, params: Iterator[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The ``torch.optim`` optimizer the sequential handler uses."""
+
+    @property
+    def slots(self) -> int:
+        """How many state tensors per parameter the optimizer keeps."""
+
+    def init_state(self, params: list[Tensor]) -> State:
+        """Zeroed state for stacked ``params`` (what ``torch.optim`` starts from)."""
+
+    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> None:
+        """Step ``t`` (0-based) in place on views of the stack, exactly as ``torch.optim``."""
+
+
+@dataclass(frozen=True)
+class SGD:
+    """Stochastic gradient descent as ``torch.optim.SGD`` (no dampening, no Nesterov)."""
+
+    lr: float
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+
+    def for_module(self, params: Iterator[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The ``torch.optim.SGD`` with these settings."""
+        return torch.optim.SGD(
+            params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+        )
+
+    @property
+    def slots(self) -> int:
+        """One momentum buffer per parameter when momentum is on."""
+        return 1 if self.momentum else 0
+
+    def init_state(self, params: list[Tensor]) -> State:
+        """Zeroed momentum buffers: ``0 * momentum + g`` is torch's first buffer, ``g``."""
+        return {"momentum": [torch.zeros_like(p) for p in params]} if self.momentum else {}
+
+    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> None:
+        """One SGD step on views of the stack."""
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            if self.weight_decay:
+                g = g.add(p, alpha=self.weight_decay)
+            if self.momentum:
+                g = state["momentum"][i].mul_(self.momentum).add_(g)
+            p.add_(g, alpha=-self.lr)
+
+
+@dataclass(frozen=True)
+class Adam:
+    """Adam as ``torch.optim.Adam`` (L2 weight decay added to the gradient, no AMSGrad)."""
+
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def for_module(self, params: Iterator[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """The ``torch.optim.Adam`` with these settings."""
+        return torch.optim.Adam(
+            params, lr=self.lr, betas=self.betas, eps=self.eps, weight_decay=self.weight_decay
+        )
+
+    @property
+    def slots(self) -> int:
+        """Two moment estimates per parameter."""
+        return 2
+
+    def init_state(self, params: list[Tensor]) -> State:
+        """Zeroed first and second moments."""
+        return {
+            "m": [torch.zeros_like(p) for p in params],
+            "v": [torch.zeros_like(p) for p in params],
+        }
+
+    def step(self, params: list[Tensor], grads: list[Tensor], state: State, t: int) -> None:
+        """One Adam step on views of the stack, as torch's single-tensor Adam computes it."""
+        beta1, beta2 = self.betas
+        bias1 = 1 - beta1 ** (t + 1)
+        bias2_sqrt = math.sqrt(1 - beta2 ** (t + 1))
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            if self.weight_decay:
+                g = g.add(p, alpha=self.weight_decay)
+            m, v = state["m"][i], state["v"][i]
+            m.lerp_(g, 1 - beta1)
+            v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+            denom = (v.sqrt() / bias2_sqrt).add_(self.eps)
+            p.addcdiv_(m, denom, value=-self.lr / bias1)
+
+
+def cross_entropy(outputs: Tensor, targets: Tensor) -> Tensor:
+    """Per-example cross-entropy (the default loss)."""
+    return torch.nn.functional.cross_entropy(outputs, targets, reduction="none")
+
+
+def round_and_partition_seed(message: Message, context: Context) -> int:
+    """``server-round * 1_000_003 + partition-id`` (the default shuffling seed)."""
+    config = message.content.config_records.get("config")
+    server_round = int(config.get("server-round", 0)) if config is not None else 0
+    partition = int(context.node_config.get("partition-id", context.node_id))
+    return server_round * 1_000_003 + partition
+
+
+@dataclass(frozen=True)
+class VectorizedClient:
+    """A PyTorch client declared by its parts, so many nodes of it can train at once.
+
+    ``model_fn`` builds the model (parameters only: no buffers such as batch-norm statistics,
+    no randomness such as dropout); ``data_fn`` gives a node's training examples;
+    ``eval_data_fn``, if given, its evaluation examples (an ``evaluate`` handler then reports
+    ``loss``, ``accuracy`` and ``num-examples``).
+    """
+
+    model_fn: Callable[[], torch.nn.Module]
+    data_fn: DataFn
+    optimizer: Optimizer
+    batch_size: int = 32
+    epochs: int = 1
+    loss_fn: LossFn = cross_entropy
+    seed_fn: SeedFn = round_and_partition_seed
+    eval_data_fn: DataFn | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise AppError(f"VectorizedClient {name} must be a positive int, got {value!r}")
+
+    def client_app(self) -> VectorizedClientApp:
+        """The ClientApp: sequential handlers, and a batch trainer for the vectorized backend."""
+        app = VectorizedClientApp(_Trainer(self))
+        app.train()(self.train)
+        if self.eval_data_fn is not None:
+            app.evaluate()(self.evaluate)
+        return app
+
+    def train(self, message: Message, context: Context) -> Message:
+        """Train one node with ``torch.optim`` (what a deployed node and the inline path do)."""
+        model = self._model(message.content.arrays())
+        x, y = self._data(self.data_fn, context)
+        optimizer = self.optimizer.for_module(model.parameters())
+        generator = torch.Generator().manual_seed(self.seed_fn(message, context))
+        for _ in range(self.epochs if len(y) else 0):
+            order = torch.randperm(len(y), generator=generator)
+            for first in range(0, len(y), self.batch_size):
+                batch = order[first : first + self.batch_size]
+                optimizer.zero_grad()
+                loss = _per_example(self.loss_fn(model(x[batch]), y[batch]), len(batch)).mean()
+                torch.autograd.backward(loss)
+                optimizer.step()
+        return _reply(message, torch_records.to_arrays(model), len(y))
+
+    def evaluate(self, message: Message, context: Context) -> Message:
+        """Mean loss and accuracy of the received model on the node's evaluation data."""
+        assert self.eval_data_fn is not None
+        model = self._model(message.content.arrays())
+        x, y = self._data(self.eval_data_fn, context)
+        with torch.no_grad():
+            outputs = model(x)
+            loss = float(self.loss_fn(outputs, y).mean()) if len(y) else 0.0
+            correct = float((outputs.argmax(-1) == y).float().mean()) if len(y) else 0.0
+        metrics = MetricRecord({"loss": loss, "accuracy": correct, "num-examples": len(y)})
+        return message.reply(RecordDict({"metrics": metrics}))
+
+    def _model(self, arrays: ArrayRecord) -> torch.nn.Module:
+        model = self.model_fn()
+        if any(True for _ in model.buffers()):
+            raise AppError(
+                f"{type(model).__name__} has buffers (e.g. batch-norm statistics); a "
+                "VectorizedClient's model may hold parameters only"
+            )
+        return torch_records.load_arrays(model, arrays)
+
+    def _data(self, data_fn: DataFn, context: Context) -> tuple[Tensor, Tensor]:
+        data = data_fn(context)
+        if (
+            not isinstance(data, tuple)
+            or len(data) != 2
+            or not all(isinstance(t, Tensor) for t in data)
+            or len(data[0]) != len(data[1])
+        ):
+            raise AppError(
+                "a VectorizedClient's data function must return (x, y): two tensors with the "
+                f"same first dimension, got {_describe(data)}"
+            )
+        return data
+
+
+class _Trainer(BatchTrainer):
+    """Trains a chunk of nodes of one VectorizedClient together."""
+
+    def __init__(self, client: VectorizedClient) -> None:
+        self.client = client
+        self._template: torch.nn.Module | None = None
+
+    def template(self) -> torch.nn.Module:
+        """One model object, built once, whose parameters ``functional_call`` replaces."""
+        if self._template is None:
+            self._template = self.client.model_fn()
+        return self._template
+
+    def chunk_size(self, memory_budget: int) -> int:
+        """Nodes per chunk: parameters, gradients, optimizer state and a working copy each."""
+        param_bytes = sum(p.numel() * p.element_size() for p in self.template().parameters())
+        per_node = param_bytes * (3 + self.client.optimizer.slots)
+        return max(1, memory_budget // max(1, per_node))
+
+    def train_many(self, tasks: Sequence[Task]) -> list[TaskResult]:
+        """Train every task's node from the shared arrays; a node whose data fails errs alone."""
+        results: list[TaskResult] = []
+        ready: list[tuple[int, Task, Tensor, Tensor, int]] = []
+        for index, task in enumerate(tasks):
+            try:
+                x, y = self.client._data(self.client.data_fn, task.context)
+                ready.append((index, task, x, y, self.client.seed_fn(task.message, task.context)))
+            except Exception as err:
+                results.append(_error(index, task, err))
+        if not ready:
+            return results
+        try:
+            start = self.client._model(ready[0][1].message.content.arrays())
+            trained = self._train(start, [(x, y, seed) for _, _, x, y, seed in ready])
+        except Exception as err:
+            return results + [_error(index, task, err) for index, task, *_ in ready]
+        for (index, task, _, y, _), arrays in zip(ready, trained, strict=True):
+            results.append(
+                TaskResult(index, _reply(task.message, arrays, len(y)), task.context.state)
+            )
+        return results
+
+    def _train(
+        self, start: torch.nn.Module, nodes: list[tuple[Tensor, Tensor, int]]
+    ) -> list[ArrayRecord]:
+        """Each node's trained arrays, all trained together, in the order of ``nodes``."""
+        client, size = self.client, self.client.batch_size
+        steps = [client.epochs * math.ceil(len(y) / size) for _, y, _ in nodes]
+        last = [(len(y) - 1) % size for _, y, _ in nodes]  # rows in a last batch, minus one
+        order = sorted(range(len(nodes)), key=lambda i: (-steps[i], -last[i]))
+        batches, masks = _batch_plan([nodes[i] for i in order], size, client.epochs)
+        x_all = torch.cat([nodes[i][0] for i in order])
+        y_all = torch.cat([nodes[i][1] for i in order])
+        batches, masks = batches.to(x_all.device), masks.to(x_all.device)
+        widths = masks.sum(-1).to(torch.long).tolist()
+        names = [name for name, _ in start.named_parameters()]
+        shared = [p.detach() for p in start.parameters()]
+        stack = [p.expand(len(nodes), *p.shape).clone() for p in shared]
+        state = client.optimizer.init_state(stack)
+        loss = grad(functools.partial(self._loss, names))
+        first_grads, stacked_grads = vmap(loss, in_dims=(None, 0, 0, 0)), vmap(loss)
+        with torch.no_grad():
+            for t in range(len(batches)):
+                active = sum(1 for s in steps if s > t)
+                for a, b, width in _segments(widths[t][:active], size):
+                    rows, mask = batches[t, a:b, :width], masks[t, a:b, :width]
+                    live = [p[a:b] for p in stack]
+                    per_node = (
+                        stacked_grads(live, x_all[rows], y_all[rows], mask)
+                        if t
+                        else (first_grads(shared, x_all[rows], y_all[rows], mask))
+                    )
+                    views = {key: [s[a:b] for s in slot] for key, slot in state.items()}
+                    client.optimizer.step(live, per_node, views, t)
+        position = {node: place for place, node in enumerate(order)}
+        return [
+            ArrayRecord(
+                {n: p[position[i]].cpu().numpy() for n, p in zip(names, stack, strict=True)}
+            )
+            for i in range(len(nodes))
+        ]
+
+    def _loss(
+        self, names: list[str], params: list[Tensor], x: Tensor, y: Tensor, mask: Tensor
+    ) -> Tensor:
+        """One node's mean loss over the real (unmasked) examples of its batch."""
+        outputs = functional_call(self.template(), dict(zip(names, params, strict=True)), (x,))
+        losses = _per_example(self.client.loss_fn(outputs, y), len(y))
+        return (losses * mask).sum() / mask.sum()
+
+
+def _segments(widths: list[int], batch_size: int) -> list[tuple[int, int, int]]:
+    """Cut the active nodes ``[0, len(widths))`` into runs ``(start, end, width)``.
+
+    A run pads every node's batch to its widest; a cut costs a call. Runs are split in two
+    where that saves more than two full batches of padded rows (about a call's overhead
+    on W2), up to four runs.
+    """
+    if not widths:
+        return []
+    runs = [(0, len(widths))]
+    for _ in range(2):
+        finer: list[tuple[int, int]] = []
+        for a, b in runs:
+            finer.extend(_best_cut(widths, a, b, batch_size))
+        runs = finer
+    return [(a, b, max(widths[a:b])) for a, b in runs]
+
+
+def _best_cut(widths: list[int], a: int, b: int, batch_size: int) -> list[tuple[int, int]]:
+    """``[(a, b)]``, or its two halves at the cut that pads the fewest rows, if worth a call."""
+    tail = widths[a:b]
+    for i in range(len(tail) - 2, -1, -1):  # tail[i]: the widest of widths[a + i : b]
+        tail[i] = max(tail[i], tail[i + 1])
+    best, cut, head = (b - a) * tail[0] - 2 * batch_size, b, 0
+    for i in range(a + 1, b):
+        head = max(head, widths[i - 1])
+        cost = (i - a) * head + (b - i) * tail[i - a]
+        if cost < best:
+            best, cut = cost, i
+    return [(a, b)] if cut == b else [(a, cut), (cut, b)]
+
+
+def _batch_plan(
+    nodes: list[tuple[Tensor, Tensor, int]], batch_size: int, epochs: int
+) -> tuple[Tensor, Tensor]:
+    """Rows into the concatenated data, ``(steps, nodes, batch)``, and the mask of real rows.
+
+    Each node shuffles with its own generator, one ``randperm`` per epoch, as it would alone;
+    only the last batch of an epoch is short, and its padding points at row 0, masked out.
+    """
+    per_node: list[Tensor] = []
+    offset = 0
+    for _, y, seed in nodes:
+        n = len(y)
+        generator = torch.Generator().manual_seed(seed)
+        per_epoch = math.ceil(n / batch_size)
+        padded = torch.full((epochs if n else 0, per_epoch * batch_size), -1, dtype=torch.long)
+        for epoch in range(len(padded)):
+            padded[epoch, :n] = torch.randperm(n, generator=generator) + offset
+        per_node.append(padded.view(-1, batch_size))
+        offset += n
+    most = max(len(p) for p in per_node)
+    rows = torch.full((most, len(nodes), batch_size), -1, dtype=torch.long)
+    for i, plan in enumerate(per_node):
+        rows[: len(plan), i] = plan
+    mask = rows >= 0
+    return rows.clamp(min=0), mask.to(torch.get_default_dtype())
+
+
+def _per_example(losses: Tensor, rows: int) -> Tensor:
+    """``losses`` if it holds one loss per row of the batch, else a clear error."""
+    if tuple(losses.shape) != (rows,):
+        raise AppError(
+            f"a VectorizedClient's loss_fn must return one loss per example, shape ({rows},), "
+            f"got shape {tuple(losses.shape)}: use reduction='none'"
+        )
+    return losses
+
+
+def _reply(message: Message, arrays: ArrayRecord, num_examples: int) -> Message:
+    metrics = MetricRecord({"num-examples": num_examples})
+    return message.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
+
+
+def _error(index: int, task: Task, err: Exception) -> TaskResult:
+    """The error reply a ClientApp would give for ``err`` raised in its handler."""
+    reason = f"{type(err).__name__}: {err}"
+    return TaskResult(index, task.message.reply_error(ErrorCode.CLIENT_APP_RAISED, reason))
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, tuple):
+        return f"a tuple of {len(value)}: ({', '.join(type(v).__name__ for v in value)})"
+    return type(value).__name__

@@ -1,0 +1,226 @@
+"""The vectorized backend: same replies as the sequential handler, deterministic, bounded."""
+
+import time
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from pollinate import ArrayRecord, ClientApp, ConfigRecord, Context, Message, RecordDict  # noqa: E402
+from pollinate.errors import ConfigError  # noqa: E402
+from pollinate.frameworks import torch as torch_records  # noqa: E402
+from pollinate.message import ErrorCode  # noqa: E402
+from pollinate.simulation import ClientAppSource, Task, make_backend, run_simulation  # noqa: E402
+from pollinate.simulation.vectorized import SGD, Adam, VectorizedClient  # noqa: E402
+from pollinate.strategy import FedAvg  # noqa: E402
+
+from . import vectorized_apps  # noqa: E402
+
+NUM_NODES = 20
+
+
+def _message(node_id, arrays, server_round=1):
+    content = RecordDict({"arrays": arrays, "config": ConfigRecord({"server-round": server_round})})
+    return Message.create(content, node_id, "train")
+
+
+def _tasks(arrays, num_nodes=NUM_NODES):
+    return [
+        Task(
+            _message(n, arrays), Context(0, n, {"partition-id": n - 1, "num-partitions": num_nodes})
+        )
+        for n in range(1, num_nodes + 1)
+    ]
+
+
+def _global_arrays():
+    torch.manual_seed(0)
+    return torch_records.to_arrays(vectorized_apps.Net())
+
+
+def _batch_only(client):
+    """The client's app with its sequential train handler broken: only the batch trainer works."""
+    app = client.client_app()
+
+    def refuse(msg, context):
+        raise AssertionError("the vectorized backend ran the sequential handler")
+
+    app._handlers["train"] = refuse
+    return app
+
+
+def _run(backend_name, client, tasks, **options):
+    backend = make_backend(backend_name, **options)
+    app = _batch_only(client) if backend_name == "vectorized" else client.client_app()
+    backend.start(ClientAppSource(app=app))
+    try:
+        results = sorted(backend.run(tasks, None), key=lambda r: r.index)
+    finally:
+        backend.close()
+    return [r.reply for r in results]
+
+
+def _assert_close(vectorized, sequential, atol=1e-5):
+    assert len(vectorized) == len(sequential)
+    for v, s in zip(vectorized, sequential, strict=True):
+        assert not v.has_error, v.error
+        assert v.content["metrics"]["num-examples"] == s.content["metrics"]["num-examples"]
+        for name, array in s.content.arrays().items():
+            np.testing.assert_allclose(
+                v.content.arrays()[name].numpy(), array.numpy(), atol=atol, rtol=0
+            )
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [SGD(lr=0.05), SGD(lr=0.05, momentum=0.9, weight_decay=1e-3), Adam(lr=1e-3, weight_decay=1e-3)],
+    ids=["sgd", "sgd-momentum-decay", "adam"],
+)
+def test_one_round_of_20_nodes_matches_the_sequential_handler(optimizer):
+    client = vectorized_apps.declaration(optimizer, epochs=2)
+    tasks = _tasks(_global_arrays())
+    sizes = {len(vectorized_apps.node_data(t.context)[1]) for t in tasks}
+    assert len(sizes) > 10 and 0 in sizes  # sizes differ, short last batches, an empty node
+    _assert_close(_run("vectorized", client, tasks), _run("inline", client, tasks))
+
+
+def test_vectorized_training_is_bit_for_bit_deterministic():
+    client = vectorized_apps.declaration(SGD(lr=0.05, momentum=0.9))
+    tasks = _tasks(_global_arrays())
+    first, second = _run("vectorized", client, tasks), _run("vectorized", client, tasks)
+    _assert_close(first, second, atol=0)
+
+
+def test_a_tiny_memory_budget_trains_one_node_per_chunk_with_the_same_result():
+    client = vectorized_apps.declaration(SGD(lr=0.05))
+    app = client.client_app()
+    assert app.trainer.chunk_size(1) == 1
+    tasks = _tasks(_global_arrays())
+    whole = _run("vectorized", client, tasks)
+    chunked = _run("vectorized", client, tasks, memory_budget_mb=1e-6)
+    _assert_close(chunked, whole)
+
+
+def test_a_node_whose_data_fails_gets_an_error_reply_and_the_others_train():
+    def data(context):
+        if context.node_id == 3:
+            return [1, 2]
+        return vectorized_apps.node_data(context)
+
+    client = VectorizedClient(vectorized_apps.Net, data, SGD(lr=0.05))
+    replies = _run("vectorized", client, _tasks(_global_arrays(), num_nodes=5))
+    assert [r.has_error for r in replies] == [False, False, True, False, False]
+    assert "two tensors with the same first dimension" in replies[2].error.reason
+
+
+def test_a_plain_client_app_runs_as_inline_on_the_vectorized_backend():
+    app = ClientApp()
+
+    @app.train()
+    def train(msg, context):
+        return msg.reply(RecordDict({"arrays": msg.content.arrays()}))
+
+    backend = make_backend("vectorized")
+    backend.start(ClientAppSource(app=app))
+    arrays = ArrayRecord({"w": np.ones(3, np.float32)})
+    replies = [r.reply for r in backend.run(_tasks(arrays, num_nodes=3), None)]
+    backend.close()
+    assert all(r.content.arrays() == arrays for r in replies)
+
+
+def test_run_simulation_vectorized_gives_the_inline_model_over_two_rounds():
+    client = vectorized_apps.declaration(SGD(lr=0.05, momentum=0.5))
+    models = {}
+    for backend in ("inline", "vectorized"):
+        result = run_simulation(
+            client_app=_batch_only(client) if backend == "vectorized" else client.client_app(),
+            num_nodes=NUM_NODES,
+            strategy=FedAvg(fraction_train=0.5, fraction_evaluate=0.0),
+            num_rounds=2,
+            initial_arrays=_global_arrays(),
+            backend=backend,
+            run_id=7,
+            verbose=False,
+        )
+        models[backend] = result.arrays
+    for name, array in models["inline"].items():
+        np.testing.assert_allclose(
+            models["vectorized"][name].numpy(), array.numpy(), atol=1e-5, rtol=0
+        )
+
+
+def test_a_lifespan_makes_the_vectorized_backend_run_the_sequential_handler():
+    client = vectorized_apps.declaration(SGD(lr=0.05))
+    app = client.client_app()
+    seen = []
+
+    @app.lifespan()
+    def count(context):
+        seen.append(context.node_id)
+        yield
+
+    backend = make_backend("vectorized")
+    backend.start(ClientAppSource(app=app))
+    replies = [r.reply for r in backend.run(_tasks(_global_arrays(), num_nodes=4), None)]
+    backend.close()
+    assert seen == [1, 2, 3, 4]
+    assert not any(r.has_error for r in replies)
+
+
+def test_a_memory_budget_that_is_not_positive_is_a_config_error():
+    with pytest.raises(ConfigError, match="memory-budget-mb must be positive"):
+        make_backend("vectorized", memory_budget_mb=0)
+
+
+def test_segments_cover_the_active_nodes_in_runs_no_narrower_than_their_batches():
+    from pollinate.simulation.vectorized import _segments
+
+    widths = [32] * 40 + [30, 25, 17, 9, 8, 8, 3, 2, 1, 1]
+    runs = _segments(widths, 32)
+    assert 1 < len(runs) <= 4
+    assert [a for a, _, _ in runs] == [0] + [b for _, b, _ in runs[:-1]]
+    assert runs[-1][1] == len(widths)
+    assert all(w >= max(widths[a:b]) for a, b, w in runs)
+    assert _segments([32] * 10, 32) == [(0, 10, 32)]
+
+
+def test_a_loss_that_is_already_reduced_is_one_clear_error_on_both_paths():
+    mean_loss = torch.nn.functional.cross_entropy
+    client = VectorizedClient(
+        vectorized_apps.Net, vectorized_apps.node_data, SGD(0.1), loss_fn=mean_loss
+    )
+    tasks = _tasks(_global_arrays(), num_nodes=3)[1:]
+    for replies in (_run("vectorized", client, tasks), _run("inline", client, tasks)):
+        assert all("reduction='none'" in r.error.reason for r in replies)
+
+
+def test_a_deadline_already_past_times_out_every_task_without_training():
+    loaded = []
+
+    def data(context):
+        loaded.append(context.node_id)
+        return vectorized_apps.node_data(context)
+
+    client = VectorizedClient(vectorized_apps.Net, data, SGD(lr=0.05))
+    backend = make_backend("vectorized")
+    backend.start(ClientAppSource(app=_batch_only(client)))
+    results = list(backend.run(_tasks(_global_arrays(), num_nodes=4), time.monotonic() - 1))
+    backend.close()
+    assert loaded == []
+    assert sorted(r.index for r in results) == [0, 1, 2, 3]
+    assert all(r.reply.error.code == ErrorCode.TIMEOUT for r in results)
+
+
+def test_the_evaluate_handler_reports_loss_accuracy_and_examples():
+    client = VectorizedClient(
+        vectorized_apps.Net,
+        vectorized_apps.node_data,
+        SGD(0.1),
+        eval_data_fn=vectorized_apps.node_data,
+    )
+    task = _tasks(_global_arrays(), num_nodes=3)[2]
+    message = Message.create(RecordDict({"arrays": task.message.content.arrays()}), 3, "evaluate")
+    metrics = client.client_app()(message, task.context).content["metrics"]
+    assert metrics["num-examples"] == 14
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
