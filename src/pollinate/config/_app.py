@@ -15,7 +15,7 @@
 
     [tool.pollinate.federations.local-simulation]
     num-nodes = 10                          # required
-    backend = "inline"                      # or "process"
+    backend = "inline"                      # or "process", "vectorized"
     num-workers = 4                         # process backend only
     client-resources = { num-cpus = 1, num-gpus = 0.0 }
 
