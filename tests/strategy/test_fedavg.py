@@ -316,3 +316,18 @@ def test_strategy_settings_are_checked_when_it_is_made():
         FedAvg(train_config=0.1)
     with pytest.raises(ConfigError, match="evaluate_fn must be a function"):
         FedAvg(evaluate_fn={"loss": 1.0})
+
+
+def test_a_round_logs_its_first_set_aside_replies_and_counts_the_rest(
+    make_grid, global_arrays, good_reply, caplog
+):
+    def train(msg, context):  # most nodes of a cross-device round hold no data
+        return good_reply(msg, num_examples=0 if context.node_id > 2 else 10)
+
+    with caplog.at_level("WARNING", logger="pollinate.strategy"):
+        result = FedAvg(fraction_evaluate=0.0).start(
+            make_grid(train, num_nodes=14), global_arrays, num_rounds=1
+        )
+    lines = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
+    assert len(lines) == 6 and lines[-1].startswith("round 1 train: set aside 7 more")
+    assert result.rounds[0].train.num_failed == 12 and result.rounds[0].train.num_ok == 2

@@ -358,6 +358,10 @@ def _call_evaluate_fn(fn: EvaluateFn, server_round: int, arrays: ArrayRecord) ->
     return dict(MetricRecord(metrics))
 
 
+LOGGED_FAILURES = 5
+"""Set-aside replies a round's phase logs one by one; the rest are counted in one line."""
+
+
 class _Tally:
     """Counts the replies of one phase, keeping the good ones and logging the rest."""
 
@@ -380,7 +384,20 @@ class _Tally:
                 continue
             failure = Failure(reply.metadata.src_node_id, reason)
             self.failures.append(failure)
-            log.warning("round %d %s: set aside %s", self.server_round, self.phase, failure)
+            if len(self.failures) <= LOGGED_FAILURES:
+                log.warning("round %d %s: set aside %s", self.server_round, self.phase, failure)
+
+    def log_unlisted(self) -> None:
+        """One line for the failures past the first few, so a round of thousands stays readable."""
+        unlisted = len(self.failures) - LOGGED_FAILURES
+        if unlisted > 0:
+            log.warning(
+                "round %d %s: set aside %d more (every one is in the round's record: "
+                "result.rounds, metrics.jsonl)",
+                self.server_round,
+                self.phase,
+                unlisted,
+            )
 
     def require_enough(self) -> None:
         if self.num_ok >= self.minimum:
@@ -393,6 +410,7 @@ class _Tally:
         )
 
     def result(self, metrics: MetricRecord) -> PhaseResult:
+        self.log_unlisted()
         if not isinstance(metrics, MetricRecord):
             raise ConfigError(
                 f"the {self.phase} metrics aggregation returned {type(metrics).__name__}; "
