@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -302,28 +300,21 @@ def test_server_fn_mistakes_are_clear_errors(components, message):
         pollinate.run_simulation(app, _numpy_app.app, num_nodes=3)
 
 
-class _AddOne(pollinate.NumPyClient):
-    def fit(self, parameters, config):
-        return [p + 1 for p in parameters], 1, {}
+def test_client_fn_form_runs_under_the_apps_mods():
+    """``ClientApp(client_fn=..., mods=[...])``: a classic client, with Flower mods around it."""
+    from pollinate.compat.flwr.client import NumPyClient
 
+    class AddOne(NumPyClient):
+        def fit(self, parameters, config):
+            return [p + 1 for p in parameters], 1, {}
 
-def _add_one(context: pollinate.Context) -> _AddOne:
-    return _AddOne()
-
-
-def test_client_fn_form_uses_the_classic_handlers(monkeypatch):
-    """``ClientApp(client_fn=...)`` takes its handlers from the classic side's
-    ``client_fn_handlers`` (a stand-in here: pollinate's own NumPyClient adapter)."""
-    from pollinate.client._numpy_client import numpy_client_handlers
-
-    module = types.ModuleType("pollinate.compat.flwr.client")
-    module.client_fn_handlers = numpy_client_handlers
-    monkeypatch.setitem(sys.modules, "pollinate.compat.flwr.client", module)
-    app = ClientApp(client_fn=_add_one, mods=[app_mod])
+    events.clear()
+    app = ClientApp(client_fn=lambda context: AddOne().to_client(), mods=[app_mod])
     result = pollinate.run_simulation(
         _numpy_app.server, app, num_nodes=2, run_config={"fraction-evaluate": 0.0}
     )
     np.testing.assert_allclose(result.arrays["0"].numpy(), np.full((2, 3), 2.0))
+    assert "app-mod Message Context" in events and "app-mod got Message" in events
 
 
 def test_a_hand_written_loop_is_told_that_pollinate_records_no_rounds(caplog):

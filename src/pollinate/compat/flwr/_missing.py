@@ -1,4 +1,4 @@
-"""The one error for a Flower name (or module) this layer does not map; the classic API, lazily.
+"""The one error for a Flower name (or module) this layer does not map.
 
 ``install_module_finder`` makes ``import pollinate.compat.flwr.<a module Flower has and this
 layer lacks>`` fail with that one error (naming the pollinate way) instead of Python's "No
@@ -19,7 +19,6 @@ from ...errors import ConfigError
 __all__ = [
     "UnsupportedModule",
     "UnsupportedName",
-    "classic",
     "install_module_finder",
     "unsupported",
     "unsupported_module",
@@ -114,13 +113,3 @@ def install_module_finder() -> None:
     """Put the finder last on ``sys.meta_path``, once."""
     if not any(isinstance(f, _FlowerModuleFinder) for f in sys.meta_path):
         sys.meta_path.append(_FlowerModuleFinder())
-
-
-def classic(module: str) -> ModuleType:
-    """``pollinate.compat.flwr.<module>`` of the classic API, imported when first needed.
-
-    The message API's Flower 1.x forms (``ClientApp(client_fn=...)``,
-    ``ServerApp(server_fn=...)``) run on the classic API's clients and strategies; importing
-    them only then keeps ``import pollinate.compat.flwr.clientapp`` light.
-    """
-    return importlib.import_module(f"pollinate.compat.flwr.{module}")

@@ -83,11 +83,12 @@ class FlowerClientFn:
 
 
 def client_fn_handlers(client_fn: Callable[..., Any]) -> dict[str, Handler]:
-    """Pollinate handlers ("train", "evaluate", "query.get-parameters") for a Flower client_fn."""
-    handlers = numpy_client_handlers(FlowerClientFn(client_fn))
-    for kind in ("train", "evaluate"):
-        handlers[kind] = _KeepsText(handlers[kind])
-    return handlers
+    """Pollinate handlers ("train", "evaluate", "query.get-parameters") for a Flower client_fn.
+
+    Run them under the ``keep_text_metrics`` mod, as ``flower_client_app`` does, so that the
+    client's text metrics reach the server.
+    """
+    return numpy_client_handlers(FlowerClientFn(client_fn))
 
 
 def flower_client_app(client_fn: Callable[[Context], pollinate_client.NumPyClient]) -> Any:
@@ -106,18 +107,6 @@ def keep_text_metrics(msg: Message, context: Context, call_next: Handler) -> Mes
     if text:
         reply.content[TEXT_METRICS] = ConfigRecord(text)
     return reply
-
-
-class _KeepsText:
-    """A train or evaluate handler with ``keep_text_metrics`` around it."""
-
-    __slots__ = ("handler",)
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-
-    def __call__(self, msg: Message, context: Context) -> Message:
-        return keep_text_metrics(msg, context, self.handler)
 
 
 def _numbers_only(metrics: Any) -> Any:

@@ -10,7 +10,6 @@ from ....client import ClientApp as CoreClientApp
 from ....context import Context as CoreContext
 from ....message import Message as CoreMessage
 from ....message import MessageType
-from .._missing import classic
 from .._records import Context, Message, core_message, flower_context, flower_message
 
 __all__ = ["ClientApp", "FlowerHandler", "FlowerMod"]
@@ -37,8 +36,11 @@ class ClientApp(CoreClientApp):
         mods: Sequence[FlowerModFn] | None = None,
     ) -> None:
         super().__init__(mods=[FlowerMod(mod) for mod in mods or ()])
-        if client_fn is not None:
-            self._handlers.update(classic("client").client_fn_handlers(client_fn))
+        if client_fn is not None:  # Flower 1.x: a NumPyClient or Client made per message
+            from ..client._adapter import client_fn_handlers, keep_text_metrics
+
+            self._handlers.update(client_fn_handlers(client_fn))
+            self._mods.append(keep_text_metrics)  # innermost, around the client's handlers
 
     def train(  # type: ignore[override]
         self, action: str = DEFAULT_ACTION, *, mods: Sequence[FlowerModFn] | None = None

@@ -15,7 +15,6 @@ from ....server import Grid as CoreGrid
 from ....server import Result as CoreResult
 from ....server import ServerApp as CoreServerApp
 from ....strategy import Strategy as CoreStrategy
-from .._missing import classic
 from .._records import Context, Message, core_message, flower_context, flower_message
 
 __all__ = ["Grid", "ServerApp", "core_grid"]
@@ -182,19 +181,22 @@ class _FixedComponents:
 
     __slots__ = ("config", "strategy")
 
-    def __init__(self, config: object | None, strategy: object | None) -> None:
+    def __init__(self, config: Any, strategy: Any) -> None:
         self.config = config
         self.strategy = strategy
 
     def __call__(self, context: Context) -> object:
-        return classic("server").ServerAppComponents(config=self.config, strategy=self.strategy)
+        from ..server import ServerAppComponents
+
+        return ServerAppComponents(config=self.config, strategy=self.strategy)
 
 
 def _run_components(
     server_fn: Callable[[Context], Any], grid: CoreGrid, context: CoreContext
 ) -> CoreResult:
     """Run what ``server_fn`` returns: its strategy for ``config.num_rounds`` rounds."""
-    server = classic("server")
+    from .. import server  # the classic API's strategies and components, loaded when used
+
     components = server_fn(flower_context(context))
     if not isinstance(components, server.ServerAppComponents):
         raise ConfigError(
