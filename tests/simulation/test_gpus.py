@@ -5,9 +5,10 @@ import os
 
 import pytest
 
-from pollinate import Context, FedAvg, Message, RecordDict
+from pollinate import ArrayRecord, Context, FedAvg, Message, RecordDict, ServerApp
 from pollinate.errors import ConfigError
 from pollinate.message import MessageType
+from pollinate.server import Result
 from pollinate.simulation import (
     ClientAppSource,
     InlineBackend,
@@ -297,3 +298,28 @@ def test_in_process_nodes_learn_their_device(fake_gpus, backend):
         (result,) = list(runner.run([query(1)], deadline=None))
         runner.close()
         assert result.reply.content["seen"]["device"] == device
+
+
+def test_a_simulation_on_the_process_backend_places_its_workers_on_the_gpu(fake_gpus, apps_dir):
+    fake_gpus(1, mask="3")
+    replies = []
+    server = ServerApp()
+
+    @server.main()
+    def ask_every_node(grid, context):
+        ids = grid.send(Message.create(RecordDict(), n, MessageType.QUERY) for n in grid.node_ids())
+        replies.extend(grid.receive(ids))
+        return Result(ArrayRecord())
+
+    run_simulation(
+        server,
+        "fixture_gpu_apps:reports_gpu",
+        num_nodes=6,
+        app_dir=apps_dir,
+        backend="process",
+        backend_options={"num_gpus": 0.5, "num_workers": 8},
+        verbose=False,
+    )
+    rows = [(r.content.metrics()["pid"], *r.content["seen"].values()) for r in replies]
+    assert len(rows) == 6 and {(gpu, device) for _, gpu, device in rows} == {("3", "cuda:0")}
+    assert len({pid for pid, _, _ in rows}) <= 2  # 0.5 each: the one GPU holds two workers
