@@ -2,6 +2,7 @@
 
 import math
 import os
+import sys
 
 import pytest
 
@@ -102,6 +103,8 @@ def test_hostile_shares_are_named_with_the_fix(value, message):
         ("0,0", 4, 1),  # a repeat ends the list
         ("GPU-8f3c-11aa,1", 4, 2),
         ("MIG-5d2e", 1, 1),
+        ("\u00b2", 4, 0),  # a digit to str.isdigit(), not to CUDA
+        ("01", 4, 1),
     ],
 )
 def test_the_mask_is_read_as_cuda_reads_it(mask, physical, count):
@@ -138,6 +141,7 @@ def test_the_inventory_names_gpus_as_the_mask_does(fake_gpus, count, mask, ids):
         (2, ("0", "1", "2", "3"), ("0,1", "2,3")),
         (2, ("0", "1", "2"), ("0,1",)),
         (3.0, ("a", "b", "c"), ("a,b,c",)),
+        (1e-9, ("0",), ("0",) * 256),  # a tiny share does not list a billion slots
     ],
 )
 def test_workers_are_packed_onto_gpus_by_their_share(num_gpus, gpus, slots):
@@ -323,3 +327,41 @@ def test_a_simulation_on_the_process_backend_places_its_workers_on_the_gpu(fake_
     rows = [(r.content.metrics()["pid"], *r.content["seen"].values()) for r in replies]
     assert len(rows) == 6 and {(gpu, device) for _, gpu, device in rows} == {("3", "cuda:0")}
     assert len({pid for pid, _, _ in rows}) <= 2  # 0.5 each: the one GPU holds two workers
+
+
+def test_with_torch_the_probe_is_torchs_own_count():
+    torch = pytest.importorskip("torch")
+    assert _gpus.count_visible_gpus() == (torch.cuda.device_count(), "torch.cuda.device_count()")
+
+
+NVIDIA_SMI_L = """GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0a1b)
+GPU 1: NVIDIA H100 80GB HBM3 (UUID: GPU-2c3d)
+  MIG 1g.10gb     Device  0: (UUID: MIG-4e5f)
+"""
+
+
+@pytest.fixture
+def without_torch(monkeypatch, tmp_path):
+    """No torch to import, and a fake ``nvidia-smi`` on PATH printing NVIDIA_SMI_L."""
+    monkeypatch.setitem(sys.modules, "torch", None)  # find_spec("torch") is now None
+    script = tmp_path / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ncat <<'END'\n{NVIDIA_SMI_L}END\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.mark.parametrize(("mask", "count"), [(None, 2), ("1", 1), ("", 0), ("1,0,5", 2)])
+def test_without_torch_nvidia_smi_lists_the_gpus_and_the_mask_hides_some(
+    without_torch, monkeypatch, mask, count
+):
+    if mask is None:
+        monkeypatch.delenv(ENV, raising=False)
+    else:
+        monkeypatch.setenv(ENV, mask)
+    assert _gpus.count_visible_gpus() == (count, "nvidia-smi -L")
+
+
+def test_without_torch_or_nvidia_smi_no_gpu_is_found(without_torch, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    count, source = _gpus.count_visible_gpus()
+    assert count == 0 and source.startswith("nvidia-smi -L (not found")

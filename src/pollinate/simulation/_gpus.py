@@ -18,7 +18,6 @@ import math
 import os
 import re
 import subprocess
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ..errors import ConfigError
@@ -39,6 +38,9 @@ __all__ = [
 ENV = "CUDA_VISIBLE_DEVICES"
 KEY = "client-resources.num-gpus"
 _UUID = re.compile(r"(GPU|MIG)-[0-9A-Za-z-]+")
+_INDEX = re.compile(r"[0-9]+")
+MAX_SHARING = 256
+"""At most this many workers share one GPU, however small the fraction."""
 _PROBE_TIMEOUT_S = 30.0
 
 
@@ -86,8 +88,9 @@ def masked_count(mask: str | None, physical: int) -> int:
         return max(0, physical)
     seen: set[str] = set()
     for entry in (e.strip() for e in mask.split(",")):
-        valid = (entry.isdigit() and int(entry) < physical) or _UUID.fullmatch(entry)
-        key = str(int(entry)) if entry.isdigit() else entry
+        index = _INDEX.fullmatch(entry) is not None
+        valid = (index and int(entry) < physical) or _UUID.fullmatch(entry) is not None
+        key = str(int(entry)) if index else entry
         if not valid or key in seen:
             break
         seen.add(key)
@@ -114,13 +117,13 @@ def count_visible_gpus() -> tuple[int, str]:
     return masked_count(os.environ.get(ENV), physical), "nvidia-smi -L"
 
 
-def find_gpus(env: Mapping[str, str] | None = None) -> GpuInventory:
+def find_gpus() -> GpuInventory:
     """The GPUs this process may hand out: the first ones its ``CUDA_VISIBLE_DEVICES`` names.
 
     With the mask unset they are ``0..n-1``; with it set, CUDA's count of it says how many of
     its entries are real, in order, and those entries are what workers are given.
     """
-    mask = (os.environ if env is None else env).get(ENV)
+    mask = os.environ.get(ENV)
     count, source = count_visible_gpus()
     if mask is None:
         ids = tuple(str(i) for i in range(count))
@@ -132,7 +135,8 @@ def find_gpus(env: Mapping[str, str] | None = None) -> GpuInventory:
 def worker_gpus(num_gpus: float, inventory: GpuInventory) -> tuple[str, ...]:
     """One ``CUDA_VISIBLE_DEVICES`` value per worker the GPUs allow at ``num_gpus`` each.
 
-    A fraction packs ``floor(1 / num_gpus)`` workers on each GPU, spread round the GPUs
+    A fraction packs ``floor(1 / num_gpus)`` workers (at most MAX_SHARING) on each GPU,
+    spread round the GPUs
     (with two GPUs at 0.5: ``0, 1, 0, 1``) so that fewer workers still use every GPU; a
     whole number gives each worker its own run of that many GPUs. Asking for more than
     there is (or for any GPU where none is found) is one ConfigError that says what was
@@ -147,7 +151,7 @@ def worker_gpus(num_gpus: float, inventory: GpuInventory) -> tuple[str, ...]:
     if num_gpus > len(gpus):
         raise ConfigError(_too_many(num_gpus, inventory))
     if num_gpus < 1:
-        per_gpu = math.floor(1 / num_gpus + 1e-9)
+        per_gpu = min(MAX_SHARING, math.floor(1 / num_gpus + 1e-9))
         return tuple(gpu for _ in range(per_gpu) for gpu in gpus)
     size = int(num_gpus)
     return tuple(",".join(gpus[i : i + size]) for i in range(0, len(gpus) - size + 1, size))
