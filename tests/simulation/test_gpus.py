@@ -167,7 +167,10 @@ def test_any_gpu_on_a_machine_without_one_says_how_to_run_on_the_cpu():
 
 
 def test_a_mask_that_hides_the_gpus_is_named_in_the_error():
-    with pytest.raises(ConfigError, match=r"with CUDA_VISIBLE_DEVICES='garbage'\): .*widen"):
+    with pytest.raises(
+        ConfigError,
+        match=r"with CUDA_VISIBLE_DEVICES='garbage'\): .*, or change CUDA_VISIBLE_DEVICES",
+    ):
         worker_gpus(1, inventory(mask="garbage"))
 
 

@@ -163,7 +163,11 @@ def _too_many(num_gpus: float, inventory: GpuInventory) -> str:
         if not inventory.ids
         else f"lower {KEY} to at most {len(inventory.ids)}"
     )
-    hint = f", or widen {ENV}" if inventory.mask is not None else ""
+    hint = (
+        f", or change {ENV} (it hides every GPU it does not name)"
+        if inventory.mask is not None
+        else ""
+    )
     return (
         f"{KEY} = {num_gpus:g} asks for {share_phrase(num_gpus)} per node, and this machine has "
         f"{inventory.found()}: {fix}{hint}"
