@@ -106,3 +106,20 @@ def test_byzantine() -> None:
     assert "| strategy | malicious | f | clean | sign-flip |" in lines
     assert has_line(lines, rf"\| FedMedian \| 20% \| 4 \| \| {NUMBER} \({NUMBER}\) \|")
     assert has_line(lines, r"total \d+ s \(3 runs\)")
+
+
+def test_gpu_check() -> None:
+    floor, data = require_w2_floor(), require_mnist()
+    lines = run_quick("gpu_check.py", str(data), "--floor", str(floor))
+    assert lines[0].startswith("--quick: 50 clients") and (
+        lines[0].endswith("ON THE CPU (no GPU found): the figures mean nothing")
+        or lines[0].endswith("on the GPU")
+    )
+    figures = rf"rounds +{NUMBER} s  accuracy {NUMBER}"
+    for run in (
+        "floor \\(CPU\\)",
+        "inline, num-gpus [01]",
+        "process, num-gpus [.\\d]+, \\d+ workers",
+    ):
+        assert has_line(lines, rf"{run} +{figures}")
+    assert re.fullmatch(rf"vectorized, num-gpus [01] +{figures}", lines[-1])

@@ -8,6 +8,7 @@ import pytest
 
 import pollinate
 from pollinate.server import load_arrays
+from pollinate.simulation import _gpus
 
 
 def _summary(result) -> dict:
@@ -170,8 +171,8 @@ def _fails_cleanly(result, message: str) -> None:
         (["--run-config", "crash='yes"], "--run-config: cannot split"),
         (["--federation-config", "num-cpus=2"], "--federation-config: unknown key 'num-cpus'"),
         (
-            ["--federation-config", "client-resources.num-gpus=1"],
-            "GPU placement is not implemented",
+            ["--federation-config", "client-resources.num-gpus=1.5"],
+            "above 1 a node holds whole GPUs; use 1 or 2",
         ),
         (["big-cluster"], "unknown federation 'big-cluster'; "),
     ],
@@ -180,6 +181,14 @@ def test_bad_input_is_one_clear_error(make_app, invoke, args, message):
     app_dir = make_app()
     _fails_cleanly(invoke("run", app_dir, *args), message)
     assert not (app_dir / "runs").exists()
+
+
+def test_asking_for_gpus_a_machine_lacks_is_one_clear_error(make_app, invoke, monkeypatch):
+    monkeypatch.setattr(_gpus, "count_visible_gpus", lambda: (0, "a fake probe"))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    result = invoke("run", make_app(), "--federation-config", "client-resources.num-gpus=0.5")
+    _fails_cleanly(result, "0.5 GPU per node, and this machine has no GPUs (counted by a fake")
+    assert "set client-resources.num-gpus = 0 to run on the CPU" in result.stderr
 
 
 def test_missing_component_is_one_clear_error(make_app, invoke):

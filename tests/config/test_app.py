@@ -142,7 +142,8 @@ def test_inline_backend_takes_no_options(app_dir):
         (["backend=process num-workers=0"], "num-workers must be at least 1"),
         (["client-resources.num-cpus=0"], "client-resources.num-cpus must be at least 1"),
         (["client-resources.num-gpus=-1"], "client-resources.num-gpus must be 0 or more"),
-        (["client-resources.num-gpus=0.5"], "GPU placement is not implemented yet"),
+        (["client-resources.num-gpus=1.5"], "num-gpus = 1.5: above 1 a node holds whole GPUs"),
+        (["client-resources.num-gpus=nan"], "client-resources.num-gpus must be 0 or more"),
     ],
 )
 def test_bad_federation_settings_are_clear_errors(app_dir, overrides, message):
@@ -154,6 +155,17 @@ def test_bad_federation_settings_are_clear_errors(app_dir, overrides, message):
 def test_zero_gpus_are_accepted(app_dir):
     federation = _federation(app_dir(), overrides=["client-resources.num-gpus=0"])
     assert federation.num_gpus == 0.0
+    assert "GPU" not in federation.describe()
+
+
+def test_a_gpu_share_reaches_every_backend_and_the_description(app_dir):
+    federation = _federation(app_dir(), overrides=["client-resources.num-gpus=0.25"])
+    assert federation.backend_options() == {"num_gpus": 0.25}
+    assert federation.describe() == "4 nodes, inline backend, 0.25 GPU per node"
+    assert federation.to_json()["client-resources"] == {"num-cpus": None, "num-gpus": 0.25}
+    pool = _federation(app_dir(), "pool", overrides=["client-resources.num-gpus=2"])
+    assert pool.backend_options() == {"num_gpus": 2.0, "num_workers": 2, "threads_per_worker": 2}
+    assert pool.describe().endswith("2 CPUs per node, 2 GPUs per node")
 
 
 def test_unknown_federation_lists_the_defined_ones(app_dir):

@@ -17,7 +17,8 @@ def train(msg: Message, context: Context) -> Message:
     num_partitions = int(context.node_config["num-partitions"])
     data = task.load_partitions(settings.data_dir, num_partitions, settings.alpha, settings.seed)
     server_round = msg.content.config().value("server-round", int)
-    net = task.Net()
+    device = context.node_config.get("device", "cpu")  # cuda:0 when given a GPU
+    net = task.Net().to(device)
     frameworks.torch.load_arrays(net, msg.content.arrays())
     task.train(
         net,
@@ -26,6 +27,7 @@ def train(msg: Message, context: Context) -> Message:
         batch_size=settings.batch_size,
         lr=settings.learning_rate,
         seed=server_round * task.ROUND_SEED_STRIDE + partition_id,
+        device=str(device),
     )
     arrays = frameworks.torch.to_arrays(net)
     metrics = MetricRecord({"num-examples": len(data[partition_id])})

@@ -151,15 +151,26 @@ class RoundSampler:
 
 
 def train(
-    net: nn.Module, data: Split, *, epochs: int, batch_size: int, lr: float, seed: int
+    net: nn.Module,
+    data: Split,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    device: str = "cpu",
 ) -> None:
-    """Local training, the floor's loop: plain SGD, shuffled by a generator seeded ``seed``."""
+    """Local training, the floor's loop: plain SGD, shuffled by a generator seeded ``seed``.
+
+    ``net`` is on ``device``; the node's data goes there once (the shuffle stays on the CPU,
+    so the order is the floor's on any device).
+    """
     if len(data) == 0:
         return
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
-    x, y = data.x, data.y
+    x, y = data.x.to(device), data.y.to(device)
     for _ in range(epochs):
         perm = torch.randperm(len(y), generator=generator)
         for start in range(0, len(y), batch_size):

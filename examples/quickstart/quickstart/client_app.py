@@ -15,8 +15,8 @@ def train(msg: Message, context: Context) -> Message:
     settings = task.Settings.from_config(context.run_config)
     settings.apply_threads()
     partition_id = int(context.node_config["partition-id"])
-    data = _data(context).train
-    model = _received_model(msg)
+    data = _on_device(_data(context).train, context)
+    model = _received_model(msg, context)
     server_round = msg.content.config().value("server-round", int)
     loss = task.train(
         model,
@@ -35,8 +35,8 @@ def train(msg: Message, context: Context) -> Message:
 def evaluate(msg: Message, context: Context) -> Message:
     """Score the received model on this node's held-back examples."""
     task.Settings.from_config(context.run_config).apply_threads()
-    data = _data(context).validation
-    loss, accuracy = task.test(_received_model(msg), data)
+    data = _on_device(_data(context).validation, context)
+    loss, accuracy = task.test(_received_model(msg, context), data)
     metrics = MetricRecord({"num-examples": len(data), "loss": loss, "accuracy": accuracy})
     return msg.reply(RecordDict({"metrics": metrics}))
 
@@ -54,7 +54,16 @@ def _data(context: Context) -> task.ClientData:
     )
 
 
-def _received_model(msg: Message) -> task.Net:
-    model = task.Net()
+def _device(context: Context) -> str:
+    """Where this node trains: ``cuda:0`` when the simulation gave it a GPU, else ``cpu``."""
+    return str(context.node_config.get("device", "cpu"))
+
+
+def _on_device(data: task.Split, context: Context) -> task.Split:
+    return task.Split(data.x.to(_device(context)), data.y.to(_device(context)))
+
+
+def _received_model(msg: Message, context: Context) -> task.Net:
+    model = task.Net().to(_device(context))
     frameworks.torch.load_arrays(model, msg.content.arrays())
     return model

@@ -17,7 +17,7 @@
     num-nodes = 10                          # required
     backend = "inline"                      # or "process", "vectorized"
     num-workers = 4                         # process backend only
-    client-resources = { num-cpus = 1, num-gpus = 0.0 }
+    client-resources = { num-cpus = 1, num-gpus = 0.0 }   # num-gpus: 0.25 = 4 share a GPU
 
     [tool.pollinate.federations.prod]       # a deployment: it has an address
     address = "link.example:9400"           # where `pollinate link` listens
@@ -38,6 +38,7 @@ from typing import Any
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..simulation import backend_names
+from ..simulation._gpus import num_gpus_problem, share_phrase
 from ._flower import flower_federation_key, has_flower_tables, translate
 from ._overrides import (
     Override,
@@ -123,9 +124,9 @@ class Federation:
 
     def backend_options(self) -> dict[str, object]:
         """The keyword arguments of the backend's class."""
+        options: dict[str, object] = {"num_gpus": self.num_gpus} if self.num_gpus else {}
         if self.backend != "process":
-            return {}
-        options: dict[str, object] = {}
+            return options
         if self.num_workers is not None:
             options["num_workers"] = self.num_workers
         if self.num_cpus is not None:
@@ -139,6 +140,8 @@ class Federation:
             parts.append(_counted(self.num_workers, "worker"))
         if self.num_cpus is not None:
             parts.append(f"{_counted(self.num_cpus, 'CPU')} per node")
+        if self.num_gpus:
+            parts.append(f"{share_phrase(self.num_gpus)} per node")
         return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -484,15 +487,9 @@ def _check(federation: Federation, where: str) -> None:
         raise ConfigError(
             f"{where} client-resources.num-cpus must be at least 1, got {federation.num_cpus}"
         )
-    if federation.num_gpus < 0:
-        raise ConfigError(
-            f"{where} client-resources.num-gpus must be 0 or more, got {federation.num_gpus}"
-        )
-    if federation.num_gpus > 0:
-        raise ConfigError(
-            f"{where} client-resources.num-gpus = {federation.num_gpus:g}: GPU placement is not "
-            "implemented yet, so num-gpus must be 0 (a ClientApp may still use a GPU itself)"
-        )
+    problem = num_gpus_problem(federation.num_gpus)
+    if problem is not None:
+        raise ConfigError(f"{where} {problem}")
 
 
 def _counted(count: int, noun: str) -> str:

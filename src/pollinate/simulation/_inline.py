@@ -5,6 +5,9 @@ round of N nodes may then take up to N timeouts of wall time.
 
 Messages and contexts travel by reference: no encoding, no copies. The fastest choice for
 small models and for debugging (breakpoints work inside the ClientApp).
+
+With ``num_gpus`` above 0 every node runs on this process's first visible GPU (``cuda:0``,
+as its context's ``node_config["device"]`` says); else on ``cpu``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Iterator, Sequence
 
 from ..client import ClientApp
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
+from ._devices import with_device
+from ._gpus import in_process_device
 
 __all__ = ["InlineBackend"]
 
@@ -24,7 +29,8 @@ class InlineBackend(Backend):
 
     name = "inline"
 
-    def __init__(self) -> None:
+    def __init__(self, num_gpus: float = 0.0) -> None:
+        self.device = in_process_device(num_gpus)
         self._app: ClientApp | None = None
 
     def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
@@ -45,7 +51,7 @@ class InlineBackend(Backend):
                 yield timeout_result(index, task)
                 continue
             started = time.monotonic()
-            reply = self._app(task.message, task.context)
+            reply = self._app(task.message, with_device(task.context, self.device))
             if budget is not None and time.monotonic() - started > budget:
                 yield timeout_result(index, task)
                 continue

@@ -6,6 +6,11 @@ buffers and are decoded without copying, never pickled. Each worker keeps the la
 the very same arrays only once: a round's model crosses the pipe once per worker, not once
 per node. A worker that dies or overruns the round's deadline is replaced (without stalling
 the others); its node's task becomes an error reply.
+
+With ``num_gpus`` above 0 each worker holds a GPU slot (``_gpus.worker_gpus``): it starts
+with that slot as its ``CUDA_VISIBLE_DEVICES``, so it sees only its GPUs, and its tasks'
+contexts name ``cuda:0`` as their device; a replacement worker takes over its predecessor's
+slot. The slots cap the worker count as the cores do.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ import pickle
 import signal
 import struct
 import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 
@@ -29,6 +36,8 @@ from ..errors import AppError, ConfigError, PollinateError
 from ..message import ErrorCode, Message
 from ..records import ArrayRecord, RecordDict
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
+from ._devices import CPU, GPU, with_device
+from ._gpus import ENV, find_gpus, num_gpus_problem, share_phrase, worker_gpus
 
 __all__ = ["ProcessBackend"]
 
@@ -39,6 +48,7 @@ _KEY_SEPARATOR = b"\x00"
 _READY = b"ready"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _Payload = tuple[str | None, str | None, bytes | None]
+_ENVIRON_LOCK = threading.Lock()
 
 
 @register_backend
@@ -47,6 +57,7 @@ class ProcessBackend(Backend):
 
     The defaults split the machine's cores evenly: one thread per worker, one worker per core.
     ``ready_timeout_s`` bounds how long a worker may take to import the ClientApp.
+    ``num_gpus`` is each worker's share of a GPU (0: none); the GPUs also cap the workers.
     """
 
     name = "process"
@@ -56,13 +67,25 @@ class ProcessBackend(Backend):
         num_workers: int | None = None,
         threads_per_worker: int = 1,
         ready_timeout_s: float = 300.0,
+        num_gpus: float = 0.0,
     ) -> None:
         if threads_per_worker < 1:
             raise ConfigError(f"threads-per-worker must be at least 1, got {threads_per_worker}")
         if num_workers is not None and num_workers < 1:
             raise ConfigError(f"num-workers must be at least 1, got {num_workers}")
+        problem = num_gpus_problem(num_gpus)
+        if problem is not None:
+            raise ConfigError(problem)
         cores = os.cpu_count() or 1
         self.num_workers = num_workers or max(1, cores // threads_per_worker)
+        self.gpu_slots = worker_gpus(num_gpus, find_gpus()) if num_gpus > 0 else ()
+        if self.gpu_slots and len(self.gpu_slots) < self.num_workers:
+            log.info(
+                "%d workers: the GPUs hold that many at %s each",
+                len(self.gpu_slots),
+                share_phrase(num_gpus),
+            )
+            self.num_workers = len(self.gpu_slots)
         self.threads_per_worker = threads_per_worker
         self.ready_timeout_s = ready_timeout_s
         self._payload: _Payload | None = None
@@ -73,7 +96,8 @@ class ProcessBackend(Backend):
         """Start the workers (no more than there are nodes) and wait until each is ready."""
         self._payload = app.for_workers()
         count = self.num_workers if num_nodes is None else min(self.num_workers, num_nodes)
-        self._workers = [self._spawn() for _ in range(count)]
+        slots = self.gpu_slots or (None,) * count
+        self._workers = [self._spawn(slot) for slot in slots[:count]]
         try:
             for worker in self._workers:
                 worker.wait_ready(self.ready_timeout_s)
@@ -136,19 +160,41 @@ class ProcessBackend(Backend):
             worker.stop()
         self._workers = []
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self, gpu: str | None) -> _Worker:
         assert self._payload is not None
-        return _Worker(self._payload, self.threads_per_worker)
+        return _Worker(self._payload, self.threads_per_worker, gpu)
 
     def _replace(self, worker: _Worker) -> _Worker:
         """Stop ``worker`` and start a new one in its slot (ready later: see confirm_ready)."""
         worker.stop()
         if self._closed:
             return worker
-        fresh = self._spawn()
+        fresh = self._spawn(worker.gpu)
         if worker in self._workers:
             self._workers[self._workers.index(worker)] = fresh
         return fresh
+
+
+@contextmanager
+def _environment(name: str, value: str | None) -> Iterator[None]:
+    """Set ``name=value`` in os.environ (None: leave it) while a worker starts, then restore it.
+
+    A spawned worker copies the environment when it starts, before it imports anything, so
+    a framework in it reads the variable before it could touch a GPU.
+    """
+    if value is None:
+        yield
+        return
+    with _ENVIRON_LOCK:
+        before = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            yield
+        finally:
+            if before is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = before
 
 
 def _past(deadline: float | None) -> bool:
@@ -160,9 +206,11 @@ def _remaining(deadline: float | None) -> float | None:
 
 
 class _Worker:
-    """One worker process and the parent's end of its pipe."""
+    """One worker process and the parent's end of its pipe; ``gpu`` is its GPU slot, if any."""
 
-    def __init__(self, payload: _Payload, threads: int) -> None:
+    def __init__(self, payload: _Payload, threads: int, gpu: str | None = None) -> None:
+        self.gpu = gpu
+        self.device = CPU if gpu is None else GPU
         context = mp.get_context("spawn")
         self.conn, child = context.Pipe(duplex=True)
         self.pickled_from_main = payload[2] is not None and b"__main__" in payload[2]
@@ -172,7 +220,8 @@ class _Worker:
             daemon=True,
             name="pollinate-worker",
         )
-        self.process.start()
+        with _environment(ENV, gpu):
+            self.process.start()
         child.close()
         self.ready = False
         self.sent = SentArrays()
@@ -213,7 +262,7 @@ class _Worker:
             _send_frame(
                 self.conn,
                 wire.encode_parts(message),
-                wire.encode_context(task.context),
+                wire.encode_context(with_device(task.context, self.device)),
                 _KEY_SEPARATOR.join(key.encode() for key in cached),
             )
         except OSError:

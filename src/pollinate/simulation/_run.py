@@ -55,7 +55,8 @@ def run_simulation(
     ``evaluate_fn``).
 
     ``backend`` is ``"inline"`` (one process, messages by reference) or ``"process"`` (a
-    worker pool; ``backend_options`` such as ``num_workers``). With ``out_dir``, the run
+    worker pool; ``backend_options`` such as ``num_workers``); ``backend_options={"num_gpus":
+    0.25}`` puts the nodes on GPUs (docs/simulation.md, GPUs). With ``out_dir``, the run
     writes ``metrics.jsonl``, ``model.npz`` and (unless ``checkpoints=False``) the global
     model after every round under ``checkpoints/`` there.
 

@@ -5,6 +5,9 @@ carries a ``BatchTrainer`` beside its ordinary handlers. This backend hands the 
 ``train`` task of a batch that starts from the same global arrays, in chunks sized from a
 memory budget; everything else (other message types, apps not declared vectorizable) runs as
 on the inline backend. This module needs no torch: the trainer brings it.
+
+With ``num_gpus`` above 0 every task's context names ``cuda:0`` as its device (this process's
+first visible GPU), and the trainer trains there; else ``cpu``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from ..errors import ConfigError
 from ..message import MessageType
 from ..records import ArrayRecord
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
+from ._devices import with_device
 from ._inline import InlineBackend
 
 __all__ = ["BatchTrainer", "VectorizedBackend", "VectorizedClientApp"]
@@ -66,14 +70,18 @@ class VectorizedBackend(Backend):
     name = "vectorized"
 
     def __init__(
-        self, memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB, reuse_memory: bool = True
+        self,
+        memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+        reuse_memory: bool = True,
+        num_gpus: float = 0.0,
     ) -> None:
         if not memory_budget_mb > 0:
             raise ConfigError(f"memory-budget-mb must be positive, got {memory_budget_mb}")
         self._budget = int(memory_budget_mb * 2**20)
         self._reuse_memory = reuse_memory
         self._app: ClientApp | None = None
-        self._inline = InlineBackend()
+        self._inline = InlineBackend(num_gpus)
+        self.device = self._inline.device
 
     def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
         """Load the ClientApp in this process."""
@@ -88,6 +96,7 @@ class VectorizedBackend(Backend):
         A chunk cannot be interrupted: if it ends after ``deadline`` its tasks time out.
         """
         assert self._app is not None, "start() the backend first"
+        tasks = [Task(task.message, with_device(task.context, self.device)) for task in tasks]
         groups, rest = self._split(tasks)
         for group in groups:
             trainer = self._trainer()
