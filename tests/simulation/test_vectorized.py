@@ -73,23 +73,62 @@ def _assert_close(vectorized, sequential, atol=1e-5):
 
 
 @pytest.mark.parametrize(
-    "optimizer",
-    [SGD(lr=0.05), SGD(lr=0.05, momentum=0.9, weight_decay=1e-3), Adam(lr=1e-3, weight_decay=1e-3)],
-    ids=["sgd", "sgd-momentum-decay", "adam"],
+    "model", [vectorized_apps.Net, vectorized_apps.TanhNet], ids=["chain", "vmap"]
 )
-def test_one_round_of_20_nodes_matches_the_sequential_handler(optimizer):
-    client = vectorized_apps.declaration(optimizer, epochs=2)
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        SGD(lr=0.05),
+        SGD(lr=0.05, weight_decay=1e-2),
+        SGD(lr=0.05, momentum=0.9, weight_decay=1e-3),
+        Adam(lr=1e-3, weight_decay=1e-3),
+    ],
+    ids=["sgd", "sgd-decay", "sgd-momentum-decay", "adam"],
+)
+def test_one_round_of_20_nodes_matches_the_sequential_handler(optimizer, model):
+    client = vectorized_apps.declaration(optimizer, epochs=2, model=model)
     tasks = _tasks(_global_arrays())
     sizes = {len(vectorized_apps.node_data(t.context)[1]) for t in tasks}
     assert len(sizes) > 10 and 0 in sizes  # sizes differ, short last batches, an empty node
     _assert_close(_run("vectorized", client, tasks), _run("inline", client, tasks))
 
 
-def test_vectorized_training_is_bit_for_bit_deterministic():
-    client = vectorized_apps.declaration(SGD(lr=0.05, momentum=0.9))
+@pytest.mark.parametrize(
+    "model", [vectorized_apps.Net, vectorized_apps.TanhNet], ids=["chain", "vmap"]
+)
+@pytest.mark.parametrize(
+    "optimizer", [SGD(lr=0.05), SGD(lr=0.05, momentum=0.9)], ids=["sgd", "momentum"]
+)
+def test_vectorized_training_is_bit_for_bit_deterministic(optimizer, model):
+    client = vectorized_apps.declaration(optimizer, model=model)
     tasks = _tasks(_global_arrays())
     first, second = _run("vectorized", client, tasks), _run("vectorized", client, tasks)
     _assert_close(first, second, atol=0)
+
+
+class _Flat(torch.nn.Module):
+    def __init__(self, bias=True):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3, bias=bias)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def test_only_linear_relu_chains_get_the_hand_batched_steps():
+    from pollinate.simulation._chain import linear_chain
+
+    lin = torch.nn.Linear
+    sequential = torch.nn.Sequential(
+        lin(4, 8), torch.nn.ReLU(), lin(8, 8), torch.nn.ReLU(), lin(8, 2)
+    )
+    assert linear_chain(vectorized_apps.Net()) == ["fc", "out"]
+    assert linear_chain(sequential) == ["0", "2", "4"]
+    assert linear_chain(vectorized_apps.TanhNet()) is None  # tanh
+    assert linear_chain(torch.nn.Sequential(lin(4, 8), lin(8, 2))) is None  # no ReLU between
+    assert linear_chain(torch.nn.Sequential(lin(4, 8), torch.nn.ReLU())) is None  # ends on ReLU
+    assert linear_chain(_Flat()) is None  # flatten
+    assert linear_chain(torch.nn.Sequential(lin(4, 2, bias=False))) is None  # no bias
 
 
 def test_a_tiny_memory_budget_trains_one_node_per_chunk_with_the_same_result():
@@ -178,7 +217,7 @@ def test_segments_cover_the_active_nodes_in_runs_no_narrower_than_their_batches(
 
     widths = [32] * 40 + [30, 25, 17, 9, 8, 8, 3, 2, 1, 1]
     runs = _segments(widths, 32)
-    assert 1 < len(runs) <= 4
+    assert 1 < len(runs) <= 16
     assert [a for a, _, _ in runs] == [0] + [b for _, b, _ in runs[:-1]]
     assert runs[-1][1] == len(widths)
     assert all(w >= max(widths[a:b]) for a, b, w in runs)

@@ -29,6 +29,7 @@ from ..frameworks import torch as torch_records
 from ..message import ErrorCode, Message
 from ..records import ArrayRecord, MetricRecord, RecordDict
 from ._backend import Task, TaskResult
+from ._chain import ChainSteps, linear_chain
 from ._vectorized import BatchTrainer, VectorizedClientApp
 
 __all__ = ["SGD", "Adam", "DataFn", "LossFn", "Optimizer", "SeedFn", "VectorizedClient"]
@@ -281,41 +282,53 @@ class _Trainer(BatchTrainer):
         self, start: torch.nn.Module, nodes: list[tuple[Tensor, Tensor, int]]
     ) -> list[ArrayRecord]:
         """Each node's trained arrays, all trained together, in the order of ``nodes``."""
-        client, size = self.client, self.client.batch_size
-        steps = [client.epochs * math.ceil(len(y) / size) for _, y, _ in nodes]
-        last = [(len(y) - 1) % size for _, y, _ in nodes]  # rows in a last batch, minus one
-        order = sorted(range(len(nodes)), key=lambda i: (-steps[i], -last[i]))
-        batches, masks = _batch_plan([nodes[i] for i in order], size, client.epochs)
-        x_all = torch.cat([nodes[i][0] for i in order])
-        y_all = torch.cat([nodes[i][1] for i in order])
-        batches, masks = batches.to(x_all.device), masks.to(x_all.device)
-        widths = masks.sum(-1).to(torch.long).tolist()
+        client = self.client
+        plan = _Plan(nodes, client.batch_size, client.epochs)
         names = [name for name, _ in start.named_parameters()]
         shared = [p.detach() for p in start.parameters()]
-        stack = [p.expand(len(nodes), *p.shape).clone() for p in shared]
+        stack = [torch.empty(len(nodes), *p.shape, dtype=p.dtype, device=p.device) for p in shared]
+        for p, s in zip(shared, stack, strict=True):  # nodes with no data keep the start
+            s[plan.trained :].copy_(p.expand_as(s[plan.trained :]))
         state = client.optimizer.init_state(stack)
+        chain = self._chain(names, plan.x_all)
         loss = grad(functools.partial(self._loss, names))
         first_grads, stacked_grads = vmap(loss, in_dims=(None, 0, 0, 0)), vmap(loss)
         with torch.no_grad():
-            for t in range(len(batches)):
-                active = sum(1 for s in steps if s > t)
-                for a, b, width in _segments(widths[t][:active], size):
-                    rows, mask = batches[t, a:b, :width], masks[t, a:b, :width]
-                    live = [p[a:b] for p in stack]
-                    per_node = (
-                        stacked_grads(live, x_all[rows], y_all[rows], mask)
-                        if t
-                        else (first_grads(shared, x_all[rows], y_all[rows], mask))
-                    )
-                    views = {key: [s[a:b] for s in slot] for key, slot in state.items()}
-                    client.optimizer.step(live, per_node, views, t)
-        position = {node: place for place, node in enumerate(order)}
+            for t, a, b, x, y, mask in plan.calls():
+                live = [p[a:b] for p in stack]
+                per_node = (
+                    chain.gradients_or_update(t == 0, shared, live, x, y, mask)
+                    if chain is not None
+                    else (stacked_grads(live, x, y, mask) if t else first_grads(shared, x, y, mask))
+                )
+                if per_node is None:  # the chain's fused SGD step updated ``live``
+                    continue
+                if t == 0:
+                    for p, s in zip(shared, live, strict=True):
+                        s.copy_(p.expand_as(s))
+                views = {key: [s[a:b] for s in slot] for key, slot in state.items()}
+                client.optimizer.step(live, per_node, views, t)
         return [
-            ArrayRecord(
-                {n: p[position[i]].cpu().numpy() for n, p in zip(names, stack, strict=True)}
-            )
-            for i in range(len(nodes))
+            ArrayRecord({n: p[place].cpu().numpy() for n, p in zip(names, stack, strict=True)})
+            for place in plan.places
         ]
+
+    def _chain(self, names: list[str], x: Tensor) -> ChainSteps | None:
+        """Hand-batched steps if the model is a Linear-ReLU chain fed rows, else None (vmap)."""
+        layers = self._layers
+        if layers is None or self.client.loss_fn is not cross_entropy or x.dim() != 2:
+            return None
+        position = {name: i for i, name in enumerate(names)}
+        pairs = [(position[f"{layer}.weight"], position[f"{layer}.bias"]) for layer in layers]
+        optimizer = self.client.optimizer
+        plain = isinstance(optimizer, SGD) and not optimizer.momentum
+        fused = (optimizer.lr, optimizer.weight_decay) if isinstance(optimizer, SGD) else None
+        return ChainSteps(pairs, fused if plain else None)
+
+    @functools.cached_property
+    def _layers(self) -> list[str] | None:
+        """The model's Linear layers in chain order, if it is a Linear-ReLU chain."""
+        return linear_chain(self.template())
 
     def _loss(
         self, names: list[str], params: list[Tensor], x: Tensor, y: Tensor, mask: Tensor
@@ -326,17 +339,56 @@ class _Trainer(BatchTrainer):
         return (losses * mask).sum() / mask.sum()
 
 
+class _Plan:
+    """Which rows each batched call of a chunk trains on.
+
+    Nodes are sorted by their number of steps (ties: by last-batch size), so the nodes still
+    training at step *t* are a prefix of the stack; each step's prefix is cut into runs
+    (``_segments``), and a run's rows are gathered with one ``index_select``.
+    """
+
+    def __init__(
+        self, nodes: list[tuple[Tensor, Tensor, int]], batch_size: int, epochs: int
+    ) -> None:
+        steps = [epochs * math.ceil(len(y) / batch_size) for _, y, _ in nodes]
+        last = [(len(y) - 1) % batch_size for _, y, _ in nodes]  # rows in a last batch, minus 1
+        order = sorted(range(len(nodes)), key=lambda i: (-steps[i], -last[i]))
+        self.places = sorted(range(len(nodes)), key=order.__getitem__)
+        """Each node's place in the stack, in the order of ``nodes``."""
+        self.trained = sum(1 for s in steps if s)
+        """How many nodes take a step: the others (no data) are the stack's tail."""
+        self.batches, self.masks = _batch_plan([nodes[i] for i in order], batch_size, epochs)
+        self.x_all = torch.cat([nodes[i][0] for i in order])
+        self.y_all = torch.cat([nodes[i][1] for i in order])
+        device = self.x_all.device
+        self.batches, self.masks = self.batches.to(device), self.masks.to(device)
+        widths = self.masks.sum(-1).to(torch.long).tolist()
+        self.runs = [
+            (t, a, b, width)
+            for t in range(len(widths))
+            for a, b, width in _segments(widths[t][: sum(1 for s in steps if s > t)], batch_size)
+        ]
+
+    def calls(self) -> Iterator[tuple[int, int, int, Tensor, Tensor, Tensor]]:
+        """Per run: its step, its nodes ``[a, b)``, and their rows ``x, y`` and real-row mask."""
+        for t, a, b, width in self.runs:
+            rows = self.batches[t, a:b, :width].reshape(-1)
+            x = self.x_all.index_select(0, rows).view(b - a, width, *self.x_all.shape[1:])
+            y = self.y_all.index_select(0, rows).view(b - a, width, *self.y_all.shape[1:])
+            yield t, a, b, x, y, self.masks[t, a:b, :width]
+
+
 def _segments(widths: list[int], batch_size: int) -> list[tuple[int, int, int]]:
     """Cut the active nodes ``[0, len(widths))`` into runs ``(start, end, width)``.
 
     A run pads every node's batch to its widest; a cut costs a call. Runs are split in two
-    where that saves more than two full batches of padded rows (about a call's overhead
-    on W2), up to four runs.
+    where that saves more than a quarter of a batch of padded rows (about a call's overhead
+    on W2), up to sixteen runs.
     """
     if not widths:
         return []
     runs = [(0, len(widths))]
-    for _ in range(2):
+    for _ in range(4):
         finer: list[tuple[int, int]] = []
         for a, b in runs:
             finer.extend(_best_cut(widths, a, b, batch_size))
@@ -349,7 +401,7 @@ def _best_cut(widths: list[int], a: int, b: int, batch_size: int) -> list[tuple[
     tail = widths[a:b]
     for i in range(len(tail) - 2, -1, -1):  # tail[i]: the widest of widths[a + i : b]
         tail[i] = max(tail[i], tail[i + 1])
-    best, cut, head = (b - a) * tail[0] - 2 * batch_size, b, 0
+    best, cut, head = (b - a) * tail[0] - batch_size // 4, b, 0
     for i in range(a + 1, b):
         head = max(head, widths[i - 1])
         cost = (i - a) * head + (b - i) * tail[i - a]
