@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from pollinate.simulation.vectorized import VectorizedClient
+from pollinate.simulation.vectorized import SGD, VectorizedClient
 
 
 class Net(nn.Module):
@@ -37,3 +37,7 @@ def node_data(context):
 def declaration(optimizer, epochs=1, model=Net):
     """``model`` on node_data with batch size 8 (so most nodes end an epoch on a short batch)."""
     return VectorizedClient(model, node_data, optimizer, batch_size=8, epochs=epochs)
+
+
+app = declaration(SGD(lr=0.05, momentum=0.5)).client_app()
+"""A VectorizedClient's app by import string ('vectorized_apps:app'), for the process backend."""

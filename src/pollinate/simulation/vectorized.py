@@ -13,10 +13,11 @@ stack and each step works on views, never on gathered copies of the weights.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
@@ -30,6 +31,7 @@ from ..message import ErrorCode, Message
 from ..records import ArrayRecord, MetricRecord, RecordDict
 from ._backend import Task, TaskResult
 from ._chain import ChainSteps, linear_chain
+from ._devices import CPU, DEVICE_KEY
 from ._vectorized import BatchTrainer, VectorizedClientApp
 
 __all__ = ["SGD", "Adam", "DataFn", "LossFn", "Optimizer", "SeedFn", "VectorizedClient"]
@@ -158,7 +160,10 @@ class VectorizedClient:
     ``model_fn`` builds the model (parameters only: no buffers such as batch-norm statistics,
     no randomness such as dropout); ``data_fn`` gives a node's training examples;
     ``eval_data_fn``, if given, its evaluation examples (an ``evaluate`` handler then reports
-    ``loss``, ``accuracy`` and ``num-examples``).
+    ``loss``, ``accuracy`` and ``num-examples``). ``optimizer_config`` names the optimizer
+    settings a round's config may set, ``{setting: config key}`` (e.g. ``{"lr": "lr"}``); a
+    key the round's config lacks leaves the declared value. A node trains on the device its
+    ``context.node_config["device"]`` names (default ``"cpu"``).
     """
 
     model_fn: Callable[[], torch.nn.Module]
@@ -169,12 +174,49 @@ class VectorizedClient:
     loss_fn: LossFn = cross_entropy
     seed_fn: SeedFn = round_and_partition_seed
     eval_data_fn: DataFn | None = None
+    optimizer_config: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise AppError(f"VectorizedClient {name} must be a positive int, got {value!r}")
+        settings = _number_settings(self.optimizer)
+        for setting, key in self.optimizer_config.items():
+            if setting not in settings:
+                raise AppError(
+                    f"VectorizedClient optimizer_config names {setting!r}, which is not a "
+                    f"number setting of {type(self.optimizer).__name__}; it has: "
+                    f"{', '.join(settings) or 'none'}"
+                )
+            if not isinstance(key, str) or not key:
+                raise AppError(
+                    f"VectorizedClient optimizer_config[{setting!r}] must name a config key "
+                    f"(a non-empty string), got {key!r}"
+                )
+
+    def optimizer_for(self, message: Message) -> Optimizer:
+        """The declared optimizer, with the settings ``optimizer_config`` reads from the config.
+
+        The settings are checked as ``torch.optim`` checks them (a negative lr is an error).
+        """
+        config = message.content.config_records.get("config")
+        overrides: dict[str, float] = {}
+        for setting, key in self.optimizer_config.items():
+            if config is None or key not in config:
+                continue
+            value = config[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise AppError(
+                    f"the round's config {key!r} sets the optimizer's {setting} and must be a "
+                    f"number, got {value!r}"
+                )
+            overrides[setting] = float(value)
+        if not overrides or not dataclasses.is_dataclass(self.optimizer):
+            return self.optimizer
+        optimizer: Optimizer = dataclasses.replace(self.optimizer, **overrides)
+        optimizer.for_module(iter([torch.nn.Parameter(torch.zeros(1))]))  # torch's own checks
+        return optimizer
 
     def client_app(self) -> VectorizedClientApp:
         """The ClientApp: sequential handlers, and a batch trainer for the vectorized backend."""
@@ -186,12 +228,13 @@ class VectorizedClient:
 
     def train(self, message: Message, context: Context) -> Message:
         """Train one node with ``torch.optim`` (what a deployed node and the inline path do)."""
-        model = self._model(message.content.arrays())
-        x, y = self._data(self.data_fn, context)
-        optimizer = self.optimizer.for_module(model.parameters())
+        device = node_device(context)
+        model = self._model(message.content.arrays()).to(device)
+        x, y = self._data(self.data_fn, context, device)
+        optimizer = self.optimizer_for(message).for_module(model.parameters())
         generator = torch.Generator().manual_seed(self.seed_fn(message, context))
         for _ in range(self.epochs if len(y) else 0):
-            order = torch.randperm(len(y), generator=generator)
+            order = torch.randperm(len(y), generator=generator).to(device)
             for first in range(0, len(y), self.batch_size):
                 batch = order[first : first + self.batch_size]
                 optimizer.zero_grad()
@@ -203,8 +246,9 @@ class VectorizedClient:
     def evaluate(self, message: Message, context: Context) -> Message:
         """Mean loss and accuracy of the received model on the node's evaluation data."""
         assert self.eval_data_fn is not None
-        model = self._model(message.content.arrays())
-        x, y = self._data(self.eval_data_fn, context)
+        device = node_device(context)
+        model = self._model(message.content.arrays()).to(device)
+        x, y = self._data(self.eval_data_fn, context, device)
         with torch.no_grad():
             outputs = model(x)
             loss = float(self.loss_fn(outputs, y).mean()) if len(y) else 0.0
@@ -221,7 +265,9 @@ class VectorizedClient:
             )
         return torch_records.load_arrays(model, arrays)
 
-    def _data(self, data_fn: DataFn, context: Context) -> tuple[Tensor, Tensor]:
+    def _data(
+        self, data_fn: DataFn, context: Context, device: torch.device
+    ) -> tuple[Tensor, Tensor]:
         data = data_fn(context)
         if (
             not isinstance(data, tuple)
@@ -233,7 +279,7 @@ class VectorizedClient:
                 "a VectorizedClient's data function must return (x, y): two tensors with the "
                 f"same first dimension, got {_describe(data)}"
             )
-        return data
+        return data[0].to(device), data[1].to(device)
 
 
 class _Trainer(BatchTrainer):
@@ -256,30 +302,47 @@ class _Trainer(BatchTrainer):
         return max(1, memory_budget // max(1, per_node))
 
     def train_many(self, tasks: Sequence[Task]) -> list[TaskResult]:
-        """Train every task's node from the shared arrays; a node whose data fails errs alone."""
+        """Train every task's node from the shared arrays; a node whose data fails errs alone.
+
+        Nodes train together if they share a device and optimizer settings.
+        """
         results: list[TaskResult] = []
-        ready: list[tuple[int, Task, Tensor, Tensor, int]] = []
+        groups: list[tuple[torch.device, Optimizer, list[_Node]]] = []
         for index, task in enumerate(tasks):
             try:
-                x, y = self.client._data(self.client.data_fn, task.context)
-                ready.append((index, task, x, y, self.client.seed_fn(task.message, task.context)))
+                device = node_device(task.context)
+                optimizer = self.client.optimizer_for(task.message)
+                x, y = self.client._data(self.client.data_fn, task.context, device)
+                node = _Node(index, task, x, y, self.client.seed_fn(task.message, task.context))
             except Exception as err:
                 results.append(_error(index, task, err))
-        if not ready:
-            return results
-        try:
-            start = self.client._model(ready[0][1].message.content.arrays())
-            trained = self._train(start, [(x, y, seed) for _, _, x, y, seed in ready])
-        except Exception as err:
-            return results + [_error(index, task, err) for index, task, *_ in ready]
-        for (index, task, _, y, _), arrays in zip(ready, trained, strict=True):
-            results.append(
-                TaskResult(index, _reply(task.message, arrays, len(y)), task.context.state)
-            )
+                continue
+            for group_device, group_optimizer, members in groups:
+                if group_device == device and group_optimizer == optimizer:
+                    members.append(node)
+                    break
+            else:
+                groups.append((device, optimizer, [node]))
+        for device, optimizer, members in groups:
+            results.extend(self._train_group(device, optimizer, members))
         return results
 
+    def _train_group(
+        self, device: torch.device, optimizer: Optimizer, nodes: list[_Node]
+    ) -> list[TaskResult]:
+        """The replies of nodes that train together; a failure fails each of them."""
+        try:
+            start = self.client._model(nodes[0].task.message.content.arrays()).to(device)
+            trained = self._train(start, [(n.x, n.y, n.seed) for n in nodes], optimizer)
+        except Exception as err:
+            return [_error(n.index, n.task, err) for n in nodes]
+        return [
+            TaskResult(n.index, _reply(n.task.message, arrays, len(n.y)), n.task.context.state)
+            for n, arrays in zip(nodes, trained, strict=True)
+        ]
+
     def _train(
-        self, start: torch.nn.Module, nodes: list[tuple[Tensor, Tensor, int]]
+        self, start: torch.nn.Module, nodes: list[tuple[Tensor, Tensor, int]], optimizer: Optimizer
     ) -> list[ArrayRecord]:
         """Each node's trained arrays, all trained together, in the order of ``nodes``."""
         client = self.client
@@ -289,8 +352,8 @@ class _Trainer(BatchTrainer):
         stack = [torch.empty(len(nodes), *p.shape, dtype=p.dtype, device=p.device) for p in shared]
         for p, s in zip(shared, stack, strict=True):  # nodes with no data keep the start
             s[plan.trained :].copy_(p.expand_as(s[plan.trained :]))
-        state = client.optimizer.init_state(stack)
-        chain = self._chain(names, plan.x_all)
+        state = optimizer.init_state(stack)
+        chain = self._chain(names, plan.x_all, optimizer)
         loss = grad(functools.partial(self._loss, names))
         first_grads, stacked_grads = vmap(loss, in_dims=(None, 0, 0, 0)), vmap(loss)
         with torch.no_grad():
@@ -307,20 +370,19 @@ class _Trainer(BatchTrainer):
                     for p, s in zip(shared, live, strict=True):
                         s.copy_(p.expand_as(s))
                 views = {key: [s[a:b] for s in slot] for key, slot in state.items()}
-                client.optimizer.step(live, per_node, views, t)
+                optimizer.step(live, per_node, views, t)
         return [
             ArrayRecord({n: p[place].cpu().numpy() for n, p in zip(names, stack, strict=True)})
             for place in plan.places
         ]
 
-    def _chain(self, names: list[str], x: Tensor) -> ChainSteps | None:
+    def _chain(self, names: list[str], x: Tensor, optimizer: Optimizer) -> ChainSteps | None:
         """Hand-batched steps if the model is a Linear-ReLU chain fed rows, else None (vmap)."""
         layers = self._layers
         if layers is None or self.client.loss_fn is not cross_entropy or x.dim() != 2:
             return None
         position = {name: i for i, name in enumerate(names)}
         pairs = [(position[f"{layer}.weight"], position[f"{layer}.bias"]) for layer in layers]
-        optimizer = self.client.optimizer
         plain = isinstance(optimizer, SGD) and not optimizer.momentum
         fused = (optimizer.lr, optimizer.weight_decay) if isinstance(optimizer, SGD) else None
         return ChainSteps(pairs, fused if plain else None)
@@ -435,6 +497,43 @@ def _batch_plan(
         rows[: len(plan), i] = plan
     mask = rows >= 0
     return rows.clamp(min=0), mask.to(torch.get_default_dtype())
+
+
+@dataclass(frozen=True)
+class _Node:
+    """A task ready to train: its index in the chunk, its data and its shuffling seed."""
+
+    index: int
+    task: Task
+    x: Tensor
+    y: Tensor
+    seed: int
+
+
+def node_device(context: Context) -> torch.device:
+    """The device ``context.node_config["device"]`` names (default cpu), if torch can use it."""
+    name = str(context.node_config.get(DEVICE_KEY, CPU))
+    try:
+        device = torch.device(name)
+        torch.empty(0, device=device)
+    except Exception as err:  # a malformed name, or no such device here (CUDA not built, ...)
+        raise AppError(
+            f"node_config device {name!r} is not usable here ({type(err).__name__}: {err}); "
+            "give the node a device this machine has, e.g. 'cpu'"
+        ) from None
+    return device
+
+
+def _number_settings(optimizer: Optimizer) -> list[str]:
+    """The optimizer's settings a round's config may set: its number fields, if a dataclass."""
+    if not dataclasses.is_dataclass(optimizer):
+        return []
+    return [
+        f.name
+        for f in dataclasses.fields(optimizer)
+        if isinstance(getattr(optimizer, f.name), int | float)
+        and not isinstance(getattr(optimizer, f.name), bool)
+    ]
 
 
 def _per_example(losses: Tensor, rows: int) -> Tensor:
