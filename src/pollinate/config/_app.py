@@ -73,6 +73,7 @@ FEDERATION_KEYS: dict[str, type] = {
     "num-workers": int,
     "client-resources.num-cpus": int,
     "client-resources.num-gpus": float,
+    "memory-budget-mb": float,
 }
 """Every key a simulation federation may set (nested tables as dotted keys), and its type."""
 
@@ -120,9 +121,12 @@ class Federation:
     num_workers: int | None = None
     num_cpus: int | None = None
     num_gpus: float = 0.0
+    memory_budget_mb: float | None = None
 
     def backend_options(self) -> dict[str, object]:
         """The keyword arguments of the backend's class."""
+        if self.backend == "vectorized" and self.memory_budget_mb is not None:
+            return {"memory_budget_mb": self.memory_budget_mb}
         if self.backend != "process":
             return {}
         options: dict[str, object] = {}
@@ -139,6 +143,8 @@ class Federation:
             parts.append(_counted(self.num_workers, "worker"))
         if self.num_cpus is not None:
             parts.append(f"{_counted(self.num_cpus, 'CPU')} per node")
+        if self.memory_budget_mb is not None:
+            parts.append(f"{self.memory_budget_mb:g} MB memory budget")
         return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -149,7 +155,7 @@ class Federation:
             "backend": self.backend,
             "num-workers": self.num_workers,
             "client-resources": {"num-cpus": self.num_cpus, "num-gpus": self.num_gpus},
-        }
+        } | ({} if self.memory_budget_mb is None else {"memory-budget-mb": self.memory_budget_mb})
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,6 +462,7 @@ def _federation(name: str, values: Mapping[str, Any]) -> Federation:
         num_workers=values.get("num-workers"),
         num_cpus=values.get("client-resources.num-cpus"),
         num_gpus=values.get("client-resources.num-gpus", 0.0),
+        memory_budget_mb=values.get("memory-budget-mb"),
     )
     _check(federation, where)
     return federation
@@ -479,6 +486,16 @@ def _check(federation: Federation, where: str) -> None:
         if federation.num_workers < 1:
             raise ConfigError(
                 f"{where} num-workers must be at least 1, got {federation.num_workers}"
+            )
+    if federation.memory_budget_mb is not None:
+        if federation.backend != "vectorized":
+            raise ConfigError(
+                f'{where} memory-budget-mb applies to backend = "vectorized" only; set that '
+                "backend or drop memory-budget-mb"
+            )
+        if federation.memory_budget_mb < 1:
+            raise ConfigError(
+                f"{where} memory-budget-mb must be at least 1, got {federation.memory_budget_mb:g}"
             )
     if federation.num_cpus is not None and federation.num_cpus < 1:
         raise ConfigError(
