@@ -394,3 +394,15 @@ def test_a_vectorized_clients_app_runs_on_the_process_backend_as_a_plain_client_
     ]
     for name, array in models[1].items():  # workers run torch with one thread: float rounding
         np.testing.assert_allclose(models[0][name].numpy(), array.numpy(), atol=1e-6, rtol=0)
+
+
+def _soft_labels(context):
+    """node_data with its classes as probabilities (cross-entropy's soft targets)."""
+    x, y = vectorized_apps.node_data(context)
+    return x, torch.nn.functional.one_hot(y, 4).float() * 0.9 + 0.025
+
+
+def test_a_chain_model_with_soft_targets_trains_as_the_sequential_handler():
+    client = VectorizedClient(vectorized_apps.Net, _soft_labels, SGD(lr=0.05), batch_size=8)
+    tasks = _tasks(_global_arrays())
+    _assert_close(_run("vectorized", client, tasks), _run("inline", client, tasks))

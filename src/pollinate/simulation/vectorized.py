@@ -353,7 +353,7 @@ class _Trainer(BatchTrainer):
         for p, s in zip(shared, stack, strict=True):  # nodes with no data keep the start
             s[plan.trained :].copy_(p.expand_as(s[plan.trained :]))
         state = optimizer.init_state(stack)
-        chain = self._chain(names, plan.x_all, optimizer)
+        chain = self._chain(names, plan, optimizer)
         loss = grad(functools.partial(self._loss, names))
         first_grads, stacked_grads = vmap(loss, in_dims=(None, 0, 0, 0)), vmap(loss)
         with torch.no_grad():
@@ -376,10 +376,20 @@ class _Trainer(BatchTrainer):
             for place in plan.places
         ]
 
-    def _chain(self, names: list[str], x: Tensor, optimizer: Optimizer) -> ChainSteps | None:
-        """Hand-batched steps if the model is a Linear-ReLU chain fed rows, else None (vmap)."""
-        layers = self._layers
-        if layers is None or self.client.loss_fn is not cross_entropy or x.dim() != 2:
+    def _chain(self, names: list[str], plan: _Plan, optimizer: Optimizer) -> ChainSteps | None:
+        """Hand-batched steps for a Linear-ReLU chain fed rows and class indices, else None.
+
+        None means ``vmap``: any other model, loss or kind of targets.
+        """
+        layers, y = self._layers, plan.y_all
+        if (
+            layers is None
+            or self.client.loss_fn is not cross_entropy
+            or plan.x_all.dim() != 2
+            or y.dim() != 1
+            or y.dtype != torch.long
+            or (len(y) > 0 and int(y.min()) < 0)  # cross_entropy's ignore_index
+        ):
             return None
         position = {name: i for i, name in enumerate(names)}
         pairs = [(position[f"{layer}.weight"], position[f"{layer}.bias"]) for layer in layers]
