@@ -154,7 +154,6 @@ def _backward(first: bool, delta: Tensor, weight: Tensor) -> Tensor:
 
 def _cross_entropy_grad(logits: Tensor, y: Tensor, mask: Tensor) -> Tensor:
     """d(mean cross-entropy over a node's real rows)/d(logits): ``(softmax - onehot) / rows``."""
-    grad = torch.softmax(logits, -1)
-    flat = grad.view(-1, grad.shape[-1])
-    flat[torch.arange(len(flat), device=flat.device), y.reshape(-1)] -= 1
-    return grad.mul_((mask / mask.sum(1, keepdim=True)).unsqueeze(-1))
+    scale = (mask / mask.sum(1, keepdim=True)).unsqueeze(-1)
+    grad = torch.softmax(logits, -1).mul_(scale)
+    return grad.scatter_add_(-1, y.unsqueeze(-1), scale.neg())

@@ -371,8 +371,9 @@ class _Trainer(BatchTrainer):
                         s.copy_(p.expand_as(s))
                 views = {key: [s[a:b] for s in slot] for key, slot in state.items()}
                 optimizer.step(live, per_node, views, t)
+        arrays = [p.cpu().numpy() for p in stack]  # views of the stack on the CPU
         return [
-            ArrayRecord({n: p[place].cpu().numpy() for n, p in zip(names, stack, strict=True)})
+            ArrayRecord({n: a[place] for n, a in zip(names, arrays, strict=True)})
             for place in plan.places
         ]
 
