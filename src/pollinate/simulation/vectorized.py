@@ -5,10 +5,13 @@ size, epochs and a function giving a node's data (tensors) from its Context. Its
 ``client_app()`` is an ordinary ClientApp (deployed, each message is trained alone with
 ``torch.optim``); on ``backend="vectorized"`` a round's sampled nodes are trained together:
 their parameters are stacked and each local step runs for all of them in one call
-(``torch.func``: ``functional_call`` + ``vmap`` + ``grad``). Nodes with less data are padded
-and masked, so each takes exactly the steps, batches, order and learning rate it would take
-alone. Nodes are sorted by their number of steps, so the still-active ones are a prefix of the
-stack and each step works on views, never on gathered copies of the weights.
+(``torch.func``: ``functional_call`` + ``vmap`` + ``grad``; a Linear-ReLU chain gets
+hand-batched products instead, see ``_chain``). Nodes with less data are padded and masked,
+so each takes exactly the steps, batches, order and learning rate it would take alone. Nodes
+are sorted by their number of steps, so the still-active ones are a prefix of the stack and
+each step works on views, never on gathered copies of the weights. Optimizer settings may
+follow the round's config (``optimizer_config``); a node trains on the device its context
+names.
 """
 
 from __future__ import annotations
@@ -394,9 +397,8 @@ class _Trainer(BatchTrainer):
             return None
         position = {name: i for i, name in enumerate(names)}
         pairs = [(position[f"{layer}.weight"], position[f"{layer}.bias"]) for layer in layers]
-        plain = isinstance(optimizer, SGD) and not optimizer.momentum
-        fused = (optimizer.lr, optimizer.weight_decay) if isinstance(optimizer, SGD) else None
-        return ChainSteps(pairs, fused if plain else None)
+        sgd = optimizer if isinstance(optimizer, SGD) and not optimizer.momentum else None
+        return ChainSteps(pairs, None if sgd is None else (sgd.lr, sgd.weight_decay))
 
     @functools.cached_property
     def _layers(self) -> list[str] | None:
