@@ -231,7 +231,7 @@ class VectorizedClient:
 
     def train(self, message: Message, context: Context) -> Message:
         """Train one node with ``torch.optim`` (what a deployed node and the inline path do)."""
-        device = node_device(context)
+        device = _node_device(context)
         model = self._model(message.content.arrays()).to(device)
         x, y = self._data(self.data_fn, context, device)
         optimizer = self.optimizer_for(message).for_module(model.parameters())
@@ -249,7 +249,7 @@ class VectorizedClient:
     def evaluate(self, message: Message, context: Context) -> Message:
         """Mean loss and accuracy of the received model on the node's evaluation data."""
         assert self.eval_data_fn is not None
-        device = node_device(context)
+        device = _node_device(context)
         model = self._model(message.content.arrays()).to(device)
         x, y = self._data(self.eval_data_fn, context, device)
         with torch.no_grad():
@@ -313,7 +313,7 @@ class _Trainer(BatchTrainer):
         groups: list[tuple[torch.device, Optimizer, list[_Node]]] = []
         for index, task in enumerate(tasks):
             try:
-                device = node_device(task.context)
+                device = _node_device(task.context)
                 optimizer = self.client.optimizer_for(task.message)
                 x, y = self.client._data(self.client.data_fn, task.context, device)
                 node = _Node(index, task, x, y, self.client.seed_fn(task.message, task.context))
@@ -523,7 +523,7 @@ class _Node:
     seed: int
 
 
-def node_device(context: Context) -> torch.device:
+def _node_device(context: Context) -> torch.device:
     """The device ``context.node_config["device"]`` names (default cpu), if torch can use it."""
     name = str(context.node_config.get(DEVICE_KEY, CPU))
     try:
