@@ -127,6 +127,17 @@ def test_federation_overrides_use_dotted_keys(app_dir):
     assert federation == Federation("small", 10, "process", num_workers=4, num_cpus=3)
 
 
+def test_vectorized_federation_passes_its_memory_budget(app_dir):
+    overrides = ["backend=vectorized memory-budget-mb=256"]
+    federation = _federation(app_dir(), overrides=overrides)
+    assert federation == Federation("small", 4, "vectorized", memory_budget_mb=256.0)
+    assert federation.backend_options() == {"memory_budget_mb": 256.0}
+    assert federation.to_json()["memory-budget-mb"] == 256.0
+    assert "256 MB memory budget" in federation.describe()
+    default = _federation(app_dir(), overrides=["backend=vectorized"])
+    assert default.backend_options() == {}
+
+
 def test_inline_backend_takes_no_options(app_dir):
     assert _federation(app_dir()).backend_options() == {}
 
@@ -140,6 +151,9 @@ def test_inline_backend_takes_no_options(app_dir):
         (["backend=nosuch"], "backend must be one of 'inline', 'process', 'vectorized', got"),
         (["num-workers=2"], 'num-workers applies to backend = "process" only'),
         (["backend=process num-workers=0"], "num-workers must be at least 1"),
+        (["memory-budget-mb=512"], 'memory-budget-mb applies to backend = "vectorized" only'),
+        (["backend=vectorized memory-budget-mb=0.5"], "memory-budget-mb must be at least 1"),
+        (["backend=vectorized memory-budget-mb=lots"], "'memory-budget-mb' must be a float"),
         (["client-resources.num-cpus=0"], "client-resources.num-cpus must be at least 1"),
         (["client-resources.num-gpus=-1"], "client-resources.num-gpus must be 0 or more"),
         (["client-resources.num-gpus=1.5"], "num-gpus = 1.5: above 1 a node holds whole GPUs"),

@@ -3,7 +3,7 @@
 import torch
 from torch import nn
 
-from pollinate.simulation.vectorized import VectorizedClient
+from pollinate.simulation.vectorized import SGD, VectorizedClient
 
 
 class Net(nn.Module):
@@ -18,6 +18,13 @@ class Net(nn.Module):
         return self.out(torch.relu(self.fc(x)))
 
 
+class TanhNet(Net):
+    """Net with tanh: not a Linear-ReLU chain, so the vectorized backend trains it with vmap."""
+
+    def forward(self, x):
+        return self.out(torch.tanh(self.fc(x)))
+
+
 def node_data(context):
     """Node n's examples: (n - 1) * 7 % 53 of them (node 1 has none), fixed by its id."""
     count = (context.node_id - 1) * 7 % 53
@@ -27,6 +34,10 @@ def node_data(context):
     return x, y
 
 
-def declaration(optimizer, epochs=1):
-    """Net on node_data with batch size 8 (so most nodes end an epoch on a short batch)."""
-    return VectorizedClient(Net, node_data, optimizer, batch_size=8, epochs=epochs)
+def declaration(optimizer, epochs=1, model=Net):
+    """``model`` on node_data with batch size 8 (so most nodes end an epoch on a short batch)."""
+    return VectorizedClient(model, node_data, optimizer, batch_size=8, epochs=epochs)
+
+
+app = declaration(SGD(lr=0.05, momentum=0.5)).client_app()
+"""A VectorizedClient's app by import string ('vectorized_apps:app'), for the process backend."""

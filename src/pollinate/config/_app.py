@@ -74,6 +74,7 @@ FEDERATION_KEYS: dict[str, type] = {
     "num-workers": int,
     "client-resources.num-cpus": int,
     "client-resources.num-gpus": float,
+    "memory-budget-mb": float,
 }
 """Every key a simulation federation may set (nested tables as dotted keys), and its type."""
 
@@ -121,10 +122,13 @@ class Federation:
     num_workers: int | None = None
     num_cpus: int | None = None
     num_gpus: float = 0.0
+    memory_budget_mb: float | None = None
 
     def backend_options(self) -> dict[str, object]:
         """The keyword arguments of the backend's class."""
         options: dict[str, object] = {"num_gpus": self.num_gpus} if self.num_gpus else {}
+        if self.backend == "vectorized" and self.memory_budget_mb is not None:
+            options["memory_budget_mb"] = self.memory_budget_mb
         if self.backend != "process":
             return options
         if self.num_workers is not None:
@@ -142,6 +146,8 @@ class Federation:
             parts.append(f"{_counted(self.num_cpus, 'CPU')} per node")
         if self.num_gpus:
             parts.append(f"{share_phrase(self.num_gpus)} per node")
+        if self.memory_budget_mb is not None:
+            parts.append(f"{self.memory_budget_mb:g} MB memory budget")
         return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -152,7 +158,7 @@ class Federation:
             "backend": self.backend,
             "num-workers": self.num_workers,
             "client-resources": {"num-cpus": self.num_cpus, "num-gpus": self.num_gpus},
-        }
+        } | ({} if self.memory_budget_mb is None else {"memory-budget-mb": self.memory_budget_mb})
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,6 +465,7 @@ def _federation(name: str, values: Mapping[str, Any]) -> Federation:
         num_workers=values.get("num-workers"),
         num_cpus=values.get("client-resources.num-cpus"),
         num_gpus=values.get("client-resources.num-gpus", 0.0),
+        memory_budget_mb=values.get("memory-budget-mb"),
     )
     _check(federation, where)
     return federation
@@ -482,6 +489,16 @@ def _check(federation: Federation, where: str) -> None:
         if federation.num_workers < 1:
             raise ConfigError(
                 f"{where} num-workers must be at least 1, got {federation.num_workers}"
+            )
+    if federation.memory_budget_mb is not None:
+        if federation.backend != "vectorized":
+            raise ConfigError(
+                f'{where} memory-budget-mb applies to backend = "vectorized" only; set that '
+                "backend or drop memory-budget-mb"
+            )
+        if federation.memory_budget_mb < 1:
+            raise ConfigError(
+                f"{where} memory-budget-mb must be at least 1, got {federation.memory_budget_mb:g}"
             )
     if federation.num_cpus is not None and federation.num_cpus < 1:
         raise ConfigError(
