@@ -10,6 +10,7 @@ def test_with_device_sets_the_key_and_keeps_the_rest() -> None:
     assert context.node_config == {"partition-id": 0}  # the original is untouched
 
 
-def test_with_device_returns_the_same_context_when_already_placed() -> None:
+def test_a_device_the_node_config_names_is_kept() -> None:
     context = Context(1, 2, {DEVICE_KEY: CPU})
     assert with_device(context, CPU) is context
+    assert with_device(context, GPU) is context
