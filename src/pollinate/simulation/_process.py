@@ -29,16 +29,18 @@ from ..errors import AppError, ConfigError, PollinateError
 from ..message import ErrorCode, Message
 from ..records import ArrayRecord, RecordDict
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
+from ._shared import MIN_SHARED_BYTES, SHARED, ReplyArea, send_fd
 
 __all__ = ["ProcessBackend"]
 
 log = logging.getLogger("pollinate.simulation")
 
-_HEADER = struct.Struct("<QQQ")
+_HEADER = struct.Struct("<QQQQ")
+_ON_SOCKET, _IN_AREA, _NEW_AREA = 0, 1, 2  # where a frame's bytes are (see _send_frame)
 _KEY_SEPARATOR = b"\x00"
 _READY = b"ready"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-_Payload = tuple[str | None, str | None, bytes | None]
+_Payload = tuple[str | None, str | None, bytes | None, bytes | None]
 
 
 @register_backend
@@ -98,16 +100,9 @@ class ProcessBackend(Backend):
             while queue or busy:
                 if _past(deadline):
                     break
-                while queue and idle:
-                    worker = idle.pop()
-                    index, task = queue.popleft()
-                    if worker.send(task):
-                        busy[worker.conn] = (worker, index, task)
-                    else:  # it died while idle: replace it and put the task back
-                        queue.appendleft((index, task))
-                        fresh = self._replace(worker)
-                        starting[fresh.conn] = fresh
+                self._hand_out(queue, idle, busy, starting)
                 ready = wait([*busy, *starting], timeout=_remaining(deadline))
+                results = []
                 for conn in ready:
                     if conn in starting:
                         fresh = starting.pop(conn)
@@ -115,19 +110,41 @@ class ProcessBackend(Backend):
                         idle.append(fresh)
                         continue
                     worker, index, task = busy.pop(conn)  # type: ignore[call-overload]
-                    result = worker.receive(index, task)
+                    results.append(worker.receive(index, task))
                     if worker.alive:
                         idle.append(worker)
                     else:
                         fresh = self._replace(worker)
                         starting[fresh.conn] = fresh
-                    yield result
+                # Workers get their next task before the caller sees these results: they
+                # compute while the caller aggregates, instead of waiting on it.
+                if not _past(deadline):
+                    self._hand_out(queue, idle, busy, starting)
+                yield from results
             for index, task in [*queue, *((i, t) for _, i, t in busy.values())]:
                 yield timeout_result(index, task)
         finally:
             # Work whose result nobody will read must not answer into a later round.
             for worker, _, _ in busy.values():
                 self._replace(worker)
+
+    def _hand_out(
+        self,
+        queue: deque[tuple[int, Task]],
+        idle: list[_Worker],
+        busy: dict[Connection, tuple[_Worker, int, Task]],
+        starting: dict[Connection, _Worker],
+    ) -> None:
+        """Send queued tasks to idle workers, in order; a worker found dead is replaced."""
+        while queue and idle:
+            worker = idle.pop()
+            index, task = queue.popleft()
+            if worker.send(task):
+                busy[worker.conn] = (worker, index, task)
+            else:  # it died while idle: replace it and put the task back
+                queue.appendleft((index, task))
+                fresh = self._replace(worker)
+                starting[fresh.conn] = fresh
 
     def close(self) -> None:
         """Stop every worker; later calls to run() fail."""
@@ -176,6 +193,7 @@ class _Worker:
         child.close()
         self.ready = False
         self.sent = SentArrays()
+        self.replies = ReplyArea()
 
     @property
     def alive(self) -> bool:
@@ -222,7 +240,7 @@ class _Worker:
 
     def receive(self, index: int, task: Task) -> TaskResult:
         try:
-            reply, context, _ = _recv_frame(self.conn)
+            reply, context, _ = _recv_frame(self.conn, self.replies)
         except (EOFError, OSError):
             self.process.join(1)
             reason = (
@@ -244,6 +262,7 @@ class _Worker:
             self.process.kill()
             self.process.join(3)
         self.conn.close()
+        self.replies.close()
 
 
 class SentArrays:
@@ -294,28 +313,52 @@ def _same_arrays(held: ArrayRecord, record: ArrayRecord) -> bool:
 
 
 def _send_frame(
-    conn: Connection, message_parts: list[bytes | memoryview], context: bytes, keys: bytes = b""
+    conn: Connection,
+    message_parts: list[bytes | memoryview],
+    context: bytes,
+    keys: bytes = b"",
+    area: ReplyArea | None = None,
 ) -> None:
     """Send a message's parts, a context and the cached keys as one frame, unjoined.
 
-    A small header says the frame's size, where the message ends and the keys' size; then
-    each non-empty part goes as it is (arrays straight from their buffers).
+    A small header says the frame's size, where the message ends, the keys' size and where
+    the bytes are: next on the socket (each non-empty part as it is, arrays straight from
+    their buffers), or, for a big frame given an ``area``, in that shared reply buffer.
     """
-    parts = [memoryview(p) for p in message_parts]
-    message_size = sum(p.nbytes for p in parts)
-    conn.send_bytes(_HEADER.pack(message_size + len(context) + len(keys), message_size, len(keys)))
-    for part in [*parts, memoryview(context), memoryview(keys)]:
+    parts = [memoryview(p) for p in [*message_parts, context, keys]]
+    message_size = sum(p.nbytes for p in parts[:-2])
+    total = message_size + len(context) + len(keys)
+    if area is not None and SHARED and total >= MIN_SHARED_BYTES:
+        fresh = area.write(parts)
+        conn.send_bytes(
+            _HEADER.pack(total, message_size, len(keys), _IN_AREA if fresh is None else _NEW_AREA)
+        )
+        if fresh is not None:
+            send_fd(conn, fresh)
+            os.close(fresh)
+        return
+    conn.send_bytes(_HEADER.pack(total, message_size, len(keys), _ON_SOCKET))
+    for part in parts:
         if part.nbytes:
             conn.send_bytes(part)
 
 
-def _recv_frame(conn: Connection) -> tuple[memoryview, memoryview, memoryview]:
+def _recv_frame(
+    conn: Connection, area: ReplyArea | None = None
+) -> tuple[memoryview, memoryview, memoryview]:
     """Receive a frame into one buffer: the message's, the context's and the keys' bytes."""
-    total, message_size, keys_size = _HEADER.unpack(conn.recv_bytes())
-    buffer = bytearray(total)
-    received = 0
-    while received < total:
-        received += conn.recv_bytes_into(buffer, received)
+    total, message_size, keys_size, place = _HEADER.unpack(conn.recv_bytes())
+    if place == _ON_SOCKET:
+        buffer = bytearray(total)
+        received = 0
+        while received < total:
+            received += conn.recv_bytes_into(buffer, received)
+    else:
+        if area is None:
+            raise EOFError("a frame in shared memory reached a worker")
+        if place == _NEW_AREA:
+            area.receive(conn)
+        buffer = area.read(total)
     view = memoryview(buffer)
     context_end = total - keys_size
     return view[:message_size], view[message_size:context_end], view[context_end:]
@@ -333,7 +376,7 @@ def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path:
         conn.send_bytes(f"{type(err).__name__}: {err}".encode())
         return
     conn.send_bytes(_READY)
-    held = SentArrays()
+    held, area = SentArrays(), ReplyArea()
     while True:
         try:
             message_bytes, context_bytes, keys = _recv_frame(conn)
@@ -341,7 +384,7 @@ def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path:
             return
         cached = [k.decode() for k in bytes(keys).split(_KEY_SEPARATOR)] if len(keys) else []
         message = held.restore(wire.decode(message_bytes), cached)
-        _send_frame(conn, *_answer(app, message, context_bytes))
+        _send_frame(conn, *_answer(app, message, context_bytes), area=area)
 
 
 def _answer(
@@ -358,7 +401,8 @@ def _answer(
 
 
 def _load_in_worker(payload: _Payload, threads: int) -> ClientApp:
-    spec, search_path, pickled = payload
+    """Load the app, set the torch threads, then run its warm-up: all before "ready"."""
+    spec, search_path, pickled, warmup = payload
     if spec is not None:
         app = ClientAppSource(spec=spec, search_path=search_path).load()
     else:
@@ -368,4 +412,6 @@ def _load_in_worker(payload: _Payload, threads: int) -> ClientApp:
         sys.modules["torch"].set_num_threads(threads)
     if not isinstance(app, ClientApp):
         raise AppError(f"expected a ClientApp, got {type(app).__name__}")
+    if warmup is not None:
+        app.warm_up(wire.decode_context(warmup))
     return app
