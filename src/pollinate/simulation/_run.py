@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 from ..client import ClientApp, ClientFn
 from ..context import Context, UserConfig
@@ -72,6 +74,9 @@ def run_simulation(
         backend = make_backend(backend, **(backend_options or {}))
     run_id = secrets.randbits(63) if run_id is None else run_id
     grid = SimulationGrid(backend, num_nodes, run_id, config, node_config_fn)
+    app_ref = dataclasses.replace(
+        app_ref, warmup_context=_warmup_context(run_id, num_nodes, config)
+    )
     context = Context(run_id, SERVER_NODE_ID, {}, config, RecordDict())
     starting = f"starting {num_nodes:,} node{'s' * (num_nodes != 1)}"
     with RunProgress(verbose, starting) as progress:
@@ -89,6 +94,13 @@ def run_simulation(
             backend.close()
             grid.close()
         return progress.finished(result)
+
+
+def _warmup_context(run_id: int, num_nodes: int, run_config: UserConfig) -> Context:
+    """What a ClientApp's warm-up gets: the run, its config and the federation's size."""
+    node_config = {"num-partitions": num_nodes}
+    read_only = MappingProxyType(dict(run_config))
+    return Context(run_id, SERVER_NODE_ID, node_config, read_only, RecordDict())
 
 
 def _checked_run_config(run_config: UserConfig) -> dict[str, bool | int | float | str]:
