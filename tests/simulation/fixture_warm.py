@@ -1,5 +1,6 @@
 """ClientApps for test_warmup.py and test_process_replies.py, importable as 'fixture_warm:NAME'."""
 
+import contextlib
 from pathlib import Path
 
 from pollinate import ClientApp, MetricRecord, RecordDict
@@ -41,3 +42,15 @@ def _mark_start(msg, context):
     """Create ``<marks>/<node id>`` as the task starts, then echo the model."""
     Path(msg.content["config"]["marks"], str(context.node_id)).touch()
     return _report_warmups(msg, context)
+
+
+configured = ClientApp()
+
+
+@configured.train()
+def _report_config(msg, context):
+    """Reply with the run config's ``lr``, after trying (and failing) to change it."""
+    with contextlib.suppress(TypeError):
+        context.run_config["lr"] = -1.0
+    metrics = MetricRecord({"num-examples": 1, "lr": context.run_config["lr"]})
+    return msg.reply(RecordDict({"arrays": msg.content["arrays"], "metrics": metrics}))

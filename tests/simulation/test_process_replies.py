@@ -2,12 +2,14 @@
 
 import multiprocessing as mp
 import time
+from dataclasses import replace
+from types import MappingProxyType
 
 import numpy as np
 import pytest
 
 from pollinate import ArrayRecord, ConfigRecord, FedAvg, run_simulation
-from pollinate.simulation import ClientAppSource, ProcessBackend
+from pollinate.simulation import ClientAppSource, ProcessBackend, _process
 from pollinate.simulation._process import _recv_frame, _send_frame
 from pollinate.simulation._shared import MIN_SHARED_BYTES, SHARED, ReplyArea
 
@@ -30,9 +32,9 @@ def test_big_frames_cross_through_the_area_and_small_ones_through_the_socket():
         for size, fill in frames:
             parts, context = _frame(size, fill)
             _send_frame(child, parts, context, area=worker_area)
-            message, got_context, keys = _recv_frame(parent, parent_area)
+            message, got_context, keys, flags = _recv_frame(parent, parent_area)
             assert bytes(message) == b"head" + bytes([fill]) * size
-            assert bytes(got_context) == context and bytes(keys) == b""
+            assert bytes(got_context) == context and bytes(keys) == b"" and flags == 0
             sizes.append(parent_area.size)
         # The small frame took the socket: the area still holds the frame before it.
         assert parent_area.read(5) == b"head" + bytes([3])
@@ -99,3 +101,30 @@ def _appears(path, within_s):
             return False
         time.sleep(0.01)
     return True
+
+
+def test_the_run_config_crosses_once_per_worker_and_every_node_sees_its_own(apps_dir, monkeypatch):
+    flags = []
+    send_frame = _process._send_frame
+
+    def spy(*args, **kwargs):
+        flags.append(kwargs.get("flags", 0))
+        return send_frame(*args, **kwargs)
+
+    monkeypatch.setattr(_process, "_send_frame", spy)
+    first, second = MappingProxyType({"lr": 0.1}), MappingProxyType({"lr": 0.2})
+    model = ArrayRecord({"w": np.zeros(3, np.float32)})
+    tasks = [task_for(node, model) for node in (1, 2, 3, 4)]
+    configs = [first, first, second, first]
+    tasks = [
+        replace(t, context=replace(t.context, run_config=c))
+        for t, c in zip(tasks, configs, strict=True)
+    ]
+    backend = ProcessBackend(num_workers=1)
+    backend.start(ClientAppSource(spec="fixture_warm:configured", search_path=str(apps_dir)))
+    try:
+        results = list(backend.run(tasks, deadline=None))
+    finally:
+        backend.close()
+    assert [r.reply.content.metrics()["lr"] for r in results] == [0.1, 0.1, 0.2, 0.1]
+    assert flags == [0, _process._HELD_RUN_CONFIG, 0, 0]

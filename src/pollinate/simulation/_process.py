@@ -10,6 +10,7 @@ the others); its node's task becomes an error reply.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -22,9 +23,11 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from types import MappingProxyType
 
 from .. import wire
 from ..client import ClientApp
+from ..context import Context, UserConfig
 from ..errors import AppError, ConfigError, PollinateError
 from ..message import ErrorCode, Message
 from ..records import ArrayRecord, RecordDict
@@ -35,8 +38,9 @@ __all__ = ["ProcessBackend"]
 
 log = logging.getLogger("pollinate.simulation")
 
-_HEADER = struct.Struct("<QQQQ")
+_HEADER = struct.Struct("<QQQQQ")
 _ON_SOCKET, _IN_AREA, _NEW_AREA = 0, 1, 2  # where a frame's bytes are (see _send_frame)
+_HELD_RUN_CONFIG = 1  # a frame flag: the context's run config is the one the worker holds
 _KEY_SEPARATOR = b"\x00"
 _READY = b"ready"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -193,6 +197,7 @@ class _Worker:
         child.close()
         self.ready = False
         self.sent = SentArrays()
+        self.sent_run_config: UserConfig | None = None
         self.replies = ReplyArea()
 
     @property
@@ -227,12 +232,17 @@ class _Worker:
 
     def send(self, task: Task) -> bool:
         message, cached = self.sent.strip(task.message)
+        context, flags = task.context, 0
+        if context.run_config is self.sent_run_config:  # the run's one shared mapping
+            context, flags = dataclasses.replace(context, run_config={}), _HELD_RUN_CONFIG
+        self.sent_run_config = task.context.run_config
         try:
             _send_frame(
                 self.conn,
                 wire.encode_parts(message),
-                wire.encode_context(task.context),
+                wire.encode_context(context),
                 _KEY_SEPARATOR.join(key.encode() for key in cached),
+                flags=flags,
             )
         except OSError:
             return False
@@ -240,7 +250,7 @@ class _Worker:
 
     def receive(self, index: int, task: Task) -> TaskResult:
         try:
-            reply, context, _ = _recv_frame(self.conn, self.replies)
+            reply, context, _, _ = _recv_frame(self.conn, self.replies)
         except (EOFError, OSError):
             self.process.join(1)
             reason = (
@@ -318,26 +328,27 @@ def _send_frame(
     context: bytes,
     keys: bytes = b"",
     area: ReplyArea | None = None,
+    flags: int = 0,
 ) -> None:
     """Send a message's parts, a context and the cached keys as one frame, unjoined.
 
-    A small header says the frame's size, where the message ends, the keys' size and where
-    the bytes are: next on the socket (each non-empty part as it is, arrays straight from
-    their buffers), or, for a big frame given an ``area``, in that shared reply buffer.
+    A small header says the frame's size, where the message ends, the keys' size, where
+    the bytes are (next on the socket, each non-empty part as it is, arrays straight from
+    their buffers; or, for a big frame given an ``area``, in that shared reply buffer) and
+    the ``flags``.
     """
     parts = [memoryview(p) for p in [*message_parts, context, keys]]
     message_size = sum(p.nbytes for p in parts[:-2])
     total = message_size + len(context) + len(keys)
     if area is not None and SHARED and total >= MIN_SHARED_BYTES:
         fresh = area.write(parts)
-        conn.send_bytes(
-            _HEADER.pack(total, message_size, len(keys), _IN_AREA if fresh is None else _NEW_AREA)
-        )
+        place = _IN_AREA if fresh is None else _NEW_AREA
+        conn.send_bytes(_HEADER.pack(total, message_size, len(keys), place, flags))
         if fresh is not None:
             send_fd(conn, fresh)
             os.close(fresh)
         return
-    conn.send_bytes(_HEADER.pack(total, message_size, len(keys), _ON_SOCKET))
+    conn.send_bytes(_HEADER.pack(total, message_size, len(keys), _ON_SOCKET, flags))
     for part in parts:
         if part.nbytes:
             conn.send_bytes(part)
@@ -345,9 +356,12 @@ def _send_frame(
 
 def _recv_frame(
     conn: Connection, area: ReplyArea | None = None
-) -> tuple[memoryview, memoryview, memoryview]:
-    """Receive a frame into one buffer: the message's, the context's and the keys' bytes."""
-    total, message_size, keys_size, place = _HEADER.unpack(conn.recv_bytes())
+) -> tuple[memoryview, memoryview, memoryview, int]:
+    """Receive a frame into one buffer: the message's, the context's and the keys' bytes.
+
+    The frame's flags come last.
+    """
+    total, message_size, keys_size, place, flags = _HEADER.unpack(conn.recv_bytes())
     if place == _ON_SOCKET:
         buffer = bytearray(total)
         received = 0
@@ -361,7 +375,7 @@ def _recv_frame(
         buffer = area.read(total)
     view = memoryview(buffer)
     context_end = total - keys_size
-    return view[:message_size], view[message_size:context_end], view[context_end:]
+    return view[:message_size], view[message_size:context_end], view[context_end:], flags
 
 
 def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path: list[str]) -> None:
@@ -377,24 +391,34 @@ def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path:
         return
     conn.send_bytes(_READY)
     held, area = SentArrays(), ReplyArea()
+    run_config: UserConfig = {}
     while True:
         try:
-            message_bytes, context_bytes, keys = _recv_frame(conn)
+            message_bytes, context_bytes, keys, flags = _recv_frame(conn)
         except (EOFError, OSError):
             return
         cached = [k.decode() for k in bytes(keys).split(_KEY_SEPARATOR)] if len(keys) else []
         message = held.restore(wire.decode(message_bytes), cached)
-        _send_frame(conn, *_answer(app, message, context_bytes), area=area)
+        context = wire.decode_context(context_bytes)
+        if flags & _HELD_RUN_CONFIG:
+            context = dataclasses.replace(context, run_config=run_config)
+        else:  # read-only: one node must not change what the next one sees
+            run_config = MappingProxyType(dict(context.run_config))
+            context = dataclasses.replace(context, run_config=run_config)
+        _send_frame(conn, *_answer(app, message, context), area=area)
 
 
 def _answer(
-    app: ClientApp, message: Message, context_bytes: memoryview
+    app: ClientApp, message: Message, context: Context
 ) -> tuple[list[bytes | memoryview], bytes]:
-    """Run one task; a reply that cannot be encoded becomes an INVALID_REPLY error reply."""
-    context = wire.decode_context(context_bytes)
+    """Run one task; a reply that cannot be encoded becomes an INVALID_REPLY error reply.
+
+    Only the node's state goes back with the reply: the parent has the rest of the context.
+    """
     reply = app(message, context)
     try:
-        return wire.encode_parts(reply), wire.encode_context(context)
+        state_only = Context(context.run_id, context.node_id, state=context.state)
+        return wire.encode_parts(reply), wire.encode_context(state_only)
     except PollinateError as err:
         error = message.reply_error(ErrorCode.INVALID_REPLY, f"the reply cannot be sent: {err}")
         return wire.encode_parts(error), b""
