@@ -100,6 +100,14 @@ class Backend(ABC):
 
     name: str = ""
 
+    def launch(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
+        """Begin what ``start`` does without waiting (a pool spawns its workers); optional.
+
+        A caller with its own start-up to do launches first, so both proceed together;
+        ``start`` with the same arguments then finishes the job. Here: nothing to begin.
+        """
+        return None
+
     @abstractmethod
     def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
         """Get ready to run ``app`` for up to ``num_nodes`` nodes (load it, start workers)."""

@@ -75,11 +75,22 @@ class ProcessBackend(Backend):
         self._workers: list[_Worker] = []
         self._closed = False
 
-    def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
-        """Start the workers (no more than there are nodes) and wait until each is ready."""
+    def launch(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
+        """Spawn the workers (no more than there are nodes) without waiting for them.
+
+        They import the app and warm up while the caller goes on with its own start-up
+        (importing the ServerApp, say); ``start`` with the same source then only waits.
+        """
         self._payload = app.for_workers()
         count = self.num_workers if num_nodes is None else min(self.num_workers, num_nodes)
         self._workers = [self._spawn() for _ in range(count)]
+
+    def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
+        """Start the workers, unless ``launch`` did for this app, and wait until each is ready."""
+        if not self._workers or self._payload != app.for_workers():
+            for worker in self._workers:  # launched for another app
+                worker.stop()
+            self.launch(app, num_nodes)
         try:
             for worker in self._workers:
                 worker.wait_ready(self.ready_timeout_s)
