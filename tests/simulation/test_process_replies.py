@@ -31,8 +31,8 @@ def test_big_frames_cross_through_the_area_and_small_ones_through_the_socket():
     try:
         for size, fill in frames:
             parts, context = _frame(size, fill)
-            _send_frame(child, parts, context, area=worker_area)
-            message, got_context, keys, flags = _recv_frame(parent, parent_area)
+            _send_frame(child, parts, context, area=(1, worker_area))
+            message, got_context, keys, flags = _recv_frame(parent, [ReplyArea(), parent_area])
             assert bytes(message) == b"head" + bytes([fill]) * size
             assert bytes(got_context) == context and bytes(keys) == b"" and flags == 0
             sizes.append(parent_area.size)
@@ -128,3 +128,16 @@ def test_the_run_config_crosses_once_per_worker_and_every_node_sees_its_own(apps
         backend.close()
     assert [r.reply.content.metrics()["lr"] for r in results] == [0.1, 0.1, 0.2, 0.1]
     assert flags == [0, _process._HELD_RUN_CONFIG, 0, 0]
+
+
+def test_a_task_held_behind_a_node_whose_worker_dies_runs_on_a_fresh_worker(apps_dir):
+    backend = ProcessBackend(num_workers=1)  # it holds both tasks at once
+    backend.start(ClientAppSource(spec="fixture_apps:crashing", search_path=str(apps_dir)))
+    model = ArrayRecord({"w": np.zeros(3, np.float32)})
+    try:
+        results = list(backend.run([task_for(2, model), task_for(3, model)], deadline=None))
+    finally:
+        backend.close()
+    replies = {r.index: r.reply for r in results}
+    assert "died (exit code 3)" in replies[0].error.reason
+    assert replies[1].error is None and replies[1].content.metrics()["num-examples"] == 13

@@ -38,7 +38,9 @@ __all__ = ["ProcessBackend"]
 
 log = logging.getLogger("pollinate.simulation")
 
-_HEADER = struct.Struct("<QQQQQ")
+PIPELINE = 2
+"""Tasks a worker holds at once: the one it runs and the next, waiting in its socket."""
+_HEADER = struct.Struct("<QQQQQQ")
 _ON_SOCKET, _IN_AREA, _NEW_AREA = 0, 1, 2  # where a frame's bytes are (see _send_frame)
 _HELD_RUN_CONFIG = 1  # a frame flag: the context's run config is the one the worker holds
 _KEY_SEPARATOR = b"\x00"
@@ -104,62 +106,86 @@ class ProcessBackend(Backend):
         return len(self._workers)
 
     def run(self, tasks: Sequence[Task], deadline: float | None) -> Iterator[TaskResult]:
-        """Hand tasks to idle workers in order; yield results as workers finish."""
-        queue = deque(enumerate(tasks))
-        busy: dict[Connection, tuple[_Worker, int, Task]] = {}
+        """Hand tasks to workers in order, up to ``PIPELINE`` each; yield results as they come.
+
+        A worker holds its next task before it finishes the current one, so it never waits
+        for this process to be scheduled, receive and hand out; a task queued behind a node
+        that overruns the deadline times out with it.
+        """
         if self._closed:
             raise PollinateError("the process backend is closed")
+        queue = deque(enumerate(tasks))
+        sent: dict[Connection, tuple[_Worker, deque[tuple[int, Task]]]] = {}
         starting = {w.conn: w for w in self._workers if not w.ready}
-        idle = [w for w in reversed(self._workers) if w.ready]
+        working = [w for w in self._workers if w.ready]
         try:
-            while queue or busy:
+            while queue or sent:
                 if _past(deadline):
                     break
-                self._hand_out(queue, idle, busy, starting)
-                ready = wait([*busy, *starting], timeout=_remaining(deadline))
+                self._hand_out(queue, working, sent, starting)
+                ready = wait([*sent, *starting], timeout=_remaining(deadline))
                 results = []
                 for conn in ready:
                     if conn in starting:
                         fresh = starting.pop(conn)
                         fresh.confirm_ready()
-                        idle.append(fresh)
+                        working.append(fresh)
                         continue
-                    worker, index, task = busy.pop(conn)  # type: ignore[call-overload]
+                    worker, pending = sent[conn]  # type: ignore[index]
+                    index, task = pending.popleft()
                     results.append(worker.receive(index, task))
-                    if worker.alive:
-                        idle.append(worker)
-                    else:
-                        fresh = self._replace(worker)
-                        starting[fresh.conn] = fresh
-                # Workers get their next task before the caller sees these results: they
+                    if worker.lost:  # what it held never ran: it goes to another worker
+                        queue.extendleft(reversed(pending))
+                        pending.clear()
+                    if not pending:
+                        del sent[conn]  # type: ignore[arg-type]
+                        if not worker.alive:
+                            if worker in working:  # else found dead by _hand_out already
+                                working.remove(worker)
+                            fresh = self._replace(worker)
+                            starting[fresh.conn] = fresh
+                # Workers get their next tasks before the caller sees these results: they
                 # compute while the caller aggregates, instead of waiting on it.
                 if not _past(deadline):
-                    self._hand_out(queue, idle, busy, starting)
+                    self._hand_out(queue, working, sent, starting)
                 yield from results
-            for index, task in [*queue, *((i, t) for _, i, t in busy.values())]:
+            for index, task in [*queue, *(t for _, pending in sent.values() for t in pending)]:
                 yield timeout_result(index, task)
         finally:
             # Work whose result nobody will read must not answer into a later round.
-            for worker, _, _ in busy.values():
+            for worker, _ in sent.values():
                 self._replace(worker)
 
     def _hand_out(
         self,
         queue: deque[tuple[int, Task]],
-        idle: list[_Worker],
-        busy: dict[Connection, tuple[_Worker, int, Task]],
+        working: list[_Worker],
+        sent: dict[Connection, tuple[_Worker, deque[tuple[int, Task]]]],
         starting: dict[Connection, _Worker],
     ) -> None:
-        """Send queued tasks to idle workers, in order; a worker found dead is replaced."""
-        while queue and idle:
-            worker = idle.pop()
-            index, task = queue.popleft()
-            if worker.send(task):
-                busy[worker.conn] = (worker, index, task)
-            else:  # it died while idle: replace it and put the task back
-                queue.appendleft((index, task))
-                fresh = self._replace(worker)
-                starting[fresh.conn] = fresh
+        """Send queued tasks in order: one to each worker holding none, then a second each.
+
+        A worker found dead while holding nothing is replaced; one still holding tasks is
+        left for ``run`` to find out through its socket (its next reply, or the end of it).
+        """
+        for depth in range(1, PIPELINE + 1):
+            for worker in list(working):
+                if not queue:
+                    return
+                held = sent.get(worker.conn)
+                if held is not None and len(held[1]) >= depth:
+                    continue
+                index, task = queue.popleft()
+                if worker.send(task):
+                    if held is None:
+                        held = sent[worker.conn] = (worker, deque())
+                    held[1].append((index, task))
+                    continue
+                queue.appendleft((index, task))  # it died: the task waits for another
+                working.remove(worker)
+                if held is None:
+                    fresh = self._replace(worker)
+                    starting[fresh.conn] = fresh
 
     def close(self) -> None:
         """Stop every worker; later calls to run() fail."""
@@ -209,7 +235,8 @@ class _Worker:
         self.ready = False
         self.sent = SentArrays()
         self.sent_run_config: UserConfig | None = None
-        self.replies = ReplyArea()
+        self.replies = [ReplyArea() for _ in range(PIPELINE)]
+        self.lost = False
 
     @property
     def alive(self) -> bool:
@@ -263,6 +290,7 @@ class _Worker:
         try:
             reply, context, _, _ = _recv_frame(self.conn, self.replies)
         except (EOFError, OSError):
+            self.lost = True
             self.process.join(1)
             reason = (
                 f"the worker process running node {task.context.node_id} died "
@@ -283,7 +311,8 @@ class _Worker:
             self.process.kill()
             self.process.join(3)
         self.conn.close()
-        self.replies.close()
+        for area in self.replies:
+            area.close()
 
 
 class SentArrays:
@@ -338,49 +367,51 @@ def _send_frame(
     message_parts: list[bytes | memoryview],
     context: bytes,
     keys: bytes = b"",
-    area: ReplyArea | None = None,
+    area: tuple[int, ReplyArea] | None = None,
     flags: int = 0,
 ) -> None:
     """Send a message's parts, a context and the cached keys as one frame, unjoined.
 
     A small header says the frame's size, where the message ends, the keys' size, where
     the bytes are (next on the socket, each non-empty part as it is, arrays straight from
-    their buffers; or, for a big frame given an ``area``, in that shared reply buffer) and
-    the ``flags``.
+    their buffers; or, for a big frame given an ``area``, in that shared reply buffer, whose
+    slot it names) and the ``flags``.
     """
     parts = [memoryview(p) for p in [*message_parts, context, keys]]
     message_size = sum(p.nbytes for p in parts[:-2])
     total = message_size + len(context) + len(keys)
     if area is not None and SHARED and total >= MIN_SHARED_BYTES:
-        fresh = area.write(parts)
+        slot, buffer = area
+        fresh = buffer.write(parts)
         place = _IN_AREA if fresh is None else _NEW_AREA
-        conn.send_bytes(_HEADER.pack(total, message_size, len(keys), place, flags))
+        conn.send_bytes(_HEADER.pack(total, message_size, len(keys), place, slot, flags))
         if fresh is not None:
             send_fd(conn, fresh)
             os.close(fresh)
         return
-    conn.send_bytes(_HEADER.pack(total, message_size, len(keys), _ON_SOCKET, flags))
+    conn.send_bytes(_HEADER.pack(total, message_size, len(keys), _ON_SOCKET, 0, flags))
     for part in parts:
         if part.nbytes:
             conn.send_bytes(part)
 
 
 def _recv_frame(
-    conn: Connection, area: ReplyArea | None = None
+    conn: Connection, areas: Sequence[ReplyArea] = ()
 ) -> tuple[memoryview, memoryview, memoryview, int]:
     """Receive a frame into one buffer: the message's, the context's and the keys' bytes.
 
     The frame's flags come last.
     """
-    total, message_size, keys_size, place, flags = _HEADER.unpack(conn.recv_bytes())
+    total, message_size, keys_size, place, slot, flags = _HEADER.unpack(conn.recv_bytes())
     if place == _ON_SOCKET:
         buffer = bytearray(total)
         received = 0
         while received < total:
             received += conn.recv_bytes_into(buffer, received)
     else:
-        if area is None:
-            raise EOFError("a frame in shared memory reached a worker")
+        if slot >= len(areas):
+            raise EOFError(f"a frame names shared reply buffer {slot}, which is not there")
+        area = areas[slot]
         if place == _NEW_AREA:
             area.receive(conn)
         buffer = area.read(total)
@@ -401,7 +432,8 @@ def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path:
         conn.send_bytes(f"{type(err).__name__}: {err}".encode())
         return
     conn.send_bytes(_READY)
-    held, area = SentArrays(), ReplyArea()
+    held, areas = SentArrays(), [ReplyArea() for _ in range(PIPELINE)]
+    replies = 0
     run_config: UserConfig = {}
     while True:
         try:
@@ -416,7 +448,11 @@ def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path:
         else:  # read-only: one node must not change what the next one sees
             run_config = MappingProxyType(dict(context.run_config))
             context = dataclasses.replace(context, run_config=run_config)
-        _send_frame(conn, *_answer(app, message, context), area=area)
+        # The parent holds at most PIPELINE tasks here and copies each reply out before it
+        # sends the next task: taking the buffers in turn, none is overwritten unread.
+        slot = replies % PIPELINE
+        _send_frame(conn, *_answer(app, message, context), area=(slot, areas[slot]))
+        replies += 1
 
 
 def _answer(
