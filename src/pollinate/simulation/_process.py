@@ -32,7 +32,7 @@ from ..errors import AppError, ConfigError, PollinateError
 from ..message import ErrorCode, Message
 from ..records import ArrayRecord, RecordDict
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
-from ._shared import MIN_SHARED_BYTES, SHARED, ReplyArea, send_fd
+from ._shared import MAX_SHARED_BYTES, MIN_SHARED_BYTES, SHARED, ReplyArea, send_fd
 
 __all__ = ["ProcessBackend"]
 
@@ -380,7 +380,7 @@ def _send_frame(
     parts = [memoryview(p) for p in [*message_parts, context, keys]]
     message_size = sum(p.nbytes for p in parts[:-2])
     total = message_size + len(context) + len(keys)
-    if area is not None and SHARED and total >= MIN_SHARED_BYTES:
+    if area is not None and SHARED and MIN_SHARED_BYTES <= total <= MAX_SHARED_BYTES:
         slot, buffer = area
         fresh = buffer.write(parts)
         place = _IN_AREA if fresh is None else _NEW_AREA

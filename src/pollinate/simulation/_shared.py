@@ -2,10 +2,10 @@
 
 A model-sized reply (hundreds of KB) crossing a socket goes in dozens of chunks, each a
 wake-up of the parent and of the worker; on a machine with as many workers as cores that
-ping-pong costs about as much as a small client's training. Instead each worker keeps one
-memory file (Linux ``memfd``) that both processes map: the worker writes a reply there, and
-the parent copies it out into memory of its own before it gives that worker more work, so
-one buffer per worker suffices and nothing the parent keeps points into it. The file's
+ping-pong costs about as much as a small client's training. Instead each worker keeps
+memory files (Linux ``memfd``) that both processes map: the worker writes a reply there, and
+the parent copies it out into memory of its own before it gives that worker the task that
+would reuse that buffer, so nothing the parent keeps points into it. The file's
 descriptor crosses the worker's socket once (``SCM_RIGHTS``), and again only if a bigger
 reply needs a bigger file. Where there is no ``memfd`` every reply takes the socket.
 """
@@ -18,10 +18,20 @@ import socket
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
 
-__all__ = ["MIN_SHARED_BYTES", "SHARED", "ReplyArea", "send_fd", "shared_memory_works"]
+__all__ = [
+    "MAX_SHARED_BYTES",
+    "MIN_SHARED_BYTES",
+    "SHARED",
+    "ReplyArea",
+    "send_fd",
+    "shared_memory_works",
+]
 
 MIN_SHARED_BYTES = 1 << 16
 """Replies smaller than this take the socket: one write, no copy saved."""
+MAX_SHARED_BYTES = 1 << 24
+"""Replies bigger than this take the socket too: in big chunks it costs little more, and a
+worker's buffers (two, see ``PIPELINE``) would hold that much memory for the whole run."""
 
 
 def shared_memory_works() -> bool:
@@ -53,7 +63,7 @@ class ReplyArea:
         fresh = None
         if total > self.size:
             fresh = os.memfd_create("pollinate-reply", os.MFD_CLOEXEC)
-            os.ftruncate(fresh, 1 << (total - 1).bit_length())  # doubling: rare regrowth
+            os.ftruncate(fresh, _roomy(total))
             self._adopt(fresh)
         assert self._map is not None
         with memoryview(self._map) as area:
@@ -89,6 +99,12 @@ class ReplyArea:
     def _adopt(self, fd: int) -> None:
         self.close()
         self._map = mmap.mmap(fd, 0)
+
+
+def _roomy(size: int) -> int:
+    """``size`` plus an eighth, in whole 64 KiB blocks: replies that vary a little fit again."""
+    block = 1 << 16
+    return -(-(size + size // 8) // block) * block
 
 
 def send_fd(conn: Connection, fd: int) -> None:
