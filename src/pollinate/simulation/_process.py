@@ -4,8 +4,12 @@ Work crosses to the workers in pollinate's wire format over pipes: arrays travel
 buffers and are decoded without copying, never pickled. Each worker keeps the last model
 (ArrayRecord) it was sent under each content key, and the parent sends a record that holds
 the very same arrays only once: a round's model crosses the pipe once per worker, not once
-per node. A worker that dies or overruns the round's deadline is replaced (without stalling
-the others); its node's task becomes an error reply.
+per node; the run config likewise. A worker holds up to ``PIPELINE`` tasks, so it starts the
+next one without waiting for the parent, and returns each model-sized reply through a
+shared buffer (``_shared``) rather than the pipe. A worker loads the app and runs its
+warm-up before it says it is ready. A worker that dies or overruns the round's deadline is
+replaced (without stalling the others); its node's task becomes an error reply, and a task
+it held but had not started goes to another worker.
 """
 
 from __future__ import annotations
