@@ -24,7 +24,7 @@ def _run(apps_dir, app_name, backend, num_nodes=4, num_rounds=2):
     )
 
 
-@pytest.mark.parametrize("backend", ["inline", "process"])
+@pytest.mark.parametrize("backend", ["inline", "process", "vectorized"])
 def test_each_process_warms_up_once_with_the_federations_size(apps_dir, backend):
     result = _run(apps_dir, "warm", backend)
     for server_round in result.rounds:
