@@ -274,3 +274,34 @@ def test_the_cli_package_exports_main():
 
     assert pollinate.cli.__all__ == ["main"]
     assert callable(pollinate.cli.main)
+
+
+EARLY_SERVER = """
+import multiprocessing
+
+import numpy as np
+
+from pollinate import ArrayRecord, FedAvg, ServerApp
+
+WORKERS_AT_IMPORT = len(multiprocessing.active_children())
+app = ServerApp()
+
+
+@app.main()
+def main(grid, context):
+    print(f"workers running when the ServerApp was imported: {WORKERS_AT_IMPORT}")
+    strategy = FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1)
+    return strategy.start(grid, ArrayRecord({"w": np.zeros((2, 3), np.float32)}), num_rounds=1)
+"""
+
+
+def test_process_workers_start_up_while_the_server_app_is_imported(make_app, invoke):
+    result = invoke(
+        "run",
+        make_app(server=EARLY_SERVER),
+        "--json",
+        "--federation-config",
+        "backend=process num-workers=2",
+    )
+    assert _summary(result)["rounds"][-1]["train"]["ok"] == 3
+    assert "workers running when the ServerApp was imported: 2" in result.stderr

@@ -21,9 +21,12 @@ def test_missing_data_dir_names_the_key_and_where_to_get_mnist(
     assert "https://" in str(info.value)
 
 
-def test_more_nodes_per_round_than_nodes_is_one_clear_error(cross_device_mnist, tmp_path) -> None:
+def test_more_nodes_per_round_than_nodes_is_one_clear_error(
+    cross_device_mnist, mnist_dir: Path
+) -> None:
+    # Real data: the ClientApp's warm-up reads it before the ServerApp checks its config.
     with pytest.raises(ConfigError, match="'nodes-per-round' is 100 but the federation has 10"):
-        cross_device_mnist.run({"data-dir": str(tmp_path)}, num_nodes=10)
+        cross_device_mnist.run({"data-dir": str(mnist_dir)}, num_nodes=10)
 
 
 def test_sampler_draws_each_round_from_one_generator_and_replays_on_resume(

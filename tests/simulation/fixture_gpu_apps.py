@@ -5,6 +5,13 @@ import os
 from pollinate import ClientApp, ConfigRecord, MetricRecord, RecordDict
 
 reports_gpu = ClientApp()
+WARMED_ON: list[str] = []
+"""The device each warm-up in this process was given."""
+
+
+@reports_gpu.warmup()
+def _warm(context):
+    WARMED_ON.append(context.node_config.get("device", "none"))
 
 
 @reports_gpu.query()
@@ -14,6 +21,7 @@ def _report(msg, context):
         {
             "cuda-visible-devices": os.environ.get("CUDA_VISIBLE_DEVICES", "unset"),
             "device": context.node_config.get("device", "none"),
+            "warmed-on": ",".join(WARMED_ON) or "not warmed",
         }
     )
     return msg.reply(RecordDict({"seen": seen, "metrics": MetricRecord({"pid": os.getpid()})}))

@@ -264,6 +264,22 @@ def test_each_worker_sees_only_its_gpu_and_its_nodes_run_on_cuda_0(fake_gpus, ap
     assert os.environ[ENV] == "6,7"  # the parent's own mask is left as it was
 
 
+def test_a_workers_warm_up_runs_on_its_gpu(fake_gpus, apps_dir):
+    fake_gpus(1)
+    source = ClientAppSource(
+        spec="fixture_gpu_apps:reports_gpu",
+        search_path=str(apps_dir),
+        warmup_context=Context(7, 0, {"num-partitions": 4}),
+    )
+    backend = ProcessBackend(num_workers=1, num_gpus=1)
+    backend.start(source)
+    try:
+        [result] = backend.run([query(1)], deadline=None)
+    finally:
+        backend.close()
+    assert result.reply.content["seen"]["warmed-on"] == "cuda:0"
+
+
 def test_a_worker_holding_two_gpus_sees_both(fake_gpus, apps_dir):
     fake_gpus(2)
     backend = started(ProcessBackend(num_gpus=2), apps_dir)
@@ -327,8 +343,10 @@ def test_a_simulation_on_the_process_backend_places_its_workers_on_the_gpu(fake_
         backend_options={"num_gpus": 0.5, "num_workers": 8},
         verbose=False,
     )
-    rows = [(r.content.metrics()["pid"], *r.content["seen"].values()) for r in replies]
+    seen_by = [(r.content.metrics()["pid"], r.content["seen"]) for r in replies]
+    rows = [(pid, seen["cuda-visible-devices"], seen["device"]) for pid, seen in seen_by]
     assert len(rows) == 6 and {(gpu, device) for _, gpu, device in rows} == {("3", "cuda:0")}
+    assert {seen["warmed-on"] for _, seen in seen_by} == {"cuda:0"}  # run_simulation warms up
     assert len({pid for pid, _, _ in rows}) <= 2  # 0.5 each: the one GPU holds two workers
 
 

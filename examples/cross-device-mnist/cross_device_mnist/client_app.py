@@ -8,6 +8,15 @@ from pollinate import ClientApp, Context, Message, MetricRecord, RecordDict, fra
 app = ClientApp()
 
 
+@app.warmup()
+def split_data(context: Context) -> None:
+    """Read and split the data once per process before round 1, as the floor does untimed."""
+    settings = task.Settings.from_config(context.run_config)
+    settings.apply_threads()
+    num_partitions = int(context.node_config["num-partitions"])
+    task.load_partitions(settings.data_dir, num_partitions, settings.alpha, settings.seed)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """One local epoch of SGD, shuffled by ``round * 1_000_003 + partition-id`` as the floor."""

@@ -37,7 +37,8 @@ from ..errors import ConfigError
 from ..loader import load_object
 from ..server import Result, ServerApp
 from ..server._progress import print_summary, progress_view
-from ..simulation import run_simulation
+from ..simulation import Backend, make_backend, run_simulation
+from ..simulation._run import client_app_source
 from ._control import submit_run
 from ._display import shown
 from ._options import (
@@ -114,9 +115,14 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
     app_dir = plan.app.app_dir.resolve()
     with contextlib.closing(progress_view(stderr)) as view:
         view.status("loading the app")
-        server_app = load_object(plan.app.serverapp, ServerApp, app_dir)
-        if plan.federation.backend == "inline":  # fail before a run folder exists
-            load_object(plan.app.clientapp, ClientApp, app_dir)
+        backend = _launched_backend(plan, app_dir)
+        try:
+            server_app = load_object(plan.app.serverapp, ServerApp, app_dir)
+            if plan.federation.backend == "inline":  # fail before a run folder exists
+                load_object(plan.app.clientapp, ClientApp, app_dir)
+        except BaseException:
+            backend.close()
+            raise
         view.status("starting")
         run_file.write("running")
         try:
@@ -124,8 +130,7 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
                 server_app,
                 plan.app.clientapp,
                 num_nodes=plan.federation.num_nodes,
-                backend=plan.federation.backend,
-                backend_options=plan.federation.backend_options(),
+                backend=backend,
                 run_config=plan.run_config,
                 app_dir=app_dir,
                 out_dir=plan.out_dir,
@@ -138,6 +143,20 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
             run_file.write("failed", error=_reason(err))
             raise
     return _Outcome(result, run_file.write("finished", result))
+
+
+def _launched_backend(plan: RunPlan, app_dir: Path) -> Backend:
+    """The federation's backend, launched: its workers start up while this process imports.
+
+    ``run_simulation`` then starts it with the very same ClientApp source, and only waits.
+    """
+    federation = plan.federation
+    backend = make_backend(federation.backend, **federation.backend_options())
+    source = client_app_source(
+        plan.app.clientapp, None, app_dir, plan.run_id, federation.num_nodes, plan.run_config
+    )
+    backend.launch(source, federation.num_nodes)
+    return backend
 
 
 class _RunFile:

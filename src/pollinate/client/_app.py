@@ -9,12 +9,12 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TypeAlias
 
 from ..context import Context
-from ..errors import AppError
+from ..errors import AppError, PollinateError
 from ..message import ErrorCode, Message, MessageType
 from ._handler import Handler
 from ._numpy_client import ClientFn, numpy_client_handlers
 
-__all__ = ["ClientApp", "Handler", "Lifespan", "Mod"]
+__all__ = ["ClientApp", "Handler", "Lifespan", "Mod", "Warmup"]
 
 log = logging.getLogger("pollinate.client")
 
@@ -23,6 +23,9 @@ Mod: TypeAlias = Callable[[Message, Context, Handler], Message]
 
 Lifespan: TypeAlias = Callable[[Context], Iterator[None]]
 """A generator function: set-up before its ``yield``, tear-down after."""
+
+Warmup: TypeAlias = Callable[[Context], None]
+"""Run once per process before its first message: load what every node there shares."""
 
 
 class ClientApp:
@@ -46,6 +49,7 @@ class ClientApp:
         self._handlers: dict[str, Handler] = {}
         self._mods = list(mods)
         self._lifespan: Lifespan | None = None
+        self._warmup: Warmup | None = None
         if client_fn is not None:
             self._handlers.update(numpy_client_handlers(client_fn))
 
@@ -69,6 +73,36 @@ class ClientApp:
             return fn
 
         return register
+
+    def warmup(self) -> Callable[[Warmup], Warmup]:
+        """Register a function a simulation runs once per process before round 1.
+
+        Each process that will run nodes (the inline backend's own, every worker of the
+        process backend) calls it with a context holding the run config and, in
+        ``node_config``, ``num-partitions`` (no ``partition-id``: it is no one node). Load
+        what the nodes share there (a dataset split, say) so that round 1 does not pay for
+        it. A handler must not rely on it having run: a deployed node never calls it.
+        """
+
+        def register(fn: Warmup) -> Warmup:
+            self._warmup = fn
+            return fn
+
+        return register
+
+    def warm_up(self, context: Context) -> None:
+        """Run the registered warm-up, if any; AppError if it raises (pollinate's errors pass).
+
+        The error names the warm-up and where it raised: a run cannot start without it.
+        """
+        if self._warmup is None:
+            return
+        try:
+            self._warmup(context)
+        except PollinateError:
+            raise
+        except Exception as err:
+            raise AppError(f"the ClientApp's warm-up raised {_describe(err)}") from err
 
     @property
     def message_types(self) -> list[str]:

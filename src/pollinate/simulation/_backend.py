@@ -18,6 +18,8 @@ from ..errors import AppError, ConfigError
 from ..loader import load_object
 from ..message import ErrorCode, Message
 from ..records import RecordDict
+from ..wire import encode_context
+from ._devices import CPU, with_device
 
 __all__ = [
     "Backend",
@@ -32,11 +34,16 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class ClientAppSource:
-    """How to get the ClientApp: an object in this process, or an import string for workers."""
+    """How to get the ClientApp: an object in this process, or an import string for workers.
+
+    ``warmup_context``, when given, is what each process that runs nodes hands the app's
+    warm-up (``ClientApp.warmup``) before round 1; ``prepare()`` does both steps.
+    """
 
     app: ClientApp | None = None
     spec: str | None = None
     search_path: str | None = None
+    warmup_context: Context | None = None
 
     def load(self) -> ClientApp:
         """The ClientApp, importing it if needed."""
@@ -46,12 +53,23 @@ class ClientAppSource:
             raise AppError("no ClientApp given: pass a ClientApp, a client_fn, or an import string")
         return load_object(self.spec, ClientApp, self.search_path)
 
-    def for_workers(self) -> tuple[str | None, str | None, bytes | None]:
-        """What a worker process needs to load the app: the import string, else the object."""
+    def prepare(self, device: str = CPU) -> ClientApp:
+        """The ClientApp, loaded and warmed up on ``device``: what a process does once first."""
+        app = self.load()
+        if self.warmup_context is not None:
+            app.warm_up(with_device(self.warmup_context, device))
+        return app
+
+    def for_workers(self) -> tuple[str | None, str | None, bytes | None, bytes | None]:
+        """What a worker process needs to load the app: the import string, else the object.
+
+        The warm-up context goes along in the wire format (None: no warm-up).
+        """
+        warmup = None if self.warmup_context is None else encode_context(self.warmup_context)
         if self.spec is not None:
-            return self.spec, self.search_path, None
+            return self.spec, self.search_path, None, warmup
         try:
-            return None, self.search_path, pickle.dumps(self.app)
+            return None, self.search_path, pickle.dumps(self.app), warmup
         except Exception as err:
             raise AppError(
                 "the process backend must send the ClientApp to worker processes, and this "
@@ -82,6 +100,14 @@ class Backend(ABC):
     """Runs ClientApp tasks for virtual nodes."""
 
     name: str = ""
+
+    def launch(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
+        """Begin what ``start`` does without waiting (a pool spawns its workers); optional.
+
+        A caller with its own start-up to do launches first, so both proceed together;
+        ``start`` with the same arguments then finishes the job. Here: nothing to begin.
+        """
+        return None
 
     @abstractmethod
     def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:

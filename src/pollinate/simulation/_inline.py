@@ -34,8 +34,8 @@ class InlineBackend(Backend):
         self._app: ClientApp | None = None
 
     def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
-        """Load the ClientApp in this process."""
-        self._app = app.load()
+        """Load the ClientApp in this process and run its warm-up."""
+        self._app = app.prepare(self.device)
 
     def run(self, tasks: Sequence[Task], deadline: float | None) -> Iterator[TaskResult]:
         """Run the tasks in order, each with the whole time to ``deadline`` as its own budget.

@@ -4,17 +4,22 @@ Work crosses to the workers in pollinate's wire format over pipes: arrays travel
 buffers and are decoded without copying, never pickled. Each worker keeps the last model
 (ArrayRecord) it was sent under each content key, and the parent sends a record that holds
 the very same arrays only once: a round's model crosses the pipe once per worker, not once
-per node. A worker that dies or overruns the round's deadline is replaced (without stalling
-the others); its node's task becomes an error reply.
+per node; the run config likewise. A worker holds up to ``PIPELINE`` tasks, so it starts the
+next one without waiting for the parent, and returns each model-sized reply through a
+shared buffer (``_shared``) rather than the pipe. A worker loads the app and runs its
+warm-up before it says it is ready. A worker that dies or overruns the round's deadline is
+replaced (without stalling the others); its node's task becomes an error reply, and a task
+it held but had not started goes to another worker.
 
 With ``num_gpus`` above 0 each worker holds a GPU slot (``_gpus.worker_gpus``): it starts
 with that slot as its ``CUDA_VISIBLE_DEVICES``, so it sees only its GPUs, and its tasks'
-contexts name ``cuda:0`` as their device; a replacement worker takes over its predecessor's
-slot. The slots cap the worker count as the cores do.
+contexts (and its warm-up's) name ``cuda:0`` as their device; a replacement worker takes
+over its predecessor's slot. The slots cap the worker count as the cores do.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing as mp
 import os
@@ -29,25 +34,32 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
+from types import MappingProxyType
 
 from .. import wire
 from ..client import ClientApp
+from ..context import Context, UserConfig
 from ..errors import AppError, ConfigError, PollinateError
 from ..message import ErrorCode, Message
 from ..records import ArrayRecord, RecordDict
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
 from ._devices import CPU, GPU, with_device
 from ._gpus import ENV, find_gpus, num_gpus_problem, share_phrase, worker_gpus
+from ._shared import MAX_SHARED_BYTES, MIN_SHARED_BYTES, SHARED, ReplyArea, send_fd
 
 __all__ = ["ProcessBackend"]
 
 log = logging.getLogger("pollinate.simulation")
 
-_HEADER = struct.Struct("<QQQ")
+PIPELINE = 2
+"""Tasks a worker holds at once: the one it runs and the next, waiting in its socket."""
+_HEADER = struct.Struct("<QQQQQQ")
+_ON_SOCKET, _IN_AREA, _NEW_AREA = 0, 1, 2  # where a frame's bytes are (see _send_frame)
+_HELD_RUN_CONFIG = 1  # a frame flag: the context's run config is the one the worker holds
 _KEY_SEPARATOR = b"\x00"
 _READY = b"ready"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-_Payload = tuple[str | None, str | None, bytes | None]
+_Payload = tuple[str | None, str | None, bytes | None, bytes | None]
 _ENVIRON_LOCK = threading.Lock()
 
 
@@ -92,12 +104,23 @@ class ProcessBackend(Backend):
         self._workers: list[_Worker] = []
         self._closed = False
 
-    def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
-        """Start the workers (no more than there are nodes) and wait until each is ready."""
+    def launch(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
+        """Spawn the workers (no more than there are nodes) without waiting for them.
+
+        They import the app and warm up while the caller goes on with its own start-up
+        (importing the ServerApp, say); ``start`` with the same source then only waits.
+        """
         self._payload = app.for_workers()
         count = self.num_workers if num_nodes is None else min(self.num_workers, num_nodes)
         slots = self.gpu_slots or (None,) * count
         self._workers = [self._spawn(slot) for slot in slots[:count]]
+
+    def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
+        """Start the workers, unless ``launch`` did for this app, and wait until each is ready."""
+        if not self._workers or self._payload != app.for_workers():
+            for worker in self._workers:  # launched for another app
+                worker.stop()
+            self.launch(app, num_nodes)
         try:
             for worker in self._workers:
                 worker.wait_ready(self.ready_timeout_s)
@@ -111,47 +134,86 @@ class ProcessBackend(Backend):
         return len(self._workers)
 
     def run(self, tasks: Sequence[Task], deadline: float | None) -> Iterator[TaskResult]:
-        """Hand tasks to idle workers in order; yield results as workers finish."""
-        queue = deque(enumerate(tasks))
-        busy: dict[Connection, tuple[_Worker, int, Task]] = {}
+        """Hand tasks to workers in order, up to ``PIPELINE`` each; yield results as they come.
+
+        A worker holds its next task before it finishes the current one, so it never waits
+        for this process to be scheduled, receive and hand out; a task queued behind a node
+        that overruns the deadline times out with it.
+        """
         if self._closed:
             raise PollinateError("the process backend is closed")
+        queue = deque(enumerate(tasks))
+        sent: dict[Connection, tuple[_Worker, deque[tuple[int, Task]]]] = {}
         starting = {w.conn: w for w in self._workers if not w.ready}
-        idle = [w for w in reversed(self._workers) if w.ready]
+        working = [w for w in self._workers if w.ready]
         try:
-            while queue or busy:
+            while queue or sent:
                 if _past(deadline):
                     break
-                while queue and idle:
-                    worker = idle.pop()
-                    index, task = queue.popleft()
-                    if worker.send(task):
-                        busy[worker.conn] = (worker, index, task)
-                    else:  # it died while idle: replace it and put the task back
-                        queue.appendleft((index, task))
-                        fresh = self._replace(worker)
-                        starting[fresh.conn] = fresh
-                ready = wait([*busy, *starting], timeout=_remaining(deadline))
+                self._hand_out(queue, working, sent, starting)
+                ready = wait([*sent, *starting], timeout=_remaining(deadline))
+                results = []
                 for conn in ready:
                     if conn in starting:
                         fresh = starting.pop(conn)
                         fresh.confirm_ready()
-                        idle.append(fresh)
+                        working.append(fresh)
                         continue
-                    worker, index, task = busy.pop(conn)  # type: ignore[call-overload]
-                    result = worker.receive(index, task)
-                    if worker.alive:
-                        idle.append(worker)
-                    else:
-                        fresh = self._replace(worker)
-                        starting[fresh.conn] = fresh
-                    yield result
-            for index, task in [*queue, *((i, t) for _, i, t in busy.values())]:
+                    worker, pending = sent[conn]  # type: ignore[index]
+                    index, task = pending.popleft()
+                    results.append(worker.receive(index, task))
+                    if worker.lost:  # what it held never ran: it goes to another worker
+                        queue.extendleft(reversed(pending))
+                        pending.clear()
+                    if not pending:
+                        del sent[conn]  # type: ignore[arg-type]
+                        if not worker.alive:
+                            if worker in working:  # else found dead by _hand_out already
+                                working.remove(worker)
+                            fresh = self._replace(worker)
+                            starting[fresh.conn] = fresh
+                # Workers get their next tasks before the caller sees these results: they
+                # compute while the caller aggregates, instead of waiting on it.
+                if not _past(deadline):
+                    self._hand_out(queue, working, sent, starting)
+                yield from results
+            for index, task in [*queue, *(t for _, pending in sent.values() for t in pending)]:
                 yield timeout_result(index, task)
         finally:
             # Work whose result nobody will read must not answer into a later round.
-            for worker, _, _ in busy.values():
+            for worker, _ in sent.values():
                 self._replace(worker)
+
+    def _hand_out(
+        self,
+        queue: deque[tuple[int, Task]],
+        working: list[_Worker],
+        sent: dict[Connection, tuple[_Worker, deque[tuple[int, Task]]]],
+        starting: dict[Connection, _Worker],
+    ) -> None:
+        """Send queued tasks in order: one to each worker holding none, then a second each.
+
+        A worker found dead while holding nothing is replaced; one still holding tasks is
+        left for ``run`` to find out through its socket (its next reply, or the end of it).
+        """
+        for depth in range(1, PIPELINE + 1):
+            for worker in list(working):
+                if not queue:
+                    return
+                held = sent.get(worker.conn)
+                if held is not None and len(held[1]) >= depth:
+                    continue
+                index, task = queue.popleft()
+                if worker.send(task):
+                    if held is None:
+                        held = sent[worker.conn] = (worker, deque())
+                    held[1].append((index, task))
+                    continue
+                queue.appendleft((index, task))  # it died: the task waits for another
+                working.remove(worker)
+                if held is None:
+                    fresh = self._replace(worker)
+                    starting[fresh.conn] = fresh
 
     def close(self) -> None:
         """Stop every worker; later calls to run() fail."""
@@ -216,7 +278,7 @@ class _Worker:
         self.pickled_from_main = payload[2] is not None and b"__main__" in payload[2]
         self.process: BaseProcess = context.Process(
             target=_worker_main,
-            args=(child, payload, threads, list(sys.path)),
+            args=(child, payload, threads, self.device, list(sys.path)),
             daemon=True,
             name="pollinate-worker",
         )
@@ -225,6 +287,9 @@ class _Worker:
         child.close()
         self.ready = False
         self.sent = SentArrays()
+        self.sent_run_config: UserConfig | None = None
+        self.replies = [ReplyArea() for _ in range(PIPELINE)]
+        self.lost = False
 
     @property
     def alive(self) -> bool:
@@ -258,12 +323,17 @@ class _Worker:
 
     def send(self, task: Task) -> bool:
         message, cached = self.sent.strip(task.message)
+        context, flags = task.context, 0
+        if context.run_config is self.sent_run_config:  # the run's one shared mapping
+            context, flags = dataclasses.replace(context, run_config={}), _HELD_RUN_CONFIG
+        self.sent_run_config = task.context.run_config
         try:
             _send_frame(
                 self.conn,
                 wire.encode_parts(message),
-                wire.encode_context(with_device(task.context, self.device)),
+                wire.encode_context(with_device(context, self.device)),
                 _KEY_SEPARATOR.join(key.encode() for key in cached),
+                flags=flags,
             )
         except OSError:
             return False
@@ -271,8 +341,9 @@ class _Worker:
 
     def receive(self, index: int, task: Task) -> TaskResult:
         try:
-            reply, context, _ = _recv_frame(self.conn)
+            reply, context, _, _ = _recv_frame(self.conn, self.replies)
         except (EOFError, OSError):
+            self.lost = True
             self.process.join(1)
             reason = (
                 f"the worker process running node {task.context.node_id} died "
@@ -293,6 +364,8 @@ class _Worker:
             self.process.kill()
             self.process.join(3)
         self.conn.close()
+        for area in self.replies:
+            area.close()
 
 
 class SentArrays:
@@ -343,71 +416,119 @@ def _same_arrays(held: ArrayRecord, record: ArrayRecord) -> bool:
 
 
 def _send_frame(
-    conn: Connection, message_parts: list[bytes | memoryview], context: bytes, keys: bytes = b""
+    conn: Connection,
+    message_parts: list[bytes | memoryview],
+    context: bytes,
+    keys: bytes = b"",
+    area: tuple[int, ReplyArea] | None = None,
+    flags: int = 0,
 ) -> None:
     """Send a message's parts, a context and the cached keys as one frame, unjoined.
 
-    A small header says the frame's size, where the message ends and the keys' size; then
-    each non-empty part goes as it is (arrays straight from their buffers).
+    A small header says the frame's size, where the message ends, the keys' size, where
+    the bytes are (next on the socket, each non-empty part as it is, arrays straight from
+    their buffers; or, for a big frame given an ``area``, in that shared reply buffer, whose
+    slot it names) and the ``flags``.
     """
-    parts = [memoryview(p) for p in message_parts]
-    message_size = sum(p.nbytes for p in parts)
-    conn.send_bytes(_HEADER.pack(message_size + len(context) + len(keys), message_size, len(keys)))
-    for part in [*parts, memoryview(context), memoryview(keys)]:
+    parts = [memoryview(p) for p in [*message_parts, context, keys]]
+    message_size = sum(p.nbytes for p in parts[:-2])
+    total = message_size + len(context) + len(keys)
+    if area is not None and SHARED and MIN_SHARED_BYTES <= total <= MAX_SHARED_BYTES:
+        slot, buffer = area
+        fresh = buffer.write(parts)
+        place = _IN_AREA if fresh is None else _NEW_AREA
+        conn.send_bytes(_HEADER.pack(total, message_size, len(keys), place, slot, flags))
+        if fresh is not None:
+            send_fd(conn, fresh)
+            os.close(fresh)
+        return
+    conn.send_bytes(_HEADER.pack(total, message_size, len(keys), _ON_SOCKET, 0, flags))
+    for part in parts:
         if part.nbytes:
             conn.send_bytes(part)
 
 
-def _recv_frame(conn: Connection) -> tuple[memoryview, memoryview, memoryview]:
-    """Receive a frame into one buffer: the message's, the context's and the keys' bytes."""
-    total, message_size, keys_size = _HEADER.unpack(conn.recv_bytes())
-    buffer = bytearray(total)
-    received = 0
-    while received < total:
-        received += conn.recv_bytes_into(buffer, received)
+def _recv_frame(
+    conn: Connection, areas: Sequence[ReplyArea] = ()
+) -> tuple[memoryview, memoryview, memoryview, int]:
+    """Receive a frame into one buffer: the message's, the context's and the keys' bytes.
+
+    The frame's flags come last.
+    """
+    total, message_size, keys_size, place, slot, flags = _HEADER.unpack(conn.recv_bytes())
+    if place == _ON_SOCKET:
+        buffer = bytearray(total)
+        received = 0
+        while received < total:
+            received += conn.recv_bytes_into(buffer, received)
+    else:
+        if slot >= len(areas):
+            raise EOFError(f"a frame names shared reply buffer {slot}, which is not there")
+        area = areas[slot]
+        if place == _NEW_AREA:
+            area.receive(conn)
+        buffer = area.read(total)
     view = memoryview(buffer)
     context_end = total - keys_size
-    return view[:message_size], view[message_size:context_end], view[context_end:]
+    return view[:message_size], view[message_size:context_end], view[context_end:], flags
 
 
-def _worker_main(conn: Connection, payload: _Payload, threads: int, parent_path: list[str]) -> None:
-    """A worker's loop: load the app, then answer tasks until the pipe closes."""
+def _worker_main(
+    conn: Connection, payload: _Payload, threads: int, device: str, parent_path: list[str]
+) -> None:
+    """A worker's loop: load the app, then answer tasks (on ``device``) until the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     for var in _THREAD_VARS:
         os.environ[var] = str(threads)
     sys.path[:] = parent_path
     try:
-        app = _load_in_worker(payload, threads)
+        app = _load_in_worker(payload, threads, device)
     except Exception as err:
         conn.send_bytes(f"{type(err).__name__}: {err}".encode())
         return
     conn.send_bytes(_READY)
-    held = SentArrays()
+    held, areas = SentArrays(), [ReplyArea() for _ in range(PIPELINE)]
+    replies = 0
+    run_config: UserConfig = {}
     while True:
         try:
-            message_bytes, context_bytes, keys = _recv_frame(conn)
+            message_bytes, context_bytes, keys, flags = _recv_frame(conn)
         except (EOFError, OSError):
             return
         cached = [k.decode() for k in bytes(keys).split(_KEY_SEPARATOR)] if len(keys) else []
         message = held.restore(wire.decode(message_bytes), cached)
-        _send_frame(conn, *_answer(app, message, context_bytes))
+        context = wire.decode_context(context_bytes)
+        if flags & _HELD_RUN_CONFIG:
+            context = dataclasses.replace(context, run_config=run_config)
+        else:  # read-only: one node must not change what the next one sees
+            run_config = MappingProxyType(dict(context.run_config))
+            context = dataclasses.replace(context, run_config=run_config)
+        # The parent holds at most PIPELINE tasks here and copies each reply out before it
+        # sends the next task: taking the buffers in turn, none is overwritten unread.
+        slot = replies % PIPELINE
+        _send_frame(conn, *_answer(app, message, context), area=(slot, areas[slot]))
+        replies += 1
 
 
 def _answer(
-    app: ClientApp, message: Message, context_bytes: memoryview
+    app: ClientApp, message: Message, context: Context
 ) -> tuple[list[bytes | memoryview], bytes]:
-    """Run one task; a reply that cannot be encoded becomes an INVALID_REPLY error reply."""
-    context = wire.decode_context(context_bytes)
+    """Run one task; a reply that cannot be encoded becomes an INVALID_REPLY error reply.
+
+    Only the node's state goes back with the reply: the parent has the rest of the context.
+    """
     reply = app(message, context)
     try:
-        return wire.encode_parts(reply), wire.encode_context(context)
+        state_only = Context(context.run_id, context.node_id, state=context.state)
+        return wire.encode_parts(reply), wire.encode_context(state_only)
     except PollinateError as err:
         error = message.reply_error(ErrorCode.INVALID_REPLY, f"the reply cannot be sent: {err}")
         return wire.encode_parts(error), b""
 
 
-def _load_in_worker(payload: _Payload, threads: int) -> ClientApp:
-    spec, search_path, pickled = payload
+def _load_in_worker(payload: _Payload, threads: int, device: str) -> ClientApp:
+    """Load the app, set torch's threads, warm it up on ``device``: all before "ready"."""
+    spec, search_path, pickled, warmup = payload
     if spec is not None:
         app = ClientAppSource(spec=spec, search_path=search_path).load()
     else:
@@ -417,4 +538,6 @@ def _load_in_worker(payload: _Payload, threads: int) -> ClientApp:
         sys.modules["torch"].set_num_threads(threads)
     if not isinstance(app, ClientApp):
         raise AppError(f"expected a ClientApp, got {type(app).__name__}")
+    if warmup is not None:
+        app.warm_up(with_device(wire.decode_context(warmup), device))
     return app

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 from ..client import ClientApp, ClientFn
 from ..context import Context, UserConfig
@@ -67,11 +69,11 @@ def run_simulation(
     if not 1 <= num_nodes <= MAX_NODES:
         raise ConfigError(f"num-nodes must be between 1 and {MAX_NODES:,}, got {num_nodes}")
     config = _checked_run_config(run_config or {})
-    app_ref = _client_app_ref(client_app, client_fn, app_dir)
+    run_id = secrets.randbits(63) if run_id is None else run_id
+    app_ref = client_app_source(client_app, client_fn, app_dir, run_id, num_nodes, config)
     server = one_server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
     if not isinstance(backend, Backend):
         backend = make_backend(backend, **(backend_options or {}))
-    run_id = secrets.randbits(63) if run_id is None else run_id
     grid = SimulationGrid(backend, num_nodes, run_id, config, node_config_fn)
     context = Context(run_id, SERVER_NODE_ID, {}, config, RecordDict())
     starting = f"starting {num_nodes:,} node{'s' * (num_nodes != 1)}"
@@ -90,6 +92,30 @@ def run_simulation(
             backend.close()
             grid.close()
         return progress.finished(result)
+
+
+def client_app_source(
+    client_app: ClientApp | str | None,
+    client_fn: ClientFn | None,
+    app_dir: str | Path | None,
+    run_id: int,
+    num_nodes: int,
+    run_config: UserConfig,
+) -> ClientAppSource:
+    """The ClientApp as ``run_simulation`` hands it to its backend, warm-up context included.
+
+    A caller that launches the backend early (``Backend.launch``) passes it the same source.
+    """
+    app_ref = _client_app_ref(client_app, client_fn, app_dir)
+    context = _warmup_context(run_id, num_nodes, _checked_run_config(run_config))
+    return dataclasses.replace(app_ref, warmup_context=context)
+
+
+def _warmup_context(run_id: int, num_nodes: int, run_config: UserConfig) -> Context:
+    """What a ClientApp's warm-up gets: the run, its config and the federation's size."""
+    node_config = {"num-partitions": num_nodes}
+    read_only = MappingProxyType(dict(run_config))
+    return Context(run_id, SERVER_NODE_ID, node_config, read_only, RecordDict())
 
 
 def _checked_run_config(run_config: UserConfig) -> dict[str, bool | int | float | str]:

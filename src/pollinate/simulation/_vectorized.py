@@ -84,9 +84,9 @@ class VectorizedBackend(Backend):
         self.device = self._inline.device
 
     def start(self, app: ClientAppSource, num_nodes: int | None = None) -> None:
-        """Load the ClientApp in this process."""
+        """Load the ClientApp in this process and run its warm-up."""
         self._app = app.load()
-        self._inline.start(ClientAppSource(app=self._app))
+        self._inline.start(ClientAppSource(app=self._app, warmup_context=app.warmup_context))
         if self._reuse_memory:
             _keep_freed_memory(min(self._budget, 2**31 - 1))
 
