@@ -1,0 +1,264 @@
+"""The Ray backend on a real two-node Ray cluster on 127.0.0.1, started once for the module.
+
+The cluster's two nodes have one CPU each and a label each (``head_node``, ``second_node``).
+It is stopped by ending the processes it started (never ``ray stop``, which would end every
+Ray on the machine). Without Ray the tests skip, except under CI, where they fail.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from pollinate import FedAvg, ServerApp, run_simulation
+from pollinate.errors import ConfigError
+from pollinate.simulation import ClientAppSource, RayBackend
+
+from .._shared import in_ci
+from .fixture_apps import initial_arrays
+
+try:
+    import ray
+except ImportError:
+    if in_ci():
+        pytest.fail("Ray is not installed; CI must install it (pip install '.[dev]')")
+    pytest.skip("Ray is not installed (pip install 'pollinate[ray]')", allow_module_level=True)
+
+RAY = Path(sys.executable).with_name("ray")
+START_TIMEOUT_S = 120.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Cluster:
+    """A head and a second node, each a ``ray start --block`` process group of ours."""
+
+    def __init__(self) -> None:
+        self.temp_dir = tempfile.mkdtemp(prefix="plray")  # short: Ray's socket paths are long
+        self.port = _free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        src = str(Path(__import__("pollinate").__file__).parents[1])
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+            "RAY_AUTH_MODE": "disabled",  # a throwaway cluster on 127.0.0.1
+        }
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        head = ["--head", f"--port={self.port}", f"--ray-client-server-port={_free_port()}"]
+        head += ["--include-dashboard=false", f"--dashboard-port={_free_port()}"]
+        self._node("head", [*head, f"--temp-dir={self.temp_dir}"], {"head_node": 1})
+        self._wait_for(lambda: _listening(self.port), "the head node's port")
+        self._node("second", [f"--address={self.address}"], {"second_node": 1})
+        self._wait_for(lambda: _alive_nodes(self.address) == 2, "two nodes")
+
+    def stop(self) -> None:
+        for process in self.processes:
+            with contextlib.suppress(ProcessLookupError):  # its group may be gone already
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+    def _node(self, name: str, args: list[str], resources: dict[str, int]) -> None:
+        ports = [
+            f"--{flag}={_free_port()}"
+            for flag in (
+                "dashboard-agent-listen-port",
+                "dashboard-agent-grpc-port",
+                "runtime-env-agent-port",
+                "metrics-export-port",
+            )
+        ]
+        command = [
+            *[str(RAY), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
+            *["--disable-usage-stats", f"--object-store-memory={100 * 2**20}", *ports, *args],
+            *["--resources", json.dumps(resources)],
+        ]
+        log = Path(self.temp_dir) / f"{name}.log"
+        with log.open("wb") as out:
+            self.processes.append(
+                subprocess.Popen(
+                    command,
+                    env=self.env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,  # its own process group: stop() ends it whole
+                )
+            )
+
+    def _wait_for(self, ready, what: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not ready():
+            if time.monotonic() > deadline or any(p.poll() is not None for p in self.processes):
+                logs = {p.name: p.read_text()[-2000:] for p in Path(self.temp_dir).glob("*.log")}
+                raise RuntimeError(f"the test Ray cluster did not get {what}: {logs}")
+            time.sleep(0.2)
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _alive_nodes(address: str) -> int:
+    """How many nodes the cluster at ``address`` has, asked from a short-lived driver."""
+    code = (
+        f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
+        "print(sum(n['Alive'] for n in ray.nodes()))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    return int(out.stdout.strip() or 0)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    started = Cluster()
+    try:
+        started.start()
+        yield started
+    finally:
+        started.stop()
+
+
+def fedavg(num_rounds=2, fraction_train=1.0, timeout_s=None, train_config=None, seen=None):
+    """FedAvg over the fixture model; ``seen`` collects what the server notes while it runs."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid, context):
+        if seen is not None:
+            seen["gcs"] = ray.get_runtime_context().gcs_address
+        strategy = FedAvg(fraction_train=fraction_train, fraction_evaluate=0.0, min_train_nodes=1)
+        return strategy.start(
+            grid,
+            initial_arrays(),
+            num_rounds=num_rounds,
+            timeout_s=timeout_s,
+            train_config=train_config or {},
+        )
+
+    return app
+
+
+def on_cluster(cluster, server, app, num_nodes, apps_dir, **options):
+    return run_simulation(
+        server,
+        app,
+        num_nodes=num_nodes,
+        app_dir=apps_dir,
+        backend="ray",
+        backend_options={"ray_address": cluster.address, **options},
+        verbose=False,
+    )
+
+
+def test_ray_equals_inline_bit_for_bit_and_runs_on_both_nodes(cluster, apps_dir, tmp_path):
+    config = {"where-dir": str(tmp_path), "delay": 0.02}
+    inline = run_simulation(
+        fedavg(3, 0.5, train_config=config),
+        "fixture_apps:noisy",
+        num_nodes=6,
+        verbose=False,
+        app_dir=apps_dir,
+    )
+    on_ray = on_cluster(cluster, fedavg(3, 0.5, train_config=config), "ray_apps:where", 6, apps_dir)
+    for name in inline.arrays:
+        assert inline.arrays[name].numpy().tobytes() == on_ray.arrays[name].numpy().tobytes()
+    assert [r.train.metrics for r in inline.rounds] == [r.train.metrics for r in on_ray.rounds]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["head_node-cpu", "second_node-cpu"]
+    assert not ray.is_initialized()  # the driver left the cluster
+
+
+def test_an_actor_that_dies_mid_task_fails_its_node_and_is_replaced(cluster, apps_dir):
+    result = on_cluster(cluster, fedavg(2), "fixture_apps:crashing", 4, apps_dir)
+    assert [r.train.num_ok for r in result.rounds] == [3, 3]
+    for server_round in result.rounds:
+        (crashed,) = server_round.train.failures
+        assert crashed.node_id == 2
+        assert (
+            "NODE_UNAVAILABLE" in crashed.reason
+            and "Ray actor running node 2 died" in crashed.reason
+        )
+
+
+def test_a_stalled_node_times_out_and_holds_up_no_other(cluster, apps_dir):
+    # Four tasks on two actors: stalled node 2 holds one actor, the other runs the rest, so
+    # only node 2 times out; its actor is replaced and the next round runs as well.
+    result = on_cluster(cluster, fedavg(2, timeout_s=6.0), "fixture_apps:stalling", 4, apps_dir)
+    outcomes = [
+        (r.train.num_ok, [(f.node_id, "TIMEOUT" in f.reason) for f in r.train.failures])
+        for r in result.rounds
+    ]
+    assert outcomes == [(3, [(2, True)]), (3, [(2, True)])]
+
+
+def test_a_local_ray_is_started_for_the_run_and_stopped(apps_dir):
+    seen: dict[str, str] = {}
+    result = run_simulation(
+        fedavg(1, seen=seen),
+        "fixture_apps:noisy",
+        num_nodes=2,
+        app_dir=apps_dir,
+        backend="ray",
+        backend_options={"num_actors": 1},
+        verbose=False,
+    )
+    assert result.rounds[-1].train.num_ok == 2
+    port = seen["gcs"].rsplit(":", 1)[1]
+    assert not ray.is_initialized() and not _listening(int(port))
+
+
+def test_more_actors_than_the_cluster_has_room_for_is_a_clear_error(cluster, apps_dir):
+    with pytest.raises(ConfigError, match="num-workers = 3 Ray actors of 1 CPU each do not fit"):
+        on_cluster(cluster, fedavg(1), "fixture_apps:noisy", 4, apps_dir, num_actors=3)
+    with pytest.raises(ConfigError, match="no node of the Ray cluster has 1 CPU and 1 GPU"):
+        on_cluster(cluster, fedavg(1), "fixture_apps:noisy", 4, apps_dir, num_gpus=1.0)
+    assert not ray.is_initialized()
+
+
+def test_an_address_nobody_answers_at_is_a_clear_error_at_once(apps_dir):
+    backend = RayBackend(ray_address=f"127.0.0.1:{_free_port()}")
+    with pytest.raises(ConfigError, match=r"nothing answers at ray-address = '127\.0\.0\.1:"):
+        backend.start(ClientAppSource(spec="fixture_apps:noisy", search_path=str(apps_dir)))
+    with pytest.raises(ConfigError, match='must be "" \\(a local Ray\\), "auto"'):
+        RayBackend(ray_address="head-node").start(ClientAppSource(spec="fixture_apps:noisy"))
+
+
+def test_without_ray_the_backend_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'pollinate\[ray\]'"):
+        RayBackend().start(ClientAppSource(spec="fixture_apps:noisy"))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"num_cpus": 0}, "num-cpus must be above 0"),
+        ({"num_gpus": -1}, "num-gpus must be 0 or more"),
+        ({"num_actors": 0}, "num-workers (Ray actors) must be at least 1"),
+    ],
+)
+def test_bad_options_are_clear_errors(options, message):
+    with pytest.raises(ConfigError) as err:
+        RayBackend(**options)
+    assert message in str(err.value)
