@@ -1,6 +1,8 @@
 """The Ray backend on a real two-node Ray cluster on 127.0.0.1, started once for the module.
 
-The cluster's two nodes have one CPU each and a label each (``head_node``, ``second_node``).
+The cluster's two nodes have one CPU each and a label each (``head_node``, ``second_node``);
+the second also claims one GPU (Ray takes a node's word for it), so GPU placement is tested
+on a machine without one.
 It is stopped by ending the processes it started (never ``ray stop``, which would end every
 Ray on the machine). Without Ray the tests skip, except under CI, where they fail.
 """
@@ -17,9 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from pollinate import FedAvg, ServerApp, run_simulation
+from pollinate import ArrayRecord, FedAvg, ServerApp, run_simulation
 from pollinate.errors import ConfigError
 from pollinate.simulation import ClientAppSource, RayBackend
 
@@ -63,7 +66,7 @@ class Cluster:
         head += ["--include-dashboard=false", f"--dashboard-port={_free_port()}"]
         self._node("head", [*head, f"--temp-dir={self.temp_dir}"], {"head_node": 1})
         self._wait_for(lambda: _listening(self.port), "the head node's port")
-        self._node("second", [f"--address={self.address}"], {"second_node": 1})
+        self._node("second", [f"--address={self.address}", "--num-gpus=1"], {"second_node": 1})
         self._wait_for(lambda: _alive_nodes(self.address) == 2, "two nodes")
 
     def stop(self) -> None:
@@ -140,8 +143,10 @@ def cluster():
         started.stop()
 
 
-def fedavg(num_rounds=2, fraction_train=1.0, timeout_s=None, train_config=None, seen=None):
-    """FedAvg over the fixture model; ``seen`` collects what the server notes while it runs."""
+def fedavg(
+    num_rounds=2, fraction_train=1.0, timeout_s=None, train_config=None, seen=None, arrays=None
+):
+    """FedAvg over ``arrays`` (the fixture model by default); ``seen`` gets the Ray it used."""
     app = ServerApp()
 
     @app.main()
@@ -151,7 +156,7 @@ def fedavg(num_rounds=2, fraction_train=1.0, timeout_s=None, train_config=None, 
         strategy = FedAvg(fraction_train=fraction_train, fraction_evaluate=0.0, min_train_nodes=1)
         return strategy.start(
             grid,
-            initial_arrays(),
+            initial_arrays() if arrays is None else arrays,
             num_rounds=num_rounds,
             timeout_s=timeout_s,
             train_config=train_config or {},
@@ -172,21 +177,49 @@ def on_cluster(cluster, server, app, num_nodes, apps_dir, **options):
     )
 
 
-def test_ray_equals_inline_bit_for_bit_and_runs_on_both_nodes(cluster, apps_dir, tmp_path):
+def test_ray_equals_inline_bit_for_bit_and_runs_on_both_nodes(
+    cluster, apps_dir, tmp_path, monkeypatch
+):
     config = {"where-dir": str(tmp_path), "delay": 0.02}
+    model = ArrayRecord({"w": np.zeros((160, 128), np.float32), "b": np.zeros(3, np.float32)})
     inline = run_simulation(
-        fedavg(3, 0.5, train_config=config),
+        fedavg(3, 0.5, train_config=config, arrays=model),
         "fixture_apps:noisy",
         num_nodes=6,
         verbose=False,
         app_dir=apps_dir,
     )
-    on_ray = on_cluster(cluster, fedavg(3, 0.5, train_config=config), "ray_apps:where", 6, apps_dir)
+    real_put, put = ray.put, []
+
+    def counting_put(value):
+        put.append(value.nbytes)
+        return real_put(value)
+
+    monkeypatch.setattr(ray, "put", counting_put)
+    server = fedavg(3, 0.5, train_config=config, arrays=model)
+    on_ray = on_cluster(cluster, server, "ray_apps:where", 6, apps_dir)
+    assert len(put) == 3 and min(put) > 160 * 128 * 4  # the 80 KB model: once a round
     for name in inline.arrays:
         assert inline.arrays[name].numpy().tobytes() == on_ray.arrays[name].numpy().tobytes()
     assert [r.train.metrics for r in inline.rounds] == [r.train.metrics for r in on_ray.rounds]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["head_node-cpu", "second_node-cpu"]
+    seen = sorted(p.name.rsplit("-", 1)[0] for p in tmp_path.iterdir())
+    assert seen == ["head_node-cpu", "second_node-cpu"]
     assert not ray.is_initialized()  # the driver left the cluster
+
+
+def test_actors_with_a_gpu_share_give_their_nodes_the_gpu_device(cluster, apps_dir, tmp_path):
+    config = {"where-dir": str(tmp_path)}
+    result = on_cluster(
+        cluster,
+        fedavg(1, train_config=config),
+        "ray_apps:where",
+        4,
+        apps_dir,
+        num_cpus=0.5,
+        num_gpus=0.5,  # two actors share the second node's GPU; the head has none
+    )
+    assert result.rounds[-1].train.num_ok == 4
+    assert [p.name for p in tmp_path.iterdir()] == ["second_node-cuda:0-0"]
 
 
 def test_an_actor_that_dies_mid_task_fails_its_node_and_is_replaced(cluster, apps_dir):
@@ -231,8 +264,8 @@ def test_a_local_ray_is_started_for_the_run_and_stopped(apps_dir):
 def test_more_actors_than_the_cluster_has_room_for_is_a_clear_error(cluster, apps_dir):
     with pytest.raises(ConfigError, match="num-workers = 3 Ray actors of 1 CPU each do not fit"):
         on_cluster(cluster, fedavg(1), "fixture_apps:noisy", 4, apps_dir, num_actors=3)
-    with pytest.raises(ConfigError, match="no node of the Ray cluster has 1 CPU and 1 GPU"):
-        on_cluster(cluster, fedavg(1), "fixture_apps:noisy", 4, apps_dir, num_gpus=1.0)
+    with pytest.raises(ConfigError, match="no node of the Ray cluster has 1 CPU and 2 GPUs"):
+        on_cluster(cluster, fedavg(1), "fixture_apps:noisy", 4, apps_dir, num_gpus=2.0)
     assert not ray.is_initialized()
 
 
