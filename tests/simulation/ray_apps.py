@@ -4,9 +4,9 @@ import os
 from pathlib import Path
 
 import ray
-from fixture_apps import _noisy_update
+from fixture_apps import _noisy_update, initial_arrays
 
-from pollinate import ClientApp
+from pollinate import ClientApp, FedAvg, ServerApp, run_simulation
 
 where = ClientApp()
 
@@ -26,3 +26,36 @@ def _note_where_it_ran(msg, context):
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "unset")
     (Path(msg.content["config"]["where-dir"]) / f"{label}-{device}-{visible}").touch()
     return _noisy_update(msg, context)
+
+
+raising = ClientApp()
+
+
+@raising.train()
+def _raise_on_node_2(msg, context):
+    if context.node_id == 2:
+        raise ValueError("node 2 cannot train today")
+    return _noisy_update(msg, context)
+
+
+def run_on_local_ray():
+    """Run 2 nodes for a round on a local Ray (ray_address ""): what the test then checks."""
+    server, seen = ServerApp(), {}
+
+    @server.main()
+    def main(grid, context):
+        seen["gcs"] = ray.get_runtime_context().gcs_address
+        strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=1)
+        return strategy.start(grid, initial_arrays(), num_rounds=1)
+
+    result = run_simulation(
+        server,
+        "fixture_apps:noisy",
+        num_nodes=2,
+        backend="ray",
+        verbose=False,
+        backend_options={"num_actors": 1},
+        app_dir=str(Path(__file__).parent),
+    )
+    ok = result.rounds[-1].train.num_ok
+    return {"ok": ok, "gcs": seen["gcs"], "initialized_after": ray.is_initialized()}

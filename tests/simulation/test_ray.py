@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 from pollinate import ArrayRecord, FedAvg, ServerApp, run_simulation
-from pollinate.errors import ConfigError
+from pollinate.errors import AppError, ConfigError
 from pollinate.simulation import ClientAppSource, RayBackend
+from pollinate.simulation._ray import _innermost
 
 from .._shared import in_ci
 from .fixture_apps import initial_arrays
@@ -54,11 +55,9 @@ class Cluster:
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
         src = str(Path(__import__("pollinate").__file__).parents[1])
-        self.env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-            "RAY_AUTH_MODE": "disabled",  # a throwaway cluster on 127.0.0.1
-        }
+        path = os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])
+        # No token authentication: a throwaway cluster on 127.0.0.1.
+        self.env = {**os.environ, "PYTHONPATH": path, "RAY_AUTH_MODE": "disabled"}
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
@@ -67,7 +66,7 @@ class Cluster:
         self._node("head", [*head, f"--temp-dir={self.temp_dir}"], {"head_node": 1})
         self._wait_for(lambda: _listening(self.port), "the head node's port")
         self._node("second", [f"--address={self.address}", "--num-gpus=1"], {"second_node": 1})
-        self._wait_for(lambda: _alive_nodes(self.address) == 2, "two nodes")
+        self._wait_for(lambda: _alive_nodes(self.address, self.env) == 2, "two nodes")
 
     def stop(self) -> None:
         for process in self.processes:
@@ -120,13 +119,12 @@ def _listening(port: int) -> bool:
     return True
 
 
-def _alive_nodes(address: str) -> int:
+def _alive_nodes(address: str, env: dict[str, str]) -> int:
     """How many nodes the cluster at ``address`` has, asked from a short-lived driver."""
     code = (
         f"import ray; ray.init(address={address!r}, logging_level='ERROR'); "
         "print(sum(n['Alive'] for n in ray.nodes()))"
     )
-    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
     )
@@ -143,16 +141,12 @@ def cluster():
         started.stop()
 
 
-def fedavg(
-    num_rounds=2, fraction_train=1.0, timeout_s=None, train_config=None, seen=None, arrays=None
-):
-    """FedAvg over ``arrays`` (the fixture model by default); ``seen`` gets the Ray it used."""
+def fedavg(num_rounds=2, fraction_train=1.0, timeout_s=None, train_config=None, arrays=None):
+    """FedAvg over ``arrays`` (the fixture model by default)."""
     app = ServerApp()
 
     @app.main()
     def main(grid, context):
-        if seen is not None:
-            seen["gcs"] = ray.get_runtime_context().gcs_address
         strategy = FedAvg(fraction_train=fraction_train, fraction_evaluate=0.0, min_train_nodes=1)
         return strategy.start(
             grid,
@@ -234,6 +228,13 @@ def test_an_actor_that_dies_mid_task_fails_its_node_and_is_replaced(cluster, app
         )
 
 
+def test_a_client_apps_error_reaches_the_server_with_its_message(cluster, apps_dir):
+    result = on_cluster(cluster, fedavg(1), "ray_apps:raising", 3, apps_dir)
+    ((failure,),) = [r.train.failures for r in result.rounds if r.train]
+    assert failure.node_id == 2 and "CLIENT_APP_RAISED" in failure.reason
+    assert "ValueError: node 2 cannot train today" in failure.reason
+
+
 def test_a_stalled_node_times_out_and_holds_up_no_other(cluster, apps_dir):
     # Four tasks on two actors: stalled node 2 holds one actor, the other runs the rest, so
     # only node 2 times out; its actor is replaced and the next round runs as well.
@@ -246,19 +247,16 @@ def test_a_stalled_node_times_out_and_holds_up_no_other(cluster, apps_dir):
 
 
 def test_a_local_ray_is_started_for_the_run_and_stopped(apps_dir):
-    seen: dict[str, str] = {}
-    result = run_simulation(
-        fedavg(1, seen=seen),
-        "fixture_apps:noisy",
-        num_nodes=2,
-        app_dir=apps_dir,
-        backend="ray",
-        backend_options={"num_actors": 1},
-        verbose=False,
+    # In a process of its own, as `pollinate run` would be: a process that started a local
+    # Ray keeps its token authentication, and then cannot join this module's cluster.
+    code = "import json, ray_apps; print(json.dumps(ray_apps.run_on_local_ray()))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=apps_dir, capture_output=True, text=True, timeout=240
     )
-    assert result.rounds[-1].train.num_ok == 2
-    port = seen["gcs"].rsplit(":", 1)[1]
-    assert not ray.is_initialized() and not _listening(int(port))
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["ok"] == 2 and seen["initialized_after"] is False
+    assert not _listening(int(seen["gcs"].rsplit(":", 1)[1]))  # that Ray is gone
 
 
 def test_more_actors_than_the_cluster_has_room_for_is_a_clear_error(cluster, apps_dir):
@@ -295,3 +293,20 @@ def test_bad_options_are_clear_errors(options, message):
     with pytest.raises(ConfigError) as err:
         RayBackend(**options)
     assert message in str(err.value)
+
+
+def test_an_app_the_actors_cannot_load_is_one_clear_error(cluster, apps_dir):
+    with pytest.raises(AppError, match=r"a Ray actor could not load the ClientApp: .*nosuch"):
+        on_cluster(cluster, fedavg(1), "fixture_apps:nosuch", 2, apps_dir)
+    assert not ray.is_initialized()
+
+
+def test_an_actor_that_cannot_start_names_the_innermost_error():
+    text = (
+        "The actor died because of an error raised in its creation task, "
+        "\x1b[36mray::_NodeActor.__init__()\x1b[39m (pid=1, ip=127.0.0.1)\n"
+        "  File 'x.py', line 1\n"
+        "RuntimeError: The actor with name _NodeActor failed to import on the worker.\n"
+        "ModuleNotFoundError: No module named 'pollinate'\n"
+    )
+    assert _innermost(RuntimeError(text)) == "ModuleNotFoundError: No module named 'pollinate'"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 import time
@@ -41,6 +42,8 @@ log = logging.getLogger("pollinate.simulation")
 INSTALL_HINT = "pip install 'pollinate[ray]'"
 _SHARED_BYTES = 64 * 1024  # array records at least this big go through the object store once
 _REACH_TIMEOUT_S = 5.0
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 _QUIET_LOGGERS = ("ray", "ray._private.authentication.authentication_token_setup")
 
 
@@ -157,7 +160,10 @@ class RayBackend(Backend):
             return
         options: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True}
         if not self.ray_address:
-            options.update(address="local", include_dashboard=False)
+            # This machine's workers import what this process imports, as process workers do.
+            path = os.pathsep.join(p for p in sys.path if p)
+            runtime_env = {"env_vars": {"PYTHONPATH": path}}
+            options.update(address="local", include_dashboard=False, runtime_env=runtime_env)
         else:
             _check_reachable(self.ray_address)
             options.update(address=self.ray_address)
@@ -175,9 +181,7 @@ class RayBackend(Backend):
     def _actor_count(self, num_nodes: int | None) -> int:
         """How many actors to create: what the cluster has room for, or ``num_actors``."""
         room = sum(self._room(node["Resources"]) for node in self._ray.nodes() if node["Alive"])
-        need = f"{self.num_cpus:g} CPU{'s' * (self.num_cpus != 1)}" + (
-            f" and {self.num_gpus:g} GPU{'s' * (self.num_gpus != 1)}" if self.num_gpus else ""
-        )
+        need = self._need()
         if room == 0:
             raise ConfigError(
                 f"no node of the Ray cluster has {need} for one actor: lower "
@@ -190,6 +194,13 @@ class RayBackend(Backend):
             )
         count = self.num_actors or room
         return count if num_nodes is None else min(count, num_nodes)
+
+    def _need(self) -> str:
+        """What one actor reserves, in words: ``"1 CPU and 0.5 GPUs"``."""
+        cpus = f"{self.num_cpus:g} CPU{'s' * (self.num_cpus != 1)}"
+        return cpus + (
+            f" and {self.num_gpus:g} GPU{'s' * (self.num_gpus != 1)}" * bool(self.num_gpus)
+        )
 
     def _room(self, resources: Mapping[str, float]) -> int:
         """How many actors fit on a node with ``resources``."""
@@ -214,8 +225,7 @@ class RayBackend(Backend):
             raise AppError(
                 f"{len(late)} of {len(pending)} Ray actors were not ready within "
                 f"{self.ready_timeout_s:g} s: the cluster may lack free resources for them "
-                f"(each needs {self.num_cpus:g} CPUs, {self.num_gpus:g} GPUs), or loading the "
-                "ClientApp hangs"
+                f"(each needs {self._need()}), or loading the ClientApp hangs"
             )
 
     def _collect(self, actor: _Actor) -> Iterator[TaskResult]:
@@ -263,7 +273,7 @@ class _Actor:
             problem = self.ray.get(self.ready_ref)
         except self.ray.exceptions.RayError as err:
             raise AppError(
-                f"a Ray actor could not start ({_first_line(err)}): every machine of the "
+                f"a Ray actor could not start ({_innermost(err)}): every machine of the "
                 "cluster needs pollinate, Ray and the app's dependencies installed"
             ) from None
         if problem:
@@ -451,6 +461,13 @@ def _reason(err: BaseException) -> str:
     """The first line of ``err``, and of its cause when it has one (Ray wraps the real one)."""
     cause = err.__cause__
     return _first_line(err) + (f": {_first_line(cause)}" if cause is not None else "")
+
+
+def _innermost(err: BaseException) -> str:
+    """The innermost exception Ray's error text names (``ModuleNotFoundError: ...``)."""
+    lines = [_ANSI.sub("", line).strip() for line in str(err).splitlines()]
+    named = [line for line in lines if _EXCEPTION_LINE.match(line)]
+    return named[-1] if named else _first_line(err)
 
 
 def _first_line(err: BaseException) -> str:
