@@ -105,11 +105,6 @@ class RayBackend(Backend):
             self.close()
             raise
 
-    @property
-    def actor_count(self) -> int:
-        """How many actors the backend holds now."""
-        return len(self._actors)
-
     def run(self, tasks: Sequence[Task], deadline: float | None) -> Iterator[TaskResult]:
         """Hand each idle actor the next task; yield results as they arrive.
 
