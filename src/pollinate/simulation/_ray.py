@@ -42,6 +42,7 @@ log = logging.getLogger("pollinate.simulation")
 INSTALL_HINT = "pip install 'pollinate[ray]'"
 _SHARED_BYTES = 64 * 1024  # array records at least this big go through the object store once
 _REACH_TIMEOUT_S = 5.0
+_DIRECT_REPLY_BYTES = 4 * 2**20  # a local Ray's replies this small skip the object store
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")
 _QUIET_LOGGERS = ("ray", "ray._private.authentication.authentication_token_setup")
@@ -158,7 +159,15 @@ class RayBackend(Backend):
             # This machine's workers import what this process imports, as process workers do.
             path = os.pathsep.join(p for p in sys.path if p)
             runtime_env = {"env_vars": {"PYTHONPATH": path}}
-            options.update(address="local", include_dashboard=False, runtime_env=runtime_env)
+            # Replies up to this size come back in the task's answer, not through the object
+            # store: a third less time per task for a 400 KB model on this 2-core machine.
+            direct = {"max_direct_call_object_size": _DIRECT_REPLY_BYTES}
+            options.update(
+                address="local",
+                include_dashboard=False,
+                runtime_env=runtime_env,
+                _system_config=direct,
+            )
         else:
             _check_reachable(self.ray_address)
             options.update(address=self.ray_address)
