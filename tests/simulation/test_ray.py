@@ -37,7 +37,7 @@ except ImportError:
         pytest.fail("Ray is not installed; CI must install it (pip install '.[dev]')")
     pytest.skip("Ray is not installed (pip install 'pollinate[ray]')", allow_module_level=True)
 
-RAY = Path(sys.executable).with_name("ray")
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # `ray`, whether or not it is on PATH
 START_TIMEOUT_S = 120.0
 
 
@@ -86,7 +86,7 @@ class Cluster:
             )
         ]
         command = [
-            *[str(RAY), "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
+            *[*RAY, "start", "--block", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
             *["--disable-usage-stats", f"--object-store-memory={100 * 2**20}", *ports, *args],
             *["--resources", json.dumps(resources)],
         ]
