@@ -73,6 +73,8 @@ class Cluster:
             with contextlib.suppress(ProcessLookupError):  # its group may be gone already
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+        for process in self.processes:  # the groups' other processes write in temp_dir too
+            _wait_gone(process.pid)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
     def _node(self, name: str, args: list[str], resources: dict[str, int]) -> None:
@@ -109,6 +111,17 @@ class Cluster:
                 logs = {p.name: p.read_text()[-2000:] for p in Path(self.temp_dir).glob("*.log")}
                 raise RuntimeError(f"the test Ray cluster did not get {what}: {logs}")
             time.sleep(0.2)
+
+
+def _wait_gone(group: int) -> None:
+    """Wait until no process of process group ``group`` is left (or 30 s)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def _listening(port: int) -> bool:
