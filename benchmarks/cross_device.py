@@ -9,7 +9,7 @@ the floor's ``fedavg_wall_s``, and the last line is the median of those ratios. 
 a smoke run of seconds: one pair, 50 clients, 10 a round, 2 rounds, the first 1,200 training
 images (not W2).
 
-usage: python benchmarks/cross_device.py DATA_DIR [--clients N] [--backend inline|process]
+usage: python benchmarks/cross_device.py DATA_DIR [--clients N] [--backend inline|process|ray]
                                          [--pairs P] [--workers W] [--threads T]
                                          [--floor PATH] [--quick]
 """
@@ -135,6 +135,8 @@ def run_pollinate(work: Workload, backend: str, workers: int) -> Measurement:
     final = out["final"]
     assert isinstance(final, dict)
     rounds_s = float(out["rounds_time_s"])  # type: ignore[arg-type]
+    first = next(r for r in out["rounds"] if r["round"] == 1)  # type: ignore[attr-defined]
+    print(f"pollinate first round {first['wall_time_s']:.2f} s", flush=True)
     return Measurement("pollinate", load, rounds_s, elapsed, peak, float(final["server.accuracy"]))
 
 
@@ -142,7 +144,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("data_dir", type=Path, help="folder with the four MNIST IDX .gz files")
     parser.add_argument("--clients", type=int, default=1000, help="nodes (default 1000)")
-    parser.add_argument("--backend", choices=("inline", "process"), default="inline")
+    parser.add_argument("--backend", choices=("inline", "process", "ray"), default="inline")
     parser.add_argument("--pairs", type=int, default=3, help="floor/pollinate pairs (default 3)")
     parser.add_argument("--workers", type=int, default=2, help="process backend workers")
     parser.add_argument("--threads", type=int, default=1, help="torch threads on both sides")

@@ -6,6 +6,7 @@ checked (this machine's load decides them), only that each line a reader needs i
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .._shared import require_mnist, require_w1_floor, require_w2_floor
+from .._shared import in_ci, require_mnist, require_w1_floor, require_w2_floor
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 NUMBER = r"[\d.,]+"
@@ -76,13 +77,16 @@ def test_skewed_mnist() -> None:
     assert re.fullmatch(rf"ratio {NUMBER}", lines[-1])
 
 
-@pytest.mark.parametrize("backend", ["inline", "process"])
+@pytest.mark.parametrize("backend", ["inline", "process", "ray"])
 def test_cross_device(backend: str) -> None:
     floor, data = require_w2_floor(), require_mnist()
+    if backend == "ray" and importlib.util.find_spec("ray") is None and not in_ci():
+        pytest.skip("Ray is not installed (pip install 'pollinate[ray]')")
     lines = run_quick("cross_device.py", str(data), "--floor", str(floor), "--backend", backend)
     for side in ("floor", "pollinate"):
         run = rf"pair 1  {side} +rounds +{NUMBER} s  command +{NUMBER} s  peak +{NUMBER} MB  "
         assert has_line(lines, rf"{run}accuracy {NUMBER} .*")
+    assert has_line(lines, rf"pollinate first round {NUMBER} s")
     assert has_line(lines, rf"pair 1  ratio {NUMBER}  command [+-]{NUMBER} s")
     assert re.fullmatch(rf"ratio {NUMBER}", lines[-1])
 

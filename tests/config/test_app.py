@@ -138,6 +138,27 @@ def test_vectorized_federation_passes_its_memory_budget(app_dir):
     assert default.backend_options() == {}
 
 
+def test_ray_federation_maps_to_backend_options(app_dir):
+    federation = _federation(
+        app_dir(),
+        overrides=["backend=ray ray-address=auto num-workers=3 client-resources.num-cpus=2"],
+    )
+    assert federation.backend_options() == {
+        "ray_address": "auto",
+        "num_actors": 3,
+        "num_cpus": 2,
+        "num_gpus": 0.0,
+    }
+    assert federation.to_json()["ray-address"] == "auto"
+    assert federation.describe() == "4 nodes, ray backend, 3 workers, 2 CPUs per node, Ray at auto"
+
+
+def test_ray_federation_defaults_leave_the_backend_its_own(app_dir):
+    federation = _federation(app_dir(), overrides=["backend=ray"])
+    assert federation.backend_options() == {"num_gpus": 0.0}
+    assert "ray-address" not in federation.to_json()
+
+
 def test_inline_backend_takes_no_options(app_dir):
     assert _federation(app_dir()).backend_options() == {}
 
@@ -148,8 +169,13 @@ def test_inline_backend_takes_no_options(app_dir):
         (["num-node=3"], "--federation-config: unknown key 'num-node' (did you mean 'num-nodes'?)"),
         (["num-nodes=ten"], "--federation-config: 'num-nodes' must be an int, got 'ten'"),
         (["num-nodes=0"], "num-nodes must be at least 1, got 0"),
-        (["backend=nosuch"], "backend must be one of 'inline', 'process', 'vectorized', got"),
-        (["num-workers=2"], 'num-workers applies to backend = "process" only'),
+        (
+            ["backend=nosuch"],
+            "backend must be one of 'inline', 'process', 'ray', 'vectorized', got",
+        ),
+        (["num-workers=2"], 'num-workers applies to backend = "process" (workers) or "ray"'),
+        (["ray-address=auto"], 'ray-address applies to backend = "ray" only'),
+        (["backend=process ray-address=auto"], 'ray-address applies to backend = "ray" only'),
         (["backend=process num-workers=0"], "num-workers must be at least 1"),
         (["memory-budget-mb=512"], 'memory-budget-mb applies to backend = "vectorized" only'),
         (["backend=vectorized memory-budget-mb=0.5"], "memory-budget-mb must be at least 1"),

@@ -15,8 +15,9 @@
 
     [tool.pollinate.federations.local-simulation]
     num-nodes = 10                          # required
-    backend = "inline"                      # or "process", "vectorized"
-    num-workers = 4                         # process backend only
+    backend = "inline"                      # or "process", "vectorized", "ray"
+    num-workers = 4                         # process backend (workers) or ray (actors) only
+    ray-address = "auto"                    # ray backend only: "" starts a local Ray
     client-resources = { num-cpus = 1, num-gpus = 0.0 }   # num-gpus: 0.25 = 4 share a GPU
 
     [tool.pollinate.federations.prod]       # a deployment: it has an address
@@ -75,6 +76,7 @@ FEDERATION_KEYS: dict[str, type] = {
     "client-resources.num-cpus": int,
     "client-resources.num-gpus": float,
     "memory-budget-mb": float,
+    "ray-address": str,
 }
 """Every key a simulation federation may set (nested tables as dotted keys), and its type."""
 
@@ -123,9 +125,12 @@ class Federation:
     num_cpus: int | None = None
     num_gpus: float = 0.0
     memory_budget_mb: float | None = None
+    ray_address: str | None = None
 
     def backend_options(self) -> dict[str, object]:
         """The keyword arguments of the backend's class."""
+        if self.backend == "ray":
+            return self._ray_options()
         options: dict[str, object] = {"num_gpus": self.num_gpus} if self.num_gpus else {}
         if self.backend == "vectorized" and self.memory_budget_mb is not None:
             options["memory_budget_mb"] = self.memory_budget_mb
@@ -135,6 +140,17 @@ class Federation:
             options["num_workers"] = self.num_workers
         if self.num_cpus is not None:
             options["threads_per_worker"] = self.num_cpus
+        return options
+
+    def _ray_options(self) -> dict[str, object]:
+        """The ray backend's options: its cluster, its actors and each one's resources."""
+        options: dict[str, object] = {"num_gpus": self.num_gpus}
+        if self.ray_address is not None:
+            options["ray_address"] = self.ray_address
+        if self.num_workers is not None:
+            options["num_actors"] = self.num_workers
+        if self.num_cpus is not None:
+            options["num_cpus"] = self.num_cpus
         return options
 
     def describe(self) -> str:
@@ -148,17 +164,24 @@ class Federation:
             parts.append(f"{share_phrase(self.num_gpus)} per node")
         if self.memory_budget_mb is not None:
             parts.append(f"{self.memory_budget_mb:g} MB memory budget")
+        if self.ray_address:
+            parts.append(f"Ray at {self.ray_address}")
         return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
         """The federation as ``run.json`` records it, in pyproject.toml's spelling."""
-        return {
+        recorded: dict[str, Any] = {
             "name": self.name,
             "num-nodes": self.num_nodes,
             "backend": self.backend,
             "num-workers": self.num_workers,
             "client-resources": {"num-cpus": self.num_cpus, "num-gpus": self.num_gpus},
-        } | ({} if self.memory_budget_mb is None else {"memory-budget-mb": self.memory_budget_mb})
+        }
+        if self.memory_budget_mb is not None:
+            recorded["memory-budget-mb"] = self.memory_budget_mb
+        if self.ray_address is not None:
+            recorded["ray-address"] = self.ray_address
+        return recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,6 +489,7 @@ def _federation(name: str, values: Mapping[str, Any]) -> Federation:
         num_cpus=values.get("client-resources.num-cpus"),
         num_gpus=values.get("client-resources.num-gpus", 0.0),
         memory_budget_mb=values.get("memory-budget-mb"),
+        ray_address=values.get("ray-address"),
     )
     _check(federation, where)
     return federation
@@ -480,11 +504,16 @@ def _check(federation: Federation, where: str) -> None:
             f"{where} backend must be one of {', '.join(map(repr, backend_names()))}, "
             f"got {federation.backend!r}"
         )
+    if federation.ray_address is not None and federation.backend != "ray":
+        raise ConfigError(
+            f'{where} ray-address applies to backend = "ray" only; set that backend or drop '
+            "ray-address"
+        )
     if federation.num_workers is not None:
-        if federation.backend != "process":
+        if federation.backend not in ("process", "ray"):
             raise ConfigError(
-                f'{where} num-workers applies to backend = "process" only; set that backend '
-                "or drop num-workers"
+                f'{where} num-workers applies to backend = "process" (workers) or "ray" '
+                "(actors) only; set one of those backends or drop num-workers"
             )
         if federation.num_workers < 1:
             raise ConfigError(

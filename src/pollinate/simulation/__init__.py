@@ -12,6 +12,7 @@ from ._grid import SimulationGrid as SimulationGrid
 from ._grid import default_node_config as default_node_config
 from ._inline import InlineBackend as InlineBackend
 from ._process import ProcessBackend as ProcessBackend
+from ._ray import RayBackend as RayBackend
 from ._run import run_simulation as run_simulation
 from ._vectorized import VectorizedBackend as VectorizedBackend
 from ._vectorized import VectorizedClientApp as VectorizedClientApp
@@ -22,6 +23,7 @@ __all__ = [
     "InlineBackend",
     "NodeConfigFn",
     "ProcessBackend",
+    "RayBackend",
     "SimulationGrid",
     "Task",
     "TaskResult",

@@ -56,11 +56,12 @@ def run_simulation(
     ``num_rounds`` (with optional ``initial_arrays``, else asked of a node, and a centralized
     ``evaluate_fn``).
 
-    ``backend`` is ``"inline"`` (one process, messages by reference) or ``"process"`` (a
-    worker pool; ``backend_options`` such as ``num_workers``); ``backend_options={"num_gpus":
-    0.25}`` puts the nodes on GPUs (docs/simulation.md, GPUs). With ``out_dir``, the run
-    writes ``metrics.jsonl``, ``model.npz`` and (unless ``checkpoints=False``) the global
-    model after every round under ``checkpoints/`` there.
+    ``backend`` is ``"inline"`` (one process, messages by reference), ``"process"`` (a
+    worker pool; ``backend_options`` such as ``num_workers``), ``"vectorized"`` or ``"ray"``
+    (Ray actors; ``ray_address``, ``num_cpus``, ``num_gpus``, ``num_actors``);
+    ``backend_options={"num_gpus": 0.25}`` puts the nodes on GPUs (docs/simulation.md, GPUs).
+    With ``out_dir``, the run writes ``metrics.jsonl``, ``model.npz`` and (unless
+    ``checkpoints=False``) the global model after every round under ``checkpoints/`` there.
 
     With ``verbose`` (the default) each round is shown on stderr as it finishes (a table
     under a progress bar on a terminal, a line per round elsewhere, Jupyter included), and
