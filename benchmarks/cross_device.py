@@ -107,9 +107,9 @@ def run_floor(floor: Path, work: Workload) -> Measurement:
 def pollinate_command(work: Workload, backend: str, workers: int, out_dir: Path) -> list[str]:
     """``pollinate run examples/cross-device-mnist --json`` for ``work`` on ``backend``.
 
-    Inline: one process with ``threads`` torch threads, like the floor, the data split before
-    round 1. Any other backend: ``workers`` workers of ``threads`` threads, each reading its
-    own data (so the server preloads nothing).
+    Inline: one process with ``threads`` torch threads, like the floor. Any other backend:
+    ``workers`` workers (or Ray actors) of ``threads`` threads. Either way the ClientApp's
+    warm-up splits the data before round 1 in every process that runs nodes.
     """
     config = (
         f"data-dir={work.data_dir} nodes-per-round={work.per_round} num-server-rounds={work.rounds}"
@@ -118,7 +118,7 @@ def pollinate_command(work: Workload, backend: str, workers: int, out_dir: Path)
     if backend == "inline":
         config += f" threads={work.threads}"
     else:
-        config += " threads=0 preload-data=false"
+        config += " threads=0"
         federation += f" num-workers={workers} client-resources.num-cpus={work.threads}"
     return [
         *[sys.executable, "-m", "pollinate.cli", "run", str(APP_DIR), "--json"],

@@ -45,10 +45,6 @@ def main(grid: Grid, context: Context) -> Result:
             f"{num_nodes} nodes: lower nodes-per-round or raise the federation's num-nodes"
         )
     test_set = task.load_test(settings.data_dir)  # fails here, before round 1, if data is missing
-    if settings.preload_data:
-        # In a one-process simulation the nodes share this process's cache: splitting the data
-        # now keeps it out of the rounds, as the floor keeps it out of its timing.
-        task.load_partitions(settings.data_dir, num_nodes, settings.alpha, settings.seed)
     strategy = SampledFedAvg(task.RoundSampler(settings.seed), settings.nodes_per_round)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> dict[str, float] | None:

@@ -203,7 +203,6 @@ class Settings:
     alpha: float
     seed: int
     threads: int
-    preload_data: bool
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> Settings:
@@ -218,7 +217,6 @@ class Settings:
             alpha=_get(config, "alpha", float),
             seed=_get(config, "seed", int),
             threads=_get(config, "threads", int),
-            preload_data=_get(config, "preload-data", bool),
         )
         for key, value in (
             ("num-server-rounds", settings.num_server_rounds),
