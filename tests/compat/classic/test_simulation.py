@@ -14,20 +14,76 @@ from pollinate.errors import ConfigError
 from ._clients import SEEN, shift_by_cid
 
 
-def test_ray_arguments_are_said_once_to_be_ignored(caplog, monkeypatch):
+def test_ray_arguments_pollinate_has_no_use_for_are_said_once_to_be_ignored(caplog, monkeypatch):
     monkeypatch.setattr(flwr_logger, "_said", set())
     with caplog.at_level("WARNING", logger="pollinate.flwr"):
         for _ in range(2):
             fl.simulation.start_simulation(
                 client_fn=shift_by_cid,
                 num_clients=2,
-                client_resources={"num_cpus": 1, "num_gpus": 0.0},
+                client_resources={"num_cpus": 1, "num_gpus": 0.0, "memory": 2**30},
                 ray_init_args={"include_dashboard": False},
                 config={"num_rounds": 1},
             )
     ignored = [r.getMessage() for r in caplog.records if "is ignored" in r.getMessage()]
     assert len(ignored) == 2
-    assert ignored[0].startswith("client_resources") and ignored[1].startswith("ray_init_args")
+    assert ignored[0].startswith("client_resources['memory']")
+    assert ignored[1].startswith("ray_init_args is ignored")
+
+
+@pytest.mark.parametrize(
+    ("backend", "resources", "ray_init_args", "options"),
+    [
+        ("inline", {"num_cpus": 2, "num_gpus": 0.0}, None, {}),
+        ("inline", {"num_gpus": 1}, None, {"num_gpus": 1.0}),
+        (
+            "process",
+            {"num_cpus": 2, "num_gpus": 0.25},
+            None,
+            {"num_gpus": 0.25, "threads_per_worker": 2},
+        ),
+        ("process", {"num_cpus": 0.5}, None, {"threads_per_worker": 1}),
+        (
+            "ray",
+            {"num_cpus": 0.5, "num_gpus": 0.5},
+            {"address": "auto"},
+            {"num_gpus": 0.5, "num_cpus": 0.5, "ray_address": "auto"},
+        ),
+    ],
+)
+def test_client_resources_and_the_ray_address_become_the_backends_options(
+    monkeypatch, backend, resources, ray_init_args, options
+):
+    seen = {}
+
+    def run_simulation(*args, **kwargs):
+        seen.update(backend=kwargs["backend"], options=kwargs["backend_options"])
+        raise SystemExit
+
+    monkeypatch.setattr(fl.simulation, "pollinate_run_simulation", run_simulation)
+    with pytest.raises(SystemExit):
+        fl.simulation.start_simulation(
+            client_fn=shift_by_cid,
+            num_clients=2,
+            client_resources=resources,
+            ray_init_args=ray_init_args,
+            backend=backend,
+            backend_options={"num_workers": 1} if backend == "process" else None,
+        )
+    expected = {**options, **({"num_workers": 1} if backend == "process" else {})}
+    assert seen == {"backend": backend, "options": expected}
+
+
+def test_a_process_simulation_runs_with_flowers_client_resources():
+    history = fl.simulation.start_simulation(
+        client_fn=shift_by_cid,
+        num_clients=2,
+        client_resources={"num_cpus": 1, "num_gpus": 0.0},
+        config={"num_rounds": 1},
+        backend="process",
+        backend_options={"num_workers": 1},
+    )
+    assert [r for r, _ in history.losses_distributed] == [1]
 
 
 def test_clients_ids_name_the_clients():

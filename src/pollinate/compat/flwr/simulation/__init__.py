@@ -3,15 +3,19 @@
 Maps: ``client_fn`` (``(context)`` or legacy ``(cid: str)``, cid "0".."N-1" = the partition
 id) -> a ClientApp through ``client_fn_handlers``; ``num_clients`` -> ``num_nodes``;
 ``config`` -> ``num_rounds`` and the round timeout; ``strategy`` -> the server app; the
-result -> ``History``. The nodes run inline (one process, no copies) unless
-``backend="process"`` is given. Ray's arguments (``client_resources``, ``ray_init_args``,
-``keep_initialised``, ``actor_type``, ``actor_kwargs``, ``actor_scheduling``) are accepted
-and said once to be ignored: there is no Ray. ``run_simulation(server_app, client_app,
-num_supernodes)`` (Flower 1.8+) passes the apps to ``pollinate.run_simulation`` as they are.
+result -> ``History``. The nodes run inline (one process, no copies) unless ``backend``
+names another of pollinate's backends (``"process"``, ``"ray"``). ``client_resources``
+becomes that backend's resources: ``num_gpus`` each node's share of a GPU (every backend),
+``num_cpus`` a process worker's threads or a Ray actor's CPUs; ``ray_init_args["address"]``
+is the ray backend's ``ray_address``. Ray's other arguments (``keep_initialised``,
+``actor_type``, ``actor_kwargs``, ``actor_scheduling``, other ``ray_init_args``) are accepted
+and said once to be ignored. ``run_simulation(server_app, client_app, num_supernodes)``
+(Flower 1.8+) passes the apps to ``pollinate.run_simulation`` as they are.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -51,12 +55,17 @@ def start_simulation(
     """Run ``strategy`` (default FedAvg) on ``num_clients`` virtual clients; return its History.
 
     ``clients_ids`` names the clients instead (``client_fn(cid)`` gets those). ``backend``
-    and ``backend_options`` are pollinate's (``"process"`` runs the clients in workers).
+    and ``backend_options`` are pollinate's (``"process"`` runs the clients in workers,
+    ``"ray"`` on Ray actors); ``backend_options`` wins over what ``client_resources`` and
+    ``ray_init_args`` say.
     """
     _refuse_custom(server, client_manager)
+    options = {
+        **_resources(backend, client_resources),
+        **_ray_init(backend, ray_init_args),
+        **(backend_options or {}),
+    }
     _ray_ignored(
-        client_resources=client_resources is not None,
-        ray_init_args=ray_init_args is not None,
         keep_initialised=bool(keep_initialised),
         actor_type=actor_type is not None,
         actor_kwargs=actor_kwargs is not None,
@@ -70,7 +79,7 @@ def start_simulation(
         num_nodes=len(ids) if ids else int(num_clients or 0),
         node_config_fn=_NodeConfig(ids),
         backend=backend,
-        backend_options=backend_options,
+        backend_options=options,
     )
     return history_from_result(result)
 
@@ -130,11 +139,44 @@ def _client_ids(num_clients: int | None, clients_ids: list[str] | None) -> list[
     return [str(cid) for cid in clients_ids]
 
 
+def _resources(backend: str, client_resources: Mapping[str, float] | None) -> dict[str, object]:
+    """Flower's per-client resources as ``backend``'s options (what it has no use for is said)."""
+    given = dict(client_resources or {})
+    options: dict[str, object] = {}
+    num_gpus = given.pop("num_gpus", 0.0)
+    if num_gpus:
+        options["num_gpus"] = float(num_gpus)
+    num_cpus = given.pop("num_cpus", None)
+    if num_cpus is not None and backend == "ray":
+        options["num_cpus"] = float(num_cpus)
+    elif num_cpus is not None and backend == "process":
+        options["threads_per_worker"] = max(1, math.ceil(num_cpus))
+    for name in given:
+        warn_once(
+            f"resource-{name}",
+            f"client_resources[{name!r}] is ignored: pollinate's backends take num_cpus and "
+            "num_gpus",
+        )
+    return options
+
+
+def _ray_init(backend: str, ray_init_args: Mapping[str, Any] | None) -> dict[str, object]:
+    """``ray_init_args["address"]`` as the ray backend's ``ray_address``; the rest is said."""
+    given = dict(ray_init_args or {})
+    options: dict[str, object] = {}
+    if backend == "ray" and "address" in given:
+        options["ray_address"] = str(given.pop("address") or "")
+    if given:
+        _ray_ignored(ray_init_args=True)
+    return options
+
+
 def _ray_ignored(**given: bool) -> None:
     for name, was_given in given.items():
         if was_given:
             warn_once(
                 f"ray-{name}",
-                f"{name} is ignored: pollinate simulates without Ray (the inline backend runs "
-                "the clients in this process; backend='process' runs them in workers)",
+                f"{name} is ignored: pollinate's backends do not use it (backend='ray' takes "
+                "client_resources and ray_init_args['address']; the default inline backend "
+                "runs the clients in this process)",
             )
