@@ -1,6 +1,7 @@
 """The vectorized backend: same replies as the sequential handler, deterministic, bounded."""
 
 import dataclasses
+import threading
 import time
 
 import numpy as np
@@ -406,3 +407,47 @@ def test_a_chain_model_with_soft_targets_trains_as_the_sequential_handler():
     client = VectorizedClient(vectorized_apps.Net, _soft_labels, SGD(lr=0.05), batch_size=8)
     tasks = _tasks(_global_arrays())
     _assert_close(_run("vectorized", client, tasks), _run("inline", client, tasks))
+
+
+def test_a_vectorized_clients_app_runs_deployed_as_a_plain_client_app():
+    """Over a real link on 127.0.0.1 the declaration is just a ClientApp: inline's model."""
+    from pollinate.deploy import Backoff, Link, run_node
+
+    def fedavg():
+        return FedAvg(fraction_train=1.0, fraction_evaluate=0.0, min_available_nodes=3)
+
+    inline = run_simulation(
+        client_app=vectorized_apps.by_partition,
+        num_nodes=3,
+        strategy=fedavg(),
+        num_rounds=2,
+        initial_arrays=_global_arrays(),
+        verbose=False,
+    )
+    link = Link("127.0.0.1:0", credentials=None, heartbeat_s=0.2, node_timeout_s=5.0)
+    link.start()
+    nodes = [
+        threading.Thread(
+            target=run_node,
+            args=(f"127.0.0.1:{link.port}", vectorized_apps.by_partition),
+            kwargs={
+                "node_config": {"partition-id": partition, "num-partitions": 3},
+                "backoff": Backoff(initial_s=0.05, max_s=0.2, give_up_s=5),
+            },
+            daemon=True,
+        )
+        for partition in range(3)
+    ]
+    try:
+        for node in nodes:
+            node.start()
+        grid = link.grid(run_id=3, run_config={})
+        grid.wait_for_nodes(3, timeout_s=20)
+        deployed = fedavg().start(grid, _global_arrays(), num_rounds=2)
+    finally:
+        link.stop(grace_s=0.5)
+        for node in nodes:
+            node.join(timeout=10)
+    assert all(r.train.num_ok == 3 for r in deployed.rounds[1:])
+    for name, array in inline.arrays.items():
+        np.testing.assert_allclose(deployed.arrays[name].numpy(), array.numpy(), atol=1e-6)

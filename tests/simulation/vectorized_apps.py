@@ -34,10 +34,22 @@ def node_data(context):
     return x, y
 
 
+def partition_data(context):
+    """Partition p's examples, 5 + 9 * p of them: the same wherever the node runs."""
+    partition = int(context.node_config["partition-id"])
+    generator = torch.Generator().manual_seed(1000 + partition)
+    count = 5 + 9 * partition
+    x = torch.randn(count, 20, generator=generator)
+    return x, torch.randint(0, 4, (count,), generator=generator)
+
+
 def declaration(optimizer, epochs=1, model=Net):
     """``model`` on node_data with batch size 8 (so most nodes end an epoch on a short batch)."""
     return VectorizedClient(model, node_data, optimizer, batch_size=8, epochs=epochs)
 
+
+by_partition = VectorizedClient(Net, partition_data, SGD(lr=0.05), batch_size=8).client_app()
+"""A VectorizedClient's app whose data follows partition-id, for a deployed run."""
 
 app = declaration(SGD(lr=0.05, momentum=0.5)).client_app()
 """A VectorizedClient's app by import string ('vectorized_apps:app'), for the process backend."""
