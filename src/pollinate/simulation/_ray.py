@@ -1,6 +1,7 @@
 """The Ray backend: ClientApp actors on a Ray cluster, of this machine or of many.
 
-Each actor loads the ClientApp once, runs one node at a time and is reused across rounds.
+Each actor loads the ClientApp once, runs one node at a time and is reused across rounds;
+one Ray call hands it a batch of nodes, and it streams each node's reply back as it is made.
 Work crosses in pollinate's wire format, never as pickled model objects: a round's model
 goes into Ray's object store once, as one raw buffer, and every task of the round refers to
 it; an actor decodes it once (without copying) and hands each node its own record. A reply
