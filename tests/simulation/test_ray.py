@@ -22,10 +22,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, FedAvg, ServerApp, run_simulation
+from pollinate import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    FedAvg,
+    Message,
+    RecordDict,
+    ServerApp,
+    run_simulation,
+)
 from pollinate.errors import AppError, ConfigError
+from pollinate.message import ErrorCode, MessageType
 from pollinate.simulation import ClientAppSource, RayBackend
-from pollinate.simulation._ray import _innermost
+from pollinate.simulation._backend import Task
+from pollinate.simulation._ray import _batch_size, _innermost
 
 from .._shared import in_ci
 from .fixture_apps import initial_arrays
@@ -248,6 +259,51 @@ def test_an_actor_that_dies_mid_task_fails_its_node_and_is_replaced(cluster, app
             "NODE_UNAVAILABLE" in crashed.reason
             and "Ray actor running node 2 died" in crashed.reason
         )
+
+
+def train_tasks(num_nodes):
+    """Train tasks for nodes 1..num_nodes, in that order, each with the fixture model."""
+    content = RecordDict({"arrays": initial_arrays(), "config": ConfigRecord({"server-round": 1})})
+    return [
+        Task(
+            Message.create(content, node, MessageType.TRAIN, run_id=1),
+            Context(1, node, {}, {}, RecordDict()),
+        )
+        for node in range(1, num_nodes + 1)
+    ]
+
+
+def error_codes(cluster, apps_dir, spec, tasks, deadline=None):
+    """Run ``tasks`` on the cluster's two actors: each result's error code (None: ok)."""
+    backend = RayBackend(ray_address=cluster.address)
+    backend.start(ClientAppSource(spec=spec, search_path=str(apps_dir)), len(tasks))
+    try:
+        results = sorted(backend.run(tasks, deadline), key=lambda result: result.index)
+    finally:
+        backend.close()
+    assert [result.index for result in results] == list(range(len(tasks)))
+    return [result.reply.error.code if result.reply.has_error else None for result in results]
+
+
+def test_the_batch_of_an_actor_that_dies_runs_elsewhere(cluster, apps_dir):
+    # 24 tasks on 2 actors go 3 to a call: node 2 kills the actor running nodes 1-3. Nodes 1-3
+    # then run one to a call (node 1's reply may have been lost with the actor): node 2 kills
+    # another actor and fails, nodes 1 and 3 are answered.
+    assert _batch_size(24, 2) == 3
+    codes = error_codes(cluster, apps_dir, "fixture_apps:crashing", train_tasks(24))
+    assert codes == [None, ErrorCode.NODE_UNAVAILABLE] + [None] * 22
+
+
+def test_at_the_deadline_the_rest_of_a_stalled_batch_times_out(cluster, apps_dir):
+    # Nodes 1-3 go to one actor: node 2 stalls it, and node 3, queued behind node 2 in the
+    # same call, times out with it; the other actor runs all the rest.
+    deadline = time.monotonic() + 6.0
+    codes = error_codes(cluster, apps_dir, "fixture_apps:stalling", train_tasks(24), deadline)
+    assert codes == [None, ErrorCode.TIMEOUT, ErrorCode.TIMEOUT] + [None] * 21
+
+
+def test_batches_shrink_to_one_task_as_the_queue_empties():
+    assert [_batch_size(queued, 2) for queued in (100, 40, 24, 9, 8, 1)] == [8, 5, 3, 2, 1, 1]
 
 
 def test_a_client_apps_error_reaches_the_server_with_its_message(cluster, apps_dir):
