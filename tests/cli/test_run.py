@@ -191,6 +191,13 @@ def test_asking_for_gpus_a_machine_lacks_is_one_clear_error(make_app, invoke, mo
     assert "set client-resources.num-gpus = 0 to run on the CPU" in result.stderr
 
 
+def test_a_malformed_ray_address_is_refused_before_a_run_folder_exists(make_app, invoke):
+    app_dir = make_app()
+    result = invoke("run", app_dir, "--federation-config", "backend=ray ray-address=head-node")
+    _fails_cleanly(result, "ray-address = 'head-node' must be \"\" (a local Ray)")
+    assert not (app_dir / "runs").exists()
+
+
 def test_missing_component_is_one_clear_error(make_app, invoke):
     app_dir = make_app(components='[tool.pollinate.app.components]\nserverapp = "x.y:app"\n')
     _fails_cleanly(invoke("run", app_dir), "[tool.pollinate.app.components] in ")

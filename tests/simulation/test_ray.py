@@ -349,8 +349,9 @@ def test_an_address_nobody_answers_at_is_a_clear_error_at_once(apps_dir):
     backend = RayBackend(ray_address=f"127.0.0.1:{_free_port()}")
     with pytest.raises(ConfigError, match=r"nothing answers at ray-address = '127\.0\.0\.1:"):
         backend.start(ClientAppSource(spec="fixture_apps:noisy", search_path=str(apps_dir)))
-    with pytest.raises(ConfigError, match='must be "" \\(a local Ray\\), "auto"'):
-        RayBackend(ray_address="head-node").start(ClientAppSource(spec="fixture_apps:noisy"))
+    for malformed in ("head-node", "::bad::", "ray://host:port"):  # refused when built
+        with pytest.raises(ConfigError, match='must be "" \\(a local Ray\\), "auto"'):
+            RayBackend(ray_address=malformed)
 
 
 def test_without_ray_the_backend_says_how_to_install_it(monkeypatch):

@@ -78,6 +78,7 @@ class RayBackend(Backend):
             raise ConfigError(f"client-resources.num-gpus must be 0 or more, got {num_gpus:g}")
         if num_actors is not None and num_actors < 1:
             raise ConfigError(f"num-workers (Ray actors) must be at least 1, got {num_actors}")
+        _check_address(ray_address)  # before a run folder exists; reachability waits for start
         self.ray_address = ray_address
         self.num_cpus = num_cpus
         self.num_gpus = num_gpus
@@ -537,9 +538,9 @@ class _quiet_ray:
             logger.setLevel(level)
 
 
-def _check_reachable(address: str) -> None:
-    """Fail at once if nothing listens at ``host:port`` (Ray itself retries for minutes)."""
-    if address == "auto":
+def _check_address(address: str) -> None:
+    """Refuse an address that is not ``""``, ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``."""
+    if address in ("", "auto"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
@@ -547,6 +548,13 @@ def _check_reachable(address: str) -> None:
             f'ray-address = {address!r} must be "" (a local Ray), "auto" (the cluster this '
             'machine belongs to), "HOST:PORT" or "ray://HOST:PORT"'
         )
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once if nothing listens at ``host:port`` (Ray itself retries for minutes)."""
+    if address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
         socket.create_connection((host, int(port)), timeout=_REACH_TIMEOUT_S).close()
     except OSError as err:
