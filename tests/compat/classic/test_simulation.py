@@ -164,3 +164,29 @@ def test_text_metrics_reach_the_aggregation_functions():
     _, first = seen["fit"][0]
     assert (first["raw"], first["ok"], first["loss"]) == (b"x", True, 0.5)
     assert seen["evaluate"] == ["node 0", "node 1"]
+
+
+def test_run_simulation_takes_the_gpu_share_from_backend_config(monkeypatch, caplog):
+    monkeypatch.setattr(flwr_logger, "_said", set())
+    seen = {}
+
+    def run_simulation(*args, **kwargs):
+        seen.update(kwargs)
+
+    from pollinate import ClientApp, ServerApp
+
+    monkeypatch.setattr(fl.simulation, "pollinate_run_simulation", run_simulation)
+    with caplog.at_level("WARNING", logger="pollinate.flwr"):
+        fl.simulation.run_simulation(
+            ServerApp(),
+            ClientApp(),
+            num_supernodes=2,
+            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.5}},
+        )
+        assert seen["backend_options"] == {"num_gpus": 0.5}
+        assert not [r for r in caplog.records if "is ignored" in r.getMessage()]
+        fl.simulation.run_simulation(
+            ServerApp(), ClientApp(), num_supernodes=2, backend_config={"init_args": {}}
+        )
+    assert seen["backend_options"] == {}
+    assert [r.getMessage() for r in caplog.records][-1].startswith("backend_config is ignored")

@@ -95,20 +95,26 @@ def run_simulation(
 ) -> None:
     """Run a ServerApp and a ClientApp on ``num_supernodes`` virtual nodes (inline, no Ray).
 
-    ``backend_name``, ``backend_config`` and ``enable_tf_gpu_growth`` are Ray's: said once
-    to be ignored. Flower returns nothing; the run's history is what the ServerApp keeps.
+    ``backend_config["client_resources"]["num_gpus"]`` puts the nodes on the GPU, as
+    ``start_simulation``'s ``client_resources`` does; ``backend_name``, the rest of
+    ``backend_config`` and ``enable_tf_gpu_growth`` are Ray's: said once to be ignored.
+    Flower returns nothing; the run's history is what the ServerApp keeps.
     """
     if not isinstance(server_app, ServerApp) or not isinstance(client_app, ClientApp):
         raise ConfigError(
             f"run_simulation takes a ServerApp and a ClientApp, got {type(server_app).__name__} "
             f"and {type(client_app).__name__}"
         )
+    config = dict(backend_config or {})
+    options = _resources("inline", config.pop("client_resources", None))
     _ray_ignored(
         backend_name=backend_name != "ray",
-        backend_config=backend_config is not None,
+        backend_config=bool(config),
         enable_tf_gpu_growth=enable_tf_gpu_growth,
     )
-    pollinate_run_simulation(server_app, client_app, num_nodes=num_supernodes)
+    pollinate_run_simulation(
+        server_app, client_app, num_nodes=num_supernodes, backend_options=options
+    )
 
 
 class _NodeConfig:
