@@ -54,3 +54,19 @@ def _report_config(msg, context):
         context.run_config["lr"] = -1.0
     metrics = MetricRecord({"num-examples": 1, "lr": context.run_config["lr"]})
     return msg.reply(RecordDict({"arrays": msg.content["arrays"], "metrics": metrics}))
+
+
+huge_reply = ClientApp()
+
+
+@huge_reply.train()
+def _reply_20_mb(msg, context):
+    """A 20 MB reply (over the shared buffer's limit, so it takes the socket) filled with the
+    node id, whatever the node was sent."""
+    import numpy as np
+
+    from pollinate import ArrayRecord
+
+    arrays = ArrayRecord({"x": np.full(5_000_000, context.node_id, np.float32)})
+    metrics = MetricRecord({"num-examples": 1})
+    return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))

@@ -141,3 +141,19 @@ def test_a_task_held_behind_a_node_whose_worker_dies_runs_on_a_fresh_worker(apps
     replies = {r.index: r.reply for r in results}
     assert "died (exit code 3)" in replies[0].error.reason
     assert replies[1].error is None and replies[1].content.metrics()["num-examples"] == 13
+
+
+def test_a_reply_through_the_socket_and_a_big_next_task_do_not_wait_for_each_other(apps_dir):
+    """The worker writes a 20 MB reply through the socket while the caller sends it the next
+    task, 400 KB of arrays of its own: both writes fill the socket, and only a worker that
+    takes in tasks while it replies lets both finish (before, this hung for good)."""
+    backend = ProcessBackend(num_workers=1)
+    backend.start(ClientAppSource(spec="fixture_warm:huge_reply", search_path=str(apps_dir)))
+    try:
+        tasks = [task_for(n, {"w": np.full(100_000, n, np.float32)}) for n in range(1, 6)]
+        results = sorted(backend.run(tasks, deadline=time.monotonic() + 120), key=lambda r: r.index)
+    finally:
+        backend.close()
+    for node_id, result in enumerate(results, start=1):
+        assert not result.reply.has_error, result.reply.error
+        assert (result.reply.content["arrays"]["x"].numpy() == node_id).all()

@@ -24,6 +24,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import queue
 import signal
 import struct
 import sys
@@ -60,6 +61,7 @@ _KEY_SEPARATOR = b"\x00"
 _READY = b"ready"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _Payload = tuple[str | None, str | None, bytes | None, bytes | None]
+_Frame = tuple[memoryview, memoryview, memoryview, int]
 _ENVIRON_LOCK = threading.Lock()
 
 
@@ -448,9 +450,7 @@ def _send_frame(
             conn.send_bytes(part)
 
 
-def _recv_frame(
-    conn: Connection, areas: Sequence[ReplyArea] = ()
-) -> tuple[memoryview, memoryview, memoryview, int]:
+def _recv_frame(conn: Connection, areas: Sequence[ReplyArea] = ()) -> _Frame:
     """Receive a frame into one buffer: the message's, the context's and the keys' bytes.
 
     The frame's flags come last.
@@ -487,14 +487,13 @@ def _worker_main(
         conn.send_bytes(f"{type(err).__name__}: {err}".encode())
         return
     conn.send_bytes(_READY)
+    frames: queue.SimpleQueue[_Frame | None] = queue.SimpleQueue()
+    threading.Thread(target=_drain, args=(conn, frames), daemon=True).start()
     held, areas = SentArrays(), [ReplyArea() for _ in range(PIPELINE)]
     replies = 0
     run_config: UserConfig = {}
-    while True:
-        try:
-            message_bytes, context_bytes, keys, flags = _recv_frame(conn)
-        except (EOFError, OSError):
-            return
+    while (frame := frames.get()) is not None:
+        message_bytes, context_bytes, keys, flags = frame
         cached = [k.decode() for k in bytes(keys).split(_KEY_SEPARATOR)] if len(keys) else []
         message = held.restore(wire.decode(message_bytes), cached)
         context = wire.decode_context(context_bytes)
@@ -508,6 +507,20 @@ def _worker_main(
         slot = replies % PIPELINE
         _send_frame(conn, *_answer(app, message, context), area=(slot, areas[slot]))
         replies += 1
+
+
+def _drain(conn: Connection, frames: queue.SimpleQueue[_Frame | None]) -> None:
+    """Read the parent's task frames as they come (None once the pipe closes).
+
+    A worker writing a reply through the socket (one too big for the shared buffer, or where
+    there is none) must still take in the next task: the parent may be sending it, and two
+    processes each writing to a full socket would wait for each other forever.
+    """
+    try:
+        while True:
+            frames.put(_recv_frame(conn))
+    except (EOFError, OSError):
+        frames.put(None)
 
 
 def _answer(
