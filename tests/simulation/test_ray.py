@@ -364,7 +364,11 @@ def test_without_ray_the_backend_says_how_to_install_it(monkeypatch):
     ("options", "message"),
     [
         ({"num_cpus": 0}, "num-cpus must be above 0"),
+        ({"num_cpus": float("nan")}, "num-cpus must be above 0, got nan"),
+        ({"num_cpus": "2"}, "num-cpus must be a number, got '2'"),
         ({"num_gpus": -1}, "num-gpus must be 0 or more"),
+        ({"num_gpus": float("nan")}, "num-gpus must be 0 or more GPUs per node, got nan"),
+        ({"num_gpus": 1.5}, "above 1 a node holds whole GPUs; use 1 or 2"),
         ({"num_actors": 0}, "num-workers (Ray actors) must be at least 1"),
     ],
 )
@@ -372,6 +376,20 @@ def test_bad_options_are_clear_errors(options, message):
     with pytest.raises(ConfigError) as err:
         RayBackend(**options)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("num_cpus", "num_gpus", "resources", "fits"),
+    [
+        (0.2, 0.0, {"CPU": 1.0}, 5),  # float // says 4
+        (0.1, 0.0, {"CPU": 1.0}, 10),  # float // says 9
+        (1.0, 0.2, {"CPU": 8.0, "GPU": 1.0}, 5),
+        (1.0, 0.5, {"CPU": 8.0}, 0),  # no GPU on that node
+        (2.0, 0.0, {"CPU": 3.0}, 1),
+    ],
+)
+def test_a_nodes_room_counts_fractions_as_ray_does(num_cpus, num_gpus, resources, fits):
+    assert RayBackend(num_cpus=num_cpus, num_gpus=num_gpus)._room(resources) == fits
 
 
 def test_an_app_the_actors_cannot_load_is_one_clear_error(cluster, apps_dir):

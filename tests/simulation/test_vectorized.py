@@ -212,9 +212,10 @@ def test_a_lifespan_makes_the_vectorized_backend_run_the_sequential_handler():
     assert not any(r.has_error for r in replies)
 
 
-def test_a_memory_budget_that_is_not_positive_is_a_config_error():
-    with pytest.raises(ConfigError, match="memory-budget-mb must be positive"):
-        make_backend("vectorized", memory_budget_mb=0)
+@pytest.mark.parametrize("budget", [0, -1, float("inf"), float("nan")])
+def test_a_memory_budget_that_is_not_a_positive_number_is_a_config_error(budget):
+    with pytest.raises(ConfigError, match="memory-budget-mb must be a positive number"):
+        make_backend("vectorized", memory_budget_mb=budget)
 
 
 def test_segments_cover_the_active_nodes_in_runs_no_narrower_than_their_batches():

@@ -31,6 +31,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -525,9 +526,10 @@ def _check(federation: Federation, where: str) -> None:
                 f'{where} memory-budget-mb applies to backend = "vectorized" only; set that '
                 "backend or drop memory-budget-mb"
             )
-        if federation.memory_budget_mb < 1:
+        if not (math.isfinite(federation.memory_budget_mb) and federation.memory_budget_mb >= 1):
             raise ConfigError(
-                f"{where} memory-budget-mb must be at least 1, got {federation.memory_budget_mb:g}"
+                f"{where} memory-budget-mb must be a number of MB, at least 1, got "
+                f"{federation.memory_budget_mb:g}"
             )
     if federation.num_cpus is not None and federation.num_cpus < 1:
         raise ConfigError(

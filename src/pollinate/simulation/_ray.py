@@ -16,6 +16,7 @@ Ray is an optional dependency (``pip install 'pollinate[ray]'``): it is imported
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -34,6 +35,7 @@ from ..message import ErrorCode, Message
 from ..records import ArrayRecord, RecordDict
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
 from ._devices import CPU, GPU, with_device
+from ._gpus import num_gpus_problem
 from ._process import _load_in_worker, _Payload, _same_arrays
 
 __all__ = ["RayBackend"]
@@ -72,10 +74,13 @@ class RayBackend(Backend):
         num_actors: int | None = None,
         ready_timeout_s: float = 300.0,
     ) -> None:
-        if num_cpus <= 0:
-            raise ConfigError(f"client-resources.num-cpus must be above 0, got {num_cpus:g}")
-        if num_gpus < 0:
-            raise ConfigError(f"client-resources.num-gpus must be 0 or more, got {num_gpus:g}")
+        if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)):
+            raise ConfigError(f"client-resources.num-cpus must be a number, got {num_cpus!r}")
+        if not (math.isfinite(num_cpus) and num_cpus > 0):
+            raise ConfigError(f"client-resources.num-cpus must be above 0, got {num_cpus}")
+        problem = num_gpus_problem(num_gpus)
+        if problem is not None:
+            raise ConfigError(problem)
         if num_actors is not None and num_actors < 1:
             raise ConfigError(f"num-workers (Ray actors) must be at least 1, got {num_actors}")
         _check_address(ray_address)  # before a run folder exists; reachability waits for start
@@ -215,9 +220,9 @@ class RayBackend(Backend):
 
     def _room(self, resources: Mapping[str, float]) -> int:
         """How many actors fit on a node with ``resources``."""
-        fits = int(resources.get("CPU", 0.0) // self.num_cpus)
+        fits = _times(resources.get("CPU", 0.0), self.num_cpus)
         if self.num_gpus:
-            fits = min(fits, int(resources.get("GPU", 0.0) // self.num_gpus))
+            fits = min(fits, _times(resources.get("GPU", 0.0), self.num_gpus))
         return fits
 
     def _spawn(self, payload: _Payload) -> _Actor:
@@ -536,6 +541,11 @@ class _quiet_ray:
     def __exit__(self, *exc: object) -> None:
         for logger, level in self._levels:
             logger.setLevel(level)
+
+
+def _times(have: float, need: float) -> int:
+    """How many times ``need`` fits in ``have``: 5 for 1.0 and 0.2 (float ``//`` says 4)."""
+    return math.floor(have / need + 1e-9)
 
 
 def _check_address(address: str) -> None:

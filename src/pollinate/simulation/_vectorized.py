@@ -13,6 +13,7 @@ first visible GPU), and the trainer trains there; else ``cpu``.
 from __future__ import annotations
 
 import ctypes
+import math
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -75,8 +76,8 @@ class VectorizedBackend(Backend):
         reuse_memory: bool = True,
         num_gpus: float = 0.0,
     ) -> None:
-        if not memory_budget_mb > 0:
-            raise ConfigError(f"memory-budget-mb must be positive, got {memory_budget_mb}")
+        if not (math.isfinite(memory_budget_mb) and memory_budget_mb > 0):
+            raise ConfigError(f"memory-budget-mb must be a positive number, got {memory_budget_mb}")
         self._budget = int(memory_budget_mb * 2**20)
         self._reuse_memory = reuse_memory
         self._app: ClientApp | None = None

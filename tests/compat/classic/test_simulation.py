@@ -26,9 +26,10 @@ def test_ray_arguments_pollinate_has_no_use_for_are_said_once_to_be_ignored(capl
                 config={"num_rounds": 1},
             )
     ignored = [r.getMessage() for r in caplog.records if "is ignored" in r.getMessage()]
-    assert len(ignored) == 2
-    assert ignored[0].startswith("client_resources['memory']")
-    assert ignored[1].startswith("ray_init_args is ignored")
+    assert len(ignored) == 3
+    assert ignored[0].startswith("client_resources['num_cpus'] is ignored on the inline backend")
+    assert ignored[1].startswith("client_resources['memory']")
+    assert ignored[2].startswith("ray_init_args is ignored")
 
 
 @pytest.mark.parametrize(
@@ -72,6 +73,23 @@ def test_client_resources_and_the_ray_address_become_the_backends_options(
         )
     expected = {**options, **({"num_workers": 1} if backend == "process" else {})}
     assert seen == {"backend": backend, "options": expected}
+
+
+@pytest.mark.parametrize(
+    ("resources", "message"),
+    [
+        ({"num_gpus": "a"}, "client_resources['num_gpus'] must be a number, got 'a'"),
+        ({"num_cpus": "x"}, "client_resources['num_cpus'] must be a number, got 'x'"),
+        ({"num_cpus": -1}, "client_resources['num_cpus'] must be 0 or more, got -1"),
+        ({"num_gpus": float("inf")}, "client_resources['num_gpus'] must be 0 or more, got inf"),
+    ],
+)
+def test_bad_client_resources_are_one_clear_error(resources, message):
+    with pytest.raises(ConfigError) as err:
+        fl.simulation.start_simulation(
+            client_fn=shift_by_cid, num_clients=2, client_resources=resources, backend="process"
+        )
+    assert str(err.value) == message
 
 
 def test_a_process_simulation_runs_with_flowers_client_resources():
@@ -184,7 +202,7 @@ def test_run_simulation_takes_the_gpu_share_from_backend_config(monkeypatch, cap
             backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.5}},
         )
         assert seen["backend_options"] == {"num_gpus": 0.5}
-        assert not [r for r in caplog.records if "is ignored" in r.getMessage()]
+        assert not [r for r in caplog.records if r.getMessage().startswith("backend_config")]
         fl.simulation.run_simulation(
             ServerApp(), ClientApp(), num_supernodes=2, backend_config={"init_args": {}}
         )

@@ -149,14 +149,22 @@ def _resources(backend: str, client_resources: Mapping[str, float] | None) -> di
     """Flower's per-client resources as ``backend``'s options (what it has no use for is said)."""
     given = dict(client_resources or {})
     options: dict[str, object] = {}
-    num_gpus = given.pop("num_gpus", 0.0)
+    num_gpus = _amount(given.pop("num_gpus", 0.0), "num_gpus")
     if num_gpus:
-        options["num_gpus"] = float(num_gpus)
+        options["num_gpus"] = num_gpus
     num_cpus = given.pop("num_cpus", None)
-    if num_cpus is not None and backend == "ray":
-        options["num_cpus"] = float(num_cpus)
-    elif num_cpus is not None and backend == "process":
-        options["threads_per_worker"] = max(1, math.ceil(num_cpus))
+    if num_cpus is not None:
+        num_cpus = _amount(num_cpus, "num_cpus")
+        if backend == "ray":
+            options["num_cpus"] = num_cpus
+        elif backend == "process":
+            options["threads_per_worker"] = max(1, math.ceil(num_cpus))
+        else:
+            warn_once(
+                "resource-num_cpus",
+                f"client_resources['num_cpus'] is ignored on the {backend} backend: its "
+                "nodes run one at a time in this process",
+            )
     for name in given:
         warn_once(
             f"resource-{name}",
@@ -164,6 +172,15 @@ def _resources(backend: str, client_resources: Mapping[str, float] | None) -> di
             "num_gpus",
         )
     return options
+
+
+def _amount(value: object, name: str) -> float:
+    """A resource amount as a float: 0 or more and finite, else one ConfigError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"client_resources[{name!r}] must be a number, got {value!r}")
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"client_resources[{name!r}] must be 0 or more, got {value}")
+    return float(value)
 
 
 def _ray_init(backend: str, ray_init_args: Mapping[str, Any] | None) -> dict[str, object]:
