@@ -146,6 +146,25 @@ def test_a_tiny_memory_budget_trains_one_node_per_chunk_with_the_same_result():
     _assert_close(chunked, whole)
 
 
+def test_chunks_leave_room_for_momentum_a_rounds_config_may_turn_on():
+    plain = vectorized_apps.declaration(SGD(lr=0.05)).client_app().trainer
+    configurable = (
+        VectorizedClient(
+            vectorized_apps.Net,
+            vectorized_apps.node_data,
+            SGD(lr=0.05),
+            batch_size=8,
+            optimizer_config={"momentum": "momentum"},
+        )
+        .client_app()
+        .trainer
+    )
+    budget, param_bytes = 10 * 2**20, (20 * 16 + 16 + 16 * 4 + 4) * 4
+    # parameters, gradients and a working copy per node, plus the momentum buffer
+    assert plain.chunk_size(budget) == budget // (3 * param_bytes)
+    assert configurable.chunk_size(budget) == budget // (4 * param_bytes)
+
+
 def test_a_node_whose_data_fails_gets_an_error_reply_and_the_others_train():
     def data(context):
         if context.node_id == 3:

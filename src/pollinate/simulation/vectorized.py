@@ -301,8 +301,21 @@ class _Trainer(BatchTrainer):
     def chunk_size(self, memory_budget: int) -> int:
         """Nodes per chunk: parameters, gradients, optimizer state and a working copy each."""
         param_bytes = sum(p.numel() * p.element_size() for p in self.template().parameters())
-        per_node = param_bytes * (3 + self.client.optimizer.slots)
+        per_node = param_bytes * (3 + self._most_slots())
         return max(1, memory_budget // max(1, per_node))
+
+    def _most_slots(self) -> int:
+        """The optimizer's state tensors per parameter, counting settings a round may turn on.
+
+        A round whose config turns SGD's momentum on needs a buffer the declaration did not.
+        """
+        optimizer = self.client.optimizer
+        if not self.client.optimizer_config or not dataclasses.is_dataclass(optimizer):
+            return optimizer.slots
+        turned_on = dataclasses.replace(
+            optimizer, **dict.fromkeys(self.client.optimizer_config, 1.0)
+        )
+        return max(optimizer.slots, turned_on.slots)
 
     def train_many(self, tasks: Sequence[Task]) -> list[TaskResult]:
         """Train every task's node from the shared arrays; a node whose data fails errs alone.
