@@ -70,3 +70,25 @@ def _reply_20_mb(msg, context):
     arrays = ArrayRecord({"x": np.full(5_000_000, context.node_id, np.float32)})
     metrics = MetricRecord({"num-examples": 1})
     return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
+
+
+hangs_when_replaced = ClientApp()
+
+
+@hangs_when_replaced.warmup()
+def _hang_if_marked(context):
+    """The first warm-up leaves a mark in the run config's ``marks``; a later one (a
+    replacement worker's) waits for good."""
+    import time
+
+    mark = Path(context.run_config["marks"], "warmed")
+    if mark.exists():
+        time.sleep(3600)
+    mark.touch()
+
+
+@hangs_when_replaced.train()
+def _exit_at_once(msg, context):
+    import os
+
+    os._exit(3)

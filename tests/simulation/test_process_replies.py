@@ -8,7 +8,8 @@ from types import MappingProxyType
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, ConfigRecord, FedAvg, run_simulation
+from pollinate import ArrayRecord, ConfigRecord, Context, FedAvg, run_simulation
+from pollinate.errors import AppError
 from pollinate.simulation import ClientAppSource, ProcessBackend, _process
 from pollinate.simulation._process import _recv_frame, _send_frame
 from pollinate.simulation._shared import MIN_SHARED_BYTES, SHARED, ReplyArea
@@ -157,3 +158,21 @@ def test_a_reply_through_the_socket_and_a_big_next_task_do_not_wait_for_each_oth
     for node_id, result in enumerate(results, start=1):
         assert not result.reply.has_error, result.reply.error
         assert (result.reply.content["arrays"]["x"].numpy() == node_id).all()
+
+
+def test_a_replacement_that_never_gets_ready_ends_the_run_with_one_error(apps_dir, tmp_path):
+    """Without a round timeout, a replacement whose warm-up hangs is bounded as at start."""
+    source = ClientAppSource(
+        spec="fixture_warm:hangs_when_replaced",
+        search_path=str(apps_dir),
+        warmup_context=Context(1, 0, {"num-partitions": 2}, {"marks": str(tmp_path)}),
+    )
+    backend = ProcessBackend(num_workers=1, ready_timeout_s=2.0)
+    backend.start(source)
+    try:
+        model = {"w": np.zeros(10, np.float32)}
+        results = backend.run([task_for(1, model), task_for(2, model)], deadline=None)
+        with pytest.raises(AppError, match="replacement worker process did not load the Client"):
+            list(results)
+    finally:
+        backend.close()

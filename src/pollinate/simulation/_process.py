@@ -153,7 +153,8 @@ class ProcessBackend(Backend):
                 if _past(deadline):
                     break
                 self._hand_out(queue, working, sent, starting)
-                ready = wait([*sent, *starting], timeout=_remaining(deadline))
+                ready = wait([*sent, *starting], timeout=self._wait_s(deadline, starting))
+                self._check_starting(starting, ready)
                 results = []
                 for conn in ready:
                     if conn in starting:
@@ -185,6 +186,24 @@ class ProcessBackend(Backend):
             # Work whose result nobody will read must not answer into a later round.
             for worker, _ in sent.values():
                 self._replace(worker)
+
+    def _wait_s(self, deadline: float | None, starting: dict[Connection, _Worker]) -> float | None:
+        """How long to wait: until the round's deadline or a replacement's time to be ready."""
+        limits = [w.spawned_at + self.ready_timeout_s - time.monotonic() for w in starting.values()]
+        remaining = _remaining(deadline)
+        if remaining is not None:
+            limits.append(remaining)
+        return max(0.0, min(limits)) if limits else None
+
+    def _check_starting(self, starting: dict[Connection, _Worker], ready: Sequence[object]) -> None:
+        """A replacement not ready within ``ready_timeout_s`` ends the run, as at start."""
+        for conn, worker in starting.items():
+            if conn not in ready and time.monotonic() - worker.spawned_at > self.ready_timeout_s:
+                worker.stop()
+                raise AppError(
+                    "a replacement worker process did not load the ClientApp within "
+                    f"{self.ready_timeout_s:g} s"
+                )
 
     def _hand_out(
         self,
@@ -275,6 +294,7 @@ class _Worker:
     def __init__(self, payload: _Payload, threads: int, gpu: str | None = None) -> None:
         self.gpu = gpu
         self.device = CPU if gpu is None else GPU
+        self.spawned_at = time.monotonic()
         context = mp.get_context("spawn")
         self.conn, child = context.Pipe(duplex=True)
         self.pickled_from_main = payload[2] is not None and b"__main__" in payload[2]
