@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -411,12 +411,7 @@ class SentArrays:
                 cached.append(key)
             else:
                 self._records[key] = ArrayRecord(record)
-        if not cached:
-            return message, cached
-        content = RecordDict(message.content)
-        for key in cached:
-            content[key] = ArrayRecord()
-        return Message(message.metadata, content, message.error), cached
+        return _emptied(message, cached), cached
 
     def restore(self, message: Message, cached: list[str]) -> Message:
         """``message`` with the held records back under ``cached`` keys (worker side).
@@ -430,6 +425,17 @@ class SentArrays:
             else:
                 self._records[key] = ArrayRecord(record)
         return message
+
+
+def _emptied(message: Message, keys: Iterable[str]) -> Message:
+    """``message`` with the array records under ``keys`` emptied (itself if there are none)."""
+    keys = list(keys)
+    if not keys:
+        return message
+    content = RecordDict(message.content)
+    for key in keys:
+        content[key] = ArrayRecord()
+    return Message(message.metadata, content, message.error)
 
 
 def _same_arrays(held: ArrayRecord, record: ArrayRecord) -> bool:

@@ -36,7 +36,7 @@ from ..records import ArrayRecord, RecordDict
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
 from ._devices import CPU, GPU, with_device
 from ._gpus import num_gpus_problem
-from ._process import _load_in_worker, _Payload, _same_arrays
+from ._process import _emptied, _load_in_worker, _Payload, _same_arrays
 
 __all__ = ["RayBackend"]
 
@@ -436,12 +436,7 @@ class _SharedModels:
                 held = self._held[key] = (ArrayRecord(record), ray.put(_pack(key, record)))
             refs[key] = held[1]
             self._used.add(key)
-        if not refs:
-            return message, refs
-        content = RecordDict(message.content)
-        for key in refs:
-            content[key] = ArrayRecord()
-        return Message(message.metadata, content, message.error), refs
+        return _emptied(message, refs), refs
 
     def forget_unused(self) -> None:
         """Drop the records no task of the last run used (their object store space is freed)."""
