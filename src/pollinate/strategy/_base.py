@@ -86,6 +86,8 @@ class Strategy(ABC):
     strategy keeps from round to round (server moments, control variates) is a value,
     optax style: ``init_state(arrays)`` makes it, ``configure_train`` reads it and
     ``aggregate_train`` returns the next one; the object carries nothing from round to round.
+    A state entry whose name ends in ``.history`` grows a row each round (a DP accountant's
+    rounds); resuming compares its shape without the row count.
     """
 
     min_train_nodes: int = 1
@@ -104,6 +106,17 @@ class Strategy(ABC):
     def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
         """What the strategy keeps between rounds, before the first (empty: nothing)."""
         return ArrayRecord()
+
+    def stop_reason(self, server_round: int, state: ArrayRecord) -> str | None:
+        """Why the run must end before ``server_round`` (None: go on), e.g. a spent DP budget.
+
+        The run then ends cleanly with the rounds so far, and the reason is logged.
+        """
+        return None
+
+    def min_train_replies(self, num_sent: int) -> int:
+        """Fewest valid train replies a round that sent ``num_sent`` messages goes on with."""
+        return self.min_train_nodes
 
     @abstractmethod
     def configure_train(
@@ -216,6 +229,12 @@ class Strategy(ABC):
             first_round = resume.last_round + 1
         arrays = result.arrays
         for server_round in range(first_round, num_rounds + 1):
+            reason = self.stop_reason(server_round, state)
+            if reason is not None:
+                log.warning(
+                    "the run ends before round %d of %d: %s", server_round, num_rounds, reason
+                )
+                break
             observer.on_round_start(server_round, num_rounds)
             began = time.perf_counter()
             arrays, state, train = self._train(
@@ -285,7 +304,7 @@ class Strategy(ABC):
         messages = self.configure_train(
             server_round, arrays, _round_config(config, server_round), grid, state
         )
-        tally = _Tally("train", server_round, self.min_train_nodes)
+        tally = _Tally("train", server_round, self.min_train_replies(len(messages)))
         replies = _exchange(grid, messages, timeout_s)
         kept = tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
         new_arrays, metrics, new_state = self.aggregate_train(
@@ -325,9 +344,15 @@ def check_initial_arrays(arrays: object) -> None:
         )
 
 
+HISTORY_SUFFIX = ".history"
+"""A state entry named so grows a row a round: its row count is no part of its layout."""
+
+
 def _layout(state: ArrayRecord) -> dict[str, tuple[int, ...]]:
     """What a state must share with another to stand in for it: names and shapes."""
-    return {name: a.shape for name, a in state.items()}
+    return {
+        name: a.shape[1:] if name.endswith(HISTORY_SUFFIX) else a.shape for name, a in state.items()
+    }
 
 
 def _exchange(grid: Grid, messages: list[Message], timeout_s: float | None) -> Iterator[Message]:

@@ -13,7 +13,13 @@ and metrics) and flow through a chain::
   ``server_adagrad``, ``server_adam``, ``server_yogi``.
 
 Every piece checks its own parameters when built, and what it needs of a round (Krum:
-``n >= 2f + 3``) against the strategy's ``min_train_nodes`` before the first round. A
+``n >= 2f + 3``) against the strategy's ``min_train_nodes`` before the first round.
+
+An aggregator may also keep state and know its round (the differential privacy pieces of
+:mod:`pollinate.privacy` do: an adaptive clip, the accountant's history): ``init`` makes its
+state, ``aggregate_round`` is told the round's sample (:class:`RoundInfo`) and threads the
+state as the optimizers do, ``metrics`` reports on it, ``node_config`` adds to what the
+nodes are sent, and ``stop_reason`` may end the run before a round (a privacy budget). A
 chain whose filters all work one update at a time and whose aggregator streams keeps
 O(model) memory; otherwise the round's updates are held (they are in memory anyway) and
 order statistics work one layer at a time.
@@ -25,13 +31,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..errors import ConfigError, RoundError
-from ..records import ArrayRecord, MetricRecord
+from ..records import ArrayRecord, ConfigValue, MetricRecord
 from ._aggregate import WeightedSum
 
 __all__ = [
     "Aggregation",
     "Aggregator",
+    "RoundInfo",
     "ServerOptimizer",
     "Update",
     "UpdateFilter",
@@ -49,6 +58,20 @@ class Update:
     arrays: ArrayRecord
     weight: float
     metrics: MetricRecord
+
+
+@dataclass(frozen=True, slots=True)
+class RoundInfo:
+    """What an aggregator may know of its round besides the updates: the sample they came from.
+
+    ``sampling_rate`` is each node's chance to be sampled: the Poisson rate when the
+    aggregator asks for Poisson sampling (``fraction_train``), else sampled / available.
+    """
+
+    server_round: int
+    num_available: int
+    num_sampled: int
+    sampling_rate: float
 
 
 class UpdateFilter:
@@ -72,10 +95,17 @@ class UpdateFilter:
 
 
 class Aggregator(ABC):
-    """Makes one model of a round's updates."""
+    """Makes one model of a round's updates.
+
+    Most aggregators are stateless and only implement ``aggregate``. One that keeps state
+    or needs its round (the DP pieces) overrides ``init`` and ``aggregate_round``; its state
+    is threaded, checkpointed and resumed with the optimizers' states.
+    """
 
     streaming: bool = False
     """True if ``aggregate`` consumes its updates one by one without holding them."""
+    poisson_sampling: bool = False
+    """True if the strategy must sample each node independently (a DP guarantee assumes it)."""
 
     def check(self, min_train_nodes: int) -> None:
         """Raise ConfigError if rounds of ``min_train_nodes`` valid updates cannot satisfy it."""
@@ -84,6 +114,44 @@ class Aggregator(ABC):
     @abstractmethod
     def aggregate(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
         """The aggregate of ``updates`` (None if there were none)."""
+
+    def init(self, arrays: ArrayRecord) -> ArrayRecord:
+        """The state before the first round (empty: none)."""
+        return ArrayRecord()
+
+    def aggregate_round(
+        self,
+        updates: Iterable[Update],
+        current: ArrayRecord,
+        state: ArrayRecord,
+        info: RoundInfo | None,
+    ) -> tuple[ArrayRecord | None, ArrayRecord]:
+        """The aggregate and the state after it (``info``: None outside a strategy's round)."""
+        return self.aggregate(updates, current), state
+
+    def metrics(self, state: ArrayRecord) -> MetricRecord:
+        """What the round's train metrics report of the piece, from the state after the round."""
+        return MetricRecord()
+
+    def node_config(self, state: ArrayRecord) -> dict[str, ConfigValue]:
+        """Entries added to the train config the nodes get this round."""
+        return {}
+
+    def check_update(
+        self, arrays: ArrayRecord, metrics: MetricRecord, current: ArrayRecord
+    ) -> str | None:
+        """Why a train reply must be set aside (None to keep it), beyond the strategy's checks."""
+        return None
+
+    def stop_reason(
+        self, server_round: int, state: ArrayRecord, sampling_rate: float
+    ) -> str | None:
+        """Why the run must end before ``server_round`` (None: go on)."""
+        return None
+
+    def sampling_rng(self, server_round: int) -> np.random.Generator:
+        """The randomness a Poisson sample of ``server_round`` draws from."""
+        raise NotImplementedError(f"{type(self).__name__} does not ask for Poisson sampling")
 
 
 class ServerOptimizer(ABC):
@@ -109,9 +177,9 @@ class ServerOptimizer(ABC):
 class Aggregation:
     """A chain of filters, one aggregator and server optimizers; see :func:`chain`.
 
-    Filters and aggregators are stateless: what they make of a round depends on that
-    round alone. The optimizers' states, together, are the chain's state: ``init`` makes
-    it and ``update`` threads it from round to round.
+    Filters are stateless: what they make of a round depends on that round alone. The
+    optimizers' states and the aggregator's, together, are the chain's state: ``init``
+    makes it and ``update`` threads it from round to round.
     """
 
     def __init__(
@@ -136,32 +204,75 @@ class Aggregation:
             piece.check(min_train_nodes)
 
     def init(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The optimizers' states, each under its position: ``"0:<name>"``, ``"1:<name>"``..."""
-        return ArrayRecord(
+        """The pieces' states: the aggregator's as ``"a:<name>"``, the optimizers' by position.
+
+        The first optimizer's entries are ``"0:<name>"``, the second's ``"1:<name>"``...
+        """
+        state = _prefixed(AGGREGATOR_PREFIX, self.aggregator.init(arrays))
+        state.update(
             (f"{position}:{name}", data)
             for position, optimizer in enumerate(self.optimizers)
             for name, data in optimizer.init(arrays).items()
         )
+        return state
 
     def update(
-        self, updates: Iterable[Update], current: ArrayRecord, state: ArrayRecord
+        self,
+        updates: Iterable[Update],
+        current: ArrayRecord,
+        state: ArrayRecord,
+        info: RoundInfo | None = None,
     ) -> tuple[ArrayRecord | None, ArrayRecord]:
         """The next global model from a round's updates, and the state after it.
 
-        The model is None if no update survived the filters; the state is then the one given.
+        ``info`` tells the aggregator of the round's sample. The model is None if no update
+        survived the filters (and the aggregator made nothing of none); the optimizers'
+        states are then the ones given.
         """
-        aggregate = self.aggregator.aggregate(self._filtered(updates, current), current)
+        aggregate, own = self.aggregator.aggregate_round(
+            self._filtered(updates, current), current, self.aggregator_state(state), info
+        )
+        stepped = _prefixed(AGGREGATOR_PREFIX, own)
         if aggregate is None:
-            return None, state
-        stepped = ArrayRecord()
+            if not own:  # a stateless aggregator: the state stays as it was
+                return None, state
+            stepped.update((k, v) for k, v in state.items() if not k.startswith(AGGREGATOR_PREFIX))
+            return None, stepped
         for position, optimizer in enumerate(self.optimizers):
             prefix = f"{position}:"
-            own = ArrayRecord(
-                (key[len(prefix) :], data) for key, data in state.items() if key.startswith(prefix)
-            )
-            aggregate, own = optimizer.update(current, aggregate, own)
-            stepped.update((prefix + key, data) for key, data in own.items())
+            aggregate, steps = optimizer.update(current, aggregate, _unprefixed(prefix, state))
+            stepped.update(_prefixed(prefix, steps))
         return aggregate, stepped
+
+    def aggregator_state(self, state: ArrayRecord) -> ArrayRecord:
+        """The aggregator's own part of the chain's ``state`` (names without the prefix)."""
+        return _unprefixed(AGGREGATOR_PREFIX, state)
+
+    @property
+    def poisson_sampling(self) -> bool:
+        """Whether the strategy must sample each node independently (the aggregator's DP)."""
+        return self.aggregator.poisson_sampling
+
+    def metrics(self, state: ArrayRecord) -> MetricRecord:
+        """What the round's train metrics report of the pieces, from the state after it."""
+        return self.aggregator.metrics(self.aggregator_state(state))
+
+    def node_config(self, state: ArrayRecord) -> dict[str, ConfigValue]:
+        """What the pieces add to the train config the nodes get this round."""
+        return self.aggregator.node_config(self.aggregator_state(state))
+
+    def check_update(
+        self, arrays: ArrayRecord, metrics: MetricRecord, current: ArrayRecord
+    ) -> str | None:
+        """Why the pieces set aside a train reply (None to keep it)."""
+        return self.aggregator.check_update(arrays, metrics, current)
+
+    def stop_reason(
+        self, server_round: int, state: ArrayRecord, sampling_rate: float
+    ) -> str | None:
+        """Why the run must end before ``server_round`` (None: go on)."""
+        own = self.aggregator_state(state)
+        return self.aggregator.stop_reason(server_round, own, sampling_rate)
 
     def _filtered(self, updates: Iterable[Update], current: ArrayRecord) -> Iterable[Update]:
         """The updates that pass the filters: streamed if all stream, else held."""
@@ -185,6 +296,20 @@ class Aggregation:
     def __repr__(self) -> str:
         pieces = (*self.filters, self.aggregator, *self.optimizers)
         return f"chain({', '.join(map(repr, pieces))})"
+
+
+AGGREGATOR_PREFIX = "a:"
+"""The aggregator's entries in a chain's state (optimizers' go under their position)."""
+
+
+def _prefixed(prefix: str, state: ArrayRecord) -> ArrayRecord:
+    return ArrayRecord((prefix + name, data) for name, data in state.items())
+
+
+def _unprefixed(prefix: str, state: ArrayRecord) -> ArrayRecord:
+    return ArrayRecord(
+        (name[len(prefix) :], data) for name, data in state.items() if name.startswith(prefix)
+    )
 
 
 def _stream(

@@ -17,7 +17,7 @@ from ..records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from ..server import Grid
 from ._aggregate import MetricsAggregationFn, all_finite, weighted_mean
 from ._base import EvaluateFn, RoundConfig, Strategy, check_initial_arrays, streams_replies
-from ._compose import Aggregation, Update, chain
+from ._compose import Aggregation, RoundInfo, Update, chain
 from ._validate import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -79,7 +79,9 @@ class FedAvg(Strategy):
         seed: seeds node sampling: the same seed picks the same nodes every run.
         aggregation: how the round's models become the next one (default ``chain()``: the
             weighted average); e.g. ``chain(norm_bound(5.0), median(), server_adam(eta=0.01))``.
-            Checked against ``min_train_nodes`` here, before any round.
+            Checked against ``min_train_nodes`` here, before any round. A differentially
+            private aggregator (``pollinate.privacy``) switches training to Poisson sampling:
+            see ``sample_nodes``.
         initial_arrays: the model to start from, so a script needs no ServerApp of its own
             (None: ``start``'s argument, else a node's own weights).
         train_config, evaluate_config: what the nodes get each round with ``server-round``:
@@ -155,6 +157,7 @@ class FedAvg(Strategy):
                 f"aggregation must be made with chain(...), got {type(aggregation).__name__}"
             )
         self.aggregation.check(min_train_nodes)
+        self._rounds: dict[int, RoundInfo] = {}  # a round's sample, configure -> aggregate
 
     def __repr__(self) -> str:
         return (
@@ -167,8 +170,16 @@ class FedAvg(Strategy):
         )
 
     def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
-        """The server optimizers' starting state (empty without optimizers)."""
+        """The aggregation pieces' starting state (empty without stateful pieces)."""
         return self.aggregation.init(arrays)
+
+    def stop_reason(self, server_round: int, state: ArrayRecord) -> str | None:
+        """The aggregation's reason to end the run before ``server_round`` (a DP budget)."""
+        return self.aggregation.stop_reason(server_round, state, self.fraction_train)
+
+    def min_train_replies(self, num_sent: int) -> int:
+        """``min_train_nodes``, or every node sent to when a Poisson sample drew fewer."""
+        return min(self.min_train_nodes, num_sent)
 
     def configure_train(
         self,
@@ -178,8 +189,11 @@ class FedAvg(Strategy):
         grid: Grid,
         state: ArrayRecord,
     ) -> list[Message]:
-        """Send the global model and config to a seeded sample of nodes."""
+        """Send the global model and config (with the pieces' entries) to a sample of nodes."""
         nodes = self.sample_nodes(grid, server_round, _TRAIN)
+        extra = self.aggregation.node_config(state)
+        if extra:
+            config = ConfigRecord({**config, **extra})
         return _messages(grid.run_id, nodes, MessageType.TRAIN, arrays, config)
 
     def configure_evaluate(
@@ -211,14 +225,18 @@ class FedAvg(Strategy):
                 yield Update(node, reply.content.arrays(ARRAYS_KEY), weight, record)
                 del reply  # hold no reply while the next one comes in: it may be a whole model
 
-        mean, state = self.aggregation.update(updates(), arrays, state)
+        info = self._rounds.pop(server_round, None)
+        mean, state = self.aggregation.update(updates(), arrays, state, info)
         if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
             raise RoundError(
                 f"round {server_round}: the new model is not finite: {self.aggregation!r} "
                 "overflowed (weights that span too wide a range, extreme values, or a server "
                 "learning rate too large); cap weights with max_weight or check the pieces"
             )
-        return mean, self.train_metrics(metrics), state
+        aggregated, pieces = self.train_metrics(metrics), self.aggregation.metrics(state)
+        if pieces:
+            aggregated = MetricRecord({**aggregated, **pieces})
+        return mean, aggregated, state
 
     @streams_replies
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
@@ -233,8 +251,17 @@ class FedAvg(Strategy):
         return _metric_record(aggregated, "train_metrics_aggr_fn")
 
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
-        """Set aside errors, mismatched or non-finite arrays, and bad weights or metrics."""
-        return check_train_reply(reply, arrays, self.weight_key, self.max_weight)
+        """Set aside errors, mismatched or non-finite arrays, bad weights or metrics.
+
+        Also what the aggregation pieces refuse (an update longer than the nodes' DP clip).
+        """
+        reason = check_train_reply(reply, arrays, self.weight_key, self.max_weight)
+        if reason is not None:
+            return reason
+        content = reply.content
+        return self.aggregation.check_update(
+            content.arrays(ARRAYS_KEY), content.metrics(METRICS_KEY), arrays
+        )
 
     def check_evaluate_reply(self, reply: Message) -> str | None:
         """Set aside errors and bad weights or metrics."""
@@ -244,7 +271,9 @@ class FedAvg(Strategy):
         """A seeded sample: the same seed, round and phase always pick the same nodes.
 
         It waits for ``min_available_nodes`` connected nodes, or for the phase's minimum
-        (``min_train_nodes``, ``min_evaluate_nodes``) if that is larger.
+        (``min_train_nodes``, ``min_evaluate_nodes``) if that is larger. With a
+        differentially private aggregator, training nodes are Poisson-sampled instead: see
+        ``poisson_sample``.
         """
         fraction, minimum, name = (
             (self.fraction_train, self.min_train_nodes, "min_train_nodes")
@@ -261,6 +290,8 @@ class FedAvg(Strategy):
                 f"{type(self).__name__} needs {wait_name}={wait} connected nodes, but {err}: "
                 f"lower {wait_name} or add nodes"
             ) from None
+        if phase == _TRAIN and self.aggregation.poisson_sampling:
+            return self.poisson_sample(available, server_round)
         count = max(minimum, int(fraction * len(available)), 1)
         if count > len(available):
             raise RoundError(
@@ -268,6 +299,31 @@ class FedAvg(Strategy):
                 f"are available: lower {name} or add nodes"
             )
         return seeded_sample(available, count, self.seed, server_round, phase)
+
+    def poisson_sample(self, available: Sequence[int], server_round: int) -> list[int]:
+        """Each available node independently with probability ``fraction_train``.
+
+        What a DP accountant's subsampling assumes, so the sample's size varies (it may be
+        0: the aggregator then takes a noise-only step). ``min_train_nodes`` guards the
+        expected size, ``fraction_train x available``, before sampling; a sample below it
+        is never drawn again, since redrawing would void the guarantee. The draw comes
+        from the aggregator's randomness (OS randomness unless it was given a seed): a
+        sample known in advance would void the amplification by sampling too.
+        """
+        expected = self.fraction_train * len(available)
+        if expected < self.min_train_nodes:
+            raise RoundError(
+                f"{type(self).__name__} Poisson-samples fraction_train={self.fraction_train} of "
+                f"{len(available)} available nodes, {expected:g} expected, below "
+                f"min_train_nodes={self.min_train_nodes}: raise fraction_train, add nodes or "
+                "lower min_train_nodes"
+            )
+        rng = self.aggregation.aggregator.sampling_rng(server_round)
+        drawn = np.flatnonzero(rng.random(len(available)) < self.fraction_train)
+        nodes = [available[int(i)] for i in drawn]
+        info = RoundInfo(server_round, len(available), len(nodes), self.fraction_train)
+        self._rounds[server_round] = info
+        return nodes
 
 
 def _sorted_ids(nodes: Sequence[int]) -> Sequence[int]:
