@@ -10,6 +10,7 @@ PACKAGES = [
     "pollinate.client",
     "pollinate.server",
     "pollinate.strategy",
+    "pollinate.privacy",
     "pollinate.simulation",
     "pollinate.compare",
     "pollinate.config",

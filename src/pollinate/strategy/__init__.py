@@ -18,6 +18,7 @@ from ._base import one_server_app as one_server_app
 from ._base import streams_replies as streams_replies
 from ._compose import Aggregation as Aggregation
 from ._compose import Aggregator as Aggregator
+from ._compose import RoundInfo as RoundInfo
 from ._compose import ServerOptimizer as ServerOptimizer
 from ._compose import Update as Update
 from ._compose import UpdateFilter as UpdateFilter
@@ -75,6 +76,7 @@ __all__ = [
     "MultiKrum",
     "QFedAvg",
     "RoundConfig",
+    "RoundInfo",
     "Scaffold",
     "ScaffoldClient",
     "ServerOptimizer",

@@ -1,0 +1,30 @@
+"""Differential privacy and secure aggregation on the main API (docs/privacy.md).
+
+Central DP as aggregators for ``chain(...)`` (the server clips or the nodes do, the server
+adds Gaussian noise, an accountant reports epsilon each round), ClientApp mods for
+client-side clipping and local DP, and the accountant's bridge to Google's dp-accounting.
+"""
+
+# dp: central DP pieces, client mods, the accountant
+from ._accountant import Accountant as Accountant
+from ._accountant import calibrate_noise_multiplier as calibrate_noise_multiplier
+from ._accountant import epsilon as epsilon
+from ._central import CLIP_NORM_KEY as CLIP_NORM_KEY
+from ._central import SECAGG_COUNT_KEY as SECAGG_COUNT_KEY
+from ._central import dp_adaptive_clip as dp_adaptive_clip
+from ._central import dp_fixed_clip as dp_fixed_clip
+from ._mods import fixed_clipping_mod as fixed_clipping_mod
+from ._mods import local_dp_mod as local_dp_mod
+
+__all__ = [
+    # dp
+    "Accountant",
+    "CLIP_NORM_KEY",
+    "SECAGG_COUNT_KEY",
+    "calibrate_noise_multiplier",
+    "dp_adaptive_clip",
+    "dp_fixed_clip",
+    "epsilon",
+    "fixed_clipping_mod",
+    "local_dp_mod",
+]

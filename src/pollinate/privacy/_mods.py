@@ -1,0 +1,128 @@
+"""ClientApp mods: clip the node's update before it leaves, or clip and noise it (local DP).
+
+``fixed_clipping_mod`` is central DP's client side (the server adds the noise);
+``local_dp_mod`` needs no trust in the server at all, at a far higher cost in accuracy.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..client import Handler, Mod
+from ..context import Context
+from ..errors import ConfigError
+from ..message import Message, MessageType
+from ..records import Array, ArrayRecord, MetricRecord, RecordDict
+from ..strategy._robust import _half_delta, _half_delta_norm
+from ._accountant import check_delta, check_positive, dp_accounting
+from ._central import CLIP_NORM_KEY
+from ._noise import NoiseSource, Normals
+
+__all__ = ["fixed_clipping_mod", "local_dp_mod"]
+
+ARRAYS_KEY, METRICS_KEY, CONFIG_KEY = "arrays", "metrics", "config"
+
+
+def fixed_clipping_mod(message: Message, context: Context, call_next: Handler) -> Message:
+    """Clip a train reply's delta from the model received to the server's ``dp.clip-norm``.
+
+    For ``dp_fixed_clip(..., clipped_on="nodes")``: the node's update is clipped here, before
+    it leaves, so the server may see only a secure sum. Other messages pass through. A train
+    message without ``dp.clip-norm`` fails the node with the fix: the server does not expect
+    clipped updates.
+    """
+    if MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN:
+        return call_next(message, context)
+    config = message.content.config(CONFIG_KEY)
+    if CLIP_NORM_KEY not in config:
+        raise ConfigError(
+            f"fixed_clipping_mod: the server sent no {CLIP_NORM_KEY!r}: use "
+            "dp_fixed_clip(..., clipped_on='nodes') on the server, or drop the mod"
+        )
+    clip = check_positive(CLIP_NORM_KEY, config[CLIP_NORM_KEY])
+    received = message.content.arrays(ARRAYS_KEY)
+    reply = call_next(message, context)
+    if reply.has_error:
+        return reply
+    clipped = _clipped(reply.content.arrays(ARRAYS_KEY), received, clip)
+    return _with_arrays(reply, clipped, {})
+
+
+def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | None = None) -> Mod:
+    """Local DP on the node: clip the update's delta, add Gaussian noise, then send it.
+
+    The delta is clipped to ``clip_norm``; any two clipped deltas differ by at most
+    ``2 x clip_norm`` (the sensitivity), and the noise's std is the analytic Gaussian
+    mechanism's for ``(epsilon, delta)`` at that sensitivity (Balle and Wang 2018, by
+    dp-accounting), so each round's update is ``(epsilon, delta)``-DP for the node's whole
+    data set, against anyone who sees it, the server included. The reply's metrics carry
+    ``privacy.node-epsilon`` and ``privacy.node-delta`` (per round: a node that trains in
+    k rounds spends them k times over). ``seed``: reproducible noise (tests, simulation);
+    None draws it from the OS.
+    """
+    clip = check_positive("local_dp_mod: clip_norm", clip_norm)
+    eps = check_positive("local_dp_mod: epsilon", epsilon)
+    noise = NoiseSource(seed)
+    std = _gaussian_std(eps, check_delta(delta), 2 * clip)
+
+    def mod(message: Message, context: Context, call_next: Handler) -> Message:
+        if MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN:
+            return call_next(message, context)
+        received = message.content.arrays(ARRAYS_KEY)
+        reply = call_next(message, context)
+        if reply.has_error:
+            return reply
+        clipped = _clipped(reply.content.arrays(ARRAYS_KEY), received, clip)
+        server_round = message.content.config(CONFIG_KEY).get("server-round", 0)
+        draw = noise.normals(context.node_id, int(server_round))
+        noised = ArrayRecord((name, _noised(a, std, draw)) for name, a in clipped.items())
+        figures = {"privacy.node-epsilon": eps, "privacy.node-delta": float(delta)}
+        return _with_arrays(reply, noised, figures)
+
+    return mod
+
+
+def _gaussian_std(epsilon: float, delta: float, sensitivity: float) -> float:
+    """The analytic Gaussian mechanism's noise std for ``(epsilon, delta)``."""
+    dp = dp_accounting()
+    return float(dp.get_sigma_gaussian(epsilon, delta)) * sensitivity
+
+
+def _clipped(arrays: ArrayRecord, received: ArrayRecord, clip: float) -> ArrayRecord:
+    """``arrays`` with its float delta from ``received`` scaled to at most ``clip``."""
+    peak, sum_sq = _half_delta_norm(arrays, received)
+    if peak * math.sqrt(sum_sq) <= clip / 2:
+        return arrays
+    factor = clip / (peak * math.sqrt(sum_sq))
+    out = ArrayRecord()
+    for name, like in received.items():
+        if like.dtype.kind not in "fc":
+            out[name] = arrays[name]
+            continue
+        moved = np.asarray(like.numpy(), np.float64).reshape(-1)
+        moved = moved + _half_delta(arrays[name], like) * factor
+        out[name] = Array(moved.reshape(like.shape).astype(like.dtype))
+    return out
+
+
+def _noised(array: Array, std: float, draw: Normals) -> Array:
+    """``array`` plus Gaussian noise of ``std`` if it is floating-point."""
+    if array.dtype.kind != "f":
+        return array
+    data = np.asarray(array.numpy(), np.float64)
+    noise = draw(data.size).reshape(data.shape)
+    return Array((data + std * noise).astype(array.dtype))
+
+
+def _with_arrays(reply: Message, arrays: ArrayRecord, metrics: dict[str, float]) -> Message:
+    """``reply`` with its model replaced and ``metrics`` added to its metrics."""
+    content = RecordDict(reply.content)
+    content[ARRAYS_KEY] = arrays
+    if metrics:
+        record = content.metrics(METRICS_KEY) if METRICS_KEY in content else None
+        merged = dict(record or {})
+        merged.update(metrics)
+        content[METRICS_KEY] = MetricRecord(merged)
+    return Message(reply.metadata, content, reply.error)
