@@ -1,0 +1,78 @@
+"""The accountant reports what dp-accounting computes directly, and calibration inverts it."""
+
+import sys
+
+import dp_accounting
+import pytest
+from dp_accounting import pld, rdp
+
+from pollinate.errors import ConfigError
+from pollinate.privacy import calibrate_noise_multiplier, epsilon
+
+
+def _direct(q, z, rounds, delta, accountant):
+    ledger = pld.PLDAccountant() if accountant == "pld" else rdp.RdpAccountant()
+    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
+    ledger.compose(event, rounds)
+    return ledger.get_epsilon(delta)
+
+
+@pytest.mark.parametrize("accountant", ["pld", "rdp"])
+@pytest.mark.parametrize(
+    ("q", "z", "rounds", "delta"),
+    [(0.01, 1.1, 100, 1e-5), (0.1, 1.0, 20, 1e-5), (0.5, 2.0, 7, 1e-6), (0.001, 0.8, 1000, 1e-5)],
+)
+def test_epsilon_equals_dp_accounting_computed_directly(q, z, rounds, delta, accountant):
+    ours = epsilon([(q, z)] * rounds, delta, accountant)
+    assert ours == pytest.approx(_direct(q, z, rounds, delta, accountant), rel=1e-9)
+
+
+def test_rounds_of_different_kinds_compose_as_one_ledger_would():
+    ledger = pld.PLDAccountant()
+    for q, z in [(0.1, 1.0), (0.1, 1.0), (0.2, 1.5), (0.1, 1.0)]:
+        ledger.compose(dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)))
+    rounds = [(0.1, 1.0), (0.1, 1.0), (0.2, 1.5), (0.1, 1.0)]
+    assert epsilon(rounds, 1e-5) == pytest.approx(ledger.get_epsilon(1e-5), rel=1e-6)
+
+
+def test_full_participation_is_the_plain_gaussian_mechanism_and_no_rounds_cost_nothing():
+    ledger = pld.PLDAccountant()
+    ledger.compose(dp_accounting.GaussianDpEvent(2.0), 5)
+    assert epsilon([(1.0, 2.0)] * 5, 1e-5) == pytest.approx(ledger.get_epsilon(1e-5))
+    assert epsilon([], 1e-5) == 0.0
+
+
+@pytest.mark.parametrize("accountant", ["pld", "rdp"])
+@pytest.mark.parametrize(
+    ("target", "q", "rounds"), [(1.0, 0.01, 100), (3.0, 0.1, 50), (8.0, 0.1, 30)]
+)
+def test_calibration_inverts_the_accountant(target, q, rounds, accountant):
+    z = calibrate_noise_multiplier(target, 1e-5, q, rounds, accountant)
+    assert epsilon([(q, z)] * rounds, 1e-5, accountant) <= target
+    # A hair less noise (0.2%) already spends more than the target: the least z, to 0.1%.
+    assert epsilon([(q, z * 0.998)] * rounds, 1e-5, accountant) > target * 0.99
+
+
+def test_an_unreachable_target_is_one_clear_error():
+    with pytest.raises(ConfigError, match="cannot be reached in 1000 rounds"):
+        calibrate_noise_multiplier(1e-6, 1e-5, 1.0, 1000)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"accountant": "prv"}, "accountant must be one of pld, rdp"),
+        ({"delta": 1.5}, "delta must be between 0 and 1"),
+        ({"target_epsilon": -1.0}, "target_epsilon must be positive"),
+    ],
+)
+def test_bad_calibration_arguments_are_refused(kwargs, message):
+    args = {"target_epsilon": 3.0, "delta": 1e-5, "sampling_rate": 0.1, "num_rounds": 10}
+    with pytest.raises(ConfigError, match=message):
+        calibrate_noise_multiplier(**{**args, **kwargs})
+
+
+def test_without_dp_accounting_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "dp_accounting", None)
+    with pytest.raises(ConfigError, match=r"pip install 'pollinate\[privacy\]'"):
+        epsilon([(0.3, 1.234567)], 1e-5)

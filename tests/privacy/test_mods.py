@@ -1,0 +1,121 @@
+"""Client-side clipping and local DP, as mods of a real ClientApp, and with the server's noise."""
+
+import numpy as np
+import pytest
+from dp_accounting import get_sigma_gaussian
+
+from pollinate import (
+    ArrayRecord,
+    ClientApp,
+    ConfigRecord,
+    Context,
+    FedAvg,
+    MetricRecord,
+    RecordDict,
+)
+from pollinate.errors import RoundError
+from pollinate.message import Message
+from pollinate.privacy import dp_fixed_clip, fixed_clipping_mod, local_dp_mod
+from pollinate.strategy import chain
+
+from .conftest import pulling_app, run
+
+MODEL = ArrayRecord({"w": np.ones(4, np.float32), "n": np.array([3], np.int64)})
+
+
+def _app(mods, move):
+    """A node that adds ``move`` to every weight and 1 to the counter."""
+    app = ClientApp(mods=mods)
+
+    @app.train()
+    def train(msg, context):
+        arrays = msg.content.arrays()
+        new = {"w": arrays["w"].numpy() + np.float32(move), "n": arrays["n"].numpy() + 1}
+        metrics = MetricRecord({"num-examples": 10})
+        return msg.reply(RecordDict({"arrays": ArrayRecord(new), "metrics": metrics}))
+
+    @app.evaluate()
+    def evaluate(msg, context):
+        return msg.reply(RecordDict({"metrics": MetricRecord({"num-examples": 10})}))
+
+    return app
+
+
+def _ask(app, config, kind="train", model=MODEL, node_id=1):
+    content = RecordDict({"arrays": model, "config": ConfigRecord({"server-round": 2, **config})})
+    message = Message.create(content, node_id, kind, run_id=1)
+    return app(message, Context(1, node_id))
+
+
+def _delta(reply, model=MODEL):
+    return reply.content.arrays()["w"].numpy().astype(np.float64) - model["w"].numpy()
+
+
+def test_the_clipping_mod_clips_the_delta_to_the_servers_clip_norm():
+    reply = _ask(_app([fixed_clipping_mod], move=3.0), {"dp.clip-norm": 1.5})
+    assert np.linalg.norm(_delta(reply)) == pytest.approx(1.5, rel=1e-6)
+    np.testing.assert_allclose(_delta(reply), np.full(4, 0.75), rtol=1e-6)  # direction kept
+    assert reply.content.arrays()["n"].numpy().tolist() == [4]  # counters left as sent
+
+
+def test_an_update_within_the_clip_leaves_the_mod_unchanged():
+    reply = _ask(_app([fixed_clipping_mod], move=0.1), {"dp.clip-norm": 1.0})
+    np.testing.assert_allclose(_delta(reply), np.full(4, 0.1), rtol=1e-6)
+
+
+def test_the_clipping_mod_lets_evaluation_through_and_fails_a_train_message_without_a_clip():
+    app = _app([fixed_clipping_mod], move=3.0)
+    assert not _ask(app, {}, kind="evaluate").has_error
+    reply = _ask(app, {})
+    assert reply.has_error and "dp_fixed_clip(..., clipped_on='nodes')" in reply.error.reason
+
+
+def test_nodes_that_clip_and_a_server_that_adds_noise_run_together(make_grid):
+    grid = make_grid(pulling_app(mods=[fixed_clipping_mod]), num_nodes=10)
+    piece = dp_fixed_clip(0.5, 1.0, clipped_on="nodes", seed=0)
+    strategy = FedAvg(fraction_train=0.5, fraction_evaluate=0.0, aggregation=chain(piece))
+    result = run(strategy, grid, 2)
+    assert all(not r.train.failures and r.train.num_ok > 0 for r in result.rounds)
+    assert result.rounds[-1].train.metrics["privacy.clip-norm"] == 0.5
+
+
+def test_a_node_without_the_mod_is_set_aside_naming_the_mod(make_grid):
+    grid = make_grid(pulling_app(), num_nodes=10)
+    piece = dp_fixed_clip(0.5, 1.0, clipped_on="nodes", seed=0)
+    strategy = FedAvg(fraction_train=0.5, fraction_evaluate=0.0, aggregation=chain(piece))
+    with pytest.raises(RoundError, match="add fixed_clipping_mod to the ClientApp's mods"):
+        run(strategy, grid, 1)
+
+
+def test_local_dp_noise_is_the_gaussian_mechanisms_for_the_nodes_epsilon():
+    model = ArrayRecord({"w": np.zeros(200_000)})
+    app = _local_app(local_dp_mod(clip_norm=0.5, epsilon=2.0, delta=1e-5, seed=1))
+    reply = _ask(app, {}, model=model)
+    std = get_sigma_gaussian(2.0, 1e-5) * 2 * 0.5  # sensitivity: two clipped deltas' distance
+    assert reply.content.arrays()["w"].numpy().std() == pytest.approx(std, rel=0.02)
+    metrics = reply.content.metrics()
+    assert metrics["privacy.node-epsilon"] == 2.0 and metrics["privacy.node-delta"] == 1e-5
+    assert metrics["num-examples"] == 10
+
+
+def test_local_dp_clips_before_the_noise_and_repeats_with_a_seed():
+    model = ArrayRecord({"w": np.zeros(4)})
+    mod = local_dp_mod(clip_norm=1.0, epsilon=1e6, delta=0.5, seed=3)  # next to no noise
+    reply = _ask(_local_app(mod, move=10.0), {}, model=model)
+    assert np.linalg.norm(reply.content.arrays()["w"].numpy()) == pytest.approx(1.0, rel=1e-3)
+    noisy = local_dp_mod(clip_norm=1.0, epsilon=1.0, delta=1e-5, seed=3)
+    first = _ask(_local_app(noisy), {}, model=model).content.arrays()["w"].numpy()
+    again = _ask(_local_app(noisy), {}, model=model).content.arrays()["w"].numpy()
+    assert first.tobytes() == again.tobytes()
+
+
+def _local_app(mod, move=0.0):
+    app = ClientApp(mods=[mod])
+
+    @app.train()
+    def train(msg, context):
+        new = {k: a.numpy() + move for k, a in msg.content.arrays().items()}
+        metrics = MetricRecord({"num-examples": 10})
+        return msg.reply(RecordDict({"arrays": ArrayRecord(new), "metrics": metrics}))
+
+    return app
