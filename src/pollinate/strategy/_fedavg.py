@@ -179,7 +179,9 @@ class FedAvg(Strategy):
 
     def min_train_replies(self, num_sent: int) -> int:
         """``min_train_nodes``, or every node sent to when a Poisson sample drew fewer."""
-        return min(self.min_train_nodes, num_sent)
+        if self.aggregation.poisson_sampling:
+            return min(self.min_train_nodes, num_sent)
+        return self.min_train_nodes
 
     def configure_train(
         self,
