@@ -78,7 +78,7 @@ def _epsilon(runs: tuple[tuple[float, float, int], ...], delta: float, accountan
     dp = dp_accounting()
     if any(z == 0.0 for _, z, _ in runs):
         return math.inf
-    ledger = _new_accountant(dp, accountant)
+    ledger = _new_accountant(dp, accountant, min(z for _, z, _ in runs))
     ledger.compose(dp.ComposedDpEvent([_event(dp, q, z, count) for q, z, count in runs]))
     return float(ledger.get_epsilon(delta))
 
@@ -120,10 +120,24 @@ def _event(dp: Any, q: float, z: float, count: int) -> Any:
     return dp.SelfComposedDpEvent(one, count)
 
 
-def _new_accountant(dp: Any, accountant: str) -> Any:
-    if accountant == "rdp":
+PLD_FINE_Z = 0.5
+"""Down to this noise multiplier a PLD keeps dp-accounting's default grid (1e-4)."""
+
+PLD_MIN_Z = 0.01
+"""Below this, a PLD's grid overflows; RDP's bound (an epsilon beyond use anyway) stands in."""
+
+
+def _new_accountant(dp: Any, accountant: str, least_z: float) -> Any:
+    """The accountant asked for, able to take noise multipliers down to ``least_z``.
+
+    A PLD's grid of privacy losses grows as ``1 / z^2``: below ``PLD_FINE_Z`` it is made
+    coarser in proportion, which keeps its epsilon an upper bound (dp-accounting rounds
+    pessimistically) and its size bounded.
+    """
+    if accountant == "rdp" or least_z < PLD_MIN_Z:
         return dp.rdp.RdpAccountant()
-    return dp.pld.PLDAccountant()
+    interval = 1e-4 * max(1.0, (PLD_FINE_Z / least_z) ** 2)
+    return dp.pld.PLDAccountant(value_discretization_interval=interval)
 
 
 def _runs(rounds: Iterable[tuple[float, float]]) -> tuple[tuple[float, float, int], ...]:
