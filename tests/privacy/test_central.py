@@ -10,7 +10,7 @@ from pollinate.errors import ConfigError, RoundError
 from pollinate.privacy import dp_adaptive_clip, dp_fixed_clip
 from pollinate.strategy import RoundInfo, Update, chain, server_momentum
 
-from .conftest import pulling_app, run
+from ._apps import pulling_app, run
 
 CURRENT = ArrayRecord({"w": np.zeros(3), "steps": np.array([7], np.int64)})
 

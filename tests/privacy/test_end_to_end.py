@@ -9,7 +9,7 @@ from pollinate.privacy import dp_adaptive_clip, dp_fixed_clip, epsilon
 from pollinate.simulation import run_simulation
 from pollinate.strategy import chain, server_momentum
 
-from .conftest import pulling_app
+from ._apps import pulling_app
 
 
 def _server_app(piece, rounds=3):

@@ -18,7 +18,7 @@ from pollinate.message import Message
 from pollinate.privacy import dp_fixed_clip, fixed_clipping_mod, local_dp_mod
 from pollinate.strategy import chain
 
-from .conftest import pulling_app, run
+from ._apps import pulling_app, run
 
 MODEL = ArrayRecord({"w": np.ones(4, np.float32), "n": np.array([3], np.int64)})
 

@@ -11,7 +11,7 @@ from pollinate.privacy import dp_fixed_clip, epsilon
 from pollinate.server import ResumePoint, RunObserver
 from pollinate.strategy import chain
 
-from .conftest import pulling_app, run
+from ._apps import pulling_app, run
 
 
 class _Grid:
