@@ -8,7 +8,7 @@ import pytest
 from pollinate import ArrayRecord, FedAvg, MetricRecord
 from pollinate.errors import ConfigError, RoundError
 from pollinate.privacy import dp_adaptive_clip, dp_fixed_clip
-from pollinate.strategy import RoundInfo, Update, chain, server_momentum
+from pollinate.strategy import RoundInfo, Update, chain, krum, norm_bound, server_momentum
 
 from ._apps import pulling_app, run
 
@@ -168,3 +168,9 @@ def test_a_dp_chain_composes_with_a_server_optimizer_and_reports_privacy_each_ro
     epsilons = [r.train.metrics["privacy.epsilon"] for r in result.rounds]
     assert epsilons == sorted(epsilons) and epsilons[0] > 0
     assert {"a:privacy.history", "0:0/w"} <= set(result.strategy_state)
+
+
+def test_a_filter_that_compares_updates_may_not_come_before_dp():
+    FedAvg(aggregation=chain(norm_bound(3.0), dp_fixed_clip(1.0, 1.0)))  # per update: fine
+    with pytest.raises(ConfigError, match=r"krum\(num_malicious_nodes=1\) picks updates by"):
+        FedAvg(min_train_nodes=5, aggregation=chain(krum(1), dp_fixed_clip(1.0, 1.0)))

@@ -264,6 +264,7 @@ class _CentralDp(Aggregator):
 
     streaming = True
     poisson_sampling = True
+    after_whole_round_filters = False
     unweighted = True
     """The SecAgg+ workflow must sum with weight 1: DP's sum ignores the nodes' weights."""
     works_on_sum = False

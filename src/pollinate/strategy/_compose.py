@@ -106,6 +106,9 @@ class Aggregator(ABC):
     """True if ``aggregate`` consumes its updates one by one without holding them."""
     poisson_sampling: bool = False
     """True if the strategy must sample each node independently (a DP guarantee assumes it)."""
+    after_whole_round_filters: bool = True
+    """False if no filter that compares updates (Krum) may precede it: with DP, one node
+    could change which others count, past any bound on its own influence."""
 
     def check(self, min_train_nodes: int) -> None:
         """Raise ConfigError if rounds of ``min_train_nodes`` valid updates cannot satisfy it."""
@@ -202,6 +205,13 @@ class Aggregation:
         pieces: tuple[UpdateFilter | Aggregator, ...] = (*self.filters, self.aggregator)
         for piece in pieces:
             piece.check(min_train_nodes)
+        comparing = [f for f in self.filters if not f.streaming]
+        if comparing and not self.aggregator.after_whole_round_filters:
+            raise ConfigError(
+                f"{self.aggregator!r} bounds what one node can change, but {comparing[0]!r} "
+                "picks updates by comparing them, so one node could change which others count: "
+                "keep only per-update filters (norm_bound) before it"
+            )
 
     def init(self, arrays: ArrayRecord) -> ArrayRecord:
         """The pieces' states: the aggregator's as ``"a:<name>"``, the optimizers' by position.
