@@ -162,11 +162,11 @@ def dp_accounting() -> Any:
     return dp_accounting
 
 
-def check_accountant(accountant: object) -> str:
+def check_accountant(accountant: object) -> Accountant:
     """``accountant`` if it is one pollinate knows, else ConfigError naming them."""
-    if accountant not in ACCOUNTANTS:
-        raise ConfigError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
-    return str(accountant)
+    if accountant == "pld" or accountant == "rdp":
+        return accountant
+    raise ConfigError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
 
 
 def check_positive(name: str, value: object) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -75,15 +76,15 @@ def dp_fixed_clip(
         raise ConfigError(
             f"dp_fixed_clip: clipped_on must be 'server' or 'nodes', got {clipped_on!r}"
         )
-    plan = _Plan.of(
+    plan = _plan(
         "dp_fixed_clip",
-        noise_multiplier,
-        target_epsilon,
-        num_rounds,
-        delta,
-        max_epsilon,
-        accountant,
-        seed,
+        noise_multiplier=noise_multiplier,
+        target_epsilon=target_epsilon,
+        num_rounds=num_rounds,
+        delta=delta,
+        max_epsilon=max_epsilon,
+        accountant=accountant,
+        seed=seed,
     )
     return _FixedClip(clip, clipped_on == "nodes", plan)
 
@@ -125,122 +126,44 @@ def dp_adaptive_clip(
         )
     if count_noise_std is not None:
         _accountant.check_positive("dp_adaptive_clip: count_noise_std", count_noise_std)
-    plan = _Plan.of(
+    plan = _plan(
         "dp_adaptive_clip",
-        noise_multiplier,
-        target_epsilon,
-        num_rounds,
-        delta,
-        max_epsilon,
-        accountant,
-        seed,
+        noise_multiplier=noise_multiplier,
+        target_epsilon=target_epsilon,
+        num_rounds=num_rounds,
+        delta=delta,
+        max_epsilon=max_epsilon,
+        accountant=accountant,
+        seed=seed,
     )
     return _AdaptiveClip(initial, float(target_quantile), rate, count_noise_std, plan)
 
 
+@dataclass(frozen=True, slots=True)
 class _Plan:
     """What the accountant needs beyond a round: z or a target, delta, a budget, a source."""
 
-    def __init__(
-        self,
-        noise_multiplier: float | None,
-        target_epsilon: float | None,
-        num_rounds: int | None,
-        delta: float,
-        max_epsilon: float | None,
-        accountant: str,
-        noise: NoiseSource,
-    ) -> None:
-        self.noise_multiplier = noise_multiplier
-        self.target_epsilon = target_epsilon
-        self.num_rounds = num_rounds
-        self.delta = delta
-        self.max_epsilon = max_epsilon
-        self.accountant = accountant
-        self.noise = noise
-
-    @classmethod
-    def of(
-        cls,
-        piece: str,
-        noise_multiplier: float | None,
-        target_epsilon: float | None,
-        num_rounds: int | None,
-        delta: float,
-        max_epsilon: float | None,
-        accountant: str,
-        seed: int | None,
-    ) -> _Plan:
-        """The checked plan of a piece's arguments (ConfigError naming ``piece`` if not)."""
-        try:
-            return cls._checked(
-                noise_multiplier, target_epsilon, num_rounds, delta, max_epsilon, accountant, seed
-            )
-        except ConfigError as err:
-            raise ConfigError(f"{piece}: {err}") from None
-
-    @classmethod
-    def _checked(
-        cls,
-        noise_multiplier: float | None,
-        target_epsilon: float | None,
-        num_rounds: int | None,
-        delta: float,
-        max_epsilon: float | None,
-        accountant: str,
-        seed: int | None,
-    ) -> _Plan:
-        if (noise_multiplier is None) == (target_epsilon is None):
-            raise ConfigError(
-                "give either noise_multiplier or target_epsilon (with num_rounds), not both "
-                "and not neither"
-            )
-        if noise_multiplier is not None:
-            z: float | None = _accountant.check_positive("noise_multiplier", noise_multiplier)
-            target = None
-        else:
-            z, target = None, _accountant.check_positive("target_epsilon", target_epsilon)
-            if isinstance(num_rounds, bool) or not isinstance(num_rounds, int) or num_rounds < 1:
-                raise ConfigError(
-                    f"target_epsilon needs num_rounds, the rounds the run will have (a whole "
-                    f"number, 1 or more), to calibrate the noise for; got {num_rounds!r}"
-                )
-        budget = (
-            target
-            if max_epsilon is None
-            else _accountant.check_positive("max_epsilon", max_epsilon)
-        )
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-            raise ConfigError(
-                f"seed must be a whole number 0 or more, or None (OS randomness), got {seed!r}"
-            )
-        return cls(
-            z,
-            target,
-            num_rounds,
-            _accountant.check_delta(delta),
-            budget,
-            _accountant.check_accountant(accountant),
-            NoiseSource(seed),
-        )
+    noise_multiplier: float | None
+    target_epsilon: float | None
+    num_rounds: int | None
+    delta: float
+    max_epsilon: float | None
+    accountant: Accountant
+    noise: NoiseSource
 
     def z(self, q: float) -> float:
         """The noise multiplier: the one given, or the one calibrated for the rate ``q``."""
         if self.noise_multiplier is not None:
             return self.noise_multiplier
-        assert self.target_epsilon is not None and self.num_rounds is not None  # by _checked
+        assert self.target_epsilon is not None and self.num_rounds is not None  # by _checked_plan
         return _accountant.calibrate_noise_multiplier(
-            self.target_epsilon,
-            self.delta,
-            q,
-            self.num_rounds,
-            self.accountant,  # type: ignore[arg-type]
+            self.target_epsilon, self.delta, q, self.num_rounds, self.accountant
         )
 
     def epsilon(self, history: np.ndarray[Any, Any]) -> float:
         """The epsilon at the run's delta of the rounds in ``history``."""
         rounds = _accountant.history_rounds(history)
-        return _accountant.epsilon(rounds, self.delta, self.accountant)  # type: ignore[arg-type]
+        return _accountant.epsilon(rounds, self.delta, self.accountant)
 
     def args(self) -> str:
         """The plan as the arguments it was given, for a piece's repr."""
@@ -257,6 +180,57 @@ class _Plan:
         if self.noise.seed is not None:
             parts.append(f"seed={self.noise.seed}")
         return ", ".join(parts)
+
+
+def _plan(piece: str, **args: Any) -> _Plan:
+    """The checked plan of a piece's arguments (one ConfigError naming ``piece`` if not)."""
+    try:
+        return _checked_plan(**args)
+    except ConfigError as err:
+        raise ConfigError(f"{piece}: {err}") from None
+
+
+def _checked_plan(
+    noise_multiplier: float | None,
+    target_epsilon: float | None,
+    num_rounds: int | None,
+    delta: float,
+    max_epsilon: float | None,
+    accountant: str,
+    seed: int | None,
+) -> _Plan:
+    if (noise_multiplier is None) == (target_epsilon is None):
+        raise ConfigError(
+            "give either noise_multiplier or target_epsilon (with num_rounds), not both "
+            "and not neither"
+        )
+    z: float | None = None
+    target: float | None = None
+    if noise_multiplier is not None:
+        z = _accountant.check_positive("noise_multiplier", noise_multiplier)
+    else:
+        target = _accountant.check_positive("target_epsilon", target_epsilon)
+        if isinstance(num_rounds, bool) or not isinstance(num_rounds, int) or num_rounds < 1:
+            raise ConfigError(
+                f"target_epsilon needs num_rounds, the rounds the run will have (a whole "
+                f"number, 1 or more), to calibrate the noise for; got {num_rounds!r}"
+            )
+    budget = target  # a target is a budget too, unless another is given
+    if max_epsilon is not None:
+        budget = _accountant.check_positive("max_epsilon", max_epsilon)
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ConfigError(
+            f"seed must be a whole number 0 or more, or None (OS randomness), got {seed!r}"
+        )
+    return _Plan(
+        z,
+        target,
+        num_rounds,
+        _accountant.check_delta(delta),
+        budget,
+        _accountant.check_accountant(accountant),
+        NoiseSource(seed),
+    )
 
 
 class _CentralDp(Aggregator):
