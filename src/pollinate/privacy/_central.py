@@ -14,6 +14,7 @@ Private Learning with Adaptive Clipping", https://arxiv.org/abs/1905.03871).
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -263,9 +264,9 @@ class _CentralDp(Aggregator):
         """The Poisson sample's randomness: seeded, or from the OS."""
         return self.plan.noise.generator(server_round, SAMPLING)
 
+    @abstractmethod
     def clip(self, state: ArrayRecord) -> float:
         """The clip this round uses."""
-        raise NotImplementedError
 
     def aggregate_round(
         self,
@@ -283,6 +284,11 @@ class _CentralDp(Aggregator):
         _check_real(current)
         clip, q = self.clip(state), info.sampling_rate
         expected = q * info.num_available
+        if not expected > 0:
+            raise RoundError(
+                f"round {info.server_round}: no node could be sampled (sampling rate {q:g} of "
+                f"{info.num_available} nodes): raise fraction_train"
+            )
         z = self.plan.z(q)
         total = _ClippedSum(current, clip, secure_means=self.nodes_clip)
         for update in updates:
