@@ -119,3 +119,9 @@ def _local_app(mod, move=0.0):
         return msg.reply(RecordDict({"arrays": ArrayRecord(new), "metrics": metrics}))
 
     return app
+
+
+def test_local_dp_refuses_a_complex_array_it_cannot_noise():
+    model = ArrayRecord({"z": np.zeros(2, np.complex128)})
+    reply = _ask(_local_app(local_dp_mod(1.0, 1.0, 1e-5)), {}, model=model)
+    assert reply.has_error and "real and imaginary parts" in reply.error.reason

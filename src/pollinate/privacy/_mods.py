@@ -108,7 +108,12 @@ def _clipped(arrays: ArrayRecord, received: ArrayRecord, clip: float) -> ArrayRe
 
 
 def _noised(array: Array, std: float, draw: Normals) -> Array:
-    """``array`` plus Gaussian noise of ``std`` if it is floating-point."""
+    """``array`` plus Gaussian noise of ``std`` if it is floating-point (complex: refused)."""
+    if array.dtype.kind == "c":
+        raise ConfigError(
+            "local_dp_mod noises real floating-point arrays; send a complex array's real and "
+            "imaginary parts as two arrays"
+        )
     if array.dtype.kind != "f":
         return array
     data = np.asarray(array.numpy(), np.float64)
