@@ -13,6 +13,7 @@ Opacus is imported only when a ``DpSgd`` is used: ``pip install 'pollinate[priva
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -146,10 +147,12 @@ class DpSgd:
             raise ConfigError("the data loader is empty: DP-SGD needs at least one example")
         self.sample_rate = 1 / len(data_loader)
         planned_steps = None
-        if self.planned_epochs is not None:
+        if self.target_epsilon is not None and self.planned_epochs is not None:
             planned_steps = self.planned_epochs * len(data_loader)
             self._check_budget(planned_steps)
-            self.noise_multiplier = self._calibrated(opacus, self.sample_rate, planned_steps)
+            self.noise_multiplier = self._calibrated(
+                self.target_epsilon, self.sample_rate, planned_steps
+            )
         with warnings.catch_warnings():  # Opacus warns whenever secure_mode is off
             warnings.filterwarnings("ignore", "Secure RNG turned off")
             engine = opacus.PrivacyEngine(accountant=self.accountant, secure_mode=self._secure_mode)
@@ -178,22 +181,13 @@ class DpSgd:
         private_optimizer.attach_step_hook(account_and_keep)
         return private_model, private_optimizer, loader
 
-    def _calibrated(self, opacus: Any, sample_rate: float, steps: int) -> float:
+    def _calibrated(self, target_epsilon: float, sample_rate: float, steps: int) -> float:
         """The noise multiplier that spends at most ``target_epsilon`` in ``steps`` steps."""
         try:
-            with warnings.catch_warnings():  # the search tries noise far outside the bound's range
-                warnings.filterwarnings("ignore", "Optimal order is the")
-                noise = opacus.accountants.utils.get_noise_multiplier(
-                    target_epsilon=self.target_epsilon,
-                    target_delta=self.delta,
-                    sample_rate=sample_rate,
-                    steps=steps,
-                    accountant=self.accountant,
-                )
-            return float(noise)
+            return _calibrate(target_epsilon, self.delta, sample_rate, steps, self.accountant)
         except ValueError as err:  # "The privacy budget is too low."
             raise ConfigError(
-                f"no noise multiplier keeps epsilon at {self.target_epsilon} over "
+                f"no noise multiplier keeps epsilon at {target_epsilon} over "
                 f"{self.planned_epochs} epochs at sampling rate {sample_rate:.4g} ({err}): "
                 "raise target_epsilon or the batch size, or plan fewer epochs"
             ) from None
@@ -208,6 +202,23 @@ class DpSgd:
                 "planned steps): it trains no more in this run; plan more epochs or a larger "
                 "target_epsilon for the next run"
             )
+
+
+@functools.lru_cache(maxsize=64)
+def _calibrate(
+    target_epsilon: float, delta: float, sample_rate: float, steps: int, accountant: str
+) -> float:
+    """Opacus's search for the noise, once per process for each plan (it takes a second)."""
+    with warnings.catch_warnings():  # the search tries noise far outside the bound's range
+        warnings.filterwarnings("ignore", "Optimal order is the")
+        noise = _opacus().accountants.utils.get_noise_multiplier(
+            target_epsilon=target_epsilon,
+            target_delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=accountant,
+        )
+    return float(noise)
 
 
 def _check_positive(name: str, value: float | None) -> None:
