@@ -149,6 +149,34 @@ def test_a_seed_makes_a_round_reproducible():
     assert frameworks.torch.to_arrays(models[0]) != other
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_seeded_round_on_a_gpu_draws_its_noise_there():
+    def round_on_gpu():
+        context = Context(1, 1)
+        model = _net().cuda()
+        dp = DpSgd(context, max_grad_norm=1.0, noise_multiplier=1.0, delta=1e-5, seed=3)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        private_model, optimizer, loader = dp.make_private(model, optimizer, _loader())
+        for x, y in loader:
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(private_model(x.cuda()), y.cuda()).backward()
+            optimizer.step()
+        return dp, frameworks.torch.to_arrays(model.cpu())
+
+    (dp, first), (_, second) = round_on_gpu(), round_on_gpu()
+    for name, array in first.items():  # the same noise (GPU sums may differ in the last bits)
+        np.testing.assert_allclose(array.numpy(), second[name].numpy(), rtol=1e-5, atol=1e-6)
+    assert dp.epsilon == pytest.approx(_opacus_epsilon(1.0, NUM_EXAMPLES // BATCH_SIZE))
+
+
+def test_secure_mode_without_torchcsprng_is_one_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "torchcsprng", None)
+    dp = DpSgd(Context(1, 1), max_grad_norm=1.0, noise_multiplier=1.0, delta=1e-5, secure_mode=True)
+    model = _net()
+    with pytest.raises(ConfigError, match="secure_mode needs torchcsprng"):
+        dp.make_private(model, torch.optim.SGD(model.parameters(), lr=0.1), _loader())
+
+
 def test_a_batchnorm_model_is_one_clear_error_naming_the_fix():
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8))
     dp = DpSgd(Context(1, 1), max_grad_norm=1.0, noise_multiplier=1.0, delta=1e-5)

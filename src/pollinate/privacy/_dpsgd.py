@@ -153,15 +153,14 @@ class DpSgd:
             self.noise_multiplier = self._calibrated(
                 self.target_epsilon, self.sample_rate, planned_steps
             )
-        with warnings.catch_warnings():  # Opacus warns whenever secure_mode is off
-            warnings.filterwarnings("ignore", "Secure RNG turned off")
-            engine = opacus.PrivacyEngine(accountant=self.accountant, secure_mode=self._secure_mode)
+        engine = self._engine(opacus)
         engine.accountant.history = self.history
         generator = None
-        if self._seed is not None:
+        if self._seed is not None:  # where the noise is drawn: on the parameters' device
             import torch
 
-            generator = torch.Generator().manual_seed(self._seed)
+            device = next(model.parameters()).device
+            generator = torch.Generator(device=device).manual_seed(self._seed)
         private_model, private_optimizer, loader = engine.make_private(
             module=model,
             optimizer=optimizer,
@@ -180,6 +179,21 @@ class DpSgd:
 
         private_optimizer.attach_step_hook(account_and_keep)
         return private_model, private_optimizer, loader
+
+    def _engine(self, opacus: Any) -> Any:
+        """A new PrivacyEngine; secure_mode without torchcsprng is one ConfigError."""
+        with warnings.catch_warnings():  # Opacus warns whenever secure_mode is off
+            warnings.filterwarnings("ignore", "Secure RNG turned off")
+            try:
+                return opacus.PrivacyEngine(
+                    accountant=self.accountant, secure_mode=self._secure_mode
+                )
+            except ImportError:
+                raise ConfigError(
+                    "secure_mode needs torchcsprng for the OS's randomness: pip install "
+                    "torchcsprng (https://github.com/pytorch/csprng), or secure_mode=False "
+                    "in simulation"
+                ) from None
 
     def _calibrated(self, target_epsilon: float, sample_rate: float, steps: int) -> float:
         """The noise multiplier that spends at most ``target_epsilon`` in ``steps`` steps."""
