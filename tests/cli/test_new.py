@@ -269,6 +269,10 @@ def test_dpsgd_app_learns_in_its_default_config_and_reports_node_epsilon(tmp_pat
     assert summary["privacy"]["node_round"] == 3
     assert "UserWarning" not in process.stderr  # the app silences Opacus's hook warning
 
+    # Worker processes keep each node's account in its context.state between rounds too.
+    parallel = run_cli("run", "demo", "local-parallel", "--json", cwd=tmp_path)
+    assert _last_json_line(parallel)["privacy"] == summary["privacy"]
+
     shown = run_cli("run", "demo", "--run-config", "num-server-rounds=1", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     line = next(x for x in shown.stdout.splitlines() if "privacy (nodes' own)" in x)
