@@ -91,8 +91,8 @@ class DpSgd:
         secure_mode: bool = False,
     ) -> None:
         _check_positive("max_grad_norm", max_grad_norm)
-        if not (math.isfinite(delta) and 0 < delta < 1):
-            raise ConfigError(f"delta must be in (0, 1), got {delta}: 1e-5 is usual")
+        if not (isinstance(delta, (int, float)) and 0 < delta < 1):
+            raise ConfigError(f"delta must be a number in (0, 1), got {delta!r}: 1e-5 is usual")
         _check_noise(noise_multiplier, target_epsilon, planned_epochs)
         if accountant not in ACCOUNTANTS:
             raise ConfigError(
