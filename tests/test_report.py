@@ -4,7 +4,7 @@ import matplotlib.image
 import pytest
 
 from pollinate.errors import ConfigError
-from pollinate.report import load_history, metric_series, write_report
+from pollinate.report import load_history, metric_series, privacy_lines, write_report
 
 
 def round_line(server_round, accuracy, with_train=True):
@@ -56,3 +56,22 @@ def test_a_corrupt_metrics_line_is_a_clear_error(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n{oops\n')
     with pytest.raises(ConfigError, match="line 2 is not JSON"):
         load_history(tmp_path)
+
+
+def test_a_dp_run_folder_says_the_epsilon_it_spent(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in lines[1:]:
+        epsilon = 0.97 * record["round"]  # the cumulative epsilon a DP strategy reports
+        record["train"]["metrics"].update({"privacy.epsilon": epsilon, "privacy.delta": 1e-5})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    assert privacy_lines(load_history(run_dir)) == [
+        ("privacy", "epsilon 2.91 at delta 1e-05 after 3 rounds")
+    ]
+    page = write_report(run_dir).html.read_text()
+    assert "<td>privacy</td><td>epsilon 2.91 at delta 1e-05 after 3 rounds</td>" in page
+    assert "<th>train.privacy.epsilon</th>" in page  # and its curve, round by round
+
+
+def test_a_run_folder_without_dp_has_no_privacy_line(run_dir):
+    assert privacy_lines(load_history(run_dir)) == []
+    assert "privacy" not in write_report(run_dir).html.read_text()

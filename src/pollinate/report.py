@@ -3,8 +3,8 @@
 ``write_report(run_dir)`` reads ``metrics.jsonl`` (and ``run.json`` when present), draws one
 panel per metric (accuracy, loss, ...) with a line per phase (centralized ``server``,
 federated ``evaluate``, ``train``), and writes ``curves.png`` and ``report.html`` (the PNG
-embedded, so the page can be mailed or archived as one file). matplotlib is imported only
-here.
+embedded, so the page can be mailed or archived as one file); a differentially private
+run's page also says the epsilon it spent. matplotlib is imported only here.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .server._privacy import privacy_spent
 
-__all__ = ["ReportFiles", "load_history", "metric_series", "write_report"]
+__all__ = ["ReportFiles", "load_history", "metric_series", "privacy_lines", "write_report"]
 
 PHASES = ("server", "evaluate", "train")
 _COLORS = {"server": "tab:blue", "evaluate": "tab:orange", "train": "tab:green"}
@@ -65,6 +66,13 @@ def metric_series(history: list[dict[str, Any]]) -> dict[str, dict[str, list[tup
                 points = series.setdefault(name, {}).setdefault(phase, [])
                 points.append((int(record["round"]), float(value)))
     return series
+
+
+def privacy_lines(history: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """``[("privacy", "epsilon 2.91 at delta 1e-05 after 10 rounds")]``; none without DP."""
+    train = {int(r["round"]): _phase_metrics(r, "train") for r in history if "round" in r}
+    spent = privacy_spent(train)
+    return spent.lines() if spent else []
 
 
 def write_report(run_dir: str | Path) -> ReportFiles:
@@ -156,11 +164,12 @@ def _html(
 ) -> str:
     image = base64.b64encode(curves.read_bytes()).decode("ascii")
     run = _run_record(run_dir)
-    summary_rows = [
+    summary_rows: list[tuple[str, Any]] = [
         (key, run[key])
         for key in ("run_id", "status", "error", "num_rounds", "wall_time_s", "rounds_time_s")
         if key in run
     ]
+    summary_rows += privacy_lines(history)
     return _PAGE.format(
         title=html.escape(_title(run_dir)),
         summary=_table(["", ""], [[k, v] for k, v in summary_rows]),

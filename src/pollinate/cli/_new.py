@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 
 __all__ = ["TEMPLATES", "create_app", "new_command", "package_name"]
 
-TEMPLATES = ("pytorch", "keras", "numpy", "sklearn", "jax")
+TEMPLATES = ("pytorch", "keras", "numpy", "sklearn", "jax", "pytorch-dpsgd")
 """The templates, the default first."""
+
+_BASES = {"pytorch-dpsgd": "pytorch"}
+"""Templates that are another one with some files replaced: those files are all they hold."""
 
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _TAKEN = frozenset({"pollinate", "torch", "keras", "jax", "numpy", "sklearn", "scipy", "tests"})
@@ -41,6 +44,7 @@ _DEPENDENCIES = {
     "numpy": ("sklearn",),
     "sklearn": ("sklearn",),
     "jax": ("jax", "sklearn"),
+    "pytorch-dpsgd": ("torch", "sklearn", "opacus"),
 }
 """The modules each template's app imports, beyond pollinate and numpy."""
 _PIP_NAMES = {"sklearn": "scikit-learn"}
@@ -94,8 +98,13 @@ def create_app(name: str, template: str, parent: Path) -> list[Path]:
 
 
 def _template_files(template: str) -> Iterator[tuple[PurePosixPath, Traversable]]:
-    root = resources.files("pollinate.templates").joinpath(template)
-    yield from _walk(root, PurePosixPath())
+    """The template's files, by path: its base's, with the template's own in their place."""
+    templates = resources.files("pollinate.templates")
+    files: dict[PurePosixPath, Traversable] = {}
+    if template in _BASES:
+        files.update(_walk(templates.joinpath(_BASES[template]), PurePosixPath()))
+    files.update(_walk(templates.joinpath(template), PurePosixPath()))
+    yield from files.items()
 
 
 def _walk(

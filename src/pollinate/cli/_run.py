@@ -36,6 +36,7 @@ from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..loader import load_object
 from ..server import Result, ServerApp
+from ..server._privacy import privacy_spent
 from ..server._progress import print_summary, progress_view
 from ..simulation import Backend, make_backend, run_simulation
 from ..simulation._run import client_app_source
@@ -208,7 +209,10 @@ def _reason(err: BaseException) -> str:
 
 
 def json_summary(plan: RunPlan, outcome: _Outcome) -> str:
-    """The ``--json`` line: the run's id, folder, times, every round and the final metrics."""
+    """The ``--json`` line: the run's id, folder, times, rounds, final metrics (and privacy).
+
+    ``privacy`` is there only when the rounds reported it, so a run without DP keeps its line.
+    """
     result = outcome.result
     payload = {
         "run_id": plan.run_id,
@@ -218,6 +222,9 @@ def json_summary(plan: RunPlan, outcome: _Outcome) -> str:
         "rounds": [record.to_json() for record in result.rounds],
         "final": result.final_metrics(),
     }
+    spent = privacy_spent(result.metrics("train"))
+    if spent is not None:
+        payload["privacy"] = spent.to_json()
     return json.dumps(finite(payload), separators=(",", ":"))
 
 

@@ -2,7 +2,9 @@
 
 Central DP as aggregators for ``chain(...)`` (the server clips or the nodes do, the server
 adds Gaussian noise, an accountant reports epsilon each round), ClientApp mods for
-client-side clipping and local DP, and the accountant's bridge to Google's dp-accounting.
+client-side clipping and local DP, the accountant's bridge to Google's dp-accounting, and
+sample-level DP-SGD on a node with Opacus. Opacus and dp-accounting are imported only when
+used: ``pip install 'pollinate[privacy]'``.
 """
 
 # dp: central DP pieces, client mods, the accountant
@@ -13,6 +15,12 @@ from ._central import CLIP_NORM_KEY as CLIP_NORM_KEY
 from ._central import SECAGG_COUNT_KEY as SECAGG_COUNT_KEY
 from ._central import dp_adaptive_clip as dp_adaptive_clip
 from ._central import dp_fixed_clip as dp_fixed_clip
+
+# DP-SGD on the node (Opacus)
+from ._dpsgd import DPSGD_STATE_KEY as DPSGD_STATE_KEY
+from ._dpsgd import NODE_DELTA_KEY as NODE_DELTA_KEY
+from ._dpsgd import NODE_EPSILON_KEY as NODE_EPSILON_KEY
+from ._dpsgd import DpSgd as DpSgd
 from ._mods import fixed_clipping_mod as fixed_clipping_mod
 from ._mods import local_dp_mod as local_dp_mod
 
@@ -27,4 +35,9 @@ __all__ = [
     "epsilon",
     "fixed_clipping_mod",
     "local_dp_mod",
+    # DP-SGD on the node (Opacus)
+    "DPSGD_STATE_KEY",
+    "DpSgd",
+    "NODE_DELTA_KEY",
+    "NODE_EPSILON_KEY",
 ]

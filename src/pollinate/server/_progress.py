@@ -30,6 +30,7 @@ from rich.text import Text
 from ..records import ArrayRecord
 from ._history import PhaseResult, Result, RoundRecord
 from ._observer import RunObserver
+from ._privacy import privacy_spent
 
 __all__ = [
     "LineView",
@@ -266,7 +267,7 @@ def log_handler(console: Console, level: int) -> logging.Handler:
 
 
 def print_summary(console: Console, result: Result, wall_time_s: float) -> None:
-    """The end of a run: rounds and time, every final metric (the key ones first), the model."""
+    """The end of a run: rounds, time, final metrics (key ones first), privacy spent, model."""
     rounds = sum(record.server_round > 0 for record in result.rounds)
     console.print(
         f"[green]Finished[/] {rounds} round{'' if rounds == 1 else 's'} in "
@@ -278,6 +279,9 @@ def print_summary(console: Console, result: Result, wall_time_s: float) -> None:
     for key in choose_columns(keys, limit=len(keys)):  # every metric, the key ones first
         line = f"  {key:<32} {format_number(float(final[key]))}"
         console.print(line, soft_wrap=True, markup=False)
+    spent = privacy_spent(result.metrics("train"))
+    for label, text in spent.lines() if spent else []:
+        console.print(f"  {label:<32} {text}", soft_wrap=True, markup=False)
     console.print(f"  {'model':<32} {_model_size(result.arrays)}", soft_wrap=True, markup=False)
 
 

@@ -1,0 +1,1 @@
+"""DP-SGD on every node with Opacus: digits (bundled) or MNIST, the nodes' epsilon reported."""

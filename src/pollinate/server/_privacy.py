@@ -1,0 +1,90 @@
+"""The privacy a run spent, read from its rounds' train metrics, for summaries and reports.
+
+A differentially private round's train metrics carry ``privacy.epsilon`` (cumulative, at
+``privacy.delta``); nodes that account their own privacy (DP-SGD, local DP) reply with
+``privacy.node-epsilon`` and ``privacy.node-delta``, which the round's metrics average over
+the nodes. The summary of ``pollinate run``, its ``--json`` line and ``pollinate report``
+show the last of each; a run without them shows nothing more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+__all__ = ["PrivacySpent", "Spent", "privacy_spent"]
+
+_KEYS = {
+    "run": ("privacy.epsilon", "privacy.delta"),
+    "nodes": ("privacy.node-epsilon", "privacy.node-delta"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Spent:
+    """An epsilon at a delta (None if the metrics gave none), as of one round."""
+
+    epsilon: float
+    delta: float | None
+    server_round: int
+
+    def at_delta(self) -> str:
+        """``"epsilon 2.91 at delta 1e-05"``."""
+        delta = "" if self.delta is None else f" at delta {self.delta:g}"
+        return f"epsilon {self.epsilon:.3g}{delta}"
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacySpent:
+    """The run's (server-accounted) privacy and the nodes' own, each if reported."""
+
+    run: Spent | None
+    nodes: Spent | None
+
+    def lines(self) -> list[tuple[str, str]]:
+        """``(label, text)`` pairs for a summary: what was spent, and after how many rounds."""
+        lines = []
+        if self.run is not None:
+            rounds = self.run.server_round
+            text = f"{self.run.at_delta()} after {rounds} round{'' if rounds == 1 else 's'}"
+            lines.append(("privacy", text))
+        if self.nodes is not None:
+            text = f"{self.nodes.at_delta()}, mean of round {self.nodes.server_round}'s nodes"
+            lines.append(("privacy (nodes' own)", text))
+        return lines
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"epsilon", "delta", "rounds"}`` and ``node_*`` keys, for what was reported."""
+        out: dict[str, Any] = {}
+        if self.run is not None:
+            out.update(epsilon=self.run.epsilon, delta=self.run.delta)
+            out["rounds"] = self.run.server_round
+        if self.nodes is not None:
+            out.update(node_epsilon=self.nodes.epsilon, node_delta=self.nodes.delta)
+            out["node_round"] = self.nodes.server_round
+        return out
+
+
+def privacy_spent(train_metrics: Mapping[int, Mapping[str, Any]]) -> PrivacySpent | None:
+    """The last reported privacy in ``{round: train metrics}``; None for a run without DP."""
+    found = {part: _last(train_metrics, *keys) for part, keys in _KEYS.items()}
+    if found["run"] is None and found["nodes"] is None:
+        return None
+    return PrivacySpent(found["run"], found["nodes"])
+
+
+def _last(
+    train_metrics: Mapping[int, Mapping[str, Any]], epsilon_key: str, delta_key: str
+) -> Spent | None:
+    for server_round in sorted(train_metrics, reverse=True):
+        metrics = train_metrics[server_round]
+        epsilon = metrics.get(epsilon_key)
+        if _is_number(epsilon):
+            delta = metrics.get(delta_key)
+            return Spent(float(epsilon), float(delta) if _is_number(delta) else None, server_round)
+    return None
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -1,0 +1,89 @@
+"""The privacy a run spent, in ``pollinate run``'s summary, its --json line and the report."""
+
+import json
+
+import pytest
+
+from pollinate.server._privacy import privacy_spent
+
+from .conftest import TINY_CLIENT
+
+# A node that reports what a DP round's train metrics carry: the run's cumulative epsilon
+# (1.5 a round) at delta 1e-5, and its own (DP-SGD) epsilon, 0.25 a round plus its node id.
+DP_CLIENT = TINY_CLIENT.replace(
+    'metrics = MetricRecord({"num-examples": 10, "train-loss": 1.0})',
+    """server_round = msg.content["config"]["server-round"]
+    metrics = MetricRecord(
+        {
+            "num-examples": 10,
+            "train-loss": 1.0,
+            "privacy.epsilon": 1.5 * server_round,
+            "privacy.delta": 1e-5,
+            "privacy.node-epsilon": 0.25 * server_round + context.node_id,
+            "privacy.node-delta": 1e-6,
+        }
+    )""",
+)
+
+
+def _run(invoke, app_dir, *options):
+    result = invoke("run", app_dir, *options)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def test_a_dp_run_shows_its_epsilon_in_the_summary_the_json_line_and_the_report(make_app, invoke):
+    app_dir = make_app(client=DP_CLIENT)
+    summary = _run(invoke, app_dir).stdout
+    assert "privacy                          epsilon 3 at delta 1e-05 after 2 rounds" in summary
+    node_line = next(line for line in summary.splitlines() if "privacy (nodes' own)" in line)
+    assert node_line.endswith("at delta 1e-06, mean of round 2's nodes")
+
+    line = json.loads(_run(invoke, app_dir, "--json").stdout.strip().splitlines()[-1])
+    privacy = line["privacy"]
+    assert privacy["epsilon"] == 3.0 and privacy["delta"] == 1e-5 and privacy["rounds"] == 2
+    assert privacy["node_delta"] == 1e-6 and privacy["node_round"] == 2
+    assert privacy["node_epsilon"] == pytest.approx(line["final"]["train.privacy.node-epsilon"])
+
+    report = invoke("report", app_dir / "runs" / line["out_dir"].rsplit("/", 1)[-1])
+    assert report.exit_code == 0, report.output
+    assert "privacy: epsilon 3 at delta 1e-05 after 2 rounds" in report.stdout.splitlines()
+    page = (app_dir / "runs" / line["out_dir"].rsplit("/", 1)[-1] / "report.html").read_text()
+    assert "<td>privacy</td><td>epsilon 3 at delta 1e-05 after 2 rounds</td>" in page
+
+
+def test_a_run_without_dp_shows_no_privacy(make_app, invoke):
+    app_dir = make_app()
+    assert "privacy" not in _run(invoke, app_dir).stdout
+    line = json.loads(_run(invoke, app_dir, "--json").stdout.strip().splitlines()[-1])
+    assert set(line) == {"run_id", "out_dir", "wall_time_s", "rounds_time_s", "rounds", "final"}
+    report = invoke("report", app_dir / "runs" / line["out_dir"].rsplit("/", 1)[-1])
+    assert report.stdout.splitlines()[0].startswith("curves: ")
+    assert len(report.stdout.splitlines()) == 2
+
+
+def test_the_last_round_that_reported_privacy_is_the_one_shown():
+    train = {
+        1: {"privacy.epsilon": 0.5, "privacy.delta": 1e-5},
+        2: {"privacy.epsilon": 0.9, "privacy.delta": 1e-5},
+        3: {"train-loss": 0.1},  # a round whose replies carried no privacy figures
+    }
+    spent = privacy_spent(train)
+    assert spent is not None and spent.nodes is None
+    assert spent.lines() == [("privacy", "epsilon 0.9 at delta 1e-05 after 2 rounds")]
+    assert spent.to_json() == {"epsilon": 0.9, "delta": 1e-5, "rounds": 2}
+
+
+def test_node_figures_alone_and_an_epsilon_without_delta():
+    spent = privacy_spent({1: {"privacy.node-epsilon": 12.345}, 2: {}})
+    assert spent is not None and spent.run is None
+    assert spent.lines() == [("privacy (nodes' own)", "epsilon 12.3, mean of round 1's nodes")]
+    assert spent.to_json() == {"node_epsilon": 12.345, "node_delta": None, "node_round": 1}
+    assert privacy_spent({1: {"privacy.epsilon": 2.0}}).lines() == [
+        ("privacy", "epsilon 2 after 1 round")
+    ]
+
+
+@pytest.mark.parametrize("value", [True, "2.9", None])
+def test_values_that_are_not_numbers_are_not_privacy(value):
+    assert privacy_spent({1: {"privacy.epsilon": value}}) is None
