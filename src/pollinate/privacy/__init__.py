@@ -25,9 +25,12 @@ from ._mods import fixed_clipping_mod as fixed_clipping_mod
 from ._mods import local_dp_mod as local_dp_mod
 
 __all__ = [
-    # dp
     "Accountant",
     "CLIP_NORM_KEY",
+    "DPSGD_STATE_KEY",
+    "DpSgd",
+    "NODE_DELTA_KEY",
+    "NODE_EPSILON_KEY",
     "SECAGG_COUNT_KEY",
     "calibrate_noise_multiplier",
     "dp_adaptive_clip",
@@ -35,9 +38,4 @@ __all__ = [
     "epsilon",
     "fixed_clipping_mod",
     "local_dp_mod",
-    # DP-SGD on the node (Opacus)
-    "DPSGD_STATE_KEY",
-    "DpSgd",
-    "NODE_DELTA_KEY",
-    "NODE_EPSILON_KEY",
 ]
