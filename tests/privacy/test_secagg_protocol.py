@@ -314,3 +314,11 @@ def test_plain_messages_pass_through_the_mod():
 
     secaggplus_mod(message, Context(1, 1), handler)
     assert called == [message]
+
+
+def test_a_second_run_on_the_same_nodes_starts_afresh_from_round_one(grid_of):
+    """Rounds may restart (two ``start`` calls in one ServerApp): only sessions are unique."""
+    grid = grid_of(5)
+    secure(5).start(grid, initial(), num_rounds=1)
+    result = secure(5).start(grid, initial(), num_rounds=1)
+    assert_close(result.arrays, expected(range(1, 6)))

@@ -29,6 +29,9 @@ from ._quantize import flat_delta, quantize, vector_dtype
 __all__ = ["secaggplus_mod"]
 
 _ARRAYS, _CONFIG, _METRICS = "arrays", "config", "metrics"
+_SEEN = "seen-sessions"
+_SEEN_KEPT = 1000
+"""Sessions a node remembers, to refuse a replayed setup (16 bytes each)."""
 
 
 def secaggplus_mod(message: Message, context: Context, call_next: Handler) -> Message:
@@ -68,12 +71,15 @@ def _state_for(stage: str, config: ConfigRecord, context: Context) -> ConfigReco
     held = context.state.get(k.STATE)
     state = ConfigRecord(held) if isinstance(held, ConfigRecord) else None
     if stage == "setup":
-        if state is not None and scalar(state, k.ROUND, int) >= server_round:
+        seen = byte_list(state, _SEEN) if state is not None else []
+        if session in seen:
             raise SecAggError(
-                f"secagg: refused a setup for round {server_round}: this node is already at "
-                f"round {scalar(state, k.ROUND, int)} (a replayed message)"
+                f"secagg: refused a setup for round {server_round}: its session was used "
+                "before (a replayed message)"
             )
-        return ConfigRecord({k.ROUND: server_round, k.SESSION: session})
+        return ConfigRecord(
+            {k.ROUND: server_round, k.SESSION: session, _SEEN: [*seen[-_SEEN_KEPT + 1 :], session]}
+        )
     expected = k.STAGES[k.STAGES.index(stage) - 1]
     if (
         state is None
@@ -171,5 +177,5 @@ def _without_secagg(message: Message) -> Message:
 def _forget_secrets(state: ConfigRecord) -> None:
     """After unmasking keep only where the node is (to refuse replays), not its secrets."""
     for key in list(state):
-        if key not in (k.ROUND, k.SESSION, k.STAGE):
+        if key not in (k.ROUND, k.SESSION, k.STAGE, _SEEN):
             del state[key]
