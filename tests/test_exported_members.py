@@ -24,6 +24,7 @@ PACKAGES = [
     "pollinate.report",
     "pollinate.datasets",
     "pollinate.datasets.partition",
+    "pollinate.privacy",
     "pollinate.compat.flwr",
     "pollinate.compat.flwr.app",
     "pollinate.compat.flwr.client",

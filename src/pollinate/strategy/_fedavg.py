@@ -197,6 +197,11 @@ class FedAvg(Strategy):
             f"min_evaluate_nodes={self.min_evaluate_nodes}, "
             f"min_available_nodes={self.min_available_nodes}, seed={self.seed}"
             + ("" if self.aggregation.is_default else f", aggregation={self.aggregation!r}")
+            + (
+                ""
+                if self.secure_aggregation is None
+                else f", secure_aggregation={self.secure_aggregation!r}"
+            )
             + ")"
         )
 
