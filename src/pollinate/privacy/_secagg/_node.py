@@ -39,10 +39,11 @@ def setup(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigReco
     for key, kind in _SETTINGS:
         state[key] = scalar(config, key, kind)  # type: ignore[type-var]
     threshold = scalar(config, k.THRESHOLD, int)
-    if not 2 * threshold > len(neighbours) + 1 >= threshold:
+    if len(neighbours) < 2 or not 2 * threshold > len(neighbours) + 1 >= threshold:
         raise SecAggError(
             f"secagg: reconstruction threshold {threshold} is unsafe or unreachable for "
-            f"{len(neighbours)} neighbours (it must be a majority of the node and its neighbours)"
+            f"{len(neighbours)} neighbours (it must be a majority of the node and its "
+            "neighbours, and a node needs at least 2 of them)"
         )
     state[k.NEIGHBOURS] = neighbours
     sk_c, pk_c = key_pair()

@@ -255,10 +255,10 @@ def _masked_vector(reply: Message, length: int, dtype: np.dtype[Any]) -> Any:
 
 def _lacks_mod(reply: Message) -> bool:
     """Whether a setup reply came from a node whose ClientApp has no secaggplus_mod."""
-    if reply.has_error:
-        assert reply.error is not None
-        app_answered = reply.error.code in (ErrorCode.CLIENT_APP_RAISED, ErrorCode.NO_HANDLER)
-        return app_answered and SecAggError.__name__ not in reply.error.reason
+    error = reply.error
+    if error is not None:
+        app_answered = error.code in (ErrorCode.CLIENT_APP_RAISED, ErrorCode.NO_HANDLER)
+        return app_answered and SecAggError.__name__ not in error.reason
     return _config_answer(reply) is None
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import copy
 import math
 import os
 import secrets
@@ -91,13 +91,11 @@ class SecAggPlus(SecureAggregation):
                 f"SecAgg+ num_shares={shares} needs rounds of at least {shares} nodes, but "
                 f"min_train_nodes={min_train_nodes}: raise min_train_nodes or lower num_shares"
             )
-        bound = dataclasses.replace(self.params)
-        copy = SecAggPlus.__new__(SecAggPlus)
-        copy.params, copy.seed = bound, self.seed
-        copy.weighted = self.weighted and weighted
-        copy.weight_key = weight_key
-        RoundParams.resolve(bound, max(min_train_nodes, 3), copy.weighted)
-        return copy
+        bound = copy.copy(self)
+        bound.weighted = self.weighted and weighted
+        bound.weight_key = weight_key
+        RoundParams.resolve(self.params, max(min_train_nodes, 3), bound.weighted)
+        return bound
 
     def train_round(
         self,
