@@ -40,6 +40,7 @@ __all__ = ["SecureTrain"]
 log = logging.getLogger("pollinate.privacy")
 
 _CONFIG = "config"
+_PUBLIC_KEY_BYTES = 32
 _NO_MOD = (
     "answered without secaggplus_mod: add it to their ClientApp "
     "(ClientApp(..., mods=[secaggplus_mod]), from pollinate.privacy); a VectorizedClientApp "
@@ -97,8 +98,17 @@ class SecureTrain:
                 missing_mod.append(node)
                 continue
             answer = self._answer(node, "setup", reply)
-            if answer is not None:
-                keys[node] = (scalar(answer, k.PK_C, bytes), scalar(answer, k.PK_S, bytes))
+            if answer is None:
+                continue
+            try:
+                pair = (scalar(answer, k.PK_C, bytes), scalar(answer, k.PK_S, bytes))
+            except SecAggError as err:
+                self._fail(node, "setup", str(err))
+                continue
+            if {len(key) for key in pair} != {_PUBLIC_KEY_BYTES}:
+                self._fail(node, "setup", "answered public keys that are not X25519 keys")
+                continue
+            keys[node] = pair
         if missing_mod:
             raise RoundError(
                 f"round {self.server_round} SecAgg+: node(s) {_list(missing_mod)} {_NO_MOD}"
@@ -123,7 +133,12 @@ class SecureTrain:
             answer = self._answer(node, "share-keys", reply)
             if answer is None:
                 continue
-            destinations, boxes = int_list(answer, k.DESTINATIONS), byte_list(answer, k.CIPHERTEXTS)
+            try:
+                destinations = int_list(answer, k.DESTINATIONS)
+                boxes = byte_list(answer, k.CIPHERTEXTS)
+            except SecAggError as err:
+                self._fail(node, "share-keys", str(err))
+                continue
             if len(destinations) != len(boxes) or not set(destinations) <= set(graph[node]):
                 self._fail(node, "share-keys", "sent shares to nodes that are not its neighbours")
                 continue

@@ -18,6 +18,7 @@ from ...records import ConfigRecord
 from . import _keys as k
 from . import _shamir
 from ._crypto import SEED_BYTES, public_key
+from ._errors import SecAggError
 from ._fields import byte_list, int_list
 from ._masking import apply_masks, pair_seed, reduce_mod
 from ._params import Params, RoundParams
@@ -69,8 +70,14 @@ class Unmasking:
 
     def take_shares(self, node: int, answer: ConfigRecord) -> bool:
         """Keep a node's shares if it answered exactly what it was asked (else drop them all)."""
-        seed_owners, key_owners = int_list(answer, k.SEED_OWNERS), int_list(answer, k.KEY_OWNERS)
-        seeds, keys = byte_list(answer, k.SEED_SHARES), byte_list(answer, k.KEY_SHARES)
+        try:
+            seed_owners, key_owners = (
+                int_list(answer, k.SEED_OWNERS),
+                int_list(answer, k.KEY_OWNERS),
+            )
+            seeds, keys = byte_list(answer, k.SEED_SHARES), byte_list(answer, k.KEY_SHARES)
+        except SecAggError:
+            return False
         asked = (self.summed_neighbours(node), self.dropped_neighbours(node))
         if (seed_owners, key_owners) != asked or (len(seeds), len(keys)) != tuple(map(len, asked)):
             return False
