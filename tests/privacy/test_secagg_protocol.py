@@ -11,6 +11,7 @@ from pollinate.privacy._secagg import _crypto
 from pollinate.privacy._secagg._masking import pair_seed
 from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
 from pollinate.strategy import (
+    Aggregator,
     FedAdam,
     FedAvg,
     FedMedian,
@@ -322,3 +323,40 @@ def test_a_second_run_on_the_same_nodes_starts_afresh_from_round_one(grid_of):
     secure(5).start(grid, initial(), num_rounds=1)
     result = secure(5).start(grid, initial(), num_rounds=1)
     assert_close(result.arrays, expected(range(1, 6)))
+
+
+class _NoisyMean(Aggregator):
+    """A stand-in for a central DP piece: the mean of node-clipped updates, plus noise.
+
+    It works on the sum (``works_on_sum``), wants every node to weigh 1 (``unweighted``)
+    and reads the node count from ``secagg.count``, as the DP pieces do.
+    """
+
+    works_on_sum = True
+    unweighted = True
+
+    def __init__(self):
+        self.counts = []
+
+    def aggregate(self, updates, current):
+        (update,) = list(updates)
+        self.counts.append(update.metrics["secagg.count"])
+        noise = np.random.default_rng(0).normal(0, 1e-3, 1)[0]
+        return ArrayRecord({k: a.numpy() + np.float32(noise) for k, a in update.arrays.items()})
+
+
+def test_a_dp_style_piece_gets_an_unweighted_sum_and_the_node_count(grid_of):
+    piece = _NoisyMean()
+    strategy = FedAvg(
+        aggregation=chain(piece),
+        secure_aggregation=SecAggPlus(5, 3, clipping_range=CLIP, quantization_range=LEVELS),
+        min_train_nodes=5,
+        fraction_evaluate=0.0,
+        train_config={"delta-seed": 5},
+    )
+    assert not strategy.secure_aggregation.weighted
+    result = strategy.start(grid_of(5), initial(), num_rounds=1)
+    assert piece.counts == [5]
+    noise = np.random.default_rng(0).normal(0, 1e-3, 1)[0]
+    want = {k: v + noise for k, v in expected(range(1, 6), weighted=False).items()}
+    assert_close(result.arrays, want)
