@@ -360,3 +360,20 @@ def test_a_dp_style_piece_gets_an_unweighted_sum_and_the_node_count(grid_of):
     noise = np.random.default_rng(0).normal(0, 1e-3, 1)[0]
     want = {k: v + noise for k, v in expected(range(1, 6), weighted=False).items()}
     assert_close(result.arrays, want)
+
+
+def test_the_vectorized_backend_is_refused_with_the_way_out():
+    """A VectorizedClientApp trains nodes together and runs no mods: SecAgg+ names both."""
+    pytest.importorskip("torch")
+    from pollinate.simulation import make_backend
+
+    from ..simulation import vectorized_apps
+
+    backend = make_backend("vectorized")
+    backend.start(ClientAppSource(app=vectorized_apps.app))
+    try:
+        grid = SimulationGrid(backend, 5, run_id=1, run_config={})
+        with pytest.raises(RoundError, match="VectorizedClientApp cannot run mods"):
+            secure(5).start(grid, initial(), num_rounds=1)
+    finally:
+        backend.close()

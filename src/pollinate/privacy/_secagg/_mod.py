@@ -30,7 +30,7 @@ __all__ = ["secaggplus_mod"]
 
 _ARRAYS, _CONFIG, _METRICS = "arrays", "config", "metrics"
 _SEEN = "seen-sessions"
-_SEEN_KEPT = 1000
+_SEEN_KEPT = 100
 """Sessions a node remembers, to refuse a replayed setup (16 bytes each)."""
 
 
@@ -41,7 +41,7 @@ def secaggplus_mod(message: Message, context: Context, call_next: Handler) -> Me
     """
     config = message.content.get(_CONFIG)
     if (
-        message.metadata.message_type != MessageType.TRAIN
+        MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN
         or not isinstance(config, ConfigRecord)
         or k.STAGE not in config
     ):

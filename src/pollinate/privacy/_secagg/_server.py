@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import RoundError
-from ...message import ErrorCode, Message, MessageType
+from ...message import ErrorCode, Message
 from ...records import ArrayRecord, ConfigRecord, ConfigValue, RecordDict
 from ...server import Failure, Grid
 from . import _keys as k
@@ -228,10 +228,11 @@ class SecureTrain:
                 yield node, reply
 
     def _message(self, node: int, values: Mapping[str, ConfigValue], with_train: bool) -> Message:
+        train = self.messages[node]  # every stage keeps its type: "train" or "train.<name>"
         if not with_train:
             content = RecordDict({_CONFIG: ConfigRecord(values)})
-            return Message.create(content, node, MessageType.TRAIN, run_id=self.grid.run_id)
-        train = self.messages[node]
+            kind = train.metadata.message_type
+            return Message.create(content, node, kind, run_id=self.grid.run_id)
         content = RecordDict(train.content)
         config = content.get(_CONFIG)
         merged = ConfigRecord(config) if isinstance(config, ConfigRecord) else ConfigRecord()
