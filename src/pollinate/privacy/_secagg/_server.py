@@ -120,8 +120,10 @@ class SecureTrain:
     ) -> tuple[dict[int, list[tuple[int, bytes]]], list[int]]:
         """Relay live neighbours' keys; the sealed shares by receiver, and who shared."""
         asks: dict[int, dict[str, ConfigValue]] = {}
+        live_peers: dict[int, list[int]] = {}
         for node in keys:
             peers = sorted(peer for peer in [node, *graph[node]] if peer in keys)
+            live_peers[node] = [peer for peer in peers if peer != node]
             asks[node] = {
                 k.PEERS: peers,
                 k.PEER_PK_C: [keys[peer][0] for peer in peers],
@@ -139,8 +141,9 @@ class SecureTrain:
             except SecAggError as err:
                 self._fail(node, "share-keys", str(err))
                 continue
-            if len(destinations) != len(boxes) or not set(destinations) <= set(graph[node]):
-                self._fail(node, "share-keys", "sent shares to nodes that are not its neighbours")
+            if len(destinations) != len(boxes) or destinations != live_peers[node]:
+                # a pair's masks cancel only if both ends share with each other
+                self._fail(node, "share-keys", "did not share with exactly its live neighbours")
                 continue
             shared.add(node)
             for destination, box in zip(destinations, boxes, strict=True):
