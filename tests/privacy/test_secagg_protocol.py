@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pollinate import ArrayRecord, ConfigRecord, Message, RecordDict
+from pollinate import ArrayRecord, ClientApp, ConfigRecord, Message, RecordDict
 from pollinate.errors import ConfigError, RoundError
 from pollinate.privacy import SecAggPlus, secaggplus_mod
 from pollinate.privacy._secagg import _crypto
@@ -22,7 +22,7 @@ from pollinate.strategy import (
     trimmed_mean,
 )
 
-from .secagg_apps import RecordingGrid, delta_of, make_app
+from .secagg_apps import RecordingGrid, delta_of, make_app, train
 
 CLIP, LEVELS = 4.0, 2**20
 STEP = 2 * CLIP / (LEVELS - 1)
@@ -377,3 +377,25 @@ def test_the_vectorized_backend_is_refused_with_the_way_out():
             secure(5).start(grid, initial(), num_rounds=1)
     finally:
         backend.close()
+
+
+def test_a_node_that_shares_with_only_some_neighbours_is_left_out(grid_of):
+    """Its pairwise masks would not cancel: the server drops it at share-keys."""
+
+    def partial(message, context, call_next):
+        reply = secaggplus_mod(message, context, call_next)
+        config = message.content.get("config")
+        if context.node_id == 2 and config.get("secagg.stage") == "share-keys":
+            answer = reply.content["secagg"]
+            answer["secagg.destinations"] = answer["secagg.destinations"][:-1]
+            answer["secagg.ciphertexts"] = answer["secagg.ciphertexts"][:-1]
+        return reply
+
+    app = ClientApp(mods=[partial])
+    app.train()(train)
+    strategy = secure(5)
+    strategy.min_train_nodes = 1
+    result = strategy.start(grid_of(5, app), initial(), num_rounds=1)
+    (failure,) = result.rounds[-1].train.failures
+    assert failure.node_id == 2 and "exactly its live neighbours" in failure.reason
+    assert_close(result.arrays, expected([1, 3, 4, 5]))
