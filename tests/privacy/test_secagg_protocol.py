@@ -19,6 +19,7 @@ from pollinate.strategy import (
     FedAdam,
     FedAvg,
     FedMedian,
+    FedProx,
     Krum,
     Scaffold,
     chain,
@@ -429,3 +430,27 @@ def test_a_node_that_shares_with_only_some_neighbours_is_left_out(grid_of):
     (failure,) = result.rounds[-1].train.failures
     assert failure.node_id == 2 and "exactly its live neighbours" in failure.reason
     assert_close(result.arrays, expected([1, 3, 4, 5]))
+
+
+def test_fedprox_sends_its_config_through_the_masking_stage(grid_of):
+    seen = []
+
+    def train_seeing_config(msg, context):
+        seen.append(dict(msg.content.config()))
+        return train(msg, context)
+
+    app = ClientApp(mods=[secaggplus_mod])
+    app.train()(train_seeing_config)
+    strategy = FedProx(
+        proximal_mu=0.5,
+        secure_aggregation=SecAggPlus(5, 3, clipping_range=CLIP, quantization_range=LEVELS),
+        min_train_nodes=5,
+        fraction_evaluate=0.0,
+        train_config={"delta-seed": 5},
+    )
+    result = strategy.start(grid_of(5, app), initial(), num_rounds=1)
+    assert_close(result.arrays, expected(range(1, 6)))
+    assert len(seen) == 5
+    assert all(
+        c["proximal-mu"] == 0.5 and not any(k.startswith("secagg.") for k in c) for c in seen
+    )
