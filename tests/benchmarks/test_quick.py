@@ -127,3 +127,12 @@ def test_gpu_check() -> None:
     ):
         assert has_line(lines, rf"{run} +{figures}")
     assert re.fullmatch(rf"vectorized, num-gpus [01] +{figures}", lines[-1])
+
+
+def test_secagg() -> None:
+    lines = run_quick("secagg.py")
+    assert lines[0].startswith("SecAgg+ against plain FedAvg, 1 interleaved pairs per case")
+    round_ = rf"round plain {NUMBER} s  secure {NUMBER} s  ratio {NUMBER}x"
+    assert has_line(lines, rf"20 nodes  10 k params  10% dropout  7 shares t=4:  {round_}  \|.*")
+    assert any(line.startswith("goal per-node masking < 0.2 s") for line in lines)
+    assert re.fullmatch(rf"ratio {NUMBER}", lines[-1])

@@ -180,3 +180,22 @@ def test_the_custom_strategy_docs_strategies_md_shows_saves_each_round(
     strategy = namespace["SaveEachRound"](tmp_path, fraction_evaluate=0.0)
     strategy.start(make_grid(good_reply), global_arrays, num_rounds=2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["round-0001.npz", "round-0002.npz"]
+
+
+def test_a_chain_says_which_pieces_need_each_update_and_whether_it_weighs_nodes():
+    from pollinate.strategy import median, norm_bound, server_adam
+
+    assert chain().needs_each_update() == [] and not chain().unweighted
+    assert chain(server_adam(eta=0.1)).needs_each_update() == []
+    clip, middle = norm_bound(1.0), median()
+    assert chain(clip, middle).needs_each_update() == [clip, middle]
+    assert chain(weighted_average(use_weights=False)).unweighted
+
+    class Noisy(Aggregator):
+        works_on_sum = True
+        unweighted = True
+
+        def aggregate(self, updates, current):
+            return None
+
+    assert chain(Noisy()).needs_each_update() == [] and chain(Noisy()).unweighted

@@ -2,9 +2,10 @@
 
 Central DP as aggregators for ``chain(...)`` (the server clips or the nodes do, the server
 adds Gaussian noise, an accountant reports epsilon each round), ClientApp mods for
-client-side clipping and local DP, the accountant's bridge to Google's dp-accounting, and
-sample-level DP-SGD on a node with Opacus. Opacus and dp-accounting are imported only when
-used: ``pip install 'pollinate[privacy]'``.
+client-side clipping and local DP, the accountant's bridge to Google's dp-accounting,
+sample-level DP-SGD on a node with Opacus, and secure aggregation (``SecAggPlus`` for the
+strategy, ``secaggplus_mod`` for the nodes; docs/secure-aggregation.md). Opacus and
+dp-accounting are imported only when used: ``pip install 'pollinate[privacy]'``.
 """
 
 # dp: central DP pieces, client mods, the accountant
@@ -24,6 +25,11 @@ from ._dpsgd import DpSgd as DpSgd
 from ._mods import fixed_clipping_mod as fixed_clipping_mod
 from ._mods import local_dp_mod as local_dp_mod
 
+# secagg: SecAgg+ workflow and node mod
+from ._secagg import SecAggError as SecAggError
+from ._secagg import SecAggPlus as SecAggPlus
+from ._secagg import secaggplus_mod as secaggplus_mod
+
 __all__ = [
     "Accountant",
     "CLIP_NORM_KEY",
@@ -32,10 +38,13 @@ __all__ = [
     "NODE_DELTA_KEY",
     "NODE_EPSILON_KEY",
     "SECAGG_COUNT_KEY",
+    "SecAggError",
+    "SecAggPlus",
     "calibrate_noise_multiplier",
     "dp_adaptive_clip",
     "dp_fixed_clip",
     "epsilon",
     "fixed_clipping_mod",
     "local_dp_mod",
+    "secaggplus_mod",
 ]

@@ -51,6 +51,8 @@ from ._robust import norm_bound as norm_bound
 from ._robust import trimmed_mean as trimmed_mean
 from ._scaffold import Scaffold as Scaffold
 from ._scaffold import ScaffoldClient as ScaffoldClient
+from ._secure import SecureAggregation as SecureAggregation
+from ._secure import SecureRound as SecureRound
 from ._xgb import FedXgbBagging as FedXgbBagging
 from ._xgb import xgb_booster as xgb_booster
 from ._xgb import xgb_new_trees as xgb_new_trees
@@ -79,6 +81,8 @@ __all__ = [
     "RoundInfo",
     "Scaffold",
     "ScaffoldClient",
+    "SecureAggregation",
+    "SecureRound",
     "ServerOptimizer",
     "Strategy",
     "Update",

@@ -25,6 +25,7 @@ from ..server import (
     ServerApp,
 )
 from ._classic import initial_arrays_from_a_node
+from ._secure import SecureAggregation, SecureRound
 
 __all__ = [
     "EvaluateFn",
@@ -102,6 +103,8 @@ class Strategy(ABC):
     """What ``start`` sends the evaluating nodes each round when it is given no config."""
     evaluate_fn: EvaluateFn | None = None
     """Centralized evaluation ``start`` runs each round when it is given none."""
+    secure_aggregation: SecureAggregation | None = None
+    """A protocol that runs each train exchange so the server sees only the sum (None: plain)."""
 
     def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
         """What the strategy keeps between rounds, before the first (empty: nothing)."""
@@ -305,8 +308,15 @@ class Strategy(ABC):
             server_round, arrays, _round_config(config, server_round), grid, state
         )
         tally = _Tally("train", server_round, self.min_train_replies(len(messages)))
-        replies = _exchange(grid, messages, timeout_s)
-        kept = tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
+        kept: Iterator[Message]
+        if self.secure_aggregation is None:
+            replies = _exchange(grid, messages, timeout_s)
+            kept = tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
+        else:  # the protocol's several exchanges, and one reply: the sum the server may see
+            secure = self.secure_aggregation.train_round(
+                grid, server_round, messages, arrays, timeout_s
+            )
+            kept = iter(tally.keep_secure(secure))
         new_arrays, metrics, new_state = self.aggregate_train(
             server_round, arrays, _replies_for(self.aggregate_train, kept), state
         )
@@ -411,6 +421,15 @@ class _Tally:
             self.failures.append(failure)
             if len(self.failures) <= LOGGED_FAILURES:
                 log.warning("round %d %s: set aside %s", self.server_round, self.phase, failure)
+
+    def keep_secure(self, secure: SecureRound) -> list[Message]:
+        """Count a secure round's summed nodes as valid and its dropped nodes as failures."""
+        self.num_ok += secure.count
+        for failure in secure.failures:
+            self.failures.append(failure)
+            if len(self.failures) <= LOGGED_FAILURES:
+                log.warning("round %d %s: set aside %s", self.server_round, self.phase, failure)
+        return [] if secure.reply is None else [secure.reply]
 
     def log_unlisted(self) -> None:
         """One line for the failures past the first few, so a round of thousands stays readable."""

@@ -79,6 +79,8 @@ class UpdateFilter:
 
     streaming: bool = False
     """True if it handles each update alone (``filter_one``), so the round can stream."""
+    works_on_sum: bool = False
+    """True if it is right on the sum of the updates alone (secure aggregation's only view)."""
 
     def check(self, min_train_nodes: int) -> None:
         """Raise ConfigError if rounds of ``min_train_nodes`` valid updates cannot satisfy it."""
@@ -109,6 +111,9 @@ class Aggregator(ABC):
     after_whole_round_filters: bool = True
     """False if no filter that compares updates (Krum) may precede it: with DP, one node
     could change which others count, past any bound on its own influence."""
+    works_on_sum: bool = False
+    """True if it is right on one update that is already the (weighted) mean of the nodes'
+    (secure aggregation's only view); an order statistic or a selection needs each update."""
 
     def check(self, min_train_nodes: int) -> None:
         """Raise ConfigError if rounds of ``min_train_nodes`` valid updates cannot satisfy it."""
@@ -212,6 +217,23 @@ class Aggregation:
                 "picks updates by comparing them, so one node could change which others count: "
                 "keep only per-update filters (norm_bound) before it"
             )
+
+    def needs_each_update(self) -> list[UpdateFilter | Aggregator]:
+        """The pieces that cannot work on the sum alone (none: secure aggregation may run)."""
+        pieces: tuple[UpdateFilter | Aggregator, ...] = (*self.filters, self.aggregator)
+        return [piece for piece in pieces if not piece.works_on_sum]
+
+    @property
+    def unweighted(self) -> bool:
+        """Whether the nodes' weights are to be ignored (each node counts once).
+
+        True for ``weighted_average(use_weights=False)`` and for any piece that says so with
+        ``unweighted = True`` (a DP aggregation, whose sensitivity assumes equal weights).
+        """
+        pieces: tuple[object, ...] = (*self.filters, self.aggregator, *self.optimizers)
+        if isinstance(self.aggregator, _WeightedMean) and not self.aggregator.use_weights:
+            return True
+        return any(getattr(piece, "unweighted", False) for piece in pieces)
 
     def init(self, arrays: ArrayRecord) -> ArrayRecord:
         """The pieces' states: the aggregator's as ``"a:<name>"``, the optimizers' by position.
@@ -386,6 +408,7 @@ class _WeightedMean(Aggregator):
     """The weighted mean of the updates' models (FedAvg's rule), folded as they come."""
 
     streaming = True
+    works_on_sum = True  # the mean of one update that is already the mean is that mean
 
     def __init__(self, use_weights: bool) -> None:
         self.use_weights = use_weights

@@ -18,6 +18,7 @@ from ..server import Grid
 from ._aggregate import MetricsAggregationFn, all_finite, weighted_mean
 from ._base import EvaluateFn, RoundConfig, Strategy, check_initial_arrays, streams_replies
 from ._compose import Aggregation, RoundInfo, Update, chain
+from ._secure import SecureAggregation
 from ._validate import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -47,6 +48,7 @@ class FedAvgOptions(TypedDict, total=False):
     train_config: RoundConfig | None
     evaluate_config: RoundConfig | None
     evaluate_fn: EvaluateFn | None
+    secure_aggregation: SecureAggregation | None
 
 
 _TRAIN, _EVALUATE = 0, 1
@@ -88,8 +90,11 @@ class FedAvg(Strategy):
             a dict, or a function of the round that returns one.
         evaluate_fn: centralized evaluation, ``(server_round, arrays) -> metrics``, run
             before round 1 and after each round.
+        secure_aggregation: a protocol that sums the round's updates so the server never
+            sees one (``pollinate.privacy.SecAggPlus(...)``); the chain must then work on the
+            sum alone (docs/secure-aggregation.md).
 
-    The last four are defaults for ``start``: its own arguments, when given, win.
+    The four before it are defaults for ``start``: its own arguments, when given, win.
     """
 
     def __init__(
@@ -111,6 +116,7 @@ class FedAvg(Strategy):
         train_config: RoundConfig | None = None,
         evaluate_config: RoundConfig | None = None,
         evaluate_fn: EvaluateFn | None = None,
+        secure_aggregation: SecureAggregation | None = None,
     ) -> None:
         for name, value in (
             ("fraction_train", fraction_train),
@@ -158,6 +164,34 @@ class FedAvg(Strategy):
             )
         self.aggregation.check(min_train_nodes)
         self._rounds: dict[int, RoundInfo] = {}  # a round's sample, configure -> aggregate
+        if secure_aggregation is not None:
+            self.secure_aggregation = self._secured(secure_aggregation)
+
+    def _secured(self, protocol: SecureAggregation) -> SecureAggregation:
+        """``protocol`` bound to this strategy, or ConfigError if it cannot aggregate that way."""
+        if not isinstance(protocol, SecureAggregation):
+            raise ConfigError(
+                "secure_aggregation must be a protocol such as pollinate.privacy.SecAggPlus(...), "
+                f"got {type(protocol).__name__}"
+            )
+        name = type(self).__name__
+        if type(self).aggregate_train is not FedAvg.aggregate_train:
+            raise ConfigError(
+                f"{name} aggregates each node's reply in its own way, but secure aggregation "
+                "gives the server only their sum: use FedAvg (or FedProx, FedAdam, ...) with "
+                "secure_aggregation"
+            )
+        needs_each = self.aggregation.needs_each_update()
+        if needs_each:
+            pieces = ", ".join(repr(piece) for piece in needs_each)
+            raise ConfigError(
+                f"{name}: secure aggregation gives the server only the sum of the updates, but "
+                f"{pieces} needs each update (robust filters, clipping on the server and "
+                "order statistics cannot see inside a sum): drop it, clip on the nodes "
+                "instead, or run without secure_aggregation"
+            )
+        weighted = not self.aggregation.unweighted
+        return protocol.for_strategy(self.weight_key, weighted, self.min_train_nodes)
 
     def __repr__(self) -> str:
         return (
@@ -166,6 +200,11 @@ class FedAvg(Strategy):
             f"min_evaluate_nodes={self.min_evaluate_nodes}, "
             f"min_available_nodes={self.min_available_nodes}, seed={self.seed}"
             + ("" if self.aggregation.is_default else f", aggregation={self.aggregation!r}")
+            + (
+                ""
+                if self.secure_aggregation is None
+                else f", secure_aggregation={self.secure_aggregation!r}"
+            )
             + ")"
         )
 

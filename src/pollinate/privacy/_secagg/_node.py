@@ -1,0 +1,159 @@
+"""The node's side of each SecAgg+ stage; its secrets for the round live in context.state.
+
+Each function takes the stage's ``config`` and the node's state record (a ConfigRecord it
+updates) and returns the ConfigRecord of its answer. The masking stage is in ``_mod``, since
+it calls the app's own train handler.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ...records import ConfigRecord
+from . import _keys as k
+from . import _shamir
+from ._crypto import SEED_BYTES, agree, key_pair, open_sealed, public_key, seal
+from ._errors import SecAggError
+from ._fields import byte_list, int_list, scalar
+
+__all__ = ["open_shares", "setup", "share_keys", "unmask"]
+
+_SETTINGS: tuple[tuple[str, type[int | float | str | bool]], ...] = (
+    (k.THRESHOLD, int),
+    (k.CLIPPING, float),
+    (k.QUANTIZATION, int),
+    (k.MODULUS_BITS, int),
+    (k.MAX_WEIGHT, int),
+    (k.WEIGHT_KEY, str),
+    (k.WEIGHTED, bool),
+)
+_HOLDERS = "holders"
+_OWN_SEED_SHARES, _OWN_KEY_SHARES = "seed-shares", "key-shares"
+
+
+def setup(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigRecord:
+    """Store the round's settings, make two key pairs and a self-mask seed; answer the keys."""
+    neighbours = int_list(config, k.NEIGHBOURS)
+    if node_id in neighbours or len(set(neighbours)) != len(neighbours):
+        raise SecAggError("secagg: the neighbour list repeats a node or names this node")
+    for key, kind in _SETTINGS:
+        state[key] = scalar(config, key, kind)  # type: ignore[type-var]
+    threshold = scalar(config, k.THRESHOLD, int)
+    if len(neighbours) < 2 or not 2 * threshold > len(neighbours) + 1 >= threshold:
+        raise SecAggError(
+            f"secagg: reconstruction threshold {threshold} is unsafe or unreachable for "
+            f"{len(neighbours)} neighbours (it must be a majority of the node and its "
+            "neighbours, and a node needs at least 2 of them)"
+        )
+    state[k.NEIGHBOURS] = neighbours
+    sk_c, pk_c = key_pair()
+    sk_s, pk_s = key_pair()
+    state["sk-c"], state["sk-s"], state["seed"] = sk_c, sk_s, os.urandom(SEED_BYTES)
+    return ConfigRecord({k.PK_C: pk_c, k.PK_S: pk_s})
+
+
+def share_keys(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigRecord:
+    """Check the relayed keys, Shamir-share the seed and mask key, seal one share per peer."""
+    peers = int_list(config, k.PEERS)
+    pk_c, pk_s = byte_list(config, k.PEER_PK_C), byte_list(config, k.PEER_PK_S)
+    neighbours = set(int_list(state, k.NEIGHBOURS))
+    if len(pk_c) != len(peers) or len(pk_s) != len(peers) or len(set(peers)) != len(peers):
+        raise SecAggError("secagg: the relayed public keys do not match the peer list")
+    if node_id not in peers or not set(peers) - {node_id} <= neighbours:
+        raise SecAggError("secagg: the peer list names nodes that are not this node's neighbours")
+    own = peers.index(node_id)
+    mine = (public_key(scalar(state, "sk-c", bytes)), public_key(scalar(state, "sk-s", bytes)))
+    if (pk_c[own], pk_s[own]) != mine:
+        raise SecAggError(
+            "secagg: the server relayed other public keys for this node than it advertised: "
+            "refused (keys must be bound to their node)"
+        )
+    threshold = scalar(state, k.THRESHOLD, int)
+    if len(peers) < threshold:
+        raise SecAggError(
+            f"secagg: only {len(peers) - 1} neighbours are left to hold shares, the threshold "
+            f"needs {threshold} holders"
+        )
+    seed_shares = _shamir.split(scalar(state, "seed", bytes), threshold, peers)
+    key_shares = _shamir.split(scalar(state, "sk-s", bytes), threshold, peers)
+    session = scalar(state, k.SESSION, bytes)
+    destinations, sealed = [], []
+    for peer, peer_c in zip(peers, pk_c, strict=True):
+        if peer == node_id:
+            continue
+        key = agree(scalar(state, "sk-c", bytes), peer_c, session, k.SHARE_LABEL)
+        plaintext = _ids(node_id, peer) + seed_shares[peer] + key_shares[peer]
+        sealed.append(seal(key, plaintext, _associated(session, node_id, peer)))
+        destinations.append(peer)
+    state[k.PEERS], state[k.PEER_PK_C], state[k.PEER_PK_S] = peers, pk_c, pk_s
+    state[_HOLDERS] = [node_id]
+    state[_OWN_SEED_SHARES], state[_OWN_KEY_SHARES] = [seed_shares[node_id]], [key_shares[node_id]]
+    return ConfigRecord({k.DESTINATIONS: destinations, k.CIPHERTEXTS: sealed})
+
+
+def open_shares(config: ConfigRecord, node_id: int, state: ConfigRecord) -> list[int]:
+    """Open the shares relayed to this node and keep them; its live neighbours, in order."""
+    sources, sealed = int_list(config, k.SOURCES), byte_list(config, k.CIPHERTEXTS)
+    peers = int_list(state, k.PEERS)
+    if len(sources) != len(sealed) or len(set(sources)) != len(sources):
+        raise SecAggError("secagg: the relayed shares do not match their senders")
+    if node_id in sources or not set(sources) <= set(peers):
+        raise SecAggError("secagg: shares were relayed from nodes that are not live neighbours")
+    threshold = scalar(state, k.THRESHOLD, int)
+    if len(sources) + 1 < threshold:
+        raise SecAggError(
+            f"secagg: only {len(sources)} neighbours shared keys; {threshold - 1} are needed "
+            "for the threshold"
+        )
+    session, sk_c = scalar(state, k.SESSION, bytes), scalar(state, "sk-c", bytes)
+    pk_c = byte_list(state, k.PEER_PK_C)
+    seed_shares, key_shares = byte_list(state, _OWN_SEED_SHARES), byte_list(state, _OWN_KEY_SHARES)
+    size = _shamir.SHARE_BYTES
+    for source, box in zip(sources, sealed, strict=True):
+        key = agree(sk_c, pk_c[peers.index(source)], session, k.SHARE_LABEL)
+        what = f"the share from node {source}"
+        plaintext = open_sealed(key, box, _associated(session, source, node_id), what)
+        if plaintext[:16] != _ids(source, node_id) or len(plaintext) != 16 + 2 * size:
+            raise SecAggError(f"secagg: {what} names other nodes than its sender and receiver")
+        seed_shares.append(plaintext[16 : 16 + size])
+        key_shares.append(plaintext[16 + size :])
+    state[_HOLDERS] = [node_id, *sources]
+    state[_OWN_SEED_SHARES], state[_OWN_KEY_SHARES] = seed_shares, key_shares
+    return sources
+
+
+def unmask(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigRecord:
+    """Reveal seed shares of the nodes in the sum and key shares of those that dropped.
+
+    Never both for one node: with both, the server would see that node's update.
+    """
+    active, dropped = int_list(config, k.ACTIVE), int_list(config, k.DROPPED)
+    holders = int_list(state, _HOLDERS)
+    if set(active) & set(dropped):
+        both = sorted(set(active) & set(dropped))
+        raise SecAggError(
+            f"secagg: the server asked for both the self-mask and the mask-key shares of "
+            f"node(s) {both}: refused, that would reveal their updates"
+        )
+    if node_id not in active:
+        raise SecAggError("secagg: asked to unmask a sum this node's vector is not in: refused")
+    if not (set(active) | set(dropped)) <= set(holders):
+        raise SecAggError("secagg: asked for shares of nodes this node holds none of")
+    seeds, keys = byte_list(state, _OWN_SEED_SHARES), byte_list(state, _OWN_KEY_SHARES)
+    return ConfigRecord(
+        {
+            k.SEED_OWNERS: active,
+            k.SEED_SHARES: [seeds[holders.index(owner)] for owner in active],
+            k.KEY_OWNERS: dropped,
+            k.KEY_SHARES: [keys[holders.index(owner)] for owner in dropped],
+        }
+    )
+
+
+def _ids(source: int, destination: int) -> bytes:
+    return source.to_bytes(8, "big", signed=True) + destination.to_bytes(8, "big", signed=True)
+
+
+def _associated(session: bytes, source: int, destination: int) -> bytes:
+    """What a sealed share is bound to: the round's session, its stage, sender and receiver."""
+    return session + b"share-keys" + _ids(source, destination)

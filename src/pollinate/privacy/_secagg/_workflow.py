@@ -1,0 +1,156 @@
+"""``SecAggPlus``: secure aggregation as a strategy's train exchange (server side)."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import secrets
+
+import numpy as np
+
+from ...errors import ConfigError, RoundError
+from ...message import SERVER_NODE_ID, Message, MessageType, Metadata
+from ...records import ArrayRecord, MetricRecord, RecordDict
+from ...server import Grid
+from ...strategy import SecureAggregation, SecureRound
+from . import _keys as k
+from ._params import Params, RoundParams
+from ._quantize import dequantize_mean
+from ._server import SecureTrain
+
+__all__ = ["SecAggPlus"]
+
+
+class SecAggPlus(SecureAggregation):
+    """SecAgg+ (Bell et al. 2020): the server learns only the weighted sum of the updates.
+
+    Give it to a strategy: ``FedAvg(secure_aggregation=SecAggPlus(17, 9))``, and add
+    ``secaggplus_mod`` to the nodes' ClientApp. Parameters as Flower names them:
+
+    Args:
+        num_shares: shares each node's secrets are split into: it keeps one and gives one to
+            each of its ``num_shares - 1`` neighbours (an odd int of at least 3), or a float
+            fraction of the round's nodes.
+        reconstruction_threshold: shares needed to rebuild a secret: more than half of
+            ``num_shares`` (an int), or a float fraction of it in (0.5, 1]. Higher resists
+            more colluding neighbours; lower survives more dropouts.
+        max_weight: the largest weight (``weight_key``, e.g. ``num-examples``) a node may
+            report; weights must be whole numbers from 1 to it.
+        clipping_range: each coordinate of a node's update (trained minus received model) is
+            clipped to ``[-clipping_range, clipping_range]``.
+        quantization_range: clipped values are rounded to this many levels (the error of
+            the mean is below one level, ``2 clipping_range / (quantization_range - 1)``).
+        modulus_range: a power of two up to 2**64: sums wrap around it, so the round's
+            ``nodes x max_weight x (quantization_range - 1)`` must stay below it.
+        timeout: seconds to wait for each stage's replies (None: the round's timeout).
+        weighted: False gives every node weight 1 (a DP aggregation turns this off).
+        seed: seeds the neighbour graph, for reproducible simulations (None: OS randomness).
+    """
+
+    def __init__(
+        self,
+        num_shares: int | float,
+        reconstruction_threshold: int | float,
+        *,
+        max_weight: float = 1000.0,
+        clipping_range: float = 8.0,
+        quantization_range: int = 2**22,
+        modulus_range: int = 2**64,
+        timeout: float | None = None,
+        weighted: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        self.params = Params(
+            num_shares,
+            reconstruction_threshold,
+            max_weight,
+            clipping_range,
+            quantization_range,
+            modulus_range,
+            timeout,
+        )
+        self.weighted = weighted
+        self.seed = seed
+        self.weight_key = "num-examples"
+
+    def __repr__(self) -> str:
+        p = self.params
+        return (
+            f"SecAggPlus(num_shares={p.num_shares}, "
+            f"reconstruction_threshold={p.reconstruction_threshold}, max_weight={p.max_weight}, "
+            f"clipping_range={p.clipping_range}, quantization_range={p.quantization_range}, "
+            f"modulus_range={p.modulus_range}, weighted={self.weighted})"
+        )
+
+    def for_strategy(self, weight_key: str, weighted: bool, min_train_nodes: int) -> SecAggPlus:
+        """A copy for a strategy; ConfigError if its smallest rounds cannot run safely."""
+        shares = self.params.num_shares
+        if isinstance(shares, int) and min_train_nodes < shares:
+            raise ConfigError(
+                f"SecAgg+ num_shares={shares} needs rounds of at least {shares} nodes, but "
+                f"min_train_nodes={min_train_nodes}: raise min_train_nodes or lower num_shares"
+            )
+        bound = copy.copy(self)
+        bound.weighted = self.weighted and weighted
+        bound.weight_key = weight_key
+        RoundParams.resolve(self.params, max(min_train_nodes, 3), bound.weighted)
+        return bound
+
+    def train_round(
+        self,
+        grid: Grid,
+        server_round: int,
+        messages: list[Message],
+        arrays: ArrayRecord,
+        timeout_s: float | None,
+    ) -> SecureRound:
+        """The round's four exchanges; one reply holding the weighted mean model."""
+        if not messages:
+            return SecureRound(None, 0, ())
+        by_node = {message.metadata.dst_node_id: message for message in messages}
+        if len(by_node) != len(messages):
+            raise RoundError(f"round {server_round} SecAgg+: a node was sent two train messages")
+        round_params = RoundParams.resolve(self.params, len(by_node), self.weighted)
+        length = sum(math.prod(array.shape) for array in arrays.values()) + 1
+        run = SecureTrain(
+            grid,
+            server_round,
+            by_node,
+            self.params,
+            round_params,
+            self.weight_key,
+            self.weighted,
+            self._graph_seed(server_round),
+            timeout_s,
+        )
+        unmasking = run.run(length)
+        total, weight = unmasking.unmasked(server_round)
+        count = len(unmasking.summed)
+        if not count <= weight <= count * round_params.weight_cap:
+            raise RoundError(
+                f"round {server_round} SecAgg+: the unmasked total weight {weight} is not "
+                f"possible for {count} nodes (a node sent a wrong share or vector)"
+            )
+        p = self.params
+        mean = dequantize_mean(total, weight, p.clipping_range, p.quantization_range, arrays)
+        metrics = MetricRecord({self.weight_key: weight, k.COUNT: count})
+        reply = _reply(grid.run_id, RecordDict({"arrays": mean, "metrics": metrics}))
+        return SecureRound(reply, count, tuple(run.failures))
+
+    def _graph_seed(self, server_round: int) -> int:
+        if self.seed is None:
+            return secrets.randbits(63)
+        return int(np.random.default_rng([self.seed, server_round]).integers(2**63))
+
+
+def _reply(run_id: int, content: RecordDict) -> Message:
+    """The round's one train reply, from the server itself (no node sent it)."""
+    metadata = Metadata(
+        run_id=run_id,
+        message_id=os.urandom(16).hex(),
+        src_node_id=SERVER_NODE_ID,
+        dst_node_id=SERVER_NODE_ID,
+        message_type=MessageType.TRAIN,
+    )
+    return Message(metadata, content)
