@@ -8,6 +8,7 @@ the clipping, noise, Poisson sample and accountant are pollinate's.
 from __future__ import annotations
 
 import logging
+import pickle
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def pull(array: np.ndarray, node_id: int) -> np.ndarray:
 # The native reference: pollinate's FedAvg with the chain, pollinate's mods.
 
 
-def native_model(piece=None, mods=(), fraction=FRACTION, optimizer=None) -> np.ndarray:
+def native_model(piece=None, mods=(), fraction=FRACTION, optimizer=None, minimum=2) -> np.ndarray:
     """The final model of the native run (``piece``: a DP aggregator, or plain FedAvg)."""
     client = pollinate.ClientApp(mods=list(mods))
 
@@ -72,13 +73,19 @@ def native_model(piece=None, mods=(), fraction=FRACTION, optimizer=None) -> np.n
         strategy = pollinate.FedAvg(
             fraction_train=fraction,
             fraction_evaluate=0.0,
+            min_train_nodes=minimum,
             aggregation=chain(*pieces) if pieces else None,
         )
         start = ArrayRecord({"w": np.zeros(4, np.float32)})
         return strategy.start(grid, start, num_rounds=ROUNDS)
 
     result = run_simulation(server, client, num_nodes=NODES, verbose=False)
+    SENT[:] = [r.train.num_ok + r.train.num_failed for r in result.rounds]
     return result.arrays["w"].numpy()
+
+
+SENT: list[int] = []
+"""How many nodes each round of the last native run trained."""
 
 
 # The classic API (flwr.server.strategy, flwr.client.mod), written as Flower's docs do.
@@ -119,7 +126,7 @@ def flower_fedavg(models: list, fraction: float = FRACTION, **options) -> FedAvg
     )
 
 
-def classic_run(strategy, mods=()) -> fl.server.History:
+def classic_run(strategy, mods=()) -> None:
     """Flower's ``run_simulation`` with a ServerApp(server_fn) and ClientApp(client_fn, mods)."""
     CONFIGS.clear()
 
@@ -167,6 +174,38 @@ def test_client_side_fixed_clipping_with_fixedclipping_mod_is_the_native_chain()
     np.testing.assert_allclose(models[-1], native, rtol=1e-6)
 
 
+def test_a_round_that_samples_no_client_takes_the_noise_step_as_natively():
+    models: list = []
+    inner = flower_fedavg(models, fraction=0.1, min_fit_clients=0)
+    history = fl.simulation.start_simulation(
+        client_fn=client_fn,
+        num_clients=NODES,
+        config=fl.server.ServerConfig(num_rounds=ROUNDS),
+        strategy=DifferentialPrivacyServerSideFixedClipping(inner, 1.0, 0.5, 1, seed=2),
+    )
+    native = native_model(dp_fixed_clip(0.5, 1.0, seed=2), fraction=0.1, minimum=0)
+    assert SENT == [2, 0, 1]  # seed 2 draws an empty round 2
+    np.testing.assert_allclose(models[-1], native, rtol=1e-6)
+    assert len(history.metrics_distributed_fit["privacy.epsilon"]) == ROUNDS
+
+
+def test_client_side_clipping_sets_aside_a_client_that_did_not_clip():
+    failures: list = []
+
+    class Spy(FedAvg):
+        def aggregate_fit(self, server_round, results, round_failures):
+            failures.extend(round_failures)
+            return super().aggregate_fit(server_round, results, round_failures)
+
+    inner = Spy(
+        fraction_fit=FRACTION,
+        fraction_evaluate=0.0,
+        initial_parameters=ndarrays_to_parameters([np.zeros(4, np.float32)]),
+    )
+    classic_run(DifferentialPrivacyClientSideFixedClipping(inner, 0.8, 0.5, 4, seed=SEED))
+    assert failures and all("fixed_clipping_mod" in f.reason for f in failures)
+
+
 def test_server_side_adaptive_clipping_maps_flowers_names():
     models: list = []
     strategy = DifferentialPrivacyServerSideAdaptiveClipping(
@@ -206,6 +245,14 @@ def test_local_dp_mod_is_pollinates_local_dp_mod(caplog):
     native = native_model(fraction=1.0, mods=[local_dp_mod(0.5, 4.0, 1e-5, seed=SEED)])
     np.testing.assert_allclose(models[-1], native, rtol=1e-5)
     assert not np.allclose(native, native_model(fraction=1.0))
+
+
+def test_a_client_app_with_the_mods_can_go_to_worker_processes():
+    mod = LocalDpMod(clipping_norm=0.5, sensitivity=1.0, epsilon=4.0, delta=1e-5, seed=SEED)
+    app = fl.client.ClientApp(client_fn=client_fn, mods=[mod, fixedclipping_mod])
+    again = pickle.loads(pickle.dumps(app))
+    copied = again._mods[0].mod
+    assert (copied.clipping_norm, copied.epsilon, copied.delta, copied.seed) == (0.5, 4.0, 1e-5, 7)
 
 
 def test_a_seeded_local_dp_mod_refuses_a_config_without_the_round():
@@ -262,7 +309,7 @@ def test_client_side_adaptive_clipping_is_refused_with_what_to_use():
 # The message API (flwr.serverapp.strategy, flwr.clientapp.mod).
 
 
-def message_api_run(wrap, mods=()) -> flwr_serverapp.strategy.Result:
+def message_api_run(wrap, mods=(), fraction=FRACTION, minimum=2) -> flwr_serverapp.strategy.Result:
     """A Flower message-API app: ``wrap(FedAvg(...))`` started in ``@app.main()``."""
     client = flwr_clientapp.ClientApp(mods=list(mods))
 
@@ -279,7 +326,10 @@ def message_api_run(wrap, mods=()) -> flwr_serverapp.strategy.Result:
 
     @server.main()
     def main(grid, context):
-        strategy = wrap(flwr_strategy.FedAvg(fraction_train=FRACTION, fraction_evaluate=0.0))
+        inner = flwr_strategy.FedAvg(
+            fraction_train=fraction, fraction_evaluate=0.0, min_train_nodes=minimum
+        )
+        strategy = wrap(inner)
         start = flwr_app.ArrayRecord([np.zeros(4, np.float32)])
         results.append(strategy.start(grid=grid, initial_arrays=start, num_rounds=ROUNDS))
 
@@ -324,6 +374,19 @@ def test_message_api_server_side_adaptive_clipping_is_the_native_chain():
     (model,) = result.arrays.to_numpy_ndarrays()
     native = native_model(dp_adaptive_clip(1.0, count_noise_std=1.0, seed=SEED))
     np.testing.assert_allclose(model, native, rtol=1e-6)
+
+
+def test_message_api_round_that_samples_no_node_takes_the_noise_step_as_natively():
+    result = message_api_run(
+        lambda s: flwr_strategy.DifferentialPrivacyServerSideFixedClipping(s, 1.0, 0.5, 1, seed=2),
+        fraction=0.1,
+        minimum=0,
+    )
+    (model,) = result.arrays.to_numpy_ndarrays()
+    native = native_model(dp_fixed_clip(0.5, 1.0, seed=2), fraction=0.1, minimum=0)
+    assert SENT == [2, 0, 1]
+    np.testing.assert_allclose(model, native, rtol=1e-6)
+    assert sorted(result.train_metrics_clientapp) == [1, 2, 3]
 
 
 def test_message_api_refusals_name_what_to_use():

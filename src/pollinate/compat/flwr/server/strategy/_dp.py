@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+from .....message import Message
 from .....records import ArrayRecord
 from .....strategy import Aggregator
 from ..._dp import (
@@ -98,6 +99,9 @@ class _PrivateStrategy(Strategy):
 
     def evaluates_centrally(self) -> bool:
         return self.strategy.evaluates_centrally()
+
+    def refuse_update(self, reply: Message, arrays: ArrayRecord) -> str | None:
+        return self.strategy.refuse_update(reply, arrays)
 
 
 class _FixedClipping(_PrivateStrategy):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+from .....message import Message
 from .....records import ArrayRecord, MetricRecord
 from .....strategy import FedAvg as CoreFedAvg
 from .....strategy import Update, weighted_mean
@@ -157,6 +158,13 @@ class FedAvg(Strategy):
         state = self._round.state if self._round is not None else ArrayRecord()
         extra = cast("dict[str, Scalar]", self.core.aggregation.node_config(state))
         return [client_manager.proxy(n) for n in nodes], {**config, **extra}
+
+    def refuse_update(self, reply: Message, arrays: ArrayRecord) -> str | None:
+        """The core's verdict: a DP core sets aside an update longer than the clients' clip."""
+        content = reply.content
+        return self.core.aggregation.check_update(
+            content.arrays("arrays"), content.metrics("metrics"), arrays
+        )
 
     def configure_evaluate(  # type: ignore[override]  # Flower's signature, not pollinate's
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
