@@ -247,6 +247,11 @@ def test_local_dp_mod_is_pollinates_local_dp_mod(caplog):
     assert not np.allclose(native, native_model(fraction=1.0))
 
 
+def test_the_mod_modules_are_attributes_of_their_packages_as_in_flower():
+    assert fl.client.mod.fixedclipping_mod is fixedclipping_mod
+    assert flwr_clientapp.mod.LocalDpMod is LocalDpMod
+
+
 def test_a_client_app_with_the_mods_can_go_to_worker_processes():
     mod = LocalDpMod(clipping_norm=0.5, sensitivity=1.0, epsilon=4.0, delta=1e-5, seed=SEED)
     app = fl.client.ClientApp(client_fn=client_fn, mods=[mod, fixedclipping_mod])

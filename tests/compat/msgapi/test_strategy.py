@@ -260,7 +260,7 @@ def test_a_flower_strategy_pollinate_lacks_is_named_with_what_it_has():
     ("module", "name"),
     [
         ("pollinate.compat.flwr.app", "UserConfigError"),
-        ("pollinate.compat.flwr.clientapp", "mod"),
+        ("pollinate.compat.flwr.clientapp", "LifespanFn"),
         ("pollinate.compat.flwr.serverapp", "SuperGrid"),
     ],
 )
