@@ -366,6 +366,13 @@ class FedAvg(Strategy):
         self._rounds[server_round] = info
         return nodes
 
+    def round_info(self, server_round: int) -> RoundInfo | None:
+        """The Poisson sample ``server_round`` drew, taken once (None: none was drawn).
+
+        For adapters that aggregate with ``self.aggregation.update`` themselves.
+        """
+        return self._rounds.pop(server_round, None)
+
 
 def _sorted_ids(nodes: Sequence[int]) -> Sequence[int]:
     """The node ids in order; a range (a simulation's nodes) is kept as it is, not listed."""

@@ -251,8 +251,8 @@ def test_bulyan_with_its_own_selection_rule_is_a_clear_error():
 def test_a_flower_strategy_pollinate_lacks_is_named_with_what_it_has():
     with pytest.raises(ImportError, match=r"pollinate has Bulyan, .*FedAvg"):
         from pollinate.compat.flwr.serverapp.strategy import FedXgbCyclic  # noqa: F401
-    with pytest.raises(ConfigError, match="DifferentialPrivacyServerSideFixedClipping"):
-        _ = flwr_strategy.DifferentialPrivacyServerSideFixedClipping
+    with pytest.raises(ConfigError, match="DifferentialPrivacyServerSideAdaptiveClipping"):
+        _ = flwr_strategy.DifferentialPrivacyClientSideAdaptiveClipping
     assert not hasattr(flwr_strategy, "__wrapped__")  # tools' probes get AttributeError
 
 
@@ -260,7 +260,7 @@ def test_a_flower_strategy_pollinate_lacks_is_named_with_what_it_has():
     ("module", "name"),
     [
         ("pollinate.compat.flwr.app", "UserConfigError"),
-        ("pollinate.compat.flwr.clientapp", "mod"),
+        ("pollinate.compat.flwr.clientapp", "LifespanFn"),
         ("pollinate.compat.flwr.serverapp", "SuperGrid"),
     ],
 )

@@ -28,12 +28,6 @@ PACKAGE = "pollinate.compat.flwr"
 
 _MODULE_HINTS = (
     (
-        ("client.mod", "clientapp.mod"),
-        "Flower's built-in mods (differential privacy, secure aggregation, message size) are "
-        "not mapped; your own mods run: ClientApp(mods=[...]) with "
-        "mod(msg, context, call_next)",
-    ),
-    (
         ("server.workflow",),
         "Flower's workflows (DefaultWorkflow, SecAggPlusWorkflow) are not mapped: run the "
         "strategy with strategy.start(grid=grid, ...) in @app.main()",

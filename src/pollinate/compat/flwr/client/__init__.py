@@ -29,9 +29,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """``ClientApp`` from the message API side (``..clientapp``), loaded when first used."""
+    """``ClientApp`` from the message API side (``..clientapp``) and ``mod``, loaded when used."""
     if name == "ClientApp":
         return importlib.import_module("pollinate.compat.flwr.clientapp").ClientApp
+    if name == "mod":
+        return importlib.import_module(f"{__name__}.mod")
     raise unsupported(
         "pollinate.compat.flwr.client",
         name,

@@ -2,8 +2,10 @@
 
 Maps: each class keeps Flower's parameter names and defaults and holds the pollinate
 strategy of the same algorithm (``.core``), which samples the nodes and aggregates; the
-abstract ``Strategy`` runs on pollinate's round loop (see ``.strategy``). Flower strategies
-pollinate has no counterpart for raise one error naming the nearest pollinate tool.
+abstract ``Strategy`` runs on pollinate's round loop (see ``.strategy``). Flower's DP
+wrappers run the wrapped strategy with ``pollinate.privacy``'s pieces (see ``._dp``).
+Flower strategies pollinate has no counterpart for raise one error naming the nearest
+pollinate tool.
 """
 
 from __future__ import annotations
@@ -11,7 +13,17 @@ from __future__ import annotations
 from typing import NoReturn
 
 from .....errors import ConfigError
+from ..._dp import CLIENT_SIDE_ADAPTIVE
 from ..._missing import unsupported
+from ._dp import (
+    DifferentialPrivacyClientSideFixedClipping as DifferentialPrivacyClientSideFixedClipping,
+)
+from ._dp import (
+    DifferentialPrivacyServerSideAdaptiveClipping as DifferentialPrivacyServerSideAdaptiveClipping,
+)
+from ._dp import (
+    DifferentialPrivacyServerSideFixedClipping as DifferentialPrivacyServerSideFixedClipping,
+)
 from ._presets import Bulyan as Bulyan
 from ._presets import FedAdagrad as FedAdagrad
 from ._presets import FedAdam as FedAdam
@@ -27,6 +39,9 @@ from .strategy import Strategy as Strategy
 
 __all__ = [
     "Bulyan",
+    "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideAdaptiveClipping",
+    "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
@@ -40,9 +55,9 @@ __all__ = [
     "Strategy",
 ]
 
-_DP = (
-    "differential privacy is not built in: clip with pollinate.strategy.norm_bound(...) in "
-    "FedAvg(aggregation=chain(...)) and add noise in a ClientApp mod"
+_OLD_DP = (
+    "use DifferentialPrivacyServerSideFixedClipping or "
+    "DifferentialPrivacyServerSideAdaptiveClipping, which replaced it in Flower"
 )
 _UNMAPPED = {
     "FedOpt": "use FedAdagrad, FedAdam or FedYogi (FedOpt is their base class)",
@@ -53,12 +68,9 @@ _UNMAPPED = {
     "FedXgbBagging": "use pollinate.strategy.FedXgbBagging with the native API (ServerApp)",
     "FedXgbCyclic": "pollinate has no cyclic XGBoost strategy; see its FedXgbBagging",
     "FedXgbNnAvg": "pollinate has no XGBoost+NN strategy; see pollinate.strategy.FedXgbBagging",
-    "DPFedAvgAdaptive": _DP,
-    "DPFedAvgFixed": _DP,
-    "DifferentialPrivacyClientSideAdaptiveClipping": _DP,
-    "DifferentialPrivacyClientSideFixedClipping": _DP,
-    "DifferentialPrivacyServerSideAdaptiveClipping": _DP,
-    "DifferentialPrivacyServerSideFixedClipping": _DP,
+    "DPFedAvgAdaptive": _OLD_DP,
+    "DPFedAvgFixed": _OLD_DP,
+    "DifferentialPrivacyClientSideAdaptiveClipping": CLIENT_SIDE_ADAPTIVE,
 }
 
 

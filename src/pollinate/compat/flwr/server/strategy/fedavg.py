@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+from .....message import Message
 from .....records import ArrayRecord, MetricRecord
 from .....strategy import FedAvg as CoreFedAvg
 from .....strategy import Update, weighted_mean
@@ -139,10 +140,31 @@ class FedAvg(Strategy):
     ) -> list[tuple[ClientProxy, FitIns]]:
         """The model and ``on_fit_config_fn(server_round)`` to a seeded sample of clients."""
         config = self.on_fit_config_fn(server_round) if self.on_fit_config_fn else {}
+        if self.core.aggregation.poisson_sampling:  # a DP wrapper's core
+            chosen, config = self._private_sample(server_round, config, client_manager)
+        else:
+            size, minimum = self.num_fit_clients(client_manager.num_available())
+            chosen = client_manager.sample_seeded(
+                size, minimum, self.core.seed, server_round, TRAIN
+            )
         fit_ins = FitIns(parameters, config)
-        size, minimum = self.num_fit_clients(client_manager.num_available())
-        chosen = client_manager.sample_seeded(size, minimum, self.core.seed, server_round, TRAIN)
         return [(c, fit_ins) for c in chosen]
+
+    def _private_sample(
+        self, server_round: int, config: dict[str, Scalar], client_manager: ClientManager
+    ) -> tuple[list[ClientProxy], dict[str, Scalar]]:
+        """The core's Poisson sample, and the config with its DP entries (``dp.clip-norm``)."""
+        nodes = self.core.sample_nodes(client_manager.grid, server_round, TRAIN)
+        state = self._round.state if self._round is not None else ArrayRecord()
+        extra = cast("dict[str, Scalar]", self.core.aggregation.node_config(state))
+        return [client_manager.proxy(n) for n in nodes], {**config, **extra}
+
+    def refuse_update(self, reply: Message, arrays: ArrayRecord) -> str | None:
+        """The core's verdict: a DP core sets aside an update longer than the clients' clip."""
+        content = reply.content
+        return self.core.aggregation.check_update(
+            content.arrays("arrays"), content.metrics("metrics"), arrays
+        )
 
     def configure_evaluate(  # type: ignore[override]  # Flower's signature, not pollinate's
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -160,24 +182,31 @@ class FedAvg(Strategy):
         self, server_round: int, results: FitResults, failures: Failures
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         """The core's aggregation over the results (weighted by ``num_examples``)."""
-        if not results or (failures and not self.accept_failures):
-            return None, {}
         current = self._round  # None when called outside a run, e.g. in a unit test
+        # A DP core takes a noise-only step when its Poisson sample drew no client.
+        noise_only = self.core.aggregation.poisson_sampling and current is not None
+        if (not results and not noise_only) or (failures and not self.accept_failures):
+            return None, {}
         if current is not None and len(current.arrays):
             like, state = current.arrays, current.state
         else:
             like = record_of(results[0][1].parameters, None)
             state = self.core.init_state(like)
-        mean, state = self.core.aggregation.update(_updates(results, like), like, state)
+        info = self.core.round_info(server_round)  # a DP core's Poisson sample
+        mean, state = self.core.aggregation.update(_updates(results, like), like, state, info)
         if current is not None:
             current.state = state
         metrics: dict[str, Scalar] = {}
-        if self.fit_metrics_aggregation_fn is not None:
+        if self.fit_metrics_aggregation_fn is None:
+            if server_round == 1:
+                log.warning("No fit_metrics_aggregation_fn provided")
+        elif results:
             metrics = self.fit_metrics_aggregation_fn(
                 [(r.num_examples, r.metrics) for _, r in results]
             )
-        elif server_round == 1:
-            log.warning("No fit_metrics_aggregation_fn provided")
+        pieces = self.core.aggregation.metrics(state)  # privacy.epsilon and the like
+        if pieces:
+            metrics = {**metrics, **cast("dict[str, Scalar]", pieces)}
         return (None if mean is None else parameters_view(mean)), metrics
 
     def aggregate_evaluate(  # type: ignore[override]  # Flower's signature, not pollinate's

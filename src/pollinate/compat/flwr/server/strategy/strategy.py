@@ -208,9 +208,15 @@ class Strategy(CoreStrategy):
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
         """Pollinate's checks; a reply set aside is one of ``aggregate_fit``'s failures."""
         reason = check_train_reply(reply, arrays, NUM_EXAMPLES, None)
+        if reason is None:
+            reason = self.refuse_update(reply, arrays)
         if reason is not None:
             self._current(None).train_failures.append(_failure(reply, reason))
         return reason
+
+    def refuse_update(self, reply: Message, arrays: ArrayRecord) -> str | None:
+        """Why the aggregation sets aside a well-formed train reply (None: it is kept)."""
+        return None
 
     def check_evaluate_reply(self, reply: Message) -> str | None:
         """Pollinate's checks; a reply set aside is one of ``aggregate_evaluate``'s failures."""

@@ -5,10 +5,21 @@
 pollinate has too: ``FedProx``, ``FedAvgM``, ``FedAdam``, ``FedYogi``, ``FedAdagrad``,
 ``FedMedian``, ``FedTrimmedAvg``, ``Krum``, ``MultiKrum``, ``Bulyan``, ``QFedAvg``,
 ``FedXgbBagging``; each builds
-the pollinate strategy of the same name and delegates to it. ``strategy_utils`` has
+the pollinate strategy of the same name and delegates to it. Flower's DP wrappers
+(``DifferentialPrivacyServerSideFixedClipping`` and its relatives) run the wrapped strategy
+with ``pollinate.privacy``'s pieces. ``strategy_utils`` has
 Flower's aggregation helpers for custom strategies, on pollinate's kernels.
 """
 
+from ._dp import (
+    DifferentialPrivacyClientSideFixedClipping as DifferentialPrivacyClientSideFixedClipping,
+)
+from ._dp import (
+    DifferentialPrivacyServerSideAdaptiveClipping as DifferentialPrivacyServerSideAdaptiveClipping,
+)
+from ._dp import (
+    DifferentialPrivacyServerSideFixedClipping as DifferentialPrivacyServerSideFixedClipping,
+)
 from ._fedavg import Bulyan as Bulyan
 from ._fedavg import FedAdagrad as FedAdagrad
 from ._fedavg import FedAdam as FedAdam
@@ -27,6 +38,9 @@ from ._strategy import Strategy as Strategy
 
 __all__ = [
     "Bulyan",
+    "DifferentialPrivacyClientSideFixedClipping",
+    "DifferentialPrivacyServerSideAdaptiveClipping",
+    "DifferentialPrivacyServerSideFixedClipping",
     "FedAdagrad",
     "FedAdam",
     "FedAvg",
@@ -45,13 +59,16 @@ __all__ = [
 
 
 def __getattr__(name: str) -> object:
-    """Name a Flower strategy pollinate lacks (DP, XGBoost) and what it has instead."""
+    """Name a Flower strategy pollinate lacks (XGBoost cyclic, client-side adaptive DP)."""
+    from ..._dp import CLIENT_SIDE_ADAPTIVE
     from ..._missing import unsupported
 
+    if name == "DifferentialPrivacyClientSideAdaptiveClipping":
+        raise unsupported(__name__, name, CLIENT_SIDE_ADAPTIVE)
     raise unsupported(
         __name__,
         name,
         "pollinate has "
-        + ", ".join(n for n in __all__ if n not in ("Result", "Strategy"))
+        + ", ".join(n for n in __all__ if n not in ("Result", "Strategy") and "Privacy" not in n)
         + "; for other rules compose pollinate.strategy.chain(...)",
     )

@@ -141,11 +141,16 @@ class FedAvg(Strategy):
         replies = _valid(replies)
         first = next(replies, None)
         if first is None:
-            return None, None
-        first_reply = normalised(core_message(first))
-        round_state = current_round(self, first_reply.content.arrays(ARRAYS))
+            if self._round is None or not self.core.aggregation.poisson_sampling:
+                return None, None
+            # A DP core takes a noise-only step when its Poisson sample drew no node.
+            round_state, pending = self._round, _chained(None, ())
+        else:
+            first_reply = normalised(core_message(first))
+            round_state = current_round(self, first_reply.content.arrays(ARRAYS))
+            pending = _chained(first_reply, replies)
         mean, metrics, round_state.next_state = self.core.aggregate_train(
-            server_round, round_state.arrays, _chained(first_reply, replies), round_state.state
+            server_round, round_state.arrays, pending, round_state.state
         )
         return _flower(mean), flower_record(metrics)
 
@@ -175,6 +180,14 @@ class FedAvg(Strategy):
     def minimum_replies(self) -> tuple[int, int]:
         """``min_train_nodes`` and ``min_evaluate_nodes``, as pollinate's FedAvg counts them."""
         return self.core.min_train_nodes, self.core.min_evaluate_nodes
+
+    def min_train_replies(self, num_sent: int) -> int:
+        """As pollinate's FedAvg: fewer when a DP core's Poisson sample drew fewer."""
+        return self.core.min_train_replies(num_sent)
+
+    def stop_reason(self, server_round: int, state: CoreArrayRecord) -> str | None:
+        """As pollinate's FedAvg: a DP core's spent budget."""
+        return self.core.stop_reason(server_round, state)
 
     def _keyed(self, message: CoreMessage) -> CoreMessage:
         """A message whose records are under ``arrayrecord_key`` / ``configrecord_key``."""
@@ -233,8 +246,9 @@ def _as_core(replies: Iterable[Message]) -> Iterator[CoreMessage]:
         yield normalised(core_message(reply))
 
 
-def _chained(first: CoreMessage, rest: Iterable[Message]) -> Iterator[CoreMessage]:
-    yield first
+def _chained(first: CoreMessage | None, rest: Iterable[Message]) -> Iterator[CoreMessage]:
+    if first is not None:
+        yield first
     yield from _as_core(rest)
 
 

@@ -191,6 +191,14 @@ class Strategy(ABC):
         """The fewest valid (train, evaluate) replies a round goes on with."""
         return 0, 0
 
+    def min_train_replies(self, num_sent: int) -> int:
+        """The fewest valid train replies a round that sent ``num_sent`` goes on with."""
+        return self.minimum_replies[0]
+
+    def stop_reason(self, server_round: int, state: CoreArrayRecord) -> str | None:
+        """Why the run must end before ``server_round`` (None: go on), e.g. a spent DP budget."""
+        return None
+
 
 def current_round(strategy: Strategy, arrays: CoreArrayRecord) -> RoundState:
     """The round in progress, or one around ``arrays`` when called outside ``start``."""
@@ -317,6 +325,12 @@ class _Bridge(CoreStrategy):
 
     def check_evaluate_reply(self, reply: CoreMessage) -> str | None:
         return self.flower.check_evaluate_reply(reply)
+
+    def min_train_replies(self, num_sent: int) -> int:
+        return self.flower.min_train_replies(num_sent)
+
+    def stop_reason(self, server_round: int, state: CoreArrayRecord) -> str | None:
+        return self.flower.stop_reason(server_round, state)
 
 
 def _views(replies: Iterable[CoreMessage]) -> Iterator[Message]:

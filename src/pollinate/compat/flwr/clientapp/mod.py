@@ -1,0 +1,18 @@
+"""Flower's ``flwr.clientapp.mod``: its differential-privacy mods, on ``pollinate.privacy``'s.
+
+``fixedclipping_mod`` (with ``DifferentialPrivacyClientSideFixedClipping`` on the server)
+and ``LocalDpMod``; ``adaptiveclipping_mod`` and Flower's other built-in mods raise one
+error naming what to use instead.
+"""
+
+from .._mods import LocalDpMod as LocalDpMod
+from .._mods import fixedclipping_mod as fixedclipping_mod
+
+__all__ = ["LocalDpMod", "fixedclipping_mod"]
+
+
+def __getattr__(name: str) -> object:
+    """Flower's mods pollinate does not map: one error naming what to use instead."""
+    from .._mods import refused_mod
+
+    raise refused_mod(__name__, name)
