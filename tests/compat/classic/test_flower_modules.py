@@ -52,7 +52,7 @@ def test_aggregate_helpers_are_the_example_weighted_means():
 @pytest.mark.parametrize(
     ("module", "hint"),
     [
-        ("pollinate.compat.flwr.server.workflow", r"strategy\.start"),
+        ("pollinate.compat.flwr.server.workflow.default_workflows", "DefaultWorkflow, SecAgg"),
         ("pollinate.compat.flwr.simulation.ray_transport", "Ray"),
         ("pollinate.compat.flwr.common.no_such_module", "flwr.app, flwr.client"),
     ],

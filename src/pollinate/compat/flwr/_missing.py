@@ -28,9 +28,12 @@ PACKAGE = "pollinate.compat.flwr"
 
 _MODULE_HINTS = (
     (
-        ("server.workflow",),
-        "Flower's workflows (DefaultWorkflow, SecAggPlusWorkflow) are not mapped: run the "
-        "strategy with strategy.start(grid=grid, ...) in @app.main()",
+        ("server.workflow", "server.compat", "common.secure_aggregation"),
+        "Flower's workflow and SecAgg+ internals (the stages, WorkflowState, "
+        "MAIN_PARAMS_RECORD, quantize) are not mapped: DefaultWorkflow, SecAggPlusWorkflow "
+        "and SecAggWorkflow from flwr.server.workflow, LegacyContext from flwr.server and "
+        "secaggplus_mod from flwr.client.mod run pollinate's SecAgg+ "
+        "(docs/secure-aggregation.md)",
     ),
     (
         ("simulation.ray_transport", "server.superlink.fleet.vce"),

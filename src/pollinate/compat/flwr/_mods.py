@@ -1,9 +1,9 @@
-"""Flower's DP mods on pollinate's: ``fixedclipping_mod`` and ``LocalDpMod``.
+"""Flower's privacy mods on pollinate's: ``fixedclipping_mod``, ``LocalDpMod``, ``secaggplus_mod``.
 
 Each converts the Flower views it is given to the pollinate Message behind them (no copy)
 and runs ``pollinate.privacy``'s mod, whose ``call_next`` hands Flower views on again; so
-the clipping and noise are pollinate's own. Flower's ``adaptiveclipping_mod`` has no
-counterpart (``CLIENT_SIDE_ADAPTIVE``); the secure-aggregation mods are not mapped here.
+the clipping, noise and SecAgg+ protocol are pollinate's own. Flower's
+``adaptiveclipping_mod`` has no counterpart (``CLIENT_SIDE_ADAPTIVE``).
 """
 
 from __future__ import annotations
@@ -20,18 +20,26 @@ from ...message import Message as CoreMessage
 from ...message import MessageType
 from ...privacy import fixed_clipping_mod as core_fixed_clipping_mod
 from ...privacy import local_dp_mod
+from ...privacy import secaggplus_mod as core_secaggplus_mod
 from ...records import ConfigRecord
 from ._records import Context, Message, core_message, flower_context, flower_message
 from .common.logger import warn_once
 
-__all__ = ["MOD_NAMES", "LocalDpMod", "fixedclipping_mod", "refused_mod"]
+__all__ = [
+    "MOD_NAMES",
+    "LocalDpMod",
+    "fixedclipping_mod",
+    "refused_mod",
+    "secagg_mod",
+    "secaggplus_mod",
+]
 
 FlowerNext: TypeAlias = Callable[[Message, Context], Message]
 
 CONFIG, ROUND = "config", "server-round"
 """Where a train message's round is (pollinate's strategies and Flower's message API put it)."""
 
-MOD_NAMES = ("LocalDpMod", "fixedclipping_mod")
+MOD_NAMES = ("LocalDpMod", "fixedclipping_mod", "secagg_mod", "secaggplus_mod")
 """The Flower mods mapped here (``flwr.client.mod`` and ``flwr.clientapp.mod`` hold them)."""
 
 
@@ -42,6 +50,20 @@ def fixedclipping_mod(msg: Message, ctxt: Context, call_next: FlowerNext) -> Mes
     ``DifferentialPrivacyClientSideFixedClipping`` sends (as ``dp.clip-norm``).
     """
     return _run(core_fixed_clipping_mod, msg, ctxt, call_next)
+
+
+def secaggplus_mod(msg: Message, ctxt: Context, call_next: FlowerNext) -> Message:
+    """Flower's ``secaggplus_mod``: pollinate's, for ``SecAggPlusWorkflow``'s rounds.
+
+    It answers the four SecAgg+ stages and calls the app's train handler once per round,
+    masking the update (trained minus received model) with the weight ``num_examples``.
+    """
+    return _run(core_secaggplus_mod, msg, ctxt, call_next)
+
+
+def secagg_mod(msg: Message, ctxt: Context, call_next: FlowerNext) -> Message:
+    """Flower's ``secagg_mod`` (for ``SecAggWorkflow``): ``secaggplus_mod``, as in Flower."""
+    return secaggplus_mod(msg, ctxt, call_next)
 
 
 class LocalDpMod:

@@ -1,9 +1,11 @@
-"""Flower's ``flwr.server``: ``start_server``, ``ServerConfig``, ``History``, ``strategy``.
+"""Flower's ``flwr.server``: ``start_server``, ``ServerConfig``, ``History``, its strategies.
 
 Maps: ``start_server`` -> ``pollinate.start_server`` (returns ``History``, made from the
 run's ``Result`` by ``history_from_result``); ``ServerConfig`` / ``ServerAppComponents``
 (``.server_config``); ``ClientProxy`` / ``ClientManager`` over pollinate's Grid. Flower 1.x
 ``ServerApp(server_fn=...)`` and ``Grid`` are the message API side's, loaded when first used.
+``LegacyContext`` and ``workflow`` (``DefaultWorkflow``, ``SecAggPlusWorkflow``) run a
+classic strategy from ``@app.main()``, with SecAgg+ if asked.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 from .._missing import unsupported
 from . import strategy as strategy
+from . import workflow as workflow
+from ._legacy_context import LegacyContext as LegacyContext
 from .app import start_server as start_server
 from .client_manager import ClientManager as ClientManager
 from .client_proxy import ClientProxy as ClientProxy
@@ -26,12 +30,14 @@ __all__ = [
     "ClientProxy",
     "Grid",
     "History",
+    "LegacyContext",
     "ServerApp",
     "ServerAppComponents",
     "ServerConfig",
     "history_from_result",
     "start_server",
     "strategy",
+    "workflow",
 ]
 
 _MESSAGE_API = frozenset({"Grid", "ServerApp"})

@@ -14,10 +14,12 @@ from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 from .....message import Message
+from .....privacy import SECAGG_COUNT_KEY
 from .....records import ArrayRecord, MetricRecord
 from .....strategy import FedAvg as CoreFedAvg
 from .....strategy import Update, weighted_mean
 from ...common.logger import logger as log
+from ...common.logger import warn_once
 from ...common.parameter import parameters_to_ndarrays
 from ...common.typing import (
     EvaluateIns,
@@ -197,7 +199,9 @@ class FedAvg(Strategy):
         if current is not None:
             current.state = state
         metrics: dict[str, Scalar] = {}
-        if self.fit_metrics_aggregation_fn is None:
+        if current is not None and current.secure:
+            metrics = self._secure_fit_metrics(results)
+        elif self.fit_metrics_aggregation_fn is None:
             if server_round == 1:
                 log.warning("No fit_metrics_aggregation_fn provided")
         elif results:
@@ -208,6 +212,21 @@ class FedAvg(Strategy):
         if pieces:
             metrics = {**metrics, **cast("dict[str, Scalar]", pieces)}
         return (None if mean is None else parameters_view(mean)), metrics
+
+    def _secure_fit_metrics(self, results: FitResults) -> dict[str, Scalar]:
+        """A secure round's fit metrics: how many clients its sum holds (``secagg.count``).
+
+        The clients' own fit metrics stay on the nodes (they would be individual), so
+        ``fit_metrics_aggregation_fn`` has nothing to aggregate: it is not called.
+        """
+        if self.fit_metrics_aggregation_fn is not None:
+            warn_once(
+                "secure-fit-metrics",
+                "fit_metrics_aggregation_fn is not called under SecAgg+: pollinate does not "
+                "send the clients' fit metrics (each would be one client's, in the clear); "
+                f"each round's fit metrics hold {SECAGG_COUNT_KEY!r}, the clients in the sum",
+            )
+        return {k: v for _, r in results for k, v in r.metrics.items() if k == SECAGG_COUNT_KEY}
 
     def aggregate_evaluate(  # type: ignore[override]  # Flower's signature, not pollinate's
         self, server_round: int, results: EvaluateResults, failures: Failures

@@ -13,6 +13,11 @@ steps call the Flower methods:
 - centralized evaluation -> ``evaluate(server_round, parameters)``, before round 1 and
   after each round; with no initial model, ``initialize_parameters`` is asked first.
 
+With ``secure_aggregation`` set (``flwr.server.workflow``'s ``SecAggPlusWorkflow`` sets it
+for its run), the train exchange is that protocol's and ``aggregate_fit`` gets one result:
+the mean of the secure sum, its ``num_examples`` the total weight, ``secagg.count`` (how
+many clients are in it) in its metrics.
+
 Flower's ``configure_evaluate`` and ``aggregate_evaluate`` share their names with
 pollinate's but not their signatures, so the loop runs on a small ``_Driver`` that renames
 them. Flower's rounds go on with whatever replies arrive: the loop's minimum valid replies
@@ -80,6 +85,8 @@ class _Round:
     """What one round's steps share: the model, the strategy state and the set-aside replies."""
 
     manager: ClientManager
+    secure: bool = False
+    """Whether the train exchange is a secure aggregation's (one result: the sum's mean)."""
     arrays: ArrayRecord = field(default_factory=ArrayRecord)
     state: ArrayRecord = field(default_factory=ArrayRecord)
     train_failures: Failures = field(default_factory=list)
@@ -148,12 +155,13 @@ class Strategy(CoreStrategy):
                 "on_fit_config_fn / on_evaluate_config_fn, not train_config / evaluate_config"
             )
         manager = ClientManager(grid)
-        self._round = _Round(manager)
+        self._round = _Round(manager, secure=self.secure_aggregation is not None)
         if initial_arrays is None:
             parameters = self.initialize_parameters(manager)
             if parameters is not None:
                 initial_arrays = record_of(parameters, None)
         driver = _Driver(self)
+        driver.secure_aggregation = self.secure_aggregation
         if evaluate_fn is None and self.evaluates_centrally():
             evaluate_fn = driver.evaluate_centrally
         try:
