@@ -186,6 +186,21 @@ def test_dropouts_within_the_threshold_are_survived(tmp_path):
     assert history.metrics_distributed_fit["secagg.count"] == [(1, 3), (2, 3), (3, 3)]
 
 
+def test_a_dropout_is_a_failure_of_aggregate_fit_as_in_flower(tmp_path):
+    """With accept_failures=False a round that lost a client keeps the model."""
+
+    class Strict(FedAvg):
+        def __init__(self, **options):
+            super().__init__(accept_failures=False, **options)
+
+    workflow = lambda: SecAggPlusWorkflow(num_shares=5, reconstruction_threshold=3)  # noqa: E731
+    models, history = run(workflow, drop="2", tmp_path=tmp_path, strategy_cls=Strict)
+    for model in models:
+        for array in model:
+            np.testing.assert_array_equal(array, 0.0)
+    assert history.metrics_distributed_fit == {}
+
+
 def test_one_dropout_too_many_stops_the_run_with_one_clear_error(tmp_path):
     workflow = lambda: SecAggPlusWorkflow(num_shares=5, reconstruction_threshold=3)  # noqa: E731
     with pytest.raises(RoundError, match="too many nodes dropped"):
@@ -296,6 +311,16 @@ def test_client_side_clipping_with_secagg_is_the_native_chain_with_secure_aggreg
         (r, m["secagg.count"]) for r, m in result.metrics("train").items()
     ]
     assert history.metrics_distributed_fit["privacy.epsilon"][-1][1] > 0
+
+
+def test_the_example_s_console_handler_update_sets_the_level_shown():
+    from pollinate.compat.flwr.common.logger import logger, update_console_handler
+
+    update_console_handler(logging.DEBUG, True, True)
+    try:
+        assert logger.level == logging.DEBUG
+    finally:
+        update_console_handler(logging.INFO)
 
 
 def test_the_mods_are_in_both_mod_modules():

@@ -16,7 +16,14 @@ import sys
 import threading
 from collections.abc import Iterator
 
-__all__ = ["FLOWER_LOGGER", "log", "logger", "plain_text_said_once", "warn_once"]
+__all__ = [
+    "FLOWER_LOGGER",
+    "log",
+    "logger",
+    "plain_text_said_once",
+    "update_console_handler",
+    "warn_once",
+]
 
 logger = logging.getLogger("pollinate.flwr")
 FLOWER_LOGGER = logger
@@ -45,8 +52,24 @@ def _shown_above(record: logging.LogRecord) -> bool:
     return False
 
 
+_console = _ShownIfUnshown()
 logger.setLevel(logging.INFO)
-logger.addHandler(_ShownIfUnshown())
+logger.addHandler(_console)
+
+
+def update_console_handler(
+    level: int | str | None = None,
+    timestamps: bool | None = None,
+    colored: bool | None = None,
+) -> None:
+    """Flower's: the lowest level of the lines ``log`` prints on stderr (e.g. ``DEBUG``).
+
+    ``timestamps`` and ``colored`` are accepted and have no effect: the lines are plain.
+    """
+    if level is not None:
+        logger.setLevel(level)
+        _console.setLevel(level)
+
 
 _said: set[str] = set()
 

@@ -16,7 +16,7 @@ steps call the Flower methods:
 With ``secure_aggregation`` set (``flwr.server.workflow``'s ``SecAggPlusWorkflow`` sets it
 for its run), the train exchange is that protocol's and ``aggregate_fit`` gets one result:
 the mean of the secure sum, its ``num_examples`` the total weight, ``secagg.count`` (how
-many clients are in it) in its metrics.
+many clients are in it) in its metrics; the clients that dropped out are its failures.
 
 Flower's ``configure_evaluate`` and ``aggregate_evaluate`` share their names with
 pollinate's but not their signatures, so the loop runs on a small ``_Driver`` that renames
@@ -38,7 +38,7 @@ from .....errors import ConfigError
 from .....message import Message, MessageType
 from .....records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from .....server import Grid, Result
-from .....strategy import EvaluateFn, RoundConfig
+from .....strategy import EvaluateFn, RoundConfig, SecureAggregation, SecureRound
 from .....strategy import Strategy as CoreStrategy
 from .....strategy._validate import check_evaluate_reply, check_train_reply
 from ...client._adapter import TEXT_METRICS
@@ -161,7 +161,8 @@ class Strategy(CoreStrategy):
             if parameters is not None:
                 initial_arrays = record_of(parameters, None)
         driver = _Driver(self)
-        driver.secure_aggregation = self.secure_aggregation
+        if self.secure_aggregation is not None:
+            driver.secure_aggregation = _DropoutsAsFailures(self.secure_aggregation, self)
         if evaluate_fn is None and self.evaluates_centrally():
             evaluate_fn = driver.evaluate_centrally
         try:
@@ -328,6 +329,37 @@ class _Driver(CoreStrategy):
             return {}
         loss, metrics = _pair("evaluate", outcome)
         return {**metric_record(metrics, "evaluate"), LOSS: float(loss)}
+
+
+class _DropoutsAsFailures(SecureAggregation):
+    """A secure protocol whose dropped clients become ``aggregate_fit``'s failures, as in Flower.
+
+    Flower's ``accept_failures=False`` then keeps the model when a client dropped out.
+    """
+
+    def __init__(self, protocol: SecureAggregation, flower: Strategy) -> None:
+        self.protocol = protocol
+        self.flower = flower
+        self.weighted = protocol.weighted
+
+    def for_strategy(
+        self, weight_key: str, weighted: bool, min_train_nodes: int
+    ) -> SecureAggregation:
+        bound = self.protocol.for_strategy(weight_key, weighted, min_train_nodes)
+        return _DropoutsAsFailures(bound, self.flower)
+
+    def train_round(
+        self,
+        grid: Grid,
+        server_round: int,
+        messages: list[Message],
+        arrays: ArrayRecord,
+        timeout_s: float | None,
+    ) -> SecureRound:
+        secure = self.protocol.train_round(grid, server_round, messages, arrays, timeout_s)
+        failures = [ReplyFailure(f.node_id, f.reason) for f in secure.failures]
+        self.flower._current(grid).train_failures = failures
+        return secure
 
 
 def parameters_view(arrays: ArrayRecord) -> Parameters:
