@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -34,6 +35,7 @@ from pollinate.compat.flwr.server.workflow import (
     SecAggPlusWorkflow,
     SecAggWorkflow,
 )
+from pollinate.deploy import make_dev_certs, start_client, start_server
 from pollinate.errors import ConfigError, RoundError
 from pollinate.privacy import SecAggPlus, dp_fixed_clip
 from pollinate.simulation import run_simulation
@@ -52,7 +54,10 @@ def delta_of(node_id: int, server_round: int, shape: tuple[int, ...]) -> np.ndar
 
 
 class SecAggClient(NumPyClient):
-    """Adds its own update to the model; a client named in the config's ``drop`` fails."""
+    """Adds its own update to the model; a client named in the config's ``drop`` fails.
+
+    Its id is its partition's plus one (the same in simulation and deployed).
+    """
 
     def __init__(self, node_id: int) -> None:
         self.node_id = node_id
@@ -72,7 +77,7 @@ class SecAggClient(NumPyClient):
 
 
 def client_fn(context: Context):
-    return SecAggClient(context.node_id).to_client()
+    return SecAggClient(int(context.node_config["partition-id"]) + 1).to_client()
 
 
 # Flower ClientApp, as in Flower's example
@@ -205,6 +210,50 @@ def test_one_dropout_too_many_stops_the_run_with_one_clear_error(tmp_path):
     workflow = lambda: SecAggPlusWorkflow(num_shares=5, reconstruction_threshold=3)  # noqa: E731
     with pytest.raises(RoundError, match="too many nodes dropped"):
         run(workflow, drop="1,2,4", tmp_path=tmp_path)
+
+
+def test_flower_secagg_code_runs_over_the_link_with_tls(tmp_path):
+    plain_models, _ = run(lambda: None, tmp_path=tmp_path / "plain")
+    certs = make_dev_certs(tmp_path / "certs")
+    listening, port, runs = threading.Event(), [], []
+    workflow = lambda: SecAggPlusWorkflow(num_shares=3, reconstruction_threshold=2)  # noqa: E731
+
+    def serve():
+        start_server(
+            "127.0.0.1:0",
+            server_app=server_app(workflow, runs),
+            certs=certs.ca_cert.parent,
+            min_nodes=NODES,
+            wait_s=30,
+            out_dir=tmp_path / "run",
+            on_listening=lambda p: (port.append(p), listening.set()),
+            verbose=False,
+        )
+
+    server = threading.Thread(target=serve)
+    server.start()
+    assert listening.wait(10)
+    nodes = [
+        threading.Thread(
+            target=start_client,
+            args=(f"localhost:{port[0]}", client_app),
+            kwargs={
+                "root_cert": certs.ca_cert,
+                "give_up_s": 10,
+                "node_config": {"partition-id": partition, "num-partitions": NODES},
+            },
+        )
+        for partition in range(NODES)
+    ]
+    for node in nodes:
+        node.start()
+    server.join(120)
+    for node in nodes:
+        node.join(10)
+        assert not node.is_alive()
+    ((models, history),) = runs
+    assert_close_to_plain(models, plain_models)
+    assert history.metrics_distributed_fit["secagg.count"] == [(1, 5), (2, 5), (3, 5)]
 
 
 def test_the_plain_default_workflow_is_server_app_with_strategy_and_config(tmp_path):
