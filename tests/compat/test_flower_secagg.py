@@ -423,6 +423,10 @@ def legacy_context(strategy) -> LegacyContext:
             ),
             "needs each client's update.*dp_fixed_clip",
         ),
+        (
+            lambda: DefaultWorkflow(SecAggPlusWorkflow(3, 2))(None, legacy_context(NativeFedAvg())),
+            r"FedAvg\(secure_aggregation=pollinate.privacy.SecAggPlus",
+        ),
         (lambda: legacy_context(object()), "flwr.serverapp.strategy"),
     ],
 )
