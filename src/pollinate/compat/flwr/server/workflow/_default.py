@@ -10,6 +10,7 @@ With ``fit_workflow=SecAggPlusWorkflow(...)`` each fit exchange is pollinate's S
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from .....errors import ConfigError
 from .....server import Grid as CoreGrid
@@ -17,10 +18,12 @@ from .....server import Result
 from .....strategy import SecureAggregation
 from .....strategy import Strategy as CoreStrategy
 from ..._records import Context
-from ...serverapp._app import Grid, core_grid
 from .._legacy_context import LegacyContext
 from ..history import History, history_from_result
 from ._secagg import SecAggPlusWorkflow
+
+if TYPE_CHECKING:
+    from ...serverapp import Grid
 
 __all__ = ["DefaultWorkflow"]
 
@@ -62,6 +65,8 @@ class DefaultWorkflow:
                 "context = LegacyContext(context=context, config=ServerConfig(num_rounds=...), "
                 "strategy=strategy)"
             )
+        from ...serverapp._app import Grid, core_grid  # the message API side's, when used
+
         strategy = context.strategy
         secure = None if self.fit_workflow is None else self.fit_workflow.for_strategy(strategy)
         result = _run(strategy, core_grid(grid), context, secure)
