@@ -69,7 +69,8 @@ class SecAggClient(NumPyClient):
         new = [
             (p + delta_of(self.node_id, server_round, p.shape)).astype(p.dtype) for p in parameters
         ]
-        return new, 10 * self.node_id, {"train_loss": 1.0}
+        claim = {"secagg.count": 50} if config.get("claim") else {}  # a client's lie, see below
+        return new, 10 * self.node_id, {"train_loss": 1.0, **claim}
 
     def evaluate(self, parameters, config):
         loss = float(sum(np.abs(p).sum() for p in parameters)) + self.node_id
@@ -370,6 +371,39 @@ def test_the_example_s_console_handler_update_sets_the_level_shown():
         assert logger.level == logging.DEBUG
     finally:
         update_console_handler(logging.INFO)
+
+
+def client_clipped_model(claim: bool, tmp_path) -> list:
+    """The final model of client-side clipping without SecAgg+ (``claim``: clients lie)."""
+    models = []
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        def evaluate_fn(server_round, parameters, config):
+            models.append([p.copy() for p in parameters])
+
+        strategy = FedAvg(
+            fraction_evaluate=0.0,
+            min_fit_clients=NODES,
+            evaluate_fn=evaluate_fn,
+            on_fit_config_fn=lambda r: {"round": r, "claim": claim},
+            initial_parameters=ndarrays_to_parameters([np.zeros(s, np.float32) for s in SHAPES]),
+        )
+        strategy = DifferentialPrivacyClientSideFixedClipping(strategy, 0.5, 1.0, NODES, seed=3)
+        context = LegacyContext(context=context, config=ServerConfig(ROUNDS), strategy=strategy)
+        DefaultWorkflow()(grid, context)
+
+    clipped = ClientApp(client_fn=client_fn, mods=[fixedclipping_mod])
+    run_simulation(app, clipped, num_nodes=NODES, out_dir=tmp_path, verbose=False)
+    return models[-1]
+
+
+def test_a_client_cannot_pass_for_a_secure_sum_without_secagg(tmp_path):
+    """A fit metric ``secagg.count`` from a client weighs nothing: only SecAgg+'s sum has one."""
+    honest = client_clipped_model(False, tmp_path / "honest")
+    for lied, kept in zip(client_clipped_model(True, tmp_path / "lie"), honest, strict=True):
+        np.testing.assert_array_equal(lied, kept)
 
 
 def test_the_mods_are_in_both_mod_modules():

@@ -195,11 +195,13 @@ class FedAvg(Strategy):
             like = record_of(results[0][1].parameters, None)
             state = self.core.init_state(like)
         info = self.core.round_info(server_round)  # a DP core's Poisson sample
-        mean, state = self.core.aggregation.update(_updates(results, like), like, state, info)
+        secure = current is not None and current.secure
+        updates = _updates(results, like, secure)
+        mean, state = self.core.aggregation.update(updates, like, state, info)
         if current is not None:
             current.state = state
         metrics: dict[str, Scalar] = {}
-        if current is not None and current.secure:
+        if secure:
             metrics = self._secure_fit_metrics(results)
         elif self.fit_metrics_aggregation_fn is None:
             if server_round == 1:
@@ -248,10 +250,16 @@ class FedAvg(Strategy):
         return (None if loss is None else float(loss)), metrics
 
 
-def _updates(results: FitResults, like: ArrayRecord) -> Iterator[Update]:
-    """Each result as an ``Update`` for the core's aggregation chain."""
+def _updates(results: FitResults, like: ArrayRecord, secure: bool) -> Iterator[Update]:
+    """Each result as an ``Update`` for the core's aggregation chain.
+
+    Only a secure round's one result is a sum: a client's own ``secagg.count`` is dropped,
+    or a DP core would take its update for the mean of that many clients.
+    """
     for proxy, res in results:
         metrics = numeric_metrics(res.metrics)  # text metrics reach the aggregation fn only
+        if not secure:
+            metrics.pop(SECAGG_COUNT_KEY, None)
         metrics[NUM_EXAMPLES] = res.num_examples
         yield Update(
             proxy.node_id, record_of(res.parameters, like), float(res.num_examples), metrics
