@@ -207,6 +207,15 @@ def test_a_dropout_is_a_failure_of_aggregate_fit_as_in_flower(tmp_path):
     assert history.metrics_distributed_fit == {}
 
 
+def test_a_client_above_max_weight_is_left_out_with_an_error_naming_it(tmp_path, caplog):
+    """Clients 4 and 5 report 40 and 50 examples, above max_weight=30."""
+    workflow = lambda: SecAggPlusWorkflow(5, 3, max_weight=30)  # noqa: E731
+    with caplog.at_level(logging.WARNING, logger="pollinate"):
+        _, history = run(workflow, tmp_path=tmp_path)
+    assert history.metrics_distributed_fit["secagg.count"] == [(1, 3), (2, 3), (3, 3)]
+    assert "num-examples=50 must be a whole number from 1 to max_weight=30" in caplog.text
+
+
 def test_one_dropout_too_many_stops_the_run_with_one_clear_error(tmp_path):
     workflow = lambda: SecAggPlusWorkflow(num_shares=5, reconstruction_threshold=3)  # noqa: E731
     with pytest.raises(RoundError, match="too many nodes dropped"):
