@@ -8,12 +8,28 @@ the same DP model, summed without the nodes' weights.
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord
-from pollinate.privacy import SecAggPlus, dp_fixed_clip, epsilon
+from pollinate import ArrayRecord, ConfigRecord, MetricRecord
+from pollinate.errors import RoundError
+from pollinate.privacy import (
+    SecAggPlus,
+    dp_fixed_clip,
+    epsilon,
+    fixed_clipping_mod,
+    secaggplus_mod,
+)
 from pollinate.simulation import run_simulation
-from pollinate.strategy import FedAvg, chain
+from pollinate.strategy import FedAvg, RoundInfo, Update, chain
 
-from .trust_apps import SHAPE, clipping_app, secure_app
+from .secagg_apps import RecordingGrid
+from .trust_apps import (
+    SHAPE,
+    claims_a_count,
+    clipping_app,
+    delta_of,
+    make_app,
+    secure_app,
+    stands_outside,
+)
 
 CLIP, Z, Q, NODES = 1.0, 0.3, 0.5, 30
 RANGE, LEVELS = 2.0, 2**16
@@ -65,3 +81,91 @@ def test_a_secure_dp_run_equals_the_same_seeded_run_without_secagg(backend, tmp_
         assert s.train.metrics["privacy.epsilon"] == epsilon([(Q, Z)] * t, 1e-5)
         assert s.train.metrics["privacy.epsilon"] == p.train.metrics["privacy.epsilon"]
         assert s.train.metrics["secagg.count"] == s.train.num_ok
+
+
+def _start(grid, strategy, rounds=1):
+    return strategy.start(grid, ArrayRecord({"w": np.zeros(SHAPE)}), num_rounds=rounds)
+
+
+def _all_nodes(secure: bool, **dp):
+    piece = dp_fixed_clip(CLIP, 1e-9, clipped_on="nodes", seed=0, **dp)
+    protocol = SecAggPlus(5, 3, clipping_range=RANGE, quantization_range=LEVELS, seed=1)
+    return FedAvg(
+        fraction_train=1.0,
+        fraction_evaluate=0.0,
+        min_train_nodes=5,
+        min_available_nodes=6,
+        aggregation=chain(piece),
+        secure_aggregation=protocol if secure else None,
+    )
+
+
+def test_a_node_that_claims_a_secure_count_without_secagg_is_set_aside(make_grid):
+    grid = make_grid(make_app(fixed_clipping_mod, claims_a_count), num_nodes=6)
+    result = _start(grid, _all_nodes(secure=False))
+    train = result.rounds[0].train
+    assert train.num_ok == 5 and [f.node_id for f in train.failures] == [1]
+    assert "secagg.count" in train.failures[0].reason
+    honest = _start(make_grid(clipping_app, num_nodes=6), _all_nodes(secure=False))
+    assert honest.rounds[0].train.num_ok == 6
+    clipped_1 = delta_of(1) * min(1.0, CLIP / np.linalg.norm(delta_of(1)))
+    want = honest.arrays["w"].numpy() - clipped_1 / 6  # the others' sum over 6 expected
+    np.testing.assert_allclose(result.arrays["w"].numpy(), want, atol=1e-6)
+
+
+def test_a_node_cannot_be_counted_twice_by_a_secure_mean_it_did_not_make():
+    update = Update(
+        3, ArrayRecord({"w": np.full(SHAPE, 0.1)}), 1.0, MetricRecord({"secagg.count": 50})
+    )
+    piece = chain(dp_fixed_clip(CLIP, 1e-12, clipped_on="nodes", seed=0))
+    current = ArrayRecord({"w": np.zeros(SHAPE)})
+    model, _ = piece.update([update], current, piece.init(current), RoundInfo(1, 10, 1, 0.5))
+    np.testing.assert_allclose(model["w"].numpy(), 0.1 / 5, atol=1e-9)  # one node, not 50
+
+
+def test_a_node_sent_count_in_a_secure_round_changes_nothing(make_grid):
+    honest = _start(make_grid(secure_app, num_nodes=6), _all_nodes(secure=True))
+    hostile_app = make_app(secaggplus_mod, fixed_clipping_mod, claims_a_count)
+    hostile = _start(make_grid(hostile_app, num_nodes=6), _all_nodes(secure=True))
+    assert hostile.rounds[0].train.metrics["secagg.count"] == 6
+    gap = np.abs(hostile.arrays["w"].numpy() - honest.arrays["w"].numpy())
+    assert np.max(gap) <= 6 / 6 * STEP * 2
+
+
+def test_clipping_outside_secagg_fails_the_round_with_the_right_order(make_grid):
+    grid = make_grid(make_app(stands_outside, secaggplus_mod), num_nodes=6)
+    with pytest.raises(RoundError) as caught:
+        _start(grid, _all_nodes(secure=True))
+    message = str(caught.value)
+    assert "mods=[secaggplus_mod, fixed_clipping_mod]" in message
+    assert message.count("\n") == 0
+
+
+def test_a_secure_dp_round_without_node_clipping_fails_naming_the_mod(make_grid):
+    grid = make_grid(make_app(secaggplus_mod), num_nodes=6)
+    with pytest.raises(RoundError, match=r"mods=\[secaggplus_mod, fixed_clipping_mod\]"):
+        _start(grid, _all_nodes(secure=True))
+
+
+def test_a_secure_dp_round_sums_with_weight_one_whatever_the_nodes_report(make_grid):
+    strategy = _all_nodes(secure=True)
+    assert strategy.secure_aggregation.weighted is False
+    grid = make_grid(secure_app, num_nodes=6)
+    result = _start(grid, strategy)
+    # Unweighted: the clipped deltas (all at norm CLIP but node 1's, within it) each count once.
+    clipped = [delta_of(n) * min(1.0, CLIP / np.linalg.norm(delta_of(n))) for n in range(1, 7)]
+    want = np.sum(clipped, axis=0) / 6
+    np.testing.assert_allclose(result.arrays["w"].numpy(), want, atol=6 / 6 * STEP)
+
+
+def test_a_node_that_weighs_itself_in_an_unweighted_secure_round_is_refused(make_grid):
+    def alter(stage, message):  # node 2 is told the sum is weighted, as a hostile node would act
+        if stage == "setup" and message.metadata.dst_node_id == 2:
+            message.content["config"] = ConfigRecord(
+                {**message.content["config"], "secagg.weighted": True, "secagg.max-weight": 1000}
+            )
+        return message
+
+    grid = RecordingGrid(make_grid(secure_app, num_nodes=6), alter)
+    with pytest.raises(RoundError, match="total weight"):
+        _start(grid, _all_nodes(secure=True))

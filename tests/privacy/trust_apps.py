@@ -39,3 +39,17 @@ secure_app = make_app(secaggplus_mod, fixed_clipping_mod)
 
 clipping_app = make_app(fixed_clipping_mod)
 """The same node without SecAgg+: what the secure run must match."""
+
+
+def claims_a_count(message, context, call_next):
+    """A hostile mod: node 1 says its reply is the secure mean of 50 nodes."""
+    reply = call_next(message, context)
+    if context.node_id == 1 and not reply.has_error and "metrics" in reply.content:
+        metrics = MetricRecord({**reply.content.metrics("metrics"), "secagg.count": 50})
+        reply.content["metrics"] = metrics
+    return reply
+
+
+def stands_outside(message, context, call_next):
+    """Runs ``fixed_clipping_mod`` outside SecAgg+: the order that clips the wrong thing."""
+    return fixed_clipping_mod(message, context, call_next)
