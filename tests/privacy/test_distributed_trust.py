@@ -5,10 +5,20 @@ same noise) within SecAgg+'s quantization error: the server saw only the sum, ye
 the same DP model, summed without the nodes' weights.
 """
 
+import threading
+
 import numpy as np
 import pytest
 
 from pollinate import ArrayRecord, ConfigRecord, MetricRecord
+from pollinate.deploy import (
+    Backoff,
+    Link,
+    channel_credentials,
+    make_dev_certs,
+    run_node,
+    server_credentials,
+)
 from pollinate.errors import RoundError
 from pollinate.privacy import (
     SecAggPlus,
@@ -169,3 +179,64 @@ def test_a_node_that_weighs_itself_in_an_unweighted_secure_round_is_refused(make
     grid = RecordingGrid(make_grid(secure_app, num_nodes=6), alter)
     with pytest.raises(RoundError, match="total weight"):
         _start(grid, _all_nodes(secure=True))
+
+
+def test_a_poisson_draw_too_small_for_secagg_ends_the_run_in_one_message(make_grid):
+    # Seed 25 draws 7 of 12 nodes in round 1 and 3 in round 2, below num_shares=5.
+    piece = dp_fixed_clip(CLIP, 1.0, clipped_on="nodes", seed=25)
+    strategy = FedAvg(
+        fraction_train=0.5,
+        fraction_evaluate=0.0,
+        min_train_nodes=5,
+        min_available_nodes=12,
+        aggregation=chain(piece),
+        secure_aggregation=SecAggPlus(5, 3, clipping_range=RANGE, quantization_range=LEVELS),
+    )
+    grid = make_grid(secure_app, num_nodes=12)
+    with pytest.raises(RoundError) as caught:
+        _start(grid, strategy, rounds=2)
+    message = str(caught.value)
+    assert message.startswith("round 2 SecAgg+: the round sampled 3 nodes")
+    assert "num_shares=5" in message and "raise fraction_train" in message
+
+
+def test_distributed_trust_over_tls_equals_the_same_seeded_run_without_secagg(tmp_path):
+    certs = make_dev_certs(tmp_path / "certs")
+    link = Link("127.0.0.1:0", credentials=server_credentials(certs.ca_cert.parent))
+    link.start()
+    nodes = [
+        threading.Thread(
+            target=run_node,
+            args=(f"localhost:{link.port}", secure_app),
+            kwargs={
+                "credentials": channel_credentials(certs.ca_cert),
+                "backoff": Backoff(initial_s=0.05, max_s=0.2, give_up_s=5),
+            },
+            daemon=True,
+        )
+        for _ in range(10)
+    ]
+    for node in nodes:
+        node.start()
+    try:
+        grid = link.grid(run_id=1, run_config={})
+        grid.wait_for_nodes(10, timeout_s=30)
+
+        def once(secure: bool):
+            fedavg = strategy(secure)
+            fedavg.fraction_train, fedavg.min_available_nodes = 0.8, 10
+            return fedavg.start(grid, ArrayRecord({"w": np.zeros(SHAPE)}), num_rounds=2)
+
+        secure, plain = once(True), once(False)
+    finally:
+        link.stop(grace_s=0.5)
+        for node in nodes:
+            node.join(timeout=10)
+    counts = [r.train.num_ok for r in secure.rounds if r.train]
+    assert counts == [r.train.num_ok for r in plain.rounds if r.train]
+    assert all(r.train.metrics["secagg.count"] == r.train.num_ok for r in secure.rounds)
+    bound = sum(n / (0.8 * 10) for n in counts) * STEP
+    gap = np.max(np.abs(secure.arrays["w"].numpy() - plain.arrays["w"].numpy()))
+    assert gap <= bound
+    want = [epsilon([(0.8, Z)] * t, 1e-5) for t in (1, 2)]
+    assert [r.train.metrics["privacy.epsilon"] for r in secure.rounds] == want

@@ -372,7 +372,7 @@ class _FixedClip(_CentralDp):
         """With the nodes clipping: set aside an update (or secure mean) longer than the clip."""
         if not self.nodes_clip:
             return None
-        norm = _norm(arrays, current)
+        norm = update_norm(arrays, current)
         if norm <= self.clip_norm * (1 + NODE_CLIP_SLACK):
             return None
         return (
@@ -506,7 +506,7 @@ def _check_real(current: ArrayRecord) -> None:
         )
 
 
-def _norm(arrays: ArrayRecord, current: ArrayRecord) -> float:
+def update_norm(arrays: ArrayRecord, current: ArrayRecord) -> float:
     """``||arrays - current||`` over the floating-point arrays (inf if it overflows)."""
     peak, sum_sq = _half_delta_norm(arrays, current)
     with np.errstate(over="ignore"):

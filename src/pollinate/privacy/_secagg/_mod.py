@@ -19,9 +19,10 @@ from ...client import Handler
 from ...context import Context
 from ...message import Message, MessageType
 from ...records import ArrayRecord, ConfigRecord, RecordDict
+from .._central import CLIP_NORM_KEY, NODE_CLIP_SLACK, update_norm
 from . import _keys as k
 from . import _node
-from ._errors import SecAggError
+from ._errors import ModOrderError, SecAggError
 from ._fields import byte_list, int_list, scalar
 from ._masking import apply_masks, pair_seed, reduce_mod
 from ._quantize import flat_delta, quantize, vector_dtype
@@ -118,6 +119,7 @@ def _masked(
             "secagg: the train handler must return the model it was given, trained (the "
             "same array names and shapes under 'arrays')"
         )
+    _check_clipped(config, trained, received)
     weight = _weight_factor(reply, state)
     modulus = 2 ** scalar(state, k.MODULUS_BITS, int)
     dtype = vector_dtype(modulus)
@@ -158,6 +160,21 @@ def _weight_factor(reply: Message, state: ConfigRecord) -> int:
             "(an example count): raise SecAggPlus(max_weight=...) or report counts"
         )
     return int(value)
+
+
+def _check_clipped(config: ConfigRecord, trained: ArrayRecord, received: ArrayRecord) -> None:
+    """ModOrderError if the server asked for a clipped update (DP) and this one is not."""
+    clip = config.get(CLIP_NORM_KEY)
+    if not isinstance(clip, (int, float)) or isinstance(clip, bool):
+        return
+    norm = update_norm(trained, received)
+    if norm > clip * (1 + NODE_CLIP_SLACK):
+        raise ModOrderError(
+            f"the update is {norm:.4g} from the global model but the server's DP needs it "
+            f"clipped to {CLIP_NORM_KEY}={clip:g}, and cannot clip a sum: add "
+            "fixed_clipping_mod after secaggplus_mod, "
+            "ClientApp(mods=[secaggplus_mod, fixed_clipping_mod])"
+        )
 
 
 def _layout(arrays: ArrayRecord) -> list[tuple[str, tuple[int, ...]]]:

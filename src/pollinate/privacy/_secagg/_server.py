@@ -28,7 +28,7 @@ from ...message import ErrorCode, Message
 from ...records import ArrayRecord, ConfigRecord, ConfigValue, RecordDict
 from ...server import Failure, Grid
 from . import _keys as k
-from ._errors import SecAggError
+from ._errors import ModOrderError, SecAggError
 from ._fields import byte_list, int_list, scalar
 from ._graph import neighbours
 from ._params import Params, RoundParams
@@ -94,6 +94,7 @@ class SecureTrain:
         keys: dict[int, tuple[bytes, bytes]] = {}
         missing_mod: list[int] = []
         for node, reply in self._exchange("setup", asks):
+            self._refuse_mod_order(node, reply)
             if _lacks_mod(reply):
                 missing_mod.append(node)
                 continue
@@ -166,6 +167,7 @@ class SecureTrain:
             for node, boxes in sealed.items()
         }
         for node, reply in self._exchange("masking", asks, with_train=True):
+            self._refuse_mod_order(node, reply)
             if reply.has_error:
                 self._fail(node, "masking", _reason(reply))
                 continue
@@ -252,6 +254,13 @@ class SecureTrain:
         if answer is None:
             self._fail(node, stage, "answered without a secagg record")
         return answer
+
+    def _refuse_mod_order(self, node: int, reply: Message) -> None:
+        """RoundError with the node's own words if its mods cannot run SecAgg+ as set up."""
+        error = reply.error
+        if error is not None and f"{ModOrderError.__name__}: " in error.reason:
+            reason = error.reason.split(f"{ModOrderError.__name__}: ", 1)[1].rsplit(" (at ", 1)[0]
+            raise RoundError(f"round {self.server_round} SecAgg+: node {node}: {reason}")
 
     def _fail(self, node: int, stage: str, reason: str) -> None:
         self.failures.append(Failure(node, f"dropped at SecAgg+ stage {stage}: {reason}"))

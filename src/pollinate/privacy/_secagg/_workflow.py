@@ -111,7 +111,7 @@ class SecAggPlus(SecureAggregation):
         by_node = {message.metadata.dst_node_id: message for message in messages}
         if len(by_node) != len(messages):
             raise RoundError(f"round {server_round} SecAgg+: a node was sent two train messages")
-        round_params = RoundParams.resolve(self.params, len(by_node), self.weighted)
+        round_params = self._round_params(server_round, len(by_node))
         length = sum(math.prod(array.shape) for array in arrays.values()) + 1
         run = SecureTrain(
             grid,
@@ -137,6 +137,25 @@ class SecAggPlus(SecureAggregation):
         metrics = MetricRecord({self.weight_key: weight, k.COUNT: count})
         reply = _reply(grid.run_id, RecordDict({"arrays": mean, "metrics": metrics}))
         return SecureRound(reply, count, tuple(run.failures))
+
+    def _round_params(self, server_round: int, num_nodes: int) -> RoundParams:
+        """The round's settings; RoundError if it sampled too few nodes to share secrets.
+
+        A DP aggregation Poisson-samples, so a round may draw fewer nodes than
+        ``min_train_nodes``; such a draw can be neither skipped nor redrawn (either would
+        void the DP guarantee, whose sensitivity assumes every draw is aggregated), so the
+        run ends.
+        """
+        shares = self.params.num_shares
+        if num_nodes < (shares if isinstance(shares, int) else 3):
+            raise RoundError(
+                f"round {server_round} SecAgg+: the round sampled {num_nodes} nodes, too few "
+                f"for num_shares={shares}; a DP aggregation's Poisson sample varies in size, "
+                "and a small draw can be neither skipped nor redrawn without voiding the DP "
+                "guarantee: raise fraction_train (or add nodes) so that fraction_train x "
+                "available nodes is well above num_shares, or lower num_shares"
+            )
+        return RoundParams.resolve(self.params, num_nodes, self.weighted)
 
     def _graph_seed(self, server_round: int) -> int:
         if self.seed is None:
