@@ -125,7 +125,8 @@ def open_shares(config: ConfigRecord, node_id: int, state: ConfigRecord) -> list
 def unmask(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigRecord:
     """Reveal seed shares of the nodes in the sum and key shares of those that dropped.
 
-    Never both for one node: with both, the server would see that node's update.
+    Never both for one node: with both, the server would see that node's update. The
+    request must also be one an honest server sends (``_check_survivors``).
     """
     active, dropped = int_list(config, k.ACTIVE), int_list(config, k.DROPPED)
     holders = int_list(state, _HOLDERS)
@@ -137,8 +138,7 @@ def unmask(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigRec
         )
     if node_id not in active:
         raise SecAggError("secagg: asked to unmask a sum this node's vector is not in: refused")
-    if not (set(active) | set(dropped)) <= set(holders):
-        raise SecAggError("secagg: asked for shares of nodes this node holds none of")
+    _check_survivors(active, dropped, holders, scalar(state, k.THRESHOLD, int))
     seeds, keys = byte_list(state, _OWN_SEED_SHARES), byte_list(state, _OWN_KEY_SHARES)
     return ConfigRecord(
         {
@@ -148,6 +148,32 @@ def unmask(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigRec
             k.KEY_SHARES: [keys[holders.index(owner)] for owner in dropped],
         }
     )
+
+
+def _check_survivors(
+    active: list[int], dropped: list[int], holders: list[int], threshold: int
+) -> None:
+    """SecAggError unless the survivor story is one an honest server tells this node.
+
+    An honest server names each live neighbour (those whose shares this node opened at
+    masking) once, as in the sum or dropped, and only asks when at least ``threshold`` of
+    the node's neighbourhood is in the sum (else it could not unmask the node's own seed).
+    These checks narrow a server that lies about dropouts; they cannot stop one that tells
+    each node a different, locally plausible story (docs/secure-aggregation.md).
+    """
+    if len(active) != len(set(active)) or len(dropped) != len(set(dropped)):
+        raise SecAggError("secagg: the unmasking request names a node twice: refused")
+    if set(active) | set(dropped) != set(holders):
+        raise SecAggError(
+            "secagg: the unmasking request's nodes in the sum and dropped are not the "
+            "neighbours that shared keys with it: refused (a server lying about dropouts)"
+        )
+    if len(active) < threshold:
+        raise SecAggError(
+            f"secagg: only {len(active)} node(s) in the sum of this node's neighbourhood, "
+            f"fewer than the threshold {threshold}: refused (an honest server cannot unmask "
+            "such a sum, a lying one could use the shares to see an update)"
+        )
 
 
 def _ids(source: int, destination: int) -> bytes:

@@ -1,0 +1,203 @@
+"""SecAgg+ against a hostile server or node: what the review found, each refused or survived.
+
+``Hand`` drives real nodes (a ClientApp with ``secaggplus_mod``) stage by stage, as a
+server would, so a test can send what no honest server sends.
+"""
+
+import os
+
+import numpy as np
+import pytest
+
+from pollinate import ArrayRecord, ClientApp, ConfigRecord, Message, MetricRecord, RecordDict
+from pollinate.context import Context
+from pollinate.privacy import secaggplus_mod
+from pollinate.privacy._secagg import _shamir
+from pollinate.privacy._secagg._masking import apply_masks, pair_seed
+
+SETTINGS = {
+    "secagg.threshold": 3,
+    "secagg.clipping-range": 1.0,
+    "secagg.quantization-range": 2**16,
+    "secagg.modulus-bits": 32,
+    "secagg.max-weight": 1,
+    "secagg.weight-key": "num-examples",
+    "secagg.weighted": False,
+}
+MODEL = ArrayRecord({"w": np.zeros(4, np.float32)})
+
+
+def _train(msg, context):
+    arrays = msg.content.arrays()
+    out = {name: (a.numpy() + 0.1 * context.node_id).astype(a.dtype) for name, a in arrays.items()}
+    return msg.reply(
+        RecordDict({"arrays": ArrayRecord(out), "metrics": MetricRecord({"num-examples": 1})})
+    )
+
+
+class Hand:
+    """A hand-driven server for ``graph`` (node -> neighbours), one round of one session."""
+
+    def __init__(self, graph, mod=secaggplus_mod, train=_train, settings=None):
+        self.graph = graph
+        self.app = ClientApp(mods=[mod])
+        self.app.train()(train)
+        self.contexts = {node: Context(1, node) for node in graph}
+        self.session = os.urandom(16)
+        self.settings = {**SETTINGS, **(settings or {})}
+        self.keys: dict[int, tuple[bytes, bytes]] = {}
+
+    def send(self, node, values, arrays=None, server_round=1):
+        config = {"secagg.round": server_round, "secagg.session": self.session, **values}
+        content = RecordDict({"config": ConfigRecord(config)})
+        if arrays is not None:
+            content["arrays"] = arrays
+        return self.app(Message.create(content, node, "train", run_id=1), self.contexts[node])
+
+    def ok(self, node, values, arrays=None):
+        reply = self.send(node, values, arrays)
+        assert not reply.has_error, reply.error
+        return reply.content["secagg"]
+
+    def setup(self):
+        for node, hood in self.graph.items():
+            answer = self.ok(
+                node, {"secagg.stage": "setup", **self.settings, "secagg.neighbours": hood}
+            )
+            self.keys[node] = (answer["secagg.pk-c"], answer["secagg.pk-s"])
+
+    def share_keys(self):
+        boxes = {node: [] for node in self.graph}
+        for node, hood in self.graph.items():
+            peers = sorted([node, *hood])
+            answer = self.ok(
+                node,
+                {
+                    "secagg.stage": "share-keys",
+                    "secagg.peers": peers,
+                    "secagg.peer-pk-c": [self.keys[p][0] for p in peers],
+                    "secagg.peer-pk-s": [self.keys[p][1] for p in peers],
+                },
+            )
+            for dst, box in zip(
+                answer["secagg.destinations"], answer["secagg.ciphertexts"], strict=True
+            ):
+                boxes[dst].append((node, box))
+        return boxes
+
+    def until_masking(self):
+        """Every stage up to masking, honestly; each node's masked vector."""
+        self.setup()
+        boxes = self.share_keys()
+        return {
+            node: self.ok(
+                node,
+                {
+                    "secagg.stage": "masking",
+                    "secagg.sources": [s for s, _ in boxes[node]],
+                    "secagg.ciphertexts": [b for _, b in boxes[node]],
+                },
+                MODEL,
+            )["masked"].numpy()
+            for node in self.graph
+        }
+
+    def unmask(self, node, active, dropped):
+        values = {"secagg.stage": "unmasking", "secagg.active": active, "secagg.dropped": dropped}
+        return self.send(node, values)
+
+
+def complete(count):
+    nodes = range(1, count + 1)
+    return {node: [j for j in nodes if j != node] for node in nodes}
+
+
+def refusal(reply):
+    assert reply.has_error
+    return reply.error.reason
+
+
+# -- H1: a server that lies about who dropped ------------------------------------------------
+
+
+def test_a_node_refuses_to_unmask_a_sum_of_fewer_than_threshold_of_its_neighbourhood():
+    hand = Hand(complete(5))
+    hand.until_masking()
+    reason = refusal(hand.unmask(1, [1], [2, 3, 4, 5]))
+    assert "only 1 node(s) in the sum" in reason and "threshold 3" in reason
+
+
+def test_a_node_refuses_a_survivor_story_that_is_not_its_live_neighbourhood():
+    hand = Hand(complete(5))
+    hand.until_masking()
+    assert "not the neighbours that shared keys with it" in refusal(hand.unmask(1, [1, 2, 3], [4]))
+    reply = hand.unmask(2, [1, 2, 3], [4, 5])  # an honest request is answered
+    assert not reply.has_error
+
+
+def test_the_dropout_lie_of_the_review_no_longer_rebuilds_the_neighbours_mask_keys():
+    """The server tells node 1 it is in the sum and 1's neighbours' holders that they dropped."""
+    hand = Hand(complete(5))
+    hand.until_masking()
+    stories = {
+        1: ([1], [2, 3, 4, 5]),
+        2: ([1, 2], [3, 4, 5]),
+        3: ([1, 3], [2, 4, 5]),
+        4: ([4], [2, 3, 5]),
+        5: ([5], [2, 3, 4]),
+    }
+    key_shares: dict[int, dict[int, bytes]] = {}
+    for node, (active, dropped) in stories.items():
+        reply = hand.unmask(node, active, dropped)
+        if reply.has_error:
+            continue
+        answer = reply.content["secagg"]
+        for owner, share in zip(
+            answer["secagg.key-owners"], answer["secagg.key-shares"], strict=True
+        ):
+            key_shares.setdefault(owner, {})[node] = share
+    assert all(len(key_shares.get(owner, {})) < 3 for owner in (2, 3, 4, 5))
+    with pytest.raises(ValueError):
+        _shamir.combine(key_shares.get(2, {}), 3, 32)
+
+
+def test_what_the_checks_do_not_stop_each_neighbourhood_told_a_different_consistent_story():
+    """The residual risk docs/secure-aggregation.md states: without Bell et al.'s signed
+    consistency round, a lying server still reads node 6's update on an 11-node ring."""
+    count, x = 11, 6
+
+    def at(node, offset):
+        return (node - 1 + offset) % count + 1
+
+    ring = {i: sorted(at(i, d) for d in (-2, -1, 1, 2)) for i in range(1, count + 1)}
+    hand = Hand(ring)
+    masked = hand.until_masking()
+    stories = {  # node: (told in the sum, told dropped): each an honest server could send
+        x: ([x, at(x, -1), at(x, 1)], [at(x, -2), at(x, 2)]),
+        at(x, 1): ([at(x, 1), x, at(x, 3)], [at(x, -1), at(x, 2)]),
+        at(x, -1): ([at(x, -1), x, at(x, -3)], [at(x, 1), at(x, -2)]),
+        at(x, 2): ([at(x, 2), at(x, 3), at(x, 4), x], [at(x, 1)]),
+        at(x, -2): ([at(x, -2), at(x, -3), at(x, -4), x], [at(x, -1)]),
+        at(x, 3): ([at(x, 3), at(x, 4), at(x, 5)], [at(x, 1), at(x, 2)]),
+        at(x, -3): ([at(x, -3), at(x, -4), at(x, -5)], [at(x, -1), at(x, -2)]),
+    }
+    seeds, keys = {}, {}
+    for node, (active, dropped) in stories.items():
+        reply = hand.unmask(node, sorted(active), sorted(dropped))
+        assert not reply.has_error, reply.error
+        answer = reply.content["secagg"]
+        for owner, share in zip(
+            answer["secagg.seed-owners"], answer["secagg.seed-shares"], strict=True
+        ):
+            seeds.setdefault(owner, {})[node] = share
+        for owner, share in zip(
+            answer["secagg.key-owners"], answer["secagg.key-shares"], strict=True
+        ):
+            keys.setdefault(owner, {})[node] = share
+    vector = masked[x].copy()
+    apply_masks(vector, [(-1, _shamir.combine(seeds[x], 3, 32))])
+    for j in ring[x]:
+        seed = pair_seed(_shamir.combine(keys[j], 3, 32), hand.keys[x][1], hand.session)
+        apply_masks(vector, [(-1 if x < j else 1, seed)])
+    update = vector[:-1] * (2.0 / (2**16 - 1)) - 1.0
+    assert np.allclose(update, 0.1 * x, atol=1e-4)
