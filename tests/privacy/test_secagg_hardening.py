@@ -9,9 +9,18 @@ import os
 import numpy as np
 import pytest
 
-from pollinate import ArrayRecord, ClientApp, ConfigRecord, Message, MetricRecord, RecordDict
+from pollinate import (
+    ArrayRecord,
+    ClientApp,
+    ConfigRecord,
+    FedAvg,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from pollinate.context import Context
-from pollinate.privacy import secaggplus_mod
+from pollinate.errors import RoundError
+from pollinate.privacy import SecAggPlus, secaggplus_mod
 from pollinate.privacy._secagg import _shamir
 from pollinate.privacy._secagg._masking import apply_masks, pair_seed
 
@@ -201,3 +210,64 @@ def test_what_the_checks_do_not_stop_each_neighbourhood_told_a_different_consist
         apply_masks(vector, [(-1 if x < j else 1, seed)])
     update = vector[:-1] * (2.0 / (2**16 - 1)) - 1.0
     assert np.allclose(update, 0.1 * x, atol=1e-4)
+
+
+# -- H2: a non-finite or out-of-range update --------------------------------------------------
+
+
+def _strategy(num_nodes, shares=5, threshold=3, **options):
+    protocol = SecAggPlus(shares, threshold, clipping_range=1.0, seed=1, **options)
+    return FedAvg(
+        secure_aggregation=protocol,
+        min_train_nodes=num_nodes,
+        min_available_nodes=num_nodes,
+        fraction_evaluate=0.0,
+    )
+
+
+def _app(train=_train, mods=(secaggplus_mod,)):
+    app = ClientApp(mods=list(mods))
+    app.train()(train)
+    return app
+
+
+def _start(make_grid, app, num_nodes=5, strategy=None):
+    grid = make_grid(app, num_nodes)
+    start = ArrayRecord({"w": np.zeros(3, np.float32)})
+    return (strategy or _strategy(num_nodes)).start(grid, start, num_rounds=1)
+
+
+@pytest.mark.parametrize("bits", [32, 64])
+def test_a_node_with_a_non_finite_update_refuses_it_and_drops(make_grid, bits):
+    def diverged(msg, context):
+        reply = _train(msg, context)
+        if context.node_id == 1:
+            w = reply.content["arrays"]["w"].numpy().copy()
+            w[1] = np.nan
+            reply.content["arrays"] = ArrayRecord({"w": w})
+        return reply
+
+    strategy = _strategy(5, modulus_range=2**bits, quantization_range=2**16)
+    strategy.min_train_nodes = 1
+    result = _start(make_grid, _app(diverged), strategy=strategy)
+    (failure,) = result.rounds[-1].train.failures
+    assert failure.node_id == 1
+    assert "SecAggError" in failure.reason and "NaN or infinite" in failure.reason
+    assert np.allclose(result.arrays["w"].numpy(), np.mean([0.2, 0.3, 0.4, 0.5]), atol=1e-4)
+
+
+def _wrapping(message, context, call_next):
+    """Node 1 adds 2**31 to its first coordinate, as a hostile input out of range would."""
+    reply = secaggplus_mod(message, context, call_next)
+    config = message.content.get("config")
+    if context.node_id == 1 and config.get("secagg.stage") == "masking" and not reply.has_error:
+        vector = reply.content["secagg"]["masked"].numpy().copy()
+        vector[:1] += np.uint32(2**31)  # wraps mod 2**32
+        reply.content["secagg"] = ArrayRecord({"masked": vector})
+    return reply
+
+
+def test_an_unmasked_sum_out_of_range_fails_the_round_clearly(make_grid):
+    strategy = _strategy(5, modulus_range=2**32, quantization_range=2**16)
+    with pytest.raises(RoundError, match=r"out of range .* a node sent a value outside"):
+        _start(make_grid, _app(mods=[_wrapping]), strategy=strategy)

@@ -125,7 +125,14 @@ def _masked(
     dtype = vector_dtype(modulus)
     clip, levels = scalar(state, k.CLIPPING, float), scalar(state, k.QUANTIZATION, int)
     rng = np.random.default_rng(secrets.randbits(128))
-    quantized = quantize(flat_delta(trained, received), clip, levels, rng, dtype)
+    delta = flat_delta(trained, received)
+    if not np.isfinite(delta).all():
+        raise SecAggError(
+            "secagg: the trained model has NaN or infinite values (training diverged): "
+            "refused, they would corrupt the secure sum silently; lower the learning rate "
+            "or clip gradients"
+        )
+    quantized = quantize(delta, clip, levels, rng, dtype)
     vector = np.empty(quantized.size + 1, dtype)
     np.multiply(quantized, dtype.type(weight), out=vector[:-1])
     vector[-1] = weight

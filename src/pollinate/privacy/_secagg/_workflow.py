@@ -16,7 +16,7 @@ from ...server import Grid
 from ...strategy import SecureAggregation, SecureRound
 from . import _keys as k
 from ._params import Params, RoundParams
-from ._quantize import dequantize_mean
+from ._quantize import Vector, dequantize_mean
 from ._server import SecureTrain
 
 __all__ = ["SecAggPlus"]
@@ -133,6 +133,7 @@ class SecAggPlus(SecureAggregation):
                 f"possible for {count} nodes (a node sent a wrong share or vector)"
             )
         p = self.params
+        _check_in_range(server_round, total, weight, p.quantization_range)
         mean = dequantize_mean(total, weight, p.clipping_range, p.quantization_range, arrays)
         metrics = MetricRecord({self.weight_key: weight, k.COUNT: count})
         reply = _reply(grid.run_id, RecordDict({"arrays": mean, "metrics": metrics}))
@@ -161,6 +162,21 @@ class SecAggPlus(SecureAggregation):
         if self.seed is None:
             return secrets.randbits(63)
         return int(np.random.default_rng([self.seed, server_round]).integers(2**63))
+
+
+def _check_in_range(server_round: int, total: Vector, weight: int, levels: int) -> None:
+    """RoundError unless every unmasked coordinate is a sum of in-range levels.
+
+    Each node sends ``weight x level`` with ``level`` in ``0 .. q-1``, so the sum lies in
+    ``[0, total weight x (q-1)]``; outside it, a node sent a value out of range and the sum
+    wrapped around the modulus (it would dequantize to garbage).
+    """
+    if total.size and int(total.max()) > weight * (levels - 1):
+        raise RoundError(
+            f"round {server_round} SecAgg+: the unmasked sum is out of range (above total "
+            f"weight {weight} x (quantization_range - 1)): a node sent a value outside the "
+            "quantization range, so the sum wrapped around the modulus; the round is refused"
+        )
 
 
 def _reply(run_id: int, content: RecordDict) -> Message:
