@@ -271,3 +271,40 @@ def test_an_unmasked_sum_out_of_range_fails_the_round_clearly(make_grid):
     strategy = _strategy(5, modulus_range=2**32, quantization_range=2**16)
     with pytest.raises(RoundError, match=r"out of range .* a node sent a value outside"):
         _start(make_grid, _app(mods=[_wrapping]), strategy=strategy)
+
+
+# -- H3: a bad share at unmasking -------------------------------------------------------------
+
+
+def test_robust_combine_rebuilds_past_wrong_shares_and_names_their_holders():
+    secret = os.urandom(32)
+    shares = _shamir.split(secret, 5, list(range(1, 10)))
+    shares[3], shares[7] = os.urandom(66), (int.from_bytes(shares[7], "big") + 1).to_bytes(66)
+    assert _shamir.combine_robust(shares, 5, 32) == (secret, [3, 7])
+    assert _shamir.combine_robust(_shamir.split(secret, 5, [1, 2, 3, 4, 5]), 5, 32) == (secret, [])
+    shares[5] = os.urandom(66)  # 3 wrong of 9 with threshold 5: no unique answer
+    with pytest.raises(ValueError, match="wrong"):
+        _shamir.combine_robust(shares, 5, 32)
+
+
+def _bad_share(share):
+    def tamper(message, context, call_next):
+        reply = secaggplus_mod(message, context, call_next)
+        config = message.content.get("config")
+        if context.node_id == 1 and config.get("secagg.stage") == "unmasking":
+            record = reply.content["secagg"]
+            record["secagg.seed-shares"] = [share, *record["secagg.seed-shares"][1:]]
+        return reply
+
+    return tamper
+
+
+@pytest.mark.parametrize(
+    "share", [bytes(1) + os.urandom(65), b"", bytes(70)], ids=["random", "empty", "long"]
+)
+def test_one_bad_share_at_unmasking_is_outvoted_by_the_spare_ones(make_grid, share, caplog):
+    strategy = _strategy(7, shares=7, threshold=4)
+    result = _start(make_grid, _app(mods=[_bad_share(share)]), 7, strategy)
+    assert np.allclose(result.arrays["w"].numpy(), 0.4, atol=1e-4)
+    assert result.rounds[-1].train.num_ok == 7
+    assert "node 1" in caplog.text and "wrong share" in caplog.text

@@ -200,7 +200,8 @@ class SecureTrain:
                 continue
             if not unmasking.take_shares(node, answer):
                 log.warning(
-                    "round %d SecAgg+: node %d answered other shares than asked: set aside",
+                    "round %d SecAgg+: node %d answered other shares than asked, or a wrong "
+                    "share that is not a field element: set aside",
                     self.server_round,
                     node,
                 )

@@ -4,14 +4,18 @@ A secret of up to 64 bytes becomes the constant term of a random polynomial of d
 ``threshold - 1``; the share for holder ``x`` is the polynomial at ``x``. Any ``threshold``
 shares give the secret back by Lagrange interpolation at 0; fewer give no information about
 it, since every secret fits them with some polynomial (the test shows it).
+
+With more than ``threshold`` shares, ``combine_robust`` also outvotes wrong ones: it
+decodes the shares as a Reed-Solomon codeword (Berlekamp-Welch), which corrects up to
+``(shares - threshold) // 2`` wrong shares and names their holders.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["PRIME", "SHARE_BYTES", "combine", "split"]
+__all__ = ["PRIME", "SHARE_BYTES", "combine", "combine_robust", "split"]
 
 PRIME = 2**521 - 1
 """The field's modulus: a Mersenne prime above every 64-byte secret."""
@@ -50,6 +54,128 @@ def combine(shares: Mapping[int, bytes], threshold: int, length: int) -> bytes:
     if secret.bit_length() > 8 * length:
         raise ValueError("the shares do not fit together: one of them is wrong")
     return secret.to_bytes(length, "big")
+
+
+def combine_robust(
+    shares: Mapping[int, bytes], threshold: int, length: int
+) -> tuple[bytes, list[int]]:
+    """The secret, and the holders whose shares are wrong; ValueError if it is not unique.
+
+    Rebuilds the secret when at most ``(len(shares) - threshold) // 2`` shares are wrong.
+    """
+    if len(shares) < threshold:
+        raise ValueError(f"{len(shares)} shares cannot rebuild a secret of threshold {threshold}")
+    points = [(x, int.from_bytes(y, "big")) for x, y in sorted(shares.items())]
+    at = _lagrange(points[:threshold])
+    if any(at(x) != y for x, y in points[threshold:]):
+        coefficients = _berlekamp_welch(points, threshold)
+        at = (lambda x: _evaluate(coefficients, x)) if coefficients is not None else None
+    if at is None or at(0).bit_length() > 8 * length:
+        raise ValueError(
+            f"the {len(shares)} shares fit no one secret: too many of them are wrong to "
+            f"outvote with threshold {threshold}"
+        )
+    wrong = [x for x, y in points if at(x) != y]
+    return at(0).to_bytes(length, "big"), wrong
+
+
+def _lagrange(base: Sequence[tuple[int, int]]) -> Callable[[int], int]:
+    """The polynomial through ``base`` (distinct x), as a function (barycentric form)."""
+    xs = [x for x, _ in base]
+    denominators = [_product((xi - xj) % PRIME for xj in xs if xj != xi) for xi in xs]
+    scaled = [y * w % PRIME for (_, y), w in zip(base, _inverses(denominators), strict=True)]
+
+    def at(x: int) -> int:
+        differences = [(x - xi) % PRIME for xi in xs]
+        if 0 in differences:
+            return base[differences.index(0)][1] % PRIME
+        total = sum(s * d for s, d in zip(scaled, _inverses(differences), strict=True))
+        return _product(differences) * (total % PRIME) % PRIME
+
+    return at
+
+
+def _product(values: Iterable[int]) -> int:
+    result = 1
+    for value in values:
+        result = result * value % PRIME
+    return result
+
+
+def _inverses(values: Sequence[int]) -> list[int]:
+    """Each value's inverse mod the prime, with one modular inversion (Montgomery's trick)."""
+    prefix = [1]
+    for value in values:
+        prefix.append(prefix[-1] * value % PRIME)
+    inverse = pow(prefix[-1], -1, PRIME)
+    out = [0] * len(values)
+    for i in range(len(values) - 1, -1, -1):
+        out[i] = inverse * prefix[i] % PRIME
+        inverse = inverse * values[i] % PRIME
+    return out
+
+
+def _berlekamp_welch(points: Sequence[tuple[int, int]], threshold: int) -> list[int] | None:
+    """The polynomial of degree < ``threshold`` that all but ``e`` points lie on, or None.
+
+    Solves ``Q(x) = y E(x)`` at every point for ``E`` monic of degree ``e`` (zero at the
+    wrong points) and ``Q`` of degree < ``e + threshold``; then the answer is ``Q / E``.
+    """
+    errors = (len(points) - threshold) // 2
+    rows = [
+        [pow(x, j, PRIME) for j in range(errors + threshold)]
+        + [-y * pow(x, j, PRIME) % PRIME for j in range(errors)]
+        + [y * pow(x, errors, PRIME) % PRIME]
+        for x, y in points
+    ]
+    solution = _solve(rows, 2 * errors + threshold)
+    if solution is None:
+        return None
+    q, e = solution[: errors + threshold], [*solution[errors + threshold :], 1]
+    quotient, remainder = _divide(q, e)
+    if any(remainder):
+        return None
+    quotient = (quotient + [0] * threshold)[:threshold]
+    agreeing = sum(_evaluate(quotient, x) == y for x, y in points)
+    return quotient if agreeing >= len(points) - errors else None
+
+
+def _solve(rows: list[list[int]], unknowns: int) -> list[int] | None:
+    """A solution of the augmented linear system mod the prime (free unknowns 0), or None."""
+    pivots: list[int] = []
+    rank = 0
+    for column in range(unknowns):
+        pivot = next((r for r in range(rank, len(rows)) if rows[r][column]), None)
+        if pivot is None:
+            continue
+        rows[rank], rows[pivot] = rows[pivot], rows[rank]
+        inverse = pow(rows[rank][column], -1, PRIME)
+        rows[rank] = [value * inverse % PRIME for value in rows[rank]]
+        for r, row in enumerate(rows):
+            if r != rank and row[column]:
+                factor = row[column]
+                rows[r] = [(a - factor * b) % PRIME for a, b in zip(row, rows[rank], strict=True)]
+        pivots.append(column)
+        rank += 1
+    if any(row[-1] for row in rows[rank:]):
+        return None
+    solution = [0] * unknowns
+    for r, column in enumerate(pivots):
+        solution[column] = rows[r][-1]
+    return solution
+
+
+def _divide(numerator: list[int], divisor: list[int]) -> tuple[list[int], list[int]]:
+    """Quotient and remainder of polynomials (constant term first; ``divisor`` monic)."""
+    remainder = list(numerator)
+    degree = len(divisor) - 1
+    quotient = [0] * max(len(numerator) - degree, 1)
+    for shift in range(len(numerator) - 1 - degree, -1, -1):
+        factor = remainder[shift + degree]
+        quotient[shift] = factor
+        for i, value in enumerate(divisor):
+            remainder[shift + i] = (remainder[shift + i] - factor * value) % PRIME
+    return quotient, remainder[:degree]
 
 
 def _value(secret: bytes) -> int:

@@ -8,6 +8,7 @@ the second from the dropped node's mask key, rebuilt from its key shares.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +26,8 @@ from ._params import Params, RoundParams
 from ._quantize import vector_dtype
 
 __all__ = ["Unmasking"]
+
+log = logging.getLogger("pollinate.privacy")
 
 Vector = np.ndarray[Any, Any]
 
@@ -52,6 +55,8 @@ class Unmasking:
         self.responders: set[int] | None = None  # None until unmasking: every summed node may
         self.seed_shares: dict[int, dict[int, bytes]] = {}
         self.key_shares: dict[int, dict[int, bytes]] = {}
+        self.wrong: set[int] = set()
+        """Nodes that sent a wrong share: their shares are no longer used."""
 
     def add(self, node: int, vector: Vector) -> None:
         """Fold one node's masked vector into the sum (wrapping: arithmetic mod 2**bits)."""
@@ -80,6 +85,8 @@ class Unmasking:
             return False
         asked = (self.summed_neighbours(node), self.dropped_neighbours(node))
         if (seed_owners, key_owners) != asked or (len(seeds), len(keys)) != tuple(map(len, asked)):
+            return False
+        if any(not _is_share(share) for share in [*seeds, *keys]):
             return False
         for owner, share in zip(seed_owners, seeds, strict=True):
             self.seed_shares.setdefault(owner, {})[node] = share
@@ -154,9 +161,27 @@ class Unmasking:
     def _rebuild(
         self, shares: Mapping[int, Mapping[int, bytes]], owner: int, length: int, server_round: int
     ) -> bytes:
+        """A secret from its shares, outvoting wrong ones; their senders are set aside."""
+        held = {x: y for x, y in shares.get(owner, {}).items() if x not in self.wrong}
         try:
-            return _shamir.combine(shares.get(owner, {}), self.round_params.threshold, length)
+            secret, wrong = _shamir.combine_robust(held, self.round_params.threshold, length)
         except ValueError as err:
             raise RoundError(
-                f"round {server_round} SecAgg+: node {owner}'s secret: {err}"
+                f"round {server_round} SecAgg+: node {owner}'s secret cannot be rebuilt: {err} "
+                "(a node sent a wrong share)"
             ) from None
+        for holder in wrong:
+            log.warning(
+                "round %d SecAgg+: node %d sent a wrong share of node %d's secret: its shares "
+                "are set aside (outvoted by the other holders)",
+                server_round,
+                holder,
+                owner,
+            )
+        self.wrong.update(wrong)
+        return secret
+
+
+def _is_share(share: bytes) -> bool:
+    """Whether ``share`` is a field element written as ``_shamir.split`` writes one."""
+    return len(share) == _shamir.SHARE_BYTES and int.from_bytes(share, "big") < _shamir.PRIME
