@@ -12,6 +12,7 @@ decodes the shares as a Reed-Solomon codeword (Berlekamp-Welch), which corrects 
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -69,8 +70,8 @@ def combine_robust(
     at = _lagrange(points[:threshold])
     if any(at(x) != y for x, y in points[threshold:]):
         coefficients = _berlekamp_welch(points, threshold)
-        at = (lambda x: _evaluate(coefficients, x)) if coefficients is not None else None
-    if at is None or at(0).bit_length() > 8 * length:
+        at = functools.partial(_evaluate, coefficients or [1 << (8 * length)])
+    if at(0).bit_length() > 8 * length:  # no polynomial, or one whose secret is too long
         raise ValueError(
             f"the {len(shares)} shares fit no one secret: too many of them are wrong to "
             f"outvote with threshold {threshold}"
