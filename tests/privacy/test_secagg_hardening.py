@@ -308,3 +308,25 @@ def test_one_bad_share_at_unmasking_is_outvoted_by_the_spare_ones(make_grid, sha
     assert np.allclose(result.arrays["w"].numpy(), 0.4, atol=1e-4)
     assert result.rounds[-1].train.num_ok == 7
     assert "node 1" in caplog.text and "wrong share" in caplog.text
+
+
+# -- H4: an invalid public key ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("field", ["secagg.pk-c", "secagg.pk-s"])
+def test_a_node_advertising_a_low_order_key_is_set_aside_before_keys_are_shared(make_grid, field):
+    def hostile(message, context, call_next):
+        reply = secaggplus_mod(message, context, call_next)
+        config = message.content.get("config")
+        if context.node_id == 1 and config.get("secagg.stage") == "setup":
+            reply.content["secagg"][field] = bytes(32)  # the all-zero point: low order
+        return reply
+
+    strategy = _strategy(9)
+    strategy.min_train_nodes = 5
+    result = _start(make_grid, _app(mods=[hostile]), 9, strategy)
+    train = result.rounds[-1].train
+    assert train.num_ok == 8
+    (failure,) = train.failures
+    assert failure.node_id == 1 and "not a valid X25519 key" in failure.reason
+    assert np.allclose(result.arrays["w"].numpy(), np.mean(np.arange(2, 10) * 0.1), atol=1e-4)

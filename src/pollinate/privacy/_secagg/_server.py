@@ -28,6 +28,7 @@ from ...message import ErrorCode, Message
 from ...records import ArrayRecord, ConfigRecord, ConfigValue, RecordDict
 from ...server import Failure, Grid
 from . import _keys as k
+from ._crypto import is_valid_public_key
 from ._errors import ModOrderError, SecAggError
 from ._fields import byte_list, int_list, scalar
 from ._graph import neighbours
@@ -106,8 +107,11 @@ class SecureTrain:
             except SecAggError as err:
                 self._fail(node, "setup", str(err))
                 continue
-            if {len(key) for key in pair} != {_PUBLIC_KEY_BYTES}:
-                self._fail(node, "setup", "answered public keys that are not X25519 keys")
+            if {len(key) for key in pair} != {_PUBLIC_KEY_BYTES} or not all(
+                map(is_valid_public_key, pair)
+            ):
+                # set aside before share-keys: its neighbours would each fail to agree with it
+                self._fail(node, "setup", "answered a public key that is not a valid X25519 key")
                 continue
             keys[node] = pair
         if missing_mod:
