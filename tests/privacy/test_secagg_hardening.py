@@ -330,3 +330,41 @@ def test_a_node_advertising_a_low_order_key_is_set_aside_before_keys_are_shared(
     (failure,) = train.failures
     assert failure.node_id == 1 and "not a valid X25519 key" in failure.reason
     assert np.allclose(result.arrays["w"].numpy(), np.mean(np.arange(2, 10) * 0.1), atol=1e-4)
+
+
+# -- M1: the server's settings, checked by the node -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reason"),
+    [
+        ("secagg.modulus-bits", 0, "modulus bits 0 must be from 1 to 64"),
+        ("secagg.modulus-bits", -3, "modulus bits -3 must be from 1 to 64"),
+        ("secagg.modulus-bits", 200, "modulus bits 200 must be from 1 to 64"),
+        ("secagg.modulus-bits", 10**8, "must be from 1 to 64"),
+        ("secagg.quantization-range", 1, "quantization range 1 must be from 2 to"),
+        ("secagg.quantization-range", -5, "quantization range -5 must be from 2 to"),
+        ("secagg.quantization-range", 2**32, "must be from 2 to 4294967295"),
+        ("secagg.clipping-range", 0.0, "clipping range 0.0 must be a finite positive"),
+        ("secagg.clipping-range", -1.0, "clipping range -1.0 must be a finite positive"),
+        ("secagg.clipping-range", float("nan"), "clipping range nan must be a finite positive"),
+        ("secagg.clipping-range", float("inf"), "clipping range inf must be a finite positive"),
+        ("secagg.max-weight", -7, "max weight -7 must be at least 1"),
+        ("secagg.max-weight", 2**20, "cannot fit the modulus"),
+    ],
+)
+def test_a_node_refuses_hostile_settings_at_setup(key, value, reason):
+    hand = Hand(complete(5), settings={key: value})
+    reply = hand.send(
+        1, {"secagg.stage": "setup", **hand.settings, "secagg.neighbours": [2, 3, 4, 5]}
+    )
+    assert "SecAggError" in refusal(reply) and reason in refusal(reply)
+
+
+def test_a_node_refuses_more_neighbours_than_it_will_share_with():
+    hood = list(range(2, 1003))
+    settings = {"secagg.threshold": 600}
+    reply = Hand({1: hood}, settings=settings).send(
+        1, {"secagg.stage": "setup", **SETTINGS, **settings, "secagg.neighbours": hood}
+    )
+    assert "1001 neighbours, more than the 1000" in refusal(reply)

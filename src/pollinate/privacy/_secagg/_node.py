@@ -7,6 +7,7 @@ it calls the app's own train handler.
 
 from __future__ import annotations
 
+import math
 import os
 
 from ...records import ConfigRecord
@@ -16,7 +17,10 @@ from ._crypto import SEED_BYTES, agree, key_pair, open_sealed, public_key, seal
 from ._errors import SecAggError
 from ._fields import byte_list, int_list, scalar
 
-__all__ = ["open_shares", "setup", "share_keys", "unmask"]
+__all__ = ["MAX_NEIGHBOURS", "open_shares", "setup", "share_keys", "unmask"]
+
+MAX_NEIGHBOURS = 1000
+"""The most neighbours a node shares its secrets with (Shamir costs grow as their square)."""
 
 _SETTINGS: tuple[tuple[str, type[int | float | str | bool]], ...] = (
     (k.THRESHOLD, int),
@@ -38,6 +42,12 @@ def setup(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigReco
         raise SecAggError("secagg: the neighbour list repeats a node or names this node")
     for key, kind in _SETTINGS:
         state[key] = scalar(config, key, kind)  # type: ignore[type-var]
+    _check_settings(state)
+    if len(neighbours) > MAX_NEIGHBOURS:
+        raise SecAggError(
+            f"secagg: the server named {len(neighbours)} neighbours, more than the "
+            f"{MAX_NEIGHBOURS} a node shares its secrets with: refused"
+        )
     threshold = scalar(config, k.THRESHOLD, int)
     if len(neighbours) < 2 or not 2 * threshold > len(neighbours) + 1 >= threshold:
         raise SecAggError(
@@ -50,6 +60,33 @@ def setup(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigReco
     sk_s, pk_s = key_pair()
     state["sk-c"], state["sk-s"], state["seed"] = sk_c, sk_s, os.urandom(SEED_BYTES)
     return ConfigRecord({k.PK_C: pk_c, k.PK_S: pk_s})
+
+
+def _check_settings(state: ConfigRecord) -> None:
+    """SecAggError, naming the setting, unless the server's settings are ones it may send.
+
+    ``SecAggPlus`` never sends others; a hostile server could, to make the node spend
+    unbounded time or memory, or send a masked vector that wraps (and so leaks).
+    """
+    bits = scalar(state, k.MODULUS_BITS, int)
+    if not 1 <= bits <= 64:
+        raise SecAggError(f"secagg: modulus bits {bits} must be from 1 to 64: refused")
+    levels, clip = scalar(state, k.QUANTIZATION, int), scalar(state, k.CLIPPING, float)
+    if not 2 <= levels < 2**bits:
+        raise SecAggError(
+            f"secagg: quantization range {levels} must be from 2 to {2**bits - 1} (below "
+            "the modulus): refused"
+        )
+    if not (math.isfinite(clip) and clip > 0):
+        raise SecAggError(f"secagg: clipping range {clip} must be a finite positive number")
+    cap = scalar(state, k.MAX_WEIGHT, int)
+    if cap < 1:
+        raise SecAggError(f"secagg: max weight {cap} must be at least 1: refused")
+    if cap * (levels - 1) >= 2**bits:
+        raise SecAggError(
+            f"secagg: max weight {cap} x (quantization range - 1) cannot fit the modulus "
+            f"2**{bits}: refused (one node's vector would wrap)"
+        )
 
 
 def share_keys(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigRecord:
