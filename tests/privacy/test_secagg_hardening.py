@@ -19,8 +19,8 @@ from pollinate import (
     RecordDict,
 )
 from pollinate.context import Context
-from pollinate.errors import RoundError
-from pollinate.privacy import SecAggPlus, secaggplus_mod
+from pollinate.errors import ConfigError, RoundError
+from pollinate.privacy import SecAggPlus, SecAggPlusMod, secaggplus_mod
 from pollinate.privacy._secagg import _shamir
 from pollinate.privacy._secagg._masking import apply_masks, pair_seed
 
@@ -368,3 +368,37 @@ def test_a_node_refuses_more_neighbours_than_it_will_share_with():
         1, {"secagg.stage": "setup", **SETTINGS, **settings, "secagg.neighbours": hood}
     )
     assert "1001 neighbours, more than the 1000" in refusal(reply)
+
+
+# -- M2: the node operator's floors -----------------------------------------------------------
+
+
+def _setup_reply(mod, neighbours, threshold):
+    graph = {1: neighbours}
+    hand = Hand(graph, mod=mod, settings={"secagg.threshold": threshold})
+    return hand.send(1, {"secagg.stage": "setup", **hand.settings, "secagg.neighbours": neighbours})
+
+
+def test_secaggplus_mod_as_is_refuses_a_tiny_neighbourhood_or_threshold():
+    reason = refusal(_setup_reply(secaggplus_mod, [2, 3], 2))
+    assert "2 neighbours, fewer than this node's floor of 4" in reason
+    reason = refusal(_setup_reply(secaggplus_mod, [2, 3, 4, 5, 6, 7], 2))
+    assert "threshold 2" in reason  # not a majority: refused as before
+    assert not _setup_reply(secaggplus_mod, [2, 3, 4, 5], 3).has_error
+
+
+def test_an_operator_sets_its_own_floors():
+    strict = SecAggPlusMod(min_neighbours=6, min_threshold=5)
+    assert "4 neighbours, fewer than this node's floor of 6" in refusal(
+        _setup_reply(strict, [2, 3, 4, 5], 3)
+    )
+    assert "threshold 4 is below this node's floor of 5" in refusal(
+        _setup_reply(strict, [2, 3, 4, 5, 6, 7], 4)
+    )
+    assert not _setup_reply(strict, [2, 3, 4, 5, 6, 7], 5).has_error
+    lenient = SecAggPlusMod(min_neighbours=2, min_threshold=2)
+    assert not _setup_reply(lenient, [2, 3], 2).has_error
+    with pytest.raises(ConfigError, match="min_neighbours must be an int of at least 2"):
+        SecAggPlusMod(min_neighbours=1)
+    with pytest.raises(ConfigError, match="min_threshold must be an int of at least 2"):
+        SecAggPlusMod(min_threshold=0)

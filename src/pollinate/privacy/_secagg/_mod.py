@@ -17,6 +17,7 @@ import numpy as np
 
 from ...client import Handler
 from ...context import Context
+from ...errors import ConfigError
 from ...message import Message, MessageType
 from ...records import ArrayRecord, ConfigRecord, RecordDict
 from .._central import CLIP_NORM_KEY, NODE_CLIP_SLACK, update_norm
@@ -27,7 +28,7 @@ from ._fields import byte_list, int_list, scalar
 from ._masking import apply_masks, pair_seed, reduce_mod
 from ._quantize import flat_delta, quantize, vector_dtype
 
-__all__ = ["secaggplus_mod"]
+__all__ = ["SecAggPlusMod", "secaggplus_mod"]
 
 _ARRAYS, _CONFIG, _METRICS = "arrays", "config", "metrics"
 _SEEN = "seen-sessions"
@@ -35,33 +36,56 @@ _SEEN_KEPT = 100
 """Sessions a node remembers, to refuse a replayed setup (16 bytes each)."""
 
 
-def secaggplus_mod(message: Message, context: Context, call_next: Handler) -> Message:
-    """Answer a SecAgg+ stage message (pass anything else to the app unchanged).
+class SecAggPlusMod:
+    """The mod that answers SecAgg+ stage messages (anything else passes to the app).
 
-    Add it to the node's ClientApp: ``ClientApp(mods=[secaggplus_mod])``.
+    ``secaggplus_mod`` is one with the default floors; a node's operator who wants larger
+    ones builds their own: ``ClientApp(mods=[SecAggPlusMod(min_neighbours=16,
+    min_threshold=9)])``. The node refuses a round whose server gives it fewer neighbours or
+    a lower reconstruction threshold: fewer colluding neighbours would then see its secrets.
     """
-    config = message.content.get(_CONFIG)
-    if (
-        MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN
-        or not isinstance(config, ConfigRecord)
-        or k.STAGE not in config
-    ):
-        return call_next(message, context)
-    stage = scalar(config, k.STAGE, str)
-    state = _state_for(stage, config, context)
-    node_id = context.node_id
-    if stage == "setup":
-        answer: RecordDict = RecordDict({k.RECORD: _node.setup(config, node_id, state)})
-    elif stage == "share-keys":
-        answer = RecordDict({k.RECORD: _node.share_keys(config, node_id, state)})
-    elif stage == "masking":
-        answer = RecordDict({k.RECORD: _masked(message, context, call_next, state)})
-    else:
-        answer = RecordDict({k.RECORD: _node.unmask(config, node_id, state)})
-        _forget_secrets(state)
-    state[k.STAGE] = stage
-    context.state[k.STATE] = state
-    return message.reply(answer)
+
+    def __init__(self, *, min_neighbours: int = 4, min_threshold: int = 3) -> None:
+        for name, value in (("min_neighbours", min_neighbours), ("min_threshold", min_threshold)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+                raise ConfigError(f"{name} must be an int of at least 2, got {value!r}")
+        self.min_neighbours, self.min_threshold = min_neighbours, min_threshold
+
+    def __repr__(self) -> str:
+        return (
+            f"SecAggPlusMod(min_neighbours={self.min_neighbours}, "
+            f"min_threshold={self.min_threshold})"
+        )
+
+    def __call__(self, message: Message, context: Context, call_next: Handler) -> Message:
+        """Answer a SecAgg+ stage message (pass anything else to the app unchanged)."""
+        config = message.content.get(_CONFIG)
+        if (
+            MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN
+            or not isinstance(config, ConfigRecord)
+            or k.STAGE not in config
+        ):
+            return call_next(message, context)
+        stage = scalar(config, k.STAGE, str)
+        state = _state_for(stage, config, context)
+        node_id = context.node_id
+        if stage == "setup":
+            floors = (self.min_neighbours, self.min_threshold)
+            answer = RecordDict({k.RECORD: _node.setup(config, node_id, state, floors)})
+        elif stage == "share-keys":
+            answer = RecordDict({k.RECORD: _node.share_keys(config, node_id, state)})
+        elif stage == "masking":
+            answer = RecordDict({k.RECORD: _masked(message, context, call_next, state)})
+        else:
+            answer = RecordDict({k.RECORD: _node.unmask(config, node_id, state)})
+            _forget_secrets(state)
+        state[k.STAGE] = stage
+        context.state[k.STATE] = state
+        return message.reply(answer)
+
+
+secaggplus_mod = SecAggPlusMod()
+"""The SecAgg+ node mod with the default floors: ``ClientApp(mods=[secaggplus_mod])``."""
 
 
 def _state_for(stage: str, config: ConfigRecord, context: Context) -> ConfigRecord:

@@ -35,8 +35,13 @@ _HOLDERS = "holders"
 _OWN_SEED_SHARES, _OWN_KEY_SHARES = "seed-shares", "key-shares"
 
 
-def setup(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigRecord:
-    """Store the round's settings, make two key pairs and a self-mask seed; answer the keys."""
+def setup(
+    config: ConfigRecord, node_id: int, state: ConfigRecord, floors: tuple[int, int]
+) -> ConfigRecord:
+    """Store the round's settings, make two key pairs and a self-mask seed; answer the keys.
+
+    ``floors`` are the node operator's least neighbours and least threshold.
+    """
     neighbours = int_list(config, k.NEIGHBOURS)
     if node_id in neighbours or len(set(neighbours)) != len(neighbours):
         raise SecAggError("secagg: the neighbour list repeats a node or names this node")
@@ -49,6 +54,7 @@ def setup(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigReco
             f"{MAX_NEIGHBOURS} a node shares its secrets with: refused"
         )
     threshold = scalar(config, k.THRESHOLD, int)
+    _check_floors(len(neighbours), threshold, floors)
     if len(neighbours) < 2 or not 2 * threshold > len(neighbours) + 1 >= threshold:
         raise SecAggError(
             f"secagg: reconstruction threshold {threshold} is unsafe or unreachable for "
@@ -60,6 +66,23 @@ def setup(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigReco
     sk_s, pk_s = key_pair()
     state["sk-c"], state["sk-s"], state["seed"] = sk_c, sk_s, os.urandom(SEED_BYTES)
     return ConfigRecord({k.PK_C: pk_c, k.PK_S: pk_s})
+
+
+def _check_floors(neighbours: int, threshold: int, floors: tuple[int, int]) -> None:
+    """SecAggError if the server's neighbourhood or threshold is below the operator's floor."""
+    least_neighbours, least_threshold = floors
+    if neighbours < least_neighbours:
+        raise SecAggError(
+            f"secagg: the server gave {neighbours} neighbours, fewer than this node's floor "
+            f"of {least_neighbours}: refused (raise SecAggPlus num_shares to at least "
+            f"{least_neighbours + 1}, or lower SecAggPlusMod(min_neighbours=...) on the node)"
+        )
+    if threshold < least_threshold:
+        raise SecAggError(
+            f"secagg: reconstruction threshold {threshold} is below this node's floor of "
+            f"{least_threshold}: refused (raise SecAggPlus reconstruction_threshold, or lower "
+            "SecAggPlusMod(min_threshold=...) on the node)"
+        )
 
 
 def _check_settings(state: ConfigRecord) -> None:
