@@ -20,6 +20,7 @@ from pollinate import (
 )
 from pollinate.context import Context
 from pollinate.errors import ConfigError, RoundError
+from pollinate.message import ErrorCode
 from pollinate.privacy import SecAggPlus, SecAggPlusMod, secaggplus_mod
 from pollinate.privacy._secagg import _shamir
 from pollinate.privacy._secagg._masking import apply_masks, pair_seed
@@ -402,3 +403,44 @@ def test_an_operator_sets_its_own_floors():
         SecAggPlusMod(min_neighbours=1)
     with pytest.raises(ConfigError, match="min_threshold must be an int of at least 2"):
         SecAggPlusMod(min_threshold=0)
+
+
+# -- M3: "lacks the mod" from a structured signal ---------------------------------------------
+
+
+def test_a_refusal_by_the_mod_carries_its_own_error_code_and_counts_as_a_dropout(make_grid):
+    strict = SecAggPlusMod(min_neighbours=6)
+
+    def mixed(message, context, call_next):
+        mod = strict if context.node_id == 2 else secaggplus_mod
+        return mod(message, context, call_next)
+
+    strategy = _strategy(5)
+    strategy.min_train_nodes = 1
+    result = _start(make_grid, _app(mods=[mixed]), strategy=strategy)
+    (failure,) = result.rounds[-1].train.failures
+    assert failure.node_id == 2 and "PROTOCOL_REFUSED: SecAggError" in failure.reason
+    assert "floor of 6" in failure.reason
+
+
+def test_a_node_without_the_mod_is_named_whatever_its_handler_says(make_grid):
+    def confusing(msg, context):
+        raise RuntimeError("not a SecAggError: this app has no secaggplus_mod")
+
+    app = _app(confusing, mods=[])
+    with pytest.raises(RoundError, match=r"node\(s\) 1, 2, 3, 4, 5 answered without secagg"):
+        _start(make_grid, app)
+
+
+def test_any_other_setup_error_is_that_node_dropping(make_grid):
+    def odd(message, context, call_next):
+        config = message.content.get("config")
+        if context.node_id == 3 and config.get("secagg.stage") == "setup":
+            return message.reply_error(ErrorCode.INVALID_REPLY, "garbled on the way")
+        return secaggplus_mod(message, context, call_next)
+
+    strategy = _strategy(5)
+    strategy.min_train_nodes = 1
+    result = _start(make_grid, _app(mods=[odd]), strategy=strategy)
+    (failure,) = result.rounds[-1].train.failures
+    assert failure.node_id == 3 and "dropped at SecAgg+ stage setup" in failure.reason

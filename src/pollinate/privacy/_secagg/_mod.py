@@ -18,7 +18,7 @@ import numpy as np
 from ...client import Handler
 from ...context import Context
 from ...errors import ConfigError
-from ...message import Message, MessageType
+from ...message import ErrorCode, Message, MessageType
 from ...records import ArrayRecord, ConfigRecord, RecordDict
 from .._central import CLIP_NORM_KEY, NODE_CLIP_SLACK, update_norm
 from . import _keys as k
@@ -66,6 +66,15 @@ class SecAggPlusMod:
             or k.STAGE not in config
         ):
             return call_next(message, context)
+        try:
+            answer = self._answer(message, config, context, call_next)
+        except SecAggError as err:  # the server tells the mod's refusals by their code
+            return message.reply_error(ErrorCode.PROTOCOL_REFUSED, f"{type(err).__name__}: {err}")
+        return message.reply(answer)
+
+    def _answer(
+        self, message: Message, config: ConfigRecord, context: Context, call_next: Handler
+    ) -> RecordDict:
         stage = scalar(config, k.STAGE, str)
         state = _state_for(stage, config, context)
         node_id = context.node_id
@@ -81,7 +90,7 @@ class SecAggPlusMod:
             _forget_secrets(state)
         state[k.STAGE] = stage
         context.state[k.STATE] = state
-        return message.reply(answer)
+        return answer
 
 
 secaggplus_mod = SecAggPlusMod()

@@ -94,10 +94,12 @@ class SecureTrain:
         asks = {node: {**settings, k.NEIGHBOURS: graph[node]} for node in graph}
         keys: dict[int, tuple[bytes, bytes]] = {}
         missing_mod: list[int] = []
+        first_reason = ""
         for node, reply in self._exchange("setup", asks):
             self._refuse_mod_order(node, reply)
             if _lacks_mod(reply):
                 missing_mod.append(node)
+                first_reason = first_reason or _reason(reply)
                 continue
             answer = self._answer(node, "setup", reply)
             if answer is None:
@@ -116,7 +118,8 @@ class SecureTrain:
             keys[node] = pair
         if missing_mod:
             raise RoundError(
-                f"round {self.server_round} SecAgg+: node(s) {_list(missing_mod)} {_NO_MOD}"
+                f"round {self.server_round} SecAgg+: node(s) {_list(missing_mod)} {_NO_MOD} "
+                f"(node {missing_mod[0]}: {first_reason})"
             )
         return keys
 
@@ -287,12 +290,15 @@ def _masked_vector(reply: Message, length: int, dtype: np.dtype[Any]) -> Any:
 
 
 def _lacks_mod(reply: Message) -> bool:
-    """Whether a setup reply came from a node whose ClientApp has no secaggplus_mod."""
-    error = reply.error
-    if error is not None:
-        app_answered = error.code in (ErrorCode.CLIENT_APP_RAISED, ErrorCode.NO_HANDLER)
-        return app_answered and SecAggError.__name__ not in error.reason
-    return _config_answer(reply) is None
+    """Whether the node's app, not secaggplus_mod, answered a setup message.
+
+    The mod answers every setup with its record or a PROTOCOL_REFUSED error; an app
+    without it answers with an ordinary reply or its handler raises (there is no model to
+    train). Any other error (a refusal, a timeout, a garbled reply) is the node dropping.
+    """
+    if reply.error is None:
+        return _config_answer(reply) is None
+    return reply.error.code == ErrorCode.CLIENT_APP_RAISED
 
 
 def _reason(reply: Message) -> str:
