@@ -444,3 +444,75 @@ def test_any_other_setup_error_is_that_node_dropping(make_grid):
     result = _start(make_grid, _app(mods=[odd]), strategy=strategy)
     (failure,) = result.rounds[-1].train.failures
     assert failure.node_id == 3 and "dropped at SecAgg+ stage setup" in failure.reason
+
+
+# -- M4: no secret outlives its round ---------------------------------------------------------
+
+SECRETS = {"sk-c", "sk-s", "seed", "seed-shares", "key-shares", "holders"}
+
+
+def _secrets_held(context):
+    record = context.state.get("secagg")
+    return set(record) & SECRETS if record is not None else set()
+
+
+def test_the_app_never_sees_the_round_secrets_while_it_trains():
+    seen = []
+
+    def peeking(msg, context):
+        seen.append(_secrets_held(context))
+        return _train(msg, context)
+
+    Hand(complete(5), train=peeking).until_masking()
+    assert seen == [set()] * 5
+
+
+def test_a_refused_stage_forgets_the_round_secrets():
+    hand = Hand(complete(5))
+    hand.until_masking()
+    assert _secrets_held(hand.contexts[1])  # held for unmasking
+    refusal(hand.unmask(1, [1], [2, 3, 4, 5]))  # a lie: refused, and the round is over
+    assert not _secrets_held(hand.contexts[1])
+    assert "after stage 'aborted'" in refusal(hand.unmask(1, [1, 2, 3], [4, 5]))
+
+
+def test_a_plain_message_after_an_aborted_round_finds_no_secrets():
+    seen = []
+
+    def evaluate(msg, context):
+        seen.append(_secrets_held(context))
+        return msg.reply(RecordDict({"metrics": MetricRecord({"loss": 0.0})}))
+
+    hand = Hand(complete(5))
+    hand.app.evaluate()(evaluate)
+    hand.until_masking()  # the server's round fails here: no unmasking message comes
+    message = Message.create(RecordDict({"arrays": MODEL}), 1, "evaluate", run_id=1)
+    assert not hand.app(message, hand.contexts[1]).has_error
+    assert seen == [set()] and not _secrets_held(hand.contexts[1])
+
+
+def test_a_refused_setup_forgets_an_earlier_round_secrets():
+    hand = Hand(complete(5))
+    hand.until_masking()
+    hand.session = os.urandom(16)
+    reply = hand.send(1, {"secagg.stage": "setup", **hand.settings, "secagg.neighbours": [2]})
+    refusal(reply)
+    assert not _secrets_held(hand.contexts[1])
+
+
+def test_a_round_that_failed_at_masking_still_refuses_a_replayed_setup():
+    def failing(msg, context):
+        raise RuntimeError("out of memory")
+
+    hand = Hand(complete(5), train=failing)
+    setup = {"secagg.stage": "setup", **hand.settings, "secagg.neighbours": [2, 3, 4, 5]}
+    hand.setup()
+    boxes = hand.share_keys()
+    masking = {
+        "secagg.stage": "masking",
+        "secagg.sources": [s for s, _ in boxes[1]],
+        "secagg.ciphertexts": [b for _, b in boxes[1]],
+    }
+    assert hand.send(1, masking, MODEL).has_error
+    assert not _secrets_held(hand.contexts[1])
+    assert "used before (a replayed message)" in refusal(hand.send(1, setup))

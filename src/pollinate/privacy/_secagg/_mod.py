@@ -34,6 +34,8 @@ _ARRAYS, _CONFIG, _METRICS = "arrays", "config", "metrics"
 _SEEN = "seen-sessions"
 _SEEN_KEPT = 100
 """Sessions a node remembers, to refuse a replayed setup (16 bytes each)."""
+_KEPT = frozenset({k.ROUND, k.SESSION, k.STAGE, _SEEN})
+"""What a node keeps of a round once it is over: where it is (to refuse replays)."""
 
 
 class SecAggPlusMod:
@@ -65,11 +67,16 @@ class SecAggPlusMod:
             or not isinstance(config, ConfigRecord)
             or k.STAGE not in config
         ):
+            _forget(context)  # any secure round this node was in is over
             return call_next(message, context)
         try:
             answer = self._answer(message, config, context, call_next)
         except SecAggError as err:  # the server tells the mod's refusals by their code
+            _forget(context)
             return message.reply_error(ErrorCode.PROTOCOL_REFUSED, f"{type(err).__name__}: {err}")
+        except BaseException:
+            _forget(context)
+            raise
         return message.reply(answer)
 
     def _answer(
@@ -143,6 +150,7 @@ def _masked(
     received = message.content.get(_ARRAYS)
     if not isinstance(received, ArrayRecord):
         raise SecAggError("secagg: the masking stage carries no model under 'arrays'")
+    context.state[k.STATE] = _without_secrets(state)  # the app trains without them in reach
     reply = call_next(_without_secagg(message), context)
     if reply.has_error:
         raise SecAggError(f"secagg: the app's train handler failed: {reply.error}")
@@ -231,8 +239,22 @@ def _without_secagg(message: Message) -> Message:
     return Message(message.metadata, content)
 
 
+def _forget(context: Context) -> None:
+    """Drop the secrets of a round that ended before unmasking (its stage is 'aborted')."""
+    held = context.state.get(k.STATE)
+    if isinstance(held, ConfigRecord) and set(held) - _KEPT:
+        context.state[k.STATE] = _without_secrets(held)
+
+
+def _without_secrets(state: ConfigRecord) -> ConfigRecord:
+    """A copy of ``state`` with only what refuses replays, at stage 'aborted'."""
+    kept = ConfigRecord((key, value) for key, value in state.items() if key in _KEPT)
+    kept[k.STAGE] = "aborted"
+    return kept
+
+
 def _forget_secrets(state: ConfigRecord) -> None:
     """After unmasking keep only where the node is (to refuse replays), not its secrets."""
     for key in list(state):
-        if key not in (k.ROUND, k.SESSION, k.STAGE, _SEEN):
+        if key not in _KEPT:
             del state[key]
