@@ -516,3 +516,20 @@ def test_a_round_that_failed_at_masking_still_refuses_a_replayed_setup():
     assert hand.send(1, masking, MODEL).has_error
     assert not _secrets_held(hand.contexts[1])
     assert "used before (a replayed message)" in refusal(hand.send(1, setup))
+
+
+# -- L1: every node dropping at unmasking ----------------------------------------------------
+
+
+def _dropping_at_unmasking(message, context, call_next):
+    config = message.content.get("config")
+    if config is not None and config.get("secagg.stage") == "unmasking":
+        return message.reply_error(ErrorCode.NODE_UNAVAILABLE, "dropped at unmasking")
+    return secaggplus_mod(message, context, call_next)
+
+
+def test_every_node_dropping_at_unmasking_names_the_fix(make_grid):
+    strategy = _strategy(5)
+    with pytest.raises(RoundError, match="too many nodes dropped") as caught:
+        _start(make_grid, _app(mods=[_dropping_at_unmasking]), strategy=strategy)
+    assert "raise num_shares or lower reconstruction_threshold" in str(caught.value)

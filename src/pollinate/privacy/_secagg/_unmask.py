@@ -52,7 +52,8 @@ class Unmasking:
         self.length = length
         self.total = np.zeros(length, vector_dtype(params.modulus_range))
         self.summed: list[int] = []
-        self.responders: set[int] | None = None  # None until unmasking: every summed node may
+        self.responders: set[int] = set()
+        """The nodes whose shares were taken at unmasking (before it, every summed node may)."""
         self.seed_shares: dict[int, dict[int, bytes]] = {}
         self.key_shares: dict[int, dict[int, bytes]] = {}
         self.wrong: set[int] = set()
@@ -92,7 +93,7 @@ class Unmasking:
             self.seed_shares.setdefault(owner, {})[node] = share
         for owner, share in zip(key_owners, keys, strict=True):
             self.key_shares.setdefault(owner, {})[node] = share
-        self.responders = (self.responders or set()) | {node}
+        self.responders.add(node)
         return True
 
     def require_holders(self, server_round: int, stage: str) -> None:
@@ -104,7 +105,7 @@ class Unmasking:
                 f"after stage {stage}, fewer than reconstruction_threshold={threshold}: too "
                 "many nodes dropped to release a sum"
             )
-        answering = set(self.summed) if self.responders is None else self.responders
+        answering = self.responders if stage == "unmasking" else set(self.summed)
         short = [
             f"node {owner}'s {what} has {held} of {threshold} shares"
             for owner, what, held in self._holders(answering)
