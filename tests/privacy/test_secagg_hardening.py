@@ -518,7 +518,7 @@ def test_a_round_that_failed_at_masking_still_refuses_a_replayed_setup():
     assert "used before (a replayed message)" in refusal(hand.send(1, setup))
 
 
-# -- L1: every node dropping at unmasking ----------------------------------------------------
+# -- L1, L2: every node dropping at unmasking; a weight that is not a number ------------------
 
 
 def _dropping_at_unmasking(message, context, call_next):
@@ -533,3 +533,22 @@ def test_every_node_dropping_at_unmasking_names_the_fix(make_grid):
     with pytest.raises(RoundError, match="too many nodes dropped") as caught:
         _start(make_grid, _app(mods=[_dropping_at_unmasking]), strategy=strategy)
     assert "raise num_shares or lower reconstruction_threshold" in str(caught.value)
+
+
+@pytest.mark.parametrize("weight", [float("nan"), float("inf"), -float("inf")])
+def test_a_weight_that_is_not_a_finite_number_is_refused_clearly(weight):
+    def weighing(msg, context):
+        reply = _train(msg, context)
+        reply.content["metrics"] = MetricRecord({"num-examples": weight})
+        return reply
+
+    hand = Hand(complete(5), train=weighing, settings={"secagg.weighted": True})
+    hand.setup()
+    boxes = hand.share_keys()
+    masking = {
+        "secagg.stage": "masking",
+        "secagg.sources": [s for s, _ in boxes[1]],
+        "secagg.ciphertexts": [b for _, b in boxes[1]],
+    }
+    reason = refusal(hand.send(1, masking, MODEL))
+    assert "SecAggError" in reason and f"weight num-examples={weight}" in reason

@@ -10,6 +10,7 @@ authentication.
 
 from __future__ import annotations
 
+import math
 import secrets
 from typing import Any
 
@@ -202,7 +203,7 @@ def _weight_factor(reply: Message, state: ConfigRecord) -> int:
     value: Any = metrics.get(key) if metrics is not None else None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SecAggError(f"secagg: the train reply has no number under metrics[{key!r}]")
-    if value != int(value) or not 1 <= value <= cap:
+    if not math.isfinite(value) or value != int(value) or not 1 <= value <= cap:
         raise SecAggError(
             f"secagg: weight {key}={value} must be a whole number from 1 to max_weight={cap} "
             "(an example count): raise SecAggPlus(max_weight=...) or report counts"
