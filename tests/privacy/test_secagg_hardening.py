@@ -552,3 +552,13 @@ def test_a_weight_that_is_not_a_finite_number_is_refused_clearly(weight):
     }
     reason = refusal(hand.send(1, masking, MODEL))
     assert "SecAggError" in reason and f"weight num-examples={weight}" in reason
+
+
+# -- L3: rounds of fewer than 3 nodes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("shares", [0.5, 1.0])
+def test_rounds_of_fewer_than_three_nodes_are_refused_when_the_strategy_is_built(shares):
+    with pytest.raises(ConfigError, match=r"at least 3 nodes.*min_train_nodes=2"):
+        FedAvg(secure_aggregation=SecAggPlus(shares, 0.75), min_train_nodes=2)
+    FedAvg(secure_aggregation=SecAggPlus(shares, 0.75), min_train_nodes=3)

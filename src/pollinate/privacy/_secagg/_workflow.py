@@ -21,6 +21,9 @@ from ._server import SecureTrain
 
 __all__ = ["SecAggPlus"]
 
+_LEAST_NODES = 3
+"""The smallest round SecAgg+ runs: in a sum of two, each node can read the other's update."""
+
 
 class SecAggPlus(SecureAggregation):
     """SecAgg+ (Bell et al. 2020): the server learns only the weighted sum of the updates.
@@ -86,6 +89,12 @@ class SecAggPlus(SecureAggregation):
     def for_strategy(self, weight_key: str, weighted: bool, min_train_nodes: int) -> SecAggPlus:
         """A copy for a strategy; ConfigError if its smallest rounds cannot run safely."""
         shares = self.params.num_shares
+        if min_train_nodes < _LEAST_NODES:
+            raise ConfigError(
+                f"SecAgg+ needs rounds of at least {_LEAST_NODES} nodes (with 2, each node "
+                f"could subtract its own update from the sum), but min_train_nodes="
+                f"{min_train_nodes}: raise min_train_nodes"
+            )
         if isinstance(shares, int) and min_train_nodes < shares:
             raise ConfigError(
                 f"SecAgg+ num_shares={shares} needs rounds of at least {shares} nodes, but "
@@ -94,7 +103,7 @@ class SecAggPlus(SecureAggregation):
         bound = copy.copy(self)
         bound.weighted = self.weighted and weighted
         bound.weight_key = weight_key
-        RoundParams.resolve(self.params, max(min_train_nodes, 3), bound.weighted)
+        RoundParams.resolve(self.params, min_train_nodes, bound.weighted)
         return bound
 
     def train_round(
@@ -148,7 +157,7 @@ class SecAggPlus(SecureAggregation):
         run ends.
         """
         shares = self.params.num_shares
-        if num_nodes < (shares if isinstance(shares, int) else 3):
+        if num_nodes < (shares if isinstance(shares, int) else _LEAST_NODES):
             raise RoundError(
                 f"round {server_round} SecAgg+: the round sampled {num_nodes} nodes, too few "
                 f"for num_shares={shares}; a DP aggregation's Poisson sample varies in size, "
