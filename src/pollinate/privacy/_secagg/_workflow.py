@@ -46,7 +46,8 @@ class SecAggPlus(SecureAggregation):
             the mean is below one level, ``2 clipping_range / (quantization_range - 1)``).
         modulus_range: a power of two up to 2**64: sums wrap around it, so the round's
             ``nodes x max_weight x (quantization_range - 1)`` must stay below it.
-        timeout: seconds to wait for each stage's replies (None: the round's timeout).
+        timeout: seconds to wait for each stage's replies (None: the round's timeout, for
+            each stage): a secure round may take up to 4 x it.
         weighted: False gives every node weight 1 (a DP aggregation turns this off).
         seed: seeds the neighbour graph, for reproducible simulations (None: OS randomness).
     """
