@@ -452,7 +452,7 @@ SECRETS = {"sk-c", "sk-s", "seed", "seed-shares", "key-shares", "holders"}
 
 
 def _secrets_held(context):
-    record = context.state.get("secagg")
+    record = context.state.get("secagg.node")
     return set(record) & SECRETS if record is not None else set()
 
 

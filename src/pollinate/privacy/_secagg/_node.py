@@ -1,23 +1,33 @@
 """The node's side of each SecAgg+ stage; its secrets for the round live in context.state.
 
-Each function takes the stage's ``config`` and the node's state record (a ConfigRecord it
-updates) and returns the ConfigRecord of its answer. The masking stage is in ``_mod``, since
-it calls the app's own train handler.
+Each function takes the stage's ``config`` (the masking stage: its message, the node's
+context and the app's handler) and the node's state record (a ConfigRecord it updates),
+and returns its answer: a ConfigRecord, or for masking the ArrayRecord of the vector.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import secrets
+from typing import Any
 
-from ...records import ConfigRecord
+import numpy as np
+
+from ...client import Handler
+from ...context import Context
+from ...message import Message
+from ...records import ArrayRecord, ConfigRecord, RecordDict
+from .._central import CLIP_NORM_KEY, NODE_CLIP_SLACK, update_norm
 from . import _keys as k
 from . import _shamir
 from ._crypto import SEED_BYTES, agree, key_pair, open_sealed, public_key, seal
-from ._errors import SecAggError
+from ._errors import ModOrderError, SecAggError
 from ._fields import byte_list, int_list, scalar
+from ._masking import apply_masks, pair_seed, reduce_mod
+from ._quantize import flat_delta, quantize, vector_dtype
 
-__all__ = ["MAX_NEIGHBOURS", "open_shares", "setup", "share_keys", "unmask"]
+__all__ = ["MAX_NEIGHBOURS", "masking", "open_shares", "setup", "share_keys", "unmask"]
 
 MAX_NEIGHBOURS = 1000
 """The most neighbours a node shares its secrets with (Shamir costs grow as their square)."""
@@ -31,6 +41,7 @@ _SETTINGS: tuple[tuple[str, type[int | float | str | bool]], ...] = (
     (k.WEIGHT_KEY, str),
     (k.WEIGHTED, bool),
 )
+_ARRAYS, _CONFIG, _METRICS = "arrays", "config", "metrics"
 _HOLDERS = "holders"
 _OWN_SEED_SHARES, _OWN_KEY_SHARES = "seed-shares", "key-shares"
 
@@ -180,6 +191,108 @@ def open_shares(config: ConfigRecord, node_id: int, state: ConfigRecord) -> list
     state[_HOLDERS] = [node_id, *sources]
     state[_OWN_SEED_SHARES], state[_OWN_KEY_SHARES] = seed_shares, key_shares
     return sources
+
+
+def masking(
+    message: Message, context: Context, call_next: Handler, state: ConfigRecord
+) -> ArrayRecord:
+    """Open the shares, train, and answer the masked, quantized, weighted model delta.
+
+    The only stage that calls the app's train handler (``call_next``), on the train
+    message with its ``secagg.*`` keys taken out.
+    """
+    node_id = context.node_id
+    config = message.content.config(_CONFIG)
+    sources = open_shares(config, node_id, state)
+    received = message.content.get(_ARRAYS)
+    if not isinstance(received, ArrayRecord):
+        raise SecAggError("secagg: the masking stage carries no model under 'arrays'")
+    reply = call_next(_without_secagg(message), context)
+    if reply.has_error:
+        raise SecAggError(f"secagg: the app's train handler failed: {reply.error}")
+    trained = reply.content.get(_ARRAYS)
+    if not isinstance(trained, ArrayRecord) or _layout(trained) != _layout(received):
+        raise SecAggError(
+            "secagg: the train handler must return the model it was given, trained (the "
+            "same array names and shapes under 'arrays')"
+        )
+    _check_clipped(config, trained, received)
+    weight = _weight_factor(reply, state)
+    modulus = 2 ** scalar(state, k.MODULUS_BITS, int)
+    dtype = vector_dtype(modulus)
+    clip, levels = scalar(state, k.CLIPPING, float), scalar(state, k.QUANTIZATION, int)
+    rng = np.random.default_rng(secrets.randbits(128))
+    delta = flat_delta(trained, received)
+    if not np.isfinite(delta).all():
+        raise SecAggError(
+            "secagg: the trained model has NaN or infinite values (training diverged): "
+            "refused, they would corrupt the secure sum silently; lower the learning rate "
+            "or clip gradients"
+        )
+    quantized = quantize(delta, clip, levels, rng, dtype)
+    vector = np.empty(quantized.size + 1, dtype)
+    np.multiply(quantized, dtype.type(weight), out=vector[:-1])
+    vector[-1] = weight
+    apply_masks(vector, _masks(node_id, sources, state))
+    reduce_mod(vector, modulus)
+    return ArrayRecord({k.MASKED: vector})
+
+
+def _masks(node_id: int, sources: list[int], state: ConfigRecord) -> list[tuple[int, bytes]]:
+    """The self mask, and a pairwise mask per live neighbour: + toward higher ids, - lower."""
+    session, sk_s = scalar(state, k.SESSION, bytes), scalar(state, "sk-s", bytes)
+    peers, pk_s = int_list(state, k.PEERS), byte_list(state, k.PEER_PK_S)
+    masks = [(1, scalar(state, "seed", bytes))]
+    for source in sources:
+        peer_key = pk_s[peers.index(source)]
+        masks.append((1 if node_id < source else -1, pair_seed(sk_s, peer_key, session)))
+    return masks
+
+
+def _weight_factor(reply: Message, state: ConfigRecord) -> int:
+    """The node's integer weight (1 when unweighted); SecAggError if it cannot be summed."""
+    if not scalar(state, k.WEIGHTED, bool):
+        return 1
+    key, cap = scalar(state, k.WEIGHT_KEY, str), scalar(state, k.MAX_WEIGHT, int)
+    metrics = reply.content.get(_METRICS)
+    value: Any = metrics.get(key) if metrics is not None else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SecAggError(f"secagg: the train reply has no number under metrics[{key!r}]")
+    if not math.isfinite(value) or value != int(value) or not 1 <= value <= cap:
+        raise SecAggError(
+            f"secagg: weight {key}={value} must be a whole number from 1 to max_weight={cap} "
+            "(an example count): raise SecAggPlus(max_weight=...) or report counts"
+        )
+    return int(value)
+
+
+def _check_clipped(config: ConfigRecord, trained: ArrayRecord, received: ArrayRecord) -> None:
+    """ModOrderError if the server asked for a clipped update (DP) and this one is not."""
+    clip = config.get(CLIP_NORM_KEY)
+    if not isinstance(clip, (int, float)) or isinstance(clip, bool):
+        return
+    norm = update_norm(trained, received)
+    if norm > clip * (1 + NODE_CLIP_SLACK):
+        raise ModOrderError(
+            f"the update is {norm:.4g} from the global model but the server's DP needs it "
+            f"clipped to {CLIP_NORM_KEY}={clip:g}, and cannot clip a sum: add "
+            "fixed_clipping_mod after secaggplus_mod, "
+            "ClientApp(mods=[secaggplus_mod, fixed_clipping_mod])"
+        )
+
+
+def _layout(arrays: ArrayRecord) -> list[tuple[str, tuple[int, ...]]]:
+    return [(name, array.shape) for name, array in arrays.items()]
+
+
+def _without_secagg(message: Message) -> Message:
+    """The train message as the app should see it: its config without ``secagg.*`` keys."""
+    content = RecordDict(message.content)
+    config = content.config(_CONFIG)
+    content[_CONFIG] = ConfigRecord(
+        (key, v) for key, v in config.items() if not key.startswith(k.PREFIX)
+    )
+    return Message(message.metadata, content)
 
 
 def unmask(config: ConfigRecord, node_id: int, state: ConfigRecord) -> ConfigRecord:

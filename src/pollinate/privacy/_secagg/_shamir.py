@@ -35,7 +35,9 @@ def split(secret: bytes, threshold: int, holders: Sequence[int]) -> dict[int, by
         raise ValueError(f"threshold {threshold} needs 1 to {len(holders)} holders")
     if len(set(holders)) != len(holders) or any(not 0 < x < PRIME for x in holders):
         raise ValueError("holders must be distinct positive ids")
-    coefficients = [_value(secret)] + [secrets.randbelow(PRIME) for _ in range(threshold - 1)]
+    coefficients = [int.from_bytes(secret, "big")] + [
+        secrets.randbelow(PRIME) for _ in range(threshold - 1)
+    ]
     return {x: _evaluate(coefficients, x).to_bytes(SHARE_BYTES, "big") for x in holders}
 
 
@@ -177,10 +179,6 @@ def _divide(numerator: list[int], divisor: list[int]) -> tuple[list[int], list[i
         for i, value in enumerate(divisor):
             remainder[shift + i] = (remainder[shift + i] - factor * value) % PRIME
     return quotient, remainder[:degree]
-
-
-def _value(secret: bytes) -> int:
-    return int.from_bytes(secret, "big")
 
 
 def _evaluate(coefficients: Sequence[int], x: int) -> int:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -23,13 +22,11 @@ from ._errors import SecAggError
 from ._fields import byte_list, int_list
 from ._masking import apply_masks, pair_seed, reduce_mod
 from ._params import Params, RoundParams
-from ._quantize import vector_dtype
+from ._quantize import Vector, vector_dtype
 
 __all__ = ["Unmasking"]
 
 log = logging.getLogger("pollinate.privacy")
-
-Vector = np.ndarray[Any, Any]
 
 
 class Unmasking:
