@@ -562,3 +562,28 @@ def test_rounds_of_fewer_than_three_nodes_are_refused_when_the_strategy_is_built
     with pytest.raises(ConfigError, match=r"at least 3 nodes.*min_train_nodes=2"):
         FedAvg(secure_aggregation=SecAggPlus(shares, 0.75), min_train_nodes=2)
     FedAvg(secure_aggregation=SecAggPlus(shares, 0.75), min_train_nodes=3)
+
+
+def _bad_key_share(message, context, call_next):
+    config = message.content.get("config")
+    if config is not None and config.get("secagg.stage") == "masking" and context.node_id == 5:
+        return message.reply_error(ErrorCode.NODE_UNAVAILABLE, "dropped at masking")
+    reply = secaggplus_mod(message, context, call_next)
+    if context.node_id == 1 and config.get("secagg.stage") == "unmasking":
+        record = reply.content["secagg"]
+        record["secagg.key-shares"] = [bytes(1) + os.urandom(65)]
+    return reply
+
+
+def test_one_spare_key_share_is_enough_to_outvote_a_wrong_one(make_grid, caplog):
+    """Node 5 drops after sharing: 4 holders of its mask key, threshold 3, node 1 lies.
+
+    One spare share cannot outvote a wrong one by decoding, but the key must match the
+    public key node 5 advertised, which picks the right 3 of the 4.
+    """
+    strategy = _strategy(5)
+    strategy.min_train_nodes = 1
+    result = _start(make_grid, _app(mods=[_bad_key_share]), strategy=strategy)
+    assert result.rounds[-1].train.num_ok == 4
+    assert np.allclose(result.arrays["w"].numpy(), 0.25, atol=1e-4)
+    assert "node 1 sent a wrong share of node 5's secret" in caplog.text

@@ -13,6 +13,7 @@ decodes the shares as a Reed-Solomon codeword (Berlekamp-Welch), which corrects 
 from __future__ import annotations
 
 import functools
+import itertools
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -25,6 +26,8 @@ SHARE_BYTES = 66
 """A share's value, big-endian: 521 bits fit in 66 bytes."""
 
 _MAX_SECRET_BYTES = 64
+_MAX_SUBSETS = 10_000
+"""Subsets of shares ``combine_robust`` tries against a check before it gives up."""
 
 
 def split(secret: bytes, threshold: int, holders: Sequence[int]) -> dict[int, bytes]:
@@ -60,11 +63,16 @@ def combine(shares: Mapping[int, bytes], threshold: int, length: int) -> bytes:
 
 
 def combine_robust(
-    shares: Mapping[int, bytes], threshold: int, length: int
+    shares: Mapping[int, bytes],
+    threshold: int,
+    length: int,
+    check: Callable[[bytes], bool] | None = None,
 ) -> tuple[bytes, list[int]]:
     """The secret, and the holders whose shares are wrong; ValueError if it is not unique.
 
-    Rebuilds the secret when at most ``(len(shares) - threshold) // 2`` shares are wrong.
+    Rebuilds the secret when at most ``(len(shares) - threshold) // 2`` shares are wrong;
+    with ``check`` (whether a candidate is the secret: a private key against its public
+    key, say), when any ``threshold`` of them are right, trying up to 10,000 subsets.
     """
     if len(shares) < threshold:
         raise ValueError(f"{len(shares)} shares cannot rebuild a secret of threshold {threshold}")
@@ -73,6 +81,12 @@ def combine_robust(
     if any(at(x) != y for x, y in points[threshold:]):
         coefficients = _berlekamp_welch(points, threshold)
         at = functools.partial(_evaluate, coefficients or [1 << (8 * length)])
+    if check is not None and not _passes(at(0), length, check):
+        subsets = itertools.islice(itertools.combinations(points, threshold), _MAX_SUBSETS)
+        at = next(
+            (f for f in map(_lagrange, subsets) if _passes(f(0), length, check)),
+            functools.partial(_evaluate, [1 << (8 * length)]),
+        )
     if at(0).bit_length() > 8 * length:  # no polynomial, or one whose secret is too long
         raise ValueError(
             f"the {len(shares)} shares fit no one secret: too many of them are wrong to "
@@ -80,6 +94,10 @@ def combine_robust(
         )
     wrong = [x for x, y in points if at(x) != y]
     return at(0).to_bytes(length, "big"), wrong
+
+
+def _passes(value: int, length: int, check: Callable[[bytes], bool]) -> bool:
+    return value.bit_length() <= 8 * length and check(value.to_bytes(length, "big"))
 
 
 def _lagrange(base: Sequence[tuple[int, int]]) -> Callable[[int], int]:

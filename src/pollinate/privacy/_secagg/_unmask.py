@@ -8,8 +8,9 @@ the second from the dropped node's mask key, rebuilt from its key shares.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -135,18 +136,14 @@ class Unmasking:
         """The sum with every mask removed: (weighted quantized deltas, total weight)."""
         masks: list[tuple[int, bytes]] = []
         for owner in self.summed:
-            seed = self._rebuild(self.seed_shares, owner, SEED_BYTES, server_round)
+            seed = self._rebuild(self.seed_shares, owner, server_round)
             masks.append((-1, seed))
         summed = set(self.summed)
         for owner in sorted(self.sharing - summed):
             if not set(self.live[owner]) & summed:
                 continue
-            private = self._rebuild(self.key_shares, owner, SEED_BYTES, server_round)
-            if public_key(private) != self.keys[owner][1]:
-                raise RoundError(
-                    f"round {server_round} SecAgg+: the shares of node {owner}'s mask key do "
-                    "not rebuild the key it advertised (a node sent a wrong share)"
-                )
+            matches = functools.partial(_matches, self.keys[owner][1])
+            private = self._rebuild(self.key_shares, owner, server_round, matches)
             for node in self.live[owner]:
                 if node in summed:  # it added +mask if node < owner, else -mask: undo that
                     sign = -1 if node < owner else 1
@@ -157,12 +154,20 @@ class Unmasking:
         return total[:-1], int(total[-1])
 
     def _rebuild(
-        self, shares: Mapping[int, Mapping[int, bytes]], owner: int, length: int, server_round: int
+        self,
+        shares: Mapping[int, Mapping[int, bytes]],
+        owner: int,
+        server_round: int,
+        check: Callable[[bytes], bool] | None = None,
     ) -> bytes:
-        """A secret from its shares, outvoting wrong ones; their senders are set aside."""
+        """A secret from its shares, outvoting wrong ones; their senders are set aside.
+
+        ``check`` tells the right secret (a mask key must match its public key).
+        """
         held = {x: y for x, y in shares.get(owner, {}).items() if x not in self.wrong}
+        threshold = self.round_params.threshold
         try:
-            secret, wrong = _shamir.combine_robust(held, self.round_params.threshold, length)
+            secret, wrong = _shamir.combine_robust(held, threshold, SEED_BYTES, check)
         except ValueError as err:
             raise RoundError(
                 f"round {server_round} SecAgg+: node {owner}'s secret cannot be rebuilt: {err} "
@@ -178,6 +183,11 @@ class Unmasking:
             )
         self.wrong.update(wrong)
         return secret
+
+
+def _matches(advertised: bytes, private: bytes) -> bool:
+    """Whether ``private`` is the mask key of the public key its node advertised."""
+    return public_key(private) == advertised
 
 
 def _is_share(share: bytes) -> bool:
