@@ -5,7 +5,7 @@ A secret of up to 64 bytes becomes the constant term of a random polynomial of d
 shares give the secret back by Lagrange interpolation at 0; fewer give no information about
 it, since every secret fits them with some polynomial (the test shows it).
 
-With more than ``threshold`` shares, ``combine_robust`` also outvotes wrong ones: it
+With more than ``threshold`` shares, ``combine`` also outvotes wrong ones: it
 decodes the shares as a Reed-Solomon codeword (Berlekamp-Welch), which corrects up to
 ``(shares - threshold) // 2`` wrong shares and names their holders.
 """
@@ -17,7 +17,7 @@ import itertools
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["PRIME", "SHARE_BYTES", "combine", "combine_robust", "split"]
+__all__ = ["PRIME", "SHARE_BYTES", "combine", "split"]
 
 PRIME = 2**521 - 1
 """The field's modulus: a Mersenne prime above every 64-byte secret."""
@@ -27,7 +27,7 @@ SHARE_BYTES = 66
 
 _MAX_SECRET_BYTES = 64
 _MAX_SUBSETS = 10_000
-"""Subsets of shares ``combine_robust`` tries against a check before it gives up."""
+"""Subsets of shares ``combine`` tries against a check before it gives up."""
 
 
 def split(secret: bytes, threshold: int, holders: Sequence[int]) -> dict[int, bytes]:
@@ -44,25 +44,7 @@ def split(secret: bytes, threshold: int, holders: Sequence[int]) -> dict[int, by
     return {x: _evaluate(coefficients, x).to_bytes(SHARE_BYTES, "big") for x in holders}
 
 
-def combine(shares: Mapping[int, bytes], threshold: int, length: int) -> bytes:
-    """The secret of ``length`` bytes rebuilt from at least ``threshold`` shares by holder id."""
-    if len(shares) < threshold:
-        raise ValueError(f"{len(shares)} shares cannot rebuild a secret of threshold {threshold}")
-    points = [(x, int.from_bytes(y, "big")) for x, y in list(shares.items())[:threshold]]
-    secret = 0
-    for i, (xi, yi) in enumerate(points):
-        numerator, denominator = 1, 1
-        for j, (xj, _) in enumerate(points):
-            if i != j:
-                numerator = numerator * xj % PRIME
-                denominator = denominator * (xj - xi) % PRIME
-        secret = (secret + yi * numerator * pow(denominator, -1, PRIME)) % PRIME
-    if secret.bit_length() > 8 * length:
-        raise ValueError("the shares do not fit together: one of them is wrong")
-    return secret.to_bytes(length, "big")
-
-
-def combine_robust(
+def combine(
     shares: Mapping[int, bytes],
     threshold: int,
     length: int,
@@ -77,23 +59,33 @@ def combine_robust(
     if len(shares) < threshold:
         raise ValueError(f"{len(shares)} shares cannot rebuild a secret of threshold {threshold}")
     points = [(x, int.from_bytes(y, "big")) for x, y in sorted(shares.items())]
-    at = _lagrange(points[:threshold])
-    if any(at(x) != y for x, y in points[threshold:]):
-        coefficients = _berlekamp_welch(points, threshold)
-        at = functools.partial(_evaluate, coefficients or [1 << (8 * length)])
-    if check is not None and not _passes(at(0), length, check):
-        subsets = itertools.islice(itertools.combinations(points, threshold), _MAX_SUBSETS)
-        at = next(
-            (f for f in map(_lagrange, subsets) if _passes(f(0), length, check)),
-            functools.partial(_evaluate, [1 << (8 * length)]),
-        )
-    if at(0).bit_length() > 8 * length:  # no polynomial, or one whose secret is too long
+    at = _decode(points, threshold)
+    if check is not None and (at is None or not _passes(at(0), length, check)):
+        at = _search(points, threshold, length, check)
+    if at is None or at(0).bit_length() > 8 * length:
         raise ValueError(
             f"the {len(shares)} shares fit no one secret: too many of them are wrong to "
             f"outvote with threshold {threshold}"
         )
     wrong = [x for x, y in points if at(x) != y]
     return at(0).to_bytes(length, "big"), wrong
+
+
+def _decode(points: Sequence[tuple[int, int]], threshold: int) -> Callable[[int], int] | None:
+    """The polynomial most points lie on: through the first ``threshold`` if all agree."""
+    at = _lagrange(points[:threshold])
+    if all(at(x) == y for x, y in points[threshold:]):
+        return at
+    coefficients = _berlekamp_welch(points, threshold)
+    return None if coefficients is None else functools.partial(_evaluate, coefficients)
+
+
+def _search(
+    points: Sequence[tuple[int, int]], threshold: int, length: int, check: Callable[[bytes], bool]
+) -> Callable[[int], int] | None:
+    """The polynomial through some ``threshold`` points whose secret passes ``check``."""
+    subsets = itertools.islice(itertools.combinations(points, threshold), _MAX_SUBSETS)
+    return next((f for f in map(_lagrange, subsets) if _passes(f(0), length, check)), None)
 
 
 def _passes(value: int, length: int, check: Callable[[bytes], bool]) -> bool:

@@ -167,7 +167,7 @@ class Unmasking:
         held = {x: y for x, y in shares.get(owner, {}).items() if x not in self.wrong}
         threshold = self.round_params.threshold
         try:
-            secret, wrong = _shamir.combine_robust(held, threshold, SEED_BYTES, check)
+            secret, wrong = _shamir.combine(held, threshold, SEED_BYTES, check)
         except ValueError as err:
             raise RoundError(
                 f"round {server_round} SecAgg+: node {owner}'s secret cannot be rebuilt: {err} "
