@@ -59,53 +59,67 @@ def combine(
     if len(shares) < threshold:
         raise ValueError(f"{len(shares)} shares cannot rebuild a secret of threshold {threshold}")
     points = [(x, int.from_bytes(y, "big")) for x, y in sorted(shares.items())]
-    at = _decode(points, threshold)
-    if check is not None and (at is None or not _passes(at(0), length, check)):
-        at = _search(points, threshold, length, check)
-    if at is None or at(0).bit_length() > 8 * length:
+    polynomial = _decode(points, threshold)
+    if check is not None and (polynomial is None or not _passes(polynomial([0])[0], length, check)):
+        polynomial = _search(points, threshold, length, check)
+    values = polynomial([0, *(x for x, _ in points)]) if polynomial is not None else [-1]
+    if not 0 <= values[0] < 2 ** (8 * length):
         raise ValueError(
             f"the {len(shares)} shares fit no one secret: too many of them are wrong to "
             f"outvote with threshold {threshold}"
         )
-    wrong = [x for x, y in points if at(x) != y]
-    return at(0).to_bytes(length, "big"), wrong
+    wrong = [x for (x, y), value in zip(points, values[1:], strict=True) if value != y]
+    return values[0].to_bytes(length, "big"), wrong
 
 
-def _decode(points: Sequence[tuple[int, int]], threshold: int) -> Callable[[int], int] | None:
+Polynomial = Callable[[Sequence[int]], list[int]]
+"""A polynomial over the field, as the function from some x to its values there."""
+
+
+def _decode(points: Sequence[tuple[int, int]], threshold: int) -> Polynomial | None:
     """The polynomial most points lie on: through the first ``threshold`` if all agree."""
-    at = _lagrange(points[:threshold])
-    if all(at(x) == y for x, y in points[threshold:]):
-        return at
+    first = _lagrange(points[:threshold])
+    rest = points[threshold:]
+    if first([x for x, _ in rest]) == [y for _, y in rest]:
+        return first
     coefficients = _berlekamp_welch(points, threshold)
-    return None if coefficients is None else functools.partial(_evaluate, coefficients)
+    return None if coefficients is None else functools.partial(_evaluate_all, coefficients)
 
 
 def _search(
     points: Sequence[tuple[int, int]], threshold: int, length: int, check: Callable[[bytes], bool]
-) -> Callable[[int], int] | None:
+) -> Polynomial | None:
     """The polynomial through some ``threshold`` points whose secret passes ``check``."""
     subsets = itertools.islice(itertools.combinations(points, threshold), _MAX_SUBSETS)
-    return next((f for f in map(_lagrange, subsets) if _passes(f(0), length, check)), None)
+    return next((f for f in map(_lagrange, subsets) if _passes(f([0])[0], length, check)), None)
 
 
 def _passes(value: int, length: int, check: Callable[[bytes], bool]) -> bool:
     return value.bit_length() <= 8 * length and check(value.to_bytes(length, "big"))
 
 
-def _lagrange(base: Sequence[tuple[int, int]]) -> Callable[[int], int]:
-    """The polynomial through ``base`` (distinct x), as a function (barycentric form)."""
-    xs = [x for x, _ in base]
-    denominators = [_product((xi - xj) % PRIME for xj in xs if xj != xi) for xi in xs]
-    scaled = [y * w % PRIME for (_, y), w in zip(base, _inverses(denominators), strict=True)]
+def _lagrange(base: Sequence[tuple[int, int]]) -> Polynomial:
+    """The polynomial through ``base`` (distinct x), in barycentric form.
 
-    def at(x: int) -> int:
-        differences = [(x - xi) % PRIME for xi in xs]
-        if 0 in differences:
-            return base[differences.index(0)][1] % PRIME
-        total = sum(s * d for s, d in zip(scaled, _inverses(differences), strict=True))
-        return _product(differences) * (total % PRIME) % PRIME
+    Its values at many x cost one modular inversion in all (``_inverses``), and each
+    value, once found, is kept.
+    """
+    known = dict(base)
+    bx = list(known)
+    weights = _inverses([_product((xi - xj) % PRIME for xj in bx if xj != xi) for xi in bx])
+    scaled = [known[xi] * w % PRIME for xi, w in zip(bx, weights, strict=True)]
 
-    return at
+    def values(xs: Sequence[int]) -> list[int]:
+        new = [x for x in xs if x not in known]
+        differences = [(x - xi) % PRIME for x in new for xi in bx]
+        inverses = _inverses(differences)
+        for row, x in enumerate(new):
+            part = slice(row * len(bx), (row + 1) * len(bx))
+            total = sum(s * d for s, d in zip(scaled, inverses[part], strict=True))
+            known[x] = _product(differences[part]) * (total % PRIME) % PRIME
+        return [known[x] for x in xs]
+
+    return values
 
 
 def _product(values: Iterable[int]) -> int:
@@ -189,6 +203,10 @@ def _divide(numerator: list[int], divisor: list[int]) -> tuple[list[int], list[i
         for i, value in enumerate(divisor):
             remainder[shift + i] = (remainder[shift + i] - factor * value) % PRIME
     return quotient, remainder[:degree]
+
+
+def _evaluate_all(coefficients: Sequence[int], xs: Sequence[int]) -> list[int]:
+    return [_evaluate(coefficients, x) for x in xs]
 
 
 def _evaluate(coefficients: Sequence[int], x: int) -> int:
