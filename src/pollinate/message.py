@@ -55,6 +55,8 @@ class ErrorCode(IntEnum):
     TIMEOUT = 3
     NODE_UNAVAILABLE = 4
     INVALID_REPLY = 5
+    PROTOCOL_REFUSED = 6
+    """A protocol mod (SecAgg+'s) refused the message: replayed, altered, or unsafe."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ from scipy import stats
 from pollinate import ArrayRecord, ClientApp, ConfigRecord, Message, RecordDict
 from pollinate.errors import ConfigError, RoundError
 from pollinate.privacy import SecAggPlus, secaggplus_mod
-from pollinate.privacy._secagg import _crypto, _mod, _node, _server
+from pollinate.privacy._secagg import _crypto, _node, _server
 from pollinate.privacy._secagg._masking import pair_seed
 from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
 from pollinate.strategy import (
@@ -164,7 +164,7 @@ def test_a_round_too_small_for_num_shares_is_refused_before_any_message(grid_of)
         fraction_evaluate=0.0,
     )
     strategy.min_train_nodes = 3  # as if lowered after construction: the round has 5 nodes
-    with pytest.raises(ConfigError, match="num_shares=7 needs rounds of at least 7"):
+    with pytest.raises(RoundError, match="the round sampled 5 nodes, too few for num_shares=7"):
         strategy.start(grid, initial(), num_rounds=1)
     assert grid.sent == []
 
@@ -213,7 +213,7 @@ def seeded_nodes(monkeypatch):
     monkeypatch.setattr(_node, "os", SimpleNamespace(urandom=random_bytes))
     monkeypatch.setattr(_server, "os", SimpleNamespace(urandom=random_bytes))
     monkeypatch.setattr(_node, "key_pair", key_pair)
-    monkeypatch.setattr(_mod, "secrets", SimpleNamespace(randbits=lambda bits: 7))
+    monkeypatch.setattr(_node, "secrets", SimpleNamespace(randbits=lambda bits: 7))
 
 
 def masked_reply(grid, node):
@@ -249,7 +249,7 @@ def test_a_curious_server_that_removed_every_pairwise_mask_still_sees_uniform_no
     seed is Shamir-shared, and fewer than t shares tell nothing (test_secagg_primitives)."""
     grid = grid_of(5)
     secure(5).start(grid, initial(BIG), num_rounds=1)
-    state = grid.states[("masking", 3)]["secagg"]
+    state = grid.states[("masking", 3)]["secagg.node"]
     masked = np.array(masked_reply(grid, 3).content["secagg"]["masked"].numpy())
     session, sk_s = state["secagg.session"], state["sk-s"]
     for peer, pk_s in zip(state["secagg.peers"], state["secagg.peer-pk-s"], strict=True):

@@ -28,6 +28,7 @@ from ._mods import local_dp_mod as local_dp_mod
 # secagg: SecAgg+ workflow and node mod
 from ._secagg import SecAggError as SecAggError
 from ._secagg import SecAggPlus as SecAggPlus
+from ._secagg import SecAggPlusMod as SecAggPlusMod
 from ._secagg import secaggplus_mod as secaggplus_mod
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "SECAGG_COUNT_KEY",
     "SecAggError",
     "SecAggPlus",
+    "SecAggPlusMod",
     "calibrate_noise_multiplier",
     "dp_adaptive_clip",
     "dp_fixed_clip",

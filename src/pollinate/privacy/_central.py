@@ -22,9 +22,11 @@ from typing import Any, Literal
 import numpy as np
 
 from ..errors import ConfigError, RoundError
+from ..message import SERVER_NODE_ID
 from ..records import Array, ArrayRecord, ConfigValue, MetricRecord
 from ..strategy import Aggregator, RoundInfo, Update
 from ..strategy._robust import _half_delta, _half_delta_norm
+from ..strategy._secure import COUNT_KEY
 from . import _accountant
 from ._accountant import Accountant
 from ._noise import COUNT_NOISE, SAMPLING, UPDATE_NOISE, NoiseSource
@@ -34,7 +36,7 @@ __all__ = ["CLIP_NORM_KEY", "SECAGG_COUNT_KEY", "dp_adaptive_clip", "dp_fixed_cl
 CLIP_NORM_KEY = "dp.clip-norm"
 """The train config key that tells nodes the L2 norm to clip their update's delta to."""
 
-SECAGG_COUNT_KEY = "secagg.count"
+SECAGG_COUNT_KEY = COUNT_KEY
 """A securely aggregated reply's metric: how many node-clipped deltas its model is the mean of."""
 
 HISTORY = "privacy.history"
@@ -370,7 +372,7 @@ class _FixedClip(_CentralDp):
         """With the nodes clipping: set aside an update (or secure mean) longer than the clip."""
         if not self.nodes_clip:
             return None
-        norm = _norm(arrays, current)
+        norm = update_norm(arrays, current)
         if norm <= self.clip_norm * (1 + NODE_CLIP_SLACK):
             return None
         return (
@@ -458,9 +460,11 @@ class _ClippedSum:
         """Fold ``update``: clipped if it is one node's, ``n`` times its delta if a secure mean.
 
         A secure mean (``secagg.count = n`` in its metrics) is taken as such only when the
-        nodes clip; otherwise every update is clipped here, whatever it claims.
+        nodes clip and it comes from the protocol (the server itself, not a node);
+        otherwise every update is clipped here as one node's, whatever it claims.
         """
-        count = update.metrics.get(SECAGG_COUNT_KEY) if self.secure_means else None
+        secure = self.secure_means and update.node_id == SERVER_NODE_ID
+        count = update.metrics.get(SECAGG_COUNT_KEY) if secure else None
         if isinstance(count, int) and not isinstance(count, bool) and count > 0:
             self._fold(update.arrays, 2.0 * count)
             self.count += count
@@ -502,7 +506,7 @@ def _check_real(current: ArrayRecord) -> None:
         )
 
 
-def _norm(arrays: ArrayRecord, current: ArrayRecord) -> float:
+def update_norm(arrays: ArrayRecord, current: ArrayRecord) -> float:
     """``||arrays - current||`` over the floating-point arrays (inf if it overflows)."""
     peak, sum_sq = _half_delta_norm(arrays, current)
     with np.errstate(over="ignore"):

@@ -19,6 +19,8 @@ from ..strategy._robust import _half_delta, _half_delta_norm
 from ._accountant import check_delta, check_positive, dp_accounting
 from ._central import CLIP_NORM_KEY
 from ._noise import NoiseSource, Normals
+from ._secagg._errors import outside_secagg
+from ._secagg._keys import STAGE
 
 __all__ = ["fixed_clipping_mod", "local_dp_mod"]
 
@@ -31,11 +33,14 @@ def fixed_clipping_mod(message: Message, context: Context, call_next: Handler) -
     For ``dp_fixed_clip(..., clipped_on="nodes")``: the node's update is clipped here, before
     it leaves, so the server may see only a secure sum. Other messages pass through. A train
     message without ``dp.clip-norm`` fails the node with the fix: the server does not expect
-    clipped updates.
+    clipped updates. With SecAgg+ it must run inside ``secaggplus_mod`` (listed after it),
+    which it checks.
     """
     if MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN:
         return call_next(message, context)
     config = message.content.config(CONFIG_KEY)
+    if STAGE in config:
+        raise outside_secagg("fixed_clipping_mod")
     if CLIP_NORM_KEY not in config:
         raise ConfigError(
             f"fixed_clipping_mod: the server sent no {CLIP_NORM_KEY!r}: use "
@@ -70,6 +75,8 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
     def mod(message: Message, context: Context, call_next: Handler) -> Message:
         if MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN:
             return call_next(message, context)
+        if STAGE in message.content.config(CONFIG_KEY):
+            raise outside_secagg("local_dp_mod")
         received = message.content.arrays(ARRAYS_KEY)
         reply = call_next(message, context)
         if reply.has_error:

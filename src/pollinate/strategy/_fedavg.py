@@ -18,7 +18,7 @@ from ..server import Grid
 from ._aggregate import MetricsAggregationFn, all_finite, weighted_mean
 from ._base import EvaluateFn, RoundConfig, Strategy, check_initial_arrays, streams_replies
 from ._compose import Aggregation, RoundInfo, Update, chain
-from ._secure import SecureAggregation
+from ._secure import COUNT_KEY, SecureAggregation
 from ._validate import (
     ARRAYS_KEY,
     CONFIG_KEY,
@@ -294,15 +294,20 @@ class FedAvg(Strategy):
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
         """Set aside errors, mismatched or non-finite arrays, bad weights or metrics.
 
-        Also what the aggregation pieces refuse (an update longer than the nodes' DP clip).
+        Also a node's claim to be a secure sum (``secagg.count``, which only the protocol
+        sets), and what the aggregation pieces refuse (an update longer than the DP clip).
         """
         reason = check_train_reply(reply, arrays, self.weight_key, self.max_weight)
         if reason is not None:
             return reason
         content = reply.content
-        return self.aggregation.check_update(
-            content.arrays(ARRAYS_KEY), content.metrics(METRICS_KEY), arrays
-        )
+        metrics = content.metrics(METRICS_KEY)
+        if COUNT_KEY in metrics:
+            return (
+                f"its metrics carry {COUNT_KEY!r}, which only a secure aggregation protocol "
+                "sets (a DP aggregation would count the reply as that many nodes)"
+            )
+        return self.aggregation.check_update(content.arrays(ARRAYS_KEY), metrics, arrays)
 
     def check_evaluate_reply(self, reply: Message) -> str | None:
         """Set aside errors and bad weights or metrics."""

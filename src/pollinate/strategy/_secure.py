@@ -16,7 +16,11 @@ from ..message import Message
 from ..records import ArrayRecord
 from ..server import Failure, Grid
 
-__all__ = ["SecureAggregation", "SecureRound"]
+__all__ = ["COUNT_KEY", "SecureAggregation", "SecureRound"]
+
+COUNT_KEY = "secagg.count"
+"""The secure reply's metric: how many nodes its sum holds. Only the protocol may set it: a
+node's own reply that carries it is set aside (it would be counted as that many nodes)."""
 
 
 @dataclass(frozen=True, slots=True)

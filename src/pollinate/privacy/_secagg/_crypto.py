@@ -28,7 +28,16 @@ from cryptography.hazmat.primitives.serialization import (
 
 from ._errors import SecAggError
 
-__all__ = ["SEED_BYTES", "agree", "expand", "key_pair", "open_sealed", "public_key", "seal"]
+__all__ = [
+    "SEED_BYTES",
+    "agree",
+    "expand",
+    "is_valid_public_key",
+    "key_pair",
+    "open_sealed",
+    "public_key",
+    "seal",
+]
 
 SEED_BYTES = 32
 _NONCE_BYTES = 12
@@ -46,6 +55,19 @@ def public_key(private: bytes) -> bytes:
     """The raw public key of a raw X25519 private key."""
     key = X25519PrivateKey.from_private_bytes(private).public_key()
     return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def is_valid_public_key(public: bytes) -> bool:
+    """Whether ``public`` is an X25519 key a peer can agree with (not a low-order point).
+
+    A trial exchange with a throwaway key: a low-order point (the all-zero key, say) gives
+    the all-zero shared secret, which ``cryptography`` refuses.
+    """
+    try:
+        X25519PrivateKey.generate().exchange(X25519PublicKey.from_public_bytes(public))
+    except ValueError:
+        return False
+    return True
 
 
 def agree(private: bytes, peer_public: bytes, salt: bytes, label: bytes) -> bytes:

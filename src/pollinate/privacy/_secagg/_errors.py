@@ -1,11 +1,28 @@
-"""The one error a SecAgg+ node raises when it refuses a protocol message."""
+"""The errors a SecAgg+ node raises: a refused protocol message, or mods set up wrong."""
 
 from __future__ import annotations
 
 from ...errors import PollinateError
 
-__all__ = ["SecAggError"]
+__all__ = ["ModOrderError", "SecAggError"]
 
 
 class SecAggError(PollinateError):
     """A protocol message a node refuses: replayed, altered, out of order, or unsafe."""
+
+
+class ModOrderError(SecAggError):
+    """The node's mods cannot run SecAgg+ as set up: one is missing or in the wrong order.
+
+    The server ends the round with the node's message rather than count it as a dropout:
+    every node of the app has the same mods.
+    """
+
+
+def outside_secagg(mod: str) -> ModOrderError:
+    """The error of ``mod`` when it runs outside ``secaggplus_mod`` (listed before it)."""
+    return ModOrderError(
+        f"{mod} runs outside secaggplus_mod, so it would see SecAgg+'s stage messages and "
+        f"the masked vector, not the update: list it after secaggplus_mod, "
+        f"ClientApp(mods=[secaggplus_mod, {mod}])"
+    )

@@ -45,8 +45,9 @@ __all__ = [
 
 PREFIX = "secagg."
 RECORD = "secagg"
-"""Where a node's reply holds its answer, and where its context.state holds its secrets."""
-STATE = "secagg"
+"""Where a node's reply holds its answer."""
+STATE = "secagg.node"
+"""Where a node's context.state holds its round: where it is, and its secrets until unmasking."""
 COUNT = "secagg.count"
 
 STAGE = "secagg.stage"

@@ -8,16 +8,12 @@ the pairwise masks of two nodes that both sent their vectors cancel in the sum.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
-
-import numpy as np
 
 from ._crypto import agree, expand
 from ._keys import MASK_LABEL
+from ._quantize import Vector
 
 __all__ = ["apply_masks", "pair_seed", "reduce_mod"]
-
-Vector = np.ndarray[Any, Any]
 
 
 def pair_seed(private_s: bytes, peer_public_s: bytes, session: bytes) -> bytes:

@@ -17,9 +17,10 @@ import numpy as np
 
 from ...records import ArrayRecord
 
-__all__ = ["dequantize_mean", "flat_delta", "quantize", "step", "vector_dtype"]
+__all__ = ["Vector", "dequantize_mean", "flat_delta", "quantize", "step", "vector_dtype"]
 
 Vector = np.ndarray[Any, Any]
+"""A flat numpy vector: an update, a masked vector, or their sum."""
 
 
 def vector_dtype(modulus: int) -> np.dtype[Any]:

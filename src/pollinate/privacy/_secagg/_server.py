@@ -28,7 +28,8 @@ from ...message import ErrorCode, Message
 from ...records import ArrayRecord, ConfigRecord, ConfigValue, RecordDict
 from ...server import Failure, Grid
 from . import _keys as k
-from ._errors import SecAggError
+from ._crypto import is_valid_public_key
+from ._errors import ModOrderError, SecAggError
 from ._fields import byte_list, int_list, scalar
 from ._graph import neighbours
 from ._params import Params, RoundParams
@@ -93,9 +94,12 @@ class SecureTrain:
         asks = {node: {**settings, k.NEIGHBOURS: graph[node]} for node in graph}
         keys: dict[int, tuple[bytes, bytes]] = {}
         missing_mod: list[int] = []
+        first_reason = ""
         for node, reply in self._exchange("setup", asks):
+            self._refuse_mod_order(node, reply)
             if _lacks_mod(reply):
                 missing_mod.append(node)
+                first_reason = first_reason or _reason(reply)
                 continue
             answer = self._answer(node, "setup", reply)
             if answer is None:
@@ -105,13 +109,17 @@ class SecureTrain:
             except SecAggError as err:
                 self._fail(node, "setup", str(err))
                 continue
-            if {len(key) for key in pair} != {_PUBLIC_KEY_BYTES}:
-                self._fail(node, "setup", "answered public keys that are not X25519 keys")
+            if {len(key) for key in pair} != {_PUBLIC_KEY_BYTES} or not all(
+                map(is_valid_public_key, pair)
+            ):
+                # set aside before share-keys: its neighbours would each fail to agree with it
+                self._fail(node, "setup", "answered a public key that is not a valid X25519 key")
                 continue
             keys[node] = pair
         if missing_mod:
             raise RoundError(
-                f"round {self.server_round} SecAgg+: node(s) {_list(missing_mod)} {_NO_MOD}"
+                f"round {self.server_round} SecAgg+: node(s) {_list(missing_mod)} {_NO_MOD} "
+                f"(node {missing_mod[0]}: {first_reason})"
             )
         return keys
 
@@ -166,6 +174,7 @@ class SecureTrain:
             for node, boxes in sealed.items()
         }
         for node, reply in self._exchange("masking", asks, with_train=True):
+            self._refuse_mod_order(node, reply)
             if reply.has_error:
                 self._fail(node, "masking", _reason(reply))
                 continue
@@ -198,7 +207,8 @@ class SecureTrain:
                 continue
             if not unmasking.take_shares(node, answer):
                 log.warning(
-                    "round %d SecAgg+: node %d answered other shares than asked: set aside",
+                    "round %d SecAgg+: node %d answered other shares than asked, or a wrong "
+                    "share that is not a field element: set aside",
                     self.server_round,
                     node,
                 )
@@ -253,6 +263,13 @@ class SecureTrain:
             self._fail(node, stage, "answered without a secagg record")
         return answer
 
+    def _refuse_mod_order(self, node: int, reply: Message) -> None:
+        """RoundError with the node's own words if its mods cannot run SecAgg+ as set up."""
+        error = reply.error
+        if error is not None and f"{ModOrderError.__name__}: " in error.reason:
+            reason = error.reason.split(f"{ModOrderError.__name__}: ", 1)[1].rsplit(" (at ", 1)[0]
+            raise RoundError(f"round {self.server_round} SecAgg+: node {node}: {reason}")
+
     def _fail(self, node: int, stage: str, reason: str) -> None:
         self.failures.append(Failure(node, f"dropped at SecAgg+ stage {stage}: {reason}"))
 
@@ -273,12 +290,15 @@ def _masked_vector(reply: Message, length: int, dtype: np.dtype[Any]) -> Any:
 
 
 def _lacks_mod(reply: Message) -> bool:
-    """Whether a setup reply came from a node whose ClientApp has no secaggplus_mod."""
-    error = reply.error
-    if error is not None:
-        app_answered = error.code in (ErrorCode.CLIENT_APP_RAISED, ErrorCode.NO_HANDLER)
-        return app_answered and SecAggError.__name__ not in error.reason
-    return _config_answer(reply) is None
+    """Whether the node's app, not secaggplus_mod, answered a setup message.
+
+    The mod answers every setup with its record or a PROTOCOL_REFUSED error; an app
+    without it answers with an ordinary reply or its handler raises (there is no model to
+    train). Any other error (a refusal, a timeout, a garbled reply) is the node dropping.
+    """
+    if reply.error is None:
+        return _config_answer(reply) is None
+    return reply.error.code == ErrorCode.CLIENT_APP_RAISED
 
 
 def _reason(reply: Message) -> str:

@@ -8,8 +8,9 @@ the second from the dropped node's mask key, rebuilt from its key shares.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+import functools
+import logging
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -22,11 +23,11 @@ from ._errors import SecAggError
 from ._fields import byte_list, int_list
 from ._masking import apply_masks, pair_seed, reduce_mod
 from ._params import Params, RoundParams
-from ._quantize import vector_dtype
+from ._quantize import Vector, vector_dtype
 
 __all__ = ["Unmasking"]
 
-Vector = np.ndarray[Any, Any]
+log = logging.getLogger("pollinate.privacy")
 
 
 class Unmasking:
@@ -49,9 +50,12 @@ class Unmasking:
         self.length = length
         self.total = np.zeros(length, vector_dtype(params.modulus_range))
         self.summed: list[int] = []
-        self.responders: set[int] | None = None  # None until unmasking: every summed node may
+        self.responders: set[int] = set()
+        """The nodes whose shares were taken at unmasking (before it, every summed node may)."""
         self.seed_shares: dict[int, dict[int, bytes]] = {}
         self.key_shares: dict[int, dict[int, bytes]] = {}
+        self.wrong: set[int] = set()
+        """Nodes that sent a wrong share: their shares are no longer used."""
 
     def add(self, node: int, vector: Vector) -> None:
         """Fold one node's masked vector into the sum (wrapping: arithmetic mod 2**bits)."""
@@ -81,11 +85,13 @@ class Unmasking:
         asked = (self.summed_neighbours(node), self.dropped_neighbours(node))
         if (seed_owners, key_owners) != asked or (len(seeds), len(keys)) != tuple(map(len, asked)):
             return False
+        if any(not _is_share(share) for share in [*seeds, *keys]):
+            return False
         for owner, share in zip(seed_owners, seeds, strict=True):
             self.seed_shares.setdefault(owner, {})[node] = share
         for owner, share in zip(key_owners, keys, strict=True):
             self.key_shares.setdefault(owner, {})[node] = share
-        self.responders = (self.responders or set()) | {node}
+        self.responders.add(node)
         return True
 
     def require_holders(self, server_round: int, stage: str) -> None:
@@ -97,7 +103,7 @@ class Unmasking:
                 f"after stage {stage}, fewer than reconstruction_threshold={threshold}: too "
                 "many nodes dropped to release a sum"
             )
-        answering = set(self.summed) if self.responders is None else self.responders
+        answering = self.responders if stage == "unmasking" else set(self.summed)
         short = [
             f"node {owner}'s {what} has {held} of {threshold} shares"
             for owner, what, held in self._holders(answering)
@@ -130,18 +136,14 @@ class Unmasking:
         """The sum with every mask removed: (weighted quantized deltas, total weight)."""
         masks: list[tuple[int, bytes]] = []
         for owner in self.summed:
-            seed = self._rebuild(self.seed_shares, owner, SEED_BYTES, server_round)
+            seed = self._rebuild(self.seed_shares, owner, server_round)
             masks.append((-1, seed))
         summed = set(self.summed)
         for owner in sorted(self.sharing - summed):
             if not set(self.live[owner]) & summed:
                 continue
-            private = self._rebuild(self.key_shares, owner, SEED_BYTES, server_round)
-            if public_key(private) != self.keys[owner][1]:
-                raise RoundError(
-                    f"round {server_round} SecAgg+: the shares of node {owner}'s mask key do "
-                    "not rebuild the key it advertised (a node sent a wrong share)"
-                )
+            matches = functools.partial(_matches, self.keys[owner][1])
+            private = self._rebuild(self.key_shares, owner, server_round, matches)
             for node in self.live[owner]:
                 if node in summed:  # it added +mask if node < owner, else -mask: undo that
                     sign = -1 if node < owner else 1
@@ -152,11 +154,42 @@ class Unmasking:
         return total[:-1], int(total[-1])
 
     def _rebuild(
-        self, shares: Mapping[int, Mapping[int, bytes]], owner: int, length: int, server_round: int
+        self,
+        shares: Mapping[int, Mapping[int, bytes]],
+        owner: int,
+        server_round: int,
+        check: Callable[[bytes], bool] | None = None,
     ) -> bytes:
+        """A secret from its shares, outvoting wrong ones; their senders are set aside.
+
+        ``check`` tells the right secret (a mask key must match its public key).
+        """
+        held = {x: y for x, y in shares.get(owner, {}).items() if x not in self.wrong}
+        threshold = self.round_params.threshold
         try:
-            return _shamir.combine(shares.get(owner, {}), self.round_params.threshold, length)
+            secret, wrong = _shamir.combine(held, threshold, SEED_BYTES, check)
         except ValueError as err:
             raise RoundError(
-                f"round {server_round} SecAgg+: node {owner}'s secret: {err}"
+                f"round {server_round} SecAgg+: node {owner}'s secret cannot be rebuilt: {err} "
+                "(a node sent a wrong share)"
             ) from None
+        for holder in wrong:
+            log.warning(
+                "round %d SecAgg+: node %d sent a wrong share of node %d's secret: its shares "
+                "are set aside (outvoted by the other holders)",
+                server_round,
+                holder,
+                owner,
+            )
+        self.wrong.update(wrong)
+        return secret
+
+
+def _matches(advertised: bytes, private: bytes) -> bool:
+    """Whether ``private`` is the mask key of the public key its node advertised."""
+    return public_key(private) == advertised
+
+
+def _is_share(share: bytes) -> bool:
+    """Whether ``share`` is a field element written as ``_shamir.split`` writes one."""
+    return len(share) == _shamir.SHARE_BYTES and int.from_bytes(share, "big") < _shamir.PRIME

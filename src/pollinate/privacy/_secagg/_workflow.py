@@ -16,10 +16,13 @@ from ...server import Grid
 from ...strategy import SecureAggregation, SecureRound
 from . import _keys as k
 from ._params import Params, RoundParams
-from ._quantize import dequantize_mean
+from ._quantize import Vector, dequantize_mean
 from ._server import SecureTrain
 
 __all__ = ["SecAggPlus"]
+
+_LEAST_NODES = 3
+"""The smallest round SecAgg+ runs: in a sum of two, each node can read the other's update."""
 
 
 class SecAggPlus(SecureAggregation):
@@ -43,7 +46,8 @@ class SecAggPlus(SecureAggregation):
             the mean is below one level, ``2 clipping_range / (quantization_range - 1)``).
         modulus_range: a power of two up to 2**64: sums wrap around it, so the round's
             ``nodes x max_weight x (quantization_range - 1)`` must stay below it.
-        timeout: seconds to wait for each stage's replies (None: the round's timeout).
+        timeout: seconds to wait for each stage's replies (None: the round's timeout, for
+            each stage): a secure round may take up to 4 x it.
         weighted: False gives every node weight 1 (a DP aggregation turns this off).
         seed: seeds the neighbour graph, for reproducible simulations (None: OS randomness).
     """
@@ -86,6 +90,12 @@ class SecAggPlus(SecureAggregation):
     def for_strategy(self, weight_key: str, weighted: bool, min_train_nodes: int) -> SecAggPlus:
         """A copy for a strategy; ConfigError if its smallest rounds cannot run safely."""
         shares = self.params.num_shares
+        if min_train_nodes < _LEAST_NODES:
+            raise ConfigError(
+                f"SecAgg+ needs rounds of at least {_LEAST_NODES} nodes (with 2, each node "
+                f"could subtract its own update from the sum), but min_train_nodes="
+                f"{min_train_nodes}: raise min_train_nodes"
+            )
         if isinstance(shares, int) and min_train_nodes < shares:
             raise ConfigError(
                 f"SecAgg+ num_shares={shares} needs rounds of at least {shares} nodes, but "
@@ -94,7 +104,7 @@ class SecAggPlus(SecureAggregation):
         bound = copy.copy(self)
         bound.weighted = self.weighted and weighted
         bound.weight_key = weight_key
-        RoundParams.resolve(self.params, max(min_train_nodes, 3), bound.weighted)
+        RoundParams.resolve(self.params, min_train_nodes, bound.weighted)
         return bound
 
     def train_round(
@@ -111,7 +121,7 @@ class SecAggPlus(SecureAggregation):
         by_node = {message.metadata.dst_node_id: message for message in messages}
         if len(by_node) != len(messages):
             raise RoundError(f"round {server_round} SecAgg+: a node was sent two train messages")
-        round_params = RoundParams.resolve(self.params, len(by_node), self.weighted)
+        round_params = self._round_params(server_round, len(by_node))
         length = sum(math.prod(array.shape) for array in arrays.values()) + 1
         run = SecureTrain(
             grid,
@@ -133,15 +143,50 @@ class SecAggPlus(SecureAggregation):
                 f"possible for {count} nodes (a node sent a wrong share or vector)"
             )
         p = self.params
+        _check_in_range(server_round, total, weight, p.quantization_range)
         mean = dequantize_mean(total, weight, p.clipping_range, p.quantization_range, arrays)
         metrics = MetricRecord({self.weight_key: weight, k.COUNT: count})
         reply = _reply(grid.run_id, RecordDict({"arrays": mean, "metrics": metrics}))
         return SecureRound(reply, count, tuple(run.failures))
 
+    def _round_params(self, server_round: int, num_nodes: int) -> RoundParams:
+        """The round's settings; RoundError if it sampled too few nodes to share secrets.
+
+        A DP aggregation Poisson-samples, so a round may draw fewer nodes than
+        ``min_train_nodes``; such a draw can be neither skipped nor redrawn (either would
+        void the DP guarantee, whose sensitivity assumes every draw is aggregated), so the
+        run ends.
+        """
+        shares = self.params.num_shares
+        if num_nodes < (shares if isinstance(shares, int) else _LEAST_NODES):
+            raise RoundError(
+                f"round {server_round} SecAgg+: the round sampled {num_nodes} nodes, too few "
+                f"for num_shares={shares}; a DP aggregation's Poisson sample varies in size, "
+                "and a small draw can be neither skipped nor redrawn without voiding the DP "
+                "guarantee: raise fraction_train (or add nodes) so that fraction_train x "
+                "available nodes is well above num_shares, or lower num_shares"
+            )
+        return RoundParams.resolve(self.params, num_nodes, self.weighted)
+
     def _graph_seed(self, server_round: int) -> int:
         if self.seed is None:
             return secrets.randbits(63)
         return int(np.random.default_rng([self.seed, server_round]).integers(2**63))
+
+
+def _check_in_range(server_round: int, total: Vector, weight: int, levels: int) -> None:
+    """RoundError unless every unmasked coordinate is a sum of in-range levels.
+
+    Each node sends ``weight x level`` with ``level`` in ``0 .. q-1``, so the sum lies in
+    ``[0, total weight x (q-1)]``; outside it, a node sent a value out of range and the sum
+    wrapped around the modulus (it would dequantize to garbage).
+    """
+    if total.size and int(total.max()) > weight * (levels - 1):
+        raise RoundError(
+            f"round {server_round} SecAgg+: the unmasked sum is out of range (above total "
+            f"weight {weight} x (quantization_range - 1)): a node sent a value outside the "
+            "quantization range, so the sum wrapped around the modulus; the round is refused"
+        )
 
 
 def _reply(run_id: int, content: RecordDict) -> Message:
