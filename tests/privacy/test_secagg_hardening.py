@@ -405,6 +405,16 @@ def test_an_operator_sets_its_own_floors():
         SecAggPlusMod(min_threshold=0)
 
 
+def test_a_round_every_node_refuses_says_why_not_only_how_many_dropped(make_grid):
+    # SecAgg+(3, 2) gives each node 2 neighbours: below secaggplus_mod's floor of 4.
+    with pytest.raises(RoundError) as raised:
+        _start(make_grid, _app(), strategy=_strategy(5, shares=3, threshold=2))
+    message = str(raised.value)
+    assert "only 0 masked vectors arrived" in message
+    assert "dropped at SecAgg+ stage setup" in message and "floor of 4" in message
+    assert "(and 2 more)" in message
+
+
 # -- M3: "lacks the mod" from a structured signal ---------------------------------------------
 
 

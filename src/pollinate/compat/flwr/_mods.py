@@ -20,7 +20,7 @@ from ...message import Message as CoreMessage
 from ...message import MessageType
 from ...privacy import fixed_clipping_mod as core_fixed_clipping_mod
 from ...privacy import local_dp_mod
-from ...privacy import secaggplus_mod as core_secaggplus_mod
+from ...privacy import SecAggPlusMod
 from ...records import ConfigRecord
 from ._records import Context, Message, core_message, flower_context, flower_message
 from .common.logger import warn_once
@@ -35,6 +35,10 @@ __all__ = [
 ]
 
 FlowerNext: TypeAlias = Callable[[Message, Context], Message]
+
+_FLOWER_SECAGG_MOD = SecAggPlusMod(min_neighbours=2, min_threshold=2)
+"""Flower's node takes any neighbourhood of 2 or more (its example: 3 shares, threshold 2);
+pollinate's own ``secaggplus_mod`` asks for at least 4 neighbours and a threshold of 3."""
 
 CONFIG, ROUND = "config", "server-round"
 """Where a train message's round is (pollinate's strategies and Flower's message API put it)."""
@@ -57,8 +61,9 @@ def secaggplus_mod(msg: Message, ctxt: Context, call_next: FlowerNext) -> Messag
 
     It answers the four SecAgg+ stages and calls the app's train handler once per round,
     masking the update (trained minus received model) with the weight ``num_examples``.
+    Like Flower's, it takes rounds of 2 neighbours and a threshold of 2.
     """
-    return _run(core_secaggplus_mod, msg, ctxt, call_next)
+    return _run(_FLOWER_SECAGG_MOD, msg, ctxt, call_next)
 
 
 def secagg_mod(msg: Message, ctxt: Context, call_next: FlowerNext) -> Message:

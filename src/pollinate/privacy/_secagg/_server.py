@@ -75,9 +75,18 @@ class SecureTrain:
             self.params, self.round_params, self.session, graph, keys, sharing, length
         )
         self._masking(sealed, unmasking)
-        unmasking.require_holders(self.server_round, "masking")
+        self._require_holders(unmasking, "masking")
         self._unmask(unmasking)
         return unmasking
+
+    def _require_holders(self, unmasking: Unmasking, stage: str) -> None:
+        """``unmasking.require_holders``, its error naming why the first nodes dropped."""
+        try:
+            unmasking.require_holders(self.server_round, stage)
+        except RoundError as err:
+            shown = "; ".join(str(failure) for failure in self.failures[:3])
+            more = f" (and {len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
+            raise RoundError(f"{err}; {shown}{more}" if shown else str(err)) from None
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -212,7 +221,7 @@ class SecureTrain:
                     self.server_round,
                     node,
                 )
-        unmasking.require_holders(self.server_round, "unmasking")
+        self._require_holders(unmasking, "unmasking")
 
     # -- exchanges ------------------------------------------------------------------------
 
