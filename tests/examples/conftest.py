@@ -81,6 +81,11 @@ def skewed_mnist() -> Example:
 
 
 @pytest.fixture(scope="session")
+def private_mnist() -> Example:
+    return Example(REPO / "examples" / "private-mnist", "private_mnist")
+
+
+@pytest.fixture(scope="session")
 def cross_device_mnist() -> Example:
     return Example(REPO / "examples" / "cross-device-mnist", "cross_device_mnist")
 

@@ -150,21 +150,23 @@ class SecAggPlus(SecureAggregation):
         return SecureRound(reply, count, tuple(run.failures))
 
     def _round_params(self, server_round: int, num_nodes: int) -> RoundParams:
-        """The round's settings; RoundError if it sampled too few nodes to share secrets.
+        """The round's settings; ConfigError if it sampled too few nodes to share secrets.
 
         A DP aggregation Poisson-samples, so a round may draw fewer nodes than
         ``min_train_nodes``; such a draw can be neither skipped nor redrawn (either would
         void the DP guarantee, whose sensitivity assumes every draw is aggregated), so the
-        run ends.
+        run ends, and the message says how to make such draws unlikely.
         """
         shares = self.params.num_shares
-        if num_nodes < (shares if isinstance(shares, int) else _LEAST_NODES):
-            raise RoundError(
-                f"round {server_round} SecAgg+: the round sampled {num_nodes} nodes, too few "
-                f"for num_shares={shares}; a DP aggregation's Poisson sample varies in size, "
+        needed = shares if isinstance(shares, int) else _LEAST_NODES
+        if num_nodes < needed:
+            raise ConfigError(
+                f"SecAgg+ num_shares={shares} needs rounds of at least {needed} nodes, but "
+                f"round {server_round} sampled {num_nodes}: lower num_shares or raise "
+                "min_train_nodes; with a DP aggregation the Poisson sample's size varies, "
                 "and a small draw can be neither skipped nor redrawn without voiding the DP "
                 "guarantee: raise fraction_train (or add nodes) so that fraction_train x "
-                "available nodes is well above num_shares, or lower num_shares"
+                "available nodes is well above num_shares"
             )
         return RoundParams.resolve(self.params, num_nodes, self.weighted)
 
