@@ -18,9 +18,8 @@ from ...context import Context as CoreContext
 from ...errors import ConfigError
 from ...message import Message as CoreMessage
 from ...message import MessageType
+from ...privacy import SecAggPlusMod, local_dp_mod
 from ...privacy import fixed_clipping_mod as core_fixed_clipping_mod
-from ...privacy import local_dp_mod
-from ...privacy import SecAggPlusMod
 from ...records import ConfigRecord
 from ._records import Context, Message, core_message, flower_context, flower_message
 from .common.logger import warn_once
