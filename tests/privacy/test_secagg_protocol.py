@@ -164,7 +164,9 @@ def test_a_round_too_small_for_num_shares_is_refused_before_any_message(grid_of)
         fraction_evaluate=0.0,
     )
     strategy.min_train_nodes = 3  # as if lowered after construction: the round has 5 nodes
-    with pytest.raises(RoundError, match="the round sampled 5 nodes, too few for num_shares=7"):
+    with pytest.raises(
+        ConfigError, match="num_shares=7 needs rounds of at least 7 nodes, but round 1 sampled 5"
+    ):
         strategy.start(grid, initial(), num_rounds=1)
     assert grid.sent == []
 
