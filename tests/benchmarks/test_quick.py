@@ -127,3 +127,18 @@ def test_gpu_check() -> None:
     ):
         assert has_line(lines, rf"{run} +{figures}")
     assert re.fullmatch(rf"vectorized, num-gpus [01] +{figures}", lines[-1])
+
+
+def test_privacy_utility() -> None:
+    lines = run_quick("privacy_utility.py", str(require_mnist()))
+    assert lines[0].startswith("--quick: 60 nodes") and lines[0].endswith("mean nothing")
+    assert has_line(lines, rf"epsilon 8: calibrated noise multiplier {NUMBER}")
+    run = rf"target epsilon 8 +spent {NUMBER} +z {NUMBER} +clip {NUMBER} +accuracy .*"
+    for method in ("fixed 0.1", "fixed 0.4", "adaptive"):
+        assert has_line(lines, rf"{method} +{run}")
+    assert "| clipping | epsilon 8 | epsilon inf (no noise) |" in lines
+    assert has_line(
+        lines, rf"\| adaptive - best fixed \| [+-]{NUMBER} \((NOT )?within 1 point\) .*"
+    )
+    assert has_line(lines, rf"plain FedAvg without DP: {NUMBER}")
+    assert lines[-1].startswith("command: python ") and "--quick" in lines[-1]
