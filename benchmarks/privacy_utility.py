@@ -291,7 +291,7 @@ def plot(
         label = (
             "adaptive (quantile 0.5)" if method == ADAPTIVE else f"fixed clip {clip_of(method):g}"
         )
-        ax.plot(xs, ys, marker="o", label=label, **style)  # type: ignore[arg-type]
+        ax.plot(xs, ys, marker="o", label=label, **style)
     ax.axhline(100 * reference.accuracy, linestyle="--", color="grey", label="FedAvg, no DP")
     ax.set_xscale("log")
     ax.set_xticks(xs, [f"{e:g}" if math.isfinite(e) else "inf" for e in epsilons])
