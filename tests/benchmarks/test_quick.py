@@ -136,3 +136,18 @@ def test_secagg() -> None:
     assert has_line(lines, rf"20 nodes  10 k params  10% dropout  7 shares t=4:  {round_}  \|.*")
     assert any(line.startswith("goal per-node masking < 0.2 s") for line in lines)
     assert re.fullmatch(rf"ratio {NUMBER}", lines[-1])
+
+
+def test_privacy_utility() -> None:
+    lines = run_quick("privacy_utility.py", str(require_mnist()))
+    assert lines[0].startswith("--quick: 60 nodes") and lines[0].endswith("mean nothing")
+    assert has_line(lines, rf"epsilon 8: calibrated noise multiplier {NUMBER}")
+    run = rf"target epsilon 8 +spent {NUMBER} +z {NUMBER} +clip {NUMBER} +accuracy .*"
+    for method in ("fixed 0.1", "fixed 0.4", "adaptive"):
+        assert has_line(lines, rf"{method} +{run}")
+    assert "| clipping | epsilon 8 | epsilon inf (no noise) |" in lines
+    assert has_line(
+        lines, rf"\| adaptive - best fixed \| [+-]{NUMBER} \((NOT )?within 1 point\) .*"
+    )
+    assert has_line(lines, rf"plain FedAvg without DP: {NUMBER}")
+    assert lines[-1].startswith("command: python ") and "--quick" in lines[-1]
