@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal, TypeAlias
 
@@ -41,8 +42,10 @@ def epsilon(
 ) -> float:
     """The epsilon at ``delta`` of rounds given as ``(sampling rate, noise multiplier)``.
 
-    Runs of equal rounds are composed as one self-composed event, so T equal rounds cost
-    about as much as one. 0.0 for no rounds; ``inf`` if a round had no noise.
+    Composition commutes, so the rounds are grouped by their ``(q, z)``; each group's PLD
+    is kept and extended by the rounds added since, so a run's per-round figure costs one
+    composition, not a recount of every round. 0.0 for no rounds; ``inf`` if a round had
+    no noise.
     """
     runs = _runs(rounds)
     if not runs:
@@ -75,20 +78,33 @@ def calibrate_noise_multiplier(
 
 @functools.lru_cache(maxsize=256)
 def _epsilon(runs: tuple[tuple[float, float, int], ...], delta: float, accountant: str) -> float:
-    dp = dp_accounting()
+    """The epsilon of ``runs`` (each ``(q, z, count)`` once, sorted), PLDs kept for next time."""
+    return _composed_epsilon(runs, delta, accountant, keep=True)
+
+
+def _composed_epsilon(
+    runs: tuple[tuple[float, float, int], ...], delta: float, accountant: str, keep: bool
+) -> float:
     if any(z == 0.0 for _, z, _ in runs):
         return math.inf
-    ledger = _new_accountant(dp, accountant, min(z for _, z, _ in runs))
-    ledger.compose(dp.ComposedDpEvent([_event(dp, q, z, count) for q, z, count in runs]))
-    return float(ledger.get_epsilon(delta))
+    dp = dp_accounting()
+    least_z = min(z for _, z, _ in runs)
+    if accountant == "rdp" or least_z < PLD_MIN_Z:
+        ledger = dp.rdp.RdpAccountant()
+        ledger.compose(dp.ComposedDpEvent([_event(dp, q, z, count) for q, z, count in runs]))
+        return float(ledger.get_epsilon(delta))
+    interval = _interval(least_z)
+    plds = [_group_pld(q, z, count, interval, keep) for q, z, count in runs]
+    total = functools.reduce(lambda a, b: a.compose(b), plds)
+    return float(total.get_epsilon_for_delta(delta))
 
 
 @functools.lru_cache(maxsize=32)
 def _calibrated(target: float, delta: float, q: float, rounds: int, accountant: str) -> float:
     """Bisection on the accountant: a bracket found by doubling, then halved to 0.1%."""
 
-    def within(z: float) -> bool:
-        return _epsilon(((q, z, rounds),), delta, accountant) <= target
+    def within(z: float) -> bool:  # each z is tried once: nothing kept for it
+        return _composed_epsilon(((q, z, rounds),), delta, accountant, keep=False) <= target
 
     low, high = _NOISE_BRACKET
     if not within(high):
@@ -127,28 +143,68 @@ PLD_MIN_Z = 0.01
 """Below this, a PLD's grid overflows; RDP's bound (an epsilon beyond use anyway) stands in."""
 
 
-def _new_accountant(dp: Any, accountant: str, least_z: float) -> Any:
-    """The accountant asked for, able to take noise multipliers down to ``least_z``.
+def _interval(least_z: float) -> float:
+    """The PLD grid for noise multipliers down to ``least_z``.
 
     A PLD's grid of privacy losses grows as ``1 / z^2``: below ``PLD_FINE_Z`` it is made
     coarser in proportion, which keeps its epsilon an upper bound (dp-accounting rounds
     pessimistically) and its size bounded.
     """
-    if accountant == "rdp" or least_z < PLD_MIN_Z:
-        return dp.rdp.RdpAccountant()
-    interval = 1e-4 * max(1.0, (PLD_FINE_Z / least_z) ** 2)
-    return dp.pld.PLDAccountant(value_discretization_interval=interval)
+    return 1e-4 * max(1.0, (PLD_FINE_Z / least_z) ** 2)
+
+
+KEPT_PLDS = 8
+"""How many composed PLDs are kept to be extended (a run needs one per distinct (q, z))."""
+
+_kept: OrderedDict[tuple[float, float, float, int], Any] = OrderedDict()
+"""Composed PLDs by ``(q, z, interval, rounds)``, the least recently used first."""
+
+
+@functools.lru_cache(maxsize=KEPT_PLDS)
+def _one_round(q: float, z: float, interval: float) -> Any:
+    """The PLD of one Poisson-sampled Gaussian round (the costly part: built once)."""
+    module = dp_accounting().pld.privacy_loss_distribution
+    return module.from_gaussian_mechanism(
+        standard_deviation=z, value_discretization_interval=interval, sampling_prob=q
+    )
+
+
+def _group_pld(q: float, z: float, count: int, interval: float, keep: bool) -> Any:
+    """The PLD of ``count`` rounds at ``(q, z)``: a kept one extended, or self-composed.
+
+    Full participation (``q = 1``) is one Gaussian of ``z / sqrt(count)``, as exact and cheap.
+    """
+    module = dp_accounting().pld.privacy_loss_distribution
+    if q >= 1.0:
+        return module.from_gaussian_mechanism(
+            standard_deviation=z / math.sqrt(count), value_discretization_interval=interval
+        )
+    if not keep:
+        one = module.from_gaussian_mechanism(
+            standard_deviation=z, value_discretization_interval=interval, sampling_prob=q
+        )
+        return one if count == 1 else one.self_compose(count)
+    one = _one_round(q, z, interval)
+    fewer = [n for (q_, z_, i_, n) in _kept if (q_, z_, i_) == (q, z, interval) and n <= count]
+    if fewer:
+        start = max(fewer)
+        composed = _kept[(q, z, interval, start)]
+        if start < count:
+            more = count - start
+            composed = composed.compose(one if more == 1 else one.self_compose(more))
+    else:
+        composed = one if count == 1 else one.self_compose(count)
+    _kept[(q, z, interval, count)] = composed
+    _kept.move_to_end((q, z, interval, count))
+    while len(_kept) > KEPT_PLDS:
+        _kept.popitem(last=False)
+    return composed
 
 
 def _runs(rounds: Iterable[tuple[float, float]]) -> tuple[tuple[float, float, int], ...]:
-    """Consecutive equal rounds as ``(q, z, count)``."""
-    runs: list[list[Any]] = []
-    for q, z in rounds:
-        if runs and runs[-1][0] == q and runs[-1][1] == z:
-            runs[-1][2] += 1
-        else:
-            runs.append([float(q), float(z), 1])
-    return tuple((q, z, count) for q, z, count in runs)
+    """The rounds grouped by ``(q, z)`` as ``(q, z, count)``, in order (composition commutes)."""
+    counts = Counter((float(q), float(z)) for q, z in rounds)
+    return tuple((q, z, count) for (q, z), count in sorted(counts.items()))
 
 
 def dp_accounting() -> Any:
