@@ -38,7 +38,13 @@ SECAGG_COUNT_KEY = "secagg.count"
 """A securely aggregated reply's metric: how many node-clipped deltas its model is the mean of."""
 
 HISTORY = "privacy.history"
-"""The accountant's state: a row ``[q, z, clip]`` per round (grows: see Strategy)."""
+"""The accountant's state: a row ``[q, z, clip]`` per round, and per interrupted round."""
+
+ACCOUNTING = "privacy.accounting"
+"""What the history's epsilon is for: ``[delta, index of the accountant in ACCOUNTANTS]``."""
+
+ATTEMPTS = "privacy.resumes"
+"""How many times the run was resumed: part of every seeded key, so noise never repeats."""
 
 CLIP = "privacy.next-clip-norm"
 """Adaptive clipping's state: the clip the next round uses."""
@@ -256,13 +262,47 @@ class _CentralDp(Aggregator):
             "FedAvg(aggregation=chain(...)), which tells it the round's sample"
         )
 
-    def init(self, arrays: ArrayRecord) -> ArrayRecord:
-        """An empty accountant history."""
-        return ArrayRecord({HISTORY: np.zeros((0, 3))})
+    growing_state = (HISTORY,)
 
-    def sampling_rng(self, server_round: int) -> np.random.Generator:
-        """The Poisson sample's randomness: seeded, or from the OS."""
-        return self.plan.noise.generator(server_round, SAMPLING)
+    def init(self, arrays: ArrayRecord) -> ArrayRecord:
+        """An empty accountant history, what it accounts for, and no resume yet."""
+        accounting = [self.plan.delta, _accountant.ACCOUNTANTS.index(self.plan.accountant)]
+        return ArrayRecord(
+            {HISTORY: np.zeros((0, 3)), ACCOUNTING: np.array(accounting), ATTEMPTS: np.array(0)}
+        )
+
+    def resume(self, state: ArrayRecord, last_round: int, sampling_rate: float) -> ArrayRecord:
+        """The kept state with the interrupted round accounted as spent; refused if unsound.
+
+        The round after ``last_round`` may have released its noised model (to the
+        evaluating nodes) before the server fell, and the resumed run redoes it: it is
+        accounted as one more round, and the resume count keys the seeded noise anew.
+        """
+        history = state[HISTORY].numpy()
+        if len(history) < last_round:
+            raise ConfigError(
+                f"{self!r}: the run resumes after round {last_round}, but its DP history "
+                f"accounts {len(history)} of the {last_round} rounds (plain rounds, or a "
+                "resume point without the strategy's state): their privacy cost is unknown, "
+                "so epsilon cannot go on; start a new run, or resume from a checkpoint with "
+                "the strategy state"
+            )
+        delta, kind = (float(v) for v in state[ACCOUNTING].numpy())
+        was = _accountant.ACCOUNTANTS[int(kind)]
+        if (delta, was) != (self.plan.delta, self.plan.accountant):
+            raise ConfigError(
+                f"{self!r}: the run to resume was accounted at delta={delta:g} with "
+                f"accountant={was!r}: resume with the same delta and accountant"
+            )
+        interrupted = [[sampling_rate, self.plan.z(sampling_rate), self.clip(state)]]
+        resumed = ArrayRecord(state)
+        resumed[HISTORY] = np.concatenate([history, interrupted])
+        resumed[ATTEMPTS] = np.array(_attempt(state) + 1)
+        return resumed
+
+    def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
+        """The Poisson sample's randomness: seeded (anew after a resume), or from the OS."""
+        return self.plan.noise.generator(server_round, SAMPLING, *_resumes(state))
 
     @abstractmethod
     def clip(self, state: ArrayRecord) -> float:
@@ -295,11 +335,12 @@ class _CentralDp(Aggregator):
             total.add(update)
             del update
         noise_std, new_state = self.after_round(total, clip, z, expected, state, info)
-        model = total.noised_mean(
-            expected, noise_std, self.plan.noise.normals(info.server_round, UPDATE_NOISE)
-        )
+        draw = self.plan.noise.normals(info.server_round, UPDATE_NOISE, *_resumes(state))
+        model = total.noised_mean(expected, noise_std, draw)
         history = np.concatenate([state[HISTORY].numpy(), [[q, z, clip]]])
         new_state[HISTORY] = history
+        new_state[ACCOUNTING] = state[ACCOUNTING]
+        new_state[ATTEMPTS] = state[ATTEMPTS]
         return model, new_state
 
     def after_round(
@@ -345,7 +386,7 @@ class _CentralDp(Aggregator):
         spent = self.plan.epsilon(history)
         return (
             f"the privacy budget max_epsilon={budget:g} (delta={self.plan.delta:g}) would be "
-            f"passed: epsilon is {spent:.4g} after {len(history)} rounds and would be "
+            f"passed: epsilon is {spent:.4g} after {len(history)} accounted rounds and would be "
             f"{after:.4g} after round {server_round}"
         )
 
@@ -426,7 +467,7 @@ class _AdaptiveClip(_CentralDp):
                 f"{expected:g} / 20): give count_noise_std, or sample more nodes a round"
             )
         z_update = (z**-2 - (2 * count_std) ** -2) ** -0.5
-        draw = self.plan.noise.normals(info.server_round, COUNT_NOISE)
+        draw = self.plan.noise.normals(info.server_round, COUNT_NOISE, *_resumes(state))
         centred = total.unclipped - total.count / 2 + count_std * float(draw(1)[0])
         share = centred / expected + 0.5
         next_clip = clip * math.exp(-self.clip_learning_rate * (share - self.target_quantile))
@@ -487,6 +528,17 @@ class _ClippedSum:
             moved = np.asarray(like.numpy(), np.float64).reshape(-1) + noised / expected
             out[name] = Array(moved.reshape(like.shape).astype(like.dtype))
         return out
+
+
+def _attempt(state: ArrayRecord) -> int:
+    """How many times the run was resumed."""
+    return int(state[ATTEMPTS].numpy())
+
+
+def _resumes(state: ArrayRecord) -> tuple[int, ...]:
+    """The resume count as a seeded key's last part (none before a resume: as before)."""
+    attempt = _attempt(state)
+    return (attempt,) if attempt else ()
 
 
 def _floats(arrays: ArrayRecord) -> Iterator[tuple[str, Array]]:

@@ -114,10 +114,20 @@ class Aggregator(ABC):
     works_on_sum: bool = False
     """True if it is right on one update that is already the (weighted) mean of the nodes'
     (secure aggregation's only view); an order statistic or a selection needs each update."""
+    growing_state: tuple[str, ...] = ()
+    """Its state entries that grow a row a round (an accountant's history): a resume
+    compares their shape without the row count."""
 
     def check(self, min_train_nodes: int) -> None:
         """Raise ConfigError if rounds of ``min_train_nodes`` valid updates cannot satisfy it."""
         return None
+
+    def resume(self, state: ArrayRecord, last_round: int, sampling_rate: float) -> ArrayRecord:
+        """The state to go on with after ``last_round`` of an interrupted run (ConfigError: no).
+
+        The default goes on with the state as it was kept.
+        """
+        return state
 
     @abstractmethod
     def aggregate(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
@@ -157,8 +167,8 @@ class Aggregator(ABC):
         """Why the run must end before ``server_round`` (None: go on)."""
         return None
 
-    def sampling_rng(self, server_round: int) -> np.random.Generator:
-        """The randomness a Poisson sample of ``server_round`` draws from."""
+    def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
+        """The randomness a Poisson sample of ``server_round`` draws from, given its state."""
         raise NotImplementedError(f"{type(self).__name__} does not ask for Poisson sampling")
 
 
@@ -275,6 +285,24 @@ class Aggregation:
             aggregate, steps = optimizer.update(current, aggregate, _unprefixed(prefix, state))
             stepped.update(_prefixed(prefix, steps))
         return aggregate, stepped
+
+    @property
+    def growing_state(self) -> frozenset[str]:
+        """The chain's state entries that grow a row a round (the aggregator's, prefixed)."""
+        return frozenset(AGGREGATOR_PREFIX + name for name in self.aggregator.growing_state)
+
+    def resume(self, state: ArrayRecord, last_round: int, sampling_rate: float) -> ArrayRecord:
+        """The chain's state to go on with after ``last_round`` (the aggregator's say)."""
+        own = self.aggregator.resume(self.aggregator_state(state), last_round, sampling_rate)
+        resumed = ArrayRecord(
+            (k, v) for k, v in state.items() if not k.startswith(AGGREGATOR_PREFIX)
+        )
+        resumed.update(_prefixed(AGGREGATOR_PREFIX, own))
+        return resumed
+
+    def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
+        """The aggregator's randomness for a Poisson sample of ``server_round``."""
+        return self.aggregator.sampling_rng(server_round, self.aggregator_state(state))
 
     def aggregator_state(self, state: ArrayRecord) -> ArrayRecord:
         """The aggregator's own part of the chain's ``state`` (names without the prefix)."""
