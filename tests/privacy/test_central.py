@@ -174,3 +174,39 @@ def test_a_filter_that_compares_updates_may_not_come_before_dp():
     FedAvg(aggregation=chain(norm_bound(3.0), dp_fixed_clip(1.0, 1.0)))  # per update: fine
     with pytest.raises(ConfigError, match=r"krum\(num_malicious_nodes=1\) picks updates by"):
         FedAvg(min_train_nodes=5, aggregation=chain(krum(1), dp_fixed_clip(1.0, 1.0)))
+
+
+def test_too_little_count_noise_is_refused_before_any_node_trains(make_grid):
+    trained = []
+
+    def spy(message, context, call_next):
+        trained.append(context.node_id)
+        return call_next(message, context)
+
+    grid = make_grid(pulling_app(mods=(spy,)), num_nodes=10)
+    piece = dp_adaptive_clip(target_epsilon=3.0, num_rounds=20, seed=0)
+    strategy = FedAvg(
+        fraction_train=0.5, fraction_evaluate=0.0, min_train_nodes=1, aggregation=chain(piece)
+    )
+    with pytest.raises(RoundError, match=r"\(expected nodes 5 / 20\)"):
+        run(strategy, grid, 3)
+    assert trained == []
+
+
+def test_count_noise_std_too_small_for_the_noise_multiplier_is_refused_when_built():
+    with pytest.raises(ConfigError, match=r"z / 2 = 1 .*count_noise_std=0.5") as caught:
+        dp_adaptive_clip(2.0, count_noise_std=0.5)
+    assert "expected nodes" not in str(caught.value)
+
+
+def test_a_given_count_noise_std_too_small_for_a_calibrated_z_is_not_blamed_on_the_count():
+    piece = dp_adaptive_clip(target_epsilon=3.0, num_rounds=20, count_noise_std=0.1, seed=0)
+    with pytest.raises(RoundError, match=r"count_noise_std=0\.1") as caught:
+        chain(piece).aggregator.check_round(RoundInfo(1, 10, 5, 0.5))
+    assert "expected nodes" not in str(caught.value)
+
+
+def test_an_unreachable_target_epsilon_is_refused_when_the_strategy_is_built():
+    piece = dp_fixed_clip(1.0, target_epsilon=1e-4, num_rounds=1000)
+    with pytest.raises(ConfigError, match="cannot be reached in 1000 rounds"):
+        FedAvg(fraction_train=0.5, aggregation=chain(piece))

@@ -106,13 +106,8 @@ def _calibrated(target: float, delta: float, q: float, rounds: int, accountant: 
     def within(z: float) -> bool:  # each z is tried once: nothing kept for it
         return _composed_epsilon(((q, z, rounds),), delta, accountant, keep=False) <= target
 
-    low, high = _NOISE_BRACKET
-    if not within(high):
-        raise ConfigError(
-            f"target_epsilon={target} at delta={delta} cannot be reached in {rounds} rounds at "
-            f"sampling rate {q:g} even with noise multiplier {high:g}: raise target_epsilon, "
-            "sample fewer nodes a round (fraction_train) or plan fewer rounds"
-        )
+    low = _NOISE_BRACKET[0]
+    check_reachable(target, delta, q, rounds, accountant)
     upper = 1.0
     while not within(upper):
         upper *= 2
@@ -128,6 +123,17 @@ def _calibrated(target: float, delta: float, q: float, rounds: int, accountant: 
         else:
             lower = middle
     return upper
+
+
+def check_reachable(target: float, delta: float, q: float, rounds: int, accountant: str) -> None:
+    """ConfigError if even the largest noise multiplier calibration tries spends too much."""
+    high = _NOISE_BRACKET[1]
+    if _composed_epsilon(((q, high, rounds),), delta, accountant, keep=False) > target:
+        raise ConfigError(
+            f"target_epsilon={target} at delta={delta} cannot be reached in {rounds} rounds at "
+            f"sampling rate {q:g} even with noise multiplier {high:g}: raise target_epsilon, "
+            "sample fewer nodes a round (fraction_train) or plan fewer rounds"
+        )
 
 
 def _event(dp: Any, q: float, z: float, count: int) -> Any:

@@ -118,7 +118,8 @@ def dp_adaptive_clip(
     ``count_noise_std`` (default ``expected / 20``, the paper's). The update's noise
     multiplier is ``z_update = (z^-2 - (2 s)^-2)^(-1/2)``, so the two Gaussian releases
     together are worth exactly the ``z`` asked for (or calibrated from ``target_epsilon``),
-    which is what the accountant is told; it needs ``2 s > z``. The rest as ``dp_fixed_clip``;
+    which is what the accountant is told; it needs ``2 s > z`` (checked here when both are
+    given, else before a round sends to any node). The rest as ``dp_fixed_clip``;
     the server clips (adaptive clipping on the nodes is not offered).
     """
     initial = _accountant.check_positive("dp_adaptive_clip: initial_clip_norm", initial_clip_norm)
@@ -131,8 +132,9 @@ def dp_adaptive_clip(
         raise ConfigError(
             f"dp_adaptive_clip: target_quantile must be between 0 and 1, got {target_quantile!r}"
         )
+    count_std = None
     if count_noise_std is not None:
-        _accountant.check_positive("dp_adaptive_clip: count_noise_std", count_noise_std)
+        count_std = _accountant.check_positive("dp_adaptive_clip: count_noise_std", count_noise_std)
     plan = _plan(
         "dp_adaptive_clip",
         noise_multiplier=noise_multiplier,
@@ -143,7 +145,12 @@ def dp_adaptive_clip(
         accountant=accountant,
         seed=seed,
     )
-    return _AdaptiveClip(initial, float(target_quantile), rate, count_noise_std, plan)
+    piece = _AdaptiveClip(initial, float(target_quantile), rate, count_std, plan)
+    if count_std is not None and plan.noise_multiplier is not None:
+        problem = piece.count_noise_problem(plan.noise_multiplier, count_std, expected=None)
+        if problem is not None:
+            raise ConfigError(f"dp_adaptive_clip: {problem}")
+    return piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +178,13 @@ class _Plan:
         """The epsilon at the run's delta of the rounds in ``history``."""
         rounds = _accountant.history_rounds(history)
         return _accountant.epsilon(rounds, self.delta, self.accountant)
+
+    def check_reachable(self, q: float) -> None:
+        """ConfigError if ``target_epsilon`` cannot be reached at rate ``q`` (None: fine)."""
+        if self.target_epsilon is not None and self.num_rounds is not None:
+            _accountant.check_reachable(
+                self.target_epsilon, self.delta, q, self.num_rounds, self.accountant
+            )
 
     def args(self) -> str:
         """The plan as the arguments it was given, for a piece's repr."""
@@ -299,6 +313,10 @@ class _CentralDp(Aggregator):
         resumed[HISTORY] = np.concatenate([history, interrupted])
         resumed[ATTEMPTS] = np.array(_attempt(state) + 1)
         return resumed
+
+    def check_sampling(self, sampling_rate: float) -> None:
+        """Refuse a target epsilon that no noise can reach at this rate (one cheap figure)."""
+        self.plan.check_reachable(sampling_rate)
 
     def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
         """The Poisson sample's randomness: seeded (anew after a resume), or from the OS."""
@@ -459,19 +477,43 @@ class _AdaptiveClip(_CentralDp):
         info: RoundInfo,
     ) -> tuple[float, ArrayRecord]:
         """The update's share of the noise, and the next clip from the noised unclipped share."""
-        count_std = self.count_noise_std if self.count_noise_std is not None else expected / 20
-        if not 2 * count_std > z:
-            raise RoundError(
-                f"round {info.server_round}: {self!r} needs count noise std > z / 2 = {z / 2:g} "
-                f"to leave noise for the update, but it is {count_std:g} (expected nodes "
-                f"{expected:g} / 20): give count_noise_std, or sample more nodes a round"
-            )
+        count_std = self._count_std(expected)
+        problem = self.count_noise_problem(z, count_std, expected)
+        if problem is not None:  # checked before sending; the rate cannot change since
+            raise RoundError(f"round {info.server_round}: {self!r} {problem}")
         z_update = (z**-2 - (2 * count_std) ** -2) ** -0.5
         draw = self.plan.noise.normals(info.server_round, COUNT_NOISE, *_resumes(state))
         centred = total.unclipped - total.count / 2 + count_std * float(draw(1)[0])
         share = centred / expected + 0.5
         next_clip = clip * math.exp(-self.clip_learning_rate * (share - self.target_quantile))
         return z_update * clip, ArrayRecord({CLIP: np.array(next_clip)})
+
+    def check_round(self, info: RoundInfo) -> None:
+        """Refuse, before any node trains, a round whose count noise leaves none for the update."""
+        q = info.sampling_rate
+        expected = q * info.num_available
+        problem = self.count_noise_problem(self.plan.z(q), self._count_std(expected), expected)
+        if problem is not None:
+            raise RoundError(f"round {info.server_round}: {self!r} {problem}")
+
+    def _count_std(self, expected: float) -> float:
+        """The count noise's std: the one given, or the paper's ``expected / 20``."""
+        return self.count_noise_std if self.count_noise_std is not None else expected / 20
+
+    def count_noise_problem(self, z: float, count_std: float, expected: float | None) -> str | None:
+        """Why count noise ``count_std`` leaves no noise for the update at ``z`` (None: it does)."""
+        if 2 * count_std > z:
+            return None
+        if self.count_noise_std is not None:
+            return (
+                f"needs count noise std > z / 2 = {z / 2:g} to leave noise for the update, but "
+                f"count_noise_std={count_std:g}: raise count_noise_std"
+            )
+        return (
+            f"needs count noise std > z / 2 = {z / 2:g} to leave noise for the update, but it "
+            f"is {count_std:g} (expected nodes {expected:g} / 20): give count_noise_std, or "
+            "sample more nodes a round"
+        )
 
     def __repr__(self) -> str:
         count = "" if self.count_noise_std is None else f", count_noise_std={self.count_noise_std}"

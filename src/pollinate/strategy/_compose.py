@@ -122,6 +122,14 @@ class Aggregator(ABC):
         """Raise ConfigError if rounds of ``min_train_nodes`` valid updates cannot satisfy it."""
         return None
 
+    def check_sampling(self, sampling_rate: float) -> None:
+        """Raise ConfigError, when the strategy is built, if rounds sampled so cannot do."""
+        return None
+
+    def check_round(self, info: RoundInfo) -> None:
+        """Raise RoundError if the round's sample cannot do, before any node is sent to."""
+        return None
+
     def resume(self, state: ArrayRecord, last_round: int, sampling_rate: float) -> ArrayRecord:
         """The state to go on with after ``last_round`` of an interrupted run (ConfigError: no).
 

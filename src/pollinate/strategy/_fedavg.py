@@ -163,6 +163,8 @@ class FedAvg(Strategy):
                 f"aggregation must be made with chain(...), got {type(aggregation).__name__}"
             )
         self.aggregation.check(min_train_nodes)
+        if self.aggregation.poisson_sampling:
+            self.aggregation.aggregator.check_sampling(fraction_train)
         self._rounds: dict[int, RoundInfo] = {}  # a round's sample, configure -> aggregate
         if secure_aggregation is not None:
             self.secure_aggregation = self._secured(secure_aggregation)
@@ -377,6 +379,7 @@ class FedAvg(Strategy):
         drawn = np.flatnonzero(rng.random(len(available)) < self.fraction_train)
         nodes = [available[int(i)] for i in drawn]
         info = RoundInfo(server_round, len(available), len(nodes), self.fraction_train)
+        self.aggregation.aggregator.check_round(info)
         self._rounds[server_round] = info
         return nodes
 
