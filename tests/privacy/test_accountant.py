@@ -139,3 +139,13 @@ def test_interleaved_rates_compose_by_kind_and_each_round_still_costs_one(monkey
     assert calls.made == 2
     assert calls.self_composed == 0
     assert calls.composed <= 2 * 20  # one round's composition, one to join the two kinds
+
+
+@pytest.mark.parametrize(
+    ("target", "q", "rounds"), [(50.0, 0.1, 10), (60.0, 0.5, 5), (8.0, 0.01, 100)]
+)
+def test_calibration_finds_the_least_noise_below_one_half_too(target, q, rounds):
+    z = calibrate_noise_multiplier(target, 1e-5, q, rounds)
+    assert z < 0.5
+    assert epsilon([(q, z)] * rounds, 1e-5) <= target
+    assert epsilon([(q, z * 0.998)] * rounds, 1e-5) > target * 0.99
