@@ -3,6 +3,7 @@
 import sys
 
 import dp_accounting
+import numpy as np
 import pytest
 from dp_accounting import pld, rdp
 
@@ -149,3 +150,27 @@ def test_calibration_finds_the_least_noise_below_one_half_too(target, q, rounds)
     assert z < 0.5
     assert epsilon([(q, z)] * rounds, 1e-5) <= target
     assert epsilon([(q, z * 0.998)] * rounds, 1e-5) > target * 0.99
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: epsilon([(-0.1, 1.0)], 1e-5), r"sampling rate must be in \(0, 1\].*got -0.1"),
+        (lambda: epsilon([(1.5, 1.0)], 1e-5), r"sampling rate must be in \(0, 1\].*got 1.5"),
+        (lambda: epsilon([(0.1, -1.0)], 1e-5), "noise multiplier must be 0 or more"),
+        (lambda: epsilon([(0.1, float("nan"))], 1e-5), "noise multiplier must be 0 or more"),
+        (lambda: epsilon([(0.1, 1.0)], 0.0), "delta must be between 0 and 1"),
+        (lambda: calibrate_noise_multiplier(3.0, 1e-5, 0.0, 10), r"sampling_rate must be in"),
+        (lambda: calibrate_noise_multiplier(3.0, 1e-5, 2.0, 10), r"sampling_rate must be in"),
+        (lambda: calibrate_noise_multiplier(3.0, 1e-5, 0.1, 0), "num_rounds must be a whole"),
+        (lambda: calibrate_noise_multiplier(3.0, 1e-5, 0.1, 2.5), "num_rounds must be a whole"),
+    ],
+)
+def test_the_public_functions_refuse_bad_figures_with_one_clear_error(call, message):
+    with pytest.raises(ConfigError, match=message):
+        call()
+
+
+def test_numpy_scalars_are_numbers_to_the_public_functions():
+    z = calibrate_noise_multiplier(np.float32(3.0), np.float64(1e-5), np.float32(0.5), np.int64(5))
+    assert epsilon([(np.float32(0.5), np.float64(z))] * 5, np.float64(1e-5)) <= 3.0

@@ -8,7 +8,15 @@ import pytest
 from pollinate import ArrayRecord, FedAvg, MetricRecord
 from pollinate.errors import ConfigError, RoundError
 from pollinate.privacy import dp_adaptive_clip, dp_fixed_clip
-from pollinate.strategy import RoundInfo, Update, chain, krum, norm_bound, server_momentum
+from pollinate.strategy import (
+    RoundInfo,
+    Update,
+    UpdateFilter,
+    chain,
+    krum,
+    norm_bound,
+    server_momentum,
+)
 
 from ._apps import pulling_app, run
 
@@ -210,3 +218,21 @@ def test_an_unreachable_target_epsilon_is_refused_when_the_strategy_is_built():
     piece = dp_fixed_clip(1.0, target_epsilon=1e-4, num_rounds=1000)
     with pytest.raises(ConfigError, match="cannot be reached in 1000 rounds"):
         FedAvg(fraction_train=0.5, aggregation=chain(piece))
+
+
+def test_numpy_scalars_are_numbers_to_the_pieces():
+    piece = dp_fixed_clip(np.float32(1.0), np.float64(1.0), delta=np.float64(1e-5))
+    assert piece.clip_norm == 1.0
+    planned = dp_fixed_clip(1.0, target_epsilon=np.float32(3.0), num_rounds=np.int64(10))
+    assert planned.plan.num_rounds == 10
+    adaptive = dp_adaptive_clip(np.float32(1.0), target_quantile=np.float32(0.5))
+    assert adaptive.target_quantile == 0.5
+
+
+def test_a_per_update_filter_not_marked_streaming_is_told_what_to_set():
+    class Halve(UpdateFilter):  # handles each update alone, but does not say so
+        def filter_one(self, update, current):
+            return update
+
+    with pytest.raises(ConfigError, match="streaming = True"):
+        chain(Halve(), dp_fixed_clip(1.0, 1.0)).check(1)

@@ -13,7 +13,7 @@ from pollinate import (
     MetricRecord,
     RecordDict,
 )
-from pollinate.errors import RoundError
+from pollinate.errors import ConfigError, RoundError
 from pollinate.message import Message
 from pollinate.privacy import dp_fixed_clip, fixed_clipping_mod, local_dp_mod
 from pollinate.strategy import chain
@@ -125,3 +125,8 @@ def test_local_dp_refuses_a_complex_array_it_cannot_noise():
     model = ArrayRecord({"z": np.zeros(2, np.complex128)})
     reply = _ask(_local_app(local_dp_mod(1.0, 1.0, 1e-5)), {}, model=model)
     assert reply.has_error and "real and imaginary parts" in reply.error.reason
+
+
+def test_local_dp_mods_bad_delta_names_the_mod():
+    with pytest.raises(ConfigError, match=r"^local_dp_mod: delta must be between 0 and 1"):
+        local_dp_mod(1.0, 1.0, 0.0)

@@ -16,13 +16,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any, Literal, TypeAlias
 
 from ..errors import ConfigError
+from ._checks import check_delta, check_positive, check_rate, check_rounds, is_number
 
 __all__ = [
     "Accountant",
     "calibrate_noise_multiplier",
     "check_accountant",
-    "check_delta",
-    "check_positive",
     "dp_accounting",
     "epsilon",
     "history_rounds",
@@ -48,10 +47,10 @@ def epsilon(
     composition, not a recount of every round. 0.0 for no rounds; ``inf`` if a round had
     no noise.
     """
-    runs = _runs(rounds)
+    runs = _runs(_checked(rounds))
     if not runs:
         return 0.0
-    return _epsilon(runs, float(delta), check_accountant(accountant))
+    return _epsilon(runs, check_delta(delta), check_accountant(accountant))
 
 
 def calibrate_noise_multiplier(
@@ -66,15 +65,24 @@ def calibrate_noise_multiplier(
     A bisection on dp-accounting's accountant to 0.1% of the result; the multiplier returned
     is the upper end of the last bracket, so its epsilon is at most the target.
     """
-    check_positive("target_epsilon", target_epsilon)
-    check_delta(delta)
     return _calibrated(
-        float(target_epsilon),
-        float(delta),
-        float(sampling_rate),
-        int(num_rounds),
+        check_positive("target_epsilon", target_epsilon),
+        check_delta(delta),
+        check_rate("sampling_rate", sampling_rate),
+        check_rounds("num_rounds", num_rounds),
         check_accountant(accountant),
     )
+
+
+def _checked(rounds: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """``rounds`` as floats, or ConfigError naming the first bad rate or noise multiplier."""
+    checked = []
+    for q, z in rounds:
+        rate = check_rate("sampling rate", q)
+        if not is_number(z) or not (math.isfinite(float(z)) and float(z) >= 0):
+            raise ConfigError(f"noise multiplier must be 0 or more and finite, got {z!r}")
+        checked.append((rate, float(z)))
+    return checked
 
 
 @functools.lru_cache(maxsize=256)
@@ -233,24 +241,6 @@ def check_accountant(accountant: object) -> Accountant:
     if accountant == "pld" or accountant == "rdp":
         return accountant
     raise ConfigError(f"accountant must be one of {', '.join(ACCOUNTANTS)}, got {accountant!r}")
-
-
-def check_positive(name: str, value: object) -> float:
-    """``value`` as a float if it is a finite positive number, else ConfigError."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"{name} must be positive and finite, got {value}")
-    return float(value)
-
-
-def check_delta(delta: object) -> float:
-    """``delta`` if it is in (0, 1), else ConfigError."""
-    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0 < delta < 1:
-        raise ConfigError(
-            f"delta must be between 0 and 1 (below 1 / number of nodes), got {delta!r}"
-        )
-    return float(delta)
 
 
 def history_rounds(history: Iterable[Sequence[float]]) -> list[tuple[float, float]]:

@@ -14,6 +14,7 @@ Private Learning with Adaptive Clipping", https://arxiv.org/abs/1905.03871).
 from __future__ import annotations
 
 import math
+import numbers
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from ..strategy import Aggregator, RoundInfo, Update
 from ..strategy._robust import _half_delta, _half_delta_norm
 from . import _accountant
 from ._accountant import Accountant
+from ._checks import check_delta, check_positive, check_rate, check_rounds, is_number
 from ._noise import COUNT_NOISE, SAMPLING, UPDATE_NOISE, NoiseSource
 
 __all__ = ["CLIP_NORM_KEY", "SECAGG_COUNT_KEY", "dp_adaptive_clip", "dp_fixed_clip"]
@@ -78,7 +80,7 @@ def dp_fixed_clip(
     update longer than the clip. ``seed``: reproducible noise and sampling; None (the
     default) draws both from the OS, as a deployed run must. docs/privacy.md.
     """
-    clip = _accountant.check_positive("dp_fixed_clip: clip_norm", clip_norm)
+    clip = check_positive("dp_fixed_clip: clip_norm", clip_norm)
     if clipped_on not in ("server", "nodes"):
         raise ConfigError(
             f"dp_fixed_clip: clipped_on must be 'server' or 'nodes', got {clipped_on!r}"
@@ -122,19 +124,15 @@ def dp_adaptive_clip(
     given, else before a round sends to any node). The rest as ``dp_fixed_clip``;
     the server clips (adaptive clipping on the nodes is not offered).
     """
-    initial = _accountant.check_positive("dp_adaptive_clip: initial_clip_norm", initial_clip_norm)
-    rate = _accountant.check_positive("dp_adaptive_clip: clip_learning_rate", clip_learning_rate)
-    if (
-        isinstance(target_quantile, bool)
-        or not isinstance(target_quantile, (int, float))
-        or not (0 < target_quantile < 1)
-    ):
+    initial = check_positive("dp_adaptive_clip: initial_clip_norm", initial_clip_norm)
+    rate = check_positive("dp_adaptive_clip: clip_learning_rate", clip_learning_rate)
+    if not is_number(target_quantile) or not 0 < float(target_quantile) < 1:
         raise ConfigError(
             f"dp_adaptive_clip: target_quantile must be between 0 and 1, got {target_quantile!r}"
         )
     count_std = None
     if count_noise_std is not None:
-        count_std = _accountant.check_positive("dp_adaptive_clip: count_noise_std", count_noise_std)
+        count_std = check_positive("dp_adaptive_clip: count_noise_std", count_noise_std)
     plan = _plan(
         "dp_adaptive_clip",
         noise_multiplier=noise_multiplier,
@@ -228,18 +226,21 @@ def _checked_plan(
     z: float | None = None
     target: float | None = None
     if noise_multiplier is not None:
-        z = _accountant.check_positive("noise_multiplier", noise_multiplier)
+        z = check_positive("noise_multiplier", noise_multiplier)
     else:
-        target = _accountant.check_positive("target_epsilon", target_epsilon)
-        if isinstance(num_rounds, bool) or not isinstance(num_rounds, int) or num_rounds < 1:
+        target = check_positive("target_epsilon", target_epsilon)
+        if num_rounds is None:
             raise ConfigError(
-                f"target_epsilon needs num_rounds, the rounds the run will have (a whole "
-                f"number, 1 or more), to calibrate the noise for; got {num_rounds!r}"
+                "target_epsilon needs num_rounds, the rounds the run will have (a whole "
+                "number, 1 or more), to calibrate the noise for"
             )
+        num_rounds = check_rounds("num_rounds", num_rounds)
     budget = target  # a target is a budget too, unless another is given
     if max_epsilon is not None:
-        budget = _accountant.check_positive("max_epsilon", max_epsilon)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        budget = check_positive("max_epsilon", max_epsilon)
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
+    ):
         raise ConfigError(
             f"seed must be a whole number 0 or more, or None (OS randomness), got {seed!r}"
         )
@@ -247,10 +248,10 @@ def _checked_plan(
         z,
         target,
         num_rounds,
-        _accountant.check_delta(delta),
+        check_delta(delta),
         budget,
         _accountant.check_accountant(accountant),
-        NoiseSource(seed),
+        NoiseSource(None if seed is None else int(seed)),
     )
 
 
@@ -315,8 +316,11 @@ class _CentralDp(Aggregator):
         return resumed
 
     def check_sampling(self, sampling_rate: float) -> None:
-        """Refuse a target epsilon that no noise can reach at this rate (one cheap figure)."""
-        self.plan.check_reachable(sampling_rate)
+        """Refuse a rate out of (0, 1], or a target epsilon no noise can reach at it."""
+        try:
+            self.plan.check_reachable(check_rate("fraction_train", sampling_rate))
+        except ConfigError as err:
+            raise ConfigError(f"{self!r}: {err}") from None
 
     def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
         """The Poisson sample's randomness: seeded (anew after a resume), or from the OS."""

@@ -16,8 +16,9 @@ from ..errors import ConfigError
 from ..message import Message, MessageType
 from ..records import Array, ArrayRecord, MetricRecord, RecordDict
 from ..strategy._robust import _half_delta, _half_delta_norm
-from ._accountant import check_delta, check_positive, dp_accounting
+from ._accountant import dp_accounting
 from ._central import CLIP_NORM_KEY
+from ._checks import check_delta, check_positive
 from ._noise import NoiseSource, Normals
 
 __all__ = ["fixed_clipping_mod", "local_dp_mod"]
@@ -64,8 +65,12 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
     """
     clip = check_positive("local_dp_mod: clip_norm", clip_norm)
     eps = check_positive("local_dp_mod: epsilon", epsilon)
+    try:
+        checked_delta = check_delta(delta)
+    except ConfigError as err:
+        raise ConfigError(f"local_dp_mod: {err}") from None
     noise = NoiseSource(seed)
-    std = _gaussian_std(eps, check_delta(delta), 2 * clip)
+    std = _gaussian_std(eps, checked_delta, 2 * clip)
 
     def mod(message: Message, context: Context, call_next: Handler) -> Message:
         if MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN:
@@ -78,7 +83,7 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
         server_round = message.content.config(CONFIG_KEY).get("server-round", 0)
         draw = noise.normals(context.node_id, int(server_round))
         noised = ArrayRecord((name, _noised(a, std, draw)) for name, a in clipped.items())
-        figures = {"privacy.node-epsilon": eps, "privacy.node-delta": float(delta)}
+        figures = {"privacy.node-epsilon": eps, "privacy.node-delta": checked_delta}
         return _with_arrays(reply, noised, figures)
 
     return mod

@@ -232,8 +232,10 @@ class Aggregation:
         if comparing and not self.aggregator.after_whole_round_filters:
             raise ConfigError(
                 f"{self.aggregator!r} bounds what one node can change, but {comparing[0]!r} "
-                "picks updates by comparing them, so one node could change which others count: "
-                "keep only per-update filters (norm_bound) before it"
+                "picks updates by comparing them (its streaming is False), so one node could "
+                "change which others count: keep only per-update filters (norm_bound) before "
+                "it; a filter of your own that handles each update alone (filter_one) says so "
+                "with streaming = True"
             )
 
     def needs_each_update(self) -> list[UpdateFilter | Aggregator]:
