@@ -1,6 +1,7 @@
 """Central DP pieces: clip each delta, sum unweighted, add noise, divide by the expected count."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -236,3 +237,20 @@ def test_a_per_update_filter_not_marked_streaming_is_told_what_to_set():
 
     with pytest.raises(ConfigError, match="streaming = True"):
         chain(Halve(), dp_fixed_clip(1.0, 1.0)).check(1)
+
+
+def test_os_noise_is_the_sum_of_four_box_muller_draws_over_two(monkeypatch):
+    # Holohan and Braghin 2021 (Opacus's secure_mode): a sum of four draws blurs the
+    # floating-point traces of any one Box-Muller draw that Jin et al. 2021 attack.
+    from pollinate.privacy import _noise
+
+    taken, urandom = [], os.urandom
+
+    def counted(n):
+        taken.append(n)
+        return urandom(n)
+
+    monkeypatch.setattr(_noise.os, "urandom", counted)
+    draws = _noise.NoiseSource(None).normals(1, 1)(1000)
+    assert draws.shape == (1000,)
+    assert sum(taken) == 4 * 1000 * 8  # a Box-Muller pair: 16 bytes, two draws
