@@ -60,7 +60,7 @@ Box-Muller noise read (Jin et al. 2021, https://arxiv.org/abs/2112.05307)."""
 def _os_normals(n: int) -> np.ndarray[Any, np.dtype[np.float64]]:
     """``n`` standard normals from ``os.urandom``: each the sum of four draws over two."""
     draws = _box_muller(SECURE_DRAWS * n).reshape(SECURE_DRAWS, n)
-    return draws.sum(axis=0) / np.sqrt(SECURE_DRAWS)
+    return np.asarray(draws.sum(axis=0) * (1 / np.sqrt(SECURE_DRAWS)), np.float64)
 
 
 def _box_muller(n: int) -> np.ndarray[Any, np.dtype[np.float64]]:
