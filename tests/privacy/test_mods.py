@@ -130,3 +130,10 @@ def test_local_dp_refuses_a_complex_array_it_cannot_noise():
 def test_local_dp_mods_bad_delta_names_the_mod():
     with pytest.raises(ConfigError, match=r"^local_dp_mod: delta must be between 0 and 1"):
         local_dp_mod(1.0, 1.0, 0.0)
+
+
+def test_local_dp_sends_integer_arrays_back_as_received():
+    # An integer layer cannot be noised; sent as trained it would leak (BatchNorm's
+    # num_batches_tracked counts the node's batches, so its data set's size).
+    reply = _ask(_app([local_dp_mod(1.0, 1.0, 1e-5, seed=0)], move=0.5), {})
+    assert reply.content.arrays()["n"].numpy().tolist() == [3]  # the node made it 4

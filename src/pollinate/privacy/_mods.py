@@ -60,7 +60,9 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
     dp-accounting), so each round's update is ``(epsilon, delta)``-DP for the node's whole
     data set, against anyone who sees it, the server included. The reply's metrics carry
     ``privacy.node-epsilon`` and ``privacy.node-delta`` (per round: a node that trains in
-    k rounds spends them k times over). ``seed``: reproducible noise (tests, simulation);
+    k rounds spends them k times over). Integer arrays cannot be noised: they go back as
+    received (a trained counter such as BatchNorm's ``num_batches_tracked`` would give away
+    the data set's size). ``seed``: reproducible noise (tests, simulation);
     None draws it from the OS.
     """
     clip = check_positive("local_dp_mod: clip_norm", clip_norm)
@@ -82,7 +84,10 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
         clipped = _clipped(reply.content.arrays(ARRAYS_KEY), received, clip)
         server_round = message.content.config(CONFIG_KEY).get("server-round", 0)
         draw = noise.normals(context.node_id, int(server_round))
-        noised = ArrayRecord((name, _noised(a, std, draw)) for name, a in clipped.items())
+        noised = ArrayRecord(
+            (name, _noised(a, std, draw) if a.dtype.kind in "fc" else _as_received(name, received))
+            for name, a in clipped.items()
+        )
         figures = {"privacy.node-epsilon": eps, "privacy.node-delta": checked_delta}
         return _with_arrays(reply, noised, figures)
 
@@ -110,6 +115,16 @@ def _clipped(arrays: ArrayRecord, received: ArrayRecord, clip: float) -> ArrayRe
         moved = moved + _half_delta(arrays[name], like) * factor
         out[name] = Array(moved.reshape(like.shape).astype(like.dtype))
     return out
+
+
+def _as_received(name: str, received: ArrayRecord) -> Array:
+    """The non-float array ``name`` as the node received it (it would leave unnoised)."""
+    if name not in received:
+        raise ConfigError(
+            f"local_dp_mod: the reply's array {name!r} is not in the model the node received, "
+            "and it is not floating-point, so it cannot be noised: send only the model's arrays"
+        )
+    return received[name]
 
 
 def _noised(array: Array, std: float, draw: Normals) -> Array:
