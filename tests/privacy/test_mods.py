@@ -137,3 +137,32 @@ def test_local_dp_sends_integer_arrays_back_as_received():
     # num_batches_tracked counts the node's batches, so its data set's size).
     reply = _ask(_app([local_dp_mod(1.0, 1.0, 1e-5, seed=0)], move=0.5), {})
     assert reply.content.arrays()["n"].numpy().tolist() == [3]  # the node made it 4
+
+
+@pytest.mark.parametrize(
+    ("dtype", "size", "clip"),
+    [(np.float16, 10_000, 0.05), (np.float32, 1_000_000, 1e-3), (np.float64, 1000, 1e-6)],
+)
+def test_an_honestly_clipped_node_is_kept_whatever_its_dtype_rounds(dtype, size, clip):
+    rng = np.random.default_rng(0)
+    current = ArrayRecord({"w": rng.uniform(0.5, 2.0, size).astype(dtype)})
+    trained = current["w"].numpy() + rng.normal(0, 1, size).astype(dtype)
+    app = ClientApp(mods=[fixed_clipping_mod])
+
+    @app.train()
+    def train(msg, context):
+        arrays = ArrayRecord({"w": trained.astype(dtype)})
+        metrics = MetricRecord({"num-examples": 1})
+        return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
+
+    sent = _ask(app, {"dp.clip-norm": clip}, model=current).content.arrays()
+    aggregation = chain(dp_fixed_clip(clip, 1.0, clipped_on="nodes", seed=0))
+    assert aggregation.check_update(sent, MetricRecord({"num-examples": 1}), current) is None
+
+
+def test_an_update_past_the_clip_by_more_than_rounding_is_set_aside():
+    current = ArrayRecord({"w": np.ones(1000, np.float16)})
+    longer = ArrayRecord({"w": (current["w"].numpy() + np.float16(0.0035)).astype(np.float16)})
+    aggregation = chain(dp_fixed_clip(0.1, 1.0, clipped_on="nodes", seed=0))  # norm ~0.11
+    reason = aggregation.check_update(longer, MetricRecord({"num-examples": 1}), current)
+    assert reason is not None and "must clip to dp.clip-norm=0.1" in reason

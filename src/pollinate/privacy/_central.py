@@ -51,9 +51,8 @@ ATTEMPTS = "privacy.resumes"
 CLIP = "privacy.next-clip-norm"
 """Adaptive clipping's state: the clip the next round uses."""
 
-NODE_CLIP_SLACK = 0.01
-"""How far past the clip a node-clipped update may be (its model's dtype rounds) before
-it is set aside as unclipped; the server clips what it can see exactly either way."""
+FLOAT64_SLACK = 1e-9
+"""How far past the clip (relatively) float64 arithmetic may put a node-clipped update."""
 
 
 def dp_fixed_clip(
@@ -434,7 +433,7 @@ class _FixedClip(_CentralDp):
         if not self.nodes_clip:
             return None
         norm = _norm(arrays, current)
-        if norm <= self.clip_norm * (1 + NODE_CLIP_SLACK):
+        if norm <= self.clip_norm * (1 + FLOAT64_SLACK) + _rounding(arrays):
             return None
         return (
             f"its update is {norm:.4g} from the global model but the nodes must clip to "
@@ -598,6 +597,23 @@ def _check_real(current: ArrayRecord) -> None:
             f"DP pieces clip and noise real floating-point arrays; {complex_layers[0]!r} is "
             "complex: send its real and imaginary parts as two arrays"
         )
+
+
+def _rounding(arrays: ArrayRecord) -> float:
+    """The most that rounding a clipped model to its dtype can add to its delta's norm.
+
+    Rounding moves each value ``x`` by at most ``eps / 2 x |x|`` (plus half the smallest
+    subnormal), so the delta's norm by at most the norm of those bounds: a node that
+    clipped honestly in float16 or float32 is never set aside. The server clips what it
+    can see exactly either way; this only tells an unclipped node from a rounded one.
+    """
+    total = 0.0
+    for _, a in _floats(arrays):
+        info = np.finfo(a.dtype)
+        values = np.abs(np.asarray(a.numpy(), np.float64).reshape(-1))
+        bounds = values * (float(info.eps) / 2) + float(info.smallest_subnormal) / 2
+        total += float(np.einsum("i,i->", bounds, bounds))
+    return math.sqrt(total)
 
 
 def _norm(arrays: ArrayRecord, current: ArrayRecord) -> float:
