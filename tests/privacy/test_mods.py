@@ -16,7 +16,7 @@ from pollinate import (
 from pollinate.errors import ConfigError, RoundError
 from pollinate.message import Message
 from pollinate.privacy import dp_fixed_clip, fixed_clipping_mod, local_dp_mod
-from pollinate.strategy import chain
+from pollinate.strategy import Update, chain, norm_bound
 
 from ._apps import pulling_app, run
 
@@ -166,3 +166,20 @@ def test_an_update_past_the_clip_by_more_than_rounding_is_set_aside():
     aggregation = chain(dp_fixed_clip(0.1, 1.0, clipped_on="nodes", seed=0))  # norm ~0.11
     reason = aggregation.check_update(longer, MetricRecord({"num-examples": 1}), current)
     assert reason is not None and "must clip to dp.clip-norm=0.1" in reason
+
+
+def test_node_clipping_and_norm_bound_clip_a_complex_delta_alike():
+    current = ArrayRecord({"z": np.array([1 + 1j, 2 - 1j], np.complex128)})
+    trained = ArrayRecord({"z": np.array([4 + 5j, 2 - 1j], np.complex128)})  # delta norm 5
+    app = ClientApp(mods=[fixed_clipping_mod])
+
+    @app.train()
+    def train(msg, context):
+        return msg.reply(
+            RecordDict({"arrays": trained, "metrics": MetricRecord({"num-examples": 1})})
+        )
+
+    sent = _ask(app, {"dp.clip-norm": 1.0}, model=current).content.arrays()
+    filtered = norm_bound(1.0).filter_one(Update(1, trained, 1.0, MetricRecord()), current)
+    np.testing.assert_allclose(sent["z"].numpy(), filtered.arrays["z"].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(sent["z"].numpy() - current["z"].numpy(), [0.6 + 0.8j, 0])

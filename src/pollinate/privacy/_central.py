@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import ConfigError, RoundError
 from ..records import Array, ArrayRecord, ConfigValue, MetricRecord
 from ..strategy import Aggregator, RoundInfo, Update
-from ..strategy._robust import _half_delta, _half_delta_norm
+from ..strategy.clipping import delta_norm, half_delta, half_delta_norm
 from . import _accountant
 from ._accountant import Accountant
 from ._checks import check_delta, check_positive, check_rate, check_rounds, is_number
@@ -354,7 +354,6 @@ class _CentralDp(Aggregator):
         total = _ClippedSum(current, clip, secure_means=self.nodes_clip)
         for update in updates:
             total.add(update)
-            del update
         noise_std, new_state = self.after_round(total, clip, z, expected, state, info)
         draw = self.plan.noise.normals(info.server_round, UPDATE_NOISE, *_resumes(state))
         model = total.noised_mean(expected, noise_std, draw)
@@ -432,7 +431,7 @@ class _FixedClip(_CentralDp):
         """With the nodes clipping: set aside an update (or secure mean) longer than the clip."""
         if not self.nodes_clip:
             return None
-        norm = _norm(arrays, current)
+        norm = delta_norm(arrays, current)
         if norm <= self.clip_norm * (1 + FLOAT64_SLACK) + _rounding(arrays):
             return None
         return (
@@ -551,7 +550,7 @@ class _ClippedSum:
             self._fold(update.arrays, 2.0 * count)
             self.count += count
             return
-        peak, sum_sq = _half_delta_norm(update.arrays, self.current)
+        peak, sum_sq = half_delta_norm(update.arrays, self.current)
         within = peak * math.sqrt(sum_sq) <= self.clip / 2  # ||delta|| = 2 x peak x sqrt(sum_sq)
         self._fold(update.arrays, 2.0 if within else self.clip / (peak * math.sqrt(sum_sq)))
         self.count += 1
@@ -560,7 +559,7 @@ class _ClippedSum:
     def _fold(self, arrays: ArrayRecord, scale: float) -> None:
         """Add ``scale x (arrays - current) / 2`` to each float layer's running sum."""
         for name, like in _floats(self.current):
-            self.sums[name] += _half_delta(arrays[name], like) * scale
+            self.sums[name] += half_delta(arrays[name], like) * scale
 
     def noised_mean(self, expected: float, noise_std: float, draw: Any) -> ArrayRecord:
         """``current + (sum + noise) / expected`` in each array's dtype; other arrays unchanged."""
@@ -614,10 +613,3 @@ def _rounding(arrays: ArrayRecord) -> float:
         bounds = values * (float(info.eps) / 2) + float(info.smallest_subnormal) / 2
         total += float(np.einsum("i,i->", bounds, bounds))
     return math.sqrt(total)
-
-
-def _norm(arrays: ArrayRecord, current: ArrayRecord) -> float:
-    """``||arrays - current||`` over the floating-point arrays (inf if it overflows)."""
-    peak, sum_sq = _half_delta_norm(arrays, current)
-    with np.errstate(over="ignore"):
-        return float(2 * peak * math.sqrt(sum_sq))

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..client import Handler, Mod
@@ -15,7 +13,7 @@ from ..context import Context
 from ..errors import ConfigError
 from ..message import Message, MessageType
 from ..records import Array, ArrayRecord, MetricRecord, RecordDict
-from ..strategy._robust import _half_delta, _half_delta_norm
+from ..strategy.clipping import clip_delta
 from ._accountant import dp_accounting
 from ._central import CLIP_NORM_KEY
 from ._checks import check_delta, check_positive
@@ -47,7 +45,7 @@ def fixed_clipping_mod(message: Message, context: Context, call_next: Handler) -
     reply = call_next(message, context)
     if reply.has_error:
         return reply
-    clipped = _clipped(reply.content.arrays(ARRAYS_KEY), received, clip)
+    clipped = clip_delta(reply.content.arrays(ARRAYS_KEY), received, clip)
     return _with_arrays(reply, clipped, {})
 
 
@@ -81,7 +79,7 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
         reply = call_next(message, context)
         if reply.has_error:
             return reply
-        clipped = _clipped(reply.content.arrays(ARRAYS_KEY), received, clip)
+        clipped = clip_delta(reply.content.arrays(ARRAYS_KEY), received, clip)
         server_round = message.content.config(CONFIG_KEY).get("server-round", 0)
         draw = noise.normals(context.node_id, int(server_round))
         noised = ArrayRecord(
@@ -98,23 +96,6 @@ def _gaussian_std(epsilon: float, delta: float, sensitivity: float) -> float:
     """The analytic Gaussian mechanism's noise std for ``(epsilon, delta)``."""
     dp = dp_accounting()
     return float(dp.get_sigma_gaussian(epsilon, delta)) * sensitivity
-
-
-def _clipped(arrays: ArrayRecord, received: ArrayRecord, clip: float) -> ArrayRecord:
-    """``arrays`` with its float delta from ``received`` scaled to at most ``clip``."""
-    peak, sum_sq = _half_delta_norm(arrays, received)
-    if peak * math.sqrt(sum_sq) <= clip / 2:
-        return arrays
-    factor = clip / (peak * math.sqrt(sum_sq))
-    out = ArrayRecord()
-    for name, like in received.items():
-        if like.dtype.kind not in "fc":
-            out[name] = arrays[name]
-            continue
-        moved = np.asarray(like.numpy(), np.float64).reshape(-1)
-        moved = moved + _half_delta(arrays[name], like) * factor
-        out[name] = Array(moved.reshape(like.shape).astype(like.dtype))
-    return out
 
 
 def _as_received(name: str, received: ArrayRecord) -> Array:

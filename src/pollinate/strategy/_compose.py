@@ -64,8 +64,9 @@ class Update:
 class RoundInfo:
     """What an aggregator may know of its round besides the updates: the sample they came from.
 
-    ``sampling_rate`` is each node's chance to be sampled: the Poisson rate when the
-    aggregator asks for Poisson sampling (``fraction_train``), else sampled / available.
+    Made by FedAvg's Poisson sample, so only for an aggregator that asks for one
+    (``poisson_sampling``): ``sampling_rate`` is each node's chance to be sampled,
+    ``fraction_train``.
     """
 
     server_round: int

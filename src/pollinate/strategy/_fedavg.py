@@ -165,7 +165,7 @@ class FedAvg(Strategy):
         self.aggregation.check(min_train_nodes)
         if self.aggregation.poisson_sampling:
             self.aggregation.aggregator.check_sampling(fraction_train)
-        self._rounds: dict[int, RoundInfo] = {}  # a round's sample, configure -> aggregate
+        self._sample: RoundInfo | None = None  # this round's Poisson sample, for aggregation
         if secure_aggregation is not None:
             self.secure_aggregation = self._secured(secure_aggregation)
 
@@ -276,7 +276,8 @@ class FedAvg(Strategy):
                 yield Update(node, reply.content.arrays(ARRAYS_KEY), weight, record)
                 del reply  # hold no reply while the next one comes in: it may be a whole model
 
-        info = self._rounds.pop(server_round, None)
+        info = self._sample if self._sample and self._sample.server_round == server_round else None
+        self._sample = None
         mean, state = self.aggregation.update(updates(), arrays, state, info)
         if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
             raise RoundError(
@@ -380,7 +381,7 @@ class FedAvg(Strategy):
         nodes = [available[int(i)] for i in drawn]
         info = RoundInfo(server_round, len(available), len(nodes), self.fraction_train)
         self.aggregation.aggregator.check_round(info)
-        self._rounds[server_round] = info
+        self._sample = info  # only the latest: a failed round's is replaced, not kept
         return nodes
 
 
