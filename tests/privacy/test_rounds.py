@@ -158,3 +158,20 @@ def test_a_resume_that_changes_delta_or_the_accountant_is_refused(make_grid, cha
     )
     with pytest.raises(ConfigError, match=message):
         run(other, grid, 4, resume=recorder.point(2))
+
+
+def test_the_interrupted_round_is_accounted_at_the_costlier_of_the_old_and_new_settings(
+    make_grid,
+):
+    grid = make_grid(pulling_app(), num_nodes=10)
+    recorder = _Recorder()
+    run(_strategy(fraction=0.5, seed=2), grid, 2, observers=[recorder])
+    quieter = FedAvg(
+        fraction_train=0.3,
+        fraction_evaluate=0.0,
+        aggregation=chain(dp_fixed_clip(1.0, 2.0, seed=2)),
+    )
+    resumed = run(quieter, grid, 3, resume=recorder.point(2))
+    rows = resumed.strategy_state["a:privacy.history"].numpy().tolist()
+    assert rows[2][:2] == [0.5, 1.0]  # the run that fell sampled more, with less noise
+    assert rows[3][:2] == [0.3, 2.0]

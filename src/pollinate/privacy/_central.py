@@ -308,7 +308,7 @@ class _CentralDp(Aggregator):
                 f"{self!r}: the run to resume was accounted at delta={delta:g} with "
                 f"accountant={was!r}: resume with the same delta and accountant"
             )
-        interrupted = [[sampling_rate, self.plan.z(sampling_rate), self.clip(state)]]
+        interrupted = [self._interrupted_round(history, sampling_rate, state)]
         resumed = ArrayRecord(state)
         resumed[HISTORY] = np.concatenate([history, interrupted])
         resumed[ATTEMPTS] = np.array(_attempt(state) + 1)
@@ -320,6 +320,19 @@ class _CentralDp(Aggregator):
             self.plan.check_reachable(check_rate("fraction_train", sampling_rate))
         except ConfigError as err:
             raise ConfigError(f"{self!r}: {err}") from None
+
+    def _interrupted_round(
+        self, history: np.ndarray[Any, Any], sampling_rate: float, state: ArrayRecord
+    ) -> list[float]:
+        """The row for a round that may have run: the costlier of the last round and the next.
+
+        The interrupted attempt ran with the settings of the run that fell, which may differ
+        from the resumed one's: the larger rate and the smaller noise multiplier bound both.
+        """
+        q, z = sampling_rate, self.plan.z(sampling_rate)
+        if len(history):
+            q, z = max(q, float(history[-1][0])), min(z, float(history[-1][1]))
+        return [q, z, self.clip(state)]
 
     def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
         """The Poisson sample's randomness: seeded (anew after a resume), or from the OS."""
