@@ -3,6 +3,7 @@
 import sys
 
 import dp_accounting
+import numpy as np
 import pytest
 from dp_accounting import pld, rdp
 
@@ -83,3 +84,93 @@ def test_a_tiny_noise_multiplier_gives_a_large_finite_bound_without_a_huge_grid(
     # dp-accounting's default PLD grid would need 1 / z^2 points (38 GiB at z = 1e-3).
     spent = epsilon([(0.5, z)] * 3, 1e-5)
     assert 1.0 < spent < float("inf")
+
+
+class _PldCalls:
+    """Counts dp-accounting's PLD constructions and compositions."""
+
+    def __init__(self, monkeypatch):
+        self.made = self.composed = self.self_composed = 0
+        module = pld.privacy_loss_distribution
+        cls = module.PrivacyLossDistribution
+        made, compose, self_compose = (
+            module.from_gaussian_mechanism,
+            cls.compose,
+            cls.self_compose,
+        )
+
+        def counted_made(*args, **kwargs):
+            self.made += 1
+            return made(*args, **kwargs)
+
+        def counted_compose(pld_self, *args, **kwargs):
+            self.composed += 1
+            return compose(pld_self, *args, **kwargs)
+
+        def counted_self_compose(pld_self, *args, **kwargs):
+            self.self_composed += 1
+            return self_compose(pld_self, *args, **kwargs)
+
+        monkeypatch.setattr(module, "from_gaussian_mechanism", counted_made)
+        monkeypatch.setattr(cls, "compose", counted_compose)
+        monkeypatch.setattr(cls, "self_compose", counted_self_compose)
+
+
+def test_a_constant_run_costs_one_composition_a_round_not_a_recount(monkeypatch):
+    calls = _PldCalls(monkeypatch)
+    q, z = 0.0123, 1.0  # a rate no other test uses: nothing cached before
+    history = []
+    for _ in range(30):
+        history.append((q, z))
+        epsilon(history, 1e-5)
+    assert calls.made == 1  # the one-round PLD is built once, not each round
+    assert calls.self_composed == 0
+    assert calls.composed <= 30  # one more round, one composition
+    assert epsilon(history, 1e-5) == pytest.approx(_direct(q, z, 30, 1e-5, "pld"), rel=1e-9)
+
+
+def test_interleaved_rates_compose_by_kind_and_each_round_still_costs_one(monkeypatch):
+    calls = _PldCalls(monkeypatch)
+    history, spent = [], 0.0
+    for t in range(1, 21):
+        history.append((0.0231 if t % 2 else 0.0462, 1.0))
+        now = epsilon(history, 1e-5)
+        assert now >= spent
+        spent = now
+    assert calls.made == 2
+    assert calls.self_composed == 0
+    assert calls.composed <= 2 * 20  # one round's composition, one to join the two kinds
+
+
+@pytest.mark.parametrize(
+    ("target", "q", "rounds"), [(50.0, 0.1, 10), (60.0, 0.5, 5), (8.0, 0.01, 100)]
+)
+def test_calibration_finds_the_least_noise_below_one_half_too(target, q, rounds):
+    z = calibrate_noise_multiplier(target, 1e-5, q, rounds)
+    assert z < 0.5
+    assert epsilon([(q, z)] * rounds, 1e-5) <= target
+    assert epsilon([(q, z * 0.998)] * rounds, 1e-5) > target * 0.99
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: epsilon([(-0.1, 1.0)], 1e-5), r"sampling rate must be in \(0, 1\].*got -0.1"),
+        (lambda: epsilon([(1.5, 1.0)], 1e-5), r"sampling rate must be in \(0, 1\].*got 1.5"),
+        (lambda: epsilon([(0.1, -1.0)], 1e-5), "noise multiplier must be 0 or more"),
+        (lambda: epsilon([(0.1, float("nan"))], 1e-5), "noise multiplier must be 0 or more"),
+        (lambda: epsilon([(0.1, 1.0)], 0.0), "delta must be between 0 and 1"),
+        (lambda: calibrate_noise_multiplier(3.0, 1e-5, 0.0, 10), r"sampling_rate must be in"),
+        (lambda: calibrate_noise_multiplier(3.0, 1e-5, 2.0, 10), r"sampling_rate must be in"),
+        (lambda: calibrate_noise_multiplier(3.0, 1e-5, 0.1, 0), "num_rounds must be a whole"),
+        (lambda: calibrate_noise_multiplier(3.0, 1e-5, 0.1, 2.5), "num_rounds must be a whole"),
+    ],
+)
+def test_the_public_functions_refuse_bad_figures_with_one_clear_error(call, message):
+    with pytest.raises(ConfigError, match=message):
+        call()
+
+
+def test_numpy_scalars_are_numbers_to_the_public_functions():
+    z = calibrate_noise_multiplier(np.float32(3.0), np.float64(1e-5), np.float32(0.5), np.int64(5))
+    assert epsilon([(np.float32(0.5), np.float64(z))] * 5, np.float64(1e-5)) <= 3.0

@@ -1,6 +1,7 @@
 """Central DP pieces: clip each delta, sum unweighted, add noise, divide by the expected count."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +9,15 @@ import pytest
 from pollinate import ArrayRecord, FedAvg, MetricRecord
 from pollinate.errors import ConfigError, RoundError
 from pollinate.privacy import dp_adaptive_clip, dp_fixed_clip
-from pollinate.strategy import RoundInfo, Update, chain, krum, norm_bound, server_momentum
+from pollinate.strategy import (
+    RoundInfo,
+    Update,
+    UpdateFilter,
+    chain,
+    krum,
+    norm_bound,
+    server_momentum,
+)
 
 from ._apps import pulling_app, run
 
@@ -174,3 +183,74 @@ def test_a_filter_that_compares_updates_may_not_come_before_dp():
     FedAvg(aggregation=chain(norm_bound(3.0), dp_fixed_clip(1.0, 1.0)))  # per update: fine
     with pytest.raises(ConfigError, match=r"krum\(num_malicious_nodes=1\) picks updates by"):
         FedAvg(min_train_nodes=5, aggregation=chain(krum(1), dp_fixed_clip(1.0, 1.0)))
+
+
+def test_too_little_count_noise_is_refused_before_any_node_trains(make_grid):
+    trained = []
+
+    def spy(message, context, call_next):
+        trained.append(context.node_id)
+        return call_next(message, context)
+
+    grid = make_grid(pulling_app(mods=(spy,)), num_nodes=10)
+    piece = dp_adaptive_clip(target_epsilon=3.0, num_rounds=20, seed=0)
+    strategy = FedAvg(
+        fraction_train=0.5, fraction_evaluate=0.0, min_train_nodes=1, aggregation=chain(piece)
+    )
+    with pytest.raises(RoundError, match=r"\(expected nodes 5 / 20\)"):
+        run(strategy, grid, 3)
+    assert trained == []
+
+
+def test_count_noise_std_too_small_for_the_noise_multiplier_is_refused_when_built():
+    with pytest.raises(ConfigError, match=r"z / 2 = 1 .*count_noise_std=0.5") as caught:
+        dp_adaptive_clip(2.0, count_noise_std=0.5)
+    assert "expected nodes" not in str(caught.value)
+
+
+def test_a_given_count_noise_std_too_small_for_a_calibrated_z_is_not_blamed_on_the_count():
+    piece = dp_adaptive_clip(target_epsilon=3.0, num_rounds=20, count_noise_std=0.1, seed=0)
+    with pytest.raises(RoundError, match=r"count_noise_std=0\.1") as caught:
+        chain(piece).aggregator.check_round(RoundInfo(1, 10, 5, 0.5))
+    assert "expected nodes" not in str(caught.value)
+
+
+def test_an_unreachable_target_epsilon_is_refused_when_the_strategy_is_built():
+    piece = dp_fixed_clip(1.0, target_epsilon=1e-4, num_rounds=1000)
+    with pytest.raises(ConfigError, match="cannot be reached in 1000 rounds"):
+        FedAvg(fraction_train=0.5, aggregation=chain(piece))
+
+
+def test_numpy_scalars_are_numbers_to_the_pieces():
+    piece = dp_fixed_clip(np.float32(1.0), np.float64(1.0), delta=np.float64(1e-5))
+    assert piece.clip_norm == 1.0
+    planned = dp_fixed_clip(1.0, target_epsilon=np.float32(3.0), num_rounds=np.int64(10))
+    assert planned.plan.num_rounds == 10
+    adaptive = dp_adaptive_clip(np.float32(1.0), target_quantile=np.float32(0.5))
+    assert adaptive.target_quantile == 0.5
+
+
+def test_a_per_update_filter_not_marked_streaming_is_told_what_to_set():
+    class Halve(UpdateFilter):  # handles each update alone, but does not say so
+        def filter_one(self, update, current):
+            return update
+
+    with pytest.raises(ConfigError, match="streaming = True"):
+        chain(Halve(), dp_fixed_clip(1.0, 1.0)).check(1)
+
+
+def test_os_noise_is_the_sum_of_four_box_muller_draws_over_two(monkeypatch):
+    # Holohan and Braghin 2021 (Opacus's secure_mode): a sum of four draws blurs the
+    # floating-point traces of any one Box-Muller draw that Jin et al. 2021 attack.
+    from pollinate.privacy import _noise
+
+    taken, urandom = [], os.urandom
+
+    def counted(n):
+        taken.append(n)
+        return urandom(n)
+
+    monkeypatch.setattr(_noise.os, "urandom", counted)
+    draws = _noise.NoiseSource(None).normals(1, 1)(1000)
+    assert draws.shape == (1000,)
+    assert sum(taken) == 4 * 1000 * 8  # a Box-Muller pair: 16 bytes, two draws

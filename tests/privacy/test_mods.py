@@ -13,10 +13,10 @@ from pollinate import (
     MetricRecord,
     RecordDict,
 )
-from pollinate.errors import RoundError
+from pollinate.errors import ConfigError, RoundError
 from pollinate.message import Message
 from pollinate.privacy import dp_fixed_clip, fixed_clipping_mod, local_dp_mod
-from pollinate.strategy import chain
+from pollinate.strategy import Update, chain, norm_bound
 
 from ._apps import pulling_app, run
 
@@ -125,3 +125,61 @@ def test_local_dp_refuses_a_complex_array_it_cannot_noise():
     model = ArrayRecord({"z": np.zeros(2, np.complex128)})
     reply = _ask(_local_app(local_dp_mod(1.0, 1.0, 1e-5)), {}, model=model)
     assert reply.has_error and "real and imaginary parts" in reply.error.reason
+
+
+def test_local_dp_mods_bad_delta_names_the_mod():
+    with pytest.raises(ConfigError, match=r"^local_dp_mod: delta must be between 0 and 1"):
+        local_dp_mod(1.0, 1.0, 0.0)
+
+
+def test_local_dp_sends_integer_arrays_back_as_received():
+    # An integer layer cannot be noised; sent as trained it would leak (BatchNorm's
+    # num_batches_tracked counts the node's batches, so its data set's size).
+    reply = _ask(_app([local_dp_mod(1.0, 1.0, 1e-5, seed=0)], move=0.5), {})
+    assert reply.content.arrays()["n"].numpy().tolist() == [3]  # the node made it 4
+
+
+@pytest.mark.parametrize(
+    ("dtype", "size", "clip"),
+    [(np.float16, 10_000, 0.05), (np.float32, 1_000_000, 1e-3), (np.float64, 1000, 1e-6)],
+)
+def test_an_honestly_clipped_node_is_kept_whatever_its_dtype_rounds(dtype, size, clip):
+    rng = np.random.default_rng(0)
+    current = ArrayRecord({"w": rng.uniform(0.5, 2.0, size).astype(dtype)})
+    trained = current["w"].numpy() + rng.normal(0, 1, size).astype(dtype)
+    app = ClientApp(mods=[fixed_clipping_mod])
+
+    @app.train()
+    def train(msg, context):
+        arrays = ArrayRecord({"w": trained.astype(dtype)})
+        metrics = MetricRecord({"num-examples": 1})
+        return msg.reply(RecordDict({"arrays": arrays, "metrics": metrics}))
+
+    sent = _ask(app, {"dp.clip-norm": clip}, model=current).content.arrays()
+    aggregation = chain(dp_fixed_clip(clip, 1.0, clipped_on="nodes", seed=0))
+    assert aggregation.check_update(sent, MetricRecord({"num-examples": 1}), current) is None
+
+
+def test_an_update_past_the_clip_by_more_than_rounding_is_set_aside():
+    current = ArrayRecord({"w": np.ones(1000, np.float16)})
+    longer = ArrayRecord({"w": (current["w"].numpy() + np.float16(0.0035)).astype(np.float16)})
+    aggregation = chain(dp_fixed_clip(0.1, 1.0, clipped_on="nodes", seed=0))  # norm ~0.11
+    reason = aggregation.check_update(longer, MetricRecord({"num-examples": 1}), current)
+    assert reason is not None and "must clip to dp.clip-norm=0.1" in reason
+
+
+def test_node_clipping_and_norm_bound_clip_a_complex_delta_alike():
+    current = ArrayRecord({"z": np.array([1 + 1j, 2 - 1j], np.complex128)})
+    trained = ArrayRecord({"z": np.array([4 + 5j, 2 - 1j], np.complex128)})  # delta norm 5
+    app = ClientApp(mods=[fixed_clipping_mod])
+
+    @app.train()
+    def train(msg, context):
+        return msg.reply(
+            RecordDict({"arrays": trained, "metrics": MetricRecord({"num-examples": 1})})
+        )
+
+    sent = _ask(app, {"dp.clip-norm": 1.0}, model=current).content.arrays()
+    filtered = norm_bound(1.0).filter_one(Update(1, trained, 1.0, MetricRecord()), current)
+    np.testing.assert_allclose(sent["z"].numpy(), filtered.arrays["z"].numpy(), rtol=1e-12)
+    np.testing.assert_allclose(sent["z"].numpy() - current["z"].numpy(), [0.6 + 0.8j, 0])

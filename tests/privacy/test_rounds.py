@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from pollinate import FedAvg
-from pollinate.errors import RoundError
+from pollinate.errors import ConfigError, RoundError
 from pollinate.privacy import dp_fixed_clip, epsilon
 from pollinate.server import ResumePoint, RunObserver
 from pollinate.strategy import chain
@@ -112,14 +112,66 @@ class _Recorder(RunObserver):
         return ResumePoint(self.arrays[last_round], rounds, last_round, self.states[last_round])
 
 
-def test_a_resumed_run_continues_epsilon_and_ends_bit_for_bit_where_the_whole_run_ends(make_grid):
+def test_a_resumed_run_counts_the_interrupted_round_and_never_reuses_its_noise(make_grid):
+    # Round 3's noised model may have reached the evaluating nodes before the server fell:
+    # the redone round 3 is a second release, so it is accounted, and its noise is fresh
+    # even with a seed (the same noise on another sum would give away their difference).
     grid = make_grid(pulling_app(), num_nodes=10)
-    whole = run(_strategy(seed=8), grid, 4)
+    whole_run = _Recorder()
+    run(_strategy(seed=8), grid, 4, observers=[whole_run])
+    first_two = _Recorder()
+    run(_strategy(seed=8), grid, 2, observers=[first_two])
+    resumed = run(_strategy(seed=8), grid, 4, resume=first_two.point(2))
+    assert len(resumed.strategy_state["a:privacy.history"].numpy()) == 5
+    assert resumed.rounds[-1].train.metrics["privacy.epsilon"] == pytest.approx(
+        epsilon([(0.5, 1.0)] * 5, 1e-5)
+    )
+    again = _Recorder()
+    run(_strategy(seed=8), grid, 3, observers=[again], resume=first_two.point(2))
+    assert again.arrays[3] != whole_run.arrays[3]
+    # A second resume from the same point is yet another attempt: its noise is new again.
+    twice = run(_strategy(seed=8), grid, 3, resume=again.point(3))
+    assert len(twice.strategy_state["a:privacy.history"].numpy()) == 5
+
+
+def test_resuming_a_dp_run_from_a_point_without_its_history_is_refused(make_grid):
+    grid = make_grid(pulling_app(), num_nodes=10)
+    plain = run(FedAvg(fraction_train=0.5, fraction_evaluate=0.0), grid, 3)
+    for state in (None, plain.strategy_state or None):
+        point = ResumePoint(plain.arrays, tuple(plain.rounds), 3, state)
+        with pytest.raises(ConfigError, match="accounts 0 of the 3 rounds"):
+            run(_strategy(seed=0), grid, 5, resume=point)
+
+
+@pytest.mark.parametrize(
+    ("changed", "message"),
+    [({"delta": 1e-6}, "delta=1e-05"), ({"accountant": "rdp"}, "accountant='pld'")],
+)
+def test_a_resume_that_changes_delta_or_the_accountant_is_refused(make_grid, changed, message):
+    grid = make_grid(pulling_app(), num_nodes=10)
     recorder = _Recorder()
-    run(_strategy(seed=8), grid, 2, observers=[recorder])
-    resumed = run(_strategy(seed=8), grid, 4, resume=recorder.point(2))
-    assert resumed.arrays == whole.arrays
-    assert [r.train.metrics["privacy.epsilon"] for r in resumed.rounds] == [
-        r.train.metrics["privacy.epsilon"] for r in whole.rounds
-    ]
-    assert len(resumed.strategy_state["a:privacy.history"].numpy()) == 4
+    run(_strategy(seed=1), grid, 2, observers=[recorder])
+    other = FedAvg(
+        fraction_train=0.5,
+        fraction_evaluate=0.0,
+        aggregation=chain(dp_fixed_clip(1.0, 1.0, seed=1, **changed)),
+    )
+    with pytest.raises(ConfigError, match=message):
+        run(other, grid, 4, resume=recorder.point(2))
+
+
+def test_the_interrupted_round_is_accounted_at_the_costlier_of_the_old_and_new_settings(
+    make_grid,
+):
+    grid = make_grid(pulling_app(), num_nodes=10)
+    recorder = _Recorder()
+    run(_strategy(fraction=0.5, seed=2), grid, 2, observers=[recorder])
+    quieter = FedAvg(
+        fraction_train=0.3,
+        fraction_evaluate=0.0,
+        aggregation=chain(dp_fixed_clip(1.0, 2.0, seed=2)),
+    )
+    resumed = run(quieter, grid, 3, resume=recorder.point(2))
+    rows = resumed.strategy_state["a:privacy.history"].numpy().tolist()
+    assert rows[2][:2] == [0.5, 1.0]  # the run that fell sampled more, with less noise
+    assert rows[3][:2] == [0.3, 2.0]

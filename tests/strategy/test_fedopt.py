@@ -8,6 +8,7 @@ from hypothesis.extra import numpy as hnp
 
 from pollinate import ArrayRecord, FedAvg, MetricRecord, RecordDict
 from pollinate.errors import ConfigError, RoundError
+from pollinate.strategy import norm_bound
 from pollinate.strategy._compose import Update, chain, weighted_average
 from pollinate.strategy._fedopt import (
     FedAdagrad,
@@ -331,3 +332,9 @@ def test_fedavgm_without_momentum_runs_as_fedavg(make_grid, global_arrays):
     plain = FedAvg(fraction_evaluate=0.0).start(grid, global_arrays, num_rounds=2).arrays
     strategy = FedAvgM(server_learning_rate=1.0, server_momentum=0.0, fraction_evaluate=0.0)
     assert strategy.start(grid, global_arrays, num_rounds=2).arrays == plain
+
+
+@pytest.mark.parametrize("strategy", [FedAdam, FedAdagrad, FedYogi, FedAvgM])
+def test_a_server_optimizer_strategy_given_a_chain_points_to_fedavg_with_one_chain(strategy):
+    with pytest.raises(ConfigError, match=r"FedAvg\(aggregation=chain\(\.\.\., server_"):
+        strategy(aggregation=chain(norm_bound(1.0)))

@@ -14,6 +14,7 @@ Private Learning with Adaptive Clipping", https://arxiv.org/abs/1905.03871).
 from __future__ import annotations
 
 import math
+import numbers
 from abc import abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from ..errors import ConfigError, RoundError
 from ..message import SERVER_NODE_ID
 from ..records import Array, ArrayRecord, ConfigValue, MetricRecord
 from ..strategy import Aggregator, RoundInfo, Update
-from ..strategy._robust import _half_delta, _half_delta_norm
 from ..strategy._secure import COUNT_KEY
+from ..strategy.clipping import delta_norm, half_delta, half_delta_norm
 from . import _accountant
 from ._accountant import Accountant
+from ._checks import check_delta, check_positive, check_rate, check_rounds, is_number
 from ._noise import COUNT_NOISE, SAMPLING, UPDATE_NOISE, NoiseSource
 
 __all__ = ["CLIP_NORM_KEY", "SECAGG_COUNT_KEY", "dp_adaptive_clip", "dp_fixed_clip"]
@@ -40,14 +42,19 @@ SECAGG_COUNT_KEY = COUNT_KEY
 """A securely aggregated reply's metric: how many node-clipped deltas its model is the mean of."""
 
 HISTORY = "privacy.history"
-"""The accountant's state: a row ``[q, z, clip]`` per round (grows: see Strategy)."""
+"""The accountant's state: a row ``[q, z, clip]`` per round, and per interrupted round."""
+
+ACCOUNTING = "privacy.accounting"
+"""What the history's epsilon is for: ``[delta, index of the accountant in ACCOUNTANTS]``."""
+
+ATTEMPTS = "privacy.resumes"
+"""How many times the run was resumed: part of every seeded key, so noise never repeats."""
 
 CLIP = "privacy.next-clip-norm"
 """Adaptive clipping's state: the clip the next round uses."""
 
-NODE_CLIP_SLACK = 0.01
-"""How far past the clip a node-clipped update may be (its model's dtype rounds) before
-it is set aside as unclipped; the server clips what it can see exactly either way."""
+FLOAT64_SLACK = 1e-9
+"""How far past the clip (relatively) float64 arithmetic may put a node-clipped update."""
 
 
 def dp_fixed_clip(
@@ -74,7 +81,7 @@ def dp_fixed_clip(
     update longer than the clip. ``seed``: reproducible noise and sampling; None (the
     default) draws both from the OS, as a deployed run must. docs/privacy.md.
     """
-    clip = _accountant.check_positive("dp_fixed_clip: clip_norm", clip_norm)
+    clip = check_positive("dp_fixed_clip: clip_norm", clip_norm)
     if clipped_on not in ("server", "nodes"):
         raise ConfigError(
             f"dp_fixed_clip: clipped_on must be 'server' or 'nodes', got {clipped_on!r}"
@@ -114,21 +121,19 @@ def dp_adaptive_clip(
     ``count_noise_std`` (default ``expected / 20``, the paper's). The update's noise
     multiplier is ``z_update = (z^-2 - (2 s)^-2)^(-1/2)``, so the two Gaussian releases
     together are worth exactly the ``z`` asked for (or calibrated from ``target_epsilon``),
-    which is what the accountant is told; it needs ``2 s > z``. The rest as ``dp_fixed_clip``;
+    which is what the accountant is told; it needs ``2 s > z`` (checked here when both are
+    given, else before a round sends to any node). The rest as ``dp_fixed_clip``;
     the server clips (adaptive clipping on the nodes is not offered).
     """
-    initial = _accountant.check_positive("dp_adaptive_clip: initial_clip_norm", initial_clip_norm)
-    rate = _accountant.check_positive("dp_adaptive_clip: clip_learning_rate", clip_learning_rate)
-    if (
-        isinstance(target_quantile, bool)
-        or not isinstance(target_quantile, (int, float))
-        or not (0 < target_quantile < 1)
-    ):
+    initial = check_positive("dp_adaptive_clip: initial_clip_norm", initial_clip_norm)
+    rate = check_positive("dp_adaptive_clip: clip_learning_rate", clip_learning_rate)
+    if not is_number(target_quantile) or not 0 < float(target_quantile) < 1:
         raise ConfigError(
             f"dp_adaptive_clip: target_quantile must be between 0 and 1, got {target_quantile!r}"
         )
+    count_std = None
     if count_noise_std is not None:
-        _accountant.check_positive("dp_adaptive_clip: count_noise_std", count_noise_std)
+        count_std = check_positive("dp_adaptive_clip: count_noise_std", count_noise_std)
     plan = _plan(
         "dp_adaptive_clip",
         noise_multiplier=noise_multiplier,
@@ -139,7 +144,12 @@ def dp_adaptive_clip(
         accountant=accountant,
         seed=seed,
     )
-    return _AdaptiveClip(initial, float(target_quantile), rate, count_noise_std, plan)
+    piece = _AdaptiveClip(initial, float(target_quantile), rate, count_std, plan)
+    if count_std is not None and plan.noise_multiplier is not None:
+        problem = piece.count_noise_problem(plan.noise_multiplier, count_std, expected=None)
+        if problem is not None:
+            raise ConfigError(f"dp_adaptive_clip: {problem}")
+    return piece
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +177,13 @@ class _Plan:
         """The epsilon at the run's delta of the rounds in ``history``."""
         rounds = _accountant.history_rounds(history)
         return _accountant.epsilon(rounds, self.delta, self.accountant)
+
+    def check_reachable(self, q: float) -> None:
+        """ConfigError if ``target_epsilon`` cannot be reached at rate ``q`` (None: fine)."""
+        if self.target_epsilon is not None and self.num_rounds is not None:
+            _accountant.check_reachable(
+                self.target_epsilon, self.delta, q, self.num_rounds, self.accountant
+            )
 
     def args(self) -> str:
         """The plan as the arguments it was given, for a piece's repr."""
@@ -210,18 +227,21 @@ def _checked_plan(
     z: float | None = None
     target: float | None = None
     if noise_multiplier is not None:
-        z = _accountant.check_positive("noise_multiplier", noise_multiplier)
+        z = check_positive("noise_multiplier", noise_multiplier)
     else:
-        target = _accountant.check_positive("target_epsilon", target_epsilon)
-        if isinstance(num_rounds, bool) or not isinstance(num_rounds, int) or num_rounds < 1:
+        target = check_positive("target_epsilon", target_epsilon)
+        if num_rounds is None:
             raise ConfigError(
-                f"target_epsilon needs num_rounds, the rounds the run will have (a whole "
-                f"number, 1 or more), to calibrate the noise for; got {num_rounds!r}"
+                "target_epsilon needs num_rounds, the rounds the run will have (a whole "
+                "number, 1 or more), to calibrate the noise for"
             )
+        num_rounds = check_rounds("num_rounds", num_rounds)
     budget = target  # a target is a budget too, unless another is given
     if max_epsilon is not None:
-        budget = _accountant.check_positive("max_epsilon", max_epsilon)
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        budget = check_positive("max_epsilon", max_epsilon)
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
+    ):
         raise ConfigError(
             f"seed must be a whole number 0 or more, or None (OS randomness), got {seed!r}"
         )
@@ -229,10 +249,10 @@ def _checked_plan(
         z,
         target,
         num_rounds,
-        _accountant.check_delta(delta),
+        check_delta(delta),
         budget,
         _accountant.check_accountant(accountant),
-        NoiseSource(seed),
+        NoiseSource(None if seed is None else int(seed)),
     )
 
 
@@ -258,13 +278,67 @@ class _CentralDp(Aggregator):
             "FedAvg(aggregation=chain(...)), which tells it the round's sample"
         )
 
-    def init(self, arrays: ArrayRecord) -> ArrayRecord:
-        """An empty accountant history."""
-        return ArrayRecord({HISTORY: np.zeros((0, 3))})
+    growing_state = (HISTORY,)
 
-    def sampling_rng(self, server_round: int) -> np.random.Generator:
-        """The Poisson sample's randomness: seeded, or from the OS."""
-        return self.plan.noise.generator(server_round, SAMPLING)
+    def init(self, arrays: ArrayRecord) -> ArrayRecord:
+        """An empty accountant history, what it accounts for, and no resume yet."""
+        accounting = [self.plan.delta, _accountant.ACCOUNTANTS.index(self.plan.accountant)]
+        return ArrayRecord(
+            {HISTORY: np.zeros((0, 3)), ACCOUNTING: np.array(accounting), ATTEMPTS: np.array(0)}
+        )
+
+    def resume(self, state: ArrayRecord, last_round: int, sampling_rate: float) -> ArrayRecord:
+        """The kept state with the interrupted round accounted as spent; refused if unsound.
+
+        The round after ``last_round`` may have released its noised model (to the
+        evaluating nodes) before the server fell, and the resumed run redoes it: it is
+        accounted as one more round, and the resume count keys the seeded noise anew.
+        """
+        history = state[HISTORY].numpy()
+        if len(history) < last_round:
+            raise ConfigError(
+                f"{self!r}: the run resumes after round {last_round}, but its DP history "
+                f"accounts {len(history)} of the {last_round} rounds (plain rounds, or a "
+                "resume point without the strategy's state): their privacy cost is unknown, "
+                "so epsilon cannot go on; start a new run, or resume from a checkpoint with "
+                "the strategy state"
+            )
+        delta, kind = (float(v) for v in state[ACCOUNTING].numpy())
+        was = _accountant.ACCOUNTANTS[int(kind)]
+        if (delta, was) != (self.plan.delta, self.plan.accountant):
+            raise ConfigError(
+                f"{self!r}: the run to resume was accounted at delta={delta:g} with "
+                f"accountant={was!r}: resume with the same delta and accountant"
+            )
+        interrupted = [self._interrupted_round(history, sampling_rate, state)]
+        resumed = ArrayRecord(state)
+        resumed[HISTORY] = np.concatenate([history, interrupted])
+        resumed[ATTEMPTS] = np.array(_attempt(state) + 1)
+        return resumed
+
+    def check_sampling(self, sampling_rate: float) -> None:
+        """Refuse a rate out of (0, 1], or a target epsilon no noise can reach at it."""
+        try:
+            self.plan.check_reachable(check_rate("fraction_train", sampling_rate))
+        except ConfigError as err:
+            raise ConfigError(f"{self!r}: {err}") from None
+
+    def _interrupted_round(
+        self, history: np.ndarray[Any, Any], sampling_rate: float, state: ArrayRecord
+    ) -> list[float]:
+        """The row for a round that may have run: the costlier of the last round and the next.
+
+        The interrupted attempt ran with the settings of the run that fell, which may differ
+        from the resumed one's: the larger rate and the smaller noise multiplier bound both.
+        """
+        q, z = sampling_rate, self.plan.z(sampling_rate)
+        if len(history):
+            q, z = max(q, float(history[-1][0])), min(z, float(history[-1][1]))
+        return [q, z, self.clip(state)]
+
+    def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
+        """The Poisson sample's randomness: seeded (anew after a resume), or from the OS."""
+        return self.plan.noise.generator(server_round, SAMPLING, *_resumes(state))
 
     @abstractmethod
     def clip(self, state: ArrayRecord) -> float:
@@ -295,13 +369,13 @@ class _CentralDp(Aggregator):
         total = _ClippedSum(current, clip, secure_means=self.nodes_clip)
         for update in updates:
             total.add(update)
-            del update
         noise_std, new_state = self.after_round(total, clip, z, expected, state, info)
-        model = total.noised_mean(
-            expected, noise_std, self.plan.noise.normals(info.server_round, UPDATE_NOISE)
-        )
+        draw = self.plan.noise.normals(info.server_round, UPDATE_NOISE, *_resumes(state))
+        model = total.noised_mean(expected, noise_std, draw)
         history = np.concatenate([state[HISTORY].numpy(), [[q, z, clip]]])
         new_state[HISTORY] = history
+        new_state[ACCOUNTING] = state[ACCOUNTING]
+        new_state[ATTEMPTS] = state[ATTEMPTS]
         return model, new_state
 
     def after_round(
@@ -347,7 +421,7 @@ class _CentralDp(Aggregator):
         spent = self.plan.epsilon(history)
         return (
             f"the privacy budget max_epsilon={budget:g} (delta={self.plan.delta:g}) would be "
-            f"passed: epsilon is {spent:.4g} after {len(history)} rounds and would be "
+            f"passed: epsilon is {spent:.4g} after {len(history)} accounted rounds and would be "
             f"{after:.4g} after round {server_round}"
         )
 
@@ -372,8 +446,8 @@ class _FixedClip(_CentralDp):
         """With the nodes clipping: set aside an update (or secure mean) longer than the clip."""
         if not self.nodes_clip:
             return None
-        norm = update_norm(arrays, current)
-        if norm <= self.clip_norm * (1 + NODE_CLIP_SLACK):
+        norm = beyond_clip(arrays, current, self.clip_norm)
+        if norm is None:
             return None
         return (
             f"its update is {norm:.4g} from the global model but the nodes must clip to "
@@ -420,19 +494,43 @@ class _AdaptiveClip(_CentralDp):
         info: RoundInfo,
     ) -> tuple[float, ArrayRecord]:
         """The update's share of the noise, and the next clip from the noised unclipped share."""
-        count_std = self.count_noise_std if self.count_noise_std is not None else expected / 20
-        if not 2 * count_std > z:
-            raise RoundError(
-                f"round {info.server_round}: {self!r} needs count noise std > z / 2 = {z / 2:g} "
-                f"to leave noise for the update, but it is {count_std:g} (expected nodes "
-                f"{expected:g} / 20): give count_noise_std, or sample more nodes a round"
-            )
+        count_std = self._count_std(expected)
+        problem = self.count_noise_problem(z, count_std, expected)
+        if problem is not None:  # checked before sending; the rate cannot change since
+            raise RoundError(f"round {info.server_round}: {self!r} {problem}")
         z_update = (z**-2 - (2 * count_std) ** -2) ** -0.5
-        draw = self.plan.noise.normals(info.server_round, COUNT_NOISE)
+        draw = self.plan.noise.normals(info.server_round, COUNT_NOISE, *_resumes(state))
         centred = total.unclipped - total.count / 2 + count_std * float(draw(1)[0])
         share = centred / expected + 0.5
         next_clip = clip * math.exp(-self.clip_learning_rate * (share - self.target_quantile))
         return z_update * clip, ArrayRecord({CLIP: np.array(next_clip)})
+
+    def check_round(self, info: RoundInfo) -> None:
+        """Refuse, before any node trains, a round whose count noise leaves none for the update."""
+        q = info.sampling_rate
+        expected = q * info.num_available
+        problem = self.count_noise_problem(self.plan.z(q), self._count_std(expected), expected)
+        if problem is not None:
+            raise RoundError(f"round {info.server_round}: {self!r} {problem}")
+
+    def _count_std(self, expected: float) -> float:
+        """The count noise's std: the one given, or the paper's ``expected / 20``."""
+        return self.count_noise_std if self.count_noise_std is not None else expected / 20
+
+    def count_noise_problem(self, z: float, count_std: float, expected: float | None) -> str | None:
+        """Why count noise ``count_std`` leaves no noise for the update at ``z`` (None: it does)."""
+        if 2 * count_std > z:
+            return None
+        if self.count_noise_std is not None:
+            return (
+                f"needs count noise std > z / 2 = {z / 2:g} to leave noise for the update, but "
+                f"count_noise_std={count_std:g}: raise count_noise_std"
+            )
+        return (
+            f"needs count noise std > z / 2 = {z / 2:g} to leave noise for the update, but it "
+            f"is {count_std:g} (expected nodes {expected:g} / 20): give count_noise_std, or "
+            "sample more nodes a round"
+        )
 
     def __repr__(self) -> str:
         count = "" if self.count_noise_std is None else f", count_noise_std={self.count_noise_std}"
@@ -469,7 +567,7 @@ class _ClippedSum:
             self._fold(update.arrays, 2.0 * count)
             self.count += count
             return
-        peak, sum_sq = _half_delta_norm(update.arrays, self.current)
+        peak, sum_sq = half_delta_norm(update.arrays, self.current)
         within = peak * math.sqrt(sum_sq) <= self.clip / 2  # ||delta|| = 2 x peak x sqrt(sum_sq)
         self._fold(update.arrays, 2.0 if within else self.clip / (peak * math.sqrt(sum_sq)))
         self.count += 1
@@ -478,7 +576,7 @@ class _ClippedSum:
     def _fold(self, arrays: ArrayRecord, scale: float) -> None:
         """Add ``scale x (arrays - current) / 2`` to each float layer's running sum."""
         for name, like in _floats(self.current):
-            self.sums[name] += _half_delta(arrays[name], like) * scale
+            self.sums[name] += half_delta(arrays[name], like) * scale
 
     def noised_mean(self, expected: float, noise_std: float, draw: Any) -> ArrayRecord:
         """``current + (sum + noise) / expected`` in each array's dtype; other arrays unchanged."""
@@ -491,6 +589,17 @@ class _ClippedSum:
             moved = np.asarray(like.numpy(), np.float64).reshape(-1) + noised / expected
             out[name] = Array(moved.reshape(like.shape).astype(like.dtype))
         return out
+
+
+def _attempt(state: ArrayRecord) -> int:
+    """How many times the run was resumed."""
+    return int(state[ATTEMPTS].numpy())
+
+
+def _resumes(state: ArrayRecord) -> tuple[int, ...]:
+    """The resume count as a seeded key's last part (none before a resume: as before)."""
+    attempt = _attempt(state)
+    return (attempt,) if attempt else ()
 
 
 def _floats(arrays: ArrayRecord) -> Iterator[tuple[str, Array]]:
@@ -506,8 +615,30 @@ def _check_real(current: ArrayRecord) -> None:
         )
 
 
-def update_norm(arrays: ArrayRecord, current: ArrayRecord) -> float:
-    """``||arrays - current||`` over the floating-point arrays (inf if it overflows)."""
-    peak, sum_sq = _half_delta_norm(arrays, current)
-    with np.errstate(over="ignore"):
-        return float(2 * peak * math.sqrt(sum_sq))
+def beyond_clip(arrays: ArrayRecord, current: ArrayRecord, clip_norm: float) -> float | None:
+    """The norm of ``arrays - current`` if it exceeds ``clip_norm`` by more than rounding.
+
+    None for an update a node clipped honestly, whatever its dtype rounded: the server and
+    ``secaggplus_mod`` both tell an unclipped update this way.
+    """
+    norm = delta_norm(arrays, current)
+    if norm <= clip_norm * (1 + FLOAT64_SLACK) + _rounding(arrays):
+        return None
+    return norm
+
+
+def _rounding(arrays: ArrayRecord) -> float:
+    """The most that rounding a clipped model to its dtype can add to its delta's norm.
+
+    Rounding moves each value ``x`` by at most ``eps / 2 x |x|`` (plus half the smallest
+    subnormal), so the delta's norm by at most the norm of those bounds: a node that
+    clipped honestly in float16 or float32 is never set aside. The server clips what it
+    can see exactly either way; this only tells an unclipped node from a rounded one.
+    """
+    total = 0.0
+    for _, a in _floats(arrays):
+        info = np.finfo(a.dtype)
+        values = np.abs(np.asarray(a.numpy(), np.float64).reshape(-1))
+        bounds = values * (float(info.eps) / 2) + float(info.smallest_subnormal) / 2
+        total += float(np.einsum("i,i->", bounds, bounds))
+    return math.sqrt(total)

@@ -6,8 +6,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ..client import Handler, Mod
@@ -15,9 +13,10 @@ from ..context import Context
 from ..errors import ConfigError
 from ..message import Message, MessageType
 from ..records import Array, ArrayRecord, MetricRecord, RecordDict
-from ..strategy._robust import _half_delta, _half_delta_norm
-from ._accountant import check_delta, check_positive, dp_accounting
+from ..strategy.clipping import clip_delta
+from ._accountant import dp_accounting
 from ._central import CLIP_NORM_KEY
+from ._checks import check_delta, check_positive
 from ._noise import NoiseSource, Normals
 from ._secagg._errors import outside_secagg
 from ._secagg._keys import STAGE
@@ -51,7 +50,7 @@ def fixed_clipping_mod(message: Message, context: Context, call_next: Handler) -
     reply = call_next(message, context)
     if reply.has_error:
         return reply
-    clipped = _clipped(reply.content.arrays(ARRAYS_KEY), received, clip)
+    clipped = clip_delta(reply.content.arrays(ARRAYS_KEY), received, clip)
     return _with_arrays(reply, clipped, {})
 
 
@@ -64,13 +63,19 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
     dp-accounting), so each round's update is ``(epsilon, delta)``-DP for the node's whole
     data set, against anyone who sees it, the server included. The reply's metrics carry
     ``privacy.node-epsilon`` and ``privacy.node-delta`` (per round: a node that trains in
-    k rounds spends them k times over). ``seed``: reproducible noise (tests, simulation);
+    k rounds spends them k times over). Integer arrays cannot be noised: they go back as
+    received (a trained counter such as BatchNorm's ``num_batches_tracked`` would give away
+    the data set's size). ``seed``: reproducible noise (tests, simulation);
     None draws it from the OS.
     """
     clip = check_positive("local_dp_mod: clip_norm", clip_norm)
     eps = check_positive("local_dp_mod: epsilon", epsilon)
+    try:
+        checked_delta = check_delta(delta)
+    except ConfigError as err:
+        raise ConfigError(f"local_dp_mod: {err}") from None
     noise = NoiseSource(seed)
-    std = _gaussian_std(eps, check_delta(delta), 2 * clip)
+    std = _gaussian_std(eps, checked_delta, 2 * clip)
 
     def mod(message: Message, context: Context, call_next: Handler) -> Message:
         if MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN:
@@ -81,11 +86,14 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
         reply = call_next(message, context)
         if reply.has_error:
             return reply
-        clipped = _clipped(reply.content.arrays(ARRAYS_KEY), received, clip)
+        clipped = clip_delta(reply.content.arrays(ARRAYS_KEY), received, clip)
         server_round = message.content.config(CONFIG_KEY).get("server-round", 0)
         draw = noise.normals(context.node_id, int(server_round))
-        noised = ArrayRecord((name, _noised(a, std, draw)) for name, a in clipped.items())
-        figures = {"privacy.node-epsilon": eps, "privacy.node-delta": float(delta)}
+        noised = ArrayRecord(
+            (name, _noised(a, std, draw) if a.dtype.kind in "fc" else _as_received(name, received))
+            for name, a in clipped.items()
+        )
+        figures = {"privacy.node-epsilon": eps, "privacy.node-delta": checked_delta}
         return _with_arrays(reply, noised, figures)
 
     return mod
@@ -97,21 +105,14 @@ def _gaussian_std(epsilon: float, delta: float, sensitivity: float) -> float:
     return float(dp.get_sigma_gaussian(epsilon, delta)) * sensitivity
 
 
-def _clipped(arrays: ArrayRecord, received: ArrayRecord, clip: float) -> ArrayRecord:
-    """``arrays`` with its float delta from ``received`` scaled to at most ``clip``."""
-    peak, sum_sq = _half_delta_norm(arrays, received)
-    if peak * math.sqrt(sum_sq) <= clip / 2:
-        return arrays
-    factor = clip / (peak * math.sqrt(sum_sq))
-    out = ArrayRecord()
-    for name, like in received.items():
-        if like.dtype.kind not in "fc":
-            out[name] = arrays[name]
-            continue
-        moved = np.asarray(like.numpy(), np.float64).reshape(-1)
-        moved = moved + _half_delta(arrays[name], like) * factor
-        out[name] = Array(moved.reshape(like.shape).astype(like.dtype))
-    return out
+def _as_received(name: str, received: ArrayRecord) -> Array:
+    """The non-float array ``name`` as the node received it (it would leave unnoised)."""
+    if name not in received:
+        raise ConfigError(
+            f"local_dp_mod: the reply's array {name!r} is not in the model the node received, "
+            "and it is not floating-point, so it cannot be noised: send only the model's arrays"
+        )
+    return received[name]
 
 
 def _noised(array: Array, std: float, draw: Normals) -> Array:

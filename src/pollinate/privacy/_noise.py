@@ -3,9 +3,11 @@
 With a seed, every draw comes from ``numpy.random.default_rng([seed, round, stream, ...])``
 (PCG64): the same seed gives the same sample and the same noise, bit for bit, whatever ran
 before. Without one (``seed=None``, the default), Gaussian noise is made by the Box-Muller
-transform from ``os.urandom`` bytes, a cryptographically secure source, and Poisson samples
-from a PCG64 generator seeded with 128 fresh bits of it: nobody who knows the code and its
-settings can predict the noise or the sample, which a guarantee needs of both.
+transform from ``os.urandom`` bytes, a cryptographically secure source, each value the sum
+of four draws over two (a mitigation of floating-point attacks: docs/privacy.md), and
+Poisson samples from a PCG64 generator seeded with 128 fresh bits of it: nobody who knows
+the code and its settings can predict the noise or the sample, which a guarantee needs of
+both.
 """
 
 from __future__ import annotations
@@ -48,7 +50,20 @@ class NoiseSource:
         return "os" if self.seed is None else f"seed={self.seed}"
 
 
+SECURE_DRAWS = 4
+"""Box-Muller draws summed into one OS normal (over ``sqrt(4) = 2``), as Opacus's
+``secure_mode`` does (Holohan and Braghin 2021, https://arxiv.org/abs/2107.10138): the sum
+blurs the floating-point gaps and rounding of any one draw, which the attacks on
+Box-Muller noise read (Jin et al. 2021, https://arxiv.org/abs/2112.05307)."""
+
+
 def _os_normals(n: int) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """``n`` standard normals from ``os.urandom``: each the sum of four draws over two."""
+    draws = _box_muller(SECURE_DRAWS * n).reshape(SECURE_DRAWS, n)
+    return np.asarray(draws.sum(axis=0) * (1 / np.sqrt(SECURE_DRAWS)), np.float64)
+
+
+def _box_muller(n: int) -> np.ndarray[Any, np.dtype[np.float64]]:
     """``n`` standard normals from ``os.urandom`` by the Box-Muller transform.
 
     Uniforms in (0, 1] have 53 random bits each, so a draw is at most

@@ -87,8 +87,9 @@ class Strategy(ABC):
     strategy keeps from round to round (server moments, control variates) is a value,
     optax style: ``init_state(arrays)`` makes it, ``configure_train`` reads it and
     ``aggregate_train`` returns the next one; the object carries nothing from round to round.
-    A state entry whose name ends in ``.history`` grows a row each round (a DP accountant's
-    rounds); resuming compares its shape without the row count.
+    Entries named by ``growing_state`` grow a row each round (a DP accountant's rounds);
+    resuming compares their shape without the row count, and ``resume_state`` may adjust
+    or refuse the state a resumed run goes on with.
     """
 
     min_train_nodes: int = 1
@@ -109,6 +110,14 @@ class Strategy(ABC):
     def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
         """What the strategy keeps between rounds, before the first (empty: nothing)."""
         return ArrayRecord()
+
+    def growing_state(self) -> frozenset[str]:
+        """The state entries that grow a row each round (none by default)."""
+        return frozenset()
+
+    def resume_state(self, state: ArrayRecord, last_round: int) -> ArrayRecord:
+        """The state a run interrupted after ``last_round`` goes on with (ConfigError: none)."""
+        return state
 
     def stop_reason(self, server_round: int, state: ArrayRecord) -> str | None:
         """Why the run must end before ``server_round`` (None: go on), e.g. a spent DP budget.
@@ -278,20 +287,21 @@ class Strategy(ABC):
         log.info("resuming after round %d of %d", resume.last_round, num_rounds)
         observer.on_resume(resume.last_round)
         fresh = self.init_state(resume.arrays)
-        state = resume.strategy_state
-        if state is None:
-            state = fresh  # exact after round 0: the first state follows from the model alone
-            if fresh and resume.last_round > 0:
-                log.warning(
-                    "%s keeps state between rounds (server momentum, moments or control "
-                    "variates) that the resume point lacks: it starts afresh from round %d",
-                    type(self).__name__,
-                    resume.last_round + 1,
-                )
-        elif _layout(state) != _layout(fresh):
+        kept = resume.strategy_state
+        growing = self.growing_state()
+        if kept is not None and _layout(kept, growing) != _layout(fresh, growing):
             raise ConfigError(
-                f"the run to resume kept strategy state {_layout(state)}, but {self!r} keeps "
-                f"{_layout(fresh)}: resume with the strategy the run started with"
+                f"the run to resume kept strategy state {_layout(kept, growing)}, but {self!r} "
+                f"keeps {_layout(fresh, growing)}: resume with the strategy the run started with"
+            )
+        # Without a kept state the first state follows from the model alone: exact after round 0.
+        state = self.resume_state(fresh if kept is None else kept, resume.last_round)
+        if kept is None and fresh and resume.last_round > 0:
+            log.warning(
+                "%s keeps state between rounds (server momentum, moments or control "
+                "variates) that the resume point lacks: it starts afresh from round %d",
+                type(self).__name__,
+                resume.last_round + 1,
             )
         return Result(resume.arrays, list(resume.rounds)), state
 
@@ -354,15 +364,12 @@ def check_initial_arrays(arrays: object) -> None:
         )
 
 
-HISTORY_SUFFIX = ".history"
-"""A state entry named so grows a row a round: its row count is no part of its layout."""
+def _layout(state: ArrayRecord, growing: frozenset[str]) -> dict[str, tuple[int, ...]]:
+    """What a state must share with another to stand in for it: names and shapes.
 
-
-def _layout(state: ArrayRecord) -> dict[str, tuple[int, ...]]:
-    """What a state must share with another to stand in for it: names and shapes."""
-    return {
-        name: a.shape[1:] if name.endswith(HISTORY_SUFFIX) else a.shape for name, a in state.items()
-    }
+    A ``growing`` entry's row count is no part of its layout.
+    """
+    return {name: a.shape[1:] if name in growing else a.shape for name, a in state.items()}
 
 
 def _exchange(grid: Grid, messages: list[Message], timeout_s: float | None) -> Iterator[Message]:

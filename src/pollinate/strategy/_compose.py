@@ -64,8 +64,9 @@ class Update:
 class RoundInfo:
     """What an aggregator may know of its round besides the updates: the sample they came from.
 
-    ``sampling_rate`` is each node's chance to be sampled: the Poisson rate when the
-    aggregator asks for Poisson sampling (``fraction_train``), else sampled / available.
+    Made by FedAvg's Poisson sample, so only for an aggregator that asks for one
+    (``poisson_sampling``): ``sampling_rate`` is each node's chance to be sampled,
+    ``fraction_train``.
     """
 
     server_round: int
@@ -114,10 +115,28 @@ class Aggregator(ABC):
     works_on_sum: bool = False
     """True if it is right on one update that is already the (weighted) mean of the nodes'
     (secure aggregation's only view); an order statistic or a selection needs each update."""
+    growing_state: tuple[str, ...] = ()
+    """Its state entries that grow a row a round (an accountant's history): a resume
+    compares their shape without the row count."""
 
     def check(self, min_train_nodes: int) -> None:
         """Raise ConfigError if rounds of ``min_train_nodes`` valid updates cannot satisfy it."""
         return None
+
+    def check_sampling(self, sampling_rate: float) -> None:
+        """Raise ConfigError, when the strategy is built, if rounds sampled so cannot do."""
+        return None
+
+    def check_round(self, info: RoundInfo) -> None:
+        """Raise RoundError if the round's sample cannot do, before any node is sent to."""
+        return None
+
+    def resume(self, state: ArrayRecord, last_round: int, sampling_rate: float) -> ArrayRecord:
+        """The state to go on with after ``last_round`` of an interrupted run (ConfigError: no).
+
+        The default goes on with the state as it was kept.
+        """
+        return state
 
     @abstractmethod
     def aggregate(self, updates: Iterable[Update], current: ArrayRecord) -> ArrayRecord | None:
@@ -157,8 +176,8 @@ class Aggregator(ABC):
         """Why the run must end before ``server_round`` (None: go on)."""
         return None
 
-    def sampling_rng(self, server_round: int) -> np.random.Generator:
-        """The randomness a Poisson sample of ``server_round`` draws from."""
+    def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
+        """The randomness a Poisson sample of ``server_round`` draws from, given its state."""
         raise NotImplementedError(f"{type(self).__name__} does not ask for Poisson sampling")
 
 
@@ -214,8 +233,10 @@ class Aggregation:
         if comparing and not self.aggregator.after_whole_round_filters:
             raise ConfigError(
                 f"{self.aggregator!r} bounds what one node can change, but {comparing[0]!r} "
-                "picks updates by comparing them, so one node could change which others count: "
-                "keep only per-update filters (norm_bound) before it"
+                "picks updates by comparing them (its streaming is False), so one node could "
+                "change which others count: keep only per-update filters (norm_bound) before "
+                "it; a filter of your own that handles each update alone (filter_one) says so "
+                "with streaming = True"
             )
 
     def needs_each_update(self) -> list[UpdateFilter | Aggregator]:
@@ -275,6 +296,24 @@ class Aggregation:
             aggregate, steps = optimizer.update(current, aggregate, _unprefixed(prefix, state))
             stepped.update(_prefixed(prefix, steps))
         return aggregate, stepped
+
+    @property
+    def growing_state(self) -> frozenset[str]:
+        """The chain's state entries that grow a row a round (the aggregator's, prefixed)."""
+        return frozenset(AGGREGATOR_PREFIX + name for name in self.aggregator.growing_state)
+
+    def resume(self, state: ArrayRecord, last_round: int, sampling_rate: float) -> ArrayRecord:
+        """The chain's state to go on with after ``last_round`` (the aggregator's say)."""
+        own = self.aggregator.resume(self.aggregator_state(state), last_round, sampling_rate)
+        resumed = ArrayRecord(
+            (k, v) for k, v in state.items() if not k.startswith(AGGREGATOR_PREFIX)
+        )
+        resumed.update(_prefixed(AGGREGATOR_PREFIX, own))
+        return resumed
+
+    def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
+        """The aggregator's randomness for a Poisson sample of ``server_round``."""
+        return self.aggregator.sampling_rng(server_round, self.aggregator_state(state))
 
     def aggregator_state(self, state: ArrayRecord) -> ArrayRecord:
         """The aggregator's own part of the chain's ``state`` (names without the prefix)."""

@@ -163,7 +163,9 @@ class FedAvg(Strategy):
                 f"aggregation must be made with chain(...), got {type(aggregation).__name__}"
             )
         self.aggregation.check(min_train_nodes)
-        self._rounds: dict[int, RoundInfo] = {}  # a round's sample, configure -> aggregate
+        if self.aggregation.poisson_sampling:
+            self.aggregation.aggregator.check_sampling(fraction_train)
+        self._sample: RoundInfo | None = None  # this round's Poisson sample, for aggregation
         if secure_aggregation is not None:
             self.secure_aggregation = self._secured(secure_aggregation)
 
@@ -212,6 +214,14 @@ class FedAvg(Strategy):
         """The aggregation pieces' starting state (empty without stateful pieces)."""
         return self.aggregation.init(arrays)
 
+    def growing_state(self) -> frozenset[str]:
+        """The aggregation's growing state entries (a DP accountant's history)."""
+        return self.aggregation.growing_state
+
+    def resume_state(self, state: ArrayRecord, last_round: int) -> ArrayRecord:
+        """The aggregation's state to go on with (DP accounts the interrupted round)."""
+        return self.aggregation.resume(state, last_round, self.fraction_train)
+
     def stop_reason(self, server_round: int, state: ArrayRecord) -> str | None:
         """The aggregation's reason to end the run before ``server_round`` (a DP budget)."""
         return self.aggregation.stop_reason(server_round, state, self.fraction_train)
@@ -231,7 +241,7 @@ class FedAvg(Strategy):
         state: ArrayRecord,
     ) -> list[Message]:
         """Send the global model and config (with the pieces' entries) to a sample of nodes."""
-        nodes = self.sample_nodes(grid, server_round, _TRAIN)
+        nodes = self.sample_nodes(grid, server_round, _TRAIN, state)
         extra = self.aggregation.node_config(state)
         if extra:
             config = ConfigRecord({**config, **extra})
@@ -266,7 +276,7 @@ class FedAvg(Strategy):
                 yield Update(node, reply.content.arrays(ARRAYS_KEY), weight, record)
                 del reply  # hold no reply while the next one comes in: it may be a whole model
 
-        info = self._rounds.pop(server_round, None)
+        info = self.round_info(server_round)
         mean, state = self.aggregation.update(updates(), arrays, state, info)
         if mean is not None and not all(all_finite(a.numpy()) for a in mean.values()):
             raise RoundError(
@@ -313,13 +323,15 @@ class FedAvg(Strategy):
         """Set aside errors and bad weights or metrics."""
         return check_evaluate_reply(reply, self.weight_key, self.max_weight)
 
-    def sample_nodes(self, grid: Grid, server_round: int, phase: int) -> list[int]:
+    def sample_nodes(
+        self, grid: Grid, server_round: int, phase: int, state: ArrayRecord | None = None
+    ) -> list[int]:
         """A seeded sample: the same seed, round and phase always pick the same nodes.
 
         It waits for ``min_available_nodes`` connected nodes, or for the phase's minimum
         (``min_train_nodes``, ``min_evaluate_nodes``) if that is larger. With a
         differentially private aggregator, training nodes are Poisson-sampled instead: see
-        ``poisson_sample``.
+        ``poisson_sample`` (``state``: the strategy's, which seeds it).
         """
         fraction, minimum, name = (
             (self.fraction_train, self.min_train_nodes, "min_train_nodes")
@@ -337,7 +349,7 @@ class FedAvg(Strategy):
                 f"lower {wait_name} or add nodes"
             ) from None
         if phase == _TRAIN and self.aggregation.poisson_sampling:
-            return self.poisson_sample(available, server_round)
+            return self.poisson_sample(available, server_round, state)
         count = max(minimum, int(fraction * len(available)), 1)
         if count > len(available):
             raise RoundError(
@@ -346,7 +358,9 @@ class FedAvg(Strategy):
             )
         return seeded_sample(available, count, self.seed, server_round, phase)
 
-    def poisson_sample(self, available: Sequence[int], server_round: int) -> list[int]:
+    def poisson_sample(
+        self, available: Sequence[int], server_round: int, state: ArrayRecord | None = None
+    ) -> list[int]:
         """Each available node independently with probability ``fraction_train``.
 
         What a DP accountant's subsampling assumes, so the sample's size varies (it may be
@@ -364,11 +378,14 @@ class FedAvg(Strategy):
                 f"min_train_nodes={self.min_train_nodes}: raise fraction_train, add nodes or "
                 "lower min_train_nodes"
             )
-        rng = self.aggregation.aggregator.sampling_rng(server_round)
+        if state is None:
+            state = self.init_state(ArrayRecord())
+        rng = self.aggregation.sampling_rng(server_round, state)
         drawn = np.flatnonzero(rng.random(len(available)) < self.fraction_train)
         nodes = [available[int(i)] for i in drawn]
         info = RoundInfo(server_round, len(available), len(nodes), self.fraction_train)
-        self._rounds[server_round] = info
+        self.aggregation.aggregator.check_round(info)
+        self._sample = info  # only the latest: a failed round's is replaced, not kept
         return nodes
 
     def round_info(self, server_round: int) -> RoundInfo | None:
@@ -376,7 +393,9 @@ class FedAvg(Strategy):
 
         For adapters that aggregate with ``self.aggregation.update`` themselves.
         """
-        return self._rounds.pop(server_round, None)
+        info = self._sample if self._sample and self._sample.server_round == server_round else None
+        self._sample = None
+        return info
 
 
 def _sorted_ids(nodes: Sequence[int]) -> Sequence[int]:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 from abc import abstractmethod
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -291,6 +292,16 @@ def server_yogi(
     return _Yogi(float(eta), float(beta_1), float(beta_2), float(tau))
 
 
+def _refuse_chain(strategy: str, optimizer: str, options: Mapping[str, object]) -> None:
+    """A chain given to a server-optimizer strategy: point to the one chain that has both."""
+    if "aggregation" in options:
+        raise ConfigError(
+            f"{strategy} is FedAvg with {optimizer}(...) as its aggregation and takes no "
+            f"aggregation=: put both in one chain, FedAvg(aggregation=chain(..., "
+            f"{optimizer}(...))), e.g. chain(dp_fixed_clip(...), {optimizer}(...))"
+        )
+
+
 _momentum = server_momentum  # FedAvgM's parameter of the same name hides the function
 
 
@@ -316,6 +327,7 @@ class FedAvgM(FedAvg):
         self.server_learning_rate = server_learning_rate
         self.server_momentum = server_momentum
         optimizer = _momentum(server_learning_rate, server_momentum)
+        _refuse_chain("FedAvgM", "server_momentum", options)
         super().__init__(aggregation=chain(optimizer), **options)
 
 
@@ -333,6 +345,7 @@ class FedAdagrad(FedAvg):
     ) -> None:
         _check("FedAdagrad", eta=eta, tau=tau)
         self.eta, self.tau = eta, tau
+        _refuse_chain("FedAdagrad", "server_adagrad", options)
         super().__init__(aggregation=chain(server_adagrad(eta=eta, tau=tau)), **options)
 
 
@@ -359,6 +372,7 @@ class FedAdam(FedAvg):
         _check("FedAdam", eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
         self.eta, self.beta_1, self.beta_2, self.tau = eta, beta_1, beta_2, tau
         optimizer = server_adam(eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
+        _refuse_chain("FedAdam", "server_adam", options)
         super().__init__(aggregation=chain(optimizer), **options)
 
 
@@ -385,4 +399,5 @@ class FedYogi(FedAvg):
         _check("FedYogi", eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
         self.eta, self.beta_1, self.beta_2, self.tau = eta, beta_1, beta_2, tau
         optimizer = server_yogi(eta=eta, beta_1=beta_1, beta_2=beta_2, tau=tau)
+        _refuse_chain("FedYogi", "server_yogi", options)
         super().__init__(aggregation=chain(optimizer), **options)

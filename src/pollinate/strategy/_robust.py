@@ -33,7 +33,6 @@ import numpy as np
 
 from ..errors import ConfigError
 from ..records import Array, ArrayRecord
-from ._aggregate import cast_to
 from ._compose import (
     Aggregator,
     Update,
@@ -43,6 +42,9 @@ from ._compose import (
     weighted_average,
 )
 from ._fedavg import FedAvg
+from .clipping import clip_delta
+from .clipping import flat as _flat
+from .clipping import unstack as _unstack
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -271,54 +273,11 @@ class _NormBound(UpdateFilter):
 
     def filter_one(self, update: Update, current: ArrayRecord) -> Update | None:
         """The update, or a copy whose delta from ``current`` is scaled to ``max_norm``."""
-        peak, sum_sq = _half_delta_norm(update.arrays, current)
-        if peak * math.sqrt(sum_sq) <= self.max_norm / 2:  # ||delta|| = 2 * peak * sqrt(sum_sq)
-            return update
-        factor = self.max_norm / math.sqrt(sum_sq)
-        arrays = ArrayRecord(
-            (name, _moved(update.arrays[name], like, peak, factor))
-            for name, like in current.items()
-        )
-        return dataclasses.replace(update, arrays=arrays)
+        arrays = clip_delta(update.arrays, current, self.max_norm)
+        return update if arrays is update.arrays else dataclasses.replace(update, arrays=arrays)
 
     def __repr__(self) -> str:
         return f"norm_bound(max_norm={self.max_norm})"
-
-
-def _half_delta(new: Array, old: Array) -> _Floats:
-    """``(new - old) / 2`` flat, in float64: halved, it cannot overflow for finite inputs."""
-    return _as_float64(new) * 0.5 - _as_float64(old) * 0.5
-
-
-def _half_delta_norm(arrays: ArrayRecord, current: ArrayRecord) -> tuple[float, float]:
-    """``(peak, sum_sq)`` with ``||(arrays - current) / 2|| = peak * sqrt(sum_sq)``.
-
-    A scaled sum of squares over the floating-point layers (as BLAS ``nrm2`` keeps it), so
-    a delta of huge values cannot overflow the norm to infinity.
-    """
-    peak, sum_sq = 0.0, 0.0
-    for name, like in current.items():
-        if like.dtype.kind not in "fc":
-            continue
-        half = _half_delta(arrays[name], like)
-        layer_peak = float(np.max(np.abs(half), initial=0.0))
-        if layer_peak == 0.0:
-            continue
-        if layer_peak > peak:
-            sum_sq *= (peak / layer_peak) ** 2
-            peak = layer_peak
-        scaled = half / peak
-        # einsum, not np.dot: BLAS's threads make a dot 100x slower on a busy machine.
-        sum_sq += float(np.einsum("i,i->", scaled, scaled.conj()).real)
-    return peak, sum_sq
-
-
-def _moved(new: Array, like: Array, peak: float, factor: float) -> Array:
-    """``like`` plus the delta to ``new`` scaled by ``factor / (2 * peak)`` (floats only)."""
-    if like.dtype.kind not in "fc":
-        return new
-    moved = _as_float64(like) + (_half_delta(new, like) / peak) * factor
-    return Array(_unstack(moved, like))
 
 
 class _Median(Aggregator):
@@ -494,26 +453,6 @@ def _stack(updates: Sequence[Update], name: str, like: Array) -> _Floats:
     for row, update in zip(rows, updates, strict=True):
         row[:] = _flat(update.arrays[name].numpy())
     return rows
-
-
-def _unstack(values: _Floats, like: Array) -> np.ndarray[Any, Any]:
-    """Flat float64 ``values`` in ``like``'s shape and dtype (integers rounded, bools >= 0.5)."""
-    if like.dtype.kind == "c":
-        return values.view(np.complex128).reshape(like.shape).astype(like.dtype)
-    shaped = values.reshape(like.shape)
-    if like.dtype.kind == "f":
-        return shaped.astype(like.dtype)
-    return cast_to(shaped, like.dtype)
-
-
-def _flat(data: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """``data`` as a flat view, complex numbers as (real, imaginary) pairs."""
-    flat = data.reshape(-1)
-    return flat.view(flat.real.dtype) if data.dtype.kind == "c" else flat
-
-
-def _as_float64(array: Array) -> _Floats:
-    return np.asarray(_flat(array.numpy()), np.float64)
 
 
 # --- checks -----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from ...client import Handler
 from ...context import Context
 from ...message import Message
 from ...records import ArrayRecord, ConfigRecord, RecordDict
-from .._central import CLIP_NORM_KEY, NODE_CLIP_SLACK, update_norm
+from .._central import CLIP_NORM_KEY, beyond_clip
 from . import _keys as k
 from . import _shamir
 from ._crypto import SEED_BYTES, agree, key_pair, open_sealed, public_key, seal
@@ -271,8 +271,8 @@ def _check_clipped(config: ConfigRecord, trained: ArrayRecord, received: ArrayRe
     clip = config.get(CLIP_NORM_KEY)
     if not isinstance(clip, (int, float)) or isinstance(clip, bool):
         return
-    norm = update_norm(trained, received)
-    if norm > clip * (1 + NODE_CLIP_SLACK):
+    norm = beyond_clip(trained, received, float(clip))
+    if norm is not None:
         raise ModOrderError(
             f"the update is {norm:.4g} from the global model but the server's DP needs it "
             f"clipped to {CLIP_NORM_KEY}={clip:g}, and cannot clip a sum: add "
