@@ -16,6 +16,7 @@ from pollinate import (
 from pollinate.errors import ConfigError, RoundError
 from pollinate.message import Message
 from pollinate.privacy import dp_fixed_clip, fixed_clipping_mod, local_dp_mod
+from pollinate.simulation import run_simulation
 from pollinate.strategy import Update, chain, norm_bound
 
 from ._apps import pulling_app, run
@@ -183,3 +184,29 @@ def test_node_clipping_and_norm_bound_clip_a_complex_delta_alike():
     filtered = norm_bound(1.0).filter_one(Update(1, trained, 1.0, MetricRecord()), current)
     np.testing.assert_allclose(sent["z"].numpy(), filtered.arrays["z"].numpy(), rtol=1e-12)
     np.testing.assert_allclose(sent["z"].numpy() - current["z"].numpy(), [0.6 + 0.8j, 0])
+
+
+LOCAL_DP_APP = ClientApp(mods=[local_dp_mod(clip_norm=1.0, epsilon=8.0, delta=1e-5, seed=3)])
+"""At module level, with its handler, so the process backend can pickle it."""
+
+
+@LOCAL_DP_APP.train()
+def _add_a_tenth(msg: Message, context: Context) -> Message:
+    arrays = ArrayRecord({k: v.numpy() + 0.1 for k, v in msg.content.arrays().items()})
+    return msg.reply(RecordDict({"arrays": arrays, "metrics": MetricRecord({"num-examples": 1})}))
+
+
+def test_a_client_app_with_local_dp_runs_on_worker_processes_as_inline():
+    def final(backend):
+        result = run_simulation(
+            client_app=LOCAL_DP_APP,
+            num_nodes=3,
+            strategy=FedAvg(fraction_evaluate=0.0),
+            num_rounds=1,
+            initial_arrays=ArrayRecord({"w": np.zeros(4, np.float32)}),
+            backend=backend,
+            verbose=False,
+        )
+        return result.arrays["w"].numpy()
+
+    np.testing.assert_array_equal(final("process"), final("inline"))

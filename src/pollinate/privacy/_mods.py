@@ -74,10 +74,27 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
         checked_delta = check_delta(delta)
     except ConfigError as err:
         raise ConfigError(f"local_dp_mod: {err}") from None
-    noise = NoiseSource(seed)
-    std = _gaussian_std(eps, checked_delta, 2 * clip)
+    return _LocalDp(clip, eps, checked_delta, NoiseSource(seed))
 
-    def mod(message: Message, context: Context, call_next: Handler) -> Message:
+
+class _LocalDp:
+    """``local_dp_mod``'s mod, a class so that a ClientApp using it can be pickled.
+
+    The process backend sends a ClientApp object to its workers pickled; a closure cannot go.
+    """
+
+    def __init__(self, clip: float, epsilon: float, delta: float, noise: NoiseSource) -> None:
+        self.clip, self.epsilon, self.delta, self.noise = clip, epsilon, delta, noise
+        self.std = _gaussian_std(epsilon, delta, 2 * clip)
+
+    def __repr__(self) -> str:
+        return (
+            f"local_dp_mod(clip_norm={self.clip:g}, epsilon={self.epsilon:g}, "
+            f"delta={self.delta:g}, seed={self.noise.seed})"
+        )
+
+    def __call__(self, message: Message, context: Context, call_next: Handler) -> Message:
+        """Clip and noise a train reply's update; pass other messages through."""
         if MessageType.split(message.metadata.message_type)[0] != MessageType.TRAIN:
             return call_next(message, context)
         if STAGE in message.content.config(CONFIG_KEY):
@@ -86,17 +103,20 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
         reply = call_next(message, context)
         if reply.has_error:
             return reply
-        clipped = clip_delta(reply.content.arrays(ARRAYS_KEY), received, clip)
+        clipped = clip_delta(reply.content.arrays(ARRAYS_KEY), received, self.clip)
         server_round = message.content.config(CONFIG_KEY).get("server-round", 0)
-        draw = noise.normals(context.node_id, int(server_round))
+        draw = self.noise.normals(context.node_id, int(server_round))
         noised = ArrayRecord(
-            (name, _noised(a, std, draw) if a.dtype.kind in "fc" else _as_received(name, received))
+            (
+                name,
+                _noised(a, self.std, draw)
+                if a.dtype.kind in "fc"
+                else _as_received(name, received),
+            )
             for name, a in clipped.items()
         )
-        figures = {"privacy.node-epsilon": eps, "privacy.node-delta": checked_delta}
+        figures = {"privacy.node-epsilon": self.epsilon, "privacy.node-delta": self.delta}
         return _with_arrays(reply, noised, figures)
-
-    return mod
 
 
 def _gaussian_std(epsilon: float, delta: float, sensitivity: float) -> float:
