@@ -331,3 +331,22 @@ def test_a_round_logs_its_first_set_aside_replies_and_counts_the_rest(
     lines = [r.getMessage() for r in caplog.records if "set aside" in r.getMessage()]
     assert len(lines) == 6 and lines[-1].startswith("round 1 train: set aside 7 more")
     assert result.rounds[0].train.num_failed == 12 and result.rounds[0].train.num_ok == 2
+
+
+def test_a_subclass_sample_nodes_of_three_arguments_still_picks_the_nodes(
+    make_grid, global_arrays, good_reply
+):
+    class FirstTwo(FedAvg):
+        def sample_nodes(self, grid: Grid, server_round: int, phase: int) -> list[int]:
+            return sorted(grid.node_ids())[:2]
+
+    trained: list[int] = []
+
+    def train(msg, context):
+        trained.append(context.node_id)
+        return good_reply(msg)
+
+    FirstTwo(fraction_evaluate=0.0).start(
+        make_grid(train, num_nodes=5), global_arrays, num_rounds=1
+    )
+    assert sorted(trained) == sorted(make_grid(train, num_nodes=5).node_ids())[:2]

@@ -241,7 +241,10 @@ class FedAvg(Strategy):
         state: ArrayRecord,
     ) -> list[Message]:
         """Send the global model and config (with the pieces' entries) to a sample of nodes."""
-        nodes = self.sample_nodes(grid, server_round, _TRAIN, state)
+        if self.aggregation.poisson_sampling:  # the DP sample is seeded from the state
+            nodes = self.sample_nodes(grid, server_round, _TRAIN, state)
+        else:  # as before DP: a subclass's own sample_nodes(grid, round, phase) still fits
+            nodes = self.sample_nodes(grid, server_round, _TRAIN)
         extra = self.aggregation.node_config(state)
         if extra:
             config = ConfigRecord({**config, **extra})
