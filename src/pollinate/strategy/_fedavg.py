@@ -378,6 +378,7 @@ class FedAvg(Strategy):
                 f"min_train_nodes={self.min_train_nodes}: raise fraction_train, add nodes or "
                 "lower min_train_nodes"
             )
+        self._check_secure_sampling(len(available), server_round)
         if state is None:
             state = self.init_state(ArrayRecord())
         rng = self.aggregation.sampling_rng(server_round, state)
@@ -387,6 +388,13 @@ class FedAvg(Strategy):
         self.aggregation.aggregator.check_round(info)
         self._sample = info  # only the latest: a failed round's is replaced, not kept
         return nodes
+
+    def _check_secure_sampling(self, available: int, server_round: int) -> None:
+        """At the run's first draw: ConfigError if the protocol likely meets a round too small."""
+        planned = self.planned_rounds
+        if self.secure_aggregation is not None and planned and server_round == planned[0]:
+            rounds = planned[1] - planned[0] + 1
+            self.secure_aggregation.check_sampling(available, self.fraction_train, rounds)
 
     def round_info(self, server_round: int) -> RoundInfo | None:
         """The Poisson sample ``server_round`` drew, taken once (None: none was drawn).

@@ -52,6 +52,13 @@ class SecureAggregation(ABC):
         Raises ConfigError when rounds of ``min_train_nodes`` nodes cannot run it safely.
         """
 
+    def check_sampling(self, available: int, rate: float, num_rounds: int) -> None:  # noqa: B027
+        """ConfigError if a run's Poisson samples are likely to draw a round too small for it.
+
+        ``available`` nodes each sampled at ``rate``, for ``num_rounds`` rounds. By default
+        a protocol runs rounds of any size, so nothing is refused.
+        """
+
     @abstractmethod
     def train_round(
         self,
