@@ -346,7 +346,7 @@ class FedAvg(Strategy):
         except RoundError as err:
             raise RoundError(
                 f"{type(self).__name__} needs {wait_name}={wait} connected nodes, but {err}: "
-                f"lower {wait_name} or add nodes"
+                f"{self._fewer_nodes_fix(wait_name, wait)}"
             ) from None
         if phase == _TRAIN and self.aggregation.poisson_sampling:
             return self.poisson_sample(available, server_round, state)
@@ -357,6 +357,13 @@ class FedAvg(Strategy):
                 f"are available: lower {name} or add nodes"
             )
         return seeded_sample(available, count, self.seed, server_round, phase)
+
+    def _fewer_nodes_fix(self, name: str, wanted: int) -> str:
+        """The fix for too few connected nodes: add some, or lower ``name`` if that is allowed."""
+        secure = self.secure_aggregation
+        if name == "min_train_nodes" and secure is not None and wanted <= secure.least_nodes:
+            return f"add nodes (secure aggregation needs rounds of at least {secure.least_nodes})"
+        return f"lower {name} or add nodes"
 
     def poisson_sample(
         self, available: Sequence[int], server_round: int, state: ArrayRecord | None = None

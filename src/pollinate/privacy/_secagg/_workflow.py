@@ -91,17 +91,17 @@ class SecAggPlus(SecureAggregation):
 
     def for_strategy(self, weight_key: str, weighted: bool, min_train_nodes: int) -> SecAggPlus:
         """A copy for a strategy; ConfigError if its smallest rounds cannot run safely."""
-        shares = self.params.num_shares
-        if min_train_nodes < _LEAST_NODES:
-            raise ConfigError(
-                f"SecAgg+ needs rounds of at least {_LEAST_NODES} nodes (with 2, each node "
-                f"could subtract its own update from the sum), but min_train_nodes="
-                f"{min_train_nodes}: raise min_train_nodes"
+        needed = self.least_nodes
+        if min_train_nodes < needed:
+            why = (
+                "with 2, each node could subtract its own update from the sum"
+                if needed == _LEAST_NODES
+                else f"num_shares={needed}: each node shares its secrets with {needed - 1} others"
             )
-        if isinstance(shares, int) and min_train_nodes < shares:
+            lower = " or lower num_shares" if needed > _LEAST_NODES else ""
             raise ConfigError(
-                f"SecAgg+ num_shares={shares} needs rounds of at least {shares} nodes, but "
-                f"min_train_nodes={min_train_nodes}: raise min_train_nodes or lower num_shares"
+                f"SecAgg+ needs rounds of at least {needed} nodes ({why}), but "
+                f"min_train_nodes={min_train_nodes}: raise min_train_nodes to {needed}{lower}"
             )
         bound = copy.copy(self)
         bound.weighted = self.weighted and weighted
