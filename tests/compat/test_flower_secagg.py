@@ -310,7 +310,7 @@ def test_client_fit_metrics_stay_on_the_clients_and_the_aggregation_fn_is_not_ca
 
 def test_client_side_clipping_with_secagg_is_the_native_chain_with_secure_aggregation(tmp_path):
     """Flower's fl-dp-sa example: the clients clip, SecAgg+ sums, the server adds the noise."""
-    nodes, seed = 10, 3
+    nodes, seed = 20, 3  # half of 20: a round below 3 nodes is unlikely enough to be let run
     dp_client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod, fixedclipping_mod])
     start = [np.zeros(s, np.float32) for s in SHAPES]
     app = ServerApp()
@@ -332,7 +332,7 @@ def test_client_side_clipping_with_secagg_is_the_native_chain_with_secure_aggreg
             initial_parameters=ndarrays_to_parameters(start),
         )
         strategy = DifferentialPrivacyClientSideFixedClipping(
-            strategy, noise_multiplier=0.5, clipping_norm=1.0, num_sampled_clients=5, seed=seed
+            strategy, noise_multiplier=0.5, clipping_norm=1.0, num_sampled_clients=10, seed=seed
         )
         context = LegacyContext(
             context=context, config=ServerConfig(num_rounds=ROUNDS), strategy=strategy
