@@ -37,6 +37,7 @@ from .trust_apps import (
     clipping_app,
     delta_of,
     make_app,
+    small_unclipped_app,
     secure_app,
     stands_outside,
 )
@@ -290,3 +291,14 @@ def test_a_short_poisson_round_no_longer_says_raise_min_train_nodes():
     with pytest.raises(ConfigError) as caught:
         protocol._round_params(1, 16)
     assert "min_train_nodes" not in str(caught.value)
+
+
+def test_a_node_without_fixed_clipping_mod_is_caught_even_when_its_update_is_small(make_grid):
+    grid = make_grid(small_unclipped_app, num_nodes=25)
+    strategy = _all_nodes(secure=True)
+    strategy.min_available_nodes = 25
+    with pytest.raises(RoundError) as caught:
+        _start(grid, strategy)
+    message = str(caught.value)
+    assert "mods=[secaggplus_mod, fixed_clipping_mod]" in message
+    assert message.count("fixed_clipping_mod") == 2, message  # the fix said once, not per node
