@@ -37,8 +37,8 @@ from .trust_apps import (
     clipping_app,
     delta_of,
     make_app,
-    small_unclipped_app,
     secure_app,
+    small_unclipped_app,
     stands_outside,
 )
 

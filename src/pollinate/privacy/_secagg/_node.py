@@ -270,10 +270,11 @@ def _weight_factor(reply: Message, state: ConfigRecord) -> int:
 
 def _check_clipping_mod(config: ConfigRecord, clipped: bool) -> None:
     """ModOrderError if the server asked for clipped updates (DP) and no clipping mod ran."""
-    if CLIP_NORM_KEY in config and not clipped:
+    clip = config.get(CLIP_NORM_KEY)
+    if isinstance(clip, (int, float)) and not clipped:
         raise _unclipped(
             f"no clipping mod ran, but the server's DP needs updates clipped to "
-            f"{CLIP_NORM_KEY}={config[CLIP_NORM_KEY]}"
+            f"{CLIP_NORM_KEY}={clip:g}"
         )
 
 
