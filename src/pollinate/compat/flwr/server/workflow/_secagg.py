@@ -14,6 +14,7 @@ from .....privacy import SecAggPlus
 from .....strategy import FedAvg as CoreFedAvg
 from .....strategy import SecureAggregation
 from .....strategy import Strategy as CoreStrategy
+from ..._words import flower_words
 from ...common.logger import warn_once
 from ..strategy import FedAvg
 from ..strategy.strategy import Strategy as FlowerStrategy
@@ -86,7 +87,7 @@ class SecAggPlusWorkflow:
             )
             self.protocol.for_strategy(WEIGHT_KEY, True, _smallest_round(self.protocol))
         except ConfigError as err:
-            raise ConfigError(f"{where}: {err}") from None
+            raise ConfigError(f"{where}: {flower_words(str(err))}") from None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a subclass that overrides Flower's stages: pollinate runs them itself."""
@@ -123,11 +124,11 @@ class SecAggPlusWorkflow:
             _check_core(where, type(strategy).__name__, core)
             weighted = not core.aggregation.unweighted
         try:
-            return self.protocol.for_strategy(
-                WEIGHT_KEY, weighted, max(_smallest_round(self.protocol), _minimum(core))
-            )
+            # the strategy's own minimum, as native FedAvg checks it: rounds of it must run
+            least = _smallest_round(self.protocol) if core is None else core.min_train_nodes
+            return self.protocol.for_strategy(WEIGHT_KEY, weighted, least)
         except ConfigError as err:
-            raise ConfigError(f"{where}: {err}") from None
+            raise ConfigError(f"{where}: {flower_words(str(err))}") from None
 
 
 class SecAggWorkflow(SecAggPlusWorkflow):
@@ -212,8 +213,3 @@ def _check_core(where: str, name: str, core: CoreFedAvg) -> None:
             "SecAgg+ gives the server only their sum: use FedAvg, FedProx, FedAvgM, FedAdam, "
             "FedYogi or FedAdagrad (Flower would run it on copies of the mean)"
         )
-
-
-def _minimum(core: CoreFedAvg | None) -> int:
-    """The fewest clients the strategy trains each round (``min_fit_clients``)."""
-    return 0 if core is None else core.min_train_nodes
