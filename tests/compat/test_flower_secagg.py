@@ -544,3 +544,27 @@ def test_flower_s_default_min_fit_clients_is_refused_before_round_1_in_flower_s_
         SecAggPlusWorkflow(7, 4).for_strategy(FedAvg(min_fit_clients=2))
     message = str(caught.value)
     assert "raise min_fit_clients to 7" in message and "min_train_nodes" not in message
+
+
+def test_a_dp_run_likely_to_draw_a_round_below_num_shares_is_refused_in_flower_s_names():
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = FedAvg(
+            fraction_fit=0.5,
+            fraction_evaluate=0.0,
+            min_fit_clients=3,
+            initial_parameters=ndarrays_to_parameters([np.zeros(s, np.float32) for s in SHAPES]),
+        )
+        strategy = DifferentialPrivacyClientSideFixedClipping(strategy, 0.5, 1.0, 5, seed=3)
+        context = LegacyContext(context=context, config=ServerConfig(ROUNDS), strategy=strategy)
+        fit = SecAggPlusWorkflow(num_shares=3, reconstruction_threshold=2)
+        DefaultWorkflow(fit_workflow=fit)(grid, context)
+
+    clients = ClientApp(client_fn=client_fn, mods=[secaggplus_mod, fixedclipping_mod])
+    with pytest.raises(ConfigError) as caught:
+        run_simulation(app, clients, num_nodes=10, verbose=False)
+    message = str(caught.value)
+    assert "fraction_fit=0.5 of 10 nodes" in message and f"over {ROUNDS} rounds" in message
+    assert "fraction_train" not in message

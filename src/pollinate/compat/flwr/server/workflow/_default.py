@@ -70,7 +70,9 @@ class DefaultWorkflow:
 
         strategy = context.strategy
         with in_flower_words():
-            secure = None if self.fit_workflow is None else self.fit_workflow.for_strategy(strategy)
+            rounds = context.config.num_rounds
+            fit = self.fit_workflow
+            secure = None if fit is None else fit.for_strategy(strategy, rounds)
             result = _run(strategy, core_grid(grid), context, secure)
         if isinstance(grid, Grid):
             grid.ran_strategy = True  # the run's history is this result's

@@ -10,9 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from .....errors import ConfigError
+from .....message import Message
 from .....privacy import SecAggPlus
+from .....records import ArrayRecord
+from .....server import Grid
 from .....strategy import FedAvg as CoreFedAvg
-from .....strategy import SecureAggregation
+from .....strategy import SecureAggregation, SecureRound
 from .....strategy import Strategy as CoreStrategy
 from ..._words import flower_words
 from ...common.logger import warn_once
@@ -110,8 +113,14 @@ class SecAggPlusWorkflow:
             "to DefaultWorkflow(fit_workflow=...) and call the DefaultWorkflow"
         )
 
-    def for_strategy(self, strategy: CoreStrategy) -> SecureAggregation:
-        """The protocol bound to ``strategy`` (a classic one); ConfigError if it cannot run it."""
+    def for_strategy(
+        self, strategy: CoreStrategy, num_rounds: int | None = None
+    ) -> SecureAggregation:
+        """The protocol bound to ``strategy`` (a classic one); ConfigError if it cannot run it.
+
+        With a DP strategy (Poisson-sampled rounds) and ``num_rounds``, the first round
+        first checks that none of the run's rounds likely draws too few clients.
+        """
         where = type(self).__name__
         if not isinstance(strategy, FlowerStrategy):
             raise ConfigError(
@@ -126,9 +135,12 @@ class SecAggPlusWorkflow:
         try:
             # the strategy's own minimum, as native FedAvg checks it: rounds of it must run
             least = _smallest_round(self.protocol) if core is None else core.min_train_nodes
-            return self.protocol.for_strategy(WEIGHT_KEY, weighted, least)
+            bound = self.protocol.for_strategy(WEIGHT_KEY, weighted, least)
         except ConfigError as err:
             raise ConfigError(f"{where}: {flower_words(str(err))}") from None
+        if core is None or num_rounds is None or not core.aggregation.poisson_sampling:
+            return bound
+        return _RunChecked(bound, core.fraction_train, num_rounds)
 
 
 class SecAggWorkflow(SecAggPlusWorkflow):
@@ -158,6 +170,34 @@ class SecAggWorkflow(SecAggPlusWorkflow):
             timeout=timeout,
             seed=seed,
         )
+
+
+class _RunChecked(SecureAggregation):
+    """A protocol whose first round checks the run's Poisson samples (``check_sampling``)."""
+
+    def __init__(self, protocol: SecureAggregation, rate: float, num_rounds: int) -> None:
+        self.protocol, self.rate, self.num_rounds = protocol, rate, num_rounds
+        self.weighted = protocol.weighted
+        self.checked = False
+
+    def for_strategy(
+        self, weight_key: str, weighted: bool, min_train_nodes: int
+    ) -> SecureAggregation:
+        bound = self.protocol.for_strategy(weight_key, weighted, min_train_nodes)
+        return _RunChecked(bound, self.rate, self.num_rounds)
+
+    def train_round(
+        self,
+        grid: Grid,
+        server_round: int,
+        messages: list[Message],
+        arrays: ArrayRecord,
+        timeout_s: float | None,
+    ) -> SecureRound:
+        if not self.checked:  # the population is known once the first round sampled it
+            self.protocol.check_sampling(len(grid.node_ids()), self.rate, self.num_rounds)
+            self.checked = True
+        return self.protocol.train_round(grid, server_round, messages, arrays, timeout_s)
 
 
 def _shares(where: str, shares: int | float) -> int | float:
