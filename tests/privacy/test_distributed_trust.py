@@ -302,3 +302,16 @@ def test_a_node_without_fixed_clipping_mod_is_caught_even_when_its_update_is_sma
     message = str(caught.value)
     assert "mods=[secaggplus_mod, fixed_clipping_mod]" in message
     assert message.count("fixed_clipping_mod") == 2, message  # the fix said once, not per node
+
+
+def test_nodes_that_all_drop_for_the_same_reason_are_told_the_fix_once(make_grid):
+    strategy = FedAvg(
+        fraction_evaluate=0.0,
+        min_train_nodes=25,
+        secure_aggregation=SecAggPlus(5, 3, clipping_range=RANGE, quantization_range=LEVELS),
+    )  # no DP on the server: every node's fixed_clipping_mod finds no clip norm
+    with pytest.raises(RoundError) as caught:
+        _start(make_grid(secure_app, num_nodes=25), strategy)
+    message = str(caught.value)
+    assert message.count("clipped_on='nodes'") == 1, message
+    assert "nodes 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 (and 15 more): dropped" in message, message
