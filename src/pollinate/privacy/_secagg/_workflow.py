@@ -30,8 +30,9 @@ _SHORT_ROUND_RISK = 1e-3
 class SecAggPlus(SecureAggregation):
     """SecAgg+ (Bell et al. 2020): the server learns only the weighted sum of the updates.
 
-    Give it to a strategy: ``FedAvg(secure_aggregation=SecAggPlus(17, 9))``, and add
-    ``secaggplus_mod`` to the nodes' ClientApp. Parameters as Flower names them:
+    Give it to a strategy, ``FedAvg(secure_aggregation=SecAggPlus(17, 9),
+    min_train_nodes=17)``, and add ``secaggplus_mod`` to the nodes' ClientApp. Parameters as
+    Flower names them:
 
     Args:
         num_shares: shares each node's secrets are split into: it keeps one and gives one to
