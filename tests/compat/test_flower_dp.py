@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -405,3 +406,17 @@ def test_message_api_refusals_name_what_to_use():
         from pollinate.compat.flwr.serverapp.strategy import (  # noqa: F401
             DifferentialPrivacyClientSideAdaptiveClipping,
         )
+
+
+def test_local_dp_mod_s_node_epsilon_reaches_the_round_metrics_without_a_metrics_fn():
+    """The nodes' privacy.* metrics are kept for the summary's privacy line (classic API)."""
+    strategy = flower_fedavg([], fraction=1.0)
+    status = fl.common.Status(fl.common.Code.OK, "")
+    params = ndarrays_to_parameters([np.ones(4, np.float32)])
+    reply = {"privacy.node-epsilon": 4.0, "privacy.node-delta": 1e-5, "loss": 0.3}
+    results = [
+        (SimpleNamespace(node_id=n), fl.common.FitRes(status, params, n, dict(reply)))
+        for n in (10, 30)
+    ]
+    _, metrics = strategy.aggregate_fit(1, results, [])
+    assert metrics == {"privacy.node-epsilon": 4.0, "privacy.node-delta": 1e-5}

@@ -21,7 +21,7 @@ from pollinate.compat.flwr import app as flwr_app
 from pollinate.compat.flwr import clientapp as flwr_clientapp
 from pollinate.compat.flwr._missing import UnsupportedName
 from pollinate.compat.flwr.client import ClientApp, NumPyClient
-from pollinate.compat.flwr.client.mod import fixedclipping_mod, secaggplus_mod
+from pollinate.compat.flwr.client.mod import LocalDpMod, fixedclipping_mod, secaggplus_mod
 from pollinate.compat.flwr.common import Context, Metrics, ndarrays_to_parameters
 from pollinate.compat.flwr.server import Grid, LegacyContext, ServerApp, ServerConfig
 from pollinate.compat.flwr.server.strategy import (
@@ -310,7 +310,7 @@ def test_client_fit_metrics_stay_on_the_clients_and_the_aggregation_fn_is_not_ca
 
 def test_client_side_clipping_with_secagg_is_the_native_chain_with_secure_aggregation(tmp_path):
     """Flower's fl-dp-sa example: the clients clip, SecAgg+ sums, the server adds the noise."""
-    nodes, seed = 10, 3
+    nodes, seed = 20, 3  # half of 20: a round below 3 nodes is unlikely enough to be let run
     dp_client_app = ClientApp(client_fn=client_fn, mods=[secaggplus_mod, fixedclipping_mod])
     start = [np.zeros(s, np.float32) for s in SHAPES]
     app = ServerApp()
@@ -332,7 +332,7 @@ def test_client_side_clipping_with_secagg_is_the_native_chain_with_secure_aggreg
             initial_parameters=ndarrays_to_parameters(start),
         )
         strategy = DifferentialPrivacyClientSideFixedClipping(
-            strategy, noise_multiplier=0.5, clipping_norm=1.0, num_sampled_clients=5, seed=seed
+            strategy, noise_multiplier=0.5, clipping_norm=1.0, num_sampled_clients=10, seed=seed
         )
         context = LegacyContext(
             context=context, config=ServerConfig(num_rounds=ROUNDS), strategy=strategy
@@ -495,3 +495,76 @@ def test_flower_s_workflow_internals_are_one_clear_error():
         sys.modules.pop(module, None)
         with pytest.raises(UnsupportedName, match="SecAggPlusWorkflow"):
             importlib.import_module(module)
+
+
+# -- errors in Flower's names ----------------------------------------------------------------
+
+
+def secure_run_error(mods, workflow=None, **options) -> str:
+    """The error of a SecAgg+ run of FedAvg(**options) with clients behind ``mods``."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = FedAvg(
+            fraction_evaluate=0.0,
+            initial_parameters=ndarrays_to_parameters([np.zeros(s, np.float32) for s in SHAPES]),
+            **({"min_fit_clients": NODES, "min_available_clients": NODES} | options),
+        )
+        context = LegacyContext(context=context, config=ServerConfig(ROUNDS), strategy=strategy)
+        fit = workflow or SecAggPlusWorkflow(num_shares=3, reconstruction_threshold=2)
+        DefaultWorkflow(fit_workflow=fit)(grid, context)
+
+    clients = ClientApp(client_fn=client_fn, mods=mods)
+    with pytest.raises((RoundError, ConfigError)) as caught:
+        run_simulation(app, clients, num_nodes=NODES, verbose=False)
+    return str(caught.value)
+
+
+def test_a_wrong_mod_order_is_told_in_flower_s_mod_names():
+    message = secure_run_error([fixedclipping_mod, secaggplus_mod])
+    assert "mods=[secaggplus_mod, fixedclipping_mod]" in message
+    assert "fixed_clipping_mod" not in message
+
+
+def test_a_missing_secaggplus_mod_is_imported_from_the_compat_module():
+    message = secure_run_error([])
+    assert "from pollinate.compat.flwr.client.mod" in message
+    assert "from pollinate.privacy" not in message
+
+
+def test_a_local_dp_mod_without_secaggplus_mod_is_not_said_to_run_outside_it():
+    message = secure_run_error([LocalDpMod(0.5, 1.0, 4.0, 1e-5)])
+    assert "LocalDpMod" in message and "local_dp_mod" not in message
+    assert "missing or listed after it" in message
+
+
+def test_flower_s_default_min_fit_clients_is_refused_before_round_1_in_flower_s_names():
+    with pytest.raises(ConfigError) as caught:
+        SecAggPlusWorkflow(7, 4).for_strategy(FedAvg(min_fit_clients=2))
+    message = str(caught.value)
+    assert "raise min_fit_clients to 7" in message and "min_train_nodes" not in message
+
+
+def test_a_dp_run_likely_to_draw_a_round_below_num_shares_is_refused_in_flower_s_names():
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        strategy = FedAvg(
+            fraction_fit=0.5,
+            fraction_evaluate=0.0,
+            min_fit_clients=3,
+            initial_parameters=ndarrays_to_parameters([np.zeros(s, np.float32) for s in SHAPES]),
+        )
+        strategy = DifferentialPrivacyClientSideFixedClipping(strategy, 0.5, 1.0, 5, seed=3)
+        context = LegacyContext(context=context, config=ServerConfig(ROUNDS), strategy=strategy)
+        fit = SecAggPlusWorkflow(num_shares=3, reconstruction_threshold=2)
+        DefaultWorkflow(fit_workflow=fit)(grid, context)
+
+    clients = ClientApp(client_fn=client_fn, mods=[secaggplus_mod, fixedclipping_mod])
+    with pytest.raises(ConfigError) as caught:
+        run_simulation(app, clients, num_nodes=10, verbose=False)
+    message = str(caught.value)
+    assert "fraction_fit=0.5 of 10 nodes" in message and f"over {ROUNDS} rounds" in message
+    assert "fraction_train" not in message

@@ -38,6 +38,7 @@ from .trust_apps import (
     delta_of,
     make_app,
     secure_app,
+    small_unclipped_app,
     stands_outside,
 )
 
@@ -181,8 +182,9 @@ def test_a_node_that_weighs_itself_in_an_unweighted_secure_round_is_refused(make
         _start(grid, _all_nodes(secure=True))
 
 
-def test_a_poisson_draw_too_small_for_secagg_ends_the_run_in_one_message(make_grid):
-    # Seed 25 draws 7 of 12 nodes in round 1 and 3 in round 2, below num_shares=5.
+def test_a_poisson_draw_too_small_for_secagg_ends_the_run_in_one_message(make_grid, monkeypatch):
+    # Seed 25 draws 7 of 12 nodes in round 1 and 3 in round 2, below num_shares=5. The
+    # run-wide check refuses such odds up front; turned off here to reach the round's own.
     piece = dp_fixed_clip(CLIP, 1.0, clipped_on="nodes", seed=25)
     strategy = FedAvg(
         fraction_train=0.5,
@@ -192,6 +194,7 @@ def test_a_poisson_draw_too_small_for_secagg_ends_the_run_in_one_message(make_gr
         aggregation=chain(piece),
         secure_aggregation=SecAggPlus(5, 3, clipping_range=RANGE, quantization_range=LEVELS),
     )
+    monkeypatch.setattr(strategy.secure_aggregation, "check_sampling", lambda *_: None)
     grid = make_grid(secure_app, num_nodes=12)
     with pytest.raises(ConfigError) as caught:
         _start(grid, strategy, rounds=2)
@@ -222,9 +225,10 @@ def test_distributed_trust_over_tls_equals_the_same_seeded_run_without_secagg(tm
         grid = link.grid(run_id=1, run_config={})
         grid.wait_for_nodes(10, timeout_s=30)
 
+        # 0.9 of 10: a round below num_shares=5 is unlikely enough for the run-wide check
         def once(secure: bool):
             fedavg = strategy(secure)
-            fedavg.fraction_train, fedavg.min_available_nodes = 0.8, 10
+            fedavg.fraction_train, fedavg.min_available_nodes = 0.9, 10
             return fedavg.start(grid, ArrayRecord({"w": np.zeros(SHAPE)}), num_rounds=2)
 
         secure, plain = once(True), once(False)
@@ -235,8 +239,79 @@ def test_distributed_trust_over_tls_equals_the_same_seeded_run_without_secagg(tm
     counts = [r.train.num_ok for r in secure.rounds if r.train]
     assert counts == [r.train.num_ok for r in plain.rounds if r.train]
     assert all(r.train.metrics["secagg.count"] == r.train.num_ok for r in secure.rounds)
-    bound = sum(n / (0.8 * 10) for n in counts) * STEP
+    bound = sum(n / (0.9 * 10) for n in counts) * STEP
     gap = np.max(np.abs(secure.arrays["w"].numpy() - plain.arrays["w"].numpy()))
     assert gap <= bound
-    want = [epsilon([(0.8, Z)] * t, 1e-5) for t in (1, 2)]
+    want = [epsilon([(0.9, Z)] * t, 1e-5) for t in (1, 2)]
     assert [r.train.metrics["privacy.epsilon"] for r in secure.rounds] == want
+
+
+# -- a Poisson-sampled (DP) run whose rounds may draw fewer nodes than num_shares ----------
+
+
+def _dp_secure(num_shares: int = 17, fraction: float = 0.1) -> FedAvg:
+    return FedAvg(
+        fraction_train=fraction,
+        fraction_evaluate=0.0,
+        min_train_nodes=20,
+        aggregation=chain(dp_fixed_clip(1.0, 1.0, clipped_on="nodes", seed=1)),
+        secure_aggregation=SecAggPlus(num_shares, 9),
+    )
+
+
+def test_a_run_likely_to_draw_a_round_below_num_shares_is_refused_before_round_1():
+    with pytest.raises(ConfigError) as caught:
+        run_simulation(
+            client_app=secure_app,
+            strategy=_dp_secure(),
+            num_rounds=100,
+            num_nodes=200,
+            initial_arrays=ArrayRecord({"w": np.zeros(SHAPE)}),
+            verbose=False,
+        )
+    message = str(caught.value)
+    assert "num_shares=17" in message and "200 nodes" in message and "100 rounds" in message
+    assert "fraction_train" in message and "add nodes" in message
+    assert "round 1 sampled" not in message  # refused before any round was drawn
+
+
+@pytest.mark.parametrize(("nodes", "refused"), [(200, True), (300, True), (400, False)])
+def test_the_chance_of_a_short_round_is_bounded_over_the_run(nodes, refused):
+    protocol = _dp_secure().secure_aggregation
+    assert protocol is not None
+    if refused:
+        with pytest.raises(ConfigError, match=r"probability"):
+            protocol.check_sampling(nodes, 0.1, 100)
+    else:
+        protocol.check_sampling(nodes, 0.1, 100)
+
+
+def test_a_short_poisson_round_no_longer_says_raise_min_train_nodes():
+    protocol = _dp_secure().secure_aggregation
+    with pytest.raises(ConfigError) as caught:
+        protocol._round_params(1, 16)
+    assert "min_train_nodes" not in str(caught.value)
+
+
+def test_a_node_without_fixed_clipping_mod_is_caught_even_when_its_update_is_small(make_grid):
+    grid = make_grid(small_unclipped_app, num_nodes=25)
+    strategy = _all_nodes(secure=True)
+    strategy.min_available_nodes = 25
+    with pytest.raises(RoundError) as caught:
+        _start(grid, strategy)
+    message = str(caught.value)
+    assert "mods=[secaggplus_mod, fixed_clipping_mod]" in message
+    assert message.count("fixed_clipping_mod") == 2, message  # the fix said once, not per node
+
+
+def test_nodes_that_all_drop_for_the_same_reason_are_told_the_fix_once(make_grid):
+    strategy = FedAvg(
+        fraction_evaluate=0.0,
+        min_train_nodes=25,
+        secure_aggregation=SecAggPlus(5, 3, clipping_range=RANGE, quantization_range=LEVELS),
+    )  # no DP on the server: every node's fixed_clipping_mod finds no clip norm
+    with pytest.raises(RoundError) as caught:
+        _start(make_grid(secure_app, num_nodes=25), strategy)
+    message = str(caught.value)
+    assert message.count("clipped_on='nodes'") == 1, message
+    assert "nodes 1, 2, 3, 4, 5, 6, 7, 8, 9, 10 (and 15 more): dropped" in message, message

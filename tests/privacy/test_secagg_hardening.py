@@ -24,6 +24,7 @@ from pollinate.message import ErrorCode
 from pollinate.privacy import SecAggPlus, SecAggPlusMod, secaggplus_mod
 from pollinate.privacy._secagg import _shamir
 from pollinate.privacy._secagg._masking import apply_masks, pair_seed
+from pollinate.simulation import run_simulation
 
 SETTINGS = {
     "secagg.threshold": 3,
@@ -411,8 +412,8 @@ def test_a_round_every_node_refuses_says_why_not_only_how_many_dropped(make_grid
         _start(make_grid, _app(), strategy=_strategy(5, shares=3, threshold=2))
     message = str(raised.value)
     assert "only 0 masked vectors arrived" in message
-    assert "dropped at SecAgg+ stage setup" in message and "floor of 4" in message
-    assert "(and 2 more)" in message
+    assert "nodes 1, 2, 3, 4, 5: dropped at SecAgg+ stage setup" in message
+    assert message.count("floor of 4") == 1  # the same reason once, with its nodes
 
 
 # -- M3: "lacks the mod" from a structured signal ---------------------------------------------
@@ -597,3 +598,32 @@ def test_one_spare_key_share_is_enough_to_outvote_a_wrong_one(make_grid, caplog)
     assert result.rounds[-1].train.num_ok == 4
     assert np.allclose(result.arrays["w"].numpy(), 0.25, atol=1e-4)
     assert "node 1 sent a wrong share of node 5's secret" in caplog.text
+
+
+# -- too few nodes: one message with the number needed -------------------------------------
+
+
+def test_the_default_min_train_nodes_is_told_the_number_secagg_needs_at_once():
+    with pytest.raises(ConfigError) as caught:
+        FedAvg(secure_aggregation=SecAggPlus(17, 9))
+    assert "raise min_train_nodes to 17" in str(caught.value)
+    FedAvg(secure_aggregation=SecAggPlus(17, 9), min_train_nodes=17)
+
+
+def test_a_simulation_with_too_few_nodes_says_so_once_and_not_to_lower_what_secagg_needs():
+    strategy = FedAvg(
+        secure_aggregation=SecAggPlus(17, 9), min_train_nodes=17, fraction_evaluate=0.0
+    )
+    with pytest.raises(RoundError) as caught:
+        run_simulation(
+            client_app=ClientApp(mods=[secaggplus_mod]),
+            strategy=strategy,
+            num_rounds=1,
+            num_nodes=10,
+            initial_arrays=ArrayRecord({"w": np.zeros(3)}),
+            verbose=False,
+        )
+    message = str(caught.value)
+    assert message.count("17") == 2, message  # min_train_nodes=17, and SecAgg+'s 17
+    assert "simulation has only 10 nodes" in message and "num-nodes" in message
+    assert "lower min_train_nodes" not in message

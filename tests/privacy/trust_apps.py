@@ -53,3 +53,15 @@ def claims_a_count(message, context, call_next):
 def stands_outside(message, context, call_next):
     """Runs ``fixed_clipping_mod`` outside SecAgg+: the order that clips the wrong thing."""
     return fixed_clipping_mod(message, context, call_next)
+
+
+def train_small(msg, context):
+    """Adds a delta well inside the clip: an unclipped node that no norm check would catch."""
+    arrays = msg.content.arrays()
+    out = ArrayRecord({k: (a.numpy() + 1e-3).astype(a.dtype) for k, a in arrays.items()})
+    return msg.reply(RecordDict({"arrays": out, "metrics": MetricRecord({"num-examples": 1})}))
+
+
+small_unclipped_app = ClientApp(mods=[secaggplus_mod])
+small_unclipped_app.train()(train_small)
+"""A node that forgot fixed_clipping_mod, with updates too small to exceed the clip."""

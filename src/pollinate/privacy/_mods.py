@@ -12,14 +12,14 @@ from ..client import Handler, Mod
 from ..context import Context
 from ..errors import ConfigError
 from ..message import Message, MessageType
-from ..records import Array, ArrayRecord, MetricRecord, RecordDict
+from ..records import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from ..strategy.clipping import clip_delta
 from ._accountant import dp_accounting
 from ._central import CLIP_NORM_KEY
 from ._checks import check_delta, check_positive
 from ._noise import NoiseSource, Normals
 from ._secagg._errors import outside_secagg
-from ._secagg._keys import STAGE
+from ._secagg._keys import CLIPPED, STAGE
 
 __all__ = ["fixed_clipping_mod", "local_dp_mod"]
 
@@ -51,6 +51,7 @@ def fixed_clipping_mod(message: Message, context: Context, call_next: Handler) -
     if reply.has_error:
         return reply
     clipped = clip_delta(reply.content.arrays(ARRAYS_KEY), received, clip)
+    context.state[CLIPPED] = ConfigRecord({CLIP_NORM_KEY: clip})  # for secaggplus_mod
     return _with_arrays(reply, clipped, {})
 
 

@@ -64,10 +64,7 @@ class SimulationGrid(Grid):
     def wait_for_nodes(self, count: int, timeout_s: float) -> range:
         """Every node, at once: virtual nodes never come or go, so there is nothing to wait for."""
         if count > self._num_nodes:
-            raise RoundError(
-                f"the simulation has {self._num_nodes} nodes and {count} are needed "
-                "(raise num-nodes)"
-            )
+            raise RoundError(f"the simulation has only {self._num_nodes} nodes (num-nodes)")
         return self.node_ids()
 
     def node_state(self, node_id: int) -> RecordDict | None:

@@ -106,6 +106,8 @@ class Strategy(ABC):
     """Centralized evaluation ``start`` runs each round when it is given none."""
     secure_aggregation: SecureAggregation | None = None
     """A protocol that runs each train exchange so the server sees only the sum (None: plain)."""
+    planned_rounds: tuple[int, int] | None = None
+    """The first and last round ``start`` runs (None before it starts), for run-wide checks."""
 
     def init_state(self, arrays: ArrayRecord) -> ArrayRecord:
         """What the strategy keeps between rounds, before the first (empty: nothing)."""
@@ -240,6 +242,7 @@ class Strategy(ABC):
             result, state = self._resume(observer, resume, num_rounds)
             first_round = resume.last_round + 1
         arrays = result.arrays
+        self.planned_rounds = (first_round, num_rounds)
         for server_round in range(first_round, num_rounds + 1):
             reason = self.stop_reason(server_round, state)
             if reason is not None:

@@ -349,7 +349,7 @@ class FedAvg(Strategy):
         except RoundError as err:
             raise RoundError(
                 f"{type(self).__name__} needs {wait_name}={wait} connected nodes, but {err}: "
-                f"lower {wait_name} or add nodes"
+                f"{self._fewer_nodes_fix(wait_name, wait)}"
             ) from None
         if phase == _TRAIN and self.aggregation.poisson_sampling:
             return self.poisson_sample(available, server_round, state)
@@ -360,6 +360,13 @@ class FedAvg(Strategy):
                 f"are available: lower {name} or add nodes"
             )
         return seeded_sample(available, count, self.seed, server_round, phase)
+
+    def _fewer_nodes_fix(self, name: str, wanted: int) -> str:
+        """The fix for too few connected nodes: add some, or lower ``name`` if that is allowed."""
+        secure = self.secure_aggregation
+        if name == "min_train_nodes" and secure is not None and wanted <= secure.least_nodes:
+            return f"add nodes (secure aggregation needs rounds of at least {secure.least_nodes})"
+        return f"lower {name} or add nodes"
 
     def poisson_sample(
         self, available: Sequence[int], server_round: int, state: ArrayRecord | None = None
@@ -381,6 +388,7 @@ class FedAvg(Strategy):
                 f"min_train_nodes={self.min_train_nodes}: raise fraction_train, add nodes or "
                 "lower min_train_nodes"
             )
+        self._check_secure_sampling(len(available), server_round)
         if state is None:
             state = self.init_state(ArrayRecord())
         rng = self.aggregation.sampling_rng(server_round, state)
@@ -390,6 +398,13 @@ class FedAvg(Strategy):
         self.aggregation.aggregator.check_round(info)
         self._sample = info  # only the latest: a failed round's is replaced, not kept
         return nodes
+
+    def _check_secure_sampling(self, available: int, server_round: int) -> None:
+        """At the run's first draw: ConfigError if the protocol likely meets a round too small."""
+        planned = self.planned_rounds
+        if self.secure_aggregation is not None and planned and server_round == planned[0]:
+            rounds = planned[1] - planned[0] + 1
+            self.secure_aggregation.check_sampling(available, self.fraction_train, rounds)
 
     def round_info(self, server_round: int) -> RoundInfo | None:
         """The Poisson sample ``server_round`` drew, taken once (None: none was drawn).

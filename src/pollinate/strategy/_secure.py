@@ -52,6 +52,18 @@ class SecureAggregation(ABC):
         Raises ConfigError when rounds of ``min_train_nodes`` nodes cannot run it safely.
         """
 
+    @property
+    def least_nodes(self) -> int:
+        """The fewest nodes a round of this protocol can have."""
+        return 1
+
+    def check_sampling(self, available: int, rate: float, num_rounds: int) -> None:  # noqa: B027
+        """ConfigError if a run's Poisson samples are likely to draw a round too small for it.
+
+        ``available`` nodes each sampled at ``rate``, for ``num_rounds`` rounds. By default
+        a protocol runs rounds of any size, so nothing is refused.
+        """
+
     @abstractmethod
     def train_round(
         self,

@@ -20,9 +20,9 @@ class ModOrderError(SecAggError):
 
 
 def outside_secagg(mod: str) -> ModOrderError:
-    """The error of ``mod`` when it runs outside ``secaggplus_mod`` (listed before it)."""
+    """The error of ``mod`` when it gets a stage message: secaggplus_mod is not outside it."""
     return ModOrderError(
-        f"{mod} runs outside secaggplus_mod, so it would see SecAgg+'s stage messages and "
-        f"the masked vector, not the update: list it after secaggplus_mod, "
-        f"ClientApp(mods=[secaggplus_mod, {mod}])"
+        f"{mod} got a SecAgg+ stage message: secaggplus_mod is missing or listed after it, "
+        f"so {mod} would see the protocol's messages and the masked vector, not the update: "
+        f"list secaggplus_mod first, ClientApp(mods=[secaggplus_mod, {mod}])"
     )

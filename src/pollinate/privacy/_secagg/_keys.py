@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "ACTIVE",
     "CIPHERTEXTS",
+    "CLIPPED",
     "CLIPPING",
     "COUNT",
     "DESTINATIONS",
@@ -49,6 +50,9 @@ RECORD = "secagg"
 STATE = "secagg.node"
 """Where a node's context.state holds its round: where it is, and its secrets until unmasking."""
 COUNT = "secagg.count"
+CLIPPED = "secagg.clipped"
+"""Where ``fixed_clipping_mod`` marks, in a node's context.state, the reply it just clipped:
+a masking stage whose server asked for clipped updates checks that a clipping mod ran."""
 
 STAGE = "secagg.stage"
 STAGES = ("setup", "share-keys", "masking", "unmasking")

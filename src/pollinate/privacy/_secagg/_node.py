@@ -207,9 +207,11 @@ def masking(
     received = message.content.get(_ARRAYS)
     if not isinstance(received, ArrayRecord):
         raise SecAggError("secagg: the masking stage carries no model under 'arrays'")
+    context.state.pop(k.CLIPPED, None)  # a clipping mod marks each reply it clips
     reply = call_next(_without_secagg(message), context)
     if reply.has_error:
         raise SecAggError(f"secagg: the app's train handler failed: {reply.error}")
+    _check_clipping_mod(config, context.state.pop(k.CLIPPED, None) is not None)
     trained = reply.content.get(_ARRAYS)
     if not isinstance(trained, ArrayRecord) or _layout(trained) != _layout(received):
         raise SecAggError(
@@ -266,6 +268,16 @@ def _weight_factor(reply: Message, state: ConfigRecord) -> int:
     return int(value)
 
 
+def _check_clipping_mod(config: ConfigRecord, clipped: bool) -> None:
+    """ModOrderError if the server asked for clipped updates (DP) and no clipping mod ran."""
+    clip = config.get(CLIP_NORM_KEY)
+    if isinstance(clip, (int, float)) and not clipped:
+        raise _unclipped(
+            f"no clipping mod ran, but the server's DP needs updates clipped to "
+            f"{CLIP_NORM_KEY}={clip:g}"
+        )
+
+
 def _check_clipped(config: ConfigRecord, trained: ArrayRecord, received: ArrayRecord) -> None:
     """ModOrderError if the server asked for a clipped update (DP) and this one is not."""
     clip = config.get(CLIP_NORM_KEY)
@@ -273,12 +285,17 @@ def _check_clipped(config: ConfigRecord, trained: ArrayRecord, received: ArrayRe
         return
     norm = beyond_clip(trained, received, float(clip))
     if norm is not None:
-        raise ModOrderError(
+        raise _unclipped(
             f"the update is {norm:.4g} from the global model but the server's DP needs it "
-            f"clipped to {CLIP_NORM_KEY}={clip:g}, and cannot clip a sum: add "
-            "fixed_clipping_mod after secaggplus_mod, "
-            "ClientApp(mods=[secaggplus_mod, fixed_clipping_mod])"
+            f"clipped to {CLIP_NORM_KEY}={clip:g}"
         )
+
+
+def _unclipped(what: str) -> ModOrderError:
+    return ModOrderError(
+        f"{what}, and cannot clip a sum: add fixed_clipping_mod after secaggplus_mod, "
+        "ClientApp(mods=[secaggplus_mod, fixed_clipping_mod])"
+    )
 
 
 def _layout(arrays: ArrayRecord) -> list[tuple[str, tuple[int, ...]]]:

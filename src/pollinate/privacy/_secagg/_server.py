@@ -84,9 +84,8 @@ class SecureTrain:
         try:
             unmasking.require_holders(self.server_round, stage)
         except RoundError as err:
-            shown = "; ".join(str(failure) for failure in self.failures[:3])
-            more = f" (and {len(self.failures) - 3} more)" if len(self.failures) > 3 else ""
-            raise RoundError(f"{err}; {shown}{more}" if shown else str(err)) from None
+            shown = _by_reason(self.failures)
+            raise RoundError(f"{err}; {shown}" if shown else str(err)) from None
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -319,6 +318,19 @@ def _reason(reply: Message) -> str:
     except ValueError:
         code = str(error.code)
     return f"{code}: {error.reason}"
+
+
+def _by_reason(failures: list[Failure], shown: int = 3) -> str:
+    """The failures grouped by reason, each reason once with its nodes (the first few)."""
+    nodes: dict[str, list[int]] = {}
+    for failure in failures:
+        nodes.setdefault(failure.reason, []).append(failure.node_id)
+    groups = [
+        f"node{'s' if len(ids) > 1 else ''} {_list(sorted(ids))}: {reason}"
+        for reason, ids in list(nodes.items())[:shown]
+    ]
+    more = len(nodes) - shown
+    return "; ".join(groups) + (f" (and {more} other reasons)" if more > 0 else "")
 
 
 def _list(nodes: list[int]) -> str:

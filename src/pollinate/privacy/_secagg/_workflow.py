@@ -23,13 +23,16 @@ __all__ = ["SecAggPlus"]
 
 _LEAST_NODES = 3
 """The smallest round SecAgg+ runs: in a sum of two, each node can read the other's update."""
+_SHORT_ROUND_RISK = 1e-3
+"""The largest chance a Poisson-sampled run may have of drawing a round SecAgg+ cannot run."""
 
 
 class SecAggPlus(SecureAggregation):
     """SecAgg+ (Bell et al. 2020): the server learns only the weighted sum of the updates.
 
-    Give it to a strategy: ``FedAvg(secure_aggregation=SecAggPlus(17, 9))``, and add
-    ``secaggplus_mod`` to the nodes' ClientApp. Parameters as Flower names them:
+    Give it to a strategy, ``FedAvg(secure_aggregation=SecAggPlus(17, 9),
+    min_train_nodes=17)``, and add ``secaggplus_mod`` to the nodes' ClientApp. Parameters as
+    Flower names them:
 
     Args:
         num_shares: shares each node's secrets are split into: it keeps one and gives one to
@@ -89,23 +92,50 @@ class SecAggPlus(SecureAggregation):
 
     def for_strategy(self, weight_key: str, weighted: bool, min_train_nodes: int) -> SecAggPlus:
         """A copy for a strategy; ConfigError if its smallest rounds cannot run safely."""
-        shares = self.params.num_shares
-        if min_train_nodes < _LEAST_NODES:
-            raise ConfigError(
-                f"SecAgg+ needs rounds of at least {_LEAST_NODES} nodes (with 2, each node "
-                f"could subtract its own update from the sum), but min_train_nodes="
-                f"{min_train_nodes}: raise min_train_nodes"
+        needed = self.least_nodes
+        if min_train_nodes < needed:
+            why = (
+                "with 2, each node could subtract its own update from the sum"
+                if needed == _LEAST_NODES
+                else f"num_shares={needed}: each node shares its secrets with {needed - 1} others"
             )
-        if isinstance(shares, int) and min_train_nodes < shares:
+            lower = " or lower num_shares" if needed > _LEAST_NODES else ""
             raise ConfigError(
-                f"SecAgg+ num_shares={shares} needs rounds of at least {shares} nodes, but "
-                f"min_train_nodes={min_train_nodes}: raise min_train_nodes or lower num_shares"
+                f"SecAgg+ needs rounds of at least {needed} nodes ({why}), but "
+                f"min_train_nodes={min_train_nodes}: raise min_train_nodes to {needed}{lower}"
             )
         bound = copy.copy(self)
         bound.weighted = self.weighted and weighted
         bound.weight_key = weight_key
         RoundParams.resolve(self.params, min_train_nodes, bound.weighted)
         return bound
+
+    def check_sampling(self, available: int, rate: float, num_rounds: int) -> None:
+        """ConfigError if some round of the run likely draws fewer nodes than the shares need.
+
+        A DP run's rounds are Poisson samples (each node with probability ``rate``), and a
+        round below ``num_shares`` can be neither skipped nor redrawn: it ends the run. So
+        the run is refused before round 1 when the chance that any of its ``num_rounds``
+        rounds draws one (a binomial tail) is above ``_SHORT_ROUND_RISK``.
+        """
+        needed = self.least_nodes
+        per_round = _fewer_than(needed, available, rate)
+        risk = -math.expm1(num_rounds * math.log1p(-per_round)) if per_round < 1 else 1.0
+        if risk > _SHORT_ROUND_RISK:
+            raise ConfigError(
+                f"SecAgg+ num_shares={self.params.num_shares} needs rounds of at least "
+                f"{needed} nodes, but Poisson-sampling fraction_train={rate:g} of {available} "
+                f"nodes ({rate * available:g} expected) draws fewer with probability "
+                f"{risk:.2g} over {num_rounds} rounds, and such a round ends the run (it can be "
+                "neither skipped nor redrawn without voiding the DP guarantee): add nodes, "
+                "raise fraction_train or lower num_shares"
+            )
+
+    @property
+    def least_nodes(self) -> int:
+        """The fewest nodes a round of this protocol can have."""
+        shares = self.params.num_shares
+        return max(_LEAST_NODES, shares) if isinstance(shares, int) else _LEAST_NODES
 
     def train_round(
         self,
@@ -157,15 +187,14 @@ class SecAggPlus(SecureAggregation):
         void the DP guarantee, whose sensitivity assumes every draw is aggregated), so the
         run ends, and the message says how to make such draws unlikely.
         """
-        shares = self.params.num_shares
-        needed = shares if isinstance(shares, int) else _LEAST_NODES
+        needed = self.least_nodes
         if num_nodes < needed:
             raise ConfigError(
-                f"SecAgg+ num_shares={shares} needs rounds of at least {needed} nodes, but "
-                f"round {server_round} sampled {num_nodes}: lower num_shares or raise "
-                "min_train_nodes; with a DP aggregation the Poisson sample's size varies, "
-                "and a small draw can be neither skipped nor redrawn without voiding the DP "
-                "guarantee: raise fraction_train (or add nodes) so that fraction_train x "
+                f"SecAgg+ num_shares={self.params.num_shares} needs rounds of at least "
+                f"{needed} nodes, but round {server_round} sampled {num_nodes}: with a DP "
+                "aggregation the Poisson sample's size varies, and a small draw can be "
+                "neither skipped nor redrawn without voiding the DP guarantee: add nodes, "
+                "raise fraction_train or lower num_shares, so that fraction_train x "
                 "available nodes is well above num_shares"
             )
         return RoundParams.resolve(self.params, num_nodes, self.weighted)
@@ -174,6 +203,28 @@ class SecAggPlus(SecureAggregation):
         if self.seed is None:
             return secrets.randbits(63)
         return int(np.random.default_rng([self.seed, server_round]).integers(2**63))
+
+
+def _fewer_than(needed: int, nodes: int, rate: float) -> float:
+    """P(a Binomial(nodes, rate) draw is below ``needed``), summed in log space."""
+    if rate <= 0.0:
+        return 1.0
+    if rate >= 1.0 or needed > nodes:
+        return 0.0 if needed <= nodes else 1.0
+    log_p, log_q, top = math.log(rate), math.log1p(-rate), math.lgamma(nodes + 1)
+    return min(
+        1.0,
+        sum(
+            math.exp(
+                top
+                - math.lgamma(k + 1)
+                - math.lgamma(nodes - k + 1)
+                + k * log_p
+                + (nodes - k) * log_q
+            )
+            for k in range(needed)
+        ),
+    )
 
 
 def _check_in_range(server_round: int, total: Vector, weight: int, levels: int) -> None:

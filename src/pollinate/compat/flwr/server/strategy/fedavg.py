@@ -210,6 +210,8 @@ class FedAvg(Strategy):
             metrics = self.fit_metrics_aggregation_fn(
                 [(r.num_examples, r.metrics) for _, r in results]
             )
+        if not secure:  # the nodes' own privacy (local DP, DP-SGD), for the run's summary
+            metrics = {**_node_privacy(results), **metrics}
         pieces = self.core.aggregation.metrics(state)  # privacy.epsilon and the like
         if pieces:
             metrics = {**metrics, **cast("dict[str, Scalar]", pieces)}
@@ -264,3 +266,28 @@ def _updates(results: FitResults, like: ArrayRecord, secure: bool) -> Iterator[U
         yield Update(
             proxy.node_id, record_of(res.parameters, like), float(res.num_examples), metrics
         )
+
+
+_PRIVACY = "privacy."
+"""The prefix of the privacy metrics a client reports of itself (``privacy.node-epsilon``)."""
+
+
+def _node_privacy(results: FitResults) -> dict[str, Scalar]:
+    """The example-weighted mean of each ``privacy.*`` metric every client reported.
+
+    What pollinate's own FedAvg gives its summary (a local DP mod's ``privacy.node-epsilon``),
+    kept even when no ``fit_metrics_aggregation_fn`` aggregates the clients' metrics.
+    """
+    total = sum(r.num_examples for _, r in results)
+    if not results or total <= 0:
+        return {}
+    keys = set.intersection(*(set(r.metrics) for _, r in results))
+    return {
+        key: sum(float(r.metrics[key]) * r.num_examples for _, r in results) / total
+        for key in sorted(keys)
+        if key.startswith(_PRIVACY) and all(_is_number(r.metrics[key]) for _, r in results)
+    }
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

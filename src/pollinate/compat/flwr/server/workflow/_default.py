@@ -18,6 +18,7 @@ from .....server import Result
 from .....strategy import SecureAggregation
 from .....strategy import Strategy as CoreStrategy
 from ..._records import Context
+from ..._words import in_flower_words
 from .._legacy_context import LegacyContext
 from ..history import History, history_from_result
 from ._secagg import SecAggPlusWorkflow
@@ -68,8 +69,11 @@ class DefaultWorkflow:
         from ...serverapp._app import Grid, core_grid  # the message API side's, when used
 
         strategy = context.strategy
-        secure = None if self.fit_workflow is None else self.fit_workflow.for_strategy(strategy)
-        result = _run(strategy, core_grid(grid), context, secure)
+        with in_flower_words():
+            rounds = context.config.num_rounds
+            fit = self.fit_workflow
+            secure = None if fit is None else fit.for_strategy(strategy, rounds)
+            result = _run(strategy, core_grid(grid), context, secure)
         if isinstance(grid, Grid):
             grid.ran_strategy = True  # the run's history is this result's
         _fill(context.history, history_from_result(result))

@@ -10,10 +10,14 @@ from __future__ import annotations
 from typing import Any
 
 from .....errors import ConfigError
+from .....message import Message
 from .....privacy import SecAggPlus
+from .....records import ArrayRecord
+from .....server import Grid
 from .....strategy import FedAvg as CoreFedAvg
-from .....strategy import SecureAggregation
+from .....strategy import SecureAggregation, SecureRound
 from .....strategy import Strategy as CoreStrategy
+from ..._words import flower_words
 from ...common.logger import warn_once
 from ..strategy import FedAvg
 from ..strategy.strategy import Strategy as FlowerStrategy
@@ -86,7 +90,7 @@ class SecAggPlusWorkflow:
             )
             self.protocol.for_strategy(WEIGHT_KEY, True, _smallest_round(self.protocol))
         except ConfigError as err:
-            raise ConfigError(f"{where}: {err}") from None
+            raise ConfigError(f"{where}: {flower_words(str(err))}") from None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Refuse a subclass that overrides Flower's stages: pollinate runs them itself."""
@@ -109,8 +113,14 @@ class SecAggPlusWorkflow:
             "to DefaultWorkflow(fit_workflow=...) and call the DefaultWorkflow"
         )
 
-    def for_strategy(self, strategy: CoreStrategy) -> SecureAggregation:
-        """The protocol bound to ``strategy`` (a classic one); ConfigError if it cannot run it."""
+    def for_strategy(
+        self, strategy: CoreStrategy, num_rounds: int | None = None
+    ) -> SecureAggregation:
+        """The protocol bound to ``strategy`` (a classic one); ConfigError if it cannot run it.
+
+        With a DP strategy (Poisson-sampled rounds) and ``num_rounds``, the first round
+        first checks that none of the run's rounds likely draws too few clients.
+        """
         where = type(self).__name__
         if not isinstance(strategy, FlowerStrategy):
             raise ConfigError(
@@ -123,11 +133,14 @@ class SecAggPlusWorkflow:
             _check_core(where, type(strategy).__name__, core)
             weighted = not core.aggregation.unweighted
         try:
-            return self.protocol.for_strategy(
-                WEIGHT_KEY, weighted, max(_smallest_round(self.protocol), _minimum(core))
-            )
+            # the strategy's own minimum, as native FedAvg checks it: rounds of it must run
+            least = _smallest_round(self.protocol) if core is None else core.min_train_nodes
+            bound = self.protocol.for_strategy(WEIGHT_KEY, weighted, least)
         except ConfigError as err:
-            raise ConfigError(f"{where}: {err}") from None
+            raise ConfigError(f"{where}: {flower_words(str(err))}") from None
+        if core is None or num_rounds is None or not core.aggregation.poisson_sampling:
+            return bound
+        return _RunChecked(bound, core.fraction_train, num_rounds)
 
 
 class SecAggWorkflow(SecAggPlusWorkflow):
@@ -157,6 +170,34 @@ class SecAggWorkflow(SecAggPlusWorkflow):
             timeout=timeout,
             seed=seed,
         )
+
+
+class _RunChecked(SecureAggregation):
+    """A protocol whose first round checks the run's Poisson samples (``check_sampling``)."""
+
+    def __init__(self, protocol: SecureAggregation, rate: float, num_rounds: int) -> None:
+        self.protocol, self.rate, self.num_rounds = protocol, rate, num_rounds
+        self.weighted = protocol.weighted
+        self.checked = False
+
+    def for_strategy(
+        self, weight_key: str, weighted: bool, min_train_nodes: int
+    ) -> SecureAggregation:
+        bound = self.protocol.for_strategy(weight_key, weighted, min_train_nodes)
+        return _RunChecked(bound, self.rate, self.num_rounds)
+
+    def train_round(
+        self,
+        grid: Grid,
+        server_round: int,
+        messages: list[Message],
+        arrays: ArrayRecord,
+        timeout_s: float | None,
+    ) -> SecureRound:
+        if not self.checked:  # the population is known once the first round sampled it
+            self.protocol.check_sampling(len(grid.node_ids()), self.rate, self.num_rounds)
+            self.checked = True
+        return self.protocol.train_round(grid, server_round, messages, arrays, timeout_s)
 
 
 def _shares(where: str, shares: int | float) -> int | float:
@@ -212,8 +253,3 @@ def _check_core(where: str, name: str, core: CoreFedAvg) -> None:
             "SecAgg+ gives the server only their sum: use FedAvg, FedProx, FedAvgM, FedAdam, "
             "FedYogi or FedAdagrad (Flower would run it on copies of the mean)"
         )
-
-
-def _minimum(core: CoreFedAvg | None) -> int:
-    """The fewest clients the strategy trains each round (``min_fit_clients``)."""
-    return 0 if core is None else core.min_train_nodes
