@@ -2,9 +2,11 @@
 
 A differentially private round's train metrics carry ``privacy.epsilon`` (cumulative, at
 ``privacy.delta``); nodes that account their own privacy (DP-SGD, local DP) reply with
-``privacy.node-epsilon`` and ``privacy.node-delta``, which the round's metrics average over
-the nodes. The summary of ``pollinate run``, its ``--json`` line and ``pollinate report``
-show the last of each; a run without them shows nothing more.
+``privacy.node-epsilon`` and ``privacy.node-delta``, of which FedAvg's default metrics
+aggregation keeps the round's maximum (the worst node bounds the guarantee). The summary of
+``pollinate run``, its ``--json`` line and ``pollinate report`` show the run's last epsilon
+and the largest node epsilon of any round (a node may sit out the last rounds); a run
+without them shows nothing more.
 """
 
 from __future__ import annotations
@@ -50,7 +52,10 @@ class PrivacySpent:
             text = f"{self.run.at_delta()} after {rounds} round{'' if rounds == 1 else 's'}"
             lines.append(("privacy", text))
         if self.nodes is not None:
-            text = f"{self.nodes.at_delta()}, mean of round {self.nodes.server_round}'s nodes"
+            text = (
+                f"{self.nodes.at_delta()}, the most any node reported "
+                f"(round {self.nodes.server_round})"
+            )
             lines.append(("privacy (nodes' own)", text))
         return lines
 
@@ -68,7 +73,10 @@ class PrivacySpent:
 
 def privacy_spent(train_metrics: Mapping[int, Mapping[str, Any]]) -> PrivacySpent | None:
     """The last reported privacy in ``{round: train metrics}``; None for a run without DP."""
-    found = {part: _last(train_metrics, *keys) for part, keys in _KEYS.items()}
+    found = {
+        "run": _last(train_metrics, *_KEYS["run"]),
+        "nodes": _largest(train_metrics, *_KEYS["nodes"]),
+    }
     if found["run"] is None and found["nodes"] is None:
         return None
     return PrivacySpent(found["run"], found["nodes"])
@@ -84,6 +92,15 @@ def _last(
             delta = metrics.get(delta_key)
             return Spent(float(epsilon), float(delta) if _is_number(delta) else None, server_round)
     return None
+
+
+def _largest(
+    train_metrics: Mapping[int, Mapping[str, Any]], epsilon_key: str, delta_key: str
+) -> Spent | None:
+    """The largest epsilon of any round (the latest such round on a tie)."""
+    rounds = [_last({r: train_metrics[r]}, epsilon_key, delta_key) for r in train_metrics]
+    reported = [spent for spent in rounds if spent is not None]
+    return max(reported, key=lambda s: (s.epsilon, s.server_round), default=None)
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
