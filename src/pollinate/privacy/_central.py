@@ -434,8 +434,9 @@ class _CentralDp(Aggregator):
         if after <= budget:
             return None
         spent = self.plan.epsilon(history)
+        given = "target_epsilon" if budget == self.plan.target_epsilon else "max_epsilon"
         return (
-            f"the privacy budget max_epsilon={budget:g} (delta={self.plan.delta:g}) would be "
+            f"the privacy budget {given}={budget:g} (delta={self.plan.delta:g}) would be "
             f"passed: epsilon is {spent:.4g} after {len(history)} accounted rounds and would be "
             f"{after:.4g} after round {server_round}"
         )

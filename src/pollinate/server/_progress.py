@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -274,6 +275,8 @@ def print_summary(console: Console, result: Result, wall_time_s: float) -> None:
         f"{result.rounds_time_s:.2f} s ({wall_time_s:.2f} s with start-up)",
         soft_wrap=True,
     )
+    if result.stop_reason is not None:
+        console.print(f"[yellow]Stopped early:[/] {escape(result.stop_reason)}", soft_wrap=True)
     final = {k: v for k, v in result.final_metrics().items() if isinstance(v, (int, float))}
     keys = [k for k in final if not k.startswith("train.") and not k.endswith("num-examples")]
     for key in choose_columns(keys, limit=len(keys)):  # every metric, the key ones first
