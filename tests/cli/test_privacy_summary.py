@@ -114,3 +114,28 @@ def test_the_default_metrics_aggregation_keeps_the_worst_nodes_privacy():
 @pytest.mark.parametrize("value", [True, "2.9", None])
 def test_values_that_are_not_numbers_are_not_privacy(value):
     assert privacy_spent({1: {"privacy.epsilon": value}}) is None
+
+
+def test_a_securely_aggregated_run_says_so_with_the_nodes_summed():
+    train = {
+        1: {"secagg.count": 7, "num-examples": 7, "privacy.epsilon": 0.5, "privacy.delta": 1e-5},
+        2: {"secagg.count": 6, "num-examples": 6, "privacy.epsilon": 0.9, "privacy.delta": 1e-5},
+    }
+    spent = privacy_spent(train)
+    assert spent is not None
+    assert spent.lines() == [
+        ("privacy", "epsilon 0.9 at delta 1e-05 after 2 rounds"),
+        ("secure aggregation", "SecAgg+, 6 nodes summed (round 2)"),
+    ]
+    assert spent.to_json() == {
+        "epsilon": 0.9,
+        "delta": 1e-5,
+        "rounds": 2,
+        "secure_aggregation": "SecAgg+",
+        "secagg_nodes": 6,
+        "secagg_round": 2,
+    }
+    alone = privacy_spent({1: {"secagg.count": 3}})
+    assert alone is not None and alone.lines() == [
+        ("secure aggregation", "SecAgg+, 3 nodes summed (round 1)")
+    ]

@@ -5,8 +5,10 @@ A differentially private round's train metrics carry ``privacy.epsilon`` (cumula
 ``privacy.node-epsilon`` and ``privacy.node-delta``, of which FedAvg's default metrics
 aggregation keeps the round's maximum (the worst node bounds the guarantee). The summary of
 ``pollinate run``, its ``--json`` line and ``pollinate report`` show the run's last epsilon
-and the largest node epsilon of any round (a node may sit out the last rounds); a run
-without them shows nothing more.
+and the largest node epsilon of any round (a node may sit out the last rounds). A round
+aggregated with SecAgg+ carries ``secagg.count``, the nodes its sum holds: the summary
+says so (in a DP run the aggregated ``num-examples`` is that count too, each node weighing
+1). A run without any of these shows nothing more.
 """
 
 from __future__ import annotations
@@ -15,7 +17,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
-__all__ = ["PrivacySpent", "Spent", "privacy_spent"]
+__all__ = ["PrivacySpent", "Spent", "Summed", "privacy_spent"]
+
+SECAGG_COUNT = "secagg.count"
+"""A securely aggregated round's train metric: how many nodes its sum holds."""
 
 _KEYS = {
     "run": ("privacy.epsilon", "privacy.delta"),
@@ -38,11 +43,20 @@ class Spent:
 
 
 @dataclass(frozen=True, slots=True)
+class Summed:
+    """A securely aggregated round: how many nodes its sum held."""
+
+    nodes: int
+    server_round: int
+
+
+@dataclass(frozen=True, slots=True)
 class PrivacySpent:
-    """The run's (server-accounted) privacy and the nodes' own, each if reported."""
+    """The run's (server-accounted) privacy, the nodes' own, and secure aggregation, if any."""
 
     run: Spent | None
     nodes: Spent | None
+    secure: Summed | None = None
 
     def lines(self) -> list[tuple[str, str]]:
         """``(label, text)`` pairs for a summary: what was spent, and after how many rounds."""
@@ -57,6 +71,9 @@ class PrivacySpent:
                 f"(round {self.nodes.server_round})"
             )
             lines.append(("privacy (nodes' own)", text))
+        if self.secure is not None:
+            summed = f"SecAgg+, {self.secure.nodes} nodes summed"
+            lines.append(("secure aggregation", f"{summed} (round {self.secure.server_round})"))
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -68,6 +85,9 @@ class PrivacySpent:
         if self.nodes is not None:
             out.update(node_epsilon=self.nodes.epsilon, node_delta=self.nodes.delta)
             out["node_round"] = self.nodes.server_round
+        if self.secure is not None:
+            out.update(secure_aggregation="SecAgg+", secagg_nodes=self.secure.nodes)
+            out["secagg_round"] = self.secure.server_round
         return out
 
 
@@ -77,9 +97,10 @@ def privacy_spent(train_metrics: Mapping[int, Mapping[str, Any]]) -> PrivacySpen
         "run": _last(train_metrics, *_KEYS["run"]),
         "nodes": _largest(train_metrics, *_KEYS["nodes"]),
     }
-    if found["run"] is None and found["nodes"] is None:
+    secure = _last_summed(train_metrics)
+    if found["run"] is None and found["nodes"] is None and secure is None:
         return None
-    return PrivacySpent(found["run"], found["nodes"])
+    return PrivacySpent(found["run"], found["nodes"], secure)
 
 
 def _last(
@@ -101,6 +122,15 @@ def _largest(
     rounds = [_last({r: train_metrics[r]}, epsilon_key, delta_key) for r in train_metrics]
     reported = [spent for spent in rounds if spent is not None]
     return max(reported, key=lambda s: (s.epsilon, s.server_round), default=None)
+
+
+def _last_summed(train_metrics: Mapping[int, Mapping[str, Any]]) -> Summed | None:
+    """The last securely aggregated round's count of nodes summed."""
+    for server_round in sorted(train_metrics, reverse=True):
+        count = train_metrics[server_round].get(SECAGG_COUNT)
+        if _is_number(count):
+            return Summed(int(count), server_round)
+    return None
 
 
 def _is_number(value: Any) -> TypeGuard[int | float]:
