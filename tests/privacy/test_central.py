@@ -181,8 +181,23 @@ def test_a_dp_chain_composes_with_a_server_optimizer_and_reports_privacy_each_ro
 
 def test_a_filter_that_compares_updates_may_not_come_before_dp():
     FedAvg(aggregation=chain(norm_bound(3.0), dp_fixed_clip(1.0, 1.0)))  # per update: fine
-    with pytest.raises(ConfigError, match=r"krum\(num_malicious_nodes=1\) picks updates by"):
+    with pytest.raises(ConfigError) as caught:
         FedAvg(min_train_nodes=5, aggregation=chain(krum(1), dp_fixed_clip(1.0, 1.0)))
+    message = str(caught.value)
+    assert (
+        "krum(num_malicious_nodes=1) compares updates with each other, so one node could "
+        "change which others count; DP needs each node's influence bounded" in message
+    )
+    assert "streaming" not in message
+
+
+def test_a_dp_piece_with_another_aggregator_says_the_dp_piece_replaces_the_mean():
+    from pollinate.strategy import median
+
+    for pieces in [(median(), dp_fixed_clip(1.0, 1.0)), (dp_fixed_clip(1.0, 1.0), median())]:
+        with pytest.raises(ConfigError, match="replaces the mean") as caught:
+            chain(*pieces)
+        assert "cannot be combined with differential privacy" in str(caught.value)
 
 
 def test_too_little_count_noise_is_refused_before_any_node_trains(make_grid):
