@@ -264,11 +264,22 @@ def _check_noise(
 
 
 def _check_compatible(opacus: Any, model: torch.nn.Module) -> None:
-    errors = opacus.validators.ModuleValidator.validate(model, strict=False)
+    """One short ConfigError naming the layers Opacus cannot train per example, and the fix."""
+    validator = opacus.validators.ModuleValidator
+    errors = validator.validate(model, strict=False)
     if errors:
-        first = str(errors[0]).strip().splitlines()[0]
+        layers = [
+            f"{name or 'the model'} ({type(module).__name__})"
+            for name, module in model.named_modules()
+            if type(module) in validator.VALIDATORS and validator.VALIDATORS[type(module)](module)
+        ]
+        what = (
+            f"layer{'s' if len(layers) > 1 else ''} {', '.join(layers)}"
+            if layers
+            else str(errors[0]).strip().split(". ")[0]
+        )
         raise ConfigError(
-            f"Opacus cannot train this model per example ({first}): fix it with "
+            f"Opacus cannot train this model per example ({what}): fix it with "
             "model = opacus.validators.ModuleValidator.fix(model) (BatchNorm becomes "
             "GroupNorm), for the server's initial model too, before building the optimizer"
         )
