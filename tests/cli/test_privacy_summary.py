@@ -109,6 +109,9 @@ def test_the_default_metrics_aggregation_keeps_the_worst_nodes_privacy():
     merged = weighted_mean(records, "num-examples")
     assert merged["privacy.node-epsilon"] == 8.0 and merged["privacy.node-delta"] == 1e-5
     assert merged["num-examples"] == 100
+    # A weighted mean of equal deltas came out as 1.0000000000000003e-05; the max is exact.
+    same = [MetricRecord({"num-examples": n, "privacy.node-delta": 1e-5}) for n in (1, 23, 5)]
+    assert repr(weighted_mean(same, "num-examples")["privacy.node-delta"]) == "1e-05"
 
 
 @pytest.mark.parametrize("value", [True, "2.9", None])
