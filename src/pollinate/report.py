@@ -20,7 +20,14 @@ from typing import Any
 from .errors import ConfigError
 from .server._privacy import privacy_spent
 
-__all__ = ["ReportFiles", "load_history", "metric_series", "privacy_lines", "write_report"]
+__all__ = [
+    "ReportFiles",
+    "load_history",
+    "metric_series",
+    "privacy_lines",
+    "stop_reason",
+    "write_report",
+]
 
 PHASES = ("server", "evaluate", "train")
 _COLORS = {"server": "tab:blue", "evaluate": "tab:orange", "train": "tab:green"}
@@ -73,6 +80,12 @@ def privacy_lines(history: list[dict[str, Any]]) -> list[tuple[str, str]]:
     train = {int(r["round"]): _phase_metrics(r, "train") for r in history if "round" in r}
     spent = privacy_spent(train)
     return spent.lines() if spent else []
+
+
+def stop_reason(run_dir: str | Path) -> str | None:
+    """Why the run ended before its planned rounds (run.json's ``stop_reason``), if it did."""
+    reason = _run_record(Path(run_dir)).get("stop_reason")
+    return reason if isinstance(reason, str) else None
 
 
 def write_report(run_dir: str | Path) -> ReportFiles:
@@ -169,6 +182,9 @@ def _html(
         for key in ("run_id", "status", "error", "num_rounds", "wall_time_s", "rounds_time_s")
         if key in run
     ]
+    reason = stop_reason(run_dir)
+    if reason is not None:
+        summary_rows.append(("stopped early", reason))
     summary_rows += privacy_lines(history)
     return _PAGE.format(
         title=html.escape(_title(run_dir)),

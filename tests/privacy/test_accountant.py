@@ -174,3 +174,22 @@ def test_the_public_functions_refuse_bad_figures_with_one_clear_error(call, mess
 def test_numpy_scalars_are_numbers_to_the_public_functions():
     z = calibrate_noise_multiplier(np.float32(3.0), np.float64(1e-5), np.float32(0.5), np.int64(5))
     assert epsilon([(np.float32(0.5), np.float64(z))] * 5, np.float64(1e-5)) <= 3.0
+
+
+def test_rdp_orders_that_do_not_converge_are_dropped_without_absl_warnings(caplog):
+    import logging
+
+    direct = _rdp_directly(0.1, 1.0, 3, 1e-5)  # dp-accounting itself warns, 5 times
+    caplog.set_level(logging.WARNING, logger="absl")
+    caplog.clear()
+    assert epsilon([(0.1, 1.0)] * 3, 1e-5, accountant="rdp") == pytest.approx(direct)
+    assert not [r for r in caplog.records if "failed to converge" in r.getMessage()]
+    logging.getLogger("absl").warning("a real problem")  # the logger is not silenced after
+    assert "a real problem" in caplog.text
+
+
+def _rdp_directly(q, z, rounds, delta):
+    ledger = rdp.RdpAccountant()
+    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
+    ledger.compose(dp_accounting.SelfComposedDpEvent(event, rounds))
+    return ledger.get_epsilon(delta)

@@ -181,8 +181,23 @@ def test_a_dp_chain_composes_with_a_server_optimizer_and_reports_privacy_each_ro
 
 def test_a_filter_that_compares_updates_may_not_come_before_dp():
     FedAvg(aggregation=chain(norm_bound(3.0), dp_fixed_clip(1.0, 1.0)))  # per update: fine
-    with pytest.raises(ConfigError, match=r"krum\(num_malicious_nodes=1\) picks updates by"):
+    with pytest.raises(ConfigError) as caught:
         FedAvg(min_train_nodes=5, aggregation=chain(krum(1), dp_fixed_clip(1.0, 1.0)))
+    message = str(caught.value)
+    assert (
+        "krum(num_malicious_nodes=1) compares updates with each other, so one node could "
+        "change which others count; DP needs each node's influence bounded" in message
+    )
+    assert "streaming" not in message
+
+
+def test_a_dp_piece_with_another_aggregator_says_the_dp_piece_replaces_the_mean():
+    from pollinate.strategy import median
+
+    for pieces in [(median(), dp_fixed_clip(1.0, 1.0)), (dp_fixed_clip(1.0, 1.0), median())]:
+        with pytest.raises(ConfigError, match="replaces the mean") as caught:
+            chain(*pieces)
+        assert "cannot be combined with differential privacy" in str(caught.value)
 
 
 def test_too_little_count_noise_is_refused_before_any_node_trains(make_grid):
@@ -254,3 +269,33 @@ def test_os_noise_is_the_sum_of_four_box_muller_draws_over_two(monkeypatch):
     draws = _noise.NoiseSource(None).normals(1, 1)(1000)
     assert draws.shape == (1000,)
     assert sum(taken) == 4 * 1000 * 8  # a Box-Muller pair: 16 bytes, two draws
+
+
+@pytest.mark.parametrize(
+    "make_piece",
+    [
+        lambda: dp_fixed_clip(1.0, 1.0, delta=0.05, seed=0),
+        lambda: dp_adaptive_clip(1.0, delta=0.05, seed=0),
+    ],
+)
+def test_a_delta_of_one_over_the_population_or_more_is_refused_before_any_node_trains(
+    make_grid, make_piece
+):
+    trained = []
+
+    def spy(message, context, call_next):
+        trained.append(context.node_id)
+        return call_next(message, context)
+
+    grid = make_grid(pulling_app(mods=(spy,)), num_nodes=20)
+    piece = make_piece()
+    strategy = FedAvg(
+        fraction_train=0.5, fraction_evaluate=0.0, min_train_nodes=1, aggregation=chain(piece)
+    )
+    with pytest.raises(ConfigError, match=r"delta=0\.05 is at least 1 / 20 .*delta=0\.001"):
+        run(strategy, grid, 3)
+    assert trained == []
+
+
+def test_a_delta_below_one_over_the_population_is_accepted():
+    chain(dp_fixed_clip(1.0, 1.0, delta=0.049)).aggregator.check_round(RoundInfo(1, 20, 10, 0.5))

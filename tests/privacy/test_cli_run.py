@@ -86,3 +86,18 @@ def test_a_spent_budget_ends_the_run_cleanly_with_one_line(app_dir):
     assert [r["round"] for r in summary["rounds"]] == [1, 2]  # a third would pass epsilon 5
     assert "privacy budget max_epsilon=5 " in result.stderr
     assert "Traceback" not in result.output
+    reason = summary["stop_reason"]
+    assert reason.startswith("the run ended before round 3 of 10: the privacy budget")
+
+    shown = _run(app_dir, "--run-config", "rounds=10 budget=5.0").stdout
+    assert f"Stopped early: {reason}" in shown
+    out_dir = app_dir / "runs" / summary["out_dir"].rsplit("/", 1)[-1]
+    run_file = json.loads((out_dir / "run.json").read_text())
+    assert run_file["status"] == "finished" and run_file["stop_reason"] == reason
+    report = CliRunner().invoke(cli, ["report", str(out_dir)], catch_exceptions=False)
+    assert f"stopped early: {reason}" in report.stdout.splitlines()
+
+
+def test_a_run_that_ran_all_its_rounds_has_no_stop_reason(app_dir):
+    summary = json.loads(_run(app_dir, "--json").stdout.strip().splitlines()[-1])
+    assert "stop_reason" not in summary

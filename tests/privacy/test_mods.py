@@ -99,6 +99,24 @@ def test_local_dp_noise_is_the_gaussian_mechanisms_for_the_nodes_epsilon():
     assert metrics["num-examples"] == 10
 
 
+def test_local_dp_node_epsilon_composes_the_rounds_the_node_trained_in():
+    from dp_accounting import get_epsilon_gaussian
+
+    app = _local_app(local_dp_mod(clip_norm=0.5, epsilon=2.0, delta=1e-5, seed=1))
+    context, z = Context(1, 1), get_sigma_gaussian(2.0, 1e-5)
+    spent = []
+    for server_round in (1, 2, 3):
+        content = RecordDict(
+            {"arrays": MODEL, "config": ConfigRecord({"server-round": server_round})}
+        )
+        reply = app(Message.create(content, 1, "train", run_id=1), context)
+        spent.append(reply.content.metrics()["privacy.node-epsilon"])
+    # Three Gaussian mechanisms of multiplier z compose exactly to one of z / sqrt(3).
+    assert spent[0] == 2.0
+    assert spent[2] == pytest.approx(get_epsilon_gaussian(z / np.sqrt(3), 1e-5), rel=1e-9)
+    assert spent[0] < spent[1] < spent[2] < 3 * 2.0
+
+
 def test_local_dp_clips_before_the_noise_and_repeats_with_a_seed():
     model = ArrayRecord({"w": np.zeros(4)})
     mod = local_dp_mod(clip_norm=1.0, epsilon=1e6, delta=0.5, seed=3)  # next to no noise

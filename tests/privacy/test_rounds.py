@@ -94,6 +94,18 @@ def test_the_run_stops_cleanly_before_a_round_that_would_pass_the_budget(make_gr
     assert "the run ends before round 4 of 10: the privacy budget max_epsilon" in caplog.text
 
 
+def test_a_target_alone_stops_the_run_in_the_words_the_user_gave(make_grid):
+    grid = make_grid(pulling_app(), num_nodes=10)
+    piece = dp_fixed_clip(1.0, target_epsilon=3.0, num_rounds=3, seed=0)
+    strategy = FedAvg(fraction_train=0.5, fraction_evaluate=0.0, aggregation=chain(piece))
+    result = run(strategy, grid, 10)
+    assert [r.server_round for r in result.rounds] == [1, 2, 3]
+    assert result.stop_reason.startswith(
+        "the run ended before round 4 of 10: the privacy budget target_epsilon=3 "
+    )
+    assert "max_epsilon" not in result.stop_reason
+
+
 class _Recorder(RunObserver):
     def __init__(self):
         self.rounds, self.arrays, self.states = [], {}, {}

@@ -88,3 +88,31 @@ def test_table_rows_under_one_header_on_a_terminal():
 def test_progress_view_is_plain_without_a_terminal():
     console = Console(file=io.StringIO())
     assert isinstance(progress_view(console), LineView)
+
+
+def _private(record: RoundRecord) -> RoundRecord:
+    train = PhaseResult({**record.train.metrics, "privacy.epsilon": 1.23456}, 5)
+    return RoundRecord(1, train, record.evaluate, record.server_metrics, record.wall_time_s)
+
+
+def test_a_dp_rounds_epsilon_is_on_its_line_even_with_four_other_metrics():
+    lines: list[str] = []
+    view = LineView(lines.append)
+    view.on_round_start(1, 3)
+    view.on_round(_private(ROUNDS[1]))
+    assert lines == [
+        "round 1/3: train 5 ok, evaluate 4 ok 1 failed; server.accuracy=0.7500 "
+        "server.loss=0.8000 evaluate.accuracy=0.7000 privacy.epsilon=1.235",
+    ]
+
+
+def test_a_dp_rounds_epsilon_is_a_column_of_the_table():
+    console, out = _terminal()
+    view = progress_view(console)
+    view.on_round_start(1, 1)
+    view.on_round(_private(ROUNDS[1]))
+    view.close()
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).replace("\r", "\n")
+    rows = [line.rstrip() for line in screen.splitlines() if line.strip() and "━" not in line]
+    assert " ".join(rows[0].split()).endswith("evaluate.accuracy privacy.epsilon time")
+    assert " ".join(rows[1].split()).endswith("0.7000 1.235 0.25 s")

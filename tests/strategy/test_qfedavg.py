@@ -130,3 +130,14 @@ def test_a_loss_too_large_for_its_power_is_a_round_error_not_an_overflow():
     huge = Update(1, ArrayRecord({"w": np.ones(2)}), 1.0, MetricRecord({"train-loss": 1e70}))
     with pytest.raises(RoundError, match=r"overflowed.*lower q"):
         qfedavg(5.0, 0.1).aggregate([huge], current)
+
+
+def test_qfedavg_given_a_chain_says_what_to_use_instead():
+    from pollinate.privacy import dp_fixed_clip
+    from pollinate.strategy import chain
+
+    aggregation = chain(dp_fixed_clip(1.0, 1.0))
+    with pytest.raises(
+        ConfigError, match=r"FedAvg\(aggregation=chain\(dp_fixed_clip\(\.\.\.\)\)\)"
+    ):
+        QFedAvg(aggregation=aggregation)

@@ -530,3 +530,25 @@ def test_a_clipping_filter_before_an_order_statistic_clips_each_update_as_it_com
     result = aggregate(chain(norm_bound(1.0), median()), stream(), ZERO)
     assert seen == [0, 1, 2]
     assert np.abs(result["w"].numpy()).max() <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options"),
+    [
+        (FedMedian, {}),
+        (FedTrimmedAvg, {}),
+        (Krum, {"min_train_nodes": 5}),
+        (MultiKrum, {"min_train_nodes": 5}),
+        (Bulyan, {"min_train_nodes": 5}),
+    ],
+)
+def test_robust_strategy_given_a_chain_says_what_to_use_instead(strategy, options):
+    from pollinate.privacy import dp_fixed_clip
+
+    aggregation = chain(dp_fixed_clip(1.0, 1.0))
+    with pytest.raises(ConfigError) as caught:
+        strategy(aggregation=aggregation, **options)
+    message = str(caught.value)
+    assert f"{strategy.__name__} " in message
+    assert "FedAvg(aggregation=chain(dp_fixed_clip(...)))" in message
+    assert "cannot be combined with differential privacy" in message

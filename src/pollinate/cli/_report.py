@@ -17,10 +17,13 @@ def report_command(run_dir: Path) -> None:
     RUN_DIR is a run's folder, as `pollinate run` prints at the end
     (APP_DIR/runs/<date>-<time>-<run id>).
     """
-    from ..report import load_history, privacy_lines, write_report  # matplotlib loads here
+    from ..report import load_history, privacy_lines, stop_reason, write_report  # matplotlib
 
     files = write_report(run_dir)
     click.echo(f"curves: {shown(files.curves)}")
     click.echo(f"report: {shown(files.html)}")
+    reason = stop_reason(run_dir)
+    if reason is not None:
+        click.echo(f"stopped early: {reason}")
     for label, text in privacy_lines(load_history(run_dir)):  # none for a run without DP
         click.echo(f"{label}: {text}")

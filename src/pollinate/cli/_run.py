@@ -188,6 +188,7 @@ class _RunFile:
             "rounds_time_s": round(result.rounds_time_s, 6) if result else None,
             "num_rounds": _num_rounds(result) if result else None,
             "final": result.final_metrics() if result else {},
+            "stop_reason": result.stop_reason if result else None,
             "pollinate_version": __version__,
         }
         plan.out_dir.mkdir(parents=True, exist_ok=True)
@@ -211,7 +212,8 @@ def _reason(err: BaseException) -> str:
 def json_summary(plan: RunPlan, outcome: _Outcome) -> str:
     """The ``--json`` line: the run's id, folder, times, rounds, final metrics (and privacy).
 
-    ``privacy`` is there only when the rounds reported it, so a run without DP keeps its line.
+    ``privacy`` is there only when the rounds reported it, so a run without DP keeps its line;
+    ``stop_reason`` only when the run ended before its planned rounds (a privacy budget).
     """
     result = outcome.result
     payload = {
@@ -225,6 +227,8 @@ def json_summary(plan: RunPlan, outcome: _Outcome) -> str:
     spent = privacy_spent(result.metrics("train"))
     if spent is not None:
         payload["privacy"] = spent.to_json()
+    if result.stop_reason is not None:
+        payload["stop_reason"] = result.stop_reason
     return json.dumps(finite(payload), separators=(",", ":"))
 
 

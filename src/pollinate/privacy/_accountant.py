@@ -9,10 +9,12 @@ only when a figure is asked for.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import math
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Literal, TypeAlias
 
 from ..errors import ConfigError
@@ -100,8 +102,9 @@ def _composed_epsilon(
     least_z = min(z for _, z, _ in runs)
     if accountant == "rdp" or least_z < PLD_MIN_Z:
         ledger = dp.rdp.RdpAccountant()
-        ledger.compose(dp.ComposedDpEvent([_event(dp, q, z, count) for q, z, count in runs]))
-        return float(ledger.get_epsilon(delta))
+        with _unconverged_orders_dropped_quietly():
+            ledger.compose(dp.ComposedDpEvent([_event(dp, q, z, count) for q, z, count in runs]))
+            return float(ledger.get_epsilon(delta))
     interval = _interval(least_z)
     plds = [_group_pld(q, z, count, interval, keep) for q, z, count in runs]
     total = functools.reduce(lambda a, b: a.compose(b), plds)
@@ -146,6 +149,28 @@ def check_reachable(target: float, delta: float, q: float, rounds: int, accounta
             f"sampling rate {q:g} even with noise multiplier {high:g}: raise target_epsilon, "
             "sample fewer nodes a round (fraction_train) or plan fewer rounds"
         )
+
+
+class _UnconvergedOrder(logging.Filter):
+    """Drops dp-accounting's note that an RDP order did not converge; passes all else.
+
+    The order is left out of the minimum over orders, so the epsilon is still an upper
+    bound: the note is noise to a user (five lines a round), not a problem.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("_compute_log_a_frac failed to converge")
+
+
+@contextlib.contextmanager
+def _unconverged_orders_dropped_quietly() -> Iterator[None]:
+    """Around an RDP computation: absl's logger without the notes of unconverged orders."""
+    absl, only = logging.getLogger("absl"), _UnconvergedOrder()
+    absl.addFilter(only)
+    try:
+        yield
+    finally:
+        absl.removeFilter(only)
 
 
 def _event(dp: Any, q: float, z: float, count: int) -> Any:

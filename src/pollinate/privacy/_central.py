@@ -336,6 +336,21 @@ class _CentralDp(Aggregator):
             q, z = max(q, float(history[-1][0])), min(z, float(history[-1][1]))
         return [q, z, self.clip(state)]
 
+    def check_round(self, info: RoundInfo) -> None:
+        """Refuse, before any node trains, a delta of 1 / population or more.
+
+        A mechanism that publishes one node's data outright meets delta = 1 / n, so such a
+        delta bounds nothing; the population is first known here.
+        """
+        n, delta = info.num_available, self.plan.delta
+        if delta * n >= 1:
+            advice = 10 ** math.floor(math.log10(0.1 / n))
+            raise ConfigError(
+                f"{self!r}: delta={delta:g} is at least 1 / {n} available nodes, so it "
+                "allows one node's data to be published whole: give a delta well below "
+                f"1 / {n}, e.g. delta={advice:g}"
+            )
+
     def sampling_rng(self, server_round: int, state: ArrayRecord) -> np.random.Generator:
         """The Poisson sample's randomness: seeded (anew after a resume), or from the OS."""
         return self.plan.noise.generator(server_round, SAMPLING, *_resumes(state))
@@ -419,8 +434,9 @@ class _CentralDp(Aggregator):
         if after <= budget:
             return None
         spent = self.plan.epsilon(history)
+        given = "target_epsilon" if budget == self.plan.target_epsilon else "max_epsilon"
         return (
-            f"the privacy budget max_epsilon={budget:g} (delta={self.plan.delta:g}) would be "
+            f"the privacy budget {given}={budget:g} (delta={self.plan.delta:g}) would be "
             f"passed: epsilon is {spent:.4g} after {len(history)} accounted rounds and would be "
             f"{after:.4g} after round {server_round}"
         )
@@ -507,6 +523,7 @@ class _AdaptiveClip(_CentralDp):
 
     def check_round(self, info: RoundInfo) -> None:
         """Refuse, before any node trains, a round whose count noise leaves none for the update."""
+        super().check_round(info)
         q = info.sampling_rate
         expected = q * info.num_available
         problem = self.count_noise_problem(self.plan.z(q), self._count_std(expected), expected)

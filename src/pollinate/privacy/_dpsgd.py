@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+import secrets
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -72,9 +73,12 @@ class DpSgd:
         target_epsilon: the node's budget for the whole run, instead of a noise multiplier.
         planned_epochs: with ``target_epsilon``: the local epochs it must cover.
         accountant: ``"rdp"`` (default) or ``"prv"``, Opacus's accountants.
-        seed: seeds the noise, for reproducible simulations (not with ``secure_mode``).
-        secure_mode: Opacus's cryptographically secure noise and sampling (needs
-            ``torchcsprng``); use it for deployed nodes.
+        seed: seeds the noise, for reproducible simulations; None (deployed): torch's
+            generator seeded from the OS, never torch's global one, which apps seed.
+        secure_mode: Opacus's secure mode. It needs ``torchcsprng``, which does not support
+            torch 2.x (its last release, 0.2.1 of 2021, targets torch 1.x), so leave it off:
+            the noise then comes from torch's PRNG, with the floating-point caveat of
+            docs/dp-sgd.md, "Noise source".
     """
 
     def __init__(
@@ -156,11 +160,12 @@ class DpSgd:
         engine = self._engine(opacus)
         engine.accountant.history = self.history
         generator = None
-        if self._seed is not None:  # where the noise is drawn: on the parameters' device
+        if not self._secure_mode:  # where the noise is drawn: on the parameters' device
             import torch
 
             device = next(model.parameters()).device
-            generator = torch.Generator(device=device).manual_seed(self._seed)
+            seed = secrets.randbits(63) if self._seed is None else self._seed
+            generator = torch.Generator(device=device).manual_seed(seed)
         private_model, private_optimizer, loader = engine.make_private(
             module=model,
             optimizer=optimizer,
@@ -190,9 +195,10 @@ class DpSgd:
                 )
             except ImportError:
                 raise ConfigError(
-                    "secure_mode needs torchcsprng for the OS's randomness: pip install "
-                    "torchcsprng (https://github.com/pytorch/csprng), or secure_mode=False "
-                    "in simulation"
+                    "secure_mode needs torchcsprng, which does not support torch 2.x (its "
+                    "last release, 0.2.1 of 2021, targets torch 1.x): use secure_mode=False, "
+                    "where the noise comes from torch's generator seeded from the OS "
+                    '(docs/dp-sgd.md, "Noise source")'
                 ) from None
 
     def _calibrated(self, target_epsilon: float, sample_rate: float, steps: int) -> float:
@@ -258,11 +264,22 @@ def _check_noise(
 
 
 def _check_compatible(opacus: Any, model: torch.nn.Module) -> None:
-    errors = opacus.validators.ModuleValidator.validate(model, strict=False)
+    """One short ConfigError naming the layers Opacus cannot train per example, and the fix."""
+    validator = opacus.validators.ModuleValidator
+    errors = validator.validate(model, strict=False)
     if errors:
-        first = str(errors[0]).strip().splitlines()[0]
+        layers = [
+            f"{name or 'the model'} ({type(module).__name__})"
+            for name, module in model.named_modules()
+            if type(module) in validator.VALIDATORS and validator.VALIDATORS[type(module)](module)
+        ]
+        what = (
+            f"layer{'s' if len(layers) > 1 else ''} {', '.join(layers)}"
+            if layers
+            else str(errors[0]).strip().split(". ")[0]
+        )
         raise ConfigError(
-            f"Opacus cannot train this model per example ({first}): fix it with "
+            f"Opacus cannot train this model per example ({what}): fix it with "
             "model = opacus.validators.ModuleValidator.fix(model) (BatchNorm becomes "
             "GroupNorm), for the server's initial model too, before building the optimizer"
         )

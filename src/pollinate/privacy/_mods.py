@@ -25,6 +25,9 @@ __all__ = ["fixed_clipping_mod", "local_dp_mod"]
 
 ARRAYS_KEY, METRICS_KEY, CONFIG_KEY = "arrays", "metrics", "config"
 
+LOCAL_DP_STATE_KEY = "privacy.local-dp"
+"""``context.state`` key of a node's local DP spending: rounds and ``sum z_i^-2``."""
+
 
 def fixed_clipping_mod(message: Message, context: Context, call_next: Handler) -> Message:
     """Clip a train reply's delta from the model received to the server's ``dp.clip-norm``.
@@ -63,11 +66,13 @@ def local_dp_mod(clip_norm: float, epsilon: float, delta: float, *, seed: int | 
     mechanism's for ``(epsilon, delta)`` at that sensitivity (Balle and Wang 2018, by
     dp-accounting), so each round's update is ``(epsilon, delta)``-DP for the node's whole
     data set, against anyone who sees it, the server included. The reply's metrics carry
-    ``privacy.node-epsilon`` and ``privacy.node-delta`` (per round: a node that trains in
-    k rounds spends them k times over). Integer arrays cannot be noised: they go back as
-    received (a trained counter such as BatchNorm's ``num_batches_tracked`` would give away
-    the data set's size). ``seed``: reproducible noise (tests, simulation);
-    None draws it from the OS.
+    ``privacy.node-epsilon`` and ``privacy.node-delta``: the node's cumulative epsilon over
+    the rounds it trained in, kept in ``context.state``; k Gaussian mechanisms of noise
+    multipliers z_i compose exactly into one of multiplier ``(sum z_i^-2)^-1/2`` (Dong, Roth
+    and Su 2019, "Gaussian Differential Privacy"), so k rounds spend less than k x epsilon.
+    Integer arrays cannot be noised: they go back as received (a trained counter such as
+    BatchNorm's ``num_batches_tracked`` would give away the data set's size). ``seed``:
+    reproducible noise (tests, simulation); None draws it from the OS.
     """
     clip = check_positive("local_dp_mod: clip_norm", clip_norm)
     eps = check_positive("local_dp_mod: epsilon", epsilon)
@@ -86,7 +91,8 @@ class _LocalDp:
 
     def __init__(self, clip: float, epsilon: float, delta: float, noise: NoiseSource) -> None:
         self.clip, self.epsilon, self.delta, self.noise = clip, epsilon, delta, noise
-        self.std = _gaussian_std(epsilon, delta, 2 * clip)
+        self.z = _gaussian_multiplier(epsilon, delta)
+        self.std = self.z * 2 * clip
 
     def __repr__(self) -> str:
         return (
@@ -116,14 +122,25 @@ class _LocalDp:
             )
             for name, a in clipped.items()
         )
-        figures = {"privacy.node-epsilon": self.epsilon, "privacy.node-delta": self.delta}
+        figures = {"privacy.node-epsilon": self._spend(context), "privacy.node-delta": self.delta}
         return _with_arrays(reply, noised, figures)
 
+    def _spend(self, context: Context) -> float:
+        """Add this round to the node's account in ``context.state``; its epsilon so far."""
+        kept = context.state.get(LOCAL_DP_STATE_KEY)
+        rounds, precision = 0, 0.0
+        if isinstance(kept, MetricRecord):
+            rounds, precision = int(kept["rounds"]), float(kept["precision"])  # type: ignore[arg-type]
+        rounds, precision = rounds + 1, precision + self.z**-2
+        context.state[LOCAL_DP_STATE_KEY] = MetricRecord({"rounds": rounds, "precision": precision})
+        if rounds == 1:
+            return self.epsilon
+        return float(dp_accounting().get_epsilon_gaussian(precision**-0.5, self.delta))
 
-def _gaussian_std(epsilon: float, delta: float, sensitivity: float) -> float:
-    """The analytic Gaussian mechanism's noise std for ``(epsilon, delta)``."""
-    dp = dp_accounting()
-    return float(dp.get_sigma_gaussian(epsilon, delta)) * sensitivity
+
+def _gaussian_multiplier(epsilon: float, delta: float) -> float:
+    """The analytic Gaussian mechanism's noise multiplier for ``(epsilon, delta)``."""
+    return float(dp_accounting().get_sigma_gaussian(epsilon, delta))
 
 
 def _as_received(name: str, received: ArrayRecord) -> Array:

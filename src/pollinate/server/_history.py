@@ -111,6 +111,8 @@ class Result:
     rounds: list[RoundRecord] = field(default_factory=list)
     strategy_state: ArrayRecord = field(default_factory=ArrayRecord)
     """What the strategy kept after the last round (empty if it keeps nothing)."""
+    stop_reason: str | None = None
+    """Why the run ended before its planned rounds (a privacy budget); None if it ran them."""
 
     def metrics(self, phase: Phase) -> dict[int, dict[str, Any]]:
         """Metrics per round of one phase: ``"train"``, ``"evaluate"`` (nodes) or ``"server"``."""

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -49,6 +50,8 @@ MAX_COLUMNS = 4
 """The most metrics a round's row shows; metrics.jsonl and run.json hold them all."""
 
 _PREFERRED = ("server.accuracy", "server.loss", "evaluate.accuracy", "evaluate.loss")
+_EPSILON = "privacy.epsilon"
+"""A DP round's epsilon so far (from its train metrics): always shown when there."""
 _HIDDEN = ("num-examples",)
 
 
@@ -82,22 +85,36 @@ def progress_view(console: Console) -> ProgressView:
 
 
 def key_metrics(record: RoundRecord) -> dict[str, float]:
-    """The round's numeric ``evaluate.*`` and ``server.*`` metrics, weights left out."""
+    """The round's numeric ``evaluate.*`` and ``server.*`` metrics, weights left out.
+
+    A differentially private round adds its ``privacy.epsilon`` (a train metric).
+    """
     phases: list[tuple[str, Mapping[str, Any]]] = [("server", record.server_metrics)]
     if record.evaluate is not None:
         phases.insert(0, ("evaluate", record.evaluate.metrics))
-    return {
+    out = {
         f"{phase}.{name}": float(value)
         for phase, metrics in phases
         for name, value in metrics.items()
         if name not in _HIDDEN and isinstance(value, (int, float))
     }
+    epsilon = record.train.metrics.get(_EPSILON) if record.train is not None else None
+    if isinstance(epsilon, (int, float)) and not isinstance(epsilon, bool):
+        out[_EPSILON] = float(epsilon)
+    return out
 
 
 def choose_columns(keys: Iterable[str], limit: int = MAX_COLUMNS) -> list[str]:
-    """At most ``limit`` metric names: server and evaluate accuracy and loss first."""
+    """At most ``limit`` metric names: server and evaluate accuracy and loss first.
+
+    ``privacy.epsilon``, when there, is always among them (last).
+    """
     seen = list(dict.fromkeys(keys))
-    ranked = [k for k in _PREFERRED if k in seen] + [k for k in seen if k not in _PREFERRED]
+    ranked = [k for k in _PREFERRED if k in seen] + [
+        k for k in seen if k not in _PREFERRED and k != _EPSILON
+    ]
+    if _EPSILON in seen:
+        return [*ranked[: limit - 1], _EPSILON]
     return ranked[:limit]
 
 
@@ -274,6 +291,8 @@ def print_summary(console: Console, result: Result, wall_time_s: float) -> None:
         f"{result.rounds_time_s:.2f} s ({wall_time_s:.2f} s with start-up)",
         soft_wrap=True,
     )
+    if result.stop_reason is not None:
+        console.print(f"[yellow]Stopped early:[/] {escape(result.stop_reason)}", soft_wrap=True)
     final = {k: v for k, v in result.final_metrics().items() if isinstance(v, (int, float))}
     keys = [k for k in final if not k.startswith("train.") and not k.endswith("num-examples")]
     for key in choose_columns(keys, limit=len(keys)):  # every metric, the key ones first

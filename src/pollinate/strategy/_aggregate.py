@@ -20,6 +20,9 @@ MetricsAggregationFn: TypeAlias = Callable[
 ]
 """``(metric records, weight key) -> one MetricRecord`` (or a plain dict of metrics)."""
 
+WORST_CASE_KEYS = frozenset({"privacy.node-epsilon", "privacy.node-delta"})
+"""Metrics aggregated as their maximum: the worst node bounds a privacy guarantee."""
+
 
 class WeightedSum:
     """A running weighted sum of ArrayRecords shaped like ``template``: O(model) memory.
@@ -123,10 +126,11 @@ def cast_to(data: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any,
 def weighted_mean(records: Sequence[MetricRecord], weight_key: str) -> MetricRecord:
     """Average every metric over the records that have it, weighted by ``weight_key``.
 
-    The weight itself is summed (the total number of examples); lists are averaged element
-    by element when all have the same length, else left out. Sums are scaled by powers of
-    two, so huge values (1e308) cannot overflow them; an aggregate that is still not finite
-    is left out with a logged reason, never reported as inf or NaN.
+    The weight itself is summed (the total number of examples), and the nodes' own privacy
+    (``WORST_CASE_KEYS``) takes its maximum, since the worst node bounds the guarantee;
+    lists are averaged element by element when all have the same length, else left out.
+    Sums are scaled by powers of two, so huge values (1e308) cannot overflow them; an
+    aggregate that is still not finite is left out with a logged reason, never inf or NaN.
     """
     out = MetricRecord()
     if not records:
@@ -135,16 +139,25 @@ def weighted_mean(records: Sequence[MetricRecord], weight_key: str) -> MetricRec
     keys = list(dict.fromkeys(k for r in records for k in r))
     for key in keys:
         pairs = [(r[key], w) for r, w in zip(records, weights, strict=True) if key in r]
-        value = _sum_weights([v for v, _ in pairs]) if key == weight_key else _weighted(pairs)
+        value, kind = _aggregate(key, pairs, weight_key)
         if value is not None and not _all_finite(value):
-            log.warning(
-                "metric %r is left out of the aggregate: the %s is not finite",
-                key,
-                "sum" if key == weight_key else "weighted mean",
-            )
+            log.warning("metric %r is left out of the aggregate: the %s is not finite", key, kind)
         elif value is not None:
             out[key] = value
     return out
+
+
+def _aggregate(
+    key: str, pairs: list[tuple[MetricValue, float]], weight_key: str
+) -> tuple[MetricValue | None, str]:
+    """One metric's aggregate over ``(value, weight)`` pairs, and what kind it is."""
+    values = [v for v, _ in pairs]
+    if key == weight_key:
+        return _sum_weights(values), "sum"
+    if key in WORST_CASE_KEYS:
+        numbers = [float(v) for v in values if isinstance(v, (int, float))]
+        return (max(numbers) if len(numbers) == len(values) else None), "maximum"
+    return _weighted(pairs), "weighted mean"
 
 
 def _weight(record: MetricRecord, weight_key: str) -> float:

@@ -249,6 +249,9 @@ class Strategy(ABC):
                 log.warning(
                     "the run ends before round %d of %d: %s", server_round, num_rounds, reason
                 )
+                result.stop_reason = (
+                    f"the run ended before round {server_round} of {num_rounds}: {reason}"
+                )
                 break
             observer.on_round_start(server_round, num_rounds)
             began = time.perf_counter()

@@ -231,12 +231,13 @@ class Aggregation:
             piece.check(min_train_nodes)
         comparing = [f for f in self.filters if not f.streaming]
         if comparing and not self.aggregator.after_whole_round_filters:
+            own = not type(comparing[0]).__module__.startswith("pollinate.")
             raise ConfigError(
-                f"{self.aggregator!r} bounds what one node can change, but {comparing[0]!r} "
-                "picks updates by comparing them (its streaming is False), so one node could "
-                "change which others count: keep only per-update filters (norm_bound) before "
-                "it; a filter of your own that handles each update alone (filter_one) says so "
-                "with streaming = True"
+                f"{comparing[0]!r} compares updates with each other, so one node could change "
+                "which others count; DP needs each node's influence bounded, which "
+                f"{self.aggregator!r} does one update at a time: keep only per-update filters "
+                "(norm_bound) before it"
+                + ("; if yours looks at each update alone, set streaming = True" if own else "")
             )
 
     def needs_each_update(self) -> list[UpdateFilter | Aggregator]:
@@ -425,9 +426,7 @@ def chain(*pieces: UpdateFilter | Aggregator | ServerOptimizer) -> Aggregation:
             filters.append(piece)
         elif isinstance(piece, Aggregator):
             if aggregators:
-                raise ConfigError(
-                    f"chain: two aggregators ({aggregators[0]!r} and {piece!r}); keep one"
-                )
+                raise ConfigError(_two_aggregators(aggregators[0], piece))
             if optimizers:
                 raise ConfigError(
                     f"chain: aggregator {piece!r} comes after an optimizer; optimizers go last"
@@ -480,3 +479,17 @@ def require_updates(name: str, needed: int, got: int) -> None:
             f"{name} needs at least {needed} valid updates in a round, got {got}: more nodes "
             "failed than it can bear; raise min_train_nodes or lower num_malicious_nodes"
         )
+
+
+def _two_aggregators(first: Aggregator, second: Aggregator) -> str:
+    """Why a chain may not hold both: with a DP piece, that it replaces the mean."""
+    message = f"chain: two aggregators ({first!r} and {second!r}); keep one"
+    private = [a for a in (first, second) if a.poisson_sampling]
+    if not private:
+        return message
+    return (
+        f"{message}: {private[0]!r} replaces the mean (it clips each update, sums and adds "
+        "noise), so it takes no other aggregator; an order statistic or a selection (median, "
+        "trimmed_mean, krum, bulyan) cannot be combined with differential privacy, which "
+        "needs each node's influence bounded"
+    )

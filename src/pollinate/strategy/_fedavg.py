@@ -77,7 +77,8 @@ class FedAvg(Strategy):
         weight_key: the reply metric that weights each node (default ``"num-examples"``).
         max_weight: replies whose weight exceeds this are set aside (None: no cap).
         train_metrics_aggr_fn, evaluate_metrics_aggr_fn: how node metrics become one set
-            (default: mean weighted by ``weight_key``).
+            (default: mean weighted by ``weight_key``; the nodes' own
+            ``privacy.node-epsilon`` and ``privacy.node-delta`` take their maximum).
         seed: seeds node sampling: the same seed picks the same nodes every run.
         aggregation: how the round's models become the next one (default ``chain()``: the
             weighted average); e.g. ``chain(norm_bound(5.0), median(), server_adam(eta=0.01))``.

@@ -28,6 +28,7 @@ from ..records import Array, ArrayRecord, is_finite_number
 from ._aggregate import cast_to
 from ._compose import Aggregator, Update, chain
 from ._fedavg import FedAvg
+from ._robust import refuse_chain
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -169,6 +170,7 @@ class QFedAvg(FedAvg):
         loss_key: str = "train-loss",
         **options: Unpack[FedAvgOptions],
     ) -> None:
+        refuse_chain("QFedAvg", "q-FFL's loss-weighted step", options)
         _check_parameters(q, qffl_learning_rate)
         aggregator = qfedavg(q, qffl_learning_rate, loss_key)
         super().__init__(aggregation=chain(aggregator), **options)

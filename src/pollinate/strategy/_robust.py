@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
@@ -156,6 +156,18 @@ def bulyan(num_malicious_nodes: int) -> Aggregator:
 # --- named strategies -------------------------------------------------------------------
 
 
+def refuse_chain(strategy: str, rule: str, options: Mapping[str, object]) -> None:
+    """A chain given to a strategy with its own rule: say what to build instead, DP included."""
+    if "aggregation" in options:
+        raise ConfigError(
+            f"{strategy} aggregates with {rule} and takes no aggregation=: for a custom chain "
+            "build FedAvg(aggregation=chain(...)); for differential privacy build "
+            f"FedAvg(aggregation=chain(dp_fixed_clip(...))). {strategy} cannot be combined "
+            "with differential privacy: DP needs each node's influence on the average "
+            f"bounded, and {rule} lets one node change how the others count"
+        )
+
+
 class FedMedian(FedAvg):
     """FedAvg with the coordinate-wise median in place of the weighted mean.
 
@@ -167,6 +179,7 @@ class FedMedian(FedAvg):
     """
 
     def __init__(self, **options: Unpack[FedAvgOptions]) -> None:
+        refuse_chain("FedMedian", "the median", options)
         super().__init__(aggregation=chain(median()), **options)
 
 
@@ -182,6 +195,7 @@ class FedTrimmedAvg(FedAvg):
     """
 
     def __init__(self, *, beta: float = 0.2, **options: Unpack[FedAvgOptions]) -> None:
+        refuse_chain("FedTrimmedAvg", "a trimmed mean", options)
         self.beta = beta
         super().__init__(aggregation=chain(trimmed_mean(beta)), **options)
 
@@ -201,6 +215,7 @@ class Krum(FedAvg):
     """
 
     def __init__(self, *, num_malicious_nodes: int = 0, **options: Unpack[FedAvgOptions]) -> None:
+        refuse_chain("Krum", "Krum's selection", options)
         self.num_malicious_nodes = num_malicious_nodes
         _enough_nodes(
             options, 2 * _whole("Krum", "num_malicious_nodes", num_malicious_nodes, 0) + 3
@@ -232,6 +247,7 @@ class MultiKrum(FedAvg):
         num_nodes_to_keep: int | None = None,
         **options: Unpack[FedAvgOptions],
     ) -> None:
+        refuse_chain("MultiKrum", "Krum's selection", options)
         self.num_malicious_nodes = num_malicious_nodes
         self.num_nodes_to_keep = num_nodes_to_keep
         f = _whole("MultiKrum", "num_malicious_nodes", num_malicious_nodes, 0)
@@ -255,6 +271,7 @@ class Bulyan(FedAvg):
     """
 
     def __init__(self, *, num_malicious_nodes: int = 0, **options: Unpack[FedAvgOptions]) -> None:
+        refuse_chain("Bulyan", "Krum's selection and a trimmed mean", options)
         self.num_malicious_nodes = num_malicious_nodes
         _enough_nodes(
             options, 4 * _whole("Bulyan", "num_malicious_nodes", num_malicious_nodes, 0) + 3
