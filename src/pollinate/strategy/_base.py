@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
 import numpy as np
@@ -30,6 +32,7 @@ from ._secure import SecureAggregation, SecureRound
 __all__ = [
     "EvaluateFn",
     "Strategy",
+    "TrainPlan",
     "check_initial_arrays",
     "one_server_app",
     "streams_replies",
@@ -45,6 +48,19 @@ EvaluateFn: TypeAlias = Callable[[int, ArrayRecord], "MetricRecord | Mapping[str
 
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+UNUSED_METRIC = "selection.unused"
+"""Train metric of an over-selected round: messages whose replies it did not wait for."""
+
+
+@dataclass(frozen=True, slots=True)
+class TrainPlan:
+    """How a round collects its train replies (``Strategy.train_plan``)."""
+
+    timeout_s: float | None
+    """How long the round waits, on the grid's clock (simulated time in a clocked simulation)."""
+    keep_first: int | None = None
+    """Fold only the first this many valid replies to arrive (None: every reply, in send order)."""
 
 
 def streams_replies(method: F) -> F:
@@ -131,6 +147,15 @@ class Strategy(ABC):
     def min_train_replies(self, num_sent: int) -> int:
         """Fewest valid train replies a round that sent ``num_sent`` messages goes on with."""
         return self.min_train_nodes
+
+    def train_plan(self, num_sent: int, timeout_s: float | None) -> TrainPlan:
+        """How long a round waits for its ``num_sent`` train replies, and how many it folds.
+
+        The default waits ``timeout_s`` for every reply and folds them in send order. A
+        round deadline shortens the wait; over-selection folds only the first valid replies
+        to arrive and abandons the rest (FedAvg's ``round_deadline_s``, ``over_selection``).
+        """
+        return TrainPlan(timeout_s)
 
     @abstractmethod
     def configure_train(
@@ -324,19 +349,33 @@ class Strategy(ABC):
             server_round, arrays, _round_config(config, server_round), grid, state
         )
         tally = _Tally("train", server_round, self.min_train_replies(len(messages)))
+        plan = self.train_plan(len(messages), timeout_s)
         kept: Iterator[Message]
+        replies: Iterator[Message] = iter(())
         if self.secure_aggregation is None:
-            replies = _exchange(grid, messages, timeout_s)
-            kept = tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
+            message_ids = grid.send(messages)
+            if plan.keep_first is None:
+                replies = grid.receive_in_order(message_ids, plan.timeout_s)
+                kept = tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
+            else:  # the first valid replies to arrive: arrival order, the rest abandoned
+                replies = grid.receive(message_ids, plan.timeout_s)
+                checked = tally.keep(replies, lambda r: self.check_train_reply(r, arrays))
+                kept = itertools.islice(checked, plan.keep_first)
         else:  # the protocol's several exchanges, and one reply: the sum the server may see
             secure = self.secure_aggregation.train_round(
-                grid, server_round, messages, arrays, timeout_s
+                grid, server_round, messages, arrays, plan.timeout_s
             )
             kept = iter(tally.keep_secure(secure))
-        new_arrays, metrics, new_state = self.aggregate_train(
-            server_round, arrays, _replies_for(self.aggregate_train, kept), state
-        )
+        try:
+            new_arrays, metrics, new_state = self.aggregate_train(
+                server_round, arrays, _replies_for(self.aggregate_train, kept), state
+            )
+        finally:
+            _close(replies)  # replies not taken are abandoned: a grid drops them as they come
         tally.require_enough()
+        if plan.keep_first is not None:
+            unused = len(messages) - tally.num_ok - len(tally.failures)
+            metrics = MetricRecord({**metrics, UNUSED_METRIC: unused})
         new_arrays = new_arrays if new_arrays is not None else arrays
         return new_arrays, new_state, tally.result(metrics)
 
@@ -381,6 +420,13 @@ def _layout(state: ArrayRecord, growing: frozenset[str]) -> dict[str, tuple[int,
 def _exchange(grid: Grid, messages: list[Message], timeout_s: float | None) -> Iterator[Message]:
     message_ids = grid.send(messages)
     return grid.receive_in_order(message_ids, timeout_s)
+
+
+def _close(replies: Iterator[Message]) -> None:
+    """Stop a grid's reply generator early, so it abandons the messages it did not yield."""
+    close = getattr(replies, "close", None)
+    if close is not None:
+        close()
 
 
 def _round_config(config: RoundConfig | None, server_round: int) -> ConfigRecord:

@@ -6,6 +6,7 @@ https://arxiv.org/abs/1602.05629
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TypedDict
 
@@ -16,7 +17,14 @@ from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from ..server import Grid
 from ._aggregate import MetricsAggregationFn, all_finite, weighted_mean
-from ._base import EvaluateFn, RoundConfig, Strategy, check_initial_arrays, streams_replies
+from ._base import (
+    EvaluateFn,
+    RoundConfig,
+    Strategy,
+    TrainPlan,
+    check_initial_arrays,
+    streams_replies,
+)
 from ._compose import Aggregation, RoundInfo, Update, chain
 from ._secure import COUNT_KEY, SecureAggregation
 from ._validate import (
@@ -49,6 +57,8 @@ class FedAvgOptions(TypedDict, total=False):
     evaluate_config: RoundConfig | None
     evaluate_fn: EvaluateFn | None
     secure_aggregation: SecureAggregation | None
+    round_deadline_s: float | None
+    over_selection: float
 
 
 _TRAIN, _EVALUATE = 0, 1
@@ -94,6 +104,12 @@ class FedAvg(Strategy):
         secure_aggregation: a protocol that sums the round's updates so the server never
             sees one (``pollinate.privacy.SecAggPlus(...)``); the chain must then work on the
             sum alone (docs/secure-aggregation.md).
+        round_deadline_s: how long a round waits for train replies, on the grid's clock
+            (simulated seconds under a population model); later ones fail as TIMEOUT
+            (None: ``start``'s ``timeout_s``).
+        over_selection: sample this share more training nodes than the round needs and
+            fold the first valid replies to arrive, abandoning the rest (0.3: 30% more), as
+            deployed cross-device systems do against stragglers. docs/heterogeneity.md.
 
     The four before it are defaults for ``start``: its own arguments, when given, win.
     """
@@ -118,6 +134,8 @@ class FedAvg(Strategy):
         evaluate_config: RoundConfig | None = None,
         evaluate_fn: EvaluateFn | None = None,
         secure_aggregation: SecureAggregation | None = None,
+        round_deadline_s: float | None = None,
+        over_selection: float = 0.0,
     ) -> None:
         for name, value in (
             ("fraction_train", fraction_train),
@@ -132,6 +150,13 @@ class FedAvg(Strategy):
         ):
             if count < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {count}")
+        if round_deadline_s is not None and not round_deadline_s > 0:
+            raise ConfigError(f"round_deadline_s must be positive seconds, got {round_deadline_s}")
+        if not 0.0 <= over_selection <= 10.0:
+            raise ConfigError(
+                f"over_selection must be between 0 and 10 (0.3 samples 30% more nodes), got "
+                f"{over_selection}"
+            )
         if max_weight is not None and not max_weight > 0:
             raise ConfigError(f"max_weight must be positive, got {max_weight}")
         if initial_arrays is not None:
@@ -167,8 +192,30 @@ class FedAvg(Strategy):
         if self.aggregation.poisson_sampling:
             self.aggregation.aggregator.check_sampling(fraction_train)
         self._sample: RoundInfo | None = None  # this round's Poisson sample, for aggregation
+        self.round_deadline_s = round_deadline_s
+        self.over_selection = over_selection
+        self._needed: int | None = None  # this round's train replies to fold, when over-selecting
         if secure_aggregation is not None:
             self.secure_aggregation = self._secured(secure_aggregation)
+        self._check_over_selection()
+
+    def _check_over_selection(self) -> None:
+        """ConfigError if over-selection would void what DP or secure aggregation relies on."""
+        if self.over_selection == 0.0:
+            return
+        if self.aggregation.poisson_sampling:
+            raise ConfigError(
+                f"{type(self).__name__}: over_selection keeps the first replies to arrive, so "
+                "which updates count depends on the nodes' speed, but the DP accountant "
+                "assumes each node is Poisson-sampled with fraction_train and its update "
+                "used: drop over_selection (round_deadline_s is allowed)"
+            )
+        if self.secure_aggregation is not None:
+            raise ConfigError(
+                f"{type(self).__name__}: secure aggregation sums the whole round's cohort and "
+                "its dropout tolerance handles stragglers, so over_selection cannot pick the "
+                "first replies: drop over_selection (round_deadline_s is allowed)"
+            )
 
     def _secured(self, protocol: SecureAggregation) -> SecureAggregation:
         """``protocol`` bound to this strategy, or ConfigError if it cannot aggregate that way."""
@@ -208,6 +255,12 @@ class FedAvg(Strategy):
                 if self.secure_aggregation is None
                 else f", secure_aggregation={self.secure_aggregation!r}"
             )
+            + (
+                ""
+                if self.round_deadline_s is None
+                else f", round_deadline_s={self.round_deadline_s}"
+            )
+            + ("" if not self.over_selection else f", over_selection={self.over_selection}")
             + ")"
         )
 
@@ -226,6 +279,15 @@ class FedAvg(Strategy):
     def stop_reason(self, server_round: int, state: ArrayRecord) -> str | None:
         """The aggregation's reason to end the run before ``server_round`` (a DP budget)."""
         return self.aggregation.stop_reason(server_round, state, self.fraction_train)
+
+    def train_plan(self, num_sent: int, timeout_s: float | None) -> TrainPlan:
+        """Wait until ``round_deadline_s`` at most; over-selecting, fold the first replies only."""
+        deadline = self.round_deadline_s
+        if deadline is not None and (timeout_s is None or deadline < timeout_s):
+            timeout_s = deadline
+        needed, self._needed = self._needed, None
+        keep_first = needed if needed is not None and needed < num_sent else None
+        return TrainPlan(timeout_s, keep_first)
 
     def min_train_replies(self, num_sent: int) -> int:
         """``min_train_nodes``, or every node sent to when a Poisson sample drew fewer."""
@@ -360,6 +422,9 @@ class FedAvg(Strategy):
                 f"{type(self).__name__} needs {name}={minimum} nodes but only {len(available)} "
                 f"are available: lower {name} or add nodes"
             )
+        if phase == _TRAIN and self.over_selection:
+            self._needed = count
+            count = min(len(available), math.ceil(count * (1.0 + self.over_selection)))
         return seeded_sample(available, count, self.seed, server_round, phase)
 
     def _fewer_nodes_fix(self, name: str, wanted: int) -> str:
