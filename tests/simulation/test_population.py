@@ -130,6 +130,8 @@ def test_bernoulli_next_available_is_the_first_period_with_enough_nodes() -> Non
     assert pop.next_available(10.0, need) == expected
     assert pop.next_available(3.0, counts[0]) == 3.0
     assert pop.next_available(0.0, 41) == math.inf
+    big = PopulationModel(availability=Bernoulli(0.5, 10.0)).build(100_000)
+    assert big.next_available(0.0, 60_000) == math.inf
 
 
 def test_diurnal_hand_made_window() -> None:
@@ -266,8 +268,8 @@ def test_a_trace_uses_its_first_nodes_and_refuses_a_run_bigger_than_it(tmp_path:
         model.build(4)
 
 
-def test_an_all_always_trace_answers_a_range(tmp_path: Path) -> None:
-    path = write_trace(tmp_path, "1,1,1,1,\n2,1,1,1,\n")
+def test_an_all_always_trace_with_a_byte_order_mark_answers_a_range(tmp_path: Path) -> None:
+    path = write_trace(tmp_path, "1,1,1,1,\n\n2,1,1,1,\n", header="\ufeff" + HEADER)
     assert PopulationModel.from_trace(path).build(2).available_nodes(9.0) == range(1, 3)
 
 
@@ -327,6 +329,13 @@ def test_missing_huge_and_binary_traces_are_refused(
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(ConfigError, match="not UTF-8"):
         PopulationModel.from_trace(binary)
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(HEADER.encode() + b"1,1,1,1,\x00\n")
+    with pytest.raises(ConfigError, match=r"line 2: availability interval '\\x00'"):
+        PopulationModel.from_trace(nul)
+    long_field = write_trace(tmp_path, "1,1,1,1," + ";".join(["1-2"] * 50_000) + "\n")
+    with pytest.raises(ConfigError, match=r"line 2: not valid CSV \(field larger than field limit"):
+        PopulationModel.from_trace(long_field)
     monkeypatch.setattr(_population, "MAX_TRACE_BYTES", 10)
     with pytest.raises(ConfigError, match="over the 10 limit"):
         PopulationModel.from_trace(write_trace(tmp_path, "1,1,1,1,\n"))

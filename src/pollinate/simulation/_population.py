@@ -43,10 +43,9 @@ hash of (seed, stream, node, counter); the rest from ``numpy.random.default_rng(
 from __future__ import annotations
 
 import csv
-import io
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -224,7 +223,9 @@ class Bernoulli:
     """Node n is available in period k (``[k·period_s, (k+1)·period_s)``) with probability p.
 
     Independent per (node, period): models phones that are idle, charging and on Wi-Fi some
-    of the time, with no daily rhythm.
+    of the time, with no daily rhythm. ``next_available`` looks 1,024 periods ahead and
+    ``available_until`` 2^20; past that (or for a count more than 10 standard deviations
+    above ``num_nodes · p``) they answer ``math.inf``.
     """
 
     p: float
@@ -354,7 +355,8 @@ class _BernoulliPattern:
     def next(self, t: float, count: int) -> float:
         if count <= 0 or (self._p >= 1.0 and count <= self._all.size):
             return t
-        if count > self._all.size or self._p <= 0.0:
+        n, p = self._all.size, self._p
+        if count > n or p <= 0.0 or count > n * p + 10.0 * math.sqrt(n * p * (1 - p)) + 10.0:
             return math.inf
         k = _period_index(t, self._period)
         for j in range(k, k + MAX_PERIODS_NEXT):
@@ -371,7 +373,7 @@ class _DiurnalPattern:
         hours = (pattern.start_hour + pattern.spread_hours * offset) % 24.0
         # Whole seconds keep the event times exact, so a node is available at its own start.
         self._phase = np.floor(hours * 3600.0) % DAY_S
-        self._window = round(pattern.hours_per_day * 3600.0)
+        self._window = max(1, round(pattern.hours_per_day * 3600.0))
         self._always = self._window >= DAY_S
 
     def _window_start(self, t: float, phase: Floats) -> Floats:
@@ -573,23 +575,6 @@ class _TraceReader:
         return ConfigError(f"population trace {where}: {problem}; {fix}")
 
     def read(self) -> Trace:
-        text = self._text()
-        reader = csv.reader(io.StringIO(text))
-        header = next(reader, None)
-        self.line = 1
-        if header is None or tuple(h.strip() for h in header) != TRACE_HEADER:
-            raise self.fail(
-                f"the header is {','.join(header or [])!r}",
-                f"the first line must be {','.join(TRACE_HEADER)}",
-            )
-        for row in reader:
-            self.line = reader.line_num
-            if row and any(cell.strip() for cell in row):
-                self._row(row)
-        self.line = 0
-        return self._trace()
-
-    def _text(self) -> str:
         try:
             size = os.path.getsize(self.path)
             if size > MAX_TRACE_BYTES:
@@ -597,14 +582,36 @@ class _TraceReader:
                     f"the file is {size:,} bytes, over the {MAX_TRACE_BYTES:,} limit",
                     "split the population or drop unused nodes",
                 )
-            with open(self.path, encoding="utf-8", newline="") as f:
-                return f.read()
+            with open(self.path, encoding="utf-8-sig", newline="") as f:
+                self._rows(csv.reader(f))
         except FileNotFoundError:
             raise self.fail("no such file", "check the path") from None
         except UnicodeDecodeError as e:
+            self.line = 0
             raise self.fail(f"not UTF-8 text ({e.reason})", "save it as UTF-8 CSV") from None
+        except csv.Error as e:
+            raise self.fail(f"not valid CSV ({e})", "fix the row or split its intervals") from None
         except OSError as e:
             raise self.fail(f"cannot be read ({e.strerror})", "check the path") from None
+        self.line = 0
+        return self._trace()
+
+    def _rows(self, reader: Iterator[list[str]]) -> None:
+        """Check the header, then parse each non-blank row."""
+        self.line = 1
+        header = next(reader, None)
+        if header is None or tuple(h.strip() for h in header) != TRACE_HEADER:
+            raise self.fail(
+                f"the header is {','.join(header or [])[:200]!r}",
+                f"the first line must be {','.join(TRACE_HEADER)}",
+            )
+        while True:
+            self.line += 1  # before reading, so a CSV error names its own line
+            row = next(reader, None)
+            if row is None:
+                return
+            if any(cell.strip() for cell in row):
+                self._row(row)
 
     def _number(self, column: str, cell: str, *, finite: bool) -> float:
         try:
