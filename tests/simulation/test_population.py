@@ -397,3 +397,40 @@ def test_from_config_reads_a_trace_relative_to_base_dir(tmp_path: Path) -> None:
 def test_from_config_refuses_each_mistake(table: dict[str, object], words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         PopulationModel.from_config(table)
+
+
+# ---- the three answers agree -------------------------------------------------------------
+
+
+def consistency_models(tmp_path: Path) -> list[PopulationModel]:
+    rows = "".join(
+        f"{n},1,1,1,{';'.join(f'{a}-{a + 5 + n}' for a in range(n * 3, 2000, 50 + n))}\n"
+        for n in range(1, 31)
+    )
+    return [
+        PopulationModel(availability=Bernoulli(0.6, period_s=0.1), seed=5),
+        PopulationModel(availability=Diurnal(5, start_hour=3.3, spread_hours=7.7), seed=6),
+        PopulationModel.from_trace(write_trace(tmp_path, rows)),
+    ]
+
+
+def test_available_nodes_until_and_next_agree_at_random_times(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for model in consistency_models(tmp_path):
+        pop = model.build(30)
+        scale = 2 * 86_400.0 if isinstance(model.availability, Diurnal) else 2000.0
+        for t in rng.uniform(0, scale, 60):
+            available = set(pop.available_nodes(float(t)))
+            for node in range(1, 31):
+                until = pop.available_until(node, float(t))
+                assert (until > t) == (node in available)
+                if t < until < math.inf:
+                    assert node in pop.available_nodes(math.nextafter(until, -math.inf))
+                    assert node not in pop.available_nodes(until)
+            count = int(rng.integers(1, 25))
+            tau = pop.next_available(float(t), count)
+            if tau < math.inf:
+                assert tau >= t
+                assert len(pop.available_nodes(tau)) >= count
+                if tau > t:
+                    assert len(pop.available_nodes(math.nextafter(tau, -math.inf))) < count
