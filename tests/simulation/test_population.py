@@ -268,6 +268,35 @@ def test_a_trace_uses_its_first_nodes_and_refuses_a_run_bigger_than_it(tmp_path:
         model.build(4)
 
 
+def test_a_repeating_trace_recurs_and_wraps_around(tmp_path: Path) -> None:
+    path = write_trace(tmp_path, "1,1,1,1,0-10;90-100\n2,1,1,1,20-30\n3,1,1,1,\n4,1,1,1,0-100\n")
+    pop = PopulationModel.from_trace(path, repeat_s=100.0).build(4)
+    assert list(pop.available_nodes(95.0)) == [1, 3, 4]
+    assert list(pop.available_nodes(105.0)) == [1, 3, 4]
+    assert list(pop.available_nodes(110.0)) == [3, 4]
+    assert list(pop.available_nodes(225.0)) == [2, 3, 4]
+    assert pop.available_until(1, 5.0) == 10.0
+    assert pop.available_until(1, 95.0) == 110.0
+    assert pop.available_until(1, 195.0) == 210.0
+    assert pop.available_until(2, 225.0) == 230.0
+    assert pop.available_until(4, 50.0) == math.inf
+    assert pop.next_available(12.0, 3) == 20.0
+    assert pop.next_available(35.0, 3) == 90.0
+    assert pop.next_available(195.0, 3) == 195.0
+    assert pop.next_available(215.0, 3) == 220.0
+    assert pop.next_available(0.0, 4) == math.inf
+
+
+def test_a_repeating_trace_keeps_its_intervals_within_the_repetition(tmp_path: Path) -> None:
+    path = write_trace(tmp_path, "1,1,1,1,0-10\n2,1,1,1,90-inf\n")
+    with pytest.raises(ConfigError, match=r"line 3: availability interval '90-inf' ends after"):
+        PopulationModel.from_trace(path, repeat_s=100.0)
+    with pytest.raises(ConfigError, match="repeat_s must be a positive finite number"):
+        PopulationModel.from_trace(path, repeat_s=0.0)
+    with pytest.raises(ConfigError, match="set trace too"):
+        PopulationModel.from_config({"trace-repeat-s": 86400})
+
+
 def test_an_all_always_trace_with_a_byte_order_mark_answers_a_range(tmp_path: Path) -> None:
     path = write_trace(tmp_path, "1,1,1,1,\n\n2,1,1,1,\n", header="\ufeff" + HEADER)
     assert PopulationModel.from_trace(path).build(2).available_nodes(9.0) == range(1, 3)
@@ -375,8 +404,11 @@ def test_from_config_builds_the_named_model() -> None:
 
 def test_from_config_reads_a_trace_relative_to_base_dir(tmp_path: Path) -> None:
     write_trace(tmp_path, "1,0.5,1,1,\n")
-    model = PopulationModel.from_config({"trace": "trace.csv", "dropout": 0.2}, base_dir=tmp_path)
+    model = PopulationModel.from_config(
+        {"trace": "trace.csv", "trace-repeat-s": 86400, "dropout": 0.2}, base_dir=tmp_path
+    )
     assert model.dropout == 0.2
+    assert model.trace is not None and model.trace.repeat_s == 86400.0
     assert model.build(1).device(1).speed == 0.5
     with pytest.raises(ConfigError, match="drop 'speed'"):
         PopulationModel.from_config({"trace": "trace.csv", "speed": "pareto"}, base_dir=tmp_path)
@@ -411,6 +443,7 @@ def consistency_models(tmp_path: Path) -> list[PopulationModel]:
         PopulationModel(availability=Bernoulli(0.6, period_s=0.1), seed=5),
         PopulationModel(availability=Diurnal(5, start_hour=3.3, spread_hours=7.7), seed=6),
         PopulationModel.from_trace(write_trace(tmp_path, rows)),
+        PopulationModel.from_trace(write_trace(tmp_path, rows), repeat_s=2100.0),
     ]
 
 
@@ -418,7 +451,7 @@ def test_available_nodes_until_and_next_agree_at_random_times(tmp_path: Path) ->
     rng = np.random.default_rng(0)
     for model in consistency_models(tmp_path):
         pop = model.build(30)
-        scale = 2 * 86_400.0 if isinstance(model.availability, Diurnal) else 2000.0
+        scale = 2 * 86_400.0 if isinstance(model.availability, Diurnal) else 7000.0
         for t in rng.uniform(0, scale, 60):
             available = set(pop.available_nodes(float(t)))
             for node in range(1, 31):

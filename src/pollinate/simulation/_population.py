@@ -32,7 +32,9 @@ Trace CSV format (UTF-8, one row per node, a header row first)::
 ``availability`` is ``start-end`` intervals in seconds separated by ``;``, sorted, not
 overlapping (touching ones merge), ``end`` may be ``inf``; an empty field means always
 available. A run of ``num_nodes`` uses the trace's nodes 1..num_nodes; a trace with fewer
-nodes than the run is refused (cycling rows would silently duplicate devices).
+nodes than the run is refused (cycling rows would silently duplicate devices). With
+``repeat_s`` R (``from_trace(path, repeat_s=86400)``) the intervals recur every R seconds:
+they must lie within ``[0, R]``, and one ending at R runs on into one starting at 0.
 
 Per-task dropout: the node's task_index-th task is lost with probability ``dropout``, at a
 fraction of its duration drawn uniformly in [0, 1). The draws that must not depend on the
@@ -417,10 +419,13 @@ class _DiurnalPattern:
 
 
 class _TracePattern:
-    """Explicit intervals per node (CSR arrays); nodes with none are always available."""
+    """Explicit intervals per node (CSR arrays); nodes with none are always available.
+
+    With ``repeat_s`` R the intervals recur: period k holds ``[k·R + start, k·R + end)``.
+    """
 
     def __init__(self, trace: Trace, num_nodes: int) -> None:
-        self._n = num_nodes
+        self._n, self._repeat = num_nodes, trace.repeat_s
         self._always = trace.always[:num_nodes]
         end = int(trace.offsets[num_nodes])
         self._offsets = trace.offsets[: num_nodes + 1]
@@ -428,12 +433,20 @@ class _TracePattern:
         self._owner = np.repeat(np.arange(num_nodes), np.diff(self._offsets))
         self._everyone = bool(self._always.all())
 
+    def _period(self, t: float) -> int:
+        """The repetition ``t`` falls in (0 for a trace that does not repeat)."""
+        return 0 if self._repeat is None else _period_index(t, self._repeat)
+
+    def _base(self, k: int) -> float:
+        """Where repetition k begins: the same float expression everywhere, so events agree."""
+        return 0.0 if self._repeat is None else k * self._repeat
+
     def _mask(self, t: float) -> NDArray[np.bool_]:
-        mask = self._always.copy()
-        inside = (self._starts <= t) & (t < self._ends)
+        mask: NDArray[np.bool_] = self._always.copy()
+        base = self._base(self._period(t))
+        inside = (base + self._starts <= t) & (t < base + self._ends)
         mask[self._owner[inside]] = True
-        result: NDArray[np.bool_] = mask
-        return result
+        return mask
 
     def nodes(self, t: float) -> Sequence[int]:
         return range(1, self._n + 1) if self._everyone else _ids(self._mask(t))
@@ -441,23 +454,32 @@ class _TracePattern:
     def until(self, node_id: int, t: float) -> float:
         if self._always[node_id - 1]:
             return math.inf
-        lo, hi = int(self._offsets[node_id - 1]), int(self._offsets[node_id])
-        j = lo + int(np.searchsorted(self._starts[lo:hi], t, side="right")) - 1
-        return float(self._ends[j]) if j >= lo and t < self._ends[j] else t
+        k = self._period(t)
+        base, lo, hi = self._base(k), int(self._offsets[node_id - 1]), int(self._offsets[node_id])
+        j = lo + int(np.searchsorted(base + self._starts[lo:hi], t, side="right")) - 1
+        if j < lo or t >= base + self._ends[j]:
+            return t
+        wraps = self._repeat is not None and self._ends[j] == self._repeat
+        if wraps and self._starts[lo] == 0.0:  # the last interval runs on into the first
+            return float(self._base(k + 1) + self._ends[lo])
+        return float(base + self._ends[j])
 
     def next(self, t: float, count: int) -> float:
         if count > self._n:
             return math.inf
-        later = self._starts > t
-        ending = (self._ends > t) & np.isfinite(self._ends)
-        times = np.concatenate([self._starts[later], self._ends[ending]])
-        deltas = np.concatenate(
-            [
-                np.ones(int(later.sum()), dtype=np.int64),
-                np.full(int(ending.sum()), -1, dtype=np.int64),
+        k = self._period(t)
+        times, deltas = [], []
+        for base in {self._base(k), self._base(k + 1)}:  # one repetition ahead covers them all
+            starts, ends = base + self._starts, base + self._ends
+            later, ending = starts > t, (ends > t) & np.isfinite(ends)
+            times += [starts[later], ends[ending]]
+            deltas += [
+                np.ones(int(later.sum()), np.int64),
+                np.full(int(ending.sum()), -1, np.int64),
             ]
+        return _sweep(
+            t, int(self._mask(t).sum()), np.concatenate(times), np.concatenate(deltas), count
         )
-        return _sweep(t, int(self._mask(t).sum()), times, deltas, count)
 
 
 # ---- the population ----------------------------------------------------------------------
@@ -538,7 +560,8 @@ class Trace:
     """A device trace read from CSV (format in the module docstring), as arrays.
 
     ``starts``/``ends`` hold every node's intervals back to back; node i's are
-    ``offsets[i-1]:offsets[i]``; ``always`` marks nodes with an empty availability field.
+    ``offsets[i-1]:offsets[i]``; ``always`` marks nodes with an empty availability field (or
+    one covering the whole repetition); ``repeat_s``, when set, makes the intervals recur.
     """
 
     path: str
@@ -549,6 +572,7 @@ class Trace:
     offsets: NDArray[np.int64]
     starts: Floats
     ends: Floats
+    repeat_s: float | None = None
 
     @property
     def num_nodes(self) -> int:
@@ -556,16 +580,22 @@ class Trace:
         return int(self.speed.size)
 
     @classmethod
-    def read(cls, path: str | os.PathLike[str]) -> Trace:
-        """Parse and validate a trace file: one ConfigError naming the line and fix if bad."""
-        return _TraceReader(str(path)).read()
+    def read(cls, path: str | os.PathLike[str], repeat_s: float | None = None) -> Trace:
+        """Parse and validate a trace file: one ConfigError naming the line and fix if bad.
+
+        ``repeat_s``: the intervals recur every ``repeat_s`` seconds (86400: a daily trace)
+        and must lie within ``[0, repeat_s]``.
+        """
+        if repeat_s is not None:
+            _positive("population trace repeat_s", repeat_s)
+        return _TraceReader(str(path), repeat_s).read()
 
 
 class _TraceReader:
     """Reads a trace CSV row by row, naming the file and line of the first problem."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
+    def __init__(self, path: str, repeat_s: float | None) -> None:
+        self.path, self.repeat_s = path, repeat_s
         self.line = 0
         self.rows: dict[int, tuple[float, float, float, list[tuple[float, float]]]] = {}
         self.first_line: dict[int, int] = {}
@@ -663,11 +693,16 @@ class _TraceReader:
                     f"availability interval {part!r} overlaps or precedes the one before it",
                     "list a node's intervals in time order without overlaps",
                 )
+            if self.repeat_s is not None and end > self.repeat_s:
+                raise self.fail(
+                    f"availability interval {part!r} ends after the repetition ({self.repeat_s:g})",
+                    "keep a repeating trace's intervals within 0-repeat_s",
+                )
             if merged and start == merged[-1][1]:
                 merged[-1] = (merged[-1][0], end)
             else:
                 merged.append((start, end))
-        return merged
+        return [] if merged == [(0.0, self.repeat_s)] else merged
 
     def _trace(self) -> Trace:
         n = len(self.rows)
@@ -691,6 +726,7 @@ class _TraceReader:
             offsets=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
             starts=np.array([iv[0] for iv in flat], dtype=np.float64),
             ends=np.array([iv[1] for iv in flat], dtype=np.float64),
+            repeat_s=self.repeat_s,
         )
 
 
@@ -736,12 +772,16 @@ class PopulationModel:
         cls,
         path: str | os.PathLike[str],
         *,
+        repeat_s: float | None = None,
         dropout: float = 0.0,
         seconds_per_example: float | None = None,
         seed: int = 0,
     ) -> PopulationModel:
-        """A model whose nodes are a trace file's rows (format in the module docstring)."""
-        trace = Trace.read(path)
+        """A model whose nodes are a trace file's rows (format in the module docstring).
+
+        ``repeat_s`` makes the availability intervals recur every ``repeat_s`` seconds.
+        """
+        trace = Trace.read(path, repeat_s)
         return cls(dropout=dropout, seconds_per_example=seconds_per_example, seed=seed, trace=trace)
 
     @classmethod
@@ -823,6 +863,7 @@ CONFIG_DEFAULTS: dict[str, object] = {
     "seconds-per-example": None,
     "seed": 0,
     "trace": None,
+    "trace-repeat-s": None,
 }
 """Every key a population config table may set, with its default."""
 
@@ -893,6 +934,8 @@ def _from_config(
     spe = None if t.values["seconds-per-example"] is None else t.number("seconds-per-example")
     dropout = t.number("dropout")
     trace = t.values["trace"]
+    if trace is None and t.values["trace-repeat-s"] is not None:
+        raise ConfigError("population trace-repeat-s repeats a trace; set trace too")
     if trace is not None:
         clash = [k for k in _TRACE_EXCLUDES if k in table]
         if not isinstance(trace, str) or not trace:
@@ -902,7 +945,10 @@ def _from_config(
                 f"population trace gives speed, bandwidth and availability; drop {clash[0]!r}"
             )
         path = Path(base_dir or ".") / trace
-        return PopulationModel.from_trace(path, dropout=dropout, seconds_per_example=spe, seed=seed)
+        repeat = None if t.values["trace-repeat-s"] is None else t.number("trace-repeat-s")
+        return PopulationModel.from_trace(
+            path, repeat_s=repeat, dropout=dropout, seconds_per_example=spe, seed=seed
+        )
     kinds = ("constant", "lognormal", "pareto")
     speed = _distribution(
         t.choice("speed", kinds),
