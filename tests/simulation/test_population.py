@@ -412,6 +412,8 @@ def test_from_config_reads_a_trace_relative_to_base_dir(tmp_path: Path) -> None:
     assert model.build(1).device(1).speed == 0.5
     with pytest.raises(ConfigError, match="drop 'speed'"):
         PopulationModel.from_config({"trace": "trace.csv", "speed": "pareto"}, base_dir=tmp_path)
+    with pytest.raises(ConfigError, match="drop 'hours-per-day'"):
+        PopulationModel.from_config({"trace": "trace.csv", "hours-per-day": 8}, base_dir=tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -419,11 +421,14 @@ def test_from_config_reads_a_trace_relative_to_base_dir(tmp_path: Path) -> None:
     [
         ({"sped": "lognormal"}, "unknown population key 'sped'; known keys: speed, speed-median"),
         ({"speed": "fast"}, "speed must be one of constant, lognormal, pareto"),
-        ({"speed-sigma": "1"}, "speed-sigma must be a number"),
+        ({"speed": "lognormal", "speed-sigma": "1"}, "speed-sigma must be a number"),
         ({"dropout": True}, "dropout must be a number"),
         ({"seed": 1.5}, "seed must be an integer"),
         ({"availability": "bernoulli", "availability-p": 2}, "p must be between 0 and 1"),
         ({"trace": 3}, "trace must be a file path"),
+        ({"hours-per-day": 8}, "hours-per-day applies only to availability = 'diurnal'"),
+        ({"speed": "pareto", "speed-sigma": 1}, "speed-sigma applies only to speed = 'lognormal'"),
+        ({"download-bps": 1e6}, "download-bps applies only to bandwidth = 'constant' or"),
     ],
 )
 def test_from_config_refuses_each_mistake(table: dict[str, object], words: str) -> None:

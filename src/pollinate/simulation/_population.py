@@ -40,6 +40,25 @@ Per-task dropout: the node's task_index-th task is lost with probability ``dropo
 fraction of its duration drawn uniformly in [0, 1). The draws that must not depend on the
 order things happen in (availability per period, dropout per task) come from a counter-based
 hash of (seed, stream, node, counter); the rest from ``numpy.random.default_rng([seed, stream])``.
+
+A config table (``PopulationModel.from_config``, a pyproject ``population`` table) names the
+same things in kebab-case; :data:`CONFIG_DEFAULTS` lists every key with its default::
+
+    speed = "lognormal"          # constant | lognormal | pareto; speed-median (the constant),
+    speed-sigma = 1.0            # speed-sigma (lognormal), speed-alpha (pareto)
+    bandwidth = "lognormal"      # free | constant | lognormal | pareto; download-bps and
+    download-bps = 5e6           # upload-bps are the medians (the constants),
+    upload-bps = 1e6             # bandwidth-sigma / bandwidth-alpha the spread
+    availability = "diurnal"     # always | bernoulli (availability-p, period-s)
+    hours-per-day = 8            # | diurnal (hours-per-day, start-hour, spread-hours)
+    dropout = 0.1
+    seconds-per-example = 0.01
+    seed = 0
+    # trace = "devices.csv"      # instead of speed, bandwidth and availability;
+    # trace-repeat-s = 86400     # relative to the pyproject's folder
+
+A key that does not apply to the choice made (``hours-per-day`` with Bernoulli availability)
+is refused, as is an unknown one.
 """
 
 from __future__ import annotations
@@ -868,23 +887,21 @@ CONFIG_DEFAULTS: dict[str, object] = {
 """Every key a population config table may set, with its default."""
 
 CONFIG_KEYS = tuple(CONFIG_DEFAULTS)
-_TRACE_EXCLUDES = (
-    "speed",
-    "speed-median",
-    "speed-sigma",
-    "speed-alpha",
-    "bandwidth",
-    "download-bps",
-    "upload-bps",
-    "bandwidth-sigma",
-    "bandwidth-alpha",
-    "availability",
-    "availability-p",
-    "period-s",
-    "hours-per-day",
-    "start-hour",
-    "spread-hours",
-)
+_COMMON_KEYS = ("dropout", "seconds-per-example", "seed", "trace", "trace-repeat-s")
+# A key that only means something for some choices of another: (that key, those choices).
+_APPLIES_TO = {
+    "speed-sigma": ("speed", ("lognormal",)),
+    "speed-alpha": ("speed", ("pareto",)),
+    "download-bps": ("bandwidth", ("constant", "lognormal", "pareto")),
+    "upload-bps": ("bandwidth", ("constant", "lognormal", "pareto")),
+    "bandwidth-sigma": ("bandwidth", ("lognormal",)),
+    "bandwidth-alpha": ("bandwidth", ("pareto",)),
+    "availability-p": ("availability", ("bernoulli",)),
+    "period-s": ("availability", ("bernoulli",)),
+    "hours-per-day": ("availability", ("diurnal",)),
+    "start-hour": ("availability", ("diurnal",)),
+    "spread-hours": ("availability", ("diurnal",)),
+}
 
 
 class _Table:
@@ -896,8 +913,16 @@ class _Table:
             raise ConfigError(
                 f"unknown population key {unknown[0]!r}; known keys: {', '.join(CONFIG_KEYS)}"
             )
-        self.table = table
-        self.values = {**CONFIG_DEFAULTS, **table}
+        self.table, self.values = table, {**CONFIG_DEFAULTS, **table}
+
+    def check_applies(self) -> None:
+        """Refuse a key that means nothing for the choice made (a likely mistake)."""
+        for key, (selector, choices) in _APPLIES_TO.items():
+            if key in self.table and self.values[selector] not in choices:
+                raise ConfigError(
+                    f"population {key} applies only to {selector} = "
+                    f"{' or '.join(repr(c) for c in choices)}; drop it or set {selector}"
+                )
 
     def number(self, key: str) -> float:
         value = self.values[key]
@@ -937,7 +962,7 @@ def _from_config(
     if trace is None and t.values["trace-repeat-s"] is not None:
         raise ConfigError("population trace-repeat-s repeats a trace; set trace too")
     if trace is not None:
-        clash = [k for k in _TRACE_EXCLUDES if k in table]
+        clash = [k for k in table if k not in _COMMON_KEYS]
         if not isinstance(trace, str) or not trace:
             raise ConfigError(f"population trace must be a file path, got {trace!r}")
         if clash:
@@ -949,6 +974,7 @@ def _from_config(
         return PopulationModel.from_trace(
             path, repeat_s=repeat, dropout=dropout, seconds_per_example=spe, seed=seed
         )
+    t.check_applies()
     kinds = ("constant", "lognormal", "pareto")
     speed = _distribution(
         t.choice("speed", kinds),
