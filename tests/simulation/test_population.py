@@ -173,6 +173,18 @@ def test_diurnal_next_available_is_the_first_moment_with_enough_nodes() -> None:
     assert pop.available_until(node, tau) > tau
 
 
+def test_the_scalar_hash_draws_the_same_bits_as_the_vectorized_one() -> None:
+    nodes = np.array([1, 2, 99_999, 2**40], dtype=np.int64)
+    counters = np.array([0, -3, 7, 2**62], dtype=np.int64)
+    for seed in (0, 1, 2**63 + 5):
+        expected = _population._uniform(seed, 6, nodes, counters)
+        got = [
+            _population._uniform_one(seed, 6, int(n), int(c))
+            for n, c in zip(nodes, counters, strict=True)
+        ]
+        assert got == expected.tolist()
+
+
 # ---- dropout -----------------------------------------------------------------------------
 
 
