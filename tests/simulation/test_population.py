@@ -149,6 +149,15 @@ def test_diurnal_hand_made_window() -> None:
     assert pop.next_available(0.0, 5) == math.inf
 
 
+def test_diurnal_start_hours_spread_around_start_hour() -> None:
+    model = PopulationModel(availability=Diurnal(8, start_hour=22, spread_hours=4), seed=2)
+    pop = model.build(10_000)
+    assert list(pop.available_nodes(19.99 * HOUR)) == []  # starts are 20:00-24:00
+    assert pop.available_nodes(24 * HOUR) == list(range(1, 10_001))  # ends are 04:00-08:00
+    assert list(pop.available_nodes(8 * HOUR)) == []
+    assert 0.4 < len(pop.available_nodes(22 * HOUR)) / 10_000 < 0.6
+
+
 def test_diurnal_all_day_is_always() -> None:
     pop = PopulationModel(availability=Diurnal(hours_per_day=24)).build(7)
     assert pop.available_nodes(1234.0) == range(1, 8)
