@@ -122,9 +122,17 @@ def train(msg, context):
     return msg.reply(RecordDict({"arrays": ArrayRecord(new), "metrics": MetricRecord(metrics)}))
 
 
+@client.evaluate()
+def evaluate(msg, context):
+    metrics = MetricRecord({"num-examples": 1, "accuracy": 0.5})
+    return msg.reply(RecordDict({"metrics": metrics}))
+
+
 @server.main()
 def main(grid, context):
-    strategy = FedBuff(buffer_size=2, concurrency=4, min_available_nodes=4)
+    strategy = FedBuff(
+        buffer_size=2, concurrency=4, min_available_nodes=4, fraction_evaluate=0.25
+    )
     return strategy.start(grid, ArrayRecord({"w": np.zeros(3)}), num_rounds=4)
 '''
 
@@ -170,6 +178,8 @@ def test_fedbuff_runs_deployed_and_the_fast_nodes_make_the_versions(tmp_path):
     versions = [r for r in result.rounds if r.train is not None]
     assert [r.server_round for r in versions] == [1, 2, 3, 4]
     assert all(r.train.num_ok == 2 and not r.train.failures for r in versions)
+    # the node whose reply made a version is free then: it evaluates the version
+    assert all(r.evaluate.num_ok == 1 and r.evaluate.metrics["accuracy"] == 0.5 for r in versions)
     updates = {p: sum(2 * r.train.metrics[f"node-{p}"] for r in versions) for p in range(4)}
     assert updates[2] == updates[3] == 0 and updates[0] + updates[1] == pytest.approx(8)
     for record in versions:

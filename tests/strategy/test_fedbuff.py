@@ -28,7 +28,9 @@ class ScriptedGrid(Grid):
 
     Node n trains by adding ``adds[n]`` to the model it was sent. A script entry
     ``("error", n)`` answers n's task with a TIMEOUT error; a callable picks the node from
-    the nodes in flight. It checks that no node ever gets two tasks at once.
+    the nodes in flight; ``"train"`` or ``"evaluate"`` the lowest node with a task of that
+    kind (an evaluation answers ``accuracy`` = the first value of the model it got). It
+    checks that no node ever gets two tasks at once.
     """
 
     def __init__(self, num_nodes, script, adds=None, resume=None):
@@ -38,6 +40,7 @@ class ScriptedGrid(Grid):
         self.flight = {}  # message id -> message
         self.sent = []  # (node, first value of the model sent, server-round)
         self.abandoned = []
+        self.evaluations = []  # the nodes sent an evaluate task, in order
         self.most_in_flight = 0
         self._resume = resume
 
@@ -60,6 +63,10 @@ class ScriptedGrid(Grid):
             busy = {m.metadata.dst_node_id for m in self.flight.values()}
             assert node not in busy, f"node {node} got a second task"
             self.flight[message.metadata.message_id] = message
+            if message.metadata.message_type == "evaluate":
+                self.evaluations.append(node)
+                ids.append(message.metadata.message_id)
+                continue
             config = message.content.config_records["config"]
             self.sent.append(
                 (
@@ -77,6 +84,12 @@ class ScriptedGrid(Grid):
 
     def receive_first(self, message_ids, timeout_s=None):
         entry = self.script.pop(0)
+        if entry in ("train", "evaluate"):
+            entry = min(
+                m.metadata.dst_node_id
+                for m in self.flight.values()
+                if m.metadata.message_type == entry
+            )
         if callable(entry):
             entry = entry(sorted(m.metadata.dst_node_id for m in self.flight.values()))
         error = isinstance(entry, tuple)
@@ -86,6 +99,10 @@ class ScriptedGrid(Grid):
         if error:
             return message.reply_error(ErrorCode.TIMEOUT, "scripted")
         sent = message.content.arrays("arrays")
+        if message.metadata.message_type == "evaluate":
+            accuracy = float(sent["w"].numpy()[0])
+            metrics = MetricRecord({"num-examples": 1, "accuracy": accuracy})
+            return message.reply(RecordDict({"metrics": metrics}))
         trained = ArrayRecord({k: a.numpy() + self.adds[node] for k, a in sent.items()})
         metrics = MetricRecord({"num-examples": 10 * node, "loss": float(node)})
         return message.reply(RecordDict({"arrays": trained, "metrics": metrics}))
@@ -201,7 +218,7 @@ def test_a_chain_works_on_the_buffer_and_keeps_its_state():
         ({"staleness": "sqrt"}, "staleness must be a function of the staleness"),
         ({"staleness": lambda tau: -1.0}, "must give a finite number >= 0"),
         ({"max_staleness": -1}, "max_staleness must be 0 or more"),
-        ({"fraction_evaluate": 0.5}, "no federated evaluation yet"),
+        ({"fraction_evaluate": 1.5}, "fraction_evaluate must be between 0 and 1"),
         ({"server_learning_rate": 0.0}, "server_learning_rate must be"),
         ({"aggregation": chain(dp_fixed_clip(1.0, 1.0))}, "synchronous rounds of Poisson"),
         (
@@ -280,3 +297,26 @@ def test_messages_are_plain_train_messages():
         1, MODEL, config, grid, ArrayRecord()
     )
     assert isinstance(message, Message) and message.metadata.message_type == "train"
+
+
+def test_each_version_is_evaluated_by_free_nodes_and_recorded_in_version_order():
+    # K=1 on two nodes, one training at a time, each adding 1. Version 1 (w = 1) goes to one
+    # free node to evaluate, the other trains on it and makes version 2 (w = 2), which goes
+    # to that node to evaluate. Both evaluations come in after version 2 is made, and each
+    # record waits for its own (an evaluation answers the w it got).
+    grid = ScriptedGrid(2, ["train", "train", "evaluate", "evaluate"], adds={1: 1.0, 2: 1.0})
+    strategy = FedBuff(buffer_size=1, concurrency=1, fraction_evaluate=0.5)
+    result = strategy.start(grid, MODEL, num_rounds=2)
+    assert [r.server_round for r in result.rounds] == [1, 2]
+    assert [r.evaluate.metrics["accuracy"] for r in result.rounds] == [1.0, 2.0]
+    assert all(r.evaluate.num_ok == 1 for r in result.rounds)
+    assert len(grid.evaluations) == 2 and not grid.abandoned
+
+
+def test_a_failed_evaluation_is_the_version_s_evaluate_failure():
+    grid = ScriptedGrid(2, ["train", ("error", 0)], adds={1: 1.0, 2: 1.0})
+    grid.script[1] = lambda nodes: ("error", grid.evaluations[0])
+    strategy = FedBuff(buffer_size=1, concurrency=1, fraction_evaluate=0.5)
+    result = strategy.start(grid, MODEL, num_rounds=1)
+    (record,) = result.rounds
+    assert record.evaluate.num_ok == 0 and "TIMEOUT" in record.evaluate.failures[0].reason

@@ -119,8 +119,13 @@ class FedBuff(Strategy):
         seed: seeds which free nodes are picked.
         min_available_nodes, wait_for_nodes_s: nodes to wait for when none is free.
         evaluate_every: centralized evaluation every this many versions (and the last).
-        initial_arrays, train_config, evaluate_fn: defaults for ``start``, as FedAvg's.
-        fraction_evaluate, evaluate_config, secure_aggregation: refused (see the docs).
+        fraction_evaluate: share of the available nodes sent each new version to evaluate,
+            picked among the free ones (0, the default, skips federated evaluation); a
+            version's record waits for its evaluation, and records stay in version order.
+        evaluate_metrics_aggr_fn: how a version's evaluation metrics become one.
+        initial_arrays, train_config, evaluate_config, evaluate_fn: defaults for ``start``,
+            as FedAvg's.
+        secure_aggregation: refused (an asynchronous server has no round's cohort).
     """
 
     def __init__(
@@ -135,6 +140,7 @@ class FedBuff(Strategy):
         weight_key: str = "num-examples",
         max_weight: float | None = None,
         train_metrics_aggr_fn: MetricsAggregationFn = weighted_mean,
+        evaluate_metrics_aggr_fn: MetricsAggregationFn = weighted_mean,
         seed: int = 0,
         min_available_nodes: int = 1,
         wait_for_nodes_s: float = 60.0,
@@ -152,11 +158,8 @@ class FedBuff(Strategy):
             raise ConfigError(
                 f"server_learning_rate must be a finite number > 0, got {server_learning_rate}"
             )
-        if fraction_evaluate != 0.0 or evaluate_config is not None:
-            raise ConfigError(
-                f"{name} has no federated evaluation yet (fraction_evaluate, evaluate_config): "
-                "evaluate centrally with evaluate_fn, every evaluate_every versions"
-            )
+        if not 0.0 <= fraction_evaluate <= 1.0:
+            raise ConfigError(f"fraction_evaluate must be between 0 and 1, got {fraction_evaluate}")
         if secure_aggregation is not None:
             raise ConfigError(
                 f"{name} cannot run secure aggregation: it needs a round's cohort to sum, and "
@@ -165,13 +168,12 @@ class FedBuff(Strategy):
             )
         if initial_arrays is not None:
             check_initial_arrays(initial_arrays)
-        if train_config is not None and not (
-            callable(train_config) or isinstance(train_config, Mapping)
-        ):
-            raise ConfigError(
-                "train_config must be a dict or a function of the version, got "
-                f"{type(train_config).__name__}"
-            )
+        for what, config in (("train_config", train_config), ("evaluate_config", evaluate_config)):
+            if config is not None and not (callable(config) or isinstance(config, Mapping)):
+                raise ConfigError(
+                    f"{what} must be a dict or a function of the version, got "
+                    f"{type(config).__name__}"
+                )
         if evaluate_fn is not None and not callable(evaluate_fn):
             raise ConfigError(f"evaluate_fn must be a function, got {type(evaluate_fn).__name__}")
         if max_weight is not None and not max_weight > 0:
@@ -185,6 +187,9 @@ class FedBuff(Strategy):
         self.weight_key = weight_key
         self.max_weight = max_weight
         self.train_metrics_aggr_fn = train_metrics_aggr_fn
+        self.evaluate_metrics_aggr_fn = evaluate_metrics_aggr_fn
+        self.fraction_evaluate = fraction_evaluate
+        self.evaluate_config = evaluate_config
         self.seed = seed
         self.min_available_nodes = min_available_nodes
         self.wait_for_nodes_s = wait_for_nodes_s
@@ -283,13 +288,20 @@ class FedBuff(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> list[Message]:
-        """No federated evaluation: centralized ``evaluate_fn`` only."""
-        return []
+        """Evaluate messages with ``arrays`` for every available node (``start`` picks some)."""
+        return self.evaluate_messages(grid.run_id, list(grid.node_ids()), arrays, config)
+
+    def evaluate_messages(
+        self, run_id: int, nodes: list[int], arrays: ArrayRecord, config: ConfigRecord
+    ) -> list[Message]:
+        """The evaluation tasks for ``nodes``: the new version ``arrays`` and ``config``."""
+        return _messages(run_id, nodes, MessageType.EVALUATE, arrays, config)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord:
-        """Weighted mean of evaluation metrics (for ServerApps that evaluate themselves)."""
+        """The version's evaluation metrics as one record, by ``evaluate_metrics_aggr_fn``."""
         metrics = [reply.content.metrics(METRICS_KEY) for reply in replies]
-        return _metric_record(weighted_mean(metrics, self.weight_key), "weighted_mean")
+        aggregated = self.evaluate_metrics_aggr_fn(metrics, self.weight_key)
+        return _metric_record(aggregated, "evaluate_metrics_aggr_fn")
 
     def check_train_reply(self, reply: Message, arrays: ArrayRecord) -> str | None:
         """Set aside errors, arrays unlike the version trained from, bad weights or metrics."""
@@ -324,11 +336,9 @@ class FedBuff(Strategy):
         """
         if num_rounds < 1:
             raise RoundError(f"num_rounds must be at least 1, got {num_rounds}")
-        if evaluate_config is not None:
-            raise ConfigError(
-                f"{type(self).__name__} takes no evaluate_config: see fraction_evaluate"
-            )
         train_config = train_config if train_config is not None else self.train_config
+        if evaluate_config is None:
+            evaluate_config = self.evaluate_config
         evaluate_fn = evaluate_fn if evaluate_fn is not None else self.evaluate_fn
         initial_arrays = initial_arrays if initial_arrays is not None else self.initial_arrays
         if initial_arrays is not None:
@@ -345,6 +355,7 @@ class FedBuff(Strategy):
             first = resume.last_round + 1
         self.planned_rounds = (first, num_rounds)
         run = _Run(self, grid, result.arrays, first - 1, timeout_s, train_config)
+        made: list[_Made] = []
         try:
             for version in range(first, num_rounds + 1):
                 observer.on_round_start(version, num_rounds)
@@ -355,19 +366,47 @@ class FedBuff(Strategy):
                     version % self.evaluate_every == 0 or version == num_rounds
                 ):
                     server = _call_evaluate_fn(evaluate_fn, version, arrays)
-                # TODO(merge): simulated_time_s=grid.now()
-                record = RoundRecord(version, train, None, server, time.perf_counter() - began)
-                result.rounds.append(record)
-                observer.on_round(record)
-                if state:
-                    observer.on_strategy_state(version, state)
-                observer.on_arrays(version, arrays)
-                result.arrays = arrays
+                run.send_evaluations(version, _round_config(evaluate_config, version))
+                elapsed = time.perf_counter() - began
+                made.append(_Made(version, train, server, elapsed, arrays, state))
+                self._report(grid, result, made, run)
+            run.abandon_training()
+            run.finish_evaluations()
+            self._report(grid, result, made, run)
         finally:
             run.abandon()
         result.strategy_state = state
         observer.on_result(result)
         return result
+
+    def _report(self, grid: Grid, result: Result, made: list[_Made], run: _Run) -> None:
+        """Record the versions made whose evaluation is in, in version order."""
+        observer = grid.observer
+        while made and run.evaluated(made[0].version):
+            version = made.pop(0)
+            evaluate = run.evaluation(version.version)
+            # TODO(merge): simulated_time_s=grid.now()
+            record = RoundRecord(
+                version.version, version.train, evaluate, version.server, version.wall_time_s
+            )
+            result.rounds.append(record)
+            observer.on_round(record)
+            if version.state:  # before the model: a recorder keeps both together
+                observer.on_strategy_state(version.version, version.state)
+            observer.on_arrays(version.version, version.arrays)
+            result.arrays = version.arrays
+
+
+@dataclass(frozen=True, slots=True)
+class _Made:
+    """A version made, waiting for its federated evaluation before it is recorded."""
+
+    version: int
+    train: PhaseResult
+    server: dict[str, object]
+    wall_time_s: float
+    arrays: ArrayRecord
+    state: ArrayRecord
 
 
 class FedAsync(FedBuff):
@@ -393,6 +432,7 @@ class FedAsync(FedBuff):
         weight_key: str = "num-examples",
         max_weight: float | None = None,
         train_metrics_aggr_fn: MetricsAggregationFn = weighted_mean,
+        evaluate_metrics_aggr_fn: MetricsAggregationFn = weighted_mean,
         seed: int = 0,
         min_available_nodes: int = 1,
         wait_for_nodes_s: float = 60.0,
@@ -444,7 +484,11 @@ class FedAsync(FedBuff):
 
 
 class _Run:
-    """One asynchronous run's bookkeeping: tasks in flight, the versions they trained from."""
+    """One asynchronous run's bookkeeping: tasks in flight, the versions they trained from.
+
+    It also keeps the federated evaluation of each version made: the evaluate tasks in
+    flight, and the replies and failures of each version until it is recorded.
+    """
 
     def __init__(
         self,
@@ -466,6 +510,10 @@ class _Run:
         """Message id -> (node id, the version its model is)."""
         self.models: dict[int, ArrayRecord] = {version: arrays}
         """The versions some task trains from, and the current one."""
+        self.evals: dict[str, tuple[int, int]] = {}
+        """Evaluate message id -> (node id, the version it evaluates)."""
+        self.evaluated_by: dict[int, tuple[list[Message], list[Failure]]] = {}
+        """The versions sent to evaluate: their valid replies and failures so far."""
 
     def next_version(self, state: ArrayRecord) -> tuple[ArrayRecord, ArrayRecord, PhaseResult]:
         """Fold replies until K are in the buffer, then step: the model, state and record."""
@@ -475,7 +523,10 @@ class _Run:
         failures: list[Failure] = []
         while len(buffer) < strategy.buffer_size:
             self._fill()
-            reply = self.grid.receive_first(list(self.tasks), self.timeout_s)
+            reply = self.grid.receive_first([*self.tasks, *self.evals], self.timeout_s)
+            if reply.metadata.reply_to_message_id in self.evals:
+                self._fold_evaluation(reply)
+                continue
             node, trained_from = self.tasks.pop(reply.metadata.reply_to_message_id)
             base = self.models[trained_from]
             self._forget(trained_from)
@@ -523,8 +574,53 @@ class _Run:
         for message_id, message in zip(self.grid.send(messages), messages, strict=True):
             self.tasks[message_id] = (message.metadata.dst_node_id, self.version)
 
+    def send_evaluations(self, version: int, config: ConfigRecord) -> None:
+        """Send the new version to ``fraction_evaluate`` of the nodes, among the free ones."""
+        fraction = self.strategy.fraction_evaluate
+        if fraction == 0.0:
+            return
+        free = self._free_nodes()
+        count = min(len(free), max(1, int(fraction * len(self.grid.node_ids()))))
+        if count == 0:
+            log.warning("version %d: no free node to evaluate it", version)
+            return
+        picked = [free[int(i)] for i in self.rng.choice(len(free), size=count, replace=False)]
+        messages = self.strategy.evaluate_messages(self.grid.run_id, picked, self.arrays, config)
+        for message_id, message in zip(self.grid.send(messages), messages, strict=True):
+            self.evals[message_id] = (message.metadata.dst_node_id, version)
+        self.evaluated_by[version] = ([], [])
+
+    def _fold_evaluation(self, reply: Message) -> None:
+        """Keep an evaluate reply for its version, or count it as a failure with the reason."""
+        node, version = self.evals.pop(reply.metadata.reply_to_message_id)
+        kept, failures = self.evaluated_by[version]
+        reason = self.strategy.check_evaluate_reply(reply)
+        if reason is None:
+            kept.append(reply)
+            return
+        failures.append(Failure(node, reason))
+        if len(failures) <= LOGGED_FAILURES:
+            log.warning("version %d evaluate: set aside %s", version, failures[-1])
+
+    def evaluated(self, version: int) -> bool:
+        """Whether every evaluate task of ``version`` is answered (or none was sent)."""
+        return all(v != version for _, v in self.evals.values())
+
+    def evaluation(self, version: int) -> PhaseResult | None:
+        """The federated evaluation of ``version``, once it is in (None: none was sent)."""
+        if version not in self.evaluated_by:
+            return None
+        kept, failures = self.evaluated_by.pop(version)
+        metrics = self.strategy.aggregate_evaluate(version, kept)
+        return PhaseResult(dict(metrics), len(kept), tuple(failures))
+
+    def finish_evaluations(self) -> None:
+        """Wait for the evaluate tasks still in flight (after ``timeout_s``: failures)."""
+        while self.evals:
+            self._fold_evaluation(self.grid.receive_first(list(self.evals), self.timeout_s))
+
     def _free_nodes(self) -> list[int]:
-        busy = {node for node, _ in self.tasks.values()}
+        busy = {node for node, _ in (*self.tasks.values(), *self.evals.values())}
         return sorted(node for node in self.grid.node_ids() if node not in busy)
 
     def _wait_for_nodes(self) -> None:
@@ -561,11 +657,22 @@ class _Run:
         self.models[self.version] = arrays
         self._forget(old)
 
-    def abandon(self) -> None:
-        """Let go of the tasks still in flight: their replies are dropped when they come."""
+    def abandon_training(self) -> None:
+        """Let go of the train tasks still in flight: their replies are dropped when they come.
+
+        Before the last evaluations are awaited: on the link, train replies let in and never
+        taken would hold its window of replies.
+        """
         if self.tasks:
             self.grid.abandon(list(self.tasks))
             self.tasks.clear()
+
+    def abandon(self) -> None:
+        """Let go of every task still in flight (a run that ends early, by an error too)."""
+        self.abandon_training()
+        if self.evals:
+            self.grid.abandon(list(self.evals))
+            self.evals.clear()
 
 
 def _weight(staleness: Callable[[int], float], tau: int) -> float:
