@@ -186,3 +186,30 @@ def test_fedbuff_runs_deployed_and_the_fast_nodes_make_the_versions(tmp_path):
         assert record.train.metrics["fedbuff.staleness-mean"] >= 0
         assert record.train.metrics["fedbuff.staleness-max"] >= 0
     assert result.arrays["w"].numpy()[0] > 0
+
+
+class _Recording(LinkGrid):
+    """A link's grid that answers ``now`` with a clock, to see the pipe carry it."""
+
+    def now(self):
+        return 12.5
+
+
+def test_the_link_s_end_of_the_pipe_carries_out_the_asynchronous_calls():
+    from pollinate import wire
+    from pollinate.deploy import _serverproc as serverproc
+    from pollinate.deploy._pipe import ProtocolError
+
+    grid = _Recording(_FakeLink(), 1, {})
+    ids = grid.send([Message.create(RecordDict(), node, MessageType.TRAIN) for node in (1, 2)])
+    process = serverproc.ServerProcess(max_idle_s=5.0, stopping=lambda: False)
+    empty = memoryview(b"")
+    assert process._call(grid, "now", {}, empty) == ({"ok": 12.5}, [])
+    assert process._call(grid, "abandon", {"ids": [ids[1]]}, empty) == ({"ok": None}, [])
+    assert not grid.waits_for(ids[1])
+    header = {"ids": [ids[0]], "timeout_s": 0.01}
+    answer, parts = process._call(grid, "receive_first", header, empty)
+    reply = wire.decode(memoryview(b"".join(bytes(memoryview(p)) for p in parts)))
+    assert answer == {"ok": True} and reply.error.code == ErrorCode.TIMEOUT
+    with pytest.raises(ProtocolError, match="message ids must be a list of strings"):
+        process._call(grid, "abandon", {"ids": [1]}, empty)

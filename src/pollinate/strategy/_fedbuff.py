@@ -154,30 +154,17 @@ class FedBuff(Strategy):
     ) -> None:
         name = type(self).__name__
         _check_counts(name, buffer_size, concurrency, max_staleness, evaluate_every)
-        if not (math.isfinite(server_learning_rate) and server_learning_rate > 0):
-            raise ConfigError(
-                f"server_learning_rate must be a finite number > 0, got {server_learning_rate}"
-            )
-        if not 0.0 <= fraction_evaluate <= 1.0:
-            raise ConfigError(f"fraction_evaluate must be between 0 and 1, got {fraction_evaluate}")
-        if secure_aggregation is not None:
-            raise ConfigError(
-                f"{name} cannot run secure aggregation: it needs a round's cohort to sum, and "
-                "an asynchronous server folds each update alone as it arrives; use FedAvg "
-                "with secure_aggregation"
-            )
+        _check_options(
+            name,
+            server_learning_rate=server_learning_rate,
+            fraction_evaluate=fraction_evaluate,
+            max_weight=max_weight,
+            configs={"train_config": train_config, "evaluate_config": evaluate_config},
+            evaluate_fn=evaluate_fn,
+            secure_aggregation=secure_aggregation,
+        )
         if initial_arrays is not None:
             check_initial_arrays(initial_arrays)
-        for what, config in (("train_config", train_config), ("evaluate_config", evaluate_config)):
-            if config is not None and not (callable(config) or isinstance(config, Mapping)):
-                raise ConfigError(
-                    f"{what} must be a dict or a function of the version, got "
-                    f"{type(config).__name__}"
-                )
-        if evaluate_fn is not None and not callable(evaluate_fn):
-            raise ConfigError(f"evaluate_fn must be a function, got {type(evaluate_fn).__name__}")
-        if max_weight is not None and not max_weight > 0:
-            raise ConfigError(f"max_weight must be positive, got {max_weight}")
         self.buffer_size = buffer_size
         self.concurrency = concurrency
         self.staleness = _checked_staleness(staleness if staleness is not None else polynomial())
@@ -455,6 +442,7 @@ class FedAsync(FedBuff):
             weight_key=weight_key,
             max_weight=max_weight,
             train_metrics_aggr_fn=train_metrics_aggr_fn,
+            evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
             seed=seed,
             min_available_nodes=min_available_nodes,
             wait_for_nodes_s=wait_for_nodes_s,
@@ -523,6 +511,8 @@ class _Run:
         failures: list[Failure] = []
         while len(buffer) < strategy.buffer_size:
             self._fill()
+            if not self.tasks and not self.evals:
+                continue  # the nodes waited for left again: wait anew
             reply = self.grid.receive_first([*self.tasks, *self.evals], self.timeout_s)
             if reply.metadata.reply_to_message_id in self.evals:
                 self._fold_evaluation(reply)
@@ -713,6 +703,40 @@ def _check_counts(
         )
     if every < 1:
         raise ConfigError(f"{name}'s evaluate_every must be at least 1, got {every}")
+
+
+def _check_options(
+    name: str,
+    *,
+    server_learning_rate: float,
+    fraction_evaluate: float,
+    max_weight: float | None,
+    configs: Mapping[str, object],
+    evaluate_fn: object,
+    secure_aggregation: SecureAggregation | None,
+) -> None:
+    """ConfigError for a rate, share, cap, config or protocol FedBuff cannot run with."""
+    if not (math.isfinite(server_learning_rate) and server_learning_rate > 0):
+        raise ConfigError(
+            f"server_learning_rate must be a finite number > 0, got {server_learning_rate}"
+        )
+    if not 0.0 <= fraction_evaluate <= 1.0:
+        raise ConfigError(f"fraction_evaluate must be between 0 and 1, got {fraction_evaluate}")
+    if max_weight is not None and not max_weight > 0:
+        raise ConfigError(f"max_weight must be positive, got {max_weight}")
+    for what, config in configs.items():
+        if config is not None and not (callable(config) or isinstance(config, Mapping)):
+            raise ConfigError(
+                f"{what} must be a dict or a function of the version, got {type(config).__name__}"
+            )
+    if evaluate_fn is not None and not callable(evaluate_fn):
+        raise ConfigError(f"evaluate_fn must be a function, got {type(evaluate_fn).__name__}")
+    if secure_aggregation is not None:
+        raise ConfigError(
+            f"{name} cannot run secure aggregation: it needs a round's cohort to sum, and an "
+            "asynchronous server folds each update alone as it arrives; use FedAvg with "
+            "secure_aggregation"
+        )
 
 
 def _checked_staleness(staleness: object) -> Callable[[int], float]:
