@@ -320,3 +320,29 @@ def test_a_failed_evaluation_is_the_version_s_evaluate_failure():
     result = strategy.start(grid, MODEL, num_rounds=1)
     (record,) = result.rounds
     assert record.evaluate.num_ok == 0 and "TIMEOUT" in record.evaluate.failures[0].reason
+
+
+def test_a_run_s_files_hold_one_line_per_version_and_a_resumed_run_adds_to_them(tmp_path):
+    import json
+
+    from pollinate.context import Context
+    from pollinate.message import SERVER_NODE_ID
+    from pollinate.server import load_arrays, run_server_app
+
+    def run(script, num_rounds, resume=None):
+        strategy = FedBuff(buffer_size=2, concurrency=3, staleness=polynomial(1.0))
+        app = strategy.as_server_app(num_rounds, MODEL)
+        context = Context(1, SERVER_NODE_ID, {}, {}, RecordDict())
+        grid = ScriptedGrid(3, script)
+        return run_server_app(app, grid, context, out_dir=tmp_path, resume=resume)
+
+    first = run([1, 2, 3, 2], 2)  # x2 = 3.25, as by hand above
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [line["round"] for line in lines] == [1, 2]
+    assert lines[1]["train"]["metrics"]["fedbuff.staleness-max"] == 1
+    saved = load_arrays(tmp_path / "model.npz")
+    np.testing.assert_array_equal(saved["w"].numpy(), [3.25, 3.25])
+    point = ResumePoint(saved, tuple(first.rounds), 2)
+    resumed = run([1, 2], 3, resume=point)
+    np.testing.assert_array_equal(_w(resumed), [4.75, 4.75])
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
