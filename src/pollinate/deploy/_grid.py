@@ -61,9 +61,9 @@ class LinkGrid(Grid):
 
     ``send`` pushes each message to its node at once; ``receive`` yields replies as they
     arrive, ``receive_in_order`` in the order sent, ``receive_first`` the first of a set
-    (asynchronous strategies), leaving the rest pending. Each message gets exactly one reply: the
-    node's, or an error reply when the node is lost (NODE_UNAVAILABLE) or the timeout passes
-    (TIMEOUT); a late reply is dropped.
+    (asynchronous strategies), leaving the rest pending. Each message gets exactly one
+    reply: the node's, or an error reply when the node is lost (NODE_UNAVAILABLE) or the
+    timeout passes (TIMEOUT); a late reply is dropped.
     ``app`` tells nodes which submitted app's code answers (None: their own). After
     ``stop`` every call raises RunStopped, so the ServerApp ends at its next message.
     """
@@ -139,17 +139,18 @@ class LinkGrid(Grid):
         unread. Strategies fold replies in the order their messages were sent, so the link
         takes in replies in that order too: a reply comes in once fewer than
         ``limits.max_open`` messages sent before it are unfolded (unanswered, or answered
-        and waiting in ``receive_in_order`` for an earlier one, or being folded). A reply
-        awaited through ``receive_first`` has no turn to wait for (an asynchronous strategy
-        takes whichever comes first): it comes in once fewer than ``limits.max_open``
-        replies are let in and not yet done with; messages awaited so are not counted ahead
-        of the others either. A later
+        and waiting in ``receive_in_order`` for an earlier one, or being folded). A later
         reply waits here (gRPC's flow control holds its node back) instead of sitting whole
         in memory. ``keep_alive`` runs every ``period_s`` meanwhile: the node is alive, the
         link just is not reading it yet. A reply waiting for its turn has come in time:
         ``receive``'s timeout does not fail it (it fails the ones it waits behind). A reply
         over the byte quotas fails its message at once (INVALID_REPLY) and raises
         QuotaExceeded.
+
+        A reply awaited through ``receive_first`` has no turn to wait for (an asynchronous
+        strategy takes whichever comes first): it comes in once fewer than
+        ``limits.max_open`` replies are let in and not yet done with, and messages awaited
+        so are not counted ahead of the others.
         """
         with self._turn:
             if not self._awaited(node_id, reply_to):
