@@ -10,7 +10,9 @@ from pollinate.deploy._bundle import pack_app
 from pollinate.deploy._grid import LinkGrid, ReplyLimits
 from pollinate.deploy._store import AppRef
 from pollinate.errors import PollinateError
+from pollinate.loader import load_object
 from pollinate.message import ErrorCode, Message, MessageType
+from pollinate.server import ServerApp
 
 from .submitted import write_app
 
@@ -137,7 +139,8 @@ def main(grid, context):
 '''
 
 
-def test_fedbuff_runs_deployed_and_the_fast_nodes_make_the_versions(tmp_path):
+@pytest.mark.parametrize("in_child", [True, False], ids=["in-its-process", "in-the-link"])
+def test_fedbuff_runs_deployed_and_the_fast_nodes_make_the_versions(tmp_path, in_child):
     """Nodes of three speeds: no delay, 0.1 s, and two held until the run is over.
 
     The held nodes' tasks stay first in the send order: a link that let replies in only
@@ -169,7 +172,14 @@ def test_fedbuff_runs_deployed_and_the_fast_nodes_make_the_versions(tmp_path):
             nodes.append(node)
         try:
             app = AppRef(bundle.digest, "tinyapp.apps:server", "tinyapp.apps:client")
-            run_id = runs.submit("tinyapp", {}, bundle=bundle, app=app, min_nodes=4, wait_s=30)
+            here = (
+                {}
+                if in_child
+                else {"server_app": load_object(app.serverapp, ServerApp, app_dir, fresh=True)}
+            )
+            run_id = runs.submit(
+                "tinyapp", {}, bundle=bundle, app=app, min_nodes=4, wait_s=30, **here
+            )
             result = runs.wait(run_id, timeout_s=60)
         finally:
             release.touch()  # the held node answers (its reply is dropped) and can leave

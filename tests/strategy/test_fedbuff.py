@@ -15,6 +15,7 @@ from pollinate.strategy import (
     constant,
     hinge,
     krum,
+    median,
     norm_bound,
     polynomial,
     server_momentum,
@@ -208,6 +209,13 @@ def test_a_chain_works_on_the_buffer_and_keeps_its_state():
     result = strategy.start(grid, MODEL, num_rounds=2)
     assert result.strategy_state  # the momentum
     assert np.all(np.isfinite(_w(result)))
+
+
+def test_a_robust_aggregator_works_on_the_buffer():
+    # K=3, all fresh: the contributions are the nodes' models 1, 2 and 10; their median is 2.
+    grid = ScriptedGrid(3, [1, 2, 3], adds={1: 1.0, 2: 2.0, 3: 10.0})
+    strategy = FedBuff(buffer_size=3, concurrency=3, aggregation=chain(median()))
+    np.testing.assert_array_equal(_w(strategy.start(grid, MODEL, num_rounds=1)), [2.0, 2.0])
 
 
 @pytest.mark.parametrize(
