@@ -354,3 +354,14 @@ def test_a_run_s_files_hold_one_line_per_version_and_a_resumed_run_adds_to_them(
     resumed = run([1, 2], 3, resume=point)
     np.testing.assert_array_equal(_w(resumed), [4.75, 4.75])
     assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_the_example_in_docs_strategies_md_runs():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[2] / "docs" / "strategies.md").read_text()
+    section = text.split("## Asynchronous: FedBuff and FedAsync")[1].split("\n## ")[0]
+    namespace = {"grid": ScriptedGrid(3, [min] * 50), "initial_arrays": MODEL}
+    exec(section.split("```python\n")[1].split("```")[0], namespace)
+    assert isinstance(namespace["strategy"], FedAsync)
+    assert len(namespace["result"].rounds) == 50
