@@ -7,7 +7,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -60,9 +60,10 @@ class LinkGrid(Grid):
     """The ServerApp's Grid over the nodes connected to a link.
 
     ``send`` pushes each message to its node at once; ``receive`` yields replies as they
-    arrive, ``receive_in_order`` in the order sent. Each message gets exactly one reply: the
-    node's, or an error reply when the node is lost (NODE_UNAVAILABLE) or the timeout passes
-    (TIMEOUT); a late reply is dropped.
+    arrive, ``receive_in_order`` in the order sent, ``receive_first`` the first of a set
+    (asynchronous strategies), leaving the rest pending. Each message gets exactly one
+    reply: the node's, or an error reply when the node is lost (NODE_UNAVAILABLE) or the
+    timeout passes (TIMEOUT); a late reply is dropped.
     ``app`` tells nodes which submitted app's code answers (None: their own). After
     ``stop`` every call raises RunStopped, so the ServerApp ends at its next message.
     """
@@ -98,6 +99,11 @@ class LinkGrid(Grid):
         """Replies let in and not yet folded: message id -> (node id, bytes announced)."""
         self._at_the_door: set[str] = set()
         """Messages whose replies have begun to arrive and wait for their turn."""
+        self._unordered: set[str] = set()
+        """Messages awaited through ``receive_first``: their replies need no send-order turn."""
+        self._handed: str | None = None
+        """The message whose reply ``receive_first`` returned last: the ServerApp holds it
+        until its next call."""
         self._replies: queue.SimpleQueue[Message | None] = queue.SimpleQueue()
         self._stopped: str | None = None
 
@@ -140,6 +146,11 @@ class LinkGrid(Grid):
         ``receive``'s timeout does not fail it (it fails the ones it waits behind). A reply
         over the byte quotas fails its message at once (INVALID_REPLY) and raises
         QuotaExceeded.
+
+        A reply awaited through ``receive_first`` has no turn to wait for (an asynchronous
+        strategy takes whichever comes first): it comes in once fewer than
+        ``limits.max_open`` replies are let in and not yet done with, and messages awaited
+        so are not counted ahead of the others.
         """
         with self._turn:
             if not self._awaited(node_id, reply_to):
@@ -189,12 +200,22 @@ class LinkGrid(Grid):
         return True
 
     def _its_turn(self, reply_to: str, max_open: int) -> bool:
-        """Fewer than ``max_open`` unfolded messages were sent before ``reply_to``."""
-        for ahead, message_id in enumerate(self._unfinished):
+        """Whether ``reply_to``'s reply may come in now, within the window of ``max_open``.
+
+        One awaited through ``receive_first``: fewer than ``max_open`` replies are let in
+        and not done with. Any other: fewer than ``max_open`` unfolded messages that are
+        received in order were sent before it.
+        """
+        if reply_to in self._unordered:
+            return len(self._in_flight) < max_open
+        ahead = 0
+        for message_id in self._unfinished:
             if ahead >= max_open:
                 return False
             if message_id == reply_to:
                 return True
+            if message_id not in self._unordered:
+                ahead += 1
         return True
 
     def _over_quota(self, node_id: int, size: int, limits: ReplyLimits) -> str | None:
@@ -220,6 +241,7 @@ class LinkGrid(Grid):
         with self._turn:
             if self._unfinished.pop(message_id, False) is None:
                 self._in_flight.pop(message_id, None)
+                self._unordered.discard(message_id)
                 self._turn.notify_all()
 
     def _check_stopped(self) -> None:
@@ -285,8 +307,40 @@ class LinkGrid(Grid):
         finally:
             self._finished(reply_to)
 
-    def _arrivals(self, message_ids: Sequence[str], timeout_s: float | None) -> Iterator[Message]:
-        """One reply per message id as they arrive: the node's, or an error reply."""
+    def receive_first(
+        self, message_ids: Collection[str], timeout_s: float | None = None
+    ) -> Message:
+        """The reply to whichever of ``message_ids`` is answered first; the rest stay pending.
+
+        Their replies come in without waiting for a send-order turn (``let_in``). The reply
+        returned counts against the link's window until the ServerApp's next grid call of
+        this kind (``receive_first``, ``abandon``). After ``timeout_s`` with none answered,
+        every one of them fails with TIMEOUT and the first error reply is returned.
+        """
+        self._release_handed()
+        wanted = self._known(message_ids)
+        if not wanted:
+            raise PollinateError("receive_first needs at least one message id")
+        with self._turn:
+            self._unordered.update(wanted)
+            self._turn.notify_all()  # a reply at the door may come in now
+        reply = self._take(wanted, _Deadline(timeout_s))
+        self._handed = reply.metadata.reply_to_message_id
+        return reply
+
+    def abandon(self, message_ids: Collection[str]) -> None:
+        """The ServerApp will not receive these: their replies are dropped when they come."""
+        self._release_handed()
+        self._abandon(set(message_ids))
+
+    def _release_handed(self) -> None:
+        """The ServerApp is done with the reply ``receive_first`` returned last."""
+        if self._handed is not None:
+            self._finished(self._handed)
+            self._handed = None
+
+    def _known(self, message_ids: Iterable[str]) -> set[str]:
+        """``message_ids`` as a set, if every one still awaits its reply here (else raise)."""
         wanted = set(message_ids)
         with self._lock:
             unknown = sorted(wanted.difference(self._unfinished))
@@ -295,21 +349,37 @@ class LinkGrid(Grid):
                 f"no reply will come for {unknown[:3]}: they were not sent on this grid, or "
                 "were received already"
             )
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        expired = 0
-        held: list[Message] = []
+        return wanted
+
+    def _arrivals(self, message_ids: Sequence[str], timeout_s: float | None) -> Iterator[Message]:
+        """One reply per message id as they arrive: the node's, or an error reply."""
+        self._release_handed()
+        wanted = self._known(message_ids)
+        deadline = _Deadline(timeout_s)
         try:
             while wanted:
+                reply = self._take(wanted, deadline)
+                wanted.discard(reply.metadata.reply_to_message_id)
+                yield reply
+                del reply
+        finally:
+            self._abandon(wanted)
+
+    def _take(self, wanted: set[str], deadline: _Deadline) -> Message:
+        """The next reply to one of ``wanted``: the node's, or an error reply."""
+        held: list[Message] = []
+        try:
+            while True:
                 self._check_stopped()
-                if deadline is not None and time.monotonic() >= deadline:
-                    expired += 1
-                    self._time_out(wanted, timeout_s or 0.0, at_the_door_too=expired > 1)
-                    deadline = time.monotonic() + 1.0  # the error replies are queued by now
-                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if deadline.due():
+                    at_the_door_too = deadline.expire()
+                    self._time_out(
+                        wanted, deadline.timeout_s or 0.0, at_the_door_too=at_the_door_too
+                    )
                 try:
-                    reply = self._replies.get(timeout=wait)
+                    reply = self._replies.get(timeout=deadline.wait())
                 except queue.Empty:
-                    if deadline is not None and not self._any_waiting(wanted):
+                    if deadline.timeout_s is not None and not self._any_waiting(wanted):
                         raise PollinateError(
                             f"no reply will come for {sorted(wanted)}: they were not sent on "
                             "this grid, or were received already"
@@ -319,16 +389,13 @@ class LinkGrid(Grid):
                     self._replies.put(None)  # every receive() sees that the run stopped
                     continue
                 if reply.metadata.reply_to_message_id in wanted:
-                    wanted.discard(reply.metadata.reply_to_message_id)
-                    yield reply
-                    del reply
-                elif reply.metadata.reply_to_message_id in self._unfinished:
+                    return reply
+                if reply.metadata.reply_to_message_id in self._unfinished:
                     held.append(reply)  # another receive() waits for it
                 # else: its message was abandoned (its receive stopped early): dropped
         finally:
             for reply in held:
                 self._replies.put(reply)
-            self._abandon(wanted)
 
     def _time_out(self, wanted: set[str], timeout_s: float, *, at_the_door_too: bool) -> None:
         """Fail the wanted messages still without a reply after ``timeout_s``.
@@ -356,6 +423,7 @@ class LinkGrid(Grid):
                 self._waiting.pop(message_id, None)
                 self._unfinished.pop(message_id, None)
                 self._in_flight.pop(message_id, None)
+                self._unordered.discard(message_id)
             self._turn.notify_all()
 
     def _any_waiting(self, message_ids: set[str]) -> bool:
@@ -405,3 +473,30 @@ class LinkGrid(Grid):
             self._turn.notify_all()  # a reply that waits for its turn need not come any more
         if sent is not None:
             self._replies.put(sent.reply_error(code, reason))
+
+
+class _Deadline:
+    """When a receive's wanted messages time out, on the wall clock.
+
+    Once due, it moves a second on: the error replies are queued by then, and a reply that
+    was spared at the door gets that second to come in.
+    """
+
+    def __init__(self, timeout_s: float | None) -> None:
+        self.timeout_s = timeout_s
+        self._at = None if timeout_s is None else time.monotonic() + timeout_s
+        self._expired = 0
+
+    def due(self) -> bool:
+        """Whether the deadline has passed."""
+        return self._at is not None and time.monotonic() >= self._at
+
+    def expire(self) -> bool:
+        """Move the deadline a second on; True from the second time (fail those at the door)."""
+        self._expired += 1
+        self._at = time.monotonic() + 1.0
+        return self._expired > 1
+
+    def wait(self) -> float | None:
+        """How long to wait for the next reply (None: for ever)."""
+        return None if self._at is None else max(0.0, self._at - time.monotonic())

@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import traceback
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -96,6 +96,23 @@ class ProxyGrid(Grid):
     ) -> Iterator[Message]:
         """The replies in send order: the link's Grid keeps the reordering, and its limits."""
         return self._receive(message_ids, timeout_s, ordered=True)
+
+    def now(self) -> float | None:
+        """The link's clock: None, wall time."""
+        now = self._parent.call({"op": "now"})[0]["ok"]
+        return None if now is None else float(now)
+
+    def receive_first(
+        self, message_ids: Collection[str], timeout_s: float | None = None
+    ) -> Message:
+        """The first reply of ``message_ids``, as the link's Grid gives it."""
+        wait = None if timeout_s is None else float(timeout_s)
+        header = {"op": "receive_first", "ids": [str(i) for i in message_ids], "timeout_s": wait}
+        return wire.decode(self._parent.call(header)[1])
+
+    def abandon(self, message_ids: Collection[str]) -> None:
+        """Let go of the messages on the link: their replies are dropped when they come."""
+        self._parent.call({"op": "abandon", "ids": [str(i) for i in message_ids]})
 
     def _receive(
         self, message_ids: Sequence[str], timeout_s: float | None, *, ordered: bool

@@ -2,9 +2,10 @@
 
 The link never imports a submitted app's code: a spawned child loads the ServerApp and runs
 it on ``ProxyGrid``, whose calls (``node_ids``, ``send``, ``receive`` / ``receive_in_order``,
-``wait_for_nodes``) cross to the link's ``LinkGrid``. Observer events (each round, the
-model, the strategy's state) and ``pollinate`` log records come back the same way, so the
-link's database, the run's log and ``pollinate ls`` see the run as before. Each frame is a
+``receive_first``, ``abandon``, ``now``, ``wait_for_nodes``) cross to the link's
+``LinkGrid``. Observer events (each round, the model, the strategy's state) and
+``pollinate`` log records come back the same way, so the link's database, the run's log
+and ``pollinate ls`` see the run as before. Each frame is a
 JSON header and, for messages and arrays, the wire format's own parts, sent from their
 buffers as they are and decoded as views: no pickle. A broadcast's arrays cross once,
 however many messages share them. The child writes the run's files itself
@@ -283,9 +284,7 @@ class ServerProcess:
             if op == "send":
                 return {"ok": grid.send(unslim(header["messages"], payload))}, []
             if op == "receive":
-                ids, timeout_s = header["ids"], header["timeout_s"]
-                if not all(isinstance(i, str) for i in ids):
-                    raise TypeError("message ids must be strings")
+                ids, timeout_s = _ids(header["ids"]), header["timeout_s"]
                 self._handles += 1
                 handle = self._handles
                 receive = grid.receive_in_order if header.get("ordered") else grid.receive
@@ -293,6 +292,15 @@ class ServerProcess:
                 return {"ok": handle}, []
             if op == "next":
                 return self._next(int(header["handle"]))
+            if op == "now":
+                return {"ok": grid.now()}, []
+            if op == "receive_first":
+                ids = _ids(header["ids"])
+                reply = grid.receive_first(ids, self._wait_s(header["timeout_s"]))
+                return {"ok": True}, wire.encode_parts(reply)
+            if op == "abandon":
+                grid.abandon(_ids(header["ids"]))
+                return {"ok": None}, []
         except (KeyError, TypeError, ValueError, PollinateError) as err:
             if isinstance(err, PollinateError) and not isinstance(err, errors.WireError):
                 raise
@@ -375,6 +383,13 @@ def _result(header: dict[str, Any], payload: memoryview) -> Result:
         return Result(records.arrays("arrays"), rounds, records.arrays("strategy_state"))
     except (KeyError, TypeError, ValueError) as err:
         raise ProtocolError(f"a malformed result: {err}") from None
+
+
+def _ids(value: Any) -> list[str]:
+    """Message ids the child sent: a list of strings (else TypeError)."""
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise TypeError("message ids must be a list of strings")
+    return value
 
 
 def _seconds(value: Any) -> float | None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 
-from ..errors import RoundError
+from ..errors import PollinateError, RoundError
 from ..message import ErrorCode, Message
 from ._observer import Observers, RunObserver
 from ._resume import ResumePoint
@@ -20,7 +20,9 @@ class Grid(ABC):
     The contract every transport keeps: each message sent gets exactly one reply from
     ``receive``, the node's own or an error reply (timeout, node unavailable), and replies
     come in the order they arrive; ``receive_in_order`` gives the same replies in the order
-    their messages were sent.
+    their messages were sent. For asynchronous strategies, ``receive_first`` gives the one
+    reply that comes first and leaves the rest pending, and ``abandon`` lets go of messages
+    whose replies are no longer wanted; ``now`` is the grid's clock (None: wall time).
 
     A grid also carries what the run around it gives a round loop: ``observer`` (who hears
     of each round) and ``resume_point`` (where an interrupted run carries on).
@@ -67,6 +69,35 @@ class Grid(ABC):
         in only when it is nearly its turn).
         """
         return in_send_order(self.receive(message_ids, timeout_s), message_ids)
+
+    def now(self) -> float | None:
+        """Simulated seconds since the run began (None: a real transport, wall time rules)."""
+        return None
+
+    def receive_first(
+        self, message_ids: Collection[str], timeout_s: float | None = None
+    ) -> Message:
+        """The reply to whichever of ``message_ids`` is answered first.
+
+        The rest stay pending for later calls (nothing is abandoned). After ``timeout_s``
+        with none answered, every one of them fails with TIMEOUT and the first such error
+        reply is returned (the others come from the next calls). Every transport of
+        pollinate implements it; a grid of one's own that does not cannot run
+        asynchronous strategies (FedBuff, FedAsync).
+        """
+        raise PollinateError(
+            f"{type(self).__name__} does not implement receive_first, which asynchronous "
+            "strategies (FedBuff, FedAsync) need: run them on a simulation or a link, or "
+            "implement receive_first and abandon on this grid"
+        )
+
+    def abandon(self, message_ids: Collection[str]) -> None:
+        """The ServerApp will not receive these: their replies are dropped when they come."""
+        raise PollinateError(
+            f"{type(self).__name__} does not implement abandon, which asynchronous strategies "
+            "(FedBuff, FedAsync) need: run them on a simulation or a link, or implement "
+            "receive_first and abandon on this grid"
+        )
 
     def wait_for_nodes(self, count: int, timeout_s: float) -> Sequence[int]:
         """The available node ids, once at least ``count`` are there.

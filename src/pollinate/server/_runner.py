@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..context import Context
@@ -124,3 +124,17 @@ class _RunGrid(Grid):
     ) -> Iterator[Message]:
         """Receive in send order through the transport (the link holds fewer replies so)."""
         return self._grid.receive_in_order(message_ids, timeout_s)
+
+    def now(self) -> float | None:
+        """The transport's clock (None: wall time)."""
+        return self._grid.now()
+
+    def receive_first(
+        self, message_ids: Collection[str], timeout_s: float | None = None
+    ) -> Message:
+        """The transport's first reply of ``message_ids``."""
+        return self._grid.receive_first(message_ids, timeout_s)
+
+    def abandon(self, message_ids: Collection[str]) -> None:
+        """Let go of the messages on the transport."""
+        self._grid.abandon(message_ids)

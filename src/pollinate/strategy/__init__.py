@@ -26,6 +26,12 @@ from ._compose import chain as chain
 from ._compose import weighted_average as weighted_average
 from ._fedavg import FedAvg as FedAvg
 from ._fedavg import FedAvgOptions as FedAvgOptions
+from ._fedbuff import FedAsync as FedAsync
+from ._fedbuff import FedBuff as FedBuff
+from ._fedbuff import Staleness as Staleness
+from ._fedbuff import constant as constant
+from ._fedbuff import hinge as hinge
+from ._fedbuff import polynomial as polynomial
 from ._fedopt import FedAdagrad as FedAdagrad
 from ._fedopt import FedAdam as FedAdam
 from ._fedopt import FedAvgM as FedAvgM
@@ -65,9 +71,11 @@ __all__ = [
     "EvaluateFn",
     "FedAdagrad",
     "FedAdam",
+    "FedAsync",
     "FedAvg",
     "FedAvgM",
     "FedAvgOptions",
+    "FedBuff",
     "FedMedian",
     "FedProx",
     "FedTrimmedAvg",
@@ -84,17 +92,21 @@ __all__ = [
     "SecureAggregation",
     "SecureRound",
     "ServerOptimizer",
+    "Staleness",
     "Strategy",
     "Update",
     "UpdateFilter",
     "WeightedSum",
     "bulyan",
     "chain",
+    "constant",
+    "hinge",
     "krum",
     "median",
     "multi_krum",
     "norm_bound",
     "one_server_app",
+    "polynomial",
     "proximal_term",
     "qfedavg",
     "server_adagrad",
