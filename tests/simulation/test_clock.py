@@ -10,7 +10,14 @@ from pollinate import ArrayRecord, ClientApp, ConfigRecord, Message, MetricRecor
 from pollinate.context import Context
 from pollinate.errors import ConfigError, PollinateError, RoundError
 from pollinate.message import ErrorCode, MessageType
-from pollinate.simulation import ClientAppSource, InlineBackend, ProcessBackend, SimulationGrid
+from pollinate.server import Result, ServerApp
+from pollinate.simulation import (
+    ClientAppSource,
+    InlineBackend,
+    ProcessBackend,
+    SimulationGrid,
+    run_simulation,
+)
 from pollinate.simulation._backend import Task
 from pollinate.simulation._clock import PopulationBuilder
 
@@ -368,3 +375,23 @@ def noisy_train(node_id):
 
 def context(node_id):
     return Context(1, node_id, {}, {}, RecordDict())
+
+
+def test_run_simulation_builds_the_population_and_runs_on_its_clock():
+    seen = []
+    server = ServerApp()
+
+    @server.main()
+    def main(grid, context):
+        replies = list(grid.receive(send(grid, *grid.node_ids())))
+        seen.append([r.has_error for r in replies])
+        seen.append(list(grid.node_ids()))  # at 10 s: node 3 went away mid-task
+        return Result(ArrayRecord())
+
+    class Model:
+        def build(self, num_nodes):
+            seen.append(num_nodes)
+            return three_nodes(goes={3: 10.0})
+
+    run_simulation(server, app, num_nodes=3, population=Model(), verbose=False)
+    assert seen == [3, [False, False, True], [1, 2]]
