@@ -395,3 +395,14 @@ def test_run_simulation_builds_the_population_and_runs_on_its_clock():
 
     run_simulation(server, app, num_nodes=3, population=Model(), verbose=False)
     assert seen == [3, [False, False, True], [1, 2]]
+
+
+def test_a_mistaken_receive_leaves_the_queue_as_it_was():
+    grid = clocked(three_nodes())
+    ids = send(grid, 1, 2)
+    with pytest.raises(PollinateError, match="was not sent"):
+        list(grid.receive([ids[0], "nope"]))
+    with pytest.raises(PollinateError, match="named twice"):
+        grid.receive_first([ids[0], ids[0]])
+    assert [r.metadata.src_node_id for r in grid.receive(ids)] == [2, 1]
+    assert calls == [1, 2]

@@ -206,18 +206,19 @@ class SimulationGrid(Grid):
                 "SimulationGrid runs one receive() at a time: finish iterating the first"
             )
 
-    def _take(self, message_ids: Iterable[str]) -> list[_Sent]:
-        """The queued messages among ``message_ids``, out of the queue; the others must be held."""
-        taken = []
+    def _take(self, message_ids: Collection[str]) -> list[_Sent]:
+        """The queued messages among ``message_ids``, out of the queue; the others must be held.
+
+        Every id is checked before any is taken: a mistake leaves the queue as it was.
+        """
         for message_id in message_ids:
-            sent = self._pending.pop(message_id, None)
-            if sent is not None:
-                taken.append(sent)
-            elif message_id not in self._arrived:
+            if message_id not in self._pending and message_id not in self._arrived:
                 raise PollinateError(
                     f"message {message_id!r} was not sent, or was received already"
                 )
-        return taken
+        if len(set(message_ids)) != len(message_ids):
+            raise PollinateError("a message id is named twice: receive each message once")
+        return [self._pending.pop(mid) for mid in message_ids if mid in self._pending]
 
     def _receive(self, message_ids: Sequence[str], timeout_s: float | None) -> Iterator[Message]:
         """Unclocked: held replies first (they finished earlier), then the batch as it runs."""
