@@ -16,10 +16,15 @@ from pollinate.simulation import (
     InlineBackend,
     ProcessBackend,
     SimulationGrid,
+    TaskResult,
+    VectorizedBackend,
+    VectorizedClientApp,
+    _vectorized,
     run_simulation,
 )
 from pollinate.simulation._backend import Task
 from pollinate.simulation._clock import PopulationBuilder
+from pollinate.simulation._vectorized import BatchTrainer
 
 from .fixture_apps import initial_arrays
 
@@ -406,3 +411,35 @@ def test_a_mistaken_receive_leaves_the_queue_as_it_was():
         grid.receive_first([ids[0], ids[0]])
     assert [r.metadata.src_node_id for r in grid.receive(ids)] == [2, 1]
     assert calls == [1, 2]
+
+
+class PairTrainer(BatchTrainer):
+    """Trains nothing, two nodes a chunk: what the vectorized backend times."""
+
+    def chunk_size(self, memory_budget):
+        return 2
+
+    def train_many(self, tasks):
+        return [TaskResult(i, t.message.reply(RecordDict())) for i, t in enumerate(tasks)]
+
+
+class Ticks:
+    """``time`` for the vectorized backend: perf_counter reads 0, 6, 10, 16; monotonic is 0."""
+
+    def __init__(self):
+        self._reads = iter([0.0, 6.0, 10.0, 16.0])
+
+    def perf_counter(self):
+        return next(self._reads)
+
+    def monotonic(self):
+        return 0.0
+
+
+def test_the_vectorized_backend_splits_each_chunks_time_evenly_over_its_tasks(monkeypatch):
+    monkeypatch.setattr(_vectorized, "time", Ticks())
+    backend = VectorizedBackend()
+    backend.start(ClientAppSource(app=VectorizedClientApp(PairTrainer())))
+    tasks = [Task(train(n), context(n)) for n in (1, 2, 3)]
+    results = sorted(backend.run(tasks, None), key=lambda r: r.index)
+    assert [r.compute_s for r in results] == [3.0, 3.0, 6.0]
