@@ -45,7 +45,7 @@ class SimulationGrid(Grid):
     what is sampled. ``state_memory_bytes`` bounds the encoded states held in memory; the
     oldest beyond it go to a temporary file. ``close()`` forgets them.
 
-    With a ``population`` the grid keeps simulated time (``now()``, ``_clock``): tasks still
+    With a ``population`` the grid keeps simulated time (``now()``): tasks still
     run as fast as the backend runs them, and each reply is given the simulated moment it
     arrives, the order of arrival and the failures the population causes. Timeouts are then
     simulated time and the backend gets no wall deadline: a ClientApp that hangs hangs the
@@ -183,7 +183,7 @@ class SimulationGrid(Grid):
         clock = self._clock
         if clock is not None:
             deadline = _deadline(clock, timeout_s)
-            if first.time > deadline:
+            if timeout_s is not None and first.time > deadline:
                 for mid in ids:
                     self._arrived[mid] = _timed_out(self._arrived[mid], deadline, timeout_s)
                 first = min((self._arrived[mid] for mid in ids), key=_arrival_key)
@@ -246,7 +246,7 @@ class SimulationGrid(Grid):
         try:
             for arrival in arrivals:
                 del self._arrived[arrival.message_id]
-                if arrival.time > deadline:
+                if timeout_s is not None and arrival.time > deadline:
                     arrival = _timed_out(arrival, deadline, timeout_s)
                 clock.advance(arrival.time)
                 yield arrival.reply
@@ -352,7 +352,7 @@ def _deadline(clock: Clock, timeout_s: float | None) -> float:
     return math.inf if timeout_s is None else clock.now + timeout_s
 
 
-def _timed_out(arrival: Arrival, deadline: float, timeout_s: float | None) -> Arrival:
+def _timed_out(arrival: Arrival, deadline: float, timeout_s: float) -> Arrival:
     """``arrival`` replaced by a TIMEOUT reply at ``deadline`` (it had not come by then)."""
     reply = arrival.reply
     reason = (
