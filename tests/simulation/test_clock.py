@@ -443,3 +443,24 @@ def test_the_vectorized_backend_splits_each_chunks_time_evenly_over_its_tasks(mo
     tasks = [Task(train(n), context(n)) for n in (1, 2, 3)]
     results = sorted(backend.run(tasks, None), key=lambda r: r.index)
     assert [r.compute_s for r in results] == [3.0, 3.0, 6.0]
+
+
+def test_the_times_do_not_depend_on_the_backend_that_ran_the_tasks(apps_dir):
+    timelines = []
+    for backend in (InlineBackend(), ProcessBackend(num_workers=2)):
+        backend.start(ClientAppSource(spec="fixture_apps:noisy", search_path=str(apps_dir)))
+        grid = SimulationGrid(backend, 3, 1, {}, population=three_nodes(drops={(3, 0): 0.5}))
+        try:
+            ids = grid.send(noisy_train(n) for n in (3, 2, 1, 2))
+            timelines.append(timeline(grid, grid.receive(ids)))
+        finally:
+            backend.close()
+    # num-examples is 10 + node, the arrays 60 bytes each way: node 2 takes 1.2 / 2, twice in
+    # a row; node 1 1.1 + 0.06 + 0.12; node 3 drops out half-way through 2.6 + 0.6 + 0.06.
+    assert timelines[0] == timelines[1]  # bit for bit
+    assert timelines[0] == [
+        (2, pytest.approx(0.6), None),
+        (2, pytest.approx(1.2), None),
+        (1, pytest.approx(1.28), None),
+        (3, pytest.approx(1.63), ErrorCode.NODE_UNAVAILABLE),
+    ]
