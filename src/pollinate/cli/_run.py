@@ -113,7 +113,7 @@ class _Outcome:
 
 def execute(plan: RunPlan, stderr: Console) -> _Outcome:
     """Load the apps, run them with a live view, and write ``run.json`` however it ends."""
-    population = _population(plan.federation)  # a mistake in it fails before a run folder
+    population = _population(plan)  # a mistake in its table fails before a run folder
     run_file = _RunFile(plan)
     app_dir = plan.app.app_dir.resolve()
     with contextlib.closing(progress_view(stderr)) as view:
@@ -149,17 +149,18 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
     return _Outcome(result, run_file.write("finished", result))
 
 
-def _population(federation: Federation) -> PopulationBuilder | None:
+def _population(plan: RunPlan) -> PopulationBuilder | None:
     """The federation's population model, from its ``[...population]`` table (None: none).
 
     The one place the table becomes a model. Issue 14 join: this becomes
-    ``PopulationModel.from_config(federation.population)`` once the model is merged.
+    ``PopulationModel.from_config(table, base_dir=plan.app.app_dir)`` once it is merged.
     """
-    if federation.population is None:
+    table = plan.federation.population
+    if table is None:
         return None
     raise ConfigError(
-        f"federation {federation.name!r} has a population table, and this build of pollinate "
-        "has no population model to read it: remove the table"
+        f"federation {plan.federation.name!r} has a population table, and this build of "
+        "pollinate has no population model to read it: remove the table"
     )
 
 
