@@ -4,7 +4,13 @@ import matplotlib.image
 import pytest
 
 from pollinate.errors import ConfigError
-from pollinate.report import load_history, metric_series, privacy_lines, write_report
+from pollinate.report import (
+    load_history,
+    metric_series,
+    privacy_lines,
+    simulated_times,
+    write_report,
+)
 
 
 def round_line(server_round, accuracy, with_train=True):
@@ -75,3 +81,56 @@ def test_a_dp_run_folder_says_the_epsilon_it_spent(run_dir):
 def test_a_run_folder_without_dp_has_no_privacy_line(run_dir):
     assert privacy_lines(load_history(run_dir)) == []
     assert "privacy" not in write_report(run_dir).html.read_text()
+
+
+def test_a_run_with_simulated_time_gets_its_curves_against_it(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in lines:
+        record["simulated_time_s"] = 1800.0 * record["round"]  # half an hour a round
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    history = load_history(run_dir)
+    assert simulated_times(history) == {0: 0.0, 1: 1800.0, 2: 3600.0, 3: 5400.0}
+    files = write_report(run_dir)
+    assert files.curves_time == run_dir / "curves-time.png"
+    assert files.curves_time.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = files.html.read_text()
+    assert page.count("data:image/png;base64,") == 2 and "against simulated time" in page
+    assert "<th>simulated s</th>" in page and "<td>5400</td>" in page
+
+
+def test_simulated_time_is_plotted_in_a_readable_unit(run_dir, monkeypatch):
+    import matplotlib.axes
+
+    labels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda ax, text: labels.append(text))
+    from pollinate.report import _plot_curves
+
+    series = metric_series(load_history(run_dir))
+    for span, unit in ((90.0, "s"), (1800.0, "min"), (10_800.0, "h"), (4 * 86_400.0, "days")):
+        labels.clear()
+        _plot_curves(series, run_dir / "t.png", "t", {0: 0.0, 3: span})
+        assert set(labels) == {f"simulated time ({unit})"}
+
+
+def test_a_run_without_simulated_time_has_one_set_of_curves(run_dir):
+    from click.testing import CliRunner
+
+    from pollinate.cli._main import cli
+
+    assert write_report(run_dir).curves_time is None
+    assert not (run_dir / "curves-time.png").exists()
+    out = CliRunner().invoke(cli, ["report", str(run_dir)], catch_exceptions=False).output
+    assert "curves:" in out and "simulated time" not in out
+
+
+def test_the_report_command_names_the_simulated_time_curves(run_dir):
+    from click.testing import CliRunner
+
+    from pollinate.cli._main import cli
+
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in lines:
+        record["simulated_time_s"] = 60.0 * record["round"]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    out = CliRunner().invoke(cli, ["report", str(run_dir)], catch_exceptions=False).output
+    assert "curves against simulated time:" in out and "curves-time.png" in out

@@ -4,7 +4,9 @@
 panel per metric (accuracy, loss, ...) with a line per phase (centralized ``server``,
 federated ``evaluate``, ``train``), and writes ``curves.png`` and ``report.html`` (the PNG
 embedded, so the page can be mailed or archived as one file); a differentially private
-run's page also says the epsilon it spent. matplotlib is imported only here.
+run's page also says the epsilon it spent. A run on a simulated clock (its rounds carry
+``simulated_time_s``) also gets ``curves-time.png``: the same curves against simulated time.
+matplotlib is imported only here.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ __all__ = [
     "load_history",
     "metric_series",
     "privacy_lines",
+    "simulated_times",
     "stop_reason",
     "write_report",
 ]
@@ -33,14 +36,17 @@ PHASES = ("server", "evaluate", "train")
 _COLORS = {"server": "tab:blue", "evaluate": "tab:orange", "train": "tab:green"}
 _HIDDEN = ("num-examples",)
 _MAX_PANELS = 9
+_TIME_UNITS = (("s", 1.0), ("min", 60.0), ("h", 3600.0), ("days", 86_400.0))
+"""Simulated time's axis unit: the largest that keeps the run's span at two units or more."""
 
 
 @dataclass(frozen=True, slots=True)
 class ReportFiles:
-    """Where the report went."""
+    """Where the report went (``curves_time``: None for a run without simulated time)."""
 
     curves: Path
     html: Path
+    curves_time: Path | None = None
 
 
 def load_history(run_dir: str | Path) -> list[dict[str, Any]]:
@@ -75,6 +81,15 @@ def metric_series(history: list[dict[str, Any]]) -> dict[str, dict[str, list[tup
     return series
 
 
+def simulated_times(history: list[dict[str, Any]]) -> dict[int, float]:
+    """``{round: simulated seconds}`` for the rounds that carry ``simulated_time_s``."""
+    return {
+        int(record["round"]): float(record["simulated_time_s"])
+        for record in history
+        if _is_number(record.get("simulated_time_s"))
+    }
+
+
 def privacy_lines(history: list[dict[str, Any]]) -> list[tuple[str, str]]:
     """``[("privacy", "epsilon 2.91 at delta 1e-05 after 10 rounds")]``; none without DP."""
     train = {int(r["round"]): _phase_metrics(r, "train") for r in history if "round" in r}
@@ -95,9 +110,13 @@ def write_report(run_dir: str | Path) -> ReportFiles:
     series = metric_series(history)
     curves = run_dir / "curves.png"
     _plot_curves(series, curves, _title(run_dir))
+    times = simulated_times(history)
+    curves_time = run_dir / "curves-time.png" if times else None
+    if curves_time is not None:
+        _plot_curves(series, curves_time, _title(run_dir), times)
     page = run_dir / "report.html"
-    page.write_text(_html(run_dir, history, series, curves), encoding="utf-8")
-    return ReportFiles(curves, page)
+    page.write_text(_html(run_dir, history, series, curves, curves_time), encoding="utf-8")
+    return ReportFiles(curves, page, curves_time)
 
 
 def _phase_metrics(record: dict[str, Any], phase: str) -> dict[str, Any]:
@@ -134,9 +153,26 @@ def _ordered(names: list[str]) -> list[str]:
     return first + sorted(n for n in names if n not in first)
 
 
+def _time_axis(times: dict[int, float]) -> tuple[str, float]:
+    """The unit simulated time is plotted in, and its seconds."""
+    span = max(times.values(), default=0.0)
+    unit = _TIME_UNITS[0]
+    for candidate in _TIME_UNITS:
+        if span >= 2 * candidate[1]:
+            unit = candidate
+    return unit
+
+
 def _plot_curves(
-    series: dict[str, dict[str, list[tuple[int, float]]]], path: Path, title: str
+    series: dict[str, dict[str, list[tuple[int, float]]]],
+    path: Path,
+    title: str,
+    times: dict[int, float] | None = None,
 ) -> None:
+    """One panel per metric, against rounds, or against simulated time when ``times`` given.
+
+    Against time, a round without one is left out of the curve.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,13 +185,22 @@ def _plot_curves(
     fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
+    unit, seconds = _time_axis(times) if times is not None else ("", 1.0)
     for ax, name in zip(axes.flat, names, strict=False):
-        for phase, points in series[name].items():
-            rounds, values = zip(*points, strict=True)
-            ax.plot(rounds, values, marker="o", label=phase, color=_COLORS[phase])
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        for phase, per_round in series[name].items():
+            points: list[tuple[float, float]] = [
+                (r if times is None else times[r] / seconds, v)
+                for r, v in per_round
+                if times is None or r in times
+            ]
+            if not points:
+                continue
+            xs, values = zip(*points, strict=True)
+            ax.plot(xs, values, marker="o", label=phase, color=_COLORS[phase])
+        if times is None:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(name)
-        ax.set_xlabel("round")
+        ax.set_xlabel("round" if times is None else f"simulated time ({unit})")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend(title="measured on")
@@ -174,8 +219,11 @@ def _html(
     history: list[dict[str, Any]],
     series: dict[str, dict[str, list[tuple[int, float]]]],
     curves: Path,
+    curves_time: Path | None,
 ) -> str:
-    image = base64.b64encode(curves.read_bytes()).decode("ascii")
+    images = [(curves, "metrics per round")]
+    if curves_time is not None:
+        images.append((curves_time, "metrics against simulated time"))
     run = _run_record(run_dir)
     summary_rows: list[tuple[str, Any]] = [
         (key, run[key])
@@ -190,9 +238,14 @@ def _html(
         title=html.escape(_title(run_dir)),
         summary=_table(["", ""], [[k, v] for k, v in summary_rows]),
         config=_table(["key", "value"], [[k, v] for k, v in run.get("run_config", {}).items()]),
-        image=image,
+        images="".join(_image(path, alt) for path, alt in images),
         rounds=_rounds_table(history, series),
     )
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _rounds_table(
@@ -200,9 +253,15 @@ def _rounds_table(
 ) -> str:
     columns = [(phase, name) for name in _ordered(list(series)) for phase in series[name]]
     header = ["round", "train ok/failed", "evaluate ok/failed"] + [f"{p}.{n}" for p, n in columns]
+    times = simulated_times(history)
+    if times:
+        header.insert(1, "simulated s")
     rows = []
     for record in history:
         cells: list[Any] = [record["round"], _counts(record, "train"), _counts(record, "evaluate")]
+        if times:
+            at = times.get(int(record["round"]))
+            cells.insert(1, "" if at is None else f"{at:.6g}")
         for phase, name in columns:
             value = _phase_metrics(record, phase).get(name)
             cells.append(f"{value:.4g}" if _is_number(value) else "")
@@ -236,7 +295,7 @@ img {{ max-width: 100%; }}
 <h1>{title}</h1>
 <h2>Run</h2>{summary}
 <h2>Run config</h2>{config}
-<h2>Curves</h2><img alt="metrics per round" src="data:image/png;base64,{image}">
+<h2>Curves</h2>{images}
 <h2>Rounds</h2>{rounds}
 </body></html>
 """

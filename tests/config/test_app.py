@@ -313,3 +313,38 @@ def test_asking_a_simulation_federation_for_its_link_names_the_deployed_ones(app
     app = load_app_config(app_dir(COMPONENTS + FEDERATIONS + DEPLOYMENT))
     with pytest.raises(ConfigError, match=r"'small' is a simulation.*--federation \(prod\)"):
         resolve_deployment(app, None)
+
+
+POPULATION = """
+[tool.pollinate.federations.devices]
+num-nodes = 100
+
+[tool.pollinate.federations.devices.population]
+dropout = 0.1
+seed = 7
+speed = { kind = "lognormal", sigma = 1.5 }
+"""
+
+
+def test_a_population_table_is_kept_whole_for_the_population_model(app_dir):
+    federation = _federation(app_dir(COMPONENTS + FEDERATIONS + POPULATION), "devices")
+    population = {"dropout": 0.1, "seed": 7, "speed": {"kind": "lognormal", "sigma": 1.5}}
+    assert federation.population == population
+    assert federation.to_json()["population"] == population
+    assert federation.describe() == "100 nodes, inline backend, a simulated population"
+    assert _federation(app_dir(COMPONENTS + FEDERATIONS)).population is None
+    assert "population" not in _federation(app_dir(COMPONENTS + FEDERATIONS)).to_json()
+
+
+def test_a_population_that_is_not_a_table_is_a_clear_error(app_dir):
+    text = COMPONENTS + "[tool.pollinate.federations.local-simulation]\nnum-nodes = 2\n"
+    with pytest.raises(ConfigError, match=r"population in .* must be a table \(\[tool"):
+        _federation(app_dir(text + "population = 3\n"))
+
+
+def test_a_deployment_has_no_population(app_dir):
+    text = COMPONENTS + '[tool.pollinate.federations.p]\naddress = "h:1"\ninsecure = true\n'
+    text += "[tool.pollinate.federations.p.population]\nseed = 1\n"
+    app = load_app_config(app_dir(text))
+    with pytest.raises(ConfigError, match=r"unknown key 'population\.seed'"):
+        resolve_deployment(app, "p", [])

@@ -57,3 +57,20 @@ def test_a_result_prints_as_a_short_summary_not_a_dump():
     text = repr(result)
     assert text.startswith("Result(2 rounds, 2 arrays of 8,080 bytes")
     assert "server.accuracy=0.95" in text and "num-examples" not in text and len(text) < 200
+
+
+def test_simulated_time_goes_to_metrics_jsonl_only_when_kept_and_comes_back(tmp_path):
+    from pollinate.server import PhaseResult, Result, RoundRecord
+    from pollinate.server._history import write_jsonl_line
+
+    clocked = RoundRecord(
+        2, PhaseResult({"loss": 0.5}, 3), wall_time_s=0.25, simulated_time_s=750.5
+    )
+    unclocked = RoundRecord(1, PhaseResult({"loss": 0.7}, 3), wall_time_s=0.25)
+    for record in (unclocked, clocked):
+        write_jsonl_line(tmp_path / "metrics.jsonl", record.to_json())
+    lines = [strict(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert "simulated_time_s" not in lines[0] and lines[1]["simulated_time_s"] == 750.5
+    assert [RoundRecord.from_json(line) for line in lines] == [unclocked, clocked]
+    assert Result(initial_arrays(), [unclocked, clocked]).simulated_time_s == 750.5
+    assert Result(initial_arrays(), [unclocked]).simulated_time_s is None

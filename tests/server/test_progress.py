@@ -3,12 +3,15 @@ import re
 
 from rich.console import Console
 
+from pollinate import ArrayRecord
 from pollinate.server import Failure, PhaseResult, Result, RoundRecord
 from pollinate.server._progress import (
     LineView,
     TableView,
     choose_columns,
+    format_duration,
     format_number,
+    print_summary,
     progress_view,
 )
 
@@ -116,3 +119,40 @@ def test_a_dp_rounds_epsilon_is_a_column_of_the_table():
     rows = [line.rstrip() for line in screen.splitlines() if line.strip() and "━" not in line]
     assert " ".join(rows[0].split()).endswith("evaluate.accuracy privacy.epsilon time")
     assert " ".join(rows[1].split()).endswith("0.7000 1.235 0.25 s")
+
+
+def _clocked(record: RoundRecord, at: float) -> RoundRecord:
+    train, evaluate, server = record.train, record.evaluate, record.server_metrics
+    return RoundRecord(record.server_round, train, evaluate, server, record.wall_time_s, at)
+
+
+def test_simulated_time_is_shown_briefly_when_the_grid_keeps_it():
+    assert [format_duration(t) for t in (42.0, 750.0, 11_100.0, 187_200.0)] == [
+        "42.0s",
+        "12m 30s",
+        "3h 05m",
+        "2d 4h",
+    ]
+    lines: list[str] = []
+    view = LineView(lines.append)
+    view.on_round_start(1, 3)
+    view.on_round(_clocked(ROUNDS[1], 750.0))
+    assert lines[0].startswith("round 1/3, sim 12m 30s: train 5 ok")
+    console, out = _terminal()
+    view = progress_view(console)
+    view.on_round(_clocked(ROUNDS[0], 0.0))
+    view.on_round_start(1, 1)
+    view.on_round(_clocked(ROUNDS[1], 750.0))
+    view.close()
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.getvalue()).replace("\r", "\n")
+    rows = [line.rstrip() for line in screen.splitlines() if line.strip() and "━" not in line]
+    assert " ".join(rows[0].split()).endswith("evaluate.loss time sim")
+    assert " ".join(rows[2].split()).endswith("0.9000 0.25 s 12m 30s")
+    assert len({len(row) for row in rows}) == 1
+
+
+def test_the_summary_says_the_simulated_time():
+    console, out = _terminal()
+    rounds = [_clocked(ROUNDS[0], 0.0), _clocked(ROUNDS[1], 11_100.0)]
+    print_summary(console, Result(ArrayRecord(), rounds), 1.5)
+    assert "Finished 1 round in 0.25 s (1.50 s with start-up), 3h 05m simulated" in out.getvalue()

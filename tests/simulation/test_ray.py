@@ -407,3 +407,14 @@ def test_an_actor_that_cannot_start_names_the_innermost_error():
         "ModuleNotFoundError: No module named 'pollinate'\n"
     )
     assert _innermost(RuntimeError(text)) == "ModuleNotFoundError: No module named 'pollinate'"
+
+
+def test_each_result_carries_the_compute_its_actor_measured(cluster, apps_dir):
+    backend = RayBackend(ray_address=cluster.address)
+    backend.start(ClientAppSource(spec="fixture_apps:noisy", search_path=str(apps_dir)), 4)
+    try:
+        results = list(backend.run(train_tasks(4), None))
+    finally:
+        backend.close()
+    assert len(results) == 4
+    assert all(isinstance(r.compute_s, float) and r.compute_s >= 0 for r in results)

@@ -14,6 +14,9 @@ from ._display import shown
 def report_command(run_dir: Path) -> None:
     """Write RUN_DIR/curves.png and RUN_DIR/report.html from the run's metrics.jsonl.
 
+    A run with simulated time (a population) also gets RUN_DIR/curves-time.png: the same
+    curves against simulated time.
+
     RUN_DIR is a run's folder, as `pollinate run` prints at the end
     (APP_DIR/runs/<date>-<time>-<run id>).
     """
@@ -21,6 +24,8 @@ def report_command(run_dir: Path) -> None:
 
     files = write_report(run_dir)
     click.echo(f"curves: {shown(files.curves)}")
+    if files.curves_time is not None:
+        click.echo(f"curves against simulated time: {shown(files.curves_time)}")
     click.echo(f"report: {shown(files.html)}")
     reason = stop_reason(run_dir)
     if reason is not None:

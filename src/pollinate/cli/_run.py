@@ -39,6 +39,7 @@ from ..server import Result, ServerApp
 from ..server._privacy import privacy_spent
 from ..server._progress import print_summary, progress_view
 from ..simulation import Backend, make_backend, run_simulation
+from ..simulation._clock import PopulationBuilder
 from ..simulation._run import client_app_source
 from ._control import submit_run
 from ._display import shown
@@ -112,6 +113,7 @@ class _Outcome:
 
 def execute(plan: RunPlan, stderr: Console) -> _Outcome:
     """Load the apps, run them with a live view, and write ``run.json`` however it ends."""
+    population = _population(plan)  # a mistake in its table fails before a run folder
     run_file = _RunFile(plan)
     app_dir = plan.app.app_dir.resolve()
     with contextlib.closing(progress_view(stderr)) as view:
@@ -139,11 +141,27 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
                 observers=[view],
                 run_id=plan.run_id,
                 verbose=False,  # the view above is this run's only one
+                population=population,
             )
         except BaseException as err:
             run_file.write("failed", error=_reason(err))
             raise
     return _Outcome(result, run_file.write("finished", result))
+
+
+def _population(plan: RunPlan) -> PopulationBuilder | None:
+    """The federation's population model, from its ``[...population]`` table (None: none).
+
+    The one place the table becomes a model. Issue 14 join: this becomes
+    ``PopulationModel.from_config(table, base_dir=plan.app.app_dir)`` once it is merged.
+    """
+    table = plan.federation.population
+    if table is None:
+        return None
+    raise ConfigError(
+        f"federation {plan.federation.name!r} has a population table, and this build of "
+        "pollinate has no population model to read it: remove the table"
+    )
 
 
 def _launched_backend(plan: RunPlan, app_dir: Path) -> Backend:

@@ -20,6 +20,9 @@
     ray-address = "auto"                    # ray backend only: "" starts a local Ray
     client-resources = { num-cpus = 1, num-gpus = 0.0 }   # num-gpus: 0.25 = 4 share a GPU
 
+    [tool.pollinate.federations.local-simulation.population]   # optional: a simulated clock
+    seed = 0                                # the population model's keys (docs/heterogeneity.md)
+
     [tool.pollinate.federations.prod]       # a deployment: it has an address
     address = "link.example:9400"           # where `pollinate link` listens
     root-cert = "certs/ca.pem"              # or insecure = true; paths are relative to the app
@@ -69,6 +72,8 @@ DEFAULT_FEDERATION = "local-simulation"
 COMPONENTS_TABLE = "tool.pollinate.app.components"
 CONFIG_TABLE = "tool.pollinate.app.config"
 FEDERATIONS_TABLE = "tool.pollinate.federations"
+POPULATION = "population"
+"""A simulation federation's table for its population model, handed on whole."""
 
 FEDERATION_KEYS: dict[str, type] = {
     "num-nodes": int,
@@ -127,6 +132,8 @@ class Federation:
     num_gpus: float = 0.0
     memory_budget_mb: float | None = None
     ray_address: str | None = None
+    population: Mapping[str, Any] | None = None
+    """The ``[...population]`` table as written (None: no simulated clock)."""
 
     def backend_options(self) -> dict[str, object]:
         """The keyword arguments of the backend's class."""
@@ -167,6 +174,8 @@ class Federation:
             parts.append(f"{self.memory_budget_mb:g} MB memory budget")
         if self.ray_address:
             parts.append(f"Ray at {self.ray_address}")
+        if self.population is not None:
+            parts.append("a simulated population")
         return ", ".join(parts)
 
     def to_json(self) -> dict[str, Any]:
@@ -182,6 +191,8 @@ class Federation:
             recorded["memory-budget-mb"] = self.memory_budget_mb
         if self.ray_address is not None:
             recorded["ray-address"] = self.ray_address
+        if self.population is not None:
+            recorded[POPULATION] = dict(self.population)
         return recorded
 
 
@@ -433,7 +444,16 @@ def _federation_table(
     if keys is FEDERATION_KEYS and "address" in app.federations[name]:
         return name, {}
     where = f"[{FEDERATIONS_TABLE}.{name}]"
-    values = _federation_values(app.federations[name], where, app.pyproject, keys)
+    table = dict(app.federations[name])
+    population = table.pop(POPULATION, None) if keys is FEDERATION_KEYS else None
+    values = _federation_values(table, where, app.pyproject, keys)
+    if population is not None:
+        if not isinstance(population, Mapping):
+            raise ConfigError(
+                f"{where} population in {app.pyproject} must be a table "
+                f"([{FEDERATIONS_TABLE}.{name}.population]), got {format_value(population)}"
+            )
+        values[POPULATION] = dict(population)
     for override in overrides:
         flower = flower_federation_key(override.key, override.text)
         if flower is not None:
@@ -491,6 +511,7 @@ def _federation(name: str, values: Mapping[str, Any]) -> Federation:
         num_gpus=values.get("client-resources.num-gpus", 0.0),
         memory_budget_mb=values.get("memory-budget-mb"),
         ray_address=values.get("ray-address"),
+        population=values.get(POPULATION),
     )
     _check(federation, where)
     return federation

@@ -72,13 +72,18 @@ class PhaseResult:
 
 @dataclass(frozen=True, slots=True)
 class RoundRecord:
-    """Everything one round produced. Round 0 holds only the initial centralized evaluation."""
+    """Everything one round produced. Round 0 holds only the initial centralized evaluation.
+
+    ``simulated_time_s`` is the grid's simulated clock when the record was made (None: the
+    grid keeps none, wall time rules).
+    """
 
     server_round: int
     train: PhaseResult | None = None
     evaluate: PhaseResult | None = None
     server_metrics: Mapping[str, Any] = field(default_factory=dict)
     wall_time_s: float = 0.0
+    simulated_time_s: float | None = None
 
     @classmethod
     def from_json(cls, payload: Mapping[str, Any]) -> RoundRecord:
@@ -90,17 +95,23 @@ class RoundRecord:
             PhaseResult.from_json(evaluate) if evaluate else None,
             dict(payload.get("server") or {}),
             float(payload.get("wall_time_s", 0.0)),
+            _optional_float(payload.get("simulated_time_s")),
         )
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict, one line of ``metrics.jsonl``."""
-        return {
+        """A JSON-ready dict, one line of ``metrics.jsonl`` (simulated time only when kept)."""
+        line: dict[str, Any] = {
             "round": self.server_round,
             "wall_time_s": round(self.wall_time_s, 6),
-            "train": self.train.to_json() if self.train else None,
-            "evaluate": self.evaluate.to_json() if self.evaluate else None,
-            "server": dict(self.server_metrics),
         }
+        if self.simulated_time_s is not None:
+            line["simulated_time_s"] = self.simulated_time_s
+        line.update(
+            train=self.train.to_json() if self.train else None,
+            evaluate=self.evaluate.to_json() if self.evaluate else None,
+            server=dict(self.server_metrics),
+        )
+        return line
 
 
 @dataclass(slots=True)
@@ -126,6 +137,12 @@ class Result:
             if values:
                 out[record.server_round] = dict(values)
         return out
+
+    @property
+    def simulated_time_s(self) -> float | None:
+        """The simulated clock at the last round that kept one (None: no simulated time)."""
+        times = [r.simulated_time_s for r in self.rounds if r.simulated_time_s is not None]
+        return times[-1] if times else None
 
     @property
     def rounds_time_s(self) -> float:
@@ -156,6 +173,10 @@ class Result:
                 last = per_round[max(per_round)]
                 out.update({f"{phase}.{k}": v for k, v in last.items()})
         return out
+
+
+def _optional_float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def save_arrays(arrays: ArrayRecord, path: Path) -> None:

@@ -39,6 +39,7 @@ __all__ = [
     "RunProgress",
     "TableView",
     "choose_columns",
+    "format_duration",
     "format_number",
     "key_metrics",
     "log_handler",
@@ -125,6 +126,28 @@ def format_number(value: float) -> str:
     return f"{value:#.4g}"
 
 
+def format_duration(seconds: float) -> str:
+    """A simulated time, briefly: ``"42.0s"``, ``"12m 30s"``, ``"3h 05m"``, ``"2d 4h"``."""
+    if not math.isfinite(seconds):
+        return str(seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    days, rest = divmod(int(seconds), 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s"
+
+
+def _simulated(record: RoundRecord) -> str:
+    """``", sim 12m 30s"`` for a round with simulated time, else nothing."""
+    at = record.simulated_time_s
+    return "" if at is None else f", sim {format_duration(at)}"
+
+
 def _phase_cell(phase: PhaseResult | None, compact: bool = False) -> str:
     """``"5 ok"``; with failures ``"4 ok 1 failed"``, or ``"4/5 ok"`` when compact."""
     if phase is None:
@@ -159,7 +182,7 @@ class LineView(RunObserver):
             return
         total = f"/{self._num_rounds}" if self._num_rounds else ""
         phases = f"train {_phase_cell(record.train)}, evaluate {_phase_cell(record.evaluate)}"
-        line = f"round {record.server_round}{total}: {phases}"
+        line = f"round {record.server_round}{total}{_simulated(record)}: {phases}"
         self._write(f"{line}; {' '.join(values)}" if values else line)
 
     def on_arrays(self, server_round: int, arrays: ArrayRecord) -> None:
@@ -192,6 +215,7 @@ class TableView(RunObserver):
         self._task: TaskID | None = None
         self._held: list[RoundRecord] = []
         self._columns: list[str] | None = None
+        self._simulated = False  # a "sim" column, for a grid with simulated time
 
     def status(self, text: str) -> None:
         """Show ``text`` by the spinner until the first round starts."""
@@ -236,7 +260,9 @@ class TableView(RunObserver):
             return
         if self._columns is None:
             self._columns = choose_columns(k for r in self._held for k in key_metrics(r))
-            self._print_row(["round", "train", "evaluate", *self._columns, "time"], "bold")
+            self._simulated = any(r.simulated_time_s is not None for r in self._held)
+            header = ["round", "train", "evaluate", *self._columns, "time"]
+            self._print_row([*header, "sim"] if self._simulated else header, "bold")
         for record in self._held:
             self._print_row(self._cells(record), "yellow" if _failed(record) else "")
         self._held.clear()
@@ -247,11 +273,15 @@ class TableView(RunObserver):
         values = [format_number(metrics[k]) if k in metrics else "-" for k in self._columns]
         time = f"{record.wall_time_s:.2f} s" if record.server_round else "-"
         train, evaluate = _phase_cell(record.train, True), _phase_cell(record.evaluate, True)
-        return [str(record.server_round), train, evaluate, *values, time]
+        cells = [str(record.server_round), train, evaluate, *values, time]
+        if not self._simulated:
+            return cells
+        at = record.simulated_time_s
+        return [*cells, "-" if at is None or not record.server_round else format_duration(at)]
 
     def _print_row(self, cells: list[str], style: str) -> None:
         assert self._columns is not None
-        widths = [5, 9, 9, *(max(len(c), 9) for c in self._columns), 8]
+        widths = [5, 9, 9, *(max(len(c), 9) for c in self._columns), 8, *[8] * self._simulated]
         line = "  ".join(cell.rjust(width) for cell, width in zip(cells, widths, strict=True))
         text = Text(line, style)
         self._console.print(text, no_wrap=True, overflow="ellipsis")
@@ -286,9 +316,11 @@ def log_handler(console: Console, level: int) -> logging.Handler:
 def print_summary(console: Console, result: Result, wall_time_s: float) -> None:
     """The end of a run: rounds, time, final metrics (key ones first), privacy spent, model."""
     rounds = sum(record.server_round > 0 for record in result.rounds)
+    simulated = result.simulated_time_s
     console.print(
         f"[green]Finished[/] {rounds} round{'' if rounds == 1 else 's'} in "
-        f"{result.rounds_time_s:.2f} s ({wall_time_s:.2f} s with start-up)",
+        f"{result.rounds_time_s:.2f} s ({wall_time_s:.2f} s with start-up)"
+        + ("" if simulated is None else f", {format_duration(simulated)} simulated"),
         soft_wrap=True,
     )
     if result.stop_reason is not None:

@@ -89,11 +89,16 @@ class Task:
 
 @dataclass(frozen=True, slots=True)
 class TaskResult:
-    """The reply to ``tasks[index]`` and the node's state after it (None: unchanged)."""
+    """The reply to ``tasks[index]`` and the node's state after it (None: unchanged).
+
+    ``compute_s`` is the task's compute measured where it ran, in seconds (None: not run,
+    or not measured): what a simulated clock scales by the node's speed.
+    """
 
     index: int
     reply: Message
     state: RecordDict | None = field(default=None)
+    compute_s: float | None = None
 
 
 class Backend(ABC):

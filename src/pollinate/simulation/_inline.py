@@ -4,7 +4,8 @@ Each node gets the round's timeout to itself, as it would running beside the oth
 round of N nodes may then take up to N timeouts of wall time.
 
 Messages and contexts travel by reference: no encoding, no copies. The fastest choice for
-small models and for debugging (breakpoints work inside the ClientApp).
+small models and for debugging (breakpoints work inside the ClientApp). Each result carries
+the handler's measured time (``compute_s``).
 
 With ``num_gpus`` above 0 every node runs on this process's first visible GPU (``cuda:0``,
 as its context's ``node_config["device"]`` says); else on ``cpu``.
@@ -52,10 +53,11 @@ class InlineBackend(Backend):
                 continue
             started = time.monotonic()
             reply = self._app(task.message, with_device(task.context, self.device))
-            if budget is not None and time.monotonic() - started > budget:
+            compute_s = time.monotonic() - started
+            if budget is not None and compute_s > budget:
                 yield timeout_result(index, task)
                 continue
-            yield TaskResult(index, reply, task.context.state)
+            yield TaskResult(index, reply, task.context.state, compute_s)
 
     def close(self) -> None:
         """Drop the app."""

@@ -6,7 +6,9 @@ buffers and are decoded without copying, never pickled. Each worker keeps the la
 the very same arrays only once: a round's model crosses the pipe once per worker, not once
 per node; the run config likewise. A worker holds up to ``PIPELINE`` tasks, so it starts the
 next one without waiting for the parent, and returns each model-sized reply through a
-shared buffer (``_shared``) rather than the pipe. A worker loads the app and runs its
+shared buffer (``_shared``) rather than the pipe, with the task's measured compute time
+(``TaskResult.compute_s``) in the frame's keys field, which replies do not otherwise use. A
+worker loads the app and runs its
 warm-up before it says it is ready. A worker that dies or overruns the round's deadline is
 replaced (without stalling the others); its node's task becomes an error reply, and a task
 it held but had not started goes to another worker.
@@ -58,6 +60,7 @@ _HEADER = struct.Struct("<QQQQQQ")
 _ON_SOCKET, _IN_AREA, _NEW_AREA = 0, 1, 2  # where a frame's bytes are (see _send_frame)
 _HELD_RUN_CONFIG = 1  # a frame flag: the context's run config is the one the worker holds
 _KEY_SEPARATOR = b"\x00"
+_COMPUTE = struct.Struct("<d")  # a reply frame's keys field: the task's compute seconds
 _READY = b"ready"
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _Payload = tuple[str | None, str | None, bytes | None, bytes | None]
@@ -363,7 +366,7 @@ class _Worker:
 
     def receive(self, index: int, task: Task) -> TaskResult:
         try:
-            reply, context, _, _ = _recv_frame(self.conn, self.replies)
+            reply, context, timing, _ = _recv_frame(self.conn, self.replies)
         except (EOFError, OSError):
             self.lost = True
             self.process.join(1)
@@ -376,7 +379,8 @@ class _Worker:
         # The state is decoded from its own copy: kept across rounds, it must not pin the
         # buffer that also holds this reply's (model-sized) arrays.
         state = wire.decode_context(bytes(context)).state if len(context) else None
-        return TaskResult(index, wire.decode(reply), state)
+        compute_s = _COMPUTE.unpack(timing)[0] if len(timing) == _COMPUTE.size else None
+        return TaskResult(index, wire.decode(reply), state, compute_s)
 
     def stop(self) -> None:
         if self.process.is_alive():
@@ -551,18 +555,21 @@ def _drain(conn: Connection, frames: queue.SimpleQueue[_Frame | None]) -> None:
 
 def _answer(
     app: ClientApp, message: Message, context: Context
-) -> tuple[list[bytes | memoryview], bytes]:
+) -> tuple[list[bytes | memoryview], bytes, bytes]:
     """Run one task; a reply that cannot be encoded becomes an INVALID_REPLY error reply.
 
-    Only the node's state goes back with the reply: the parent has the rest of the context.
+    Only the node's state goes back with the reply (the parent has the rest of the context),
+    and the handler's measured time, packed as ``_COMPUTE``.
     """
+    started = time.perf_counter()
     reply = app(message, context)
+    timing = _COMPUTE.pack(time.perf_counter() - started)
     try:
         state_only = Context(context.run_id, context.node_id, state=context.state)
-        return wire.encode_parts(reply), wire.encode_context(state_only)
+        return wire.encode_parts(reply), wire.encode_context(state_only), timing
     except PollinateError as err:
         error = message.reply_error(ErrorCode.INVALID_REPLY, f"the reply cannot be sent: {err}")
-        return wire.encode_parts(error), b""
+        return wire.encode_parts(error), b"", timing
 
 
 def _load_in_worker(payload: _Payload, threads: int, device: str) -> ClientApp:

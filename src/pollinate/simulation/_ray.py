@@ -344,10 +344,10 @@ class _Actor:
 
     def result(self) -> TaskResult:
         """The next task's result; raises Ray's error if the call failed before it."""
-        reply, state = self.ray.get(next(self.stream))
+        reply, state, compute_s = self.ray.get(next(self.stream))
         index, _ = self.batch.popleft()
         decoded_state = wire.decode_context(state).state if state else None
-        return TaskResult(index, wire.decode(memoryview(reply)), decoded_state)
+        return TaskResult(index, wire.decode(memoryview(reply)), decoded_state, compute_s)
 
     def failed(self, err: Exception) -> TaskResult:
         """The error reply for the next task, on which the actor's call raised ``err``."""
@@ -474,7 +474,7 @@ class _NodeActor:
 
     def answer_batch(
         self, items: list[tuple[bytes, bytes, dict[str, int]]], refs: list[Any]
-    ) -> Iterator[tuple[np.ndarray, bytes]]:
+    ) -> Iterator[tuple[np.ndarray, bytes, float]]:
         """Run a batch of tasks in order, yielding each one's reply and context as it ends.
 
         ``items`` are (message, context, {key: position in ``refs``}) triples.
@@ -485,18 +485,20 @@ class _NodeActor:
 
     def answer(
         self, message_bytes: bytes, context_bytes: bytes, refs: dict[str, Any]
-    ) -> tuple[np.ndarray, bytes]:
-        """Run one task: the reply in the wire format, and the node's context (its state)."""
+    ) -> tuple[np.ndarray, bytes, float]:
+        """Run one task: the reply and the node's context (its state), and its compute seconds."""
         message = wire.decode(message_bytes)
         for key, ref in refs.items():
             message.content[key] = ArrayRecord(self._record(key, ref))
         context = with_device(wire.decode_context(context_bytes), self._device)
+        started = time.perf_counter()
         reply = self._app(message, context)
+        compute_s = time.perf_counter() - started
         try:
-            return _as_array(wire.encode(reply)), wire.encode_context(context)
+            return _as_array(wire.encode(reply)), wire.encode_context(context), compute_s
         except PollinateError as err:
             error = message.reply_error(ErrorCode.INVALID_REPLY, f"the reply cannot be sent: {err}")
-            return _as_array(wire.encode(error)), b""
+            return _as_array(wire.encode(error)), b"", compute_s
 
     def _record(self, key: str, ref: Any) -> ArrayRecord:
         """The shared record behind ``ref``, fetched and decoded once per actor."""

@@ -18,6 +18,7 @@ from ..server import Result, RunObserver, ServerApp, run_server_app
 from ..server._progress import RunProgress
 from ..strategy import EvaluateFn, Strategy, one_server_app
 from ._backend import Backend, ClientAppSource, make_backend
+from ._clock import Population, PopulationBuilder
 from ._grid import NodeConfigFn, SimulationGrid, default_node_config
 
 __all__ = ["run_simulation"]
@@ -47,6 +48,7 @@ def run_simulation(
     observers: Sequence[RunObserver] = (),
     run_id: int | None = None,
     verbose: bool = True,
+    population: Population | PopulationBuilder | None = None,
 ) -> Result:
     """Run a federated app on ``num_nodes`` virtual nodes and return its history.
 
@@ -63,6 +65,10 @@ def run_simulation(
     With ``out_dir``, the run writes ``metrics.jsonl``, ``model.npz`` and (unless
     ``checkpoints=False``) the global model after every round under ``checkpoints/`` there.
 
+    ``population`` (a ``PopulationModel``, built here for ``num_nodes``, or a population
+    already built) puts the run on a simulated clock: node speeds, bandwidths, availability
+    and dropouts decide when each reply arrives (docs/heterogeneity.md).
+
     With ``verbose`` (the default) each round is shown on stderr as it finishes (a table
     under a progress bar on a terminal, a line per round elsewhere, Jupyter included), and
     a summary at the end; ``verbose=False`` shows nothing.
@@ -75,7 +81,8 @@ def run_simulation(
     server = one_server_app(server_app, strategy, num_rounds, initial_arrays, evaluate_fn)
     if not isinstance(backend, Backend):
         backend = make_backend(backend, **(backend_options or {}))
-    grid = SimulationGrid(backend, num_nodes, run_id, config, node_config_fn)
+    built = population.build(num_nodes) if isinstance(population, PopulationBuilder) else population
+    grid = SimulationGrid(backend, num_nodes, run_id, config, node_config_fn, population=built)
     context = Context(run_id, SERVER_NODE_ID, {}, config, RecordDict())
     starting = f"starting {num_nodes:,} node{'s' * (num_nodes != 1)}"
     with RunProgress(verbose, starting) as progress:

@@ -6,6 +6,10 @@ carries a ``BatchTrainer`` beside its ordinary handlers. This backend hands the 
 memory budget; everything else (other message types, apps not declared vectorizable) runs as
 on the inline backend. This module needs no torch: the trainer brings it.
 
+A chunk's nodes train as one, so each task's ``compute_s`` is an equal share of its chunk's
+training time (a simulated clock that should tell nodes with more data apart sets the
+population's ``seconds_per_example``).
+
 With ``num_gpus`` above 0 every task's context names ``cuda:0`` as its device (this process's
 first visible GPU), and the trainer trains there; else ``cpu``.
 """
@@ -107,16 +111,18 @@ class VectorizedBackend(Backend):
                 if deadline is not None and time.monotonic() >= deadline:  # no time: not run
                     yield from (timeout_result(i, tasks[i]) for i in chunk)
                     continue
+                started = time.perf_counter()
                 results = trainer.train_many([tasks[i] for i in chunk])
+                share_s = (time.perf_counter() - started) / len(chunk)
                 late = deadline is not None and time.monotonic() > deadline
                 for result in results:
                     index = chunk[result.index]
                     if late:
                         yield timeout_result(index, tasks[index])
                     else:
-                        yield TaskResult(index, result.reply, result.state)
+                        yield TaskResult(index, result.reply, result.state, share_s)
         for result in self._inline.run([tasks[i] for i in rest], deadline):
-            yield TaskResult(rest[result.index], result.reply, result.state)
+            yield TaskResult(rest[result.index], result.reply, result.state, result.compute_s)
 
     def close(self) -> None:
         """Drop the app."""
