@@ -24,7 +24,7 @@ from ..server._progress import progress_view
 from ._display import shown
 from ._options import VERBOSE, app_options, json_option, out_option, verbose_option
 from ._progress import cli_logging
-from ._run import RunPlan, plan_run, stdout_to_stderr
+from ._run import RunPlan, plan_run, population_model, stdout_to_stderr
 
 __all__ = ["compare_command"]
 
@@ -76,6 +76,7 @@ def _compare(plan: RunPlan, stderr: Console) -> Comparison:
             out_dir=plan.out_dir,
             observers=[view],
             status=status,
+            population=population_model(plan),
         )
     return comparison
 

@@ -38,8 +38,7 @@ from ..loader import load_object
 from ..server import Result, ServerApp
 from ..server._privacy import privacy_spent
 from ..server._progress import print_summary, progress_view
-from ..simulation import Backend, make_backend, run_simulation
-from ..simulation._clock import PopulationBuilder
+from ..simulation import Backend, PopulationModel, make_backend, run_simulation
 from ..simulation._run import client_app_source
 from ._control import submit_run
 from ._display import shown
@@ -113,7 +112,7 @@ class _Outcome:
 
 def execute(plan: RunPlan, stderr: Console) -> _Outcome:
     """Load the apps, run them with a live view, and write ``run.json`` however it ends."""
-    population = _population(plan)  # a mistake in its table fails before a run folder
+    population = population_model(plan)  # a mistake in its table fails before a run folder
     run_file = _RunFile(plan)
     app_dir = plan.app.app_dir.resolve()
     with contextlib.closing(progress_view(stderr)) as view:
@@ -149,19 +148,15 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
     return _Outcome(result, run_file.write("finished", result))
 
 
-def _population(plan: RunPlan) -> PopulationBuilder | None:
+def population_model(plan: RunPlan) -> PopulationModel | None:
     """The federation's population model, from its ``[...population]`` table (None: none).
 
-    The one place the table becomes a model. Issue 14 join: this becomes
-    ``PopulationModel.from_config(table, base_dir=plan.app.app_dir)`` once it is merged.
+    A trace named in the table is read relative to the app's folder.
     """
     table = plan.federation.population
     if table is None:
         return None
-    raise ConfigError(
-        f"federation {plan.federation.name!r} has a population table, and this build of "
-        "pollinate has no population model to read it: remove the table"
-    )
+    return PopulationModel.from_config(table, base_dir=plan.app.app_dir)
 
 
 def _launched_backend(plan: RunPlan, app_dir: Path) -> Backend:

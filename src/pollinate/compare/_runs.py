@@ -27,6 +27,7 @@ from ..simulation import (
     Backend,
     ClientAppSource,
     NodeConfigFn,
+    PopulationModel,
     Task,
     TaskResult,
     default_node_config,
@@ -61,6 +62,7 @@ def run_comparison(
     out_dir: str | Path | None = None,
     observers: Sequence[RunObserver] = (),
     status: StatusFn | None = None,
+    population: PopulationModel | None = None,
 ) -> Comparison:
     """Train the federated model and ``num_nodes`` isolated ones; score each with ``predict``.
 
@@ -70,13 +72,19 @@ def run_comparison(
     in every simulation. With ``out_dir``, the federated run's files go to
     ``out_dir/federated`` and each isolated model to ``out_dir/isolated``.
     ``observers`` watch the federated run; ``status`` hears how isolated training goes.
+    ``population`` runs the federated side on its clock (docs/heterogeneity.md); isolated
+    training has no rounds to time, so it runs without one.
     """
     config: dict[str, UserConfigValue] = dict(run_config or {})
     out_root = Path(out_dir) if out_dir is not None else None
     score = _Scorer(predict, config)
 
     def simulate(
-        app: ServerApp, runner: Backend, out: Path | None, watchers: Sequence[RunObserver]
+        app: ServerApp,
+        runner: Backend,
+        out: Path | None,
+        watchers: Sequence[RunObserver],
+        clock: PopulationModel | None = None,
     ) -> None:
         run_simulation(
             app,
@@ -88,6 +96,7 @@ def run_comparison(
             app_dir=app_dir,
             out_dir=out,
             observers=watchers,
+            population=clock,
             verbose=False,  # the caller watches through observers and status
         )
 
@@ -97,7 +106,7 @@ def run_comparison(
     federated = _FederatedWatch(score)
     recorder = _Recorder(new_backend())
     federated_out = out_root / FEDERATED_DIR if out_root is not None else None
-    simulate(server_app, recorder, federated_out, [*observers, federated, recorder])
+    simulate(server_app, recorder, federated_out, [*observers, federated, recorder], population)
     initial, federated_run = federated.finished()
     isolated = _IsolatedTraining(
         score, initial, federated_run.curve[0], recorder.trained, status or (lambda text: None)

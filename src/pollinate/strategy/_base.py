@@ -285,7 +285,8 @@ class Strategy(ABC):
             )
             evaluate = self._evaluate(grid, server_round, arrays, evaluate_config, timeout_s)
             server = _call_evaluate_fn(evaluate_fn, server_round, arrays) if evaluate_fn else {}
-            record = RoundRecord(server_round, train, evaluate, server, time.perf_counter() - began)
+            elapsed = time.perf_counter() - began
+            record = RoundRecord(server_round, train, evaluate, server, elapsed, grid.now())
             result.rounds.append(record)
             observer.on_round(record)
             if state:  # before the model: a recorder keeps both together

@@ -355,7 +355,7 @@ class FedBuff(Strategy):
                     server = _call_evaluate_fn(evaluate_fn, version, arrays)
                 run.send_evaluations(version, _round_config(evaluate_config, version))
                 elapsed = time.perf_counter() - began
-                made.append(_Made(version, train, server, elapsed, arrays, state))
+                made.append(_Made(version, train, server, elapsed, grid.now(), arrays, state))
                 self._report(grid, result, made, run)
             run.abandon_training()
             run.finish_evaluations()
@@ -372,9 +372,13 @@ class FedBuff(Strategy):
         while made and run.evaluated(made[0].version):
             version = made.pop(0)
             evaluate = run.evaluation(version.version)
-            # TODO(merge): simulated_time_s=grid.now()
             record = RoundRecord(
-                version.version, version.train, evaluate, version.server, version.wall_time_s
+                version.version,
+                version.train,
+                evaluate,
+                version.server,
+                version.wall_time_s,
+                version.simulated_time_s,
             )
             result.rounds.append(record)
             observer.on_round(record)
@@ -392,6 +396,8 @@ class _Made:
     train: PhaseResult
     server: dict[str, object]
     wall_time_s: float
+    simulated_time_s: float | None
+    """The grid's clock when the version was made (None: a real transport)."""
     arrays: ArrayRecord
     state: ArrayRecord
 
