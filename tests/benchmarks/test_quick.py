@@ -151,3 +151,12 @@ def test_privacy_utility() -> None:
     )
     assert has_line(lines, rf"plain FedAvg without DP: {NUMBER}")
     assert lines[-1].startswith("command: python ") and "--quick" in lines[-1]
+
+
+def test_time_to_accuracy() -> None:
+    lines = run_quick("time_to_accuracy.py", str(require_mnist()))
+    for name in ("fedavg", "fedavg-deadline", "fedbuff"):
+        assert any(line.startswith(f"{name}: ") and "simulated to 50%" in line for line in lines)
+    assert lines[-8].startswith("| strategy | simulated time to 50% | stays above from |")
+    assert lines[-2].startswith("command: python ") and "--quick" in lines[-2]
+    assert re.fullmatch(rf"ratio ({NUMBER}|inf)", lines[-1])

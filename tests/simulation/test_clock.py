@@ -282,10 +282,8 @@ def test_abandoned_messages_never_run_and_their_replies_are_dropped():
 def test_node_ids_and_wait_for_nodes_follow_the_population():
     grid = clocked(three_nodes(comes={3: 50.0}))
     assert list(grid.node_ids()) == [1, 2]
-    with pytest.raises(RoundError, match="never has 3 nodes available at once between 0 s"):
-        grid.wait_for_nodes(3, timeout_s=10.0)
-    assert grid.now() == 0.0
-    assert list(grid.wait_for_nodes(3, timeout_s=100.0)) == [1, 2, 3]
+    # a gap in the population is waited out in simulated time, however short the wait's timeout
+    assert list(grid.wait_for_nodes(3, timeout_s=10.0)) == [1, 2, 3]
     assert grid.now() == 50.0
     with pytest.raises(RoundError, match="has only 3 nodes"):
         grid.wait_for_nodes(4, timeout_s=1.0)
@@ -294,7 +292,7 @@ def test_node_ids_and_wait_for_nodes_follow_the_population():
 def test_a_population_that_never_has_enough_nodes_says_so():
     grid = clocked(three_nodes(goes={1: 1.0}))
     grid._clock.advance(2.0)
-    with pytest.raises(RoundError, match="nor ever"):
+    with pytest.raises(RoundError, match="never has 3 nodes available at once after 2 s"):
         grid.wait_for_nodes(3, timeout_s=1e9)
 
 

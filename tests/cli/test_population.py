@@ -1,0 +1,26 @@
+"""A federation's population table: pollinate run simulates on its clock."""
+
+import json
+
+from .conftest import TINY_FEDERATIONS
+
+
+def test_pollinate_run_reads_a_federation_s_population_table(make_app, invoke):
+    federations = TINY_FEDERATIONS + (
+        "\n[tool.pollinate.federations.local-simulation.population]\n"
+        'speed = "lognormal"\nspeed-sigma = 1.0\nseconds-per-example = 0.5\n'
+    )
+    result = invoke("run", make_app(federations=federations), "--json")
+    assert result.exit_code == 0, result.output
+    rounds = json.loads(result.stdout.strip().splitlines()[-1])["rounds"]
+    times = [r["simulated_time_s"] for r in rounds[1:]]
+    assert len(times) == 2 and 0 < times[0] < times[1]
+
+
+def test_a_mistake_in_the_population_table_is_one_clear_error(make_app, invoke):
+    federations = TINY_FEDERATIONS + (
+        "\n[tool.pollinate.federations.local-simulation.population]\nspeeed = 'pareto'\n"
+    )
+    result = invoke("run", make_app(federations=federations))
+    assert result.exit_code == 1
+    assert "speeed" in result.stderr and "Traceback" not in result.output
