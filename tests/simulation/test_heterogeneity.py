@@ -42,8 +42,9 @@ def _run(strategy, population, num_rounds=1, num_nodes=4, **options):
 
 
 def test_a_synchronous_round_waits_for_its_slowest_node(four_speeds):
-    result = _run(FedAvg(fraction_evaluate=0.0), four_speeds, num_rounds=2)
-    assert [r.simulated_time_s for r in result.rounds] == [20.0, 40.0]
+    strategy = FedAvg(fraction_evaluate=0.0)
+    result = _run(strategy, four_speeds, num_rounds=2, evaluate_fn=lambda r, a: {"r": r})
+    assert [r.simulated_time_s for r in result.rounds] == [0.0, 20.0, 40.0]  # round 0 at 0
     assert np.allclose(result.arrays["w"].numpy(), 2.5)
 
 

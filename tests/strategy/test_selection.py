@@ -129,3 +129,15 @@ def test_over_selection_is_refused_with_dp_and_secure_aggregation():
 def test_repr_names_the_settings():
     text = repr(FedAvg(round_deadline_s=30.0, over_selection=0.3))
     assert "round_deadline_s=30.0" in text and "over_selection=0.3" in text
+
+
+def test_scaffold_refuses_over_selection_and_a_bool_is_no_share():
+    from pollinate.strategy import Scaffold
+
+    with pytest.raises(ConfigError, match="Scaffold cannot over-select"):
+        Scaffold(over_selection=0.3)
+    Scaffold(round_deadline_s=30.0)
+    with pytest.raises(ConfigError, match="over_selection must be between 0 and 10"):
+        FedAvg(over_selection=True)
+    with pytest.raises(ConfigError, match="round_deadline_s must be positive"):
+        FedAvg(round_deadline_s=True)

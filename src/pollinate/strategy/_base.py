@@ -261,7 +261,7 @@ class Strategy(ABC):
         if resume is None:
             if initial_arrays is None:
                 initial_arrays = initial_arrays_from_a_node(grid)
-            result, state = self._begin(observer, initial_arrays, evaluate_fn)
+            result, state = self._begin(observer, initial_arrays, evaluate_fn, grid.now())
             first_round = 1
         else:
             result, state = self._resume(observer, resume, num_rounds)
@@ -298,16 +298,24 @@ class Strategy(ABC):
         return result
 
     def _begin(
-        self, observer: RunObserver, initial_arrays: ArrayRecord, evaluate_fn: EvaluateFn | None
+        self,
+        observer: RunObserver,
+        initial_arrays: ArrayRecord,
+        evaluate_fn: EvaluateFn | None,
+        simulated_time_s: float | None = None,
     ) -> tuple[Result, ArrayRecord]:
-        """A fresh run: round 0 (the initial model, centrally evaluated) and the first state."""
+        """A fresh run: round 0 (the initial model, centrally evaluated) and the first state.
+
+        ``simulated_time_s``: the grid's clock at the start (None: a real transport).
+        """
         # A private copy: arrays built from torch tensors stay writable through torch, and the
         # user's model must not be able to change the global model behind the strategy's back.
         arrays = ArrayRecord((name, np.array(a.numpy())) for name, a in initial_arrays.items())
         result = Result(arrays)
         observer.on_arrays(0, arrays)
         if evaluate_fn is not None:
-            record = RoundRecord(0, server_metrics=_call_evaluate_fn(evaluate_fn, 0, arrays))
+            server = _call_evaluate_fn(evaluate_fn, 0, arrays)
+            record = RoundRecord(0, server_metrics=server, simulated_time_s=simulated_time_s)
             result.rounds.append(record)
             observer.on_round(record)
         return result, self.init_state(arrays)

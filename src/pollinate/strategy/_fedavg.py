@@ -150,9 +150,11 @@ class FedAvg(Strategy):
         ):
             if count < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {count}")
-        if round_deadline_s is not None and not round_deadline_s > 0:
+        if round_deadline_s is not None and (
+            isinstance(round_deadline_s, bool) or not round_deadline_s > 0
+        ):
             raise ConfigError(f"round_deadline_s must be positive seconds, got {round_deadline_s}")
-        if not 0.0 <= over_selection <= 10.0:
+        if isinstance(over_selection, bool) or not 0.0 <= over_selection <= 10.0:
             raise ConfigError(
                 f"over_selection must be between 0 and 10 (0.3 samples 30% more nodes), got "
                 f"{over_selection}"

@@ -72,6 +72,13 @@ class Scaffold(FedAvg):
                 f"server_learning_rate must be a finite number > 0, got {server_learning_rate}"
             )
         refuse_aggregation("Scaffold", options)
+        if options.get("over_selection"):
+            raise ConfigError(
+                "Scaffold cannot over-select: a node whose reply is not waited for has already "
+                "moved its control variate c_i, and the server's c would never include that "
+                "change, so the two drift apart; drop over_selection (round_deadline_s is "
+                "allowed, with the same caveat for the nodes that miss it: docs/strategies.md)"
+            )
         super().__init__(**options)
         self.server_learning_rate = float(server_learning_rate)
         self._num_available = 0
