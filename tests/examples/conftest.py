@@ -91,6 +91,11 @@ def cross_device_mnist() -> Example:
 
 
 @pytest.fixture(scope="session")
+def uneven_devices() -> Example:
+    return Example(REPO / "examples" / "uneven-devices", "uneven_devices")
+
+
+@pytest.fixture(scope="session")
 def mnist_dir() -> Path:
     """The real MNIST files beside the repository (see tests/_shared.py)."""
     return require_mnist()
