@@ -90,3 +90,17 @@ def test_an_asynchronous_run_on_a_seeded_population_is_reproducible():
     ]
     assert np.array_equal(first.arrays["w"].numpy(), second.arrays["w"].numpy())
     assert sum(r.train.num_failed for r in first.rounds) > 0  # dropouts happened, the same ones
+
+
+def test_the_python_example_in_docs_heterogeneity_md_runs(monkeypatch, capsys):
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    text = (root / "docs" / "heterogeneity.md").read_text()
+    code = text.split("```python\n")[1].split("```")[0]
+    assert "num_rounds=50" in code
+    monkeypatch.chdir(root)
+    monkeypatch.setattr("sys.path", list(__import__("sys").path))
+    exec(code.replace("num_rounds=50", "num_rounds=3"), {})
+    simulated, accuracy = map(float, capsys.readouterr().out.split()[-2:])
+    assert simulated > 0 and 0 <= accuracy <= 1
