@@ -11,7 +11,7 @@ from pollinate.deploy._grid import LinkGrid, ReplyLimits
 from pollinate.deploy._store import AppRef
 from pollinate.errors import PollinateError
 from pollinate.loader import load_object
-from pollinate.message import ErrorCode, Message, MessageType
+from pollinate.message import Message, MessageType
 from pollinate.server import ServerApp
 
 from .submitted import write_app
@@ -80,13 +80,14 @@ def test_the_replies_not_taken_first_stay_pending_for_the_next_call():
     assert second.metadata.reply_to_message_id == rest[0] and second.error is None
 
 
-def test_after_the_timeout_every_message_fails_and_the_errors_come_one_per_call():
-    grid, ids, _ = _sent([1, 2])
-    first = grid.receive_first(ids, timeout_s=0.05)
-    assert first.error.code == ErrorCode.TIMEOUT
-    rest = [i for i in ids if i != first.metadata.reply_to_message_id]
-    second = grid.receive_first(rest)  # failed already: no wait
-    assert second.error.code == ErrorCode.TIMEOUT
+def test_after_the_timeout_none_comes_and_nothing_fails_or_is_abandoned():
+    grid, ids, sent = _sent([1, 2])
+    assert grid.receive_first(ids, timeout_s=0.05) is None
+    assert grid.waits_for(ids[0]) and grid.waits_for(ids[1])
+    _answer_in_thread(grid, sent, ids[1], 4).join(timeout=10)
+    reply = grid.receive_first(ids, timeout_s=30)
+    assert reply.metadata.reply_to_message_id == ids[1] and reply.error is None
+    assert grid.receive_first([ids[0]], timeout_s=0) is None and grid.waits_for(ids[0])
 
 
 def test_an_abandoned_message_s_reply_is_dropped_when_it_comes():
@@ -206,7 +207,6 @@ class _Recording(LinkGrid):
 
 
 def test_the_link_s_end_of_the_pipe_carries_out_the_asynchronous_calls():
-    from pollinate import wire
     from pollinate.deploy import _serverproc as serverproc
     from pollinate.deploy._pipe import ProtocolError
 
@@ -218,8 +218,48 @@ def test_the_link_s_end_of_the_pipe_carries_out_the_asynchronous_calls():
     assert process._call(grid, "abandon", {"ids": [ids[1]]}, empty) == ({"ok": None}, [])
     assert not grid.waits_for(ids[1])
     header = {"ids": [ids[0]], "timeout_s": 0.01}
-    answer, parts = process._call(grid, "receive_first", header, empty)
-    reply = wire.decode(memoryview(b"".join(bytes(memoryview(p)) for p in parts)))
-    assert answer == {"ok": True} and reply.error.code == ErrorCode.TIMEOUT
+    assert process._call(grid, "receive_first", header, empty) == ({"ok": None}, [])
+    assert grid.waits_for(ids[0])  # nothing failed on the timeout
     with pytest.raises(ProtocolError, match="message ids must be a list of strings"):
         process._call(grid, "abandon", {"ids": [1]}, empty)
+
+
+@pytest.mark.parametrize("op", ["receive", "receive_first"])
+def test_a_timeout_too_large_for_a_float_is_a_protocol_error(op):
+    from pollinate.deploy import _serverproc as serverproc
+    from pollinate.deploy._pipe import ProtocolError
+
+    grid = LinkGrid(_FakeLink(), 1, {})
+    ids = grid.send([Message.create(RecordDict(), 1, MessageType.TRAIN)])
+    process = serverproc.ServerProcess(max_idle_s=5.0, stopping=lambda: False)
+    header = {"ids": ids, "timeout_s": 10**400}
+    with pytest.raises(ProtocolError, match=f"a malformed {op!r} call"):
+        process._call(grid, op, header, memoryview(b""))
+
+
+class _Parent:
+    """The link's end of the pipe, scripted: each call gets the next answer."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.waits = []
+
+    def call(self, header, parts=()):
+        self.waits.append(header["timeout_s"])
+        return self.answers.pop(0)
+
+
+def test_the_serverapp_s_grid_asks_again_while_its_wait_is_not_over():
+    from pollinate import wire
+    from pollinate.deploy._serverchild import ProxyGrid
+
+    message = Message.create(RecordDict(), 1, MessageType.TRAIN)
+    payload = memoryview(b"".join(bytes(p) for p in wire.encode_parts(message.reply(RecordDict()))))
+    none = ({"ok": None}, memoryview(b""))
+    parent = _Parent([none, none, ({"ok": True}, payload)])
+    grid = ProxyGrid(parent, 1)
+    reply = grid.receive_first(["a"])  # no timeout: the link's capped waits are asked again
+    assert reply.metadata.reply_to_message_id == message.metadata.message_id
+    assert parent.waits == [None, None, None]
+    parent.answers = [none]
+    assert grid.receive_first(["a"], timeout_s=0) is None and parent.waits[-1] == 0.0

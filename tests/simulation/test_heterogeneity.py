@@ -104,3 +104,25 @@ def test_the_python_example_in_docs_heterogeneity_md_runs(monkeypatch, capsys):
     exec(code.replace("num_rounds=50", "num_rounds=3"), {})
     simulated, accuracy = map(float, capsys.readouterr().out.split()[-2:])
     assert simulated > 0 and 0 <= accuracy <= 1
+
+
+def test_a_hung_node_s_slot_is_freed_after_the_timeout_on_the_clock(tmp_path):
+    from pollinate.simulation import ClientAppSource, InlineBackend, SimulationGrid
+    from pollinate.strategy import constant
+
+    # node 1 would take 1e10 simulated seconds; nodes 2 and 3 take 10 s a task
+    rows = ["1,1e-9,inf,inf,", "2,1.0,inf,inf,", "3,1.0,inf,inf,"]
+    trace = tmp_path / "hung.csv"
+    trace.write_text("node,speed,download_bps,upload_bps,availability\n" + "\n".join(rows))
+    population = PopulationModel.from_trace(trace, seconds_per_example=1.0).build(3)
+    app = ClientApp()
+    app.train()(_train)
+    backend = InlineBackend()
+    backend.start(ClientAppSource(app=app))
+    grid = SimulationGrid(backend, 3, 1, {}, population=population)
+    strategy = FedBuff(buffer_size=1, concurrency=3, staleness=constant())
+    result = strategy.start(grid, ArrayRecord({"w": np.zeros(3, np.float32)}), 6, timeout_s=25)
+    # versions at 10, 10, 20, 20; at 25 node 1's task is abandoned, a failure of version 5
+    assert [r.simulated_time_s for r in result.rounds] == [10.0, 10.0, 20.0, 20.0, 30.0, 30.0]
+    failures = [[(f.node_id, f.reason) for f in r.train.failures] for r in result.rounds]
+    assert failures == [[], [], [], [], [(1, "no reply within 25 s")], []]

@@ -365,3 +365,66 @@ def test_the_example_in_docs_strategies_md_runs():
     exec(section.split("```python\n")[1].split("```")[0], namespace)
     assert isinstance(namespace["strategy"], FedAsync)
     assert len(namespace["result"].rounds) == 50
+
+
+class ClockedGrid(ScriptedGrid):
+    """A ScriptedGrid on a clock: each scripted reply comes 1 s after the last.
+
+    A wait shorter than that moves the clock on by the wait and gives None, as a grid's
+    ``receive_first`` does when its timeout passes first.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.t = 0.0
+
+    def now(self):
+        return self.t
+
+    def receive_first(self, message_ids, timeout_s=None):
+        if timeout_s is not None and timeout_s < 1.0:
+            self.t += timeout_s
+            return None
+        self.t += 1.0
+        return super().receive_first(message_ids, timeout_s)
+
+
+def test_a_hung_node_s_task_times_out_while_the_others_answer():
+    # Nodes 1 and 2 train at once from t = 0 (deadline 2.5); node 1 never answers. Node 2
+    # makes versions 1 and 2 (t = 1, 2); at t = 2.5 node 1's task is abandoned and counts
+    # as a failure of version 3, and node 1 is sent version 2 again.
+    grid = ClockedGrid(2, [2, 2, 2])
+    strategy = FedBuff(buffer_size=1, concurrency=2, staleness=constant())
+    result = strategy.start(grid, MODEL, num_rounds=3, timeout_s=2.5)
+    v1, v2, v3 = result.rounds
+    assert not v1.train.failures and not v2.train.failures
+    assert [(f.node_id, f.reason) for f in v3.train.failures] == [(1, "no reply within 2.5 s")]
+    assert grid.abandoned[0] == 1 and grid.t == 3.5
+    assert [(node, version) for node, _, version in grid.sent if node == 1] == [(1, 1), (1, 3)]
+
+
+def test_at_most_two_versions_wait_for_their_evaluation():
+    # K=1 on three nodes, one training at a time; the evaluations never come until the end.
+    # When version 3 is made, version 1 is recorded with its evaluation given up, and so on.
+    grid = ScriptedGrid(3, ["train"] * 4 + ["evaluate"] * 2, adds={n: 1.0 for n in (1, 2, 3)})
+    strategy = FedBuff(buffer_size=1, concurrency=1, fraction_evaluate=0.3)
+    result = strategy.start(grid, MODEL, num_rounds=4)
+    assert [r.server_round for r in result.rounds] == [1, 2, 3, 4]
+    for record, made in zip(result.rounds[:2], (3, 4), strict=True):
+        assert record.evaluate.num_ok == 0
+        (failure,) = record.evaluate.failures
+        assert failure.reason == f"not evaluated before version {made} was made"
+    assert [r.evaluate.metrics["accuracy"] for r in result.rounds[2:]] == [3.0, 4.0]
+    assert len(grid.abandoned) == 2 and not grid.flight
+
+
+def test_fedasync_refuses_a_staleness_that_steps_past_the_new_model():
+    with pytest.raises(ConfigError, match=r"alpha \* s\(0\) = 0.6 \* 5 = 3 is over 1"):
+        FedAsync(alpha=0.6, staleness=lambda tau: 5.0)
+
+
+def test_fedasync_refuses_a_stale_update_mixed_in_past_the_new_model():
+    grid = ScriptedGrid(2, [1, 2])  # node 2's update is 1 version stale: s(1) = 5
+    strategy = FedAsync(alpha=0.5, concurrency=2, staleness=lambda tau: 1.0 + 4.0 * tau)
+    with pytest.raises(ConfigError, match=r"alpha \* s\(tau\) = 0.5 \* 5 = 2.5 is over 1"):
+        strategy.start(grid, MODEL, num_rounds=2)

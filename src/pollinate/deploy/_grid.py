@@ -61,9 +61,9 @@ class LinkGrid(Grid):
 
     ``send`` pushes each message to its node at once; ``receive`` yields replies as they
     arrive, ``receive_in_order`` in the order sent, ``receive_first`` the first of a set
-    (asynchronous strategies), leaving the rest pending. Each message gets exactly one
-    reply: the node's, or an error reply when the node is lost (NODE_UNAVAILABLE) or the
-    timeout passes (TIMEOUT); a late reply is dropped.
+    (asynchronous strategies; None after its timeout), leaving the rest pending. Each
+    message gets exactly one reply: the node's, or an error reply when the node is lost
+    (NODE_UNAVAILABLE) or a ``receive``'s timeout passes (TIMEOUT); a late reply is dropped.
     ``app`` tells nodes which submitted app's code answers (None: their own). After
     ``stop`` every call raises RunStopped, so the ServerApp ends at its next message.
     """
@@ -309,13 +309,13 @@ class LinkGrid(Grid):
 
     def receive_first(
         self, message_ids: Collection[str], timeout_s: float | None = None
-    ) -> Message:
+    ) -> Message | None:
         """The reply to whichever of ``message_ids`` is answered first; the rest stay pending.
 
         Their replies come in without waiting for a send-order turn (``let_in``). The reply
         returned counts against the link's window until the ServerApp's next grid call of
-        this kind (``receive_first``, ``abandon``). After ``timeout_s`` with none answered,
-        every one of them fails with TIMEOUT and the first error reply is returned.
+        this kind (``receive_first``, ``abandon``). None: none answered within ``timeout_s``
+        (nothing fails, nothing is abandoned: the caller abandons what it gives up on).
         """
         self._release_handed()
         wanted = self._known(message_ids)
@@ -324,8 +324,9 @@ class LinkGrid(Grid):
         with self._turn:
             self._unordered.update(wanted)
             self._turn.notify_all()  # a reply at the door may come in now
-        reply = self._take(wanted, _Deadline(timeout_s))
-        self._handed = reply.metadata.reply_to_message_id
+        reply = self._first(wanted, _Deadline(timeout_s))
+        if reply is not None:
+            self._handed = reply.metadata.reply_to_message_id
         return reply
 
     def abandon(self, message_ids: Collection[str]) -> None:
@@ -366,7 +367,7 @@ class LinkGrid(Grid):
             self._abandon(wanted)
 
     def _take(self, wanted: set[str], deadline: _Deadline) -> Message:
-        """The next reply to one of ``wanted``: the node's, or an error reply."""
+        """The next reply to one of ``wanted``: the node's, or an error reply after the deadline."""
         held: list[Message] = []
         try:
             while True:
@@ -376,26 +377,50 @@ class LinkGrid(Grid):
                     self._time_out(
                         wanted, deadline.timeout_s or 0.0, at_the_door_too=at_the_door_too
                     )
-                try:
-                    reply = self._replies.get(timeout=deadline.wait())
-                except queue.Empty:
-                    if deadline.timeout_s is not None and not self._any_waiting(wanted):
-                        raise PollinateError(
-                            f"no reply will come for {sorted(wanted)}: they were not sent on "
-                            "this grid, or were received already"
-                        ) from None
-                    continue
-                if reply is None:
-                    self._replies.put(None)  # every receive() sees that the run stopped
-                    continue
-                if reply.metadata.reply_to_message_id in wanted:
+                reply = self._poll(wanted, deadline, held)
+                if reply is not None:
                     return reply
-                if reply.metadata.reply_to_message_id in self._unfinished:
-                    held.append(reply)  # another receive() waits for it
-                # else: its message was abandoned (its receive stopped early): dropped
         finally:
             for reply in held:
                 self._replies.put(reply)
+
+    def _first(self, wanted: set[str], deadline: _Deadline) -> Message | None:
+        """The next reply to one of ``wanted``, or None once the deadline has passed."""
+        held: list[Message] = []
+        try:
+            while True:
+                self._check_stopped()
+                reply = self._poll(wanted, deadline, held)
+                if reply is not None or deadline.due():
+                    return reply
+        finally:
+            for reply in held:
+                self._replies.put(reply)
+
+    def _poll(self, wanted: set[str], deadline: _Deadline, held: list[Message]) -> Message | None:
+        """A reply to one of ``wanted`` that comes before the deadline (None: none did).
+
+        Replies that another receive waits for go to ``held``; those to abandoned messages
+        are dropped.
+        """
+        try:
+            reply = self._replies.get(timeout=deadline.wait())
+        except queue.Empty:
+            if deadline.timeout_s is not None and not self._any_waiting(wanted):
+                raise PollinateError(
+                    f"no reply will come for {sorted(wanted)}: they were not sent on "
+                    "this grid, or were received already"
+                ) from None
+            return None
+        if reply is None:
+            self._replies.put(None)  # every receive() sees that the run stopped
+            return None
+        if reply.metadata.reply_to_message_id in wanted:
+            return reply
+        if reply.metadata.reply_to_message_id in self._unfinished:
+            held.append(reply)  # another receive() waits for it
+        # else: its message was abandoned (its receive stopped early): dropped
+        return None
 
     def _time_out(self, wanted: set[str], timeout_s: float, *, at_the_door_too: bool) -> None:
         """Fail the wanted messages still without a reply after ``timeout_s``.

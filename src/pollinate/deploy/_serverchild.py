@@ -12,6 +12,7 @@ import multiprocessing as mp
 import os
 import signal
 import threading
+import time
 import traceback
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from multiprocessing.connection import Connection
@@ -104,11 +105,21 @@ class ProxyGrid(Grid):
 
     def receive_first(
         self, message_ids: Collection[str], timeout_s: float | None = None
-    ) -> Message:
-        """The first reply of ``message_ids``, as the link's Grid gives it."""
-        wait = None if timeout_s is None else float(timeout_s)
-        header = {"op": "receive_first", "ids": [str(i) for i in message_ids], "timeout_s": wait}
-        return wire.decode(self._parent.call(header)[1])
+    ) -> Message | None:
+        """The first reply of ``message_ids``, as the link's Grid gives it (None: none in time).
+
+        The link caps each wait at its ``max_idle_s``; a longer wait is asked for again.
+        """
+        ids = [str(i) for i in message_ids]
+        deadline = None if timeout_s is None else time.monotonic() + float(timeout_s)
+        while True:
+            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+            header = {"op": "receive_first", "ids": ids, "timeout_s": wait}
+            answer, payload = self._parent.call(header)
+            if answer["ok"] is not None:
+                return wire.decode(payload)
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
 
     def abandon(self, message_ids: Collection[str]) -> None:
         """Let go of the messages on the link: their replies are dropped when they come."""

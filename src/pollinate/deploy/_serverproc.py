@@ -297,11 +297,13 @@ class ServerProcess:
             if op == "receive_first":
                 ids = _ids(header["ids"])
                 reply = grid.receive_first(ids, self._wait_s(header["timeout_s"]))
+                if reply is None:
+                    return {"ok": None}, []
                 return {"ok": True}, wire.encode_parts(reply)
             if op == "abandon":
                 grid.abandon(_ids(header["ids"]))
                 return {"ok": None}, []
-        except (KeyError, TypeError, ValueError, PollinateError) as err:
+        except (KeyError, TypeError, ValueError, OverflowError, PollinateError) as err:
             if isinstance(err, PollinateError) and not isinstance(err, errors.WireError):
                 raise
             raise ProtocolError(f"a malformed {op!r} call: {err}") from None
@@ -393,7 +395,7 @@ def _ids(value: Any) -> list[str]:
 
 
 def _seconds(value: Any) -> float | None:
-    """A timeout the child sent: None, or a finite number of seconds >= 0 (else ValueError)."""
+    """A timeout the child sent: None, or finite seconds >= 0 (else ValueError, OverflowError)."""
     if value is None:
         return None
     seconds = float(value)

@@ -21,8 +21,9 @@ class Grid(ABC):
     ``receive``, the node's own or an error reply (timeout, node unavailable), and replies
     come in the order they arrive; ``receive_in_order`` gives the same replies in the order
     their messages were sent. For asynchronous strategies, ``receive_first`` gives the one
-    reply that comes first and leaves the rest pending, and ``abandon`` lets go of messages
-    whose replies are no longer wanted; ``now`` is the grid's clock (None: wall time).
+    reply that comes first (None after its timeout) and leaves the rest pending, and
+    ``abandon`` lets go of messages whose replies are no longer wanted; ``now`` is the
+    grid's clock (None: wall time).
 
     A grid also carries what the run around it gives a round loop: ``observer`` (who hears
     of each round) and ``resume_point`` (where an interrupted run carries on).
@@ -76,12 +77,13 @@ class Grid(ABC):
 
     def receive_first(
         self, message_ids: Collection[str], timeout_s: float | None = None
-    ) -> Message:
-        """The reply to whichever of ``message_ids`` is answered first.
+    ) -> Message | None:
+        """The reply to whichever of ``message_ids`` is answered first, or None.
 
-        The rest stay pending for later calls (nothing is abandoned). After ``timeout_s``
-        with none answered, every one of them fails with TIMEOUT and the first such error
-        reply is returned (the others come from the next calls). Every transport of
+        None: none is answered within ``timeout_s`` (on the grid's clock). The rest stay
+        pending for later calls: nothing fails and nothing is abandoned on a timeout, the
+        caller abandons what it gives up on, so each task can keep its own deadline. Every
+        transport of
         pollinate implements it; a grid of one's own that does not cannot run
         asynchronous strategies (FedBuff, FedAsync).
         """

@@ -131,8 +131,8 @@ class _RunGrid(Grid):
 
     def receive_first(
         self, message_ids: Collection[str], timeout_s: float | None = None
-    ) -> Message:
-        """The transport's first reply of ``message_ids``."""
+    ) -> Message | None:
+        """The transport's first reply of ``message_ids`` (None: none within ``timeout_s``)."""
         return self._grid.receive_first(message_ids, timeout_s)
 
     def abandon(self, message_ids: Collection[str]) -> None:

@@ -166,28 +166,27 @@ class SimulationGrid(Grid):
 
     def receive_first(
         self, message_ids: Collection[str], timeout_s: float | None = None
-    ) -> Message:
+    ) -> Message | None:
         """The reply to whichever of ``message_ids`` arrives first; the rest stay pending.
 
         Those not yet run run now, as one backend batch, and their replies are held for
-        later calls. Without a population "first" is the order they finished in, and
-        ``timeout_s`` is the batch's wall deadline; with one it is simulated time: if none
-        arrives within it, each becomes a TIMEOUT reply at that moment and the first sent is
-        returned.
+        later calls. Without a population "first" is the order they finished in (a reply is
+        always there; ``timeout_s`` is the batch's wall deadline, as ``receive``'s); with
+        one it is simulated time: if none arrives within ``timeout_s``, the clock moves on
+        to the end of the wait and None is returned (nothing fails, nothing is abandoned).
         """
         self._check_idle()
         ids = list(message_ids)
         if not ids:
             raise PollinateError("receive_first() needs at least one message id")
-        self._run(self._take(ids), timeout_s)
-        first = min((self._arrived[mid] for mid in ids), key=_arrival_key)
         clock = self._clock
+        self._run(self._take(ids), timeout_s if clock is None else None)
+        first = min((self._arrived[mid] for mid in ids), key=_arrival_key)
         if clock is not None:
             deadline = _deadline(clock, timeout_s)
-            if timeout_s is not None and first.time > deadline:
-                for mid in ids:
-                    self._arrived[mid] = _timed_out(self._arrived[mid], deadline, timeout_s)
-                first = min((self._arrived[mid] for mid in ids), key=_arrival_key)
+            if first.time > deadline:
+                clock.advance(deadline)
+                return None
             clock.advance(first.time)
         del self._arrived[first.message_id]
         return first.reply

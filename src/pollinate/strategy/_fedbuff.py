@@ -47,6 +47,13 @@ log = logging.getLogger("pollinate.strategy")
 FAILURES_PER_TASK = 10
 """A version that sets aside this many replies per concurrent task ends the run."""
 
+VERSIONS_AWAITING_EVALUATION = 2
+"""The most versions made that wait for their federated evaluation, each with its model.
+
+When one more is made, the oldest is recorded with the evaluation replies it has; the
+rest of its evaluate tasks are abandoned and count as failures of its evaluation.
+"""
+
 
 @dataclass(frozen=True, slots=True)
 class Staleness:
@@ -122,6 +129,8 @@ class FedBuff(Strategy):
         fraction_evaluate: share of the available nodes sent each new version to evaluate,
             picked among the free ones (0, the default, skips federated evaluation); a
             version's record waits for its evaluation, and records stay in version order.
+            At most ``VERSIONS_AWAITING_EVALUATION`` (2) versions wait: when another is
+            made, the oldest is recorded with the evaluation replies it has.
         evaluate_metrics_aggr_fn: how a version's evaluation metrics become one.
         initial_arrays, train_config, evaluate_config, evaluate_fn: defaults for ``start``,
             as FedAvg's.
@@ -316,8 +325,9 @@ class FedBuff(Strategy):
     ) -> Result:
         """Run until ``num_rounds`` model versions are made, each a round record.
 
-        ``timeout_s`` bounds each wait for the next reply: after it with no reply, every
-        task in flight fails (TIMEOUT) and its node is free again. Observers, resuming
+        ``timeout_s`` bounds each task, train or evaluate, from when it was sent (on the
+        grid's clock): a task not answered by then is abandoned and counts as a failure of
+        its version, and its node is free again. Observers, resuming
         (after the last version made; the tasks in flight then are gone) and ``evaluate_fn``
         work as in ``Strategy.start``; what is in flight at the end is abandoned.
         """
@@ -335,7 +345,7 @@ class FedBuff(Strategy):
         if resume is None:
             if initial_arrays is None:
                 initial_arrays = initial_arrays_from_a_node(grid)
-            result, state = self._begin(observer, initial_arrays, evaluate_fn)
+            result, state = self._begin(observer, initial_arrays, evaluate_fn, grid.now())
             first = 1
         else:
             result, state = self._resume(observer, resume, num_rounds)
@@ -356,6 +366,8 @@ class FedBuff(Strategy):
                 run.send_evaluations(version, _round_config(evaluate_config, version))
                 elapsed = time.perf_counter() - began
                 made.append(_Made(version, train, server, elapsed, grid.now(), arrays, state))
+                if len(made) > VERSIONS_AWAITING_EVALUATION:
+                    run.give_up_evaluation(made[0].version, version)
                 self._report(grid, result, made, run)
             run.abandon_training()
             run.finish_evaluations()
@@ -460,6 +472,7 @@ class FedAsync(FedBuff):
             evaluate_fn=evaluate_fn,
             secure_aggregation=secure_aggregation,
         )
+        _check_mixing(alpha, self.staleness(0), 0)
 
     def __repr__(self) -> str:
         return (
@@ -471,6 +484,7 @@ class FedAsync(FedBuff):
         self, current: ArrayRecord, trained: ArrayRecord, base: ArrayRecord, weight: float
     ) -> ArrayRecord:
         """The mixed model ``x + alpha s(tau) (x_new - x)``: ``(1 - alpha_t) x + alpha_t x_new``."""
+        _check_mixing(self.alpha, weight, None)
         return ArrayRecord(
             (name, _step(x.numpy(), trained[name].numpy(), x.numpy(), self.alpha * weight))
             for name, x in current.items()
@@ -508,6 +522,8 @@ class _Run:
         """Evaluate message id -> (node id, the version it evaluates)."""
         self.evaluated_by: dict[int, tuple[list[Message], list[Failure]]] = {}
         """The versions sent to evaluate: their valid replies and failures so far."""
+        self.deadlines: dict[str, float] = {}
+        """Message id (train or evaluate) -> when it times out, on ``clock()``."""
 
     def next_version(self, state: ArrayRecord) -> tuple[ArrayRecord, ArrayRecord, PhaseResult]:
         """Fold replies until K are in the buffer, then step: the model, state and record."""
@@ -516,14 +532,19 @@ class _Run:
         stale: list[int] = []
         failures: list[Failure] = []
         while len(buffer) < strategy.buffer_size:
+            self._expire(failures)
             self._fill()
             if not self.tasks and not self.evals:
                 continue  # the nodes waited for left again: wait anew
-            reply = self.grid.receive_first([*self.tasks, *self.evals], self.timeout_s)
-            if reply.metadata.reply_to_message_id in self.evals:
+            reply = self.grid.receive_first([*self.tasks, *self.evals], self._wait_s())
+            if reply is None:
+                continue  # a task's deadline came first
+            reply_to = reply.metadata.reply_to_message_id
+            self.deadlines.pop(reply_to, None)
+            if reply_to in self.evals:
                 self._fold_evaluation(reply)
                 continue
-            node, trained_from = self.tasks.pop(reply.metadata.reply_to_message_id)
+            node, trained_from = self.tasks.pop(reply_to)
             base = self.models[trained_from]
             self._forget(trained_from)
             tau = self.version - trained_from
@@ -569,6 +590,7 @@ class _Run:
         messages = self.strategy.train_messages(self.grid.run_id, picked, self.arrays, config)
         for message_id, message in zip(self.grid.send(messages), messages, strict=True):
             self.tasks[message_id] = (message.metadata.dst_node_id, self.version)
+            self._set_deadline(message_id)
 
     def send_evaluations(self, version: int, config: ConfigRecord) -> None:
         """Send the new version to ``fraction_evaluate`` of the nodes, among the free ones."""
@@ -584,19 +606,68 @@ class _Run:
         messages = self.strategy.evaluate_messages(self.grid.run_id, picked, self.arrays, config)
         for message_id, message in zip(self.grid.send(messages), messages, strict=True):
             self.evals[message_id] = (message.metadata.dst_node_id, version)
+            self._set_deadline(message_id)
         self.evaluated_by[version] = ([], [])
+
+    def clock(self) -> float:
+        """The grid's clock: simulated seconds, or the wall's monotonic seconds."""
+        now = self.grid.now()
+        return time.monotonic() if now is None else now
+
+    def _set_deadline(self, message_id: str) -> None:
+        if self.timeout_s is not None:
+            self.deadlines[message_id] = self.clock() + self.timeout_s
+
+    def _wait_s(self) -> float | None:
+        """How long to wait for a reply: until the earliest task's deadline (None: for ever)."""
+        if not self.deadlines:
+            return None
+        return max(0.0, min(self.deadlines.values()) - self.clock())
+
+    def _expire(self, failures: list[Failure]) -> None:
+        """Abandon the tasks past their deadline; each is a failure of its version."""
+        now = self.clock()
+        late = [mid for mid, deadline in self.deadlines.items() if deadline <= now]
+        if not late:
+            return
+        self.grid.abandon(late)
+        why = f"no reply within {self.timeout_s:g} s"
+        for message_id in late:
+            del self.deadlines[message_id]
+            if message_id in self.evals:
+                node, version = self.evals.pop(message_id)
+                self._evaluation_failed(version, Failure(node, why))
+                continue
+            node, trained_from = self.tasks.pop(message_id)
+            self._forget(trained_from)
+            self._set_aside(failures, Failure(node, why))
+
+    def give_up_evaluation(self, version: int, newest: int) -> None:
+        """Abandon ``version``'s evaluate tasks still in flight, as failures of its evaluation."""
+        late = [mid for mid, (_, v) in self.evals.items() if v == version]
+        if not late:
+            return
+        self.grid.abandon(late)
+        why = f"not evaluated before version {newest} was made"
+        for message_id in late:
+            node, _ = self.evals.pop(message_id)
+            self.deadlines.pop(message_id, None)
+            self._evaluation_failed(version, Failure(node, why))
 
     def _fold_evaluation(self, reply: Message) -> None:
         """Keep an evaluate reply for its version, or count it as a failure with the reason."""
         node, version = self.evals.pop(reply.metadata.reply_to_message_id)
-        kept, failures = self.evaluated_by[version]
         reason = self.strategy.check_evaluate_reply(reply)
         if reason is None:
-            kept.append(reply)
+            self.evaluated_by[version][0].append(reply)
             return
-        failures.append(Failure(node, reason))
+        self._evaluation_failed(version, Failure(node, reason))
+
+    def _evaluation_failed(self, version: int, failure: Failure) -> None:
+        failures = self.evaluated_by[version][1]
+        failures.append(failure)
         if len(failures) <= LOGGED_FAILURES:
-            log.warning("version %d evaluate: set aside %s", version, failures[-1])
+            log.warning("version %d evaluate: set aside %s", version, failure)
 
     def evaluated(self, version: int) -> bool:
         """Whether every evaluate task of ``version`` is answered (or none was sent)."""
@@ -611,9 +682,15 @@ class _Run:
         return PhaseResult(dict(metrics), len(kept), tuple(failures))
 
     def finish_evaluations(self) -> None:
-        """Wait for the evaluate tasks still in flight (after ``timeout_s``: failures)."""
+        """Wait for the evaluate tasks still in flight (past their deadline: failures)."""
         while self.evals:
-            self._fold_evaluation(self.grid.receive_first(list(self.evals), self.timeout_s))
+            self._expire([])
+            if not self.evals:
+                return
+            reply = self.grid.receive_first(list(self.evals), self._wait_s())
+            if reply is not None:
+                self.deadlines.pop(reply.metadata.reply_to_message_id, None)
+                self._fold_evaluation(reply)
 
     def _free_nodes(self) -> list[int]:
         busy = {node for node, _ in (*self.tasks.values(), *self.evals.values())}
@@ -661,6 +738,8 @@ class _Run:
         """
         if self.tasks:
             self.grid.abandon(list(self.tasks))
+            for message_id in self.tasks:
+                self.deadlines.pop(message_id, None)
             self.tasks.clear()
 
     def abandon(self) -> None:
@@ -680,6 +759,17 @@ def _weight(staleness: Callable[[int], float], tau: int) -> float:
             "give a finite number >= 0"
         )
     return float(value)
+
+
+def _check_mixing(alpha: float, weight: float, tau: int | None) -> None:
+    """ConfigError if ``alpha_t = alpha * s(tau)`` is over 1: the mix would step past x_new."""
+    if alpha * weight > 1.0:
+        at = "s(tau)" if tau is None else f"s({tau})"
+        raise ConfigError(
+            f"FedAsync's alpha * {at} = {alpha:g} * {weight:g} = {alpha * weight:g} is over 1: "
+            "alpha_t must be in (0, 1] (Xie et al. 2019), or the mix steps past the new "
+            "model; use a staleness function with values <= 1 (polynomial, hinge, constant)"
+        )
 
 
 def _step(x: np.ndarray, to: np.ndarray, since: np.ndarray, weight: float) -> np.ndarray:
