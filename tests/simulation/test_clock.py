@@ -104,9 +104,22 @@ def _no_calls():
     calls.clear()
 
 
-def clocked(population, num_nodes=None):
+# What node n reports as num-examples in ``counting`` (None: no such metric).
+EXAMPLES: dict = {}
+counting = ClientApp()
+
+
+@counting.train()
+def _count(msg, context):
+    metrics = MetricRecord({"other": 1.0})
+    if EXAMPLES.get(context.node_id) is not None:
+        metrics["num-examples"] = EXAMPLES[context.node_id]
+    return msg.reply(RecordDict({"arrays": ArrayRecord({"w": ARRAY}), "metrics": metrics}))
+
+
+def clocked(population, num_nodes=None, client=app):
     backend = InlineBackend()
-    backend.start(ClientAppSource(app=app))
+    backend.start(ClientAppSource(app=client))
     return SimulationGrid(backend, num_nodes or population.num_nodes, 1, {}, population=population)
 
 
@@ -188,6 +201,45 @@ def test_a_node_that_drops_out_fails_at_that_fraction_of_its_task_and_keeps_its_
     # Its next task (index 1) completes: sent at 2, 4 s long.
     assert timeline(grid, grid.receive(send(grid, 1))) == [(1, 6.0, None)]
     assert grid.node_state(1)["count"]["tasks"] == 1
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan, -5.0])
+def test_a_num_examples_that_is_not_a_finite_count_is_an_invalid_reply_on_finite_time(bad):
+    EXAMPLES.update({1: bad, 2: 20, 3: bad})
+    grid = clocked(three_nodes(), client=counting)
+    replies = list(grid.receive(send(grid, 1, 2, 3)))
+    # No compute and no reply arrays: only each node's download (1 s and 10 s) counts.
+    assert timeline(grid, replies) == [
+        (1, 10.0, ErrorCode.INVALID_REPLY),
+        (2, 10.0, None),
+        (3, 10.0, ErrorCode.INVALID_REPLY),
+    ]
+    assert [r.metadata.src_node_id for r in replies] == [1, 2, 3]
+    assert f"node 1 reported num-examples = {bad!r}" in replies[0].error.reason
+    assert timeline(grid, grid.receive(send(grid, 1))) == [(1, 11.0, ErrorCode.INVALID_REPLY)]
+
+
+def test_a_task_whose_end_is_not_finite_fails_at_its_start_and_the_clock_goes_on():
+    population = three_nodes()
+    population.devices[1] = Device(1e-320)
+    grid = clocked(population)
+    replies = list(grid.receive(send(grid, 1, 2)))
+    assert timeline(grid, replies) == [(1, 1.0, ErrorCode.UNKNOWN), (2, 1.0, None)]
+    assert "node 1's task would take inf s" in replies[0].error.reason
+    assert list(grid.node_ids()) == [1, 2, 3]
+    assert timeline(grid, grid.receive(send(grid, 1))) == [(1, 1.0, ErrorCode.UNKNOWN)]
+
+
+def test_replies_without_num_examples_cost_no_compute_and_warn_once(caplog):
+    EXAMPLES.clear()
+    grid = clocked(three_nodes(), client=counting)
+    with caplog.at_level("WARNING", logger="pollinate.simulation"):
+        assert timeline(grid, grid.receive(send(grid, 1, 2))) == [(2, 0.0, None), (1, 3.0, None)]
+        assert timeline(grid, grid.receive(send(grid, 2))) == [(2, 3.0, None)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "node 1's reply has no 'num-examples' metric" in warnings[0]
+    assert "report 'num-examples'" in warnings[0]
 
 
 def test_a_node_that_goes_away_mid_task_fails_then_and_is_no_longer_listed():

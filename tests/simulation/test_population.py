@@ -233,6 +233,9 @@ def test_seconds_per_example_is_carried() -> None:
         (lambda: Bernoulli(1.5), "p must be between 0 and 1"),
         (lambda: Bernoulli(-0.1), "p must be between 0 and 1"),
         (lambda: Bernoulli(0.5, period_s=0.0), "period_s"),
+        (lambda: Bernoulli(0.5, period_s=1e-300), "period_s must be at least 0.001"),
+        (lambda: LogNormal(sigma=300.0), "sigma must be .* at most 5"),
+        (lambda: Pareto(alpha=0.01), "alpha must be at least 0.5"),
         (lambda: Diurnal(hours_per_day=0), "hours_per_day"),
         (lambda: Diurnal(hours_per_day=25), "hours_per_day"),
         (lambda: Diurnal(start_hour=24), "start_hour"),
@@ -246,6 +249,38 @@ def test_seconds_per_example_is_carried() -> None:
 def test_each_bad_argument_is_one_config_error(make: object, words: str) -> None:
     with pytest.raises(ConfigError, match=words):
         make()  # type: ignore[operator]
+
+
+@pytest.mark.parametrize(
+    ("model", "words"),
+    [
+        (PopulationModel(speed=Constant(1e-12)), "speed of node 1 is 1e-12"),
+        (PopulationModel(speed=Constant(math.inf)), "speed of node 1 is inf"),
+        (PopulationModel(speed=Pareto(1.0, 0.5)), "speed of node 34799 is 2.58374e-10"),
+        (PopulationModel(speed=LogNormal(1e-8, 5.0)), "speed of node 2 is"),
+        (
+            PopulationModel(bandwidth=Bandwidth(Constant(1e-10), Constant(1.0))),
+            "download_bps of node 1 is 1e-10",
+        ),
+    ],
+)
+def test_a_drawn_speed_or_bandwidth_out_of_range_is_one_config_error(
+    model: PopulationModel, words: str
+) -> None:
+    with pytest.raises(ConfigError, match=words) as caught:
+        model.build(40_000)
+    assert "must be finite and at least 1e-09" in str(caught.value)
+
+
+def test_a_drawn_infinite_bandwidth_is_free() -> None:
+    pop = PopulationModel(bandwidth=Bandwidth(LogNormal(1e307, 5.0), Constant(1.0))).build(100)
+    assert math.inf in {pop.device(n).download_bps for n in range(1, 101)}
+
+
+def test_a_tiny_trace_repetition_is_refused(tmp_path: Path) -> None:
+    path = write_trace(tmp_path, "1,1,1,1,\n")
+    with pytest.raises(ConfigError, match=r"repeat_s must be at least 0\.001"):
+        PopulationModel.from_trace(path, repeat_s=1e-300)
 
 
 # ---- traces ------------------------------------------------------------------------------
@@ -312,7 +347,7 @@ def test_a_repeating_trace_keeps_its_intervals_within_the_repetition(tmp_path: P
     path = write_trace(tmp_path, "1,1,1,1,0-10\n2,1,1,1,90-inf\n")
     with pytest.raises(ConfigError, match=r"line 3: availability interval '90-inf' ends after"):
         PopulationModel.from_trace(path, repeat_s=100.0)
-    with pytest.raises(ConfigError, match="repeat_s must be a positive finite number"):
+    with pytest.raises(ConfigError, match=r"repeat_s must be at least 0\.001"):
         PopulationModel.from_trace(path, repeat_s=0.0)
     with pytest.raises(ConfigError, match="set trace too"):
         PopulationModel.from_config({"trace-repeat-s": 86400})
@@ -331,7 +366,7 @@ def test_an_all_always_trace_with_a_byte_order_mark_answers_a_range(tmp_path: Pa
         ("1,1,1,1,\n" + "9" * 5000 + ",1,1,1,\n", 3, "node is '99999"),
         ("1,-1,1,1,\n", 2, "speed is '-1'"),
         ("1,nan,1,1,\n", 2, "speed is 'nan'"),
-        ("1,inf,1,1,\n", 2, "speed must be a positive finite number"),
+        ("1,inf,1,1,\n", 2, "speed must be a finite number >= 1e-09"),
         ("1,1,fast,1,\n", 2, "download_bps is 'fast'"),
         ("1,1,1,0,\n", 2, "upload_bps"),
         ("1,1,1,1,\n0,1,1,1,\n", 3, "node is '0'"),
@@ -343,6 +378,8 @@ def test_an_all_always_trace_with_a_byte_order_mark_answers_a_range(tmp_path: Pa
         ("1,1,1,1,nan-100\n", 2, "not start-end"),
         ("1,1,1,1,0-nan\n", 2, "not start-end"),
         ("1,1,1,1,5\n", 2, "not start-end"),
+        ("1,1e-320,1,1,\n", 2, "speed is '1e-320'; speed must be a finite number >= 1e-09"),
+        ("1,1,1e-10,1,\n", 2, "download_bps is '1e-10'"),
     ],
 )
 def test_each_bad_trace_row_is_one_config_error_naming_file_and_line(

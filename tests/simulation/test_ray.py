@@ -302,6 +302,25 @@ def test_at_the_deadline_the_rest_of_a_stalled_batch_times_out(cluster, apps_dir
     assert codes == [None, ErrorCode.TIMEOUT, ErrorCode.TIMEOUT] + [None] * 21
 
 
+def test_a_run_closed_early_keeps_its_actors_and_later_runs_get_their_own_replies(
+    cluster, apps_dir
+):
+    backend = RayBackend(ray_address=cluster.address)
+    backend.start(ClientAppSource(spec="fixture_apps:noisy", search_path=str(apps_dir)), 2)
+    try:
+        actors = list(backend._actors)
+        for _ in range(2):
+            results = backend.run(train_tasks(12), None)
+            next(results)
+            results.close()  # over-selection: the rest are not wanted
+            assert backend._actors == actors
+        results = sorted(backend.run(train_tasks(4), None), key=lambda r: r.index)
+        assert [r.reply.content.metrics()["num-examples"] for r in results] == [11, 12, 13, 14]
+        assert backend._actors == actors
+    finally:
+        backend.close()
+
+
 def test_batches_shrink_to_one_task_as_the_queue_empties():
     assert [_batch_size(queued, 2) for queued in (100, 40, 24, 9, 8, 1)] == [8, 5, 3, 2, 1, 1]
 

@@ -13,12 +13,19 @@ drops the node ``f`` of the way through (``dropout_at``) or the node goes away f
 (``available_until``): then NODE_UNAVAILABLE comes at that moment. The grid applies
 timeouts (docs/heterogeneity.md).
 
+The clock reads the metric named ``num-examples`` whatever a strategy's ``weight_key``: a
+successful reply without it costs no compute (one warning per clock says so), and one whose
+``num-examples`` is not a finite number >= 0 becomes an INVALID_REPLY error. A task whose end
+would still not be a finite time (a hand-made population's speed of 1e-320, say) fails with
+an UNKNOWN error at its start, so the clock never leaves finite time.
+
 The grid needs only the ``Population`` protocol below; ``PopulationModel`` (the user-facing
 builder) makes one.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +34,8 @@ from typing import Protocol, runtime_checkable
 from ..message import ErrorCode, Message
 
 __all__ = ["Arrival", "Clock", "Device", "Population", "PopulationBuilder"]
+
+log = logging.getLogger("pollinate.simulation")
 
 NUM_EXAMPLES = "num-examples"
 
@@ -123,6 +132,7 @@ class Clock:
         self.now = 0.0
         self._free_at: dict[int, float] = {}
         self._tasks: dict[int, int] = {}
+        self._warned = False
 
     def advance(self, t: float) -> None:
         """Move the clock on to ``t`` (never back: a reply held since earlier arrives now)."""
@@ -138,12 +148,22 @@ class Clock:
         index = self._tasks.get(node, 0)
         self._tasks[node] = index + 1
         device = population.device(node)
+        reply, compute = self._compute_s(message, reply, compute_s)
         duration = (
-            self._compute_s(reply, compute_s) / device.speed
+            compute / device.speed
             + _array_bytes(message) / device.download_bps
             + _array_bytes(reply) / device.upload_bps
         )
         end = start + duration
+        if not math.isfinite(end):  # the clock must stay finite, whatever the population says
+            self._free_at[node] = start
+            reason = (
+                f"node {node}'s task would take {duration!r} s of simulated time (speed "
+                f"{device.speed!r}, download {device.download_bps!r} B/s, upload "
+                f"{device.upload_bps!r} B/s); give the population finite, positive speeds "
+                "and bandwidths"
+            )
+            return Outcome(start, message.reply_error(ErrorCode.UNKNOWN, reason), False)
         until = population.available_until(node, start)
         fraction = population.dropout_at(node, index)
         dropped = math.inf if fraction is None else start + fraction * duration
@@ -163,12 +183,41 @@ class Clock:
         self._free_at[node] = outcome.time
         return outcome
 
-    def _compute_s(self, reply: Message, measured_s: float | None) -> float:
-        """The task's compute on this machine: per example when the population says so."""
+    def _compute_s(
+        self, message: Message, reply: Message, measured_s: float | None
+    ) -> tuple[Message, float]:
+        """The reply and its compute on this machine: per example when the population says so.
+
+        A ``num-examples`` that is not a finite number >= 0 turns the reply into an error.
+        """
         per_example = self.population.seconds_per_example
         if per_example is None:
-            return measured_s or 0.0
-        return per_example * _num_examples(reply)
+            return reply, measured_s or 0.0
+        count = _num_examples(reply)
+        if count is None:
+            if not reply.has_error:
+                self._warn_no_examples(message.metadata.dst_node_id)
+            return reply, 0.0
+        if not (math.isfinite(count) and count >= 0):
+            reason = (
+                f"node {message.metadata.dst_node_id} reported {NUM_EXAMPLES} = {count!r}; "
+                "the simulated clock needs a finite number >= 0 of examples"
+            )
+            return message.reply_error(ErrorCode.INVALID_REPLY, reason), 0.0
+        return reply, per_example * count
+
+    def _warn_no_examples(self, node: int) -> None:
+        """Say once that a reply without ``num-examples`` costs no simulated compute."""
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "node %d's reply has no %r metric, so its task costs no simulated compute "
+                "(the population sets seconds_per_example); report %r in the reply's metrics, "
+                "whatever the strategy's weight_key",
+                node,
+                NUM_EXAMPLES,
+                NUM_EXAMPLES,
+            )
 
 
 _GONE = ErrorCode.NODE_UNAVAILABLE
@@ -181,12 +230,12 @@ def _array_bytes(message: Message) -> int:
     return sum(record.nbytes for record in message.content.array_records.values())
 
 
-def _num_examples(reply: Message) -> float:
-    """The reply's ``num-examples`` metric (0 for an error reply or a reply without one)."""
+def _num_examples(reply: Message) -> float | None:
+    """The reply's ``num-examples`` metric (None for an error reply or a reply without one)."""
     if not reply.has_content:
-        return 0.0
+        return None
     for record in reply.content.metric_records.values():
         value = record.get(NUM_EXAMPLES)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    return 0.0
+    return None

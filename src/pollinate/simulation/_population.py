@@ -27,14 +27,19 @@ Trace CSV format (UTF-8, one row per node, a header row first)::
     1,1.0,5e6,1e6,
     2,0.25,inf,inf,0-3600;7200-10800
 
-``node`` runs 1..N, each id once (rows in any order); ``speed`` is a positive finite number;
-``download_bps``/``upload_bps`` are positive numbers of bytes per second (``inf``: free);
+``node`` runs 1..N, each id once (rows in any order); ``speed`` is a finite number >= 1e-9;
+``download_bps``/``upload_bps`` are bytes per second >= 1e-9 (``inf``: free);
 ``availability`` is ``start-end`` intervals in seconds separated by ``;``, sorted, not
 overlapping (touching ones merge), ``end`` may be ``inf``; an empty field means always
 available. A run of ``num_nodes`` uses the trace's nodes 1..num_nodes; a trace with fewer
 nodes than the run is refused (cycling rows would silently duplicate devices). With
 ``repeat_s`` R (``from_trace(path, repeat_s=86400)``) the intervals recur every R seconds:
 they must lie within ``[0, R]``, and one ending at R runs on into one starting at 0.
+
+Bounds keep every simulated time finite: a LogNormal sigma is at most 5, a Pareto alpha at
+least 0.5, a Bernoulli period or trace repetition at least 1 ms, and ``build`` refuses a
+population in which any drawn speed is not finite or below 1e-9, or any bandwidth below 1e-9
+(one ConfigError naming the node).
 
 Per-task dropout: the node's task_index-th task is lost with probability ``dropout``, at a
 fraction of its duration drawn uniformly in [0, 1). The draws that must not depend on the
@@ -100,6 +105,12 @@ MAX_PERIODS_UNTIL = 1 << 20
 MAX_PERIODS_NEXT = 1024
 DEFAULT_DOWNLOAD_BPS = 5e6
 DEFAULT_UPLOAD_BPS = 1e6
+# Bounds that keep every simulated time finite: speeds and bandwidths (per second) at least
+# MIN_RATE, availability periods at least MIN_PERIOD_S, spreads no wider than these.
+MIN_RATE = 1e-9
+MIN_PERIOD_S = 1e-3
+MAX_SIGMA = 5.0
+MIN_ALPHA = 0.5
 
 # Streams keep each quantity's draws independent of the others' settings.
 _SPEED, _DOWNLOAD, _UPLOAD, _PHASE, _PERIOD, _DROPOUT, _DROP_AT = range(1, 8)
@@ -169,6 +180,13 @@ def _positive(name: str, value: float, *, finite: bool = True) -> None:
         raise ConfigError(f"{name} must be {kind}, got {value!r}")
 
 
+def _at_least(name: str, value: float, low: float, unit: str) -> None:
+    """Refuse a value that is not a finite number >= ``low``."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and low <= value < math.inf):
+        raise ConfigError(f"{name} must be at least {low:g} ({unit}) and finite, got {value!r}")
+
+
 @dataclass(frozen=True, slots=True)
 class Constant:
     """Every node gets ``value`` (``math.inf`` for a free bandwidth)."""
@@ -196,12 +214,16 @@ class LogNormal:
 
     def __post_init__(self) -> None:
         _positive("LogNormal median", self.median)
-        if not (isinstance(self.sigma, (int, float)) and 0 <= self.sigma < math.inf):
-            raise ConfigError(f"LogNormal sigma must be a finite number >= 0, got {self.sigma!r}")
+        if not (isinstance(self.sigma, (int, float)) and 0 <= self.sigma <= MAX_SIGMA):
+            raise ConfigError(
+                f"LogNormal sigma must be a number >= 0 and at most {MAX_SIGMA:g} "
+                f"(sigma 5 already spans 10^7x), got {self.sigma!r}"
+            )
 
     def sample(self, rng: np.random.Generator, n: int) -> Floats:
         """``n`` draws."""
-        return self.median * np.exp(self.sigma * rng.standard_normal(n))
+        with np.errstate(over="ignore"):  # inf: refused for a speed, free for a bandwidth
+            return self.median * np.exp(self.sigma * rng.standard_normal(n))
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,12 +240,13 @@ class Pareto:
 
     def __post_init__(self) -> None:
         _positive("Pareto median", self.median)
-        _positive("Pareto alpha", self.alpha)
+        _at_least("Pareto alpha", self.alpha, MIN_ALPHA, "smaller is a heavier tail")
 
     def sample(self, rng: np.random.Generator, n: int) -> Floats:
         """``n`` draws."""
         x_min = 2.0 ** (-1.0 / self.alpha)  # the Pareto scale whose median is 1
-        slowdown = x_min * (1.0 - rng.random(n)) ** (-1.0 / self.alpha)
+        with np.errstate(over="ignore"):  # inf: speed 0, which build refuses
+            slowdown = x_min * (1.0 - rng.random(n)) ** (-1.0 / self.alpha)
         draws: Floats = self.median / slowdown
         return draws
 
@@ -273,7 +296,7 @@ class Bernoulli:
     def __post_init__(self) -> None:
         if not (isinstance(self.p, (int, float)) and 0.0 <= self.p <= 1.0):
             raise ConfigError(f"Bernoulli p must be between 0 and 1, got {self.p!r}")
-        _positive("Bernoulli period_s", self.period_s)
+        _at_least("Bernoulli period_s", self.period_s, MIN_PERIOD_S, "seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -623,7 +646,7 @@ class Trace:
         and must lie within ``[0, repeat_s]``.
         """
         if repeat_s is not None:
-            _positive("population trace repeat_s", repeat_s)
+            _at_least("population trace repeat_s", repeat_s, MIN_PERIOD_S, "seconds")
         return _TraceReader(str(path), repeat_s).read()
 
 
@@ -684,8 +707,10 @@ class _TraceReader:
             value = float(cell)
         except ValueError:
             value = math.nan
-        if not value > 0 or (finite and math.isinf(value)):
-            need = "a positive finite number" if finite else "a positive number or inf"
+        if not value >= MIN_RATE or (finite and math.isinf(value)):
+            need = (
+                f"a finite number >= {MIN_RATE:g}" if finite else f"a number >= {MIN_RATE:g} or inf"
+            )
             raise self.fail(f"{column} is {cell.strip()!r}", f"{column} must be {need}")
         return value
 
@@ -843,6 +868,7 @@ class PopulationModel:
                 self.bandwidth.upload.sample(_rng(self.seed, _UPLOAD), num_nodes),
             )
             pattern = self._pattern(num_nodes)
+            _check_drawn(self, devices)
         return Population(
             devices,
             pattern,
@@ -875,6 +901,29 @@ class PopulationModel:
             trace.upload_bps[:num_nodes],
         )
         return devices, _TracePattern(trace, num_nodes)
+
+
+def _check_drawn(model: PopulationModel, devices: tuple[Floats, Floats, Floats]) -> None:
+    """Refuse a drawn speed or bandwidth that would make a task's time infinite or zero.
+
+    Speeds must be finite and >= MIN_RATE; bandwidths >= MIN_RATE (inf: free).
+    """
+    draws = zip(
+        ("speed", "download_bps", "upload_bps"),
+        (model.speed, model.bandwidth.download, model.bandwidth.upload),
+        devices,
+        (True, False, False),
+        strict=True,
+    )
+    for name, distribution, values, finite in draws:
+        bad = ~(values >= MIN_RATE) | (np.isinf(values) if finite else False)
+        if bad.any():
+            node = int(np.argmax(bad)) + 1
+            raise ConfigError(
+                f"population {name} of node {node} is {values[node - 1]:g} (drawn from "
+                f"{distribution}), but it must be finite and at least {MIN_RATE:g}; use a "
+                "larger median or a smaller spread (sigma, or a larger alpha)"
+            )
 
 
 # ---- config tables -----------------------------------------------------------------------

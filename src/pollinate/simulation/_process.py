@@ -11,7 +11,10 @@ shared buffer (``_shared``) rather than the pipe, with the task's measured compu
 worker loads the app and runs its
 warm-up before it says it is ready. A worker that dies or overruns the round's deadline is
 replaced (without stalling the others); its node's task becomes an error reply, and a task
-it held but had not started goes to another worker.
+it held but had not started goes to another worker. A run its caller closes early (a strategy
+with over-selection has the replies it wants) hands out nothing more and drains the tasks
+already handed out, discarding their results, so the workers stay; one still busy at the
+run's deadline, or ``DRAIN_GRACE_S`` after the close when there is none, is replaced.
 
 With ``num_gpus`` above 0 each worker holds a GPU slot (``_gpus.worker_gpus``): it starts
 with that slot as its ``CUDA_VISIBLE_DEVICES``, so it sees only its GPUs, and its tasks'
@@ -62,6 +65,12 @@ _HELD_RUN_CONFIG = 1  # a frame flag: the context's run config is the one the wo
 _KEY_SEPARATOR = b"\x00"
 _COMPUTE = struct.Struct("<d")  # a reply frame's keys field: the task's compute seconds
 _READY = b"ready"
+DRAIN_GRACE_S = 10.0
+"""How long a run closed early without a deadline waits for its workers' unwanted results.
+
+About what replacing a worker costs (a fresh interpreter, the app's import and warm-up):
+a worker still busy after that is replaced instead.
+"""
 _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 _Payload = tuple[str | None, str | None, bytes | None, bytes | None]
 _Frame = tuple[memoryview, memoryview, memoryview, int]
@@ -185,10 +194,36 @@ class ProcessBackend(Backend):
                 yield from results
             for index, task in [*queue, *(t for _, pending in sent.values() for t in pending)]:
                 yield timeout_result(index, task)
+        except GeneratorExit:  # closed early: keep the workers whose work ends in time
+            self._drain(sent, deadline)
+            raise
         finally:
             # Work whose result nobody will read must not answer into a later round.
             for worker, _ in sent.values():
                 self._replace(worker)
+
+    def _drain(
+        self,
+        sent: dict[Connection, tuple[_Worker, deque[tuple[int, Task]]]],
+        deadline: float | None,
+    ) -> None:
+        """Read and discard the results of tasks handed out, until ``deadline`` or the grace.
+
+        A drained worker leaves ``sent``; one that died meanwhile is replaced. What is left
+        in ``sent`` at the limit is still busy, for ``run`` to replace.
+        """
+        limit = time.monotonic() + DRAIN_GRACE_S if deadline is None else deadline
+        while sent:
+            ready = wait(list(sent), timeout=_remaining(limit))
+            if not ready:
+                return
+            for conn in ready:
+                worker, pending = sent[conn]  # type: ignore[index]
+                worker.receive(*pending.popleft())
+                if worker.lost or not pending:
+                    del sent[conn]  # type: ignore[arg-type]
+                    if worker.lost or not worker.alive:
+                        self._replace(worker)
 
     def _wait_s(self, deadline: float | None, starting: dict[Connection, _Worker]) -> float | None:
         """How long to wait: until the round's deadline or a replacement's time to be ready."""

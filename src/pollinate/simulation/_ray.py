@@ -7,7 +7,10 @@ goes into Ray's object store once, as one raw buffer, and every task of the roun
 it; an actor decodes it once (without copying) and hands each node its own record. A reply
 and the node's new state come back as wire-format buffers too. An actor that dies gives its
 node an error reply and is replaced; tasks unfinished at the round's deadline time out, and
-their actors are killed and replaced so that late work never reaches a later round.
+their actors are killed and replaced so that late work never reaches a later round. A run its
+caller closes early (over-selection) drains its actors' batches instead, discarding the
+results, and replaces only an actor still busy at the deadline, or ``DRAIN_GRACE_S`` after
+the close when there is none.
 
 Ray is an optional dependency (``pip install 'pollinate[ray]'``): it is imported by
 ``start()``, so the backend's name is known, and configs naming it validate, without it.
@@ -33,6 +36,7 @@ from ..context import Context
 from ..errors import AppError, ConfigError, PollinateError
 from ..message import ErrorCode, Message
 from ..records import ArrayRecord, RecordDict
+from . import _process
 from ._backend import Backend, ClientAppSource, Task, TaskResult, register_backend, timeout_result
 from ._devices import CPU, GPU, with_device
 from ._gpus import num_gpus_problem
@@ -145,11 +149,36 @@ class RayBackend(Backend):
             for actor in self._actors:
                 for index, task in actor.batch:
                     yield timeout_result(index, task)
+        except GeneratorExit:  # closed early: keep the actors whose batches end in time
+            self._drain(deadline)
+            raise
         finally:
             # An actor still busy must not answer into a later round: replace it.
             for actor in [a for a in self._actors if a.batch]:
                 self._replace(actor)
             self._models.forget_unused()
+
+    def _drain(self, deadline: float | None) -> None:
+        """Read and discard the rest of each actor's batch, until ``deadline`` or the grace.
+
+        An actor that dies meanwhile is replaced; one still busy at the limit is left for
+        ``run`` to replace.
+        """
+        limit = time.monotonic() + _process.DRAIN_GRACE_S if deadline is None else deadline
+        errors = self._ray.exceptions
+        while waiting := {a.waiting_on(): a for a in self._actors if a.ready and a.batch}:
+            done, _ = self._ray.wait(list(waiting), num_returns=1, timeout=_remaining(limit))
+            if not done:
+                return
+            for ref in done:
+                actor = waiting[ref]
+                try:
+                    actor.result()
+                except errors.RayActorError:
+                    actor.take_rest()
+                    self._replace(actor)
+                except errors.RayError:  # the call failed: the rest of its batch never runs
+                    actor.take_rest()
 
     def close(self) -> None:
         """Stop the actors, then leave Ray (stopping it if this backend started it)."""
