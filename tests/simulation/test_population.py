@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -234,8 +235,10 @@ def test_seconds_per_example_is_carried() -> None:
         (lambda: Bernoulli(-0.1), "p must be between 0 and 1"),
         (lambda: Bernoulli(0.5, period_s=0.0), "period_s"),
         (lambda: Bernoulli(0.5, period_s=1e-300), "period_s must be at least 0.001"),
-        (lambda: LogNormal(sigma=300.0), "sigma must be .* at most 5"),
-        (lambda: Pareto(alpha=0.01), "alpha must be at least 0.5"),
+        (lambda: LogNormal(sigma=300.0), "sigma must be .* at most 3"),
+        (lambda: Pareto(alpha=0.9), "Pareto alpha must be"),
+        (lambda: Bernoulli(0.5, period_s=1e300), "period_s must be at most"),
+        (lambda: Pareto(alpha=0.01), "alpha must be at least 1"),
         (lambda: Diurnal(hours_per_day=0), "hours_per_day"),
         (lambda: Diurnal(hours_per_day=25), "hours_per_day"),
         (lambda: Diurnal(start_hour=24), "start_hour"),
@@ -256,8 +259,8 @@ def test_each_bad_argument_is_one_config_error(make: object, words: str) -> None
     [
         (PopulationModel(speed=Constant(1e-12)), "speed of node 1 is 1e-12"),
         (PopulationModel(speed=Constant(math.inf)), "speed of node 1 is inf"),
-        (PopulationModel(speed=Pareto(1.0, 0.5)), "speed of node 34799 is 2.58374e-10"),
-        (PopulationModel(speed=LogNormal(1e-8, 5.0)), "speed of node 2 is"),
+        (PopulationModel(speed=Pareto(1e-8, 1.0)), "speed of node 4 is 8.69724e-10"),
+        (PopulationModel(speed=LogNormal(1e-8, 3.0)), "speed of node 2 is"),
         (
             PopulationModel(bandwidth=Bandwidth(Constant(1e-10), Constant(1.0))),
             "download_bps of node 1 is 1e-10",
@@ -273,7 +276,7 @@ def test_a_drawn_speed_or_bandwidth_out_of_range_is_one_config_error(
 
 
 def test_a_drawn_infinite_bandwidth_is_free() -> None:
-    pop = PopulationModel(bandwidth=Bandwidth(LogNormal(1e307, 5.0), Constant(1.0))).build(100)
+    pop = PopulationModel(bandwidth=Bandwidth(LogNormal(1e307, 3.0), Constant(1.0))).build(100)
     assert math.inf in {pop.device(n).download_bps for n in range(1, 101)}
 
 
@@ -397,7 +400,11 @@ def test_each_bad_trace_row_is_one_config_error_naming_file_and_line(
         ("node,speed,bandwidth\n", "1,1,1\n", "the first line must be node,speed,"),
         ("", "", "the first line must be"),
         (HEADER, "", "no node rows"),
-        (HEADER, "1,1,1,1,\n3,1,1,1,\n", "no row for node 2; number the nodes 1..2"),
+        (
+            HEADER,
+            "1,1,1,1,\n3,1,1,1,\n",
+            "rows for 2 nodes, up to node 3, but none for node 2; add a row for node 2",
+        ),
     ],
 )
 def test_a_bad_trace_file_is_one_config_error(
@@ -530,3 +537,18 @@ def test_available_nodes_until_and_next_agree_at_random_times(tmp_path: Path) ->
                 assert len(pop.available_nodes(tau)) >= count
                 if tau > t:
                     assert len(pop.available_nodes(math.nextafter(tau, -math.inf))) < count
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"speed": "pareto"}, "population speed must be one of Constant, LogNormal, Pareto"),
+        ({"availability": "diurnal"}, "the string form is for a config table"),
+        ({"bandwidth": 5e6}, "population bandwidth must be one of Bandwidth"),
+    ],
+)
+def test_a_piece_given_as_a_string_or_number_is_one_config_error(options, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        PopulationModel(**options)
+    with pytest.raises(ConfigError, match="population download must be one of"):
+        Bandwidth(download=5e6)

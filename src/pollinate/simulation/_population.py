@@ -36,8 +36,9 @@ nodes than the run is refused (cycling rows would silently duplicate devices). W
 ``repeat_s`` R (``from_trace(path, repeat_s=86400)``) the intervals recur every R seconds:
 they must lie within ``[0, R]``, and one ending at R runs on into one starting at 0.
 
-Bounds keep every simulated time finite: a LogNormal sigma is at most 5, a Pareto alpha at
-least 0.5, a Bernoulli period or trace repetition at least 1 ms, and ``build`` refuses a
+Bounds keep every simulated time finite: a LogNormal sigma is at most 3, a Pareto alpha at
+least 1 (so a million nodes draw no speed near 0), a Bernoulli period or trace repetition
+between 1 ms and 1e9 s, and ``build`` refuses a
 population in which any drawn speed is not finite or below 1e-9, or any bandwidth below 1e-9
 (one ConfigError naming the node).
 
@@ -109,8 +110,9 @@ DEFAULT_UPLOAD_BPS = 1e6
 # MIN_RATE, availability periods at least MIN_PERIOD_S, spreads no wider than these.
 MIN_RATE = 1e-9
 MIN_PERIOD_S = 1e-3
-MAX_SIGMA = 5.0
-MIN_ALPHA = 0.5
+MAX_PERIOD_S = 1e9  # about 30 years: past it, a simulated time loses its seconds
+MAX_SIGMA = 3.0
+MIN_ALPHA = 1.0
 
 # Streams keep each quantity's draws independent of the others' settings.
 _SPEED, _DOWNLOAD, _UPLOAD, _PHASE, _PERIOD, _DROPOUT, _DROP_AT = range(1, 8)
@@ -217,7 +219,8 @@ class LogNormal:
         if not (isinstance(self.sigma, (int, float)) and 0 <= self.sigma <= MAX_SIGMA):
             raise ConfigError(
                 f"LogNormal sigma must be a number >= 0 and at most {MAX_SIGMA:g} "
-                f"(sigma 5 already spans 10^7x), got {self.sigma!r}"
+                f"(sigma 3 already spans 10^5x between the 0.1th and 99.9th percentiles), got "
+                f"{self.sigma!r}"
             )
 
     def sample(self, rng: np.random.Generator, n: int) -> Floats:
@@ -266,6 +269,10 @@ class Bandwidth:
     download: Distribution = LogNormal(DEFAULT_DOWNLOAD_BPS, 1.0)
     upload: Distribution = LogNormal(DEFAULT_UPLOAD_BPS, 1.0)
 
+    def __post_init__(self) -> None:
+        for name in ("download", "upload"):
+            _check_piece(name, getattr(self, name), (Constant, LogNormal, Pareto), "Constant(5e6)")
+
     @classmethod
     def free(cls) -> Bandwidth:
         """Bandwidth that costs no simulated time: ``math.inf`` both ways."""
@@ -297,6 +304,10 @@ class Bernoulli:
         if not (isinstance(self.p, (int, float)) and 0.0 <= self.p <= 1.0):
             raise ConfigError(f"Bernoulli p must be between 0 and 1, got {self.p!r}")
         _at_least("Bernoulli period_s", self.period_s, MIN_PERIOD_S, "seconds")
+        if self.period_s > MAX_PERIOD_S:
+            raise ConfigError(
+                f"Bernoulli period_s must be at most {MAX_PERIOD_S:g} seconds, got {self.period_s!r}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -771,9 +782,11 @@ class _TraceReader:
             raise self.fail("no node rows", "add one row per node after the header")
         missing = sorted(set(range(1, n + 1)) - self.rows.keys())
         if missing:
+            top = max(self.rows)
             raise self.fail(
-                f"{n} nodes but no row for node {missing[0]}",
-                f"number the nodes 1..{n} without gaps",
+                f"rows for {n} nodes, up to node {top}, but none for node {missing[0]}",
+                f"add a row for node {missing[0]} (a trace's nodes are 1..N, each once), or "
+                "renumber the rows 1..N without gaps",
             )
         ordered = [self.rows[i] for i in range(1, n + 1)]
         counts = [len(r[3]) for r in ordered]
@@ -794,6 +807,22 @@ class _TraceReader:
 # ---- the model ---------------------------------------------------------------------------
 
 
+def _check_piece(name: str, value: object, kinds: tuple[type, ...], example: str) -> None:
+    """ConfigError if ``value`` is none of ``kinds`` (a config table's string, say)."""
+    if isinstance(value, kinds):
+        return
+    names = ", ".join(kind.__name__ for kind in kinds)
+    hint = (
+        f"; the string form is for a config table (PopulationModel.from_config({{{name!r}: "
+        f"{value!r}}}))"
+        if isinstance(value, str)
+        else ""
+    )
+    raise ConfigError(
+        f"population {name} must be one of {names}, e.g. {name}={example}, got {value!r}{hint}"
+    )
+
+
 @dataclass(frozen=True)
 class PopulationModel:
     """How a simulated population is drawn; ``build(num_nodes)`` materializes it.
@@ -812,6 +841,16 @@ class PopulationModel:
     trace: Trace | None = None
 
     def __post_init__(self) -> None:
+        _check_piece(
+            "speed", self.speed, (Constant, LogNormal, Pareto), "Pareto(median=1.0, alpha=1.5)"
+        )
+        _check_piece("bandwidth", self.bandwidth, (Bandwidth,), "Bandwidth() or Bandwidth.free()")
+        _check_piece(
+            "availability",
+            self.availability,
+            (Always, Bernoulli, Diurnal),
+            "Diurnal(hours_per_day=8)",
+        )
         if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
             raise ConfigError(f"population dropout must be in [0, 1), got {self.dropout!r}")
         if self.seconds_per_example is not None:
