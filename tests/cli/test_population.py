@@ -24,3 +24,19 @@ def test_a_mistake_in_the_population_table_is_one_clear_error(make_app, invoke):
     result = invoke("run", make_app(federations=federations))
     assert result.exit_code == 1
     assert "speeed" in result.stderr and "Traceback" not in result.output
+
+
+def test_a_misspelled_population_table_is_named_among_the_known_keys(make_app, invoke):
+    federations = TINY_FEDERATIONS + (
+        "\n[tool.pollinate.federations.local-simulation.populaton]\ndropout = 0.1\n"
+    )
+    result = invoke("run", make_app(federations=federations))
+    assert result.exit_code == 1
+    assert "unknown key 'populaton.dropout'" in result.stderr
+    assert "population" in result.stderr.split("known keys:")[1]
+
+
+def test_the_population_cannot_be_set_on_the_command_line(make_app, invoke):
+    result = invoke("run", make_app(), "--federation-config", "population.dropout=0.2")
+    assert result.exit_code == 1
+    assert "--federation-config cannot set the population model" in result.stderr

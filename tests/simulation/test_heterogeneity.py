@@ -126,3 +126,41 @@ def test_a_hung_node_s_slot_is_freed_after_the_timeout_on_the_clock(tmp_path):
     assert [r.simulated_time_s for r in result.rounds] == [10.0, 10.0, 20.0, 20.0, 30.0, 30.0]
     failures = [[(f.node_id, f.reason) for f in r.train.failures] for r in result.rounds]
     assert failures == [[], [], [], [], [(1, "no reply within 25 s")], []]
+
+
+def test_a_population_s_dropouts_are_logged_quietly_but_kept_in_the_record(caplog):
+    population = PopulationModel(dropout=0.5, seconds_per_example=1.0, seed=1)
+    with caplog.at_level("INFO", logger="pollinate"):
+        sync = _run(FedAvg(fraction_evaluate=0.0, min_train_nodes=1), population, num_rounds=3)
+        buffered = _run(FedBuff(buffer_size=2, concurrency=4), population, num_rounds=3)
+    dropped = [r for r in caplog.records if "dropped out" in r.getMessage()]
+    assert dropped and all(r.levelname == "INFO" for r in dropped)
+    failures = sum(r.train.num_failed for r in [*sync.rounds, *buffered.rounds] if r.train)
+    assert failures >= len(dropped)  # each is in its round's record (5 a round logged)
+
+
+def test_a_failure_the_population_did_not_make_still_warns(four_speeds, caplog):
+    def broken(msg, context):
+        raise RuntimeError("a bug in the ClientApp")
+
+    app = ClientApp()
+    app.train()(broken)
+    strategy = FedAvg(fraction_evaluate=0.0, min_train_nodes=0)
+    with caplog.at_level("INFO", logger="pollinate"):
+        run_simulation(
+            client_app=app,
+            num_nodes=4,
+            strategy=strategy,
+            num_rounds=1,
+            initial_arrays=ArrayRecord({"w": np.zeros(3, np.float32)}),
+            population=four_speeds,
+            verbose=False,
+        )
+    assert {r.levelname for r in caplog.records if "a bug in" in r.getMessage()} == {"WARNING"}
+
+
+def test_fedbuff_says_when_the_federation_is_smaller_than_its_concurrency(four_speeds, caplog):
+    with caplog.at_level("WARNING", logger="pollinate"):
+        _run(FedBuff(buffer_size=2, concurrency=10), four_speeds, num_rounds=1)
+    (warning,) = [r.getMessage() for r in caplog.records if "concurrency=10" in r.getMessage()]
+    assert "only 4 nodes are available now" in warning

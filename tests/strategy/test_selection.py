@@ -141,3 +141,24 @@ def test_scaffold_refuses_over_selection_and_a_bool_is_no_share():
         FedAvg(over_selection=True)
     with pytest.raises(ConfigError, match="round_deadline_s must be positive"):
         FedAvg(round_deadline_s=True)
+
+
+@pytest.mark.parametrize("timeout_s", [float("nan"), 0.0, -1.0, True, "60"])
+def test_a_timeout_that_is_no_positive_number_is_refused(by_node, global_arrays, timeout_s):
+    from pollinate.strategy import FedBuff
+
+    for strategy in (FedAvg(), FedBuff(buffer_size=1, concurrency=2)):
+        with pytest.raises(ConfigError, match="timeout_s must be a number of seconds above 0"):
+            strategy.start(by_node(), global_arrays, num_rounds=1, timeout_s=timeout_s)
+
+
+def test_a_lone_piece_as_aggregation_is_wrapped_in_the_message():
+    from pollinate.privacy import dp_fixed_clip
+    from pollinate.strategy import FedBuff, krum
+
+    with pytest.raises(ConfigError, match=r"write aggregation=chain\(dp_fixed_clip\(clip_norm="):
+        FedAvg(aggregation=dp_fixed_clip(1.0, 1.0))
+    with pytest.raises(ConfigError, match=r"write aggregation=chain\(krum\("):
+        FedBuff(aggregation=krum(1))
+    with pytest.raises(ConfigError, match="must be made with chain"):
+        FedAvg(aggregation="median")

@@ -458,6 +458,11 @@ def _federation_table(
         flower = flower_federation_key(override.key, override.text)
         if flower is not None:
             raise flower
+        if override.key.split(".")[0] == POPULATION and keys is FEDERATION_KEYS:
+            raise ConfigError(
+                f"--federation-config cannot set the population model ({override.key}): set "
+                f"it in [{FEDERATIONS_TABLE}.{name}.population] in {app.pyproject}"
+            )
         if override.key not in keys:
             raise unknown_key(
                 "--federation-config",
@@ -476,7 +481,8 @@ def _federation_values(
     values: dict[str, Any] = {}
     for key, value in flatten(table):
         if key not in keys:
-            raise unknown_key(f"{where} in {path}", key, keys, "Remove or rename it.")
+            known = [*keys, POPULATION] if keys is FEDERATION_KEYS else list(keys)
+            raise unknown_key(f"{where} in {path}", key, known, "Remove or rename it.")
         expected = keys[key]
         if not _has_type(value, expected):
             raise ConfigError(

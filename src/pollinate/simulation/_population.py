@@ -306,7 +306,8 @@ class Bernoulli:
         _at_least("Bernoulli period_s", self.period_s, MIN_PERIOD_S, "seconds")
         if self.period_s > MAX_PERIOD_S:
             raise ConfigError(
-                f"Bernoulli period_s must be at most {MAX_PERIOD_S:g} seconds, got {self.period_s!r}"
+                f"Bernoulli period_s must be at most {MAX_PERIOD_S:g} seconds, "
+                f"got {self.period_s!r}"
             )
 
 

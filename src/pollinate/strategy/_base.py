@@ -14,7 +14,7 @@ import numpy as np
 
 from ..context import Context
 from ..errors import ConfigError, RoundError
-from ..message import Message
+from ..message import ErrorCode, Message
 from ..records import ArrayRecord, ConfigRecord, ConfigValue, MetricRecord, RecordDict
 from ..server import (
     Failure,
@@ -34,6 +34,7 @@ __all__ = [
     "Strategy",
     "TrainPlan",
     "check_initial_arrays",
+    "check_timeout",
     "one_server_app",
     "streams_replies",
 ]
@@ -245,6 +246,7 @@ class Strategy(ABC):
         """
         if num_rounds < 1:
             raise RoundError(f"num_rounds must be at least 1, got {num_rounds}")
+        check_timeout(timeout_s)
         # An argument left out falls back to the strategy's setting of the same name.
         if train_config is None:
             train_config = self.train_config
@@ -357,7 +359,7 @@ class Strategy(ABC):
         messages = self.configure_train(
             server_round, arrays, _round_config(config, server_round), grid, state
         )
-        tally = _Tally("train", server_round, self.min_train_replies(len(messages)))
+        tally = _Tally("train", server_round, self.min_train_replies(len(messages)), grid)
         plan = self.train_plan(len(messages), timeout_s)
         kept: Iterator[Message]
         replies: Iterator[Message] = iter(())
@@ -379,6 +381,9 @@ class Strategy(ABC):
             new_arrays, metrics, new_state = self.aggregate_train(
                 server_round, arrays, _replies_for(self.aggregate_train, kept), state
             )
+        except RoundError:
+            tally.require_enough()  # too few replies is the cause to name (deadlines, dropouts)
+            raise
         finally:
             _close(replies)  # replies not taken are abandoned: a grid drops them as they come
         tally.require_enough()
@@ -400,12 +405,23 @@ class Strategy(ABC):
         messages = self.configure_evaluate(server_round, arrays, config_record, grid)
         if not messages:
             return None
-        tally = _Tally("evaluate", server_round, self.min_evaluate_nodes)
+        tally = _Tally("evaluate", server_round, self.min_evaluate_nodes, grid)
         replies = _exchange(grid, messages, timeout_s)
         kept = tally.keep(replies, self.check_evaluate_reply)
         metrics = self.aggregate_evaluate(server_round, _replies_for(self.aggregate_evaluate, kept))
         tally.require_enough()
         return tally.result(metrics)
+
+
+def check_timeout(timeout_s: object) -> None:
+    """ConfigError unless ``timeout_s`` is None or a number of seconds above 0 (inf: none)."""
+    if timeout_s is None:
+        return
+    if isinstance(timeout_s, bool) or not isinstance(timeout_s, (int, float)) or not timeout_s > 0:
+        raise ConfigError(
+            f"timeout_s must be a number of seconds above 0 (or None: no timeout), got "
+            f"{timeout_s!r}"
+        )
 
 
 def check_initial_arrays(arrays: object) -> None:
@@ -464,16 +480,35 @@ def _call_evaluate_fn(fn: EvaluateFn, server_round: int, arrays: ArrayRecord) ->
 LOGGED_FAILURES = 5
 """Set-aside replies a round's phase logs one by one; the rest are counted in one line."""
 
+MODELLED_FAILURES = frozenset({ErrorCode.NODE_UNAVAILABLE, ErrorCode.TIMEOUT})
+"""Errors a simulated population makes on purpose (dropouts, nodes away, deadlines)."""
+
+
+def set_aside_level(grid: Grid, reply: Message | None) -> int:
+    """How loudly to log a reply set aside: WARNING, or INFO for a modelled failure.
+
+    On a simulated clock (``grid.now()`` not None) dropouts, nodes that went away and
+    deadlines are the population model at work, expected by the thousand: each is still in
+    the round's record, but logged at INFO. ``reply`` None: a task given up at its deadline.
+    """
+    if grid.now() is None:
+        return logging.WARNING
+    if reply is None or (reply.error is not None and reply.error.code in MODELLED_FAILURES):
+        return logging.INFO
+    return logging.WARNING
+
 
 class _Tally:
     """Counts the replies of one phase, keeping the good ones and logging the rest."""
 
-    def __init__(self, phase: str, server_round: int, minimum: int) -> None:
+    def __init__(self, phase: str, server_round: int, minimum: int, grid: Grid) -> None:
         self.phase = phase
         self.server_round = server_round
         self.minimum = minimum
+        self.grid = grid
         self.num_ok = 0
         self.failures: list[Failure] = []
+        self.loud = False  # a failure other than those a simulated population makes
 
     def keep(
         self, replies: Iterable[Message], check: Callable[[Message], str | None]
@@ -487,8 +522,10 @@ class _Tally:
                 continue
             failure = Failure(reply.metadata.src_node_id, reason)
             self.failures.append(failure)
+            level = set_aside_level(self.grid, reply)
+            self.loud = self.loud or level > logging.INFO
             if len(self.failures) <= LOGGED_FAILURES:
-                log.warning("round %d %s: set aside %s", self.server_round, self.phase, failure)
+                log.log(level, "round %d %s: set aside %s", self.server_round, self.phase, failure)
 
     def keep_secure(self, secure: SecureRound) -> list[Message]:
         """Count a secure round's summed nodes as valid and its dropped nodes as failures."""
@@ -503,7 +540,8 @@ class _Tally:
         """One line for the failures past the first few, so a round of thousands stays readable."""
         unlisted = len(self.failures) - LOGGED_FAILURES
         if unlisted > 0:
-            log.warning(
+            log.log(
+                logging.WARNING if self.loud else logging.INFO,
                 "round %d %s: set aside %d more (every one is in the round's record: "
                 "result.rounds, metrics.jsonl)",
                 self.server_round,

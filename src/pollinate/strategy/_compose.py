@@ -407,6 +407,17 @@ def _through(
     return kept
 
 
+def not_a_chain(aggregation: object) -> ConfigError:
+    """The error for an ``aggregation=`` that is not a chain: a lone piece is wrapped for you."""
+    if isinstance(aggregation, (UpdateFilter, Aggregator, ServerOptimizer)):
+        return ConfigError(
+            f"aggregation must be a chain of pieces: write aggregation=chain({aggregation!r})"
+        )
+    return ConfigError(
+        f"aggregation must be made with chain(...), got {type(aggregation).__name__}"
+    )
+
+
 def chain(*pieces: UpdateFilter | Aggregator | ServerOptimizer) -> Aggregation:
     """Filters, then at most one aggregator (default: the weighted mean), then optimizers.
 

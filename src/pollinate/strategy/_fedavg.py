@@ -25,7 +25,7 @@ from ._base import (
     check_initial_arrays,
     streams_replies,
 )
-from ._compose import Aggregation, RoundInfo, Update, chain
+from ._compose import Aggregation, RoundInfo, Update, chain, not_a_chain
 from ._secure import COUNT_KEY, SecureAggregation
 from ._validate import (
     ARRAYS_KEY,
@@ -187,9 +187,7 @@ class FedAvg(Strategy):
         self.evaluate_fn = evaluate_fn
         self.aggregation = aggregation if aggregation is not None else chain()
         if not isinstance(self.aggregation, Aggregation):
-            raise ConfigError(
-                f"aggregation must be made with chain(...), got {type(aggregation).__name__}"
-            )
+            raise not_a_chain(aggregation)
         self.aggregation.check(min_train_nodes)
         if self.aggregation.poisson_sampling:
             self.aggregation.aggregator.check_sampling(fraction_train)

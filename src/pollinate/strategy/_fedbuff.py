@@ -33,9 +33,11 @@ from ._base import (
     _call_evaluate_fn,
     _round_config,
     check_initial_arrays,
+    check_timeout,
+    set_aside_level,
 )
 from ._classic import initial_arrays_from_a_node
-from ._compose import Aggregation, Update, chain
+from ._compose import Aggregation, Update, chain, not_a_chain
 from ._fedavg import _messages, _metric_record
 from ._secure import SecureAggregation
 from ._validate import ARRAYS_KEY, METRICS_KEY, check_evaluate_reply, check_train_reply
@@ -333,6 +335,7 @@ class FedBuff(Strategy):
         """
         if num_rounds < 1:
             raise RoundError(f"num_rounds must be at least 1, got {num_rounds}")
+        check_timeout(timeout_s)
         train_config = train_config if train_config is not None else self.train_config
         if evaluate_config is None:
             evaluate_config = self.evaluate_config
@@ -351,6 +354,7 @@ class FedBuff(Strategy):
             result, state = self._resume(observer, resume, num_rounds)
             first = resume.last_round + 1
         self.planned_rounds = (first, num_rounds)
+        self._warn_if_concurrency_exceeds(len(grid.node_ids()))
         run = _Run(self, grid, result.arrays, first - 1, timeout_s, train_config)
         made: list[_Made] = []
         try:
@@ -377,6 +381,19 @@ class FedBuff(Strategy):
         result.strategy_state = state
         observer.on_result(result)
         return result
+
+    def _warn_if_concurrency_exceeds(self, available: int) -> None:
+        """Say so when fewer nodes are there than ``concurrency``: the run is less asynchronous."""
+        if available < self.concurrency:
+            log.warning(
+                "%s: concurrency=%d, but only %d nodes are available now, so at most %d train "
+                "at once and each version folds the replies of most of them (nearly "
+                "synchronous); lower concurrency and buffer_size for a federation this small",
+                type(self).__name__,
+                self.concurrency,
+                available,
+                available,
+            )
 
     def _report(self, grid: Grid, result: Result, made: list[_Made], run: _Run) -> None:
         """Record the versions made whose evaluation is in, in version order."""
@@ -553,7 +570,7 @@ class _Run:
             if reason is None and limit is not None and tau > limit:
                 reason = f"{tau} versions stale, over max_staleness={limit}"
             if reason is not None:
-                self._set_aside(failures, Failure(node, reason))
+                self._set_aside(failures, Failure(node, reason), set_aside_level(self.grid, reply))
                 continue
             weight = _weight(strategy.staleness, tau)
             arrays = strategy.contribution(
@@ -636,11 +653,13 @@ class _Run:
             del self.deadlines[message_id]
             if message_id in self.evals:
                 node, version = self.evals.pop(message_id)
-                self._evaluation_failed(version, Failure(node, why))
+                self._evaluation_failed(
+                    version, Failure(node, why), set_aside_level(self.grid, None)
+                )
                 continue
             node, trained_from = self.tasks.pop(message_id)
             self._forget(trained_from)
-            self._set_aside(failures, Failure(node, why))
+            self._set_aside(failures, Failure(node, why), set_aside_level(self.grid, None))
 
     def give_up_evaluation(self, version: int, newest: int) -> None:
         """Abandon ``version``'s evaluate tasks still in flight, as failures of its evaluation."""
@@ -661,13 +680,16 @@ class _Run:
         if reason is None:
             self.evaluated_by[version][0].append(reply)
             return
-        self._evaluation_failed(version, Failure(node, reason))
+        level = set_aside_level(self.grid, reply)
+        self._evaluation_failed(version, Failure(node, reason), level)
 
-    def _evaluation_failed(self, version: int, failure: Failure) -> None:
+    def _evaluation_failed(
+        self, version: int, failure: Failure, level: int = logging.WARNING
+    ) -> None:
         failures = self.evaluated_by[version][1]
         failures.append(failure)
         if len(failures) <= LOGGED_FAILURES:
-            log.warning("version %d evaluate: set aside %s", version, failure)
+            log.log(level, "version %d evaluate: set aside %s", version, failure)
 
     def evaluated(self, version: int) -> bool:
         """Whether every evaluate task of ``version`` is answered (or none was sent)."""
@@ -706,10 +728,10 @@ class _Run:
                 "nodes or raise wait_for_nodes_s"
             ) from None
 
-    def _set_aside(self, failures: list[Failure], failure: Failure) -> None:
+    def _set_aside(self, failures: list[Failure], failure: Failure, level: int) -> None:
         failures.append(failure)
         if len(failures) <= LOGGED_FAILURES:
-            log.warning("version %d train: set aside %s", self.version + 1, failure)
+            log.log(level, "version %d train: set aside %s", self.version + 1, failure)
         if len(failures) >= FAILURES_PER_TASK * self.strategy.concurrency:
             reasons = "; ".join(str(f) for f in failures[:5])
             raise RoundError(
@@ -854,9 +876,7 @@ def _checked_aggregation(name: str, aggregation: object, buffer_size: int) -> Ag
     """The chain over the buffer, or ConfigError if it cannot work there."""
     chained = chain() if aggregation is None else aggregation
     if not isinstance(chained, Aggregation):
-        raise ConfigError(
-            f"aggregation must be made with chain(...), got {type(aggregation).__name__}"
-        )
+        raise not_a_chain(aggregation)
     if chained.poisson_sampling:
         raise ConfigError(
             f"{name} cannot take {chained.aggregator!r}: its privacy accounting assumes "
