@@ -691,7 +691,13 @@ class _TraceReader:
             self.line = 0
             raise self.fail(f"not UTF-8 text ({e.reason})", "save it as UTF-8 CSV") from None
         except csv.Error as e:
-            raise self.fail(f"not valid CSV ({e})", "fix the row or split its intervals") from None
+            fix = (
+                "a field holds at most 131,072 characters (about 10,000 intervals a node): "
+                "for a pattern that recurs, give one period's intervals and trace-repeat-s"
+                if "field larger than field limit" in str(e)
+                else "fix the row's quoting and commas"
+            )
+            raise self.fail(f"not valid CSV ({e})", fix) from None
         except OSError as e:
             raise self.fail(f"cannot be read ({e.strerror})", "check the path") from None
         self.line = 0
