@@ -131,6 +131,44 @@ def test_replies_from_a_node_that_was_not_asked_are_dropped(link, start_nodes, c
     channel.close()
 
 
+def test_a_message_the_grid_no_longer_waits_for_is_not_sent_to_its_node(link):
+    # FedBuff abandons a task at its deadline, but the message may still sit in the node's
+    # outbox: the stream drops it there, and sends only what the grid still waits for.
+    channel, me = _raw_node(link)
+    done = threading.Event()
+
+    def frames():
+        yield encode_frame(Frame("hello", {"node_id": me["node_id"], "token": me["token"]}))
+        done.wait(10)
+
+    stream = channel.stream_stream(CHANNEL_METHOD)(frames())
+    try:
+        grid = link.grid(run_id=1, run_config={})
+        grid.wait_for_nodes(1, timeout_s=10)
+        node = me["node_id"]
+        # What an outbox holds for a message abandoned after it was queued: the grid does
+        # not wait for it (grid.send would push it at once, before it could be abandoned).
+        abandoned = Message.create(RecordDict({"arrays": MODEL}), node, "train")
+        gone = abandoned.metadata.message_id
+        assert not grid.waits_for(gone)
+        link.push(node, gone, encode_parts(abandoned), {})
+        (waited,) = grid.send([Message.create(RecordDict({"arrays": MODEL}), node, "train")])
+        ids = {decode_frame(raw).header.get("message_id") for raw in _frames_until(stream, waited)}
+        assert gone not in ids
+    finally:
+        done.set()
+        stream.cancel()
+        channel.close()
+
+
+def _frames_until(stream, message_id):
+    """The stream's frames up to the first of ``message_id``'s."""
+    for raw in stream:
+        yield raw
+        if decode_frame(raw).header.get("message_id") == message_id:
+            return
+
+
 def test_bad_registrations_and_streams_are_refused_and_the_link_keeps_serving(
     link, start_nodes, caplog
 ):

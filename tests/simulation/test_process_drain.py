@@ -1,5 +1,7 @@
 """A run closed early (over-selection) keeps its process workers: their results are drained."""
 
+import time
+
 import numpy as np
 
 from pollinate import ArrayRecord, FedAvg
@@ -53,6 +55,25 @@ def test_a_worker_still_busy_after_the_grace_period_is_replaced(apps_dir, monkey
         rerun = list(backend.run([task_for(n, model) for n in (1, 3)], deadline=None))
         assert sorted(r.index for r in rerun) == [0, 1]
         assert all(r.reply.error is None for r in rerun)
+    finally:
+        backend.close()
+
+
+def test_a_run_closed_early_waits_the_grace_not_the_rounds_deadline(apps_dir, monkeypatch):
+    # The grace is short and the deadline an hour away: a drain bounded by the deadline
+    # would wait out node 2's 60 s stall and keep its worker; one bounded by the grace
+    # replaces it, and keeps the other worker, whose tasks end at once.
+    monkeypatch.setattr(_process, "DRAIN_GRACE_S", 5.0)
+    backend = _started(apps_dir, "fixture_apps:stalling")  # node 2 sleeps 60 s
+    model = ArrayRecord({"w": np.zeros(3, np.float32)})
+    try:
+        before = _pids(backend)
+        deadline = time.monotonic() + 3600.0
+        results = backend.run([task_for(n, model) for n in (2, 1, 3, 4)], deadline=deadline)
+        assert next(results).index == 1
+        results.close()
+        after = _pids(backend)
+        assert after[0] != before[0] and after[1] == before[1]
     finally:
         backend.close()
 

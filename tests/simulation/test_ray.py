@@ -34,7 +34,7 @@ from pollinate import (
 )
 from pollinate.errors import AppError, ConfigError
 from pollinate.message import ErrorCode, MessageType
-from pollinate.simulation import ClientAppSource, RayBackend
+from pollinate.simulation import ClientAppSource, RayBackend, _process
 from pollinate.simulation._backend import Task
 from pollinate.simulation._ray import _batch_size, _innermost
 
@@ -317,6 +317,24 @@ def test_a_run_closed_early_keeps_its_actors_and_later_runs_get_their_own_replie
         results = sorted(backend.run(train_tasks(4), None), key=lambda r: r.index)
         assert [r.reply.content.metrics()["num-examples"] for r in results] == [11, 12, 13, 14]
         assert backend._actors == actors
+    finally:
+        backend.close()
+
+
+def test_a_run_closed_early_replaces_an_actor_busy_after_the_grace_not_the_deadline(
+    cluster, apps_dir, monkeypatch
+):
+    # Node 1 goes to the first actor, node 2 (a 60 s stall) to the second. The deadline is
+    # an hour away: a drain bounded by it would wait the stall out and keep the actor.
+    monkeypatch.setattr(_process, "DRAIN_GRACE_S", 5.0)
+    backend = RayBackend(ray_address=cluster.address)
+    backend.start(ClientAppSource(spec="fixture_apps:stalling", search_path=str(apps_dir)), 2)
+    try:
+        actors = list(backend._actors)
+        results = backend.run(train_tasks(2), time.monotonic() + 3600.0)
+        assert next(results).index == 0
+        results.close()
+        assert backend._actors[0] is actors[0] and backend._actors[1] is not actors[1]
     finally:
         backend.close()
 

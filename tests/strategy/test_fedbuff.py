@@ -276,6 +276,45 @@ def test_the_same_seed_makes_the_same_run():
     assert run(3) != run(4)  # other nodes picked
 
 
+class _NoScan:
+    """Nodes 1..n that may be counted and indexed but not listed: a pass over them fails."""
+
+    def __init__(self, count):
+        self.count = count
+
+    def __len__(self):
+        return self.count
+
+    def __getitem__(self, index):
+        return range(1, self.count + 1)[index]
+
+    def __iter__(self):
+        raise AssertionError("a pass over every node, for each reply")
+
+
+class _NodeAdds(dict):
+    def __missing__(self, node):
+        return float(node)
+
+
+def test_free_nodes_are_drawn_without_a_pass_over_a_million_nodes_and_the_seed_fixes_them():
+    def run(seed):
+        grid = ScriptedGrid(0, [min] * 30)
+        grid.nodes, grid.adds = _NoScan(1_000_000), _NodeAdds()
+        result = FedBuff(buffer_size=2, concurrency=4, seed=seed).start(grid, MODEL, num_rounds=10)
+        assert grid.most_in_flight == 4 and len(result.rounds) == 10
+        return grid.sent
+
+    assert run(5) == run(5)
+    assert run(5) != run(6)
+
+
+def test_with_most_nodes_busy_the_free_ones_are_still_all_used():
+    grid = ScriptedGrid(5, [min] * 30)
+    result = FedBuff(buffer_size=2, concurrency=5, seed=1).start(grid, MODEL, num_rounds=10)
+    assert grid.most_in_flight == 5 and len(result.rounds) == 10
+
+
 def test_centralized_evaluation_runs_every_evaluate_every_versions():
     seen = []
     grid = ScriptedGrid(2, [min] * 3)

@@ -581,13 +581,23 @@ class Link:
                     if item.end == "refused":
                         context.abort(item.header["code"], item.header["reason"])
                     return
-                for frame in chunk_frames(
-                    item.message_id, item.parts, self.chunk_size, item.header
-                ):
-                    yield encode_frame(frame)
+                if self._awaited(item.message_id):
+                    for frame in chunk_frames(
+                        item.message_id, item.parts, self.chunk_size, item.header
+                    ):
+                        yield encode_frame(frame)
                 item = _CLOSE  # hold no reference to the message between rounds
         finally:
             self._lose(node, stream, "its stream ended")
+
+    def _awaited(self, message_id: str) -> bool:
+        """Whether the run still waits for ``message_id``'s reply: else it is not sent.
+
+        A message abandoned (FedBuff's deadline) or left by a run that ended may still sit
+        in its node's outbox; the node would compute a reply nobody reads.
+        """
+        grid = self._grid
+        return grid is not None and grid.waits_for(message_id)
 
     def _connect(self, node: _Node) -> tuple[int, queue.SimpleQueue[_Outgoing]]:
         """Make ``node``'s new stream its current one (with the lock held)."""

@@ -9,8 +9,8 @@ and the node's new state come back as wire-format buffers too. An actor that die
 node an error reply and is replaced; tasks unfinished at the round's deadline time out, and
 their actors are killed and replaced so that late work never reaches a later round. A run its
 caller closes early (over-selection) drains its actors' batches instead, discarding the
-results, and replaces only an actor still busy at the deadline, or ``DRAIN_GRACE_S`` after
-the close when there is none.
+results, and replaces only an actor still busy at the deadline or ``DRAIN_GRACE_S`` after
+the close, whichever comes first.
 
 Ray is an optional dependency (``pip install 'pollinate[ray]'``): it is imported by
 ``start()``, so the backend's name is known, and configs naming it validate, without it.
@@ -159,12 +159,12 @@ class RayBackend(Backend):
             self._models.forget_unused()
 
     def _drain(self, deadline: float | None) -> None:
-        """Read and discard the rest of each actor's batch, until ``deadline`` or the grace.
+        """Read and discard the rest of each actor's batch, for the grace or until ``deadline``.
 
         An actor that dies meanwhile is replaced; one still busy at the limit is left for
         ``run`` to replace.
         """
-        limit = time.monotonic() + _process.DRAIN_GRACE_S if deadline is None else deadline
+        limit = _process.drain_limit(deadline)
         errors = self._ray.exceptions
         while waiting := {a.waiting_on(): a for a in self._actors if a.ready and a.batch}:
             done, _ = self._ray.wait(list(waiting), num_returns=1, timeout=_remaining(limit))

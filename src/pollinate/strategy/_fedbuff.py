@@ -595,14 +595,15 @@ class _Run:
 
     def _fill(self) -> None:
         """Send tasks with the current version to free nodes, up to ``concurrency`` in flight."""
-        free = self._free_nodes()
-        if not free and not self.tasks:
-            self._wait_for_nodes()
-            free = self._free_nodes()
-        count = min(self.strategy.concurrency - len(self.tasks), len(free))
-        if count <= 0:
+        wanted = self.strategy.concurrency - len(self.tasks)
+        if wanted <= 0:
             return
-        picked = [free[int(i)] for i in self.rng.choice(len(free), size=count, replace=False)]
+        picked = self._pick_free(wanted)
+        if not picked and not self.tasks:
+            self._wait_for_nodes()
+            picked = self._pick_free(wanted)
+        if not picked:
+            return
         config = _round_config(self.train_config, self.version + 1)
         messages = self.strategy.train_messages(self.grid.run_id, picked, self.arrays, config)
         for message_id, message in zip(self.grid.send(messages), messages, strict=True):
@@ -714,9 +715,32 @@ class _Run:
                 self.deadlines.pop(reply.metadata.reply_to_message_id, None)
                 self._fold_evaluation(reply)
 
+    def _busy(self) -> set[int]:
+        return {node for node, _ in (*self.tasks.values(), *self.evals.values())}
+
     def _free_nodes(self) -> list[int]:
-        busy = {node for node, _ in (*self.tasks.values(), *self.evals.values())}
+        busy = self._busy()
         return sorted(node for node in self.grid.node_ids() if node not in busy)
+
+    def _pick_free(self, wanted: int) -> list[int]:
+        """Up to ``wanted`` distinct free nodes, drawn with the seeded rng.
+
+        With nodes to spare (at least twice the busy and wanted ones) it draws from
+        ``node_ids()`` and rejects busy and repeated picks: a few draws per pick, never a pass
+        over all nodes (a reply comes in for each of them, and there may be millions).
+        Otherwise it picks among the listed free ones. Same grid, same seed: same picks.
+        """
+        nodes, busy = self.grid.node_ids(), self._busy()
+        if len(nodes) < 2 * (len(busy) + wanted):
+            free = self._free_nodes()
+            count = min(wanted, len(free))
+            return [free[int(i)] for i in self.rng.choice(len(free), size=count, replace=False)]
+        picked: dict[int, None] = {}  # insertion-ordered: the picks in the order drawn
+        while len(picked) < wanted:
+            node = nodes[int(self.rng.integers(len(nodes)))]
+            if node not in busy:
+                picked[node] = None
+        return list(picked)
 
     def _wait_for_nodes(self) -> None:
         wanted = max(self.strategy.min_available_nodes, 1)
