@@ -256,20 +256,8 @@ class Strategy(ABC):
             evaluate_fn = self.evaluate_fn
         if initial_arrays is None:
             initial_arrays = self.initial_arrays
-        if initial_arrays is not None:
-            check_initial_arrays(initial_arrays)
-        log.info("starting %s for %d rounds", self, num_rounds)
-        observer, resume = grid.observer, grid.resume_point
-        if resume is None:
-            if initial_arrays is None:
-                initial_arrays = initial_arrays_from_a_node(grid)
-            result, state = self._begin(observer, initial_arrays, evaluate_fn, grid.now())
-            first_round = 1
-        else:
-            result, state = self._resume(observer, resume, num_rounds)
-            first_round = resume.last_round + 1
-        arrays = result.arrays
-        self.planned_rounds = (first_round, num_rounds)
+        result, state, first_round = self._open(grid, initial_arrays, num_rounds, evaluate_fn)
+        observer, arrays = grid.observer, result.arrays
         for server_round in range(first_round, num_rounds + 1):
             reason = self.stop_reason(server_round, state)
             if reason is not None:
@@ -298,6 +286,33 @@ class Strategy(ABC):
         result.arrays, result.strategy_state = arrays, state
         observer.on_result(result)
         return result
+
+    def _open(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord | None,
+        num_rounds: int,
+        evaluate_fn: EvaluateFn | None,
+        unit: str = "rounds",
+    ) -> tuple[Result, ArrayRecord, int]:
+        """A run's opening: a fresh start (round 0) or the resume point; the first round to run.
+
+        Without initial arrays a fresh run asks a node for its own; ``planned_rounds`` is set.
+        """
+        if initial_arrays is not None:
+            check_initial_arrays(initial_arrays)
+        log.info("starting %s for %d %s", self, num_rounds, unit)
+        observer, resume = grid.observer, grid.resume_point
+        if resume is None:
+            if initial_arrays is None:
+                initial_arrays = initial_arrays_from_a_node(grid)
+            result, state = self._begin(observer, initial_arrays, evaluate_fn, grid.now())
+            first = 1
+        else:
+            result, state = self._resume(observer, resume, num_rounds)
+            first = resume.last_round + 1
+        self.planned_rounds = (first, num_rounds)
+        return result, state, first
 
     def _begin(
         self,

@@ -36,7 +36,6 @@ from ._base import (
     check_timeout,
     set_aside_level,
 )
-from ._classic import initial_arrays_from_a_node
 from ._compose import Aggregation, Update, chain, not_a_chain
 from ._fedavg import _messages, _metric_record
 from ._secure import SecureAggregation
@@ -341,19 +340,8 @@ class FedBuff(Strategy):
             evaluate_config = self.evaluate_config
         evaluate_fn = evaluate_fn if evaluate_fn is not None else self.evaluate_fn
         initial_arrays = initial_arrays if initial_arrays is not None else self.initial_arrays
-        if initial_arrays is not None:
-            check_initial_arrays(initial_arrays)
-        log.info("starting %s for %d versions", self, num_rounds)
-        observer, resume = grid.observer, grid.resume_point
-        if resume is None:
-            if initial_arrays is None:
-                initial_arrays = initial_arrays_from_a_node(grid)
-            result, state = self._begin(observer, initial_arrays, evaluate_fn, grid.now())
-            first = 1
-        else:
-            result, state = self._resume(observer, resume, num_rounds)
-            first = resume.last_round + 1
-        self.planned_rounds = (first, num_rounds)
+        result, state, first = self._open(grid, initial_arrays, num_rounds, evaluate_fn, "versions")
+        observer = grid.observer
         self._warn_if_concurrency_exceeds(len(grid.node_ids()))
         run = _Run(self, grid, result.arrays, first - 1, timeout_s, train_config)
         made: list[_Made] = []
