@@ -5,9 +5,13 @@ import pytest
 
 from pollinate.errors import ConfigError
 from pollinate.report import (
+    DEFAULT_TARGETS,
+    compare_runs,
     load_history,
     metric_series,
     privacy_lines,
+    run_labels,
+    seconds_text,
     simulated_times,
     write_report,
 )
@@ -134,3 +138,171 @@ def test_the_report_command_names_the_simulated_time_curves(run_dir):
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
     out = CliRunner().invoke(cli, ["report", str(run_dir)], catch_exceptions=False).output
     assert "curves against simulated time:" in out and "curves-time.png" in out
+
+
+def write_run(folder, accuracies, run_config, app="demo", times=None):
+    """A hand-written run folder: a server accuracy (and loss) per round, round 0 first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for server_round, accuracy in enumerate(accuracies):
+        line = round_line(server_round, accuracy, with_train=server_round > 0)
+        if times is not None:
+            line["simulated_time_s"] = times[server_round]
+        lines.append(line)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    run = {"run_id": 1, "status": "finished", "app": {"name": app}, "run_config": run_config}
+    (folder / "run.json").write_text(json.dumps(run))
+    return folder
+
+
+@pytest.fixture
+def two_runs(tmp_path):
+    """FedAvg: 10 s a round; FedBuff: 2 s a version, more versions, reaching 0.8 sooner."""
+    fedavg = write_run(
+        tmp_path / "runs" / "a",
+        [0.1, 0.5, 0.7, 0.82, 0.86],
+        {"strategy": "fedavg", "seed": 0, "lr": 0.1},
+        times=[0.0, 10.0, 20.0, 30.0, 40.0],
+    )
+    fedbuff = write_run(
+        tmp_path / "runs" / "b",
+        [0.1, 0.3, 0.6, 0.81, 0.79, 0.9, 0.91],
+        {"strategy": "fedbuff", "seed": 0, "lr": 0.1},
+        times=[0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 70.5],
+    )
+    return fedavg, fedbuff
+
+
+def test_runs_are_labelled_by_the_config_values_that_differ(two_runs, tmp_path):
+    assert run_labels(list(two_runs)) == {
+        two_runs[0]: "strategy=fedavg",
+        two_runs[1]: "strategy=fedbuff",
+    }
+    same = write_run(tmp_path / "c", [0.1, 0.2], {"strategy": "fedavg", "seed": 0, "lr": 0.1})
+    labels = run_labels([two_runs[0], same])
+    assert labels == {two_runs[0]: "a", same: "c"}  # nothing differs: the folders' names
+
+
+def test_runs_of_different_apps_are_labelled_with_the_app(two_runs, tmp_path):
+    other = write_run(tmp_path / "q", [0.1, 0.2], {"strategy": "fedavg", "epochs": 2}, app="qs")
+    labels = run_labels([two_runs[0], other])
+    assert labels == {two_runs[0]: "demo", other: "qs"}  # strategy is the same in both
+    many = run_labels([two_runs[0], two_runs[1], other])
+    assert many[two_runs[1]] == "demo strategy=fedbuff" and many[other] == "qs strategy=fedavg"
+
+
+def test_identical_labels_are_told_apart_by_their_folders(two_runs, tmp_path):
+    again = write_run(tmp_path / "d", [0.1, 0.2], {"strategy": "fedbuff", "seed": 0, "lr": 0.1})
+    labels = run_labels([*two_runs, again])
+    assert labels[two_runs[0]] == "strategy=fedavg"
+    assert labels[two_runs[1]] == "strategy=fedbuff (b)" and labels[again] == "strategy=fedbuff (d)"
+
+
+def test_a_comparison_reports_when_each_run_first_reached_each_target(two_runs, tmp_path):
+    comparison = compare_runs(two_runs, tmp_path / "out", targets=(0.8, 0.85, 0.95))
+    assert comparison.against_time and comparison.target_metric == "server.accuracy"
+    assert comparison.metrics == ["server.accuracy", "server.loss"]
+    fedavg, fedbuff = comparison.runs
+    assert fedavg.reached("server.accuracy", 0.8) == (3, 30.0)
+    assert fedbuff.reached("server.accuracy", 0.8) == (3, 6.0)
+    assert fedbuff.reached("server.accuracy", 0.85) == (5, 10.0)  # not the dip at version 4
+    assert fedbuff.reached("server.loss", 0.15) == (5, 10.0)  # a loss reaches a target downwards
+    header, rows = comparison.table()
+    assert header == [
+        "run",
+        "rounds",
+        "simulated time",
+        "final server.accuracy",
+        "final server.loss",
+        "to 0.8",
+        "to 0.85",
+        "to 0.95",
+    ]
+    assert rows[0][:5] == ["strategy=fedavg", "4", "40.0s", "0.86", "0.14"]
+    assert rows[0][5:] == ["30.0s (round 3)", "40.0s (round 4)", "never"]
+    assert rows[1][1:3] == ["6", "1m 10.5s"] and rows[1][5:] == [
+        "6.0s (round 3)",
+        "10.0s (round 5)",
+        "never",
+    ]
+
+
+def test_a_comparison_writes_a_plot_and_a_self_contained_page(two_runs, tmp_path):
+    comparison = compare_runs(two_runs, tmp_path / "new" / "out")
+    assert comparison.plot == tmp_path / "new" / "out" / "comparison.png"
+    assert comparison.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert comparison.targets == DEFAULT_TARGETS
+    page = comparison.html.read_text()
+    assert page.count("data:image/png;base64,") == 1 and "against simulated time" in page
+    assert "<td>strategy=fedbuff</td>" in page and "<th>to 0.9</th>" in page
+    assert "<td>10.0s (round 5)</td>" in page
+
+
+def test_runs_without_a_clock_are_compared_by_round(two_runs, tmp_path):
+    plain = write_run(tmp_path / "plain", [0.2, 0.9], {"strategy": "fedavg", "seed": 1, "lr": 0.1})
+    comparison = compare_runs([two_runs[1], plain], tmp_path)
+    assert not comparison.against_time
+    assert comparison.notes == ["no simulated time in plain: the runs are compared by round"]
+    header, rows = comparison.table()
+    assert rows[1][:3] == ["strategy=fedavg seed=1", "1", "-"]
+    assert rows[1][header.index("to 0.8")] == "round 1"
+    assert "Curves against round." in comparison.html.read_text()
+
+
+def test_a_run_without_rounds_is_skipped_with_a_note(two_runs, tmp_path):
+    failed = tmp_path / "failed"
+    failed.mkdir()
+    (failed / "metrics.jsonl").write_text("")
+    comparison = compare_runs([*two_runs, failed], tmp_path)
+    assert len(comparison.runs) == 2
+    assert comparison.notes == [
+        f"skipped {failed}: its metrics.jsonl has no rounds (the run failed before its first round)"
+    ]
+    with pytest.raises(ConfigError, match="needs two runs with rounds and 1 of the 2 given"):
+        compare_runs([two_runs[0], failed], tmp_path)
+
+
+def test_comparison_errors_name_the_problem(two_runs, tmp_path):
+    with pytest.raises(ConfigError, match=r"nowhere/metrics\.jsonl does not exist"):
+        compare_runs([two_runs[0], tmp_path / "nowhere"], tmp_path)
+    with pytest.raises(ConfigError, match="given twice"):
+        compare_runs([two_runs[0], two_runs[0]], tmp_path)
+    with pytest.raises(ConfigError, match=r"they have: server\.accuracy, server\.loss"):
+        compare_runs(two_runs, tmp_path, metric="evaluate.accuracy")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="is a file"):
+        compare_runs(two_runs, tmp_path / "file")
+
+
+def test_targets_without_an_accuracy_need_a_metric(tmp_path):
+    runs = []
+    for name in ("x", "y"):
+        folder = write_run(tmp_path / name, [0.5, 0.6], {"strategy": name})
+        lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+        for line in lines:
+            line["server"] = {"loss": line["server"]["loss"]}
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+        runs.append(folder)
+    assert compare_runs(runs, tmp_path).target_metric is None  # no accuracy: no targets
+    with pytest.raises(ConfigError, match=r"name the metric with --metric \(every run has: server"):
+        compare_runs(runs, tmp_path, targets=(0.5,))
+    by_loss = compare_runs(runs, tmp_path, targets=(0.45,), metric="server.loss")
+    assert by_loss.runs[0].reached("server.loss", 0.45) == (1, None)
+
+
+def test_a_single_run_page_says_its_total_simulated_time(run_dir):
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for record in lines:
+        record["simulated_time_s"] = 24.9 * record["round"]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    page = write_report(run_dir).html.read_text()
+    assert "<td>simulated time</td><td>1m 14.7s</td>" in page
+
+
+def test_simulated_times_are_written_to_a_tenth_of_a_second():
+    assert [seconds_text(s) for s in (21.24, 59.96, 74.7, 3725.0)] == [
+        "21.2s",
+        "1m 00.0s",
+        "1m 14.7s",
+        "1h 02m",
+    ]
