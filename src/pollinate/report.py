@@ -30,10 +30,10 @@ from .server._privacy import privacy_spent
 from .server._progress import format_duration
 
 __all__ = [
+    "DEFAULT_TARGETS",
     "Comparison",
     "ReportFiles",
     "RunSummary",
-    "DEFAULT_TARGETS",
     "compare_runs",
     "load_history",
     "metric_series",
