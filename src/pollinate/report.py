@@ -30,8 +30,8 @@ from .server._privacy import privacy_spent
 from .server._progress import format_duration
 
 __all__ = [
-    "DEFAULT_TARGETS",
     "Comparison",
+    "DEFAULT_TARGETS",
     "ReportFiles",
     "RunSummary",
     "compare_runs",
