@@ -467,3 +467,9 @@ def test_fedasync_refuses_a_stale_update_mixed_in_past_the_new_model():
     strategy = FedAsync(alpha=0.5, concurrency=2, staleness=lambda tau: 1.0 + 4.0 * tau)
     with pytest.raises(ConfigError, match=r"alpha \* s\(tau\) = 0.5 \* 5 = 2.5 is over 1"):
         strategy.start(grid, MODEL, num_rounds=2)
+
+
+@pytest.mark.parametrize("option", ["buffer_size", "server_learning_rate", "aggregation"])
+def test_fedasync_refuses_what_only_fedbuff_takes(option):
+    with pytest.raises(ConfigError, match=f"FedAsync takes no {option}: .* use FedBuff"):
+        FedAsync(**{option: 1})

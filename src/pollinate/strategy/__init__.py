@@ -26,6 +26,7 @@ from ._compose import chain as chain
 from ._compose import weighted_average as weighted_average
 from ._fedavg import FedAvg as FedAvg
 from ._fedavg import FedAvgOptions as FedAvgOptions
+from ._fedbuff import AsyncOptions as AsyncOptions
 from ._fedbuff import FedAsync as FedAsync
 from ._fedbuff import FedBuff as FedBuff
 from ._fedbuff import Staleness as Staleness
@@ -67,6 +68,7 @@ from ._xgb import xgb_record as xgb_record
 __all__ = [
     "Aggregation",
     "Aggregator",
+    "AsyncOptions",
     "Bulyan",
     "EvaluateFn",
     "FedAdagrad",

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
@@ -39,9 +40,13 @@ from ._base import (
 from ._compose import Aggregation, Update, chain, not_a_chain
 from ._fedavg import _messages, _metric_record
 from ._secure import SecureAggregation
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 from ._validate import ARRAYS_KEY, METRICS_KEY, check_evaluate_reply, check_train_reply
 
-__all__ = ["FedAsync", "FedBuff", "Staleness", "constant", "hinge", "polynomial"]
+__all__ = ["AsyncOptions", "FedAsync", "FedBuff", "Staleness", "constant", "hinge", "polynomial"]
 
 log = logging.getLogger("pollinate.strategy")
 
@@ -97,6 +102,28 @@ def hinge(a: float, b: float) -> Staleness:
     if not (math.isfinite(a) and a > 0 and math.isfinite(b) and b >= 0):
         raise ConfigError(f"hinge(a, b) needs a finite a > 0 and b >= 0, got a={a!r}, b={b!r}")
     return Staleness("hinge", float(a), float(b))
+
+
+class AsyncOptions(TypedDict, total=False):
+    """The keyword arguments FedBuff and FedAsync share (FedAsync takes these alone)."""
+
+    concurrency: int
+    staleness: Callable[[int], float] | None
+    max_staleness: int | None
+    weight_key: str
+    max_weight: float | None
+    train_metrics_aggr_fn: MetricsAggregationFn
+    evaluate_metrics_aggr_fn: MetricsAggregationFn
+    seed: int
+    min_available_nodes: int
+    wait_for_nodes_s: float
+    evaluate_every: int
+    fraction_evaluate: float
+    initial_arrays: ArrayRecord | None
+    train_config: RoundConfig | None
+    evaluate_config: RoundConfig | None
+    evaluate_fn: EvaluateFn | None
+    secure_aggregation: SecureAggregation | None
 
 
 class FedBuff(Strategy):
@@ -432,51 +459,17 @@ class FedAsync(FedBuff):
             rate or aggregation chain.
     """
 
-    def __init__(
-        self,
-        *,
-        alpha: float = 0.6,
-        concurrency: int = 100,
-        staleness: Callable[[int], float] | None = None,
-        max_staleness: int | None = None,
-        weight_key: str = "num-examples",
-        max_weight: float | None = None,
-        train_metrics_aggr_fn: MetricsAggregationFn = weighted_mean,
-        evaluate_metrics_aggr_fn: MetricsAggregationFn = weighted_mean,
-        seed: int = 0,
-        min_available_nodes: int = 1,
-        wait_for_nodes_s: float = 60.0,
-        evaluate_every: int = 1,
-        fraction_evaluate: float = 0.0,
-        initial_arrays: ArrayRecord | None = None,
-        train_config: RoundConfig | None = None,
-        evaluate_config: RoundConfig | None = None,
-        evaluate_fn: EvaluateFn | None = None,
-        secure_aggregation: SecureAggregation | None = None,
-    ) -> None:
+    def __init__(self, *, alpha: float = 0.6, **options: Unpack[AsyncOptions]) -> None:
         if not (math.isfinite(alpha) and 0 < alpha <= 1):
             raise ConfigError(f"FedAsync's alpha must be in (0, 1], got {alpha!r}")
+        mistaken = sorted(set(options) & {"buffer_size", "server_learning_rate", "aggregation"})
+        if mistaken:
+            raise ConfigError(
+                f"FedAsync takes no {', '.join(mistaken)}: it makes a version of each update, "
+                "mixed in with alpha; use FedBuff for a buffer, a server step or a chain"
+            )
         self.alpha = alpha
-        super().__init__(
-            buffer_size=1,
-            concurrency=concurrency,
-            staleness=staleness,
-            max_staleness=max_staleness,
-            weight_key=weight_key,
-            max_weight=max_weight,
-            train_metrics_aggr_fn=train_metrics_aggr_fn,
-            evaluate_metrics_aggr_fn=evaluate_metrics_aggr_fn,
-            seed=seed,
-            min_available_nodes=min_available_nodes,
-            wait_for_nodes_s=wait_for_nodes_s,
-            evaluate_every=evaluate_every,
-            fraction_evaluate=fraction_evaluate,
-            initial_arrays=initial_arrays,
-            train_config=train_config,
-            evaluate_config=evaluate_config,
-            evaluate_fn=evaluate_fn,
-            secure_aggregation=secure_aggregation,
-        )
+        super().__init__(buffer_size=1, **options)
         _check_mixing(alpha, self.staleness(0), 0)
 
     def __repr__(self) -> str:
