@@ -2,10 +2,12 @@
 
 import logging
 import os
+import socket
 
 import numpy as np
 import pytest
 
+from pollinate.errors import ConfigError
 from pollinate.server import PhaseResult, RoundRecord, load_arrays
 from pollinate.tracking import MLflowTracker
 
@@ -81,3 +83,15 @@ def test_a_failing_store_disables_the_tracker_with_one_warning(tmp_path, client,
     assert "mlflow tracking stopped" in warning.getMessage()
     assert "No space left on device" in warning.getMessage()
     assert client.get_run(tracker.run_id).info.status == "FAILED"  # it misses rounds
+
+
+def test_a_server_out_of_reach_at_the_start_is_one_clear_error(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    with socket.socket() as closed:  # a free port nobody listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(
+        ConfigError, match=rf"mlflow could not start a run at http://127.0.0.1:{port}"
+    ):
+        MLflowTracker(f"http://127.0.0.1:{port}")

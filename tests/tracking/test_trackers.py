@@ -1,5 +1,6 @@
 """What every tracker shares: lazy imports, the missing-library error, names and options."""
 
+import os
 import subprocess
 import sys
 
@@ -92,3 +93,26 @@ def test_make_tracker_puts_tensorboard_in_the_run_folder(tmp_path):
 def test_make_tracker_refuses_unknown_names_and_options(tmp_path, name, options, message):
     with pytest.raises(ConfigError, match=message):
         make_tracker(name, tmp_path, {}, options)
+
+
+def test_a_tracker_left_open_ends_failed_when_the_process_exits(tmp_path):
+    code = (
+        "import sys\n"
+        "from pollinate.tracking import MLflowTracker\n"
+        "t = MLflowTracker(store_dir=sys.argv[1])\n"
+        "print(t.run_id)\n"
+        "raise SystemExit(0)  # a run that died without a result, the tracker never closed\n"
+    )
+    store = tmp_path / "mlruns"
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(store)], capture_output=True, text=True, check=True
+    )
+    run_id = out.stdout.strip()
+    from mlflow import MlflowClient
+
+    os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+    try:
+        client = MlflowClient(tracking_uri=store.resolve().as_uri())
+    finally:
+        del os.environ["MLFLOW_ALLOW_FILE_STORE"]
+    assert client.get_run(run_id).info.status == "FAILED"

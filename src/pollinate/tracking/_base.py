@@ -3,12 +3,14 @@
 A tracker is a RunObserver. It never stops a run: the run's own files are the source of
 truth, so a tracker that fails (a full disk, a server out of reach) logs one warning and
 hears nothing more. Its run ends FINISHED when the run reports its result, FAILED when it
-is closed without one (``with tracker:`` or ``close(failed=True)``).
+is closed without one (``with tracker:`` around a run that raises, ``close(failed=True)``,
+or the process exiting with it still open).
 """
 
 from __future__ import annotations
 
 import abc
+import atexit
 import importlib
 import logging
 import math
@@ -87,7 +89,7 @@ class Tracker(RunObserver):
     def __init__(self, run_config: Mapping[str, UserConfigValue] | None = None) -> None:
         self.run_config = dict(run_config or {})
         self.disabled = False
-        self.closed = False
+        self.closed = True  # until the subclass has started its run (``_started``)
 
     def on_resume(self, last_round: int) -> None:
         """The run carries on after ``last_round``: steps go on from there."""
@@ -109,12 +111,22 @@ class Tracker(RunObserver):
         if self.closed:
             return
         self.closed = True
+        atexit.unregister(self._at_exit)
         try:
             self._end(failed or self.disabled)
         except Exception as err:  # best effort: the run's files hold everything
             # A disabled tracker warned once already; its end failing too is no news.
             level = logging.DEBUG if self.disabled else logging.WARNING
             log.log(level, "%s: could not end its run: %s", self.kind, err)
+
+    def _started(self) -> None:
+        """The tracker's run is open: from now on it must end, if need be at exit (FAILED)."""
+        self.closed = False
+        atexit.register(self._at_exit)
+
+    def _at_exit(self) -> None:
+        """The process ends with the tracker's run open: the run never reported a result."""
+        self.close(failed=True)
 
     def __enter__(self) -> Tracker:
         """Use as ``with tracker:`` so that a run that raises ends as FAILED."""

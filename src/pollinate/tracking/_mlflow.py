@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..context import UserConfigValue
+from ..errors import ConfigError
 from ._base import Tracker, import_extra
 
 __all__ = ["MLflowTracker"]
@@ -32,7 +33,9 @@ class MLflowTracker(Tracker):
     one, a local file store in ``store_dir`` (default ``./mlruns``), which works offline and
     ``mlflow ui --backend-store-uri DIR`` shows. MLflow 3 keeps its file store only for those
     who opt in: this tracker opts in for the store it was given, not for the process. The
-    run ends FINISHED with the result, FAILED when closed without one.
+    run ends FINISHED with the result, FAILED when closed without one. A store that cannot
+    be reached when the tracker starts is a ConfigError; later, a failure stops the tracker
+    with one warning (after MLflow's own retries: ``MLFLOW_HTTP_REQUEST_MAX_RETRIES``).
     """
 
     kind = "mlflow"
@@ -50,12 +53,27 @@ class MLflowTracker(Tracker):
         mlflow = import_extra("mlflow", "mlflow")
         self._entities = import_extra("mlflow.entities", "mlflow")
         self.tracking_uri = tracking_uri or Path(store_dir).resolve().as_uri()
+        try:
+            self.run_id = self._start_run(mlflow, experiment, run_name)
+        except Exception as err:  # a server out of reach, a store it cannot write
+            raise ConfigError(
+                f"mlflow could not start a run at {self.tracking_uri}: {type(err).__name__}: "
+                f"{err}".splitlines()[0]
+            ) from None
+        self._started()
+        self._guarded(self._log_params)
+
+    def _start_run(self, mlflow: Any, experiment: str, run_name: str | None) -> str:
+        """Open the store, find or create the experiment, and create a run in it: its id."""
         with _file_store_allowed(self.tracking_uri):
             self._client: Any = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
         found = self._client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
-        run = self._client.create_run(experiment_id, run_name=run_name)
-        self.run_id: str = run.info.run_id
+        run_id: str = self._client.create_run(experiment_id, run_name=run_name).info.run_id
+        return run_id
+
+    def _log_params(self) -> None:
+        """The run config as params (values cut to MLflow's limit)."""
         params = [
             self._entities.Param(_key(k), str(v)[:MAX_PARAM_CHARS])
             for k, v in self.run_config.items()

@@ -34,6 +34,7 @@ class TensorBoardTracker(Tracker):
         writer = import_extra("tensorboard.summary.writer.event_file_writer", "tensorboard")
         self._event = import_extra("tensorboard.compat.proto.event_pb2", "tensorboard").Event
         self._writer: Any = writer.EventFileWriter(str(self.log_dir))
+        self._started()
         if self.run_config:
             self._guarded(self._log_config)
 

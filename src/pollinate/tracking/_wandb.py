@@ -68,6 +68,7 @@ class WandbTracker(Tracker):
         except Exception as err:
             self._teardown()
             raise ConfigError(f"wandb could not start a run ({self.mode}): {err}") from None
+        self._started()
 
     def _settings(self) -> Any:
         """Quiet settings: no console capture (the live view owns it), stats or git probing."""
