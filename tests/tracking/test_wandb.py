@@ -6,6 +6,7 @@ import threading
 import numpy as np
 import pytest
 
+from pollinate.errors import ConfigError
 from pollinate.tracking import WandbTracker
 
 from .apps import ROUNDS, RUN_CONFIG, simulate
@@ -77,4 +78,13 @@ def test_a_run_that_raises_exits_nonzero_offline(tmp_path, no_stray_threads):
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     (exit_record,) = [r.exit for r in wandb_records(run_dir) if r.HasField("exit")]
     assert exit_record.exit_code == 1
+    assert not wandb_processes()
+
+
+def test_online_without_credentials_is_one_error_not_a_prompt(
+    tmp_path, monkeypatch, no_stray_threads
+):
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    with pytest.raises(ConfigError, match="wandb online mode needs credentials"):
+        WandbTracker(mode="online", dir=tmp_path)
     assert not wandb_processes()

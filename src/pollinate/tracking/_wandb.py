@@ -23,10 +23,11 @@ class WandbTracker(Tracker):
     """Sends a run to Weights & Biases: run config, metrics at step = round, ``model.npz``.
 
     ``mode`` is ``"online"`` or ``"offline"``; by default online only when ``WANDB_API_KEY``
-    is set, so a machine without a key never prompts nor reaches the network: the run is
+    is set, so a machine without a key never reaches the network: the run is
     written under ``dir`` (``dir/wandb/offline-run-*``) for ``wandb sync`` later. wandb's
     console capture, system metrics and analytics stay off; its service process is shut
-    down when the tracker ends, unless another W&B run in the process still uses it.
+    down when the tracker ends, unless another W&B run in the process still uses it. It never
+    prompts: online mode without credentials is a ConfigError.
     """
 
     kind = "wandb"
@@ -52,8 +53,14 @@ class WandbTracker(Tracker):
         self._wandb: Any = wandb
         self._owns_service = wandb.run is None
         settings = self._settings()
-        if self._owns_service and self.mode == "offline":
-            wandb.setup(settings=settings)  # offline from the start: no analytics threads
+        if self._owns_service:  # quiet, and offline from the start: no analytics threads
+            wandb.setup(settings=settings)
+        if self.mode == "online" and not wandb.login(prompt=False, verify=False):
+            self._teardown()
+            raise ConfigError(
+                "wandb online mode needs credentials: set WANDB_API_KEY (or run wandb login), "
+                'or choose mode = "offline"'
+            )
         try:
             self._run: Any = wandb.init(
                 project=project,
