@@ -24,7 +24,7 @@ from ..context import UserConfigValue
 from ..errors import ConfigError
 from ..server import Result, RoundRecord, RunObserver, save_arrays
 
-__all__ = ["Tracker", "import_extra", "missing_extra", "round_scalars"]
+__all__ = ["Tracker", "import_extra", "log", "missing_extra", "round_scalars"]
 
 log = logging.getLogger("pollinate.tracking")
 

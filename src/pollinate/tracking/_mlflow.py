@@ -14,7 +14,7 @@ from typing import Any
 
 from ..context import UserConfigValue
 from ..errors import ConfigError
-from ._base import Tracker, import_extra
+from ._base import Tracker, import_extra, log
 
 __all__ = ["MLflowTracker"]
 
@@ -61,6 +61,7 @@ class MLflowTracker(Tracker):
                 f"{err}".splitlines()[0]
             ) from None
         self._started()
+        log.info("mlflow: run %s at %s", self.run_id, self.tracking_uri)
         self._guarded(self._log_params)
 
     def _start_run(self, mlflow: Any, experiment: str, run_name: str | None) -> str:

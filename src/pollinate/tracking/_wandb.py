@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from ..context import UserConfigValue
 from ..errors import ConfigError
-from ._base import Tracker, import_extra
+from ._base import Tracker, import_extra, log
 
 __all__ = ["WANDB_MODES", "WandbTracker"]
 
@@ -76,6 +76,7 @@ class WandbTracker(Tracker):
             self._teardown()
             raise ConfigError(f"wandb could not start a run ({self.mode}): {err}") from None
         self._started()
+        log.info("wandb: %s run %s in %s", self.mode, self._run.id, Path(self._run.dir).parent)
 
     def _settings(self) -> Any:
         """Quiet settings: no console capture (the live view owns it), stats or git probing."""
