@@ -10,9 +10,10 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -31,6 +32,7 @@ from ..config import (
     resolve_deployment,
     resolve_federation,
     resolve_run_config,
+    resolve_trackers,
 )
 from ..context import UserConfigValue
 from ..errors import ConfigError
@@ -40,6 +42,7 @@ from ..server._privacy import privacy_spent
 from ..server._progress import print_summary, progress_view
 from ..simulation import Backend, PopulationModel, make_backend, run_simulation
 from ..simulation._run import client_app_source
+from ..tracking import Tracker, make_tracker
 from ._control import submit_run
 from ._display import shown
 from ._options import (
@@ -67,6 +70,8 @@ class RunPlan:
     run_id: int
     out_dir: Path
     checkpoints: bool = True
+    trackers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The experiment trackers to send the run to, each with its options."""
 
     def overridden(self) -> dict[str, UserConfigValue]:
         """The run config values that differ from the app's defaults."""
@@ -115,13 +120,14 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
     population = population_model(plan)  # a mistake in its table fails before a run folder
     run_file = _RunFile(plan)
     app_dir = plan.app.app_dir.resolve()
-    with contextlib.closing(progress_view(stderr)) as view:
+    with contextlib.closing(progress_view(stderr)) as view, contextlib.ExitStack() as tracking:
         view.status("loading the app")
         backend = _launched_backend(plan, app_dir)
         try:
             server_app = load_object(plan.app.serverapp, ServerApp, app_dir)
             if plan.federation.backend == "inline":  # fail before a run folder exists
                 load_object(plan.app.clientapp, ClientApp, app_dir)
+            trackers = [tracking.enter_context(tracker) for tracker in _trackers(plan)]
         except BaseException:
             backend.close()
             raise
@@ -137,7 +143,7 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
                 app_dir=app_dir,
                 out_dir=plan.out_dir,
                 checkpoints=plan.checkpoints,
-                observers=[view],
+                observers=[view, *trackers],
                 run_id=plan.run_id,
                 verbose=False,  # the view above is this run's only one
                 population=population,
@@ -146,6 +152,19 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
             run_file.write("failed", error=_reason(err))
             raise
     return _Outcome(result, run_file.write("finished", result))
+
+
+def _trackers(plan: RunPlan) -> Iterator[Tracker]:
+    """The plan's trackers, made one by one (each ends its run FAILED if the run fails)."""
+    for name, options in plan.trackers.items():
+        yield make_tracker(
+            name,
+            plan.out_dir,
+            plan.run_config,
+            options,
+            app_dir=plan.app.app_dir,
+            app_name=plan.app.name,
+        )
 
 
 def population_model(plan: RunPlan) -> PopulationModel | None:
@@ -309,6 +328,14 @@ Examples:
     default=True,
     help="Save the global model after every round under checkpoints/ (default: on).",
 )
+@click.option(
+    "--track",
+    "track",
+    multiple=True,
+    metavar="TRACKER",
+    help="Send the run to tensorboard, mlflow or wandb (repeat it, or a comma list); "
+    "besides those the app's [tool.pollinate.app.track] turns on.",
+)
 @json_option("Print the results")
 @verbose_option
 @click.pass_context
@@ -322,6 +349,7 @@ def run_command(
     follow: bool,
     out_dir: Path | None,
     checkpoints: bool,
+    track: tuple[str, ...],
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -343,6 +371,11 @@ def run_command(
     if is_deployment(app, federation):
         if out_dir is not None:
             raise ConfigError("--out is for simulations: a deployed run's results stay on its link")
+        if track:
+            raise ConfigError(
+                "--track is for simulations: a deployed run's rounds are on its link "
+                "(pollinate log, or its run folder there)"
+            )
         deployment = resolve_deployment(
             app, federation, parse_overrides(federation_config, "--federation-config")
         )
@@ -350,7 +383,8 @@ def run_command(
         submit_run(app, deployment, config, follow, as_json)
         return
     plan = plan_run(app_dir, federation, run_config, federation_config, out_dir)
-    plan = dataclasses.replace(plan, checkpoints=checkpoints)
+    trackers = resolve_trackers(plan.app.track, track)
+    plan = dataclasses.replace(plan, checkpoints=checkpoints, trackers=trackers)
     stderr = Console(stderr=True, highlight=False)
     _print_header(plan, stderr)
     for note in plan.app.notes:  # how the pyproject was read (a Flower app's, say): once

@@ -3,7 +3,8 @@
 ``load_app_config(app_dir)`` reads the components, the run config and the federations, with
 one clear ``ConfigError`` per mistake; ``resolve_run_config``, ``resolve_federation`` and
 ``resolve_deployment`` apply ``--run-config`` / ``--federation-config`` style overrides
-(``parse_overrides``). The CLI, the tests and the benchmarks all read apps through here.
+(``parse_overrides``); ``resolve_trackers`` picks the trackers a run turns on. The CLI, the
+tests and the benchmarks all read apps through here.
 """
 
 from ._app import DEFAULT_FEDERATION as DEFAULT_FEDERATION
@@ -18,6 +19,7 @@ from ._app import resolve_run_config as resolve_run_config
 from ._overrides import Override as Override
 from ._overrides import format_value as format_value
 from ._overrides import parse_overrides as parse_overrides
+from ._track import resolve_trackers as resolve_trackers
 
 __all__ = [
     "AppConfig",
@@ -32,4 +34,5 @@ __all__ = [
     "resolve_deployment",
     "resolve_federation",
     "resolve_run_config",
+    "resolve_trackers",
 ]

@@ -30,6 +30,9 @@
     key = "certs/operator1.key"             # and its key (without cert: a signing key)
     min-nodes = 3                           # nodes the run waits for (default 1)
     wait-s = 600                            # for this long (default 300)
+
+    [tool.pollinate.app.track]              # optional: experiment trackers (config/_track.py)
+    tensorboard = true
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from ._overrides import (
     typed_value,
     unknown_key,
 )
+from ._track import TRACK_TABLE, track_table
 
 __all__ = [
     "DEFAULT_FEDERATION",
@@ -113,6 +117,8 @@ class AppConfig:
     """The ``predict`` hook ``pollinate compare`` scores models with, if the app has one."""
     notes: tuple[str, ...] = ()
     """What a person should know about how the file was read (a Flower app's, say)."""
+    track: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    """The ``[tool.pollinate.app.track]`` table, checked: each tracker's options."""
 
     @property
     def pyproject(self) -> Path:
@@ -253,6 +259,7 @@ def load_app_config(app_dir: Path) -> AppConfig:
         default_federation=_default_federation(federations, path),
         predict=_optional_component(components, "predict", path),
         notes=notes,
+        track=track_table(_table(document, TRACK_TABLE, path) or {}, str(path)),
     )
 
 
