@@ -18,12 +18,14 @@ from pollinate.deploy import (
     NodeFailure,
     NodeKey,
     NodeStatus,
+    channel_credentials,
     make_dev_certs,
     run_node,
     serve_link,
 )
+from pollinate.deploy._control import ControlService
 from pollinate.deploy._nodestats import MAX_FAILURES, MAX_REASON, NodeStats
-from pollinate.errors import AuthError, ConfigError, NotFound, WireError
+from pollinate.errors import AuthError, ConfigError, Forbidden, NotFound, WireError
 from pollinate.message import ErrorCode
 
 from .submitted import start_bare_nodes, write_app
@@ -195,6 +197,46 @@ def test_list_nodes_needs_an_operator_key_when_the_link_has_control_keys(tmp_pat
             ):
                 client.list_nodes()
     node.join(timeout=10)
+
+
+def test_list_nodes_needs_an_operator_certificate_on_a_link_with_mtls(tmp_path):
+    files = make_dev_certs(tmp_path / "certs", nodes=1, operators=1)
+    ports = []
+    with serve_link(
+        "127.0.0.1:0", certs=tmp_path / "certs", mtls=True, on_listening=ports.append
+    ) as runs:
+        runs.start()
+        address = f"127.0.0.1:{ports[0]}"
+        operator = channel_credentials(
+            files.ca_cert, files.operator_certs[0], files.operator_keys[0]
+        )
+        with ControlClient(address, operator) as client:
+            assert client.list_nodes() == []
+        node = channel_credentials(files.ca_cert, files.node_certs[0], files.node_keys[0])
+        with (
+            ControlClient(address, node) as client,
+            pytest.raises(Forbidden, match="may not make Control calls"),
+        ):
+            client.list_nodes()
+
+
+class _Remote:
+    """A gRPC call's context from another machine, with no credentials."""
+
+    def peer(self):
+        return "ipv4:10.1.2.3:5000"
+
+    def invocation_metadata(self):
+        return ()
+
+    def abort(self, code, details):
+        raise PermissionError(code, details)
+
+
+def test_without_credentials_only_this_machine_may_list_the_nodes():
+    service = ControlService(runs=None, nodes=lambda: [])
+    with pytest.raises(PermissionError, match="--control-keys"):
+        list(service._list_nodes(b"", _Remote()))
 
 
 def test_both_link_views_show_the_runs_and_nodes_and_refuse_to_stop_an_ended_run(

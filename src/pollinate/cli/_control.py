@@ -34,6 +34,8 @@ __all__ = ["log_command", "ls_command", "stop_command", "submit_run"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_RUN_FAILED = 1
+LATEST_FAILURE_CHARS = 60
+"""Of the latest failure's reason, what the node table shows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +246,7 @@ def _list_nodes(deployment: Deployment, as_json: bool) -> None:
         table.add_column(column, no_wrap=True)
     for column in ("sent", "done", "failed", "lost"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("latest failure", overflow="ellipsis", max_width=60)
+    table.add_column("latest failure")
     for node in nodes:
         table.add_row(*_node_row(node))
     Console(highlight=False).print(table)
@@ -253,6 +255,8 @@ def _list_nodes(deployment: Deployment, as_json: bool) -> None:
 def _node_row(node: NodeStatus) -> tuple[str, ...]:
     seen = node.last_seen
     latest = node.failures[-1].reason if node.failures else ""
+    if len(latest) > LATEST_FAILURE_CHARS:  # --json has all of it
+        latest = latest[: LATEST_FAILURE_CHARS - 1] + "…"
     return (
         str(node.node_id),
         "[green]connected[/]" if node.connected else "[yellow]gone[/]",
