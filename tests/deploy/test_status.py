@@ -24,6 +24,7 @@ from pollinate.deploy import (
     serve_link,
 )
 from pollinate.deploy._control import ControlService
+from pollinate.deploy._grid import LinkGrid
 from pollinate.deploy._nodestats import MAX_FAILURES, MAX_REASON, NodeStats
 from pollinate.errors import AuthError, ConfigError, Forbidden, NotFound, WireError
 from pollinate.message import ErrorCode
@@ -126,6 +127,36 @@ def test_a_node_keeps_its_most_recent_failures_only_and_forgotten_nodes_go():
     stats.forget([7])
     assert stats.status(7, False, None, {}).tasks_sent == 0
     assert stats.status(8, False, None, {}).failures == ()
+
+
+class _Everywhere:
+    """A transport that reaches every node (the grid's counting needs no network)."""
+
+    def push(self, node_id, message_id, parts, header):
+        return True
+
+
+def test_timed_out_abandoned_and_unreadable_replies_are_counted_with_their_kind():
+    stats = NodeStats()
+    for node in (1, 2, 3, 4):
+        stats.add(node)
+    grid = LinkGrid(_Everywhere(), 9, {}, stats=stats)
+    silent, abandoned, unreadable, answered = grid.send(
+        [Message.create(RecordDict(), node, "train") for node in (1, 2, 3, 4)]
+    )
+    sent = {m.metadata.message_id: m for m in grid._waiting.values()}
+    grid.refuse_reply(3, unreadable, "the reply is not a valid message: truncated")
+    grid.take_reply(4, answered, sent[answered].reply(RecordDict()))
+    grid.abandon([abandoned])
+    (timed_out,) = grid.receive([silent], timeout_s=0.05)
+    assert timed_out.error.code == ErrorCode.TIMEOUT
+    status = {node: stats.status(node, True, None, {}) for node in (1, 2, 3, 4)}
+    counts = [(s.tasks_sent, s.tasks_done, s.tasks_failed, s.tasks_lost) for s in status.values()]
+    assert counts == [(1, 0, 1, 1), (1, 0, 1, 1), (1, 0, 1, 0), (1, 1, 0, 0)]
+    reasons = [status[node].failures[0].reason for node in (1, 2, 3)]
+    assert reasons[0].startswith("timeout: no reply within 0.05 s")
+    assert reasons[1] == "abandoned: the run stopped waiting for its reply"
+    assert reasons[2] == "invalid reply: the reply is not a valid message: truncated"
 
 
 def _status_json(**changes):

@@ -17,6 +17,9 @@ message still waiting on it gets a NODE_UNAVAILABLE error reply, so a round goes
 replies it has. Replies that nobody waits for (late, unknown, or from a node that was not
 asked) are dropped with a logged reason, and the link keeps serving.
 
+As it works the link counts, per node, the tasks sent, the replies ok, and the failures
+with their reasons (``Link.node_status``, Control's ``ListNodes``, ``_nodestats``).
+
 Every kind of call has its own budget (``_admission``): at most ``max_nodes`` connected
 nodes, a few streams waiting for their hello, a few registrations at once (and a reserve
 for nodes whose key the link lists), and a reserve for the Control service that node
