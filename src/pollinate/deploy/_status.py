@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, NotFound
 from ._control import ControlClient, RunSummary
 from ._link import Link
 from ._nodestats import NodeStatus
@@ -36,7 +36,8 @@ class LocalLinkView:
 
     def stop(self, run_id: int) -> None:
         """Stop the run as ``pollinate stop`` does; NotFound, or ConfigError if it had ended."""
-        row = self._runs.stop(self._runs.find(str(run_id)))
+        _check_known(run_id, [row.run_id for row, _ in self._runs.rows()])
+        row = self._runs.stop(run_id)
         _check_stopped(row.run_id, row.status)
 
     def run_dir(self, run_id: int) -> Path | None:
@@ -61,6 +62,7 @@ class ControlLinkView:
 
     def stop(self, run_id: int) -> None:
         """Stop the run through Control's StopRun; the link's refusal as a PollinateError."""
+        _check_known(run_id, [run.run_id for run in self._client.runs()])
         run = self._client.stop(str(run_id))
         _check_stopped(run.run_id, run.status)
 
@@ -68,6 +70,12 @@ class ControlLinkView:
         """The run's folder if it is on this machine too (a link on this host, a shared disk)."""
         found = next((run for run in self._client.runs() if run.run_id == run_id), None)
         return _existing(found.out_dir if found is not None else None)
+
+
+def _check_known(run_id: int, run_ids: list[int]) -> None:
+    """NotFound unless ``run_id`` is in ``run_ids``: the whole id, not its first digits."""
+    if run_id not in run_ids:
+        raise NotFound(f"no run {run_id} on this link (pollinate ls lists them)")
 
 
 def _check_stopped(run_id: int, status: str) -> None:
