@@ -28,12 +28,14 @@ from ._deploy import check_link_trust
 from ._options import VERBOSE, json_option, verbose_option
 
 if TYPE_CHECKING:  # gRPC loads only when a command talks to a link
-    from ..deploy import ControlClient, RunSummary
+    from ..deploy import ControlClient, NodeStatus, RunSummary
 
 __all__ = ["log_command", "ls_command", "stop_command", "submit_run"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_RUN_FAILED = 1
+LATEST_FAILURE_CHARS = 60
+"""Of the latest failure's reason, what the node table shows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,23 +184,30 @@ def _follow(client: ControlClient, run: str, console: Console) -> RunSummary:
     raise ConfigError("the link ended the log without saying how the run ended")
 
 
-@click.command("ls", short_help="List the runs on a link.")
+@click.command("ls", short_help="List the runs (or nodes) on a link.")
 @_link_options
-@json_option("The runs")
+@click.option("--nodes", is_flag=True, help="List the link's nodes instead of its runs.")
+@json_option("The runs (or nodes)")
 @verbose_option
 @click.pass_context
 def ls_command(
     ctx: click.Context,
     link: _LinkChoice,
+    nodes: bool,
     as_json: bool,
     verbose: bool,
 ) -> None:
     """List the runs the link knows: id, app, status, rounds done, when, and for how long.
 
-    pollinate log RUN_ID, and --json, say where each run's results are on the link.
+    pollinate log RUN_ID, and --json, say where each run's results are on the link. With
+    --nodes: the nodes it knows, connected or not, when it last heard from each, the tasks
+    sent, done and failed (lost: no reply came), and the latest failure's reason.
     """
     ctx.meta[VERBOSE] = verbose
     deployment = link.deployment()
+    if nodes:
+        _list_nodes(deployment, as_json)
+        return
     with _client(deployment) as client:
         runs = client.runs()
     if as_json:
@@ -220,6 +229,44 @@ def ls_command(
             _took(run),
         )
     Console(highlight=False).print(table)
+
+
+def _list_nodes(deployment: Deployment, as_json: bool) -> None:
+    """``pollinate ls --nodes``: the link's node table (everything in it came from nodes)."""
+    with _client(deployment) as client:
+        nodes = client.list_nodes()
+    if as_json:
+        click.echo(json.dumps([n.to_json() for n in nodes], separators=(",", ":")))
+        return
+    if not nodes:
+        click.echo(f"no nodes on {deployment.address} yet")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("node id", "state", "last seen"):
+        table.add_column(column, no_wrap=True)
+    for column in ("sent", "done", "failed", "lost"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("latest failure")
+    for node in nodes:
+        table.add_row(*_node_row(node))
+    Console(highlight=False).print(table)
+
+
+def _node_row(node: NodeStatus) -> tuple[str, ...]:
+    seen = node.last_seen
+    latest = node.failures[-1].reason if node.failures else ""
+    if len(latest) > LATEST_FAILURE_CHARS:  # --json has all of it
+        latest = latest[: LATEST_FAILURE_CHARS - 1] + "…"
+    return (
+        str(node.node_id),
+        "[green]connected[/]" if node.connected else "[yellow]gone[/]",
+        "" if seen is None else dt.datetime.fromtimestamp(seen).strftime("%m-%d %H:%M:%S"),
+        str(node.tasks_sent),
+        str(node.tasks_done),
+        str(node.tasks_failed),
+        str(node.tasks_lost),
+        escape(latest),
+    )
 
 
 def _status(status: str) -> str:

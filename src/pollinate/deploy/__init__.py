@@ -4,7 +4,9 @@ The same ClientApp and ServerApp that run in simulation run here unchanged: a ``
 serves nodes over gRPC and hands the ServerApp a Grid over them; ``run_node`` connects a
 node. ``serve_link`` is a link that takes submitted runs (``pollinate link``);
 ``start_server`` / ``start_client`` are the classic script style on top; ``Runs``,
-``ControlClient`` and ``pack_app`` are what ``pollinate run / ls / log / stop`` use.
+``ControlClient`` and ``pack_app`` are what ``pollinate run / ls / log / stop`` use;
+``NodeStatus`` and the link views (``LocalLinkView``, ``ControlLinkView``) what a link's
+dashboard shows.
 """
 
 from ._api import serve_link as serve_link
@@ -30,7 +32,11 @@ from ._node import Backoff as Backoff
 from ._node import IdFile as IdFile
 from ._node import NodeSession as NodeSession
 from ._node import run_node as run_node
+from ._nodestats import NodeFailure as NodeFailure
+from ._nodestats import NodeStatus as NodeStatus
 from ._runs import Runs as Runs
+from ._status import ControlLinkView as ControlLinkView
+from ._status import LocalLinkView as LocalLinkView
 from ._store import AppRef as AppRef
 
 __all__ = [
@@ -40,12 +46,16 @@ __all__ = [
     "CertFiles",
     "ClientFiles",
     "ControlClient",
+    "ControlLinkView",
     "DEFAULT_HOSTNAMES",
     "IdFile",
     "Link",
     "LinkGrid",
+    "LocalLinkView",
+    "NodeFailure",
     "NodeKey",
     "NodeSession",
+    "NodeStatus",
     "RunSummary",
     "Runs",
     "Submission",

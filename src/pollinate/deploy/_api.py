@@ -183,7 +183,7 @@ def serve_link(
             max_bytes_in_flight=max_bytes_in_flight,
         )
         runs = Runs(link, runs_dir, store, max_crashes=max_crashes, max_idle_s=max_idle_s)
-        control = ControlService(runs, operators, clients)
+        control = ControlService(runs, operators, clients, link.node_status)
         link.add_service(control.handler(), control.screen)
         port = link.start()
         try:

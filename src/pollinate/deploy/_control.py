@@ -1,10 +1,12 @@
 """The Control service: how ``pollinate run / ls / log / stop`` talk to a link.
 
-``pollinate.v1.Control`` has four raw-bytes methods (frames from ``_frames``):
+``pollinate.v1.Control`` has five raw-bytes methods (frames from ``_frames``):
 
 - ``SubmitRun`` (streamed request): the app's bundle in ``chunk`` frames, the first of which
   says the run's name, run config, app components and how many nodes to wait for.
 - ``ListRuns``: every run the link knows, with its status and completed rounds.
+- ``ListNodes``: every node the link knows: connected or not, last heard, its tasks and
+  recent failures (``NodeStatus``).
 - ``StreamLogs`` (streamed answer): a run's log lines, and with ``follow`` the new ones
   as they come, until the run ends.
 - ``StopRun``: a queued run never starts; a running one ends at its next message.
@@ -23,7 +25,7 @@ import logging
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -43,6 +45,7 @@ from ._frames import (
     frame_limit,
 )
 from ._identity import NodeKey, Signature, Verifier, body_digest, signed_metadata
+from ._nodestats import NodeStatus
 from ._peers import ClientCerts
 from ._rpc import rpc_errors
 from ._runs import Runs
@@ -55,6 +58,7 @@ log = logging.getLogger("pollinate.link")
 SERVICE = "pollinate.v1.Control"
 SUBMIT_METHOD = f"/{SERVICE}/SubmitRun"
 LIST_METHOD = f"/{SERVICE}/ListRuns"
+NODES_METHOD = f"/{SERVICE}/ListNodes"
 LOGS_METHOD = f"/{SERVICE}/StreamLogs"
 STOP_METHOD = f"/{SERVICE}/StopRun"
 MAX_UPLOADS = 4
@@ -150,12 +154,18 @@ class ControlService:
     """The link's Control service over its ``Runs``.
 
     ``clients`` admits operators' certificates (mutual TLS); ``verifier`` operator keys.
+    ``nodes`` says the link's nodes for ``ListNodes`` (``Link.node_status``; None: none).
     """
 
     def __init__(
-        self, runs: Runs, verifier: Verifier | None = None, clients: ClientCerts | None = None
+        self,
+        runs: Runs,
+        verifier: Verifier | None = None,
+        clients: ClientCerts | None = None,
+        nodes: Callable[[], list[NodeStatus]] | None = None,
     ) -> None:
         self._runs = runs
+        self._nodes = nodes
         self._verifier = verifier
         self._clients = clients
         self._uploads = threading.BoundedSemaphore(MAX_UPLOADS)
@@ -172,6 +182,7 @@ class ControlService:
             {
                 "SubmitRun": grpc.stream_unary_rpc_method_handler(self._submit),
                 "ListRuns": grpc.unary_stream_rpc_method_handler(self._list),
+                "ListNodes": grpc.unary_stream_rpc_method_handler(self._list_nodes),
                 "StreamLogs": grpc.unary_stream_rpc_method_handler(self._logs),
                 "StopRun": grpc.unary_unary_rpc_method_handler(self._stop),
             },
@@ -250,6 +261,15 @@ class ControlService:
             _refuse(context, "a list request", err)
         runs = [RunSummary.of(row, done).to_json() for row, done in self._runs.rows()]
         for chunk in chunk_frames("runs", [json.dumps(runs).encode()]):
+            yield encode_frame(chunk)
+
+    def _list_nodes(self, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        try:
+            self._authorize(NODES_METHOD, request, context)
+        except _REFUSED as err:
+            _refuse(context, "a node list request", err)
+        nodes = [n.to_json() for n in self._nodes()] if self._nodes is not None else []
+        for chunk in chunk_frames("nodes", [json.dumps(nodes).encode()]):
             yield encode_frame(chunk)
 
     def _stop(self, request: bytes, context: grpc.ServicerContext) -> bytes:
@@ -426,6 +446,21 @@ class ControlClient:
             stream = call(request, metadata=self._sign(LIST_METHOD, request))
             _, data = assemble_one(stream, MAX_LIST_SIZE, "the link's list of runs")
         return [RunSummary.from_json(item) for item in json.loads(bytes(data))]
+
+    def list_nodes(self) -> list[NodeStatus]:
+        """Every node the link knows, by node id; WireError if the answer is malformed."""
+        request = encode_frame(Frame("list_nodes"))
+        call = self._channel.unary_stream(NODES_METHOD)
+        with rpc_errors(self.address):
+            stream = call(request, metadata=self._sign(NODES_METHOD, request))
+            _, data = assemble_one(stream, MAX_LIST_SIZE, "the link's list of nodes")
+        try:
+            items = json.loads(bytes(data))
+        except (ValueError, RecursionError) as err:
+            raise WireError(f"the link's list of nodes is not JSON: {err}") from None
+        if not isinstance(items, list):
+            raise WireError("the link's list of nodes must be a JSON list")
+        return [NodeStatus.from_json(item) for item in items]
 
     def stop(self, run: str) -> RunSummary:
         """Stop the run whose id is (or starts with) ``run``."""

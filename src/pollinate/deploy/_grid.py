@@ -19,6 +19,7 @@ from ..wire import encode_parts
 from ._frames import MAX_HEADER_SIZE
 
 if TYPE_CHECKING:
+    from ._nodestats import NodeStats
     from ._store import AppRef
 
 __all__ = ["LinkGrid", "QuotaExceeded", "ReplyLimits", "Transport"]
@@ -66,6 +67,7 @@ class LinkGrid(Grid):
     (NODE_UNAVAILABLE) or a ``receive``'s timeout passes (TIMEOUT); a late reply is dropped.
     ``app`` tells nodes which submitted app's code answers (None: their own). After
     ``stop`` every call raises RunStopped, so the ServerApp ends at its next message.
+    ``stats`` counts each node's tasks and how each ended (``Link.node_status``).
     """
 
     def __init__(
@@ -75,8 +77,10 @@ class LinkGrid(Grid):
         run_config: dict[str, UserConfigValue],
         app: AppRef | None = None,
         name: str | None = None,
+        stats: NodeStats | None = None,
     ) -> None:
         self._link = link
+        self._stats = stats
         self._run_id = run_id
         size = len(json.dumps(run_config))
         if size > MAX_HEADER_SIZE // 2:
@@ -258,6 +262,8 @@ class LinkGrid(Grid):
             with self._lock:
                 self._waiting[message_id] = message
                 self._unfinished[message_id] = None
+            if self._stats is not None:
+                self._stats.sent(message.metadata.dst_node_id)
             if not self._link.push(
                 message.metadata.dst_node_id, message_id, encode_parts(message), self._header
             ):
@@ -444,12 +450,16 @@ class LinkGrid(Grid):
         if not message_ids:
             return
         with self._turn:
+            unanswered = [self._waiting.pop(m, None) for m in message_ids]
             for message_id in message_ids:
-                self._waiting.pop(message_id, None)
                 self._unfinished.pop(message_id, None)
                 self._in_flight.pop(message_id, None)
                 self._unordered.discard(message_id)
             self._turn.notify_all()
+        for message in unanswered:
+            if message is not None:
+                why = "abandoned: the run stopped waiting for its reply"
+                self._count_failure(message.metadata.dst_node_id, why, lost=True)
 
     def _any_waiting(self, message_ids: set[str]) -> bool:
         with self._lock:
@@ -465,13 +475,19 @@ class LinkGrid(Grid):
         sent = self._claim(node_id, reply_to)
         if sent is None:
             return False
-        self._replies.put(check_reply(sent, reply))
+        reply = check_reply(sent, reply)
+        if reply.error is not None:
+            self._count_failure(node_id, _reason(reply.error.code, reply.error.reason))
+        elif self._stats is not None:
+            self._stats.done(node_id)
+        self._replies.put(reply)
         return True
 
     def refuse_reply(self, node_id: int, reply_to: str, reason: str) -> None:
         """``node_id`` answered ``reply_to`` with bytes that are no message: INVALID_REPLY."""
         sent = self._claim(node_id, reply_to)
         if sent is not None:
+            self._count_failure(node_id, _reason(ErrorCode.INVALID_REPLY, reason))
             self._replies.put(sent.reply_error(ErrorCode.INVALID_REPLY, reason))
 
     def _claim(self, node_id: int, reply_to: str) -> Message | None:
@@ -497,7 +513,22 @@ class LinkGrid(Grid):
             sent = self._waiting.pop(message_id, None)
             self._turn.notify_all()  # a reply that waits for its turn need not come any more
         if sent is not None:
+            lost = code in (ErrorCode.NODE_UNAVAILABLE, ErrorCode.TIMEOUT)
+            self._count_failure(sent.metadata.dst_node_id, _reason(code, reason), lost=lost)
             self._replies.put(sent.reply_error(code, reason))
+
+    def _count_failure(self, node_id: int, reason: str, *, lost: bool = False) -> None:
+        if self._stats is not None:
+            self._stats.failed(node_id, self._run_id, reason, lost=lost)
+
+
+def _reason(code: int, reason: str) -> str:
+    """A failure's reason as the node table shows it: the error's code, then its text."""
+    try:
+        name = ErrorCode(code).name.lower().replace("_", " ")
+    except ValueError:
+        name = f"error {code}"
+    return f"{name}: {reason}"
 
 
 class _Deadline:

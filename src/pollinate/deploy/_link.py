@@ -17,6 +17,9 @@ message still waiting on it gets a NODE_UNAVAILABLE error reply, so a round goes
 replies it has. Replies that nobody waits for (late, unknown, or from a node that was not
 asked) are dropped with a logged reason, and the link keeps serving.
 
+As it works the link counts, per node, the tasks sent, the replies ok, and the failures
+with their reasons (``Link.node_status``, Control's ``ListNodes``, ``_nodestats``).
+
 Every kind of call has its own budget (``_admission``): at most ``max_nodes`` connected
 nodes, a few streams waiting for their hello, a few registrations at once (and a reserve
 for nodes whose key the link lists), and a reserve for the Control service that node
@@ -58,6 +61,7 @@ from ._frames import (
 )
 from ._grid import LinkGrid, QuotaExceeded, ReplyLimits
 from ._identity import PUBLIC_KEY_KEY, Verifier, body_digest
+from ._nodestats import NodeStats, NodeStatus
 from ._peers import ClientCerts, Peer
 from ._sealed import unseal
 from ._store import AppRef, Store
@@ -126,6 +130,9 @@ class _Node:
     stream: int = 0
     """Which of the node's streams is current (a reconnect opens a new one)."""
     last_seen: float = field(default_factory=time.monotonic)
+    heard_at: float | None = None
+    """When the node's last frame (or stream) came, in unix seconds (None: not since the
+    link started); ``last_seen`` is on the monotonic clock, for timeouts."""
     connected: bool = False
     downloading: bool = False
     """Whether the node fetches an app now (one at a time)."""
@@ -207,8 +214,10 @@ class Link:
         self._clients = clients
         self._store = store
         self._nodes: dict[int, _Node] = {}
+        self._stats = NodeStats()
         for node_id, token, public_key, config in store.nodes() if store else []:
             self._nodes[node_id] = _Node(node_id, token, config, public_key)
+            self._stats.add(node_id)
         self._lock = threading.Lock()
         self._connected = 0
         self._full = RateLimitedLog()
@@ -316,7 +325,7 @@ class Link:
         name: str | None = None,
     ) -> LinkGrid:
         """The Grid for one run over the connected nodes (one run at a time)."""
-        grid = LinkGrid(self, run_id, dict(run_config), app, name)
+        grid = LinkGrid(self, run_id, dict(run_config), app, name, self._stats)
         with self._lock:
             self._grid = grid
         return grid
@@ -331,6 +340,15 @@ class Link:
         """The ids of the nodes with a live stream."""
         with self._lock:
             return sorted(n.node_id for n in self._nodes.values() if n.connected)
+
+    def node_status(self) -> list[NodeStatus]:
+        """Every node the link knows, by node id: connected or not, last heard, its tasks."""
+        with self._lock:
+            nodes = [
+                (n.node_id, n.connected, n.heard_at, dict(n.node_config))
+                for n in self._nodes.values()
+            ]
+        return [self._stats.status(*node) for node in sorted(nodes, key=lambda n: n[0])]
 
     def node_config(self, node_id: int) -> dict[str, UserConfigValue]:
         """The node config a node registered with."""
@@ -481,6 +499,7 @@ class Link:
             node_id = _new_node_id(self._nodes, public_key)
             node = _Node(node_id, secrets.token_hex(16), config, public_key)
             self._nodes[node_id] = node
+            self._stats.add(node_id)
         # The database is written with the lock released: its fsync holds up no other call.
         self._unstore(forgotten)
         if self._store is not None:
@@ -520,7 +539,9 @@ class Link:
         """Drop registrations from memory (with the lock held); their ids, for ``_unstore``."""
         for node in nodes:
             del self._nodes[node.node_id]
-        return [node.node_id for node in nodes]
+        forgotten = [node.node_id for node in nodes]
+        self._stats.forget(forgotten)
+        return forgotten
 
     def _unstore(self, node_ids: list[int]) -> None:
         """Drop forgotten registrations from the database (with the lock released)."""
@@ -609,7 +630,7 @@ class Link:
             self._connected += 1
         node.stream += 1
         node.connected = True
-        node.last_seen = time.monotonic()
+        node.last_seen, node.heard_at = time.monotonic(), time.time()
         node.outbox = queue.SimpleQueue()
         return node.stream, node.outbox
 
@@ -688,7 +709,7 @@ class Link:
         coming = ""  # the message the reply being assembled answers
         try:
             for data in requests:
-                node.last_seen = time.monotonic()
+                node.last_seen, node.heard_at = time.monotonic(), time.time()
                 signer, frame = self._open(data, peer)
                 if signer != node.public_key:
                     raise AuthError(f"a frame on node {node.node_id}'s stream has another signer")

@@ -286,6 +286,11 @@ class Runs:
 
     # Asking about runs ------------------------------------------------------------------
 
+    @property
+    def link(self) -> Link:
+        """The link the runs run on (its nodes: ``link.node_status()``)."""
+        return self._link
+
     def rows(self) -> list[tuple[RunRow, int]]:
         """Every run the link knows, oldest first, with its completed rounds."""
         with self._lock:
