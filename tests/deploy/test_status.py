@@ -18,6 +18,7 @@ from pollinate.deploy import (
     NodeFailure,
     NodeKey,
     NodeStatus,
+    RunSummary,
     channel_credentials,
     make_dev_certs,
     run_node,
@@ -201,6 +202,50 @@ def test_a_node_status_travels_as_json_and_back():
 def test_a_hostile_node_status_is_a_wire_error_not_a_crash(payload, problem):
     with pytest.raises(WireError, match=problem.replace("[", r"\[").replace("(", r"\(")):
         NodeStatus.from_json(payload)
+
+
+_SUMMARY = {
+    "run_id": 7,
+    "name": "demo",
+    "status": "running",
+    "rounds_done": 2,
+    "submitted_at": 1.0,
+    "started_at": 2.0,
+    "ended_at": None,
+    "error": None,
+    "out_dir": "/runs/demo",
+    "run_config": {"lr": 0.1},
+}
+
+
+def test_a_run_summary_travels_as_json_and_back():
+    summary = RunSummary.from_json(json.loads(json.dumps(_SUMMARY)))
+    assert summary.to_json() == _SUMMARY
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        ({"run_id": "7"}, "'run_id' must be an int"),
+        ({"name": None}, "'name' must be a string"),
+        ({"status": ["running"]}, "'status' must be a string"),
+        ({"rounds_done": -1}, "'rounds_done' must be an int"),
+        ({"submitted_at": float("nan")}, "'submitted_at' must be a finite number"),
+        ({"started_at": "now"}, "'started_at' must be a finite number"),
+        ({"error": 3}, "'error' must be a string"),
+        ({"run_config": []}, "'run_config' must be a JSON object"),
+        ({"unexpected": 1}, None),  # extra keys from a newer link are ignored
+    ],
+)
+def test_a_hostile_run_summary_is_a_wire_error_not_a_type_error(change, problem):
+    payload = {**_SUMMARY, **change}
+    if problem is None:
+        assert RunSummary.from_json(payload).run_id == 7
+        return
+    with pytest.raises(WireError, match=problem):
+        RunSummary.from_json(payload)
+    with pytest.raises(WireError, match="must be a JSON object"):
+        RunSummary.from_json([payload])
 
 
 def test_list_nodes_needs_an_operator_key_when_the_link_has_control_keys(tmp_path):

@@ -27,7 +27,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 
@@ -45,7 +45,7 @@ from ._frames import (
     frame_limit,
 )
 from ._identity import NodeKey, Signature, Verifier, body_digest, signed_metadata
-from ._nodestats import NodeStatus
+from ._nodestats import NodeStatus, json_count, json_number, json_object
 from ._peers import ClientCerts
 from ._rpc import rpc_errors
 from ._runs import Runs
@@ -68,6 +68,7 @@ MAX_FOLLOWERS = 8
 followers never take the places of ``ls``, ``stop`` and ``run``."""
 UPLOAD_TIMEOUT_S = 600.0
 MAX_LIST_SIZE = 1 << 30
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,9 +141,34 @@ class RunSummary:
         }
 
     @classmethod
-    def from_json(cls, payload: dict[str, Any]) -> RunSummary:
-        """The summary ``to_json`` wrote."""
-        return cls(**payload)
+    def from_json(cls, payload: object) -> RunSummary:
+        """The summary ``to_json`` wrote; a WireError if a field is missing or malformed.
+
+        It comes from a link over the network: nothing in it is trusted.
+        """
+        item = json_object(payload, "a run summary")
+
+        def optional(key: str, read: Callable[[object, str], T]) -> T | None:
+            value = item.get(key)
+            return None if value is None else read(value, f"a run summary's {key!r}")
+
+        def text(value: object, what: str) -> str:
+            if type(value) is not str:
+                raise WireError(f"{what} must be a string, got {value!r:.80}")
+            return value
+
+        return cls(
+            run_id=json_count(item.get("run_id"), "a run summary's 'run_id'"),
+            name=text(item.get("name"), "a run summary's 'name'"),
+            status=text(item.get("status"), "a run summary's 'status'"),
+            rounds_done=json_count(item.get("rounds_done"), "a run summary's 'rounds_done'"),
+            submitted_at=json_number(item.get("submitted_at"), "a run summary's 'submitted_at'"),
+            started_at=optional("started_at", json_number),
+            ended_at=optional("ended_at", json_number),
+            error=optional("error", text),
+            out_dir=optional("out_dir", text),
+            run_config=json_object(item.get("run_config"), "a run summary's 'run_config'"),
+        )
 
 
 def _submission_digest(header: dict[str, Any], bundle: bytes | memoryview) -> bytes:

@@ -49,15 +49,15 @@ class NodeFailure:
     @classmethod
     def from_json(cls, payload: object) -> NodeFailure:
         """The failure ``to_json`` wrote; WireError if anything is missing or malformed."""
-        item = _object(payload, "a node failure")
+        item = json_object(payload, "a node failure")
         reason = _field(item, "reason", str, "a node failure")
         if len(reason) > MAX_REASON:
             raise WireError(
                 f"a node failure's reason has {len(reason)} characters, more than {MAX_REASON}"
             )
         return cls(
-            _number(item.get("at"), "a node failure's 'at'"),
-            _count(item.get("run_id"), "a node failure's 'run_id'"),
+            json_number(item.get("at"), "a node failure's 'at'"),
+            json_count(item.get("run_id"), "a node failure's 'run_id'"),
             reason,
             _field(item, "lost", bool, "a node failure"),
         )
@@ -99,7 +99,7 @@ class NodeStatus:
     @classmethod
     def from_json(cls, payload: object) -> NodeStatus:
         """The status ``to_json`` wrote; WireError if anything is missing or malformed."""
-        item = _object(payload, "a node status")
+        item = json_object(payload, "a node status")
         failures = _field(item, "failures", list, "a node status")
         if len(failures) > MAX_FAILURES:
             raise WireError(
@@ -107,19 +107,19 @@ class NodeStatus:
             )
         last_seen = item.get("last_seen")
         return cls(
-            node_id=_count(item.get("node_id"), "a node status's 'node_id'"),
+            node_id=json_count(item.get("node_id"), "a node status's 'node_id'"),
             connected=_field(item, "connected", bool, "a node status"),
-            last_seen=None if last_seen is None else _number(last_seen, "'last_seen'"),
-            tasks_sent=_count(item.get("tasks_sent"), "'tasks_sent'"),
-            tasks_done=_count(item.get("tasks_done"), "'tasks_done'"),
-            tasks_failed=_count(item.get("tasks_failed"), "'tasks_failed'"),
-            tasks_lost=_count(item.get("tasks_lost"), "'tasks_lost'"),
+            last_seen=None if last_seen is None else json_number(last_seen, "'last_seen'"),
+            tasks_sent=json_count(item.get("tasks_sent"), "'tasks_sent'"),
+            tasks_done=json_count(item.get("tasks_done"), "'tasks_done'"),
+            tasks_failed=json_count(item.get("tasks_failed"), "'tasks_failed'"),
+            tasks_lost=json_count(item.get("tasks_lost"), "'tasks_lost'"),
             failures=tuple(NodeFailure.from_json(f) for f in failures),
             node_config=_node_config(item.get("node_config")),
         )
 
 
-def _object(payload: object, what: str) -> dict[str, Any]:
+def json_object(payload: object, what: str) -> dict[str, Any]:
     if not isinstance(payload, dict):
         raise WireError(f"{what} must be a JSON object, got {type(payload).__name__}")
     return payload
@@ -132,14 +132,14 @@ def _field(item: dict[str, Any], key: str, kind: type[T], what: str) -> T:
     return value
 
 
-def _count(value: object, what: str) -> int:
+def json_count(value: object, what: str) -> int:
     """An int from 0 to 2**64 (not a bool)."""
     if type(value) is not int or not 0 <= value < _MAX_ID:
         raise WireError(f"{what} must be an int from 0 to 2**64, got {value!r:.80}")
     return value
 
 
-def _number(value: object, what: str) -> float:
+def json_number(value: object, what: str) -> float:
     """A finite number (not a bool)."""
     if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
         raise WireError(f"{what} must be a finite number, got {value!r:.80}")
@@ -147,7 +147,7 @@ def _number(value: object, what: str) -> float:
 
 
 def _node_config(value: object) -> dict[str, UserConfigValue]:
-    config = _object(value, "a node status's 'node_config'")
+    config = json_object(value, "a node status's 'node_config'")
     for key, item in config.items():
         if type(item) not in (bool, int, float, str) or (
             type(item) is float and not math.isfinite(item)
