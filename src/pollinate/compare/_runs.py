@@ -23,6 +23,7 @@ from ..errors import AppError, RoundError
 from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, RecordDict
 from ..server import Grid, Result, RunObserver, ServerApp, save_arrays
+from ..server._notebook import NotebookView, in_notebook
 from ..simulation import (
     Backend,
     ClientAppSource,
@@ -63,6 +64,7 @@ def run_comparison(
     observers: Sequence[RunObserver] = (),
     status: StatusFn | None = None,
     population: PopulationModel | None = None,
+    verbose: bool = True,
 ) -> Comparison:
     """Train the federated model and ``num_nodes`` isolated ones; score each with ``predict``.
 
@@ -74,7 +76,30 @@ def run_comparison(
     ``observers`` watch the federated run; ``status`` hears how isolated training goes.
     ``population`` runs the federated side on its clock (docs/heterogeneity.md); isolated
     training has no rounds to time, so it runs without one.
+
+    In a Jupyter notebook with ``verbose`` (the default), the rounds and isolated training
+    show live in the cell's output, and the table, curves and confusion matrices at the end
+    (``Comparison.show``); elsewhere nothing is shown (``pollinate compare`` shows its own).
     """
+    if verbose and in_notebook():
+        return _in_notebook(
+            lambda watchers, hear: run_comparison(
+                server_app,
+                client_app,
+                predict,
+                num_nodes=num_nodes,
+                backend=backend,
+                backend_options=backend_options,
+                run_config=run_config,
+                node_config_fn=node_config_fn,
+                app_dir=app_dir,
+                out_dir=out_dir,
+                observers=[*observers, *watchers],
+                status=_both(status, hear),
+                population=population,
+                verbose=False,
+            )
+        )
     config: dict[str, UserConfigValue] = dict(run_config or {})
     out_root = Path(out_dir) if out_dir is not None else None
     score = _Scorer(predict, config)
@@ -120,6 +145,29 @@ def run_comparison(
         label_counts=isolated.label_counts,
         num_rounds=federated_run.rounds_trained,
     )
+
+
+def _in_notebook(
+    compare: Callable[[list[RunObserver], StatusFn], Comparison],
+) -> Comparison:
+    """Run ``compare`` with a live view in the cell, then show what it found."""
+    view = NotebookView()
+    view.status("training the federated model")
+    comparison = compare([view], view.status)
+    view.status("finished")
+    comparison.show()
+    return comparison
+
+
+def _both(first: StatusFn | None, second: StatusFn) -> StatusFn:
+    """A status function that tells ``first`` (if any), then ``second``."""
+
+    def hear(text: str) -> None:
+        if first is not None:
+            first(text)
+        second(text)
+
+    return hear
 
 
 class _Scorer:
