@@ -112,3 +112,13 @@ def test_writing_plots_leaves_pyplot_s_backend_alone(blobs, tmp_path) -> None:
     finally:
         matplotlib.use(before)
     assert (tmp_path / "confusion" / "federated.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_comparison_that_fails_says_so_in_its_live_view(blobs, kernel: Kernel) -> None:
+    def predict(arrays: Any, run_config: Any) -> Any:
+        raise RuntimeError("no test set")
+
+    with pytest.raises(Exception, match="no test set"):
+        run_comparison(blobs.server, blobs.client, predict, num_nodes=3, run_config=BLOBS_CONFIG)
+    assert "stopped before the end" in kernel.html()[-1]
+    assert kernel.pngs() == []

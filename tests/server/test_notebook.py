@@ -47,6 +47,7 @@ def test_the_view_is_shown_once_then_updated_in_place() -> None:
     view.on_round(record(0, accuracy=0.1))
     view.on_round_start(1, 2)
     view.on_round(record(1, accuracy=0.5, loss=1.25))
+    view.on_result(Result(ArrayRecord()))
     view.close()
     kinds = [kind for kind, _, _ in fake.calls]
     assert kinds == ["display", *["update"] * (len(kinds) - 1)]
@@ -120,3 +121,11 @@ def test_importing_pollinate_loads_neither_ipython_nor_matplotlib() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_that_ends_in_an_error_says_it_stopped() -> None:
+    fake = FakeDisplay()
+    view = NotebookView(fake.display, fake.update_display)
+    view.on_round_start(1, 3)
+    view.close()  # no result came: the run raised
+    assert "stopped before the end" in fake.html()

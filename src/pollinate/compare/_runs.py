@@ -81,25 +81,52 @@ def run_comparison(
     show live in the cell's output, and the table, curves and confusion matrices at the end
     (``Comparison.show``); elsewhere nothing is shown (``pollinate compare`` shows its own).
     """
-    if verbose and in_notebook():
-        return _in_notebook(
-            lambda watchers, hear: run_comparison(
-                server_app,
-                client_app,
-                predict,
-                num_nodes=num_nodes,
-                backend=backend,
-                backend_options=backend_options,
-                run_config=run_config,
-                node_config_fn=node_config_fn,
-                app_dir=app_dir,
-                out_dir=out_dir,
-                observers=[*observers, *watchers],
-                status=_both(status, hear),
-                population=population,
-                verbose=False,
-            )
+    view = NotebookView() if verbose and in_notebook() else None
+    if view is not None:
+        view.status("training the federated model")
+        observers, status = [*observers, view], _both(status, view.status)
+    try:
+        comparison = _compare(
+            server_app,
+            client_app,
+            predict,
+            num_nodes,
+            backend,
+            backend_options,
+            run_config,
+            node_config_fn,
+            app_dir,
+            out_dir,
+            observers,
+            status,
+            population,
         )
+    except BaseException:
+        if view is not None:
+            view.status("stopped before the end (error below)")
+        raise
+    if view is not None:
+        view.status("finished")
+        comparison.show()
+    return comparison
+
+
+def _compare(
+    server_app: ServerApp,
+    client_app: ClientApp | str,
+    predict: PredictFn,
+    num_nodes: int,
+    backend: str,
+    backend_options: Mapping[str, object] | None,
+    run_config: UserConfig | None,
+    node_config_fn: NodeConfigFn,
+    app_dir: str | Path | None,
+    out_dir: str | Path | None,
+    observers: Sequence[RunObserver],
+    status: StatusFn | None,
+    population: PopulationModel | None,
+) -> Comparison:
+    """``run_comparison`` without a view of its own."""
     config: dict[str, UserConfigValue] = dict(run_config or {})
     out_root = Path(out_dir) if out_dir is not None else None
     score = _Scorer(predict, config)
@@ -145,18 +172,6 @@ def run_comparison(
         label_counts=isolated.label_counts,
         num_rounds=federated_run.rounds_trained,
     )
-
-
-def _in_notebook(
-    compare: Callable[[list[RunObserver], StatusFn], Comparison],
-) -> Comparison:
-    """Run ``compare`` with a live view in the cell, then show what it found."""
-    view = NotebookView()
-    view.status("training the federated model")
-    comparison = compare([view], view.status)
-    view.status("finished")
-    comparison.show()
-    return comparison
 
 
 def _both(first: StatusFn | None, second: StatusFn) -> StatusFn:

@@ -91,6 +91,7 @@ class NotebookView(RunObserver):
         self._status = ""
         self._rounds: list[RoundRecord] = []
         self._num_rounds = 0
+        self._ended = False  # the strategy returned its result
 
     def status(self, text: str) -> None:
         """Say what is happening now (starting, a round in flight, isolated training)."""
@@ -112,12 +113,13 @@ class NotebookView(RunObserver):
         """Nothing to show."""
 
     def on_result(self, result: Result) -> None:
-        """Nothing yet: whoever runs the view closes it (a comparison goes on after this)."""
+        """Note the end; whoever runs the view closes it (a comparison goes on after this)."""
+        self._ended = True
 
     def close(self) -> None:
-        """Say the run is over (the table stays)."""
-        if self._id is not None and self._status != "finished":
-            self.status("finished")
+        """Say the run is over, or that it stopped early (an error follows); the table stays."""
+        if self._id is not None:
+            self.status("finished" if self._ended else "stopped before the end (error below)")
 
     def _show(self) -> None:
         done = sum(r.server_round > 0 for r in self._rounds)
