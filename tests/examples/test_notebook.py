@@ -54,7 +54,6 @@ def kernel_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")  # no deprecation warning about paths
     path = os.environ.get("PYTHONPATH")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO / "src"), *filter(None, [path])]))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
 
 
 def execute(parameters: str) -> tuple[Any, list[str]]:

@@ -16,7 +16,7 @@ from pollinate.errors import ConfigError
 from pollinate.records import ArrayRecord
 from pollinate.server import Result
 from pollinate.server._history import PhaseResult, RoundRecord
-from pollinate.server._notebook import NotebookView, in_notebook, show_figures
+from pollinate.server._notebook import NotebookView, in_notebook, render_rounds, show_figures
 
 
 class FakeDisplay:
@@ -57,6 +57,12 @@ def test_the_view_is_shown_once_then_updated_in_place() -> None:
     assert "finished" in final and "<th>server.accuracy</th>" in final
     assert "<td>0.5000</td>" in final and "<td>1.250</td>" in final
     assert repr(fake.calls[-1][1]) == "pollinate: finished (1 round done)"
+
+
+def test_a_run_on_a_simulated_clock_gets_a_sim_column() -> None:
+    rounds = [RoundRecord(0, simulated_time_s=0.0), RoundRecord(1, simulated_time_s=750.0)]
+    page = render_rounds(rounds, "finished")
+    assert "<th>sim</th>" in page and "<td>12m 30s</td>" in page
 
 
 def test_what_nodes_report_is_escaped() -> None:

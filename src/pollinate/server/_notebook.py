@@ -18,7 +18,14 @@ from typing import Any
 from ..records import ArrayRecord
 from ._history import Result, RoundRecord
 from ._observer import RunObserver
-from ._progress import _failed, _phase_cell, choose_columns, format_number, key_metrics
+from ._progress import (
+    _failed,
+    _phase_cell,
+    choose_columns,
+    format_duration,
+    format_number,
+    key_metrics,
+)
 
 __all__ = ["NotebookView", "in_notebook", "render_rounds", "show_figures", "show_html"]
 
@@ -138,7 +145,8 @@ def render_rounds(rounds: list[RoundRecord], status: str) -> str:
     if not rounds:
         return f"<div>{line}</div>"
     columns = choose_columns(k for r in rounds for k in key_metrics(r))
-    header = ["round", "train", "evaluate", *columns, "time"]
+    simulated = any(r.simulated_time_s is not None for r in rounds)
+    header = ["round", "train", "evaluate", *columns, "time", *["sim"] * simulated]
     rows = []
     for record in rounds:
         metrics = key_metrics(record)
@@ -149,6 +157,9 @@ def render_rounds(rounds: list[RoundRecord], status: str) -> str:
             *(format_number(metrics[k]) if k in metrics else "-" for k in columns),
             f"{record.wall_time_s:.2f} s" if record.server_round else "-",
         ]
+        if simulated:
+            at = record.simulated_time_s
+            cells.append("-" if at is None or not record.server_round else format_duration(at))
         rows.append((cells, _failed(record)))
     return f"<div>{line}{_table(header, rows)}</div>"
 
