@@ -107,12 +107,12 @@ def test_simulated_time_is_plotted_in_a_readable_unit(run_dir, monkeypatch):
 
     labels = []
     monkeypatch.setattr(matplotlib.axes.Axes, "set_xlabel", lambda ax, text: labels.append(text))
-    from pollinate.report import _plot_curves
+    from pollinate.report import curves_figure
 
     series = metric_series(load_history(run_dir))
     for span, unit in ((90.0, "s"), (1800.0, "min"), (10_800.0, "h"), (4 * 86_400.0, "days")):
         labels.clear()
-        _plot_curves(series, run_dir / "t.png", "t", {0: 0.0, 3: span})
+        curves_figure(series, "t", {0: 0.0, 3: span})
         assert set(labels) == {f"simulated time ({unit})"}
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "ReportFiles",
     "RunSummary",
     "compare_runs",
+    "curves_figure",
     "load_history",
     "metric_series",
     "privacy_lines",
@@ -49,6 +50,7 @@ PHASES = ("server", "evaluate", "train")
 _COLORS = {"server": "tab:blue", "evaluate": "tab:orange", "train": "tab:green"}
 _HIDDEN = ("num-examples",)
 _MAX_PANELS = 9
+_DPI = 110
 _TIME_UNITS = (("s", 1.0), ("min", 60.0), ("h", 3600.0), ("days", 86_400.0))
 """Simulated time's axis unit: the largest that keeps the run's span at two units or more."""
 
@@ -122,11 +124,11 @@ def write_report(run_dir: str | Path) -> ReportFiles:
     history = load_history(run_dir)
     series = metric_series(history)
     curves = run_dir / "curves.png"
-    _plot_curves(series, curves, _title(run_dir))
+    curves_figure(series, _title(run_dir)).savefig(curves, dpi=_DPI)
     times = simulated_times(history)
     curves_time = run_dir / "curves-time.png" if times else None
     if curves_time is not None:
-        _plot_curves(series, curves_time, _title(run_dir), times)
+        curves_figure(series, _title(run_dir), times).savefig(curves_time, dpi=_DPI)
     page = run_dir / "report.html"
     page.write_text(_html(run_dir, history, series, curves, curves_time), encoding="utf-8")
     return ReportFiles(curves, page, curves_time)
@@ -176,15 +178,15 @@ def _time_axis(times: dict[int, float]) -> tuple[str, float]:
     return unit
 
 
-def _plot_curves(
+def curves_figure(
     series: dict[str, dict[str, list[tuple[int, float]]]],
-    path: Path,
     title: str,
     times: dict[int, float] | None = None,
-) -> None:
+) -> Any:
     """One panel per metric, against rounds, or against simulated time when ``times`` given.
 
-    Against time, a round without one is left out of the curve.
+    Against time, a round without one is left out of the curve. ``series`` is
+    ``metric_series``'s; returns a ``matplotlib.figure.Figure`` (``Result.plot`` shows it too).
     """
     from matplotlib.ticker import MaxNLocator
 
@@ -209,36 +211,34 @@ def _plot_curves(
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend(title="measured on")
-    _save(fig, axes, path, title, "no metrics recorded" if not names else None)
+    _finish(fig, axes, title, "no metrics recorded" if not names else None)
+    return fig
 
 
 def _figure(panels: int) -> tuple[Any, Any]:
-    """A figure with a grid of up to three panels a row, the unused ones hidden."""
-    import matplotlib
+    """A figure with a grid of up to three panels a row, the unused ones hidden.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    Drawn with matplotlib's object API, so pyplot's backend (a notebook's) is left alone.
+    """
+    from matplotlib.figure import Figure
 
     columns = min(3, max(1, panels))
     rows = max(1, math.ceil(panels / columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.6 * rows), squeeze=False)
+    fig = Figure(figsize=(5 * columns, 3.6 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat[panels:]:
         ax.set_visible(False)
     return fig, axes
 
 
-def _save(fig: Any, axes: Any, path: Path, title: str, empty: str | None) -> None:
-    """Title, lay out and write the figure; ``empty`` is said in its place when it has no panel."""
-    import matplotlib.pyplot as plt
-
+def _finish(fig: Any, axes: Any, title: str, empty: str | None) -> None:
+    """Title and lay out the figure; ``empty`` is said in its place when it has no panel."""
     if empty is not None:
         axes.flat[0].set_visible(True)
         axes.flat[0].text(0.5, 0.5, empty, ha="center", va="center")
         axes.flat[0].set_axis_off()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _html(
@@ -579,7 +579,8 @@ def _plot_comparison(
         axes.flat[0].legend(title="run", fontsize="small")
     title = " vs ".join(run.label for run in runs)
     title = title if len(title) <= 100 else f"{len(runs)} runs"
-    _save(fig, axes, path, title, "no metric common to every run" if not names else None)
+    _finish(fig, axes, title, "no metric common to every run" if not names else None)
+    fig.savefig(path, dpi=_DPI)
 
 
 def _comparison_html(comparison: Comparison) -> str:

@@ -1,12 +1,15 @@
 """A comparison's files: the table (Markdown, JSON), curves and one confusion matrix per model.
 
-matplotlib is imported only here, when the files are written.
+The figures are drawn by ``curves_figure`` and ``confusion_figure``, which a notebook shows
+inline too. matplotlib is imported only here, when a figure is drawn, and only through its
+object API (``matplotlib.figure.Figure``): pyplot's backend, a notebook's included, is left alone.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,13 +19,21 @@ import numpy as np
 from ..errors import ConfigError
 from ._table import Comparison, ModelRun, percent
 
-__all__ = ["ComparisonFiles", "require_plotting", "write_comparison"]
+__all__ = [
+    "ComparisonFiles",
+    "confusion_figure",
+    "curves_figure",
+    "require_plotting",
+    "write_comparison",
+]
 
 _MAX_ANNOTATED_CLASSES = 12
 """Confusion matrices with more classes than this show colours only, no numbers."""
 _MAX_LABELLED_CLASSES = 40
 """... and with more than this, no tick labels either."""
 _MAX_FIGURE_INCHES = 16.0
+DPI = 110
+"""Resolution of the written PNGs and of the notebook's inline ones."""
 _MAX_COLORED_MODELS = 10
 """With more isolated models than this, curves draw them all in grey."""
 
@@ -45,19 +56,18 @@ def write_comparison(
     ``about`` (the app, federation and run config, say) is kept at the top of the JSON file,
     which is written last: its presence marks a finished comparison.
     """
-    plt = _pyplot()
+    require_plotting()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     table_md = out / "comparison.md"
     table_md.write_text(comparison.to_markdown(), encoding="utf-8")
     curves = out / "curves.png"
-    _plot_curves(plt, comparison, curves)
+    curves_figure(comparison).savefig(curves, dpi=DPI)
     confusion_dir = out / "confusion"
     confusion_dir.mkdir(exist_ok=True)
-    confusion = tuple(
-        _plot_confusion(plt, comparison, model, confusion_dir / f"{model.name}.png")
-        for model in comparison.models
-    )
+    confusion = tuple(confusion_dir / f"{model.name}.png" for model in comparison.models)
+    for model, path in zip(comparison.models, confusion, strict=True):
+        confusion_figure(comparison, [model]).savefig(path, dpi=DPI)
     table_json = out / "comparison.json"
     record = {**(about or {}), **comparison.to_json(), "curves": comparison.curves_json()}
     table_json.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
@@ -72,27 +82,22 @@ def require_plotting() -> None:
         )
 
 
-def _pyplot() -> Any:
-    require_plotting()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _plot_curves(plt: Any, comparison: Comparison, path: Path) -> None:
+def curves_figure(comparison: Comparison) -> Any:
     """Test accuracy (and loss, where known) per round: a line per model, federated in black.
 
     With many isolated models they are drawn as thin grey lines under one legend entry.
+    Returns a ``matplotlib.figure.Figure``.
     """
+    require_plotting()
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     has_loss = any(s.loss is not None for m in comparison.models for s in m.curve)
     panels = ["accuracy", "loss"] if has_loss else ["accuracy"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), squeeze=False)
-    colors = plt.get_cmap("tab10")
+    fig = Figure(figsize=(6 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels), squeeze=False)
+    colors = colormaps["tab10"]
     crowded = len(comparison.isolated) > _MAX_COLORED_MODELS
     for ax, panel in zip(axes.flat, panels, strict=True):
         for model in comparison.models:
@@ -129,8 +134,7 @@ def _plot_curves(plt: Any, comparison: Comparison, path: Path) -> None:
         ax.legend(fontsize="small")
     fig.suptitle("Federated vs isolated training, same local budget")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _legend(model: ModelRun) -> str:
@@ -140,16 +144,31 @@ def _legend(model: ModelRun) -> str:
     return f"isolated, partition {model.partition} ({accuracy})"
 
 
-def _plot_confusion(plt: Any, comparison: Comparison, model: ModelRun, path: Path) -> Path:
-    """Row-normalised confusion matrix; labels the model never trained on are marked red."""
+def confusion_figure(comparison: Comparison, models: Sequence[ModelRun] | None = None) -> Any:
+    """Row-normalised confusion matrices side by side, one per model (default: every model).
+
+    Labels a model never trained on are marked red. Returns a ``matplotlib.figure.Figure``.
+    """
+    require_plotting()
+    from matplotlib.figure import Figure
+
+    chosen = list(comparison.models if models is None else models)
+    size = min(_MAX_FIGURE_INCHES, max(4.8, 0.45 * len(comparison.classes) + 2))
+    fig = Figure(figsize=((size + 1) * len(chosen), size))
+    for ax, model in zip(fig.subplots(1, len(chosen), squeeze=False).flat, chosen, strict=True):
+        _draw_confusion(fig, ax, comparison, model)
+    fig.tight_layout()
+    return fig
+
+
+def _draw_confusion(fig: Any, ax: Any, comparison: Comparison, model: ModelRun) -> None:
+    """One model's matrix on ``ax``, with its colour bar."""
     classes = comparison.classes
     counts = comparison.confusion(model)
     totals = counts.sum(axis=1, keepdims=True)
     rates = np.divide(counts, totals, out=np.zeros(counts.shape), where=totals > 0)
     missing = comparison.missing_labels()
     never_seen = set(missing.get(model.partition, ())) if model.partition is not None else set()
-    size = min(_MAX_FIGURE_INCHES, max(4.8, 0.45 * len(classes) + 2))
-    fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     fig.colorbar(image, ax=ax, label="fraction of the true label's examples")
     if len(classes) <= _MAX_LABELLED_CLASSES:
@@ -180,7 +199,3 @@ def _plot_confusion(plt: Any, comparison: Comparison, model: ModelRun, path: Pat
     if never_seen and len(classes) <= _MAX_LABELLED_CLASSES:
         title += "\nred: labels it never trained on"
     ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

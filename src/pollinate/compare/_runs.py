@@ -23,6 +23,7 @@ from ..errors import AppError, RoundError
 from ..message import Message, MessageType
 from ..records import ArrayRecord, ConfigRecord, RecordDict
 from ..server import Grid, Result, RunObserver, ServerApp, save_arrays
+from ..server._notebook import NotebookView, in_notebook
 from ..simulation import (
     Backend,
     ClientAppSource,
@@ -63,6 +64,7 @@ def run_comparison(
     observers: Sequence[RunObserver] = (),
     status: StatusFn | None = None,
     population: PopulationModel | None = None,
+    verbose: bool = True,
 ) -> Comparison:
     """Train the federated model and ``num_nodes`` isolated ones; score each with ``predict``.
 
@@ -74,7 +76,57 @@ def run_comparison(
     ``observers`` watch the federated run; ``status`` hears how isolated training goes.
     ``population`` runs the federated side on its clock (docs/heterogeneity.md); isolated
     training has no rounds to time, so it runs without one.
+
+    In a Jupyter notebook with ``verbose`` (the default), the rounds and isolated training
+    show live in the cell's output, and the table, curves and confusion matrices at the end
+    (``Comparison.show``); elsewhere nothing is shown (``pollinate compare`` shows its own).
     """
+    view = NotebookView() if verbose and in_notebook() else None
+    if view is not None:
+        view.status("training the federated model")
+        observers, status = [*observers, view], _both(status, view.status)
+    try:
+        comparison = _compare(
+            server_app,
+            client_app,
+            predict,
+            num_nodes,
+            backend,
+            backend_options,
+            run_config,
+            node_config_fn,
+            app_dir,
+            out_dir,
+            observers,
+            status,
+            population,
+        )
+    except BaseException:
+        if view is not None:
+            view.status("stopped before the end (error below)")
+        raise
+    if view is not None:
+        view.status("finished")
+        comparison.show()
+    return comparison
+
+
+def _compare(
+    server_app: ServerApp,
+    client_app: ClientApp | str,
+    predict: PredictFn,
+    num_nodes: int,
+    backend: str,
+    backend_options: Mapping[str, object] | None,
+    run_config: UserConfig | None,
+    node_config_fn: NodeConfigFn,
+    app_dir: str | Path | None,
+    out_dir: str | Path | None,
+    observers: Sequence[RunObserver],
+    status: StatusFn | None,
+    population: PopulationModel | None,
+) -> Comparison:
+    """``run_comparison`` without a view of its own."""
     config: dict[str, UserConfigValue] = dict(run_config or {})
     out_root = Path(out_dir) if out_dir is not None else None
     score = _Scorer(predict, config)
@@ -120,6 +172,17 @@ def run_comparison(
         label_counts=isolated.label_counts,
         num_rounds=federated_run.rounds_trained,
     )
+
+
+def _both(first: StatusFn | None, second: StatusFn) -> StatusFn:
+    """A status function that tells ``first`` (if any), then ``second``."""
+
+    def hear(text: str) -> None:
+        if first is not None:
+            first(text)
+        second(text)
+
+    return hear
 
 
 class _Scorer:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from ..errors import ConfigError
 from ..records import ArrayRecord
 from ._hooks import Predictions
 
@@ -214,6 +217,53 @@ class Comparison:
                 "(see docs/compare.md).",
             ]
         return "\n".join(lines) + "\n"
+
+    def to_html(self) -> str:
+        """The table as an HTML ``<table>`` (every cell escaped); own missing labels in bold."""
+        table = self.table()
+        head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
+        body = "".join(
+            "<tr>"
+            + "".join(
+                f"<td><b>{html.escape(c.text)}</b></td>"
+                if c.own
+                else f"<td>{html.escape(c.text)}</td>"
+                for c in row
+            )
+            + "</tr>"
+            for row in table.rows
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+    def _repr_html_(self) -> str:
+        """A notebook shows a comparison as its table."""
+        return self.to_html()
+
+    def plot(self) -> Any:
+        """Each model's test accuracy (and loss) per round, as a ``matplotlib.figure.Figure``."""
+        from ._files import curves_figure
+
+        return curves_figure(self)
+
+    def plot_confusion(self, names: Sequence[str] | None = None) -> Any:
+        """Confusion matrices side by side (the models named, default all), as a Figure."""
+        from ._files import confusion_figure
+
+        return confusion_figure(self, None if names is None else [self._model(n) for n in names])
+
+    def show(self) -> None:
+        """In a notebook: show the table, the curves and the confusion matrices in the cell."""
+        from ..server._notebook import show_figures, show_html
+
+        show_html(self.to_html(), self.to_markdown())
+        show_figures([self.plot(), self.plot_confusion()])
+
+    def _model(self, name: str) -> ModelRun:
+        for model in self.models:
+            if model.name == name:
+                return model
+        names = ", ".join(m.name for m in self.models)
+        raise ConfigError(f"no model named {name!r} in this comparison: choose from {names}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import zipfile
 from collections.abc import Mapping
@@ -13,6 +14,7 @@ import numpy as np
 
 from .._durable import append_line, write_file
 from .._json import finite
+from ..errors import ConfigError
 from ..records import ArrayRecord
 
 __all__ = [
@@ -162,6 +164,22 @@ class Result:
             f"Result({done} round{'' if done == 1 else 's'}, {len(self.arrays)} arrays of "
             f"{size:,} bytes{', ' + final if final else ''})"
         )
+
+    def plot(self, against_time: bool = False) -> Any:
+        """The run's curves, a panel per metric, as a ``matplotlib.figure.Figure``.
+
+        Against simulated time with ``against_time`` (a run on a simulated clock). Drawn by
+        ``pollinate report``'s code, imported here only when asked (it needs matplotlib).
+        """
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ConfigError("plotting a run needs matplotlib: pip install 'pollinate[plot]'")
+        from .. import report
+
+        history = [record.to_json() for record in self.rounds]
+        times = report.simulated_times(history) if against_time else None
+        if against_time and not times:
+            raise ConfigError("this run has no simulated time: plot it against rounds")
+        return report.curves_figure(report.metric_series(history), "run", times)
 
     def final_metrics(self) -> dict[str, Any]:
         """The last round's metrics, prefixed by phase: ``evaluate.accuracy``, ``server.loss``."""

@@ -1,13 +1,15 @@
 """The live view of a run on stderr, the log lines around it, and the summary at its end.
 
 On a terminal each finished round becomes a row of a table under a progress bar for the
-round in flight; elsewhere (CI, a pipe, a file, Jupyter) each round becomes one plain line,
-and nothing animates. ``pollinate run`` shows it, and so do ``run_simulation`` and
-``start_server`` (``RunProgress``) unless told ``verbose=False``.
+round in flight; in a Jupyter notebook an HTML table in the cell is updated in place, and
+the run's curves follow its summary (``_notebook``); elsewhere (CI, a pipe, a file) each
+round becomes one plain line, and nothing animates. ``pollinate run`` shows it, and so do
+``run_simulation`` and ``start_server`` (``RunProgress``) unless told ``verbose=False``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import time
@@ -361,7 +363,10 @@ class RunProgress:
     """
 
     def __init__(self, verbose: bool, status: str) -> None:
+        from ._notebook import in_notebook
+
         self._console = Console(stderr=True, highlight=False) if verbose else None
+        self._notebook = verbose and in_notebook()
         self._status = status
         self._view: ProgressView | None = None
         self._handler: logging.Handler | None = None
@@ -379,7 +384,7 @@ class RunProgress:
             if not logger.hasHandlers():
                 self._handler = log_handler(self._console, logging.WARNING)
                 logger.addHandler(self._handler)
-            self._view = progress_view(self._console)
+            self._view = self._new_view(self._console)
             self._view.status(self._status)
         return self
 
@@ -396,7 +401,18 @@ class RunProgress:
         self._close()
         if self._console is not None:
             print_summary(self._console, result, time.perf_counter() - self._began)
+        if self._notebook and result.rounds and importlib.util.find_spec("matplotlib"):
+            from ._notebook import show_figures
+
+            show_figures([result.plot()])
         return result
+
+    def _new_view(self, console: Console) -> ProgressView:
+        if self._notebook:
+            from ._notebook import NotebookView
+
+            return NotebookView()
+        return progress_view(console)
 
     def _close(self) -> None:
         if self._view is not None:

@@ -70,8 +70,9 @@ def run_simulation(
     and dropouts decide when each reply arrives (docs/heterogeneity.md).
 
     With ``verbose`` (the default) each round is shown on stderr as it finishes (a table
-    under a progress bar on a terminal, a line per round elsewhere, Jupyter included), and
-    a summary at the end; ``verbose=False`` shows nothing.
+    under a progress bar on a terminal, a line per round elsewhere), and a summary at the
+    end; in a Jupyter notebook one table in the cell is updated in place and the run's
+    curves follow the summary (docs/observability.md). ``verbose=False`` shows nothing.
     """
     if not 1 <= num_nodes <= MAX_NODES:
         raise ConfigError(f"num-nodes must be between 1 and {MAX_NODES:,}, got {num_nodes}")
