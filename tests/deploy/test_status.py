@@ -388,3 +388,26 @@ def _eventually(predicate, timeout=30.0):
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.05)
+
+
+_HOSTILE_REASON = "\x1b[2J\x1b]8;;http://evil\x07click\x1b]8;;\x07 \u202eexe.txt\n[red]x[/]"
+
+
+def test_a_node_s_control_characters_are_kept_written_out_never_sent_to_a_terminal():
+    stats = NodeStats()
+    stats.add(7)
+    stats.failed(7, 1, _HOSTILE_REASON)
+    (failure,) = stats.status(7, True, None, {}).failures
+    assert failure.reason == (
+        "\\x1b[2J\\x1b]8;;http://evil\\x07click\\x1b]8;;\\x07 \\u202eexe.txt\\n[red]x[/]"
+    )
+
+
+def test_ls_nodes_shows_an_older_link_s_raw_reasons_without_their_control_characters():
+    from pollinate.cli._control import _node_row
+
+    failure = NodeFailure(1.0, 1, _HOSTILE_REASON)
+    node = NodeStatus(7, True, None, 1, 0, 1, (failure,), {})
+    shown = _node_row(node)[-1]
+    assert not any(c in shown for c in "\x1b\x07\n\u202e")
+    assert "\\[red]" in shown  # rich markup escaped too

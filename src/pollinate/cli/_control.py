@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .._text import printable
 from ..config import AppConfig, Deployment, load_app_config, resolve_deployment
 from ..context import UserConfigValue
 from ..errors import ConfigError
@@ -178,9 +179,9 @@ def _follow(client: ControlClient, run: str, console: Console) -> RunSummary:
             colour = "green" if item.status == "finished" else "red"
             console.print(f"[{colour}]run {item.run_id} {item.status}[/]", soft_wrap=True)
             if item.out_dir:
-                console.print(f"results on the link: {escape(item.out_dir)}", soft_wrap=True)
+                console.print(f"results on the link: {_safe(item.out_dir)}", soft_wrap=True)
             return item
-        console.print(escape(item), soft_wrap=True, highlight=False)
+        console.print(_safe(item), soft_wrap=True, highlight=False)
     raise ConfigError("the link ended the log without saying how the run ended")
 
 
@@ -222,7 +223,7 @@ def ls_command(
     for run in runs:
         table.add_row(
             str(run.run_id),
-            escape(run.name),
+            _safe(run.name),
             _status(run.status),
             str(run.rounds_done),
             dt.datetime.fromtimestamp(run.submitted_at).strftime("%m-%d %H:%M:%S"),
@@ -265,13 +266,18 @@ def _node_row(node: NodeStatus) -> tuple[str, ...]:
         str(node.tasks_done),
         str(node.tasks_failed),
         str(node.tasks_lost),
-        escape(latest),
+        _safe(latest),
     )
+
+
+def _safe(text: str) -> str:
+    """What a link sent, shown as text: no rich markup, no terminal control characters."""
+    return escape(printable(text))
 
 
 def _status(status: str) -> str:
     colour = {"finished": "green", "running": "cyan", "failed": "red", "stopped": "yellow"}
-    return f"[{colour[status]}]{status}[/]" if status in colour else status
+    return f"[{colour[status]}]{status}[/]" if status in colour else _safe(status)
 
 
 def _took(run: RunSummary) -> str:
@@ -314,9 +320,9 @@ def log_command(
             if isinstance(item, RunSummary):
                 stderr.print(f"run {item.run_id} is {_status(item.status)}", soft_wrap=True)
                 if item.out_dir:
-                    stderr.print(f"results on the link: {escape(item.out_dir)}", soft_wrap=True)
+                    stderr.print(f"results on the link: {_safe(item.out_dir)}", soft_wrap=True)
             else:
-                click.echo(item)
+                click.echo(printable(item))
 
 
 @click.command("stop", short_help="Stop a run on a link.")

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from .._text import printable
 from ..context import UserConfigValue
 from ..errors import WireError
 
@@ -203,7 +204,11 @@ class NodeStats:
                 tally.done += 1
 
     def failed(self, node_id: int, run_id: int, reason: str, *, lost: bool = False) -> None:
-        """A task of ``node_id`` failed: an error reply, or (``lost``) no reply at all."""
+        """A task of ``node_id`` failed: an error reply, or (``lost``) no reply at all.
+
+        The reason is the node's text: its control characters are kept written out.
+        """
+        reason = printable(reason)
         if len(reason) > MAX_REASON:
             reason = reason[: MAX_REASON - 1] + "…"
         failure = NodeFailure(time.time(), run_id, reason, lost)
