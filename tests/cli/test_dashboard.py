@@ -94,7 +94,8 @@ try:
     main(["--help"])
 except SystemExit:
     pass
-print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in ("starlette", "uvicorn", "jinja2")))
+web = ("starlette", "uvicorn", "jinja2")
+print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in web))
 """
     process = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
