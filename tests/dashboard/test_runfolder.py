@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from pollinate.dashboard import folder_routes, run_routes
 from pollinate.dashboard._charts import Series, line_chart, nice_ticks
@@ -162,3 +163,13 @@ def test_chart_without_points_says_so():
     assert line_chart("loss", [Series("train", ())], "round") == (
         '<p class="empty">loss: no values yet</p>'
     )
+
+
+def test_a_long_run_is_thinned_to_a_few_hundred_points_keeping_the_last():
+    points = tuple((float(i), float(i % 7)) for i in range(5001))
+    svg = line_chart("loss", [Series("train", points)], "round")
+    (polyline,) = re.findall(r'<polyline [^>]*points="([^"]*)"', svg)
+    drawn = polyline.split(" ")
+    assert 500 <= len(drawn) <= 602
+    assert drawn[-1] == "381.3,153.3"  # (5000, 2) on axes 0..6000 and 0..6: the last is kept
+    assert "<circle" not in svg  # no dots on a long line

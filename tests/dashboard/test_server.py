@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from pollinate.dashboard import DashboardServer
-from pollinate.dashboard._auth import COOKIE, csrf_ok
+from pollinate.dashboard._auth import COOKIE, allowed_hosts, csrf_ok
 from pollinate.errors import PollinateError
 
 
@@ -131,3 +132,10 @@ def test_a_network_host_is_warned_about(caplog):
         server = DashboardServer(ROUTES, host="0.0.0.0")
     server.stop()
     assert "reachable from the network" in caplog.text
+
+
+def test_bound_to_every_interface_the_machine_s_own_name_is_a_good_host(caplog):
+    hosts = allowed_hosts("0.0.0.0")
+    assert socket.gethostname().lower() in hosts and "127.0.0.1" in hosts
+    assert "evil.example" not in hosts
+    assert allowed_hosts("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}

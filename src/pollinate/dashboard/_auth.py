@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 
 from starlette.middleware.base import BaseHTTPMiddleware
@@ -75,8 +76,25 @@ class Keys:
 
 
 def allowed_hosts(host: str) -> frozenset[str]:
-    """Host header names that reach this server: the bound host and the loopback names."""
-    return frozenset(name.strip("[]").lower() for name in (host, *LOOPBACK_NAMES))
+    """Host header names that reach this server: the bound host and the loopback names.
+
+    Bound to every interface (0.0.0.0, ::), the machine's own names and addresses too.
+    """
+    names = [host, *LOOPBACK_NAMES]
+    if host in ("0.0.0.0", "::", ""):
+        names.extend(_own_names())
+    return frozenset(name.strip("[]").lower() for name in names)
+
+
+def _own_names() -> list[str]:
+    """The machine's host name, its fully qualified name, and the addresses they resolve to."""
+    names = [socket.gethostname(), socket.getfqdn()]
+    for name in list(names):
+        try:
+            names.extend(str(info[4][0]) for info in socket.getaddrinfo(name, None))
+        except OSError:
+            continue
+    return names
 
 
 def _host_name(header: str) -> str:

@@ -16,6 +16,7 @@ __all__ = ["Series", "line_chart", "nice_ticks"]
 _W, _H = 460, 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 58, 14, 28, 44
 _COLOURS = 6
+_MAX_POINTS = 600
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +46,16 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
     return ticks
 
 
+def _thinned(series: Series) -> Series:
+    """At most about ``_MAX_POINTS`` points, evenly picked, the last one kept."""
+    points = series.points
+    if len(points) <= _MAX_POINTS:
+        return series
+    step = math.ceil(len(points) / _MAX_POINTS)
+    kept = points[::step] + ((points[-1],) if (len(points) - 1) % step else ())
+    return Series(series.name, kept, series.colour)
+
+
 def _label(value: float) -> str:
     if value == 0:
         return "0"
@@ -55,7 +66,7 @@ def _label(value: float) -> str:
 
 def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str = "") -> str:
     """An SVG chart of ``series`` (empty series are left out; no points: a note instead)."""
-    drawn = [s for s in series if s.points]
+    drawn = [_thinned(s) for s in series if s.points]
     if not drawn:
         return f'<p class="empty">{escape(title)}: no values yet</p>'
     xs = [x for s in drawn for x, _ in s.points]

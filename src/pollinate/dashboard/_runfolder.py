@@ -9,6 +9,7 @@ file gives a note on the page, not an error.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import math
 import time
@@ -137,8 +138,26 @@ def safe_file(root: Path, relative: str) -> Path | None:
 
 
 def _read_rounds(file: Path, problems: list[str]) -> list[RoundRecord]:
-    if not file.is_file():
+    """The whole rounds of ``metrics.jsonl``; parsed again only when the file changed."""
+    try:
+        stat = file.stat()
+    except OSError:
         return []
+    rounds, notes = _parse_rounds(file, stat.st_size, stat.st_mtime_ns)
+    problems.extend(notes)
+    return list(rounds)
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_rounds(
+    file: Path, size: int, mtime_ns: int
+) -> tuple[tuple[RoundRecord, ...], tuple[str, ...]]:
+    """Rounds and notes of the file as it was at (size, mtime): every open page shares them."""
+    problems: list[str] = []
+    return tuple(_parse_file(file, problems)), tuple(problems)
+
+
+def _parse_file(file: Path, problems: list[str]) -> list[RoundRecord]:
     try:
         with file.open("rb") as f:
             size = f.seek(0, 2)

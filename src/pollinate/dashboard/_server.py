@@ -24,7 +24,8 @@ from ._pages import STATIC_DIR
 __all__ = ["DashboardServer"]
 
 log = logging.getLogger("pollinate.dashboard")
-_START_TIMEOUT_S = 30.0
+_STOP_TIMEOUT_S = 5
+"""Seconds open requests get to finish when the server stops."""
 
 
 class DashboardServer:
@@ -49,7 +50,12 @@ class DashboardServer:
         self._socket = _bind(host, port)
         self.port: int = self._socket.getsockname()[1]
         config = uvicorn.Config(
-            self.app, log_config=None, access_log=False, log_level="warning", lifespan="off"
+            self.app,
+            log_config=None,
+            access_log=False,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=_STOP_TIMEOUT_S,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -89,7 +95,7 @@ class DashboardServer:
         """Stop serving and wait for the thread (open connections are closed)."""
         self._server.should_exit = True
         if self._thread.is_alive():
-            self._thread.join(_START_TIMEOUT_S)
+            self._thread.join(_STOP_TIMEOUT_S * 2)
         self._socket.close()
 
     def __enter__(self) -> DashboardServer:
