@@ -173,3 +173,9 @@ def test_a_long_run_is_thinned_to_a_few_hundred_points_keeping_the_last():
     assert 500 <= len(drawn) <= 602
     assert drawn[-1] == "381.3,153.3"  # (5000, 2) on axes 0..6000 and 0..6: the last is kept
     assert "<circle" not in svg  # no dots on a long line
+
+
+def test_a_pipe_named_metrics_jsonl_is_not_read(tmp_path, client):
+    os.mkfifo(tmp_path / "metrics.jsonl")  # opening it to read would wait forever
+    text = client(run_routes(tmp_path)).get("/").text
+    assert "metrics.jsonl is not a regular file: not read" in text

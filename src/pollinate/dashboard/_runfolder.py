@@ -15,6 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import Any
 
 from ..server import RoundRecord
@@ -105,6 +106,8 @@ def read_info(path: Path, problems: list[str]) -> dict[str, Any] | None:
 def last_round(path: Path) -> int | None:
     """The number of the last whole round in ``metrics.jsonl`` (reads only its tail)."""
     file = path / "metrics.jsonl"
+    if not file.is_file():
+        return None
     try:
         with file.open("rb") as f:
             size = f.seek(0, 2)
@@ -142,6 +145,9 @@ def _read_rounds(file: Path, problems: list[str]) -> list[RoundRecord]:
     try:
         stat = file.stat()
     except OSError:
+        return []
+    if not S_ISREG(stat.st_mode):  # a folder or a pipe by that name: nothing to read
+        problems.append("metrics.jsonl is not a regular file: not read")
         return []
     rounds, notes = _parse_rounds(file, stat.st_size, stat.st_mtime_ns)
     problems.extend(notes)
