@@ -23,6 +23,7 @@ PACKAGES = [
     "pollinate.wire",
     "pollinate.cli",
     "pollinate.report",
+    "pollinate.dashboard",
     "pollinate.datasets",
     "pollinate.datasets.partition",
     "pollinate.compat.flwr",
