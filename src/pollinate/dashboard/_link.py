@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -80,12 +81,16 @@ class LinkView(Protocol):
 
 
 def link_routes(view: LinkView) -> list[BaseRoute]:
-    """The link's overview (``/``), its live fragment, a page per run, and Stop."""
+    """The link's overview (``/``), its live fragment, a page per run, and Stop.
 
-    async def overview(request: Request) -> Response:
+    The view is called from starlette's thread pool, never on the server's event loop: a
+    view that asks a link over the network holds up no other page.
+    """
+
+    def overview(request: Request) -> Response:
         return render(request, "link.html", **_overview(view))
 
-    async def fragment(request: Request) -> Response:
+    def fragment(request: Request) -> Response:
         return render(request, "link_body.html", **_overview(view))
 
     async def stop(request: Request) -> Response:
@@ -93,11 +98,14 @@ def link_routes(view: LinkView) -> list[BaseRoute]:
             return render(request, "message.html", 403, message="Missing or wrong CSRF token.")
         run_id = _run_id(request)
         try:
-            view.stop(run_id)
+            await run_in_threadpool(view.stop, run_id)
         except PollinateError as err:
-            context = _overview(view, error=f"run {run_id} was not stopped: {err}")
+            context = await run_in_threadpool(
+                _overview, view, error=f"run {run_id} was not stopped: {err}"
+            )
             return render(request, "link.html", 409, **context)
-        return render(request, "link.html", **_overview(view, notice=f"run {run_id}: stop asked"))
+        context = await run_in_threadpool(_overview, view, notice=f"run {run_id}: stop asked")
+        return render(request, "link.html", **context)
 
     def locate(request: Request) -> Path | None:
         path = view.run_dir(_run_id(request))
@@ -105,13 +113,13 @@ def link_routes(view: LinkView) -> list[BaseRoute]:
 
     pages = RunPages(locate, lambda request: f"/runs/{_run_id(request)}")
 
-    async def run_page(request: Request) -> Response:
+    def run_page(request: Request) -> Response:
         summary = next((r for r in view.runs() if r.run_id == _run_id(request)), None)
         if summary is None:
             return render(request, "message.html", 404, message="No such run on this link.")
         if locate(request) is None:
             return render(request, "link_run.html", summary=_run(summary))
-        return await pages.page(request)
+        return pages.page(request)
 
     return [
         Route("/", overview),

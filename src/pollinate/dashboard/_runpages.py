@@ -56,10 +56,10 @@ def folder_routes(path: Path) -> list[BaseRoute]:
     def base(request: Request) -> str:
         return "/runs/" + quote(request.path_params["name"], safe="")
 
-    async def index(request: Request) -> Response:
+    def index(request: Request) -> Response:
         return render(request, "runs.html", **_index(root))
 
-    async def index_fragment(request: Request) -> Response:
+    def index_fragment(request: Request) -> Response:
         return render(request, "runs_body.html", **_index(root))
 
     return [
@@ -71,7 +71,11 @@ def folder_routes(path: Path) -> list[BaseRoute]:
 
 @dataclass(frozen=True, slots=True)
 class RunPages:
-    """A run page, its live fragment and its downloads, for the run ``locate`` finds."""
+    """A run page, its live fragment and its downloads, for the run ``locate`` finds.
+
+    The handlers are plain functions: starlette runs them in its thread pool, so reading
+    files never holds up the server's event loop.
+    """
 
     locate: Locate
     base: Callable[[Request], str]
@@ -84,21 +88,21 @@ class RunPages:
             Route(f"{prefix}/file/{{path:path}}", self.download),
         ]
 
-    async def page(self, request: Request) -> Response:
+    def page(self, request: Request) -> Response:
         """The whole page; its body refreshes itself."""
         path = self.locate(request)
         if path is None:
             return render(request, "message.html", 404, message="No such run here.")
         return render(request, "run.html", base=self.base(request), **run_body(path))
 
-    async def fragment(self, request: Request) -> Response:
+    def fragment(self, request: Request) -> Response:
         """The page's live part."""
         path = self.locate(request)
         if path is None:
             return render(request, "message_body.html", 404, message="No such run here.")
         return render(request, "run_body.html", base=self.base(request), **run_body(path))
 
-    async def download(self, request: Request) -> Response:
+    def download(self, request: Request) -> Response:
         """A checkpoint, the model or a plot: only files inside the run folder."""
         path = self.locate(request)
         target = None if path is None else safe_file(path, request.path_params["path"])
