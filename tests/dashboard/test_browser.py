@@ -209,6 +209,8 @@ def test_run_page_follows_a_running_simulation(browser, artifacts, tmp_path):
             browser.find_element(By.LINK_TEXT, out.name).click()
             _wait_for(browser, "#last-round", str(PAUSE_AFTER))
             assert _count(browser, "table.rounds tbody tr") == PAUSE_AFTER + 1
+            assert _count(browser, "svg[aria-label=accuracy] circle.s0") == PAUSE_AFTER + 1
+            browser.find_element(By.CSS_SELECTOR, "details summary").click()  # the run config
             browser.execute_script("window.notReloaded = true")
         finally:
             gate.go_on.set()
@@ -217,6 +219,7 @@ def test_run_page_follows_a_running_simulation(browser, artifacts, tmp_path):
         _run_json(out, "finished")
         _wait_for(browser, "#last-round", str(ROUNDS))  # refreshed in place, not reloaded
         assert browser.execute_script("return window.notReloaded") is True
+        assert browser.execute_script("return document.querySelector('details').open") is True
         _wait_for(browser, ".status", "finished")
         assert _count(browser, "table.rounds tbody tr") == ROUNDS + 1
         assert "CUDA out of memory <while allocating" in browser.page_source.replace("&lt;", "<")

@@ -15,7 +15,9 @@
       })
       .then(function (html) {
         if (html !== null) {
+          var open = openDetails(element);
           element.innerHTML = html;
+          reopen(element, open);
           element.setAttribute("data-live-state", "ok");
           element.setAttribute("data-live-updated", String(Date.now()));
         }
@@ -23,6 +25,26 @@
       .catch(function () {
         element.setAttribute("data-live-state", "offline");
       });
+  }
+
+  // A <details> the reader opened stays open across refreshes (matched by position).
+  function openDetails(element) {
+    var open = [];
+    Array.prototype.forEach.call(element.querySelectorAll("details"), function (d, i) {
+      if (d.open) {
+        open.push(i);
+      }
+    });
+    return open;
+  }
+
+  function reopen(element, open) {
+    var details = element.querySelectorAll("details");
+    open.forEach(function (i) {
+      if (details[i]) {
+        details[i].open = true;
+      }
+    });
   }
 
   function start() {
