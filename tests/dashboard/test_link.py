@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pollinate.dashboard import link_routes
-from pollinate.dashboard._auth import COOKIE
 
 from .fake_link import FakeFailure, FakeNode, example_view, summary
 
 
 def _csrf(test) -> str:
     keys = test.server.keys
-    return keys.csrf(keys.session_of(test.cookies[COOKIE]))
+    return keys.csrf(keys.session_of(test.cookies[test.server.keys.cookie]))
 
 
 def test_overview_lists_runs_with_status_config_and_errors(client):

@@ -12,7 +12,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from pollinate.dashboard import DashboardServer
-from pollinate.dashboard._auth import COOKIE, allowed_hosts, csrf_ok
+from pollinate.dashboard._auth import allowed_hosts, csrf_ok
 from pollinate.errors import PollinateError
 
 
@@ -52,13 +52,13 @@ def test_wrong_token_and_forged_cookie_are_refused(client):
     test = client(ROUTES, login=False)
     assert test.get("/login?token=wrong").status_code == 401
     assert test.get("/login").status_code == 401
-    test.cookies.set(COOKIE, "abc.def")
+    test.cookies.set(test.server.keys.cookie, "abc.def")
     assert test.get("/").status_code == 401
 
 
 def test_a_session_of_another_server_is_refused(client):
     first, second = client(ROUTES), client(ROUTES, login=False)
-    second.cookies.set(COOKIE, first.cookies[COOKIE])
+    second.cookies.set(second.server.keys.cookie, first.cookies[first.server.keys.cookie])
     assert second.get("/").status_code == 401
 
 
@@ -73,7 +73,9 @@ def test_post_needs_the_csrf_token_and_a_same_origin(client):
     test = client(ROUTES)
     assert test.post("/change", data={"csrf": "nope"}).text == "refused"
     assert test.post("/change").text == "refused"
-    token = test.server.keys.csrf(test.server.keys.session_of(test.cookies[COOKIE]))
+    token = test.server.keys.csrf(
+        test.server.keys.session_of(test.cookies[test.server.keys.cookie])
+    )
     assert test.post("/change", data={"csrf": token}).text == "changed"
     assert test.post("/change", headers={"x-csrf-token": token}).text == "changed"
     foreign = test.post("/change", data={"csrf": token}, headers={"origin": "http://evil.example"})
@@ -139,3 +141,14 @@ def test_bound_to_every_interface_the_machine_s_own_name_is_a_good_host(caplog):
     assert socket.gethostname().lower() in hosts and "127.0.0.1" in hosts
     assert "evil.example" not in hosts
     assert allowed_hosts("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}
+
+
+def test_two_dashboards_on_one_machine_keep_their_own_sessions():
+    with (
+        DashboardServer(ROUTES) as first,
+        DashboardServer(ROUTES) as second,
+        httpx.Client(follow_redirects=True, timeout=10) as browser,  # one cookie jar
+    ):
+        assert browser.get(first.login_url).text == "hello"
+        assert browser.get(second.login_url).text == "hello"
+        assert browser.get(first.url + "/").text == "hello"  # still logged in to the first

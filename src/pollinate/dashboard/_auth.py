@@ -20,9 +20,8 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-__all__ = ["COOKIE", "Guard", "Keys", "SECURITY_HEADERS", "allowed_hosts", "csrf_ok"]
+__all__ = ["Guard", "Keys", "SECURITY_HEADERS", "allowed_hosts", "csrf_ok"]
 
-COOKIE = "pollinate_session"
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -41,10 +40,15 @@ _NOT_LOGGED_IN = (
 
 
 class Keys:
-    """The server's secrets: the access token of its login URL and the key that signs sessions."""
+    """The server's secrets: the access token of its login URL and the key that signs sessions.
 
-    def __init__(self) -> None:
+    The session cookie is named after the port: browsers keep cookies per host, not per
+    port, so two dashboards on one machine would otherwise log each other out.
+    """
+
+    def __init__(self, port: int) -> None:
         self.token = secrets.token_urlsafe(32)
+        self.cookie = f"pollinate_session_{port}"
         self._key = secrets.token_bytes(32)
 
     def token_ok(self, given: str) -> bool:
@@ -127,7 +131,7 @@ class Guard(BaseHTTPMiddleware):
             return PlainTextResponse("Bad Host header: open the dashboard by its URL.\n", 400)
         if request.url.path == "/login":
             return self._login(request)
-        session = self.keys.session_of(request.cookies.get(COOKIE))
+        session = self.keys.session_of(request.cookies.get(self.keys.cookie))
         if session is None:
             return PlainTextResponse(_NOT_LOGGED_IN, 401)
         request.state.session = session
@@ -143,7 +147,7 @@ class Guard(BaseHTTPMiddleware):
             return PlainTextResponse("Wrong or missing login token.\n" + _NOT_LOGGED_IN, 401)
         response = RedirectResponse("/", status_code=303)
         response.set_cookie(
-            COOKIE, self.keys.new_session(), httponly=True, samesite="strict", path="/"
+            self.keys.cookie, self.keys.new_session(), httponly=True, samesite="strict", path="/"
         )
         return response
 

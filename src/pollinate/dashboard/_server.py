@@ -45,10 +45,10 @@ class DashboardServer:
         title: str = "pollinate",
     ) -> None:
         self.host = host
-        self.keys = Keys()
-        self.app = _make_app(routes, self.keys, host, title)
         self._socket = _bind(host, port)
         self.port: int = self._socket.getsockname()[1]
+        self.keys = Keys(self.port)
+        self.app = _make_app(routes, self.keys, host, title)
         config = uvicorn.Config(
             self.app,
             log_config=None,
