@@ -76,7 +76,7 @@ def test_run_dashboard_serves_the_run_folder_while_it_runs(make_app, invoke, sta
     assert "No rounds yet." in seen[0]
     assert '<dd id="last-round">2</dd>' in seen[1]
     assert result.stderr.index("dashboard: open http://127.0.0.1:") < result.stderr.index(
-        "dashboard stopped with the run"
+        "dashboard stops with the run"
     )
     assert len(result.stdout.strip().splitlines()) == 1  # --json keeps stdout to its line
 
@@ -101,3 +101,11 @@ print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in web))
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert process.stdout.strip().splitlines()[-1] == "LOADED []", process.stderr
+
+
+def test_run_dashboard_port_in_use_is_one_clear_error(make_app, invoke):
+    with DashboardServer([]) as taken:
+        result = invoke("run", make_app(), "--dashboard", "--port", str(taken.port))
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{taken.port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -73,12 +73,14 @@ def run_dashboard(out_dir: Path, port: int, console: Console) -> Iterator[None]:
     from ..dashboard import run_routes
 
     with serving(run_routes(out_dir), "127.0.0.1", port, f"run {out_dir.name}", console):
-        yield
-    console.print(
-        f"dashboard stopped with the run: see it again with pollinate dashboard "
-        f"{escape(shown(out_dir))}",
-        soft_wrap=True,
-    )
+        try:
+            yield
+        finally:  # a failed run's folder is worth a look too
+            console.print(
+                f"dashboard stops with the run: see it again with pollinate dashboard "
+                f"{escape(shown(out_dir))}",
+                soft_wrap=True,
+            )
 
 
 @contextlib.contextmanager

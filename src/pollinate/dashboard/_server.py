@@ -141,7 +141,7 @@ def _bind(host: str, port: int) -> socket.socket:
             sock.close()
         raise PollinateError(
             f"the dashboard cannot listen on {host}:{port}: {err.strerror or err}; "
-            "choose another --port (0 takes a free one) or --host"
+            "choose another --port (0 takes a free one)"
         ) from err
     sock.setblocking(False)
     return sock
