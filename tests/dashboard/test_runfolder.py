@@ -179,3 +179,10 @@ def test_a_pipe_named_metrics_jsonl_is_not_read(tmp_path, client):
     os.mkfifo(tmp_path / "metrics.jsonl")  # opening it to read would wait forever
     text = client(run_routes(tmp_path)).get("/").text
     assert "metrics.jsonl is not a regular file: not read" in text
+
+
+def test_an_app_folder_stands_for_its_runs(make_run, client, tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    make_run("20260101-120000-00000001", parent=tmp_path / "runs")
+    text = client(folder_routes(tmp_path)).get("/").text
+    assert 'href="/runs/20260101-120000-00000001"' in text

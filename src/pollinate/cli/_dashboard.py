@@ -25,7 +25,7 @@ __all__ = ["dashboard_command", "run_dashboard", "wait_for_interrupt"]
 
 _EXAMPLES = """\b
 Examples:
-  pollinate dashboard my-app/runs                 # every run of the app, newest first
+  pollinate dashboard my-app                      # every run of the app, newest first
   pollinate dashboard my-app/runs/20260101-120000-1a2b3c4d --port 8050
   pollinate run my-app --dashboard                # watch a run as it goes
 """
@@ -52,7 +52,8 @@ Examples:
 def dashboard_command(run_dir: Path, host: str, port: int) -> None:
     """Serve RUN_DIR's curves, rounds, failures and checkpoints as a web page, live.
 
-    RUN_DIR is one run's folder (it has metrics.jsonl) or a folder of runs (APP_DIR/runs).
+    RUN_DIR is one run's folder (it has metrics.jsonl), a folder of runs (APP_DIR/runs),
+    or an app's folder (its runs/).
     Open the login URL printed: it carries the access token. Ctrl-C stops it.
     """
     from ..dashboard import folder_routes

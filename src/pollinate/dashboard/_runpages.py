@@ -41,10 +41,13 @@ def run_routes(run_dir: Path) -> list[BaseRoute]:
 
 
 def folder_routes(path: Path) -> list[BaseRoute]:
-    """A run folder's routes, or for a folder of runs (``APP/runs``) an index and each run's."""
+    """A run folder's routes, or for a folder of runs (``APP/runs``) an index and each run's.
+
+    An app's folder stands for its ``runs/``.
+    """
     if is_run(path):
         return run_routes(path)
-    root = path
+    root = path / "runs" if (path / "pyproject.toml").is_file() else path
 
     def locate(request: Request) -> Path | None:
         name: str = request.path_params["name"]
