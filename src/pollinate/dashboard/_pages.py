@@ -11,7 +11,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-__all__ = ["STATIC_DIR", "duration", "iso_time", "number", "render", "when"]
+__all__ = ["STATIC_DIR", "duration", "iso_time", "render", "when"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -27,7 +27,6 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["when"] = when
-    env.filters["number"] = number
     env.filters["duration"] = duration
     env.filters["iso_time"] = iso_time
     return env
@@ -58,13 +57,6 @@ def iso_time(text: object) -> str:
         return dt.datetime.fromisoformat(text).astimezone().strftime("%Y-%m-%d %H:%M:%S")
     except ValueError:
         return text
-
-
-def number(value: object) -> str:
-    """A metric value, short: 4 significant digits for floats."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)
 
 
 def duration(seconds: float | None) -> str:
