@@ -186,3 +186,15 @@ def test_an_app_folder_stands_for_its_runs(make_run, client, tmp_path):
     make_run("20260101-120000-00000001", parent=tmp_path / "runs")
     text = client(folder_routes(tmp_path)).get("/").text
     assert 'href="/runs/20260101-120000-00000001"' in text
+
+
+def test_json_nested_too_deep_is_a_note(make_run, client, tmp_path):
+    runs = tmp_path / "runs"
+    run = make_run(parent=runs)
+    (run / "run.json").write_text("[" * 100_000)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write("[" * 100_000 + "\n")
+    test = client(folder_routes(runs))
+    assert test.get("/").status_code == 200
+    text = test.get("/runs/" + run.name).text
+    assert "run.json is not JSON" in text and "1 line(s) are not rounds" in text

@@ -94,8 +94,8 @@ def read_info(path: Path, problems: list[str]) -> dict[str, Any] | None:
         return None
     try:
         info = json.loads(text)
-    except ValueError as err:
-        problems.append(f"run.json is not JSON ({err}); maybe it is being rewritten")
+    except (ValueError, RecursionError) as err:
+        problems.append(f"run.json is not JSON ({err or 'nested too deep'}): ignored")
         return None
     if not isinstance(info, dict):
         problems.append("run.json does not hold a JSON object: ignored")
@@ -118,7 +118,7 @@ def last_round(path: Path) -> int | None:
     for line in reversed(tail.split(b"\n")[:-1]):
         try:
             value = json.loads(line).get("round")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             continue
         if isinstance(value, int):
             return value
@@ -198,7 +198,7 @@ def _round(line: bytes) -> RoundRecord | None:
     try:
         payload = json.loads(line.decode("utf-8", errors="replace"))
         return RoundRecord.from_json(payload) if isinstance(payload, dict) else None
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 
 
