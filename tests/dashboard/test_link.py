@@ -79,3 +79,10 @@ def test_run_page_shows_its_folder_when_readable(client, make_run):
     elsewhere = test.get("/runs/11")
     assert "not readable from here" in elsewhere.text
     assert test.get("/runs/99").status_code == 404
+
+
+def test_a_huge_failure_reason_is_cut(client):
+    view = example_view()
+    view.node_list = [FakeNode(5, failures=(FakeFailure(0.0, 1, "x" * 100_000),))]
+    text = client(link_routes(view)).get("/").text
+    assert "x" * 590 in text and "x" * 700 not in text

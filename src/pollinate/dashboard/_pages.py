@@ -11,7 +11,7 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-__all__ = ["STATIC_DIR", "duration", "iso_time", "render", "when"]
+__all__ = ["STATIC_DIR", "clip", "duration", "iso_time", "render", "when"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 _TEMPLATES = Path(__file__).parent / "templates"
@@ -29,6 +29,7 @@ def _environment() -> jinja2.Environment:
     env.filters["when"] = when
     env.filters["duration"] = duration
     env.filters["iso_time"] = iso_time
+    env.filters["clip"] = clip
     return env
 
 
@@ -47,6 +48,12 @@ def when(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def clip(value: object, length: int) -> str:
+    """``value`` as text of at most ``length`` characters (a node's reason may be huge)."""
+    text = str(value)
+    return text if len(text) <= length else text[: length - 1] + "…"
 
 
 def iso_time(text: object) -> str:
