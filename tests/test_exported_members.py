@@ -24,6 +24,7 @@ PACKAGES = [
     "pollinate.cli",
     "pollinate.report",
     "pollinate.tracking",
+    "pollinate.dashboard",
     "pollinate.datasets",
     "pollinate.datasets.partition",
     "pollinate.compat.flwr",

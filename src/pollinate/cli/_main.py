@@ -28,6 +28,7 @@ from ..errors import PollinateError
 from ._certs import certs_command
 from ._compare import compare_command
 from ._control import log_command, ls_command, stop_command
+from ._dashboard import dashboard_command
 from ._deploy import link_command, node_command
 from ._display import shown
 from ._new import new_command
@@ -102,6 +103,7 @@ cli.add_command(node_command)
 cli.add_command(ls_command)
 cli.add_command(log_command)
 cli.add_command(stop_command)
+cli.add_command(dashboard_command)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -44,6 +44,7 @@ from ..simulation import Backend, PopulationModel, make_backend, run_simulation
 from ..simulation._run import client_app_source
 from ..tracking import Tracker, make_tracker
 from ._control import submit_run
+from ._dashboard import run_dashboard
 from ._display import shown
 from ._options import (
     VERBOSE,
@@ -336,6 +337,12 @@ Examples:
     help="Send the run to tensorboard, mlflow or wandb (repeat it, or a comma list); "
     "besides those the app's [tool.pollinate.app.track] turns on.",
 )
+@click.option(
+    "--dashboard", is_flag=True, help="Serve the run folder as a live web page while it runs."
+)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), help="The --dashboard's port [default: a free one]."
+)
 @json_option("Print the results")
 @verbose_option
 @click.pass_context
@@ -350,6 +357,8 @@ def run_command(
     out_dir: Path | None,
     checkpoints: bool,
     track: tuple[str, ...],
+    dashboard: bool,
+    port: int | None,
     as_json: bool,
     verbose: bool,
 ) -> None:
@@ -367,6 +376,8 @@ def run_command(
             f"two federations given: {federation!r} and --federation {federation_name!r}"
         )
     federation = federation or federation_name
+    if port is not None and not dashboard:
+        raise ConfigError("--port is the dashboard's: add --dashboard")
     app = load_app_config(app_dir)
     if is_deployment(app, federation):
         if out_dir is not None:
@@ -376,6 +387,8 @@ def run_command(
                 "--track is for simulations: a deployed run's rounds are on its link "
                 "(pollinate log, or its run folder there)"
             )
+        if dashboard:
+            raise ConfigError("--dashboard is for simulations: a deployed run shows on its link's")
         deployment = resolve_deployment(
             app, federation, parse_overrides(federation_config, "--federation-config")
         )
@@ -390,7 +403,8 @@ def run_command(
     for note in plan.app.notes:  # how the pyproject was read (a Flower app's, say): once
         stderr.print(f"note: {escape(note)}", soft_wrap=True, style="dim")
     quiet_stdout = stdout_to_stderr() if as_json else contextlib.nullcontext()
-    with cli_logging(stderr, verbose), quiet_stdout:
+    served = run_dashboard(plan.out_dir, port or 0, stderr) if dashboard else None
+    with cli_logging(stderr, verbose), quiet_stdout, served or contextlib.nullcontext():
         outcome = execute(plan, stderr)
     if as_json:
         click.echo(json_summary(plan, outcome))

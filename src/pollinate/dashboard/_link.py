@@ -1,0 +1,179 @@
+"""A link's pages: its runs and nodes, live, and a Stop button per unfinished run.
+
+The pages read the link through a ``LinkView`` (in the link's process, or over its Control
+service with the operator's credentials). Stopping a run is the only change they can make;
+it is a POST with the session's CSRF token. All text from nodes and runs is escaped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from ..deploy import RunSummary
+from ..errors import PollinateError
+from ._auth import csrf_ok
+from ._pages import render
+from ._runpages import RunPages
+
+__all__ = ["LinkView", "NodeFailureLike", "NodeStatusLike", "link_routes"]
+
+FINISHED = ("finished", "failed", "stopped")
+
+
+class NodeFailureLike(Protocol):
+    """A task a node failed (``pollinate.deploy.NodeFailure``)."""
+
+    @property
+    def at(self) -> float: ...
+    @property
+    def run_id(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+
+
+class NodeStatusLike(Protocol):
+    """What the link knows of a node (``pollinate.deploy.NodeStatus``)."""
+
+    @property
+    def node_id(self) -> int: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def last_seen(self) -> float | None: ...
+    @property
+    def tasks_sent(self) -> int: ...
+    @property
+    def tasks_done(self) -> int: ...
+    @property
+    def tasks_failed(self) -> int: ...
+    @property
+    def failures(self) -> Sequence[NodeFailureLike]: ...
+    @property
+    def node_config(self) -> Any: ...
+
+
+class LinkView(Protocol):
+    """A link as its dashboard sees it."""
+
+    def runs(self) -> list[RunSummary]:
+        """The link's runs, as ``pollinate ls`` lists them."""
+        ...
+
+    def nodes(self) -> Sequence[NodeStatusLike]:
+        """The nodes the link knows."""
+        ...
+
+    def stop(self, run_id: int) -> None:
+        """Stop a run; a PollinateError's message is shown to the user."""
+        ...
+
+    def run_dir(self, run_id: int) -> Path | None:
+        """Where the run's files are, if this process can read them."""
+        ...
+
+
+def link_routes(view: LinkView) -> list[BaseRoute]:
+    """The link's overview (``/``), its live fragment, a page per run, and Stop.
+
+    The view is called from starlette's thread pool, never on the server's event loop: a
+    view that asks a link over the network holds up no other page.
+    """
+
+    def overview(request: Request) -> Response:
+        return render(request, "link.html", **_overview(view))
+
+    def fragment(request: Request) -> Response:
+        return render(request, "link_body.html", **_overview(view))
+
+    async def stop(request: Request) -> Response:
+        if not await csrf_ok(request):
+            return render(request, "message.html", 403, message="Missing or wrong CSRF token.")
+        run_id = _run_id(request)
+        try:
+            await run_in_threadpool(view.stop, run_id)
+        except PollinateError as err:
+            context = await run_in_threadpool(
+                _overview, view, error=f"run {run_id} was not stopped: {err}"
+            )
+            return render(request, "link.html", 409, **context)
+        context = await run_in_threadpool(_overview, view, notice=f"run {run_id}: stop asked")
+        return render(request, "link.html", **context)
+
+    def locate(request: Request) -> Path | None:
+        path = view.run_dir(_run_id(request))
+        return path if path is not None and path.is_dir() else None
+
+    pages = RunPages(locate, lambda request: f"/runs/{_run_id(request)}")
+
+    def run_page(request: Request) -> Response:
+        summary = next((r for r in view.runs() if r.run_id == _run_id(request)), None)
+        if summary is None:
+            return render(request, "message.html", 404, message="No such run on this link.")
+        if locate(request) is None:
+            return render(request, "link_run.html", summary=_run(summary))
+        return pages.page(request)
+
+    return [
+        Route("/", overview),
+        Route("/fragment/link", fragment),
+        Route("/runs/{run_id:int}/stop", stop, methods=["POST"]),
+        Route("/runs/{run_id:int}", run_page),
+        Route("/runs/{run_id:int}/fragment", pages.fragment),
+        Route("/runs/{run_id:int}/file/{path:path}", pages.download),
+    ]
+
+
+def _run_id(request: Request) -> int:
+    value: int = request.path_params["run_id"]
+    return value
+
+
+def _overview(view: LinkView, error: str = "", notice: str = "") -> dict[str, Any]:
+    try:
+        runs, nodes = view.runs(), view.nodes()
+    except PollinateError as err:
+        return {"runs": [], "nodes": [], "error": f"the link did not answer: {err}", "notice": ""}
+    return {
+        "runs": [_run(r) for r in sorted(runs, key=lambda r: r.submitted_at, reverse=True)],
+        "nodes": [_node(n) for n in sorted(nodes, key=lambda n: n.node_id)],
+        "error": error,
+        "notice": notice,
+    }
+
+
+def _run(run: RunSummary) -> dict[str, Any]:
+    return {
+        "id": run.run_id,
+        "name": run.name,
+        "status": run.status,
+        "rounds_done": run.rounds_done,
+        "submitted": run.submitted_at,
+        "started": run.started_at,
+        "ended": run.ended_at,
+        "error": run.error or "",
+        "config": dict(run.run_config),
+        "stoppable": run.status not in FINISHED,
+    }
+
+
+def _node(node: NodeStatusLike) -> dict[str, Any]:
+    failures = list(node.failures)[-5:]
+    return {
+        "id": node.node_id,
+        "connected": node.connected,
+        "last_seen": node.last_seen,
+        "ago": None if node.last_seen is None else max(time.time() - node.last_seen, 0.0),
+        "sent": node.tasks_sent,
+        "done": node.tasks_done,
+        "failed": node.tasks_failed,
+        "failures": [(f.at, f.run_id, f.reason) for f in reversed(failures)],
+        "config": dict(node.node_config or {}),
+    }

@@ -1,0 +1,156 @@
+"""``DashboardServer``: a starlette app behind the guard, served by uvicorn in a thread."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import threading
+from collections.abc import Sequence
+from types import TracebackType
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from ..errors import PollinateError
+from ._auth import Guard, Keys, allowed_hosts
+from ._pages import STATIC_DIR
+
+__all__ = ["DashboardServer"]
+
+log = logging.getLogger("pollinate.dashboard")
+_STOP_TIMEOUT_S = 5
+"""Seconds open requests get to finish when the server stops."""
+
+
+class DashboardServer:
+    """Serves ``routes`` (plus ``/login`` and ``/static``) on ``host:port`` in a daemon thread.
+
+    ``port=0`` takes a free port. ``login_url`` is the URL to open: it carries the server's
+    access token, which a browser trades for a session cookie. Use as a context manager, or
+    ``start()`` and ``stop()``.
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[BaseRoute],
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        title: str = "pollinate",
+    ) -> None:
+        self.host = host
+        self._socket = _bind(host, port)
+        self.port: int = self._socket.getsockname()[1]
+        self.keys = Keys(self.port)
+        self.app = _make_app(routes, self.keys, host, title)
+        config = uvicorn.Config(
+            self.app,
+            log_config=None,
+            access_log=False,
+            log_level="warning",
+            lifespan="off",
+            timeout_graceful_shutdown=_STOP_TIMEOUT_S,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._socket]},
+            daemon=True,
+            name="pollinate-dashboard",
+        )
+        if not _is_loopback(host):
+            log.warning(
+                "the dashboard listens on %s: it is reachable from the network "
+                "(its login token is still needed)",
+                host,
+            )
+
+    @property
+    def url(self) -> str:
+        """The base URL, ``http://127.0.0.1:PORT``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def login_url(self) -> str:
+        """The URL that logs a browser in: the base URL and the access token."""
+        return f"{self.url}/login?token={self.keys.token}"
+
+    def start(self) -> None:
+        """Serve in the background; returns once the server accepts connections."""
+        self._thread.start()
+        ready = threading.Event()
+        while not self._server.started and self._thread.is_alive():
+            ready.wait(0.02)
+        if not self._server.started:
+            raise PollinateError(f"the dashboard could not start on {self.url}")
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread (open connections are closed)."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(_STOP_TIMEOUT_S * 2)
+        self._socket.close()
+
+    def __enter__(self) -> DashboardServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _make_app(routes: Sequence[BaseRoute], keys: Keys, host: str, title: str) -> Starlette:
+    app = Starlette(
+        routes=[*routes, Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
+        middleware=[Middleware(Guard, keys=keys, hosts=allowed_hosts(host))],
+        exception_handlers={Exception: _crashed},
+    )
+    app.state.keys = keys
+    app.state.title = title
+    return app
+
+
+async def _crashed(request: Request, err: Exception) -> Response:
+    """A bug in a page: logged with its traceback, the browser gets one line."""
+    log.error("dashboard page %s failed", request.url.path, exc_info=err)
+    return PlainTextResponse("The dashboard failed on this page; its log says why.\n", 500)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (IPv4 or IPv6), or one clear error."""
+    sock: socket.socket | None = None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(64)
+    except OSError as err:
+        if sock is not None:
+            sock.close()
+        raise PollinateError(
+            f"the dashboard cannot listen on {host}:{port}: {err.strerror or err}; "
+            "choose another --port (0 takes a free one)"
+        ) from err
+    sock.setblocking(False)
+    return sock
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

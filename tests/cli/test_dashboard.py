@@ -1,0 +1,111 @@
+"""``pollinate dashboard`` and ``pollinate run --dashboard``."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from pollinate.cli import _dashboard, _run
+from pollinate.dashboard import DashboardServer
+
+
+@pytest.fixture
+def started(monkeypatch) -> list[DashboardServer]:
+    """The dashboard servers the command starts, in order."""
+    servers: list[DashboardServer] = []
+    start = DashboardServer.start
+
+    def recorded(self: DashboardServer) -> None:
+        start(self)
+        servers.append(self)
+
+    monkeypatch.setattr(DashboardServer, "start", recorded)
+    return servers
+
+
+@contextlib.contextmanager
+def _logged_in(server: DashboardServer) -> Iterator[httpx.Client]:
+    with httpx.Client(follow_redirects=True, timeout=10) as browser:
+        assert browser.get(server.login_url).status_code == 200
+        yield browser
+
+
+def test_dashboard_serves_a_runs_folder_until_ctrl_c(make_app, invoke, started, monkeypatch):
+    app_dir = make_app()
+    assert invoke("run", app_dir, "--json").exit_code == 0
+    pages: list[str] = []
+
+    def wait() -> None:
+        with _logged_in(started[0]) as browser:
+            pages.append(browser.get(started[0].url + "/").text)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_dashboard, "wait_for_interrupt", wait)
+    result = invoke("dashboard", app_dir / "runs")
+    assert result.exit_code == 0, result.output
+    assert f"dashboard: open {started[0].login_url}" in result.stderr
+    assert "dashboard stopped" in result.stderr
+    (run_dir,) = (app_dir / "runs").iterdir()
+    assert run_dir.name in pages[0] and "finished" in pages[0]
+
+
+def test_dashboard_of_a_missing_folder_is_a_usage_error(invoke, tmp_path):
+    result = invoke("dashboard", tmp_path / "nope")
+    assert result.exit_code == 2 and "does not exist" in result.stderr
+
+
+def test_run_dashboard_serves_the_run_folder_while_it_runs(make_app, invoke, started, monkeypatch):
+    seen: list[str] = []
+    execute = _run.execute
+
+    def watched(plan, stderr):  # type: ignore[no-untyped-def]
+        with _logged_in(started[0]) as browser:
+            seen.append(browser.get(started[0].url + "/fragment").text)  # before any round
+            outcome = execute(plan, stderr)
+            seen.append(browser.get(started[0].url + "/fragment").text)
+        return outcome
+
+    monkeypatch.setattr(_run, "execute", watched)
+    result = invoke("run", make_app(), "--dashboard", "--json")
+    assert result.exit_code == 0, result.output
+    assert "No rounds yet." in seen[0]
+    assert '<dd id="last-round">2</dd>' in seen[1]
+    assert result.stderr.index("dashboard: open http://127.0.0.1:") < result.stderr.index(
+        "dashboard stops with the run"
+    )
+    assert len(result.stdout.strip().splitlines()) == 1  # --json keeps stdout to its line
+
+
+def test_port_needs_dashboard(make_app, invoke):
+    result = invoke("run", make_app(), "--port", "8050")
+    assert result.exit_code == 1 and "--port is the dashboard's: add --dashboard" in result.stderr
+
+
+def test_the_cli_does_not_import_the_dashboard_until_asked():
+    script = """
+import sys
+from pollinate.cli import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+web = ("starlette", "uvicorn", "jinja2")
+print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in web))
+"""
+    process = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert process.stdout.strip().splitlines()[-1] == "LOADED []", process.stderr
+
+
+def test_run_dashboard_port_in_use_is_one_clear_error(make_app, invoke):
+    with DashboardServer([]) as taken:
+        result = invoke("run", make_app(), "--dashboard", "--port", str(taken.port))
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{taken.port}" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,200 @@
+"""A run folder's pages: header, charts, rounds, downloads, live reading, the runs index."""
+
+from __future__ import annotations
+
+import os
+import re
+
+from pollinate.dashboard import folder_routes, run_routes
+from pollinate.dashboard._charts import Series, line_chart, nice_ticks
+
+from .conftest import round_line
+
+
+def test_run_page_shows_header_charts_rounds_and_checkpoints(make_run, client):
+    run = make_run(rounds=3)
+    page = client(folder_routes(run)).get("/")
+    assert page.status_code == 200
+    text = page.text
+    assert "quickstart" in text and "local-simulation" in text and "finished" in text
+    assert "12.50 s" in text  # wall time from run.json
+    assert "learning-rate" in text  # run config
+    assert 'data-live="/fragment"' in text
+    assert text.count("<svg") == 3  # accuracy, loss, round duration
+    assert "<figcaption>accuracy</figcaption>" in text
+    assert 'href="/file/checkpoints/round-0003.npz"' in text
+    assert '<td class="num">3</td>' in text  # the rounds table
+
+
+def test_fragment_is_the_live_part_without_the_frame(make_run, client):
+    body = client(run_routes(make_run())).get("/fragment")
+    assert body.status_code == 200
+    assert "<html" not in body.text and "Rounds" in body.text
+
+
+def test_checkpoint_download_is_the_file(make_run, client):
+    run = make_run()
+    answer = client(run_routes(run)).get("/file/checkpoints/round-0002.npz")
+    assert answer.status_code == 200
+    assert answer.content == b"PK-fake-\x02"
+    assert "attachment" in answer.headers["content-disposition"]
+
+
+def test_files_outside_the_run_folder_are_refused(make_run, client, tmp_path):
+    run = make_run()
+    (tmp_path / "secret.npz").write_bytes(b"secret")
+    os.symlink(tmp_path / "secret.npz", run / "checkpoints" / "round-0009.npz")
+    test = client(run_routes(run))
+    for path in (
+        "/file/../secret.npz",
+        "/file/%2e%2e/secret.npz",
+        "/file/..%2fsecret.npz",
+        f"/file/{tmp_path}/secret.npz",
+        "/file/checkpoints/round-0009.npz",  # a symlink out of the folder
+        "/file/run.json",  # inside, but not a kind of file the dashboard serves
+    ):
+        answer = test.get(path)
+        assert answer.status_code == 404, path
+        assert b"secret" not in answer.content
+    assert "round-0009" not in test.get("/").text  # symlinks are not listed either
+
+
+def test_half_written_last_line_is_left_for_the_next_read(make_run, client):
+    run = make_run(rounds=2)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(round_line(3, 0.8)[:25])  # a round being appended
+    test = client(run_routes(run))
+    text = test.get("/fragment").text
+    assert '<dd id="last-round">2</dd>' in text
+    assert "not rounds" not in text  # no warning for a line still being written
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(round_line(3, 0.8)[25:])
+    assert '<dd id="last-round">3</dd>' in test.get("/fragment").text
+
+
+def test_garbage_and_huge_files_give_a_note_not_a_500(make_run, client):
+    run = make_run(rounds=2)
+    with (run / "metrics.jsonl").open("ab") as f:
+        f.write(b"\xff\xfe not json\n[1, 2]\n")
+    (run / "run.json").write_bytes(b"\x00" * 10 + b"{")
+    text = client(run_routes(run)).get("/").text
+    assert "2 line(s) are not rounds (line 4, 5)" in text
+    assert "run.json is not JSON" in text
+    (run / "run.json").write_bytes(b" " * (2**20 + 1))
+    answer = client(run_routes(run)).get("/")
+    assert answer.status_code == 200
+    assert "run.json is over 1 MiB: not read" in answer.text
+
+
+def test_failure_reasons_are_listed_and_escaped(make_run, client):
+    run = make_run(rounds=1)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(round_line(2, 0.7, failures=["node 7: <script>alert(1)</script>"]))
+    text = client(run_routes(run)).get("/").text
+    assert "<script>alert(1)" not in text
+    assert "train: node 7: &lt;script&gt;alert(1)&lt;/script&gt;" in text
+
+
+def test_a_run_folder_that_does_not_exist_yet_shows_an_empty_page(tmp_path, client):
+    text = client(run_routes(tmp_path / "not-yet")).get("/").text
+    assert "No rounds yet." in text and "No run.json here" in text
+
+
+def test_simulated_time_gets_its_own_charts(make_run, client):
+    run = make_run(rounds=0)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(round_line(1, 0.6, sim=30.0) + round_line(2, 0.7, sim=75.0))
+    text = client(run_routes(run)).get("/").text
+    assert "Metrics against simulated time" in text
+    assert "simulated time (s)" in text
+
+
+def test_plots_are_shown(make_run, client):
+    run = make_run()
+    (run / "curves.png").write_bytes(b"\x89PNG fake")
+    test = client(run_routes(run))
+    assert '<img src="/file/curves.png"' in test.get("/").text
+    image = test.get("/file/curves.png")
+    assert image.headers["content-type"] == "image/png" and image.content == b"\x89PNG fake"
+
+
+def test_runs_folder_gets_an_index_with_each_run(make_run, client, tmp_path):
+    runs = tmp_path / "runs"
+    make_run("20260101-120000-00000001", parent=runs)
+    make_run("20260102-120000-00000002", status="running", rounds=1, parent=runs)
+    (runs / "not-a-run").mkdir()
+    test = client(folder_routes(runs))
+    text = test.get("/").text
+    assert text.index("00000002") < text.index("00000001")  # newest first
+    assert "not-a-run" not in text
+    assert "running" in text and "server.accuracy=0.9" in text
+    page = test.get("/runs/20260102-120000-00000002")
+    assert (
+        page.status_code == 200
+        and 'data-live="/runs/20260102-120000-00000002/fragment"' in page.text
+    )
+    assert (
+        test.get("/runs/20260102-120000-00000002/file/checkpoints/round-0001.npz").status_code
+        == 200
+    )
+    assert test.get("/runs/not-a-run").status_code == 404
+    assert test.get("/runs/%2E%2E").status_code == 404
+    assert "00000001" in test.get("/fragment/runs").text
+
+
+def test_nice_ticks_are_round_numbers():
+    assert nice_ticks(0, 10) == [0, 2.5, 5, 7.5, 10]
+    assert nice_ticks(0.52, 0.91) == [0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert nice_ticks(3, 3) == [3, 4, 5, 6]
+
+
+def test_chart_draws_axes_ticks_points_and_escapes_names():
+    svg = line_chart("acc<", [Series("a&b", ((0, 0.5), (1, 0.75), (2, 1.0)))], "round", "value")
+    assert "<figcaption>acc&lt;</figcaption>" in svg
+    assert svg.count("<circle") == 3
+    # y ticks 0.4..1.0: (0, 0.5) is at the left a sixth up, (2, 1.0) in the top right corner
+    assert '<polyline class="line s0" points="58.0,184.7 252.0,106.3 446.0,28.0"/>' in svg
+    assert ">a&amp;b</text>" in svg and ">round</text>" in svg and ">value</text>" in svg
+    assert ">0.4</text>" in svg and ">1</text>" in svg  # y ticks
+    assert "style=" not in svg  # the CSP forbids inline styles
+
+
+def test_chart_without_points_says_so():
+    assert line_chart("loss", [Series("train", ())], "round") == (
+        '<p class="empty">loss: no values yet</p>'
+    )
+
+
+def test_a_long_run_is_thinned_to_a_few_hundred_points_keeping_the_last():
+    points = tuple((float(i), float(i % 7)) for i in range(5001))
+    svg = line_chart("loss", [Series("train", points)], "round")
+    (polyline,) = re.findall(r'<polyline [^>]*points="([^"]*)"', svg)
+    drawn = polyline.split(" ")
+    assert 500 <= len(drawn) <= 602
+    assert drawn[-1] == "381.3,153.3"  # (5000, 2) on axes 0..6000 and 0..6: the last is kept
+    assert "<circle" not in svg  # no dots on a long line
+
+
+def test_a_pipe_named_metrics_jsonl_is_not_read(tmp_path, client):
+    os.mkfifo(tmp_path / "metrics.jsonl")  # opening it to read would wait forever
+    text = client(run_routes(tmp_path)).get("/").text
+    assert "metrics.jsonl is not a regular file: not read" in text
+
+
+def test_an_app_folder_stands_for_its_runs(make_run, client, tmp_path):
+    (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
+    make_run("20260101-120000-00000001", parent=tmp_path / "runs")
+    text = client(folder_routes(tmp_path)).get("/").text
+    assert 'href="/runs/20260101-120000-00000001"' in text
+
+
+def test_json_nested_too_deep_is_a_note(make_run, client, tmp_path):
+    runs = tmp_path / "runs"
+    run = make_run(parent=runs)
+    (run / "run.json").write_text("[" * 100_000)
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write("[" * 100_000 + "\n")
+    test = client(folder_routes(runs))
+    assert test.get("/").status_code == 200
+    text = test.get("/runs/" + run.name).text
+    assert "run.json is not JSON" in text and "1 line(s) are not rounds" in text

@@ -1,0 +1,154 @@
+"""The dashboard server: login, sessions, Host and CSRF checks, headers, start and stop."""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+import httpx
+import pytest
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+from pollinate.dashboard import DashboardServer
+from pollinate.dashboard._auth import allowed_hosts, csrf_ok
+from pollinate.errors import PollinateError
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("hello")
+
+
+async def change(request: Request) -> Response:
+    return PlainTextResponse("changed" if await csrf_ok(request) else "refused", 200)
+
+
+async def broken(request: Request) -> Response:
+    raise RuntimeError("a bug with a secret path /home/x")
+
+
+ROUTES = [Route("/", hello), Route("/change", change, methods=["POST"]), Route("/broken", broken)]
+
+
+def test_without_the_cookie_every_page_is_401_and_says_how_to_log_in(client):
+    test = client(ROUTES, login=False)
+    for path in ("/", "/static/live.js", "/nothing"):
+        answer = test.get(path)
+        assert answer.status_code == 401
+        assert "login URL" in answer.text
+
+
+def test_login_sets_a_strict_httponly_cookie_and_redirects(client):
+    test = client(ROUTES, login=False)
+    answer = test.get(f"/login?token={test.server.keys.token}", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    cookie = answer.headers["set-cookie"].lower()
+    assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
+    assert test.get("/").text == "hello"
+
+
+def test_wrong_token_and_forged_cookie_are_refused(client):
+    test = client(ROUTES, login=False)
+    assert test.get("/login?token=wrong").status_code == 401
+    assert test.get("/login").status_code == 401
+    test.cookies.set(test.server.keys.cookie, "abc.def")
+    assert test.get("/").status_code == 401
+
+
+def test_a_session_of_another_server_is_refused(client):
+    first, second = client(ROUTES), client(ROUTES, login=False)
+    second.cookies.set(second.server.keys.cookie, first.cookies[first.server.keys.cookie])
+    assert second.get("/").status_code == 401
+
+
+def test_a_foreign_host_header_is_refused(client):
+    test = client(ROUTES)
+    assert test.get("/", headers={"host": "evil.example:8123"}).status_code == 400
+    assert test.get("/", headers={"host": "localhost:8123"}).status_code == 200
+    assert test.get("/", headers={"host": "[::1]:8123"}).status_code == 200
+
+
+def test_post_needs_the_csrf_token_and_a_same_origin(client):
+    test = client(ROUTES)
+    assert test.post("/change", data={"csrf": "nope"}).text == "refused"
+    assert test.post("/change").text == "refused"
+    token = test.server.keys.csrf(
+        test.server.keys.session_of(test.cookies[test.server.keys.cookie])
+    )
+    assert test.post("/change", data={"csrf": token}).text == "changed"
+    assert test.post("/change", headers={"x-csrf-token": token}).text == "changed"
+    foreign = test.post("/change", data={"csrf": token}, headers={"origin": "http://evil.example"})
+    assert foreign.status_code == 403
+    cross_site = test.post(
+        "/change", data={"csrf": token}, headers={"sec-fetch-site": "cross-site"}
+    )
+    assert cross_site.status_code == 403
+    own_form = test.post("/change", data={"csrf": token}, headers={"origin": "null"})
+    assert own_form.text == "changed"  # what a browser sends under Referrer-Policy no-referrer
+    assert test.put("/change").status_code == 405
+
+
+def test_every_answer_has_the_security_headers(client):
+    test = client(ROUTES)
+    for answer in (test.get("/"), test.get("/login?token=x"), test.get("/static/live.js")):
+        headers = answer.headers
+        assert headers["content-security-policy"].startswith("default-src 'self'")
+        assert "script-src" not in headers["content-security-policy"]  # no 'unsafe-inline'
+        assert headers["x-frame-options"] == "DENY"
+        assert headers["x-content-type-options"] == "nosniff"
+        assert headers["referrer-policy"] == "no-referrer"
+
+
+def test_a_crashing_page_is_logged_and_shows_no_traceback(client, caplog):
+    test = client(ROUTES, raise_errors=False)
+    with caplog.at_level(logging.ERROR, logger="pollinate.dashboard"):
+        answer = test.get("/broken")
+    assert answer.status_code == 500
+    assert "secret" not in answer.text and "Traceback" not in answer.text
+    assert "dashboard page /broken failed" in caplog.text
+
+
+def test_server_starts_on_a_free_port_serves_and_stops():
+    with DashboardServer(ROUTES) as server:
+        assert server.url.startswith("http://127.0.0.1:") and server.port > 0
+        with httpx.Client(follow_redirects=True, timeout=10) as browser:
+            assert browser.get(server.login_url).text == "hello"  # logged in, sent to /
+        assert httpx.get(server.url + "/", timeout=10).status_code == 401
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + "/", timeout=2)
+
+
+def test_a_port_in_use_is_one_clear_error():
+    with (
+        DashboardServer(ROUTES) as server,
+        pytest.raises(
+            PollinateError, match=r"cannot listen on 127\.0\.0\.1:.*choose another --port"
+        ),
+    ):
+        DashboardServer(ROUTES, port=server.port)
+
+
+def test_a_network_host_is_warned_about(caplog):
+    with caplog.at_level(logging.WARNING, logger="pollinate.dashboard"):
+        server = DashboardServer(ROUTES, host="0.0.0.0")
+    server.stop()
+    assert "reachable from the network" in caplog.text
+
+
+def test_bound_to_every_interface_the_machine_s_own_name_is_a_good_host(caplog):
+    hosts = allowed_hosts("0.0.0.0")
+    assert socket.gethostname().lower() in hosts and "127.0.0.1" in hosts
+    assert "evil.example" not in hosts
+    assert allowed_hosts("127.0.0.1") == {"127.0.0.1", "localhost", "::1"}
+
+
+def test_two_dashboards_on_one_machine_keep_their_own_sessions():
+    with (
+        DashboardServer(ROUTES) as first,
+        DashboardServer(ROUTES) as second,
+        httpx.Client(follow_redirects=True, timeout=10) as browser,  # one cookie jar
+    ):
+        assert browser.get(first.login_url).text == "hello"
+        assert browser.get(second.login_url).text == "hello"
+        assert browser.get(first.url + "/").text == "hello"  # still logged in to the first
