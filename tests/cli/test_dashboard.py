@@ -109,3 +109,64 @@ def test_run_dashboard_port_in_use_is_one_clear_error(make_app, invoke):
     assert result.exit_code == 1
     assert f"cannot listen on 127.0.0.1:{taken.port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_dashboard_needs_a_run_folder_or_a_link_but_not_both(invoke, tmp_path):
+    neither = invoke("dashboard")
+    assert neither.exit_code == 1 and "give a run folder" in neither.stderr
+    both = invoke("dashboard", tmp_path, "--link", "127.0.0.1:1", "--insecure")
+    assert both.exit_code == 1 and "not both" in both.stderr
+
+
+def test_dashboard_of_a_link_reads_it_through_control(invoke, started, monkeypatch, tmp_path):
+    from pollinate.deploy import serve_link
+
+    from ..deploy.submitted import start_bare_nodes
+
+    pages: list[str] = []
+
+    def wait() -> None:
+        with _logged_in(started[0]) as browser:
+            pages.append(browser.get(started[0].url + "/").text)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_dashboard, "wait_for_interrupt", wait)
+    ports: list[int] = []
+    with serve_link("127.0.0.1:0", insecure=True, on_listening=ports.append) as runs:
+        runs.start()
+        (node,) = start_bare_nodes(ports[0], 1, tmp_path / "cache")
+        while not runs.link.connected_nodes():
+            node.join(0.05)
+        result = invoke("dashboard", "--link", f"127.0.0.1:{ports[0]}", "--insecure")
+    node.join(10)
+    assert result.exit_code == 0, result.output
+    assert "dashboard: open http://127.0.0.1:" in result.stderr
+    assert "No runs yet" in pages[0] and "partition-id=0" in pages[0] and "connected" in pages[0]
+
+
+def test_dashboard_of_a_link_out_of_reach_is_one_error_before_serving(invoke, started):
+    result = invoke("dashboard", "--link", "127.0.0.1:1", "--insecure")
+    assert result.exit_code == 1 and not started
+    assert "127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_link_dashboard_serves_the_link_s_runs_and_nodes(invoke, started, monkeypatch):
+    from pollinate.cli import _deploy
+
+    pages: list[str] = []
+
+    def wait() -> None:
+        with _logged_in(started[0]) as browser:
+            pages.append(browser.get(started[0].url + "/").text)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_deploy, "wait_for_interrupt", wait)
+    result = invoke("link", "--insecure", "--address", "127.0.0.1:0", "--dashboard", "0")
+    assert "dashboard: open http://127.0.0.1:" in result.stderr
+    assert "interrupted" in result.stderr
+    assert "No runs yet" in pages[0] and "No node has connected yet" in pages[0]
+
+
+def test_link_dashboard_host_goes_with_dashboard(invoke):
+    result = invoke("link", "--insecure", "--dashboard-host", "0.0.0.0")
+    assert result.exit_code == 1 and "goes with --dashboard PORT" in result.stderr

@@ -241,3 +241,55 @@ def test_link_page_updates_and_stops_a_run(browser, artifacts):
         browser.find_element(By.CSS_SELECTOR, "form[action='/runs/13/stop'] button").click()
         _wait_for(browser, "p.notice", "run 13: stop asked")
         assert view.stopped == [13]
+
+
+def test_a_real_link_s_page_follows_its_run_and_nodes_and_stops_it(browser, artifacts, tmp_path):
+    """A link with two bare nodes, watched as `pollinate dashboard --link` does (Control)."""
+    from pollinate.deploy import ControlClient, ControlLinkView, serve_link
+
+    from ..deploy.submitted import start_bare_nodes, write_app
+    from ..deploy.test_control import _submission
+
+    app_dir = write_app(tmp_path / "app")
+    ports: list[int] = []
+    with serve_link(
+        "127.0.0.1:0", insecure=True, runs_dir=tmp_path / "runs", on_listening=ports.append
+    ) as runs:
+        runs.start()
+        nodes = start_bare_nodes(ports[0], 2, tmp_path / "cache")
+        with ControlClient(f"127.0.0.1:{ports[0]}", None) as client:
+            # A first run fails on both nodes, with markup in its reason ...
+            failing = client.submit(_submission(app_dir, step="<b>not a number</b>"))
+            list(client.logs(str(failing.run_id), follow=True))
+            # ... and the second one is followed, then stopped.
+            config = {"num-server-rounds": 200, "sleep-s": 0.05}
+            run = client.submit(_submission(app_dir, **config))
+            view = ControlLinkView(client)
+            with DashboardServer(link_routes(view), title=f"link 127.0.0.1:{ports[0]}") as server:
+                browser.get(server.login_url)
+                row = "table.runs tbody tr:first-child"
+                WebDriverWait(browser, 30, poll_frequency=0.1).until(
+                    lambda d: _text(d, f"{row} td:nth-child(4)") not in ("", "0", "1"),
+                    message="the run's rounds never showed",
+                )
+                seen = int(_text(browser, f"{row} td:nth-child(4)"))
+                browser.execute_script("window.notReloaded = true")
+                WebDriverWait(browser, 30, poll_frequency=0.1).until(
+                    lambda d: int(_text(d, f"{row} td:nth-child(4)") or 0) > seen + 1,
+                    message="the rounds done never moved on the page",
+                )
+                assert browser.execute_script("return window.notReloaded") is True
+                assert _count(browser, "table.nodes tbody tr") == 2
+                assert _text(browser, "table.nodes tbody tr:first-child .status") == "connected"
+                failures = _text(browser, "table.nodes td.reasons")
+                assert "'<b>not a number</b>'" in failures  # shown as text, not as markup
+                assert _count(browser, "table.nodes td.reasons b") == 0
+                _screenshot(browser, artifacts / "dashboard-link.png")
+                browser.find_element(
+                    By.CSS_SELECTOR, f"form[action='/runs/{run.run_id}/stop'] button"
+                ).click()
+                _wait_for(browser, "p.notice", f"run {run.run_id}: stop asked")
+                _wait_for(browser, f"{row} .status", "stopped")
+            assert {r.run_id: r.status for r in view.runs()}[run.run_id] == "stopped"
+    for node in nodes:
+        node.join(timeout=10)

@@ -31,7 +31,15 @@ from ._options import VERBOSE, json_option, verbose_option
 if TYPE_CHECKING:  # gRPC loads only when a command talks to a link
     from ..deploy import ControlClient, NodeStatus, RunSummary
 
-__all__ = ["log_command", "ls_command", "stop_command", "submit_run"]
+__all__ = [
+    "LinkChoice",
+    "control_client",
+    "link_options",
+    "log_command",
+    "ls_command",
+    "stop_command",
+    "submit_run",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_RUN_FAILED = 1
@@ -40,7 +48,7 @@ LATEST_FAILURE_CHARS = 60
 
 
 @dataclass(frozen=True, slots=True)
-class _LinkChoice:
+class LinkChoice:
     """How the user named the link: an app's deployed federation, or --link itself."""
 
     app_dir: Path
@@ -73,13 +81,13 @@ class _LinkChoice:
         )
 
 
-def _link_options(command: F) -> F:
-    """The options that name the link; the command gets them as ``link: _LinkChoice``."""
+def link_options(command: F) -> F:
+    """The options that name the link; the command gets them as ``link: LinkChoice``."""
 
     @functools.wraps(command)
     def with_link(*args: Any, **kwargs: Any) -> Any:
         fields = ("app_dir", "federation", "address", "root_cert", "insecure", "key", "cert")
-        choice = _LinkChoice(*(kwargs.pop(name) for name in fields))
+        choice = LinkChoice(*(kwargs.pop(name) for name in fields))
         return command(*args, link=choice, **kwargs)
 
     for option in reversed(_LINK_OPTIONS):
@@ -119,7 +127,8 @@ _LINK_OPTIONS = (
 )
 
 
-def _client(deployment: Deployment) -> ControlClient:
+def control_client(deployment: Deployment) -> ControlClient:
+    """A Control client of the link, with the operator's credentials the user gave."""
     from ..deploy import ControlClient, NodeKey, channel_credentials
 
     cert, key = deployment.cert, deployment.key
@@ -152,7 +161,7 @@ def submit_run(
         deployment.min_nodes,
         deployment.wait_s,
     )
-    with _client(deployment) as client:
+    with control_client(deployment) as client:
         run = client.submit(submission)
         stderr.print(
             f"[bold]{escape(app.name)}[/] submitted to [bold]{escape(deployment.name)}[/] "
@@ -186,14 +195,14 @@ def _follow(client: ControlClient, run: str, console: Console) -> RunSummary:
 
 
 @click.command("ls", short_help="List the runs (or nodes) on a link.")
-@_link_options
+@link_options
 @click.option("--nodes", is_flag=True, help="List the link's nodes instead of its runs.")
 @json_option("The runs (or nodes)")
 @verbose_option
 @click.pass_context
 def ls_command(
     ctx: click.Context,
-    link: _LinkChoice,
+    link: LinkChoice,
     nodes: bool,
     as_json: bool,
     verbose: bool,
@@ -209,7 +218,7 @@ def ls_command(
     if nodes:
         _list_nodes(deployment, as_json)
         return
-    with _client(deployment) as client:
+    with control_client(deployment) as client:
         runs = client.runs()
     if as_json:
         click.echo(json.dumps([r.to_json() for r in runs], separators=(",", ":")))
@@ -234,7 +243,7 @@ def ls_command(
 
 def _list_nodes(deployment: Deployment, as_json: bool) -> None:
     """``pollinate ls --nodes``: the link's node table (everything in it came from nodes)."""
-    with _client(deployment) as client:
+    with control_client(deployment) as client:
         nodes = client.list_nodes()
     if as_json:
         click.echo(json.dumps([n.to_json() for n in nodes], separators=(",", ":")))
@@ -289,14 +298,14 @@ def _took(run: RunSummary) -> str:
 
 @click.command("log", short_help="Show a run's log on a link.")
 @click.argument("run_id")
-@_link_options
+@link_options
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the run ends.")
 @verbose_option
 @click.pass_context
 def log_command(
     ctx: click.Context,
     run_id: str,
-    link: _LinkChoice,
+    link: LinkChoice,
     follow: bool,
     verbose: bool,
 ) -> None:
@@ -310,7 +319,7 @@ def log_command(
     ctx.meta[VERBOSE] = verbose
     deployment = link.deployment()
     stderr = Console(stderr=True, highlight=False)
-    with _client(deployment) as client:
+    with control_client(deployment) as client:
         if follow:
             run = _follow(client, run_id, stderr)
             if run.status != "finished":
@@ -327,19 +336,19 @@ def log_command(
 
 @click.command("stop", short_help="Stop a run on a link.")
 @click.argument("run_id")
-@_link_options
+@link_options
 @verbose_option
 @click.pass_context
 def stop_command(
     ctx: click.Context,
     run_id: str,
-    link: _LinkChoice,
+    link: LinkChoice,
     verbose: bool,
 ) -> None:
     """Stop RUN_ID: a queued run never starts; a running one ends at its next message."""
     ctx.meta[VERBOSE] = verbose
     deployment = link.deployment()
-    with _client(deployment) as client:
+    with control_client(deployment) as client:
         run = client.stop(run_id)
     if run.status == "stopped":
         click.echo(f"run {run.run_id} is stopped")

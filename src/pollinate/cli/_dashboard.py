@@ -1,4 +1,4 @@
-"""``pollinate dashboard``: a run folder (or a folder of runs) in the browser, live.
+"""``pollinate dashboard``: a run folder, a folder of runs, or a link in the browser, live.
 
 Also ``run_dashboard``, which ``pollinate run --dashboard`` serves its run folder with. The
 dashboard package (starlette, uvicorn, jinja2) is imported only when one starts.
@@ -7,7 +7,6 @@ dashboard package (starlette, uvicorn, jinja2) is imported only when one starts.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,27 +15,40 @@ import click
 from rich.console import Console
 from rich.markup import escape
 
+from ..errors import ConfigError
+from ._control import LinkChoice, control_client, link_options
+from ._deploy import wait_for_interrupt
 from ._display import shown
 
 if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
-__all__ = ["dashboard_command", "run_dashboard", "wait_for_interrupt"]
+__all__ = [
+    "dashboard_command",
+    "run_dashboard",
+    "serve_until_interrupted",
+    "serving",
+    "wait_for_interrupt",
+]
 
 _EXAMPLES = """\b
 Examples:
   pollinate dashboard my-app                      # every run of the app, newest first
   pollinate dashboard my-app/runs/20260101-120000-1a2b3c4d --port 8050
   pollinate run my-app --dashboard                # watch a run as it goes
+  pollinate dashboard --link link.lab:9400 --root-cert ca.pem --key operator.key
+  pollinate dashboard --app my-app --federation prod   # the link of a deployed federation
 """
 
 
 @click.command(
     "dashboard",
-    short_help="Watch a run folder, or a folder of runs, in a browser.",
+    short_help="Watch a run folder, a folder of runs, or a link in a browser.",
     epilog=_EXAMPLES,
 )
-@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument(
+    "run_dir", required=False, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -49,18 +61,44 @@ Examples:
     default=0,
     help="The port to listen on [default: a free one].",
 )
-def dashboard_command(run_dir: Path, host: str, port: int) -> None:
+@link_options
+def dashboard_command(run_dir: Path | None, host: str, port: int, link: LinkChoice) -> None:
     """Serve RUN_DIR's curves, rounds, failures and checkpoints as a web page, live.
 
     RUN_DIR is one run's folder (it has metrics.jsonl), a folder of runs (APP_DIR/runs),
-    or an app's folder (its runs/).
+    or an app's folder (its runs/). Instead of RUN_DIR, --link HOST:PORT (or --federation,
+    a deployed federation of --app) shows a link's runs and nodes, read through its Control
+    service with the operator's credentials (--root-cert, --key, --cert), as pollinate ls.
     Open the login URL printed: it carries the access token. Ctrl-C stops it.
     """
-    from ..dashboard import folder_routes
+    watches_link = link.address is not None or link.federation is not None
+    if run_dir is not None and watches_link:
+        raise ConfigError("give RUN_DIR or a link (--link, --federation), not both")
+    if run_dir is None and not watches_link:
+        raise ConfigError(
+            "give a run folder (pollinate dashboard my-app/runs) or a link "
+            "(pollinate dashboard --link HOST:PORT --root-cert ca.pem)"
+        )
+    if run_dir is not None:
+        from ..dashboard import folder_routes
 
+        serve_until_interrupted(folder_routes(run_dir), host, port, shown(run_dir.resolve()))
+        return
+    from ..dashboard import link_routes
+    from ..deploy import ControlLinkView
+
+    deployment = link.deployment()
+    with control_client(deployment) as client:
+        view = ControlLinkView(client)
+        view.runs()  # a link out of reach, or credentials it refuses: one error, now
+        title = f"link {deployment.address}"
+        serve_until_interrupted(link_routes(view), host, port, title)
+
+
+def serve_until_interrupted(routes: Sequence[BaseRoute], host: str, port: int, title: str) -> None:
+    """Serve ``routes`` until Ctrl-C, the login URL printed first."""
     console = Console(stderr=True, highlight=False)
-    title = shown(run_dir.resolve())
-    with serving(folder_routes(run_dir), host, port, title, console):
+    with serving(routes, host, port, title, console):
         console.print("press Ctrl-C to stop", style="dim")
         try:
             wait_for_interrupt()
@@ -94,8 +132,3 @@ def serving(
     with DashboardServer(routes, host=host, port=port, title=title) as server:
         console.print(f"dashboard: open {escape(server.login_url)}", soft_wrap=True)
         yield
-
-
-def wait_for_interrupt() -> None:
-    """Block until Ctrl-C (a KeyboardInterrupt) or SIGTERM."""
-    threading.Event().wait()

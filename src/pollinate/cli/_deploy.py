@@ -33,7 +33,7 @@ from ._progress import cli_logging
 if TYPE_CHECKING:
     from ..deploy import Runs
 
-__all__ = ["check_link_trust", "link_command", "node_command"]
+__all__ = ["check_link_trust", "link_command", "node_command", "wait_for_interrupt"]
 
 _INSECURE = click.option(
     "--insecure", is_flag=True, help="Plain text, no TLS: trusted networks only."
@@ -153,6 +153,20 @@ def _size(ctx: click.Context, param: click.Parameter, value: str) -> int:
 )
 @click.option("--min-nodes", default=1, show_default=True, help="With APP_DIR: nodes to wait for.")
 @click.option("--wait", "wait_s", default=300.0, show_default=True, help="Seconds to wait.")
+@click.option(
+    "--dashboard",
+    "dashboard_port",
+    type=click.IntRange(0, 65535),
+    help="Serve a live web page of the link's runs and nodes on this port (0: a free one); "
+    "its login URL is printed here.",
+)
+@click.option(
+    "--dashboard-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="With --dashboard: the address it listens on; anything but loopback is reachable "
+    "from the network.",
+)
 @run_config_option
 @out_option(
     "./runs/<app>/<run id> for submitted runs; with APP_DIR, APP_DIR/runs/<date>-<time>-link, "
@@ -181,6 +195,8 @@ def link_command(
     max_bytes_in_flight: int,
     min_nodes: int,
     wait_s: float,
+    dashboard_port: int | None,
+    dashboard_host: str,
     run_config: tuple[str, ...],
     out_dir: Path | None,
     verbose: bool,
@@ -217,10 +233,13 @@ def link_command(
         max_bytes_in_flight=max_bytes_in_flight,
     )
     stderr = Console(stderr=True, highlight=False)
+    if dashboard_port is None and dashboard_host != "127.0.0.1":
+        raise ConfigError("--dashboard-host goes with --dashboard PORT")
+    dashboard = None if dashboard_port is None else (dashboard_host, dashboard_port)
     if app_dir is None:
         if run_config:
             raise ConfigError("--run-config goes with APP_DIR: submitted runs bring their own")
-        _serve_submitted_runs(open_link, out_dir or Path("runs"), address, stderr)
+        _serve_submitted_runs(open_link, out_dir or Path("runs"), address, dashboard, stderr)
         return
     app = load_app_config(app_dir)
     config = resolve_run_config(app, parse_overrides(run_config, "--run-config"))
@@ -230,7 +249,15 @@ def link_command(
     stderr.print(f"[bold]{escape(app.name)}[/]: waiting for {min_nodes} node(s) on {address}")
     with cli_logging(stderr, verbose):
         result = _serve_one_run(
-            open_link, app, config, min_nodes, wait_s, out, resume=db is not None, stderr=stderr
+            open_link,
+            app,
+            config,
+            min_nodes,
+            wait_s,
+            out,
+            resume=db is not None,
+            dashboard=dashboard,
+            stderr=stderr,
         )
     rounds = sum(r.server_round > 0 for r in result.rounds)
     click.echo(f"Finished {rounds} rounds; results: {shown(out)}")
@@ -240,17 +267,22 @@ def _serve_submitted_runs(
     open_link: Callable[..., contextlib.AbstractContextManager[Runs]],
     runs_dir: Path,
     address: str,
+    dashboard: tuple[str, int] | None,
     stderr: Console,
 ) -> None:
     """A long-lived link: run what ``pollinate run`` submits until Ctrl-C."""
-    with cli_logging(stderr, verbose=True), open_link(runs_dir=runs_dir) as runs:
+    with (
+        cli_logging(stderr, verbose=True),
+        open_link(runs_dir=runs_dir) as runs,
+        _link_dashboard(runs, dashboard, f"link {address}", stderr),
+    ):
         runs.start()
         stderr.print(
             f"link on {escape(address)}: runs come with `pollinate run APP --federation "
             "NAME`, and nodes with `pollinate node --link HOST:PORT`; Ctrl-C stops it",
             soft_wrap=True,
         )
-        threading.Event().wait()  # until Ctrl-C
+        wait_for_interrupt()
 
 
 def _serve_one_run(
@@ -262,6 +294,7 @@ def _serve_one_run(
     out: Path,
     *,
     resume: bool,
+    dashboard: tuple[str, int] | None,
     stderr: Console,
 ) -> Result:
     """``pollinate link APP_DIR``: one run of the app, its ServerApp loaded from APP_DIR."""
@@ -273,7 +306,11 @@ def _serve_one_run(
     except ConfigError as err:
         stderr.print(f"[yellow]warning:[/] {escape(str(err))}; nodes need their own copy")
         bundle = None
-    with contextlib.closing(progress_view(stderr)) as view, open_link(runs_dir=None) as runs:
+    with (
+        contextlib.closing(progress_view(stderr)) as view,
+        open_link(runs_dir=None) as runs,
+        _link_dashboard(runs, dashboard, f"{app.name} on its link", stderr),
+    ):
         run_id = runs.submit(
             app.name,
             config,
@@ -288,6 +325,30 @@ def _serve_one_run(
         )
         runs.start()
         return runs.wait(run_id)
+
+
+def _link_dashboard(
+    runs: Runs, dashboard: tuple[str, int] | None, title: str, stderr: Console
+) -> contextlib.AbstractContextManager[None]:
+    """``--dashboard``: the link's runs and nodes served while the link is up (or nothing).
+
+    Its login URL goes to this console only: whoever started the link is its operator here
+    (they can read its database anyway); operators elsewhere use ``pollinate dashboard
+    --link`` with their own credentials.
+    """
+    if dashboard is None:
+        return contextlib.nullcontext()
+    from ..dashboard import link_routes
+    from ..deploy import LocalLinkView
+    from ._dashboard import serving
+
+    host, port = dashboard
+    return serving(link_routes(LocalLinkView(runs.link, runs)), host, port, title, stderr)
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C (a KeyboardInterrupt) or SIGTERM."""
+    threading.Event().wait()
 
 
 def check_link_trust(root_cert: Path | None, insecure: bool) -> None:

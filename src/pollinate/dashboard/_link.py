@@ -17,47 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from ..deploy import RunSummary
+from ..deploy import NodeStatus, RunSummary
 from ..errors import PollinateError
 from ._auth import csrf_ok
 from ._pages import render
 from ._runpages import RunPages
 
-__all__ = ["LinkView", "NodeFailureLike", "NodeStatusLike", "link_routes"]
+__all__ = ["LinkView", "link_routes"]
 
 FINISHED = ("finished", "failed", "stopped")
-
-
-class NodeFailureLike(Protocol):
-    """A task a node failed (``pollinate.deploy.NodeFailure``)."""
-
-    @property
-    def at(self) -> float: ...
-    @property
-    def run_id(self) -> int: ...
-    @property
-    def reason(self) -> str: ...
-
-
-class NodeStatusLike(Protocol):
-    """What the link knows of a node (``pollinate.deploy.NodeStatus``)."""
-
-    @property
-    def node_id(self) -> int: ...
-    @property
-    def connected(self) -> bool: ...
-    @property
-    def last_seen(self) -> float | None: ...
-    @property
-    def tasks_sent(self) -> int: ...
-    @property
-    def tasks_done(self) -> int: ...
-    @property
-    def tasks_failed(self) -> int: ...
-    @property
-    def failures(self) -> Sequence[NodeFailureLike]: ...
-    @property
-    def node_config(self) -> Any: ...
 
 
 class LinkView(Protocol):
@@ -67,7 +35,7 @@ class LinkView(Protocol):
         """The link's runs, as ``pollinate ls`` lists them."""
         ...
 
-    def nodes(self) -> Sequence[NodeStatusLike]:
+    def nodes(self) -> Sequence[NodeStatus]:
         """The nodes the link knows."""
         ...
 
@@ -164,7 +132,7 @@ def _run(run: RunSummary) -> dict[str, Any]:
     }
 
 
-def _node(node: NodeStatusLike) -> dict[str, Any]:
+def _node(node: NodeStatus) -> dict[str, Any]:
     failures = list(node.failures)[-5:]
     return {
         "id": node.node_id,
