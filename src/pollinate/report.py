@@ -206,9 +206,9 @@ def curves_figure(
             ax.plot(xs, values, marker="o", label=phase, color=_COLORS[phase])
         if times is None:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(name)
+        ax.set_title(name, parse_math=False)  # a metric's name is the nodes' text, not TeX
         ax.set_xlabel("round" if times is None else f"simulated time ({unit})")
-        ax.set_ylabel(name)
+        ax.set_ylabel(name, parse_math=False)
         ax.grid(alpha=0.3)
         ax.legend(title="measured on")
     _finish(fig, axes, title, "no metrics recorded" if not names else None)
@@ -237,7 +237,7 @@ def _finish(fig: Any, axes: Any, title: str, empty: str | None) -> None:
         axes.flat[0].set_visible(True)
         axes.flat[0].text(0.5, 0.5, empty, ha="center", va="center")
         axes.flat[0].set_axis_off()
-    fig.suptitle(title)
+    fig.suptitle(title, parse_math=False)
     fig.tight_layout()
 
 
@@ -571,12 +571,14 @@ def _plot_comparison(
             ax.axhline(target, color="gray", linestyle="--", linewidth=0.8)
         if not against_time:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_title(name)
+        ax.set_title(name, parse_math=False)
         ax.set_xlabel(f"simulated time ({unit})" if against_time else "round")
-        ax.set_ylabel(name)
+        ax.set_ylabel(name, parse_math=False)
         ax.grid(alpha=0.3)
     if names:  # one legend, on the first panel, for every panel's lines
-        axes.flat[0].legend(title="run", fontsize="small")
+        legend = axes.flat[0].legend(title="run", fontsize="small")
+        for text in legend.get_texts():  # labels are run config values: text, not TeX
+            text.set_parse_math(False)
     title = " vs ".join(run.label for run in runs)
     title = title if len(title) <= 100 else f"{len(runs)} runs"
     _finish(fig, axes, title, "no metric common to every run" if not names else None)

@@ -120,6 +120,21 @@ def test_result_plot_draws_each_metric() -> None:
         result.plot(against_time=True)
 
 
+def test_a_metric_name_that_looks_like_tex_is_drawn_as_text() -> None:
+    pytest.importorskip("matplotlib")
+    name = r"a $\frac b$"  # mathtext would fail on it, after the run was done
+    result = Result(ArrayRecord(), [record(0, **{name: 0.1}), record(1, **{name: 0.5})])
+    figure = result.plot()
+    figure.canvas.draw()
+    assert {ax.get_title() for ax in figure.axes if ax.get_visible()} == {name}
+
+
+def test_showing_without_ipython_is_one_error_naming_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "IPython.display", None)
+    with pytest.raises(ConfigError, match=r"pollinate\[notebook\]"):
+        show_figures([])
+
+
 def test_importing_pollinate_loads_neither_ipython_nor_matplotlib() -> None:
     code = (
         "import sys, pollinate, pollinate.compare, pollinate.report, pollinate.server._notebook\n"

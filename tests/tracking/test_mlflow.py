@@ -86,8 +86,9 @@ def test_a_failing_store_disables_the_tracker_with_one_warning(tmp_path, client,
 
 
 def test_a_server_out_of_reach_at_the_start_is_one_clear_error(monkeypatch):
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    # Without retries set, MLflow's defaults would take about 4 minutes to give up.
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_TIMEOUT", raising=False)
     with socket.socket() as closed:  # a free port nobody listens on
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]
@@ -95,3 +96,31 @@ def test_a_server_out_of_reach_at_the_start_is_one_clear_error(monkeypatch):
         ConfigError, match=rf"mlflow could not start a run at http://127.0.0.1:{port}"
     ):
         MLflowTracker(f"http://127.0.0.1:{port}")
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # set for the start only
+
+
+def test_names_mlflow_refuses_are_made_acceptable_not_dropped(tmp_path, client):
+    tracker = MLflowTracker(
+        run_config={"k" * 300: 1}, experiment="exp", store_dir=tmp_path / "mlruns"
+    )
+    names = ["a..b", "//x/", "y" * 300, "z" * 300 + "2"]
+    tracker.on_round(RoundRecord(1, PhaseResult({n: 1.0 for n in names}, 2)))
+    tracker.close()
+    assert not tracker.disabled
+    data = client.get_run(tracker.run_id).data
+    logged = [key for key in data.metrics if key.startswith("train/")]
+    assert len(logged) == len(names) + 2  # and replies-ok, replies-failed
+    assert all(len(key) <= 250 for key in logged)
+    assert "train/a__b" in logged and "train/x" in logged
+    assert len(next(iter(data.params))) <= 250
+    assert client.get_run(tracker.run_id).info.status == "FINISHED"
+
+
+def test_mlflow_s_telemetry_is_off_unless_the_user_chose(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    monkeypatch.delenv("DO_NOT_TRACK", raising=False)
+    MLflowTracker(store_dir=tmp_path / "mlruns").close()
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "true"
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "false")  # the user's choice stays
+    MLflowTracker(store_dir=tmp_path / "mlruns").close()
+    assert os.environ["MLFLOW_DISABLE_TELEMETRY"] == "false"

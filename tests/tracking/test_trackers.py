@@ -82,6 +82,13 @@ def test_make_tracker_puts_tensorboard_in_the_run_folder(tmp_path):
     assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_a_tracker_that_cannot_make_its_folder_is_one_error_naming_it(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "tensorboard").write_text("a file where its folder goes")
+    with pytest.raises(ConfigError, match="tracker tensorboard cannot write where it keeps"):
+        make_tracker("tensorboard", tmp_path / "run", {})
+
+
 @pytest.mark.parametrize(
     ("name", "options", "message"),
     [

@@ -88,3 +88,27 @@ def test_online_without_credentials_is_one_error_not_a_prompt(
     with pytest.raises(ConfigError, match="wandb online mode needs credentials"):
         WandbTracker(mode="online", dir=tmp_path)
     assert not wandb_processes()
+
+
+@pytest.mark.parametrize(
+    ("environment", "mode"),
+    [
+        ({}, "offline"),
+        ({"WANDB_API_KEY": "k"}, "online"),
+        ({"WANDB_API_KEY": "k", "WANDB_MODE": "offline"}, "offline"),  # W&B's own switch wins
+        ({"WANDB_API_KEY": "k", "WANDB_MODE": "dryrun"}, "offline"),
+        ({"WANDB_MODE": "online"}, "online"),
+        ({"WANDB_MODE": "disabled"}, "turns W&B off"),
+        ({"WANDB_MODE": "sideways"}, "not a W&B mode"),
+    ],
+)
+def test_the_mode_follows_wandb_s_own_settings(monkeypatch, environment, mode):
+    from pollinate.tracking._wandb import _mode_from_environment
+
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    if mode in ("online", "offline"):
+        assert _mode_from_environment() == mode
+    else:
+        with pytest.raises(ConfigError, match=mode):
+            _mode_from_environment()

@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..errors import ConfigError
 from ..records import ArrayRecord
 from ._history import Result, RoundRecord
 from ._observer import RunObserver
@@ -76,8 +77,14 @@ class _Png:
 
 
 def _ipython_display() -> tuple[DisplayFn, DisplayFn]:
-    from IPython.display import display, update_display
-
+    """IPython's display functions; without IPython, one error naming the extra."""
+    try:
+        from IPython.display import display, update_display
+    except ImportError:
+        raise ConfigError(
+            "showing results in a notebook needs IPython: pip install 'pollinate[notebook]' "
+            "(outside a notebook, write the files instead: write_comparison or pollinate report)"
+        ) from None
     return display, update_display
 
 

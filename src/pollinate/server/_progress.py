@@ -49,6 +49,8 @@ __all__ = [
     "progress_view",
 ]
 
+log = logging.getLogger("pollinate.server")
+
 MAX_COLUMNS = 4
 """The most metrics a round's row shows; metrics.jsonl and run.json hold them all."""
 
@@ -404,7 +406,10 @@ class RunProgress:
         if self._notebook and result.rounds and importlib.util.find_spec("matplotlib"):
             from ._notebook import show_figures
 
-            show_figures([result.plot()])
+            try:  # the run is done: a plot that cannot be drawn must not lose its result
+                show_figures([result.plot()])
+            except Exception as err:
+                log.warning("could not draw the run's curves: %s: %s", type(err).__name__, err)
         return result
 
     def _new_view(self, console: Console) -> ProgressView:

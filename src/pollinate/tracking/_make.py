@@ -58,6 +58,24 @@ def make_tracker(
     if unknown:
         known = ", ".join(TRACKER_OPTIONS[name]) or "none"
         raise ConfigError(f"tracker {name}: unknown option {unknown[0]!r}; known: {known}")
+    try:
+        return _made(name, out_dir, run_config, options, app_dir, app_name)
+    except OSError as err:  # a folder it cannot make or write: the tracker's, not the app's
+        raise ConfigError(
+            f"tracker {name} cannot write where it keeps its files: {err.strerror or err}"
+            + (f": {err.filename}" if err.filename else "")
+        ) from None
+
+
+def _made(
+    name: str,
+    out_dir: Path,
+    run_config: Mapping[str, UserConfigValue],
+    options: Mapping[str, Any],
+    app_dir: Path | None,
+    app_name: str | None,
+) -> Tracker:
+    """The tracker, its options checked already."""
     if name == "tensorboard":
         return TensorBoardTracker(out_dir / "tensorboard", run_config)
     if name == "mlflow":

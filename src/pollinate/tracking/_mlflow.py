@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
@@ -23,7 +24,8 @@ MAX_PARAM_CHARS = 6000
 """MLflow's limit on a param's value; a longer one is cut (the run's files keep it whole)."""
 
 _INVALID_KEY_CHARS = re.compile(r"[^\w\-. /]")
-_FILE_STORE_LOCK = threading.Lock()
+MAX_KEY_CHARS = 250
+_ENV_LOCK = threading.Lock()
 
 
 class MLflowTracker(Tracker):
@@ -50,6 +52,8 @@ class MLflowTracker(Tracker):
         store_dir: str | Path = "mlruns",
     ) -> None:
         super().__init__(run_config)
+        if not os.environ.get("DO_NOT_TRACK"):  # a run's tracker must not report on its user
+            os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         mlflow = import_extra("mlflow", "mlflow")
         self._entities = import_extra("mlflow.entities", "mlflow")
         self.tracking_uri = tracking_uri or Path(store_dir).resolve().as_uri()
@@ -68,9 +72,12 @@ class MLflowTracker(Tracker):
         """Open the store, find or create the experiment, and create a run in it: its id."""
         with _file_store_allowed(self.tracking_uri):
             self._client: Any = mlflow.MlflowClient(tracking_uri=self.tracking_uri)
-        found = self._client.get_experiment_by_name(experiment)
-        experiment_id = found.experiment_id if found else self._client.create_experiment(experiment)
-        run_id: str = self._client.create_run(experiment_id, run_name=run_name).info.run_id
+        with _quick_requests():  # a server out of reach: an error in seconds, not minutes
+            found = self._client.get_experiment_by_name(experiment)
+            experiment_id = (
+                found.experiment_id if found else self._client.create_experiment(experiment)
+            )
+            run_id: str = self._client.create_run(experiment_id, run_name=run_name).info.run_id
         return run_id
 
     def _log_params(self) -> None:
@@ -99,8 +106,32 @@ class MLflowTracker(Tracker):
 
 
 def _key(name: str) -> str:
-    """A metric or param name MLflow accepts: characters it refuses become ``_``."""
-    return _INVALID_KEY_CHARS.sub("_", name)
+    """A metric or param name MLflow accepts, for any name a node or an app may choose.
+
+    Characters it refuses become ``_``; it refuses ``..``, ``//`` and a leading or trailing
+    ``/`` too, and names over 250 characters (cut, with a hash of the whole name so two long
+    names stay apart).
+    """
+    key = _INVALID_KEY_CHARS.sub("_", name).replace("..", "__")
+    key = "/".join(part for part in key.split("/") if part) or "_"
+    if len(key) > MAX_KEY_CHARS:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        key = key[: MAX_KEY_CHARS - 13] + "-" + digest
+    return key
+
+
+@contextmanager
+def _quick_requests() -> Iterator[None]:
+    """MLflow's HTTP calls without its retries (about 4 minutes to give up), unless set."""
+    settings = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+    with _ENV_LOCK:
+        added = [name for name in settings if name not in os.environ]
+        os.environ.update({name: settings[name] for name in added})
+        try:
+            yield
+        finally:
+            for name in added:
+                os.environ.pop(name, None)
 
 
 @contextmanager
@@ -114,7 +145,7 @@ def _file_store_allowed(tracking_uri: str) -> Iterator[None]:
         yield
         return
     name = "MLFLOW_ALLOW_FILE_STORE"
-    with _FILE_STORE_LOCK:
+    with _ENV_LOCK:
         saved = os.environ.get(name)
         os.environ[name] = "true"
         try:

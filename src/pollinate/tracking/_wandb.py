@@ -22,8 +22,9 @@ WandbMode = Literal["online", "offline"]
 class WandbTracker(Tracker):
     """Sends a run to Weights & Biases: run config, metrics at step = round, ``model.npz``.
 
-    ``mode`` is ``"online"`` or ``"offline"``; by default online only when ``WANDB_API_KEY``
-    is set, so a machine without a key never reaches the network: the run is
+    ``mode`` is ``"online"`` or ``"offline"``; by default W&B's own ``WANDB_MODE`` if set,
+    else online only when ``WANDB_API_KEY`` is set, so a machine without a key never
+    reaches the network: the run is
     written under ``dir`` (``dir/wandb/offline-run-*``) for ``wandb sync`` later. wandb's
     console capture, system metrics and analytics stay off; its service process is shut
     down when the tracker ends, unless another W&B run in the process still uses it. It never
@@ -44,7 +45,7 @@ class WandbTracker(Tracker):
     ) -> None:
         super().__init__(run_config)
         wandb = import_extra("wandb", "wandb")
-        self.mode: WandbMode = mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+        self.mode: WandbMode = mode or _mode_from_environment()
         if self.mode not in WANDB_MODES:
             raise ConfigError(f"wandb mode must be 'online' or 'offline', got {self.mode!r}")
         self.dir = Path(dir) if dir is not None else None
@@ -111,3 +112,20 @@ class WandbTracker(Tracker):
         """Stop wandb's service process, if this tracker started it."""
         if self._owns_service:
             self._wandb.teardown()
+
+
+def _mode_from_environment() -> WandbMode:
+    """W&B's own ``WANDB_MODE`` when set, else online with ``WANDB_API_KEY``, else offline."""
+    chosen = os.environ.get("WANDB_MODE", "").strip().lower()
+    if chosen in ("offline", "dryrun"):
+        return "offline"
+    if chosen == "online":
+        return "online"
+    if chosen == "disabled":
+        raise ConfigError(
+            "WANDB_MODE=disabled turns W&B off: drop wandb from --track (or the app's "
+            "[tool.pollinate.app.track]), or unset WANDB_MODE"
+        )
+    if chosen:
+        raise ConfigError(f"WANDB_MODE={chosen!r} is not a W&B mode: online, offline or disabled")
+    return "online" if os.environ.get("WANDB_API_KEY") else "offline"
