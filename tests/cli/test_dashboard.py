@@ -170,3 +170,11 @@ def test_link_dashboard_serves_the_link_s_runs_and_nodes(invoke, started, monkey
 def test_link_dashboard_host_goes_with_dashboard(invoke):
     result = invoke("link", "--insecure", "--dashboard-host", "0.0.0.0")
     assert result.exit_code == 1 and "goes with --dashboard PORT" in result.stderr
+
+
+def test_run_dashboard_on_a_deployed_federation_names_the_command_that_watches_it(make_app, invoke):
+    federations = '[tool.pollinate.federations.prod]\naddress = "127.0.0.1:1"\ninsecure = true\n'
+    app_dir = make_app(federations=federations)
+    result = invoke("run", app_dir, "prod", "--dashboard")
+    assert result.exit_code == 1
+    assert f"pollinate dashboard --app {app_dir} --federation prod" in result.stderr

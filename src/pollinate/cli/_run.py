@@ -388,7 +388,11 @@ def run_command(
                 "(pollinate log, or its run folder there)"
             )
         if dashboard:
-            raise ConfigError("--dashboard is for simulations: a deployed run shows on its link's")
+            name = federation or app.default_federation
+            raise ConfigError(
+                "--dashboard is for simulations: watch a deployed run's link with "
+                f"pollinate dashboard --app {app_dir} --federation {name}"
+            )
         deployment = resolve_deployment(
             app, federation, parse_overrides(federation_config, "--federation-config")
         )
