@@ -96,3 +96,12 @@ def test_track_is_refused_for_a_deployed_federation(make_app, invoke):
     result = invoke("run", make_app(federations=federations), "prod", "--track", "mlflow")
     assert result.exit_code == 1
     assert "--track is for simulations" in result.stderr
+
+
+def test_the_summary_says_where_each_tracker_sent_the_run(make_app, invoke):
+    app_dir = make_app()
+    result = invoke("run", app_dir, "--track", "tensorboard,mlflow")
+    assert result.exit_code == 0, result.output
+    assert "tracked in tensorboard: " in result.stdout and "/tensorboard" in result.stdout
+    mlruns = (app_dir / "mlruns").resolve().as_uri()
+    assert f"tracked in mlflow: {mlruns}, experiment {app_dir.name}" in result.stdout

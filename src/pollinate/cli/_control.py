@@ -26,6 +26,7 @@ from ..config import AppConfig, Deployment, load_app_config, resolve_deployment
 from ..context import UserConfigValue
 from ..errors import ConfigError
 from ._deploy import check_link_trust
+from ._display import shown
 from ._options import VERBOSE, json_option, verbose_option
 
 if TYPE_CHECKING:  # gRPC loads only when a command talks to a link
@@ -172,7 +173,12 @@ def submit_run(
         if follow:
             run = _follow(client, str(run.run_id), stderr)
         else:
-            stderr.print(f"follow it with: pollinate log {run.run_id} --follow", style="dim")
+            where = f"--app {shown(app.app_dir)} --federation {deployment.name}"
+            stderr.print(
+                f"follow it with: pollinate log {run.run_id} --follow {escape(where)}",
+                style="dim",
+                soft_wrap=True,
+            )
     if as_json:
         click.echo(json.dumps(run.to_json(), separators=(",", ":")))
     if follow and run.status != "finished":
@@ -256,7 +262,7 @@ def _list_nodes(deployment: Deployment, as_json: bool) -> None:
         table.add_column(column, no_wrap=True)
     for column in ("sent", "done", "failed", "lost"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("latest failure")
+    table.add_column("latest failure", no_wrap=True, overflow="ellipsis")
     for node in nodes:
         table.add_row(*_node_row(node))
     Console(highlight=False).print(table)

@@ -114,6 +114,8 @@ def _default_out_dir(app_dir: Path, run_id: int, kind: str = "") -> Path:
 class _Outcome:
     result: Result
     wall_time_s: float
+    tracked: tuple[str, ...] = ()
+    """Where each tracker sent the run: ``mlflow: file:///.../mlruns, experiment app``."""
 
 
 def execute(plan: RunPlan, stderr: Console) -> _Outcome:
@@ -152,7 +154,8 @@ def execute(plan: RunPlan, stderr: Console) -> _Outcome:
         except BaseException as err:
             run_file.write("failed", error=_reason(err))
             raise
-    return _Outcome(result, run_file.write("finished", result))
+    tracked = tuple(f"{tracker.kind}: {tracker.where}" for tracker in trackers)
+    return _Outcome(result, run_file.write("finished", result), tracked)
 
 
 def _trackers(plan: RunPlan) -> Iterator[Tracker]:
@@ -301,6 +304,8 @@ def _print_summary(plan: RunPlan, outcome: _Outcome, console: Console) -> None:
     print_summary(console, outcome.result, outcome.wall_time_s)
     files = ", ".join(p.name + ("/" if p.is_dir() else "") for p in sorted(plan.out_dir.iterdir()))
     console.print(f"  results: {escape(shown(plan.out_dir))} ({files})", soft_wrap=True)
+    for tracked in outcome.tracked:
+        console.print(f"  tracked in {escape(tracked)}", soft_wrap=True)
 
 
 _EXAMPLES = """\b

@@ -85,6 +85,8 @@ class Tracker(RunObserver):
     """The tracker's name in warnings: ``tensorboard``, ``mlflow``, ``wandb``."""
     keeps_files = True
     """Whether the tracker keeps the final model (TensorBoard does not)."""
+    where = ""
+    """Where the run went, for people: a folder, a tracking URI and experiment."""
 
     def __init__(self, run_config: Mapping[str, UserConfigValue] | None = None) -> None:
         self.run_config = dict(run_config or {})

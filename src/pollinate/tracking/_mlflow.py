@@ -65,6 +65,7 @@ class MLflowTracker(Tracker):
                 f"{err}".splitlines()[0]
             ) from None
         self._started()
+        self.where = f"{self.tracking_uri}, experiment {experiment}"
         log.info("mlflow: run %s at %s", self.run_id, self.tracking_uri)
         self._guarded(self._log_params)
 

@@ -35,6 +35,7 @@ class TensorBoardTracker(Tracker):
         self._event = import_extra("tensorboard.compat.proto.event_pb2", "tensorboard").Event
         self._writer: Any = writer.EventFileWriter(str(self.log_dir))
         self._started()
+        self.where = str(self.log_dir)
         log.info("tensorboard: writing to %s", self.log_dir)
         if self.run_config:
             self._guarded(self._log_config)

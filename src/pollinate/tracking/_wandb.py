@@ -77,6 +77,7 @@ class WandbTracker(Tracker):
             self._teardown()
             raise ConfigError(f"wandb could not start a run ({self.mode}): {err}") from None
         self._started()
+        self.where = f"{self.mode}, {Path(self._run.dir).parent}"
         log.info("wandb: %s run %s in %s", self.mode, self._run.id, Path(self._run.dir).parent)
 
     def _settings(self) -> Any:
