@@ -30,6 +30,10 @@ from ._progress import (
 
 __all__ = ["NotebookView", "in_notebook", "render_rounds", "show_figures", "show_html"]
 
+NOTEBOOK_COLUMNS = 8
+"""The most metrics a round's row shows in a notebook: wider than a terminal's four, so a
+comparison's accuracy on each client's missing labels fits."""
+
 DisplayFn = Callable[..., Any]
 """``IPython.display.display`` or ``update_display``: ``(obj, display_id=...)``."""
 
@@ -151,7 +155,7 @@ def render_rounds(rounds: list[RoundRecord], status: str) -> str:
     line = f"<p><b>pollinate</b>: {html.escape(status)}</p>"
     if not rounds:
         return f"<div>{line}</div>"
-    columns = choose_columns(k for r in rounds for k in key_metrics(r))
+    columns = choose_columns((k for r in rounds for k in key_metrics(r)), NOTEBOOK_COLUMNS)
     simulated = any(r.simulated_time_s is not None for r in rounds)
     header = ["round", "train", "evaluate", *columns, "time", *["sim"] * simulated]
     rows = []
