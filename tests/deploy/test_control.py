@@ -1,8 +1,10 @@
 """The Control service: submitted runs travel with their code, queue, log, list and stop."""
 
 import dataclasses
+import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -452,3 +454,23 @@ def test_log_followers_never_take_the_places_of_ls_and_stop(tmp_path, nodeless_p
         assert client.stop(str(run.run_id)).status in ("stopped", "queued", "running")
     for thread in threads:
         thread.join(30)
+
+
+def test_a_submitted_run_s_folder_has_a_run_json_like_pollinate_run_s(tmp_path, link_port):
+    from pollinate.dashboard._runpages import run_body
+
+    app_dir = write_app(tmp_path / "app")
+    with ControlClient(f"127.0.0.1:{link_port}", None) as client:
+        submitted = client.submit(_submission(app_dir, step=2.0))
+        (*_, end) = client.logs(str(submitted.run_id), follow=True)
+    info = json.loads((Path(end.out_dir) / "run.json").read_text())
+    assert info["run_id"] == submitted.run_id and info["status"] == "finished"
+    assert info["app"] == {
+        "name": "tinyapp",
+        "serverapp": "tinyapp.apps:server",
+        "clientapp": "tinyapp.apps:client",
+    }
+    assert info["run_config"]["step"] == 2.0 and info["num_rounds"] == 2
+    assert info["wall_time_s"] > 0 and info["started_at"] and info["federation"]["name"] == "link"
+    shown = run_body(Path(end.out_dir))  # the dashboard's header of the run
+    assert shown["app_name"] == "tinyapp" and shown["run"].status == "finished"

@@ -257,12 +257,13 @@ def _list_nodes(deployment: Deployment, as_json: bool) -> None:
     if not nodes:
         click.echo(f"no nodes on {deployment.address} yet")
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    # The counts keep their width; the latest failure takes what is left, cut to one line.
+    table = Table(box=None, header_style="bold", pad_edge=False, expand=True)
     for column in ("node id", "state", "last seen"):
         table.add_column(column, no_wrap=True)
     for column in ("sent", "done", "failed", "lost"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("latest failure", no_wrap=True, overflow="ellipsis")
+    table.add_column("latest failure", no_wrap=True, overflow="ellipsis", ratio=1)
     for node in nodes:
         table.add_row(*_node_row(node))
     Console(highlight=False).print(table)

@@ -42,6 +42,7 @@ from ..server import Result, RunObserver, ServerApp, run_server_app
 from ._bundle import AppBundle, unpack_app
 from ._grid import LinkGrid
 from ._link import Link
+from ._runfile import write_run_file
 from ._runlog import LOG_FILE, RoundLines, RunLog, RunLogHandler
 from ._serverproc import STOP_GRACE_S, ServerProcess
 from ._store import AppRef, RunRow, Store, StoreRecorder
@@ -495,6 +496,8 @@ class Runs:
         status, or at close; the error comes back for the caller to report.
         """
         run.row = replace(run.row, **changes)  # type: ignore[arg-type]
+        if "status" in changes:
+            write_run_file(run.row, run.rounds_done, run.result)
         if self._store is None:
             return None
         try:
