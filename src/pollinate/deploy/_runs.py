@@ -58,7 +58,7 @@ RECENT_BUNDLES = 2
 MAX_WAIT_S = 7 * 24 * 3600.0
 MAX_CRASHES = 3
 MAX_IDLE_S = 3600.0
-_STOPPED = "stopped by an operator (pollinate stop)"
+_STOPPED = "stopped by an operator (pollinate stop, or Stop on a dashboard)"
 _UNSAVED = (
     "the database did not record it ({}): the link writes it with the next status, and a "
     "restart before then finds the run unfinished"
