@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
 from pollinate.dashboard import folder_routes, run_routes
 from pollinate.dashboard._charts import Series, line_chart, nice_ticks
+from pollinate.dashboard._pages import duration, when
+from pollinate.dashboard._runfolder import finite_number
 
 from .conftest import round_line
 
@@ -198,3 +201,25 @@ def test_json_nested_too_deep_is_a_note(make_run, client, tmp_path):
     assert test.get("/").status_code == 200
     text = test.get("/runs/" + run.name).text
     assert "run.json is not JSON" in text and "1 line(s) are not rounds" in text
+
+
+def test_huge_and_opposite_values_draw_a_page_not_a_500(tmp_path, client):
+    run = tmp_path / "huge"
+    run.mkdir()
+    lines = [
+        {"round": 1, "wall_time_s": 1e300, "server": {"a": 1.7e308, "b": 10**400}},
+        {"round": 2, "wall_time_s": float("inf"), "server": {"a": -1.7e308, "b": 1}},
+        {"round": 3, "wall_time_s": 1.0, "server": {"a": 1e16, "c": 1e16}},
+        {"round": 4, "wall_time_s": 1.0, "server": {"a": 1e16 + 2, "c": 1e16 + 2}},
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines).replace("Infinity", "1e999")
+    (run / "metrics.jsonl").write_text(text)
+    test = client(run_routes(run))
+    assert test.get("/").status_code == 200
+    assert test.get("/fragment").status_code == 200
+
+
+def test_time_filters_take_any_number():
+    for value in (1e300, -1e300, float("inf"), float("nan"), 10**400):
+        assert isinstance(when(value), str) and isinstance(duration(value), str)
+    assert finite_number(10**400) is None and finite_number(3) == 3.0

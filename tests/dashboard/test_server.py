@@ -152,3 +152,19 @@ def test_two_dashboards_on_one_machine_keep_their_own_sessions():
         assert browser.get(first.login_url).text == "hello"
         assert browser.get(second.login_url).text == "hello"
         assert browser.get(first.url + "/").text == "hello"  # still logged in to the first
+
+
+def test_a_cookie_with_a_non_ascii_character_is_a_plain_401(client, caplog):
+    test = client(ROUTES, login=False)
+    cookie = test.server.keys.cookie
+    with caplog.at_level(logging.ERROR, logger="pollinate.dashboard"):
+        answer = test.get("/", headers={"cookie": f"{cookie}=x.\u00e9".encode()})
+    assert answer.status_code == 401 and "login URL" in answer.text
+    assert "failed" not in caplog.text
+
+
+def test_a_crashing_page_has_the_security_headers_too(client):
+    answer = client(ROUTES, raise_errors=False).get("/broken")
+    assert answer.status_code == 500
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]

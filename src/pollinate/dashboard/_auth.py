@@ -62,7 +62,9 @@ class Keys:
     def session_of(self, cookie: str | None) -> str | None:
         """The session id a cookie proves, or None for a missing or forged one."""
         session, _, signature = (cookie or "").partition(".")
-        if not session or not hmac.compare_digest(signature, self._sign("session", session)):
+        if not session or not hmac.compare_digest(
+            signature.encode(), self._sign("session", session).encode()
+        ):
             return None
         return session
 

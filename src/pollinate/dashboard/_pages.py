@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,10 @@ def when(seconds: float | None) -> str:
     """Unix seconds as local ``YYYY-mm-dd HH:MM:SS`` ("-" for None)."""
     if seconds is None:
         return "-"
-    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # a hostile link's 1e300
+        return "-"
 
 
 def clip(value: object, length: int) -> str:
@@ -67,8 +71,11 @@ def iso_time(text: object) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """Seconds as ``12.3 ms``, ``1.23 s``, ``4 min 05 s`` or ``2 h 03 min``."""
-    if seconds is None:
+    """Seconds as ``12.3 ms``, ``1.23 s``, ``4 min 05 s`` or ``2 h 03 min`` ("-": not finite)."""
+    try:
+        if seconds is None or not math.isfinite(seconds):
+            return "-"
+    except OverflowError:  # an int past 1e308
         return "-"
     if seconds < 1:
         return f"{seconds * 1000:.3g} ms"

@@ -242,5 +242,8 @@ def finite_number(value: object) -> float | None:
     """``value`` as a float when it is a finite number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past 1e308
+        return None
     return number if math.isfinite(number) else None

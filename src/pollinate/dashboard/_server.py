@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from ..errors import PollinateError
-from ._auth import Guard, Keys, allowed_hosts
+from ._auth import SECURITY_HEADERS, Guard, Keys, allowed_hosts
 from ._pages import STATIC_DIR
 
 __all__ = ["DashboardServer"]
@@ -122,7 +122,9 @@ def _make_app(routes: Sequence[BaseRoute], keys: Keys, host: str, title: str) ->
 async def _crashed(request: Request, err: Exception) -> Response:
     """A bug in a page: logged with its traceback, the browser gets one line."""
     log.error("dashboard page %s failed", request.url.path, exc_info=err)
-    return PlainTextResponse("The dashboard failed on this page; its log says why.\n", 500)
+    return PlainTextResponse(
+        "The dashboard failed on this page; its log says why.\n", 500, headers=SECURITY_HEADERS
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:
