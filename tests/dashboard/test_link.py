@@ -13,13 +13,15 @@ def _csrf(test) -> str:
 
 
 def test_overview_lists_runs_with_status_config_and_errors(client):
-    text = client(link_routes(example_view())).get("/").text
+    test = client(link_routes(example_view()))
+    text = test.get("/").text
     for status in ("finished", "failed", "running", "queued"):
         assert f'<span class="status {status}">{status}</span>' in text
     assert "round 4 train: 0 valid replies" in text
     assert "<code>learning-rate=0.05</code>" in text
     assert text.count('class="stop"') == 2  # running and queued: the others are over
-    assert 'data-live="/fragment/link"' in text
+    assert f'data-live="{test.root}/fragment/link"' in text
+    assert f'action="{test.root}/runs/13/stop"' in text
 
 
 def test_overview_lists_nodes_with_state_tasks_and_failures(client):
@@ -73,7 +75,7 @@ def test_run_page_shows_its_folder_when_readable(client, make_run):
     view.dirs[13] = make_run(status="running")
     test = client(link_routes(view))
     page = test.get("/runs/13")
-    assert page.status_code == 200 and 'data-live="/runs/13/fragment"' in page.text
+    assert page.status_code == 200 and f'data-live="{test.root}/runs/13/fragment"' in page.text
     assert "<figcaption>accuracy</figcaption>" in page.text
     assert test.get("/runs/13/file/checkpoints/round-0001.npz").status_code == 200
     elsewhere = test.get("/runs/11")

@@ -16,16 +16,18 @@ from .conftest import round_line
 
 def test_run_page_shows_header_charts_rounds_and_checkpoints(make_run, client):
     run = make_run(rounds=3)
-    page = client(folder_routes(run)).get("/")
+    test = client(folder_routes(run))
+    page = test.get("/")
     assert page.status_code == 200
     text = page.text
     assert "quickstart" in text and "local-simulation" in text and "finished" in text
     assert "12.50 s" in text  # wall time from run.json
     assert "learning-rate" in text  # run config
-    assert 'data-live="/fragment"' in text
+    assert f'data-live="{test.root}/fragment"' in text
     assert text.count("<svg") == 3  # accuracy, loss, round duration
     assert "<figcaption>accuracy</figcaption>" in text
-    assert 'href="/file/checkpoints/round-0003.npz"' in text
+    assert f'href="{test.root}/file/checkpoints/round-0003.npz"' in text
+    assert f'href="{test.root}/static/dashboard.css"' in text
     assert '<td class="num">3</td>' in text  # the rounds table
 
 
@@ -116,7 +118,7 @@ def test_plots_are_shown(make_run, client):
     run = make_run()
     (run / "curves.png").write_bytes(b"\x89PNG fake")
     test = client(run_routes(run))
-    assert '<img src="/file/curves.png"' in test.get("/").text
+    assert f'<img src="{test.root}/file/curves.png"' in test.get("/").text
     image = test.get("/file/curves.png")
     assert image.headers["content-type"] == "image/png" and image.content == b"\x89PNG fake"
 
@@ -134,7 +136,7 @@ def test_runs_folder_gets_an_index_with_each_run(make_run, client, tmp_path):
     page = test.get("/runs/20260102-120000-00000002")
     assert (
         page.status_code == 200
-        and 'data-live="/runs/20260102-120000-00000002/fragment"' in page.text
+        and f'data-live="{test.root}/runs/20260102-120000-00000002/fragment"' in page.text
     )
     assert (
         test.get("/runs/20260102-120000-00000002/file/checkpoints/round-0001.npz").status_code
@@ -187,8 +189,9 @@ def test_a_pipe_named_metrics_jsonl_is_not_read(tmp_path, client):
 def test_an_app_folder_stands_for_its_runs(make_run, client, tmp_path):
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
     make_run("20260101-120000-00000001", parent=tmp_path / "runs")
-    text = client(folder_routes(tmp_path)).get("/").text
-    assert 'href="/runs/20260101-120000-00000001"' in text
+    test = client(folder_routes(tmp_path))
+    text = test.get("/").text
+    assert f'href="{test.root}/runs/20260101-120000-00000001"' in text
 
 
 def test_json_nested_too_deep_is_a_note(make_run, client, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 
 import httpx
@@ -42,7 +43,7 @@ def test_without_the_cookie_every_page_is_401_and_says_how_to_log_in(client):
 def test_login_sets_a_strict_httponly_cookie_and_redirects(client):
     test = client(ROUTES, login=False)
     answer = test.get(f"/login?token={test.server.keys.token}", follow_redirects=False)
-    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    assert answer.status_code == 303 and answer.headers["location"] == f"{test.root}/"
     cookie = answer.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
     assert test.get("/").text == "hello"
@@ -168,3 +169,29 @@ def test_a_crashing_page_has_the_security_headers_too(client):
     assert answer.status_code == 500
     assert answer.headers["x-frame-options"] == "DENY"
     assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+def test_pages_live_under_a_secret_prefix_that_scopes_the_cookie(client):
+    test = client(ROUTES, login=False)
+    server = test.server
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/d/[0-9a-f]{32}", server.url)
+    assert server.login_url == f"{server.url}/login?token={server.keys.token}"
+    prefix = server.url.partition(str(server.port))[2]
+    login = test.get(f"/login?token={server.keys.token}", follow_redirects=False)
+    assert login.headers["location"] == f"{prefix}/"
+    assert f"Path={prefix};" in login.headers["set-cookie"] + ";"
+    assert test.get("/").text == "hello"
+    for outside in ("/", "/login?token=" + server.keys.token, "/d/" + "0" * 32 + "/"):
+        answer = test.get("http://127.0.0.1:8123" + outside)
+        assert answer.status_code == 404 and "login URL" in answer.text
+        assert answer.headers["x-frame-options"] == "DENY"
+
+
+def test_a_post_from_another_port_of_the_same_host_is_refused(client):
+    test = client(ROUTES)
+    keys = test.server.keys
+    token = keys.csrf(keys.session_of(test.cookies[keys.cookie]))
+    other = test.post("/change", data={"csrf": token}, headers={"origin": "http://127.0.0.1:9"})
+    assert other.status_code == 403
+    own = test.post("/change", data={"csrf": token}, headers={"origin": "http://127.0.0.1:8123"})
+    assert own.text == "changed"

@@ -1,11 +1,14 @@
 """Who may see the dashboard: a token login, a signed session cookie, Host and CSRF checks.
 
-The server makes one random access token; ``GET /login?token=...`` turns it into an
-HttpOnly, SameSite=Strict session cookie. The cookie is a random session id and its HMAC
-under a per-server key, so checking it needs no table and every comparison is constant-time;
+Every page lives under a secret path prefix (``/d/<128 random bits>``): browsers send a
+cookie to every port of a host, so the cookie's Path is that prefix, and a server on another
+port of 127.0.0.1 never gets it. The server makes one random access token;
+``GET PREFIX/login?token=...`` turns it into an HttpOnly, SameSite=Strict session cookie.
+The cookie is a random session id and its HMAC under a per-server key, so checking it needs
+no table and every comparison is constant-time;
 the session's CSRF token is an HMAC of the id too. A Host header other than the bound host
 or a loopback name is refused (DNS rebinding); a POST needs the CSRF token and, when the
-browser sends an Origin, the dashboard's own.
+browser sends an Origin, the dashboard's own (host and port).
 """
 
 from __future__ import annotations
@@ -32,20 +35,23 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_NOT_LOGGED_IN = (
-    "Not logged in. Open the login URL that `pollinate dashboard` (or `pollinate run "
-    "--dashboard`) printed when it started: it ends in /login?token=...\n"
+_OPEN_LOGIN_URL = (
+    "Open the login URL that `pollinate dashboard` (or `pollinate run --dashboard`, "
+    "`pollinate link --dashboard`) printed when it started: it ends in /login?token=...\n"
 )
+_NOT_LOGGED_IN = "Not logged in. " + _OPEN_LOGIN_URL
+_NOT_HERE = "No dashboard page at this address. " + _OPEN_LOGIN_URL
 
 
 class Keys:
-    """The server's secrets: the access token of its login URL and the key that signs sessions.
+    """The server's secrets: its path prefix, its login URL's access token, its session key.
 
     The session cookie is named after the port: browsers keep cookies per host, not per
     port, so two dashboards on one machine would otherwise log each other out.
     """
 
     def __init__(self, port: int) -> None:
+        self.prefix = "/d/" + secrets.token_hex(16)
         self.token = secrets.token_urlsafe(32)
         self.cookie = f"pollinate_session_{port}"
         self._key = secrets.token_bytes(32)
@@ -130,7 +136,10 @@ class Guard(BaseHTTPMiddleware):
     def _check(self, request: Request) -> Response | None:
         if _host_name(request.headers.get("host", "")) not in self.hosts:
             return PlainTextResponse("Bad Host header: open the dashboard by its URL.\n", 400)
-        if request.url.path == "/login":
+        path, prefix = request.url.path, self.keys.prefix
+        if path != prefix and not path.startswith(prefix + "/"):
+            return PlainTextResponse(_NOT_HERE, 404)
+        if path == prefix + "/login":
             return self._login(request)
         session = self.keys.session_of(request.cookies.get(self.keys.cookie))
         if session is None:
@@ -146,9 +155,10 @@ class Guard(BaseHTTPMiddleware):
     def _login(self, request: Request) -> Response:
         if not self.keys.token_ok(request.query_params.get("token", "")):
             return PlainTextResponse("Wrong or missing login token.\n" + _NOT_LOGGED_IN, 401)
-        response = RedirectResponse("/", status_code=303)
+        prefix = self.keys.prefix
+        response = RedirectResponse(prefix + "/", status_code=303)
         response.set_cookie(
-            self.keys.cookie, self.keys.new_session(), httponly=True, samesite="strict", path="/"
+            self.keys.cookie, self.keys.new_session(), httponly=True, samesite="strict", path=prefix
         )
         return response
 
@@ -156,7 +166,8 @@ class Guard(BaseHTTPMiddleware):
         """No sign of another site: Sec-Fetch-Site and Origin, where the browser sends them.
 
         Under ``Referrer-Policy: no-referrer`` a browser sends ``Origin: null`` with its own
-        forms; the CSRF token and the SameSite cookie still hold then.
+        forms; the CSRF token and the SameSite cookie still hold then. Another Origin must be
+        this server's: the Host it was asked by, port included (another port is another site's).
         """
         if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
             return False
@@ -164,7 +175,7 @@ class Guard(BaseHTTPMiddleware):
         if origin == "null":
             return True
         scheme, _, rest = origin.partition("://")
-        return scheme == "http" and _host_name(rest) in self.hosts
+        return scheme == "http" and rest.lower() == request.headers.get("host", "").lower()
 
 
 async def csrf_ok(request: Request) -> bool:

@@ -35,11 +35,19 @@ def _environment() -> jinja2.Environment:
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    """A page or fragment from ``templates/``, with the title and the session's CSRF token."""
+    """A page or fragment from ``templates/``, with the title and the session's CSRF token.
+
+    And ``root``, the server's secret path prefix: every link, form and asset starts with it.
+    """
     page = (
         _environment()
         .get_template(template)
-        .render(title=request.app.state.title, csrf=getattr(request.state, "csrf", ""), **context)
+        .render(
+            title=request.app.state.title,
+            root=request.app.state.root,
+            csrf=getattr(request.state, "csrf", ""),
+            **context,
+        )
     )
     return HTMLResponse(page, status_code=status_code)
 

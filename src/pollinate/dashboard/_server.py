@@ -31,8 +31,10 @@ _STOP_TIMEOUT_S = 5
 class DashboardServer:
     """Serves ``routes`` (plus ``/login`` and ``/static``) on ``host:port`` in a daemon thread.
 
-    ``port=0`` takes a free port. ``login_url`` is the URL to open: it carries the server's
-    access token, which a browser trades for a session cookie. Use as a context manager, or
+    Every route is served under the server's secret path prefix (``url`` ends with it), so
+    templates write links as ``{{ root }}/...``. ``port=0`` takes a free port. ``login_url``
+    is the URL to open: it carries the server's access token, which a browser trades for a
+    session cookie. Use as a context manager, or
     ``start()`` and ``stop()``.
     """
 
@@ -73,9 +75,9 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        """The base URL, ``http://127.0.0.1:PORT``."""
+        """The dashboard's URL, ``http://127.0.0.1:PORT/d/<secret prefix>``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{host}:{self.port}{self.keys.prefix}"
 
     @property
     def login_url(self) -> str:
@@ -109,19 +111,22 @@ class DashboardServer:
 
 
 def _make_app(routes: Sequence[BaseRoute], keys: Keys, host: str, title: str) -> Starlette:
+    static = Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app = Starlette(
-        routes=[*routes, Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
+        routes=[Mount(keys.prefix, routes=[*routes, static])],
         middleware=[Middleware(Guard, keys=keys, hosts=allowed_hosts(host))],
         exception_handlers={Exception: _crashed},
     )
     app.state.keys = keys
     app.state.title = title
+    app.state.root = keys.prefix
     return app
 
 
 async def _crashed(request: Request, err: Exception) -> Response:
-    """A bug in a page: logged with its traceback, the browser gets one line."""
-    log.error("dashboard page %s failed", request.url.path, exc_info=err)
+    """A bug in a page: logged with its traceback (not the prefix), the browser gets one line."""
+    path = request.url.path.removeprefix(request.app.state.root)
+    log.error("dashboard page %s failed", path, exc_info=err)
     return PlainTextResponse(
         "The dashboard failed on this page; its log says why.\n", 500, headers=SECURITY_HEADERS
     )
