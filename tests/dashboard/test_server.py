@@ -195,3 +195,39 @@ def test_a_post_from_another_port_of_the_same_host_is_refused(client):
     assert other.status_code == 403
     own = test.post("/change", data={"csrf": token}, headers={"origin": "http://127.0.0.1:8123"})
     assert own.text == "changed"
+
+
+def _half_sent_request(server: DashboardServer) -> socket.socket:
+    """A connection that sends part of a request's headers and then nothing."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (an end of file, or a reset: it had unread data)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_request_whose_headers_never_end_is_closed(monkeypatch):
+    monkeypatch.setattr("pollinate.dashboard._server._HEADER_TIMEOUT_S", 0.2)
+    with DashboardServer(ROUTES) as server, _half_sent_request(server) as sock:
+        assert _closed_by_server(sock)  # before our 30 s timeout
+
+
+def test_connections_past_the_cap_are_closed_at_once(monkeypatch):
+    monkeypatch.setattr("pollinate.dashboard._server._MAX_CONNECTIONS", 3)
+    with DashboardServer(ROUTES) as server:
+        held = [_half_sent_request(server) for _ in range(3)]
+        try:
+            with _half_sent_request(server) as extra:
+                assert _closed_by_server(extra)
+            held[0].settimeout(0.3)
+            with pytest.raises(TimeoutError):  # the first three are still served
+                held[0].recv(100)
+        finally:
+            for sock in held:
+                sock.close()

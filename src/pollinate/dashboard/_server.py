@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from types import TracebackType
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import PollinateError
 from ._auth import SECURITY_HEADERS, Guard, Keys, allowed_hosts
@@ -26,6 +29,11 @@ __all__ = ["DashboardServer"]
 log = logging.getLogger("pollinate.dashboard")
 _STOP_TIMEOUT_S = 5
 """Seconds open requests get to finish when the server stops."""
+_MAX_CONNECTIONS = 64
+"""Open connections at most: more are closed at once (the process is a link or a run)."""
+_HEADER_TIMEOUT_S = 10.0
+"""Seconds a connection gets to send a whole request, from its opening or its last answer."""
+_KEEP_ALIVE_S = 5
 
 
 class DashboardServer:
@@ -57,6 +65,8 @@ class DashboardServer:
             access_log=False,
             log_level="warning",
             lifespan="off",
+            http=_BoundedH11,
+            timeout_keep_alive=_KEEP_ALIVE_S,
             timeout_graceful_shutdown=_STOP_TIMEOUT_S,
         )
         self._server = uvicorn.Server(config)
@@ -108,6 +118,46 @@ class DashboardServer:
         self, kind: type[BaseException] | None, err: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class _BoundedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 with a cap on connections and a deadline for each request.
+
+    uvicorn has neither (its ``limit_concurrency`` answers 503 only once a request's headers
+    are in): without them, half-sent requests would hold this process's file descriptors.
+    """
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Serve the connection, or close it if ``_MAX_CONNECTIONS`` are open already."""
+        super().connection_made(transport)  # type: ignore[arg-type]
+        if len(self.connections) > _MAX_CONNECTIONS:
+            transport.close()
+        else:
+            self._arm()
+
+    def on_response_complete(self) -> None:
+        """The next request on this connection gets its own deadline."""
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the deadline with the connection."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(_HEADER_TIMEOUT_S, self._late)
+
+    def _late(self) -> None:
+        """Close the connection if its request has not fully arrived (headers and body)."""
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+            self.transport.close()
 
 
 def _make_app(routes: Sequence[BaseRoute], keys: Keys, host: str, title: str) -> Starlette:
