@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from pollinate import ArrayRecord, ClientApp, FedAvg, MetricRecord, RecordDict, ServerApp
-from pollinate.dashboard import DashboardServer, folder_routes, link_routes
+from pollinate.dashboard import DashboardServer, folder_routes, link_routes, run_routes
 from pollinate.server import RoundRecord, RunObserver
 from pollinate.simulation import run_simulation
 
@@ -332,3 +332,33 @@ def test_the_session_cookie_is_not_sent_to_another_port(browser):
         other.shutdown()
         other.server_close()
     assert len(_CookieCatcher.seen) >= 2 and set(_CookieCatcher.seen) == {None}  # + favicons
+
+
+class _PortSquatter(http.server.BaseHTTPRequestHandler):
+    """Another local user's server on the port a stopped dashboard freed."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b'<iframe id="evil" src="/evil.html"></iframe>')
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_a_tab_stops_refreshing_when_its_server_is_gone(browser, make_run):
+    """After the dashboard stops, whatever answers on its port is not put into the page."""
+    server = DashboardServer(run_routes(make_run(status="running")))
+    with server:
+        browser.get(server.login_url)
+        _wait_for(browser, "#last-round", "3")
+    http.server.ThreadingHTTPServer.allow_reuse_address = True
+    squatter = http.server.ThreadingHTTPServer(("127.0.0.1", server.port), _PortSquatter)
+    threading.Thread(target=squatter.serve_forever, daemon=True).start()
+    try:
+        _wait_for(browser, ".live-status", "disconnected: reload to try again")
+        assert _count(browser, "#evil") == 0 and _text(browser, "#last-round") == "3"
+    finally:
+        squatter.shutdown()
+        squatter.server_close()

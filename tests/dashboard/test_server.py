@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from pollinate.dashboard import DashboardServer
+from pollinate.dashboard import DashboardServer, run_routes
 from pollinate.dashboard._auth import allowed_hosts, csrf_ok
 from pollinate.errors import PollinateError
 
@@ -94,8 +94,9 @@ def test_every_answer_has_the_security_headers(client):
     test = client(ROUTES)
     for answer in (test.get("/"), test.get("/login?token=x"), test.get("/static/live.js")):
         headers = answer.headers
-        assert headers["content-security-policy"].startswith("default-src 'self'")
-        assert "script-src" not in headers["content-security-policy"]  # no 'unsafe-inline'
+        policy = headers["content-security-policy"]
+        assert policy.startswith("default-src 'none'; script-src 'self'")
+        assert "frame-src 'none'" in policy and "unsafe" not in policy
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["referrer-policy"] == "no-referrer"
@@ -231,3 +232,14 @@ def test_connections_past_the_cap_are_closed_at_once(monkeypatch):
         finally:
             for sock in held:
                 sock.close()
+
+
+def test_logged_in_answers_carry_the_server_id_that_pages_name(make_run, client):
+    test = client(run_routes(make_run()), login=False)
+    assert "x-pollinate-dashboard" not in test.get("/").headers  # not to just anyone
+    test.get(f"/login?token={test.server.keys.token}")
+    page = test.get("/")
+    server_id = page.headers["x-pollinate-dashboard"]
+    assert len(server_id) == 32 and server_id == test.server.keys.server_id
+    assert f'<meta name="pollinate-dashboard" content="{server_id}">' in page.text
+    assert test.get("/fragment").headers["x-pollinate-dashboard"] == server_id

@@ -23,18 +23,22 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-__all__ = ["Guard", "Keys", "SECURITY_HEADERS", "allowed_hosts", "csrf_ok"]
+__all__ = ["Guard", "Keys", "SECURITY_HEADERS", "SERVER_ID_HEADER", "allowed_hosts", "csrf_ok"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; frame-src 'none'; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'"
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+SERVER_ID_HEADER = "X-Pollinate-Dashboard"
+"""Names the server in its answers to a session: live.js takes a fragment only with its page's."""
 _OPEN_LOGIN_URL = (
     "Open the login URL that `pollinate dashboard` (or `pollinate run --dashboard`, "
     "`pollinate link --dashboard`) printed when it started: it ends in /login?token=...\n"
@@ -52,6 +56,7 @@ class Keys:
 
     def __init__(self, port: int) -> None:
         self.prefix = "/d/" + secrets.token_hex(16)
+        self.server_id = secrets.token_hex(16)
         self.token = secrets.token_urlsafe(32)
         self.cookie = f"pollinate_session_{port}"
         self._key = secrets.token_bytes(32)
@@ -126,10 +131,15 @@ class Guard(BaseHTTPMiddleware):
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        """Refuse, log in, or pass the request on; every answer gets the security headers."""
+        """Refuse, log in, or pass the request on; every answer gets the security headers.
+
+        Only a session's answers name the server: whoever takes its port after it stopped
+        cannot learn the id and so cannot feed an open tab.
+        """
         response = self._check(request)
         if response is None:
             response = await call_next(request)
+            response.headers[SERVER_ID_HEADER] = self.keys.server_id
         response.headers.update(SECURITY_HEADERS)
         return response
 

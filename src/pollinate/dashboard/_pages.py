@@ -37,7 +37,8 @@ def _environment() -> jinja2.Environment:
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """A page or fragment from ``templates/``, with the title and the session's CSRF token.
 
-    And ``root``, the server's secret path prefix: every link, form and asset starts with it.
+    And ``root``, the server's secret path prefix: every link, form and asset starts with it;
+    ``server_id``, which live.js expects in each fragment's answer.
     """
     page = (
         _environment()
@@ -45,6 +46,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         .render(
             title=request.app.state.title,
             root=request.app.state.root,
+            server_id=request.app.state.keys.server_id,
             csrf=getattr(request.state, "csrf", ""),
             **context,
         )
