@@ -88,3 +88,23 @@ def test_a_huge_failure_reason_is_cut(client):
     view.node_list = [FakeNode(5, failures=(FakeFailure(0.0, 1, "x" * 100_000),))]
     text = client(link_routes(view)).get("/").text
     assert "x" * 590 in text and "x" * 700 not in text
+
+
+def test_each_page_asks_the_link_for_its_runs_once(client, make_run):
+    view = example_view()
+    view.dirs[13] = make_run(status="running")
+    test = client(link_routes(view))
+    for path in ("/", "/fragment/link", "/runs/13", "/runs/13/fragment", "/runs/11"):
+        view.asked = 0
+        assert test.get(path).status_code == 200
+        assert view.asked == 1, path
+
+
+def test_long_run_and_node_configs_are_cut(client):
+    view = example_view()
+    config = {f"k{i:04d}": i for i in range(250)}
+    view.run_list = [summary(1, "running", run_config=config)]
+    view.node_list = [FakeNode(5, node_config=config)]
+    text = client(link_routes(view)).get("/").text
+    assert "k0199=" in text and "k0200=" not in text
+    assert text.count("and 50 more") == 2

@@ -226,3 +226,37 @@ def test_time_filters_take_any_number():
     for value in (1e300, -1e300, float("inf"), float("nan"), 10**400):
         assert isinstance(when(value), str) and isinstance(duration(value), str)
     assert finite_number(10**400) is None and finite_number(3) == 3.0
+
+
+def test_charts_are_drawn_once_per_version_of_metrics_jsonl(make_run, client, monkeypatch):
+    from pollinate.dashboard import _runpages
+
+    drawn: list[str] = []
+
+    def counted(title: str, *args: object) -> str:
+        drawn.append(title)
+        return line_chart(title, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_runpages, "line_chart", counted)
+    run = make_run(rounds=3)
+    test = client(run_routes(run))
+    test.get("/fragment")
+    first = len(drawn)
+    assert first == 3 and test.get("/fragment").status_code == 200 and len(drawn) == first
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(round_line(4, 0.95))
+    assert '<dd id="last-round">4</dd>' in test.get("/fragment").text and len(drawn) == 2 * first
+
+
+def test_only_the_first_metrics_are_charted_and_a_long_run_config_is_cut(tmp_path, client):
+    run = tmp_path / "many"
+    run.mkdir()
+    metrics = {f"m{j:03d}": j for j in range(300)}
+    line = {"round": 1, "wall_time_s": 1.0, "server": metrics}
+    (run / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+    config = {f"k{i:04d}": i for i in range(250)}
+    (run / "run.json").write_text(json.dumps({"status": "running", "run_config": config}))
+    text = client(run_routes(run)).get("/").text
+    assert "<figcaption>m011</figcaption>" in text and "m012<" not in text
+    assert "run config (250 values)" in text and "k0199<" in text and "k0200<" not in text
+    assert "and 50 more" in text

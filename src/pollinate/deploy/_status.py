@@ -40,10 +40,9 @@ class LocalLinkView:
         row = self._runs.stop(run_id)
         _check_stopped(row.run_id, row.status)
 
-    def run_dir(self, run_id: int) -> Path | None:
-        """The run's folder (None: an unknown run, or one that keeps no files)."""
-        found = next((row for row, _ in self._runs.rows() if row.run_id == run_id), None)
-        return _existing(found.out_dir if found is not None else None)
+    def run_dir(self, run: RunSummary) -> Path | None:
+        """The run's folder (None: a run that keeps no files)."""
+        return _existing(run.out_dir)
 
 
 class ControlLinkView:
@@ -72,12 +71,11 @@ class ControlLinkView:
         run = self._client.stop(str(run_id))
         _check_stopped(run.run_id, run.status)
 
-    def run_dir(self, run_id: int) -> Path | None:
+    def run_dir(self, run: RunSummary) -> Path | None:
         """The run's folder if it is inside ``runs_dir`` once resolved (None: no runs_dir)."""
         if self._runs_dir is None:
             return None
-        found = next((run for run in self._client.runs() if run.run_id == run_id), None)
-        path = _existing(found.out_dir if found is not None else None)
+        path = _existing(run.out_dir)
         try:
             resolved = None if path is None else path.resolve()
         except (OSError, RuntimeError):  # a symlink loop
