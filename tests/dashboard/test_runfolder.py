@@ -260,3 +260,26 @@ def test_only_the_first_metrics_are_charted_and_a_long_run_config_is_cut(tmp_pat
     assert "<figcaption>m011</figcaption>" in text and "m012<" not in text
     assert "run config (250 values)" in text and "k0199<" in text and "k0200<" not in text
     assert "and 50 more" in text
+
+
+def test_a_symlinked_run_in_a_folder_of_runs_is_neither_listed_nor_served(
+    make_run, client, tmp_path
+):
+    runs = tmp_path / "runs"
+    make_run("20260101-120000-00000001", parent=runs)
+    outside = make_run("elsewhere")
+    (runs / "20260102-120000-00000002").symlink_to(outside)
+    test = client(folder_routes(runs))
+    assert "00000002" not in test.get("/").text
+    assert test.get("/runs/20260102-120000-00000002").status_code == 404
+    name = "20260102-120000-00000002/file/checkpoints/round-0001.npz"
+    assert test.get("/runs/" + name).status_code == 404
+
+
+def test_a_status_is_drawn_with_a_known_class_only(tmp_path, client):
+    run = tmp_path / "odd"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"status": "x error big"}))
+    text = client(run_routes(run)).get("/").text
+    assert 'class="status other">x error big<' in text
+    assert 'class="status x' not in text

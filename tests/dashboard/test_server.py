@@ -243,3 +243,9 @@ def test_logged_in_answers_carry_the_server_id_that_pages_name(make_run, client)
     assert len(server_id) == 32 and server_id == test.server.keys.server_id
     assert f'<meta name="pollinate-dashboard" content="{server_id}">' in page.text
     assert test.get("/fragment").headers["x-pollinate-dashboard"] == server_id
+
+
+def test_listening_beyond_loopback_warns_to_use_an_ssh_tunnel(caplog):
+    with caplog.at_level(logging.WARNING, logger="pollinate.dashboard"):
+        DashboardServer(ROUTES, host="0.0.0.0").stop()
+    assert "plain HTTP" in caplog.text and "ssh -L" in caplog.text

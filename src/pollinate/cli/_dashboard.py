@@ -54,7 +54,8 @@ Examples:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="The address to listen on; anything but loopback is reachable from the network.",
+    help="The address to listen on; anything but loopback is reachable from the network, "
+    "in plain HTTP: from another machine, use an SSH tunnel (ssh -L) instead.",
 )
 @click.option(
     "--port",

@@ -12,10 +12,11 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-__all__ = ["STATIC_DIR", "clip", "duration", "iso_time", "render", "when"]
+__all__ = ["STATIC_DIR", "clip", "duration", "iso_time", "render", "status_class", "when"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 _TEMPLATES = Path(__file__).parent / "templates"
+_STATUSES = frozenset(("running", "queued", "finished", "failed", "stopped", "unknown"))
 
 
 @cache
@@ -31,6 +32,7 @@ def _environment() -> jinja2.Environment:
     env.filters["duration"] = duration
     env.filters["iso_time"] = iso_time
     env.filters["clip"] = clip
+    env.filters["status_class"] = status_class
     return env
 
 
@@ -62,6 +64,11 @@ def when(seconds: float | None) -> str:
         return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
     except (OverflowError, ValueError, OSError):  # a hostile link's 1e300
         return "-"
+
+
+def status_class(status: object) -> str:
+    """The CSS class of a status: a known one, else ``other`` (a link or run.json says any)."""
+    return status if isinstance(status, str) and status in _STATUSES else "other"
 
 
 def clip(value: object, length: int) -> str:

@@ -61,7 +61,7 @@ def folder_routes(path: Path) -> list[BaseRoute]:
     def locate(request: Request) -> Path | None:
         name: str = request.path_params["name"]
         child = root / name
-        if "/" in name or name in ("", ".", "..") or not child.is_dir() or not is_run(child):
+        if "/" in name or name in ("", ".", "..") or not _real_run(child):
             return None
         return child
 
@@ -249,7 +249,7 @@ def _row(record: RoundRecord) -> dict[str, Any]:
 def _index(root: Path) -> dict[str, Any]:
     """The runs in ``root``, newest first (names start with their date)."""
     try:
-        children = sorted((p for p in root.iterdir() if p.is_dir() and is_run(p)), reverse=True)
+        children = sorted((p for p in root.iterdir() if _real_run(p)), reverse=True)
     except OSError as err:
         return {"runs": [], "folder": str(root), "problem": f"cannot list it: {err.strerror}"}
     runs = []
@@ -270,6 +270,11 @@ def _index(root: Path) -> dict[str, Any]:
             }
         )
     return {"runs": runs, "folder": str(root), "problem": ""}
+
+
+def _real_run(path: Path) -> bool:
+    """A run folder that is no symlink: a link could lead the dashboard out of the folder."""
+    return not path.is_symlink() and path.is_dir() and is_run(path)
 
 
 def _final(final: object) -> str:

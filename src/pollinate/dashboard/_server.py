@@ -78,9 +78,13 @@ class DashboardServer:
         )
         if not _is_loopback(host):
             log.warning(
-                "the dashboard listens on %s: it is reachable from the network "
-                "(its login token is still needed)",
+                "the dashboard listens on %s: it is reachable from the network, and its "
+                "login token and session cookie cross it in plain HTTP; to watch from another "
+                "machine, keep it on 127.0.0.1 and use an SSH tunnel instead "
+                "(ssh -L %d:127.0.0.1:%d THIS_HOST)",
                 host,
+                self.port,
+                self.port,
             )
 
     @property
