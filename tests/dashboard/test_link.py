@@ -108,3 +108,17 @@ def test_long_run_and_node_configs_are_cut(client):
     text = client(link_routes(view)).get("/").text
     assert "k0199=" in text and "k0200=" not in text
     assert text.count("and 50 more") == 2
+
+
+def test_hostile_times_from_a_link_draw_the_pages(client):
+    view = example_view()
+    odd = (1e300, -1e300, float("inf"), float("nan"))
+    view.node_list = [
+        FakeNode(i, last_seen=t, failures=(FakeFailure(t, 1, "x"),)) for i, t in enumerate(odd)
+    ]
+    view.run_list = [
+        summary(i, "finished", submitted_at=t, started_at=t, ended_at=t) for i, t in enumerate(odd)
+    ]
+    test = client(link_routes(view))
+    assert test.get("/").status_code == 200
+    assert test.get("/runs/0").status_code == 200

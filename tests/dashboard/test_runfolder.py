@@ -283,3 +283,18 @@ def test_a_status_is_drawn_with_a_known_class_only(tmp_path, client):
     text = client(run_routes(run)).get("/").text
     assert 'class="status other">x error big<' in text
     assert 'class="status x' not in text
+
+
+def test_hostile_numbers_and_times_in_run_json_draw_a_page(tmp_path, client):
+    for n, (wall, started) in enumerate(
+        [(10**400, "0001-01-01T00:00:00"), (1e300, "9999-12-31T23:59:59-12:00")]
+    ):
+        run = tmp_path / f"r{n}"
+        run.mkdir()
+        info = {"status": "finished", "wall_time_s": wall, "started_at": started}
+        (run / "run.json").write_text(json.dumps(info))
+        (run / "metrics.jsonl").write_text(round_line(0, 0.5))
+        assert client(run_routes(run)).get("/").status_code == 200
+        info["status"] = "running"
+        (run / "run.json").write_text(json.dumps(info))
+        assert client(run_routes(run)).get("/").status_code == 200

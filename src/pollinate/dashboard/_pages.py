@@ -83,7 +83,7 @@ def iso_time(text: object) -> str:
         return "-"
     try:
         return dt.datetime.fromisoformat(text).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a time, or one past what the OS takes
         return text
 
 
