@@ -362,3 +362,11 @@ def test_a_tab_stops_refreshing_when_its_server_is_gone(browser, make_run):
     finally:
         squatter.shutdown()
         squatter.server_close()
+
+
+def test_a_tab_whose_session_is_gone_says_to_log_in_again(browser, make_run):
+    with DashboardServer(run_routes(make_run(status="running"))) as server:
+        browser.get(server.login_url)
+        _wait_for(browser, "#last-round", "3")
+        browser.delete_all_cookies()
+        _wait_for(browser, ".live-status", "logged out: open the login URL again")
