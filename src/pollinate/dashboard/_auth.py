@@ -5,10 +5,10 @@ cookie to every port of a host, so the cookie's Path is that prefix, and a serve
 port of 127.0.0.1 never gets it. The server makes one random access token;
 ``GET PREFIX/login?token=...`` turns it into an HttpOnly, SameSite=Strict session cookie.
 The cookie is a random session id and its HMAC under a per-server key, so checking it needs
-no table and every comparison is constant-time;
-the session's CSRF token is an HMAC of the id too. A Host header other than the bound host
-or a loopback name is refused (DNS rebinding); a POST needs the CSRF token and, when the
-browser sends an Origin, the dashboard's own (host and port).
+no table and every comparison is constant-time; the session's CSRF token is an HMAC of the
+id too. A Host header other than the bound host or a loopback name is refused (DNS
+rebinding); a POST needs the CSRF token and, when the browser sends an Origin, the
+dashboard's own (host and port).
 """
 
 from __future__ import annotations
