@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ import pytest
 
 from pollinate.cli import _dashboard, _run
 from pollinate.dashboard import DashboardServer
+from pollinate.deploy import ControlLinkView
 
 
 @pytest.fixture
@@ -116,6 +118,8 @@ def test_dashboard_needs_a_run_folder_or_a_link_but_not_both(invoke, tmp_path):
     assert neither.exit_code == 1 and "give a run folder" in neither.stderr
     both = invoke("dashboard", tmp_path, "--link", "127.0.0.1:1", "--insecure")
     assert both.exit_code == 1 and "not both" in both.stderr
+    runs_dir = invoke("dashboard", tmp_path, "--runs-dir", tmp_path)
+    assert runs_dir.exit_code == 1 and "--runs-dir goes with a link" in runs_dir.stderr
 
 
 def test_dashboard_of_a_link_reads_it_through_control(invoke, started, monkeypatch, tmp_path):
@@ -131,16 +135,24 @@ def test_dashboard_of_a_link_reads_it_through_control(invoke, started, monkeypat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_dashboard, "wait_for_interrupt", wait)
+    views: list[ControlLinkView] = []
+    monkeypatch.setattr(
+        "pollinate.deploy.ControlLinkView",
+        lambda client, runs_dir: views.append(ControlLinkView(client, runs_dir)) or views[-1],
+    )
     ports: list[int] = []
     with serve_link("127.0.0.1:0", insecure=True, on_listening=ports.append) as runs:
         runs.start()
         (node,) = start_bare_nodes(ports[0], 1, tmp_path / "cache")
         while not runs.link.connected_nodes():
             node.join(0.05)
-        result = invoke("dashboard", "--link", f"127.0.0.1:{ports[0]}", "--insecure")
+        address = f"127.0.0.1:{ports[0]}"
+        result = invoke("dashboard", "--link", address, "--insecure", "--runs-dir", tmp_path)
     node.join(10)
     assert result.exit_code == 0, result.output
-    assert "dashboard: open http://127.0.0.1:" in result.stderr
+    assert f"dashboard: open {started[0].login_url}" in result.stderr
+    assert re.search(r"open http://127\.0\.0\.1:\d+/d/[0-9a-f]{32}/login\?token=", result.stderr)
+    assert views[0]._runs_dir == tmp_path.resolve()
     assert "No runs yet" in pages[0] and "partition-id=0" in pages[0] and "connected" in pages[0]
 
 
@@ -162,7 +174,8 @@ def test_link_dashboard_serves_the_link_s_runs_and_nodes(invoke, started, monkey
 
     monkeypatch.setattr(_deploy, "wait_for_interrupt", wait)
     result = invoke("link", "--insecure", "--address", "127.0.0.1:0", "--dashboard", "0")
-    assert "dashboard: open http://127.0.0.1:" in result.stderr
+    assert f"dashboard: open {started[0].login_url}" in result.stderr
+    assert "/d/" in started[0].login_url
     assert "interrupted" in result.stderr
     assert "No runs yet" in pages[0] and "No node has connected yet" in pages[0]
 

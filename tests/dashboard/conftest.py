@@ -83,8 +83,11 @@ def client() -> Iterator[Callable[..., TestClient]]:
     def make(routes: list[BaseRoute], login: bool = True, raise_errors: bool = True) -> TestClient:
         server = DashboardServer(routes)
         servers.append(server)
-        test = TestClient(server.app, base_url=BASE_URL, raise_server_exceptions=raise_errors)
+        test = TestClient(  # paths are the server's, under its secret prefix
+            server.app, base_url=BASE_URL + server.keys.prefix, raise_server_exceptions=raise_errors
+        )
         test.server = server  # type: ignore[attr-defined]
+        test.root = server.keys.prefix  # type: ignore[attr-defined]
         if login:
             answer = test.get(f"/login?token={server.keys.token}", follow_redirects=False)
             assert answer.status_code == 303

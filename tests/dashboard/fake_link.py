@@ -53,8 +53,11 @@ class FakeLinkView:
         self.stopped: list[int] = []
         self.refuse: str | None = None
         self.dirs: dict[int, Path] = {}
+        self.asked = 0
+        """How many times the dashboard asked for the runs."""
 
     def runs(self) -> list[RunSummary]:
+        self.asked += 1
         return list(self.run_list)
 
     def nodes(self) -> list[FakeNode]:
@@ -68,8 +71,8 @@ class FakeLinkView:
             replace(r, status="stopped") if r.run_id == run_id else r for r in self.run_list
         ]
 
-    def run_dir(self, run_id: int) -> Path | None:
-        return self.dirs.get(run_id)
+    def run_dir(self, run: RunSummary) -> Path | None:
+        return self.dirs.get(run.run_id)
 
 
 def example_view() -> FakeLinkView:

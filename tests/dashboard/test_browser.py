@@ -4,6 +4,7 @@ of each page in POLLINATE_TEST_ARTIFACTS (default: tests/.artifacts)."""
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -11,13 +12,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
 from pollinate import ArrayRecord, ClientApp, FedAvg, MetricRecord, RecordDict, ServerApp
-from pollinate.dashboard import DashboardServer, folder_routes, link_routes
+from pollinate.dashboard import DashboardServer, folder_routes, link_routes, run_routes
 from pollinate.server import RoundRecord, RunObserver
 from pollinate.simulation import run_simulation
 
@@ -238,7 +239,9 @@ def test_link_page_updates_and_stops_a_run(browser, artifacts):
         _wait_for(browser, "table.runs tbody tr:nth-child(2) td:nth-child(4)", "5")
         assert browser.execute_script("return window.notReloaded") is True
         _screenshot(browser, artifacts / "dashboard-link-fake.png")
-        browser.find_element(By.CSS_SELECTOR, "form[action='/runs/13/stop'] button").click()
+        browser.find_element(
+            By.CSS_SELECTOR, f"form[action='{server.keys.prefix}/runs/13/stop'] button"
+        ).click()
         _wait_for(browser, "p.notice", "run 13: stop asked")
         assert view.stopped == [13]
 
@@ -286,10 +289,84 @@ def test_a_real_link_s_page_follows_its_run_and_nodes_and_stops_it(browser, arti
                 assert _count(browser, "table.nodes td.reasons b") == 0
                 _screenshot(browser, artifacts / "dashboard-link.png")
                 browser.find_element(
-                    By.CSS_SELECTOR, f"form[action='/runs/{run.run_id}/stop'] button"
+                    By.CSS_SELECTOR,
+                    f"form[action='{server.keys.prefix}/runs/{run.run_id}/stop'] button",
                 ).click()
                 _wait_for(browser, "p.notice", f"run {run.run_id}: stop asked")
                 _wait_for(browser, f"{row} .status", "stopped")
             assert {r.run_id: r.status for r in view.runs()}[run.run_id] == "stopped"
     for node in nodes:
         node.join(timeout=10)
+
+
+class _CookieCatcher(http.server.BaseHTTPRequestHandler):
+    """Another local user's server: it keeps the Cookie header the browser sends it."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append(self.headers.get("Cookie"))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"hi")
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_the_session_cookie_is_not_sent_to_another_port(browser):
+    """Browsers share cookies across a host's ports: the cookie's Path (the secret prefix) keeps
+    it from a server on another port of 127.0.0.1; the page's stylesheet loads under it."""
+    other = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _CookieCatcher)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        with DashboardServer(link_routes(example_view())) as server:
+            browser.get(server.login_url)
+            _wait_for(browser, "table.runs tbody tr:nth-child(2) td:nth-child(4)", "4")
+            assert browser.current_url == server.url + "/"
+            brand = browser.find_element(By.CSS_SELECTOR, "a.brand")
+            assert brand.value_of_css_property("text-decoration-line") == "none"  # CSS loaded
+            browser.get(f"http://127.0.0.1:{other.server_address[1]}/")
+            browser.get(f"http://127.0.0.1:{other.server_address[1]}{server.keys.prefix}x/")
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert len(_CookieCatcher.seen) >= 2 and set(_CookieCatcher.seen) == {None}  # + favicons
+
+
+class _PortSquatter(http.server.BaseHTTPRequestHandler):
+    """Another local user's server on the port a stopped dashboard freed."""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.end_headers()
+        self.wfile.write(b'<iframe id="evil" src="/evil.html"></iframe>')
+
+    def log_message(self, *args: object) -> None:
+        """Quiet."""
+
+
+def test_a_tab_stops_refreshing_when_its_server_is_gone(browser, make_run):
+    """After the dashboard stops, whatever answers on its port is not put into the page."""
+    server = DashboardServer(run_routes(make_run(status="running")))
+    with server:
+        browser.get(server.login_url)
+        _wait_for(browser, "#last-round", "3")
+    http.server.ThreadingHTTPServer.allow_reuse_address = True
+    squatter = http.server.ThreadingHTTPServer(("127.0.0.1", server.port), _PortSquatter)
+    threading.Thread(target=squatter.serve_forever, daemon=True).start()
+    try:
+        _wait_for(browser, ".live-status", "disconnected: reload to try again")
+        assert _count(browser, "#evil") == 0 and _text(browser, "#last-round") == "3"
+    finally:
+        squatter.shutdown()
+        squatter.server_close()
+
+
+def test_a_tab_whose_session_is_gone_says_to_log_in_again(browser, make_run):
+    with DashboardServer(run_routes(make_run(status="running"))) as server:
+        browser.get(server.login_url)
+        _wait_for(browser, "#last-round", "3")
+        browser.delete_all_cookies()
+        _wait_for(browser, ".live-status", "logged out: open the login URL again")

@@ -13,13 +13,15 @@ def _csrf(test) -> str:
 
 
 def test_overview_lists_runs_with_status_config_and_errors(client):
-    text = client(link_routes(example_view())).get("/").text
+    test = client(link_routes(example_view()))
+    text = test.get("/").text
     for status in ("finished", "failed", "running", "queued"):
         assert f'<span class="status {status}">{status}</span>' in text
     assert "round 4 train: 0 valid replies" in text
     assert "<code>learning-rate=0.05</code>" in text
     assert text.count('class="stop"') == 2  # running and queued: the others are over
-    assert 'data-live="/fragment/link"' in text
+    assert f'data-live="{test.root}/fragment/link"' in text
+    assert f'action="{test.root}/runs/13/stop"' in text
 
 
 def test_overview_lists_nodes_with_state_tasks_and_failures(client):
@@ -73,7 +75,7 @@ def test_run_page_shows_its_folder_when_readable(client, make_run):
     view.dirs[13] = make_run(status="running")
     test = client(link_routes(view))
     page = test.get("/runs/13")
-    assert page.status_code == 200 and 'data-live="/runs/13/fragment"' in page.text
+    assert page.status_code == 200 and f'data-live="{test.root}/runs/13/fragment"' in page.text
     assert "<figcaption>accuracy</figcaption>" in page.text
     assert test.get("/runs/13/file/checkpoints/round-0001.npz").status_code == 200
     elsewhere = test.get("/runs/11")
@@ -86,3 +88,37 @@ def test_a_huge_failure_reason_is_cut(client):
     view.node_list = [FakeNode(5, failures=(FakeFailure(0.0, 1, "x" * 100_000),))]
     text = client(link_routes(view)).get("/").text
     assert "x" * 590 in text and "x" * 700 not in text
+
+
+def test_each_page_asks_the_link_for_its_runs_once(client, make_run):
+    view = example_view()
+    view.dirs[13] = make_run(status="running")
+    test = client(link_routes(view))
+    for path in ("/", "/fragment/link", "/runs/13", "/runs/13/fragment", "/runs/11"):
+        view.asked = 0
+        assert test.get(path).status_code == 200
+        assert view.asked == 1, path
+
+
+def test_long_run_and_node_configs_are_cut(client):
+    view = example_view()
+    config = {f"k{i:04d}": i for i in range(250)}
+    view.run_list = [summary(1, "running", run_config=config)]
+    view.node_list = [FakeNode(5, node_config=config)]
+    text = client(link_routes(view)).get("/").text
+    assert "k0199=" in text and "k0200=" not in text
+    assert text.count("and 50 more") == 2
+
+
+def test_hostile_times_from_a_link_draw_the_pages(client):
+    view = example_view()
+    odd = (1e300, -1e300, float("inf"), float("nan"))
+    view.node_list = [
+        FakeNode(i, last_seen=t, failures=(FakeFailure(t, 1, "x"),)) for i, t in enumerate(odd)
+    ]
+    view.run_list = [
+        summary(i, "finished", submitted_at=t, started_at=t, ended_at=t) for i, t in enumerate(odd)
+    ]
+    test = client(link_routes(view))
+    assert test.get("/").status_code == 200
+    assert test.get("/runs/0").status_code == 200

@@ -2,27 +2,32 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
 from pollinate.dashboard import folder_routes, run_routes
 from pollinate.dashboard._charts import Series, line_chart, nice_ticks
+from pollinate.dashboard._pages import duration, when
+from pollinate.dashboard._runfolder import finite_number
 
 from .conftest import round_line
 
 
 def test_run_page_shows_header_charts_rounds_and_checkpoints(make_run, client):
     run = make_run(rounds=3)
-    page = client(folder_routes(run)).get("/")
+    test = client(folder_routes(run))
+    page = test.get("/")
     assert page.status_code == 200
     text = page.text
     assert "quickstart" in text and "local-simulation" in text and "finished" in text
     assert "12.50 s" in text  # wall time from run.json
     assert "learning-rate" in text  # run config
-    assert 'data-live="/fragment"' in text
+    assert f'data-live="{test.root}/fragment"' in text
     assert text.count("<svg") == 3  # accuracy, loss, round duration
     assert "<figcaption>accuracy</figcaption>" in text
-    assert 'href="/file/checkpoints/round-0003.npz"' in text
+    assert f'href="{test.root}/file/checkpoints/round-0003.npz"' in text
+    assert f'href="{test.root}/static/dashboard.css"' in text
     assert '<td class="num">3</td>' in text  # the rounds table
 
 
@@ -113,7 +118,7 @@ def test_plots_are_shown(make_run, client):
     run = make_run()
     (run / "curves.png").write_bytes(b"\x89PNG fake")
     test = client(run_routes(run))
-    assert '<img src="/file/curves.png"' in test.get("/").text
+    assert f'<img src="{test.root}/file/curves.png"' in test.get("/").text
     image = test.get("/file/curves.png")
     assert image.headers["content-type"] == "image/png" and image.content == b"\x89PNG fake"
 
@@ -131,7 +136,7 @@ def test_runs_folder_gets_an_index_with_each_run(make_run, client, tmp_path):
     page = test.get("/runs/20260102-120000-00000002")
     assert (
         page.status_code == 200
-        and 'data-live="/runs/20260102-120000-00000002/fragment"' in page.text
+        and f'data-live="{test.root}/runs/20260102-120000-00000002/fragment"' in page.text
     )
     assert (
         test.get("/runs/20260102-120000-00000002/file/checkpoints/round-0001.npz").status_code
@@ -184,8 +189,9 @@ def test_a_pipe_named_metrics_jsonl_is_not_read(tmp_path, client):
 def test_an_app_folder_stands_for_its_runs(make_run, client, tmp_path):
     (tmp_path / "pyproject.toml").write_text("[project]\nname = 'demo'\n")
     make_run("20260101-120000-00000001", parent=tmp_path / "runs")
-    text = client(folder_routes(tmp_path)).get("/").text
-    assert 'href="/runs/20260101-120000-00000001"' in text
+    test = client(folder_routes(tmp_path))
+    text = test.get("/").text
+    assert f'href="{test.root}/runs/20260101-120000-00000001"' in text
 
 
 def test_json_nested_too_deep_is_a_note(make_run, client, tmp_path):
@@ -198,3 +204,97 @@ def test_json_nested_too_deep_is_a_note(make_run, client, tmp_path):
     assert test.get("/").status_code == 200
     text = test.get("/runs/" + run.name).text
     assert "run.json is not JSON" in text and "1 line(s) are not rounds" in text
+
+
+def test_huge_and_opposite_values_draw_a_page_not_a_500(tmp_path, client):
+    run = tmp_path / "huge"
+    run.mkdir()
+    lines = [
+        {"round": 1, "wall_time_s": 1e300, "server": {"a": 1.7e308, "b": 10**400}},
+        {"round": 2, "wall_time_s": float("inf"), "server": {"a": -1.7e308, "b": 1}},
+        {"round": 3, "wall_time_s": 1.0, "server": {"a": 1e16, "c": 1e16}},
+        {"round": 4, "wall_time_s": 1.0, "server": {"a": 1e16 + 2, "c": 1e16 + 2}},
+    ]
+    text = "".join(json.dumps(line) + "\n" for line in lines).replace("Infinity", "1e999")
+    (run / "metrics.jsonl").write_text(text)
+    test = client(run_routes(run))
+    assert test.get("/").status_code == 200
+    assert test.get("/fragment").status_code == 200
+
+
+def test_time_filters_take_any_number():
+    for value in (1e300, -1e300, float("inf"), float("nan"), 10**400):
+        assert isinstance(when(value), str) and isinstance(duration(value), str)
+    assert finite_number(10**400) is None and finite_number(3) == 3.0
+
+
+def test_charts_are_drawn_once_per_version_of_metrics_jsonl(make_run, client, monkeypatch):
+    from pollinate.dashboard import _runpages
+
+    drawn: list[str] = []
+
+    def counted(title: str, *args: object) -> str:
+        drawn.append(title)
+        return line_chart(title, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_runpages, "line_chart", counted)
+    run = make_run(rounds=3)
+    test = client(run_routes(run))
+    test.get("/fragment")
+    first = len(drawn)
+    assert first == 3 and test.get("/fragment").status_code == 200 and len(drawn) == first
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write(round_line(4, 0.95))
+    assert '<dd id="last-round">4</dd>' in test.get("/fragment").text and len(drawn) == 2 * first
+
+
+def test_only_the_first_metrics_are_charted_and_a_long_run_config_is_cut(tmp_path, client):
+    run = tmp_path / "many"
+    run.mkdir()
+    metrics = {f"m{j:03d}": j for j in range(300)}
+    line = {"round": 1, "wall_time_s": 1.0, "server": metrics}
+    (run / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+    config = {f"k{i:04d}": i for i in range(250)}
+    (run / "run.json").write_text(json.dumps({"status": "running", "run_config": config}))
+    text = client(run_routes(run)).get("/").text
+    assert "<figcaption>m011</figcaption>" in text and "m012<" not in text
+    assert "run config (250 values)" in text and "k0199<" in text and "k0200<" not in text
+    assert "and 50 more" in text
+
+
+def test_a_symlinked_run_in_a_folder_of_runs_is_neither_listed_nor_served(
+    make_run, client, tmp_path
+):
+    runs = tmp_path / "runs"
+    make_run("20260101-120000-00000001", parent=runs)
+    outside = make_run("elsewhere")
+    (runs / "20260102-120000-00000002").symlink_to(outside)
+    test = client(folder_routes(runs))
+    assert "00000002" not in test.get("/").text
+    assert test.get("/runs/20260102-120000-00000002").status_code == 404
+    name = "20260102-120000-00000002/file/checkpoints/round-0001.npz"
+    assert test.get("/runs/" + name).status_code == 404
+
+
+def test_a_status_is_drawn_with_a_known_class_only(tmp_path, client):
+    run = tmp_path / "odd"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"status": "x error big"}))
+    text = client(run_routes(run)).get("/").text
+    assert 'class="status other">x error big<' in text
+    assert 'class="status x' not in text
+
+
+def test_hostile_numbers_and_times_in_run_json_draw_a_page(tmp_path, client):
+    for n, (wall, started) in enumerate(
+        [(10**400, "0001-01-01T00:00:00"), (1e300, "9999-12-31T23:59:59-12:00")]
+    ):
+        run = tmp_path / f"r{n}"
+        run.mkdir()
+        info = {"status": "finished", "wall_time_s": wall, "started_at": started}
+        (run / "run.json").write_text(json.dumps(info))
+        (run / "metrics.jsonl").write_text(round_line(0, 0.5))
+        assert client(run_routes(run)).get("/").status_code == 200
+        info["status"] = "running"
+        (run / "run.json").write_text(json.dumps(info))
+        assert client(run_routes(run)).get("/").status_code == 200

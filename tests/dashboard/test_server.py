@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 
 import httpx
@@ -11,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
-from pollinate.dashboard import DashboardServer
+from pollinate.dashboard import DashboardServer, run_routes
 from pollinate.dashboard._auth import allowed_hosts, csrf_ok
 from pollinate.errors import PollinateError
 
@@ -42,7 +43,7 @@ def test_without_the_cookie_every_page_is_401_and_says_how_to_log_in(client):
 def test_login_sets_a_strict_httponly_cookie_and_redirects(client):
     test = client(ROUTES, login=False)
     answer = test.get(f"/login?token={test.server.keys.token}", follow_redirects=False)
-    assert answer.status_code == 303 and answer.headers["location"] == "/"
+    assert answer.status_code == 303 and answer.headers["location"] == f"{test.root}/"
     cookie = answer.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=strict" in cookie and "path=/" in cookie
     assert test.get("/").text == "hello"
@@ -93,8 +94,9 @@ def test_every_answer_has_the_security_headers(client):
     test = client(ROUTES)
     for answer in (test.get("/"), test.get("/login?token=x"), test.get("/static/live.js")):
         headers = answer.headers
-        assert headers["content-security-policy"].startswith("default-src 'self'")
-        assert "script-src" not in headers["content-security-policy"]  # no 'unsafe-inline'
+        policy = headers["content-security-policy"]
+        assert policy.startswith("default-src 'none'; script-src 'self'")
+        assert "frame-src 'none'" in policy and "unsafe" not in policy
         assert headers["x-frame-options"] == "DENY"
         assert headers["x-content-type-options"] == "nosniff"
         assert headers["referrer-policy"] == "no-referrer"
@@ -152,3 +154,98 @@ def test_two_dashboards_on_one_machine_keep_their_own_sessions():
         assert browser.get(first.login_url).text == "hello"
         assert browser.get(second.login_url).text == "hello"
         assert browser.get(first.url + "/").text == "hello"  # still logged in to the first
+
+
+def test_a_cookie_with_a_non_ascii_character_is_a_plain_401(client, caplog):
+    test = client(ROUTES, login=False)
+    cookie = test.server.keys.cookie
+    with caplog.at_level(logging.ERROR, logger="pollinate.dashboard"):
+        answer = test.get("/", headers={"cookie": f"{cookie}=x.\u00e9".encode()})
+    assert answer.status_code == 401 and "login URL" in answer.text
+    assert "failed" not in caplog.text
+
+
+def test_a_crashing_page_has_the_security_headers_too(client):
+    answer = client(ROUTES, raise_errors=False).get("/broken")
+    assert answer.status_code == 500
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in answer.headers["content-security-policy"]
+
+
+def test_pages_live_under_a_secret_prefix_that_scopes_the_cookie(client):
+    test = client(ROUTES, login=False)
+    server = test.server
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/d/[0-9a-f]{32}", server.url)
+    assert server.login_url == f"{server.url}/login?token={server.keys.token}"
+    prefix = server.url.partition(str(server.port))[2]
+    login = test.get(f"/login?token={server.keys.token}", follow_redirects=False)
+    assert login.headers["location"] == f"{prefix}/"
+    assert f"Path={prefix};" in login.headers["set-cookie"] + ";"
+    assert test.get("/").text == "hello"
+    for outside in ("/", "/login?token=" + server.keys.token, "/d/" + "0" * 32 + "/"):
+        answer = test.get("http://127.0.0.1:8123" + outside)
+        assert answer.status_code == 404 and "login URL" in answer.text
+        assert answer.headers["x-frame-options"] == "DENY"
+
+
+def test_a_post_from_another_port_of_the_same_host_is_refused(client):
+    test = client(ROUTES)
+    keys = test.server.keys
+    token = keys.csrf(keys.session_of(test.cookies[keys.cookie]))
+    other = test.post("/change", data={"csrf": token}, headers={"origin": "http://127.0.0.1:9"})
+    assert other.status_code == 403
+    own = test.post("/change", data={"csrf": token}, headers={"origin": "http://127.0.0.1:8123"})
+    assert own.text == "changed"
+
+
+def _half_sent_request(server: DashboardServer) -> socket.socket:
+    """A connection that sends part of a request's headers and then nothing."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closed ``sock`` (an end of file, or a reset: it had unread data)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_request_whose_headers_never_end_is_closed(monkeypatch):
+    monkeypatch.setattr("pollinate.dashboard._server._HEADER_TIMEOUT_S", 0.2)
+    with DashboardServer(ROUTES) as server, _half_sent_request(server) as sock:
+        assert _closed_by_server(sock)  # before our 30 s timeout
+
+
+def test_connections_past_the_cap_are_closed_at_once(monkeypatch):
+    monkeypatch.setattr("pollinate.dashboard._server._MAX_CONNECTIONS", 3)
+    with DashboardServer(ROUTES) as server:
+        held = [_half_sent_request(server) for _ in range(3)]
+        try:
+            with _half_sent_request(server) as extra:
+                assert _closed_by_server(extra)
+            held[0].settimeout(0.3)
+            with pytest.raises(TimeoutError):  # the first three are still served
+                held[0].recv(100)
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_logged_in_answers_carry_the_server_id_that_pages_name(make_run, client):
+    test = client(run_routes(make_run()), login=False)
+    assert "x-pollinate-dashboard" not in test.get("/").headers  # not to just anyone
+    test.get(f"/login?token={test.server.keys.token}")
+    page = test.get("/")
+    server_id = page.headers["x-pollinate-dashboard"]
+    assert len(server_id) == 32 and server_id == test.server.keys.server_id
+    assert f'<meta name="pollinate-dashboard" content="{server_id}">' in page.text
+    assert test.get("/fragment").headers["x-pollinate-dashboard"] == server_id
+
+
+def test_listening_beyond_loopback_warns_to_use_an_ssh_tunnel(caplog):
+    with caplog.at_level(logging.WARNING, logger="pollinate.dashboard"):
+        DashboardServer(ROUTES, host="0.0.0.0").stop()
+    assert "plain HTTP" in caplog.text and "ssh -L" in caplog.text

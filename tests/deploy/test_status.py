@@ -328,7 +328,9 @@ def test_both_link_views_show_the_runs_and_nodes_and_refuse_to_stop_an_ended_run
         assert all(n.tasks_sent == n.tasks_done > 0 and n.tasks_failed == 0 for n in nodes)
         assert [r.run_id for r in remote.runs()] == [run.run_id]
         folder = tmp_path / "runs" / "tinyapp" / str(run.run_id)
-        assert remote.run_dir(run.run_id) == folder and remote.run_dir(1) is None
+        (summary,) = remote.runs()
+        assert remote.run_dir(summary) is None  # the operator named no runs folder
+        assert ControlLinkView(client, runs_dir=tmp_path / "runs").run_dir(summary) == folder
         with pytest.raises(ConfigError, match=f"run {run.run_id} had already ended: finished"):
             remote.stop(run.run_id)
         prefix = int(str(run.run_id)[:3])  # pollinate stop takes it; a view wants the id
@@ -351,7 +353,7 @@ def test_the_local_view_is_the_same_as_the_remote_one(tmp_path):
             assert local.runs() == remote.runs()
             assert [_steady(n) for n in local.nodes()] == [_steady(n) for n in remote.nodes()]
             folder = tmp_path / "runs" / "tinyapp" / str(run.run_id)
-            assert local.run_dir(run.run_id) == folder and local.run_dir(1) is None
+            assert local.run_dir(local.runs()[0]) == folder
             with pytest.raises(ConfigError, match="had already ended: finished"):
                 local.stop(run.run_id)
             prefix = int(str(run.run_id)[:3])
@@ -411,3 +413,33 @@ def test_ls_nodes_shows_an_older_link_s_raw_reasons_without_their_control_charac
     shown = _node_row(node)[-1]
     assert not any(c in shown for c in "\x1b\x07\n\u202e")
     assert "\\[red]" in shown  # rich markup escaped too
+
+
+class _RunsOnly:
+    """A Control client whose link names each run's folder as it likes."""
+
+    def __init__(self, **out_dirs: str) -> None:
+        self.out_dirs = list(out_dirs.values())
+
+    def runs(self) -> list[RunSummary]:
+        return [
+            RunSummary(i, "run", "running", 1, 1.7e9, None, None, None, out_dir, {})
+            for i, out_dir in enumerate(self.out_dirs)
+        ]
+
+
+def test_a_remote_link_s_run_folder_is_used_only_inside_the_operator_s_runs_folder(tmp_path):
+    runs_dir = tmp_path / "runs"
+    (runs_dir / "app" / "7").mkdir(parents=True)
+    (runs_dir / "escape").symlink_to(tmp_path)
+    (tmp_path / "elsewhere").mkdir()
+    client = _RunsOnly(
+        inside=str(runs_dir / "app" / "7"),
+        root="/",
+        dotdot=str(runs_dir / ".." / "elsewhere"),
+        symlink=str(runs_dir / "escape" / "elsewhere"),
+    )
+    view = ControlLinkView(client, runs_dir=runs_dir)  # type: ignore[arg-type]
+    found = [view.run_dir(run) for run in client.runs()]
+    assert found == [runs_dir / "app" / "7", None, None, None]
+    assert ControlLinkView(client).run_dir(client.runs()[0]) is None  # type: ignore[arg-type]

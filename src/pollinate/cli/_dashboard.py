@@ -38,6 +38,7 @@ Examples:
   pollinate run my-app --dashboard                # watch a run as it goes
   pollinate dashboard --link link.lab:9400 --root-cert ca.pem --key operator.key
   pollinate dashboard --app my-app --federation prod   # the link of a deployed federation
+  pollinate dashboard --link 127.0.0.1:9400 --insecure --runs-dir runs   # a link on this host
 """
 
 
@@ -53,7 +54,8 @@ Examples:
     "--host",
     default="127.0.0.1",
     show_default=True,
-    help="The address to listen on; anything but loopback is reachable from the network.",
+    help="The address to listen on; anything but loopback is reachable from the network, "
+    "in plain HTTP: from another machine, use an SSH tunnel (ssh -L) instead.",
 )
 @click.option(
     "--port",
@@ -61,15 +63,24 @@ Examples:
     default=0,
     help="The port to listen on [default: a free one].",
 )
+@click.option(
+    "--runs-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="With a link: the link's runs folder as this machine sees it (a link on this host, "
+    "a shared disk); a run's curves and files are shown only from inside it.",
+)
 @link_options
-def dashboard_command(run_dir: Path | None, host: str, port: int, link: LinkChoice) -> None:
+def dashboard_command(
+    run_dir: Path | None, host: str, port: int, runs_dir: Path | None, link: LinkChoice
+) -> None:
     """Serve RUN_DIR's curves, rounds, failures and checkpoints as a web page, live.
 
     RUN_DIR is one run's folder (it has metrics.jsonl), a folder of runs (APP_DIR/runs),
     or an app's folder (its runs/). Instead of RUN_DIR, --link HOST:PORT (or --federation,
     a deployed federation of --app) shows a link's runs and nodes, read through its Control
-    service with the operator's credentials (--root-cert, --key, --cert), as pollinate ls.
-    Open the login URL printed: it carries the access token. Ctrl-C stops it.
+    service with the operator's credentials (--root-cert, --key, --cert), as pollinate ls;
+    a run's curves and files show only with --runs-dir, from inside it. Open the login URL
+    printed: it carries the access token. Ctrl-C stops it.
     """
     watches_link = link.address is not None or link.federation is not None
     if run_dir is not None and watches_link:
@@ -79,6 +90,8 @@ def dashboard_command(run_dir: Path | None, host: str, port: int, link: LinkChoi
             "give a run folder (pollinate dashboard my-app/runs) or a link "
             "(pollinate dashboard --link HOST:PORT --root-cert ca.pem)"
         )
+    if run_dir is not None and runs_dir is not None:
+        raise ConfigError("--runs-dir goes with a link (--link, --federation), not RUN_DIR")
     if run_dir is not None:
         from ..dashboard import folder_routes
 
@@ -89,7 +102,7 @@ def dashboard_command(run_dir: Path | None, host: str, port: int, link: LinkChoi
 
     deployment = link.deployment()
     with control_client(deployment) as client:
-        view = ControlLinkView(client)
+        view = ControlLinkView(client, runs_dir=runs_dir)
         view.runs()  # a link out of reach, or credentials it refuses: one error, now
         title = f"link {deployment.address}"
         serve_until_interrupted(link_routes(view), host, port, title)

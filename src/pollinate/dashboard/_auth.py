@@ -1,11 +1,14 @@
 """Who may see the dashboard: a token login, a signed session cookie, Host and CSRF checks.
 
-The server makes one random access token; ``GET /login?token=...`` turns it into an
-HttpOnly, SameSite=Strict session cookie. The cookie is a random session id and its HMAC
-under a per-server key, so checking it needs no table and every comparison is constant-time;
-the session's CSRF token is an HMAC of the id too. A Host header other than the bound host
-or a loopback name is refused (DNS rebinding); a POST needs the CSRF token and, when the
-browser sends an Origin, the dashboard's own.
+Every page lives under a secret path prefix (``/d/<128 random bits>``): browsers send a
+cookie to every port of a host, so the cookie's Path is that prefix, and a server on another
+port of 127.0.0.1 never gets it. The server makes one random access token;
+``GET PREFIX/login?token=...`` turns it into an HttpOnly, SameSite=Strict session cookie.
+The cookie is a random session id and its HMAC under a per-server key, so checking it needs
+no table and every comparison is constant-time; the session's CSRF token is an HMAC of the
+id too. A Host header other than the bound host or a loopback name is refused (DNS
+rebinding); a POST needs the CSRF token and, when the browser sends an Origin, the
+dashboard's own (host and port).
 """
 
 from __future__ import annotations
@@ -20,32 +23,40 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
-__all__ = ["Guard", "Keys", "SECURITY_HEADERS", "allowed_hosts", "csrf_ok"]
+__all__ = ["Guard", "Keys", "SECURITY_HEADERS", "SERVER_ID_HEADER", "allowed_hosts", "csrf_ok"]
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; frame-src 'none'; form-action 'self'; base-uri 'none'; "
+        "frame-ancestors 'none'"
     ),
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_NOT_LOGGED_IN = (
-    "Not logged in. Open the login URL that `pollinate dashboard` (or `pollinate run "
-    "--dashboard`) printed when it started: it ends in /login?token=...\n"
+SERVER_ID_HEADER = "X-Pollinate-Dashboard"
+"""Names the server in its answers to a session: live.js takes a fragment only with its page's."""
+_OPEN_LOGIN_URL = (
+    "Open the login URL that `pollinate dashboard` (or `pollinate run --dashboard`, "
+    "`pollinate link --dashboard`) printed when it started: it ends in /login?token=...\n"
 )
+_NOT_LOGGED_IN = "Not logged in. " + _OPEN_LOGIN_URL
+_NOT_HERE = "No dashboard page at this address. " + _OPEN_LOGIN_URL
 
 
 class Keys:
-    """The server's secrets: the access token of its login URL and the key that signs sessions.
+    """The server's secrets: its path prefix, its login URL's access token, its session key.
 
     The session cookie is named after the port: browsers keep cookies per host, not per
     port, so two dashboards on one machine would otherwise log each other out.
     """
 
     def __init__(self, port: int) -> None:
+        self.prefix = "/d/" + secrets.token_hex(16)
+        self.server_id = secrets.token_hex(16)
         self.token = secrets.token_urlsafe(32)
         self.cookie = f"pollinate_session_{port}"
         self._key = secrets.token_bytes(32)
@@ -62,7 +73,9 @@ class Keys:
     def session_of(self, cookie: str | None) -> str | None:
         """The session id a cookie proves, or None for a missing or forged one."""
         session, _, signature = (cookie or "").partition(".")
-        if not session or not hmac.compare_digest(signature, self._sign("session", session)):
+        if not session or not hmac.compare_digest(
+            signature.encode(), self._sign("session", session).encode()
+        ):
             return None
         return session
 
@@ -118,17 +131,25 @@ class Guard(BaseHTTPMiddleware):
     async def dispatch(
         self, request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        """Refuse, log in, or pass the request on; every answer gets the security headers."""
+        """Refuse, log in, or pass the request on; every answer gets the security headers.
+
+        Only a session's answers name the server: whoever takes its port after it stopped
+        cannot learn the id and so cannot feed an open tab.
+        """
         response = self._check(request)
         if response is None:
             response = await call_next(request)
+            response.headers[SERVER_ID_HEADER] = self.keys.server_id
         response.headers.update(SECURITY_HEADERS)
         return response
 
     def _check(self, request: Request) -> Response | None:
         if _host_name(request.headers.get("host", "")) not in self.hosts:
             return PlainTextResponse("Bad Host header: open the dashboard by its URL.\n", 400)
-        if request.url.path == "/login":
+        path, prefix = request.url.path, self.keys.prefix
+        if path != prefix and not path.startswith(prefix + "/"):
+            return PlainTextResponse(_NOT_HERE, 404)
+        if path == prefix + "/login":
             return self._login(request)
         session = self.keys.session_of(request.cookies.get(self.keys.cookie))
         if session is None:
@@ -144,9 +165,10 @@ class Guard(BaseHTTPMiddleware):
     def _login(self, request: Request) -> Response:
         if not self.keys.token_ok(request.query_params.get("token", "")):
             return PlainTextResponse("Wrong or missing login token.\n" + _NOT_LOGGED_IN, 401)
-        response = RedirectResponse("/", status_code=303)
+        prefix = self.keys.prefix
+        response = RedirectResponse(prefix + "/", status_code=303)
         response.set_cookie(
-            self.keys.cookie, self.keys.new_session(), httponly=True, samesite="strict", path="/"
+            self.keys.cookie, self.keys.new_session(), httponly=True, samesite="strict", path=prefix
         )
         return response
 
@@ -154,7 +176,8 @@ class Guard(BaseHTTPMiddleware):
         """No sign of another site: Sec-Fetch-Site and Origin, where the browser sends them.
 
         Under ``Referrer-Policy: no-referrer`` a browser sends ``Origin: null`` with its own
-        forms; the CSRF token and the SameSite cookie still hold then.
+        forms; the CSRF token and the SameSite cookie still hold then. Another Origin must be
+        this server's: the Host it was asked by, port included (another port is another site's).
         """
         if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
             return False
@@ -162,7 +185,7 @@ class Guard(BaseHTTPMiddleware):
         if origin == "null":
             return True
         scheme, _, rest = origin.partition("://")
-        return scheme == "http" and _host_name(rest) in self.hosts
+        return scheme == "http" and rest.lower() == request.headers.get("host", "").lower()
 
 
 async def csrf_ok(request: Request) -> bool:

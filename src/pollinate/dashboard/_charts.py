@@ -17,6 +17,9 @@ _W, _H = 460, 260
 _LEFT, _RIGHT, _TOP, _BOTTOM = 58, 14, 28, 44
 _COLOURS = 6
 _MAX_POINTS = 600
+_MAX_TICKS = 20
+_LIMIT = 1e300
+"""Values are drawn within ±_LIMIT: the difference of two stays a finite float."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,28 +32,41 @@ class Series:
 
 
 def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
-    """Round tick values (1, 2, 2.5 or 5 times a power of ten) covering ``low..high``."""
+    """Round tick values (1, 2, 2.5 or 5 times a power of ten) covering ``low..high``.
+
+    At most ``_MAX_TICKS`` + 1, counted by index: values too close for a step to tell apart
+    (1e16 and 1e16 + 2) get one tick, and a range wider than floats (-1e308..1e308) is clamped.
+    """
     if not (math.isfinite(low) and math.isfinite(high)):
         return [0.0]
+    low, high = _clamped(low), _clamped(high)
     if high <= low:
         high = low + (abs(low) or 1.0)
     raw = (high - low) / max(count - 1, 1)
-    power = 10 ** math.floor(math.log10(raw))
-    step = next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+    step = 0.0 if raw <= 0 else _nice_step(raw)
+    if step <= math.ulp(max(abs(low), abs(high))):
+        return [low]
     first = math.floor(low / step) * step
-    ticks = []
-    value = first
-    while value < high + step * 0.999:
-        ticks.append(round(value, 12))
-        value += step
-    return ticks
+    last = min(math.ceil((high - first) / step - 0.001), _MAX_TICKS)
+    return [round(first + i * step, 12) for i in range(last + 1)]
+
+
+def _nice_step(raw: float) -> float:
+    """The smallest of 1, 2, 2.5, 5 or 10 times a power of ten that is at least ``raw``."""
+    power = 10.0 ** math.floor(math.log10(raw))
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
+
+
+def _clamped(value: float) -> float:
+    """``value`` within ±``_LIMIT``, so that differences of two values stay finite."""
+    return max(-_LIMIT, min(value, _LIMIT))
 
 
 def _thinned(series: Series) -> Series:
-    """At most about ``_MAX_POINTS`` points, evenly picked, the last one kept."""
-    points = series.points
+    """At most about ``_MAX_POINTS`` points, evenly picked, the last one kept; clamped."""
+    points = tuple((_clamped(x), _clamped(y)) for x, y in series.points)
     if len(points) <= _MAX_POINTS:
-        return series
+        return Series(series.name, points, series.colour)
     step = math.ceil(len(points) / _MAX_POINTS)
     kept = points[::step] + ((points[-1],) if (len(points) - 1) % step else ())
     return Series(series.name, kept, series.colour)
@@ -72,7 +88,8 @@ def line_chart(title: str, series: Sequence[Series], x_label: str, y_label: str 
     xs = [x for s in drawn for x, _ in s.points]
     ys = [y for s in drawn for _, y in s.points]
     x_ticks, y_ticks = nice_ticks(min(xs), max(xs)), nice_ticks(min(ys), max(ys))
-    x0, x1, y0, y1 = x_ticks[0], x_ticks[-1], y_ticks[0], y_ticks[-1]
+    x0, x1 = min(x_ticks[0], min(xs)), max(x_ticks[-1], max(xs))
+    y0, y1 = min(y_ticks[0], min(ys)), max(y_ticks[-1], max(ys))
     plot_w, plot_h = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
 
     def px(x: float) -> float:

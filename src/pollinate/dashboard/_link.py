@@ -8,7 +8,7 @@ it is a POST with the session's CSRF token. All text from nodes and runs is esca
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ from ..deploy import NodeStatus, RunSummary
 from ..errors import PollinateError
 from ._auth import csrf_ok
 from ._pages import render
-from ._runpages import RunPages
+from ._runpages import MAX_CONFIG, RunPages
 
 __all__ = ["LinkView", "link_routes"]
 
@@ -43,8 +43,8 @@ class LinkView(Protocol):
         """Stop a run; a PollinateError's message is shown to the user."""
         ...
 
-    def run_dir(self, run_id: int) -> Path | None:
-        """Where the run's files are, if this process can read them."""
+    def run_dir(self, run: RunSummary) -> Path | None:
+        """Where the run's files are, if this process can read them (and may)."""
         ...
 
 
@@ -75,19 +75,23 @@ def link_routes(view: LinkView) -> list[BaseRoute]:
         context = await run_in_threadpool(_overview, view, notice=f"run {run_id}: stop asked")
         return render(request, "link.html", **context)
 
-    def locate(request: Request) -> Path | None:
-        path = view.run_dir(_run_id(request))
+    def folder(summary: RunSummary | None) -> Path | None:
+        path = None if summary is None else view.run_dir(summary)
         return path if path is not None and path.is_dir() else None
+
+    def locate(request: Request) -> Path | None:
+        return folder(_summary(view.runs(), _run_id(request)))
 
     pages = RunPages(locate, lambda request: f"/runs/{_run_id(request)}")
 
     def run_page(request: Request) -> Response:
-        summary = next((r for r in view.runs() if r.run_id == _run_id(request)), None)
+        summary = _summary(view.runs(), _run_id(request))
         if summary is None:
             return render(request, "message.html", 404, message="No such run on this link.")
-        if locate(request) is None:
+        path = folder(summary)
+        if path is None:
             return render(request, "link_run.html", summary=_run(summary))
-        return pages.page(request)
+        return pages.page_at(request, path)
 
     return [
         Route("/", overview),
@@ -97,6 +101,11 @@ def link_routes(view: LinkView) -> list[BaseRoute]:
         Route("/runs/{run_id:int}/fragment", pages.fragment),
         Route("/runs/{run_id:int}/file/{path:path}", pages.download),
     ]
+
+
+def _summary(runs: list[RunSummary], run_id: int) -> RunSummary | None:
+    """The run ``run_id`` of ``runs``: one call to the view per page, not one per question."""
+    return next((run for run in runs if run.run_id == run_id), None)
 
 
 def _run_id(request: Request) -> int:
@@ -127,7 +136,7 @@ def _run(run: RunSummary) -> dict[str, Any]:
         "started": run.started_at,
         "ended": run.ended_at,
         "error": run.error or "",
-        "config": dict(run.run_config),
+        **_config(run.run_config),
         "stoppable": run.status not in FINISHED,
     }
 
@@ -143,5 +152,13 @@ def _node(node: NodeStatus) -> dict[str, Any]:
         "done": node.tasks_done,
         "failed": node.tasks_failed,
         "failures": [(f.at, f.run_id, f.reason) for f in reversed(failures)],
-        "config": dict(node.node_config or {}),
+        **_config(node.node_config or {}),
+    }
+
+
+def _config(config: Mapping[str, object]) -> dict[str, Any]:
+    """At most ``MAX_CONFIG`` of a config's values, and how many more it has."""
+    return {
+        "config": dict(list(config.items())[:MAX_CONFIG]),
+        "more_config": max(len(config) - MAX_CONFIG, 0),
     }

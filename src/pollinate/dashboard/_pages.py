@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -11,10 +12,11 @@ import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-__all__ = ["STATIC_DIR", "clip", "duration", "iso_time", "render", "when"]
+__all__ = ["STATIC_DIR", "clip", "duration", "iso_time", "render", "status_class", "when"]
 
 STATIC_DIR = Path(__file__).parent / "static"
 _TEMPLATES = Path(__file__).parent / "templates"
+_STATUSES = frozenset(("running", "queued", "finished", "failed", "stopped", "unknown"))
 
 
 @cache
@@ -30,15 +32,26 @@ def _environment() -> jinja2.Environment:
     env.filters["duration"] = duration
     env.filters["iso_time"] = iso_time
     env.filters["clip"] = clip
+    env.filters["status_class"] = status_class
     return env
 
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    """A page or fragment from ``templates/``, with the title and the session's CSRF token."""
+    """A page or fragment from ``templates/``, with the title and the session's CSRF token.
+
+    And ``root``, the server's secret path prefix: every link, form and asset starts with it;
+    ``server_id``, which live.js expects in each fragment's answer.
+    """
     page = (
         _environment()
         .get_template(template)
-        .render(title=request.app.state.title, csrf=getattr(request.state, "csrf", ""), **context)
+        .render(
+            title=request.app.state.title,
+            root=request.app.state.root,
+            server_id=request.app.state.keys.server_id,
+            csrf=getattr(request.state, "csrf", ""),
+            **context,
+        )
     )
     return HTMLResponse(page, status_code=status_code)
 
@@ -47,7 +60,15 @@ def when(seconds: float | None) -> str:
     """Unix seconds as local ``YYYY-mm-dd HH:MM:SS`` ("-" for None)."""
     if seconds is None:
         return "-"
-    return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # a hostile link's 1e300
+        return "-"
+
+
+def status_class(status: object) -> str:
+    """The CSS class of a status: a known one, else ``other`` (a link or run.json says any)."""
+    return status if isinstance(status, str) and status in _STATUSES else "other"
 
 
 def clip(value: object, length: int) -> str:
@@ -62,13 +83,16 @@ def iso_time(text: object) -> str:
         return "-"
     try:
         return dt.datetime.fromisoformat(text).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a time, or one past what the OS takes
         return text
 
 
 def duration(seconds: float | None) -> str:
-    """Seconds as ``12.3 ms``, ``1.23 s``, ``4 min 05 s`` or ``2 h 03 min``."""
-    if seconds is None:
+    """Seconds as ``12.3 ms``, ``1.23 s``, ``4 min 05 s`` or ``2 h 03 min`` ("-": not finite)."""
+    try:
+        if seconds is None or not math.isfinite(seconds):
+            return "-"
+    except OverflowError:  # an int past 1e308
         return "-"
     if seconds < 1:
         return f"{seconds * 1000:.3g} ms"

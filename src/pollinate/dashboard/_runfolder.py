@@ -56,8 +56,7 @@ class RunFolder:
         if self.status == "running":
             started = _parse_time(info.get("started_at"))
             return None if started is None else max(time.time() - started, 0.0)
-        value = info.get("wall_time_s")
-        return float(value) if isinstance(value, (int, float)) else None
+        return finite_number(info.get("wall_time_s"))
 
     @property
     def simulated_time_s(self) -> float | None:
@@ -234,7 +233,7 @@ def _parse_time(text: object) -> float | None:
         return None
     try:
         return dt.datetime.fromisoformat(text).timestamp()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # not a time, or one past what the OS takes
         return None
 
 
@@ -242,5 +241,8 @@ def finite_number(value: object) -> float | None:
     """``value`` as a float when it is a finite number (not a bool), else None."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past 1e308
+        return None
     return number if math.isfinite(number) else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from ._pages import render
 from ._runfolder import (
     DOWNLOADS,
     MAX_LISTED,
+    RunFolder,
     finite_number,
     is_run,
     last_round,
@@ -26,11 +29,17 @@ from ._runfolder import (
     safe_file,
 )
 
-__all__ = ["RunPages", "folder_routes", "run_body", "run_routes"]
+__all__ = ["MAX_CONFIG", "RunPages", "folder_routes", "run_body", "run_routes"]
 
 _PHASES = ("server", "evaluate", "train")
 _MAX_CHARTS = 12
 _MAX_REASONS = 5
+MAX_CONFIG = 200
+"""Config values shown at most (a run's, a node's); the page says how many more there are."""
+_CHARTS_KEPT = 8
+"""Runs whose drawn charts are kept (per version of their metrics.jsonl)."""
+_charts_kept: OrderedDict[tuple[str, int, int], dict[str, Any]] = OrderedDict()
+_charts_lock = threading.Lock()
 
 Locate = Callable[[Request], Path | None]
 
@@ -52,7 +61,7 @@ def folder_routes(path: Path) -> list[BaseRoute]:
     def locate(request: Request) -> Path | None:
         name: str = request.path_params["name"]
         child = root / name
-        if "/" in name or name in ("", ".", "..") or not child.is_dir() or not is_run(child):
+        if "/" in name or name in ("", ".", "..") or not _real_run(child):
             return None
         return child
 
@@ -93,7 +102,10 @@ class RunPages:
 
     def page(self, request: Request) -> Response:
         """The whole page; its body refreshes itself."""
-        path = self.locate(request)
+        return self.page_at(request, self.locate(request))
+
+    def page_at(self, request: Request, path: Path | None) -> Response:
+        """The whole page of the run folder ``path``, located already."""
         if path is None:
             return render(request, "message.html", 404, message="No such run here.")
         return render(request, "run.html", base=self.base(request), **run_body(path))
@@ -120,6 +132,7 @@ class RunPages:
 
 def run_body(path: Path) -> dict[str, Any]:
     """What ``run_body.html`` shows of the run folder at ``path``."""
+    version = _version(path / "metrics.jsonl")  # before reading: a stale key only redraws
     run = read_run(path)
     info = run.info or {}
     app = info.get("app") if isinstance(info.get("app"), dict) else {}
@@ -130,32 +143,69 @@ def run_body(path: Path) -> dict[str, Any]:
         "name": path.name,
         "app_name": (app or {}).get("name", "-"),
         "federation": (federation or {}).get("name", "-"),
-        "run_config": config,
-        "charts": _metric_charts(run.rounds, "round"),
-        "time_charts": _metric_charts(run.rounds, "simulated time (s)")
-        if run.simulated_time_s is not None
-        else [],
-        "duration_chart": _duration_chart(run.rounds),
+        "run_config": dict(list((config or {}).items())[:MAX_CONFIG]),
+        "more_config": max(len(config or {}) - MAX_CONFIG, 0),
+        **_charts(run, version),
         "rows": [_row(r) for r in reversed(run.rounds[-MAX_LISTED:])],
         "last_round": run.rounds[-1].server_round if run.rounds else None,
     }
 
 
+def _version(file: Path) -> tuple[str, int, int] | None:
+    """Which version of ``metrics.jsonl`` this is: its path, size and mtime (None: unreadable)."""
+    try:
+        stat = file.stat()
+    except OSError:
+        return None
+    return str(file), stat.st_size, stat.st_mtime_ns
+
+
+def _charts(run: RunFolder, version: tuple[str, int, int] | None) -> dict[str, Any]:
+    """The run's charts, drawn once per version of its metrics.jsonl (every tab shares them)."""
+    if version is not None:
+        with _charts_lock:
+            if version in _charts_kept:
+                _charts_kept.move_to_end(version)
+                return _charts_kept[version]
+    charts = {
+        "charts": _metric_charts(run.rounds, "round"),
+        "time_charts": _metric_charts(run.rounds, "simulated time (s)")
+        if run.simulated_time_s is not None
+        else [],
+        "duration_chart": _duration_chart(run.rounds),
+    }
+    if version is not None:
+        with _charts_lock:
+            _charts_kept[version] = charts
+            while len(_charts_kept) > _CHARTS_KEPT:
+                _charts_kept.popitem(last=False)
+    return charts
+
+
 def _metric_charts(rounds: list[RoundRecord], axis: str) -> list[str]:
-    """A chart per metric, a line per phase; x is the round, or the simulated time."""
-    lines: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    """A chart per metric (the first ``_MAX_CHARTS`` names), a line per phase.
+
+    x is the round, or the simulated time. Only the charted metrics' points are collected.
+    """
+    names: set[str] = set()
+    for record in rounds:
+        for _, metrics in _phases(record):
+            names.update(metrics)
+    charted = sorted(n for n in names if not n.endswith("num-examples"))[:_MAX_CHARTS]
+    lines: dict[str, dict[str, list[tuple[float, float]]]] = {name: {} for name in charted}
     for record in rounds:
         x = float(record.server_round) if axis == "round" else record.simulated_time_s
         if x is None:
             continue
         for phase, metrics in _phases(record):
-            for name, value in metrics.items():
-                y = finite_number(value)
-                if y is not None and not str(name).endswith("num-examples"):
-                    lines.setdefault(str(name), {}).setdefault(phase, []).append((x, y))
+            for name in charted:
+                y = finite_number(metrics.get(name))
+                if y is not None:
+                    lines[name].setdefault(phase, []).append((x, y))
     return [
         line_chart(name, [Series(p, tuple(by_phase[p]), i) for i, p in _phases_in(by_phase)], axis)
-        for name, by_phase in sorted(lines.items())[:_MAX_CHARTS]
+        for name, by_phase in lines.items()
+        if by_phase
     ]
 
 
@@ -199,7 +249,7 @@ def _row(record: RoundRecord) -> dict[str, Any]:
 def _index(root: Path) -> dict[str, Any]:
     """The runs in ``root``, newest first (names start with their date)."""
     try:
-        children = sorted((p for p in root.iterdir() if p.is_dir() and is_run(p)), reverse=True)
+        children = sorted((p for p in root.iterdir() if _real_run(p)), reverse=True)
     except OSError as err:
         return {"runs": [], "folder": str(root), "problem": f"cannot list it: {err.strerror}"}
     runs = []
@@ -220,6 +270,11 @@ def _index(root: Path) -> dict[str, Any]:
             }
         )
     return {"runs": runs, "folder": str(root), "problem": ""}
+
+
+def _real_run(path: Path) -> bool:
+    """A run folder that is no symlink: a link could lead the dashboard out of the folder."""
+    return not path.is_symlink() and path.is_dir() and is_run(path)
 
 
 def _final(final: object) -> str:

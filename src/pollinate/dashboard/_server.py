@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -9,6 +10,7 @@ import threading
 from collections.abc import Sequence
 from types import TracebackType
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -16,9 +18,10 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from ..errors import PollinateError
-from ._auth import Guard, Keys, allowed_hosts
+from ._auth import SECURITY_HEADERS, Guard, Keys, allowed_hosts
 from ._pages import STATIC_DIR
 
 __all__ = ["DashboardServer"]
@@ -26,13 +29,20 @@ __all__ = ["DashboardServer"]
 log = logging.getLogger("pollinate.dashboard")
 _STOP_TIMEOUT_S = 5
 """Seconds open requests get to finish when the server stops."""
+_MAX_CONNECTIONS = 64
+"""Open connections at most: more are closed at once (the process is a link or a run)."""
+_HEADER_TIMEOUT_S = 10.0
+"""Seconds a connection gets to send a whole request, from its opening or its last answer."""
+_KEEP_ALIVE_S = 5
 
 
 class DashboardServer:
     """Serves ``routes`` (plus ``/login`` and ``/static``) on ``host:port`` in a daemon thread.
 
-    ``port=0`` takes a free port. ``login_url`` is the URL to open: it carries the server's
-    access token, which a browser trades for a session cookie. Use as a context manager, or
+    Every route is served under the server's secret path prefix (``url`` ends with it), so
+    templates write links as ``{{ root }}/...``. ``port=0`` takes a free port. ``login_url``
+    is the URL to open: it carries the server's access token, which a browser trades for a
+    session cookie. Use as a context manager, or
     ``start()`` and ``stop()``.
     """
 
@@ -55,6 +65,8 @@ class DashboardServer:
             access_log=False,
             log_level="warning",
             lifespan="off",
+            http=_BoundedH11,
+            timeout_keep_alive=_KEEP_ALIVE_S,
             timeout_graceful_shutdown=_STOP_TIMEOUT_S,
         )
         self._server = uvicorn.Server(config)
@@ -66,16 +78,20 @@ class DashboardServer:
         )
         if not _is_loopback(host):
             log.warning(
-                "the dashboard listens on %s: it is reachable from the network "
-                "(its login token is still needed)",
+                "the dashboard listens on %s: it is reachable from the network, and its "
+                "login token and session cookie cross it in plain HTTP; to watch from another "
+                "machine, keep it on 127.0.0.1 and use an SSH tunnel instead "
+                "(ssh -L %d:127.0.0.1:%d THIS_HOST)",
                 host,
+                self.port,
+                self.port,
             )
 
     @property
     def url(self) -> str:
-        """The base URL, ``http://127.0.0.1:PORT``."""
+        """The dashboard's URL, ``http://127.0.0.1:PORT/d/<secret prefix>``."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"http://{host}:{self.port}{self.keys.prefix}"
 
     @property
     def login_url(self) -> str:
@@ -108,21 +124,66 @@ class DashboardServer:
         self.stop()
 
 
+class _BoundedH11(H11Protocol):
+    """uvicorn's HTTP/1.1 with a cap on connections and a deadline for each request.
+
+    uvicorn has neither (its ``limit_concurrency`` answers 503 only once a request's headers
+    are in): without them, half-sent requests would hold this process's file descriptors.
+    """
+
+    _deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Serve the connection, or close it if ``_MAX_CONNECTIONS`` are open already."""
+        super().connection_made(transport)  # type: ignore[arg-type]
+        if len(self.connections) > _MAX_CONNECTIONS:
+            transport.close()
+        else:
+            self._arm()
+
+    def on_response_complete(self) -> None:
+        """The next request on this connection gets its own deadline."""
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the deadline with the connection."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        self._deadline = self.loop.call_later(_HEADER_TIMEOUT_S, self._late)
+
+    def _late(self) -> None:
+        """Close the connection if its request has not fully arrived (headers and body)."""
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+            self.transport.close()
+
+
 def _make_app(routes: Sequence[BaseRoute], keys: Keys, host: str, title: str) -> Starlette:
+    static = Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app = Starlette(
-        routes=[*routes, Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
+        routes=[Mount(keys.prefix, routes=[*routes, static])],
         middleware=[Middleware(Guard, keys=keys, hosts=allowed_hosts(host))],
         exception_handlers={Exception: _crashed},
     )
     app.state.keys = keys
     app.state.title = title
+    app.state.root = keys.prefix
     return app
 
 
 async def _crashed(request: Request, err: Exception) -> Response:
-    """A bug in a page: logged with its traceback, the browser gets one line."""
-    log.error("dashboard page %s failed", request.url.path, exc_info=err)
-    return PlainTextResponse("The dashboard failed on this page; its log says why.\n", 500)
+    """A bug in a page: logged with its traceback (not the prefix), the browser gets one line."""
+    path = request.url.path.removeprefix(request.app.state.root)
+    log.error("dashboard page %s failed", path, exc_info=err)
+    return PlainTextResponse(
+        "The dashboard failed on this page; its log says why.\n", 500, headers=SECURITY_HEADERS
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -40,17 +40,22 @@ class LocalLinkView:
         row = self._runs.stop(run_id)
         _check_stopped(row.run_id, row.status)
 
-    def run_dir(self, run_id: int) -> Path | None:
-        """The run's folder (None: an unknown run, or one that keeps no files)."""
-        found = next((row for row, _ in self._runs.rows() if row.run_id == run_id), None)
-        return _existing(found.out_dir if found is not None else None)
+    def run_dir(self, run: RunSummary) -> Path | None:
+        """The run's folder (None: a run that keeps no files)."""
+        return _existing(run.out_dir)
 
 
 class ControlLinkView:
-    """A link through its Control service: ``client`` carries the operator's credentials."""
+    """A link through its Control service: ``client`` carries the operator's credentials.
 
-    def __init__(self, client: ControlClient) -> None:
+    A run's folder is read only inside ``runs_dir``, the operator's own copy of the link's
+    runs (a link on this host, a shared disk): the link names each run's folder, and a
+    hostile one could name any folder of this machine. Without it, runs show their summary.
+    """
+
+    def __init__(self, client: ControlClient, runs_dir: Path | None = None) -> None:
         self._client = client
+        self._runs_dir = None if runs_dir is None else runs_dir.resolve()
 
     def runs(self) -> list[RunSummary]:
         """Every run the link knows, oldest first."""
@@ -66,10 +71,18 @@ class ControlLinkView:
         run = self._client.stop(str(run_id))
         _check_stopped(run.run_id, run.status)
 
-    def run_dir(self, run_id: int) -> Path | None:
-        """The run's folder if it is on this machine too (a link on this host, a shared disk)."""
-        found = next((run for run in self._client.runs() if run.run_id == run_id), None)
-        return _existing(found.out_dir if found is not None else None)
+    def run_dir(self, run: RunSummary) -> Path | None:
+        """The run's folder if it is inside ``runs_dir`` once resolved (None: no runs_dir)."""
+        if self._runs_dir is None:
+            return None
+        path = _existing(run.out_dir)
+        try:
+            resolved = None if path is None else path.resolve()
+        except (OSError, RuntimeError):  # a symlink loop
+            return None
+        return (
+            resolved if resolved is not None and resolved.is_relative_to(self._runs_dir) else None
+        )
 
 
 def _check_known(run_id: int, run_ids: list[int]) -> None:

@@ -1,30 +1,48 @@
 // pollinate dashboard: refresh each [data-live] element from its fragment URL.
 // No framework and no inline script (the pages' Content-Security-Policy forbids it).
+// A fragment is taken only from this page's server: a 200 answer that names it in its
+// X-Pollinate-Dashboard header. Anything else (a network error, another status, another
+// server on the port after this one stopped) ends the refreshing until a reload.
 "use strict";
 
 (function () {
-  function refresh(element) {
+  var SERVER_ID = (document.querySelector('meta[name="pollinate-dashboard"]') || {}).content;
+
+  function refresh(element, timer) {
     var url = element.getAttribute("data-live");
-    fetch(url, { credentials: "same-origin", cache: "no-store" })
+    fetch(url, { credentials: "same-origin", cache: "no-store", redirect: "error" })
       .then(function (response) {
-        if (response.status === 401) {
-          element.setAttribute("data-live-state", "logged-out");
-          return null;
+        if (response.status !== 200 || !SERVER_ID ||
+            response.headers.get("X-Pollinate-Dashboard") !== SERVER_ID) {
+          throw new Error(response.status === 401 ? "logged-out" : "disconnected");
         }
-        return response.ok ? response.text() : null;
+        return response.text();
       })
       .then(function (html) {
-        if (html !== null) {
-          var open = openDetails(element);
-          element.innerHTML = html;
-          reopen(element, open);
-          element.setAttribute("data-live-state", "ok");
-          element.setAttribute("data-live-updated", String(Date.now()));
-        }
+        var open = openDetails(element);
+        element.innerHTML = html;
+        reopen(element, open);
+        element.setAttribute("data-live-state", "ok");
+        element.setAttribute("data-live-updated", String(Date.now()));
       })
-      .catch(function () {
-        element.setAttribute("data-live-state", "offline");
+      .catch(function (error) {
+        window.clearInterval(timer.id);
+        stopped(element, error.message === "logged-out" ? "logged-out" : "disconnected");
       });
+  }
+
+  // Says, above the element, that it no longer refreshes (text only, never markup).
+  function stopped(element, state) {
+    if (element.getAttribute("data-live-state") === state) {
+      return;
+    }
+    element.setAttribute("data-live-state", state);
+    var note = document.createElement("p");
+    note.className = "warning live-status";
+    note.textContent = state === "logged-out"
+      ? "logged out: open the login URL again"
+      : "disconnected: reload to try again";
+    element.parentNode.insertBefore(note, element);
   }
 
   // A <details> the reader opened stays open across refreshes (matched by position).
@@ -51,9 +69,11 @@
     var elements = document.querySelectorAll("[data-live]");
     Array.prototype.forEach.call(elements, function (element) {
       var interval = parseInt(element.getAttribute("data-interval-ms") || "2000", 10);
-      window.setInterval(function () {
-        if (!document.hidden) {
-          refresh(element);
+      var timer = {};
+      timer.id = window.setInterval(function () {
+        if (!document.hidden && element.getAttribute("data-live-state") !== "disconnected" &&
+            element.getAttribute("data-live-state") !== "logged-out") {
+          refresh(element, timer);
         }
       }, Math.max(interval, 500));
     });
