@@ -11,7 +11,6 @@ import json
 import logging
 from pathlib import Path
 
-from .. import __version__
 from .._durable import write_file
 from .._json import finite
 from ..errors import StorageError
@@ -53,7 +52,6 @@ def write_run_file(row: RunRow, rounds_done: int, result: Result | None) -> None
         "wall_time_s": None if row.started_at is None or ended is None else ended - row.started_at,
         "num_rounds": rounds_done,
         "final": result.final_metrics() if result is not None else {},
-        "pollinate_version": __version__,
     }
     text = json.dumps(finite(record), indent=2) + "\n"
     try:
