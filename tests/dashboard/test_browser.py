@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support import expected_conditions  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -91,6 +92,11 @@ def _count(driver: Any, selector: str) -> int:
     return int(
         driver.execute_script("return document.querySelectorAll(arguments[0]).length", selector)
     )
+
+
+def _alert(driver: Any) -> Any:
+    """The page's confirm() question, once it shows."""
+    return WebDriverWait(driver, 5).until(expected_conditions.alert_is_present())
 
 
 def _wait_for(driver: Any, selector: str, text: str) -> None:
@@ -239,11 +245,17 @@ def test_link_page_updates_and_stops_a_run(browser, artifacts):
         _wait_for(browser, "table.runs tbody tr:nth-child(2) td:nth-child(4)", "5")
         assert browser.execute_script("return window.notReloaded") is True
         _screenshot(browser, artifacts / "dashboard-link-fake.png")
-        browser.find_element(
-            By.CSS_SELECTOR, f"form[action='{server.keys.prefix}/runs/13/stop'] button"
-        ).click()
+        stop = f"form[action='{server.keys.prefix}/runs/13/stop'] button"
+        browser.find_element(By.CSS_SELECTOR, stop).click()
+        question = _alert(browser)
+        assert "Stop run 13" in question.text
+        question.dismiss()  # asked first: a dismissed question stops nothing
+        assert view.stopped == []
+        browser.find_element(By.CSS_SELECTOR, stop).click()
+        _alert(browser).accept()
         _wait_for(browser, "p.notice", "run 13: stop asked")
         assert view.stopped == [13]
+        assert browser.current_url.endswith("/?stopped=13")  # a reload posts nothing again
 
 
 def test_a_real_link_s_page_follows_its_run_and_nodes_and_stops_it(browser, artifacts, tmp_path):
@@ -292,6 +304,7 @@ def test_a_real_link_s_page_follows_its_run_and_nodes_and_stops_it(browser, arti
                     By.CSS_SELECTOR,
                     f"form[action='{server.keys.prefix}/runs/{run.run_id}/stop'] button",
                 ).click()
+                _alert(browser).accept()
                 _wait_for(browser, "p.notice", f"run {run.run_id}: stop asked")
                 _wait_for(browser, f"{row} .status", "stopped")
             assert {r.run_id: r.status for r in view.runs()}[run.run_id] == "stopped"

@@ -7,6 +7,7 @@ dashboard package (starlette, uvicorn, jinja2) is imported only when one starts.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +31,9 @@ __all__ = [
     "serving",
     "wait_for_interrupt",
 ]
+
+LINGER_S = 3.0
+"""Seconds ``run --dashboard`` serves after the run: more than the pages' 2 s refresh."""
 
 _EXAMPLES = """\b
 Examples:
@@ -121,12 +125,16 @@ def serve_until_interrupted(routes: Sequence[BaseRoute], host: str, port: int, t
 
 @contextlib.contextmanager
 def run_dashboard(out_dir: Path, port: int, console: Console) -> Iterator[None]:
-    """Serve the run folder ``out_dir`` on 127.0.0.1 while the block runs (``run --dashboard``)."""
+    """Serve the run folder ``out_dir`` on 127.0.0.1 while the block runs (``run --dashboard``).
+
+    A run that finishes is served ``LINGER_S`` longer, so open pages show its end.
+    """
     from ..dashboard import run_routes
 
     with serving(run_routes(out_dir), "127.0.0.1", port, f"run {out_dir.name}", console):
         try:
             yield
+            time.sleep(LINGER_S)  # open pages refresh once more and show the run finished
         finally:  # a failed run's folder is worth a look too
             console.print(
                 f"dashboard stops with the run: see it again with pollinate dashboard "

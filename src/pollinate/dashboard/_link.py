@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..deploy import NodeStatus, RunSummary
@@ -56,7 +56,9 @@ def link_routes(view: LinkView) -> list[BaseRoute]:
     """
 
     def overview(request: Request) -> Response:
-        return render(request, "link.html", **_overview(view))
+        stopped = request.query_params.get("stopped", "")
+        notice = f"run {int(stopped)}: stop asked" if stopped.isdigit() else ""
+        return render(request, "link.html", **_overview(view, notice=notice))
 
     def fragment(request: Request) -> Response:
         return render(request, "link_body.html", **_overview(view))
@@ -72,8 +74,9 @@ def link_routes(view: LinkView) -> list[BaseRoute]:
                 _overview, view, error=f"run {run_id} was not stopped: {err}"
             )
             return render(request, "link.html", 409, **context)
-        context = await run_in_threadpool(_overview, view, notice=f"run {run_id}: stop asked")
-        return render(request, "link.html", **context)
+        # Back to the overview with a GET: a reload then shows the page, never posts again.
+        root = request.scope.get("root_path", "")
+        return RedirectResponse(f"{root}/?stopped={run_id}", status_code=303)
 
     def folder(summary: RunSummary | None) -> Path | None:
         path = None if summary is None else view.run_dir(summary)
