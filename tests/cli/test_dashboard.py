@@ -37,9 +37,8 @@ def _logged_in(server: DashboardServer) -> Iterator[httpx.Client]:
         yield browser
 
 
-def test_dashboard_serves_a_runs_folder_until_ctrl_c(make_app, invoke, started, monkeypatch):
-    app_dir = make_app()
-    assert invoke("run", app_dir, "--json").exit_code == 0
+def _read_front_page_then_interrupt(monkeypatch, module, started) -> list[str]:
+    """Instead of waiting for Ctrl-C, ``module`` reads the dashboard's front page, then stops."""
     pages: list[str] = []
 
     def wait() -> None:
@@ -47,7 +46,14 @@ def test_dashboard_serves_a_runs_folder_until_ctrl_c(make_app, invoke, started, 
             pages.append(browser.get(started[0].url + "/").text)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_dashboard, "wait_for_interrupt", wait)
+    monkeypatch.setattr(module, "wait_for_interrupt", wait)
+    return pages
+
+
+def test_dashboard_serves_a_runs_folder_until_ctrl_c(make_app, invoke, started, monkeypatch):
+    app_dir = make_app()
+    assert invoke("run", app_dir, "--json").exit_code == 0
+    pages = _read_front_page_then_interrupt(monkeypatch, _dashboard, started)
     result = invoke("dashboard", app_dir / "runs")
     assert result.exit_code == 0, result.output
     assert f"dashboard: open {started[0].login_url}" in result.stderr
@@ -127,14 +133,7 @@ def test_dashboard_of_a_link_reads_it_through_control(invoke, started, monkeypat
 
     from ..deploy.submitted import start_bare_nodes
 
-    pages: list[str] = []
-
-    def wait() -> None:
-        with _logged_in(started[0]) as browser:
-            pages.append(browser.get(started[0].url + "/").text)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(_dashboard, "wait_for_interrupt", wait)
+    pages = _read_front_page_then_interrupt(monkeypatch, _dashboard, started)
     views: list[ControlLinkView] = []
     monkeypatch.setattr(
         "pollinate.deploy.ControlLinkView",
@@ -165,14 +164,7 @@ def test_dashboard_of_a_link_out_of_reach_is_one_error_before_serving(invoke, st
 def test_link_dashboard_serves_the_link_s_runs_and_nodes(invoke, started, monkeypatch):
     from pollinate.cli import _deploy
 
-    pages: list[str] = []
-
-    def wait() -> None:
-        with _logged_in(started[0]) as browser:
-            pages.append(browser.get(started[0].url + "/").text)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(_deploy, "wait_for_interrupt", wait)
+    pages = _read_front_page_then_interrupt(monkeypatch, _deploy, started)
     result = invoke("link", "--insecure", "--address", "127.0.0.1:0", "--dashboard", "0")
     assert f"dashboard: open {started[0].login_url}" in result.stderr
     assert "/d/" in started[0].login_url
