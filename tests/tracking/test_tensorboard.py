@@ -50,3 +50,12 @@ def test_a_resumed_run_continues_its_steps_and_drops_a_cut_short_round(tmp_path)
     again.on_round(record(3, 30.0))
     again.close()
     assert tensorboard_scalars(tmp_path)["train/loss"] == {1: 1.0, 2: 2.0, 3: 30.0}
+
+
+def test_a_value_beyond_float32_is_left_out_without_a_warning(tmp_path):
+    tracker = TensorBoardTracker(tmp_path)
+    tracker.on_round(RoundRecord(1, PhaseResult({"huge": 1e300, "fine": 2.0}, 1)))
+    tracker.close()
+    assert not tracker.disabled  # pytest turns the float32 overflow warning into an error
+    scalars = tensorboard_scalars(tmp_path)
+    assert "train/huge" not in scalars and scalars["train/fine"] == {1: 2.0}

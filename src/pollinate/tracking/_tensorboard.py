@@ -10,7 +10,10 @@ from typing import Any
 from ..context import UserConfigValue
 from ._base import Tracker, import_extra, log
 
-__all__ = ["TensorBoardTracker"]
+__all__ = ["FLOAT32_MAX", "TensorBoardTracker"]
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest value TensorBoard's float32 scalars hold (beyond it, a warning and inf)."""
 
 
 class TensorBoardTracker(Tracker):
@@ -62,7 +65,8 @@ class TensorBoardTracker(Tracker):
     def _log_round(self, server_round: int, scalars: Mapping[str, float]) -> None:
         scalar = import_extra("tensorboard.plugins.scalar.summary_v2", "tensorboard")
         for tag, value in scalars.items():
-            self._write(server_round, scalar.scalar_pb(tag, value))
+            if abs(value) <= FLOAT32_MAX:  # TensorBoard keeps float32: a larger one is left out
+                self._write(server_round, scalar.scalar_pb(tag, value))
         self._writer.flush()
 
     def _log_model(self, path: Path) -> None:
