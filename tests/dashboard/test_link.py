@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pollinate.dashboard import link_routes
 
 from .fake_link import FakeFailure, FakeNode, example_view, summary
@@ -31,6 +33,13 @@ def test_overview_lists_nodes_with_state_tasks_and_failures(client):
     assert "CUDA out of memory" in text and "task timed out after 60 s (3)" in text
     assert "<code>partition-id=2</code>" in text
     assert "ago)" in text
+
+
+@pytest.mark.parametrize("stopped", ["\u00b2", "\u0661\u0662", "9" * 4400, "-1", "<b>"])
+def test_a_stopped_notice_is_shown_for_a_plain_run_id_only(client, stopped):
+    test = client(link_routes(example_view()))
+    answer = test.get("/", params={"stopped": stopped})
+    assert answer.status_code == 200 and "stop asked" not in answer.text
 
 
 def test_stop_with_csrf_calls_the_view(client):

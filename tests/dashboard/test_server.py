@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
+import time
 
 import httpx
 import pytest
@@ -156,6 +158,19 @@ def test_two_dashboards_on_one_machine_keep_their_own_sessions():
         assert browser.get(first.url + "/").text == "hello"  # still logged in to the first
 
 
+def test_a_cookie_of_the_same_name_set_by_another_port_cannot_shadow_the_session():
+    with DashboardServer(ROUTES) as server, httpx.Client(timeout=10) as browser:
+        name = server.keys.cookie
+        assert str(server.port) not in name and len(name) >= 16  # not guessable from outside
+        browser.get(server.login_url)
+        real = browser.cookies[name]
+        # What a browser sends when another server on 127.0.0.1 set a cookie of that name
+        # with Path=/: the longer path first, then the tossed one (starlette keeps the last).
+        tossed = {"cookie": f"{name}={real}; {name}=x"}
+        answer = httpx.get(server.url + "/", headers=tossed, timeout=10)
+        assert answer.status_code == 401  # a guessed name would log the operator out like this
+
+
 def test_a_cookie_with_a_non_ascii_character_is_a_plain_401(client, caplog):
     test = client(ROUTES, login=False)
     cookie = test.server.keys.cookie
@@ -217,6 +232,31 @@ def test_a_request_whose_headers_never_end_is_closed(monkeypatch):
     monkeypatch.setattr("pollinate.dashboard._server._HEADER_TIMEOUT_S", 0.2)
     with DashboardServer(ROUTES) as server, _half_sent_request(server) as sock:
         assert _closed_by_server(sock)  # before our 30 s timeout
+
+
+def test_a_client_that_never_reads_its_answers_is_cut_off(monkeypatch):
+    monkeypatch.setattr("pollinate.dashboard._server._HEADER_TIMEOUT_S", 0.3)
+    requests = b"GET /x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" * 100  # pipelined, never read
+    with DashboardServer(ROUTES) as server, socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        assert _cut_off(sock, requests)
+
+
+def _cut_off(sock: socket.socket, requests: bytes) -> bool:
+    """Send ``requests`` until the buffers fill, read nothing: whether the server aborts."""
+    try:
+        sock.settimeout(1.0)
+        with contextlib.suppress(TimeoutError):  # the buffers are full: the server waits on us
+            for _ in range(5000):
+                sock.sendall(requests)
+        time.sleep(1.0)
+        sock.settimeout(10.0)
+        while sock.recv(1 << 16):  # a server that let us be would answer every request
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    return False
 
 
 def test_connections_past_the_cap_are_closed_at_once(monkeypatch):

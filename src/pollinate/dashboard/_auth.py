@@ -50,15 +50,16 @@ _NOT_HERE = "No dashboard page at this address. " + _OPEN_LOGIN_URL
 class Keys:
     """The server's secrets: its path prefix, its login URL's access token, its session key.
 
-    The session cookie is named after the port: browsers keep cookies per host, not per
-    port, so two dashboards on one machine would otherwise log each other out.
+    The session cookie's name is random too: browsers keep cookies per host, not per
+    port, so a name another server on this host could guess (say, from the port) would let
+    it set a cookie of that name that shadows the real one and logs the operator out.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self) -> None:
         self.prefix = "/d/" + secrets.token_hex(16)
         self.server_id = secrets.token_hex(16)
         self.token = secrets.token_urlsafe(32)
-        self.cookie = f"pollinate_session_{port}"
+        self.cookie = f"pollinate_{secrets.token_hex(8)}"
         self._key = secrets.token_bytes(32)
 
     def token_ok(self, given: str) -> bool:

@@ -7,6 +7,7 @@ it is a POST with the session's CSRF token. All text from nodes and runs is esca
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -57,7 +58,7 @@ def link_routes(view: LinkView) -> list[BaseRoute]:
 
     def overview(request: Request) -> Response:
         stopped = request.query_params.get("stopped", "")
-        notice = f"run {int(stopped)}: stop asked" if stopped.isdigit() else ""
+        notice = f"run {stopped}: stop asked" if re.fullmatch(r"[0-9]{1,20}", stopped) else ""
         return render(request, "link.html", **_overview(view, notice=notice))
 
     def fragment(request: Request) -> Response:

@@ -153,7 +153,7 @@ def _read_rounds(file: Path, problems: list[str]) -> list[RoundRecord]:
     return list(rounds)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)  # a version of a live run, and the one before
 def _parse_rounds(
     file: Path, size: int, mtime_ns: int
 ) -> tuple[tuple[RoundRecord, ...], tuple[str, ...]]:

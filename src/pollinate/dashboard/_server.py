@@ -57,7 +57,7 @@ class DashboardServer:
         self.host = host
         self._socket = _bind(host, port)
         self.port: int = self._socket.getsockname()[1]
-        self.keys = Keys(self.port)
+        self.keys = Keys()
         self.app = _make_app(routes, self.keys, host, title)
         config = uvicorn.Config(
             self.app,
@@ -66,6 +66,7 @@ class DashboardServer:
             log_level="warning",
             lifespan="off",
             http=_BoundedH11,
+            backlog=_MAX_CONNECTIONS,  # asyncio accepts up to this many per turn, cap or not
             timeout_keep_alive=_KEEP_ALIVE_S,
             timeout_graceful_shutdown=_STOP_TIMEOUT_S,
         )
@@ -158,10 +159,23 @@ class _BoundedH11(H11Protocol):
             self._deadline.cancel()
         self._deadline = self.loop.call_later(_HEADER_TIMEOUT_S, self._late)
 
+    def resume_writing(self) -> None:
+        """The client reads again: a slow download that makes progress gets more time."""
+        super().resume_writing()
+        self._arm()
+
     def _late(self) -> None:
-        """Close the connection if its request has not fully arrived (headers and body)."""
-        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY) and not self.transport.is_closing():
+        """Close a connection whose request is late, or whose client stopped reading.
+
+        A request whose headers and body have not all arrived is closed; so is one whose
+        answers wait for a client that reads nothing (pipelined requests, never read).
+        """
+        if self.transport.is_closing():
+            return
+        if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):
             self.transport.close()
+        elif self.flow.write_paused:
+            self.transport.abort()  # close() would wait for the unread answers to drain
 
 
 def _make_app(routes: Sequence[BaseRoute], keys: Keys, host: str, title: str) -> Starlette:
