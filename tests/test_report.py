@@ -57,6 +57,18 @@ def test_report_writes_a_png_and_a_self_contained_page(run_dir):
     assert "<td>lr</td><td>0.1</td>" in page
 
 
+def test_odd_files_a_link_or_a_hand_wrote_still_make_a_report(run_dir):
+    run = json.loads((run_dir / "run.json").read_text())
+    (run_dir / "run.json").write_text(json.dumps({**run, "run_config": ["not", "a", "table"]}))
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    odd = json.loads(lines[1])
+    odd["train"] = {"ok": 3, "metrics": "none"}  # no 'failed', metrics not a table
+    lines[1] = json.dumps(odd)
+    (run_dir / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    page = write_report(run_dir).html.read_text()
+    assert "<td>3/?</td>" in page and "<td>lr</td>" not in page
+
+
 def test_a_folder_without_metrics_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"metrics\.jsonl does not exist"):
         write_report(tmp_path)

@@ -137,8 +137,9 @@ def write_report(run_dir: str | Path) -> ReportFiles:
 def _phase_metrics(record: dict[str, Any], phase: str) -> dict[str, Any]:
     if phase == "server":
         return dict(record.get("server") or {})
-    part = record.get(phase) or {}
-    return dict(part.get("metrics") or {})
+    part = record.get(phase)
+    metrics = part.get("metrics") if isinstance(part, dict) else None
+    return dict(metrics) if isinstance(metrics, dict) else {}
 
 
 def _is_number(value: Any) -> bool:
@@ -267,7 +268,7 @@ def _html(
     return _PAGE.format(
         title=html.escape(_title(run_dir)),
         summary=_table(["", ""], [[k, v] for k, v in summary_rows]),
-        config=_table(["key", "value"], [[k, v] for k, v in run.get("run_config", {}).items()]),
+        config=_table(["key", "value"], [[k, v] for k, v in _config(run).items()]),
         images="".join(_image(path, alt) for path, alt in images),
         rounds=_rounds_table(history, series),
     )
@@ -301,7 +302,9 @@ def _rounds_table(
 
 def _counts(record: dict[str, Any], phase: str) -> str:
     part = record.get(phase)
-    return f"{part['ok']}/{part['failed']}" if isinstance(part, dict) else ""
+    if not isinstance(part, dict):
+        return ""
+    return f"{part.get('ok', '?')}/{part.get('failed', '?')}"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
