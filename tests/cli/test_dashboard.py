@@ -16,6 +16,14 @@ from pollinate.dashboard import DashboardServer
 from pollinate.deploy import ControlLinkView
 
 
+@pytest.fixture(autouse=True)
+def lingered(monkeypatch) -> list[bool]:
+    """Each time ``run --dashboard`` serves on after its run, recorded instead of waited."""
+    calls: list[bool] = []
+    monkeypatch.setattr(_dashboard, "linger", lambda: calls.append(True))
+    return calls
+
+
 @pytest.fixture
 def started(monkeypatch) -> list[DashboardServer]:
     """The dashboard servers the command starts, in order."""
@@ -67,7 +75,9 @@ def test_dashboard_of_a_missing_folder_is_a_usage_error(invoke, tmp_path):
     assert result.exit_code == 2 and "does not exist" in result.stderr
 
 
-def test_run_dashboard_serves_the_run_folder_while_it_runs(make_app, invoke, started, monkeypatch):
+def test_run_dashboard_serves_the_run_folder_while_it_runs(
+    make_app, invoke, started, monkeypatch, lingered
+):
     seen: list[str] = []
     execute = _run.execute
 
@@ -81,6 +91,7 @@ def test_run_dashboard_serves_the_run_folder_while_it_runs(make_app, invoke, sta
     monkeypatch.setattr(_run, "execute", watched)
     result = invoke("run", make_app(), "--dashboard", "--json")
     assert result.exit_code == 0, result.output
+    assert lingered == [True]  # open pages get one more refresh after the end
     assert "No rounds yet." in seen[0]
     assert '<dd id="last-round">2</dd>' in seen[1]
     assert result.stderr.index("dashboard: open http://127.0.0.1:") < result.stderr.index(

@@ -123,6 +123,36 @@ def test_plots_are_shown(make_run, client):
     assert image.headers["content-type"] == "image/png" and image.content == b"\x89PNG fake"
 
 
+def test_a_compare_folder_shows_its_federated_rounds_and_its_comparison_plots(client, tmp_path):
+    runs = tmp_path / "runs"
+    compared = runs / "20260101-120000-0000abcd-compare"
+    (compared / "federated").mkdir(parents=True)
+    (compared / "confusion").mkdir()
+    (compared / "comparison.json").write_text("{}")
+    (compared / "curves.png").write_bytes(b"\x89PNG curves")
+    (compared / "confusion" / "isolated-0.png").write_bytes(b"\x89PNG confusion")
+    lines = [round_line(0, 0.1), round_line(1, 0.8), round_line(2, 0.95)]
+    (compared / "federated" / "metrics.jsonl").write_text("".join(lines))
+    (compared / "federated" / "model.npz").write_bytes(b"PK model")
+    test = client(folder_routes(runs))
+    index = test.get("/").text
+    assert compared.name in index
+    page = test.get(f"/runs/{compared.name}").text
+    assert "A comparison (pollinate compare)" in page and '<dd id="last-round">2</dd>' in page
+    for image in ("curves.png", "confusion/isolated-0.png"):
+        assert f'/file/{image}"' in page
+    assert test.get(f"/runs/{compared.name}/file/confusion/isolated-0.png").status_code == 200
+    assert test.get(f"/runs/{compared.name}/file/federated/model.npz").content == b"PK model"
+
+
+def test_a_report_comparison_folder_shows_its_plot(client, tmp_path):
+    compared = tmp_path / "comparison"
+    compared.mkdir()
+    (compared / "comparison.png").write_bytes(b"\x89PNG runs")
+    page = client(folder_routes(compared)).get("/").text
+    assert "A comparison of runs" in page and '/file/comparison.png"' in page
+
+
 def test_runs_folder_gets_an_index_with_each_run(make_run, client, tmp_path):
     runs = tmp_path / "runs"
     make_run("20260101-120000-00000001", parent=runs)

@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from starlette.routing import BaseRoute
 
 __all__ = [
+    "LINGER_S",
     "dashboard_command",
+    "linger",
     "run_dashboard",
     "serve_until_interrupted",
     "serving",
@@ -134,13 +136,18 @@ def run_dashboard(out_dir: Path, port: int, console: Console) -> Iterator[None]:
     with serving(run_routes(out_dir), "127.0.0.1", port, f"run {out_dir.name}", console):
         try:
             yield
-            time.sleep(LINGER_S)  # open pages refresh once more and show the run finished
+            linger()
         finally:  # a failed run's folder is worth a look too
             console.print(
                 f"dashboard stops with the run: see it again with pollinate dashboard "
                 f"{escape(shown(out_dir))}",
                 soft_wrap=True,
             )
+
+
+def linger() -> None:
+    """Serve on for ``LINGER_S``: open pages refresh once more and show the run finished."""
+    time.sleep(LINGER_S)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,8 @@ MAX_METRICS_BYTES = 32 * 2**20
 MAX_INFO_BYTES = 2**20
 MAX_LISTED = 200
 _MAX_PROBLEMS = 5
+COMPARISON_FILES = ("comparison.json", "comparison.png")
+"""What a comparison folder holds: ``pollinate compare``'s, ``pollinate report RUN RUN``'s."""
 DOWNLOADS = {".npz": "application/octet-stream", ".png": "image/png"}
 """What the dashboard serves from a run folder, and as what: nothing else leaves it."""
 
@@ -42,6 +44,8 @@ class RunFolder:
     checkpoints: list[tuple[str, int]] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     model: tuple[str, int] | None = None
+    about: str = ""
+    """What kind of folder it is, when not a plain run (a comparison)."""
 
     @property
     def status(self) -> str:
@@ -66,20 +70,41 @@ class RunFolder:
 
 
 def is_run(path: Path) -> bool:
-    """Whether ``path`` is a run folder (it has run.json or metrics.jsonl)."""
-    return (path / "run.json").is_file() or (path / "metrics.jsonl").is_file()
+    """Whether ``path`` is a run folder (run.json or metrics.jsonl) or a comparison's."""
+    names = ("run.json", "metrics.jsonl", *COMPARISON_FILES)
+    return any((path / name).is_file() for name in names)
+
+
+def _rounds_folder(path: Path) -> Path:
+    """Where the rounds are: the folder, or a ``pollinate compare`` folder's federated run."""
+    federated = path / "federated"
+    if not (path / "metrics.jsonl").is_file() and (federated / "metrics.jsonl").is_file():
+        return federated
+    return path
 
 
 def read_run(path: Path) -> RunFolder:
     """Everything the run page shows, read now; problems are notes, not exceptions."""
     run = RunFolder(path)
     run.info = read_info(path, run.problems)
-    run.rounds = _read_rounds(path / "metrics.jsonl", run.problems)
-    run.checkpoints = _files(path / "checkpoints", "round-*.npz", path)[-MAX_LISTED:]
-    model = path / "model.npz"
-    run.model = ("model.npz", _size(model)) if model.is_file() else None
-    images = [*_files(path, "*.png", path), *_files(path / "report", "*.png", path)]
+    rounds = _rounds_folder(path)
+    run.rounds = _read_rounds(rounds / "metrics.jsonl", run.problems)
+    run.checkpoints = _files(rounds / "checkpoints", "round-*.npz", path)[-MAX_LISTED:]
+    model = rounds / "model.npz"
+    run.model = (model.relative_to(path).as_posix(), _size(model)) if model.is_file() else None
+    images = [
+        *_files(path, "*.png", path),
+        *_files(path / "report", "*.png", path),
+        *_files(path / "confusion", "*.png", path),
+    ]
     run.images = [name for name, _ in images[:12]]
+    if rounds != path:
+        run.about = (
+            "A comparison (pollinate compare): the rounds below are the federated run's; "
+            "comparison.md has every model's scores, and the plots compare them."
+        )
+    elif any((path / name).is_file() for name in COMPARISON_FILES):
+        run.about = "A comparison of runs (pollinate report RUN RUN): its plots are below."
     return run
 
 
@@ -104,7 +129,7 @@ def read_info(path: Path, problems: list[str]) -> dict[str, Any] | None:
 
 def last_round(path: Path) -> int | None:
     """The number of the last whole round in ``metrics.jsonl`` (reads only its tail)."""
-    file = path / "metrics.jsonl"
+    file = _rounds_folder(path) / "metrics.jsonl"
     if not file.is_file():
         return None
     try:
