@@ -607,7 +607,7 @@ def _comparison_html(comparison: Comparison) -> str:
     )
 
 
-_PAGE = """<!doctype html>
+_HEAD = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
@@ -618,27 +618,25 @@ img {{ max-width: 100%; }}
 </style></head>
 <body>
 <h1>{title}</h1>
-<h2>Run</h2>{summary}
+"""
+"""How both pages start: their title and one style."""
+
+_PAGE = (
+    _HEAD
+    + """<h2>Run</h2>{summary}
 <h2>Run config</h2>{config}
 <h2>Curves</h2>{images}
 <h2>Rounds</h2>{rounds}
 </body></html>
 """
+)
 
 
-_COMPARISON_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5rem 0 1.5rem; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: right; }}
-th {{ background: #f3f3f3; }}
-img {{ max-width: 100%; }}
-</style></head>
-<body>
-<h1>{title}</h1>
-{notes}
+_COMPARISON_PAGE = (
+    _HEAD
+    + """{notes}
 <h2>Runs</h2>{table}
 <h2>Curves</h2>{image}
 </body></html>
 """
+)
