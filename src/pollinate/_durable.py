@@ -24,6 +24,7 @@ It fires once: it disarms itself (the variables leave this process's environment
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import os
@@ -67,11 +68,21 @@ def write_file(path: Path, write: Callable[[BinaryIO], object]) -> None:
         fault_point("write.renamed", path)
         sync_folder(path.parent)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise StorageError.writing(path, err) from err
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temp file a failed write left, if there is one to remove.
+
+    Its folder may be what failed (a file where a folder should be): that error, not this
+    one's, is the one to report.
+    """
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def append_line(path: Path, line: str) -> None:

@@ -443,3 +443,13 @@ def test_a_remote_link_s_run_folder_is_used_only_inside_the_operator_s_runs_fold
     found = [view.run_dir(run) for run in client.runs()]
     assert found == [runs_dir / "app" / "7", None, None, None]
     assert ControlLinkView(client).run_dir(client.runs()[0]) is None  # type: ignore[arg-type]
+
+
+def test_a_run_folder_the_link_cannot_write_costs_a_warning_not_the_run(tmp_path, caplog):
+    from pollinate.deploy._runfile import write_run_file
+    from pollinate.deploy._store import RunRow
+
+    (tmp_path / "full").write_text("a file where the run's folder should go")
+    row = RunRow(7, "demo", {}, str(tmp_path / "full" / "run"), status="finished")
+    write_run_file(row, 2, None)  # no exception: its rounds are in the database
+    assert "run 7:" in caplog.text and "metrics.jsonl" in caplog.text
