@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from pollinate import ClientApp
 from pollinate.deploy import Backoff, Link, run_node, serve_link
 
 from .node_apps import app as node_app
@@ -26,14 +27,17 @@ def link():
 
 @pytest.fixture
 def start_nodes(link):
-    """Start nodes in threads (partition ids 0..n-1); they leave when the link says goodbye."""
+    """Start nodes in threads (partition ids 0..n-1); they leave when the link says goodbye.
+
+    They answer with ``node_app`` unless ``app`` says otherwise.
+    """
     threads = []
 
-    def start(count: int, first: int = 0) -> None:
+    def start(count: int, first: int = 0, app: ClientApp = node_app) -> None:
         for partition in range(first, first + count):
             thread = threading.Thread(
                 target=run_node,
-                args=(f"127.0.0.1:{link.port}", node_app),
+                args=(f"127.0.0.1:{link.port}", app),
                 kwargs={
                     "node_config": {"partition-id": partition},
                     "chunk_size": 4096,

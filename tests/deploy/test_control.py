@@ -126,13 +126,14 @@ def test_control_requests_need_an_operator_key_when_the_link_has_control_keys(tm
         runs.start()
         address = f"127.0.0.1:{ports[0]}"
         with ControlClient(address, None, operator) as client:
-            assert client.runs() == []
+            assert client.runs() == [] and client.list_nodes() == []
         for key, problem in ((None, "not signed"), (stranger, "not registered")):
-            with (
-                ControlClient(address, None, key) as client,
-                pytest.raises(AuthError, match=problem),
-            ):
-                client.runs()
+            for call in (ControlClient.runs, ControlClient.list_nodes):
+                with (
+                    ControlClient(address, None, key) as client,
+                    pytest.raises(AuthError, match=problem),
+                ):
+                    call(client)
 
 
 class _Context:

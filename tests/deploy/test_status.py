@@ -2,7 +2,6 @@
 
 import dataclasses
 import json
-import threading
 import time
 
 import pytest
@@ -11,23 +10,20 @@ from click.testing import CliRunner
 from pollinate import ClientApp, Message, MetricRecord, RecordDict
 from pollinate.cli._main import cli
 from pollinate.deploy import (
-    Backoff,
     ControlClient,
     ControlLinkView,
     LocalLinkView,
     NodeFailure,
-    NodeKey,
     NodeStatus,
     RunSummary,
     channel_credentials,
     make_dev_certs,
-    run_node,
     serve_link,
 )
 from pollinate.deploy._control import ControlService
 from pollinate.deploy._grid import LinkGrid
 from pollinate.deploy._nodestats import MAX_FAILURES, MAX_REASON, NodeStats
-from pollinate.errors import AuthError, ConfigError, Forbidden, NotFound, WireError
+from pollinate.errors import ConfigError, Forbidden, NotFound, WireError
 from pollinate.message import ErrorCode
 
 from .submitted import start_bare_nodes, write_app
@@ -45,28 +41,9 @@ def train(msg, context):
 
 
 @pytest.fixture
-def flaky_nodes(link):
-    """Start nodes running ``flaky`` in threads; they leave when the link says goodbye."""
-    threads = []
-
-    def start(count: int) -> None:
-        for partition in range(count):
-            thread = threading.Thread(
-                target=run_node,
-                args=(f"127.0.0.1:{link.port}", flaky),
-                kwargs={
-                    "node_config": {"partition-id": partition},
-                    "backoff": Backoff(initial_s=0.05, max_s=0.2, give_up_s=5),
-                },
-                daemon=True,
-            )
-            thread.start()
-            threads.append(thread)
-
-    yield start
-    link.stop(grace_s=0.5)
-    for thread in threads:
-        thread.join(timeout=10)
+def flaky_nodes(start_nodes):
+    """Start nodes running ``flaky``; they leave when the link says goodbye."""
+    return lambda count: start_nodes(count, app=flaky)
 
 
 def _by_partition(link):
@@ -246,33 +223,6 @@ def test_a_hostile_run_summary_is_a_wire_error_not_a_type_error(change, problem)
         RunSummary.from_json(payload)
     with pytest.raises(WireError, match="must be a JSON object"):
         RunSummary.from_json([payload])
-
-
-def test_list_nodes_needs_an_operator_key_when_the_link_has_control_keys(tmp_path):
-    files = make_dev_certs(tmp_path / "certs", nodes=2, signing_keys=True)
-    operator, stranger = (NodeKey.load(k) for k in files.node_keys)
-    ports = []
-    with serve_link(
-        "127.0.0.1:0",
-        insecure=True,
-        control_keys=files.node_public_keys[0],
-        on_listening=ports.append,
-    ) as runs:
-        runs.start()
-        address = f"127.0.0.1:{ports[0]}"
-        (node,) = start_bare_nodes(ports[0], 1, tmp_path / "cache")
-        with ControlClient(address, None, operator) as client:
-            _eventually(lambda: [n.connected for n in client.list_nodes()] == [True])
-            (status,) = client.list_nodes()
-        assert _steady(status) == _steady(runs.link.node_status()[0])
-        assert status.node_config == {"partition-id": 0} and status.tasks_sent == 0
-        for key, problem in ((None, "not signed"), (stranger, "not registered")):
-            with (
-                ControlClient(address, None, key) as client,
-                pytest.raises(AuthError, match=problem),
-            ):
-                client.list_nodes()
-    node.join(timeout=10)
 
 
 def test_list_nodes_needs_an_operator_certificate_on_a_link_with_mtls(tmp_path):
